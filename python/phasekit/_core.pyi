@@ -1,0 +1,199 @@
+"""Type stub of the Rust extension ``phasekit._core``.
+
+The pure-Python backend ``phasekit._pure`` has the same names, signatures,
+results, errors and iteration order; the specification of each primitive is
+here and in ``docs/primitives.md``.
+"""
+
+from collections.abc import Iterator
+from typing import Any, Optional
+
+__version__: str
+
+# ---------------------------------------------------------------- EventRing
+
+EVENT_FIELDS: tuple[str, ...]
+"""Column names of an exported event batch, in order: ts, kind, key, symbol, price, quantity, value."""
+EVENT_BYTES: int
+"""Bytes of one retained event (46: int64 ts, uint16 kind, int64 key, int32 symbol, 3 x float64)."""
+TRADE_FIELDS: tuple[str, ...]
+"""Columns of a closed-trade summary: key, symbol, open_ts, close_ts, entry_price, exit_price, quantity, pnl, n_events."""
+TRADE_BYTES: int
+"""Bytes of one closed-trade summary (68)."""
+POLICIES: tuple[str, ...]
+"""Retention policies: sliding_window, trade_complete, minimal, keep_all."""
+
+class EventRing:
+    """Columnar retention of traced events under a policy.
+
+    * ``sliding_window``: the last ``capacity`` events.
+    * ``trade_complete``: events with ``key >= 0`` belong to position ``key``; on its
+      POSITION_CLOSE every retained event of the position is dropped and a one-row
+      closed-trade summary is kept (see :meth:`trades`). Events with ``key < 0``
+      are not retained.
+    * ``minimal``: like ``trade_complete`` without summaries: only events of open positions.
+    * ``keep_all``: every event up to ``max_events``; past it the oldest are dropped
+      and counted as evicted.
+
+    Retained events keep arrival order.
+    """
+
+    def __init__(
+        self,
+        policy: str = "sliding_window",
+        capacity: int = 1000,
+        max_events: int = 1_000_000,
+    ) -> None: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def max_events(self) -> int: ...
+    def append(
+        self,
+        ts: int,
+        kind: int,
+        key: int = -1,
+        symbol: int = 0,
+        price: float = 0.0,
+        quantity: float = 0.0,
+        value: float = 0.0,
+    ) -> None: ...
+    def extend(self, batch: Any) -> int:
+        """Append many events: an Arrow record batch or table (PyCapsule producer) or a
+        mapping of column name to numpy array / sequence. ``ts`` and ``kind`` are required;
+        the other columns default as in :meth:`append`. Returns the number of events read."""
+    def __len__(self) -> int: ...
+    def clear(self) -> None: ...
+    def stats(self) -> dict[str, int]:
+        """Keys: seen, retained, evicted, retained_bytes, open_positions, trades."""
+    def to_arrow(self) -> Any:
+        """The retained events as a ``pyarrow.RecordBatch`` (schema of EVENT_FIELDS)."""
+    def trades(self) -> Any:
+        """Closed-trade summaries (``trade_complete`` only) as a ``pyarrow.RecordBatch``."""
+    def __arrow_c_schema__(self) -> object: ...
+    def __arrow_c_array__(
+        self, requested_schema: Optional[object] = None
+    ) -> tuple[object, object]: ...
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
+
+# ---------------------------------------------------------------- Channel
+
+class Channel:
+    """Bounded multi-producer multi-consumer channel of Python objects.
+
+    ``send`` blocks while full (backpressure), ``recv`` while empty; both release the
+    GIL while blocked and are interruptible by Ctrl-C. After ``close()`` sends raise
+    ``ChannelClosed``; receivers drain what is left, then ``recv`` raises
+    ``ChannelClosed`` and iteration stops. Timeouts raise ``phasekit.errors.Timeout``
+    (a ``TimeoutError``).
+    """
+
+    def __init__(self, capacity: int = 1024) -> None: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def send(self, item: Any, timeout: Optional[float] = None) -> None: ...
+    def recv(self, timeout: Optional[float] = None) -> Any: ...
+    def try_send(self, item: Any) -> None:
+        """Raises ``ChannelFull`` when at capacity, ``ChannelClosed`` when closed."""
+    def try_recv(self) -> Any:
+        """Raises ``ChannelEmpty`` when open and empty, ``ChannelClosed`` when closed and drained."""
+    def send_many(self, items: Any, timeout: Optional[float] = None) -> int:
+        """Send every item of an iterable in order, blocking as ``send`` does; returns the count."""
+    def recv_many(self, max_items: int, timeout: Optional[float] = None) -> list[Any]:
+        """Block until at least one item is available, then return up to ``max_items``
+        without further blocking. Raises ``ChannelClosed`` when closed and drained."""
+    def close(self) -> None:
+        """Idempotent. Wakes every blocked sender (they raise ``ChannelClosed``) and receiver."""
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __next__(self) -> Any: ...
+    def stats(self) -> dict[str, Any]:
+        """Keys: depth, capacity, high_water, sent, received, blocked_send_seconds, closed."""
+
+# ---------------------------------------------------------------- SpillLedger
+
+def size_of(value: Any) -> int:
+    """Estimated bytes held by ``value`` (the rules are in docs/primitives.md)."""
+
+class SpillLedger:
+    """Byte accounting in least-recently-used order, with per-child budgets under a parent.
+
+    Keys are ``str`` and unique within a tree of ledgers (a root and its children).
+    A ledger's ``used`` includes the usage of its descendants.
+    """
+
+    def __init__(
+        self, budget_bytes: int, parent: Optional[SpillLedger] = None, name: str = ""
+    ) -> None: ...
+    @property
+    def budget(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def used(self) -> int: ...
+    @property
+    def peak(self) -> int: ...
+    def track(self, key: str, nbytes: int) -> None:
+        """Record (or re-size) ``key`` in this ledger and mark it most recently used."""
+    def touch(self, key: str) -> None:
+        """Mark ``key`` most recently used; ``UnknownKey`` if not in this ledger's tree."""
+    def forget(self, key: str) -> int:
+        """Stop tracking ``key`` (anywhere in this ledger's subtree); returns its bytes.
+        ``UnknownKey`` if not there."""
+    def over_budget(self) -> bool: ...
+    def spill_candidates(self) -> list[str]:
+        """Least recently used keys of this ledger's subtree, oldest first, whose release
+        brings ``used`` to at most ``budget``; empty when within budget."""
+    def child(self, budget_bytes: int, name: str = "") -> SpillLedger: ...
+    def nbytes(self, key: str) -> int: ...
+    def keys(self) -> list[str]:
+        """Keys of this ledger's subtree, least recently used first."""
+    def __contains__(self, key: object) -> bool: ...
+    def __len__(self) -> int: ...
+    def stats(self) -> dict[str, Any]:
+        """Keys: name, budget, used, peak, items, over_budget."""
+
+# ---------------------------------------------------------------- IpcWriter
+
+COMPRESSIONS: tuple[Optional[str], ...]
+TMP_SUFFIX: str
+"""Suffix of in-progress files: ``.<final name>.<random>`` + TMP_SUFFIX in the final folder."""
+
+class IpcWriter:
+    """Writes Arrow record batches to an Arrow IPC file (or stream) on a background thread.
+
+    ``write`` returns once the batch is queued on a bounded queue. ``close`` drains the
+    queue, fsyncs, renames the temporary file to ``path``, fsyncs the folder and returns
+    ``{"path", "size_bytes", "checksum", "rows", "batches"}`` where checksum is
+    ``"crc32:<8 hex digits>"`` of the whole file. An error in the background thread is
+    raised (``WriterError``) at the next ``write`` or at ``close``. A writer dropped or
+    aborted without ``close`` leaves no file at ``path``.
+    """
+
+    def __init__(
+        self,
+        path: Any,
+        schema: Optional[Any] = None,
+        compression: Optional[str] = None,
+        format: str = "file",
+        queue_size: int = 8,
+        overwrite: bool = True,
+    ) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def rows_written(self) -> int: ...
+    def write(self, batch: Any) -> None: ...
+    def close(self) -> dict[str, Any]: ...
+    def abort(self) -> None: ...
+    def __enter__(self) -> IpcWriter: ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
+
+def file_checksum(path: Any) -> str:
+    """``"crc32:<8 hex digits>"`` of a file's bytes (what IpcWriter.close reports)."""

@@ -1,0 +1,38 @@
+"""The pure-Python backend: the same primitives as ``phasekit._core``, same behaviour.
+
+It is the reference implementation; ``phasekit._core`` is the drop-in fast one.
+"""
+
+from __future__ import annotations
+
+from phasekit._pure.channel import Channel
+from phasekit._pure.checksum import file_checksum
+from phasekit._pure.ipc import COMPRESSIONS, TMP_SUFFIX, IpcWriter
+from phasekit._pure.ledger import SpillLedger
+from phasekit._pure.ring import (
+    EVENT_BYTES,
+    EVENT_FIELDS,
+    POLICIES,
+    TRADE_BYTES,
+    TRADE_FIELDS,
+    EventRing,
+)
+from phasekit._pure.sizeof import size_of
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COMPRESSIONS",
+    "EVENT_BYTES",
+    "EVENT_FIELDS",
+    "POLICIES",
+    "TMP_SUFFIX",
+    "TRADE_BYTES",
+    "TRADE_FIELDS",
+    "Channel",
+    "EventRing",
+    "IpcWriter",
+    "SpillLedger",
+    "file_checksum",
+    "size_of",
+]

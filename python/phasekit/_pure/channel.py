@@ -1,0 +1,5 @@
+"""Bounded MPMC channel (being written)."""
+
+
+class Channel:
+    pass

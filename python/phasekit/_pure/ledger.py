@@ -1,0 +1,5 @@
+"""Spill ledger (being written)."""
+
+
+class SpillLedger:
+    pass
