@@ -1,0 +1,5 @@
+import sys
+
+from phasekit.cli import main
+
+sys.exit(main())
