@@ -1,0 +1,136 @@
+"""Run the benchmark suites once and print one table of medians and ratios.
+
+    python benches/report.py                 # run every suite in benches/, then print
+    python benches/report.py -k ring         # only matching benchmarks (pytest -k)
+    python benches/report.py --json FILE     # print a table from an earlier --benchmark-json run
+
+Every ratio comes from the same run: within a benchmark group, each implementation's
+median is divided by the median of the ``rust`` implementation, so ``4.0x`` means the
+row is four times slower than the Rust backend (``0.5x``: twice as fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str
+    impl: str
+    median_s: float
+    items: float | None
+
+    @property
+    def rate(self) -> float | None:
+        if not self.items or self.median_s <= 0:
+            return None
+        return self.items / self.median_s
+
+
+def _impl_name(bench: dict) -> str:
+    param = bench.get("param")
+    if param:
+        return str(param)
+    name = str(bench.get("name", "?"))
+    return name.split("[", 1)[1].rstrip("]") if "[" in name else name
+
+
+def load_rows(path: Path) -> list[Row]:
+    data = json.loads(path.read_text())
+    rows = []
+    for bench in data.get("benchmarks", []):
+        extra = bench.get("extra_info") or {}
+        rows.append(
+            Row(
+                group=str(bench.get("group") or bench.get("name")),
+                impl=_impl_name(bench),
+                median_s=float(bench["stats"]["median"]),
+                items=float(extra["items"]) if "items" in extra else None,
+            )
+        )
+    return rows
+
+
+def _fmt_time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _fmt_rate(rate: float | None) -> str:
+    if rate is None:
+        return ""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if rate >= scale:
+            return f"{rate / scale:.3g} {unit}/s"
+    return f"{rate:.3g} /s"
+
+
+def render(rows: list[Row]) -> str:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[row.group].append(row)
+    lines = [
+        "| group | implementation | median | items/s | vs rust |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for group in sorted(groups):
+        members = sorted(groups[group], key=lambda r: r.median_s)
+        base = next((r for r in members if r.impl == "rust"), None)
+        base = base or next((r for r in members if r.impl.startswith("rust")), None)
+        for row in members:
+            ratio = f"{row.median_s / base.median_s:.2f}x" if base else ""
+            lines.append(
+                f"| {group} | {row.impl} | {_fmt_time(row.median_s)} | "
+                f"{_fmt_rate(row.rate)} | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
+def run_benchmarks(extra: list[str]) -> Path:
+    out = Path(tempfile.mkdtemp(prefix="phasekit-bench-")) / "bench.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(HERE),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-only",
+        f"--benchmark-json={out}",
+        "-o",
+        "python_files=bench_*.py",
+        *extra,
+    ]
+    subprocess.run(cmd, check=False)
+    if not out.exists():
+        raise SystemExit("the benchmark run produced no results")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="read results from this file instead")
+    parser.add_argument("-k", help="only benchmarks matching this pytest -k expression")
+    args, rest = parser.parse_known_args(argv)
+    if args.k:
+        rest += ["-k", args.k]
+    path = args.json or run_benchmarks(rest)
+    sys.stdout.write(render(load_rows(path)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

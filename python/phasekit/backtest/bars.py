@@ -1,0 +1,200 @@
+"""OHLCV bars: a deterministic synthetic generator and loaders for CSV, Parquet and Arrow files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from phasekit.errors import ConfigError
+
+_NS_PER = {
+    "s": 1_000_000_000,
+    "min": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}
+_FREQ_ALIASES = {"m": "min", "t": "min", "minute": "min", "hour": "h", "day": "d", "sec": "s"}
+_DAY_NS = 86_400_000_000_000
+
+
+@dataclass(frozen=True)
+class Bars:
+    """OHLCV bars of one symbol; ``ts`` is int64 nanoseconds since the epoch (UTC)."""
+
+    symbol: str
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def slice(self, start: int, stop: int) -> Bars:
+        """Bars ``[start, stop)`` by position (views, no copy)."""
+        s = slice(start, stop)
+        return Bars(
+            self.symbol,
+            self.ts[s],
+            self.open[s],
+            self.high[s],
+            self.low[s],
+            self.close[s],
+            self.volume[s],
+        )
+
+    def index_of(self, when: Any) -> int:
+        """Position of the first bar at or after ``when`` (a date string, datetime or ns)."""
+        return int(np.searchsorted(self.ts, to_ns(when), side="left"))
+
+    @property
+    def bar_ns(self) -> int:
+        """The median spacing of bars in nanoseconds (one day when fewer than two bars)."""
+        if len(self) < 2:
+            return _DAY_NS
+        return int(np.median(np.diff(self.ts)))
+
+    @property
+    def periods_per_year(self) -> float:
+        """252 trading days of bars at this spacing: 252 for daily bars, 252 x 1440 for minutes."""
+        return 252.0 * _DAY_NS / max(self.bar_ns, 1)
+
+    def to_arrow(self) -> pa.Table:
+        return pa.table(
+            {
+                "ts": pa.array(self.ts, pa.timestamp("ns", tz="UTC")),
+                "open": self.open,
+                "high": self.high,
+                "low": self.low,
+                "close": self.close,
+                "volume": self.volume,
+            }
+        )
+
+
+def parse_frequency(freq: str) -> int:
+    """Nanoseconds of a frequency such as ``1min``, ``5m``, ``1h``, ``1d``, ``30s``."""
+    text = str(freq).strip().lower()
+    digits = ""
+    while text and text[0].isdigit():
+        digits, text = digits + text[0], text[1:]
+    unit = _FREQ_ALIASES.get(text, text)
+    if unit not in _NS_PER:
+        raise ConfigError(
+            f"data.frequency: {freq!r} is not a frequency; use a number and one of "
+            "s, min (or m), h, d, e.g. 1min, 15min, 1h, 1d"
+        )
+    return int(digits or 1) * _NS_PER[unit]
+
+
+def to_ns(when: Any) -> int:
+    """Nanoseconds since the epoch of a date string, datetime, numpy datetime64 or int."""
+    if isinstance(when, (int, np.integer)):
+        return int(when)
+    try:
+        return int(np.datetime64(when, "ns").astype("int64"))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{when!r} is not a date or time (use e.g. 2020-01-31)") from exc
+
+
+def synthetic_bars(
+    symbols: list[str] | tuple[str, ...] = ("SYN",),
+    start: Any = "2020-01-01",
+    end: Any = None,
+    n_bars: int | None = None,
+    frequency: str = "1d",
+    seed: int = 0,
+    initial_price: float = 100.0,
+    drift: float = 0.0,
+    volatility: float = 0.01,
+) -> dict[str, Bars]:
+    """Deterministic random-walk bars per symbol (geometric Brownian motion per bar).
+
+    Give ``end`` or ``n_bars``. The same arguments always give the same bars.
+    """
+    step = parse_frequency(frequency)
+    t0 = to_ns(start)
+    if n_bars is None:
+        if end is None:
+            raise ConfigError("data: give `end` or `n_bars` for synthetic data")
+        n_bars = (to_ns(end) - t0) // step + 1
+    if n_bars < 2:
+        raise ConfigError(f"data: {n_bars} bars is too few; at least 2 are needed")
+    out: dict[str, Bars] = {}
+    for i, symbol in enumerate(symbols):
+        rng = np.random.default_rng([int(seed), i])
+        rets = rng.normal(drift, volatility, n_bars)
+        close = initial_price * np.exp(np.cumsum(rets))
+        gap = rng.normal(0.0, volatility * 0.25, n_bars)
+        open_ = np.empty(n_bars)
+        open_[0] = initial_price
+        open_[1:] = close[:-1] * np.exp(gap[1:])
+        wick = np.abs(rng.normal(0.0, volatility * 0.5, (2, n_bars)))
+        high = np.maximum(open_, close) * np.exp(wick[0])
+        low = np.minimum(open_, close) * np.exp(-wick[1])
+        volume = np.round(rng.lognormal(10.0, 0.5, n_bars))
+        ts = t0 + step * np.arange(n_bars, dtype=np.int64)
+        out[str(symbol)] = Bars(str(symbol), ts, open_, high, low, close, volume)
+    return out
+
+
+_TIME_NAMES = ("timestamp", "datetime", "date", "time", "ts", "index", "__index_level_0__")
+
+
+def _read_table(path: str) -> pa.Table:
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".csv":
+        from pyarrow import csv
+
+        return csv.read_csv(path)
+    if ext in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    if ext in (".arrow", ".feather", ".ipc"):
+        import pyarrow.feather as feather
+
+        return feather.read_table(path)
+    raise ConfigError(f"data.path: {path!r} has an unknown extension; use .csv, .parquet or .arrow")
+
+
+def load_bars(path: str, symbol: str | None = None) -> Bars:
+    """Bars from a CSV, Parquet or Arrow file with Open/High/Low/Close/Volume columns
+    (any case) and a datetime column (timestamp, datetime, date, time or a saved index)."""
+    if not os.path.exists(path):
+        raise ConfigError(f"data.path: file {path!r} does not exist")
+    table = _read_table(path)
+    by_lower = {name.lower(): name for name in table.column_names}
+    missing = [c for c in ("open", "high", "low", "close") if c not in by_lower]
+    if missing:
+        raise ConfigError(
+            f"data.path: {path!r} lacks column(s) {', '.join(missing)}; "
+            f"found {', '.join(table.column_names)}"
+        )
+    time_col = next((by_lower[n] for n in _TIME_NAMES if n in by_lower), None)
+    if time_col is None:
+        raise ConfigError(
+            f"data.path: {path!r} has no datetime column; name one of {', '.join(_TIME_NAMES[:5])}"
+        )
+    ts_arr = table.column(time_col)
+    if pa.types.is_string(ts_arr.type) or pa.types.is_large_string(ts_arr.type):
+        ts = np.array(ts_arr.to_pylist(), dtype="datetime64[ns]").astype("int64")
+    else:
+        ts = np.asarray(ts_arr.cast(pa.timestamp("ns")).to_numpy()).astype("int64")
+
+    def col(name: str, default: float | None = None) -> np.ndarray:
+        if name not in by_lower:
+            return np.full(len(ts), default if default is not None else np.nan)
+        return np.asarray(table.column(by_lower[name]).to_numpy(), dtype=np.float64)
+
+    order = np.argsort(ts, kind="stable")
+    arrays = [col(n)[order] for n in ("open", "high", "low", "close")]
+    vol = col("volume", 0.0)[order]
+    name = symbol or os.path.splitext(os.path.basename(path))[0]
+    return Bars(name, ts[order], *arrays, vol)

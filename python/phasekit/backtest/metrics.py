@@ -1,0 +1,131 @@
+"""Performance metrics (DESIGN.md "Metrics"): a vectorised reference and a streaming tracer.
+
+* total_return = final / initial equity - 1
+* sharpe_ratio = mean / std (ddof=1) of simple period returns x sqrt(periods per year)
+* sortino_ratio = mean / downside deviation (root mean square of negative returns, over
+  all periods) x sqrt(periods per year)
+* max_drawdown = min over time of equity / running peak - 1 (a value <= 0)
+* win_rate = winning closed trades / closed trades; trade_count; profit_factor = gross
+  profit / gross loss (None when there is no loss); exposure = share of bars with a position
+
+Ratios that are undefined (no variation, no trades) are ``0.0``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+METRIC_NAMES = (
+    "total_return",
+    "sharpe_ratio",
+    "sortino_ratio",
+    "max_drawdown",
+    "win_rate",
+    "trade_count",
+    "profit_factor",
+    "exposure",
+    "final_equity",
+)
+
+
+def _trade_metrics(pnl: np.ndarray) -> dict[str, Any]:
+    count = int(pnl.shape[0])
+    wins = float(pnl[pnl > 0].sum())
+    losses = float(-pnl[pnl < 0].sum())
+    return {
+        "win_rate": float((pnl > 0).sum() / count) if count else 0.0,
+        "trade_count": count,
+        "profit_factor": (wins / losses) if losses > 0 else None,
+    }
+
+
+def compute_metrics(
+    equity: np.ndarray,
+    initial_capital: float,
+    periods_per_year: float,
+    trade_pnl: np.ndarray,
+    position: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The reference metrics from a full equity curve (one value per bar close)."""
+    eq = np.concatenate(([initial_capital], np.asarray(equity, dtype=np.float64)))
+    rets = eq[1:] / eq[:-1] - 1.0
+    ann = math.sqrt(periods_per_year)
+    sd = float(rets.std(ddof=1)) if rets.shape[0] > 1 else 0.0
+    mean = float(rets.mean()) if rets.shape[0] else 0.0
+    down = float(np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2))) if rets.shape[0] else 0.0
+    peak = np.maximum.accumulate(eq)
+    out: dict[str, Any] = {
+        "total_return": float(eq[-1] / initial_capital - 1.0),
+        "sharpe_ratio": mean / sd * ann if sd > 0 else 0.0,
+        "sortino_ratio": mean / down * ann if down > 0 else 0.0,
+        "max_drawdown": float((eq / peak - 1.0).min()),
+        "exposure": float(np.mean(position != 0))
+        if position is not None and len(position)
+        else 0.0,
+        "final_equity": float(eq[-1]),
+    }
+    out.update(_trade_metrics(np.asarray(trade_pnl, dtype=np.float64)))
+    return out
+
+
+class StreamingMetrics:
+    """The same metrics computed incrementally from equity updates and closed trades,
+    so a container needs no equity curve in memory unless it keeps one by choice."""
+
+    def __init__(self, initial_capital: float, periods_per_year: float) -> None:
+        self.initial = float(initial_capital)
+        self.ppy = float(periods_per_year)
+        self.last = self.initial
+        self.peak = self.initial
+        self.mdd = 0.0
+        self.n = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.down_sq = 0.0
+        self.bars_in_market = 0
+        self.pnl: list[float] = []
+
+    def update_equity(self, equity: np.ndarray, position: np.ndarray | None = None) -> None:
+        """Fold a batch of consecutive bar-close equity values (and positions) in."""
+        eq = np.asarray(equity, dtype=np.float64)
+        if eq.shape[0] == 0:
+            return
+        prev = np.concatenate(([self.last], eq[:-1]))
+        rets = eq / prev - 1.0
+        # Chan et al. parallel combination of mean and M2
+        n_b = rets.shape[0]
+        mean_b = float(rets.mean())
+        m2_b = float(((rets - mean_b) ** 2).sum())
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
+        self.down_sq += float((np.minimum(rets, 0.0) ** 2).sum())
+        peaks = np.maximum.accumulate(np.maximum(eq, self.peak))
+        self.mdd = min(self.mdd, float((eq / peaks - 1.0).min()))
+        self.peak = float(peaks[-1])
+        self.last = float(eq[-1])
+        if position is not None:
+            self.bars_in_market += int(np.count_nonzero(position))
+
+    def on_trade(self, pnl: float) -> None:
+        self.pnl.append(float(pnl))
+
+    def result(self) -> dict[str, Any]:
+        ann = math.sqrt(self.ppy)
+        sd = math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
+        down = math.sqrt(self.down_sq / self.n) if self.n else 0.0
+        out: dict[str, Any] = {
+            "total_return": self.last / self.initial - 1.0,
+            "sharpe_ratio": self.mean / sd * ann if sd > 0 else 0.0,
+            "sortino_ratio": self.mean / down * ann if down > 0 else 0.0,
+            "max_drawdown": self.mdd,
+            "exposure": self.bars_in_market / self.n if self.n else 0.0,
+            "final_equity": self.last,
+        }
+        out.update(_trade_metrics(np.asarray(self.pnl, dtype=np.float64)))
+        return out

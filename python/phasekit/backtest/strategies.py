@@ -1,0 +1,174 @@
+"""Strategies: each turns bars into a target position per bar (-1, 0 or +1).
+
+``target[t]`` is decided on the close of bar ``t`` and filled at the open of bar
+``t + 1`` by the portfolio. Built-ins are vectorised with numpy.
+
+A user strategy is ``module:Class``; the class is constructed with the strategy's
+parameters as keyword arguments and must define ``signals(bars) -> numpy array``
+of length ``len(bars)`` with values in {-1, 0, 1}::
+
+    class Breakout:
+        def __init__(self, lookback: int = 20):
+            self.lookback = lookback
+
+        def signals(self, bars):
+            ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from phasekit.backtest.bars import Bars
+from phasekit.errors import ConfigError
+
+
+class Strategy(Protocol):
+    def signals(self, bars: Bars) -> np.ndarray: ...
+
+
+def sma(values: np.ndarray, window: int) -> np.ndarray:
+    """Simple moving average; NaN for the first ``window - 1`` bars."""
+    out = np.full(values.shape[0], np.nan)
+    if window <= values.shape[0]:
+        c = np.cumsum(np.insert(values, 0, 0.0))
+        out[window - 1 :] = (c[window:] - c[:-window]) / window
+    return out
+
+
+def _hold_states(decisions: np.ndarray) -> np.ndarray:
+    """Forward-fill decisions (NaN = keep the previous state; initial state 0)."""
+    idx = np.where(np.isnan(decisions), 0, np.arange(decisions.shape[0]))
+    np.maximum.accumulate(idx, out=idx)
+    return np.nan_to_num(decisions[idx]).astype(np.int8)
+
+
+def _check_mode(mode: str) -> bool:
+    if mode not in ("long_only", "long_short"):
+        raise ConfigError(f"strategy.mode: {mode!r} is not allowed; use long_only or long_short")
+    return mode == "long_short"
+
+
+class SmaCrossover:
+    """Long when the fast SMA crosses above the slow one; on the cross below, flat
+    (``long_only``) or short (``long_short``). A cross needs the fast SMA strictly
+    below the slow one on the previous bar and strictly above on this one."""
+
+    def __init__(self, fast: int = 10, slow: int = 30, mode: str = "long_only") -> None:
+        fast, slow = int(fast), int(slow)
+        if fast < 1 or slow < 1:
+            raise ConfigError(f"strategy: fast={fast} and slow={slow} must be at least 1")
+        if fast >= slow:
+            raise ConfigError(f"strategy: fast ({fast}) must be smaller than slow ({slow})")
+        self.fast, self.slow, self.short = fast, slow, _check_mode(mode)
+
+    def signals(self, bars: Bars) -> np.ndarray:
+        f, s = sma(bars.close, self.fast), sma(bars.close, self.slow)
+        above = np.zeros(len(bars), dtype=bool)
+        below = np.zeros(len(bars), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            above[1:] = (f[:-1] < s[:-1]) & (f[1:] > s[1:])
+            below[1:] = (f[:-1] > s[:-1]) & (f[1:] < s[1:])
+        decisions = np.full(len(bars), np.nan)
+        decisions[above] = 1.0
+        decisions[below] = -1.0 if self.short else 0.0
+        return _hold_states(decisions)
+
+
+class Momentum:
+    """Long when the return over ``lookback`` bars exceeds ``threshold``; below
+    ``-threshold`` short (``long_short``) or flat; otherwise flat."""
+
+    def __init__(self, lookback: int = 20, threshold: float = 0.0, mode: str = "long_only") -> None:
+        if int(lookback) < 1:
+            raise ConfigError(f"strategy.lookback: {lookback} must be at least 1")
+        self.lookback, self.threshold, self.short = (
+            int(lookback),
+            float(threshold),
+            _check_mode(mode),
+        )
+
+    def signals(self, bars: Bars) -> np.ndarray:
+        close = bars.close
+        ret = np.zeros(len(bars))
+        if self.lookback < len(bars):
+            ret[self.lookback :] = close[self.lookback :] / close[: -self.lookback] - 1.0
+        out = np.zeros(len(bars), dtype=np.int8)
+        out[ret > self.threshold] = 1
+        if self.short:
+            out[ret < -self.threshold] = -1
+        return out
+
+
+class MeanReversion:
+    """z = (close - SMA) / rolling std over ``window``: enter long below ``-entry_z``,
+    short above ``entry_z`` (``long_short``), exit when ``|z| <= exit_z``; else hold."""
+
+    def __init__(
+        self, window: int = 20, entry_z: float = 1.0, exit_z: float = 0.0, mode: str = "long_only"
+    ) -> None:
+        if int(window) < 2:
+            raise ConfigError(f"strategy.window: {window} must be at least 2")
+        self.window, self.entry, self.exit = int(window), float(entry_z), float(exit_z)
+        self.short = _check_mode(mode)
+
+    def signals(self, bars: Bars) -> np.ndarray:
+        close = bars.close
+        mean = sma(close, self.window)
+        sq = sma(close * close, self.window)
+        std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(std > 0, (close - mean) / std, np.nan)
+        decisions = np.full(len(bars), np.nan)
+        decisions[np.abs(z) <= self.exit] = 0.0
+        decisions[z < -self.entry] = 1.0
+        if self.short:
+            decisions[z > self.entry] = -1.0
+        return _hold_states(decisions)
+
+
+STRATEGIES: dict[str, Callable[..., Strategy]] = {
+    "sma_crossover": SmaCrossover,
+    "momentum": Momentum,
+    "mean_reversion": MeanReversion,
+}
+
+
+def _import(spec: str) -> Callable[..., Strategy]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"strategy.type: cannot import {spec!r}: {exc}") from exc
+
+
+def make_strategy(kind: str, params: dict[str, Any]) -> Strategy:
+    """Build a strategy by name (``sma_crossover``, ``momentum``, ``mean_reversion``) or
+    ``module:Class``, with keyword parameters."""
+    if ":" in kind:
+        factory = _import(kind)
+    elif kind in STRATEGIES:
+        factory = STRATEGIES[kind]
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(kind, STRATEGIES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"strategy.type: unknown strategy {kind!r}; allowed: "
+            f"{', '.join(STRATEGIES)} or module:Class{hint}"
+        )
+    try:
+        inspect.signature(factory).bind(**params)
+    except TypeError as exc:
+        raise ConfigError(f"strategy {kind!r}: bad parameters {params}: {exc}") from exc
+    strategy = factory(**params)
+    if not callable(getattr(strategy, "signals", None)):
+        raise ConfigError(f"strategy {kind!r} has no signals(bars) method")
+    return strategy
