@@ -1,0 +1,617 @@
+"""The Catalog API over SQL, shared by the SQLite and the PostgreSQL implementation.
+
+Stores call :meth:`Catalog.record_item` once a file is durable (written to a temporary
+name, fsynced, renamed, its folder fsynced)::
+
+    item_id = catalog.record_item(
+        process_id, stage_name, entity_name,
+        data_reference="file:///abs/path/x.arrow",   # or memory://run/phase/key, stream://...
+        inline_data=None,           # a small JSON value instead of a reference (storage_type inline)
+        metadata={"rows": 10, "metrics": {"sharpe": 1.2}},
+        size_bytes=1234,            # bytes of the file (of all files, for a folder)
+        checksum="crc32:0a1b2c3d",  # required for file:// references (integrity.reference_checksum)
+        format="arrow",             # arrow | parquet | csv | json | pickle | hdf5 | ...
+        phase="optimize", window_id="w003", container_id="portfolio_12",
+        created_at=None,            # default: now (UTC)
+        storage_type=None,          # default: "inline" if inline_data is given, else "reference"
+    ) -> int
+
+The file of a ``file://`` reference must exist when it is recorded and a plain file must
+have ``size_bytes`` bytes. :meth:`Catalog.record_items` records many :class:`NewItem` in
+one transaction.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from phasekit.catalog.encode import as_utc, parse_since, to_json, utc_now
+from phasekit.catalog.names import check_name, check_optional_name
+from phasekit.catalog.rows import (
+    FINAL_STATUSES,
+    ITEM_STATES,
+    PROCESS_STATUSES,
+    STORAGE_TYPES,
+    ItemRow,
+    NewItem,
+    ProcessRow,
+    UsageRow,
+)
+from phasekit.catalog.schema import ITEM_COLUMNS, PROCESS_COLUMNS, SCHEMA_VERSION
+from phasekit.catalog.uris import CatalogLocation, check_reference, redact, uri_to_path
+from phasekit.errors import CatalogError, InvalidArgument, UnknownKey
+
+if TYPE_CHECKING:
+    from phasekit.catalog.cleanup import CleanupReport, RemovalReport
+    from phasekit.catalog.compare import Comparison
+    from phasekit.catalog.doctor import DoctorReport
+    from phasekit.catalog.export import ExportReport
+
+log = logging.getLogger("phasekit.catalog")
+
+INLINE_MAX_BYTES = 64 * 1024
+LISTED_STATES = ("present", "missing", "corrupt")
+_CHECKSUM = re.compile(r"^crc32:[0-9a-f]{8}$")
+_CHUNK = 500
+_ITEM_SELECT = f"SELECT {', '.join(ITEM_COLUMNS)} FROM intermediate_data"
+_PROCESS_SELECT = f"SELECT {', '.join(PROCESS_COLUMNS)} FROM processes"
+_INSERT_ITEM = (
+    f"INSERT INTO intermediate_data ({', '.join(ITEM_COLUMNS[1:])}) "
+    f"VALUES ({', '.join('?' for _ in ITEM_COLUMNS[1:])}) RETURNING id"
+)
+
+Rows = list[tuple[Any, ...]]
+Exec = Callable[[str, Sequence[Any]], Rows]
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
+
+
+def _meta_path(key: str) -> list[str]:
+    parts = key.split(".")
+    for part in parts:
+        if not part or '"' in part or any(ord(c) < 32 for c in part):
+            raise InvalidArgument(
+                f"metadata filter key {key!r} is not valid; allowed: dotted names "
+                "(metrics.sharpe) without quotes or control characters"
+            )
+    return parts
+
+
+def _check_meta_value(key: str, value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise InvalidArgument(
+        f"metadata filter {key}={value!r}: the value must be a string, number, boolean or None"
+    )
+
+
+class Catalog(abc.ABC):
+    """Records runs and stored items; lists, compares, exports and cleans them up."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self, location: CatalogLocation) -> None:
+        self.location = location
+        self.results_dir: Path | None = location.results_dir
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------- dialect hooks
+    @abc.abstractmethod
+    def _transaction(self, write: bool = True) -> AbstractContextManager[Exec]:
+        """A context in which the yielded callable runs statements in one transaction.
+
+        ``write=False`` promises reads only (SQLite then takes no write lock).
+        """
+
+    @abc.abstractmethod
+    def _ts_param(self, value: datetime) -> Any:
+        """A UTC time as this dialect stores it."""
+
+    @abc.abstractmethod
+    def _ts_value(self, value: Any) -> datetime:
+        """A stored time back as an aware UTC datetime."""
+
+    @abc.abstractmethod
+    def _meta_clause(self, path: list[str], value: Any) -> tuple[str, list[Any]]:
+        """SQL (with ``?`` marks) matching rows whose metadata at ``path`` equals ``value``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        with self._lock, self._transaction(write=False) as execute:
+            return execute(sql, params)
+
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        with self._lock, self._transaction() as execute:
+            return execute(sql, params)
+
+    # ------------------------------------------------------------- plumbing
+    @property
+    def url(self) -> str:
+        """Where the catalog lives (a path, or a URL without its password)."""
+        return redact(self.location.target)
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def _check_version(self, execute: Exec) -> None:
+        rows = execute("SELECT version FROM phasekit_schema", ())
+        if not rows:
+            execute("INSERT INTO phasekit_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif int(rows[0][0]) > SCHEMA_VERSION:
+            raise CatalogError(
+                f"catalog {self.url} has schema version {rows[0][0]}, newer than this "
+                f"phasekit understands ({SCHEMA_VERSION}); upgrade phasekit"
+            )
+
+    # ------------------------------------------------------------- processes
+    def _process(self, row: tuple[Any, ...]) -> ProcessRow:
+        pid, workflow, config, backend, status, started, finished, rdir = row
+        return ProcessRow(
+            process_id=pid,
+            workflow=workflow,
+            config=_load(config),
+            backend=backend,
+            status=status,
+            started_at=self._ts_value(started),
+            finished_at=None if finished is None else self._ts_value(finished),
+            results_dir=rdir,
+        )
+
+    def start_process(
+        self,
+        workflow: str,
+        *,
+        config: Mapping[str, Any] | None = None,
+        backend: str | None = None,
+        results_dir: str | Path | None = None,
+        process_id: str | None = None,
+        started_at: datetime | None = None,
+    ) -> str:
+        """Record a new run with status ``running``; returns its process id (the run name)."""
+        check_name("workflow", workflow)
+        started = as_utc(started_at) if started_at else utc_now()
+        if process_id is None:
+            process_id = f"{workflow}-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+        check_name("process_id", process_id)
+        rdir = results_dir if results_dir is not None else self.results_dir
+        params = (
+            process_id,
+            workflow,
+            to_json(dict(config or {}), "config"),
+            backend,
+            "running",
+            self._ts_param(started),
+            None,
+            None if rdir is None else str(Path(rdir).absolute()),
+        )
+        with self._lock, self._transaction() as execute:
+            if execute("SELECT 1 FROM processes WHERE process_id = ?", (process_id,)):
+                raise CatalogError(f"run {process_id!r} already exists in catalog {self.url}")
+            execute(
+                f"INSERT INTO processes ({', '.join(PROCESS_COLUMNS)}) VALUES ({_marks(8)})", params
+            )
+        log.debug("started run %s (%s)", process_id, workflow)
+        return process_id
+
+    def finish_process(
+        self, process_id: str, status: str = "completed", finished_at: datetime | None = None
+    ) -> ProcessRow:
+        """Set a run's final status (completed, failed or interrupted) and end time."""
+        if status not in FINAL_STATUSES:
+            raise InvalidArgument(
+                f"status {status!r} is not a final run status; allowed: {', '.join(FINAL_STATUSES)}"
+            )
+        finished = self._ts_param(as_utc(finished_at) if finished_at else utc_now())
+        rows = self._write(
+            "UPDATE processes SET status = ?, finished_at = ? WHERE process_id = ? "
+            "RETURNING process_id",
+            (status, finished, process_id),
+        )
+        if not rows:
+            raise UnknownKey(f"run {process_id!r} is not in catalog {self.url}")
+        return self.get_process(process_id)
+
+    def get_process(self, process_id: str) -> ProcessRow:
+        with self._lock:
+            rows = self._read(f"{_PROCESS_SELECT} WHERE process_id = ?", (process_id,))
+        if not rows:
+            raise UnknownKey(f"run {process_id!r} is not in catalog {self.url}")
+        return self._process(rows[0])
+
+    def list_processes(
+        self, workflow: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[ProcessRow]:
+        """Runs, newest first."""
+        if status is not None and status not in PROCESS_STATUSES:
+            raise InvalidArgument(
+                f"status {status!r} is not a run status; allowed: {', '.join(PROCESS_STATUSES)}"
+            )
+        where, params = [], []
+        if workflow is not None:
+            where.append("workflow = ?")
+            params.append(workflow)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        sql = _PROCESS_SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY started_at DESC, process_id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            return [self._process(r) for r in self._read(sql, params)]
+
+    def latest_process(
+        self, workflow: str | None = None, status: str | None = None
+    ) -> ProcessRow | None:
+        """The most recently started run (of ``workflow``), or ``None``."""
+        rows = self.list_processes(workflow, status, limit=1)
+        return rows[0] if rows else None
+
+    def resolve_run(self, name: str) -> ProcessRow:
+        """A run by id; ``latest`` names the newest run unless a run is called that."""
+        try:
+            return self.get_process(name)
+        except UnknownKey:
+            if name != "latest":
+                raise
+        latest = self.latest_process()
+        if latest is None:
+            raise UnknownKey(f"catalog {self.url} holds no runs")
+        return latest
+
+    # ----------------------------------------------------------------- items
+    def _item(self, row: tuple[Any, ...]) -> ItemRow:
+        values = dict(zip(ITEM_COLUMNS, row))
+        values["inline_data"] = (
+            _load(values["inline_data"]) if values["inline_data"] is not None else None
+        )
+        values["metadata"] = _load(values["metadata"])
+        values["created_at"] = self._ts_value(values["created_at"])
+        values["size_bytes"] = int(values["size_bytes"])
+        values["id"] = int(values["id"])
+        return ItemRow(**values)
+
+    def _item_params(self, item: NewItem) -> tuple[Any, ...]:
+        check_name("process_id", item.process_id)
+        check_name("stage_name", item.stage_name)
+        check_name("entity_name", item.entity_name)
+        check_optional_name("phase", item.phase)
+        check_optional_name("window_id", item.window_id)
+        check_optional_name("container_id", item.container_id)
+        storage = item.storage_type or ("inline" if item.inline_data is not None else "reference")
+        if storage not in STORAGE_TYPES:
+            raise InvalidArgument(
+                f"storage_type {storage!r} is not valid; allowed: {', '.join(STORAGE_TYPES)}"
+            )
+        if (
+            isinstance(item.size_bytes, bool)
+            or not isinstance(item.size_bytes, int)
+            or item.size_bytes < 0
+        ):
+            raise InvalidArgument(f"size_bytes {item.size_bytes!r} must be an integer >= 0")
+        if item.checksum is not None and not _CHECKSUM.match(str(item.checksum)):
+            raise InvalidArgument(
+                f"checksum {item.checksum!r} is not valid; allowed: 'crc32:' and 8 lowercase hex digits"
+            )
+        if not isinstance(item.metadata, Mapping):
+            raise InvalidArgument(f"metadata must be a mapping, got {type(item.metadata).__name__}")
+        inline = None
+        size = item.size_bytes
+        if storage == "inline":
+            inline = to_json(item.inline_data, "inline_data")
+            inline_size = len(inline.encode())
+            if inline_size > INLINE_MAX_BYTES:
+                raise InvalidArgument(
+                    f"inline_data of {item.stage_name}/{item.entity_name} is {inline_size} "
+                    f"bytes of JSON; allowed: at most {INLINE_MAX_BYTES}; store it by reference"
+                )
+            size = size or inline_size
+        elif item.data_reference is None:
+            raise InvalidArgument(
+                f"item {item.stage_name}/{item.entity_name}: a reference item needs data_reference"
+            )
+        if item.data_reference is not None:
+            self._check_file(item)
+        created = as_utc(item.created_at) if item.created_at else utc_now()
+        return (
+            item.process_id,
+            item.stage_name,
+            item.entity_name,
+            storage,
+            item.data_reference,
+            inline,
+            to_json(dict(item.metadata), "metadata"),
+            self._ts_param(created),
+            size,
+            item.format,
+            item.checksum,
+            item.phase,
+            item.window_id,
+            item.container_id,
+            "present",
+        )
+
+    @staticmethod
+    def _check_file(item: NewItem) -> None:
+        ref = check_reference(item.data_reference or "")
+        path = uri_to_path(ref)
+        if path is None:
+            return
+        if item.checksum is None:
+            raise InvalidArgument(f"data reference {ref} is a file; record it with its checksum")
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise CatalogError(
+                f"cannot record {ref}: {exc.strerror or exc}; record an item only once its file is durable"
+            ) from None
+        if path.is_file() and st.st_size != item.size_bytes:
+            raise CatalogError(
+                f"cannot record {ref}: the file has {st.st_size} bytes, size_bytes says {item.size_bytes}"
+            )
+
+    def record_item(
+        self,
+        process_id: str,
+        stage_name: str,
+        entity_name: str,
+        *,
+        data_reference: str | None = None,
+        inline_data: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        size_bytes: int = 0,
+        checksum: str | None = None,
+        format: str | None = None,
+        phase: str | None = None,
+        window_id: str | None = None,
+        container_id: str | None = None,
+        created_at: datetime | None = None,
+        storage_type: str | None = None,
+    ) -> int:
+        """Record one stored item (see the module docstring); returns its id."""
+        item = NewItem(
+            process_id=process_id,
+            stage_name=stage_name,
+            entity_name=entity_name,
+            data_reference=data_reference,
+            inline_data=inline_data,
+            metadata=dict(metadata or {}),
+            size_bytes=size_bytes,
+            checksum=checksum,
+            format=format,
+            phase=phase,
+            window_id=window_id,
+            container_id=container_id,
+            created_at=created_at,
+            storage_type=storage_type,
+        )
+        return self.record_items([item])[0]
+
+    def record_items(self, items: Sequence[NewItem]) -> list[int]:
+        """Record several items in one transaction (all or none); returns their ids."""
+        params = [self._item_params(item) for item in items]
+        if not params:
+            return []
+        try:
+            with self._lock, self._transaction() as execute:
+                return [int(execute(_INSERT_ITEM, p)[0][0]) for p in params]
+        except CatalogError:
+            self._raise_unknown_runs({item.process_id for item in items})
+            raise
+
+    def _raise_unknown_runs(self, runs: set[str]) -> None:
+        for run in sorted(runs):
+            try:
+                self.get_process(run)
+            except UnknownKey:
+                raise CatalogError(
+                    f"run {run!r} is not in catalog {self.url}; call start_process first"
+                ) from None
+
+    def get_item(self, item_id: int) -> ItemRow:
+        with self._lock:
+            rows = self._read(f"{_ITEM_SELECT} WHERE id = ?", (int(item_id),))
+        if not rows:
+            raise UnknownKey(f"item {item_id} is not in catalog {self.url}")
+        return self._item(rows[0])
+
+    def items_by_reference(self, data_reference: str) -> list[ItemRow]:
+        """Every row recording ``data_reference``."""
+        with self._lock:
+            rows = self._read(
+                f"{_ITEM_SELECT} WHERE data_reference = ? ORDER BY id", (data_reference,)
+            )
+        return [self._item(r) for r in rows]
+
+    def list_items(
+        self,
+        process_id: str | None = None,
+        stage: str | None = None,
+        entity: str | None = None,
+        since: datetime | str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        phase: str | None = None,
+        container: str | None = None,
+        window: str | None = None,
+        states: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[ItemRow]:
+        """Items in id order; ``meta`` keys may be dotted paths (``metrics.sharpe``).
+
+        ``states`` defaults to present, missing and corrupt (rows being deleted are left out).
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("process_id", process_id),
+            ("stage_name", stage),
+            ("entity_name", entity),
+            ("phase", phase),
+            ("container_id", container),
+            ("window_id", window),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(self._ts_param(parse_since(since)))
+        for key, value in (meta or {}).items():
+            clause, extra = self._meta_clause(_meta_path(key), _check_meta_value(key, value))
+            where.append(clause)
+            params.extend(extra)
+        wanted = tuple(states) if states is not None else LISTED_STATES
+        bad = [s for s in wanted if s not in ITEM_STATES]
+        if bad:
+            raise InvalidArgument(
+                f"item state {bad[0]!r} is not valid; allowed: {', '.join(ITEM_STATES)}"
+            )
+        where.append(f"state IN ({_marks(len(wanted))})")
+        params.extend(wanted)
+        sql = f"{_ITEM_SELECT} WHERE {' AND '.join(where)} ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            return [self._item(r) for r in self._read(sql, params)]
+
+    def usage(self, process_id: str | None = None) -> list[UsageRow]:
+        """Items, bytes and files per run and stage (rows being deleted are left out)."""
+        sql = (
+            "SELECT process_id, stage_name, COUNT(*), COALESCE(SUM(size_bytes), 0), "
+            "COUNT(DISTINCT CASE WHEN substr(data_reference, 1, 7) = 'file://' "
+            "THEN data_reference END) FROM intermediate_data WHERE state <> 'deleting'"
+        )
+        params: list[Any] = []
+        if process_id is not None:
+            sql += " AND process_id = ?"
+            params.append(process_id)
+        sql += " GROUP BY process_id, stage_name ORDER BY process_id, stage_name"
+        with self._lock:
+            rows = self._read(sql, params)
+        return [UsageRow(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+    # ------------------------------------------------------ state changes
+    def mark_items(
+        self, ids: Sequence[int], state: str, *, from_states: Sequence[str] | None = None
+    ) -> list[int]:
+        """Set the state of rows (optionally only of rows in ``from_states``); returns their ids."""
+        if state not in ITEM_STATES:
+            raise InvalidArgument(
+                f"item state {state!r} is not valid; allowed: {', '.join(ITEM_STATES)}"
+            )
+        changed: list[int] = []
+        with self._lock, self._transaction() as execute:
+            for chunk in _chunks([int(i) for i in ids]):
+                sql = f"UPDATE intermediate_data SET state = ? WHERE id IN ({_marks(len(chunk))})"
+                params: list[Any] = [state, *chunk]
+                if from_states is not None:
+                    sql += f" AND state IN ({_marks(len(from_states))})"
+                    params.extend(from_states)
+                changed.extend(int(r[0]) for r in execute(sql + " RETURNING id", params))
+        return sorted(changed)
+
+    def delete_item_rows(self, ids: Sequence[int], *, state: str | None = None) -> int:
+        """Delete rows only (no file is touched); with ``state``, only rows in that state."""
+        count = 0
+        with self._lock, self._transaction() as execute:
+            for chunk in _chunks([int(i) for i in ids]):
+                sql = f"DELETE FROM intermediate_data WHERE id IN ({_marks(len(chunk))})"
+                params: list[Any] = list(chunk)
+                if state is not None:
+                    sql += " AND state = ?"
+                    params.append(state)
+                count += len(execute(sql + " RETURNING id", params))
+        return count
+
+    def live_references(self, references: Sequence[str]) -> set[str]:
+        """The subset of ``references`` still recorded by a row that is not being deleted."""
+        found: set[str] = set()
+        with self._lock, self._transaction(write=False) as execute:
+            for chunk in _chunks(list(references)):
+                rows = execute(
+                    f"SELECT DISTINCT data_reference FROM intermediate_data WHERE data_reference IN "
+                    f"({_marks(len(chunk))}) AND state <> 'deleting'",
+                    chunk,
+                )
+                found.update(r[0] for r in rows)
+        return found
+
+    # --------------------------------------------------------- operations
+    def verify_item(self, item: ItemRow | int) -> ItemRow:
+        """Check a file item's size and checksum; raises ``CorruptDataError`` naming it."""
+        from phasekit.catalog.integrity import verify_file
+
+        row = item if isinstance(item, ItemRow) else self.get_item(item)
+        path = row.path
+        if path is not None:
+            verify_file(path, row.size_bytes, row.checksum, row.label)
+        return row
+
+    def remove_items(self, ids: Sequence[int], *, delete_files: bool = True) -> RemovalReport:
+        """Delete items: their files (unless still recorded by other rows), then their rows."""
+        from phasekit.catalog.cleanup import remove_items
+
+        return remove_items(self, ids, delete_files=delete_files)
+
+    def cleanup(
+        self,
+        policy: str,
+        stages_to_persist: Sequence[str] | None = None,
+        dry_run: bool = False,
+        workflow: str | None = None,
+    ) -> CleanupReport:
+        """Apply a cleanup policy (keep_all, keep_latest, keep_none); see :mod:`.cleanup`."""
+        from phasekit.catalog.cleanup import run_cleanup
+
+        return run_cleanup(self, policy, stages_to_persist, dry_run=dry_run, workflow=workflow)
+
+    def doctor(
+        self, repair: bool = False, *, verify: bool = True, grace_seconds: float = 300.0
+    ) -> DoctorReport:
+        """Find (and with ``repair`` fix what is safe) inconsistencies; see :mod:`.doctor`."""
+        from phasekit.catalog.doctor import run_doctor
+
+        return run_doctor(self, repair=repair, verify=verify, grace_seconds=grace_seconds)
+
+    def compare(self, run_a: str, run_b: str) -> Comparison:
+        """Metrics of two runs side by side; see :mod:`.compare`."""
+        from phasekit.catalog.compare import compare_runs
+
+        return compare_runs(self, run_a, run_b)
+
+    def export(self, run: str, to_dir: str | Path, format: str | None = None) -> ExportReport:
+        """Copy or convert a run's files into ``to_dir``; see :mod:`.export`."""
+        from phasekit.catalog.export import export_run
+
+        return export_run(self, run, to_dir, format)
+
+
+def _load(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value

@@ -1,0 +1,102 @@
+"""The catalog in a PostgreSQL database through psycopg 3 (same schema and behaviour).
+
+The URL is passed to libpq as is (``postgresql://user:pw@host:port/db?options=...``);
+the tables are created on first use under an advisory lock, so several processes may
+open a new database at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from phasekit.catalog.base import Catalog, Exec, Rows
+from phasekit.catalog.encode import to_json
+from phasekit.catalog.schema import POSTGRES_DDL
+from phasekit.catalog.uris import CatalogLocation
+from phasekit.errors import CatalogError
+
+_SCHEMA_LOCK = 0x70_6B_63_61  # advisory lock id held while creating the tables
+
+
+class PostgresCatalog(Catalog):
+    """A :class:`Catalog` in a PostgreSQL database."""
+
+    dialect = "postgresql"
+
+    def __init__(
+        self, location: CatalogLocation, *, create: bool = True, connect_timeout: int = 10
+    ) -> None:
+        super().__init__(location)
+        try:
+            import psycopg
+            from psycopg.types.string import TextLoader
+        except ImportError:
+            raise CatalogError(
+                f"catalog {self.url} needs psycopg 3; install it with: pip install 'psycopg[binary]'"
+            ) from None
+        self._errors: type[Exception] = psycopg.Error
+        try:
+            self._conn = psycopg.connect(
+                location.target, autocommit=True, connect_timeout=connect_timeout
+            )
+        except psycopg.Error as exc:
+            raise CatalogError(
+                f"cannot connect to catalog {self.url}: {str(exc).strip()}"
+            ) from None
+        for name in ("json", "jsonb"):  # decode JSON ourselves, the same way as SQLite
+            self._conn.adapters.register_loader(name, TextLoader)
+        try:
+            self._setup(create)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _setup(self, create: bool) -> None:
+        with self._transaction() as execute:
+            exists = execute("SELECT to_regclass('intermediate_data') IS NOT NULL", ())[0][0]
+            if not exists and not create:
+                raise CatalogError(f"database {self.url} holds no phasekit catalog")
+            if not exists:
+                execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+                for statement in POSTGRES_DDL:
+                    execute(statement, ())
+            self._check_version(execute)
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[Exec]:
+        conn = self._conn
+        errors = self._errors
+        with self._lock:
+
+            def execute(sql: str, params: Sequence[Any]) -> Rows:
+                try:
+                    cur = conn.execute(sql.replace("?", "%s"), tuple(params))
+                    return cur.fetchall() if cur.description is not None else []
+                except errors as exc:
+                    raise CatalogError(
+                        f"catalog {self.url}: {str(exc).strip()} (in: {sql.split()[0]} ...)"
+                    ) from None
+
+            try:
+                with conn.transaction():
+                    yield execute
+            except errors as exc:
+                raise CatalogError(
+                    f"catalog {self.url}: transaction failed: {str(exc).strip()}"
+                ) from None
+
+    def _ts_param(self, value: datetime) -> Any:
+        return value
+
+    def _ts_value(self, value: Any) -> datetime:
+        return value.astimezone(timezone.utc)
+
+    def _meta_clause(self, path: list[str], value: Any) -> tuple[str, list[Any]]:
+        return "jsonb_extract_path(metadata, VARIADIC ?::text[]) = ?::jsonb", [path, to_json(value)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
