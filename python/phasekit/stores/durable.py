@@ -1,0 +1,238 @@
+"""The atomic write protocol and checksums of every file a store writes.
+
+A file (or a folder, for partitioned datasets) is written under a temporary name
+``.<name>.<random hex>.phasekit-tmp`` in its final folder, fsynced, renamed to its
+final name, and the folder is fsynced. Only then is it reported (and recorded).
+Checksums are CRC-32 in the ``crc32:xxxxxxxx`` form; a folder's checksum is the
+catalog's: CRC-32 over each file in relative-path order of its path, a NUL byte and
+its bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import secrets
+import shutil
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+from phasekit._pure.checksum import format_crc32
+from phasekit._pure.ipc import TMP_SUFFIX
+from phasekit.backend import backend_module
+from phasekit.errors import CorruptDataError, StorageError
+
+log = logging.getLogger(__name__)
+
+OLD_SUFFIX = ".phasekit-old"
+"""Suffix of a replaced folder while its successor is renamed into place."""
+
+
+def tmp_name(final: Path, suffix: str = TMP_SUFFIX) -> Path:
+    """``<folder>/.<name>.<random hex><suffix>``: the temporary twin of ``final``."""
+    return final.parent / f".{final.name}.{secrets.token_hex(8)}{suffix}"
+
+
+def is_tmp_name(name: str) -> bool:
+    """True for names of in-progress or replaced files (never a final name)."""
+    return name.startswith(".") and (name.endswith(TMP_SUFFIX) or name.endswith(OLD_SUFFIX))
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder so that renames and creations in it are durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # platforms that cannot open folders
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_file(Path(folder) / name)
+        fsync_dir(Path(folder))
+
+
+def _errno_of(exc: BaseException) -> Optional[int]:
+    """The errno of ``exc`` or of the first exception in its cause chain that has one."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        code = getattr(seen, "errno", None)
+        if isinstance(code, int):
+            return code
+        if "No space left on device" in str(seen):
+            return errno.ENOSPC
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def storage_error(exc: BaseException, what: str) -> StorageError:
+    """A StorageError that says what failed, why, and that the previous state is intact."""
+    code = _errno_of(exc)
+    reason = "the disk is full: " if code in (errno.ENOSPC, errno.EDQUOT) else ""
+    err = StorageError(f"{what} failed: {reason}{exc}; the previous state is intact")
+    err.errno = code
+    return err
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return _errno_of(exc) in (errno.ENOSPC, errno.EDQUOT)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or folder if it exists; log (not raise) what cannot be removed."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove %s: %s", path, exc)
+
+
+@contextmanager
+def atomic_file(final: Path, what: str) -> Iterator[Path]:
+    """Yield a temporary path; on success fsync it, rename it to ``final``, fsync the folder.
+
+    On any error the temporary file is removed and ``final`` is untouched; ``OSError``
+    becomes :class:`StorageError` (``what`` says which item was being written).
+    """
+    tmp = tmp_name(final)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        remove_path(tmp)
+        raise storage_error(exc, what) from exc
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+@contextmanager
+def atomic_dir(final: Path, what: str) -> Iterator[Path]:
+    """Like :func:`atomic_file` for a folder; a previous folder is replaced after success."""
+    tmp = tmp_name(final)
+    old: Optional[Path] = None
+    try:
+        tmp.mkdir()
+        yield tmp
+        _fsync_tree(tmp)
+        if final.exists():
+            old = tmp_name(final, OLD_SUFFIX)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        remove_path(tmp)
+        if old is not None and not final.exists():
+            os.replace(old, final)
+            old = None
+        raise storage_error(exc, what) from exc
+    except BaseException:
+        remove_path(tmp)
+        raise
+    finally:
+        if old is not None:
+            remove_path(old)
+
+
+def write_bytes(final: Path, data: bytes, what: str) -> str:
+    """Write ``data`` atomically to ``final``; returns its checksum."""
+    with atomic_file(final, what) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+    return format_crc32(zlib.crc32(data))
+
+
+def write_json(final: Path, obj: Any, what: str) -> str:
+    """Write ``obj`` as JSON atomically to ``final``; returns its checksum."""
+    return write_bytes(final, json.dumps(obj, indent=1, sort_keys=True).encode(), what)
+
+
+def file_checksum(path: Path) -> str:
+    """``crc32:xxxxxxxx`` of a file (through the backend in use)."""
+    return str(backend_module().file_checksum(os.fspath(path)))
+
+
+def tree_checksum(root: Path) -> str:
+    """Checksum of a folder, as the catalog defines it (see ``phasekit.catalog.integrity``)."""
+    from phasekit.catalog.integrity import reference_checksum
+
+    return str(reference_checksum(root))
+
+
+def path_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    if path.is_dir():
+        return sum(
+            (Path(folder) / name).stat().st_size
+            for folder, _dirs, files in os.walk(path)
+            for name in files
+        )
+    return path.stat().st_size
+
+
+def path_checksum(path: Path) -> str:
+    return tree_checksum(path) if path.is_dir() else file_checksum(path)
+
+
+def verify(path: Path, expected: Optional[str], item: str) -> None:
+    """Raise :class:`CorruptDataError` naming ``item`` and ``path`` unless the checksum matches."""
+    if not path.exists():
+        raise CorruptDataError(f"item {item!r}: its file {path} is missing")
+    if expected is None:
+        return
+    try:
+        actual = path_checksum(path)
+    except OSError as exc:
+        raise CorruptDataError(f"item {item!r}: cannot read {path}: {exc}") from exc
+    if actual != expected:
+        raise CorruptDataError(
+            f"item {item!r}: {path} fails its checksum (expected {expected}, found {actual}); "
+            "the file is truncated, corrupted or was replaced"
+        )
+
+
+__all__ = [
+    "OLD_SUFFIX",
+    "TMP_SUFFIX",
+    "atomic_dir",
+    "atomic_file",
+    "file_checksum",
+    "fsync_dir",
+    "is_disk_full",
+    "is_tmp_name",
+    "path_checksum",
+    "path_size",
+    "remove_path",
+    "storage_error",
+    "tmp_name",
+    "tree_checksum",
+    "verify",
+    "write_bytes",
+    "write_json",
+]

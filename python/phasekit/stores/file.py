@@ -1,0 +1,328 @@
+"""FileStore: every item a durable, checksummed file (or partitioned folder) under one folder.
+
+Layout: ``<base_path>/<key>.<ext>`` (``.arrow``, ``.parquet`` (a folder with
+``partition_by``), ``.json``/``.jsonl``, ``.csv``, ``.pkl``, ``.h5``) and a manifest
+``<base_path>/.phasekit/<key>.json`` holding the item's Ref and what restoring it needs.
+A put writes the data file by the atomic protocol, then the manifest the same way, and
+only then calls the recorder. Reads verify the file's checksum first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow as pa
+
+from phasekit.errors import CorruptDataError, InvalidArgument, StorageError, UnknownKey
+from phasekit.stores import values
+from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
+from phasekit.stores.durable import (
+    fsync_dir,
+    is_tmp_name,
+    remove_path,
+    storage_error,
+    verify,
+    write_json,
+)
+from phasekit.stores.formats import (
+    DEFAULT_FORMAT,
+    Format,
+    WriteOptions,
+    check_compression,
+    get_format,
+)
+from phasekit.stores.formats.pickle import refuse
+from phasekit.stores.names import check_name
+from phasekit.stores.recorder import ItemRecorder
+from phasekit.stores.ref import Ref, file_uri
+
+MANIFEST_DIR = ".phasekit"
+MANIFEST_VERSION = 1
+
+
+class FileStore(StoreBase):
+    """Items as files under ``base_path`` in ``format`` (default ``arrow``).
+
+    ``compression`` applies to the store's own format (arrow: lz4, zstd; parquet:
+    snappy (default), zstd, gzip, ...; hdf5: gzip, lzf). ``partition_by`` writes
+    table-like values in the parquet format as hive-partitioned folders (other value
+    kinds ignore it). ``formats`` maps an output type to a format (e.g.
+    ``{"metrics": "json", "signals": "parquet"}``); a put uses, in order, its
+    ``format=`` argument, ``formats[metadata["output_type"]]``, ``formats[key]``, then
+    ``format``. Pickle files are written and loaded only with ``allow_pickle=True``.
+    ``verify=False`` skips the checksum check on reads.
+    """
+
+    scheme = "file"
+
+    def __init__(
+        self,
+        base_path: str | os.PathLike[str],
+        *,
+        format: str = DEFAULT_FORMAT,
+        compression: Optional[str] = None,
+        partition_by: Optional[list[str] | tuple[str, ...]] = None,
+        formats: Optional[Mapping[str, str]] = None,
+        allow_pickle: bool = False,
+        verify: bool = True,
+        run: str = DEFAULT_RUN,
+        phase: str = DEFAULT_PHASE,
+        recorder: Optional[ItemRecorder] = None,
+    ) -> None:
+        super().__init__(run=run, phase=phase, recorder=recorder)
+        self.format = get_format(format)
+        check_compression(self.format, compression)
+        self.compression = compression
+        self.partition_by = tuple(self._check_columns(partition_by))
+        if self.partition_by and self.format.name != "parquet":
+            raise InvalidArgument(
+                f"partition_by {list(self.partition_by)} needs format 'parquet', got {format!r}"
+            )
+        self.formats = {
+            check_name("formats key", k): get_format(v, f"formats[{k!r}]").name
+            for k, v in (formats or {}).items()
+        }
+        self.allow_pickle = bool(allow_pickle)
+        self.verify = bool(verify)
+        self.base_path = Path(os.path.abspath(os.fspath(base_path)))
+        self.manifest_dir = self.base_path / MANIFEST_DIR
+        try:
+            self.manifest_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(exc, f"creating the store folder {self.manifest_dir}") from exc
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._counts = {
+            "puts": 0,
+            "gets": 0,
+            "deletes": 0,
+            "bytes_written": 0,
+            "bytes_read": 0,
+            "write_failures": 0,
+            "corrupt_reads": 0,
+        }
+
+    @staticmethod
+    def _check_columns(columns: Optional[list[str] | tuple[str, ...]]) -> list[str]:
+        if columns is None:
+            return []
+        if isinstance(columns, str) or not all(isinstance(c, str) and c for c in columns):
+            raise InvalidArgument(f"partition_by must be a list of column names, got {columns!r}")
+        return list(columns)
+
+    # ---------------------------------------------------------------- paths
+
+    def uri(self, key: str) -> str:
+        """The URI of ``key``'s file (from its manifest); ``UnknownKey`` if absent."""
+        return self.ref(key).uri
+
+    def _check_own(self, ref: Ref) -> None:
+        path = ref.path
+        if path is None:
+            raise InvalidArgument(f"ref {ref.uri!r} is not a file:// ref of a FileStore")
+        if path.parent != self.base_path:
+            raise InvalidArgument(
+                f"ref {ref.uri!r} is not in this store's folder {self.base_path}; a store reads "
+                "only its own files"
+            )
+
+    def _manifest_path(self, key: str) -> Path:
+        return self.manifest_dir / f"{key}.json"
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def _read_manifest(self, key: str) -> Optional[dict[str, Any]]:
+        path = self._manifest_path(key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read the manifest {path} of item {key!r}: {exc}") from exc
+        try:
+            manifest = json.loads(raw)
+            Ref.from_dict(manifest["ref"])
+        except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
+            raise CorruptDataError(
+                f"item {key!r}: its manifest {path} is unreadable: {exc}"
+            ) from exc
+        return dict(manifest)
+
+    # ---------------------------------------------------------------- put
+
+    def _format_for(self, key: str, meta: Mapping[str, Any], format: Optional[str]) -> Format:
+        if format is not None:
+            return get_format(format)
+        output_type = meta.get("output_type")
+        if isinstance(output_type, str) and output_type in self.formats:
+            return get_format(self.formats[output_type])
+        if key in self.formats:
+            return get_format(self.formats[key])
+        return self.format
+
+    def _options(self, fmt: Format, kind: str) -> WriteOptions:
+        own = fmt is self.format
+        partition = self.partition_by if own and kind in values.TABULAR else ()
+        return WriteOptions(
+            compression=self.compression if own else None,
+            partition_by=partition,
+            allow_pickle=self.allow_pickle,
+        )
+
+    def put(
+        self,
+        key: str,
+        data: Any,
+        metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        format: Optional[str] = None,
+    ) -> Ref:
+        """Write ``data`` durably as ``<key>.<ext>`` and return its Ref (then record it)."""
+        self._check_open()
+        key = check_name("key", key)
+        meta = check_metadata(metadata)
+        fmt = self._format_for(key, meta, format)
+        kind = values.kind_of(data, allow_object=fmt.name == "pickle")
+        options = self._options(fmt, kind)
+        path = fmt.path_for(self.base_path, key, kind, options)
+        what = f"writing item {key!r} to {path}"
+        with self._lock_for(key):
+            previous = self._read_manifest(key)
+            try:
+                written = fmt.write(data, kind, path, options, what)
+                ref = Ref(
+                    uri=file_uri(written.path),
+                    key=key,
+                    kind=kind,
+                    format=fmt.name,
+                    size_bytes=written.size_bytes,
+                    checksum=written.checksum,
+                    metadata=meta,
+                )
+                manifest = {"version": MANIFEST_VERSION, "ref": ref.to_dict(), "info": written.info}
+                write_json(self._manifest_path(key), manifest, f"{what} (its manifest)")
+            except StorageError:
+                self._counts["write_failures"] += 1
+                raise
+            self._drop_replaced(previous, written.path)
+            self._counts["puts"] += 1
+            self._counts["bytes_written"] += written.size_bytes
+        self._record(ref)
+        return ref
+
+    @staticmethod
+    def _drop_replaced(previous: Optional[dict[str, Any]], path: Path) -> None:
+        """Remove the previous version's file when the new one has another name."""
+        if previous is None:
+            return
+        old = Ref.from_dict(previous["ref"]).path
+        if old is not None and old != path:
+            remove_path(old)
+
+    # ---------------------------------------------------------------- get
+
+    def ref(self, key: str) -> Ref:
+        """The Ref of ``key`` from its manifest; ``UnknownKey`` if absent."""
+        key = check_name("key", key)
+        manifest = self._read_manifest(key)
+        if manifest is None:
+            raise self._missing(key)
+        return Ref.from_dict(manifest["ref"])
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._manifest_path(key).exists()
+
+    def get(self, ref: Ref | str) -> Any:
+        """The value of a key or Ref, after verifying its file's checksum."""
+        self._check_open()
+        key = self._key(ref)
+        manifest = self._read_manifest(key)
+        if manifest is None:
+            raise self._missing(key)
+        current = Ref.from_dict(manifest["ref"])
+        if isinstance(ref, Ref) and (ref.uri, ref.checksum) != (current.uri, current.checksum):
+            raise UnknownKey(
+                f"item {key!r} was replaced or rewritten since this ref was made "
+                f"(ref {ref.uri} {ref.checksum}, now {current.uri} {current.checksum})"
+            )
+        path = current.path
+        assert path is not None
+        fmt = get_format(current.format)
+        options = self._options(fmt, current.kind)
+        if fmt.name == "pickle" and not self.allow_pickle:
+            raise refuse(key, path)
+        try:
+            if self.verify:
+                verify(path, current.checksum, key)
+            value = fmt.read(path, current.kind, manifest.get("info") or {}, options)
+        except CorruptDataError:
+            self._counts["corrupt_reads"] += 1
+            raise
+        except (OSError, ValueError, KeyError, EOFError, pa.ArrowException) as exc:
+            if isinstance(exc, InvalidArgument):
+                raise
+            self._counts["corrupt_reads"] += 1
+            raise CorruptDataError(f"item {key!r}: cannot read {path}: {exc}") from exc
+        with self._lock:
+            self._counts["gets"] += 1
+            self._counts["bytes_read"] += current.size_bytes
+        return value
+
+    # ---------------------------------------------------------------- list, delete, stats
+
+    def list(self) -> list[Ref]:
+        """Refs of every item with a manifest, oldest first."""
+        refs = []
+        try:
+            names = sorted(os.listdir(self.manifest_dir))
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if is_tmp_name(name) or not name.endswith(".json"):
+                continue
+            manifest = self._read_manifest(name[: -len(".json")])
+            if manifest is not None:
+                refs.append(Ref.from_dict(manifest["ref"]))
+        return sorted(refs, key=lambda r: (r.created_at, r.key))
+
+    def delete(self, ref: Ref | str) -> None:
+        """Remove the item: its manifest first (durably), then its file."""
+        self._check_open()
+        key = self._key(ref)
+        with self._lock_for(key):
+            manifest = self._read_manifest(key)
+            if manifest is None:
+                raise self._missing(key)
+            current = Ref.from_dict(manifest["ref"])
+            try:
+                self._manifest_path(key).unlink()
+                fsync_dir(self.manifest_dir)
+            except OSError as exc:
+                raise storage_error(exc, f"deleting item {key!r}") from exc
+            if current.path is not None:
+                remove_path(current.path)
+            self._counts["deletes"] += 1
+        self._forget(current)
+
+    def stats(self) -> dict[str, Any]:
+        """items, bytes_on_disk, and counts of puts, gets, deletes, bytes written and read."""
+        refs = self.list()
+        with self._lock:
+            return {
+                "store": "file",
+                "path": str(self.base_path),
+                "format": self.format.name,
+                "items": len(refs),
+                "bytes_in_memory": 0,
+                "bytes_on_disk": sum(r.size_bytes for r in refs),
+                **self._counts,
+            }
+
+
+__all__ = ["MANIFEST_DIR", "FileStore"]

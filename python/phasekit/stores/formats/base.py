@@ -1,0 +1,92 @@
+"""What every file format provides: a path for an item, a durable write, a verified read."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+import pyarrow as pa
+
+from phasekit.errors import InvalidArgument
+from phasekit.stores import values
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Per-store options a format may use."""
+
+    compression: Optional[str] = None
+    partition_by: tuple[str, ...] = ()
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class Written:
+    """A durable file (or folder): where, how big, its checksum, what restoring it needs."""
+
+    path: Path
+    size_bytes: int
+    checksum: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Format(Protocol):
+    """One file format. ``write`` follows the atomic protocol; ``read`` gets a verified path."""
+
+    name: str
+    kinds: tuple[str, ...]
+    compressions: tuple[Optional[str], ...]
+
+    def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path: ...
+
+    def write(
+        self, value: Any, kind: str, path: Path, options: WriteOptions, what: str
+    ) -> Written: ...
+
+    def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any: ...
+
+
+def check_kind(fmt: Format, kind: str) -> None:
+    if kind not in fmt.kinds:
+        raise InvalidArgument(
+            f"format {fmt.name!r} cannot store a {kind} value; it stores: "
+            f"{', '.join(fmt.kinds)} (use format 'arrow' or 'parquet' for any value type)"
+        )
+
+
+def encode_schema(schema: pa.Schema) -> str:
+    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+
+def decode_schema(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+def tabular_info(table: pa.Table, kind: str) -> dict[str, Any]:
+    """What restoring a table from a format without Arrow types needs (the schema)."""
+    info: dict[str, Any] = {"schema": encode_schema(table.schema)}
+    if kind == values.NUMPY:
+        info["numpy"] = values.numpy_info_from_schema(table.schema)
+    return info
+
+
+def restore(table: pa.Table, kind: str, info: dict[str, Any]) -> Any:
+    """Cast ``table`` to the recorded schema and turn it back into the value's kind."""
+    schema = decode_schema(info["schema"]) if "schema" in info else None
+    if schema is not None:
+        table = table.select(schema.names).cast(schema).replace_schema_metadata(schema.metadata)
+    return values.from_arrow(table, kind, info.get("numpy"))
+
+
+__all__ = [
+    "Format",
+    "WriteOptions",
+    "Written",
+    "check_kind",
+    "decode_schema",
+    "encode_schema",
+    "restore",
+    "tabular_info",
+]

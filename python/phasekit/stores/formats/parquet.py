@@ -1,0 +1,108 @@
+"""Parquet files (page checksums on), or hive-partitioned Parquet datasets with ``partition_by``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from phasekit.errors import InvalidArgument
+from phasekit.stores import values
+from phasekit.stores.durable import atomic_dir, atomic_file, file_checksum, path_size, tree_checksum
+from phasekit.stores.formats.base import (
+    WriteOptions,
+    Written,
+    check_kind,
+    decode_schema,
+    encode_schema,
+)
+
+DEFAULT_COMPRESSION = "snappy"
+
+
+def _codec(options: WriteOptions) -> str:
+    return options.compression or DEFAULT_COMPRESSION
+
+
+class ParquetFormat:
+    """Every value kind as Parquet (``.parquet``); tabular kinds also partitioned by columns."""
+
+    name = "parquet"
+    kinds: tuple[str, ...] = values.KINDS
+    compressions: tuple[Optional[str], ...] = (
+        None,
+        "none",
+        "snappy",
+        "zstd",
+        "gzip",
+        "lz4",
+        "brotli",
+    )
+
+    def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path:
+        return folder / f"{key}.parquet"
+
+    def write(self, value: Any, kind: str, path: Path, options: WriteOptions, what: str) -> Written:
+        check_kind(self, kind)
+        table = values.to_arrow(value, kind)
+        if options.partition_by:
+            return self._write_dataset(table, kind, path, options, what)
+        with atomic_file(path, what) as tmp:
+            pq.write_table(table, str(tmp), compression=_codec(options), write_page_checksum=True)
+        return Written(path, path_size(path), file_checksum(path))
+
+    def _write_dataset(
+        self, table: pa.Table, kind: str, path: Path, options: WriteOptions, what: str
+    ) -> Written:
+        if kind not in values.TABULAR:
+            raise InvalidArgument(
+                f"partition_by needs a table-like value, got a {kind}; allowed: "
+                f"{', '.join(values.TABULAR)}"
+            )
+        missing = [c for c in options.partition_by if c not in table.schema.names]
+        if missing:
+            raise InvalidArgument(
+                f"partition_by columns {missing} are not in the value; its columns: "
+                f"{table.schema.names}"
+            )
+        fmt = ds.ParquetFileFormat()
+        write_options = fmt.make_write_options(
+            compression=_codec(options), write_page_checksum=True
+        )
+        with atomic_dir(path, what) as tmp:
+            ds.write_dataset(
+                table,
+                str(tmp),
+                format=fmt,
+                file_options=write_options,
+                partitioning=list(options.partition_by),
+                partitioning_flavor="hive",
+                basename_template="part-{i}.parquet",
+            )
+        info = {"schema": encode_schema(table.schema), "partition_by": list(options.partition_by)}
+        return Written(path, path_size(path), tree_checksum(path), info)
+
+    def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+        if path.is_dir():
+            return values.from_arrow(self._read_dataset(path, info), kind, info.get("numpy"))
+        table = pq.read_table(str(path), page_checksum_verification=True)
+        return values.from_arrow(table, kind, info.get("numpy"))
+
+    @staticmethod
+    def _read_dataset(path: Path, info: dict[str, Any]) -> pa.Table:
+        schema = decode_schema(info["schema"])
+        keys = pa.schema([schema.field(c) for c in info.get("partition_by", [])])
+        dataset = ds.dataset(
+            str(path),
+            schema=schema,
+            format=ds.ParquetFileFormat(
+                default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+                    page_checksum_verification=True
+                )
+            ),
+            partitioning=ds.partitioning(keys, flavor="hive"),
+        )
+        return dataset.to_table().replace_schema_metadata(schema.metadata)
