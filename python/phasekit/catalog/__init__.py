@@ -7,6 +7,8 @@ for the API and the signature of ``record_item`` that stores call.
 from __future__ import annotations
 
 from phasekit.catalog.base import INLINE_MAX_BYTES, Catalog
+from phasekit.catalog.cleanup import POLICIES as CLEANUP_POLICIES
+from phasekit.catalog.export import FORMATS as EXPORT_FORMATS
 from phasekit.catalog.factory import default_location, open_catalog
 from phasekit.catalog.integrity import reference_checksum, reference_size
 from phasekit.catalog.names import TMP_SUFFIX, check_name
@@ -22,9 +24,10 @@ from phasekit.catalog.rows import (
 )
 from phasekit.catalog.uris import CATALOG_FILENAME, path_to_uri, uri_to_path
 
-
 __all__ = [
     "CATALOG_FILENAME",
+    "CLEANUP_POLICIES",
+    "EXPORT_FORMATS",
     "FINAL_STATUSES",
     "INLINE_MAX_BYTES",
     "ITEM_STATES",

@@ -441,6 +441,15 @@ class Catalog(abc.ABC):
             raise UnknownKey(f"item {item_id} is not in catalog {self.url}")
         return self._item(rows[0])
 
+    def get_items(self, ids: Sequence[int]) -> list[ItemRow]:
+        """The rows of ``ids`` that exist (any state), in id order."""
+        found: list[ItemRow] = []
+        with self._lock, self._transaction(write=False) as execute:
+            for chunk in _chunks([int(i) for i in ids]):
+                rows = execute(f"{_ITEM_SELECT} WHERE id IN ({_marks(len(chunk))})", chunk)
+                found.extend(self._item(r) for r in rows)
+        return sorted(found, key=lambda row: row.id)
+
     def items_by_reference(self, data_reference: str) -> list[ItemRow]:
         """Every row recording ``data_reference``."""
         with self._lock:

@@ -1,0 +1,254 @@
+"""Deleting stored items safely, and the cleanup policies keep_all, keep_latest, keep_none.
+
+Order of a removal, so that a crash at any point leaves a state ``doctor`` repairs:
+
+1. the rows are marked ``deleting`` (one transaction; listings leave them out);
+2. each file is deleted (a folder is first renamed to a temporary name, then removed),
+   unless another row still records it; the folders are fsynced;
+3. the rows still marked ``deleting`` are deleted (one transaction);
+4. folders left empty under the run's results folder are removed.
+
+A crash after 1 leaves rows marked ``deleting``: ``doctor --repair`` finishes their
+removal (the same steps, so it is safe even while a cleanup runs); a crash in 2 can also
+leave a renamed folder ``.<name>.<hex>.phasekit-tmp``, which doctor removes. A file is
+never deleted while a row that is not being deleted records it.
+
+Policies: ``keep_all`` deletes nothing; ``keep_latest`` deletes the items of every run
+except the most recently started run of each workflow; ``keep_none`` deletes the items
+of every run. Runs still ``running`` are never touched, and items of a stage listed in
+``stages_to_persist`` are kept whatever the policy. Run rows are kept (the history).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from phasekit.catalog.names import TMP_SUFFIX
+from phasekit.catalog.rows import ITEM_STATES, ItemRow
+from phasekit.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from phasekit.catalog.base import Catalog
+
+log = logging.getLogger("phasekit.catalog.cleanup")
+
+POLICIES = ("keep_all", "keep_latest", "keep_none")
+
+
+@dataclass
+class RemovalReport:
+    """What :func:`remove_items` deleted and what it could not."""
+
+    removed: list[int] = field(default_factory=list)
+    freed_bytes: int = 0
+    files_deleted: list[str] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (item id, reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "removed": self.removed,
+            "freed_bytes": self.freed_bytes,
+            "files_deleted": self.files_deleted,
+            "failed": [{"id": i, "reason": r} for i, r in self.failed],
+        }
+
+
+@dataclass
+class CleanupReport:
+    """The items a policy selects, and (unless a dry run) what was removed."""
+
+    policy: str
+    dry_run: bool
+    stages_to_persist: list[str]
+    kept_runs: list[str]
+    running_runs: list[str]
+    selected: list[ItemRow]
+    removal: RemovalReport | None = None
+
+    @property
+    def selected_bytes(self) -> int:
+        return sum(item.size_bytes for item in self.selected)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "dry_run": self.dry_run,
+            "stages_to_persist": self.stages_to_persist,
+            "kept_runs": self.kept_runs,
+            "running_runs": self.running_runs,
+            "selected": [item.to_dict() for item in self.selected],
+            "selected_bytes": self.selected_bytes,
+            "removal": self.removal.to_dict() if self.removal else None,
+        }
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _delete_path(path: Path) -> None:
+    """Delete a file, or a folder by renaming it to a temporary name first."""
+    if path.is_dir() and not path.is_symlink():
+        doomed = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        os.rename(path, doomed)
+        _fsync_dir(path.parent)
+        shutil.rmtree(doomed, ignore_errors=True)  # the rename was the commit point
+    else:
+        path.unlink()
+
+
+def _prune_empty(folders: set[Path], stops: set[Path]) -> None:
+    """Remove folders left empty, up to (not including) a results folder in ``stops``."""
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        current = folder
+        while current not in stops and any(current.is_relative_to(s) for s in stops):
+            try:
+                current.rmdir()
+            except OSError:
+                break
+            current = current.parent
+
+
+def _results_dirs(catalog: Catalog, rows: Sequence[ItemRow]) -> set[Path]:
+    dirs = {Path(catalog.results_dir)} if catalog.results_dir else set()
+    for run in {row.process_id for row in rows}:
+        rdir = catalog.get_process(run).results_dir
+        if rdir:
+            dirs.add(Path(rdir))
+    return dirs
+
+
+def _delete_files(
+    catalog: Catalog, rows: Sequence[ItemRow], report: RemovalReport
+) -> tuple[set[int], set[Path]]:
+    """Delete the files of ``rows`` no other row records; returns (failed ids, their folders)."""
+    by_ref: dict[str, list[ItemRow]] = defaultdict(list)
+    for row in rows:
+        if row.path is not None and row.data_reference:
+            by_ref[row.data_reference].append(row)
+    live = catalog.live_references(list(by_ref))
+    failed: set[int] = set()
+    folders: set[Path] = set()
+    for ref, ref_rows in by_ref.items():
+        path = ref_rows[0].path
+        if ref in live or path is None:
+            continue
+        try:
+            _delete_path(path)
+            report.files_deleted.append(str(path))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            for row in ref_rows:
+                failed.add(row.id)
+                report.failed.append((row.id, f"cannot delete {path}: {exc.strerror or exc}"))
+            continue
+        folders.add(path.parent)
+    for folder in folders:
+        _fsync_dir(folder)
+    return failed, folders
+
+
+def remove_items(
+    catalog: Catalog, ids: Sequence[int], *, delete_files: bool = True
+) -> RemovalReport:
+    """Delete items in the crash-safe order of the module docstring."""
+    report = RemovalReport()
+    rows = catalog.get_items(ids)
+    if not rows:
+        return report
+    catalog.mark_items([row.id for row in rows], "deleting")
+    failed: set[int] = set()
+    folders: set[Path] = set()
+    if delete_files:
+        failed, folders = _delete_files(catalog, rows, report)
+    by_state: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        if row.id in failed:
+            by_state[row.state if row.state != "deleting" else "present"].append(row.id)
+    for state, state_ids in by_state.items():
+        catalog.mark_items(state_ids, state, from_states=("deleting",))
+    done = [row for row in rows if row.id not in failed]
+    catalog.delete_item_rows([row.id for row in done], state="deleting")
+    report.removed = [row.id for row in done]
+    report.freed_bytes = sum(row.size_bytes for row in done)
+    if folders:
+        _prune_empty(folders, _results_dirs(catalog, rows))
+    for item_id, reason in report.failed:
+        log.warning("item %s kept: %s", item_id, reason)
+    return report
+
+
+def select_items(
+    catalog: Catalog, policy: str, stages_to_persist: Sequence[str] | None, workflow: str | None
+) -> tuple[list[ItemRow], list[str], list[str]]:
+    """(items the policy deletes, runs kept as latest, runs skipped as running)."""
+    if policy not in POLICIES:
+        raise InvalidArgument(
+            f"cleanup policy {policy!r} is not valid; allowed: {', '.join(POLICIES)}"
+        )
+    processes = catalog.list_processes(workflow)
+    running = [p.process_id for p in processes if p.status == "running"]
+    kept: list[str] = []
+    if policy == "keep_all":
+        return [], kept, running
+    if policy == "keep_latest":
+        seen: set[str] = set()
+        for proc in processes:  # newest first
+            if proc.workflow not in seen:
+                seen.add(proc.workflow)
+                kept.append(proc.process_id)
+    persist = set(stages_to_persist or ())
+    selected: list[ItemRow] = []
+    for proc in processes:
+        if proc.process_id in kept or proc.status == "running":
+            continue
+        items = catalog.list_items(proc.process_id, states=ITEM_STATES)
+        selected.extend(item for item in items if item.stage_name not in persist)
+    return selected, kept, running
+
+
+def run_cleanup(
+    catalog: Catalog,
+    policy: str,
+    stages_to_persist: Sequence[str] | None = None,
+    *,
+    dry_run: bool = False,
+    workflow: str | None = None,
+) -> CleanupReport:
+    """Apply ``policy``; with ``dry_run`` only report what would be deleted."""
+    selected, kept, running = select_items(catalog, policy, stages_to_persist, workflow)
+    report = CleanupReport(
+        policy=policy,
+        dry_run=dry_run,
+        stages_to_persist=list(stages_to_persist or ()),
+        kept_runs=kept,
+        running_runs=running,
+        selected=selected,
+    )
+    if not dry_run and selected:
+        report.removal = remove_items(catalog, [item.id for item in selected])
+        log.info(
+            "cleanup %s removed %d items (%d bytes)",
+            policy,
+            len(report.removal.removed),
+            report.removal.freed_bytes,
+        )
+    return report

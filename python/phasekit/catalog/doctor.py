@@ -1,0 +1,248 @@
+"""Finding and repairing inconsistencies between the catalog and the files on disk.
+
+Kinds of finding (severity; what ``repair`` does):
+
+- ``temp_file`` (warning): a leftover ``*.phasekit-tmp`` file or folder; removed, unless
+  its run is still running and it changed less than ``grace_seconds`` ago.
+- ``missing_file`` (error): a row whose file is gone; the row is marked ``missing``.
+- ``corrupt_file`` (error): a row whose file is truncated, longer than recorded or fails
+  its checksum; the row is marked ``corrupt`` and the file is kept for inspection.
+- ``interrupted_delete`` (warning): rows left ``deleting`` by a crashed cleanup; the
+  removal is finished (files still recorded by other rows are kept).
+- ``recovered_file`` (info): a row marked missing or corrupt whose file verifies again;
+  marked ``present``.
+- ``marked_item`` (info): a row already marked missing or corrupt, still so.
+- ``bad_reference`` (error): a ``file://`` reference that names no local path; left alone.
+- ``unreferenced_file`` (info): a file under a results folder that no row records;
+  left alone (nothing is deleted that might be wanted).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from phasekit.catalog.integrity import problem_with
+from phasekit.catalog.names import TMP_SUFFIX
+from phasekit.catalog.rows import ITEM_STATES, ItemRow, ProcessRow
+from phasekit.catalog.uris import CATALOG_FILENAME
+from phasekit.errors import CatalogError
+
+if TYPE_CHECKING:
+    from phasekit.catalog.base import Catalog
+
+log = logging.getLogger("phasekit.catalog.doctor")
+
+SEVERITIES = ("error", "warning", "info")
+_CATALOG_FILES = {CATALOG_FILENAME + s for s in ("", "-wal", "-shm", "-journal")}
+
+
+@dataclass
+class Finding:
+    kind: str
+    severity: str
+    detail: str
+    path: str | None = None
+    item_id: int | None = None
+    repaired: bool = False
+    action: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DoctorReport:
+    repair: bool
+    findings: list[Finding] = field(default_factory=list)
+    items_checked: int = 0
+    files_scanned: int = 0
+
+    @property
+    def problems(self) -> list[Finding]:
+        """Errors and warnings that are not repaired."""
+        return [f for f in self.findings if f.severity != "info" and not f.repaired]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "repair": self.repair,
+            "items_checked": self.items_checked,
+            "files_scanned": self.files_scanned,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def _check_rows(catalog: Catalog, rows: list[ItemRow], report: DoctorReport, verify: bool) -> None:
+    for row in rows:
+        if row.state == "deleting" or row.data_reference is None:
+            continue
+        try:
+            path = row.path
+        except CatalogError as exc:
+            report.findings.append(Finding("bad_reference", "error", str(exc), item_id=row.id))
+            continue
+        if path is None:
+            continue
+        report.items_checked += 1
+        problem = problem_with(path, row.size_bytes, row.checksum, full=verify)
+        _judge(catalog, row, path, problem, report)
+
+
+def _judge(
+    catalog: Catalog, row: ItemRow, path: Path, problem: str | None, report: DoctorReport
+) -> None:
+    where = str(path)
+    if row.state in ("missing", "corrupt"):
+        if problem is None:
+            finding = Finding(
+                "recovered_file", "info", f"{row.label}: file verifies again", where, row.id
+            )
+            if report.repair:
+                catalog.mark_items([row.id], "present", from_states=(row.state,))
+                finding.repaired, finding.action = True, "marked present"
+        else:
+            finding = Finding(
+                "marked_item",
+                "info",
+                f"{row.label} is marked {row.state}: file {problem}",
+                where,
+                row.id,
+            )
+        report.findings.append(finding)
+        return
+    if problem is None:
+        return
+    missing = problem == "is missing"
+    kind, state = ("missing_file", "missing") if missing else ("corrupt_file", "corrupt")
+    finding = Finding(kind, "error", f"{row.label}: file {where} {problem}", where, row.id)
+    if report.repair:
+        if catalog.mark_items([row.id], state, from_states=("present",)):
+            finding.repaired, finding.action = True, f"row marked {state}"
+    report.findings.append(finding)
+
+
+def _finish_deletes(catalog: Catalog, rows: list[ItemRow], report: DoctorReport) -> None:
+    stuck = [row for row in rows if row.state == "deleting"]
+    if not stuck:
+        return
+    finding = Finding(
+        "interrupted_delete",
+        "warning",
+        f"{len(stuck)} rows left 'deleting' by an interrupted cleanup: "
+        + ", ".join(str(row.id) for row in stuck[:20]),
+    )
+    if report.repair:
+        removal = catalog.remove_items([row.id for row in stuck])
+        finding.repaired = not removal.failed
+        finding.action = f"removed {len(removal.removed)} rows, {len(removal.files_deleted)} files"
+    report.findings.append(finding)
+
+
+def _run_of(path: Path, root: Path, runs: dict[str, ProcessRow]) -> ProcessRow | None:
+    try:
+        first = path.relative_to(root).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return runs.get(first)
+
+
+def _temp_finding(
+    path: Path, root: Path, runs: dict[str, ProcessRow], report: DoctorReport, grace: float
+) -> None:
+    finding = Finding(
+        "temp_file",
+        "warning",
+        f"leftover temporary {'folder' if path.is_dir() else 'file'} {path}",
+        str(path),
+    )
+    if report.repair:
+        run = _run_of(path, root, runs)
+        try:
+            age = time.time() - path.lstat().st_mtime
+        except FileNotFoundError:
+            return  # finished (renamed) or removed meanwhile
+        if run is not None and run.status == "running" and age < grace:
+            finding.action = f"kept: run {run.process_id} is running and the file is {age:.0f}s old"
+        else:
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                finding.repaired, finding.action = True, "removed"
+            except FileNotFoundError:
+                finding.repaired, finding.action = True, "already gone"
+            except OSError as exc:
+                finding.action = f"cannot remove: {exc.strerror or exc}"
+    report.findings.append(finding)
+
+
+def _scan(
+    root: Path,
+    referenced: set[Path],
+    runs: dict[str, ProcessRow],
+    report: DoctorReport,
+    grace: float,
+) -> None:
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        keep_dirs = []
+        for name in sorted(dirs):
+            path = base / name
+            if name.endswith(TMP_SUFFIX):
+                _temp_finding(path, root, runs, report, grace)
+            elif path not in referenced:
+                keep_dirs.append(name)
+        dirs[:] = keep_dirs
+        for name in sorted(files):
+            path = base / name
+            if base == root and name in _CATALOG_FILES:
+                continue
+            report.files_scanned += 1
+            if name.endswith(TMP_SUFFIX):
+                _temp_finding(path, root, runs, report, grace)
+            elif path not in referenced:
+                report.findings.append(
+                    Finding(
+                        "unreferenced_file", "info", f"no catalog row records {path}", str(path)
+                    )
+                )
+
+
+def run_doctor(
+    catalog: Catalog, *, repair: bool = False, verify: bool = True, grace_seconds: float = 300.0
+) -> DoctorReport:
+    """Check every file row (size, and checksum unless ``verify=False``) and scan the results
+    folders; with ``repair`` fix what is safe (see the module docstring)."""
+    report = DoctorReport(repair=repair)
+    rows = catalog.list_items(states=ITEM_STATES)
+    _finish_deletes(catalog, rows, report)
+    _check_rows(catalog, rows, report, verify)
+    processes = catalog.list_processes()
+    runs = {p.process_id: p for p in processes}
+    roots = {Path(catalog.results_dir)} if catalog.results_dir else set()
+    roots.update(Path(p.results_dir) for p in processes if p.results_dir)
+    referenced: set[Path] = set()
+    for row in rows:
+        try:
+            path = row.path
+        except CatalogError:
+            continue
+        if path is not None:
+            referenced.add(path)
+    for root in sorted(roots):
+        if root.is_dir():
+            _scan(root, referenced, runs, report, grace_seconds)
+    for finding in report.problems:
+        log.warning("%s: %s", finding.kind, finding.detail)
+    return report
