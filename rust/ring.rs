@@ -1,1 +1,1080 @@
-//! placeholder: filled in by the ring work
+//! Columnar retention of traced events under a policy (`sliding_window`, `keep_all`,
+//! `trade_complete`, `minimal`); the behaviour is specified in docs/primitives.md.
+//!
+//! Events are stored column by column in native vectors. `sliding_window` and
+//! `keep_all` use a ring buffer; `trade_complete` and `minimal` use an arrival-order
+//! log with a per-key index, so closing a position does not scan the log: each log
+//! row carries the id of its position, a close flips one flag, and closed rows are
+//! compacted away once they outnumber the live ones.
+
+pub mod batches;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Column names of an exported event batch, in order.
+pub const EVENT_FIELDS: [&str; 7] = ["ts", "kind", "key", "symbol", "price", "quantity", "value"];
+/// Bytes of one retained event: i64 + u16 + i64 + i32 + 3 x f64.
+pub const EVENT_BYTES: usize = 46;
+/// Column names of a closed-trade summary, in order.
+pub const TRADE_FIELDS: [&str; 9] = [
+    "key",
+    "symbol",
+    "open_ts",
+    "close_ts",
+    "entry_price",
+    "exit_price",
+    "quantity",
+    "pnl",
+    "n_events",
+];
+/// Bytes of one closed-trade summary: 4 x i64 + i32 + 4 x f64.
+pub const TRADE_BYTES: usize = 68;
+/// `EventType.POSITION_OPEN`.
+pub const POSITION_OPEN: u16 = 5;
+/// `EventType.POSITION_CLOSE`.
+pub const POSITION_CLOSE: u16 = 6;
+
+/// Closed rows are compacted out of the position log once there are at least this
+/// many of them and at least as many as live rows.
+const COMPACT_MIN_DEAD: usize = 1024;
+/// Rows reserved up front for a ring buffer (it grows up to its capacity on demand).
+const INITIAL_ROWS: usize = 1024;
+
+/// An invalid argument; the message names it, its value and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingError(pub String);
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RingError {}
+
+/// A retention policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    SlidingWindow,
+    TradeComplete,
+    Minimal,
+    KeepAll,
+}
+
+impl Policy {
+    /// Every policy, in the order of `POLICIES`.
+    pub const ALL: [Policy; 4] = [
+        Policy::SlidingWindow,
+        Policy::TradeComplete,
+        Policy::Minimal,
+        Policy::KeepAll,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::SlidingWindow => "sliding_window",
+            Policy::TradeComplete => "trade_complete",
+            Policy::Minimal => "minimal",
+            Policy::KeepAll => "keep_all",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Policy, RingError> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                RingError(format!(
+                    "policy must be one of sliding_window, trade_complete, minimal, keep_all; \
+                     got {name:?}"
+                ))
+            })
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Event {
+    pub ts: i64,
+    pub kind: u16,
+    pub key: i64,
+    pub symbol: i32,
+    pub price: f64,
+    pub quantity: f64,
+    pub value: f64,
+}
+
+impl Event {
+    /// An event with the defaults of `append`: key -1, symbol 0, floats 0.0.
+    pub fn new(ts: i64, kind: u16) -> Event {
+        Event {
+            ts,
+            kind,
+            key: -1,
+            symbol: 0,
+            price: 0.0,
+            quantity: 0.0,
+            value: 0.0,
+        }
+    }
+}
+
+/// Events stored column by column.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventColumns {
+    pub ts: Vec<i64>,
+    pub kind: Vec<u16>,
+    pub key: Vec<i64>,
+    pub symbol: Vec<i32>,
+    pub price: Vec<f64>,
+    pub quantity: Vec<f64>,
+    pub value: Vec<f64>,
+}
+
+impl EventColumns {
+    pub fn with_capacity(n: usize) -> EventColumns {
+        EventColumns {
+            ts: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            key: Vec::with_capacity(n),
+            symbol: Vec::with_capacity(n),
+            price: Vec::with_capacity(n),
+            quantity: Vec::with_capacity(n),
+            value: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    #[inline]
+    pub fn push(&mut self, e: &Event) {
+        self.ts.push(e.ts);
+        self.kind.push(e.kind);
+        self.key.push(e.key);
+        self.symbol.push(e.symbol);
+        self.price.push(e.price);
+        self.quantity.push(e.quantity);
+        self.value.push(e.value);
+    }
+
+    #[inline]
+    fn set(&mut self, i: usize, e: &Event) {
+        self.ts[i] = e.ts;
+        self.kind[i] = e.kind;
+        self.key[i] = e.key;
+        self.symbol[i] = e.symbol;
+        self.price[i] = e.price;
+        self.quantity[i] = e.quantity;
+        self.value[i] = e.value;
+    }
+
+    pub fn get(&self, i: usize) -> Event {
+        Event {
+            ts: self.ts[i],
+            kind: self.kind[i],
+            key: self.key[i],
+            symbol: self.symbol[i],
+            price: self.price[i],
+            quantity: self.quantity[i],
+            value: self.value[i],
+        }
+    }
+
+    fn move_row(&mut self, from: usize, to: usize) {
+        self.ts[to] = self.ts[from];
+        self.kind[to] = self.kind[from];
+        self.key[to] = self.key[from];
+        self.symbol[to] = self.symbol[from];
+        self.price[to] = self.price[from];
+        self.quantity[to] = self.quantity[from];
+        self.value[to] = self.value[from];
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.ts.truncate(n);
+        self.kind.truncate(n);
+        self.key.truncate(n);
+        self.symbol.truncate(n);
+        self.price.truncate(n);
+        self.quantity.truncate(n);
+        self.value.truncate(n);
+    }
+
+    fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Appends rows `range` of `other`.
+    fn extend_from(&mut self, other: &EventColumns, range: std::ops::Range<usize>) {
+        self.ts.extend_from_slice(&other.ts[range.clone()]);
+        self.kind.extend_from_slice(&other.kind[range.clone()]);
+        self.key.extend_from_slice(&other.key[range.clone()]);
+        self.symbol.extend_from_slice(&other.symbol[range.clone()]);
+        self.price.extend_from_slice(&other.price[range.clone()]);
+        self.quantity
+            .extend_from_slice(&other.quantity[range.clone()]);
+        self.value.extend_from_slice(&other.value[range]);
+    }
+}
+
+/// Closed-trade summaries stored column by column.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TradeColumns {
+    pub key: Vec<i64>,
+    pub symbol: Vec<i32>,
+    pub open_ts: Vec<i64>,
+    pub close_ts: Vec<i64>,
+    pub entry_price: Vec<f64>,
+    pub exit_price: Vec<f64>,
+    pub quantity: Vec<f64>,
+    pub pnl: Vec<f64>,
+    pub n_events: Vec<i64>,
+}
+
+impl TradeColumns {
+    pub fn len(&self) -> usize {
+        self.key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.key.is_empty()
+    }
+
+    fn clear(&mut self) {
+        *self = TradeColumns::default();
+    }
+}
+
+/// One column of an incoming batch: borrowed or converted values, or a constant default.
+#[derive(Debug, Clone)]
+pub enum Col<'a, T: Clone> {
+    Values(Cow<'a, [T]>),
+    Const(T),
+}
+
+impl<T: Copy> Col<'_, T> {
+    #[inline(always)]
+    fn get(&self, i: usize) -> T {
+        match self {
+            Col::Values(v) => v[i],
+            Col::Const(c) => *c,
+        }
+    }
+
+    /// Appends rows `start..start + n` to `dst`.
+    fn append_to(&self, dst: &mut Vec<T>, start: usize, n: usize) {
+        match self {
+            Col::Values(v) => dst.extend_from_slice(&v[start..start + n]),
+            Col::Const(c) => dst.resize(dst.len() + n, *c),
+        }
+    }
+
+    /// Overwrites `dst` with rows `start..start + dst.len()`.
+    fn copy_into(&self, dst: &mut [T], start: usize) {
+        match self {
+            Col::Values(v) => dst.copy_from_slice(&v[start..start + dst.len()]),
+            Col::Const(c) => dst.fill(*c),
+        }
+    }
+
+    fn len(&self) -> Option<usize> {
+        match self {
+            Col::Values(v) => Some(v.len()),
+            Col::Const(_) => None,
+        }
+    }
+}
+
+/// Many events to apply in row order; build it with [`EventBatch::new`].
+#[derive(Debug, Clone)]
+pub struct EventBatch<'a> {
+    len: usize,
+    pub ts: Col<'a, i64>,
+    pub kind: Col<'a, u16>,
+    pub key: Col<'a, i64>,
+    pub symbol: Col<'a, i32>,
+    pub price: Col<'a, f64>,
+    pub quantity: Col<'a, f64>,
+    pub value: Col<'a, f64>,
+}
+
+impl<'a> EventBatch<'a> {
+    /// A batch with `ts` and `kind` given and every other column at its default.
+    pub fn new(ts: Cow<'a, [i64]>, kind: Cow<'a, [u16]>) -> Result<EventBatch<'a>, RingError> {
+        if ts.len() != kind.len() {
+            return Err(RingError(format!(
+                "columns have unequal lengths: ts has {} rows, kind has {}",
+                ts.len(),
+                kind.len()
+            )));
+        }
+        Ok(EventBatch {
+            len: ts.len(),
+            ts: Col::Values(ts),
+            kind: Col::Values(kind),
+            key: Col::Const(-1),
+            symbol: Col::Const(0),
+            price: Col::Const(0.0),
+            quantity: Col::Const(0.0),
+            value: Col::Const(0.0),
+        })
+    }
+
+    /// Checks that every given column has the length of `ts`.
+    pub fn check_lengths(&self) -> Result<(), RingError> {
+        let lengths = [
+            ("kind", self.kind.len()),
+            ("key", self.key.len()),
+            ("symbol", self.symbol.len()),
+            ("price", self.price.len()),
+            ("quantity", self.quantity.len()),
+            ("value", self.value.len()),
+        ];
+        for (name, n) in lengths {
+            if let Some(n) = n {
+                if n != self.len {
+                    return Err(RingError(format!(
+                        "columns have unequal lengths: ts has {} rows, {name} has {n}",
+                        self.len
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    fn row(&self, i: usize) -> Event {
+        Event {
+            ts: self.ts.get(i),
+            kind: self.kind.get(i),
+            key: self.key.get(i),
+            symbol: self.symbol.get(i),
+            price: self.price.get(i),
+            quantity: self.quantity.get(i),
+            value: self.value.get(i),
+        }
+    }
+}
+
+/// Where the rows of one `extend` land in a ring buffer.
+struct WindowPlan {
+    /// First source row written (earlier rows are evicted at once).
+    src: usize,
+    /// Rows appended while the buffer is not yet full.
+    push: usize,
+    /// Slot where overwriting starts, and rows overwritten before/after wrapping.
+    head: usize,
+    first: usize,
+    second: usize,
+}
+
+fn apply_plan<T: Copy>(dst: &mut Vec<T>, src: &Col<'_, T>, plan: &WindowPlan) {
+    let mut at = plan.src;
+    src.append_to(dst, at, plan.push);
+    at += plan.push;
+    src.copy_into(&mut dst[plan.head..plan.head + plan.first], at);
+    at += plan.first;
+    src.copy_into(&mut dst[..plan.second], at);
+}
+
+/// A ring buffer of at most `cap` events (sliding_window, keep_all).
+#[derive(Debug, Clone)]
+struct Window {
+    cols: EventColumns,
+    cap: usize,
+    /// Slot of the oldest event once the buffer is full (0 before).
+    head: usize,
+}
+
+impl Window {
+    fn new(cap: usize) -> Window {
+        Window {
+            cols: EventColumns::with_capacity(cap.min(INITIAL_ROWS)),
+            cap,
+            head: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.cols.len()
+    }
+
+    #[inline]
+    fn push(&mut self, e: &Event) {
+        if self.cols.len() < self.cap {
+            self.cols.push(e);
+        } else {
+            self.cols.set(self.head, e);
+            self.head += 1;
+            if self.head == self.cap {
+                self.head = 0;
+            }
+        }
+    }
+
+    fn extend(&mut self, b: &EventBatch<'_>) {
+        let n = b.len();
+        let keep = n.min(self.cap);
+        let push = keep.min(self.cap - self.cols.len());
+        let rest = keep - push;
+        let first = rest.min(self.cap - self.head);
+        let plan = WindowPlan {
+            src: n - keep,
+            push,
+            head: self.head,
+            first,
+            second: rest - first,
+        };
+        let c = &mut self.cols;
+        apply_plan(&mut c.ts, &b.ts, &plan);
+        apply_plan(&mut c.kind, &b.kind, &plan);
+        apply_plan(&mut c.key, &b.key, &plan);
+        apply_plan(&mut c.symbol, &b.symbol, &plan);
+        apply_plan(&mut c.price, &b.price, &plan);
+        apply_plan(&mut c.quantity, &b.quantity, &plan);
+        apply_plan(&mut c.value, &b.value, &plan);
+        if rest > 0 {
+            self.head = (self.head + rest) % self.cap;
+        }
+    }
+
+    /// The retained events, oldest first.
+    fn export(&self) -> EventColumns {
+        let n = self.cols.len();
+        let mut out = EventColumns::with_capacity(n);
+        out.extend_from(&self.cols, self.head..n);
+        out.extend_from(&self.cols, 0..self.head);
+        out
+    }
+
+    fn clear(&mut self) {
+        self.cols.clear();
+        self.head = 0;
+    }
+}
+
+/// Multiplicative hashing of i64 position keys (not DoS-resistant; keys are not adversarial).
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        let m = u128::from(self.0 ^ x) * u128::from(HASH_MUL);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+
+    #[inline]
+    fn write_i64(&mut self, x: i64) {
+        self.write_u64(x as u64);
+    }
+}
+
+type KeyMap<V> = HashMap<i64, V, BuildHasherDefault<KeyHasher>>;
+
+/// An open position under trade_complete/minimal.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// Index into `Positions::open`, renumbered by compaction.
+    id: u32,
+    open_ts: i64,
+    /// Price and quantity of the position's first POSITION_OPEN (NaN/None before one).
+    entry_price: f64,
+    open_quantity: Option<f64>,
+    /// Retained events of the position.
+    n_events: u64,
+}
+
+/// The arrival-order log of trade_complete/minimal with its per-key index.
+#[derive(Debug, Clone, Default)]
+struct Positions {
+    log: EventColumns,
+    /// Position id of each log row.
+    pos_of: Vec<u32>,
+    /// Whether position id `i` is still open (its rows are live).
+    open: Vec<bool>,
+    by_key: KeyMap<Position>,
+    live: usize,
+}
+
+impl Positions {
+    /// Retains `e` (key >= 0, not a close) in its position.
+    #[inline]
+    fn retain(&mut self, e: &Event) {
+        let next_id = self.open.len() as u32;
+        let pos = self.by_key.entry(e.key).or_insert(Position {
+            id: next_id,
+            open_ts: e.ts,
+            entry_price: f64::NAN,
+            open_quantity: None,
+            n_events: 0,
+        });
+        if pos.id == next_id {
+            self.open.push(true);
+        }
+        if e.kind == POSITION_OPEN && pos.open_quantity.is_none() {
+            pos.entry_price = e.price;
+            pos.open_quantity = Some(e.quantity);
+        }
+        pos.n_events += 1;
+        self.pos_of.push(pos.id);
+        self.log.push(e);
+        self.live += 1;
+        if self.open.len() >= u32::MAX as usize {
+            self.compact();
+        }
+    }
+
+    /// Closes the position of `e.key` (>= 0) and returns its summary row.
+    #[inline]
+    fn close(&mut self, e: &Event) -> Trade {
+        let (open_ts, entry_price, open_quantity, retained) = match self.by_key.remove(&e.key) {
+            Some(p) => {
+                self.open[p.id as usize] = false;
+                self.live -= p.n_events as usize;
+                (p.open_ts, p.entry_price, p.open_quantity, p.n_events)
+            }
+            None => (e.ts, f64::NAN, None, 0),
+        };
+        let dead = self.log.len() - self.live;
+        if dead >= COMPACT_MIN_DEAD && dead >= self.live {
+            self.compact();
+        }
+        Trade {
+            key: e.key,
+            symbol: e.symbol,
+            open_ts,
+            close_ts: e.ts,
+            entry_price,
+            exit_price: e.price,
+            quantity: open_quantity.unwrap_or(e.quantity),
+            pnl: e.value,
+            n_events: retained as i64 + 1,
+        }
+    }
+
+    /// Drops the rows of closed positions and renumbers the open ones.
+    fn compact(&mut self) {
+        let mut remap = vec![u32::MAX; self.open.len()];
+        let mut next = 0u32;
+        let mut w = 0;
+        for r in 0..self.log.len() {
+            let id = self.pos_of[r] as usize;
+            if !self.open[id] {
+                continue;
+            }
+            if remap[id] == u32::MAX {
+                remap[id] = next;
+                next += 1;
+            }
+            if w != r {
+                self.log.move_row(r, w);
+            }
+            self.pos_of[w] = remap[id];
+            w += 1;
+        }
+        self.log.truncate(w);
+        self.pos_of.truncate(w);
+        self.open.clear();
+        self.open.resize(next as usize, true);
+        for p in self.by_key.values_mut() {
+            p.id = remap[p.id as usize];
+        }
+    }
+
+    /// The retained events in arrival order.
+    fn export(&self) -> EventColumns {
+        let n = self.log.len();
+        if self.live == n {
+            let mut out = EventColumns::with_capacity(n);
+            out.extend_from(&self.log, 0..n);
+            return out;
+        }
+        let mut out = EventColumns::with_capacity(self.live);
+        let mut r = 0;
+        while r < n {
+            // copy runs of live rows at once
+            while r < n && !self.open[self.pos_of[r] as usize] {
+                r += 1;
+            }
+            let start = r;
+            while r < n && self.open[self.pos_of[r] as usize] {
+                r += 1;
+            }
+            if r > start {
+                out.extend_from(&self.log, start..r);
+            }
+        }
+        out
+    }
+
+    fn clear(&mut self) {
+        self.log.clear();
+        self.pos_of.clear();
+        self.open.clear();
+        self.by_key.clear();
+        self.live = 0;
+    }
+}
+
+/// One closed-trade summary row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trade {
+    pub key: i64,
+    pub symbol: i32,
+    pub open_ts: i64,
+    pub close_ts: i64,
+    pub entry_price: f64,
+    pub exit_price: f64,
+    pub quantity: f64,
+    pub pnl: f64,
+    pub n_events: i64,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Window(Window),
+    Positions(Positions),
+}
+
+/// Counters of `EventRing::stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub seen: u64,
+    pub retained: u64,
+    pub evicted: u64,
+    pub retained_bytes: u64,
+    pub open_positions: u64,
+    pub trades: u64,
+}
+
+/// Retained events under one policy, plus closed-trade summaries under trade_complete.
+#[derive(Debug, Clone)]
+pub struct EventRing {
+    policy: Policy,
+    capacity: usize,
+    max_events: usize,
+    store: Store,
+    trades: TradeColumns,
+    seen: u64,
+}
+
+impl EventRing {
+    /// `capacity` bounds sliding_window, `max_events` bounds keep_all; both must be >= 1.
+    pub fn new(policy: Policy, capacity: usize, max_events: usize) -> Result<EventRing, RingError> {
+        if capacity < 1 {
+            return Err(RingError(format!("capacity must be >= 1, got {capacity}")));
+        }
+        if max_events < 1 {
+            return Err(RingError(format!(
+                "max_events must be >= 1, got {max_events}"
+            )));
+        }
+        Ok(EventRing {
+            policy,
+            capacity,
+            max_events,
+            store: Self::empty_store(policy, capacity, max_events),
+            trades: TradeColumns::default(),
+            seen: 0,
+        })
+    }
+
+    fn empty_store(policy: Policy, capacity: usize, max_events: usize) -> Store {
+        match policy {
+            Policy::SlidingWindow => Store::Window(Window::new(capacity)),
+            Policy::KeepAll => Store::Window(Window::new(max_events)),
+            Policy::TradeComplete | Policy::Minimal => Store::Positions(Positions::default()),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn max_events(&self) -> usize {
+        self.max_events
+    }
+
+    /// Retained events.
+    pub fn len(&self) -> usize {
+        match &self.store {
+            Store::Window(w) => w.len(),
+            Store::Positions(p) => p.live,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends one event under the ring's policy.
+    #[inline]
+    pub fn append(&mut self, e: &Event) {
+        self.seen += 1;
+        match &mut self.store {
+            Store::Window(w) => w.push(e),
+            Store::Positions(p) => {
+                if e.key < 0 {
+                    return;
+                }
+                if e.kind != POSITION_CLOSE {
+                    p.retain(e);
+                    return;
+                }
+                let trade = p.close(e);
+                if self.policy == Policy::TradeComplete {
+                    self.push_trade(&trade);
+                }
+            }
+        }
+    }
+
+    /// Appends every row of `batch` in order, exactly as `append` one by one would.
+    pub fn extend(&mut self, batch: &EventBatch<'_>) {
+        if let Store::Window(w) = &mut self.store {
+            w.extend(batch);
+            self.seen += batch.len() as u64;
+            return;
+        }
+        for i in 0..batch.len() {
+            self.append(&batch.row(i));
+        }
+    }
+
+    fn push_trade(&mut self, t: &Trade) {
+        let c = &mut self.trades;
+        c.key.push(t.key);
+        c.symbol.push(t.symbol);
+        c.open_ts.push(t.open_ts);
+        c.close_ts.push(t.close_ts);
+        c.entry_price.push(t.entry_price);
+        c.exit_price.push(t.exit_price);
+        c.quantity.push(t.quantity);
+        c.pnl.push(t.pnl);
+        c.n_events.push(t.n_events);
+    }
+
+    /// Drops retained events and summaries and resets the counters.
+    pub fn clear(&mut self) {
+        match &mut self.store {
+            Store::Window(w) => w.clear(),
+            Store::Positions(p) => p.clear(),
+        }
+        self.trades.clear();
+        self.seen = 0;
+    }
+
+    pub fn stats(&self) -> Stats {
+        let retained = self.len() as u64;
+        let trades = self.trades.len() as u64;
+        let open_positions = match &self.store {
+            Store::Window(_) => 0,
+            Store::Positions(p) => p.by_key.len() as u64,
+        };
+        Stats {
+            seen: self.seen,
+            retained,
+            evicted: self.seen - retained,
+            retained_bytes: EVENT_BYTES as u64 * retained + TRADE_BYTES as u64 * trades,
+            open_positions,
+            trades,
+        }
+    }
+
+    /// A copy of the retained events in arrival order.
+    pub fn events(&self) -> EventColumns {
+        match &self.store {
+            Store::Window(w) => w.export(),
+            Store::Positions(p) => p.export(),
+        }
+    }
+
+    /// The closed-trade summaries (empty unless the policy is trade_complete).
+    pub fn trades(&self) -> &TradeColumns {
+        &self.trades
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ts: i64, kind: u16, key: i64) -> Event {
+        Event {
+            ts,
+            kind,
+            key,
+            symbol: 7,
+            price: ts as f64 * 0.5,
+            quantity: 2.0,
+            value: ts as f64,
+        }
+    }
+
+    fn ring(policy: &str, capacity: usize, max_events: usize) -> EventRing {
+        EventRing::new(Policy::parse(policy).unwrap(), capacity, max_events).unwrap()
+    }
+
+    fn ts_of(r: &EventRing) -> Vec<i64> {
+        r.events().ts
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        assert!(Policy::parse("fifo").unwrap_err().0.contains("\"fifo\""));
+        let e = EventRing::new(Policy::SlidingWindow, 0, 1).unwrap_err();
+        assert!(e.0.contains("capacity"));
+        let e = EventRing::new(Policy::KeepAll, 1, 0).unwrap_err();
+        assert!(e.0.contains("max_events"));
+        for p in Policy::ALL {
+            assert_eq!(Policy::parse(p.name()).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn sliding_window_keeps_the_last_capacity_events() {
+        let mut r = ring("sliding_window", 3, 1);
+        for t in 0..5 {
+            r.append(&ev(t, 1, -1));
+        }
+        assert_eq!(ts_of(&r), vec![2, 3, 4]);
+        let s = r.stats();
+        assert_eq!((s.seen, s.retained, s.evicted), (5, 3, 2));
+        assert_eq!(s.retained_bytes, 3 * 46);
+        assert_eq!((s.open_positions, s.trades), (0, 0));
+        assert_eq!(r.events().get(0), ev(2, 1, -1));
+    }
+
+    #[test]
+    fn keep_all_evicts_the_oldest_past_max_events() {
+        let mut r = ring("keep_all", 1, 4);
+        for t in 0..6 {
+            r.append(&ev(t, 2, 3));
+        }
+        assert_eq!(ts_of(&r), vec![2, 3, 4, 5]);
+        assert_eq!(r.stats().evicted, 2);
+    }
+
+    fn batch(ts: &[i64], kind: &[u16]) -> EventBatch<'static> {
+        EventBatch::new(Cow::Owned(ts.to_vec()), Cow::Owned(kind.to_vec())).unwrap()
+    }
+
+    #[test]
+    fn window_extend_matches_appends() {
+        for cap in [1usize, 2, 3, 5, 8, 13] {
+            for pre in 0..7i64 {
+                for n in 0..12i64 {
+                    let mut a = ring("sliding_window", cap, 1);
+                    let mut b = ring("sliding_window", cap, 1);
+                    for t in 0..pre {
+                        a.append(&Event::new(t, 1));
+                        b.append(&Event::new(t, 1));
+                    }
+                    let ts: Vec<i64> = (100..100 + n).collect();
+                    let kinds: Vec<u16> = (0..n as u16).collect();
+                    let mut bt = batch(&ts, &kinds);
+                    bt.price = Col::Const(1.5);
+                    bt.check_lengths().unwrap();
+                    for (t, k) in ts.iter().zip(&kinds) {
+                        let mut e = Event::new(*t, *k);
+                        e.price = 1.5;
+                        a.append(&e);
+                    }
+                    b.extend(&bt);
+                    assert_eq!(a.events(), b.events(), "cap {cap} pre {pre} n {n}");
+                    assert_eq!(a.stats(), b.stats());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_lengths_are_checked() {
+        assert!(EventBatch::new(Cow::Owned(vec![1, 2]), Cow::Owned(vec![1])).is_err());
+        let mut b = batch(&[1, 2], &[1, 1]);
+        b.key = Col::Values(Cow::Owned(vec![1, 2, 3]));
+        let e = b.check_lengths().unwrap_err();
+        assert!(e.0.contains("key has 3"), "{e}");
+    }
+
+    #[test]
+    fn trade_complete_summarises_a_closed_position() {
+        let mut r = ring("trade_complete", 1, 1);
+        r.append(&ev(1, 1, -1)); // not retained
+        r.append(&ev(2, 2, 10)); // signal for key 10: position starts here
+        r.append(&Event {
+            price: 100.0,
+            quantity: 3.0,
+            ..ev(3, POSITION_OPEN, 10)
+        });
+        r.append(&ev(4, 4, 11));
+        r.append(&ev(5, 4, 10));
+        assert_eq!(ts_of(&r), vec![2, 3, 4, 5]);
+        assert_eq!(r.stats().open_positions, 2);
+        r.append(&Event {
+            symbol: 9,
+            price: 110.0,
+            quantity: 1.0,
+            value: 30.0,
+            ..ev(6, POSITION_CLOSE, 10)
+        });
+        assert_eq!(ts_of(&r), vec![4]);
+        let t = r.trades();
+        assert_eq!(t.key, vec![10]);
+        assert_eq!(t.symbol, vec![9]);
+        assert_eq!((t.open_ts[0], t.close_ts[0]), (2, 6));
+        assert_eq!((t.entry_price[0], t.exit_price[0]), (100.0, 110.0));
+        assert_eq!((t.quantity[0], t.pnl[0], t.n_events[0]), (3.0, 30.0, 4));
+        let s = r.stats();
+        assert_eq!((s.seen, s.retained, s.evicted), (6, 1, 5));
+        assert_eq!((s.open_positions, s.trades), (1, 1));
+        assert_eq!(s.retained_bytes, 46 + 68);
+    }
+
+    #[test]
+    fn close_without_open_has_nan_entry_and_close_quantity() {
+        let mut r = ring("trade_complete", 1, 1);
+        r.append(&ev(1, 4, 3));
+        r.append(&Event {
+            quantity: 8.0,
+            ..ev(2, POSITION_CLOSE, 3)
+        });
+        // a lone close is a one-event position
+        r.append(&ev(5, POSITION_CLOSE, 4));
+        let t = r.trades();
+        assert!(t.entry_price[0].is_nan());
+        assert_eq!(t.quantity, vec![8.0, 2.0]);
+        assert_eq!(t.n_events, vec![2, 1]);
+        assert_eq!(t.open_ts, vec![1, 5]);
+        // a close with a negative key is only evicted
+        r.append(&ev(6, POSITION_CLOSE, -1));
+        assert_eq!(r.trades().len(), 2);
+        assert_eq!(r.stats().evicted, 4);
+    }
+
+    #[test]
+    fn a_key_reopens_after_its_close() {
+        let mut r = ring("trade_complete", 1, 1);
+        r.append(&ev(1, POSITION_OPEN, 1));
+        r.append(&ev(2, POSITION_CLOSE, 1));
+        r.append(&ev(3, 4, 1));
+        r.append(&ev(4, POSITION_CLOSE, 1));
+        let t = r.trades();
+        assert_eq!(t.open_ts, vec![1, 3]);
+        assert!(t.entry_price[1].is_nan());
+        assert_eq!(t.n_events, vec![2, 2]);
+    }
+
+    #[test]
+    fn minimal_keeps_no_summary() {
+        let mut r = ring("minimal", 1, 1);
+        r.append(&ev(1, POSITION_OPEN, 1));
+        r.append(&ev(2, POSITION_OPEN, 2));
+        r.append(&ev(3, POSITION_CLOSE, 1));
+        assert_eq!(ts_of(&r), vec![2]);
+        let s = r.stats();
+        assert_eq!((s.trades, s.open_positions, s.evicted), (0, 1, 2));
+        assert!(r.trades().is_empty());
+    }
+
+    #[test]
+    fn compaction_keeps_arrival_order_and_positions() {
+        let mut r = ring("trade_complete", 1, 1);
+        let mut expect: Vec<i64> = Vec::new();
+        let mut t = 0i64;
+        // a long-lived position interleaved with many short ones
+        for round in 0..3000i64 {
+            r.append(&ev(t, 1, 1_000_000));
+            expect.push(t);
+            t += 1;
+            for _ in 0..3 {
+                r.append(&ev(t, 4, round));
+                t += 1;
+            }
+            r.append(&ev(t, POSITION_CLOSE, round));
+            t += 1;
+        }
+        assert_eq!(ts_of(&r), expect);
+        r.append(&ev(t, POSITION_CLOSE, 1_000_000));
+        assert!(r.is_empty());
+        let tr = r.trades();
+        assert_eq!(tr.len(), 3001);
+        assert_eq!(tr.n_events[3000], 3001);
+        assert_eq!(tr.open_ts[3000], 0);
+        assert_eq!(r.stats().open_positions, 0);
+    }
+
+    #[test]
+    fn extend_matches_appends_under_positions() {
+        let ts: Vec<i64> = (0..500).collect();
+        let kinds: Vec<u16> = (0..500).map(|i| [1, 5, 4, 6][i % 4]).collect();
+        let keys: Vec<i64> = (0..500).map(|i| (i as i64 / 3) % 7 - 1).collect();
+        for policy in ["trade_complete", "minimal", "keep_all"] {
+            let mut a = ring(policy, 1, 64);
+            let mut b = ring(policy, 1, 64);
+            let mut bt = batch(&ts, &kinds);
+            bt.key = Col::Values(Cow::Borrowed(&keys));
+            b.extend(&bt);
+            for i in 0..500 {
+                let mut e = Event::new(ts[i], kinds[i]);
+                e.key = keys[i];
+                a.append(&e);
+            }
+            assert_eq!(a.events(), b.events());
+            // NaN entry prices: compare the printed form
+            assert_eq!(format!("{:?}", a.trades()), format!("{:?}", b.trades()));
+            assert_eq!(a.stats(), b.stats());
+        }
+    }
+
+    #[test]
+    fn clear_resets_everything() {
+        for p in Policy::ALL {
+            let mut r = EventRing::new(p, 2, 2).unwrap();
+            r.append(&ev(1, POSITION_OPEN, 1));
+            r.append(&ev(2, POSITION_CLOSE, 1));
+            r.append(&ev(3, 1, 2));
+            r.clear();
+            assert_eq!(r.stats(), Stats::default());
+            assert!(r.events().is_empty());
+            r.append(&ev(4, 1, 2));
+            assert_eq!(ts_of(&r), vec![4]);
+        }
+    }
+}
