@@ -12,6 +12,7 @@ from phasekit.catalog.export import FORMATS as EXPORT_FORMATS
 from phasekit.catalog.factory import default_location, open_catalog
 from phasekit.catalog.integrity import reference_checksum, reference_size
 from phasekit.catalog.names import TMP_SUFFIX, check_name
+from phasekit.catalog.recorder import CatalogRecorder, ref_fields
 from phasekit.catalog.rows import (
     FINAL_STATUSES,
     ITEM_STATES,
@@ -35,6 +36,7 @@ __all__ = [
     "STORAGE_TYPES",
     "TMP_SUFFIX",
     "Catalog",
+    "CatalogRecorder",
     "ItemRow",
     "NewItem",
     "ProcessRow",
@@ -43,6 +45,7 @@ __all__ = [
     "default_location",
     "open_catalog",
     "path_to_uri",
+    "ref_fields",
     "reference_checksum",
     "reference_size",
     "uri_to_path",

@@ -8,12 +8,13 @@ from typing import Any
 from phasekit.errors import InvalidArgument
 
 TMP_SUFFIX = ".phasekit-tmp"
-MAX_NAME_LENGTH = 255
+MAX_NAME_LENGTH = 200
 _SEPARATORS = ("/", "\\")
+_CONTROL = ("Cc", "Cf", "Zl", "Zp")
 _ALLOWED = (
-    "a non-empty string of at most 255 characters without path separators ('/', '\\'), "
-    "NUL or control characters, not '.' or '..', not starting with '~' and not ending in "
-    f"{TMP_SUFFIX!r}"
+    f"a non-empty string of at most {MAX_NAME_LENGTH} characters without path separators "
+    "('/', '\\'), '..', a leading '.', a drive prefix, NUL or control characters, surrounding "
+    f"whitespace or the ending {TMP_SUFFIX!r}"
 )
 
 
@@ -22,19 +23,21 @@ def _problem(value: str) -> str | None:
         return "is empty"
     if len(value) > MAX_NAME_LENGTH:
         return f"is {len(value)} characters long"
-    if value in (".", ".."):
-        return "is a relative path component"
+    if ".." in value:
+        return "contains '..'"
     if any(sep in value for sep in _SEPARATORS):
         return "contains a path separator"
-    if value.startswith("~"):
-        return "starts with '~' (a home folder)"
+    if value.startswith("."):
+        return "starts with '.' (reserved for hidden and temporary files)"
     if len(value) >= 2 and value[1] == ":" and value[0].isalpha():
         return "looks like an absolute Windows path"
     for ch in value:
         if ch == "\x00":
             return "contains a NUL character"
-        if unicodedata.category(ch) == "Cc":
-            return f"contains the control character {ch!r}"
+        if unicodedata.category(ch) in _CONTROL:
+            return f"contains the control character U+{ord(ch):04X}"
+    if value != value.strip():
+        return "has leading or trailing whitespace"
     if value.endswith(TMP_SUFFIX):
         return "ends like a temporary file"
     return None

@@ -44,7 +44,7 @@ def redact(url: str) -> str:
 def _allowed_message(url: str) -> str:
     return (
         f"catalog location {redact(url)!r} has an unsupported scheme; allowed: a file or folder "
-        "path, sqlite:///PATH, postgresql://USER@HOST:PORT/DB (or postgres://)"
+        "path, sqlite:///PATH, file:///PATH, postgresql://USER@HOST:PORT/DB (or postgres://)"
     )
 
 
@@ -75,6 +75,8 @@ def parse_location(
         return CatalogLocation("postgresql", url_or_path, rdir)
     if scheme == "sqlite":
         raw = unquote(urlsplit(url_or_path).path)
+        if raw.startswith("//"):  # sqlite:////abs/path, as SQLAlchemy spells it
+            raw = "/" + raw.lstrip("/")
         if not raw:
             raise CatalogError(f"catalog URL {url_or_path!r} names no file; use sqlite:///PATH")
         return _sqlite_location(Path(raw), rdir)
