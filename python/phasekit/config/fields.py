@@ -1,0 +1,228 @@
+"""Validated field types of the configuration models, each with a precise message.
+
+Every check raises :func:`fail`, a pydantic custom error whose text is final;
+``messages.py`` only prefixes the config path. ``sub`` (a tuple of keys and
+indexes) extends that path when a check looks inside the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+from typing import Annotated, Any, NoReturn, Optional
+
+from pydantic import BaseModel, ConfigDict, PlainValidator
+from pydantic_core import PydanticCustomError
+
+from phasekit.config.names import name_problem, pattern_problem
+from phasekit.config.vocab import choice_message, show, type_name
+from phasekit.errors import InvalidArgument
+from phasekit.events import EventType, event_kind
+
+ERROR_TYPE = "phasekit_config"
+
+
+def fail(message: str, sub: tuple[Any, ...] = ()) -> NoReturn:
+    """Raise a validation error with a final message (``sub``: path inside the value)."""
+    raise PydanticCustomError(ERROR_TYPE, "{message}", {"message": message, "sub": sub})
+
+
+def expected(what: str, value: Any) -> NoReturn:
+    fail(f"expected {what}, got {show(value)} ({type_name(value)})")
+
+
+def choice(allowed: Iterable[str], aliases: Iterable[str] = ()) -> Callable[[Any], str]:
+    allowed, aliases = tuple(allowed), tuple(aliases)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in allowed + aliases:
+            fail(choice_message(value, allowed, aliases))
+        return value
+
+    return check
+
+
+def integer(ge: Optional[int] = None) -> Callable[[Any], int]:
+    what = "an integer" if ge is None else f"an integer >= {ge}"
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            expected(what, value)
+        if ge is not None and value < ge:
+            fail(f"must be >= {ge}, got {value}")
+        return value
+
+    return check
+
+
+def number(
+    gt: Optional[float] = None, ge: Optional[float] = None, le: Optional[float] = None
+) -> Callable[[Any], float]:
+    bounds = []
+    if gt is not None:
+        bounds.append(f"> {gt:g}")
+    if ge is not None:
+        bounds.append(f">= {ge:g}")
+    if le is not None:
+        bounds.append(f"<= {le:g}")
+    what = "a number" + (" " + " and ".join(bounds) if bounds else "")
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            expected(what, value)
+        if value != value:  # NaN
+            expected(what, value)
+        if (gt is not None and not value > gt) or (ge is not None and not value >= ge):
+            fail(f"must be {' and '.join(bounds)}, got {show(value)}")
+        if le is not None and not value <= le:
+            fail(f"must be {' and '.join(bounds)}, got {show(value)}")
+        return value
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        expected("true or false", value)
+    return value
+
+
+Bool = Annotated[bool, PlainValidator(_boolean)]
+
+
+def check_text(value: Any) -> str:
+    if not isinstance(value, str):
+        expected("a string", value)
+    if not value.strip():
+        fail("must not be empty")
+    if "\x00" in value:
+        fail(f"{show(value)} contains a NUL character")
+    return value
+
+
+Text = Annotated[str, PlainValidator(check_text)]
+
+
+def check_path(value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        expected("a path (string)", value)
+    return check_text(value)
+
+
+PathText = Annotated[str, PlainValidator(check_path)]
+
+
+def name_check(what: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        problem = name_problem(value, what)
+        if problem is not None:
+            fail(problem)
+        return value  # type: ignore[no-any-return]
+
+    return check
+
+
+def _pattern(value: Any) -> str:
+    problem = pattern_problem(value)
+    if problem is not None:
+        fail(problem)
+    return value  # type: ignore[no-any-return]
+
+
+Pattern = Annotated[str, PlainValidator(_pattern)]
+
+
+def check_event_kind(value: Any) -> str:
+    known = [e.name for e in EventType]
+    if not isinstance(value, str):
+        fail(choice_message(value, known) + " (or a kind registered with register_event_kind)")
+    try:
+        event_kind(value)
+    except InvalidArgument:
+        fail(choice_message(value, known) + " (or a kind registered with register_event_kind)")
+    return value.upper()
+
+
+EventKind = Annotated[str, PlainValidator(check_event_kind)]
+
+
+def iso_date(value: Any) -> str:
+    """A date or datetime (YAML dates, ``datetime`` objects or ISO strings) as ISO text;
+    midnight without a time zone reads as the plain date (``2020-01-31``)."""
+    moment: Optional[datetime] = None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        return value.isoformat()
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            moment = None
+    if moment is None:
+        fail(f"expected a date such as 2020-01-31 or 2020-01-31T09:30:00, got {show(value)}")
+    if moment.tzinfo is None and moment.time() == datetime.min.time():
+        return moment.date().isoformat()
+    return moment.isoformat()
+
+
+Date = Annotated[str, PlainValidator(iso_date)]
+AnyInt = Annotated[int, PlainValidator(integer())]
+PositiveInt = Annotated[int, PlainValidator(integer(ge=1))]
+PositiveNumber = Annotated[float, PlainValidator(number(gt=0))]
+NonNegative = Annotated[float, PlainValidator(number(ge=0))]
+AnyNumber = Annotated[float, PlainValidator(number())]
+
+_IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def is_import_spec(value: str) -> bool:
+    """True for ``package.module:attribute``."""
+    return bool(_IMPORT_SPEC.match(value))
+
+
+def choice_or_import(allowed: Iterable[str], what: str) -> Callable[[Any], str]:
+    """A name from ``allowed`` or a ``module:attribute`` import spec."""
+    allowed = tuple(allowed)
+
+    def check(value: Any) -> str:
+        if isinstance(value, str) and (value in allowed or is_import_spec(value)):
+            return value
+        fail(choice_message(value, allowed) + f" (or a {what} given as module:attribute)")
+
+    return check
+
+
+def string_list(item: Callable[[Any], str], single_ok: bool = True) -> Callable[[Any], list[str]]:
+    """A list of strings checked by ``item``; a single string becomes a one-item list."""
+
+    def check(value: Any) -> list[str]:
+        if single_ok and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            expected("a list", value)
+        out = []
+        for i, element in enumerate(value):
+            try:
+                out.append(item(element))
+            except PydanticCustomError as exc:
+                ctx = exc.context or {}
+                fail(str(ctx.get("message", exc.message())), (i, *ctx.get("sub", ())))
+        return out
+
+    return check
+
+
+class Model(BaseModel):
+    """Base of every configuration model: unknown keys are errors, no type coercion
+    (a quoted ``"100"`` is not an integer), instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    def set_fields(self) -> dict[str, Any]:
+        """The fields the source set explicitly, as attribute values."""
+        return {name: getattr(self, name) for name in self.model_fields_set}

@@ -1,0 +1,291 @@
+"""One level of settings as a flat, alias-free patch, and the merge of levels into settings.
+
+A patch maps a canonical setting (``data_flow.mode``, ``data_flow.file.format``,
+``event_tracing``...) to a :class:`Setting`: the value, the config path that set
+it (its source), the value as written, and the rank of its level (higher wins).
+Aliases are folded here; two spellings of one setting at one level must agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from phasekit.config.messages import format_path
+from phasekit.config.model import Settings
+from phasekit.config.resolved import (
+    FileOptions,
+    PersistenceOptions,
+    ResolvedDataFlow,
+    ResolvedSettings,
+    StreamingOptions,
+)
+from phasekit.config.vocab import (
+    COMPRESSIONS,
+    PARTITIONED_FORMATS,
+    RESULTS_STORAGE,
+    STORAGE_STRATEGY_MODES,
+    listing,
+    show,
+)
+from phasekit.errors import ConfigError
+
+
+class Setting(NamedTuple):
+    value: Any
+    source: str
+    written: Any
+    rank: int
+
+
+Patch = dict[str, Setting]
+
+RUN_WIDE = ("cleanup_policy", "stages_to_persist")
+
+#: Package defaults, the lowest level. ``data_flow.file.base_path`` defaults to the
+#: results directory; compression and persistence.format default by file format.
+PACKAGE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "data_flow.mode": "memory",
+        "data_flow.memory_limit_mb": 1000,
+        "data_flow.file.format": "arrow",
+        "data_flow.file.partition_by": (),
+        "data_flow.streaming.buffer_size": 1000,
+        "data_flow.streaming.flush_interval": 60.0,
+        "data_flow.persistence.save_all_phases": False,
+        "data_flow.persistence.save_final_only": False,
+        "data_flow.persistence.on_completion": False,
+        "event_tracing": ("POSITION_OPEN", "POSITION_CLOSE", "FILL"),
+        "retention_policy": "trade_complete",
+        "sliding_window_size": 1000,
+        "cleanup_policy": "keep_all",
+        "stages_to_persist": (),
+    }
+)
+
+
+class _Builder:
+    def __init__(self, where: tuple[Any, ...], label: str, rank: int, run_wide: bool) -> None:
+        self.where, self.label, self.rank, self.run_wide = where, label, rank, run_wide
+        self.patch: Patch = {}
+
+    def put(self, key: str, value: Any, path: tuple[Any, ...], written: Any = None) -> None:
+        written = value if written is None else written
+        source = self.label + format_path((*self.where, *path))
+        if key in RUN_WIDE and not self.run_wide:
+            raise ConfigError(
+                f"{source}: {key} is a run-wide setting; set it in the top-level storage_strategy"
+            )
+        old = self.patch.get(key)
+        if old is None:
+            self.patch[key] = Setting(value, source, written, self.rank)
+        elif old.value != value:
+            mine = show(written) + (f" (= {key} {show(value)})" if written != value else "")
+            theirs = show(old.written) + (
+                f" (= {key} {show(old.value)})" if old.written != old.value else ""
+            )
+            raise ConfigError(
+                f"{source}: {mine} conflicts with {old.source}: {theirs} at the same level; "
+                "both set the same thing, keep one"
+            )
+
+    def fields(self, model: Any, path: tuple[Any, ...], mapping: Mapping[str, str]) -> None:
+        if model is None:
+            return
+        for name, key in mapping.items():
+            value = getattr(model, name)
+            if name in model.model_fields_set and value is not None:
+                self.put(key, tuple(value) if isinstance(value, list) else value, (*path, name))
+
+
+def flatten(
+    settings: Settings,
+    where: tuple[Any, ...] = (),
+    *,
+    rank: int,
+    label: str = "",
+    run_wide: bool = False,
+) -> Patch:
+    """The patch of one level. ``where`` is its config path (for sources and errors),
+    ``label`` a prefix such as ``--set ``; ``run_wide`` allows cleanup_policy and
+    stages_to_persist (only the top level and runtime globals may set them)."""
+    b = _Builder(where, label, rank, run_wide)
+    flow = settings.data_flow
+    if flow is not None:
+        df = ("data_flow",)
+        b.fields(flow, df, {"mode": "data_flow.mode", "default_mode": "data_flow.mode"})
+        b.fields(
+            flow,
+            df,
+            {
+                "memory_limit_mb": "data_flow.memory_limit_mb",
+                "default_memory_limit_mb": "data_flow.memory_limit_mb",
+            },
+        )
+        b.fields(
+            flow.memory_settings,
+            (*df, "memory_settings"),
+            {"max_size_mb": "data_flow.memory_limit_mb"},
+        )
+        files = flow.file_settings
+        b.fields(
+            files,
+            (*df, "file_settings"),
+            {
+                "base_path": "data_flow.file.base_path",
+                "format": "data_flow.file.format",
+                "partition_by": "data_flow.file.partition_by",
+            },
+        )
+        if files is not None and "compression" in files.model_fields_set:
+            b.put(
+                "data_flow.file.compression",
+                files.compression,
+                (*df, "file_settings", "compression"),
+            )
+        b.fields(
+            flow.streaming_settings,
+            (*df, "streaming_settings"),
+            {
+                "buffer_size": "data_flow.streaming.buffer_size",
+                "flush_interval": "data_flow.streaming.flush_interval",
+            },
+        )
+        keep = flow.persistence
+        names = ("save_all_phases", "save_final_only", "on_completion", "format")
+        b.fields(keep, (*df, "persistence"), {n: f"data_flow.persistence.{n}" for n in names})
+        for kind, fmt in ((keep.formats or {}) if keep else {}).items():
+            b.put(
+                f"data_flow.persistence.formats.{kind}", fmt, (*df, "persistence", "formats", kind)
+            )
+    if settings.results_storage is not None:
+        mode = RESULTS_STORAGE[settings.results_storage]
+        b.put("data_flow.mode", mode, ("results_storage",), settings.results_storage)
+    strategy = settings.storage_strategy
+    if strategy is not None:
+        if strategy.mode is not None:
+            mode = STORAGE_STRATEGY_MODES[strategy.mode]
+            b.put("data_flow.mode", mode, ("storage_strategy", "mode"), strategy.mode)
+        b.fields(
+            strategy,
+            ("storage_strategy",),
+            {
+                "persist_intermediate_results": "data_flow.persistence.save_all_phases",
+                "stages_to_persist": "stages_to_persist",
+                "cleanup_policy": "cleanup_policy",
+            },
+        )
+    b.fields(
+        settings,
+        (),
+        {
+            "event_tracing": "event_tracing",
+            "retention_policy": "retention_policy",
+            "sliding_window_size": "sliding_window_size",
+        },
+    )
+    return b.patch
+
+
+def defaults_patch(results_dir: str) -> Patch:
+    patch = {key: Setting(v, "default", v, 0) for key, v in PACKAGE_DEFAULTS.items()}
+    patch["data_flow.file.base_path"] = Setting(results_dir, "results_dir", results_dir, 0)
+    return patch
+
+
+def merge(patches: Iterable[Patch]) -> Patch:
+    """Later patches win, setting by setting."""
+    out: Patch = {}
+    for patch in patches:
+        out.update(patch)
+    return out
+
+
+def _by_format(merged: Patch, key: str, allowed: tuple[Any, ...], default: Any) -> Setting:
+    """A format-dependent setting: an inherited value the format does not support falls
+    back to ``default``; one set at the format's level or above is an error."""
+    fmt = merged["data_flow.file.format"]
+    current = merged.get(key)
+    fallback = Setting(default, f"default for format {fmt.value}", default, fmt.rank)
+    if current is None or current.value in allowed:
+        return current or fallback
+    if current.rank < fmt.rank:
+        return fallback
+    raise ConfigError(
+        f"{current.source}: {show(current.written)} is not available with format "
+        f"{fmt.value!r} (set by {fmt.source}); allowed with {fmt.value}: {listing(allowed)}"
+    )
+
+
+def build_settings(merged: Patch, allow_pickle: bool) -> ResolvedSettings:
+    """Resolved settings from a merged patch (package defaults included), with the checks
+    that span levels: compression and partition_by against the format, pickle only with
+    allow_pickle, save_all_phases against save_final_only."""
+    fmt = merged["data_flow.file.format"]
+    compression = _by_format(
+        merged, "data_flow.file.compression", COMPRESSIONS[fmt.value], COMPRESSIONS[fmt.value][0]
+    )
+    partition = merged["data_flow.file.partition_by"]
+    if partition.value and fmt.value not in PARTITIONED_FORMATS:
+        if partition.rank >= fmt.rank:
+            raise ConfigError(
+                f"{partition.source}: partition_by needs format "
+                f"{' or '.join(PARTITIONED_FORMATS)}, but the format is {fmt.value!r} "
+                f"(set by {fmt.source})"
+            )
+        partition = Setting((), f"default for format {fmt.value}", (), fmt.rank)
+    persist_format = merged.get("data_flow.persistence.format") or fmt
+    formats = {
+        key.rsplit(".", 1)[1]: s
+        for key, s in merged.items()
+        if key.startswith("data_flow.persistence.formats.")
+    }
+    if not allow_pickle:
+        for setting in (fmt, persist_format, *formats.values()):
+            if setting.value == "pickle":
+                raise ConfigError(
+                    f"{setting.source}: format 'pickle' needs allow_pickle: true at the top "
+                    "level (loading a pickle can run arbitrary code)"
+                )
+    both = [merged[f"data_flow.persistence.{k}"] for k in ("save_all_phases", "save_final_only")]
+    if both[0].value and both[1].value:
+        raise ConfigError(
+            f"{both[1].source}: save_final_only: true contradicts {both[0].source}: true; "
+            "choose one"
+        )
+    v = {key: s.value for key, s in merged.items()}
+    sources = {key: s.source for key, s in merged.items() if key in v}
+    sources["data_flow.file.compression"] = compression.source
+    sources["data_flow.file.partition_by"] = partition.source
+    sources["data_flow.persistence.format"] = persist_format.source
+    flow = ResolvedDataFlow(
+        mode=v["data_flow.mode"],
+        memory_limit_mb=float(v["data_flow.memory_limit_mb"]),
+        file=FileOptions(
+            base_path=v["data_flow.file.base_path"],
+            format=fmt.value,
+            compression=compression.value,
+            partition_by=tuple(partition.value),
+        ),
+        streaming=StreamingOptions(
+            buffer_size=v["data_flow.streaming.buffer_size"],
+            flush_interval=float(v["data_flow.streaming.flush_interval"]),
+        ),
+        persistence=PersistenceOptions(
+            save_all_phases=v["data_flow.persistence.save_all_phases"],
+            save_final_only=v["data_flow.persistence.save_final_only"],
+            on_completion=v["data_flow.persistence.on_completion"],
+            format=persist_format.value,
+            formats=MappingProxyType({k: s.value for k, s in sorted(formats.items())}),
+        ),
+    )
+    for key in RUN_WIDE:
+        sources.pop(key, None)
+    return ResolvedSettings(
+        data_flow=flow,
+        event_tracing=tuple(v["event_tracing"]),
+        retention_policy=v["retention_policy"],
+        sliding_window_size=v["sliding_window_size"],
+        sources=MappingProxyType(dict(sorted(sources.items()))),
+    )

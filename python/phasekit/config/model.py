@@ -1,0 +1,321 @@
+"""The configuration models, in the vocabulary users write (aliases included).
+
+These models only validate; :mod:`phasekit.config.resolve` turns them into the
+normalised, alias-free settings the rest of phasekit reads. A ``null`` value means
+"not set" everywhere except ``file_settings.compression`` (where it means none).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional, Union
+
+from pydantic import BeforeValidator, PlainValidator, model_validator
+
+from phasekit.config.fields import (
+    Bool,
+    Model,
+    PathText,
+    Pattern,
+    PositiveInt,
+    PositiveNumber,
+    Text,
+    check_event_kind,
+    check_path,
+    check_text,
+    choice,
+    choice_or_import,
+    expected,
+    fail,
+    integer,
+    name_check,
+    string_list,
+)
+from phasekit.config.params import (
+    DataConfig,
+    DataSplit,
+    MonteCarlo,
+    Objective,
+    ParameterSpace,
+    PortfolioConfig,
+    StrategyConfig,
+    WalkForward,
+    parse_objective,
+    parse_parameter_space,
+)
+from phasekit.config.vocab import (
+    CLEANUP_POLICIES,
+    COMPRESSIONS,
+    FORMATS,
+    MODES,
+    OUTPUT_KINDS,
+    RESULTS_STORAGE,
+    RETENTION_POLICIES,
+    SEQUENCES,
+    STORAGE_STRATEGY_MODES,
+    TOPOLOGIES,
+    choice_message,
+    show,
+    suggest,
+)
+
+Mode = Annotated[str, PlainValidator(choice(MODES))]
+Format = Annotated[str, PlainValidator(choice(FORMATS))]
+PhaseName = Annotated[str, PlainValidator(name_check("phase name"))]
+StageName = Annotated[str, PlainValidator(name_check("stage name"))]
+OutputType = Annotated[str, PlainValidator(name_check("output type"))]
+MegaBytes = PositiveNumber
+
+_ALL_COMPRESSIONS = tuple(dict.fromkeys(c for cs in COMPRESSIONS.values() for c in cs if c))
+
+
+def _compression(value: Any) -> Optional[str]:
+    if value is None or value == "none":
+        return None
+    if not isinstance(value, str) or value not in _ALL_COMPRESSIONS:
+        fail(choice_message(value, ("none", *_ALL_COMPRESSIONS)))
+    return value
+
+
+Compression = Annotated[Optional[str], PlainValidator(_compression)]
+
+
+class FileSettings(Model):
+    base_path: Optional[PathText] = None
+    format: Optional[Format] = None
+    compression: Compression = None
+    partition_by: Optional[Annotated[list[str], PlainValidator(string_list(check_text))]] = None
+
+
+class MemorySettings(Model):
+    max_size_mb: Optional[MegaBytes] = None
+
+
+class StreamingSettings(Model):
+    buffer_size: Optional[PositiveInt] = None
+    flush_interval: Optional[PositiveNumber] = None
+
+
+class Persistence(Model):
+    save_all_phases: Optional[Bool] = None
+    save_final_only: Optional[Bool] = None
+    on_completion: Optional[Bool] = None
+    format: Optional[Format] = None
+    formats: Optional[dict[OutputType, Format]] = None
+
+
+class DataFlowConfig(Model):
+    """``data_flow`` at the top level, in a phase, an override or a container pattern."""
+
+    mode: Optional[Mode] = None
+    default_mode: Optional[Mode] = None
+    memory_limit_mb: Optional[MegaBytes] = None
+    default_memory_limit_mb: Optional[MegaBytes] = None
+    file_settings: Optional[FileSettings] = None
+    memory_settings: Optional[MemorySettings] = None
+    streaming_settings: Optional[StreamingSettings] = None
+    persistence: Optional[Persistence] = None
+
+
+class StorageStrategy(Model):
+    """The ``storage_strategy`` block (``mode: persist`` is ``data_flow.mode: file``)."""
+
+    mode: Optional[Annotated[str, PlainValidator(choice(tuple(STORAGE_STRATEGY_MODES)))]] = None
+    persist_intermediate_results: Optional[Bool] = None
+    stages_to_persist: Optional[
+        Annotated[list[str], PlainValidator(string_list(name_check("stage name"), False))]
+    ] = None
+    cleanup_policy: Optional[Annotated[str, PlainValidator(choice(CLEANUP_POLICIES))]] = None
+
+
+EventList = Annotated[list[str], PlainValidator(string_list(check_event_kind, False))]
+
+
+class Settings(Model):
+    """Where results go and what is traced; valid at every level of precedence."""
+
+    data_flow: Optional[DataFlowConfig] = None
+    results_storage: Optional[Annotated[str, PlainValidator(choice(tuple(RESULTS_STORAGE)))]] = None
+    storage_strategy: Optional[StorageStrategy] = None
+    event_tracing: Optional[EventList] = None
+    retention_policy: Optional[Annotated[str, PlainValidator(choice(RETENTION_POLICIES))]] = None
+    sliding_window_size: Optional[PositiveInt] = None
+
+
+SETTINGS_FIELDS = tuple(Settings.model_fields)
+
+
+class ContainerSettings(Settings):
+    """The body of ``containers.<pattern>``."""
+
+
+class RunParams(Model):
+    """What a phase runs on and searches; merged field by field across levels."""
+
+    parameter_space: Optional[Annotated[ParameterSpace, BeforeValidator(parse_parameter_space)]] = (
+        None
+    )
+    objective_function: Optional[Annotated[Objective, BeforeValidator(parse_objective)]] = None
+    data: Optional[DataConfig] = None
+    strategy: Optional[StrategyConfig] = None
+    portfolio: Optional[PortfolioConfig] = None
+    data_split: Optional[DataSplit] = None
+    walk_forward: Optional[WalkForward] = None
+    monte_carlo: Optional[MonteCarlo] = None
+    top_k: Optional[PositiveInt] = None
+
+
+RUN_PARAM_FIELDS = tuple(RunParams.model_fields)
+
+
+class PhaseParams(Settings, RunParams):
+    """A phase's ``config``, a ``phase_overrides.<phase>`` entry, a runtime patch."""
+
+
+def _output(value: Any) -> dict[str, bool]:
+    """Which results a phase collects: a list of kinds or a mapping kind -> bool."""
+    if isinstance(value, list):
+        for i, kind in enumerate(value):
+            if kind not in OUTPUT_KINDS:
+                fail(choice_message(kind, OUTPUT_KINDS), (i,))
+        value = dict.fromkeys(value, True)
+    if not isinstance(value, dict):
+        expected(f"a list or a mapping of output kinds ({', '.join(OUTPUT_KINDS)})", value)
+    out = {}
+    for key, flag in value.items():
+        if key not in OUTPUT_KINDS:
+            fail(choice_message(key, OUTPUT_KINDS), (key,))
+        if not isinstance(flag, bool):
+            fail(f"expected true or false, got {show(flag)}", (key,))
+        out[key] = flag
+    return out
+
+
+Output = Annotated[dict[str, bool], PlainValidator(_output)]
+Topology = Annotated[str, PlainValidator(choice_or_import(TOPOLOGIES, "topology"))]
+
+
+class PhaseBody(PhaseParams):
+    """Fields of a phase besides its name."""
+
+    sequence: Optional[Annotated[str, PlainValidator(choice(SEQUENCES))]] = None
+    topology: Optional[Topology] = None
+    depends_on: Optional[
+        Annotated[list[str], PlainValidator(string_list(name_check("phase name")))]
+    ] = None
+    description: Optional[Text] = None
+    output: Optional[Output] = None
+    config: Optional[PhaseParams] = None
+
+
+class PhaseConfig(PhaseBody):
+    """One entry of ``phases:``."""
+
+    name: PhaseName
+
+
+class PhaseDefaults(PhaseBody):
+    """What a workflow supplies for one of its phases (the resolver's ``workflow_defaults``)."""
+
+    containers: Optional[dict[Pattern, ContainerSettings]] = None
+
+
+def _workers(value: Any) -> Optional[int]:
+    if value == "auto":
+        return None
+    try:
+        return integer(ge=1)(value)
+    except Exception:
+        expected("a number of worker processes >= 1 or 'auto'", value)
+
+
+_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+
+
+def _catalog(value: Any) -> str:
+    """A SQLite file path, ``sqlite:///path`` or a ``postgresql://`` URL."""
+    text = check_path(value)
+    if "://" in text and not text.startswith(_SCHEMES):
+        scheme = text.split("://", 1)[0]
+        near = suggest(scheme, ("sqlite", "postgresql"))
+        hint = f"; did you mean {near!r}?" if near else ""
+        fail(
+            f"{show(text)} has the unsupported scheme {scheme!r}; use a file path, "
+            f"sqlite:///path or postgresql://user@host/db{hint}"
+        )
+    if text.startswith("postgres://"):
+        text = "postgresql://" + text[len("postgres://") :]
+    if text == "sqlite:///":
+        fail("sqlite:/// needs a file path after it, e.g. sqlite:///results/catalog.sqlite")
+    return text
+
+
+class WorkflowConfig(PhaseParams):
+    """A whole configuration file."""
+
+    workflow: Optional[Annotated[str, PlainValidator(name_check("workflow name"))]] = None
+    run_name: Optional[Annotated[str, PlainValidator(name_check("run name"))]] = None
+    description: Optional[Text] = None
+    phases: Optional[list[PhaseConfig]] = None
+    phase_overrides: Optional[dict[PhaseName, PhaseParams]] = None
+    containers: Optional[dict[Pattern, ContainerSettings]] = None
+    results_dir: Optional[PathText] = None
+    catalog: Optional[Annotated[str, PlainValidator(_catalog)]] = None
+    allow_pickle: Optional[Bool] = None
+    workers: Optional[Annotated[Union[int, None], PlainValidator(_workers)]] = None
+
+    @model_validator(mode="after")
+    def _phase_graph(self) -> WorkflowConfig:
+        phases = self.phases or []
+        names = [p.name for p in phases]
+        for i, phase in enumerate(phases):
+            if phase.name in names[:i]:
+                fail(f"phase name {phase.name!r} is used twice", ("phases", i, "name"))
+            for j, dep in enumerate(phase.depends_on or []):
+                where = ("phases", i, "depends_on", j)
+                if dep == phase.name:
+                    fail(f"phase {dep!r} depends on itself", where)
+                if dep not in names:
+                    fail(unknown_phase_message(dep, names), where)
+        cycle = find_cycle({p.name: list(p.depends_on or []) for p in phases})
+        if cycle:
+            fail(f"phases depend on each other in a cycle: {' -> '.join(cycle)}", ("phases",))
+        if phases:
+            for key in self.phase_overrides or {}:
+                if key not in names:
+                    fail(unknown_phase_message(key, names), ("phase_overrides", key))
+        return self
+
+
+def unknown_phase_message(name: str, names: list[str]) -> str:
+    text = f"unknown phase {name!r}"
+    near = suggest(name, names)
+    if near is not None:
+        text += f"; did you mean {near!r}?"
+    return text + f" (phases: {', '.join(names) if names else 'none'})"
+
+
+def find_cycle(graph: dict[str, list[str]]) -> Optional[list[str]]:
+    """A dependency cycle as a list of names (first repeated at the end), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> Optional[list[str]]:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep in graph and dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None

@@ -1,0 +1,429 @@
+"""Precedence: the levels of a configuration merged, once, into :class:`ResolvedConfig`.
+
+Levels, lowest first (each may be absent)::
+
+     0  package defaults
+     1  workflow_defaults.<phase>.config      (supplied by the workflow layer)
+     2  workflow_defaults.<phase>
+     3  workflow_defaults.<phase>.containers.<pattern>      (containers only)
+     4  user global: top-level data_flow, results_storage, storage_strategy, event_tracing...
+     5  phases[i].config
+     6  phases[i] (its own data_flow and settings)
+     7  phase_overrides.<phase>
+     8  containers.<pattern>                                (containers only)
+     9  runtime arguments for every phase (``--set data_flow.mode=file``)
+    10  runtime arguments for one phase   (``--set phase_overrides.<phase>.<key>=...``)
+    11  runtime arguments for containers  (``--set containers.<pattern>.<key>=...``)
+
+At each container level only the most specific matching pattern applies
+(:mod:`phasekit.config.patterns`). Run parameters (parameter_space, data, strategy...)
+follow the same order; mappings (data, strategy, portfolio, walk_forward, monte_carlo)
+merge key by key, everything else is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel
+
+from phasekit.config.layers import Patch, build_settings, defaults_patch, flatten, merge
+from phasekit.config.load import Source, load_config, validate
+from phasekit.config.model import (
+    RUN_PARAM_FIELDS,
+    ContainerSettings,
+    PhaseDefaults,
+    PhaseParams,
+    RunParams,
+    WorkflowConfig,
+    find_cycle,
+    unknown_phase_message,
+)
+from phasekit.config.names import name_problem, pattern_problem
+from phasekit.config.patterns import best_match
+from phasekit.config.resolved import (
+    CatalogTarget,
+    ResolvedConfig,
+    ResolvedContainer,
+    ResolvedPhase,
+    ResolvedSettings,
+)
+from phasekit.config.runtime import RuntimeArgs, patch_model, raw_of, sort_runtime
+from phasekit.config.vocab import OUTPUT_KINDS
+from phasekit.errors import ConfigError
+
+DEFAULT_RESULTS_DIR = "./results"
+DEFAULT_DATA_SPLIT = 0.8
+_MERGED_PARAMS = ("data", "strategy", "portfolio", "walk_forward", "monte_carlo")
+
+WorkflowDefaults = Mapping[str, Union[Mapping[str, Any], PhaseDefaults]]
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A container level: one patch per pattern."""
+
+    where: str
+    patches: Mapping[str, Patch]
+
+
+Level = Union[Patch, _Slot]
+
+
+def resolve(
+    config: Source,
+    workflow_defaults: Optional[WorkflowDefaults] = None,
+    runtime: Optional[Mapping[str, Any]] = None,
+) -> ResolvedConfig:
+    """Resolve a configuration into frozen, alias-free settings per phase and container.
+
+    ``workflow_defaults`` maps each phase of a workflow to its defaults in config
+    vocabulary (sequence, topology, depends_on, output, settings such as
+    results_storage, run parameters such as data_split, and ``containers``). Phases
+    are those of ``phases:`` and of ``workflow_defaults``; when ``workflow_defaults`` is
+    None, phases named only in ``phase_overrides`` are taken as phases too.
+    ``runtime`` maps dotted paths to values (see :mod:`phasekit.config.runtime`).
+    """
+    config = load_config(config)
+    defaults = _check_defaults(workflow_defaults or {})
+    candidates = [*(p.name for p in config.phases or []), *defaults]
+    rt = sort_runtime(runtime or {}, [*candidates, *(config.phase_overrides or {})], [])
+    if rt.model:
+        config = validate(WorkflowConfig, patch_model(config, rt.model), origin="--set")
+    names = _phase_names(config, defaults, workflow_defaults is not None)
+    return _Resolver(config, defaults, names, rt).build()
+
+
+def _check_defaults(raw: WorkflowDefaults) -> dict[str, PhaseDefaults]:
+    out = {}
+    for name, body in raw.items():
+        problem = name_problem(name, "phase name")
+        if problem is not None:
+            raise ConfigError(f"workflow_defaults: {problem}")
+        if isinstance(body, BaseModel):
+            body = raw_of(body)
+        out[name] = validate(
+            PhaseDefaults, body, origin="workflow defaults", prefix=("workflow_defaults", name)
+        )
+    return out
+
+
+def _phase_names(
+    config: WorkflowConfig, defaults: Mapping[str, PhaseDefaults], strict: bool
+) -> list[str]:
+    names = list(defaults)
+    names += [p.name for p in config.phases or [] if p.name not in defaults]
+    for key in config.phase_overrides or {}:
+        if key not in names:
+            if strict or config.phases:
+                raise ConfigError(f"phase_overrides.{key}: " + unknown_phase_message(key, names))
+            names.append(key)
+    return names
+
+
+class _Resolver:
+    def __init__(
+        self,
+        config: WorkflowConfig,
+        defaults: dict[str, PhaseDefaults],
+        names: list[str],
+        rt: RuntimeArgs,
+    ) -> None:
+        self.config, self.defaults, self.names = config, defaults, names
+        self.user = {p.name: (i, p) for i, p in enumerate(config.phases or [])}
+        self.results_dir = config.results_dir or DEFAULT_RESULTS_DIR
+        self.allow_pickle = bool(config.allow_pickle)
+        self.everywhere = validate(PhaseParams, rt.everywhere, origin="--set")
+        self.rt_phases = {}
+        for name, raw in rt.phases.items():
+            if name not in names:
+                raise ConfigError(
+                    f"--set phase_overrides.{name}: " + unknown_phase_message(name, names)
+                )
+            self.rt_phases[name] = validate(
+                PhaseParams, raw, origin="--set", prefix=("phase_overrides", name)
+            )
+        self.rt_containers = {}
+        for pattern, raw in rt.containers.items():
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                raise ConfigError(f"--set containers: {problem}")
+            self.rt_containers[pattern] = validate(
+                ContainerSettings, raw, origin="--set", prefix=("containers", pattern)
+            )
+        self.global_patch = flatten(config, rank=4, run_wide=True)
+        self.rt_patch = flatten(self.everywhere, rank=9, label="--set ", run_wide=True)
+
+    # --- settings ---------------------------------------------------------------------
+
+    def levels(self, name: Optional[str]) -> list[Level]:
+        """The levels of phase ``name``, or the run-wide levels when ``name`` is None."""
+        if name is None:
+            return self._run_wide_levels()
+        wf = self.defaults.get(name)
+        levels: list[Level] = [defaults_patch(self.results_dir)]
+        if wf is not None:
+            where = ("workflow_defaults", name)
+            if wf.config is not None:
+                levels.append(flatten(wf.config, (*where, "config"), rank=1))
+            levels.append(flatten(wf, where, rank=2))
+            if wf.containers:
+                levels.append(self._slot(wf.containers, (*where, "containers"), 3, ""))
+        levels.append(self.global_patch)
+        if name in self.user:
+            i, phase = self.user[name]
+            if phase.config is not None:
+                levels.append(flatten(phase.config, ("phases", i, "config"), rank=5))
+            levels.append(flatten(phase, ("phases", i), rank=6))
+        override = (self.config.phase_overrides or {}).get(name)
+        if override is not None:
+            levels.append(flatten(override, ("phase_overrides", name), rank=7))
+        if self.config.containers:
+            levels.append(self._slot(self.config.containers, ("containers",), 8, ""))
+        levels.append(self.rt_patch)
+        if name in self.rt_phases:
+            where = ("phase_overrides", name)
+            levels.append(flatten(self.rt_phases[name], where, rank=10, label="--set "))
+        if self.rt_containers:
+            levels.append(self._slot(self.rt_containers, ("containers",), 11, "--set "))
+        return levels
+
+    def _run_wide_levels(self) -> list[Level]:
+        levels: list[Level] = [defaults_patch(self.results_dir), self.global_patch]
+        if self.config.containers:
+            levels.append(self._slot(self.config.containers, ("containers",), 8, ""))
+        levels.append(self.rt_patch)
+        if self.rt_containers:
+            levels.append(self._slot(self.rt_containers, ("containers",), 11, "--set "))
+        return levels
+
+    @staticmethod
+    def _slot(
+        patterns: Mapping[str, ContainerSettings], where: tuple[Any, ...], rank: int, label: str
+    ) -> _Slot:
+        patches = {
+            pattern: flatten(body, (*where, pattern), rank=rank, label=label)
+            for pattern, body in patterns.items()
+        }
+        return _Slot(label + ".".join(map(str, where)), MappingProxyType(patches))
+
+    def container_resolver(
+        self, phase: Optional[str], levels: list[Level]
+    ) -> Callable[[str], ResolvedContainer]:
+        cache: dict[tuple[Optional[str], ...], ResolvedSettings] = {}
+
+        def resolve_container(container_id: str) -> ResolvedContainer:
+            problem = name_problem(container_id, "container id")
+            if problem is not None:
+                raise ConfigError(problem)
+            chosen = tuple(
+                best_match(container_id, level.patches, _where(level.where, phase))
+                if isinstance(level, _Slot)
+                else None
+                for level in levels
+            )
+            if chosen not in cache:
+                cache[chosen] = self._settings(levels, chosen)
+            pattern = next((p for p in reversed(chosen) if p is not None), None)
+            return ResolvedContainer(phase, container_id, pattern, cache[chosen])
+
+        return resolve_container
+
+    def _settings(self, levels: list[Level], chosen: tuple[Optional[str], ...]) -> ResolvedSettings:
+        patches: list[Patch] = []
+        for level, pattern in zip(levels, chosen):
+            if not isinstance(level, _Slot):
+                patches.append(level)
+            elif pattern is not None:
+                patches.append(level.patches[pattern])
+        return build_settings(merge(patches), self.allow_pickle)
+
+    def pattern_settings(self, levels: list[Level]) -> dict[str, ResolvedSettings]:
+        """Each pattern's settings, with the same pattern's entry at every container level."""
+        patterns = dict.fromkeys(p for lv in levels if isinstance(lv, _Slot) for p in lv.patches)
+        out = {}
+        for pattern in patterns:
+            chosen = tuple(
+                pattern if isinstance(lv, _Slot) and pattern in lv.patches else None
+                for lv in levels
+            )
+            out[pattern] = self._settings(levels, chosen)
+        return out
+
+    # --- run parameters ---------------------------------------------------------------
+
+    def param_levels(self, name: str) -> list[PhaseParams]:
+        wf, user = self.defaults.get(name), self.user.get(name)
+        phase = user[1] if user else None
+        override = (self.config.phase_overrides or {}).get(name)
+        levels = [
+            wf.config if wf else None,
+            wf,
+            self.config,
+            phase.config if phase else None,
+            phase,
+            override,
+            self.everywhere,
+            self.rt_phases.get(name),
+        ]
+        return [level for level in levels if level is not None]
+
+    def params(self, name: str) -> RunParams:
+        values: dict[str, Any] = {}
+        for level in self.param_levels(name):
+            for field in RUN_PARAM_FIELDS:
+                value = getattr(level, field)
+                if field not in level.model_fields_set or value is None:
+                    continue
+                current = values.get(field)
+                if current is not None and field in _MERGED_PARAMS and _same_kind(current, value):
+                    merged = {**raw_of(current), **raw_of(value)}
+                    value = validate(
+                        type(value),
+                        merged,
+                        origin=f"phase {name!r} (merged levels)",
+                        prefix=(field,),
+                    )
+                values[field] = value
+        return RunParams.model_validate(values)
+
+    # --- phases -----------------------------------------------------------------------
+
+    def structure(self, name: str, key: str) -> Any:
+        """A structural field (sequence, topology...): the user's phase, else the workflow's."""
+        if name in self.user:
+            value = getattr(self.user[name][1], key)
+            if value is not None:
+                return value
+        wf = self.defaults.get(name)
+        return getattr(wf, key) if wf is not None else None
+
+    def check_graph(self) -> None:
+        graph = {}
+        for name in self.names:
+            deps = list(self.structure(name, "depends_on") or [])
+            for j, dep in enumerate(deps):
+                if dep not in self.names:
+                    where = (
+                        f"phases[{self.user[name][0]}]"
+                        if name in self.user and self.user[name][1].depends_on
+                        else f"workflow_defaults.{name}"
+                    )
+                    raise ConfigError(
+                        f"{where}.depends_on[{j}]: " + unknown_phase_message(dep, self.names)
+                    )
+            graph[name] = deps
+        cycle = find_cycle(graph)
+        if cycle:
+            raise ConfigError(f"phases depend on each other in a cycle: {' -> '.join(cycle)}")
+
+    def phase(self, name: str, base_stages: tuple[str, ...], finals: set[str]) -> ResolvedPhase:
+        levels = self.levels(name)
+        settings = self._settings(levels, tuple(None for _ in levels))
+        params = _sequence_params(
+            name, self.structure(name, "sequence") or "single_pass", self.params(name)
+        )
+        output = self.structure(name, "output")
+        keep = settings.data_flow.persistence
+        persist = (
+            settings.data_flow.mode == "file"
+            or (keep.save_all_phases and (not base_stages or name in base_stages))
+            or (keep.save_final_only and name in finals)
+        )
+        resolved = ResolvedPhase(
+            name=name,
+            sequence=self.structure(name, "sequence") or "single_pass",
+            topology=self.structure(name, "topology") or "backtest",
+            depends_on=tuple(self.structure(name, "depends_on") or ()),
+            description=self.structure(name, "description"),
+            output=tuple(
+                k for k in OUTPUT_KINDS if (output or dict.fromkeys(OUTPUT_KINDS, True)).get(k)
+            ),
+            settings=settings,
+            params=params,
+            persist=persist,
+            pattern_settings=MappingProxyType(self.pattern_settings(levels)),
+            _containers=self.container_resolver(name, levels),
+        )
+        return resolved
+
+    def build(self) -> ResolvedConfig:
+        self.check_graph()
+        base_merged = merge([defaults_patch(self.results_dir), self.global_patch, self.rt_patch])
+        base = build_settings(base_merged, self.allow_pickle)
+        base_levels = self.levels(None)
+        stages = tuple(base_merged["stages_to_persist"].value)
+        for i, stage in enumerate(stages):
+            if self.names and stage not in self.names:
+                source = base_merged["stages_to_persist"].source
+                raise ConfigError(
+                    f"{source}[{i}]: "
+                    + unknown_phase_message(stage, self.names).replace("phase", "stage", 1)
+                )
+        needed = {d for n in self.names for d in self.structure(n, "depends_on") or []}
+        finals = {n for n in self.names if n not in needed}
+        phases = {name: self.phase(name, stages, finals) for name in self.names}
+        base_patterns = self.pattern_settings(base_levels)
+        patterns = tuple(
+            dict.fromkeys(
+                [*base_patterns, *(p for ph in phases.values() for p in ph.pattern_settings)]
+            )
+        )
+        return ResolvedConfig(
+            config=self.config,
+            workflow=self.config.workflow,
+            run_name=self.config.run_name,
+            results_dir=self.results_dir,
+            catalog=_catalog(self.config.catalog, self.results_dir),
+            allow_pickle=self.allow_pickle,
+            workers=self.config.workers,
+            cleanup_policy=base_merged["cleanup_policy"].value,
+            stages_to_persist=stages,
+            base=base,
+            base_patterns=MappingProxyType(base_patterns),
+            phases=MappingProxyType(phases),
+            patterns=patterns,
+            _base_containers=self.container_resolver(None, base_levels),
+        )
+
+
+def _where(slot: str, phase: Optional[str]) -> str:
+    return slot if phase is None else f"{slot} (phase {phase!r})"
+
+
+def _same_kind(current: Any, new: Any) -> bool:
+    """Strategies of different types are replaced, not merged."""
+    old_type, new_type = getattr(current, "type", None), getattr(new, "type", None)
+    return old_type is None or new_type is None or old_type == new_type
+
+
+def _sequence_params(name: str, sequence: str, params: RunParams) -> RunParams:
+    """Check what a sequence needs; fill the train/test split default (0.8)."""
+    if sequence == "train_test" and params.data_split is None:
+        return params.model_copy(update={"data_split": DEFAULT_DATA_SPLIT})
+    if sequence == "walk_forward":
+        wf = params.walk_forward
+        if wf is None or wf.train is None or wf.test is None:
+            raise ConfigError(
+                f"phase {name!r}: sequence walk_forward needs walk_forward.train and "
+                "walk_forward.test (bars, or durations such as 6M and 1M)"
+            )
+    if sequence == "monte_carlo" and (params.monte_carlo is None or params.monte_carlo.n is None):
+        raise ConfigError(
+            f"phase {name!r}: sequence monte_carlo needs monte_carlo.n (the number of simulations)"
+        )
+    return params
+
+
+def _catalog(spec: Optional[str], results_dir: str) -> CatalogTarget:
+    if spec is None:
+        return CatalogTarget("sqlite", os.path.join(results_dir, "catalog.sqlite"))
+    if spec.startswith("postgresql://"):
+        return CatalogTarget("postgresql", spec)
+    if spec.startswith("sqlite:///"):
+        return CatalogTarget("sqlite", spec[len("sqlite:///") :])
+    return CatalogTarget("sqlite", spec)

@@ -1,0 +1,101 @@
+"""The closed vocabularies of the configuration: allowed values, their aliases, did-you-mean."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any, Optional
+
+MODES = ("memory", "file", "streaming", "hybrid")
+RESULTS_STORAGE = {"memory": "memory", "disk": "file"}
+STORAGE_STRATEGY_MODES = {"memory": "memory", "persist": "file", "hybrid": "hybrid"}
+FORMATS = ("arrow", "parquet", "json", "csv", "pickle", "hdf5")
+# Compressions each file format accepts; the first entry is the format's default.
+COMPRESSIONS: dict[str, tuple[Optional[str], ...]] = {
+    "arrow": (None, "lz4", "zstd"),
+    "parquet": ("snappy", "zstd", "gzip", "lz4", "brotli", None),
+    "json": (None, "gzip"),
+    "csv": (None, "gzip"),
+    "pickle": (None,),
+    "hdf5": (None, "gzip"),
+}
+PARTITIONED_FORMATS = ("parquet",)
+RETENTION_POLICIES = ("sliding_window", "trade_complete", "minimal", "keep_all")
+CLEANUP_POLICIES = ("keep_all", "keep_latest", "keep_none")
+SEQUENCES = ("single_pass", "train_test", "walk_forward", "monte_carlo")
+TOPOLOGIES = ("backtest", "analysis")
+OUTPUT_KINDS = (
+    "container_results",
+    "aggregate_metrics",
+    "trades",
+    "equity_curves",
+    "selected_parameters",
+)
+DIRECTIONS = ("maximize", "minimize")
+WALK_FORWARD_MODES = ("rolling", "expanding")
+MONTE_CARLO_METHODS = ("returns", "trades")
+SAMPLINGS = ("grid", "random")
+DATA_SOURCES = ("synthetic", "file")
+CONSTRAINT_OPS = ("<=", ">=", "==", "!=", "<", ">")
+
+
+def suggest(value: Any, allowed: Iterable[Any]) -> Optional[str]:
+    """The allowed value closest to ``value`` (difflib), or None when nothing is close."""
+    if not isinstance(value, str):
+        return None
+    names = [str(a) for a in allowed if a is not None]
+    lowered = {n.lower(): n for n in names}
+    if value.lower() in lowered:
+        return lowered[value.lower()]
+    close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def show(value: Any) -> str:
+    """A value as it reads in a message: strings quoted, None as null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def listing(allowed: Iterable[Any]) -> str:
+    """``a, b, c`` with None shown as ``none``."""
+    return ", ".join("none" if a is None else str(a) for a in allowed)
+
+
+def choice_message(value: Any, allowed: Iterable[Any], aliases: Iterable[str] = ()) -> str:
+    """``'fiel' is not allowed; allowed: memory, file; did you mean 'file'?``"""
+    allowed = list(allowed)
+    aliases = list(aliases)
+    text = f"{show(value)} is not allowed; allowed: {listing(allowed)}"
+    if aliases:
+        text += f" (aliases: {', '.join(aliases)})"
+    near = suggest(value, [*allowed, *aliases])
+    if near is not None:
+        text += f"; did you mean {near!r}?"
+    return text
+
+
+def type_name(value: Any) -> str:
+    """A short description of a value's type for messages (``str``, ``list``, ``mapping``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+def unknown_key_message(key: Any, allowed: Iterable[str], home: Optional[str] = None) -> str:
+    """``unknown key 'x'; did you mean 'y'? (allowed keys: ...)``; ``home`` names the
+    section where the key does exist when it was put at the wrong level."""
+    allowed = tuple(allowed)
+    text = f"unknown key {show(key)}"
+    near = suggest(key, allowed)
+    if near is not None:
+        text += f"; did you mean {near!r}?"
+    elif home is not None:
+        text += f"; it belongs under {home} (as {home}.{key})"
+    return text + f" (allowed keys: {', '.join(allowed)})"
