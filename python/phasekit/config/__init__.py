@@ -53,10 +53,10 @@ from phasekit.config.params import (
     DataConfig,
     MonteCarlo,
     Objective,
-    ParameterSpace,
     PortfolioConfig,
     StrategyConfig,
     WalkForward,
+    check_parameter_space,
 )
 from phasekit.config.patterns import best_match, specificity
 from phasekit.config.resolve import resolve
@@ -83,7 +83,6 @@ __all__ = [
     "FileOptions",
     "MonteCarlo",
     "Objective",
-    "ParameterSpace",
     "PersistenceOptions",
     "PhaseConfig",
     "PhaseDefaults",
@@ -101,6 +100,7 @@ __all__ = [
     "WalkForward",
     "WorkflowConfig",
     "best_match",
+    "check_parameter_space",
     "load_config",
     "load_section",
     "name_problem",

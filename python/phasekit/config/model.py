@@ -35,12 +35,11 @@ from phasekit.config.params import (
     DataSplit,
     MonteCarlo,
     Objective,
-    ParameterSpace,
     PortfolioConfig,
     StrategyConfig,
     WalkForward,
+    check_parameter_space,
     parse_objective,
-    parse_parameter_space,
 )
 from phasekit.config.vocab import (
     CLEANUP_POLICIES,
@@ -151,7 +150,7 @@ class ContainerSettings(Settings):
 class RunParams(Model):
     """What a phase runs on and searches; merged field by field across levels."""
 
-    parameter_space: Optional[Annotated[ParameterSpace, BeforeValidator(parse_parameter_space)]] = (
+    parameter_space: Optional[Annotated[dict[str, Any], PlainValidator(check_parameter_space)]] = (
         None
     )
     objective_function: Optional[Annotated[Objective, BeforeValidator(parse_objective)]] = None

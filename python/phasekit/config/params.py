@@ -43,7 +43,6 @@ from phasekit.config.vocab import (
     DATA_SOURCES,
     DIRECTIONS,
     MONTE_CARLO_METHODS,
-    SAMPLINGS,
     WALK_FORWARD_MODES,
     show,
     suggest,
@@ -52,10 +51,7 @@ from phasekit.config.vocab import (
 from phasekit.errors import ConfigError
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_CONSTRAINT = re.compile(r"^\s*(\S+)\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*$")
-_LENGTH = re.compile(r"^\s*([1-9][0-9]*)\s*([A-Za-z]+)\s*$")
-_LENGTH_UNITS = {"min": "min", "h": "h", "D": "D", "d": "D", "W": "W", "w": "W", "M": "M"}
-_LENGTH_UNITS.update({"Y": "Y", "y": "Y", "bars": "", "bar": ""})
+_CONSTRAINT = re.compile(r"^\s*([\w.]+)\s*(<=|>=|==|!=|<|>)\s*([\w.+-]+)\s*$")
 
 
 def within(sub: tuple[Any, ...], check: Callable[[Any], Any], value: Any) -> Any:
@@ -75,44 +71,29 @@ def unknown_keys(value: dict[str, Any], allowed: tuple[str, ...]) -> None:
 
 # --- parameter space -------------------------------------------------------------------
 
-
-class ParamSpec(Model):
-    """One parameter: a list of ``values``, or a range ``min``..``max`` (inclusive) with an
-    optional ``step`` (needed for a grid; without it the range is sampled)."""
-
-    values: Optional[list[Any]] = None
-    min: Optional[float] = None
-    max: Optional[float] = None
-    step: Optional[float] = None
-
-
-class Constraint(Model):
-    """``left op right``; each side is a full parameter name or a number."""
-
-    left: Union[str, float]
-    op: str
-    right: Union[str, float]
-
-
-class ParameterSpace(Model):
-    """Normalised parameter space: every form of the source becomes this one."""
-
-    parameters: dict[str, ParamSpec]
-    sampling: str = "grid"
-    n: Optional[int] = None
-    seed: int = 0
-    constraints: list[Constraint] = []
-
-
-_SPACE_KEYS = ("parameters", "sampling", "n", "seed", "constraints")
-_RANGE_KEYS = ("min", "max", "step")
+SPACE_RESERVED = ("constraints", "sample")
 
 
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-def _param_spec(spec: Any) -> ParamSpec:
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _range(args: Any) -> None:
+    """``[stop]``, ``[start, stop]`` or ``[start, stop, step]``: stop exclusive, step > 0."""
+    if not isinstance(args, list) or not 1 <= len(args) <= 3 or not all(map(_number, args)):
+        expected("[start, stop, step] (1 to 3 numbers, stop exclusive)", args)
+    start, stop, step = ([0, *args] if len(args) == 1 else [*args, 1])[:3]
+    if not step > 0:
+        fail(f"step must be > 0, got {show(step)}")
+    if not start < stop:
+        fail(f"{show(args)} holds no value: start {show(start)} is not below stop {show(stop)}")
+
+
+def _param_values(spec: Any) -> None:
     if isinstance(spec, list):
         if not spec:
             fail("is an empty list; give at least one value")
@@ -121,111 +102,90 @@ def _param_spec(spec: Any) -> ParamSpec:
                 fail(f"expected a number, string or boolean, got {show(item)}", (i,))
         if len({repr(v) for v in spec}) != len(spec):
             fail(f"has duplicate values: {show(spec)}")
-        return ParamSpec.model_construct(values=list(spec))
-    if isinstance(spec, dict):
-        unknown_keys(spec, _RANGE_KEYS)
-        for key in ("min", "max"):
-            if key not in spec:
-                fail(f"a range needs {key!r} (give min, max and, for a grid, step)")
-        low = within(("min",), number(), spec["min"])
-        high = within(("max",), number(), spec["max"])
-        step = within(("step",), number(gt=0), spec["step"]) if "step" in spec else None
-        if low > high:
-            fail(f"min {show(low)} is greater than max {show(high)}")
-        return ParamSpec.model_construct(min=low, max=high, step=step)
-    if _scalar(spec):
-        return ParamSpec.model_construct(values=[spec])
-    expected("a list of values, a value or a range {min, max, step}", spec)
+    elif isinstance(spec, dict):
+        unknown_keys(spec, ("range",))
+        if "range" not in spec:
+            fail("expected a list, a single value or {range: [start, stop, step]}")
+        within(("range",), _range, spec["range"])
+    elif not _scalar(spec):
+        expected("a list of values, a value or {range: [start, stop, step]}", spec)
 
 
 def _param_name(name: Any) -> str:
     if not isinstance(name, str) or not _PARAM_NAME.match(name):
-        fail(f"{show(name)} is not a parameter name; use dotted identifiers such as strategy.fast")
+        fail(
+            f"{show(name)} is not a parameter name; use dotted paths such as strategy.fast"
+            f" (reserved keys: {', '.join(SPACE_RESERVED)})"
+        )
     return name
 
 
-def _operand(text: str, names: list[str]) -> Union[str, float]:
+def _operand(text: str, names: list[str]) -> None:
     if text in names:
-        return text
-    short = [n for n in names if n.rsplit(".", 1)[-1] == text]
-    if len(short) == 1:
-        return short[0]
-    if len(short) > 1:
-        fail(f"{text!r} is ambiguous: it may mean {', '.join(short)}; use the full name")
+        return
     try:
-        return float(text)
+        float(text)
+        return
     except ValueError:
         pass
-    shorts = [n.rsplit(".", 1)[-1] for n in names]
-    near = suggest(text, [*names, *shorts])
+    full = [n for n in names if n.rsplit(".", 1)[-1] == text]
+    near = full[0] if len(full) == 1 else suggest(text, names)
     hint = f"; did you mean {near!r}?" if near else ""
-    fail(f"{text!r} is not a parameter of this space (parameters: {', '.join(names)}){hint}")
+    fail(
+        f"{text!r} is neither a parameter of this space nor a number{hint} "
+        f"(parameters: {', '.join(names)})"
+    )
 
 
-def _constraint(text: Any, names: list[str]) -> Constraint:
+def _constraint(text: Any, names: list[str]) -> None:
     if not isinstance(text, str):
-        expected("a constraint such as 'fast < slow'", text)
+        expected("a constraint such as 'strategy.fast < strategy.slow'", text)
     match = _CONSTRAINT.match(text)
     if not match:
         fail(
-            f"{show(text)} is not a constraint; write 'name op name' or 'name op number' "
-            f"with op one of {' '.join(CONSTRAINT_OPS)}, e.g. 'fast < slow'"
+            f"{show(text)} is not a constraint; write 'path op path' or 'path op number' "
+            f"with op one of {' '.join(CONSTRAINT_OPS)}, e.g. 'strategy.fast < strategy.slow'"
         )
-    left, op, right = match.groups()
-    lhs, rhs = _operand(left, names), _operand(right, names)
-    if not isinstance(lhs, str) and not isinstance(rhs, str):
-        fail(f"{show(text)} compares no parameter")
-    return Constraint.model_construct(left=lhs, op=op, right=rhs)
+    left, _op, right = match.groups()
+    _operand(left, names)
+    _operand(right, names)
 
 
-def parse_parameter_space(value: Any) -> ParameterSpace:
-    """Validate and normalise a parameter space.
-
-    Forms: ``{name: [values] | value | {min, max, step}}`` (a grid), or
-    ``{parameters: {...}, sampling: grid|random, n: N, seed: S, constraints: [...]}``.
-    """
-    if isinstance(value, ParameterSpace):
-        return value
+def _sample(value: Any) -> None:
     if not isinstance(value, dict):
-        expected("a mapping of parameter name to values", value)
-    if not value:
-        fail("is empty; give at least one parameter")
-    structured = "parameters" in value
-    meta: dict[str, Any] = value if structured else {}
-    raw: Any = value.get("parameters") if structured else value
-    base: tuple[Any, ...] = ("parameters",) if structured else ()
-    if structured:
-        unknown_keys(value, _SPACE_KEYS)
-        if not isinstance(raw, dict):
-            fail(f"expected a mapping of parameter name to values, got {show(raw)}", base)
-        if not raw:
-            fail("is empty; give at least one parameter", base)
-    params = {}
-    for name, spec in raw.items():
-        within((*base, name), _param_name, name)
-        params[name] = within((*base, name), _param_spec, spec)
-    sampling = within(("sampling",), choice(SAMPLINGS), meta.get("sampling", "grid"))
-    n = within(("n",), integer(ge=1), meta["n"]) if "n" in meta else None
-    seed = within(("seed",), integer(), meta.get("seed", 0))
-    if sampling == "random" and n is None:
-        fail("sampling: random needs n, the number of parameter sets to draw")
-    if sampling == "grid":
-        if n is not None:
-            fail("n is only used with sampling: random", ("n",))
-        for name, spec in params.items():
-            if spec.values is None and spec.step is None:
-                fail("a range in a grid needs step (or use sampling: random)", (*base, name))
-    raw_constraints = meta.get("constraints", [])
-    if not isinstance(raw_constraints, list):
-        within(("constraints",), lambda v: expected("a list of constraints", v), raw_constraints)
-    names = list(params)
-    constraints = [
+        expected("a mapping {n, seed}", value)
+    unknown_keys(value, ("n", "seed"))
+    if "n" not in value:
+        fail("needs n, the number of parameter sets to draw")
+    within(("n",), integer(ge=1), value["n"])
+    if "seed" in value:
+        within(("seed",), integer(), value["seed"])
+
+
+def check_parameter_space(value: Any) -> dict[str, Any]:
+    """Validate a parameter space and return it as given (a new dict).
+
+    ``{path: [values] | value | {range: [start, stop, step]}, constraints: [...],
+    sample: {n, seed}}``; ranges exclude stop; constraints compare two parameter paths
+    or a path and a number with ``< <= > >= == !=``; ``sample`` draws ``n`` sets (seeded)
+    from the grid left by the constraints.
+    """
+    if not isinstance(value, dict):
+        expected("a mapping of parameter path to values", value)
+    names = [name for name in value if name not in SPACE_RESERVED]
+    if not names:
+        fail("holds no parameter; give at least one, e.g. strategy.fast: [5, 10]")
+    for name in names:
+        within((name,), _param_name, name)
+        within((name,), _param_values, value[name])
+    if "sample" in value:
+        within(("sample",), _sample, value["sample"])
+    constraints = value.get("constraints", [])
+    if not isinstance(constraints, list):
+        within(("constraints",), lambda v: expected("a list of constraints", v), constraints)
+    for i, text in enumerate(constraints):
         within(("constraints", i), lambda t: _constraint(t, names), text)
-        for i, text in enumerate(raw_constraints)
-    ]
-    return ParameterSpace.model_construct(
-        parameters=params, sampling=sampling, n=n, seed=seed, constraints=constraints
-    )
+    return dict(value)
 
 
 # --- objective -------------------------------------------------------------------------
@@ -333,45 +293,21 @@ class PortfolioConfig(Model):
 # --- sequence settings -----------------------------------------------------------------
 
 
-def _length(value: Any) -> Union[int, str]:
-    """A window length: bars (an integer) or a duration such as 30D, 6M, 1Y, 12h, 90min."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return integer(ge=1)(value)
-    if isinstance(value, str):
-        match = _LENGTH.match(value)
-        if match and match.group(2) in _LENGTH_UNITS:
-            unit = _LENGTH_UNITS[match.group(2)]
-            return int(match.group(1)) if unit == "" else f"{match.group(1)}{unit}"
-        if match and match.group(2) == "m":
-            fail(f"{show(value)} is ambiguous; write M for months or min for minutes")
-    expected("a number of bars or a duration such as 30D, 6M, 1Y, 12h, 90min", value)
-
-
-Length = Annotated[Union[int, str], PlainValidator(_length)]
-
-
 class WalkForward(Model):
-    """Train on ``train``, test on the following ``test``, advance by ``step`` (default:
-    ``test``); ``rolling`` keeps the train length, ``expanding`` keeps its start."""
+    """Train on ``train`` bars, test on the following ``test`` bars, advance by ``step``
+    (default: ``test``); ``rolling`` keeps the train length, ``expanding`` its start."""
 
-    train: Optional[Length] = None
-    test: Optional[Length] = None
-    step: Optional[Length] = None
+    train: Optional[PositiveInt] = None
+    test: Optional[PositiveInt] = None
+    step: Optional[PositiveInt] = None
     mode: Annotated[str, PlainValidator(choice(WALK_FORWARD_MODES))] = "rolling"
-
-    @model_validator(mode="after")
-    def _same_units(self) -> WalkForward:
-        kinds = {type(v) for v in (self.train, self.test, self.step) if v is not None}
-        if len(kinds) > 1:
-            fail("mixes bars and durations; give train, test and step in the same unit kind")
-        return self
 
 
 class MonteCarlo(Model):
-    """``n`` simulations in batches of ``batch_size``, seeded; bootstrap of returns or trades."""
+    """``n`` simulations in batches of ``batch``, seeded; bootstrap of returns or trades."""
 
     n: Optional[PositiveInt] = None
-    batch_size: PositiveInt = 100
+    batch: PositiveInt = 25
     seed: AnyInt = 0
     method: Annotated[str, PlainValidator(choice(MONTE_CARLO_METHODS))] = "returns"
 
@@ -391,16 +327,13 @@ def _data_split(value: Any) -> Union[float, str]:
 DataSplit = Annotated[Union[float, str], PlainValidator(_data_split)]
 
 __all__ = [
-    "Constraint",
     "DataConfig",
     "DataSplit",
     "MonteCarlo",
     "Objective",
-    "ParamSpec",
-    "ParameterSpace",
     "PortfolioConfig",
     "StrategyConfig",
     "WalkForward",
+    "check_parameter_space",
     "parse_objective",
-    "parse_parameter_space",
 ]

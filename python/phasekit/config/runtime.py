@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from phasekit.config.messages import format_path
 from phasekit.config.model import PhaseParams, WorkflowConfig
-from phasekit.config.params import Objective, ParameterSpace
+from phasekit.config.params import Objective
 from phasekit.config.vocab import unknown_key_message
 from phasekit.errors import ConfigError
 
@@ -107,7 +107,7 @@ def set_in(data: dict[str, Any], parts: list[Any], value: Any, path: str) -> Non
 
 def raw_of(value: Any) -> Any:
     """A model as the nested dicts that validate back into it (only the keys set)."""
-    if isinstance(value, BaseModel) and not isinstance(value, (ParameterSpace, Objective)):
+    if isinstance(value, BaseModel) and not isinstance(value, Objective):
         return {name: raw_of(getattr(value, name)) for name in value.model_fields_set}
     if isinstance(value, list):
         return [raw_of(v) for v in value]

@@ -1,0 +1,202 @@
+"""``phasekit config show FILE``: the resolved settings of every phase and container pattern.
+
+One table per phase: a row per setting, a column for the phase and one per container
+pattern (values that differ from the phase's in bold), and where the phase's value came
+from. ``--phase`` and ``--container`` (a pattern or a container id) narrow it; ``--set
+path=value`` applies runtime arguments; ``--json`` prints the same as JSON.
+
+When the workflow layer provides ``phasekit.workflow.phase_defaults(config)`` (per-phase
+defaults of the configured workflow), it is used as the workflow level of precedence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from phasekit.config import (
+    ResolvedConfig,
+    ResolvedSettings,
+    WorkflowConfig,
+    load_config,
+    parse_set_args,
+    resolve,
+)
+from phasekit.config.patterns import is_pattern
+from phasekit.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("config", help="inspect configurations")
+    commands = parser.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    show = commands.add_parser("show", help="print the resolved settings of a config file")
+    show.add_argument("file", help="a YAML configuration file")
+    show.add_argument("--phase", help="only this phase")
+    show.add_argument("--container", help="only this container pattern or container id")
+    show.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="a runtime argument, e.g. data_flow.mode=file (repeatable)",
+    )
+    show.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    show.set_defaults(func=run_show)
+    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+
+
+def workflow_defaults(config: WorkflowConfig) -> Optional[Mapping[str, Any]]:
+    """The workflow layer's per-phase defaults for ``config``, when it provides them."""
+    try:
+        module = importlib.import_module("phasekit.workflow")
+    except ModuleNotFoundError as exc:
+        if exc.name == "phasekit.workflow":
+            return None
+        raise
+    hook = getattr(module, "phase_defaults", None)
+    return hook(config) if callable(hook) else None  # type: ignore[no-any-return]
+
+
+def run_show(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    resolved = resolve(config, workflow_defaults(config), parse_set_args(args.sets))
+    view = select(resolved, args.phase, args.container)
+    if args.json:
+        sys.stdout.write(json.dumps(view, indent=2) + "\n")
+        return 0
+    print_tables(view)
+    return 0
+
+
+def _container_view(
+    resolved: ResolvedConfig,
+    phase: Optional[str],
+    patterns: Mapping[str, ResolvedSettings],
+    wanted: str,
+) -> dict[str, Any]:
+    if wanted in patterns or is_pattern(wanted):
+        if wanted not in patterns:
+            known = ", ".join(patterns) or "none"
+            raise ConfigError(f"--container: no container pattern {wanted!r} (patterns: {known})")
+        return {wanted: patterns[wanted].to_dict()}
+    container = resolved.container(phase, wanted)
+    body = container.settings.to_dict()
+    body["pattern"] = container.pattern
+    return {wanted: body}
+
+
+def select(
+    resolved: ResolvedConfig, phase: Optional[str], container: Optional[str]
+) -> dict[str, Any]:
+    """The JSON view, narrowed to one phase and/or one container pattern or id."""
+    view = resolved.to_dict()
+    if phase is not None:
+        resolved.phase(phase)  # unknown phase: ConfigError with a did-you-mean
+        view["phases"] = {phase: view["phases"][phase]}
+    if container is not None:
+        view["base_containers"] = _container_view(resolved, None, resolved.base_patterns, container)
+        for name, body in view["phases"].items():
+            patterns = resolved.phase(name).pattern_settings
+            body["containers"] = _container_view(resolved, name, patterns, container)
+    return view
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and key != "sources":
+            out.update(flatten(value, path + ".") if value else {path: "{}"})
+        elif key != "sources":
+            out[path] = value
+    return out
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) if value else "[]"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def settings_table(title: str, settings: Mapping[str, Any]) -> Any:
+    """A row per setting: value and where it came from."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("setting", style="cyan", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("from", style="dim", overflow="fold")
+    for key, value in flatten(settings).items():
+        source = settings["sources"].get(key, "")
+        table.add_row(key.removeprefix("data_flow."), escape(_text(value)), escape(source))
+    return table
+
+
+def containers_table(title: str, main: Mapping[str, Any], containers: Mapping[str, Any]) -> Any:
+    """A row per container pattern (or id) and setting that differs from ``main``."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("container", style="magenta", no_wrap=True)
+    table.add_column("setting", style="cyan", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("from", style="dim", overflow="fold")
+    base = flatten(main)
+    for name, body in containers.items():
+        rows = [(k, v) for k, v in flatten(body).items() if base.get(k, object()) != v]
+        if not rows:
+            rows = [("", "same as above")]
+        for key, value in rows:
+            source = body.get("sources", {}).get(key, "")
+            label = key.removeprefix("data_flow.")
+            table.add_row(escape(name), label, escape(_text(value)), escape(source))
+    return table
+
+
+def print_tables(view: Mapping[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    run = Table(title="run", title_justify="left", show_header=False)
+    run.add_column("key", style="cyan")
+    run.add_column("value")
+    for key in ("workflow", "run_name", "results_dir", "allow_pickle", "workers"):
+        run.add_row(key, escape(_text(view[key])))
+    catalog = view["catalog"]
+    run.add_row("catalog", escape(f"{catalog['backend']}: {catalog['location']}"))
+    run.add_row("cleanup_policy", view["cleanup_policy"])
+    stages = view["stages_to_persist"]
+    run.add_row("stages_to_persist", escape(_text(stages)) if stages else "all")
+    console.print(run)
+    sections = [("run-wide settings", view["base"], view["base_containers"])]
+    if view["phases"]:
+        sections = []
+    for name, phase in view["phases"].items():
+        deps = ", ".join(phase["depends_on"]) or "none"
+        title = (
+            f"phase {name}: sequence {phase['sequence']}, topology {phase['topology']}, "
+            f"depends on {deps}, persist {_text(phase['persist'])}"
+        )
+        sections.append((title, phase["settings"], phase["containers"]))
+    for title, settings, containers in sections:
+        console.print(settings_table(title, settings))
+        if containers:
+            head = title.split(":", 1)[0]
+            console.print(
+                containers_table(f"{head}: containers (settings that differ)", settings, containers)
+            )
