@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Mapping
 from typing import Any, Optional, Protocol, runtime_checkable
+from urllib.parse import quote
 
 from phasekit.errors import InvalidArgument, StorageError, UnknownKey
 from phasekit.stores.names import check_name
@@ -82,7 +83,11 @@ class StoreBase:
 
     def uri(self, key: str) -> str:
         """The URI of ``key`` in this store (for memory and stream stores)."""
-        return named_uri(self.scheme, (self.run, self.phase, *self.namespace, key))
+        prefix = self.__dict__.get("_uri_prefix")
+        if prefix is None:
+            prefix = named_uri(self.scheme, (self.run, self.phase, *self.namespace, "k"))[:-1]
+            self.__dict__["_uri_prefix"] = prefix
+        return prefix + quote(check_name("key", key), safe="")
 
     def _key(self, ref: Ref | str, field: str = "key") -> str:
         """The key of a Ref or a key string, validated; refs of other stores are refused."""

@@ -92,7 +92,10 @@ class FileStore(StoreBase):
         self.base_path = Path(os.path.abspath(os.fspath(base_path)))
         self.manifest_dir = self.base_path / MANIFEST_DIR
         try:
-            self.manifest_dir.mkdir(parents=True, exist_ok=True)
+            if not self.manifest_dir.exists():
+                self.manifest_dir.mkdir(parents=True, exist_ok=True)
+                fsync_dir(self.base_path)
+                fsync_dir(self.base_path.parent)
         except OSError as exc:
             raise storage_error(exc, f"creating the store folder {self.manifest_dir}") from exc
         self._key_locks: dict[str, threading.Lock] = {}

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import unicodedata
 from typing import Any
 
+from phasekit._pure.ipc import TMP_SUFFIX
 from phasekit.errors import InvalidArgument
 
 MAX_NAME_LENGTH = 200
 """Longest accepted name, in characters (file names must stay under the 255-byte limit)."""
 
 _FORBIDDEN = ("/", "\\")
+_PLAIN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-=+,@ ]*[A-Za-z0-9_\-=+,@.]|[A-Za-z0-9_\-]")
+"""Names made only of these characters need no further check (beyond '..' and length)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _reason(value: str) -> str | None:
     """Why ``value`` cannot be a name, or None when it can."""
+    plain = len(value) <= MAX_NAME_LENGTH and _PLAIN.fullmatch(value) and ".." not in value
+    if plain and not value.endswith(TMP_SUFFIX):
+        return None
     if value == "":
         return "it is empty"
     if value in (".", ".."):
@@ -35,6 +44,8 @@ def _reason(value: str) -> str | None:
             return f"it contains the control character U+{ord(ch):04X}"
     if value != value.strip():
         return "it has leading or trailing whitespace"
+    if value.endswith(TMP_SUFFIX):
+        return f"it ends like a temporary file ({TMP_SUFFIX!r})"
     if len(value) > MAX_NAME_LENGTH:
         return f"it is {len(value)} characters long (at most {MAX_NAME_LENGTH})"
     return None
@@ -55,8 +66,9 @@ def check_name(field: str, value: Any) -> str:
     if reason is not None:
         raise InvalidArgument(
             f"{field} {value!r} is not a valid name: {reason}; allowed: letters, digits and "
-            "punctuation other than path separators, without '..', a leading '.' or "
-            f"control characters, at most {MAX_NAME_LENGTH} characters"
+            "punctuation other than path separators, without '..', a leading '.', "
+            f"control characters or the ending {TMP_SUFFIX!r}, at most {MAX_NAME_LENGTH} "
+            "characters"
         )
     return value
 

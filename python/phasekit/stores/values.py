@@ -133,15 +133,22 @@ def _numpy_from_arrow(table: pa.Table, info: dict[str, Any] | None) -> Any:
         info = numpy_info_from_schema(table.schema)
     if info is None:
         raise InvalidArgument("the Arrow data has no numpy dtype and shape metadata")
-    dtype = np.lib.format.descr_to_dtype(_descr(info["dtype"]))
+    dtype = dtype_from_info(info)
     flat = table.column(0).to_numpy()
     return np.asarray(flat).astype(dtype, copy=False).reshape(tuple(info["shape"]))
 
 
-def _descr(descr: Any) -> Any:
+def dtype_from_info(info: dict[str, Any]) -> Any:
+    """The numpy dtype recorded by :func:`numpy_info`."""
+    import numpy as np
+
+    return np.lib.format.descr_to_dtype(descr_from_json(info["dtype"]))
+
+
+def descr_from_json(descr: Any) -> Any:
     """JSON turns descr tuples into lists; numpy wants tuples back."""
     if isinstance(descr, list):
-        return [tuple(_descr(x) if isinstance(x, list) else x for x in d) for d in descr]
+        return [tuple(descr_from_json(x) if isinstance(x, list) else x for x in d) for d in descr]
     return descr
 
 
@@ -226,6 +233,7 @@ __all__ = [
     "TABLE",
     "TABULAR",
     "copy_value",
+    "dtype_from_info",
     "from_arrow",
     "json_problem",
     "kind_of",

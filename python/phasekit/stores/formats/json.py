@@ -108,7 +108,7 @@ class JsonFormat:
             import numpy as np
 
             meta = info["numpy"]
-            dtype = np.lib.format.descr_to_dtype(values._descr(meta["dtype"]))
+            dtype = values.dtype_from_info(meta)
             return np.asarray(json.loads(path.read_bytes()), dtype=dtype).reshape(meta["shape"])
         schema = decode_schema(info["schema"])
         if path.stat().st_size == 0:

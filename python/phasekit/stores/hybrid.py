@@ -1,0 +1,395 @@
+"""HybridStore: items in memory under a byte budget; the least recently used spill to disk.
+
+The budget is a ``phasekit.SpillLedger`` tree: the store's ledger is the global
+budget and :meth:`HybridStore.container` gives a view whose items count under a child
+ledger with its own budget. After every put (and reload) the store spills the least
+recently used items of each ledger that is over its budget (the view's, then its
+ancestors'), so memory held never exceeds a budget by more than the item being
+stored. Spilled items go to append-only segment files in a private folder (numpy
+raw bytes, Arrow IPC streams, JSON text) and come back transparently on ``get``. A
+spill that fails (disk full, permission) keeps the item in memory, logs a warning and
+counts it in ``stats()["spill_failures"]``; nothing is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import phasekit
+from phasekit.errors import InvalidArgument, StorageError
+from phasekit.stores import values
+from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
+from phasekit.stores.durable import is_disk_full
+from phasekit.stores.names import check_name
+from phasekit.stores.recorder import ItemRecorder
+from phasekit.stores.ref import Ref
+from phasekit.stores.segments import Extent, SegmentLog
+from phasekit.stores.spillcodec import Spilled, check_spillable, load, spill
+
+log = logging.getLogger(__name__)
+
+_COUNTS = (
+    "puts",
+    "gets",
+    "hits",
+    "misses",
+    "deletes",
+    "spills",
+    "spilled_bytes",
+    "reloads",
+    "reloaded_bytes",
+    "spill_failures",
+)
+
+
+@dataclass
+class _Core:
+    """State shared by a store and its container views (guarded by ``lock``)."""
+
+    log: SegmentLog
+    memory: dict[str, Any] = field(default_factory=dict)
+    spilled: dict[str, Spilled] = field(default_factory=dict)
+    refs: dict[str, Ref] = field(default_factory=dict)
+    chains: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    """key -> the ledgers it counts under: its view's, then the view's ancestors'."""
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    compaction_failures: int = 0
+    closed: bool = False
+
+
+def _check_budget(budget_bytes: Any) -> int:
+    if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 0:
+        raise InvalidArgument(f"budget_bytes must be an int >= 0, got {budget_bytes!r}")
+    return budget_bytes
+
+
+def _private_folder(spill_dir: Optional[str | os.PathLike[str]]) -> Path:
+    if spill_dir is None:
+        return Path(tempfile.mkdtemp(prefix="phasekit-spill-"))
+    base = Path(os.path.abspath(os.fspath(spill_dir)))
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        folder = base / f"phasekit-spill-{secrets.token_hex(6)}"
+        folder.mkdir()
+    except OSError as exc:
+        raise StorageError(f"cannot create a spill folder in {base}: {exc}") from exc
+    return folder
+
+
+class HybridStore(StoreBase):
+    """Memory under ``budget_bytes``, spilling the least recently used items to ``spill_dir``.
+
+    ``spill_dir`` is where a private ``phasekit-spill-*`` folder is made (a temporary
+    folder when None); it is removed by :meth:`close`. Sizes are ``phasekit.size_of``.
+    Values: Arrow tables and batches, polars and pandas frames, numpy arrays (not of
+    object dtype) and JSON-like values. Thread-safe.
+    """
+
+    scheme = "memory"
+    format_name = "hybrid"
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        spill_dir: Optional[str | os.PathLike[str]] = None,
+        *,
+        run: str = DEFAULT_RUN,
+        phase: str = DEFAULT_PHASE,
+        namespace: tuple[str, ...] = (),
+        recorder: Optional[ItemRecorder] = None,
+        segment_bytes: int = 64 << 20,
+        compact_below: float = 0.5,
+    ) -> None:
+        super().__init__(run=run, phase=phase, namespace=namespace, recorder=recorder)
+        budget = _check_budget(budget_bytes)
+        if not isinstance(segment_bytes, int) or segment_bytes < 1:
+            raise InvalidArgument(f"segment_bytes must be an int >= 1, got {segment_bytes!r}")
+        if not 0.0 <= float(compact_below) <= 1.0:
+            raise InvalidArgument(f"compact_below must be in 0..1, got {compact_below!r}")
+        folder = _private_folder(spill_dir)
+        self._core = _Core(SegmentLog(folder, segment_bytes, float(compact_below)))
+        self._ledger = phasekit.SpillLedger(budget, name="/".join(self._names))
+        self._chain: tuple[Any, ...] = (self._ledger,)
+        self._core.counts[self._prefix] = dict.fromkeys(_COUNTS, 0)
+
+    # ---------------------------------------------------------------- views
+
+    @property
+    def _names(self) -> tuple[str, ...]:
+        return (self.run, self.phase, *self.namespace)
+
+    @property
+    def _prefix(self) -> str:
+        return "/".join(self._names)
+
+    def container(self, name: str, budget_bytes: int) -> HybridStore:
+        """A view for one container: its items count under a child ledger of ``budget_bytes``
+        (and under this store's budget); it shares the spill folder and the LRU order."""
+        self._check_open()
+        name = check_name("container", name)
+        budget = _check_budget(budget_bytes)
+        view = object.__new__(HybridStore)
+        StoreBase.__init__(
+            view,
+            run=self.run,
+            phase=self.phase,
+            namespace=(*self.namespace, name),
+            recorder=self.recorder,
+        )
+        view._lock = self._lock
+        view._core = self._core
+        view._ledger = self._ledger.child(budget, name=view._prefix)
+        view._chain = (view._ledger, *self._chain)
+        self._core.counts.setdefault(view._prefix, dict.fromkeys(_COUNTS, 0))
+        return view
+
+    @property
+    def ledger(self) -> Any:
+        """The SpillLedger of this store or view (read its ``used``, ``peak``, ``stats()``)."""
+        return self._ledger
+
+    @property
+    def spill_dir(self) -> Path:
+        """The private folder of the spill segments."""
+        return self._core.log.folder
+
+    # ---------------------------------------------------------------- keys
+
+    def _ikey(self, ref: Ref | str) -> str:
+        """The internal key (the URI's names joined by '/') of a key or a Ref of this tree."""
+        if isinstance(ref, Ref):
+            names = ref.names
+            if ref.scheme != self.scheme or names[: len(self._names)] != self._names:
+                raise InvalidArgument(
+                    f"ref {ref.uri!r} does not belong to this store ({self.uri('<key>')})"
+                )
+            return "/".join(names)
+        return f"{self._prefix}/{check_name('key', ref)}"
+
+    def _in_view(self, ikey: str) -> bool:
+        return ikey.startswith(self._prefix + "/")
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._core.counts[self._prefix][name] += n
+
+    def _check_open(self) -> None:
+        if self._closed or self._core.closed:
+            raise StorageError(f"HybridStore {self._prefix} is closed")
+
+    # ---------------------------------------------------------------- put
+
+    def put(self, key: str, data: Any, metadata: Optional[Mapping[str, Any]] = None) -> Ref:
+        """Hold ``data`` in memory (spilling older items past the budget); returns its Ref."""
+        self._check_open()
+        ikey = self._ikey(key)
+        meta = check_metadata(metadata)
+        kind = values.kind_of(data)
+        check_spillable(data, kind)
+        nbytes = int(phasekit.size_of(data))
+        ref = Ref(
+            uri=self.uri(ikey.rsplit("/", 1)[1]),
+            key=ikey.rsplit("/", 1)[1],
+            kind=kind,
+            format=self.format_name,
+            size_bytes=nbytes,
+            metadata=meta,
+        )
+        core = self._core
+        with self._lock:
+            self._drop(ikey)
+            core.memory[ikey] = data
+            core.refs[ikey] = ref
+            core.chains[ikey] = self._chain
+            self._ledger.track(ikey, nbytes)
+            self._count("puts")
+            self._enforce(self._chain)
+            self._maybe_compact()
+        self._record(ref)
+        return ref
+
+    def _drop(self, ikey: str) -> bool:
+        """Forget an item wherever it is (lock held); False when absent."""
+        core = self._core
+        if ikey in core.memory:
+            del core.memory[ikey]
+            core.chains.pop(ikey)[0].forget(ikey)
+        elif ikey in core.spilled:
+            entry = core.spilled.pop(ikey)
+            core.log.release(ikey, entry.extent)
+            core.chains.pop(ikey, None)
+        else:
+            return False
+        core.refs.pop(ikey, None)
+        return True
+
+    def _enforce(self, chain: tuple[Any, ...]) -> None:
+        """Spill least recently used items until every ledger of ``chain`` is within budget."""
+        for ledger in chain:
+            while ledger.over_budget():
+                candidates = ledger.spill_candidates()
+                if not candidates:
+                    break
+                for ikey in candidates:
+                    if not self._spill_one(ikey):
+                        return  # keep what failed in memory; try again at the next put
+
+    def _spill_one(self, ikey: str) -> bool:
+        core = self._core
+        value = core.memory[ikey]
+        kind = core.refs[ikey].kind
+        owner = core.chains[ikey][0]
+        view_counts = core.counts[ikey.rsplit("/", 1)[0]]
+        try:
+            entry = spill(core.log, ikey, value, kind)
+        except OSError as exc:
+            view_counts["spill_failures"] += 1
+            reason = "the disk is full" if is_disk_full(exc) else str(exc)
+            log.warning(
+                "cannot spill %s to %s (%s); it stays in memory (%d bytes over budget)",
+                ikey,
+                core.log.folder,
+                reason,
+                owner.used - owner.budget,
+            )
+            return False
+        del core.memory[ikey]
+        core.spilled[ikey] = entry
+        owner.forget(ikey)
+        view_counts["spills"] += 1
+        view_counts["spilled_bytes"] += entry.extent.length
+        return True
+
+    def _maybe_compact(self) -> None:
+        core = self._core
+        if not core.log.needs_compaction():
+            return
+
+        def moved(ikey: str, extent: Extent) -> None:
+            core.spilled[ikey] = dataclasses.replace(core.spilled[ikey], extent=extent)
+
+        try:
+            core.log.compact(moved)
+        except OSError as exc:
+            core.compaction_failures += 1
+            log.warning("compacting spill segments in %s failed: %s", core.log.folder, exc)
+
+    # ---------------------------------------------------------------- get
+
+    def get(self, ref: Ref | str) -> Any:
+        """The value, from memory or reloaded from its spill segment (then held in memory)."""
+        self._check_open()
+        ikey = self._ikey(ref)
+        core = self._core
+        with self._lock:
+            self._count("gets")
+            if ikey in core.memory:
+                core.chains[ikey][0].touch(ikey)
+                self._count("hits")
+                return core.memory[ikey]
+            entry = core.spilled.get(ikey)
+            if entry is None:
+                self._count("misses")
+                raise self._missing(ikey.rsplit("/", 1)[1])
+            return self._reload(ikey, entry)
+
+    def _reload(self, ikey: str, entry: Spilled) -> Any:
+        core = self._core
+        value = load(core.log, ikey, entry)
+        self._count("reloads")
+        self._count("reloaded_bytes", entry.extent.length)
+        chain = core.chains[ikey]
+        nbytes = int(phasekit.size_of(value))
+        if any(nbytes > ledger.budget for ledger in chain):
+            return value  # larger than its budget on its own: it stays on disk
+        core.log.release(ikey, entry.extent)
+        del core.spilled[ikey]
+        core.memory[ikey] = value
+        chain[0].track(ikey, nbytes)
+        self._enforce(chain)
+        self._maybe_compact()
+        return value
+
+    # ---------------------------------------------------------------- list, delete
+
+    def ref(self, key: str) -> Ref:
+        ikey = self._ikey(key)
+        with self._lock:
+            ref = self._core.refs.get(ikey)
+        if ref is None:
+            raise self._missing(key)
+        return ref
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._ikey(key) in self._core.refs
+
+    def list(self) -> list[Ref]:
+        """Refs of the items of this store or view (and its containers), oldest put first."""
+        with self._lock:
+            return [r for k, r in self._core.refs.items() if self._in_view(k)]
+
+    def delete(self, ref: Ref | str) -> None:
+        """Drop the item from memory or disk; ``UnknownKey`` if absent."""
+        self._check_open()
+        ikey = self._ikey(ref)
+        with self._lock:
+            old = self._core.refs.get(ikey)
+            if old is None or not self._drop(ikey):
+                raise self._missing(ikey.rsplit("/", 1)[1])
+            self._count("deletes")
+            self._maybe_compact()
+        self._forget(old)
+
+    # ---------------------------------------------------------------- stats, close
+
+    def stats(self) -> dict[str, Any]:
+        """Memory and disk use of this store or view, and its counters (with its containers')."""
+        core = self._core
+        with self._lock:
+            counts = dict.fromkeys(_COUNTS, 0)
+            for prefix, own in core.counts.items():
+                if prefix == self._prefix or prefix.startswith(self._prefix + "/"):
+                    for name, n in own.items():
+                        counts[name] += n
+            on_disk = [e for k, e in core.spilled.items() if self._in_view(k)]
+            in_memory = sum(1 for k in core.memory if self._in_view(k))
+            result: dict[str, Any] = {
+                "store": "hybrid",
+                "name": self._prefix,
+                "budget_bytes": self._ledger.budget,
+                "items": in_memory + len(on_disk),
+                "items_in_memory": in_memory,
+                "items_on_disk": len(on_disk),
+                "bytes_in_memory": self._ledger.used,
+                "peak_bytes_in_memory": self._ledger.peak,
+                "bytes_on_disk": sum(e.extent.length for e in on_disk),
+                **counts,
+                "compaction_failures": core.compaction_failures,
+                "spill_dir": str(core.log.folder),
+            }
+            log_stats = core.log.stats()
+            result.update({k: v for k, v in log_stats.items() if k != "bytes_on_disk"})
+            return result
+
+    def close(self) -> None:
+        """Drop this view's items (the whole store's, and its spill folder, for the store)."""
+        core = self._core
+        with self._lock:
+            if self._closed:
+                return
+            for ikey in [k for k in core.refs if self._in_view(k)]:
+                self._drop(ikey)
+            if len(self._chain) == 1:
+                core.closed = True
+                core.log.close()
+        super().close()
+
+
+__all__ = ["HybridStore"]
