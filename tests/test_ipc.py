@@ -191,15 +191,18 @@ def test_numpy_backed_buffers_many_small_batches(backend: ModuleType, tmp_path: 
     assert np.array_equal(got, np.concatenate(arrays))
 
 
-def test_empty_batches_and_rows_count(backend: ModuleType, tmp_path: Path) -> None:
+def test_empty_batches_are_skipped(backend: ModuleType, tmp_path: Path) -> None:
     path = tmp_path / "e.arrow"
     b = make_batch(10)
     with backend.IpcWriter(path) as w:
         w.write(b.slice(0, 0))
+        w.write(pa.Table.from_batches([b.slice(0, 0), b]))
         w.write(b)
     info = w.close()
-    assert (info["rows"], info["batches"]) == (10, 2)
-    assert read_pyarrow(path, "file").num_rows == 10
+    assert (info["rows"], info["batches"]) == (20, 2)
+    with pa.ipc.open_file(path) as reader:
+        assert reader.num_record_batches == 2
+        assert reader.read_all().num_rows == 20
 
 
 # ------------------------------------------------------------------ checksum
@@ -485,3 +488,41 @@ def test_sigkill_before_close_leaves_no_final_file(
         assert "crash.arrow" not in names
         assert len(names) <= 1
         assert all(n.startswith(".crash.arrow.") and n.endswith(backend.TMP_SUFFIX) for n in names)
+
+
+def dict_batch(values: list[str]) -> pa.RecordBatch:
+    return pa.record_batch({"d": pa.array(values).dictionary_encode()})
+
+
+def test_background_error_surfaces_in_process(backend: ModuleType, tmp_path: Path) -> None:
+    # The IPC file format allows one dictionary per field: a batch with another
+    # dictionary fails in the background thread; a later write() raises WriterError.
+    w = backend.IpcWriter(tmp_path / "d.arrow")
+    w.write(dict_batch(["a", "b"]))
+    w.write(dict_batch(["c", "d"]))
+    with pytest.raises(WriterError, match=r"d\.arrow"):
+        for _ in range(2000):  # polls until the thread has failed
+            w.write(dict_batch(["a", "b"]))
+            time.sleep(0.005)
+    with pytest.raises(WriterError):
+        w.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_background_error_surfaces_at_close(backend: ModuleType, tmp_path: Path) -> None:
+    w = backend.IpcWriter(tmp_path / "d.arrow")
+    w.write(dict_batch(["a", "b"]))
+    w.write(dict_batch(["c", "d"]))
+    with pytest.raises(WriterError):
+        w.close()
+    assert w.closed
+    assert os.listdir(tmp_path) == []
+
+
+def test_stream_format_allows_dictionary_replacement(backend: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "d.arrows"
+    with backend.IpcWriter(path, format="stream") as w:
+        w.write(dict_batch(["a", "b"]))
+        w.write(dict_batch(["c", "d"]))
+    got = read_pyarrow(path, "stream").column("d").to_pylist()
+    assert got == ["a", "b", "c", "d"]

@@ -280,6 +280,8 @@ class IpcWriter:
                 f"expected:\n{state.schema}"
             )
         for rb in batches:
+            if rb.num_rows == 0:
+                continue  # some producers never export empty batches: skip them everywhere
             state.queue.put(rb)
             self._rows += rb.num_rows
             self._batches += 1
