@@ -60,6 +60,8 @@ class SpillLedger:
         self, budget_bytes: int, parent: Optional[SpillLedger] = None, name: str = ""
     ) -> None:
         self._budget = _byte_count("budget_bytes", budget_bytes)
+        if name is None:  # as the rust backend: None means no name
+            name = ""
         if not isinstance(name, str):
             raise InvalidArgument(f"name must be a str, got {type(name).__name__} {name!r}")
         if parent is not None and not isinstance(parent, SpillLedger):
