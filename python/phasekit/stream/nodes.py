@@ -210,7 +210,8 @@ class Processor:
 
     @property
     def has_tick(self) -> bool:
-        return hasattr(self.target, "on_tick")
+        target = self.target
+        return hasattr(target, "on_tick") and bool(getattr(target, "wants_tick", True))
 
     def open(self, ctx: NodeContext) -> None:
         open_object(self.target, ctx)

@@ -1,0 +1,295 @@
+"""Event-time windows: tumbling, sliding and session windows with watermarks and lateness.
+
+A window operator reads each item's timestamp, keeps a watermark ``W`` = largest
+timestamp seen minus ``max_out_of_orderness`` and fires a window ``[start, end)`` once
+``W >= end``. A window stays open for ``allowed_lateness`` more: an item for it that
+arrives while ``W < end + allowed_lateness`` is added and the window fires again with
+the update (``firing`` counts the emissions). An item all of whose windows are past
+their lateness goes to the ``late`` port and is counted (``counters["late"]``); it is
+never silently dropped. At the end of the input every open window fires.
+
+Results are ``WindowResult(key, start, end, value, count, firing)``, ordered by end,
+then start, then the order in which windows were opened; ``value`` is
+``aggregate(items)`` (items in arrival order; default: the list itself).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+from phasekit.errors import InvalidArgument
+from phasekit.stream.eventtime import (
+    MAX_TIME,
+    Watermark,
+    field_getter,
+    non_negative_duration,
+    positive_duration,
+    to_ns,
+)
+from phasekit.stream.nodes import Out
+
+LATE_PORT = "late"
+
+
+class WindowResult(NamedTuple):
+    key: Any
+    start: int
+    end: int
+    value: Any
+    count: int
+    firing: int
+
+
+class TumblingWindows:
+    """Fixed, non-overlapping windows of ``size``, aligned to ``offset`` (epoch by default)."""
+
+    def __init__(self, size: Any, offset: Any = 0) -> None:
+        self.size = positive_duration(size, "size")
+        self.offset = non_negative_duration(offset, "offset") % self.size
+
+    def assign(self, ts: int) -> list[tuple[int, int]]:
+        start = ts - (ts - self.offset) % self.size
+        return [(start, start + self.size)]
+
+
+class SlidingWindows:
+    """Windows of ``size`` starting every ``slide``; an item belongs to ``size/slide`` of them."""
+
+    def __init__(self, size: Any, slide: Any, offset: Any = 0) -> None:
+        self.size = positive_duration(size, "size")
+        self.slide = positive_duration(slide, "slide")
+        if self.slide > self.size:
+            raise InvalidArgument(
+                f"slide ({self.slide} ns) must not exceed size ({self.size} ns): items "
+                "between windows would belong to none"
+            )
+        self.offset = non_negative_duration(offset, "offset") % self.slide
+
+    def assign(self, ts: int) -> list[tuple[int, int]]:
+        last = ts - (ts - self.offset) % self.slide
+        starts = []
+        start = last
+        while start + self.size > ts:
+            starts.append(start)
+            start -= self.slide
+        return [(s, s + self.size) for s in reversed(starts)]
+
+
+class SessionWindows:
+    """Per-key sessions: items closer than ``gap`` to each other share a window
+    ``[first ts, last ts + gap)``; an item ``gap`` or more after the last starts a new one."""
+
+    def __init__(self, gap: Any) -> None:
+        self.gap = positive_duration(gap, "gap")
+
+
+class _Win:
+    __slots__ = ("end", "firings", "items", "key", "seq", "start")
+
+    def __init__(self, key: Any, start: int, end: int, seq: int) -> None:
+        self.key = key
+        self.start = start
+        self.end = end
+        self.seq = seq
+        self.items: list[tuple[int, Any]] = []
+        self.firings = 0
+
+
+class WindowOperator:
+    """A transform that groups items into event-time windows (see the module doc)."""
+
+    output_ports = (LATE_PORT,)
+    stream_mode = "flat_map"
+
+    def __init__(
+        self,
+        assigner: Any,
+        *,
+        timestamp: Any,
+        key: Any = None,
+        aggregate: Optional[Callable[[list[Any]], Any]] = None,
+        max_out_of_orderness: Any = 0,
+        allowed_lateness: Any = 0,
+        idle_timeout: Any = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        if not isinstance(assigner, (TumblingWindows, SlidingWindows, SessionWindows)):
+            raise InvalidArgument(
+                f"assigner must be TumblingWindows, SlidingWindows or SessionWindows, got {assigner!r}"
+            )
+        if timestamp is None:
+            raise InvalidArgument("window operators need timestamp= (a callable or field name)")
+        self.assigner = assigner
+        self.timestamp = field_getter(timestamp, "timestamp")
+        self.key = field_getter(key, "key")
+        self.aggregate = aggregate
+        self.wm = Watermark(max_out_of_orderness)
+        self.lateness = non_negative_duration(allowed_lateness, "allowed_lateness")
+        self.idle_timeout = (
+            None if idle_timeout is None else positive_duration(idle_timeout, "idle_timeout")
+        )
+        self.clock = clock
+        self.wants_tick = self.idle_timeout is not None
+        self.counters = {"late": 0, "fired": 0, "updates": 0}
+        self._windows: dict[Any, _Win] = {}
+        self._sessions: dict[Any, list[_Win]] = {}
+        self._fire: list[tuple[int, int, int, Any]] = []
+        self._purge: list[tuple[int, int, Any]] = []
+        self._seq = 0
+        self._last_event_clock = 0
+
+    @property
+    def watermark(self) -> int:
+        return self.wm.value
+
+    @property
+    def fn(self) -> Callable[[Any], Optional[list[Any]]]:
+        return self.process
+
+    # -------------------------------------------------------------- per item
+
+    def process(self, item: Any) -> Optional[list[Any]]:
+        ts = to_ns(self.timestamp(item))  # type: ignore[misc]
+        key = self.key(item) if self.key is not None else None
+        if self.idle_timeout is not None:
+            self._last_event_clock = self.clock()
+        self._seq += 1
+        out: list[Any] = []
+        if isinstance(self.assigner, SessionWindows):
+            accepted = self._add_session(key, ts, item, out)
+        else:
+            accepted = self._add_fixed(key, ts, item, out)
+        if not accepted:
+            self.counters["late"] += 1
+            out.append(Out(LATE_PORT, item))
+        before = self.wm.value
+        if self.wm.observe(ts) != before:
+            self._advance(out)
+        return out or None
+
+    def _add_fixed(self, key: Any, ts: int, item: Any, out: list[Any]) -> bool:
+        w = self.wm.value
+        accepted = False
+        for start, end in self.assigner.assign(ts):
+            if end + self.lateness <= w:
+                continue
+            wid = (key, start)
+            win = self._windows.get(wid)
+            if win is None:
+                win = self._windows[wid] = _Win(key, start, end, self._seq)
+                if end > w:
+                    heapq.heappush(self._fire, (end, start, win.seq, wid))
+                else:
+                    heapq.heappush(self._purge, (end + self.lateness, win.seq, wid))
+            win.items.append((self._seq, item))
+            accepted = True
+            if end <= w:
+                out.append(self._emit(win))
+        return accepted
+
+    def _add_session(self, key: Any, ts: int, item: Any, out: list[Any]) -> bool:
+        gap = self.assigner.gap
+        w = self.wm.value
+        start, end = ts, ts + gap
+        sessions = self._sessions.setdefault(key, [])
+        overlapping = [s for s in sessions if s.start < end and start < s.end]
+        if not overlapping and end + self.lateness <= w:
+            return False
+        win = _Win(key, start, end, self._seq)
+        for s in overlapping:
+            sessions.remove(s)
+            del self._windows[s.seq]
+            win.start = min(win.start, s.start)
+            win.end = max(win.end, s.end)
+            win.items.extend(s.items)
+            win.firings = max(win.firings, s.firings)
+        win.items.append((self._seq, item))
+        win.items.sort(key=lambda pair: pair[0])
+        sessions.append(win)
+        self._windows[win.seq] = win
+        if win.end <= w:
+            out.append(self._emit(win))
+            heapq.heappush(self._purge, (win.end + self.lateness, win.seq, win.seq))
+        else:
+            heapq.heappush(self._fire, (win.end, win.start, win.seq, win.seq))
+        return True
+
+    # -------------------------------------------------------------- firing
+
+    def _emit(self, win: _Win) -> WindowResult:
+        items = [it for _, it in win.items]
+        value = self.aggregate(items) if self.aggregate is not None else items
+        firing = win.firings
+        win.firings += 1
+        self.counters["fired" if firing == 0 else "updates"] += 1
+        return WindowResult(win.key, win.start, win.end, value, len(items), firing)
+
+    def _advance(self, out: list[Any]) -> None:
+        w = self.wm.value
+        fire, purge, windows = self._fire, self._purge, self._windows
+        while fire and fire[0][0] <= w:
+            end, _, _, wid = heapq.heappop(fire)
+            win = windows.get(wid)
+            if win is None or win.end != end:
+                continue  # merged into another session since
+            out.append(self._emit(win))
+            heapq.heappush(purge, (end + self.lateness, win.seq, wid))
+        while purge and purge[0][0] <= w:
+            _, _, wid = heapq.heappop(purge)
+            win = windows.get(wid)
+            if win is None or win.end + self.lateness > w:
+                continue
+            del windows[wid]
+            if isinstance(self.assigner, SessionWindows):
+                sessions = self._sessions.get(win.key)
+                if sessions is not None and win in sessions:
+                    sessions.remove(win)
+                    if not sessions:
+                        del self._sessions[win.key]
+
+    def on_tick(self, now_ns: int) -> Optional[list[Any]]:
+        """With ``idle_timeout``: when no item came for that long (processing time), move
+        the watermark on by the time elapsed so that open windows fire without new input."""
+        if self.idle_timeout is None or self.wm.max_seen == -(2**63):
+            return None
+        idle = self.clock() - self._last_event_clock
+        if idle < self.idle_timeout:
+            return None
+        before = self.wm.value
+        if self.wm.advance_to(self.wm.max_seen + idle - self.wm.delay) == before:
+            return None
+        out: list[Any] = []
+        self._advance(out)
+        return out
+
+    def close(self) -> list[Any]:
+        """End of input: every open window fires."""
+        self.wm.advance_to(MAX_TIME)
+        out: list[Any] = []
+        self._advance(out)
+        return out
+
+
+def window(assigner: Any, *, timestamp: Any, **options: Any) -> WindowOperator:
+    """A window operator for any assigner (see WindowOperator for the options)."""
+    return WindowOperator(assigner, timestamp=timestamp, **options)
+
+
+def tumbling(size: Any, *, timestamp: Any, offset: Any = 0, **options: Any) -> WindowOperator:
+    """Tumbling windows of ``size``; options: key, aggregate, max_out_of_orderness,
+    allowed_lateness, idle_timeout."""
+    return WindowOperator(TumblingWindows(size, offset), timestamp=timestamp, **options)
+
+
+def sliding(
+    size: Any, slide: Any, *, timestamp: Any, offset: Any = 0, **options: Any
+) -> WindowOperator:
+    """Sliding windows of ``size`` every ``slide``; options as ``tumbling``."""
+    return WindowOperator(SlidingWindows(size, slide, offset), timestamp=timestamp, **options)
+
+
+def session(gap: Any, *, timestamp: Any, **options: Any) -> WindowOperator:
+    """Session windows closed by a ``gap`` of inactivity (per key); options as ``tumbling``."""
+    return WindowOperator(SessionWindows(gap), timestamp=timestamp, **options)
