@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -33,12 +33,15 @@ def expected(what: str, value: Any) -> NoReturn:
     fail(f"expected {what}, got {show(value)} ({type_name(value)})")
 
 
-def choice(allowed: Iterable[str], aliases: Iterable[str] = ()) -> Callable[[Any], str]:
-    allowed, aliases = tuple(allowed), tuple(aliases)
+def choice(
+    allowed: Iterable[str], hints: Optional[Mapping[str, tuple[str, str]]] = None
+) -> Callable[[Any], str]:
+    """One of ``allowed`` (``hints``: see :func:`~phasekit.config.vocab.choice_message`)."""
+    allowed = tuple(allowed)
 
     def check(value: Any) -> str:
-        if not isinstance(value, str) or value not in allowed + aliases:
-            fail(choice_message(value, allowed, aliases))
+        if not isinstance(value, str) or value not in allowed:
+            fail(choice_message(value, allowed, hints=hints))
         return value
 
     return check
@@ -138,12 +141,13 @@ Pattern = Annotated[str, PlainValidator(_pattern)]
 
 def check_event_kind(value: Any) -> str:
     known = [e.name for e in EventType]
+    note = " or a kind registered with register_event_kind"
     if not isinstance(value, str):
-        fail(choice_message(value, known) + " (or a kind registered with register_event_kind)")
+        fail(choice_message(value, known, note))
     try:
         event_kind(value)
     except InvalidArgument:
-        fail(choice_message(value, known) + " (or a kind registered with register_event_kind)")
+        fail(choice_message(value, known, note))
     return value.upper()
 
 
@@ -192,7 +196,7 @@ def choice_or_import(allowed: Iterable[str], what: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if isinstance(value, str) and (value in allowed or is_import_spec(value)):
             return value
-        fail(choice_message(value, allowed) + f" (or a {what} given as module:attribute)")
+        fail(choice_message(value, allowed, f", or a {what} as module:attribute"))
 
     return check
 

@@ -251,8 +251,7 @@ def build_settings(merged: Patch, allow_pickle: bool) -> ResolvedSettings:
     both = [merged[f"data_flow.persistence.{k}"] for k in ("save_all_phases", "save_final_only")]
     if both[0].value and both[1].value:
         raise ConfigError(
-            f"{both[1].source}: save_final_only: true contradicts {both[0].source}: true; "
-            "choose one"
+            f"{both[1].source}: true contradicts {both[0].source}: true; set only one of them"
         )
     v = {key: s.value for key, s in merged.items()}
     sources = {key: s.source for key, s in merged.items() if key in v}

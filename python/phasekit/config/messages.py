@@ -84,7 +84,10 @@ def _unknown_key(root: type[BaseModel], parts: tuple[Any, ...]) -> str:
     model = model_at(root, parts[:-1])
     if model is None:
         return f"unknown key {show(key)}"
-    return unknown_key_message(key, tuple(model.model_fields), _belongs_under(model, str(key)))
+    home = _belongs_under(model, str(key))
+    if home is not None and len(parts) > 1:
+        home = f"{format_path(parts[:-1])}.{home}"
+    return unknown_key_message(key, tuple(model.model_fields), home)
 
 
 def _describe(error: Any, root: type[BaseModel]) -> tuple[tuple[Any, ...], str]:

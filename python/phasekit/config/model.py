@@ -26,7 +26,6 @@ from phasekit.config.fields import (
     choice_or_import,
     expected,
     fail,
-    integer,
     name_check,
     string_list,
 )
@@ -45,6 +44,7 @@ from phasekit.config.vocab import (
     CLEANUP_POLICIES,
     COMPRESSIONS,
     FORMATS,
+    MODE_HINTS,
     MODES,
     OUTPUT_KINDS,
     RESULTS_STORAGE,
@@ -57,7 +57,7 @@ from phasekit.config.vocab import (
     suggest,
 )
 
-Mode = Annotated[str, PlainValidator(choice(MODES))]
+Mode = Annotated[str, PlainValidator(choice(MODES, MODE_HINTS))]
 Format = Annotated[str, PlainValidator(choice(FORMATS))]
 PhaseName = Annotated[str, PlainValidator(name_check("phase name"))]
 StageName = Annotated[str, PlainValidator(name_check("stage name"))]
@@ -221,10 +221,11 @@ class PhaseDefaults(PhaseBody):
 def _workers(value: Any) -> Optional[int]:
     if value == "auto":
         return None
-    try:
-        return integer(ge=1)(value)
-    except Exception:
-        expected("a number of worker processes >= 1 or 'auto'", value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected("a number of worker processes or 'auto'", value)
+    if value < 1:
+        fail(f"must be >= 1 or 'auto', got {value}")
+    return value
 
 
 _SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
@@ -277,7 +278,7 @@ class WorkflowConfig(PhaseParams):
                     fail(unknown_phase_message(dep, names), where)
         cycle = find_cycle({p.name: list(p.depends_on or []) for p in phases})
         if cycle:
-            fail(f"phases depend on each other in a cycle: {' -> '.join(cycle)}", ("phases",))
+            fail(cycle_message(cycle), ("phases",))
         if phases:
             for key in self.phase_overrides or {}:
                 if key not in names:
@@ -291,6 +292,10 @@ def unknown_phase_message(name: str, names: list[str]) -> str:
     if near is not None:
         text += f"; did you mean {near!r}?"
     return text + f" (phases: {', '.join(names) if names else 'none'})"
+
+
+def cycle_message(cycle: list[str]) -> str:
+    return f"dependency cycle {' -> '.join(cycle)}; remove one of these depends_on entries"
 
 
 def find_cycle(graph: dict[str, list[str]]) -> Optional[list[str]]:

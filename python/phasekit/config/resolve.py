@@ -40,6 +40,7 @@ from phasekit.config.model import (
     PhaseParams,
     RunParams,
     WorkflowConfig,
+    cycle_message,
     find_cycle,
     unknown_phase_message,
 )
@@ -319,7 +320,7 @@ class _Resolver:
             graph[name] = deps
         cycle = find_cycle(graph)
         if cycle:
-            raise ConfigError(f"phases depend on each other in a cycle: {' -> '.join(cycle)}")
+            raise ConfigError(f"phases: {cycle_message(cycle)}")
 
     def phase(self, name: str, base_stages: tuple[str, ...], finals: set[str]) -> ResolvedPhase:
         levels = self.levels(name)
@@ -410,7 +411,7 @@ def _sequence_params(name: str, sequence: str, params: RunParams) -> RunParams:
         if wf is None or wf.train is None or wf.test is None:
             raise ConfigError(
                 f"phase {name!r}: sequence walk_forward needs walk_forward.train and "
-                "walk_forward.test (bars, or durations such as 6M and 1M)"
+                "walk_forward.test (numbers of bars)"
             )
     if sequence == "monte_carlo" and (params.monte_carlo is None or params.monte_carlo.n is None):
         raise ConfigError(

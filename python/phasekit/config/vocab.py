@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 MODES = ("memory", "file", "streaming", "hybrid")
 RESULTS_STORAGE = {"memory": "memory", "disk": "file"}
+# Values of the other vocabularies written where a data_flow mode is expected.
+MODE_HINTS = {
+    "disk": ("file", "'disk' is the results_storage spelling of file"),
+    "persist": ("file", "'persist' is the storage_strategy spelling of file"),
+}
 STORAGE_STRATEGY_MODES = {"memory": "memory", "persist": "file", "hybrid": "hybrid"}
 FORMATS = ("arrow", "parquet", "json", "csv", "pickle", "hdf5")
 # Compressions each file format accepts; the first entry is the format's default.
@@ -66,14 +71,23 @@ def listing(allowed: Iterable[Any]) -> str:
     return ", ".join("none" if a is None else str(a) for a in allowed)
 
 
-def choice_message(value: Any, allowed: Iterable[Any], aliases: Iterable[str] = ()) -> str:
-    """``'fiel' is not allowed; allowed: memory, file; did you mean 'file'?``"""
+def choice_message(
+    value: Any,
+    allowed: Iterable[Any],
+    note: str = "",
+    hints: Optional[Mapping[str, tuple[str, str]]] = None,
+) -> str:
+    """``'fiel' is not allowed; allowed: memory, file; did you mean 'file'?``
+
+    ``note`` follows the list of allowed values; ``hints`` maps values of another
+    vocabulary to (suggestion, reason), e.g. ``disk`` -> (``file``, why).
+    """
     allowed = list(allowed)
-    aliases = list(aliases)
-    text = f"{show(value)} is not allowed; allowed: {listing(allowed)}"
-    if aliases:
-        text += f" (aliases: {', '.join(aliases)})"
-    near = suggest(value, [*allowed, *aliases])
+    text = f"{show(value)} is not allowed; allowed: {listing(allowed)}{note}"
+    if hints and isinstance(value, str) and value in hints:
+        hinted, why = hints[value]
+        return text + f"; did you mean {hinted!r}? ({why})"
+    near = suggest(value, allowed)
     if near is not None:
         text += f"; did you mean {near!r}?"
     return text
@@ -97,5 +111,5 @@ def unknown_key_message(key: Any, allowed: Iterable[str], home: Optional[str] = 
     if near is not None:
         text += f"; did you mean {near!r}?"
     elif home is not None:
-        text += f"; it belongs under {home} (as {home}.{key})"
-    return text + f" (allowed keys: {', '.join(allowed)})"
+        text += f"; it belongs under {home}"
+    return text + f" (allowed keys: {', '.join(sorted(allowed))})"
