@@ -222,7 +222,7 @@ def select_items(
             continue
         items = catalog.list_items(proc.process_id, states=ITEM_STATES)
         selected.extend(item for item in items if item.stage_name not in persist)
-    return selected, kept, running
+    return sorted(selected, key=lambda item: item.id), kept, running
 
 
 def run_cleanup(

@@ -13,7 +13,6 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from phasekit._pure.checksum import file_checksum, format_crc32
 from phasekit.errors import CorruptDataError
 
 _CHUNK = 1 << 20
@@ -31,6 +30,8 @@ def _tree_files(root: Path) -> Iterator[tuple[str, Path]]:
 
 def reference_checksum(path: str | os.PathLike[str]) -> str:
     """``crc32:xxxxxxxx`` of a file, or of a folder as described in the module docstring."""
+    from phasekit._pure.checksum import file_checksum, format_crc32  # imports pyarrow: lazily
+
     p = Path(path)
     if not p.is_dir():
         return file_checksum(p)

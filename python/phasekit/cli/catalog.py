@@ -34,15 +34,18 @@ def _console() -> Any:
 
 
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Any:
+    """A Rich table under a bold title line (titles do not wrap to the table's width)."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for name in columns:
         numeric = name in ("items", "size", "files", "id", "a", "b", "diff", "rel")
         table.add_column(name, justify="right" if numeric else "left", overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    return table
+    return Group(Text(title, style="bold"), table)
 
 
 def human_bytes(n: int) -> str:
