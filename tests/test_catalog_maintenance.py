@@ -369,16 +369,16 @@ def test_export_converts_tables(catalog: Catalog, tmp_path: Path, fmt: str) -> N
             got = pq.read_table(path)
             rows = con.execute(
                 f"SELECT count(*), sum(i), max(s) FROM read_parquet('{path}')"
-            ).fetchone()
+            ).fetchall()[0]
         elif fmt == "csv":
             got = pa.csv.read_csv(path)
             rows = con.execute(
                 f"SELECT count(*), sum(i), max(s) FROM read_csv('{path}')"
-            ).fetchone()
+            ).fetchall()[0]
         else:
             got = pl.read_ipc(path).to_arrow()
             con.register("exported", pa.ipc.open_file(path).read_all())
-            rows = con.execute("SELECT count(*), sum(i), max(s) FROM exported").fetchone()
+            rows = con.execute("SELECT count(*), sum(i), max(s) FROM exported").fetchall()[0]
         assert (
             got.select(["i", "x"])
             .cast(table.select(["i", "x"]).schema)
