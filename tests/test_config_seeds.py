@@ -116,9 +116,7 @@ def test_seed000_workflow() -> None:
     assert keep.format_for("signals") == "parquet"
     assert keep.format_for("portfolios") == "hdf5"
     assert keep.format_for("trades") == "parquet"  # not listed: the file format
-    assert opt.params.parameter_space == {
-        "strategy.threshold": [0.01, 0.02, 0.03, 0.04, 0.05]
-    }
+    assert opt.params.parameter_space == {"strategy.threshold": [0.01, 0.02, 0.03, 0.04, 0.05]}
     assert analysis.data_flow.mode == "memory"
     assert analysis.topology == "analysis"
     assert analysis.depends_on == ("optimization",)
@@ -205,7 +203,12 @@ def test_seed001_persistence_format() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [SEED002_PARAM_SEARCH, SEED002_VALIDATION, SEED002_OPTIMIZATION_PHASE, SEED002_VALIDATION_PHASE],
+    [
+        SEED002_PARAM_SEARCH,
+        SEED002_VALIDATION,
+        SEED002_OPTIMIZATION_PHASE,
+        SEED002_VALIDATION_PHASE,
+    ],
 )
 def test_seed002_phase_config_dicts(body: dict) -> None:
     assert isinstance(load_section("phase_config", body), PhaseParams)
