@@ -161,6 +161,64 @@ def atomic_dir(final: Path, what: str) -> Iterator[Path]:
             remove_path(old)
 
 
+def restore_backup(final: Path, backup: Path) -> None:
+    """Put ``backup`` back at ``final`` (replacing whatever is there) and fsync the folder."""
+    if final.is_dir() and not final.is_symlink():
+        doomed = tmp_name(final, OLD_SUFFIX)
+        os.replace(final, doomed)
+        os.replace(backup, final)
+        remove_path(doomed)
+    elif final.exists() and os.path.samefile(final, backup):
+        backup.unlink()  # rename() between two links of one file does nothing
+    else:
+        os.replace(backup, final)
+    fsync_dir(final.parent)
+
+
+def backup_of(name: str) -> Optional[str]:
+    """The final name a ``.<name>.<hex>.phasekit-old`` backup belongs to, else None."""
+    if not (name.startswith(".") and name.endswith(OLD_SUFFIX)):
+        return None
+    stem = name[1 : -len(OLD_SUFFIX)]
+    final, _, token = stem.rpartition(".")
+    return final if final and len(token) == 16 else None
+
+
+@contextmanager
+def replacing(final: Path, what: str) -> Iterator[None]:
+    """Keep the current version of ``final`` aside while the block replaces it.
+
+    The current file is hard-linked (a folder is renamed) to ``.<name>.<hex>.phasekit-old``;
+    if the block fails the backup is put back, so the previous state is intact; if it
+    succeeds the backup is removed. A backup left by a crash is resolved by the store
+    (see ``FileStore.recover``).
+    """
+    backup: Optional[Path] = None
+    try:
+        if final.exists():
+            backup = tmp_name(final, OLD_SUFFIX)
+            if final.is_dir() and not final.is_symlink():
+                os.replace(final, backup)
+            else:
+                os.link(final, backup)
+            fsync_dir(final.parent)
+    except OSError as exc:
+        if backup is not None and backup.exists() and not final.exists():
+            os.replace(backup, final)
+        raise storage_error(exc, what) from exc
+    try:
+        yield
+    except BaseException:
+        if backup is not None:
+            try:
+                restore_backup(final, backup)
+            except OSError as exc:  # the backup stays: FileStore.recover finds it
+                log.error("cannot restore %s from %s: %s", final, backup, exc)
+        raise
+    if backup is not None:
+        remove_path(backup)
+
+
 def write_bytes(final: Path, data: bytes, what: str) -> str:
     """Write ``data`` atomically to ``final``; returns its checksum."""
     with atomic_file(final, what) as tmp, open(tmp, "wb") as fh:
@@ -222,6 +280,7 @@ __all__ = [
     "TMP_SUFFIX",
     "atomic_dir",
     "atomic_file",
+    "backup_of",
     "file_checksum",
     "fsync_dir",
     "is_disk_full",
@@ -229,6 +288,8 @@ __all__ = [
     "path_checksum",
     "path_size",
     "remove_path",
+    "replacing",
+    "restore_backup",
     "storage_error",
     "tmp_name",
     "tree_checksum",

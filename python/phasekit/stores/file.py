@@ -10,6 +10,7 @@ only then calls the recorder. Reads verify the file's checksum first.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -22,9 +23,13 @@ from phasekit.errors import CorruptDataError, InvalidArgument, StorageError, Unk
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
 from phasekit.stores.durable import (
+    backup_of,
     fsync_dir,
     is_tmp_name,
+    path_checksum,
     remove_path,
+    replacing,
+    restore_backup,
     storage_error,
     verify,
     write_json,
@@ -40,6 +45,8 @@ from phasekit.stores.formats.pickle import refuse
 from phasekit.stores.names import check_name
 from phasekit.stores.recorder import ItemRecorder
 from phasekit.stores.ref import Ref, file_uri
+
+log = logging.getLogger(__name__)
 
 MANIFEST_DIR = ".phasekit"
 MANIFEST_VERSION = 1
@@ -99,6 +106,7 @@ class FileStore(StoreBase):
         except OSError as exc:
             raise storage_error(exc, f"creating the store folder {self.manifest_dir}") from exc
         self._key_locks: dict[str, threading.Lock] = {}
+        self.recover()
         self._counts = {
             "puts": 0,
             "gets": 0,
@@ -108,6 +116,40 @@ class FileStore(StoreBase):
             "write_failures": 0,
             "corrupt_reads": 0,
         }
+
+    def recover(self) -> list[str]:
+        """Resolve backups left by a crash during an overwrite; returns what was done.
+
+        A backup whose checksum is the one the manifest records (while the file under the
+        final name does not match) is put back; any other backup is stale and removed.
+        Run at construction. Assumes one writing process per store folder.
+        """
+        backups = [n for n in os.listdir(self.base_path) if backup_of(n) is not None]
+        if not backups:
+            return []
+        committed = {r.path: r.checksum for r in self.list()}
+        done = []
+        for name in backups:
+            backup = self.base_path / name
+            final = self.base_path / str(backup_of(name))
+            expected = committed.get(final)
+            try:
+                restore = (
+                    expected is not None
+                    and path_checksum(backup) == expected
+                    and not (final.exists() and path_checksum(final) == expected)
+                )
+                if restore:
+                    restore_backup(final, backup)
+                    done.append(f"restored {final} from {backup}")
+                else:
+                    remove_path(backup)
+                    done.append(f"removed the stale backup {backup}")
+            except OSError as exc:
+                log.warning("cannot resolve the backup %s: %s", backup, exc)
+        for line in done:
+            log.warning("FileStore %s: %s", self.base_path, line)
+        return done
 
     @staticmethod
     def _check_columns(columns: Optional[list[str] | tuple[str, ...]]) -> list[str]:
@@ -198,25 +240,43 @@ class FileStore(StoreBase):
         with self._lock_for(key):
             previous = self._read_manifest(key)
             try:
-                written = fmt.write(data, kind, path, options, what)
-                ref = Ref(
-                    uri=file_uri(written.path),
-                    key=key,
-                    kind=kind,
-                    format=fmt.name,
-                    size_bytes=written.size_bytes,
-                    checksum=written.checksum,
-                    metadata=meta,
-                )
-                manifest = {"version": MANIFEST_VERSION, "ref": ref.to_dict(), "info": written.info}
-                write_json(self._manifest_path(key), manifest, f"{what} (its manifest)")
+                with replacing(path, what):
+                    ref = self._write(fmt, data, kind, key, path, options, what, meta)
             except StorageError:
                 self._counts["write_failures"] += 1
                 raise
-            self._drop_replaced(previous, written.path)
+            self._drop_replaced(previous, path)
             self._counts["puts"] += 1
-            self._counts["bytes_written"] += written.size_bytes
+            self._counts["bytes_written"] += ref.size_bytes
+        if previous is not None:
+            self._forget(Ref.from_dict(previous["ref"]))
         self._record(ref)
+        return ref
+
+    def _write(
+        self,
+        fmt: Format,
+        data: Any,
+        kind: str,
+        key: str,
+        path: Path,
+        options: WriteOptions,
+        what: str,
+        meta: dict[str, Any],
+    ) -> Ref:
+        """The data file, then the manifest that commits it; returns the item's Ref."""
+        written = fmt.write(data, kind, path, options, what)
+        ref = Ref(
+            uri=file_uri(written.path),
+            key=key,
+            kind=kind,
+            format=fmt.name,
+            size_bytes=written.size_bytes,
+            checksum=written.checksum,
+            metadata=meta,
+        )
+        manifest = {"version": MANIFEST_VERSION, "ref": ref.to_dict(), "info": written.info}
+        write_json(self._manifest_path(key), manifest, f"{what} (its manifest)")
         return ref
 
     @staticmethod
@@ -245,6 +305,10 @@ class FileStore(StoreBase):
         """The value of a key or Ref, after verifying its file's checksum."""
         self._check_open()
         key = self._key(ref)
+        with self._lock_for(key):
+            return self._get(key, ref)
+
+    def _get(self, key: str, ref: Ref | str) -> Any:
         manifest = self._read_manifest(key)
         if manifest is None:
             raise self._missing(key)
