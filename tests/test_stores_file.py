@@ -18,8 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from phasekit.errors import CorruptDataError, InvalidArgument, StorageError, UnknownKey
-from phasekit.stores import FileStore, JsonLinesRecorder
-from phasekit.stores import durable
+from phasekit.stores import FileStore, JsonLinesRecorder, durable
 from phasekit.stores.file import MANIFEST_DIR
 from stores_util import sample_values, store_backend  # noqa: F401
 
@@ -115,7 +114,7 @@ def test_parquet_files_carry_page_checksums(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x10  # inside the data pages of the one column
     path.write_bytes(bytes(data))
-    with pytest.raises(OSError, match="(?i)crc|checksum"):
+    with pytest.raises(OSError, match=r"(?i)crc|checksum"):
         pq.read_table(str(path), page_checksum_verification=True)
     with pytest.raises(CorruptDataError, match="big"):
         store.get("big")  # page checksums catch it even with whole-file verification off
