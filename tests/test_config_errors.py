@@ -20,8 +20,8 @@ TOP_KEYS = (
     "workflow)"
 )
 NAME_RULES = (
-    " (names become folder and file names: no '..', '/', '\\', NUL, control characters "
-    "or absolute paths)"
+    "; allowed: letters, digits and punctuation other than path separators, without '..', "
+    "a leading '.', control characters or the ending '.phasekit-tmp', at most 200 characters"
 )
 PHASES = [{"name": "search"}, {"name": "validate", "depends_on": ["search"]}]
 
@@ -110,7 +110,7 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
     (
         "formats_key",
         {"data_flow": {"persistence": {"formats": {"../metrics": "json"}}}},
-        "data_flow.persistence.formats['../metrics']: '../metrics' is not a valid output type: it contains '..'"
+        "data_flow.persistence.formats['../metrics']: output type '../metrics' is not a valid name: it contains '..'"
         + NAME_RULES,
     ),
     (
@@ -169,18 +169,18 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
     (
         "phase_dotdot",
         {"phases": [{"name": "../evil"}]},
-        "phases[0].name: '../evil' is not a valid phase name: it contains '..'" + NAME_RULES,
+        "phases[0].name: phase name '../evil' is not a valid name: it contains '..'" + NAME_RULES,
     ),
     (
         "phase_sep",
         {"phases": [{"name": "a/b"}]},
-        "phases[0].name: 'a/b' is not a valid phase name: it contains a path separator"
+        "phases[0].name: phase name 'a/b' is not a valid name: it contains the path separator '/'"
         + NAME_RULES,
     ),
     (
         "phase_nul",
         {"phases": [{"name": "a\x00b"}]},
-        "phases[0].name: 'a\\x00b' is not a valid phase name: it contains the control character '\\x00'"
+        "phases[0].name: phase name 'a\\x00b' is not a valid name: it contains a NUL character"
         + NAME_RULES,
     ),
     (
@@ -206,13 +206,13 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
     (
         "pattern_abs",
         {"containers": {"/abs/*": {"data_flow": {"mode": "file"}}}},
-        "containers['/abs/*']: '/abs/*' is not a valid container pattern: it contains a path separator"
+        "containers['/abs/*']: container pattern '/abs/*' is not a valid name: it contains the path separator '/'"
         + NAME_RULES,
     ),
     (
         "pattern_bracket",
         {"containers": {"port[folio": {"data_flow": {"mode": "file"}}}},
-        "containers.port[folio: 'port[folio' is not a valid container pattern: it has an unclosed '['",
+        "containers.port[folio: container pattern 'port[folio' has an unclosed '['",
     ),
     (
         "container_mode",
@@ -298,7 +298,8 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
     (
         "run_name_abs",
         {"run_name": "C:evil"},
-        "run_name: 'C:evil' is not a valid run name: it is an absolute path" + NAME_RULES,
+        "run_name: run name 'C:evil' is not a valid name: it looks like an absolute Windows path"
+        + NAME_RULES,
     ),
     (
         "phase_missing_name",
