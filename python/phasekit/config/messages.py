@@ -12,6 +12,7 @@ from phasekit.config.fields import ERROR_TYPE
 from phasekit.config.vocab import show, type_name, unknown_key_message
 from phasekit.config.yamlsource import Lines
 
+_UNIONS = (Union, getattr(types, "UnionType", Union))  # X | Y exists from Python 3.10
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+$")
 
 
@@ -33,7 +34,7 @@ def _strip(tp: Any) -> Any:
         origin = get_origin(tp)
         if origin is Annotated:
             tp = get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
+        elif origin in _UNIONS:
             args = [a for a in get_args(tp) if a is not type(None)]
             if len(args) != 1:
                 return tp
