@@ -113,8 +113,10 @@ class Dedupe:
     """Drops an item whose key was already emitted recently.
 
     ``last_n``: the key is among the keys of the last ``last_n`` emitted items.
-    ``within``: the key was emitted less than ``within`` before (event time read by
-    ``timestamp`` when given, else processing time from ``clock`` in nanoseconds).
+    ``within``: the key was emitted less than ``within`` before or after (event time read
+    by ``timestamp`` when given, else processing time from ``clock`` in nanoseconds). A
+    key is remembered until the newest timestamp seen is ``within`` past it, which
+    bounds the memory; an item older than that is not compared with it.
     Dropped items are counted in ``counters["duplicates"]``.
     """
 

@@ -235,6 +235,7 @@ class _Instance:
                 self.emitter.done()
             except BaseException as exc:
                 self.rt.fail(self, exc)
+            self.rt.instance_done()
 
     def run(self) -> None:
         raise NotImplementedError
@@ -586,6 +587,8 @@ class Runtime:
         self._elapsed: Optional[float] = None
         self._ticker: Optional[threading.Thread] = None
         self._build()
+        self._alive = len(self.instances)
+        self._alive_lock = threading.Lock()
 
     # -------------------------------------------------------------- building
 
@@ -663,6 +666,15 @@ class Runtime:
             for fb in probes:
                 fb.poll()
 
+    def instance_done(self) -> None:
+        with self._alive_lock:
+            self._alive -= 1
+            last = self._alive == 0
+        if last:
+            self._elapsed = time.perf_counter() - self._started
+            self.finished.set()
+            log.debug("stream %r finished in %.3f s", self.dag.name, self._elapsed)
+
     def request_stop(self) -> None:
         if not self.stopping:
             log.info("stream %r: stopping the sources and draining", self.dag.name)
@@ -711,9 +723,7 @@ class Runtime:
         except KeyboardInterrupt:
             self.cancel()
             raise
-        if self._elapsed is None:
-            self._elapsed = time.perf_counter() - self._started
-        self.finished.set()
+        self.finished.wait()
         if self.failure is not None:
             raise self._error()
         return self._result()
