@@ -153,3 +153,54 @@ def simulate(bars: Bars, target: np.ndarray, settings: PortfolioSettings) -> Sim
     else:
         trade_cols = _empty_trades()
     return SimResult(equity=equity, position=qty_arr, fills=fills, trades=trade_cols)
+
+
+def position_events(bars: Bars, result: SimResult, symbol_id: int = 0) -> dict[str, np.ndarray]:
+    """FILL, POSITION_OPEN and POSITION_CLOSE events of a simulation as event columns
+    (ts, kind, key, symbol, price, quantity, value) in time order. ``key`` numbers the
+    positions (the index of the trade); a close carries the trade's pnl in ``value``,
+    a fill its commission as a negative ``value``."""
+    from phasekit.events import EventType
+
+    rows: list[tuple[int, int, int, float, float, float]] = []
+    open_key: int | None = None
+    next_key = 0
+    for fill in result.fills:
+        ts = int(bars.ts[fill.bar])
+        if open_key is None:
+            open_key, next_key = next_key, next_key + 1
+            rows.append((ts, EventType.FILL, open_key, fill.price, fill.quantity, -fill.commission))
+            rows.append((ts, EventType.POSITION_OPEN, open_key, fill.price, fill.quantity, 0.0))
+        else:
+            pnl = float(result.trades["pnl"][open_key])
+            rows.append((ts, EventType.FILL, open_key, fill.price, fill.quantity, -fill.commission))
+            rows.append((ts, EventType.POSITION_CLOSE, open_key, fill.price, -fill.quantity, pnl))
+            open_key = None
+    n = len(rows)
+    cols = list(zip(*rows)) if rows else [()] * 6
+    return {
+        "ts": np.asarray(cols[0], dtype=np.int64),
+        "kind": np.asarray(cols[1], dtype=np.uint16),
+        "key": np.asarray(cols[2], dtype=np.int64),
+        "symbol": np.full(n, symbol_id, dtype=np.int32),
+        "price": np.asarray(cols[3], dtype=np.float64),
+        "quantity": np.asarray(cols[4], dtype=np.float64),
+        "value": np.asarray(cols[5], dtype=np.float64),
+    }
+
+
+def portfolio_updates(bars: Bars, result: SimResult, symbol_id: int = 0) -> dict[str, np.ndarray]:
+    """One PORTFOLIO_UPDATE event per bar close: price = close, quantity = position held,
+    value = equity."""
+    from phasekit.events import EventType
+
+    n = len(bars)
+    return {
+        "ts": bars.ts,
+        "kind": np.full(n, int(EventType.PORTFOLIO_UPDATE), dtype=np.uint16),
+        "key": np.full(n, -1, dtype=np.int64),
+        "symbol": np.full(n, symbol_id, dtype=np.int32),
+        "price": bars.close,
+        "quantity": result.position,
+        "value": result.equity,
+    }

@@ -20,7 +20,7 @@ from phasekit.errors import PhasekitError
 log = logging.getLogger("phasekit.cli")
 
 # module name (in this package) -> registers its subcommands
-COMMAND_MODULES: tuple[str, ...] = ("catalog", "config")
+COMMAND_MODULES: tuple[str, ...] = ("run", "catalog", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,226 @@
+"""``phasekit run CONFIG``: run a workflow with progress bars and a closing summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+SUMMARY_METRICS = ("sharpe_ratio", "total_return", "max_drawdown", "win_rate", "trade_count")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a workflow from a YAML config")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a setting (repeatable), e.g. --set data_flow.mode=file",
+    )
+    p.add_argument("--backend", choices=("rust", "python"), help="primitive backend")
+    p.add_argument("--workers", type=int, help="worker processes (default: cores)")
+    p.add_argument("--results-dir", help="where results and the catalog go")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_run)
+
+
+class RateColumn(ProgressColumn):
+    """Containers per second of a task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
+
+
+class ProgressObserver:
+    """Rich progress: one bar for phases, one per running phase's containers."""
+
+    def __init__(self, progress: Progress, n_phases: int) -> None:
+        self.progress = progress
+        self.phases = progress.add_task("phases", total=n_phases)
+        self.tasks: dict[str, TaskID] = {}
+
+    def phase_started(self, phase: str, windows: int, containers: int) -> None:
+        self.tasks[phase] = self.progress.add_task(
+            f"{phase} ({windows} window{'s' if windows != 1 else ''})", total=containers
+        )
+
+    def containers_done(self, phase: str, count: int) -> None:
+        self.progress.advance(self.tasks[phase], count)
+
+    def window_done(self, phase: str, window_id: str, resumed: bool) -> None:
+        if resumed:
+            self.progress.console.log(f"{phase}: window {window_id} kept from the earlier attempt")
+
+    def phase_done(self, phase: str, outcome: Any) -> None:
+        task = self.tasks.get(phase)
+        if task is not None:
+            self.progress.update(task, completed=self.progress.tasks[task].total)
+        self.progress.advance(self.phases, 1)
+
+
+def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -> int:
+    from phasekit.workflow.executor import DataSpec, bars_for
+    from phasekit.workflow.params import ParameterSpace
+    from phasekit.workflow.run import load_and_resolve
+    from phasekit.workflow.sequencer import phase_order
+    from phasekit.workflow.sequences import windows_for
+
+    resolved = load_and_resolve(args.config, runtime, args.results_dir)
+    table = Table(title=f"plan of {args.config}")
+    for col in (
+        "phase",
+        "sequence",
+        "topology",
+        "depends on",
+        "windows",
+        "containers",
+        "data flow",
+        "tracing",
+    ):
+        table.add_column(col)
+    for name in phase_order(resolved.phases):
+        phase = resolved.phase(name)
+        params = phase.params
+        data = params.data.model_dump(exclude_none=True) if params.data else {}
+        n_bars = len(bars_for(DataSpec.from_config(data)))
+        sets = (
+            len(ParameterSpace.from_config(params.parameter_space).sets())
+            if params.parameter_space
+            else None
+        )
+        seq_settings: dict[str, Any] = {}
+        if params.data_split is not None:
+            seq_settings["data_split"] = params.data_split
+        if params.walk_forward is not None:
+            wf = params.walk_forward.model_dump(exclude_none=True)
+            wf.setdefault("train", max(2, n_bars // 2))
+            wf.setdefault("test", max(1, n_bars // 10))
+            seq_settings["walk_forward"] = wf
+        elif phase.sequence == "walk_forward":
+            seq_settings["walk_forward"] = {
+                "train": max(2, n_bars // 2),
+                "test": max(1, n_bars // 10),
+            }
+        if params.monte_carlo is not None:
+            seq_settings["monte_carlo"] = params.monte_carlo.model_dump(exclude_none=True)
+        windows = (
+            windows_for(phase.sequence, n_bars, seq_settings)
+            if phase.topology != "analysis"
+            else []
+        )
+        flow = phase.data_flow
+        table.add_row(
+            name,
+            phase.sequence,
+            phase.topology,
+            ", ".join(phase.depends_on) or "-",
+            str(len(windows) or 1),
+            str(sets) if sets is not None else "from inputs",
+            f"{flow.mode} ({flow.file.format}, {flow.memory_limit_mb:g} MB)",
+            f"{', '.join(phase.settings.event_tracing)} / {phase.settings.retention_policy}",
+        )
+    console.print(table)
+    console.print(f"results: {resolved.results_dir}   catalog: {resolved.catalog.display()}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from phasekit.config import parse_set_args
+    from phasekit.workflow.run import run
+
+    console = Console(stderr=args.json)
+    runtime = parse_set_args(args.sets)
+    if args.dry_run:
+        return _plan(args, runtime, console)
+    started = time.perf_counter()
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(
+        *columns, console=console, transient=False, disable=not console.is_terminal and args.json
+    ) as progress:
+        observer = ProgressObserver(progress, 0)
+        overrides = {k.replace(".", "__"): v for k, v in runtime.items()}
+        result = run(
+            args.config,
+            workers=args.workers,
+            results_dir=args.results_dir,
+            backend=args.backend,
+            resume=args.resume,
+            observer=observer,
+            **overrides,
+        )
+        progress.update(observer.phases, total=len(result.phases), completed=len(result.phases))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    seconds = time.perf_counter() - started
+    summary = {
+        "run_id": result.run_id,
+        "status": result.status,
+        "results": str(result.run_dir),
+        "catalog": result.catalog_url,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak_mb, 1),
+        "phases": {
+            name: {
+                "containers": o.containers,
+                "windows": o.windows,
+                "best": o.best,
+                "seconds": round(o.seconds, 2),
+            }
+            for name, o in result.phases.items()
+        },
+    }
+    result.close()
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        return 0
+    table = Table(title=f"run {result.run_id}: {result.status} in {seconds:.1f} s")
+    for col in ("phase", "containers", "best parameters", *SUMMARY_METRICS):
+        table.add_column(col, justify="right" if col in SUMMARY_METRICS else "left")
+    for name, o in result.phases.items():
+        best = o.best or {}
+        metrics = best.get("metrics", {})
+        params = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in best.get("parameters", {}).items())
+        cells = [_fmt(metrics.get(m)) for m in SUMMARY_METRICS]
+        table.add_row(name, str(o.containers), params or "-", *cells)
+    console.print(table)
+    console.print(f"results: {result.run_dir}")
+    console.print(f"catalog: {result.catalog_url}   peak memory: {peak_mb:.0f} MB")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

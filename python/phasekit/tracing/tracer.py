@@ -1,0 +1,84 @@
+"""The per-container tracer: retention through an EventRing, metrics while events stream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import phasekit
+from phasekit.backtest.metrics import StreamingMetrics
+from phasekit.events import EventType, event_kind
+
+DEFAULT_TRACED = ("POSITION_OPEN", "POSITION_CLOSE", "FILL")
+
+
+@dataclass(frozen=True)
+class TracerSettings:
+    event_tracing: tuple[str, ...] = DEFAULT_TRACED
+    retention_policy: str = "trade_complete"
+    sliding_window_size: int = 1000
+    max_events: int = 10_000
+    initial_capital: float = 100_000.0
+    periods_per_year: float = 252.0
+
+    @property
+    def kinds(self) -> frozenset[int]:
+        return frozenset(event_kind(k) for k in self.event_tracing)
+
+    @property
+    def keeps_equity(self) -> bool:
+        """The equity curve is kept only when PORTFOLIO_UPDATE is traced (seed 002)."""
+        return int(EventType.PORTFOLIO_UPDATE) in self.kinds
+
+
+class ContainerTracer:
+    """Feeds traced event kinds into an EventRing and folds equity and closed trades
+    into :class:`StreamingMetrics`; keeps the equity curve only when asked to."""
+
+    def __init__(self, settings: TracerSettings) -> None:
+        self.settings = settings
+        self._kinds = np.array(sorted(settings.kinds), dtype=np.uint16)
+        self.ring = phasekit.EventRing(
+            settings.retention_policy,
+            capacity=max(1, settings.sliding_window_size),
+            max_events=max(1, settings.max_events),
+        )
+        self.metrics = StreamingMetrics(settings.initial_capital, settings.periods_per_year)
+        self._equity_ts: list[np.ndarray] = []
+        self._equity: list[np.ndarray] = []
+
+    def trace(self, events: Mapping[str, np.ndarray]) -> int:
+        """Trace a batch of event columns; only the traced kinds reach the ring."""
+        kind = np.asarray(events["kind"])
+        keep = np.isin(kind, self._kinds)
+        if not keep.any():
+            return 0
+        batch = {name: np.asarray(col)[keep] for name, col in events.items()}
+        return int(self.ring.extend(batch))
+
+    def on_equity(self, ts: np.ndarray, equity: np.ndarray, position: np.ndarray) -> None:
+        self.metrics.update_equity(equity, position)
+        if self.settings.keeps_equity:
+            self._equity_ts.append(np.asarray(ts))
+            self._equity.append(np.asarray(equity))
+
+    def on_trades(self, pnl: Sequence[float]) -> None:
+        for value in pnl:
+            self.metrics.on_trade(value)
+
+    def equity_curve(self) -> pa.Table | None:
+        if not self.settings.keeps_equity:
+            return None
+        ts = np.concatenate(self._equity_ts) if self._equity_ts else np.empty(0, np.int64)
+        eq = np.concatenate(self._equity) if self._equity else np.empty(0)
+        return pa.table({"ts": pa.array(ts, pa.timestamp("ns", tz="UTC")), "equity": eq})
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics.result(),
+            "events": self.ring.stats(),
+        }

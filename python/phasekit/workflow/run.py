@@ -1,0 +1,191 @@
+"""``phasekit.run``: load and resolve a configuration, run its phases, record everything.
+
+The run is recorded in the catalog (``processes``) with its resolved configuration and
+backend; every stored item gets an ``intermediate_data`` row. ``resume=RUN_ID``
+continues a run whose earlier attempt stopped: windows it completed (their
+``window_complete`` item and aggregate verify) are not computed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import pyarrow as pa
+
+import phasekit
+from phasekit.errors import ConfigError, UnknownKey
+from phasekit.workflow.builtin import check_workflow, workflow_defaults
+from phasekit.workflow.executor import Executor
+from phasekit.workflow.sequencer import Observer, PhaseOutcome, Sequencer
+
+log = logging.getLogger(__name__)
+
+ConfigSource = Union[str, os.PathLike, Mapping[str, Any]]
+
+
+@dataclass
+class LazyRef:
+    """A stored item of a run, loaded only when asked (``load()``)."""
+
+    entity: str
+    uri: Optional[str]
+    window_id: Optional[str]
+    format: Optional[str]
+    size_bytes: int
+    _catalog: Any = field(repr=False)
+    _item: Any = field(repr=False)
+
+    def load(self) -> Any:
+        """The item's value: a pyarrow Table for Arrow files, parsed JSON for JSON."""
+        item = self._catalog.verify_item(self._item)
+        if item.inline_data is not None:
+            return item.inline_data
+        path = item.path
+        if path is None:
+            raise UnknownKey(
+                f"{self.entity}: {self.uri} is not a file; it lived in memory during the run"
+            )
+        if self.format == "arrow":
+            import pyarrow.feather as feather
+
+            return feather.read_table(path)
+        if self.format == "json":
+            import json
+
+            return json.loads(Path(path).read_text())
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    catalog_url: str
+    status: str
+    phases: dict[str, PhaseOutcome]
+    _catalog: Any = field(repr=False)
+
+    def outputs(self, phase: str) -> list[LazyRef]:
+        """The items a phase stored, as lazy refs."""
+        items = self._catalog.list_items(self.run_id, stage=phase)
+        return [
+            LazyRef(
+                i.entity_name,
+                i.data_reference,
+                i.window_id,
+                i.format,
+                i.size_bytes,
+                self._catalog,
+                i,
+            )
+            for i in items
+        ]
+
+    def metrics(self, phase: str, window: Optional[str] = None) -> pa.Table:
+        """The ranked container metrics of a phase's window as an Arrow table
+        (parameters as ``param.<name>`` columns); ``polars.from_arrow`` takes it."""
+        for ref in self.outputs(phase):
+            if ref.entity == "aggregate_results" and (window is None or ref.window_id == window):
+                ranking = ref.load()["ranking"]
+                rows = []
+                for r in ranking:
+                    row = {"container_id": r["container_id"]}
+                    row.update({f"param.{k}": v for k, v in r.get("parameters", {}).items()})
+                    row.update(r["metrics"])
+                    rows.append(row)
+                return pa.Table.from_pylist(rows)
+        raise UnknownKey(f"phase {phase!r} of run {self.run_id} has no aggregate results")
+
+    def best(self, phase: str) -> Optional[dict[str, Any]]:
+        return self.phases[phase].best
+
+    def close(self) -> None:
+        self._catalog.close()
+
+
+def load_and_resolve(
+    config: ConfigSource,
+    runtime: Optional[Mapping[str, Any]] = None,
+    results_dir: Optional[str] = None,
+) -> Any:
+    from phasekit.config import load_config, resolve
+
+    cfg = load_config(config if isinstance(config, Mapping) else os.fspath(config))
+    check_workflow(cfg.workflow, bool(cfg.phases))
+    runtime = dict(runtime or {})
+    if results_dir is not None:
+        runtime["results_dir"] = str(results_dir)
+    return resolve(cfg, workflow_defaults=workflow_defaults(cfg.workflow), runtime=runtime or None)
+
+
+def run(
+    config: ConfigSource,
+    *,
+    workers: Optional[int] = None,
+    results_dir: Optional[str] = None,
+    backend: Optional[str] = None,
+    resume: Optional[str] = None,
+    observer: Optional[Observer] = None,
+    **overrides: Any,
+) -> RunResult:
+    """Run a workflow from a YAML path, YAML text or a dict.
+
+    ``overrides`` are runtime settings by dotted path with ``__`` for dots (e.g.
+    ``data_flow__mode="file"``) and win over everything in the config.
+    """
+    from phasekit.catalog import open_catalog
+
+    runtime = {key.replace("__", "."): value for key, value in overrides.items()}
+    resolved = load_and_resolve(config, runtime, results_dir)
+    if backend is not None:
+        phasekit.set_backend(backend)
+    catalog = open_catalog(resolved.catalog.location, results_dir=resolved.results_dir)
+    try:
+        run_id = _start(catalog, resolved, resume)
+    except BaseException:
+        catalog.close()
+        raise
+    run_dir = Path(resolved.results_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    executor = Executor(workers or resolved.workers, phasekit.get_backend())
+    sequencer = Sequencer(
+        resolved, run_id, run_dir, catalog, executor, observer, resume=resume is not None
+    )
+    status = "failed"
+    try:
+        phases = sequencer.run()
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        executor.close()
+        catalog.finish_process(run_id, status)
+        if status != "completed":
+            catalog.close()
+    return RunResult(run_id, run_dir, catalog.url, status, phases, catalog)
+
+
+def _start(catalog: Any, resolved: Any, resume: Optional[str]) -> str:
+    if resume is not None:
+        row = catalog.resolve_run(resume)
+        log.info("resuming run %s", row.process_id)
+        return str(row.process_id)
+    name = resolved.run_name or resolved.workflow or "workflow"
+    if not name:
+        raise ConfigError("run_name: empty")
+    return str(
+        catalog.start_process(
+            name,
+            config=resolved.to_dict(),
+            backend=phasekit.get_backend(),
+            results_dir=resolved.results_dir,
+        )
+    )

@@ -1,0 +1,205 @@
+"""The reference ``backtest`` topology: per execution window, a portfolio container per
+parameter set runs a strategy over the window's bars; ``analysis`` ranks results.
+
+Signals are computed on all bars up to the window's end (so indicators are warm at its
+start, with no look-ahead) and positions are only taken inside the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from phasekit.backtest.bars import Bars
+from phasekit.backtest.metrics import compute_metrics
+from phasekit.backtest.portfolio import (
+    PortfolioSettings,
+    SimResult,
+    portfolio_updates,
+    position_events,
+    simulate,
+)
+from phasekit.backtest.strategies import make_strategy
+from phasekit.errors import ConfigError
+from phasekit.tracing import TracerSettings
+from phasekit.workflow.container import Container, ResultSink, Role
+from phasekit.workflow.sequences import Span
+
+TRADES_SCHEMA = pa.schema(
+    [
+        ("container_id", pa.string()),
+        ("window_id", pa.string()),
+        ("symbol", pa.string()),
+        ("entry_time", pa.timestamp("ns", tz="UTC")),
+        ("exit_time", pa.timestamp("ns", tz="UTC")),
+        ("entry_price", pa.float64()),
+        ("exit_price", pa.float64()),
+        ("direction", pa.int8()),
+        ("quantity", pa.float64()),
+        ("pnl", pa.float64()),
+        ("return", pa.float64()),
+        ("bars_held", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class PortfolioJob:
+    """Everything one portfolio container needs; picklable for worker processes."""
+
+    container_id: str
+    window_id: str
+    span: Span
+    strategy_type: str
+    strategy_params: Mapping[str, Any]
+    parameters: Mapping[str, Any]
+    portfolio: PortfolioSettings
+    tracer: TracerSettings
+    symbol: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def strategy_params(base: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The strategy's keyword arguments: ``base`` updated by ``strategy.*`` parameters."""
+    out = dict(base)
+    for path, value in parameters.items():
+        head, _, rest = path.partition(".")
+        if head == "strategy" and rest and "." not in rest:
+            out[rest] = value
+        elif "." not in path:
+            out[path] = value
+    return out
+
+
+def trades_table(job: PortfolioJob, trades: Mapping[str, np.ndarray]) -> pa.Table:
+    n = trades["pnl"].shape[0]
+    return pa.table(
+        {
+            "container_id": pa.array([job.container_id] * n, pa.string()),
+            "window_id": pa.array([job.window_id] * n, pa.string()),
+            "symbol": pa.array([job.symbol] * n, pa.string()),
+            "entry_time": pa.array(trades["entry_ts"], pa.timestamp("ns", tz="UTC")),
+            "exit_time": pa.array(trades["exit_ts"], pa.timestamp("ns", tz="UTC")),
+            "entry_price": trades["entry_price"],
+            "exit_price": trades["exit_price"],
+            "direction": pa.array(trades["direction"], pa.int8()),
+            "quantity": trades["quantity"],
+            "pnl": trades["pnl"],
+            "return": trades["return"],
+            "bars_held": pa.array(trades["bars_held"], pa.int64()),
+        },
+        schema=TRADES_SCHEMA,
+    )
+
+
+def simulate_job(bars: Bars, job: PortfolioJob) -> tuple[Bars, SimResult]:
+    """Signals over bars[:stop], positions inside [start, stop)."""
+    strategy = make_strategy(job.strategy_type, dict(job.strategy_params))
+    warm = bars.slice(0, job.span.stop)
+    target = np.asarray(strategy.signals(warm))
+    window = bars.slice(job.span.start, job.span.stop)
+    return window, simulate(window, target[job.span.start :], job.portfolio)
+
+
+def run_portfolio(bars: Bars, job: PortfolioJob, sink: ResultSink) -> None:
+    """Create, run and destroy one portfolio container; ``sink`` receives its results."""
+    container = Container(
+        job.container_id,
+        Role.PORTFOLIO,
+        tracer_settings=job.tracer,
+        on_destroy=sink,
+        params=dict(job.parameters),
+    )
+    with container:
+        container.run()
+        window, result = simulate_job(bars, job)
+        container.bus.publish(position_events(window, result))
+        if job.tracer.keeps_equity:
+            container.bus.publish(portfolio_updates(window, result))
+        assert container.tracer is not None
+        container.tracer.on_equity(window.ts, result.equity, result.position)
+        container.tracer.on_trades(result.trades["pnl"])
+        container.outputs["trades"] = trades_table(job, result.trades)
+        curve = container.tracer.equity_curve()
+        if curve is not None:
+            container.outputs["equity_curve"] = curve
+        container.outputs["window"] = {
+            "window_id": job.window_id,
+            "start": int(window.ts[0]),
+            "end": int(window.ts[-1]),
+            "bars": len(window),
+        }
+
+
+def reference_metrics(bars: Bars, job: PortfolioJob) -> dict[str, Any]:
+    """The vectorised metrics of a job (for checks against the streaming tracer)."""
+    window, result = simulate_job(bars, job)
+    return compute_metrics(
+        result.equity,
+        job.portfolio.initial_capital,
+        window.periods_per_year,
+        result.trades["pnl"],
+        result.position,
+    )
+
+
+# ---------------------------------------------------------------- objective and ranking
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``name`` is a metric (``sharpe_ratio`` ...) or ``module:function`` taking the
+    metrics dict; ``direction`` is ``maximize`` or ``minimize``."""
+
+    name: str = "sharpe_ratio"
+    direction: str = "maximize"
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("maximize", "minimize"):
+            raise ConfigError(
+                f"objective_function.direction: {self.direction!r}; use maximize or minimize"
+            )
+
+    def function(self) -> Callable[[Mapping[str, Any]], float]:
+        if ":" in self.name:
+            import importlib
+
+            module, _, attr = self.name.partition(":")
+            try:
+                return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(
+                    f"objective_function.name: cannot import {self.name!r}: {exc}"
+                ) from exc
+        name = self.name
+
+        def metric(metrics: Mapping[str, Any]) -> float:
+            if name not in metrics:
+                raise ConfigError(
+                    f"objective_function.name: {name!r} is not a metric; "
+                    f"available: {', '.join(sorted(metrics))}"
+                )
+            value = metrics[name]
+            return float("nan") if value is None else float(value)
+
+        return metric
+
+
+def rank(
+    results: Sequence[Mapping[str, Any]], objective: Objective, top_k: int | None = None
+) -> list[dict[str, Any]]:
+    """Container results sorted best first by the objective (NaN last; ties by id)."""
+    fn = objective.function()
+    sign = -1.0 if objective.direction == "maximize" else 1.0
+    scored = []
+    for res in results:
+        score = fn(res["metrics"])
+        key = (np.isnan(score), sign * score if not np.isnan(score) else 0.0, res["container_id"])
+        scored.append((key, {**res, "objective": score}))
+    scored.sort(key=lambda item: item[0])
+    ranked = [item[1] for item in scored]
+    return ranked[:top_k] if top_k else ranked
