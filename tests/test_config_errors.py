@@ -455,3 +455,9 @@ def test_quoted_numbers_are_not_numbers() -> None:
         "data_flow.streaming_settings.buffer_size: expected an integer >= 1, got '100' (str) "
         "(line 3)"
     )
+
+
+def test_a_path_without_a_suffix_that_does_not_exist() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/nightly")
+    assert str(err.value) == "config file 'configs/nightly' does not exist"

@@ -45,7 +45,10 @@ def _read(source: Union[str, os.PathLike[str]]) -> tuple[Any, Lines, str]:
         "\n" not in source and (source.endswith(_SUFFIXES) or os.path.isfile(source))
     )
     if not is_file:
-        data, lines = parse_yaml(str(source), "config")
+        text = str(source)
+        if "\n" not in text and ":" not in text and "{" not in text:
+            raise ConfigError(f"config file {text!r} does not exist")
+        data, lines = parse_yaml(text, "config")
         return data, lines, ""
     path = Path(source)
     try:
