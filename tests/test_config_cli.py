@@ -116,3 +116,15 @@ def test_table_with_phases_and_markup_characters(
     out = capsys.readouterr().out
     assert "phase search: sequence single_pass, topology backtest" in out
     assert "portfolio_[0-9]*" in out
+
+
+def test_builtin_workflow_defaults_apply(capsys: pytest.CaptureFixture[str]) -> None:
+    view = show_json(capsys, str(CONFIGS / "seed002_train_test.yaml"))
+    assert list(view["phases"]) == ["parameter_search", "validation"]
+    search = view["phases"]["parameter_search"]
+    assert search["sequence"] == "train_test"
+    assert search["settings"]["data_flow"]["mode"] == "memory"  # the user's overrides win
+    assert search["settings"]["retention_policy"] == "sliding_window"
+    validation = view["phases"]["validation"]
+    assert validation["depends_on"] == ["parameter_search"]
+    assert "PORTFOLIO_UPDATE" in validation["settings"]["event_tracing"]

@@ -235,11 +235,6 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
         "phases[0].sequence: 'walkforward' is not allowed; allowed: single_pass, train_test, walk_forward, monte_carlo; did you mean 'walk_forward'?",
     ),
     (
-        "walk_forward_missing",
-        {"phases": [{"name": "wf", "sequence": "walk_forward", "walk_forward": {"train": 200}}]},
-        "phase 'wf': sequence walk_forward needs walk_forward.train and walk_forward.test (numbers of bars)",
-    ),
-    (
         "space_empty",
         {"parameter_space": {"strategy.fast": []}},
         "parameter_space['strategy.fast']: is an empty list; give at least one value",
@@ -325,11 +320,6 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
         "not_mapping",
         ["data_flow"],
         "a configuration is a path, YAML text or a mapping, got list",
-    ),
-    (
-        "monte_carlo_missing",
-        {"phases": [{"name": "mc", "sequence": "monte_carlo"}]},
-        "phase 'mc': sequence monte_carlo needs monte_carlo.n (the number of simulations)",
     ),
     (
         "range_bad",

@@ -5,14 +5,13 @@ pattern (values that differ from the phase's in bold), and where the phase's val
 from. ``--phase`` and ``--container`` (a pattern or a container id) narrow it; ``--set
 path=value`` applies runtime arguments; ``--json`` prints the same as JSON.
 
-When the workflow layer provides ``phasekit.workflow.phase_defaults(config)`` (per-phase
-defaults of the configured workflow), it is used as the workflow level of precedence.
+A built-in workflow's per-phase defaults (``phasekit.workflow.builtin``) are the
+workflow level of precedence, as in ``phasekit run``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Mapping
@@ -51,15 +50,10 @@ def register(sub: Any) -> None:
 
 
 def workflow_defaults(config: WorkflowConfig) -> Optional[Mapping[str, Any]]:
-    """The workflow layer's per-phase defaults for ``config``, when it provides them."""
-    try:
-        module = importlib.import_module("phasekit.workflow")
-    except ModuleNotFoundError as exc:
-        if exc.name == "phasekit.workflow":
-            return None
-        raise
-    hook = getattr(module, "phase_defaults", None)
-    return hook(config) if callable(hook) else None  # type: ignore[no-any-return]
+    """The built-in workflow's per-phase defaults for ``config`` (None for user workflows)."""
+    from phasekit.workflow.builtin import workflow_defaults as builtin_defaults
+
+    return builtin_defaults(config.workflow)
 
 
 def run_show(args: argparse.Namespace) -> int:

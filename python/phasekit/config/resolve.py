@@ -325,9 +325,8 @@ class _Resolver:
     def phase(self, name: str, base_stages: tuple[str, ...], finals: set[str]) -> ResolvedPhase:
         levels = self.levels(name)
         settings = self._settings(levels, tuple(None for _ in levels))
-        params = _sequence_params(
-            name, self.structure(name, "sequence") or "single_pass", self.params(name)
-        )
+        sequence = self.structure(name, "sequence") or "single_pass"
+        params = _sequence_params(sequence, self.params(name))
         output = self.structure(name, "output")
         keep = settings.data_flow.persistence
         persist = (
@@ -337,7 +336,7 @@ class _Resolver:
         )
         resolved = ResolvedPhase(
             name=name,
-            sequence=self.structure(name, "sequence") or "single_pass",
+            sequence=sequence,
             topology=self.structure(name, "topology") or "backtest",
             depends_on=tuple(self.structure(name, "depends_on") or ()),
             description=self.structure(name, "description"),
@@ -402,21 +401,11 @@ def _same_kind(current: Any, new: Any) -> bool:
     return old_type is None or new_type is None or old_type == new_type
 
 
-def _sequence_params(name: str, sequence: str, params: RunParams) -> RunParams:
-    """Check what a sequence needs; fill the train/test split default (0.8)."""
+def _sequence_params(sequence: str, params: RunParams) -> RunParams:
+    """Fill the train/test split default (0.8). Walk-forward and Monte Carlo lengths
+    default by the data (known only when it runs), so the workflow layer fills them."""
     if sequence == "train_test" and params.data_split is None:
         return params.model_copy(update={"data_split": DEFAULT_DATA_SPLIT})
-    if sequence == "walk_forward":
-        wf = params.walk_forward
-        if wf is None or wf.train is None or wf.test is None:
-            raise ConfigError(
-                f"phase {name!r}: sequence walk_forward needs walk_forward.train and "
-                "walk_forward.test (numbers of bars)"
-            )
-    if sequence == "monte_carlo" and (params.monte_carlo is None or params.monte_carlo.n is None):
-        raise ConfigError(
-            f"phase {name!r}: sequence monte_carlo needs monte_carlo.n (the number of simulations)"
-        )
     return params
 
 
