@@ -340,6 +340,16 @@ def test_sqlite_catalog_is_a_wal_file_in_the_results_dir(results_dir: Path) -> N
         assert cat.results_dir == results_dir
     with pytest.raises(CatalogError, match="no catalog at"):
         open_catalog(results_dir / "elsewhere", create=False)
+    with open_catalog(f"sqlite://{results_dir}/catalog.sqlite?synchronous=full&timeout=5") as cat:
+        assert cat._read("PRAGMA synchronous") == [(2,)]
+    with open_catalog(results_dir) as cat:
+        assert cat._read("PRAGMA synchronous") == [(1,)]  # normal, in WAL mode
+    with pytest.raises(
+        CatalogError, match="unknown option 'fsync'; allowed: synchronous, timeout, wal"
+    ):
+        open_catalog(f"sqlite://{results_dir}/catalog.sqlite?fsync=1")
+    with pytest.raises(CatalogError, match="synchronous 'sometimes' is not valid"):
+        open_catalog(f"sqlite://{results_dir}/catalog.sqlite?synchronous=sometimes")
 
 
 def test_threads_share_one_catalog(catalog: Catalog) -> None:

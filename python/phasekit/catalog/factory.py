@@ -19,7 +19,8 @@ def open_catalog(
 
     - a folder, or a path without a ``.sqlite``/``.sqlite3``/``.db`` suffix: the results
       folder; the catalog is ``<folder>/catalog.sqlite``
-    - a file path or ``sqlite:///PATH``: that SQLite file (its folder is the results folder)
+    - a file path or ``sqlite:///PATH``: that SQLite file (its folder is the results folder);
+      ``sqlite:///PATH?synchronous=full&timeout=60`` sets SQLite options
     - ``postgresql://...`` (or ``postgres://``): PostgreSQL through psycopg 3;
       ``results_dir`` says which folder :meth:`Catalog.doctor` scans
 
@@ -30,9 +31,9 @@ def open_catalog(
         from phasekit.catalog.postgres import PostgresCatalog
 
         return PostgresCatalog(location, create=create)
-    from phasekit.catalog.sqlite import SqliteCatalog
+    from phasekit.catalog.sqlite import sqlite_catalog
 
-    return SqliteCatalog(location, create=create)
+    return sqlite_catalog(location, create=create)
 
 
 def default_location(results_dir: str | os.PathLike[str] | None = None) -> str:

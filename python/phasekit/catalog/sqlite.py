@@ -2,6 +2,11 @@
 
 Several processes may record into one file at once: each write is one short
 ``BEGIN IMMEDIATE`` transaction and waits up to ``timeout`` seconds for the lock.
+
+``synchronous=normal`` (the default, in WAL mode) survives a crash of any process: a
+committed row stays committed. A power cut may lose the last commits; since files are
+made durable before their rows, that leaves files without rows (doctor reports them),
+never rows without files. ``?synchronous=full`` fsyncs every commit too.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from phasekit.catalog.uris import CatalogLocation
 from phasekit.errors import CatalogError
 
 SYNCHRONOUS = ("off", "normal", "full", "extra")
+OPTIONS = ("synchronous", "timeout", "wal")
 
 
 class SqliteCatalog(Catalog):
@@ -34,7 +40,7 @@ class SqliteCatalog(Catalog):
         *,
         create: bool = True,
         timeout: float = 30.0,
-        synchronous: str = "full",
+        synchronous: str = "normal",
         wal: bool = True,
     ) -> None:
         super().__init__(location)
@@ -129,17 +135,39 @@ class SqliteCatalog(Catalog):
             return "json_type(metadata, ?) = 'null'", [jpath]
         if isinstance(value, bool):
             return "json_type(metadata, ?) = ?", [jpath, "true" if value else "false"]
+        # the cheap equality first: the type check then runs on matching rows only
         if isinstance(value, (int, float)):
-            return (
-                "json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?",
-                [jpath, jpath, value],
-            )
-        return "json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?", [
-            jpath,
+            kinds = "('integer', 'real')"
+            return f"json_extract(metadata, ?) = ? AND json_type(metadata, ?) IN {kinds}", [
+                jpath,
+                value,
+                jpath,
+            ]
+        return "json_extract(metadata, ?) = ? AND json_type(metadata, ?) = 'text'", [
             jpath,
             value,
+            jpath,
         ]
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def sqlite_catalog(location: CatalogLocation, *, create: bool = True) -> SqliteCatalog:
+    """A :class:`SqliteCatalog` with the options of its URL (``?synchronous=full`` ...)."""
+    options = dict(location.options)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise CatalogError(
+            f"catalog {location.target}: unknown option {unknown[0]!r}; allowed: {', '.join(OPTIONS)}"
+        )
+    try:
+        timeout = float(options.get("timeout", 30.0))
+    except ValueError:
+        raise CatalogError(
+            f"catalog option timeout={options['timeout']!r} is not a number"
+        ) from None
+    wal = options.get("wal", "true").lower() not in ("0", "false", "no", "off")
+    synchronous = options.get("synchronous", "normal").lower()
+    return SqliteCatalog(location, create=create, timeout=timeout, synchronous=synchronous, wal=wal)

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from phasekit.errors import CatalogError
 
@@ -30,6 +30,7 @@ class CatalogLocation:
     dialect: str
     target: str  # the SQLite file path, or the PostgreSQL connection URL
     results_dir: Path | None
+    options: tuple[tuple[str, str], ...] = ()  # sqlite:///PATH?synchronous=full
 
 
 def redact(url: str) -> str:
@@ -48,12 +49,14 @@ def _allowed_message(url: str) -> str:
     )
 
 
-def _sqlite_location(path: Path, results_dir: Path | None) -> CatalogLocation:
+def _sqlite_location(
+    path: Path, results_dir: Path | None, options: tuple[tuple[str, str], ...] = ()
+) -> CatalogLocation:
     path = path.expanduser()
     if path.is_dir() or (not path.exists() and path.suffix.lower() not in SQLITE_SUFFIXES):
         path = path / CATALOG_FILENAME
     path = path.absolute()
-    return CatalogLocation("sqlite", str(path), results_dir or path.parent)
+    return CatalogLocation("sqlite", str(path), results_dir or path.parent, options)
 
 
 def parse_location(
@@ -74,12 +77,13 @@ def parse_location(
             raise CatalogError(f"catalog URL {redact(url_or_path)!r} contains a NUL character")
         return CatalogLocation("postgresql", url_or_path, rdir)
     if scheme == "sqlite":
-        raw = unquote(urlsplit(url_or_path).path)
+        parts = urlsplit(url_or_path)
+        raw = unquote(parts.path)
         if raw.startswith("//"):  # sqlite:////abs/path, as SQLAlchemy spells it
             raw = "/" + raw.lstrip("/")
         if not raw:
             raise CatalogError(f"catalog URL {url_or_path!r} names no file; use sqlite:///PATH")
-        return _sqlite_location(Path(raw), rdir)
+        return _sqlite_location(Path(raw), rdir, tuple(parse_qsl(parts.query)))
     if scheme == "file":
         return _sqlite_location(Path(unquote(urlsplit(url_or_path).path)), rdir)
     raise CatalogError(_allowed_message(url_or_path))

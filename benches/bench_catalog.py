@@ -1,0 +1,136 @@
+"""Catalog throughput on SQLite and PostgreSQL: inserts/s and filtered queries/s.
+
+Groups: ``catalog:insert`` (one ``record_item`` per item: one transaction each),
+``catalog:insert_batch`` (``record_items`` of 1,000 in one transaction) and
+``catalog:query`` (``list_items`` with stage + container filters, and with a metadata
+filter, on a catalog of 20,000 items). The PostgreSQL server is the tests' throwaway
+server (fsync off), SQLite runs in WAL mode with ``synchronous=normal`` (the default).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from phasekit.catalog import Catalog, NewItem, open_catalog
+
+pytest_plugins = ["conftest_pg"]
+
+INSERTS = 300
+BATCH = 1000
+QUERIES = 50
+FILLED = 20_000
+
+
+def _meta(i: int) -> dict[str, object]:
+    return {
+        "fast": i % 10,
+        "slow": 20 + i % 7,
+        "metrics": {"sharpe": (i % 97) / 50, "trades": i % 31},
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bench_catalog(request: pytest.FixtureRequest) -> Iterator[Catalog]:
+    results = Path(tempfile.mkdtemp(prefix="phasekit-bench-"))
+    url = str(results) if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    cat = open_catalog(url, results_dir=results)
+    yield cat
+    cat.close()
+
+
+def _new(run: str, stage: str, i: int) -> NewItem:
+    return NewItem(
+        run,
+        stage,
+        f"e{i}",
+        data_reference=f"memory://{run}/{stage}/e{i}",
+        metadata=_meta(i),
+        size_bytes=1000 + i,
+        phase=stage,
+        container_id=f"portfolio_{i % 200}",
+    )
+
+
+def test_insert(benchmark: pytest.FixtureRequest, bench_catalog: Catalog) -> None:
+    run = bench_catalog.start_process("bench")
+    rounds = iter(range(1000))
+
+    def insert() -> None:
+        stage = f"s{next(rounds)}"
+        for i in range(INSERTS):
+            item = _new(run, stage, i)
+            bench_catalog.record_item(
+                item.process_id,
+                item.stage_name,
+                item.entity_name,
+                data_reference=item.data_reference,
+                metadata=item.metadata,
+                size_bytes=item.size_bytes,
+                phase=item.phase,
+                container_id=item.container_id,
+            )
+
+    benchmark.group = "catalog:insert"
+    benchmark.extra_info["items"] = INSERTS
+    benchmark.pedantic(insert, rounds=5, iterations=1, warmup_rounds=1)
+    assert len(bench_catalog.list_items(run, stage="s1")) == INSERTS
+
+
+def test_insert_batch(benchmark: pytest.FixtureRequest, bench_catalog: Catalog) -> None:
+    run = bench_catalog.start_process("bench")
+    rounds = iter(range(1000))
+
+    def insert() -> None:
+        stage = f"s{next(rounds)}"
+        bench_catalog.record_items([_new(run, stage, i) for i in range(BATCH)])
+
+    benchmark.group = "catalog:insert_batch"
+    benchmark.extra_info["items"] = BATCH
+    benchmark.pedantic(insert, rounds=5, iterations=1, warmup_rounds=1)
+    assert len(bench_catalog.list_items(run, stage="s1")) == BATCH
+
+
+@pytest.fixture
+def filled(bench_catalog: Catalog) -> tuple[Catalog, str]:
+    run = bench_catalog.start_process("bench", process_id="filled")
+    other = bench_catalog.start_process("bench", process_id="other")
+    for start in range(0, FILLED, 5000):
+        bench_catalog.record_items(
+            [_new(run, f"stage{i % 4}", i) for i in range(start, start + 5000)]
+        )
+    bench_catalog.record_items([_new(other, "stage0", i) for i in range(5000)])
+    return bench_catalog, run
+
+
+@pytest.mark.parametrize("query", ["container", "meta"])
+def test_query(benchmark: pytest.FixtureRequest, filled: tuple[Catalog, str], query: str) -> None:
+    catalog, run = filled
+
+    def container_queries() -> int:
+        return sum(
+            len(catalog.list_items(run, stage="stage1", container=f"portfolio_{k}"))
+            for k in range(QUERIES)
+        )
+
+    def meta_queries() -> int:
+        return sum(
+            len(
+                catalog.list_items(
+                    run, stage="stage1", meta={"fast": k % 10, "metrics.trades": k % 31}
+                )
+            )
+            for k in range(QUERIES)
+        )
+
+    fn = container_queries if query == "container" else meta_queries
+    benchmark.group = f"catalog:query:{query}"
+    benchmark.extra_info["items"] = QUERIES
+    found = benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+    assert found > 0
