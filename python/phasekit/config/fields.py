@@ -151,9 +151,6 @@ def check_event_kind(value: Any) -> str:
     return value.upper()
 
 
-EventKind = Annotated[str, PlainValidator(check_event_kind)]
-
-
 def iso_date(value: Any) -> str:
     """A date or datetime (YAML dates, ``datetime`` objects or ISO strings) as ISO text;
     midnight without a time zone reads as the plain date (``2020-01-31``)."""
@@ -226,7 +223,3 @@ class Model(BaseModel):
     (a quoted ``"100"`` is not an integer), instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    def set_fields(self) -> dict[str, Any]:
-        """The fields the source set explicitly, as attribute values."""
-        return {name: getattr(self, name) for name in self.model_fields_set}

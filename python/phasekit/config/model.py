@@ -60,7 +60,6 @@ from phasekit.config.vocab import (
 Mode = Annotated[str, PlainValidator(choice(MODES, MODE_HINTS))]
 Format = Annotated[str, PlainValidator(choice(FORMATS))]
 PhaseName = Annotated[str, PlainValidator(name_check("phase name"))]
-StageName = Annotated[str, PlainValidator(name_check("stage name"))]
 OutputType = Annotated[str, PlainValidator(name_check("output type"))]
 MegaBytes = PositiveNumber
 
