@@ -21,6 +21,7 @@ of every run. Runs still ``running`` are never touched, and items of a stage lis
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -91,16 +92,13 @@ class CleanupReport:
 
 
 def _fsync_dir(folder: Path) -> None:
-    try:
+    """Make the deletions in ``folder`` durable (best effort: some systems refuse)."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _delete_path(path: Path) -> None:
