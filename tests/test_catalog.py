@@ -451,3 +451,44 @@ def test_env_default_location(monkeypatch: pytest.MonkeyPatch, results_dir: Path
     assert default_location() == str(results_dir)
     monkeypatch.setenv("PHASEKIT_CATALOG", "postgresql://x@h/db")
     assert default_location() == "postgresql://x@h/db"
+
+
+def test_file_store_records_through_the_recorder(catalog: Catalog, results_dir: Path) -> None:
+    import pyarrow as pa
+
+    from phasekit.stores.file import FileStore
+    from phasekit.stores.memory import MemoryStore
+    from phasekit.stores.ref import Ref
+
+    run = catalog.start_process("wf", process_id="stored")
+    rec = CatalogRecorder(catalog, run, "optimize", container_id="portfolio_1")
+    table = pa.table({"a": [1, 2, 3], "b": [4.0, 5.0, 6.0]})
+    folder = results_dir / run / "optimize"
+    stores = {
+        fmt: FileStore(folder, format=fmt, run=run, phase="optimize", recorder=rec)
+        for fmt in ("arrow", "parquet")
+    }
+    stores["parted"] = FileStore(
+        folder, format="parquet", partition_by=["a"], run=run, phase="optimize", recorder=rec
+    )
+    refs = {
+        name: store.put(f"t_{name}", table, metadata={"metrics": {"sharpe": 1.0}})
+        for name, store in stores.items()
+    }
+    MemoryStore(run=run, phase="optimize", recorder=rec).put("in_memory", {"x": 1})
+    items = {i.entity_name: i for i in catalog.list_items(run)}
+    assert set(items) == {"t_arrow", "t_parquet", "t_parted", "in_memory"}
+    for name, ref in refs.items():
+        item = items[f"t_{name}"]
+        assert (item.data_reference, item.checksum, item.size_bytes) == (
+            ref.uri,
+            ref.checksum,
+            ref.size_bytes,
+        )
+        catalog.verify_item(item)
+        back = Ref.from_dict(ref_fields(item))
+        assert back == ref
+        assert stores[name].get(back).sort_by("a").equals(table)
+    assert items["in_memory"].data_reference == f"memory://{run}/optimize/in_memory"
+    report = catalog.doctor()
+    assert report.ok and report.findings == []

@@ -299,6 +299,15 @@ def test_doctor_reports_but_keeps_unreferenced_files(catalog: Catalog, results_d
     [found] = _finding(report, "unreferenced_file")
     assert found.path == str(stray) and found.severity == "info" and not found.repaired
     assert stray.exists() and report.ok
+    hidden = results_dir / "r1" / "optimize" / ".phasekit"
+    hidden.mkdir()
+    (hidden / "AAPL.json").write_text("{}")  # a store's own manifest: not an item
+    (hidden / ".AAPL.json.ab12.phasekit-tmp").write_text("{")
+    again = catalog.doctor()
+    assert [f.path for f in _finding(again, "unreferenced_file")] == [str(stray)]
+    assert [f.path for f in _finding(again, "temp_file")] == [
+        str(hidden / ".AAPL.json.ab12.phasekit-tmp")
+    ]
 
 
 def test_doctor_finishes_an_interrupted_cleanup(catalog: Catalog) -> None:

@@ -14,7 +14,8 @@ Kinds of finding (severity; what ``repair`` does):
 - ``marked_item`` (info): a row already marked missing or corrupt, still so.
 - ``bad_reference`` (error): a ``file://`` reference that names no local path; left alone.
 - ``unreferenced_file`` (info): a file under a results folder that no row records;
-  left alone (nothing is deleted that might be wanted).
+  left alone (nothing is deleted that might be wanted). Hidden files and folders (a
+  store's own manifests) are only searched for temp files.
 """
 
 from __future__ import annotations
@@ -194,8 +195,14 @@ def _scan(
     report: DoctorReport,
     grace: float,
 ) -> None:
+    """Walk a results folder for temp files and files no row records.
+
+    Hidden entries (a store's own manifests, say) are searched for temp files only:
+    item names never start with '.', so they are never items.
+    """
     for folder, dirs, files in os.walk(root):
         base = Path(folder)
+        hidden = any(part.startswith(".") for part in base.relative_to(root).parts)
         keep_dirs = []
         for name in sorted(dirs):
             path = base / name
@@ -211,7 +218,7 @@ def _scan(
             report.files_scanned += 1
             if name.endswith(TMP_SUFFIX):
                 _temp_finding(path, root, runs, report, grace)
-            elif path not in referenced:
+            elif path not in referenced and not hidden and not name.startswith("."):
                 report.findings.append(
                     Finding(
                         "unreferenced_file", "info", f"no catalog row records {path}", str(path)
