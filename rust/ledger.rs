@@ -54,7 +54,7 @@ pub struct Stats {
 /// FxHash-style mixing of 8-byte words with a finalising step; keys are short and chosen
 /// by the program itself.
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
@@ -103,7 +103,10 @@ impl Hasher for FxHasher {
     }
 }
 
-type Index = HashMap<Key, u32, BuildHasherDefault<FxHasher>>;
+/// Builds [`FxHasher`]s (also used for the per-type cache of `size_of`).
+pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
+
+type Index = HashMap<Key, u32, FxBuild>;
 
 /// One tracked key.
 struct Entry {

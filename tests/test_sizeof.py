@@ -276,3 +276,20 @@ def test_ints_match_getsizeof(value: int) -> None:
 @given(st.text())
 def test_strs_match_getsizeof(value: str) -> None:
     assert _same(value) == sys.getsizeof(value)
+
+
+def test_instance_dicts_and_popped_dicts(backend: ModuleType) -> None:
+    class Many:
+        def __init__(self) -> None:
+            for i in range(50):
+                setattr(self, f"attr{i}", "v" * i)
+
+    obj = Many()
+    assert backend.size_of(vars(obj)) == _same(vars(obj))
+    popped = {i: str(i) * (i % 9) for i in range(300)}
+    for _ in range(40):
+        popped.popitem()  # deletes from the end: no holes before the live entries
+    _same(popped)
+    shifted = {i: str(i) for i in range(300)}
+    del shifted[0]  # a hole before every live entry
+    assert backend.size_of(shifted) == _same(shifted)
