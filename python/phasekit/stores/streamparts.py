@@ -150,7 +150,7 @@ class StreamFolder:
         stream.finished = bool(raw.get("finished"))
         return stream
 
-    def _write_manifest(self) -> None:
+    def _write_manifest(self, parts: list[Part]) -> None:
         manifest = {
             "version": 1,
             "key": self.key,
@@ -158,7 +158,7 @@ class StreamFolder:
             "compression": self.compression,
             "schema": encode_schema(self.schema) if self.schema is not None else None,
             "finished": self.finished,
-            "parts": [asdict(p) for p in self.parts],
+            "parts": [asdict(p) for p in parts],
         }
         write_json(self._path(MANIFEST), manifest, f"writing the manifest of stream {self.key!r}")
 
@@ -187,18 +187,14 @@ class StreamFolder:
         part = Part(
             name, str(result["checksum"]), int(result["size_bytes"]), table.num_rows, counts
         )
+        self._write_manifest([*self.parts, part])
         self.parts.append(part)
-        try:
-            self._write_manifest()
-        except StorageError:
-            self.parts.pop()
-            raise
         return part
 
     def finish(self) -> None:
         self.finished = True
         if self.schema is not None or self.parts:
-            self._write_manifest()
+            self._write_manifest(self.parts)
 
     def read_part(self, part: Part) -> pa.Table:
         """One part's table, verified against its checksum."""

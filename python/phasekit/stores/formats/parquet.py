@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from phasekit.errors import InvalidArgument
@@ -68,6 +67,8 @@ class ParquetFormat:
                 f"partition_by columns {missing} are not in the value; its columns: "
                 f"{table.schema.names}"
             )
+        import pyarrow.dataset as ds
+
         fmt = ds.ParquetFileFormat()
         write_options = fmt.make_write_options(
             compression=_codec(options), write_page_checksum=True
@@ -93,6 +94,8 @@ class ParquetFormat:
 
     @staticmethod
     def _read_dataset(path: Path, info: dict[str, Any]) -> pa.Table:
+        import pyarrow.dataset as ds
+
         schema = decode_schema(info["schema"])
         keys = pa.schema([schema.field(c) for c in info.get("partition_by", [])])
         dataset = ds.dataset(
