@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ def _new(run: str, stage: str, i: int) -> NewItem:
 
 
 @pytest.mark.parametrize("mode", ["row", "batch"])
-def test_insert(benchmark: pytest.FixtureRequest, bench_catalog: Catalog, mode: str) -> None:
+def test_insert(benchmark: Any, bench_catalog: Catalog, mode: str) -> None:
     """``row``: one record_item (one transaction) per item; ``batch``: record_items of 1,000."""
     run = bench_catalog.start_process("bench")
     rounds = iter(range(1000))
@@ -105,7 +106,7 @@ def filled(bench_catalog: Catalog) -> tuple[Catalog, str]:
 
 
 @pytest.mark.parametrize("query", ["container", "meta"])
-def test_query(benchmark: pytest.FixtureRequest, filled: tuple[Catalog, str], query: str) -> None:
+def test_query(benchmark: Any, filled: tuple[Catalog, str], query: str) -> None:
     catalog, run = filled
 
     def container_queries() -> int:
