@@ -24,7 +24,13 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-SUMMARY_METRICS = ("sharpe_ratio", "total_return", "max_drawdown", "win_rate", "trade_count")
+SUMMARY_METRICS = {
+    "sharpe_ratio": "sharpe",
+    "total_return": "return",
+    "max_drawdown": "max dd",
+    "win_rate": "win rate",
+    "trade_count": "trades",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -194,6 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "containers": o.containers,
                 "windows": o.windows,
                 "best": o.best,
+                "best_out_of_sample": o.best_out_of_sample,
                 "seconds": round(o.seconds, 2),
             }
             for name, o in result.phases.items()
@@ -204,14 +211,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         return 0
     table = Table(title=f"run {result.run_id}: {result.status} in {seconds:.1f} s")
-    for col in ("phase", "containers", "best parameters", *SUMMARY_METRICS):
-        table.add_column(col, justify="right" if col in SUMMARY_METRICS else "left")
+    for col in ("phase", "sample", "containers", "best parameters"):
+        table.add_column(col)
+    for label in SUMMARY_METRICS.values():
+        table.add_column(label, justify="right")
     for name, o in result.phases.items():
-        best = o.best or {}
-        metrics = best.get("metrics", {})
-        params = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in best.get("parameters", {}).items())
-        cells = [_fmt(metrics.get(m)) for m in SUMMARY_METRICS]
-        table.add_row(name, str(o.containers), params or "-", *cells)
+        rows = [("in", o.best)]
+        if o.best_out_of_sample:
+            rows.append(("out", o.best_out_of_sample))
+        for sample, best in rows:
+            best = best or {}
+            metrics = best.get("metrics", {})
+            params = ", ".join(
+                f"{k.split('.')[-1]}={v}" for k, v in best.get("parameters", {}).items()
+            )
+            cells = [_fmt(metrics.get(m)) for m in SUMMARY_METRICS]
+            table.add_row(name, sample, str(o.containers), params or "-", *cells)
     console.print(table)
     console.print(f"results: {result.run_dir}")
     console.print(f"catalog: {result.catalog_url}   peak memory: {peak_mb:.0f} MB")

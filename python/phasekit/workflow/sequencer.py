@@ -12,8 +12,10 @@ Sequences (see :mod:`phasekit.workflow.sequences`):
   each simulation bootstraps its bar returns (``method: returns``) or its trades
   (``method: trades``), seeded per simulation; a window per batch.
 
-A phase without a ``parameter_space`` takes the ``selected_parameters`` of the phases
-it depends on, found through the catalog; otherwise the strategy's own parameters.
+A phase that depends on others runs the ``selected_parameters`` of the first of them
+that selected any (found through the catalog), whatever ``parameter_space`` it
+inherits; a phase without dependencies searches its ``parameter_space``, or runs the
+strategy's own parameters when it has none.
 The ``analysis`` topology runs no backtest: it ranks its inputs' container results.
 """
 
@@ -80,6 +82,7 @@ class PhaseOutcome:
     windows: list[str] = field(default_factory=list)
     containers: int = 0
     best: Optional[dict[str, Any]] = None
+    best_out_of_sample: Optional[dict[str, Any]] = None
     selected: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -156,15 +159,16 @@ class Sequencer:
         strategy = params.strategy
         strategy_type = (strategy.type if strategy and strategy.type else None) or "sma_crossover"
         base = dict(strategy.model_extra or {}) if strategy else {}
-        if params.parameter_space:
+        selected = self._selected_from(phase.depends_on) if phase.depends_on else []
+        if selected:
+            sets = selected
+        elif params.parameter_space:
             sets = ParameterSpace.from_config(params.parameter_space).sets()
         elif phase.depends_on:
-            sets = self._selected_from(phase.depends_on)
-            if not sets:
-                raise WorkflowError(
-                    f"phase {name!r}: its dependencies {list(phase.depends_on)} selected no "
-                    "parameter sets and it has no parameter_space"
-                )
+            raise WorkflowError(
+                f"phase {name!r}: its dependencies {list(phase.depends_on)} selected no "
+                "parameter sets and it has no parameter_space"
+            )
         else:
             sets = [{}]
         portfolio = PortfolioSettings(
@@ -425,6 +429,8 @@ class Sequencer:
         outcome.windows = ["train", "test"]
         outcome.containers = len(inputs.sets) + len(best_idx)
         self._select(name, out, ranked, inputs.top_k, outcome)
+        outcome.best_out_of_sample = _public(tested[0]) if tested else None
+        outcome.summary["best_out_of_sample"] = outcome.best_out_of_sample
         outcome.summary["test_ranking"] = [_public(r) for r in tested]
 
     def _walk_forward(
