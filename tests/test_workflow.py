@@ -1,0 +1,313 @@
+"""Workflows end to end: results layout, catalog rows, metrics against an independent
+computation, workers=1 equals workers=2, resume after SIGKILL, bad workflows."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+import pytest
+
+import phasekit
+from phasekit.catalog import open_catalog, uri_to_path
+from phasekit.errors import ConfigError, PhasekitError
+from phasekit.workflow import run
+
+
+def small_config(results: Path, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "workflow": "train_test_optimization",
+        "run_name": "t",
+        "results_dir": str(results),
+        "data": {"n_bars": 3000, "frequency": "1h", "seed": 5, "volatility": 0.004},
+        "strategy": {"type": "sma_crossover"},
+        "parameter_space": {
+            "strategy.fast": [3, 5, 8, 13],
+            "strategy.slow": [20, 40, 60],
+            "constraints": ["strategy.fast < strategy.slow"],
+        },
+        "portfolio": {"commission_bps": 2, "slippage_bps": 1},
+        "top_k": 3,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture(params=["rust", "python"])
+def backend_name(request: pytest.FixtureRequest) -> Any:
+    before = phasekit.get_backend()
+    phasekit.set_backend(request.param)
+    yield request.param
+    phasekit.set_backend(before)
+
+
+def test_train_test_layout_and_catalog(tmp_path: Path, backend_name: str) -> None:
+    res = run(small_config(tmp_path), workers=1)
+    try:
+        assert res.status == "completed"
+        ps = res.run_dir / "parameter_search"
+        assert (ps / "phase_summary.json").exists()
+        for window in ("train", "test"):
+            assert (ps / window / "aggregate_results.json").exists()
+            assert (ps / window / "all_trades.arrow").exists()
+        containers = sorted((ps / "train" / "containers").glob("*_results.json"))
+        assert len(containers) == 12
+        body = json.loads(containers[0].read_text())
+        assert set(body["metrics"]) >= {"sharpe_ratio", "total_return", "max_drawdown", "win_rate"}
+        assert (
+            body["events"]["retained"] == body["events"]["open_positions"]
+            or body["events"]["retained"] >= 0
+        )
+        # validation ran the 3 selected sets, on memory with equity tracing
+        assert res.phases["validation"].containers == 6
+        assert [p for p in res.phases["validation"].selected] == res.phases[
+            "parameter_search"
+        ].selected
+        # every catalog row's file exists and verifies
+        catalog = open_catalog(res.catalog_url)
+        items = catalog.list_items(res.run_id)
+        assert items
+        for item in items:
+            if item.data_reference and item.data_reference.startswith("file://"):
+                catalog.verify_item(item)
+        windows = {i.window_id for i in items if i.stage_name == "parameter_search"}
+        assert {"train", "test"} <= windows
+        catalog.close()
+        trades = feather.read_table(ps / "train" / "all_trades.arrow")
+        assert trades.num_rows > 0
+        assert set(trades.column("container_id").to_pylist()) <= {
+            f"portfolio_{i:05d}" for i in range(12)
+        }
+    finally:
+        res.close()
+
+
+def test_metrics_match_written_equity_and_trades(tmp_path: Path, backend_name: str) -> None:
+    cfg = small_config(
+        tmp_path,
+        workflow="optimization",
+        event_tracing=["POSITION_OPEN", "POSITION_CLOSE", "FILL", "PORTFOLIO_UPDATE"],
+        results_storage="disk",
+    )
+    res = run(cfg, workers=1)
+    try:
+        phase = res.run_dir / "parameter_search"
+        trades = feather.read_table(phase / "all_trades.arrow").to_pandas()
+        for path in sorted((phase / "containers").glob("*_results.json"))[:4]:
+            cid = path.name.replace("_results.json", "")
+            body = json.loads(path.read_text())
+            eq = feather.read_table(phase / "containers" / f"{cid}_equity.arrow")
+            equity = eq.column("equity").to_numpy()
+            # independent computation from the written equity curve and trades
+            full = np.concatenate(([100_000.0], equity))
+            rets = full[1:] / full[:-1] - 1
+            ppy = 252 * 24  # hourly bars
+            sharpe = rets.mean() / rets.std(ddof=1) * math.sqrt(ppy)
+            peak = np.maximum.accumulate(full)
+            mine = trades[trades.container_id == cid]
+            m = body["metrics"]
+            assert m["sharpe_ratio"] == pytest.approx(sharpe, rel=1e-9)
+            assert m["max_drawdown"] == pytest.approx((full / peak - 1).min(), rel=1e-9)
+            assert m["total_return"] == pytest.approx(full[-1] / 100_000 - 1, rel=1e-9)
+            assert m["trade_count"] == len(mine)
+            if len(mine):
+                assert m["win_rate"] == pytest.approx((mine.pnl > 0).mean())
+    finally:
+        res.close()
+
+
+def _ranking(res: Any, phase: str, window: str | None) -> list[tuple[str, Any]]:
+    table = res.metrics(phase, window)
+    return list(
+        zip(table.column("container_id").to_pylist(), table.column("sharpe_ratio").to_pylist())
+    )
+
+
+def test_workers_one_equals_two(tmp_path: Path) -> None:
+    a = run(small_config(tmp_path / "a"), workers=1)
+    b = run(small_config(tmp_path / "b"), workers=2)
+    try:
+        for phase, window in (
+            ("parameter_search", "train"),
+            ("parameter_search", "test"),
+            ("validation", "test"),
+        ):
+            assert _ranking(a, phase, window) == _ranking(b, phase, window)
+        ta = feather.read_table(a.run_dir / "parameter_search" / "train" / "all_trades.arrow")
+        tb = feather.read_table(b.run_dir / "parameter_search" / "train" / "all_trades.arrow")
+        assert ta.equals(tb)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_walk_forward_stitches_out_of_sample(tmp_path: Path) -> None:
+    cfg = small_config(
+        tmp_path, workflow="walk_forward_optimization", walk_forward={"train": 1000, "test": 500}
+    )
+    res = run(cfg, workers=1)
+    try:
+        outcome = res.phases["walk_forward"]
+        assert outcome.windows == ["w0000", "w0001", "w0002", "w0003"]
+        oos = feather.read_table(res.run_dir / "walk_forward" / "oos_equity.arrow")
+        assert oos.num_rows == 4 * 500
+        ts = oos.column("ts").cast(pa.int64()).to_numpy()
+        assert np.all(np.diff(ts) > 0)
+        assert "out_of_sample" in outcome.summary
+    finally:
+        res.close()
+
+
+def test_monte_carlo_is_seeded(tmp_path: Path) -> None:
+    phases = [
+        {"name": "search", "sequence": "single_pass", "topology": "backtest"},
+        {
+            "name": "mc",
+            "sequence": "monte_carlo",
+            "topology": "backtest",
+            "depends_on": ["search"],
+            "monte_carlo": {"n": 10, "batch": 4, "seed": 3},
+        },
+    ]
+    cfg = small_config(tmp_path / "a", workflow=None, phases=phases)
+    a = run(cfg, workers=1)
+    b = run(small_config(tmp_path / "b", workflow=None, phases=phases), workers=1)
+    try:
+        assert a.phases["mc"].windows == ["mc0000", "mc0001", "mc0002"]
+        assert a.phases["mc"].summary["distribution"] == b.phases["mc"].summary["distribution"]
+    finally:
+        a.close()
+        b.close()
+
+
+RESUME_SCRIPT = textwrap.dedent(
+    """
+    import sys, json
+    from phasekit.workflow import run
+    cfg = json.loads(sys.argv[1])
+    res = run(cfg, workers=1, resume=sys.argv[2] if len(sys.argv) > 2 else None)
+    print(res.run_id)
+    """
+)
+
+
+def _spawn(cfg: dict[str, Any], *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", RESUME_SCRIPT, json.dumps(cfg), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path: Path) -> None:
+    reference = run(small_config(tmp_path / "ref"), workers=1)
+    expected = {
+        (p, w): _ranking(reference, p, w)
+        for p, w in (
+            ("parameter_search", "train"),
+            ("parameter_search", "test"),
+            ("validation", "test"),
+        )
+    }
+    reference.close()
+    rng = np.random.default_rng(0)
+    for trial in range(3):
+        results = tmp_path / f"trial{trial}"
+        cfg = small_config(results)
+        proc = _spawn(cfg)
+        time.sleep(float(rng.uniform(1.0, 4.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        catalog = open_catalog(str(results))
+        runs = catalog.list_processes()
+        catalog.close()
+        if not runs:  # killed before the run was recorded: nothing to resume
+            continue
+        done = _spawn(cfg, runs[0].process_id)
+        _out, err = done.communicate(timeout=300)
+        assert done.returncode == 0, err
+        resumed = run(cfg, workers=1, resume=runs[0].process_id)
+        for (phase, window), ranking in expected.items():
+            assert _ranking(resumed, phase, window) == ranking
+        resumed.close()
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (
+            {
+                "workflow": None,
+                "phases": [{"name": "a", "depends_on": ["b"]}, {"name": "b", "depends_on": ["a"]}],
+            },
+            "cycle",
+        ),
+        ({"workflow": None, "phases": [{"name": "a", "depends_on": ["nope"]}]}, "nope"),
+        ({"strategy": {"type": "sma_crosover"}}, "did you mean 'sma_crossover'"),
+        (
+            {
+                "parameter_space": {
+                    "strategy.fast": [50],
+                    "strategy.slow": [20],
+                    "constraints": ["strategy.fast < strategy.slow"],
+                }
+            },
+            "no parameter set is left",
+        ),
+        ({"data_split": "2100-01-01"}, "outside the data"),
+        ({"workflow": "train_test_optimisation"}, "did you mean 'train_test_optimization'"),
+    ],
+)
+def test_bad_workflows(tmp_path: Path, patch: dict[str, Any], message: str) -> None:
+    cfg = small_config(tmp_path)
+    cfg.update(patch)
+    with pytest.raises(PhasekitError) as info:
+        run(cfg, workers=1)
+    assert message in str(info.value)
+    assert isinstance(info.value, ConfigError) or "selected no" in str(info.value)
+
+
+def test_cli_run_json_and_dry_run(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path)
+    path = tmp_path / "cfg.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "phasekit.cli", "run", str(path), "--json", "--workers", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["status"] == "completed"
+    assert summary["phases"]["parameter_search"]["containers"] == 15
+    dry = subprocess.run(
+        [sys.executable, "-m", "phasekit.cli", "run", str(path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "parameter_search" in dry.stdout and "train_test" in dry.stdout
+    assert len(list(tmp_path.glob("t-*"))) == 1  # the dry run wrote nothing
+    bad = subprocess.run(
+        [sys.executable, "-m", "phasekit.cli", "run", str(path), "--set", "data_flow.mode=fiel"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert "did you mean 'file'" in bad.stderr
+    assert uri_to_path  # the catalog helper used above is importable from phasekit.catalog
