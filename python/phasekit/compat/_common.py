@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 from phasekit.catalog import Catalog, CatalogRecorder, open_catalog
 from phasekit.config import ResolvedDataFlow, resolve
 from phasekit.errors import InvalidArgument
+from phasekit.stores import Ref
 
 log = logging.getLogger("phasekit.compat")
 
@@ -114,7 +115,9 @@ class CatalogLink:
 
     def recorder(
         self, phase: str, *, stage_name: Optional[str] = None, container_id: Optional[str] = None
-    ) -> CatalogRecorder:
+    ) -> Any:
+        """A CatalogRecorder of this run (typed Any: it returns the row id where the stores'
+        ItemRecorder protocol says None)."""
         return CatalogRecorder(
             self.catalog,
             self.process_id,
@@ -123,14 +126,32 @@ class CatalogLink:
             container_id=container_id,
         )
 
-    def close(self, status: str = "completed") -> None:
-        """Finish the run this link started, and close the catalog it opened."""
+    def finish(self, status: str = "completed") -> None:
+        """Finish the run this link started (a run given by id is left as it is)."""
         if self._owns_process:
             self.catalog.finish_process(self.process_id, status)
             self._owns_process = False
+
+    def close(self, status: str = "completed") -> None:
+        """Finish the run this link started, and close the catalog it opened."""
+        self.finish(status)
         if self._owns_catalog:
             self.catalog.close()
             self._owns_catalog = False
+
+
+class ViewRecorder:
+    """Records each item of a HybridStore's container views under the view's name as the
+    phase and stage (``memory://<run>/<phase>/<view>/<key>``); views share one recorder."""
+
+    def __init__(self, link: CatalogLink) -> None:
+        self.link = link
+
+    def record_item(self, ref: Ref) -> None:
+        self.link.recorder(ref.names[2]).record_item(ref)
+
+    def forget_item(self, ref: Ref) -> None:
+        self.link.recorder(ref.names[2]).forget_item(ref)
 
 
 def catalog_link(
@@ -147,6 +168,7 @@ def catalog_link(
 __all__ = [
     "MB",
     "CatalogLink",
+    "ViewRecorder",
     "catalog_link",
     "mb_to_bytes",
     "resolve_container_flow",

@@ -44,6 +44,7 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 from phasekit.compat._common import (
     CatalogLink,
     CatalogSource,
+    ViewRecorder,
     catalog_link,
     mb_to_bytes,
     resolve_flow,
@@ -249,19 +250,6 @@ class StreamingDataFlow(_PhaseStores, DataFlowManager):
         return self.phase_store(phase_name).finish(OUTPUT).uri  # type: ignore[no-any-return]
 
 
-class _HybridRecorder:
-    """Records each hybrid output under its phase (the view name in its URI)."""
-
-    def __init__(self, link: CatalogLink) -> None:
-        self.link = link
-
-    def record_item(self, ref: Ref) -> None:
-        self.link.recorder(ref.names[2]).record_item(ref)
-
-    def forget_item(self, ref: Ref) -> None:
-        self.link.recorder(ref.names[2]).forget_item(ref)
-
-
 class HybridDataFlow(_PhaseStores, DataFlowManager):
     """Memory with file overflow: one byte budget (``memory_limit_mb``) for every phase's
     output; the least recently used outputs spill to ``overflow_path`` and are reloaded
@@ -279,7 +267,7 @@ class HybridDataFlow(_PhaseStores, DataFlowManager):
         self.memory_limit = mb_to_bytes(memory_limit_mb)
         self.overflow_path = Path(overflow_path)
         super().__init__(run, catalog, process_id)
-        recorder = None if self._link is None else _HybridRecorder(self._link)
+        recorder = None if self._link is None else ViewRecorder(self._link)
         self._root = HybridStore(
             self.memory_limit, overflow_path, run=self.run, phase="data_flow", recorder=recorder
         )
