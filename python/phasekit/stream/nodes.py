@@ -18,6 +18,7 @@ import asyncio
 import copy
 import inspect
 import logging
+import os
 import threading
 import traceback
 import types
@@ -102,14 +103,15 @@ class NodeContext:
 
 
 def accepts_argument(fn: Any) -> bool:
-    """True when ``fn`` can be called with one positional argument."""
+    """True when ``fn``'s first positional parameter has no default: it wants the context."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return False
     for p in sig.parameters.values():
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
-            return True
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            return p.default is p.empty
+        return False
     return False
 
 
@@ -146,8 +148,17 @@ def instantiate(impl: Any, instance: int) -> Any:
         ) from exc
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def format_exception(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    """The traceback of ``exc`` without the runtime's own leading frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        if not os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+            break
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def open_object(obj: Any, ctx: NodeContext) -> None:
@@ -182,11 +193,11 @@ class ErrorPolicy:
         if not self.logged:
             self.logged = True
             log.warning(
-                "node %r (instance %d) raised on an item and %s it (later errors of this "
+                "node %r (instance %d) raised on an item and %s (later errors of this "
                 "node are counted, not logged): %s",
                 self.node,
                 self.instance,
-                "skipped" if self.policy == "skip" else "sent it to the dead-letter port",
+                "skipped it" if self.policy == "skip" else "sent it to its 'errors' port",
                 format_exception(exc),
             )
         if self.policy == "dead_letter":

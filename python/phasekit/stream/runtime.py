@@ -697,7 +697,7 @@ class Runtime:
             if first:
                 self.failure = (inst, exc)
         if first:
-            log.error(
+            log.debug(
                 "stream %r: node %r (instance %d) failed: %s",
                 self.dag.name,
                 inst.spec.id,
