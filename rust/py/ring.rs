@@ -360,7 +360,11 @@ impl EventRing {
     fn extend(slf: &Bound<'_, Self>, batch: &Bound<'_, PyAny>) -> PyResult<usize> {
         // import before borrowing: the source may be this very ring
         let source = batch_source(batch)?;
-        let (_, batches) = arrow::import_batches(&source)?;
+        let (schema, mut batches) = arrow::import_batches(&source)?;
+        if batches.is_empty() {
+            // an empty stream: its schema is still checked
+            batches.push(arrow_array::RecordBatch::new_empty(schema));
+        }
         let mut events = Vec::with_capacity(batches.len());
         let mut rows = 0;
         for b in &batches {
