@@ -7,6 +7,7 @@
 //! folder. A writer dropped or aborted before `finish` removes its temporary file.
 
 use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
@@ -18,12 +19,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
-use arrow_ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
+use arrow_ipc::writer::{
+    DictionaryTracker, EncodedData, FileWriter, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
+    StreamWriter,
+};
 use arrow_ipc::CompressionType;
-use arrow_schema::{ArrowError, Schema, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::checksum::format_crc32;
+
+mod frame;
+use frame::Framer;
 
 /// Suffix of in-progress files.
 pub const TMP_SUFFIX: &str = ".phasekit-tmp";
@@ -31,6 +38,8 @@ pub const TMP_SUFFIX: &str = ".phasekit-tmp";
 pub const COMPRESSIONS: [Option<&str>; 3] = [None, Some("lz4"), Some("zstd")];
 /// Capacity of the buffer between the IPC encoder and the file.
 const BUF_CAPACITY: usize = 1 << 20;
+/// zstd level (pyarrow's default).
+const ZSTD_LEVEL: i32 = 1;
 
 /// Errors of the writer, mapped to `InvalidArgument` / `WriterError` by the wrapper.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +159,10 @@ impl Shared {
         self.failed.store(true, Ordering::Release);
     }
 
+    fn stopped(&self) -> bool {
+        self.aborted.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire)
+    }
+
     fn error(&self) -> String {
         self.error
             .lock()
@@ -159,15 +172,101 @@ impl Shared {
     }
 }
 
+/// Writes at least this long get their CRC-32 computed on a helper thread while the
+/// writing thread copies them to the file (the CRC costs ~10% of a page-cache write).
+const PARALLEL_CRC_MIN: usize = 256 << 10;
+
+/// A thread that computes the CRC-32 of a slice the caller keeps borrowed until the
+/// result is back.
+struct CrcHelper {
+    jobs: Sender<(usize, usize)>,
+    results: Receiver<crc32fast::Hasher>,
+}
+
+impl CrcHelper {
+    fn spawn() -> Option<Self> {
+        let (jobs, job_rx) = crossbeam_channel::bounded::<(usize, usize)>(1);
+        let (result_tx, results) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("phasekit-ipc-crc".to_string())
+            .spawn(move || {
+                for (ptr, len) in job_rx.iter() {
+                    // SAFETY: `CrcWriter::write_parallel` keeps the slice borrowed until it
+                    // has received this result (or learned that this thread is gone).
+                    let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+                    let mut hasher = crc32fast::Hasher::new();
+                    hasher.update(bytes);
+                    if result_tx.send(hasher).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(CrcHelper { jobs, results })
+    }
+}
+
 /// Counts the bytes written and their CRC-32 as they pass to the file.
 struct CrcWriter {
     file: File,
     hasher: crc32fast::Hasher,
     bytes: u64,
+    helper: Option<CrcHelper>,
+    helper_failed: bool,
+}
+
+impl CrcWriter {
+    fn new(file: File) -> Self {
+        CrcWriter {
+            file,
+            hasher: crc32fast::Hasher::new(),
+            bytes: 0,
+            helper: None,
+            helper_failed: false,
+        }
+    }
+
+    /// Writes all of `buf` while the helper computes its CRC-32.
+    fn write_parallel(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        if self.helper.is_none() && !self.helper_failed {
+            self.helper = CrcHelper::spawn();
+            self.helper_failed = self.helper.is_none();
+        }
+        let helper = self.helper.as_ref()?;
+        if helper
+            .jobs
+            .send((buf.as_ptr() as usize, buf.len()))
+            .is_err()
+        {
+            self.helper = None;
+            self.helper_failed = true;
+            return None;
+        }
+        let written = self.file.write_all(buf);
+        // Wait for the helper before `buf` may go away. An Err means the thread has
+        // ended, so it no longer reads `buf`.
+        match helper.results.recv() {
+            Ok(crc) => self.hasher.combine(&crc),
+            Err(_) => {
+                self.hasher.update(buf);
+                self.helper = None;
+                self.helper_failed = true;
+            }
+        }
+        Some(written.map(|()| {
+            self.bytes += buf.len() as u64;
+            buf.len()
+        }))
+    }
 }
 
 impl Write for CrcWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() >= PARALLEL_CRC_MIN {
+            if let Some(result) = self.write_parallel(buf) {
+                return result;
+            }
+        }
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
@@ -184,18 +283,26 @@ enum Encoder {
     Stream(StreamWriter<BufWriter<CrcWriter>>),
 }
 
+/// The IPC options of `options`: metadata V5, 64-byte alignment, and zstd at level 1
+/// (the level pyarrow uses, so both backends compress alike).
+fn ipc_options(options: &Options) -> Result<IpcWriteOptions, ArrowError> {
+    let level = match options.compression {
+        Some(Compression::Zstd) => Some(ZSTD_LEVEL),
+        _ => None,
+    };
+    IpcWriteOptions::default()
+        .try_with_compression(options.compression.map(Compression::ipc))?
+        .try_with_compression_level(level)
+}
+
+fn file_sink(file: File) -> BufWriter<CrcWriter> {
+    BufWriter::with_capacity(BUF_CAPACITY, CrcWriter::new(file))
+}
+
 impl Encoder {
     fn new(file: File, schema: &Schema, options: &Options) -> Result<Self, ArrowError> {
-        let sink = BufWriter::with_capacity(
-            BUF_CAPACITY,
-            CrcWriter {
-                file,
-                hasher: crc32fast::Hasher::new(),
-                bytes: 0,
-            },
-        );
-        let ipc_options = IpcWriteOptions::default()
-            .try_with_compression(options.compression.map(Compression::ipc))?;
+        let sink = file_sink(file);
+        let ipc_options = ipc_options(options)?;
         Ok(match options.format {
             Format::File => {
                 Encoder::File(FileWriter::try_new_with_options(sink, schema, ipc_options)?)
@@ -232,46 +339,186 @@ struct Written {
     size_bytes: u64,
 }
 
-/// The background thread: encode until the channel closes, then finish and fsync.
+/// A batch on its way to the background thread, numbered in `write` order.
+type Queued = (u64, RecordBatch);
+/// A batch encoded by a worker: its dictionary messages and its record batch message.
+type Encoded = (Vec<EncodedData>, EncodedData);
+
+/// True when a dictionary-encoded column appears anywhere in the schema (their
+/// messages depend on the batches before them, so they are encoded in order).
+fn has_dictionaries(schema: &Schema) -> bool {
+    fn walk(dt: &DataType) -> bool {
+        match dt {
+            DataType::Dictionary(_, _) => true,
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::ListView(f)
+            | DataType::LargeListView(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => walk(f.data_type()),
+            DataType::Struct(fields) => fields.iter().any(|f| walk(f.data_type())),
+            DataType::Union(fields, _) => fields.iter().any(|(_, f)| walk(f.data_type())),
+            DataType::RunEndEncoded(a, b) => walk(a.data_type()) || walk(b.data_type()),
+            _ => false,
+        }
+    }
+    schema.fields().iter().any(|f| walk(f.data_type()))
+}
+
+/// Encoder threads for compressed files: as many as cores, at least 2 (so compressing
+/// overlaps writing), at most 4.
+fn encoder_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
+
+/// The background thread: write until the channel closes, then finish and fsync.
 fn run(
     file: File,
     schema: SchemaRef,
     options: Options,
-    rx: Receiver<RecordBatch>,
+    rx: Receiver<Queued>,
     shared: Arc<Shared>,
     tmp_path: PathBuf,
 ) -> Option<Written> {
-    let at = tmp_path.display();
-    let result = (|| -> Result<Option<Written>, String> {
-        let mut encoder = Encoder::new(file, &schema, &options)
-            .map_err(|e| format!("cannot start the IPC writer on {at}: {e}"))?;
-        for batch in rx.iter() {
-            if shared.aborted.load(Ordering::Acquire) {
-                return Ok(None);
-            }
-            encoder
-                .write(&batch)
-                .map_err(|e| format!("cannot write a batch to {at}: {e}"))?;
+    let at = tmp_path.display().to_string();
+    let written = if options.compression.is_some() && !has_dictionaries(&schema) {
+        write_parallel(file, schema, &options, rx, &shared, &at)
+    } else {
+        write_in_order(file, &schema, &options, rx, &shared, &at)
+    }
+    .and_then(|sink| match sink {
+        None => Ok(None),
+        Some(sink) => {
+            sink.file
+                .sync_all()
+                .map_err(|e| format!("cannot fsync {at}: {e}"))?;
+            Ok(Some(Written {
+                crc32: sink.hasher.finalize(),
+                size_bytes: sink.bytes,
+            }))
         }
-        if shared.aborted.load(Ordering::Acquire) {
-            return Ok(None);
-        }
-        let sink = encoder
-            .finish()
-            .map_err(|e| format!("cannot finish {at}: {e}"))?;
-        sink.file
-            .sync_all()
-            .map_err(|e| format!("cannot fsync {at}: {e}"))?;
-        Ok(Some(Written {
-            crc32: sink.hasher.finalize(),
-            size_bytes: sink.bytes,
-        }))
-    })();
-    match result {
+    });
+    match written {
         Ok(written) => written,
         Err(msg) => {
             shared.fail(msg);
             None
+        }
+    }
+}
+
+/// Encodes and writes each batch on this thread (uncompressed buffers go to the file
+/// without copies). `Ok(None)` when aborted.
+fn write_in_order(
+    file: File,
+    schema: &Schema,
+    options: &Options,
+    rx: Receiver<Queued>,
+    shared: &Shared,
+    at: &str,
+) -> Result<Option<CrcWriter>, String> {
+    let mut encoder = Encoder::new(file, schema, options)
+        .map_err(|e| format!("cannot start the IPC writer on {at}: {e}"))?;
+    for (_, batch) in rx.iter() {
+        if shared.stopped() {
+            return Ok(None);
+        }
+        encoder
+            .write(&batch)
+            .map_err(|e| format!("cannot write a batch to {at}: {e}"))?;
+    }
+    if shared.stopped() {
+        return Ok(None);
+    }
+    encoder
+        .finish()
+        .map(Some)
+        .map_err(|e| format!("cannot finish {at}: {e}"))
+}
+
+/// Compresses batches on encoder threads and writes their messages here, in order.
+fn write_parallel(
+    file: File,
+    schema: SchemaRef,
+    options: &Options,
+    rx: Receiver<Queued>,
+    shared: &Arc<Shared>,
+    at: &str,
+) -> Result<Option<CrcWriter>, String> {
+    let ipc = ipc_options(options).map_err(|e| format!("cannot start the IPC writer: {e}"))?;
+    let mut framer = Framer::new(file_sink(file), schema, ipc.clone(), options.format)
+        .map_err(|e| format!("cannot start the IPC writer on {at}: {e}"))?;
+    let workers = encoder_threads();
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<(u64, Result<Encoded, String>)>(workers);
+    for _ in 0..workers {
+        let (rx, done_tx, ipc, shared) = (rx.clone(), done_tx.clone(), ipc.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name("phasekit-ipc-encoder".to_string())
+            .spawn(move || encode_batches(rx, done_tx, ipc, shared))
+            .map_err(|e| format!("cannot start an encoder thread: {e}"))?;
+    }
+    drop((rx, done_tx));
+    let mut next = 0u64;
+    let mut ready = BTreeMap::new();
+    let result = (|| {
+        for (seq, encoded) in done_rx.iter() {
+            if shared.stopped() {
+                return Ok(None);
+            }
+            ready.insert(
+                seq,
+                encoded.map_err(|e| format!("cannot write a batch to {at}: {e}"))?,
+            );
+            while let Some((dictionaries, batch)) = ready.remove(&next) {
+                framer
+                    .write(dictionaries, batch)
+                    .map_err(|e| format!("cannot write a batch to {at}: {e}"))?;
+                next += 1;
+            }
+        }
+        if shared.stopped() {
+            return Ok(None);
+        }
+        if !ready.is_empty() {
+            return Err(format!(
+                "cannot write {at}: an encoder thread stopped early"
+            ));
+        }
+        let buffered = framer
+            .finish()
+            .map_err(|e| format!("cannot finish {at}: {e}"))?;
+        buffered
+            .into_inner()
+            .map(Some)
+            .map_err(|e| format!("cannot finish {at}: {}", e.error()))
+    })();
+    if let Err(msg) = &result {
+        // Before the encoders learn that this thread is gone: writers then see the cause.
+        shared.fail(msg.clone());
+    }
+    result
+}
+
+/// An encoder thread: compresses queued batches into IPC messages.
+fn encode_batches(
+    rx: Receiver<Queued>,
+    done: Sender<(u64, Result<Encoded, String>)>,
+    options: IpcWriteOptions,
+    shared: Arc<Shared>,
+) {
+    let generator = IpcDataGenerator::default();
+    let mut dictionaries = DictionaryTracker::new(false);
+    let mut context = IpcWriteContext::default();
+    for (seq, batch) in rx.iter() {
+        if shared.stopped() {
+            return;
+        }
+        let encoded = generator
+            .encode(&batch, &mut dictionaries, &options, &mut context)
+            .map_err(|e| e.to_string());
+        drop(batch);
+        if done.send((seq, encoded)).is_err() {
+            return;
         }
     }
 }
@@ -369,7 +616,7 @@ pub struct IpcWriter {
     schema: Option<SchemaRef>,
     /// The temporary file until the thread starts (it starts once the schema is known).
     file: Option<File>,
-    tx: Option<Sender<RecordBatch>>,
+    tx: Option<Sender<Queued>>,
     worker: Option<JoinHandle<Option<Written>>>,
     shared: Arc<Shared>,
     rows: u64,
@@ -488,7 +735,7 @@ impl IpcWriter {
         }
     }
 
-    fn sender(&self) -> Result<&Sender<RecordBatch>, IpcError> {
+    fn sender(&self) -> Result<&Sender<Queued>, IpcError> {
         self.tx.as_ref().ok_or_else(|| {
             IpcError::Writer(format!(
                 "write on a closed writer ('{}')",
@@ -510,12 +757,12 @@ impl IpcWriter {
         if rows == 0 {
             return Ok(None);
         }
-        match self.sender()?.try_send(batch) {
+        match self.sender()?.try_send((self.batches, batch)) {
             Ok(()) => {
                 self.queued(rows);
                 Ok(None)
             }
-            Err(TrySendError::Full(batch)) => Ok(Some(batch)),
+            Err(TrySendError::Full((_, batch))) => Ok(Some(batch)),
             Err(TrySendError::Disconnected(_)) => Err(self.failure()),
         }
     }
@@ -530,12 +777,12 @@ impl IpcWriter {
         if rows == 0 {
             return Ok(None);
         }
-        match self.sender()?.send_timeout(batch, timeout) {
+        match self.sender()?.send_timeout((self.batches, batch), timeout) {
             Ok(()) => {
                 self.queued(rows);
                 Ok(None)
             }
-            Err(SendTimeoutError::Timeout(batch)) => Ok(Some(batch)),
+            Err(SendTimeoutError::Timeout((_, batch))) => Ok(Some(batch)),
             Err(SendTimeoutError::Disconnected(_)) => Err(self.failure()),
         }
     }
@@ -547,7 +794,7 @@ impl IpcWriter {
         if rows == 0 {
             return Ok(());
         }
-        match self.sender()?.send(batch) {
+        match self.sender()?.send((self.batches, batch)) {
             Ok(()) => {
                 self.queued(rows);
                 Ok(())
@@ -881,6 +1128,75 @@ mod tests {
         );
         assert!(matches!(w.finish(), Err(IpcError::Writer(_))));
         assert!(names_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn crc_of_large_and_small_writes_matches_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let mut w = CrcWriter::new(File::create(&path).unwrap());
+        let big: Vec<u8> = (0..(3 * PARALLEL_CRC_MIN)).map(|i| (i * 7) as u8).collect();
+        w.write_all(b"head").unwrap();
+        w.write_all(&big).unwrap();
+        w.write_all(&big[..100]).unwrap();
+        w.write_all(&big[5..]).unwrap();
+        let mut expected = b"head".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(&big[..100]);
+        expected.extend_from_slice(&big[5..]);
+        assert_eq!(w.hasher.clone().finalize(), crc32fast::hash(&expected));
+        assert_eq!(w.bytes, expected.len() as u64);
+        drop(w);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[test]
+    fn compressed_batches_of_mixed_sizes_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [Format::File, Format::Stream] {
+            let path = dir.path().join(format!("{format:?}"));
+            let options = Options {
+                compression: Some(Compression::Zstd),
+                format,
+                queue_size: 3,
+                overwrite: true,
+            };
+            let mut w = IpcWriter::create(&path, None, options).unwrap();
+            let sizes = (0..200).map(|i| [1, 5000, 20, 70_000, 300][i % 5]);
+            let batches: Vec<_> = sizes.enumerate().map(|(i, n)| batch(n, i as i64)).collect();
+            for b in &batches {
+                w.write(b.clone()).unwrap();
+            }
+            let summary = w.finish().unwrap();
+            assert_eq!(summary.batches, 200);
+            assert_eq!(read_all(&path, format), batches);
+            assert_eq!(
+                summary.crc32,
+                crc32fast::hash(&std::fs::read(&path).unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_dictionaries_are_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d");
+        let options = Options {
+            compression: Some(Compression::Lz4),
+            format: Format::Stream,
+            ..Options::default()
+        };
+        let mut w = IpcWriter::create(&path, None, options).unwrap();
+        let batches = vec![
+            dict_batch(&["a", "b"]),
+            dict_batch(&["c"]),
+            dict_batch(&["a"]),
+        ];
+        for b in &batches {
+            w.write(b.clone()).unwrap();
+        }
+        w.finish().unwrap();
+        assert_eq!(read_all(&path, Format::Stream), batches);
     }
 
     #[test]

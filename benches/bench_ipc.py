@@ -1,0 +1,187 @@
+"""IpcWriter throughput against pyarrow.ipc and a raw sequential write; write() latency.
+
+``ipc:write``: the same 64 record batches of 4 MiB (256 MiB) written to one file per
+round, fsynced (every implementation does the same durable job: IpcWriter fsyncs by
+contract, the peers call ``os.fsync`` before closing). ``raw_write`` writes the same
+column data (one write() per Arrow buffer, the file minus IPC metadata). ``items`` = bytes
+of the uncompressed Arrow file.
+``ipc:write_lz4``: the same with lz4 compression. ``ipc:write_call``: the time of one
+``write()`` call of a 256 KiB batch while the queue has room (``items`` = calls).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc
+import pytest
+
+from phasekit.backend import backend_module
+
+N_BATCHES = 64
+ROWS = 1 << 17  # 4 columns x 8 bytes x 128 Ki rows = 4 MiB per batch
+ROUNDS = 4
+CALLS = 256  # write() calls timed per round in ipc:write_call
+CALL_ROWS = 1 << 13  # 256 KiB per batch
+
+IMPLS = ["rust", "python", "pyarrow.ipc.new_file", "raw_write"]
+
+
+def _batch(rows: int, seed: int) -> pa.RecordBatch:
+    """Numpy-backed columns: ids compress well, random floats do not."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(seed * rows, (seed + 1) * rows, dtype=np.int64)
+    return pa.record_batch(
+        {
+            "id": pa.array(ids),
+            "ts": pa.array(ids * 1_000_000 + 1_600_000_000_000_000_000),
+            "price": pa.array(100.0 + rng.standard_normal(rows).cumsum()),
+            "qty": pa.array(rng.random(rows)),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def batches() -> list[pa.RecordBatch]:
+    return [_batch(ROWS, i) for i in range(N_BATCHES)]
+
+
+def _fsync_close(sink: pa.NativeFile, path: Path) -> None:
+    sink.close()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _phasekit_writer(name: str, compression: Optional[str]) -> Callable[..., Any]:
+    module = backend_module(name)
+
+    def run(path: Path, batches: list[pa.RecordBatch]) -> int:
+        with module.IpcWriter(path, compression=compression) as w:
+            for b in batches:
+                w.write(b)
+        return int(w.close()["size_bytes"])
+
+    return run
+
+
+def _pyarrow_writer(compression: Optional[str]) -> Callable[..., Any]:
+    def run(path: Path, batches: list[pa.RecordBatch]) -> int:
+        options = pa.ipc.IpcWriteOptions(compression=compression)
+        sink = pa.OSFile(str(path), "wb")
+        with pa.ipc.new_file(sink, batches[0].schema, options=options) as writer:
+            for b in batches:
+                writer.write_batch(b)
+        size = sink.tell()
+        _fsync_close(sink, path)
+        return size
+
+    return run
+
+
+def _raw_write(path: Path, batches: list[pa.RecordBatch]) -> int:
+    """The batches' column data written as they lie in memory: one write per buffer."""
+    total = 0
+    with open(path, "wb", buffering=0) as f:
+        for b in batches:
+            for column in b.columns:
+                for buf in column.buffers():
+                    if buf is not None:
+                        view = memoryview(buf)
+                        while view:
+                            n = f.write(view) or 0
+                            view = view[n:]
+                            total += n
+        os.fsync(f.fileno())
+    return total
+
+
+def _arrow_file_size(batches: list[pa.RecordBatch], folder: Path) -> int:
+    path = folder / "size.arrow"
+    size = _pyarrow_writer(None)(path, batches)
+    path.unlink()
+    return int(size)
+
+
+def _run_rounds(
+    benchmark: Any, fn: Callable[..., Any], folder: Path, batches: list[pa.RecordBatch]
+) -> None:
+    path = folder / "bench.arrow"
+
+    def setup() -> None:
+        if path.exists():
+            path.unlink()
+
+    benchmark.pedantic(fn, args=(path, batches), setup=setup, rounds=ROUNDS, iterations=1)
+    setup()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_ipc_write(
+    benchmark: Any,
+    impl: str,
+    batches: list[pa.RecordBatch],
+    tmp_path: Path,
+) -> None:
+    benchmark.group = "ipc:write"
+    fn: Callable[..., Any]
+    if impl in ("rust", "python"):
+        fn = _phasekit_writer(impl, None)
+    elif impl == "raw_write":
+        fn = _raw_write
+    else:
+        fn = _pyarrow_writer(None)
+    benchmark.extra_info["items"] = _arrow_file_size(batches, tmp_path)
+    _run_rounds(benchmark, fn, tmp_path, batches)
+
+
+@pytest.mark.parametrize("impl", IMPLS[:3])
+def test_ipc_write_lz4(
+    benchmark: Any, impl: str, batches: list[pa.RecordBatch], tmp_path: Path
+) -> None:
+    benchmark.group = "ipc:write_lz4"
+    if impl in ("rust", "python"):
+        fn = _phasekit_writer(impl, "lz4")
+    else:
+        fn = _pyarrow_writer("lz4")
+    benchmark.extra_info["items"] = _arrow_file_size(batches, tmp_path)  # uncompressed bytes
+    _run_rounds(benchmark, fn, tmp_path, batches)
+
+
+@pytest.mark.parametrize("impl", ["rust", "python", "pyarrow.ipc.new_file"])
+def test_ipc_write_call(benchmark: Any, impl: str, tmp_path: Path) -> None:
+    """One write() of a 256 KiB batch while the queue has room (the caller's cost)."""
+    benchmark.group = "ipc:write_call"
+    benchmark.extra_info["items"] = CALLS
+    small = [_batch(CALL_ROWS, i) for i in range(8)]
+    path = tmp_path / "calls.arrow"
+    state: dict[str, Any] = {}
+
+    def finish() -> None:
+        writer = state.pop("writer", None)
+        if writer is not None:
+            writer.close()
+        if path.exists():
+            path.unlink()
+
+    def setup() -> None:
+        finish()
+        if impl == "pyarrow.ipc.new_file":
+            state["writer"] = pa.ipc.new_file(str(path), small[0].schema)
+        else:
+            state["writer"] = backend_module(impl).IpcWriter(path, queue_size=CALLS + 1)
+
+    def calls() -> None:
+        writer = state["writer"]
+        write = writer.write_batch if impl == "pyarrow.ipc.new_file" else writer.write
+        for i in range(CALLS):
+            write(small[i & 7])
+
+    benchmark.pedantic(calls, setup=setup, rounds=10, iterations=1)
+    finish()
