@@ -102,7 +102,8 @@ class _PhaseStores:
         """The phasekit store of ``phase_name`` (created on first use)."""
         store = self._stores.get(phase_name)
         if store is None:
-            store = self._stores[check_name("phase_name", phase_name)] = self._open(phase_name)
+            check_name("phase_name", phase_name)
+            store = self._stores[phase_name] = self._open(phase_name)
         return store
 
     def _reference(self, ref: Ref) -> str:
