@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from compat_util import CONFIGS, pk_backend  # noqa: F401
 
+from compat_util import CONFIGS, pk_backend  # noqa: F401
 from phasekit.catalog import open_catalog, reference_checksum
 from phasekit.compat.dataflow import (
     DataFlowManager,
@@ -67,8 +67,7 @@ class SeedSequencer:
         raise AssertionError(mode)
 
     def _execute_topology(self, phase_config: dict[str, Any], deps: dict[str, Any]) -> Any:
-        table = pa.table({"phase": [phase_config["name"]] * 3, "x": [1.0, 2.0, 3.0]})
-        return {"output": table, "deps": deps}
+        return run_topology(phase_config, deps)
 
     def _execute_phase(self, phase_config: dict[str, Any]) -> Any:
         phase_name = phase_config["name"]
@@ -84,6 +83,18 @@ class SeedSequencer:
                 data = self.data_flow.load_input(dep_phase)
                 dependencies[f"{dep_phase}_output"] = data
         return dependencies
+
+
+def run_topology(phase_config: Any, deps: dict[str, Any]) -> dict[str, Any]:
+    table = pa.table({"phase": [phase_config["name"]] * 3, "x": [1.0, 2.0, 3.0]})
+    return {"output": table, "deps": deps}
+
+
+class TopologySequencer(Sequencer):
+    """phasekit's compat Sequencer with the same topology."""
+
+    def _execute_topology(self, phase_config: Any, **context: Any) -> Any:
+        return run_topology(phase_config, context["dependencies"])
 
 
 def seed_yaml(name: str) -> dict[str, Any]:
@@ -319,19 +330,15 @@ def test_seed_sequencer_resolves_dependencies_through_the_flow(mode: str) -> Non
         {"name": "optimization"},
         {"name": "analysis", "depends_on": ["optimization"]},
     ]
-    for cls in (SeedSequencer, Sequencer):
-        seq = cls({"mode": mode})
-        if cls is Sequencer:
-            seq._execute_topology = lambda pc, dependencies: SeedSequencer._execute_topology(  # type: ignore[method-assign]
-                seq, pc, dependencies
-            )
+    for cls in (SeedSequencer, TopologySequencer):
+        seq: Any = cls({"mode": mode})
         seq._execute_phase(phases[0])
         result = seq._execute_phase(phases[1])
         deps = result["deps"]
         assert list(deps) == ["optimization_output"]
         assert deps["optimization_output"].column("phase").to_pylist() == ["optimization"] * 3
         assert set(seq.phase_outputs) == {"optimization", "analysis"}
-        seq.data_flow.close()  # type: ignore[attr-defined]
+        seq.data_flow.close()
 
 
 def test_compat_sequencer_needs_a_topology() -> None:
