@@ -70,14 +70,14 @@ def main() -> None:
     print(f"{len(windows)} ten-second windows; first three:")
     for w in windows[:3]:
         print(
-            f"  {w.key} [{(w.start - T0) // S:>3}s, {(w.end - T0) // S:>3}s) mean={w.value} n={w.count}"
+            f"  {w.key} [{(w.start - T0) // S:>3}s, {(w.end - T0) // S:>3}s) mean={w.value} n={w.n_items}"
         )
     print(f"sliding 30s maxima: {len(result.results['max30s_out'])} (with late updates)")
     print(f"sessions: {len(result.results['sessions_out'])}")
     print(f"late events sent to the side output: {len(late)} "
           f"(counted: {result.nodes['avg10s']['late']})")  # fmt: skip
     assert len(late) == result.nodes["avg10s"]["late"]
-    assert sum(w.count for w in windows) + len(late) == 600
+    assert sum(w.n_items for w in windows) + len(late) == 600
 
 
 if __name__ == "__main__":

@@ -436,10 +436,11 @@ def _partials(chunk: _Chunk, iv: int, off: int) -> dict[str, np.ndarray]:
     order: Optional[np.ndarray] = None
     if ordered and single_key:
         starts = _run_starts(ts, iv, off)
-    elif ordered:
-        order = np.argsort(keys, kind="stable")
+    elif single_key:
+        order = np.argsort(ts, kind="stable")
     else:
-        order = np.lexsort((ts, keys)) if not single_key else np.argsort(ts, kind="stable")
+        assert keys is not None
+        order = np.argsort(keys, kind="stable") if ordered else np.lexsort((ts, keys))
 
     def take(a: np.ndarray) -> np.ndarray:
         return a if order is None else a[order]

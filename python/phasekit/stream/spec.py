@@ -138,8 +138,8 @@ def _check_keys(value: Any, allowed: tuple[str, ...], where: str) -> Mapping[str
 
 def _node_list(spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     nodes = spec.get("nodes")
+    items: list[tuple[str, Mapping[str, Any]]] = []
     if isinstance(nodes, Mapping):
-        items = []
         for node_id, node in nodes.items():
             where = f"nodes.{node_id}"
             node = dict(_check_keys(node, NODE_KEYS, where))
@@ -149,7 +149,6 @@ def _node_list(spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
             items.append((where, node))
         return items
     if isinstance(nodes, list):
-        items = []
         for i, node in enumerate(nodes):
             where = f"nodes[{i}]"
             _check_keys(node, NODE_KEYS, where)

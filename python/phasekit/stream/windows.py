@@ -8,7 +8,7 @@ the update (``firing`` counts the emissions). An item all of whose windows are p
 their lateness goes to the ``late`` port and is counted (``counters["late"]``); it is
 never silently dropped. At the end of the input every open window fires.
 
-Results are ``WindowResult(key, start, end, value, count, firing)``, ordered by end,
+Results are ``WindowResult(key, start, end, value, n_items, firing)``, ordered by end,
 then start, then the order in which windows were opened; ``value`` is
 ``aggregate(items)`` (items in arrival order; default: the list itself).
 """
@@ -38,7 +38,7 @@ class WindowResult(NamedTuple):
     start: int
     end: int
     value: Any
-    count: int
+    n_items: int
     firing: int
 
 
@@ -170,6 +170,7 @@ class WindowOperator:
         return out or None
 
     def _add_fixed(self, key: Any, ts: int, item: Any, out: list[Any]) -> bool:
+        assert not isinstance(self.assigner, SessionWindows)
         w = self.wm.value
         accepted = False
         for start, end in self.assigner.assign(ts):
@@ -190,6 +191,7 @@ class WindowOperator:
         return accepted
 
     def _add_session(self, key: Any, ts: int, item: Any, out: list[Any]) -> bool:
+        assert isinstance(self.assigner, SessionWindows)
         gap = self.assigner.gap
         w = self.wm.value
         start, end = ts, ts + gap
