@@ -115,7 +115,10 @@ pub struct IpcWriter {
 #[pymethods]
 impl IpcWriter {
     #[new]
-    #[pyo3(signature = (path, schema=None, compression=None, format=None, queue_size=None, overwrite=None))]
+    #[pyo3(
+        signature = (path, schema=None, compression=None, format=None, queue_size=None, overwrite=None),
+        text_signature = "(path, schema=None, compression=None, format='file', queue_size=8, overwrite=True)"
+    )]
     fn new(
         py: Python<'_>,
         path: &Bound<'_, PyAny>,
@@ -217,15 +220,16 @@ impl IpcWriter {
         &self,
         py: Python<'_>,
         exc_type: &Bound<'_, PyAny>,
-        _exc: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
+        exc: &Bound<'_, PyAny>,
+        tb: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let _ = (exc, tb);
         if exc_type.is_none() {
             self.close(py)?;
         } else {
             self.abort(py);
         }
-        Ok(false)
+        Ok(())
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
