@@ -14,7 +14,9 @@ its :class:`phasekit.EventRing` (Rust or Python backend) under the retention pol
 (``trade_complete``, ``sliding_window`` of ``max_events``, ``minimal``, ``keep_all``),
 and the metrics are folded in while events stream
 (:class:`phasekit.backtest.StreamingMetrics`, the definitions of DESIGN.md). Closed
-trades are the ring's trade summaries.
+trades are the trade summaries of an EventRing under ``trade_complete`` (the tracer's own
+ring under that policy; else a second ring fed only the events of positions, so its
+memory is bounded by the open positions).
 
 Events are the seed's event objects (``event_type``, ``payload``, optional ``timestamp``
 and ``correlation_id``) or dicts (``event_type`` or ``type``, and ``payload`` or
@@ -213,8 +215,8 @@ class MetricsEventTracer:
         value = self._value(kind, payload, price, quantity)
         row = (ts, kind, key, symbol, price, quantity, value)
         self.tracer.ring.append(*row)
-        if self._trade_ring is not None and kind in (OPEN, CLOSE):
-            self._trade_ring.append(*row)
+        if self._trade_ring is not None and key >= 0:
+            self._trade_ring.append(*row)  # positions' events only: bounded by open positions
         if kind == OPEN and key >= 0:
             self._open.add(key)
         elif kind == CLOSE:
