@@ -459,3 +459,29 @@ def test_latency_histogram_is_sampled_at_sinks() -> None:
         "phasekit_stream_latency_seconds_count", {"dag": "lat", "node": "sink"}
     )
     assert count is not None and count >= 1
+
+
+@pytest.mark.parametrize("kind", ["map", "flat_map", "filter", "sink"])
+def test_every_processor_resumes_after_a_skipped_error(kind: str) -> None:
+    from phasekit.stream.nodes import ErrorPolicy, make_processor
+    from phasekit.stream.operators import filter as filter_op
+    from phasekit.stream.operators import flat_map
+
+    seen: list[int] = []
+
+    def fn(x: int) -> Any:
+        if x % 4 == 3:
+            raise ValueError(x)
+        seen.append(x)
+        return [x] if kind == "flat_map" else x
+
+    impl: Any = {"flat_map": flat_map(fn), "filter": filter_op(fn)}.get(kind, fn)
+    policy = ErrorPolicy("dead_letter", "n", 0)
+    proc = make_processor(impl, "sink" if kind == "sink" else "transform", policy)
+    out: list[Any] = []
+    proc.process(list(range(10)), out)
+    letters = [o.value.item for o in out if type(o) is Out]
+    assert letters == [3, 7] and policy.count == 2
+    assert seen == [0, 1, 2, 4, 5, 6, 8, 9]
+    expected = [] if kind == "sink" else [x for x in seen if kind != "filter" or x]
+    assert [o for o in out if type(o) is not Out] == expected

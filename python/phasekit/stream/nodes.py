@@ -15,9 +15,11 @@ iterable of outputs (or ``None``). A sink's ``close()`` result is kept in the ru
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import inspect
 import logging
+import operator
 import os
 import threading
 import traceback
@@ -245,67 +247,56 @@ class Processor:
 
 
 class MapProcessor(Processor):
-    """One call per item; the return value follows the module's rule (None: no output)."""
+    """One call per item; the return value follows the module's rule (None: no output).
+
+    ``process`` runs ``kernel`` over an iterator of the batch; when a call raises, the
+    iterator's position names the failing item, the error policy handles it, and the
+    kernel resumes with the next item.
+    """
 
     def __init__(self, target: Any, fn: Callable[[Any], Any], on_error: ErrorPolicy) -> None:
         super().__init__(target, on_error)
         self.fn = fn
 
     def process(self, items: list[Any], out: list[Any]) -> None:
-        fn = self.fn
-        append = out.append
-        i, n = 0, len(items)
-        while i < n:
+        it = iter(items)
+        n = len(items)
+        while True:
             try:
-                for i in range(i, n):  # noqa: B020 - resume after a handled error
-                    r = fn(items[i])
-                    if r is not None:
-                        if type(r) is types.GeneratorType:
-                            out.extend(r)
-                        else:
-                            append(r)
+                self.kernel(it, out)
                 return
             except Exception as exc:
-                self.on_error(items[i], exc, out)
-                i += 1
+                self.on_error(items[n - operator.length_hint(it) - 1], exc, out)
+
+    def kernel(self, it: Iterator[Any], out: list[Any]) -> None:
+        fn = self.fn
+        append = out.append
+        for x in it:
+            r = fn(x)
+            if r is not None:
+                if type(r) is types.GeneratorType:
+                    out.extend(r)
+                else:
+                    append(r)
 
 
 class FlatMapProcessor(MapProcessor):
     """One call per item; every element of the returned iterable is an output."""
 
-    def process(self, items: list[Any], out: list[Any]) -> None:
+    def kernel(self, it: Iterator[Any], out: list[Any]) -> None:
         fn = self.fn
         extend = out.extend
-        i, n = 0, len(items)
-        while i < n:
-            try:
-                for i in range(i, n):  # noqa: B020
-                    r = fn(items[i])
-                    if r is not None:
-                        extend(r)
-                return
-            except Exception as exc:
-                self.on_error(items[i], exc, out)
-                i += 1
+        for x in it:
+            r = fn(x)
+            if r is not None:
+                extend(r)
 
 
 class FilterProcessor(MapProcessor):
     """Keeps the items for which the predicate is true."""
 
-    def process(self, items: list[Any], out: list[Any]) -> None:
-        fn = self.fn
-        append = out.append
-        i, n = 0, len(items)
-        while i < n:
-            try:
-                for i in range(i, n):  # noqa: B020
-                    x = items[i]
-                    if fn(x):
-                        append(x)
-                return
-            except Exception as exc:
-                self.on_error(items[i], exc, out)
-                i += 1
+    def kernel(self, it: Iterator[Any], out: list[Any]) -> None:
+        out.extend(filter(self.fn, it))
 
 
 class SinkProcessor(MapProcessor):
@@ -313,17 +304,8 @@ class SinkProcessor(MapProcessor):
 
     is_sink = True
 
-    def process(self, items: list[Any], out: list[Any]) -> None:
-        fn = self.fn
-        i, n = 0, len(items)
-        while i < n:
-            try:
-                for i in range(i, n):  # noqa: B020
-                    fn(items[i])
-                return
-            except Exception as exc:
-                self.on_error(items[i], exc, out)
-                i += 1
+    def kernel(self, it: Iterator[Any], out: list[Any]) -> None:
+        collections.deque(map(self.fn, it), maxlen=0)
 
 
 class BatchProcessor(Processor):

@@ -60,7 +60,14 @@ class _Chunk:
 
 
 class OhlcResample:
-    """The streaming OHLCV resampler (see the module doc); a transform for ``add_node``."""
+    """OHLCV bars of ``interval`` (e.g. ``"1m"``) from ticks or bars (see the module doc).
+
+    ``ts``/``price``/``volume``: input field names (``volume=None``: volume 0); ``by``:
+    a key field (one bar series per key); ``max_delay``: out-of-orderness tolerated
+    before a bar is emitted; ``offset``: shift of the bar boundaries from the epoch;
+    ``bars``: force bar input (open/high/low/close/[trades]) or tick input (default:
+    detected from the fields).
+    """
 
     output_ports = (LATE_PORT,)
 
@@ -490,26 +497,4 @@ def _fold(bar: list[Any], parts: dict[str, np.ndarray], i: int) -> None:
     bar[7] += int(parts["trades"][i])
 
 
-def ohlc_resample(
-    interval: Any,
-    *,
-    ts: str = "ts",
-    price: str = "price",
-    volume: Optional[str] = "volume",
-    by: Optional[str] = None,
-    max_delay: Any = 0,
-    offset: Any = 0,
-    bars: Optional[bool] = None,
-) -> OhlcResample:
-    """OHLCV bars of ``interval`` (e.g. ``"1m"``) from ticks or bars (see the module doc).
-
-    ``ts``/``price``/``volume``: input field names (``volume=None``: volume 0); ``by``:
-    a key field (one bar series per key); ``max_delay``: out-of-orderness tolerated
-    before a bar is emitted; ``offset``: shift of the bar boundaries from the epoch;
-    ``bars``: force bar input (open/high/low/close/[trades]) or tick input (default:
-    detected from the fields).
-    """
-    return OhlcResample(
-        interval, ts=ts, price=price, volume=volume, by=by, max_delay=max_delay,
-        offset=offset, bars=bars,
-    )  # fmt: skip
+ohlc_resample = OhlcResample

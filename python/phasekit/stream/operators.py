@@ -1,7 +1,8 @@
 """Reusable operators: map, filter, flat_map, batch, dedupe, throttle, router, stateful_map,
 plus the window operators (``tumbling``, ``sliding``, ``session``) and ``ohlc_resample``.
 
-Each call returns a node object for ``Dag.add_node``. Objects keep their state, so a
+Each call returns a node object for ``Dag.add_node`` (the lowercase names of the
+stateful operators are their classes). Objects keep their state, so a
 node with ``parallelism > 1`` gets one deep copy per instance; counters that the
 metrics export (``dropped``, ``duplicates``, ``late``, ...) live in ``.counters``.
 """
@@ -104,9 +105,7 @@ class Batch:
         return [self._flush()] if self._items else []
 
 
-def batch(size: int, timeout: Any = None, clock: Callable[[], float] = time.monotonic) -> Batch:
-    """Lists of ``size`` items (see ``Batch``)."""
-    return Batch(size, timeout, clock)
+batch = Batch
 
 
 class Dedupe:
@@ -185,17 +184,7 @@ class Dedupe:
         return True
 
 
-def dedupe(
-    key: Any = None,
-    *,
-    last_n: Optional[int] = None,
-    within: Any = None,
-    timestamp: Any = None,
-    clock: Callable[[], int] = time.monotonic_ns,
-) -> Dedupe:
-    """Drop repeated keys (see ``Dedupe``); ``key`` is a callable or field name, default
-    the item itself."""
-    return Dedupe(key, last_n=last_n, within=within, timestamp=timestamp, clock=clock)
+dedupe = Dedupe
 
 
 class Throttle:
@@ -272,18 +261,7 @@ class Throttle:
         return True
 
 
-def throttle(
-    rate: float,
-    *,
-    burst: Optional[float] = None,
-    mode: str = "delay",
-    key: Any = None,
-    cost: Optional[Callable[[Any], float]] = None,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Optional[Callable[[float], Any]] = None,
-) -> Throttle:
-    """A token-bucket rate limit (see ``Throttle``)."""
-    return Throttle(rate, burst=burst, mode=mode, key=key, cost=cost, clock=clock, sleep=sleep)
+throttle = Throttle
 
 
 class Router:
@@ -354,16 +332,7 @@ class Router:
         return out
 
 
-def router(
-    routes: Optional[Mapping[str, Callable[[Any], Any]]] = None,
-    *,
-    key: Any = None,
-    ports: Optional[Any] = None,
-    default: Optional[str] = None,
-    all_matches: bool = False,
-) -> Router:
-    """Route items to named ports (see ``Router``); connect with ``dag.connect(id, dst, port=...)``."""
-    return Router(routes, key=key, ports=ports, default=default, all_matches=all_matches)
+router = Router
 
 
 class StatefulMap:
@@ -394,12 +363,7 @@ class StatefulMap:
         return out
 
 
-def stateful_map(
-    key: Any, fn: Callable[[Any, Any], tuple[Any, Any]], init: Any = None
-) -> StatefulMap:
-    """Keyed state per item (see ``StatefulMap``); with ``parallelism`` and the same
-    ``key`` on the node, each instance holds the state of its own keys."""
-    return StatefulMap(key, fn, init)
+stateful_map = StatefulMap
 
 
 __all__ = [
