@@ -315,7 +315,7 @@ def test_objective_function_and_bad_config() -> None:
         minimize.trace_event(event)
     metrics = minimize.get_metrics()
     assert metrics["objective_value"] == metrics["max_drawdown"]
-    with pytest.raises(ConfigError, match="objective_function.*sharpe_ratio"):
+    with pytest.raises(ConfigError, match=r"objective_function.*sharpe_ratio"):
         MetricsEventTracer({"objective_function": {"name": "sharpe_ration"}})
     with pytest.raises(InvalidArgument, match="policy"):
         MetricsEventTracer({"retention_policy": "forever"})
