@@ -393,3 +393,55 @@ def test_real_disk_full_keeps_previous_state(small_disk: Path, fmt: str) -> None
     store.delete("b")
     store.put("a", pa.table({"x": np.arange(10, dtype=np.int64)}))
     assert store.get("a").num_rows == 10
+
+
+# ------------------------------------------------------------------ group commit
+
+
+@pytest.mark.parametrize("fmt", ["arrow", "parquet", "json", "csv"])
+def test_put_many_commits_a_group(tmp_path: Path, fmt: str) -> None:
+    rec = JsonLinesRecorder(tmp_path / "rec.jsonl")
+    store = FileStore(tmp_path / "s", format=fmt, recorder=rec)
+    store.put("k3", trades(3))
+    frames = {f"k{i}": trades(10 + i) for i in range(12)}
+    refs = store.put_many(frames, {"stage": "opt"})
+    assert [r.key for r in refs] == list(frames)
+    for ref, table in zip(refs, frames.values()):
+        assert ref.path is not None and durable.file_checksum(ref.path) == ref.checksum
+        assert store.get(ref).equals(table) and ref.metadata["stage"] == "opt"
+    assert len(JsonLinesRecorder.read(tmp_path / "rec.jsonl")) == 12
+    assert leftovers(tmp_path) == []
+    with pytest.raises(InvalidArgument, match="more than once"):
+        store.put_many([("a", trades(1)), ("a", trades(2))])
+
+
+def test_put_many_failure_leaves_every_previous_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileStore(tmp_path)
+    store.put_many({f"k{i}": trades(5) for i in range(6)})
+    before = visible(tmp_path)
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def flaky_replace(src: Any, dst: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:  # in the middle of renaming the data files
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky_replace)
+    with pytest.raises(StorageError, match="disk is full"):
+        store.put_many({f"k{i}": trades(50) for i in range(3, 10)})
+    monkeypatch.undo()
+    assert visible(tmp_path) == before and leftovers(tmp_path) == []
+    for i in range(6):
+        assert store.get(f"k{i}").equals(trades(5))
+    assert "k7" not in store
+
+
+def test_put_many_sends_partitioned_values_through_put(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, format="parquet", partition_by=["symbol"])
+    refs = store.put_many({"a": trades(40), "m": {"sharpe": 1.0}})
+    assert refs[0].path is not None and refs[0].path.is_dir()
+    assert store.get("m") == {"sharpe": 1.0}

@@ -11,21 +11,32 @@ import phasekit
 from phasekit.errors import WriterError
 from phasekit.stores import values
 from phasekit.stores.durable import storage_error
-from phasekit.stores.formats.base import WriteOptions, Written, check_kind
+from phasekit.stores.formats.base import Format, WriteOptions, Written
 
 
-class ArrowFormat:
-    """Every value kind, as an Arrow IPC file (``.arrow``), optionally lz4/zstd compressed."""
+class ArrowFormat(Format):
+    """Every value kind, as an Arrow IPC file (``.arrow``), optionally lz4/zstd compressed.
+
+    A single put goes through ``phasekit.IpcWriter`` (background write, atomic finish);
+    a group commit (``FileStore.put_many``) encodes with pyarrow's IPC file writer and
+    commits the files together. Both write the same IPC file format.
+    """
 
     name = "arrow"
+    extension = ".arrow"
     kinds: tuple[str, ...] = values.KINDS
     compressions: tuple[Optional[str], ...] = (None, "lz4", "zstd")
 
-    def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path:
-        return folder / f"{key}.arrow"
+    def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
+        table = values.to_arrow(value, kind)
+        ipc_options = pa.ipc.IpcWriteOptions(compression=options.compression)
+        with pa.OSFile(str(path), "wb") as sink:
+            with pa.ipc.new_file(sink, table.schema, options=ipc_options) as writer:
+                writer.write_table(table)
+        return {}
 
     def write(self, value: Any, kind: str, path: Path, options: WriteOptions, what: str) -> Written:
-        check_kind(self, kind)
+        self.check(kind, options)
         table = values.to_arrow(value, kind)
         try:
             with phasekit.IpcWriter(

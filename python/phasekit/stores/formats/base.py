@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import pyarrow as pa
 
 from phasekit.errors import InvalidArgument
 from phasekit.stores import values
+from phasekit.stores.durable import atomic_file, file_checksum, path_size
 
 
 @dataclass(frozen=True)
@@ -32,20 +33,39 @@ class Written:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class Format(Protocol):
-    """One file format. ``write`` follows the atomic protocol; ``read`` gets a verified path."""
+class Format:
+    """One file format: ``encode`` writes a value to a path (nothing more); ``write`` does it
+    by the atomic protocol; ``read`` decodes a file whose checksum was verified."""
 
-    name: str
-    kinds: tuple[str, ...]
-    compressions: tuple[Optional[str], ...]
+    name: str = ""
+    extension: str = ""
+    kinds: tuple[str, ...] = ()
+    compressions: tuple[Optional[str], ...] = (None,)
 
-    def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path: ...
+    def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path:
+        return folder / f"{key}{self.extension}"
 
-    def write(
-        self, value: Any, kind: str, path: Path, options: WriteOptions, what: str
-    ) -> Written: ...
+    def check(self, kind: str, options: WriteOptions) -> None:
+        """Refuse a value this format cannot hold (before anything is written)."""
+        check_kind(self, kind)
 
-    def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any: ...
+    def groupable(self, kind: str, options: WriteOptions) -> bool:
+        """Whether :meth:`encode` writes one plain file (so a group commit can batch it)."""
+        return True
+
+    def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
+        """Write ``value`` to ``path``; returns what restoring it needs (the manifest's info)."""
+        raise NotImplementedError
+
+    def write(self, value: Any, kind: str, path: Path, options: WriteOptions, what: str) -> Written:
+        """Write ``value`` durably to ``path`` (temporary name, fsync, rename, folder fsync)."""
+        self.check(kind, options)
+        with atomic_file(path, what) as tmp:
+            info = self.encode(value, kind, tmp, options)
+        return Written(path, path_size(path), file_checksum(path), info)
+
+    def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+        raise NotImplementedError
 
 
 def check_kind(fmt: Format, kind: str) -> None:

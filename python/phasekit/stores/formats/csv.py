@@ -6,47 +6,39 @@ Null strings are written unquoted and empty strings quoted, so both survive the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from phasekit.errors import InvalidArgument
 from phasekit.stores import values
-from phasekit.stores.durable import atomic_file, file_checksum, path_size
 from phasekit.stores.formats.base import (
+    Format,
     WriteOptions,
-    Written,
-    check_kind,
     decode_schema,
     restore,
     tabular_info,
 )
 
 
-class CsvFormat:
+class CsvFormat(Format):
     """Tables, frames and numpy arrays as CSV (``.csv``) with a header row."""
 
     name = "csv"
+    extension = ".csv"
     kinds: tuple[str, ...] = (*values.TABULAR, values.NUMPY)
-    compressions: tuple[Optional[str], ...] = (None,)
 
-    def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path:
-        return folder / f"{key}.csv"
-
-    def write(self, value: Any, kind: str, path: Path, options: WriteOptions, what: str) -> Written:
-        check_kind(self, kind)
+    def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
         table = values.to_arrow(value, kind)
-        info = tabular_info(table, kind)
-        with atomic_file(path, what) as tmp:
-            try:
-                pcsv.write_csv(table, str(tmp))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                raise InvalidArgument(
-                    f"format 'csv' cannot store this value ({exc}); use 'arrow' or 'parquet' "
-                    "for nested or binary columns"
-                ) from exc
-        return Written(path, path_size(path), file_checksum(path), info)
+        try:
+            pcsv.write_csv(table, str(path))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise InvalidArgument(
+                f"format 'csv' cannot store this value ({exc}); use 'arrow' or 'parquet' "
+                "for nested or binary columns"
+            ) from exc
+        return tabular_info(table, kind)
 
     def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         schema = decode_schema(info["schema"])

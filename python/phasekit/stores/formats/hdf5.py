@@ -15,8 +15,7 @@ import pyarrow as pa
 
 from phasekit.errors import InvalidArgument
 from phasekit.stores import values
-from phasekit.stores.durable import atomic_file, file_checksum, path_size
-from phasekit.stores.formats.base import WriteOptions, Written, check_kind, restore, tabular_info
+from phasekit.stores.formats.base import Format, WriteOptions, decode_schema, restore, tabular_info
 
 
 def _h5py() -> Any:
@@ -63,21 +62,22 @@ def _read_column(ds: Any, field: pa.Field) -> pa.Array:
     return pa.array(data)
 
 
-class Hdf5Format:
+class Hdf5Format(Format):
     """numpy arrays, tables and JSON-like values as HDF5 (``.h5``)."""
 
     name = "hdf5"
+    extension = ".h5"
     kinds: tuple[str, ...] = values.KINDS
     compressions: tuple[Optional[str], ...] = (None, "gzip", "lzf")
 
-    def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path:
-        return folder / f"{key}.h5"
+    def check(self, kind: str, options: WriteOptions) -> None:
+        super().check(kind, options)
+        _h5py()
 
-    def write(self, value: Any, kind: str, path: Path, options: WriteOptions, what: str) -> Written:
-        check_kind(self, kind)
+    def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
         h5py = _h5py()
         info: dict[str, Any] = {}
-        table = None
+        columns = []
         if kind in values.TABULAR:
             table = values.to_arrow(value, kind)
             info = tabular_info(table, kind)
@@ -85,7 +85,7 @@ class Hdf5Format:
                 (f.name, *_column_array(f.name, table.column(i)))
                 for i, f in enumerate(table.schema)
             ]
-        with atomic_file(path, what) as tmp, h5py.File(tmp, "w") as f:
+        with h5py.File(path, "w") as f:
             if kind == values.NUMPY:
                 f.create_dataset("values", data=value, compression=options.compression)
             elif kind == values.JSON:
@@ -97,7 +97,7 @@ class Hdf5Format:
                         str(i), data=data, dtype=dtype, compression=options.compression
                     )
                     ds.attrs["name"] = name
-        return Written(path, path_size(path), file_checksum(path), info)
+        return info
 
     def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         h5py = _h5py()
@@ -106,8 +106,6 @@ class Hdf5Format:
                 return f["values"][()]
             if kind == values.JSON:
                 return json.loads(f["json"].asstr()[()])
-            from phasekit.stores.formats.base import decode_schema
-
             schema = decode_schema(info["schema"])
             group = f["columns"]
             arrays = [_read_column(group[str(i)], field) for i, field in enumerate(schema)]

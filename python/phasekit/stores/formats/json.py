@@ -11,18 +11,16 @@ import datetime
 import decimal
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.json as pj
 
 from phasekit.errors import InvalidArgument
 from phasekit.stores import values
-from phasekit.stores.durable import atomic_file, file_checksum, path_size
 from phasekit.stores.formats.base import (
+    Format,
     WriteOptions,
-    Written,
-    check_kind,
     decode_schema,
     restore,
     tabular_info,
@@ -74,18 +72,17 @@ def _read_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields)
 
 
-class JsonFormat:
+class JsonFormat(Format):
     """JSON documents, JSON lines for tables, nested lists for numpy arrays."""
 
     name = "json"
+    extension = ".json"
     kinds: tuple[str, ...] = values.KINDS
-    compressions: tuple[Optional[str], ...] = (None,)
 
     def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path:
         return folder / (f"{key}.jsonl" if kind in values.TABULAR else f"{key}.json")
 
-    def write(self, value: Any, kind: str, path: Path, options: WriteOptions, what: str) -> Written:
-        check_kind(self, kind)
+    def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
         info: dict[str, Any] = {}
         if kind == values.JSON:
             data = json.dumps(value).encode()
@@ -97,9 +94,8 @@ class JsonFormat:
             info = tabular_info(table, kind)
             rows = _friendly(table).to_pylist()
             data = "".join(json.dumps(r, default=_default) + "\n" for r in rows).encode()
-        with atomic_file(path, what) as tmp:
-            tmp.write_bytes(data)
-        return Written(path, path_size(path), file_checksum(path), info)
+        path.write_bytes(data)
+        return info
 
     def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         if kind == values.JSON:

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 
 from phasekit.errors import InvalidArgument
 from phasekit.stores import values
-from phasekit.stores.durable import atomic_dir, atomic_file, file_checksum, path_size, tree_checksum
+from phasekit.stores.durable import atomic_dir, path_size, tree_checksum
 from phasekit.stores.formats.base import (
+    Format,
     WriteOptions,
     Written,
-    check_kind,
     decode_schema,
     encode_schema,
 )
@@ -26,10 +26,11 @@ def _codec(options: WriteOptions) -> str:
     return options.compression or DEFAULT_COMPRESSION
 
 
-class ParquetFormat:
+class ParquetFormat(Format):
     """Every value kind as Parquet (``.parquet``); tabular kinds also partitioned by columns."""
 
     name = "parquet"
+    extension = ".parquet"
     kinds: tuple[str, ...] = values.KINDS
     compressions: tuple[Optional[str], ...] = (
         None,
@@ -41,17 +42,19 @@ class ParquetFormat:
         "brotli",
     )
 
-    def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path:
-        return folder / f"{key}.parquet"
+    def groupable(self, kind: str, options: WriteOptions) -> bool:
+        return not options.partition_by
+
+    def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
+        table = values.to_arrow(value, kind)
+        pq.write_table(table, str(path), compression=_codec(options), write_page_checksum=True)
+        return {}
 
     def write(self, value: Any, kind: str, path: Path, options: WriteOptions, what: str) -> Written:
-        check_kind(self, kind)
-        table = values.to_arrow(value, kind)
-        if options.partition_by:
-            return self._write_dataset(table, kind, path, options, what)
-        with atomic_file(path, what) as tmp:
-            pq.write_table(table, str(tmp), compression=_codec(options), write_page_checksum=True)
-        return Written(path, path_size(path), file_checksum(path))
+        if not options.partition_by:
+            return super().write(value, kind, path, options, what)
+        self.check(kind, options)
+        return self._write_dataset(values.to_arrow(value, kind), kind, path, options, what)
 
     def _write_dataset(
         self, table: pa.Table, kind: str, path: Path, options: WriteOptions, what: str
