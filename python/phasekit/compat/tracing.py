@@ -41,7 +41,7 @@ import copy
 import math
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 import numpy as np
@@ -59,20 +59,23 @@ CLOSE = int(EventType.POSITION_CLOSE)
 UPDATE = int(EventType.PORTFOLIO_UPDATE)
 EQUITY_BATCH = 1024
 _VALUE_KEYS = ("portfolio_value", "total_value", "equity", "value")
-_KEY_FIELDS = ("position_id", "trade_id")
 _SHORT = ("short", "sell", "SHORT", "SELL")
+
+
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _ns(value: Any) -> int:
     """A timestamp as int64 nanoseconds since the epoch (naive datetimes are UTC)."""
+    if type(value) is datetime:
+        return (value - (_EPOCH if value.tzinfo is None else _EPOCH_UTC)) // _MICROSECOND * 1000
     nanos = getattr(value, "value", None)  # pandas Timestamp
     if isinstance(nanos, int) and isinstance(value, datetime):
         return nanos
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+        return _ns(datetime(*value.timetuple()[:6], value.microsecond, value.tzinfo))
     if isinstance(value, np.datetime64):
         return int(value.astype("datetime64[ns]").astype(np.int64))
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -189,6 +192,7 @@ class MetricsEventTracer:
         self._positions = _Names(0)
         self._symbols = _Names(1)
         self._open: set[int] = set()
+        self._kind_codes: dict[Any, int] = {}
         self._equity: list[tuple[int, float, int]] = []
 
     # ------------------------------------------------------------------ tracing
@@ -196,23 +200,29 @@ class MetricsEventTracer:
     def trace_event(self, event: Any) -> None:
         """Trace one event: into the ring under the retention policy, and into the metrics."""
         etype, payload, event_ts, correlation = _unpack(event)
-        kind = _kind(etype)
-        stamp = payload.get("timestamp", event_ts)
+        try:
+            kind = self._kind_codes[etype]
+        except (KeyError, TypeError):
+            kind = _kind(etype)
+            if getattr(etype, "__hash__", None) is not None:
+                self._kind_codes[etype] = kind
+        get = payload.get
+        stamp = get("timestamp", event_ts)
         ts = time.time_ns() if stamp is None else _ns(stamp)
-        symbol_name = payload.get("symbol")
+        symbol_name = get("symbol")
         symbol = 0 if symbol_name is None else self._symbols.code(symbol_name)
-        position = next((payload[f] for f in _KEY_FIELDS if payload.get(f) is not None), None)
+        position = get("position_id")
         if position is None:
-            position = correlation if correlation is not None else symbol_name
+            position = get("trade_id")
+            if position is None:
+                position = correlation if correlation is not None else symbol_name
         key = -1 if position is None else self._positions.code(position)
         quantity = _number(payload, "quantity", "qty") or 0.0
-        if payload.get("direction", payload.get("side")) in _SHORT:
+        if get("direction", get("side")) in _SHORT:
             quantity = -abs(quantity)
-        if kind == OPEN:
-            price = _number(payload, "price", "entry_price") or 0.0
-        else:
-            price = _number(payload, "price", "exit_price") or 0.0
-        value = self._value(kind, payload, price, quantity)
+        price = _number(payload, "price", "entry_price" if kind == OPEN else "exit_price") or 0.0
+        equity = _number(payload, *_VALUE_KEYS) if kind == UPDATE else None
+        value = self._value(kind, payload, price, quantity) if equity is None else equity
         row = (ts, kind, key, symbol, price, quantity, value)
         self.tracer.ring.append(*row)
         if self._trade_ring is not None and key >= 0:
@@ -222,15 +232,13 @@ class MetricsEventTracer:
         elif kind == CLOSE:
             self._open.discard(key)
             self.tracer.on_trades([value])
-        elif kind == UPDATE and _number(payload, *_VALUE_KEYS) is not None:
-            self._equity.append((ts, value, len(self._open)))
+        elif equity is not None:
+            self._equity.append((ts, equity, len(self._open)))
             if len(self._equity) >= EQUITY_BATCH:
                 self._flush_equity()
 
     @staticmethod
     def _value(kind: int, payload: Mapping[str, Any], price: float, quantity: float) -> float:
-        if kind == UPDATE:
-            return _number(payload, *_VALUE_KEYS) or 0.0
         if kind == CLOSE:
             pnl = _number(payload, "pnl", "realized_pnl")
             if pnl is not None:
