@@ -311,3 +311,22 @@ def test_cli_run_json_and_dry_run(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "did you mean 'file'" in bad.stderr
     assert uri_to_path  # the catalog helper used above is importable from phasekit.catalog
+
+
+def test_stream_topology_phase(tmp_path: Path) -> None:
+    import yaml
+
+    cfg = yaml.safe_load(
+        Path(__file__).parent.joinpath("../examples/stream_phase.yaml").read_text()
+    )
+    cfg["results_dir"] = str(tmp_path)
+    res = run(cfg, workers=1)
+    try:
+        summary = res.phases["numbers"].summary
+        assert summary["nodes"]["out"]["items_in"] == 10_000
+        assert (res.run_dir / "numbers" / "phase_summary.json").exists()
+    finally:
+        res.close()
+    bad = dict(cfg, phases=[{"name": "numbers", "topology": "stream", "dag": {"name": "x"}}])
+    with pytest.raises(ConfigError, match="a mapping with `nodes`"):
+        run(bad, workers=1)

@@ -146,6 +146,14 @@ class ContainerSettings(Settings):
     """The body of ``containers.<pattern>``."""
 
 
+def _dag_spec(value: Any) -> dict[str, Any]:
+    """A ``topology: stream`` phase's DAG: a mapping with ``nodes`` (checked fully when
+    the phase runs, by :meth:`phasekit.stream.Dag.from_spec`)."""
+    if not isinstance(value, dict) or "nodes" not in value:
+        expected("a DAG description: a mapping with `nodes` (see docs/streaming.md)", value)
+    return value
+
+
 class RunParams(Model):
     """What a phase runs on and searches; merged field by field across levels."""
 
@@ -160,6 +168,7 @@ class RunParams(Model):
     walk_forward: Optional[WalkForward] = None
     monte_carlo: Optional[MonteCarlo] = None
     top_k: Optional[PositiveInt] = None
+    dag: Optional[Annotated[dict[str, Any], PlainValidator(_dag_spec)]] = None
 
 
 RUN_PARAM_FIELDS = tuple(RunParams.model_fields)

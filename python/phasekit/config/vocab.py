@@ -28,7 +28,7 @@ PARTITIONED_FORMATS = ("parquet",)
 RETENTION_POLICIES = ("sliding_window", "trade_complete", "minimal", "keep_all")
 CLEANUP_POLICIES = ("keep_all", "keep_latest", "keep_none")
 SEQUENCES = ("single_pass", "train_test", "walk_forward", "monte_carlo")
-TOPOLOGIES = ("backtest", "analysis")
+TOPOLOGIES = ("backtest", "analysis", "stream")
 OUTPUT_KINDS = (
     "container_results",
     "aggregate_metrics",

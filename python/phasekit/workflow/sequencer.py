@@ -332,6 +332,8 @@ class Sequencer:
         started = time.perf_counter()
         if phase.topology == "analysis":
             return self._analysis(name)
+        if phase.topology == "stream":
+            return self._stream(name)
         inputs = self.inputs(name)
         flow = phase.data_flow
         out = PhaseResults(
@@ -579,6 +581,30 @@ class Sequencer:
         outcome.summary["method"] = method
         outcome.selected = [dict(inputs.sets[0])]
 
+    def _stream(self, name: str) -> PhaseOutcome:
+        """A ``topology: stream`` phase: run its DAG (``dag:``) to completion."""
+        from phasekit.stream import Dag
+
+        phase = self.resolved.phase(name)
+        if not phase.params.dag:
+            raise ConfigError(f"phases.{name}: topology 'stream' needs a `dag:` description")
+        dag = Dag.from_spec(phase.params.dag)
+        outcome = PhaseOutcome(name, phase.sequence)
+        out = PhaseResults(self.run_dir, self.run_id, name, "memory", 0, self.catalog)
+        started = time.perf_counter()
+        try:
+            self.observer.phase_started(name, 1, len(dag.nodes))
+            result = dag.run()
+            self.observer.containers_done(name, len(dag.nodes))
+            outcome.windows, outcome.containers = ["full"], len(dag.nodes)
+            outcome.seconds = time.perf_counter() - started
+            outcome.summary = {"phase": name, "topology": "stream", **_stream_summary(result)}
+            outcome.files["phase_summary"] = out.write_json(None, "phase_summary", outcome.summary)
+        finally:
+            out.close()
+        self.observer.phase_done(name, outcome)
+        return outcome
+
     def _analysis(self, name: str) -> PhaseOutcome:
         phase = self.resolved.phase(name)
         outcome = PhaseOutcome(name, phase.sequence)
@@ -617,6 +643,17 @@ class Sequencer:
             out.close()
         self.observer.phase_done(name, outcome)
         return outcome
+
+
+def _stream_summary(result: Any) -> dict[str, Any]:
+    return {
+        "dag": result.dag,
+        "elapsed": result.elapsed,
+        "stopped": result.stopped,
+        "nodes": result.nodes,
+        "queues": result.queues,
+        "results": {k: repr(v)[:200] for k, v in result.results.items()},
+    }
 
 
 def _public(summary: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
