@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from compat_util import CONFIGS, pk_backend  # noqa: F401
 from phasekit.catalog import open_catalog, reference_checksum
 from phasekit.compat.dataflow import (
     DataFlowManager,
@@ -33,8 +32,11 @@ from phasekit.compat.dataflow import (
 from phasekit.config import resolve
 from phasekit.errors import ConfigError, CorruptDataError, InvalidArgument, UnknownKey
 from phasekit.stores import FileStore, HybridStore, MemoryStore, StreamStore
+from stores_util import store_backend  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("pk_backend")
+pytestmark = pytest.mark.usefixtures("store_backend")
+
+CONFIGS = Path(__file__).parent / "data" / "configs"
 
 
 class SeedSequencer:

@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from compat_util import CONFIGS, pk_backend  # noqa: F401
 from phasekit.catalog import open_catalog
 from phasekit.compat.datamanagers import (
     DataFlowContainerMixin,
@@ -33,8 +32,11 @@ from phasekit.compat.datamanagers import (
 from phasekit.config import resolve
 from phasekit.errors import InvalidArgument, UnknownKey
 from phasekit.stores import FileStore, HybridStore
+from stores_util import store_backend  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("pk_backend")
+pytestmark = pytest.mark.usefixtures("store_backend")
+
+CONFIGS = Path(__file__).parent / "data" / "configs"
 
 PER_CONTAINER = CONFIGS / "seed001_per_container.yaml"
 

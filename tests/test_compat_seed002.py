@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 
 import phasekit
-from compat_util import pk_backend  # noqa: F401
 from phasekit.backtest import compute_metrics
 from phasekit.compat.tracing import MetricsEventTracer, StandardPhaseConfigs
 from phasekit.config import resolve
 from phasekit.errors import ConfigError, InvalidArgument
 from phasekit.tracing import ContainerTracer, TracerSettings
+from stores_util import store_backend  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("pk_backend")
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 INITIAL = 100_000.0
 T0 = datetime(2024, 1, 2, 9, 30)

@@ -20,14 +20,14 @@ import polars as pl
 import pyarrow.csv as pcsv
 import pytest
 
-from compat_util import pk_backend  # noqa: F401
 from phasekit.catalog import Catalog, open_catalog, reference_checksum
 from phasekit.compat.stagedata import BaseDataContainer
 from phasekit.config import resolve
 from phasekit.errors import ConfigError, InvalidArgument, UnknownKey
+from stores_util import store_backend  # noqa: F401
 
 pytest_plugins = ["conftest_pg"]
-pytestmark = pytest.mark.usefixtures("pk_backend")
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 # seed 004, 2.1 Storage Strategy Configuration (verbatim)
 SEED004_STORAGE_STRATEGY = {
