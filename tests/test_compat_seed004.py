@@ -228,12 +228,19 @@ def test_keep_latest_at_close_removes_older_runs(catalog_url: str, results_dir: 
 
 def test_keep_none_releases_this_run_but_keeps_stages_to_persist(results_dir: Path) -> None:
     config = strategy(mode="persist", stages_to_persist=["final"])
+    other = make(results_dir, storage_strategy=config, project_name="other_project")
+    other.store_stage_data("cleaning", employees())
+    other_pid = other.process_id
+    other.close(cleanup=False)
     container = make(results_dir, storage_strategy=config)
     container.store_stage_data("cleaning", employees())
     container.store_stage_data("final", employees(seed=9))
     report = container.cleanup("keep_none")
     assert report["released_stages"] == ["cleaning"] and report["freed_bytes"] > 0
-    assert [r["stage_name"] for r in container.list_available_data()] == ["final"]
+    mine = container.list_available_data({"process_id": container.process_id})
+    assert [r["stage_name"] for r in mine] == ["final"]
+    # another project's runs are not this container's to clean up
+    assert container.retrieve_stage_data("cleaning", process_id=other_pid) is not None
     assert not (results_dir / container.process_id / "cleaning" / "data.csv").exists()
     with pytest.raises(UnknownKey):
         container.retrieve_stage_data("cleaning")

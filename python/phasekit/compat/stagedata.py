@@ -335,14 +335,16 @@ class BaseDataContainer:
 
     def cleanup(self, policy: Optional[str] = None) -> dict[str, Any]:
         """Apply a cleanup policy (default: the configured one): the catalog's policy over
-        finished runs, and with ``keep_none`` this run's stage data too (stages in
+        the finished runs of this project (``project_name``), and with ``keep_none`` this run's stage data too (stages in
         ``stages_to_persist`` are always kept). Returns what was removed."""
         policy = policy or self.cleanup_policy
         if policy not in CLEANUP_POLICIES:
             raise InvalidArgument(
                 f"cleanup policy {policy!r} is not valid; allowed: {', '.join(CLEANUP_POLICIES)}"
             )
-        report = self.catalog.cleanup(policy, list(self.stages_to_persist))
+        report = self.catalog.cleanup(
+            policy, list(self.stages_to_persist), workflow=self.project_name
+        )
         removed = report.removal.removed if report.removal else []
         freed = report.removal.freed_bytes if report.removal else 0
         released: list[str] = []
