@@ -14,6 +14,7 @@ counts it in ``stats()["spill_failures"]``; nothing is lost.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -122,11 +123,11 @@ class HybridStore(StoreBase):
 
     # ---------------------------------------------------------------- views
 
-    @property
+    @functools.cached_property
     def _names(self) -> tuple[str, ...]:
         return (self.run, self.phase, *self.namespace)
 
-    @property
+    @functools.cached_property
     def _prefix(self) -> str:
         return "/".join(self._names)
 

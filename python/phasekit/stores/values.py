@@ -9,6 +9,7 @@ flat ``values`` column with dtype and shape in the schema metadata); JSON-like v
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import sys
 from typing import Any
@@ -158,11 +159,16 @@ def numpy_info_from_schema(schema: pa.Schema) -> dict[str, Any] | None:
     return None if raw is None else dict(json.loads(raw))
 
 
-def numpy_info(arr: Any) -> dict[str, Any]:
-    """dtype descr and shape of an array (what restoring it needs)."""
+@functools.lru_cache(maxsize=256)
+def _descr(dtype: Any) -> Any:
     import numpy as np
 
-    return {"dtype": np.lib.format.dtype_to_descr(arr.dtype), "shape": list(arr.shape)}
+    return np.lib.format.dtype_to_descr(dtype)
+
+
+def numpy_info(arr: Any) -> dict[str, Any]:
+    """dtype descr and shape of an array (what restoring it needs)."""
+    return {"dtype": _descr(arr.dtype), "shape": list(arr.shape)}
 
 
 def to_arrow(value: Any, kind: str) -> pa.Table:
