@@ -228,8 +228,8 @@ def test_keep_latest_at_close_removes_older_runs(catalog_url: str, results_dir: 
 
 def test_keep_none_releases_this_run_but_keeps_stages_to_persist(results_dir: Path) -> None:
     config = strategy(mode="persist", stages_to_persist=["final"])
-    other = make(results_dir, storage_strategy=config, project_name="other_project")
-    other.store_stage_data("cleaning", employees())
+    other = make(results_dir, storage_strategy=strategy(mode="persist"), project_name="other")
+    other.store_stage_data("cleaning", employees(seed=4))
     other_pid = other.process_id
     other.close(cleanup=False)
     container = make(results_dir, storage_strategy=config)
@@ -240,7 +240,9 @@ def test_keep_none_releases_this_run_but_keeps_stages_to_persist(results_dir: Pa
     mine = container.list_available_data({"process_id": container.process_id})
     assert [r["stage_name"] for r in mine] == ["final"]
     # another project's runs are not this container's to clean up
-    assert container.retrieve_stage_data("cleaning", process_id=other_pid) is not None
+    pd.testing.assert_frame_equal(
+        container.retrieve_stage_data("cleaning", process_id=other_pid), employees(seed=4)
+    )
     assert not (results_dir / container.process_id / "cleaning" / "data.csv").exists()
     with pytest.raises(UnknownKey):
         container.retrieve_stage_data("cleaning")
