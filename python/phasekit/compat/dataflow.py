@@ -165,8 +165,8 @@ class MemoryDataFlow(_PhaseStores, DataFlowManager):
 
 class FileDataFlow(_PhaseStores, DataFlowManager):
     """File-based data passing: ``<base_path>/<phase>/output.<ext>``, durable and
-    checksummed; returns the path. ``compression``, ``partition_by`` (parquet) and
-    ``formats`` (output type -> format) as in :class:`~phasekit.stores.FileStore`."""
+    checksummed; returns the path. ``compression`` and ``partition_by`` (parquet) as in
+    :class:`~phasekit.stores.FileStore`."""
 
     def __init__(
         self,
