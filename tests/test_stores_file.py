@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest
 from phasekit.errors import CorruptDataError, InvalidArgument, StorageError, UnknownKey
 from phasekit.stores import FileStore, JsonLinesRecorder, durable
 from phasekit.stores.file import MANIFEST_DIR
-from stores_util import sample_values, store_backend  # noqa: F401
+from stores_util import sample_values, small_disk, store_backend  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("store_backend")
 
@@ -355,27 +353,8 @@ def test_a_backup_left_by_a_crash_is_restored_on_open(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root and mount); skipped where the machine cannot mount one
-    (the injected ENOSPC tests above cover the same paths everywhere)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 @pytest.mark.parametrize("fmt", ["arrow", "parquet", "json"])
-def test_real_disk_full_keeps_previous_state(small_disk: Path, fmt: str) -> None:
+def test_real_disk_full_keeps_previous_state(small_disk: Path, fmt: str) -> None:  # noqa: F811
     store = FileStore(small_disk, format=fmt, compression=None)
     small = pa.table({"x": np.arange(1000, dtype=np.int64)})
     big = pa.table({"x": np.random.default_rng(0).random(400_000)})  # 3.2 MB > 1 MiB

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 import phasekit
 from phasekit.errors import CorruptDataError, StorageError, UnknownKey
 from phasekit.stores import HybridStore, JsonLinesRecorder, segments
-from stores_util import assert_same, sample_values, store_backend  # noqa: F401
+from stores_util import assert_same, sample_values, small_disk, store_backend  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("store_backend")
 ITEM = 80_000  # bytes of one float64 array of 10_000 values
@@ -247,26 +246,7 @@ def test_permission_denied_spill_folder_keeps_items(
     store.close()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root and mount); skipped where the machine cannot mount one
-    (the injected failures above cover the same paths everywhere)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def test_real_disk_full_during_spill_loses_nothing(small_disk: Path) -> None:
+def test_real_disk_full_during_spill_loses_nothing(small_disk: Path) -> None:  # noqa: F811
     store = HybridStore(4 * ITEM, small_disk, segment_bytes=1 << 20)
     values = {f"k{i}": arr(i) for i in range(40)}  # 3.2 MB into a 1 MiB disk
     values["table"] = pa.table({"x": np.arange(20_000, dtype=np.int64)})
