@@ -229,45 +229,55 @@ class _Zict:
         return self.buffer[key]
 
 
-def _filled(impl: str, folder: Path, arrays: list[np.ndarray], backend_of: Any) -> Any:
-    """A store already holding its budget's worth of arrays (nothing spilled yet)."""
+FIRST = BUDGET // (ARRAY * 8)  # arrays that fill the budget
+
+
+def _filled(
+    impl: str, folder: Path, arrays: list[np.ndarray], backend_of: Any, spilled: bool
+) -> Any:
+    """A store holding its budget's worth of arrays, and the spilled ones too if asked."""
     if impl == "zict":
         store: Any = _Zict(_fresh(folder))
     else:
         backend_of(impl)
         store = HybridStore(BUDGET, folder)
-    first = BUDGET // (ARRAY * 8)
-    for i in range(first):
+    for i in range(FIRST + SPILLED if spilled else FIRST):
         store.put(f"k{i}", arrays[i])
     return store
+
+
+def _renewer(state: dict[str, Any], make: Callable[[], Any]) -> Callable[[], None]:
+    """A benchmark setup: close the previous round's store, make a fresh one."""
+
+    def setup() -> None:
+        old = state.pop("store", None)
+        if hasattr(old, "close"):
+            old.close()
+        state["store"] = make()
+
+    return setup
 
 
 @pytest.mark.parametrize("impl", SPILL_IMPLS)
 def test_spill(benchmark: Any, impl: str, folder: Path, backend_of: Any) -> None:
     benchmark.group = "stores:spill"
     arrays = _arrays()
-    first = BUDGET // (ARRAY * 8)
     benchmark.extra_info["items"] = SPILLED * ARRAY * 8
     state: dict[str, Any] = {}
-
-    def setup() -> None:
-        old = state.pop("store", None)
-        if hasattr(old, "close"):
-            old.close()
-        if impl == "raw_write":
-            state["path"] = _fresh(folder) / "raw.bin"
-        else:
-            state["store"] = _filled(impl, folder, arrays, backend_of)
+    if impl == "raw_write":
+        setup = _renewer(state, lambda: _fresh(folder) / "raw.bin")
+    else:
+        setup = _renewer(state, lambda: _filled(impl, folder, arrays, backend_of, False))
 
     def spill() -> None:
         store = state["store"]
-        for i in range(first, first + SPILLED):
+        for i in range(FIRST, FIRST + SPILLED):
             store.put(f"k{i}", arrays[i])
 
     def raw_write() -> None:
-        fd = os.open(state["path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(state["store"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            for i in range(first, first + SPILLED):
+            for i in range(FIRST, FIRST + SPILLED):
                 os.write(fd, arrays[i])
         finally:
             os.close(fd)
@@ -283,18 +293,9 @@ def test_spill(benchmark: Any, impl: str, folder: Path, backend_of: Any) -> None
 def test_reload(benchmark: Any, impl: str, folder: Path, backend_of: Any) -> None:
     benchmark.group = "stores:reload"
     arrays = _arrays()
-    first = BUDGET // (ARRAY * 8)
     benchmark.extra_info["items"] = SPILLED * ARRAY * 8
     state: dict[str, Any] = {}
-
-    def setup() -> None:
-        old = state.pop("store", None)
-        if hasattr(old, "close"):
-            old.close()
-        store = _filled(impl, folder, arrays, backend_of)
-        for i in range(first, first + SPILLED):
-            store.put(f"k{i}", arrays[i])
-        state["store"] = store
+    setup = _renewer(state, lambda: _filled(impl, folder, arrays, backend_of, True))
 
     def reload() -> None:
         store = state["store"]
