@@ -38,8 +38,10 @@ pub const POSITION_OPEN: u16 = 5;
 pub const POSITION_CLOSE: u16 = 6;
 
 /// Closed rows are compacted out of the position log once there are at least this
-/// many of them and at least as many as live rows.
-const COMPACT_MIN_DEAD: usize = 1024;
+/// many of them and at least `COMPACT_RATIO` times as many as live rows (the log then
+/// holds at most `COMPACT_RATIO + 1` times the retained rows, plus this minimum).
+const COMPACT_MIN_DEAD: usize = 4096;
+const COMPACT_RATIO: usize = 2;
 /// Rows reserved up front for a ring buffer (it grows up to its capacity on demand).
 const INITIAL_ROWS: usize = 1024;
 
@@ -89,7 +91,7 @@ impl Policy {
             .ok_or_else(|| {
                 RingError(format!(
                     "policy must be one of sliding_window, trade_complete, minimal, keep_all; \
-                     got {name:?}"
+                     got '{name}'"
                 ))
             })
     }
@@ -189,14 +191,37 @@ impl EventColumns {
         }
     }
 
-    fn move_row(&mut self, from: usize, to: usize) {
-        self.ts[to] = self.ts[from];
-        self.kind[to] = self.kind[from];
-        self.key[to] = self.key[from];
-        self.symbol[to] = self.symbol[from];
-        self.price[to] = self.price[from];
-        self.quantity[to] = self.quantity[from];
-        self.value[to] = self.value[from];
+    /// Keeps rows `rows` (increasing) and drops the others.
+    fn gather_in_place(&mut self, rows: &[usize]) {
+        fn keep<T: Copy>(v: &mut Vec<T>, rows: &[usize]) {
+            for (w, &r) in rows.iter().enumerate() {
+                v[w] = v[r];
+            }
+            v.truncate(rows.len());
+        }
+        keep(&mut self.ts, rows);
+        keep(&mut self.kind, rows);
+        keep(&mut self.key, rows);
+        keep(&mut self.symbol, rows);
+        keep(&mut self.price, rows);
+        keep(&mut self.quantity, rows);
+        keep(&mut self.value, rows);
+    }
+
+    /// A copy of rows `rows`.
+    fn gather(&self, rows: &[usize]) -> EventColumns {
+        fn pick<T: Copy>(v: &[T], rows: &[usize]) -> Vec<T> {
+            rows.iter().map(|&r| v[r]).collect()
+        }
+        EventColumns {
+            ts: pick(&self.ts, rows),
+            kind: pick(&self.kind, rows),
+            key: pick(&self.key, rows),
+            symbol: pick(&self.symbol, rows),
+            price: pick(&self.price, rows),
+            quantity: pick(&self.quantity, rows),
+            value: pick(&self.value, rows),
+        }
     }
 
     fn truncate(&mut self, n: usize) {
@@ -568,7 +593,7 @@ impl Positions {
             None => (e.ts, f64::NAN, None, 0),
         };
         let dead = self.log.len() - self.live;
-        if dead >= COMPACT_MIN_DEAD && dead >= self.live {
+        if dead >= COMPACT_MIN_DEAD && dead >= COMPACT_RATIO * self.live {
             self.compact();
         }
         Trade {
@@ -584,28 +609,32 @@ impl Positions {
         }
     }
 
+    /// Indices of the live log rows (rows of open positions), in order.
+    fn live_rows(&self) -> Vec<usize> {
+        let mut rows = Vec::with_capacity(self.live);
+        for (r, &id) in self.pos_of.iter().enumerate() {
+            if self.open[id as usize] {
+                rows.push(r);
+            }
+        }
+        rows
+    }
+
     /// Drops the rows of closed positions and renumbers the open ones.
     fn compact(&mut self) {
+        let rows = self.live_rows();
+        self.log.gather_in_place(&rows);
         let mut remap = vec![u32::MAX; self.open.len()];
         let mut next = 0u32;
-        let mut w = 0;
-        for r in 0..self.log.len() {
+        for (w, &r) in rows.iter().enumerate() {
             let id = self.pos_of[r] as usize;
-            if !self.open[id] {
-                continue;
-            }
             if remap[id] == u32::MAX {
                 remap[id] = next;
                 next += 1;
             }
-            if w != r {
-                self.log.move_row(r, w);
-            }
             self.pos_of[w] = remap[id];
-            w += 1;
         }
-        self.log.truncate(w);
-        self.pos_of.truncate(w);
+        self.pos_of.truncate(rows.len());
         self.open.clear();
         self.open.resize(next as usize, true);
         for p in self.by_key.values_mut() {
@@ -615,28 +644,12 @@ impl Positions {
 
     /// The retained events in arrival order.
     fn export(&self) -> EventColumns {
-        let n = self.log.len();
-        if self.live == n {
-            let mut out = EventColumns::with_capacity(n);
-            out.extend_from(&self.log, 0..n);
+        if self.live == self.log.len() {
+            let mut out = EventColumns::with_capacity(self.live);
+            out.extend_from(&self.log, 0..self.live);
             return out;
         }
-        let mut out = EventColumns::with_capacity(self.live);
-        let mut r = 0;
-        while r < n {
-            // copy runs of live rows at once
-            while r < n && !self.open[self.pos_of[r] as usize] {
-                r += 1;
-            }
-            let start = r;
-            while r < n && self.open[self.pos_of[r] as usize] {
-                r += 1;
-            }
-            if r > start {
-                out.extend_from(&self.log, start..r);
-            }
-        }
-        out
+        self.log.gather(&self.live_rows())
     }
 
     fn clear(&mut self) {
@@ -857,7 +870,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_arguments() {
-        assert!(Policy::parse("fifo").unwrap_err().0.contains("\"fifo\""));
+        assert!(Policy::parse("fifo").unwrap_err().0.contains("'fifo'"));
         let e = EventRing::new(Policy::SlidingWindow, 0, 1).unwrap_err();
         assert!(e.0.contains("capacity"));
         let e = EventRing::new(Policy::KeepAll, 1, 0).unwrap_err();
