@@ -25,8 +25,86 @@ pub const MAX_BYTES: u64 = i64::MAX as u64;
 
 const NIL: u32 = u32::MAX;
 
-/// A key shared by the index and its entry.
-pub type Key = Arc<[u8]>;
+/// A key's bytes, as owned by its entry and returned by [`Ledger::keys`].
+pub type Key = Box<[u8]>;
+
+/// The index's handle on a key: the bytes owned by the key's entry (`Box` contents do not
+/// move when the slab grows), so a key is stored once and never reference-counted, and
+/// its hash, computed once per operation and never again when the table grows.
+#[derive(Clone, Copy)]
+struct KeyRef {
+    ptr: *const u8,
+    len: usize,
+    hash: u64,
+}
+
+// SAFETY: a KeyRef only points into an Entry of the same Inner, which is only reached
+// through that Inner's mutex, and is removed from the index before its entry's key is
+// dropped or replaced.
+unsafe impl Send for KeyRef {}
+
+impl KeyRef {
+    /// A probe for `key` (or the handle of an entry's own copy of it).
+    fn to(key: &[u8]) -> KeyRef {
+        let mut hasher = FxHasher::default();
+        hasher.write(key);
+        KeyRef {
+            ptr: key.as_ptr(),
+            len: key.len(),
+            hash: hasher.finish(),
+        }
+    }
+
+    /// The same key, pointing at `copy` (equal bytes) instead.
+    fn moved_to(self, copy: &[u8]) -> KeyRef {
+        KeyRef {
+            ptr: copy.as_ptr(),
+            ..self
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: see the Send impl: the bytes are alive while the KeyRef is indexed.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl std::hash::Hash for KeyRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for KeyRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for KeyRef {}
+
+/// Passes a [`KeyRef`]'s precomputed hash through.
+#[derive(Default, Clone, Copy)]
+struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // only reached through write_u64 below; kept total for safety
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(FX_SEED);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x;
+    }
+}
 
 /// A key is not held by the ledger's subtree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +130,7 @@ pub struct Stats {
 }
 
 /// FxHash-style mixing of 8-byte words with a finalising step; keys are short and chosen
-/// by the program itself.
+/// by the program itself (also hashes type addresses in `size_of`'s rule cache).
 #[derive(Default, Clone, Copy)]
 pub(crate) struct FxHasher(u64);
 
@@ -103,10 +181,7 @@ impl Hasher for FxHasher {
     }
 }
 
-/// Builds [`FxHasher`]s (also used for the per-type cache of `size_of`).
-pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
-
-type Index = HashMap<Key, u32, FxBuild>;
+type Index = HashMap<KeyRef, u32, BuildHasherDefault<PrehashedHasher>>;
 
 /// One tracked key.
 struct Entry {
@@ -143,7 +218,6 @@ struct Inner {
     free_entries: Vec<u32>,
     index: Index,
     clock: u64,
-    empty_key: Key,
 }
 
 /// The state shared by the ledgers of one tree.
@@ -168,7 +242,6 @@ impl Inner {
             free_entries: Vec::new(),
             index: Index::default(),
             clock: 0,
-            empty_key: Arc::from(&b""[..]),
         }
     }
 
@@ -233,7 +306,7 @@ impl Inner {
     }
 
     /// The slot of `key` when it is in `node`'s subtree.
-    fn find(&self, node: u32, key: &[u8]) -> Result<u32, UnknownKey> {
+    fn find(&self, node: u32, key: &KeyRef) -> Result<u32, UnknownKey> {
         match self.index.get(key) {
             Some(&slot) if self.holds(node, self.entries[slot as usize].owner) => Ok(slot),
             _ => Err(UnknownKey),
@@ -300,7 +373,8 @@ impl Inner {
     }
 
     fn track(&mut self, node: u32, key: &[u8], nbytes: u64) {
-        if let Some(&slot) = self.index.get(key) {
+        let probe = KeyRef::to(key);
+        if let Some(&slot) = self.index.get(&probe) {
             let (old_owner, old_bytes) = {
                 let e = &self.entries[slot as usize];
                 (e.owner, e.nbytes)
@@ -317,9 +391,10 @@ impl Inner {
             }
             return;
         }
-        let key: Key = Arc::from(key);
+        let key: Key = Box::from(key);
+        let key_ref = probe.moved_to(&key);
         let entry = Entry {
-            key: key.clone(),
+            key,
             nbytes,
             owner: node,
             prev: NIL,
@@ -336,19 +411,19 @@ impl Inner {
                 (self.entries.len() - 1) as u32
             }
         };
-        self.index.insert(key, slot);
+        self.index.insert(key_ref, slot);
         self.link_last(slot);
         self.add_usage(node, nbytes);
     }
 
     fn forget(&mut self, node: u32, key: &[u8]) -> Result<u64, UnknownKey> {
-        let slot = self.find(node, key)?;
-        self.index.remove(key);
+        let probe = KeyRef::to(key);
+        let slot = self.find(node, &probe)?;
+        self.index.remove(&probe);
         self.unlink(slot);
-        let empty = self.empty_key.clone();
         let e = &mut self.entries[slot as usize];
         let (owner, nbytes) = (e.owner, e.nbytes);
-        e.key = empty;
+        e.key = Key::default(); // after the index let go of it
         self.free_entries.push(slot);
         self.remove_usage(owner, nbytes);
         self.reclaim(owner);
@@ -356,7 +431,7 @@ impl Inner {
     }
 
     fn touch(&mut self, node: u32, key: &[u8]) -> Result<(), UnknownKey> {
-        let slot = self.find(node, key)?;
+        let slot = self.find(node, &KeyRef::to(key))?;
         self.unlink(slot);
         self.link_last(slot);
         Ok(())
@@ -510,12 +585,13 @@ impl Ledger {
     /// The bytes recorded for `key`.
     pub fn nbytes(&self, key: &[u8]) -> Result<u64, UnknownKey> {
         let inner = self.tree.inner.lock();
-        let slot = inner.find(self.node, key)?;
+        let slot = inner.find(self.node, &KeyRef::to(key))?;
         Ok(inner.entries[slot as usize].nbytes)
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.tree.inner.lock().find(self.node, key).is_ok()
+        let probe = KeyRef::to(key);
+        self.tree.inner.lock().find(self.node, &probe).is_ok()
     }
 
     /// Keys in this subtree.

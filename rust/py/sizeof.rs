@@ -28,7 +28,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
-use crate::ledger::FxBuild;
+use crate::ledger::FxHasher;
+
+type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 
 /// Containers at this depth or deeper count `sys.getsizeof` only.
 const MAX_DEPTH: u32 = 6;
