@@ -253,6 +253,14 @@ def test_integer_like_byte_counts_are_accepted(backend: ModuleType) -> None:
     assert led.used == 5 and led.budget == 10
 
 
+def test_names(backend: ModuleType) -> None:
+    assert backend.SpillLedger(1).name == ""
+    assert backend.SpillLedger(1, name=None).name == ""
+    assert backend.SpillLedger(1).child(1, "kid").name == "kid"
+    with pytest.raises(InvalidArgument, match="name"):
+        backend.SpillLedger(1, name=5)
+
+
 def test_bad_parent_raises_invalid_argument(backend: ModuleType) -> None:
     with pytest.raises(InvalidArgument, match="parent"):
         backend.SpillLedger(10, parent="root")
