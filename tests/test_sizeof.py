@@ -241,7 +241,7 @@ scalars = st.one_of(
     st.integers(0, 50).map(lambda n: pd.Series(range(n), dtype="int64")),
     st.floats(allow_nan=False).map(np.float64),
     st.integers(-(2**31), 2**31).map(np.int64),
-    st.binary().map(memoryview),
+    st.binary().map(lambda b: memoryview(b)),
 )
 
 hashables = st.one_of(st.integers(), st.text(), st.floats(allow_nan=False), st.binary())
