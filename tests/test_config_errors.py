@@ -13,7 +13,7 @@ from phasekit.config import load_config, resolve
 from phasekit.errors import ConfigError
 
 TOP_KEYS = (
-    " (allowed keys: allow_pickle, catalog, containers, data, data_flow, data_split, "
+    " (allowed keys: allow_pickle, catalog, containers, dag, data, data_flow, data_split, "
     "description, event_tracing, monte_carlo, objective_function, parameter_space, "
     "phase_overrides, phases, portfolio, results_dir, results_storage, retention_policy, "
     "run_name, sliding_window_size, storage_strategy, strategy, top_k, walk_forward, workers, "
@@ -314,7 +314,7 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
     (
         "topology_typo",
         {"phases": [{"name": "a", "topology": "backtst"}]},
-        "phases[0].topology: 'backtst' is not allowed; allowed: backtest, analysis, or a topology as module:attribute; did you mean 'backtest'?",
+        "phases[0].topology: 'backtst' is not allowed; allowed: backtest, analysis, stream, or a topology as module:attribute; did you mean 'backtest'?",
     ),
     (
         "not_mapping",
