@@ -4,9 +4,10 @@
 key (``items`` = 20,000 operations). ``zict.LRU`` does the same bookkeeping
 (``lru[key] = nbytes`` with ``weight`` = the value, ``lru[key]`` to touch).
 ``ledger:insert``: 10,000 new keys tracked into an empty ledger (``items`` = 10,000).
-``sizeof:arrow_table`` (a 1-million-row, 4-column table in 8 chunks), ``sizeof:numpy``
-(an 8 MB array): one call (``items`` = 1); ``pa.Table.nbytes`` and ``ndarray.nbytes`` are
-the library's own answers, for reference. ``sizeof:dict10k``: a dict of 10,000 str keys
+``sizeof:arrow_table`` (a 1-million-row, 4-column table; ``_8_chunks``: the same in 8
+chunks), ``sizeof:numpy`` (an 8 MB array): one call (``items`` = 1). For reference, the
+library's own answers: ``pa.Table.nbytes``, ``get_total_buffer_size`` (what size_of
+returns, called directly) and ``ndarray.nbytes``. ``sizeof:dict10k``: a dict of 10,000 str keys
 and small int/float/str values, each its own object; ``sizeof:dict10k_shared_values``:
 the same keys with 8 value objects repeated. ``extra_info["bytes"]`` holds each
 implementation's answer and ``extra_info["vs_asizeof"]`` its ratio to
@@ -87,28 +88,45 @@ def test_ledger_insert(benchmark: Any, impl: str) -> None:
 # ------------------------------------------------------------------ size_of
 
 
-@pytest.fixture(scope="module")
-def table() -> pa.Table:
+def _table(chunks: int) -> pa.Table:
     n = 1_000_000
-    columns = {
-        "ts": np.arange(n, dtype=np.int64),
-        "price": np.linspace(1.0, 2.0, n),
-        "qty": np.ones(n, dtype=np.float32),
-        "symbol": np.arange(n, dtype=np.int32) % 100,
-    }
-    whole = pa.table(columns)
-    return pa.concat_tables([whole.slice(i * n // 8, n // 8) for i in range(8)])
+    whole = pa.table(
+        {
+            "ts": np.arange(n, dtype=np.int64),
+            "price": np.linspace(1.0, 2.0, n),
+            "qty": np.ones(n, dtype=np.float32),
+            "symbol": np.arange(n, dtype=np.int32) % 100,
+        }
+    )
+    if chunks == 1:
+        return whole
+    return pa.concat_tables([whole.slice(i * n // chunks, n // chunks) for i in range(chunks)])
 
 
-@pytest.mark.parametrize("impl", ["rust", "python", "pa.Table.nbytes"])
-def test_sizeof_arrow_table(benchmark: Any, impl: str, table: pa.Table) -> None:
-    benchmark.group = "sizeof:arrow_table"
+def _bench_table(benchmark: Any, impl: str, table: pa.Table) -> None:
     benchmark.extra_info["items"] = 1
     if impl == "pa.Table.nbytes":
         result = benchmark(lambda: table.nbytes)
+    elif impl == "get_total_buffer_size":
+        result = benchmark(table.get_total_buffer_size)
     else:
         result = benchmark(backend_module(impl).size_of, table)
     benchmark.extra_info["bytes"] = int(result)
+
+
+TABLE_IMPLS = ["rust", "python", "get_total_buffer_size", "pa.Table.nbytes"]
+
+
+@pytest.mark.parametrize("impl", TABLE_IMPLS)
+def test_sizeof_arrow_table(benchmark: Any, impl: str) -> None:
+    benchmark.group = "sizeof:arrow_table"
+    _bench_table(benchmark, impl, _table(1))
+
+
+@pytest.mark.parametrize("impl", TABLE_IMPLS)
+def test_sizeof_arrow_table_8_chunks(benchmark: Any, impl: str) -> None:
+    benchmark.group = "sizeof:arrow_table_8_chunks"
+    _bench_table(benchmark, impl, _table(8))
 
 
 @pytest.mark.parametrize("impl", ["rust", "python", "ndarray.nbytes"])

@@ -101,7 +101,7 @@ static SIZES: PyOnceLock<Sizes> = PyOnceLock::new();
 static CACHED_TYPES: Mutex<Vec<Py<PyType>>> = Mutex::new(Vec::new());
 
 thread_local! {
-    static RULES: RefCell<HashMap<usize, Rule, FxBuild>> = RefCell::new(HashMap::default());
+    static RULES: RefCell<HashMap<usize, CachedRule, FxBuild>> = RefCell::new(HashMap::default());
 }
 
 fn type_ptr(obj: &Bound<'_, PyAny>) -> *mut ffi::PyTypeObject {
@@ -513,23 +513,78 @@ fn rule_of(tp: &Bound<'_, PyType>) -> PyResult<Rule> {
     Ok(Rule::GetSizeOf)
 }
 
-/// The rule of `obj`'s type, from the per-type cache.
-fn cached_rule(obj: &Bound<'_, PyAny>) -> PyResult<Rule> {
+/// A type's rule and, for a rule that calls a method, the method as found on the type
+/// when calling it with the value as its one argument is the same as calling it bound.
+struct CachedRule {
+    rule: Rule,
+    method: Option<Py<PyAny>>,
+}
+
+/// The method name that `rule` calls.
+fn method_name(rule: Rule) -> Option<&'static str> {
+    match rule {
+        Rule::Arrow => Some("get_total_buffer_size"),
+        Rule::Polars => Some("estimated_size"),
+        _ => None,
+    }
+}
+
+/// `tp.<name>` when it is a plain function or method descriptor (then `f(value)` is
+/// `value.<name>()`); otherwise the method is called bound.
+fn plain_method(tp: &Bound<'_, PyType>, name: &str) -> PyResult<Option<Py<PyAny>>> {
+    let attribute = tp.getattr(name)?;
+    let kind = attribute.get_type().name()?;
+    let plain = ["function", "method_descriptor", "cython_function_or_method"]
+        .iter()
+        .any(|k| kind == *k);
+    Ok(plain.then(|| attribute.unbind()))
+}
+
+/// The rule of `obj`'s type (and its unbound method), from the per-type cache.
+fn cached_rule(obj: &Bound<'_, PyAny>) -> PyResult<(Rule, Option<Py<PyAny>>)> {
+    let py = obj.py();
     let address = type_ptr(obj) as usize;
-    if let Some(rule) = RULES.with(|rules| rules.borrow().get(&address).copied()) {
-        return Ok(rule);
+    let hit = RULES.with(|rules| {
+        rules
+            .borrow()
+            .get(&address)
+            .map(|c| (c.rule, c.method.as_ref().map(|m| m.clone_ref(py))))
+    });
+    if let Some(hit) = hit {
+        return Ok(hit);
     }
     let tp = obj.get_type();
     let rule = rule_of(&tp)?;
+    let method = match method_name(rule) {
+        Some(name) => plain_method(&tp, name)?,
+        None => None,
+    };
     let mut kept = CACHED_TYPES.lock();
     if kept.len() < MAX_CACHED_TYPES {
-        if !kept.iter().any(|t| t.bind(obj.py()).is(&tp)) {
+        if !kept.iter().any(|t| t.bind(py).is(&tp)) {
             kept.push(tp.unbind());
         }
         drop(kept);
-        RULES.with(|rules| rules.borrow_mut().insert(address, rule));
+        let cached = CachedRule {
+            rule,
+            method: method.as_ref().map(|m| m.clone_ref(py)),
+        };
+        RULES.with(|rules| rules.borrow_mut().insert(address, cached));
     }
-    Ok(rule)
+    Ok((rule, method))
+}
+
+/// Calls the method of a rule: through the cached unbound method when there is one.
+fn call_rule_method(
+    obj: &Bound<'_, PyAny>,
+    rule: Rule,
+    method: Option<Py<PyAny>>,
+) -> PyResult<i128> {
+    match (method, method_name(rule)) {
+        (Some(m), _) => index(&call1(&m, obj)?),
+        (None, Some(name)) => index(&obj.call_method0(name)?),
+        (None, None) => Err(PyRuntimeError::new_err("size_of: rule without a method")),
+    }
 }
 
 fn pandas_size(obj: &Bound<'_, PyAny>) -> PyResult<i128> {
@@ -613,12 +668,11 @@ fn size(sizes: &Sizes, obj: &Bound<'_, PyAny>, depth: u32) -> PyResult<i128> {
     }
     let py = obj.py();
     match cached_rule(obj)? {
-        Rule::GetSizeOf => getsizeof(sizes, obj),
-        Rule::MemoryView | Rule::Numpy => index(&obj.getattr(intern!(py, "nbytes"))?),
-        Rule::Arrow => index(&obj.call_method0(intern!(py, "get_total_buffer_size"))?),
-        Rule::Polars => index(&obj.call_method0(intern!(py, "estimated_size"))?),
-        Rule::Pandas => pandas_size(obj),
-        rule @ (Rule::Mapping | Rule::Sequence | Rule::Set) => {
+        (Rule::GetSizeOf, _) => getsizeof(sizes, obj),
+        (Rule::MemoryView | Rule::Numpy, _) => index(&obj.getattr(intern!(py, "nbytes"))?),
+        (rule @ (Rule::Arrow | Rule::Polars), method) => call_rule_method(obj, rule, method),
+        (Rule::Pandas, _) => pandas_size(obj),
+        (rule @ (Rule::Mapping | Rule::Sequence | Rule::Set), _) => {
             generic_container(sizes, obj, rule, depth, &None)
         }
     }
