@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ def _stream(op: Any, table: pa.Table, seed: int) -> tuple[pl.DataFrame, list[Any
     cuts = np.sort(rng.choice(np.arange(1, table.num_rows), size=25, replace=False))
     bounds = [0, *cuts.tolist(), table.num_rows]
     outs: list[Any] = []
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         outs += op.process_batch([table.slice(a, b - a)])
     outs += op.close()
     late = [o for o in outs if type(o) is Out]

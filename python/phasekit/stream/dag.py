@@ -8,6 +8,7 @@ the runtime.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -322,7 +323,7 @@ class Dag:
 
     def chain(self, *ids: str, capacity: Optional[int] = None) -> None:
         """Connect ``ids[0] -> ids[1] -> ...`` on their default ports."""
-        for src, dst in zip(ids, ids[1:]):
+        for src, dst in itertools.pairwise(ids):
             self.connect(src, dst, capacity=capacity)
 
     # -------------------------------------------------------------- validation
