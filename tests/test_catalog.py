@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +26,7 @@ from phasekit.errors import CatalogError, InvalidArgument, UnknownKey
 
 pytest_plugins = ["conftest_pg"]
 
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def test_record_and_get_round_trip(catalog: Catalog) -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import duckdb
@@ -32,7 +33,7 @@ def _runs(catalog: Catalog) -> dict[str, dict[str, int]]:
     """
     ids: dict[str, dict[str, int]] = {}
     t0 = 1_700_000_000
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     for n, (wf, run, status) in enumerate(
         [
@@ -43,7 +44,7 @@ def _runs(catalog: Catalog) -> dict[str, dict[str, int]]:
             ("wf2", "s2", "completed"),
         ]
     ):
-        started = datetime.fromtimestamp(t0 + 60 * n, timezone.utc)
+        started = datetime.fromtimestamp(t0 + 60 * n, UTC)
         catalog.start_process(wf, process_id=run, started_at=started)
         ids[run] = {
             stage: store(catalog, run, stage, "AAPL", sample_table(20, n))

@@ -317,7 +317,7 @@ def test_stats(backend: ModuleType) -> None:
 # ---------------------------------------------------------------- bad arguments
 
 
-@pytest.mark.parametrize("capacity", [0, -1, 2**63, 1.5, "8", None])
+@pytest.mark.parametrize("capacity", [0, -1, 2**24 + 1, 2**63, 1.5, "8", None])
 def test_bad_capacity(backend: ModuleType, capacity: Any) -> None:
     with pytest.raises(InvalidArgument, match="capacity"):
         backend.Channel(capacity)

@@ -13,7 +13,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -104,7 +104,7 @@ class Simulation:
 
 
 def ns(t: datetime) -> int:
-    return int(t.replace(tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+    return int(t.replace(tzinfo=UTC).timestamp()) * 1_000_000_000
 
 
 def simulate(n: int = 400, seed: int = 0) -> Simulation:

@@ -195,5 +195,44 @@ class IpcWriter:
     def __enter__(self) -> IpcWriter: ...
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
 
+def crc32(data: Any, value: int = 0) -> int:
+    """zlib's CRC-32 of a bytes-like object, continuing from ``value`` (GIL released
+    for large buffers)."""
+
 def file_checksum(path: Any) -> str:
     """``"crc32:<8 hex digits>"`` of a file's bytes (what IpcWriter.close reports)."""
+
+# ---------------------------------------------------------------- backtest kernel
+
+def sma_crossover_signals(bars: Any, fast: int, slow: int, long_short: bool = False) -> Any:
+    """The int8 targets (-1, 0, 1) of an SMA crossover over the float64 ``close`` column of
+    ``bars`` (an Arrow record batch or table), as a ``pyarrow.RecordBatch`` with one column
+    ``target``. A cross needs the fast SMA strictly below the slow one on the previous bar
+    and strictly above on this one; ``1 <= fast < slow`` or ``ConfigError``."""
+
+def backtest(
+    bars: Any,
+    start: int = 0,
+    stop: Optional[int] = None,
+    *,
+    sma: Optional[tuple[int, int, bool]] = None,
+    initial_capital: float = 100000.0,
+    fraction: float = 1.0,
+    whole_units: bool = False,
+    commission_bps: float = 0.0,
+    slippage_bps: float = 0.0,
+    symbol: int = 0,
+) -> dict[str, Any]:
+    """The reference backtest of one parameter set.
+
+    ``bars``: an Arrow record batch or table with ``ts`` (int64 or timestamp[ns]), float64
+    ``open`` and ``close``, and int8 ``target`` when ``sma`` is None. Signals are computed
+    over ``bars[:stop]`` (an SMA crossover ``(fast, slow, long_short)`` or ``target``);
+    positions are taken inside ``[start, stop)``: a target decided on the close of bar ``t``
+    fills at the open of bar ``t + 1``. Returns ``bars`` (equity, position per bar),
+    ``trades`` (entry_ts, exit_ts, entry_price, exit_price, direction, quantity, pnl,
+    return, bars_held), ``fills`` (bar, quantity, price, commission) and ``events`` (the
+    event columns of FILL, POSITION_OPEN, POSITION_CLOSE) as ``pyarrow.RecordBatch``, and
+    ``summary``, the ``equity_summary`` dict that ``StreamingMetrics.fold`` takes.
+    ``ConfigError`` for bad settings or targets; ``InvalidArgument`` for bad columns or a
+    window outside the bars."""

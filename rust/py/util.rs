@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 
 use crate::checksum;
 
-use super::errors::WriterError;
+use super::errors::{InvalidArgument, WriterError};
 
 /// `file_checksum(path)`: `"crc32:xxxxxxxx"` of a file's bytes.
 #[pyfunction]
@@ -17,7 +17,33 @@ fn file_checksum(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     Ok(checksum::format_crc32(crc))
 }
 
+/// `crc32(data, value=0)`: zlib's CRC-32 of a bytes-like object, continuing from
+/// `value`; the GIL is released for buffers over 64 KiB.
+#[pyfunction]
+#[pyo3(signature = (data, value=0))]
+fn crc32(py: Python<'_>, data: &Bound<'_, PyAny>, value: u32) -> PyResult<u32> {
+    let buffer = pyo3::buffer::PyBuffer::<u8>::get(data).map_err(|_| {
+        InvalidArgument::new_err(format!(
+            "crc32 needs a bytes-like object (bytes, bytearray, memoryview, numpy array), got {}",
+            data.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })?;
+    if !buffer.is_c_contiguous() {
+        return Err(InvalidArgument::new_err("crc32 needs a contiguous buffer"));
+    }
+    // SAFETY: the buffer is C-contiguous, of u8 items, and held for the whole call.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
+    let run = || {
+        let mut hasher = crc32fast::Hasher::new_with_initial(value);
+        hasher.update(bytes);
+        hasher.finalize()
+    };
+    Ok(if bytes.len() > 64 * 1024 { py.detach(run) } else { run() })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(file_checksum, m)?)?;
+    m.add_function(wrap_pyfunction!(crc32, m)?)?;
     Ok(())
 }

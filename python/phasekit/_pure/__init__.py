@@ -5,8 +5,9 @@ It is the reference implementation; ``phasekit._core`` is the drop-in fast one.
 
 from __future__ import annotations
 
+from phasekit._pure.backtest import backtest, sma_crossover_signals
 from phasekit._pure.channel import Channel
-from phasekit._pure.checksum import file_checksum
+from phasekit._pure.checksum import crc32, file_checksum
 from phasekit._pure.ipc import COMPRESSIONS, TMP_SUFFIX, IpcWriter
 from phasekit._pure.ledger import SpillLedger
 from phasekit._pure.ring import (
@@ -33,6 +34,9 @@ __all__ = [
     "EventRing",
     "IpcWriter",
     "SpillLedger",
+    "backtest",
+    "crc32",
     "file_checksum",
     "size_of",
+    "sma_crossover_signals",
 ]

@@ -20,23 +20,26 @@ from phasekit.errors import ChannelClosed, ChannelEmpty, ChannelFull, InvalidArg
 WAIT_SLICE = 0.05
 """Longest single wait (seconds) before a blocked call checks for signals again."""
 
-MAX_COUNT = 2**63 - 1
-"""Largest ``capacity`` / ``max_items`` accepted (the range of a signed 64-bit integer)."""
+MAX_CAPACITY = 1 << 24
+"""Largest ``capacity`` accepted (the Rust backend allocates its slots up front)."""
+
+MAX_ITEMS = 2**63 - 1
+"""Largest ``max_items`` accepted (the range of a signed 64-bit integer)."""
 
 FOREVER = 1e9
 """Timeouts above this many seconds (about 31 years, or ``inf``) mean: wait without limit."""
 
 
-def _count_arg(name: str, value: Any) -> int:
-    """An integer argument in ``1..=MAX_COUNT``, or ``InvalidArgument`` naming it."""
+def _count_arg(name: str, value: Any, maximum: int) -> int:
+    """An integer argument in ``1..=maximum``, or ``InvalidArgument`` naming it."""
     try:
         number = operator.index(value)
     except TypeError:
         raise InvalidArgument(
             f"{name} must be an integer >= 1, got {type(value).__name__} {value!r}"
         ) from None
-    if not 1 <= number <= MAX_COUNT:
-        raise InvalidArgument(f"{name} must be an integer in 1..{MAX_COUNT}, got {number}")
+    if not 1 <= number <= maximum:
+        raise InvalidArgument(f"{name} must be an integer in 1..{maximum}, got {number}")
     return number
 
 
@@ -67,7 +70,7 @@ class Channel:
     """Bounded MPMC channel; see ``phasekit._core.Channel`` for the contract."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self._capacity = _count_arg("capacity", capacity)
+        self._capacity = _count_arg("capacity", capacity, MAX_CAPACITY)
         self._items: deque[Any] = deque()
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
@@ -187,7 +190,7 @@ class Channel:
             return self._pop()
 
     def recv_many(self, max_items: int, timeout: Optional[float] = None) -> list[Any]:
-        limit = _count_arg("max_items", max_items)
+        limit = _count_arg("max_items", max_items, MAX_ITEMS)
         deadline = _deadline(timeout)
         with self._lock:
             self._wait_for_item(deadline)

@@ -25,3 +25,16 @@ def file_checksum(path: Any) -> str:
     except OSError as exc:
         raise WriterError(f"cannot checksum {os.fspath(path)}: {exc}") from exc
     return format_crc32(crc)
+
+
+def crc32(data: Any, value: int = 0) -> int:
+    """zlib's CRC-32 of a bytes-like object, continuing from ``value``."""
+    try:
+        return zlib.crc32(data, value)
+    except TypeError as exc:
+        from phasekit.errors import InvalidArgument
+
+        raise InvalidArgument(
+            "crc32 needs a bytes-like object (bytes, bytearray, memoryview, numpy array), "
+            f"got {type(data).__name__}"
+        ) from exc

@@ -14,6 +14,7 @@ Ratios that are undefined (no variation, no trades) are ``0.0``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,42 @@ def compute_metrics(
     return out
 
 
+def equity_summary(
+    equity: np.ndarray, position: np.ndarray | None, last: float, peak: float
+) -> dict[str, Any]:
+    """What :meth:`StreamingMetrics.fold` takes from equity values that continue from
+    equity ``last`` and running peak ``peak``: the count, mean and sum of squared
+    deviations of their simple returns, the sum of squared negative returns, the new
+    peak, the worst drawdown (<= 0), the last equity and the bars with a position."""
+    eq = np.asarray(equity, dtype=np.float64)
+    in_market = int(np.count_nonzero(position)) if position is not None else 0
+    if eq.shape[0] == 0:
+        return {
+            "n": 0,
+            "mean": 0.0,
+            "m2": 0.0,
+            "down_sq": 0.0,
+            "peak": float(peak),
+            "max_drawdown": 0.0,
+            "last": float(last),
+            "bars_in_market": in_market,
+        }
+    prev = np.concatenate(([last], eq[:-1]))
+    rets = eq / prev - 1.0
+    mean = float(rets.mean())
+    peaks = np.maximum.accumulate(np.maximum(eq, peak))
+    return {
+        "n": int(rets.shape[0]),
+        "mean": mean,
+        "m2": float(((rets - mean) ** 2).sum()),
+        "down_sq": float((np.minimum(rets, 0.0) ** 2).sum()),
+        "peak": float(peaks[-1]),
+        "max_drawdown": min(0.0, float((eq / peaks - 1.0).min())),
+        "last": float(eq[-1]),
+        "bars_in_market": in_market,
+    }
+
+
 class StreamingMetrics:
     """The same metrics computed incrementally from equity updates and closed trades,
     so a container needs no equity curve in memory unless it keeps one by choice."""
@@ -90,27 +127,26 @@ class StreamingMetrics:
 
     def update_equity(self, equity: np.ndarray, position: np.ndarray | None = None) -> None:
         """Fold a batch of consecutive bar-close equity values (and positions) in."""
-        eq = np.asarray(equity, dtype=np.float64)
-        if eq.shape[0] == 0:
+        self.fold(equity_summary(equity, position, self.last, self.peak))
+
+    def fold(self, summary: Mapping[str, Any]) -> None:
+        """Fold in the :func:`equity_summary` of the equity values that follow (the
+        backends' backtest kernels return one with their results)."""
+        n_b = int(summary["n"])
+        if n_b == 0:
             return
-        prev = np.concatenate(([self.last], eq[:-1]))
-        rets = eq / prev - 1.0
         # Chan et al. parallel combination of mean and M2
-        n_b = rets.shape[0]
-        mean_b = float(rets.mean())
-        m2_b = float(((rets - mean_b) ** 2).sum())
+        mean_b = float(summary["mean"])
         n = self.n + n_b
         delta = mean_b - self.mean
         self.mean += delta * n_b / n
-        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.m2 += float(summary["m2"]) + delta * delta * self.n * n_b / n
         self.n = n
-        self.down_sq += float((np.minimum(rets, 0.0) ** 2).sum())
-        peaks = np.maximum.accumulate(np.maximum(eq, self.peak))
-        self.mdd = min(self.mdd, float((eq / peaks - 1.0).min()))
-        self.peak = float(peaks[-1])
-        self.last = float(eq[-1])
-        if position is not None:
-            self.bars_in_market += int(np.count_nonzero(position))
+        self.down_sq += float(summary["down_sq"])
+        self.mdd = min(self.mdd, float(summary["max_drawdown"]))
+        self.peak = float(summary["peak"])
+        self.last = float(summary["last"])
+        self.bars_in_market += int(summary["bars_in_market"])
 
     def on_trade(self, pnl: float) -> None:
         self.pnl.append(float(pnl))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from phasekit.catalog.base import Catalog, Exec, Rows
@@ -92,7 +92,7 @@ class PostgresCatalog(Catalog):
         return value
 
     def _ts_value(self, value: Any) -> datetime:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def _meta_clause(self, path: list[str], value: Any) -> tuple[str, list[Any]]:
         return "jsonb_extract_path(metadata, VARIADIC ?::text[]) = ?::jsonb", [path, to_json(value)]

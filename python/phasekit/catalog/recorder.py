@@ -10,7 +10,7 @@ the fields a ref is rebuilt from.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from phasekit.catalog.names import check_name, check_optional_name
@@ -61,7 +61,7 @@ class CatalogRecorder:
             phase=self.phase,
             window_id=self.window_id,
             container_id=self.container_id,
-            created_at=datetime.fromtimestamp(created, timezone.utc) if created else None,
+            created_at=datetime.fromtimestamp(created, UTC) if created else None,
         )
 
     def forget_item(self, ref: Any) -> None:

@@ -41,7 +41,7 @@ import copy
 import math
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
 import numpy as np
@@ -63,7 +63,7 @@ _SHORT = ("short", "sell", "SHORT", "SELL")
 
 
 _EPOCH = datetime(1970, 1, 1)
-_EPOCH_UTC = _EPOCH.replace(tzinfo=timezone.utc)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -94,7 +94,7 @@ def _ns(value: Any) -> int:
 
 
 def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat()
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat()
 
 
 def _number(payload: Mapping[str, Any], *names: str) -> Optional[float]:

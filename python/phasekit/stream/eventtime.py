@@ -33,7 +33,7 @@ _UNITS = {
     "w": 7 * 86400 * NS_PER_S,
 }
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zµ]+)\s*$", re.IGNORECASE)
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 
 MIN_TIME = -(2**63)
 """The watermark before any event was seen."""
@@ -89,7 +89,7 @@ def to_ns(value: Any) -> int:
     if kind is float:
         return round(value * NS_PER_S)
     if isinstance(value, _dt.datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=_dt.UTC)
         delta = aware - _EPOCH
         return (delta.days * 86400 + delta.seconds) * NS_PER_S + delta.microseconds * 1000
     if isinstance(value, _dt.date):

@@ -60,8 +60,19 @@ class ContainerTracer:
         batch = {name: np.asarray(col)[keep] for name, col in events.items()}
         return int(self.ring.extend(batch))
 
-    def on_equity(self, ts: np.ndarray, equity: np.ndarray, position: np.ndarray) -> None:
-        self.metrics.update_equity(equity, position)
+    def on_equity(
+        self,
+        ts: np.ndarray,
+        equity: np.ndarray,
+        position: np.ndarray,
+        summary: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Fold equity in (through ``summary``, its ``equity_summary``, when the caller
+        has one already) and keep the curve when PORTFOLIO_UPDATE is traced."""
+        if summary is not None:
+            self.metrics.fold(summary)
+        else:
+            self.metrics.update_equity(equity, position)
         if self.settings.keeps_equity:
             self._equity_ts.append(np.asarray(ts))
             self._equity.append(np.asarray(equity))

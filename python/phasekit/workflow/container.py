@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Mapping[str, np.ndarray]], None]
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     DATA = "data"
     STRATEGY = "strategy"
     PORTFOLIO = "portfolio"
@@ -29,7 +29,7 @@ class Role(str, enum.Enum):
     ANALYSIS = "analysis"
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     CREATED = "created"
     STARTED = "started"
     RUNNING = "running"

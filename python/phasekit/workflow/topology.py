@@ -2,7 +2,8 @@
 parameter set runs a strategy over the window's bars; ``analysis`` ranks results.
 
 Signals are computed on all bars up to the window's end (so indicators are warm at its
-start, with no look-ahead) and positions are only taken inside the window.
+start, with no look-ahead) and positions are only taken inside the window, by the
+backtest kernel of the backend in use (:mod:`phasekit.backtest.kernel`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 from phasekit.backtest.bars import Bars
+from phasekit.backtest.kernel import KernelRun, run_kernel
 from phasekit.backtest.metrics import compute_metrics
-from phasekit.backtest.portfolio import (
-    PortfolioSettings,
-    SimResult,
-    portfolio_updates,
-    position_events,
-    simulate,
-)
-from phasekit.backtest.strategies import make_strategy
+from phasekit.backtest.portfolio import PortfolioSettings, SimResult, portfolio_updates
 from phasekit.errors import ConfigError
 from phasekit.tracing import TracerSettings
 from phasekit.workflow.container import Container, ResultSink, Role
@@ -96,13 +91,23 @@ def trades_table(job: PortfolioJob, trades: Mapping[str, np.ndarray]) -> pa.Tabl
     )
 
 
+def kernel_job(bars: Bars, job: PortfolioJob) -> tuple[Bars, KernelRun]:
+    """Signals over bars[:stop], positions inside [start, stop), by the backend's kernel."""
+    run = run_kernel(
+        bars,
+        job.span.start,
+        job.span.stop,
+        job.strategy_type,
+        job.strategy_params,
+        job.portfolio,
+    )
+    return bars.slice(job.span.start, job.span.stop), run
+
+
 def simulate_job(bars: Bars, job: PortfolioJob) -> tuple[Bars, SimResult]:
     """Signals over bars[:stop], positions inside [start, stop)."""
-    strategy = make_strategy(job.strategy_type, dict(job.strategy_params))
-    warm = bars.slice(0, job.span.stop)
-    target = np.asarray(strategy.signals(warm))
-    window = bars.slice(job.span.start, job.span.stop)
-    return window, simulate(window, target[job.span.start :], job.portfolio)
+    window, run = kernel_job(bars, job)
+    return window, run.sim_result()
 
 
 def run_portfolio(bars: Bars, job: PortfolioJob, sink: ResultSink) -> None:
@@ -116,14 +121,14 @@ def run_portfolio(bars: Bars, job: PortfolioJob, sink: ResultSink) -> None:
     )
     with container:
         container.run()
-        window, result = simulate_job(bars, job)
-        container.bus.publish(position_events(window, result))
+        window, run = kernel_job(bars, job)
+        container.bus.publish(run.events)
         if job.tracer.keeps_equity:
-            container.bus.publish(portfolio_updates(window, result))
+            container.bus.publish(portfolio_updates(window, SimResult(run.equity, run.position)))
         assert container.tracer is not None
-        container.tracer.on_equity(window.ts, result.equity, result.position)
-        container.tracer.on_trades(result.trades["pnl"])
-        container.outputs["trades"] = trades_table(job, result.trades)
+        container.tracer.on_equity(window.ts, run.equity, run.position, run.summary)
+        container.tracer.on_trades(run.trades["pnl"])
+        container.outputs["trades"] = trades_table(job, run.trades)
         curve = container.tracer.equity_curve()
         if curve is not None:
             container.outputs["equity_curve"] = curve
