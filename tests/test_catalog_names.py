@@ -81,7 +81,8 @@ def test_messages_say_what_and_what_is_allowed() -> None:
     with pytest.raises(InvalidArgument) as info:
         check_name("stage_name", "../up")
     text = str(info.value)
-    assert text.startswith("stage_name '../up' contains '..'") and "allowed:" in text
+    assert text.startswith("stage_name '../up' is not a valid name: it contains '..'")
+    assert "allowed:" in text
     with pytest.raises(InvalidArgument, match="contains a NUL character"):
         check_name("entity_name", "a\x00")
     with pytest.raises(InvalidArgument, match=r"contains the control character U\+001B"):

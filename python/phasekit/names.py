@@ -1,0 +1,89 @@
+"""Validation of names that become parts of paths, URIs or catalog keys (run, phase,
+stage, container, key): one rule for every layer."""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from typing import Any
+
+from phasekit.errors import InvalidArgument
+
+TMP_SUFFIX = ".phasekit-tmp"
+"""Suffix of files being written (IpcWriter and the stores' atomic writes)."""
+
+MAX_NAME_LENGTH = 200
+"""Longest accepted name, in characters (file names must stay under the 255-byte limit)."""
+
+_FORBIDDEN = ("/", "\\")
+_PLAIN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-=+,@ ]*[A-Za-z0-9_\-=+,@.]|[A-Za-z0-9_\-]")
+"""Names made only of these characters need no further check (beyond '..' and length)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _reason(value: str) -> str | None:
+    """Why ``value`` cannot be a name, or None when it can."""
+    plain = len(value) <= MAX_NAME_LENGTH and _PLAIN.fullmatch(value) and ".." not in value
+    if plain and not value.endswith(TMP_SUFFIX):
+        return None
+    if value == "":
+        return "it is empty"
+    if value in (".", ".."):
+        return "'.' and '..' are path navigation, not names"
+    if ".." in value:
+        return "it contains '..'"
+    for sep in _FORBIDDEN:
+        if sep in value:
+            return f"it contains the path separator {sep!r}"
+    if value.startswith("."):
+        return "names starting with '.' are reserved for hidden and temporary files"
+    if len(value) > 1 and value[1] == ":" and value[0].isalpha():
+        return "it looks like an absolute Windows path"
+    for ch in value:
+        if ch == "\x00":
+            return "it contains a NUL character"
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            return f"it contains the control character U+{ord(ch):04X}"
+    if value != value.strip():
+        return "it has leading or trailing whitespace"
+    if value.endswith(TMP_SUFFIX):
+        return f"it ends like a temporary file ({TMP_SUFFIX!r})"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"it is {len(value)} characters long (at most {MAX_NAME_LENGTH})"
+    return None
+
+
+def check_name(field: str, value: Any) -> str:
+    """Return ``value`` when it is a safe name, else raise ``InvalidArgument`` naming ``field``.
+
+    A name is a non-empty string without ``..``, path separators (``/``, ``\\``), a
+    leading ``.``, NUL or other control characters, surrounding whitespace or a drive
+    prefix, and at most :data:`MAX_NAME_LENGTH` characters.
+    """
+    if not isinstance(value, str):
+        raise InvalidArgument(
+            f"{field} must be a string name, got {type(value).__name__} {value!r}"
+        )
+    reason = _reason(value)
+    if reason is not None:
+        raise InvalidArgument(
+            f"{field} {value!r} is not a valid name: {reason}; allowed: letters, digits and "
+            "punctuation other than path separators, without '..', a leading '.', "
+            f"control characters or the ending {TMP_SUFFIX!r}, at most {MAX_NAME_LENGTH} "
+            "characters"
+        )
+    return value
+
+
+def is_valid_name(value: Any) -> bool:
+    """True when :func:`check_name` accepts ``value``."""
+    return isinstance(value, str) and _reason(value) is None
+
+
+__all__ = ["MAX_NAME_LENGTH", "check_name", "is_valid_name"]
+
+
+def check_optional_name(field: str, value: Any) -> str | None:
+    """:func:`check_name` for a name that may be ``None``."""
+    return None if value is None else check_name(field, value)
