@@ -1,1 +1,829 @@
-//! placeholder: filled in by the channel work
+//! A bounded multi-producer multi-consumer channel with statistics and an explicit close.
+//!
+//! The queue is Dmitry Vyukov's bounded MPMC array: every slot carries a stamp that
+//! says whether it is free for the sender at a position or full for the receiver at
+//! that position, so a send or a receive is one compare-and-swap on the tail or the head
+//! plus one slot write or read. Positions are packed as `lap | mark | index`; the mark
+//! bit in the tail means closed, which makes "closed" and "sent" one atomic decision:
+//! a send either got its slot before the close (and will be received) or fails.
+//!
+//! `sent`, `received` and the depth are read off the positions (no extra counters on
+//! the hot path). Blocked callers spin briefly, then park on a condition variable; the
+//! other side only touches the lock when its waiter count says someone is parked.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+/// Largest capacity a channel accepts (its slots are allocated up front).
+pub const MAX_CAPACITY: usize = 1 << 24;
+
+/// A value on its own cache line(s), so the head and the tail do not share one.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+struct Slot<T> {
+    stamp: AtomicU64,
+    msg: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// Threads parked on one side of the channel (senders or receivers).
+struct Waiters {
+    count: AtomicUsize,
+    lock: Mutex<()>,
+    cond: Condvar,
+}
+
+impl Waiters {
+    fn new() -> Self {
+        Waiters {
+            count: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Park until notified or `until`, unless `ready()` holds once registered.
+    fn park(&self, until: Option<Instant>, ready: impl Fn() -> bool) {
+        let mut guard = self.lock.lock();
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if !ready() {
+            match until {
+                Some(t) => {
+                    self.cond.wait_until(&mut guard, t);
+                }
+                None => self.cond.wait(&mut guard),
+            }
+        }
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn notify_one(&self) {
+        if self.count.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.cond.notify_one();
+        }
+    }
+
+    fn notify_all(&self) {
+        if self.count.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.cond.notify_all();
+        }
+    }
+}
+
+/// Spin, then yield, before a caller parks.
+struct Backoff(u32);
+
+impl Backoff {
+    const SPIN_LIMIT: u32 = 6;
+    const YIELD_LIMIT: u32 = 10;
+
+    fn spin(&mut self) {
+        for _ in 0..1u32 << self.0.min(Self::SPIN_LIMIT) {
+            std::hint::spin_loop();
+        }
+        if self.0 <= Self::SPIN_LIMIT {
+            self.0 += 1;
+        }
+    }
+
+    fn snooze(&mut self) {
+        if self.0 <= Self::SPIN_LIMIT {
+            self.spin();
+        } else {
+            std::thread::yield_now();
+            if self.0 <= Self::YIELD_LIMIT {
+                self.0 += 1;
+            }
+        }
+    }
+
+    fn is_completed(&self) -> bool {
+        self.0 > Self::YIELD_LIMIT
+    }
+}
+
+/// Why a value could not be sent; the value comes back.
+#[derive(PartialEq, Eq)]
+pub enum SendError<T> {
+    /// The channel is at capacity (only from `try_send`).
+    Full(T),
+    /// The channel is closed.
+    Closed(T),
+    /// The deadline passed while the channel stayed full.
+    Timeout(T),
+}
+
+impl<T> SendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Full(v) | SendError::Closed(v) | SendError::Timeout(v) => v,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Full(_) => "Full(..)",
+            SendError::Closed(_) => "Closed(..)",
+            SendError::Timeout(_) => "Timeout(..)",
+        })
+    }
+}
+
+/// Why nothing was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// The channel is open and empty (only from `try_recv`).
+    Empty,
+    /// The channel is closed and drained.
+    Closed,
+    /// The deadline passed while the channel stayed empty and open.
+    Timeout,
+}
+
+/// A capacity outside `1..=MAX_CAPACITY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapacityError(pub usize);
+
+impl fmt::Display for CapacityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "capacity must be an integer in 1..{MAX_CAPACITY}, got {}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for CapacityError {}
+
+/// A snapshot of a channel's counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    pub depth: usize,
+    pub capacity: usize,
+    pub high_water: usize,
+    pub sent: u64,
+    pub received: u64,
+    pub blocked_send: Duration,
+    pub closed: bool,
+}
+
+/// A slot reserved by a sender or a receiver, or the reason there is none.
+enum Reserve<'a, T> {
+    Slot(&'a Slot<T>, u64),
+    NotReady,
+    Closed,
+}
+
+/// Bounded MPMC channel; share it by reference or in an `Arc`.
+pub struct Channel<T> {
+    head: Padded<AtomicU64>,
+    tail: Padded<AtomicU64>,
+    high_water: Padded<AtomicUsize>,
+    blocked_send_nanos: AtomicU64,
+    buffer: Box<[Slot<T>]>,
+    cap: usize,
+    /// Stamp `{lap: 1, mark: 0, index: 0}`; a power of two.
+    one_lap: u64,
+    /// Set in the tail once the channel is closed; `mark_bit - 1` masks the index.
+    mark_bit: u64,
+    lap_shift: u32,
+    senders: Waiters,
+    receivers: Waiters,
+}
+
+// SAFETY: slots are handed to exactly one thread at a time by the stamp protocol, so the
+// channel moves `T` values between threads but never shares a `&T`.
+unsafe impl<T: Send> Send for Channel<T> {}
+unsafe impl<T: Send> Sync for Channel<T> {}
+
+impl<T> Channel<T> {
+    /// A channel holding at most `capacity` values, `1 <= capacity <= MAX_CAPACITY`.
+    pub fn new(capacity: usize) -> Result<Self, CapacityError> {
+        if !(1..=MAX_CAPACITY).contains(&capacity) {
+            return Err(CapacityError(capacity));
+        }
+        let mark_bit = (capacity as u64 + 1).next_power_of_two();
+        let one_lap = mark_bit * 2;
+        let buffer = (0..capacity as u64)
+            .map(|i| Slot {
+                stamp: AtomicU64::new(i),
+                msg: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect();
+        Ok(Channel {
+            head: Padded(AtomicU64::new(0)),
+            tail: Padded(AtomicU64::new(0)),
+            high_water: Padded(AtomicUsize::new(0)),
+            blocked_send_nanos: AtomicU64::new(0),
+            buffer,
+            cap: capacity,
+            one_lap,
+            mark_bit,
+            lap_shift: one_lap.trailing_zeros(),
+            senders: Waiters::new(),
+            receivers: Waiters::new(),
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tail.0.load(Ordering::SeqCst) & self.mark_bit != 0
+    }
+
+    /// Values sent before this position (a head or an unmarked tail).
+    fn count(&self, position: u64) -> u64 {
+        (position >> self.lap_shift) * self.cap as u64 + (position & (self.mark_bit - 1))
+    }
+
+    /// The position after `position`.
+    fn next(&self, position: u64) -> u64 {
+        if (position & (self.mark_bit - 1)) + 1 < self.cap as u64 {
+            position + 1
+        } else {
+            (position & !(self.one_lap - 1)).wrapping_add(self.one_lap)
+        }
+    }
+
+    fn slot(&self, position: u64) -> &Slot<T> {
+        &self.buffer[(position & (self.mark_bit - 1)) as usize]
+    }
+
+    /// A consistent (sent, received) pair.
+    fn counts(&self) -> (u64, u64) {
+        loop {
+            let tail = self.tail.0.load(Ordering::SeqCst);
+            let head = self.head.0.load(Ordering::SeqCst);
+            if self.tail.0.load(Ordering::SeqCst) == tail {
+                return (self.count(tail & !self.mark_bit), self.count(head));
+            }
+        }
+    }
+
+    /// Values in the channel, `0..=capacity`.
+    pub fn len(&self) -> usize {
+        let (sent, received) = self.counts();
+        (sent - received) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.len() >= self.cap
+    }
+
+    pub fn stats(&self) -> Stats {
+        let (sent, received) = self.counts();
+        Stats {
+            depth: (sent - received) as usize,
+            capacity: self.cap,
+            high_water: self.high_water.0.load(Ordering::Relaxed),
+            sent,
+            received,
+            blocked_send: Duration::from_nanos(self.blocked_send_nanos.load(Ordering::Relaxed)),
+            closed: self.is_closed(),
+        }
+    }
+
+    /// Close the channel: later sends fail, receivers drain what is left. Wakes every
+    /// parked caller. Returns whether this call closed it (false if it already was).
+    pub fn close(&self) -> bool {
+        let before = self.tail.0.fetch_or(self.mark_bit, Ordering::SeqCst);
+        self.senders.notify_all();
+        self.receivers.notify_all();
+        before & self.mark_bit == 0
+    }
+
+    // ------------------------------------------------------------ sending
+
+    fn reserve_send(&self) -> Reserve<'_, T> {
+        let mut backoff = Backoff(0);
+        let mut tail = self.tail.0.load(Ordering::Relaxed);
+        loop {
+            if tail & self.mark_bit != 0 {
+                return Reserve::Closed;
+            }
+            let slot = self.slot(tail);
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == tail {
+                let new_tail = self.next(tail);
+                match self.tail.0.compare_exchange_weak(
+                    tail,
+                    new_tail,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Reserve::Slot(slot, tail),
+                    Err(current) => {
+                        tail = current;
+                        backoff.spin();
+                    }
+                }
+            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
+                // The slot still holds the value of the previous lap: full, unless a
+                // receiver has just taken it.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                let head = self.head.0.load(Ordering::Relaxed);
+                if head.wrapping_add(self.one_lap) == tail {
+                    return Reserve::NotReady;
+                }
+                backoff.spin();
+                tail = self.tail.0.load(Ordering::Relaxed);
+            } else {
+                // Another sender moved on; reload.
+                backoff.snooze();
+                tail = self.tail.0.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn write(&self, slot: &Slot<T>, tail: u64, msg: T) {
+        // SAFETY: the tail CAS gave this thread the slot exclusively until the stamp store.
+        unsafe { (*slot.msg.get()).write(msg) };
+        slot.stamp.store(tail + 1, Ordering::Release);
+        self.record_depth(tail);
+        self.receivers.notify_one();
+    }
+
+    /// Raise the high-water mark to the depth right after the send at `tail`.
+    fn record_depth(&self, tail: u64) {
+        let high = self.high_water.0.load(Ordering::Relaxed);
+        if high < self.cap {
+            let head = self.head.0.load(Ordering::Relaxed);
+            let depth = (self.count(tail) + 1).saturating_sub(self.count(head)) as usize;
+            if depth > high {
+                self.high_water
+                    .0
+                    .fetch_max(depth.min(self.cap), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Send without blocking.
+    pub fn try_send(&self, msg: T) -> Result<(), SendError<T>> {
+        match self.reserve_send() {
+            Reserve::Slot(slot, tail) => {
+                self.write(slot, tail, msg);
+                Ok(())
+            }
+            Reserve::NotReady => Err(SendError::Full(msg)),
+            Reserve::Closed => Err(SendError::Closed(msg)),
+        }
+    }
+
+    /// Send, waiting while the channel is full until `deadline` (`None`: no limit).
+    /// Time spent waiting counts as blocked-send time.
+    pub fn send_deadline(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
+        let msg = match self.try_send(msg) {
+            Err(SendError::Full(msg)) => msg,
+            done => return done,
+        };
+        let started = Instant::now();
+        let result = self.send_blocking(msg, deadline);
+        let waited = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.blocked_send_nanos.fetch_add(waited, Ordering::Relaxed);
+        if result.is_err() && !self.is_full() {
+            // A wake-up this sender took is passed on to another parked sender.
+            self.senders.notify_one();
+        }
+        result
+    }
+
+    fn send_blocking(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
+        let mut msg = msg;
+        loop {
+            let mut backoff = Backoff(0);
+            loop {
+                match self.try_send(msg) {
+                    Err(SendError::Full(m)) => msg = m,
+                    done => return done,
+                }
+                if backoff.is_completed() {
+                    break;
+                }
+                backoff.snooze();
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(SendError::Timeout(msg));
+            }
+            self.senders
+                .park(deadline, || !self.is_full() || self.is_closed());
+        }
+    }
+
+    /// Send, waiting without limit while the channel is full.
+    pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        self.send_deadline(msg, None)
+    }
+
+    /// Send, waiting at most `timeout` while the channel is full.
+    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendError<T>> {
+        self.send_deadline(msg, Instant::now().checked_add(timeout))
+    }
+
+    // ------------------------------------------------------------ receiving
+
+    fn reserve_recv(&self) -> Reserve<'_, T> {
+        let mut backoff = Backoff(0);
+        let mut head = self.head.0.load(Ordering::Relaxed);
+        loop {
+            let slot = self.slot(head);
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == head + 1 {
+                let new_head = self.next(head);
+                match self.head.0.compare_exchange_weak(
+                    head,
+                    new_head,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Reserve::Slot(slot, head),
+                    Err(current) => {
+                        head = current;
+                        backoff.spin();
+                    }
+                }
+            } else if stamp == head {
+                // The slot is free for this lap: empty, unless a sender has just taken it.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                let tail = self.tail.0.load(Ordering::Relaxed);
+                if tail & !self.mark_bit == head {
+                    return if tail & self.mark_bit != 0 {
+                        Reserve::Closed
+                    } else {
+                        Reserve::NotReady
+                    };
+                }
+                backoff.spin();
+                head = self.head.0.load(Ordering::Relaxed);
+            } else {
+                backoff.snooze();
+                head = self.head.0.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn read(&self, slot: &Slot<T>, head: u64) -> T {
+        // SAFETY: the head CAS gave this thread the slot, whose stamp says it was written.
+        let msg = unsafe { (*slot.msg.get()).assume_init_read() };
+        slot.stamp
+            .store(head.wrapping_add(self.one_lap), Ordering::Release);
+        self.senders.notify_one();
+        msg
+    }
+
+    /// Receive without blocking: `Empty` when open and empty, `Closed` when closed and drained.
+    pub fn try_recv(&self) -> Result<T, RecvError> {
+        match self.reserve_recv() {
+            Reserve::Slot(slot, head) => Ok(self.read(slot, head)),
+            Reserve::NotReady => Err(RecvError::Empty),
+            Reserve::Closed => Err(RecvError::Closed),
+        }
+    }
+
+    /// Receive, waiting while the channel is empty and open until `deadline`.
+    pub fn recv_deadline(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
+        loop {
+            let mut backoff = Backoff(0);
+            loop {
+                match self.try_recv() {
+                    Err(RecvError::Empty) => {}
+                    done => return done,
+                }
+                if backoff.is_completed() {
+                    break;
+                }
+                backoff.snooze();
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                if !self.is_empty() {
+                    // A wake-up this receiver took is passed on to another parked receiver.
+                    self.receivers.notify_one();
+                }
+                return Err(RecvError::Timeout);
+            }
+            self.receivers
+                .park(deadline, || !self.is_empty() || self.is_closed());
+        }
+    }
+
+    /// Receive, waiting without limit while the channel is empty and open.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_deadline(None)
+    }
+
+    /// Receive, waiting at most `timeout` while the channel is empty and open.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
+        self.recv_deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// Move up to `max` values that are there now into `out`, without blocking;
+    /// returns how many. `Closed` when closed and drained, `Empty` when nothing is there.
+    pub fn try_recv_into(&self, out: &mut Vec<T>, max: usize) -> Result<usize, RecvError> {
+        let mut taken = 0;
+        while taken < max {
+            match self.try_recv() {
+                Ok(msg) => {
+                    out.push(msg);
+                    taken += 1;
+                }
+                Err(e) if taken == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Wait (as `recv_deadline`) for at least one value, then move up to `max` into `out`.
+    pub fn recv_into(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let first = self.recv_deadline(deadline)?;
+        out.push(first);
+        Ok(1 + self.try_recv_into(out, max - 1).unwrap_or(0))
+    }
+}
+
+impl<T> Drop for Channel<T> {
+    fn drop(&mut self) {
+        while self.try_recv().is_ok() {}
+    }
+}
+
+impl<T> fmt::Debug for Channel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("capacity", &self.cap)
+            .field("depth", &self.len())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    #[test]
+    fn fifo_capacity_and_counts() {
+        let ch = Channel::new(3).unwrap();
+        for i in 0..3 {
+            ch.try_send(i).unwrap();
+        }
+        assert_eq!(ch.try_send(9), Err(SendError::Full(9)));
+        assert_eq!(ch.len(), 3);
+        assert_eq!(ch.try_recv(), Ok(0));
+        ch.try_send(3).unwrap();
+        let got: Vec<i32> = (0..3).map(|_| ch.try_recv().unwrap()).collect();
+        assert_eq!(got, vec![1, 2, 3]);
+        assert_eq!(ch.try_recv(), Err(RecvError::Empty));
+        let s = ch.stats();
+        assert_eq!(
+            (s.depth, s.capacity, s.high_water, s.sent, s.received),
+            (0, 3, 3, 4, 4)
+        );
+        assert!(!s.closed && s.blocked_send == Duration::ZERO);
+    }
+
+    #[test]
+    fn capacity_bounds() {
+        assert_eq!(Channel::<u8>::new(0).unwrap_err(), CapacityError(0));
+        assert!(Channel::<u8>::new(MAX_CAPACITY + 1).is_err());
+        assert!(Channel::<u8>::new(1).is_ok());
+        assert!(CapacityError(0).to_string().contains("capacity"));
+    }
+
+    #[test]
+    fn counts_survive_many_laps() {
+        for cap in [1usize, 2, 3, 5, 8] {
+            let ch = Channel::new(cap).unwrap();
+            let mut next_out = 0u64;
+            for i in 0..1000u64 {
+                ch.try_send(i).unwrap();
+                assert!(ch.len() <= cap);
+                if ch.len() == cap.min(2) {
+                    while let Ok(v) = ch.try_recv() {
+                        assert_eq!(v, next_out);
+                        next_out += 1;
+                    }
+                }
+            }
+            let s = ch.stats();
+            assert_eq!((s.sent, s.received + s.depth as u64), (1000, 1000));
+            assert_eq!(s.high_water, 2.min(cap));
+        }
+    }
+
+    #[test]
+    fn close_then_drain() {
+        let ch = Channel::new(4).unwrap();
+        ch.send(1).unwrap();
+        ch.send(2).unwrap();
+        assert!(ch.close());
+        assert!(!ch.close());
+        assert_eq!(ch.try_send(3), Err(SendError::Closed(3)));
+        assert_eq!(ch.send(3), Err(SendError::Closed(3)));
+        assert_eq!(ch.recv(), Ok(1));
+        assert_eq!(ch.recv_timeout(Duration::ZERO), Ok(2));
+        assert_eq!(ch.recv(), Err(RecvError::Closed));
+        assert_eq!(ch.try_recv(), Err(RecvError::Closed));
+        assert!(ch.stats().closed);
+    }
+
+    #[test]
+    fn closed_wins_over_full() {
+        let ch = Channel::new(1).unwrap();
+        ch.send(1).unwrap();
+        ch.close();
+        assert_eq!(ch.try_send(2), Err(SendError::Closed(2)));
+    }
+
+    #[test]
+    fn timeouts() {
+        let ch = Channel::new(1).unwrap();
+        assert_eq!(
+            ch.recv_timeout(Duration::from_millis(5)),
+            Err(RecvError::Timeout)
+        );
+        ch.send(1).unwrap();
+        assert_eq!(
+            ch.send_timeout(2, Duration::from_millis(5)),
+            Err(SendError::Timeout(2))
+        );
+        assert_eq!(
+            ch.send_timeout(2, Duration::ZERO),
+            Err(SendError::Timeout(2))
+        );
+        assert!(ch.stats().blocked_send >= Duration::from_millis(5));
+        assert_eq!(ch.recv_timeout(Duration::MAX), Ok(1));
+    }
+
+    #[test]
+    fn batches() {
+        let ch = Channel::new(8).unwrap();
+        for i in 0..5 {
+            ch.send(i).unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(ch.recv_into(&mut out, 3, None), Ok(3));
+        assert_eq!(ch.try_recv_into(&mut out, 10), Ok(2));
+        assert_eq!(out, vec![0, 1, 2, 3, 4]);
+        assert_eq!(ch.try_recv_into(&mut out, 10), Err(RecvError::Empty));
+        assert_eq!(ch.recv_into(&mut out, 0, None), Ok(0));
+        ch.close();
+        assert_eq!(ch.recv_into(&mut out, 3, None), Err(RecvError::Closed));
+    }
+
+    #[test]
+    fn drop_releases_values() {
+        let item = Arc::new(());
+        let ch = Channel::new(4).unwrap();
+        ch.send(item.clone()).unwrap();
+        ch.send(item.clone()).unwrap();
+        drop(ch.recv());
+        assert_eq!(Arc::strong_count(&item), 2);
+        drop(ch);
+        assert_eq!(Arc::strong_count(&item), 1);
+    }
+
+    #[test]
+    fn close_wakes_parked_senders_and_receivers() {
+        let full = Arc::new(Channel::new(1).unwrap());
+        full.send(0).unwrap();
+        let empty = Arc::new(Channel::<i32>::new(1).unwrap());
+        let senders: Vec<_> = (0..3)
+            .map(|i| {
+                let ch = full.clone();
+                thread::spawn(move || ch.send(i))
+            })
+            .collect();
+        let receivers: Vec<_> = (0..3)
+            .map(|_| {
+                let ch = empty.clone();
+                thread::spawn(move || ch.recv())
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(50));
+        full.close();
+        empty.close();
+        for (i, h) in senders.into_iter().enumerate() {
+            assert_eq!(h.join().unwrap(), Err(SendError::Closed(i as i32)));
+        }
+        for h in receivers {
+            assert_eq!(h.join().unwrap(), Err(RecvError::Closed));
+        }
+        assert_eq!(full.recv(), Ok(0));
+        assert!(full.stats().blocked_send > Duration::ZERO);
+    }
+
+    #[test]
+    fn backpressure_wakes_a_parked_sender() {
+        let ch = Arc::new(Channel::new(1).unwrap());
+        ch.send(0).unwrap();
+        let sender = {
+            let ch = ch.clone();
+            thread::spawn(move || ch.send(1))
+        };
+        thread::sleep(Duration::from_millis(30));
+        assert_eq!(ch.recv(), Ok(0));
+        assert_eq!(sender.join().unwrap(), Ok(()));
+        assert_eq!(ch.recv(), Ok(1));
+    }
+
+    #[test]
+    fn many_producers_many_consumers_exactly_once() {
+        const PER: u64 = 250_000;
+        let ch = Arc::new(Channel::new(64).unwrap());
+        let producers: Vec<_> = (0..4u64)
+            .map(|p| {
+                let ch = ch.clone();
+                thread::spawn(move || {
+                    for i in p * PER..(p + 1) * PER {
+                        ch.send(i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..4)
+            .map(|_| {
+                let ch = ch.clone();
+                thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Ok(v) = ch.recv() {
+                        assert!(ch.len() <= 64);
+                        got.push(v);
+                    }
+                    got
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        ch.close();
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..4 * PER).collect::<Vec<_>>());
+        let s = ch.stats();
+        assert_eq!((s.sent, s.received, s.depth), (4 * PER, 4 * PER, 0));
+        assert!(s.high_water <= 64);
+    }
+
+    #[test]
+    fn close_races_with_senders_without_losing_values() {
+        let ch = Arc::new(Channel::new(8).unwrap());
+        let producers: Vec<_> = (0..3u64)
+            .map(|p| {
+                let ch = ch.clone();
+                thread::spawn(move || {
+                    let mut accepted = 0u64;
+                    while ch.send((p, accepted)).is_ok() {
+                        accepted += 1;
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let consumer = {
+            let ch = ch.clone();
+            thread::spawn(move || {
+                let mut got = 0u64;
+                while ch.recv().is_ok() {
+                    got += 1;
+                }
+                got
+            })
+        };
+        thread::sleep(Duration::from_millis(30));
+        ch.close();
+        let accepted: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+        assert_eq!(consumer.join().unwrap(), accepted);
+        assert_eq!(ch.stats().sent, accepted);
+    }
+}

@@ -544,7 +544,8 @@ class SameBehaviour(RuleBasedStateMachine):
 
     @rule()
     def next(self) -> None:
-        self.both(lambda ch: next(ch))
+        if len(self.pair[1]) or self.pair[1].closed:  # else next() would block forever
+            self.both(lambda ch: next(ch))
 
     @rule()
     def close(self) -> None:

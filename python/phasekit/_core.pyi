@@ -114,6 +114,9 @@ class Channel:
     def stats(self) -> dict[str, Any]:
         """Keys: depth, capacity, high_water, sent, received, blocked_send_seconds, closed."""
 
+def _bench_rust_channel(n_messages: int, capacity: int) -> float:
+    """Seconds for one Rust thread to send ``n_messages`` integers to another (benchmarks)."""
+
 # ---------------------------------------------------------------- SpillLedger
 
 def size_of(value: Any) -> int:

@@ -1,7 +1,387 @@
-//! Python wrapper of the channel primitive (being written).
+//! Python wrapper of the channel primitive: `Channel` carrying Python objects.
+//!
+//! An operation that can complete at once runs with the GIL held (a push or a pop is
+//! tens of nanoseconds). One that must wait releases the GIL and waits in slices of at
+//! most `WAIT_SLICE`, re-attaching between slices to run the signal handlers, so Ctrl-C
+//! raises `KeyboardInterrupt` in a blocked `send` or `recv`.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use super::errors::{ChannelClosed, ChannelEmpty, ChannelFull, InvalidArgument, Timeout};
+use crate::channel::{self, RecvError, SendError, MAX_CAPACITY};
+
+/// Longest wait without the GIL before a blocked call checks for signals.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+/// Timeouts above this many seconds (or `inf`) mean: wait without limit.
+const FOREVER_SECONDS: f64 = 1e9;
+/// `Channel()` holds this many items.
+const DEFAULT_CAPACITY: usize = 1024;
+
+type Item = Py<PyAny>;
+
+/// An integer argument in `1..=max`, or `InvalidArgument` naming it.
+fn count_arg(name: &str, value: &Bound<'_, PyAny>, max: u64) -> PyResult<u64> {
+    let bad = || {
+        let shown = value
+            .repr()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let kind = value
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        (shown, kind)
+    };
+    match value.extract::<i128>() {
+        Ok(n) if (1..=max as i128).contains(&n) => Ok(n as u64),
+        Ok(n) => Err(InvalidArgument::new_err(format!(
+            "{name} must be an integer in 1..{max}, got {n}"
+        ))),
+        Err(e) if e.is_instance_of::<PyOverflowError>(value.py()) => Err(InvalidArgument::new_err(
+            format!("{name} must be an integer in 1..{max}, got {}", bad().0),
+        )),
+        Err(e) if e.is_instance_of::<PyTypeError>(value.py()) => {
+            let (shown, kind) = bad();
+            Err(InvalidArgument::new_err(format!(
+                "{name} must be an integer >= 1, got {kind} {shown}"
+            )))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The deadline of `timeout` seconds from now; `None` for no limit.
+fn deadline_arg(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
+    let Some(timeout) = timeout else {
+        return Ok(None);
+    };
+    let seconds = timeout.extract::<f64>().map_err(|e| {
+        if e.is_instance_of::<PyTypeError>(timeout.py()) {
+            let shown = timeout
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| "?".into());
+            let kind = timeout
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            InvalidArgument::new_err(format!(
+                "timeout must be None or a number of seconds >= 0, got {kind} {shown}"
+            ))
+        } else {
+            e
+        }
+    })?;
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(InvalidArgument::new_err(format!(
+            "timeout must be None or a number of seconds >= 0, got {}",
+            python_float(seconds)
+        )));
+    }
+    if seconds > FOREVER_SECONDS {
+        return Ok(None);
+    }
+    Ok(Instant::now().checked_add(Duration::from_secs_f64(seconds)))
+}
+
+/// `f64` spelled as Python's `repr(float)` does for the values a message shows.
+fn python_float(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.fract() == 0.0 && x.abs() < 1e16 {
+        format!("{x:.1}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// The end of the next wait slice: `WAIT_SLICE` from now, or the deadline if sooner.
+fn slice_end(deadline: Option<Instant>) -> Instant {
+    let end = Instant::now() + WAIT_SLICE;
+    match deadline {
+        Some(d) if d < end => d,
+        _ => end,
+    }
+}
+
+/// An argument that may be omitted; unlike `Option`, an explicit `None` is kept (and rejected).
+struct Given(Option<Py<PyAny>>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Given {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Given(Some(obj.to_owned().unbind())))
+    }
+}
+
+fn closed_send() -> PyErr {
+    ChannelClosed::new_err("send on a closed channel")
+}
+
+fn closed_recv() -> PyErr {
+    ChannelClosed::new_err("channel is closed and drained")
+}
+
+/// Bounded multi-producer multi-consumer channel of Python objects.
+#[pyclass(module = "phasekit._core", name = "Channel", frozen)]
+pub struct PyChannel {
+    inner: channel::Channel<Item>,
+}
+
+impl PyChannel {
+    /// Send, releasing the GIL only when the channel is full.
+    fn send_item(&self, py: Python<'_>, item: Item, deadline: Option<Instant>) -> PyResult<()> {
+        let mut item = match self.inner.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Full(item)) => item,
+            Err(_) => return Err(closed_send()),
+        };
+        loop {
+            let until = slice_end(deadline);
+            match py.detach(|| self.inner.send_deadline(item, Some(until))) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Timeout(back)) => item = back,
+                Err(SendError::Closed(_)) => {
+                    return Err(ChannelClosed::new_err(
+                        "channel closed while a send was blocked",
+                    ))
+                }
+                Err(SendError::Full(back)) => item = back,
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Timeout::new_err(format!(
+                    "send timed out: the channel stayed full (capacity {})",
+                    self.inner.capacity()
+                )));
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Receive, releasing the GIL only when the channel is empty and open.
+    fn recv_item(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<Item> {
+        match self.inner.try_recv() {
+            Ok(item) => return Ok(item),
+            Err(RecvError::Closed) => return Err(closed_recv()),
+            Err(_) => {}
+        }
+        loop {
+            let until = slice_end(deadline);
+            match py.detach(|| self.inner.recv_deadline(Some(until))) {
+                Ok(item) => return Ok(item),
+                Err(RecvError::Closed) => return Err(closed_recv()),
+                Err(_) => {}
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Timeout::new_err("recv timed out: the channel stayed empty"));
+            }
+            py.check_signals()?;
+        }
+    }
+}
+
+#[pymethods]
+impl PyChannel {
+    #[new]
+    #[pyo3(signature = (capacity = Given(None)))]
+    fn new(py: Python<'_>, capacity: Given) -> PyResult<Self> {
+        let capacity = match capacity.0 {
+            Some(c) => count_arg("capacity", c.bind(py), MAX_CAPACITY as u64)? as usize,
+            None => DEFAULT_CAPACITY,
+        };
+        let inner =
+            channel::Channel::new(capacity).map_err(|e| InvalidArgument::new_err(e.to_string()))?;
+        Ok(PyChannel { inner })
+    }
+
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    #[pyo3(signature = (item, timeout = None))]
+    fn send(&self, py: Python<'_>, item: Item, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let deadline = deadline_arg(timeout)?;
+        self.send_item(py, item, deadline)
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn recv(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
+        let deadline = deadline_arg(timeout)?;
+        self.recv_item(py, deadline)
+    }
+
+    fn try_send(&self, item: Item) -> PyResult<()> {
+        match self.inner.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(_)) => Err(ChannelFull::new_err(format!(
+                "channel is full (capacity {})",
+                self.inner.capacity()
+            ))),
+            Err(_) => Err(closed_send()),
+        }
+    }
+
+    fn try_recv(&self) -> PyResult<Item> {
+        match self.inner.try_recv() {
+            Ok(item) => Ok(item),
+            Err(RecvError::Empty) => Err(ChannelEmpty::new_err("channel is empty")),
+            Err(_) => Err(closed_recv()),
+        }
+    }
+
+    /// Send every item in order; `timeout` bounds the whole call. On `Timeout` or
+    /// `ChannelClosed` the items before the failing one were sent.
+    #[pyo3(signature = (items, timeout = None))]
+    fn send_many(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let deadline = deadline_arg(timeout)?;
+        let iterator = items.try_iter().map_err(|e| {
+            if e.is_instance_of::<PyTypeError>(py) {
+                let kind = items
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                InvalidArgument::new_err(format!("items must be an iterable, got {kind}"))
+            } else {
+                e
+            }
+        })?;
+        let mut count = 0;
+        for item in iterator {
+            self.send_item(py, item?.unbind(), deadline)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Wait for at least one item, then return up to `max_items` without further waiting.
+    #[pyo3(signature = (max_items, timeout = None))]
+    fn recv_many<'py>(
+        &self,
+        py: Python<'py>,
+        max_items: &Bound<'py, PyAny>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let limit = count_arg("max_items", max_items, i64::MAX as u64)?;
+        let deadline = deadline_arg(timeout)?;
+        let first = self.recv_item(py, deadline)?;
+        let more = (limit - 1).min(self.inner.len() as u64) as usize;
+        let mut items = Vec::with_capacity(1 + more);
+        items.push(first);
+        if more > 0 {
+            // Taking fewer than `more` is fine: other receivers may have been faster.
+            let _ = self.inner.try_recv_into(&mut items, more);
+        }
+        PyList::new(py, items)
+    }
+
+    /// Idempotent; wakes every blocked sender (they raise `ChannelClosed`) and receiver.
+    fn close(&self) {
+        self.inner.close();
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Item>> {
+        match self.recv_item(py, None) {
+            Ok(item) => Ok(Some(item)),
+            Err(e) if e.is_instance_of::<ChannelClosed>(py) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let dict = PyDict::new(py);
+        dict.set_item("depth", s.depth)?;
+        dict.set_item("capacity", s.capacity)?;
+        dict.set_item("high_water", s.high_water)?;
+        dict.set_item("sent", s.sent)?;
+        dict.set_item("received", s.received)?;
+        dict.set_item("blocked_send_seconds", s.blocked_send.as_secs_f64())?;
+        dict.set_item("closed", s.closed)?;
+        Ok(dict)
+    }
+
+    fn __repr__(&self) -> String {
+        let closed = if self.inner.is_closed() {
+            "True"
+        } else {
+            "False"
+        };
+        format!(
+            "Channel(capacity={}, depth={}, closed={closed})",
+            self.inner.capacity(),
+            self.inner.len()
+        )
+    }
+}
+
+/// Seconds for one Rust thread to send `n_messages` integers to another through a
+/// channel of `capacity` (the GIL is released meanwhile). For benchmarks.
+#[pyfunction]
+fn _bench_rust_channel(py: Python<'_>, n_messages: u64, capacity: usize) -> PyResult<f64> {
+    let ch = Arc::new(
+        channel::Channel::<u64>::new(capacity)
+            .map_err(|e| InvalidArgument::new_err(e.to_string()))?,
+    );
+    let elapsed = py.detach(move || {
+        let started = Instant::now();
+        let consumer = {
+            let ch = Arc::clone(&ch);
+            std::thread::spawn(move || {
+                let mut sum = 0u64;
+                while let Ok(v) = ch.recv() {
+                    sum = sum.wrapping_add(v);
+                }
+                sum
+            })
+        };
+        for i in 0..n_messages {
+            if ch.send(i).is_err() {
+                break;
+            }
+        }
+        ch.close();
+        let sum = consumer.join();
+        (started.elapsed(), sum)
+    });
+    let expected = (n_messages as u128 * n_messages.saturating_sub(1) as u128 / 2) as u64;
+    match elapsed {
+        (took, Ok(sum)) if sum == expected => Ok(took.as_secs_f64()),
+        _ => Err(PyRuntimeError::new_err(
+            "channel benchmark: the consumer lost messages",
+        )),
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyChannel>()?;
+    m.add_function(wrap_pyfunction!(_bench_rust_channel, m)?)?;
     Ok(())
 }
