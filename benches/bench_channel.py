@@ -1,0 +1,126 @@
+"""Channel throughput: Python thread to Python thread, batched, and Rust thread to Rust thread.
+
+``channel:threads``: a producer thread sends ``N_ITEMS`` ints one by one (``send``), the
+benchmarking thread receives them one by one (``recv``), capacity 1000; the peer is
+``queue.Queue(1000)`` with ``put``/``get``. ``channel:batched``: the same with
+``send_many``/``recv_many`` in chunks of ``CHUNK``. ``channel:rust_threads_cap<C>``: one
+Rust thread sends ``N_RUST`` integers to another through the Rust channel of capacity C
+(``phasekit._core._bench_rust_channel``; the GIL is released). ``items`` = messages moved
+per call.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable
+
+import pytest
+
+from phasekit.backend import backend_module
+
+CAPACITY = 1000
+N_ITEMS = 200_000
+CHUNK = 100
+N_RUST = 5_000_000
+
+
+def _pass_items(impl: str) -> Callable[[], None]:
+    """One call: a producer thread sends N_ITEMS items, this thread receives them."""
+    items = list(range(N_ITEMS))
+
+    if impl == "queue.Queue":
+
+        def run_queue() -> None:
+            q: queue.Queue[int] = queue.Queue(CAPACITY)
+
+            def produce() -> None:
+                put = q.put
+                for item in items:
+                    put(item)
+
+            thread = threading.Thread(target=produce)
+            thread.start()
+            get = q.get
+            for _ in range(N_ITEMS):
+                get()
+            thread.join()
+
+        return run_queue
+
+    channel_type = backend_module(impl).Channel
+
+    def run() -> None:
+        ch = channel_type(CAPACITY)
+
+        def produce() -> None:
+            send = ch.send
+            for item in items:
+                send(item)
+
+        thread = threading.Thread(target=produce)
+        thread.start()
+        recv = ch.recv
+        for _ in range(N_ITEMS):
+            recv()
+        thread.join()
+
+    return run
+
+
+def _pass_chunks(impl: str) -> Callable[[], None]:
+    """One call: a producer thread sends N_ITEMS in chunks, this thread receives chunks."""
+    chunks = [list(range(i, i + CHUNK)) for i in range(0, N_ITEMS, CHUNK)]
+    channel_type = backend_module(impl).Channel
+
+    def run() -> None:
+        ch = channel_type(CAPACITY)
+
+        def produce() -> None:
+            send_many = ch.send_many
+            for chunk in chunks:
+                send_many(chunk)
+
+        thread = threading.Thread(target=produce)
+        thread.start()
+        recv_many = ch.recv_many
+        got = 0
+        while got < N_ITEMS:
+            got += len(recv_many(CHUNK))
+        thread.join()
+
+    return run
+
+
+ROUNDS = {"rust": 7, "python": 3, "queue.Queue": 3}
+
+
+@pytest.mark.parametrize("impl", ["rust", "python", "queue.Queue"])
+def test_channel_threads(benchmark: Any, impl: str) -> None:
+    benchmark.group = "channel:threads"
+    benchmark.extra_info["items"] = N_ITEMS
+    benchmark.pedantic(_pass_items(impl), rounds=ROUNDS[impl], warmup_rounds=1)
+
+
+@pytest.mark.parametrize("impl", ["rust", "python"])
+def test_channel_batched(benchmark: Any, impl: str) -> None:
+    benchmark.group = "channel:batched"
+    benchmark.extra_info["items"] = N_ITEMS
+    benchmark.pedantic(_pass_chunks(impl), rounds=ROUNDS[impl], warmup_rounds=1)
+
+
+def _rust_threads(benchmark: Any, capacity: int) -> None:
+    bench = backend_module("rust")._bench_rust_channel
+    benchmark.group = f"channel:rust_threads_cap{capacity}"
+    benchmark.extra_info["items"] = N_RUST
+    benchmark.pedantic(bench, args=(N_RUST, capacity), rounds=7, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("impl", ["rust"])
+def test_channel_rust_threads_cap256(benchmark: Any, impl: str) -> None:
+    _rust_threads(benchmark, 256)
+
+
+@pytest.mark.parametrize("impl", ["rust"])
+def test_channel_rust_threads_cap1024(benchmark: Any, impl: str) -> None:
+    _rust_threads(benchmark, 1024)
