@@ -8,7 +8,19 @@ here and in ``docs/primitives.md``.
 from collections.abc import Iterator
 from typing import Any, Optional
 
+from typing_extensions import Self, final
+
 __version__: str
+__all__: list[str]
+
+@final
+class ArrowBatch:
+    """A record batch held by Rust; consumers import it through the PyCapsule protocol."""
+
+    def __arrow_c_array__(self, requested_schema: Optional[object] = None) -> tuple[object, object]: ...
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
+    def __arrow_c_schema__(self) -> object: ...
+    def __len__(self) -> int: ...
 
 # ---------------------------------------------------------------- EventRing
 
@@ -23,6 +35,7 @@ TRADE_BYTES: int
 POLICIES: tuple[str, ...]
 """Retention policies: sliding_window, trade_complete, minimal, keep_all."""
 
+@final
 class EventRing:
     """Columnar retention of traced events under a policy.
 
@@ -38,12 +51,12 @@ class EventRing:
     Retained events keep arrival order.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         policy: str = "sliding_window",
         capacity: int = 1000,
         max_events: int = 1_000_000,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def policy(self) -> str: ...
     @property
@@ -80,6 +93,7 @@ class EventRing:
 
 # ---------------------------------------------------------------- Channel
 
+@final
 class Channel:
     """Bounded multi-producer multi-consumer channel of Python objects.
 
@@ -90,7 +104,7 @@ class Channel:
     (a ``TimeoutError``).
     """
 
-    def __init__(self, capacity: int = 1024) -> None: ...
+    def __new__(cls, capacity: int = ...) -> Self: ...  # 1024
     @property
     def capacity(self) -> int: ...
     @property
@@ -122,6 +136,7 @@ def _bench_rust_channel(n_messages: int, capacity: int) -> float:
 def size_of(value: Any) -> int:
     """Estimated bytes held by ``value`` (the rules are in docs/primitives.md)."""
 
+@final
 class SpillLedger:
     """Byte accounting in least-recently-used order, with per-child budgets under a parent.
 
@@ -129,9 +144,9 @@ class SpillLedger:
     A ledger's ``used`` includes the usage of its descendants.
     """
 
-    def __init__(
-        self, budget_bytes: int, parent: Optional[SpillLedger] = None, name: str = ""
-    ) -> None: ...
+    def __new__(
+        cls, budget_bytes: int, parent: Optional[SpillLedger] = None, name: str = ""
+    ) -> Self: ...
     @property
     def budget(self) -> int: ...
     @property
@@ -155,7 +170,7 @@ class SpillLedger:
     def nbytes(self, key: str) -> int: ...
     def keys(self) -> list[str]:
         """Keys of this ledger's subtree, least recently used first."""
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool: ...
     def __len__(self) -> int: ...
     def stats(self) -> dict[str, Any]:
         """Keys: name, budget, used, peak, items, over_budget."""
@@ -166,6 +181,7 @@ COMPRESSIONS: tuple[Optional[str], ...]
 TMP_SUFFIX: str
 """Suffix of in-progress files: ``.<final name>.<random>`` + TMP_SUFFIX in the final folder."""
 
+@final
 class IpcWriter:
     """Writes Arrow record batches to an Arrow IPC file (or stream) on a background thread.
 
@@ -177,15 +193,15 @@ class IpcWriter:
     aborted without ``close`` leaves no file at ``path``.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: Any,
         schema: Optional[Any] = None,
         compression: Optional[str] = None,
         format: str = "file",
         queue_size: int = 8,
         overwrite: bool = True,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def path(self) -> str: ...
     @property
