@@ -11,3 +11,4 @@ import_exception!(phasekit.errors, ChannelEmpty);
 import_exception!(phasekit.errors, Timeout);
 import_exception!(phasekit.errors, UnknownKey);
 import_exception!(phasekit.errors, WriterError);
+import_exception!(phasekit.errors, ConfigError);

@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 pub mod arrow;
+mod backtest;
 mod channel;
 mod errors;
 mod ipc;
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sizeof::register(m)?;
     ipc::register(m)?;
     util::register(m)?;
+    backtest::register(m)?;
     Ok(())
 }

@@ -1,0 +1,655 @@
+//! The reference backtest kernel: SMA crossover signals, the next-open-fill portfolio
+//! simulation, its position events and the summary of its equity curve.
+//!
+//! It computes exactly what `phasekit/backtest/strategies.py` and
+//! `phasekit/backtest/portfolio.py` compute (same operations in the same order, so the
+//! same bits): a target position decided on the close of bar `t` fills at the open of
+//! bar `t + 1`, adjusted by slippage against the trader and charged a commission, both
+//! in basis points; size is `fraction` of cash at the fill (whole units optionally);
+//! equity is marked to market at every bar close.
+
+use std::fmt;
+
+/// Event kinds of `phasekit.events.EventType`.
+pub const FILL: u16 = 4;
+pub const POSITION_OPEN: u16 = 5;
+pub const POSITION_CLOSE: u16 = 6;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BacktestError {
+    /// A setting out of its range: (name, value, what is allowed).
+    Setting(&'static str, f64, &'static str),
+    /// SMA windows that are not `1 <= fast < slow`.
+    Windows(i64, i64),
+    /// A target value other than -1, 0 or 1 at this bar.
+    Target(usize, i64),
+    /// Columns of unequal lengths: (what, its length, bars).
+    Length(&'static str, usize, usize),
+    /// `start..stop` not inside the bars.
+    Span(usize, usize, usize),
+}
+
+impl fmt::Display for BacktestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BacktestError::Setting(name, value, allowed) => {
+                write!(f, "portfolio.{name}: {value} must be {allowed}")
+            }
+            BacktestError::Windows(fast, slow) if *fast < 1 || *slow < 1 => {
+                write!(
+                    f,
+                    "strategy: fast={fast} and slow={slow} must be at least 1"
+                )
+            }
+            BacktestError::Windows(fast, slow) => {
+                write!(
+                    f,
+                    "strategy: fast ({fast}) must be smaller than slow ({slow})"
+                )
+            }
+            BacktestError::Target(bar, value) => write!(
+                f,
+                "strategy returned target {value} at bar {bar}; allowed: -1, 0, 1"
+            ),
+            BacktestError::Length(what, len, bars) => {
+                write!(f, "strategy returned {len} {what} for {bars} bars")
+            }
+            BacktestError::Span(start, stop, bars) => write!(
+                f,
+                "window {start}..{stop} is not inside the {bars} bars (need start < stop <= bars)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BacktestError {}
+
+/// Portfolio settings (`phasekit.backtest.portfolio.PortfolioSettings`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub initial_capital: f64,
+    pub fraction: f64,
+    pub whole_units: bool,
+    pub commission_bps: f64,
+    pub slippage_bps: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            initial_capital: 100_000.0,
+            fraction: 1.0,
+            whole_units: false,
+            commission_bps: 0.0,
+            slippage_bps: 0.0,
+        }
+    }
+}
+
+impl Settings {
+    pub fn validate(&self) -> Result<(), BacktestError> {
+        if self.initial_capital.is_nan() || self.initial_capital <= 0.0 {
+            return Err(BacktestError::Setting(
+                "initial_capital",
+                self.initial_capital,
+                "> 0",
+            ));
+        }
+        if !(self.fraction > 0.0 && self.fraction <= 1.0) {
+            return Err(BacktestError::Setting(
+                "fraction",
+                self.fraction,
+                "in (0, 1]",
+            ));
+        }
+        if self.commission_bps.is_nan() || self.commission_bps < 0.0 {
+            return Err(BacktestError::Setting(
+                "commission_bps",
+                self.commission_bps,
+                ">= 0",
+            ));
+        }
+        if self.slippage_bps.is_nan() || self.slippage_bps < 0.0 {
+            return Err(BacktestError::Setting(
+                "slippage_bps",
+                self.slippage_bps,
+                ">= 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Simple moving average; NaN for the first `window - 1` values. Differences of one
+/// running sum, as numpy's `cumsum` computes it.
+pub fn sma(values: &[f64], window: usize) -> Vec<f64> {
+    let n = values.len();
+    let mut out = vec![f64::NAN; n];
+    if window == 0 || window > n {
+        return out;
+    }
+    let csum = running_sum(values);
+    let w = window as f64;
+    for i in window - 1..n {
+        out[i] = (csum[i + 1] - csum[i + 1 - window]) / w;
+    }
+    out
+}
+
+/// Targets of the SMA crossover (the averages of [`sma`]): +1 from a cross above (the
+/// fast SMA strictly below the slow one on the previous bar and strictly above on this
+/// one), 0 or -1 (`long_short`) from a cross below, else the previous state (initially 0).
+pub fn sma_crossover(
+    close: &[f64],
+    fast: i64,
+    slow: i64,
+    long_short: bool,
+) -> Result<Vec<i8>, BacktestError> {
+    if fast < 1 || slow < 1 || fast >= slow {
+        return Err(BacktestError::Windows(fast, slow));
+    }
+    let n = close.len();
+    let mut out = vec![0i8; n];
+    let (fast, slow) = (fast as usize, slow as usize);
+    if slow > n {
+        return Ok(out); // the slow SMA is never defined
+    }
+    // one running sum serves both averages (the values `sma` would compute)
+    let csum = running_sum(close);
+    let avg = |i: usize, w: usize| (csum[i + 1] - csum[i + 1 - w]) / w as f64;
+    let down: i8 = if long_short { -1 } else { 0 };
+    let mut state = 0i8;
+    // both averages exist from bar slow - 1; a cross needs them on two bars
+    let (mut f_prev, mut s_prev) = (avg(slow - 1, fast), avg(slow - 1, slow));
+    for (i, o) in out.iter_mut().enumerate().skip(slow) {
+        let (f, s) = (avg(i, fast), avg(i, slow));
+        if f_prev < s_prev && f > s {
+            state = 1;
+        } else if f_prev > s_prev && f < s {
+            state = down;
+        }
+        *o = state;
+        (f_prev, s_prev) = (f, s);
+    }
+    Ok(out)
+}
+
+fn running_sum(values: &[f64]) -> Vec<f64> {
+    let mut csum = Vec::with_capacity(values.len() + 1);
+    let mut acc = 0.0;
+    csum.push(acc);
+    for v in values {
+        acc += v;
+        csum.push(acc);
+    }
+    csum
+}
+
+/// Checks that every target is -1, 0 or 1.
+pub fn check_targets<T: Copy + Into<i64>>(target: &[T]) -> Result<(), BacktestError> {
+    for (bar, v) in target.iter().enumerate() {
+        let v: i64 = (*v).into();
+        if !(-1..=1).contains(&v) {
+            return Err(BacktestError::Target(bar, v));
+        }
+    }
+    Ok(())
+}
+
+/// One executed order: bar index (in the simulated window), signed quantity, price,
+/// commission.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fill {
+    pub bar: usize,
+    pub quantity: f64,
+    pub price: f64,
+    pub commission: f64,
+}
+
+/// Closed trades as columns (`TRADE_COLUMNS` of portfolio.py).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trades {
+    pub entry_ts: Vec<i64>,
+    pub exit_ts: Vec<i64>,
+    pub entry_price: Vec<f64>,
+    pub exit_price: Vec<f64>,
+    pub direction: Vec<i8>,
+    pub quantity: Vec<f64>,
+    pub pnl: Vec<f64>,
+    pub ret: Vec<f64>,
+    pub bars_held: Vec<i64>,
+}
+
+impl Trades {
+    pub fn len(&self) -> usize {
+        self.pnl.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pnl.is_empty()
+    }
+}
+
+/// What a simulation produces.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Simulation {
+    /// Equity at each bar close.
+    pub equity: Vec<f64>,
+    /// Signed quantity held at each bar close.
+    pub position: Vec<f64>,
+    pub fills: Vec<Fill>,
+    pub trades: Trades,
+}
+
+/// Runs `target` (one value in {-1, 0, 1} per bar) over the bars `ts`, `open`, `close`.
+/// A position still open after the last bar counts in equity but not among trades.
+pub fn simulate(
+    ts: &[i64],
+    open: &[f64],
+    close: &[f64],
+    target: &[i8],
+    settings: &Settings,
+) -> Result<Simulation, BacktestError> {
+    settings.validate()?;
+    let n = close.len();
+    if target.len() != n {
+        return Err(BacktestError::Length("signals", target.len(), n));
+    }
+    if ts.len() != n {
+        return Err(BacktestError::Length("timestamps", ts.len(), n));
+    }
+    if open.len() != n {
+        return Err(BacktestError::Length("opens", open.len(), n));
+    }
+    check_targets(target)?;
+    let slip = settings.slippage_bps / 1e4;
+    let comm = settings.commission_bps / 1e4;
+
+    let mut sim = Simulation {
+        equity: Vec::with_capacity(n),
+        position: Vec::with_capacity(n),
+        ..Simulation::default()
+    };
+    let mut cash = settings.initial_capital;
+    let mut qty = 0.0f64;
+    // bar, price, signed quantity, commission of the open position
+    let mut entry: Option<(usize, f64, f64, f64)> = None;
+    let mut prev = 0i8;
+    for bar in 0..n {
+        // the decision of bar - 1 fills at this bar's open
+        if bar >= 1 {
+            let want = target[bar - 1];
+            if want != prev {
+                fill(
+                    bar, want, open[bar], ts, settings, slip, comm, &mut cash, &mut qty,
+                    &mut entry, &mut sim,
+                );
+            }
+            prev = want;
+        }
+        sim.position.push(qty);
+        sim.equity.push(cash + qty * close[bar]);
+    }
+    Ok(sim)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fill(
+    bar: usize,
+    want: i8,
+    open_px: f64,
+    ts: &[i64],
+    settings: &Settings,
+    slip: f64,
+    comm: f64,
+    cash: &mut f64,
+    qty: &mut f64,
+    entry: &mut Option<(usize, f64, f64, f64)>,
+    sim: &mut Simulation,
+) {
+    if *qty != 0.0 {
+        if let Some((e_bar, e_px, e_qty, e_fee)) = entry.take() {
+            let side = if *qty > 0.0 { 1.0 } else { -1.0 };
+            let px = open_px * (1.0 - side * slip);
+            let fee = qty.abs() * px * comm;
+            *cash += *qty * px - fee;
+            let pnl = e_qty * (px - e_px) - e_fee - fee;
+            let t = &mut sim.trades;
+            t.entry_ts.push(ts[e_bar]);
+            t.exit_ts.push(ts[bar]);
+            t.entry_price.push(e_px);
+            t.exit_price.push(px);
+            t.direction.push(side as i8);
+            t.quantity.push(e_qty.abs());
+            t.pnl.push(pnl);
+            t.ret.push(pnl / (e_qty.abs() * e_px));
+            t.bars_held.push((bar - e_bar) as i64);
+            sim.fills.push(Fill {
+                bar,
+                quantity: -*qty,
+                price: px,
+                commission: fee,
+            });
+            *qty = 0.0;
+        }
+    }
+    if want != 0 {
+        let w = f64::from(want);
+        let px = open_px * (1.0 + w * slip);
+        let mut size = settings.fraction * *cash / (px * (1.0 + comm));
+        if settings.whole_units {
+            size = size.floor();
+        }
+        if size > 0.0 {
+            let q = w * size;
+            let fee = size * px * comm;
+            *cash -= q * px + fee;
+            *qty = q;
+            *entry = Some((bar, px, q, fee));
+            sim.fills.push(Fill {
+                bar,
+                quantity: q,
+                price: px,
+                commission: fee,
+            });
+        }
+    }
+}
+
+/// Event columns (`phasekit.events` layout without the symbol column).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Events {
+    pub ts: Vec<i64>,
+    pub kind: Vec<u16>,
+    pub key: Vec<i64>,
+    pub price: Vec<f64>,
+    pub quantity: Vec<f64>,
+    pub value: Vec<f64>,
+}
+
+impl Events {
+    fn push(&mut self, ts: i64, kind: u16, key: i64, price: f64, quantity: f64, value: f64) {
+        self.ts.push(ts);
+        self.kind.push(kind);
+        self.key.push(key);
+        self.price.push(price);
+        self.quantity.push(quantity);
+        self.value.push(value);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+}
+
+/// FILL, POSITION_OPEN and POSITION_CLOSE events of a simulation in time order. `key`
+/// numbers the positions (the index of the trade); a close carries the trade's pnl in
+/// `value`, a fill its commission as a negative `value`.
+pub fn position_events(ts: &[i64], sim: &Simulation) -> Events {
+    let mut ev = Events::default();
+    let mut open_key: Option<i64> = None;
+    let mut next_key = 0i64;
+    for f in &sim.fills {
+        let t = ts[f.bar];
+        match open_key {
+            None => {
+                let key = next_key;
+                next_key += 1;
+                open_key = Some(key);
+                ev.push(t, FILL, key, f.price, f.quantity, -f.commission);
+                ev.push(t, POSITION_OPEN, key, f.price, f.quantity, 0.0);
+            }
+            Some(key) => {
+                let pnl = sim
+                    .trades
+                    .pnl
+                    .get(key as usize)
+                    .copied()
+                    .unwrap_or(f64::NAN);
+                ev.push(t, FILL, key, f.price, f.quantity, -f.commission);
+                ev.push(t, POSITION_CLOSE, key, f.price, -f.quantity, pnl);
+                open_key = None;
+            }
+        }
+    }
+    ev
+}
+
+/// What a streaming metrics tracer folds from a run of equity values: the count, mean and
+/// sum of squared deviations of the simple returns, the sum of squared negative returns,
+/// the running peak, the worst drawdown, the last equity and the bars with a position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EquitySummary {
+    pub n: usize,
+    pub mean: f64,
+    pub m2: f64,
+    pub down_sq: f64,
+    pub peak: f64,
+    pub max_drawdown: f64,
+    pub last: f64,
+    pub bars_in_market: usize,
+}
+
+/// The summary of `equity` continuing from a previous equity `last` and running `peak`.
+pub fn equity_summary(equity: &[f64], position: &[f64], last: f64, peak: f64) -> EquitySummary {
+    let n = equity.len();
+    let mut prev = last;
+    let mut sum = 0.0;
+    let mut down_sq = 0.0;
+    let mut run_peak = peak;
+    let mut mdd = 0.0f64;
+    for &e in equity {
+        let r = e / prev - 1.0;
+        sum += r;
+        let d = r.min(0.0);
+        down_sq += d * d;
+        run_peak = run_peak.max(e);
+        mdd = mdd.min(e / run_peak - 1.0);
+        prev = e;
+    }
+    let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+    let mut m2 = 0.0;
+    let mut prev = last;
+    for &e in equity {
+        let dev = (e / prev - 1.0) - mean;
+        m2 += dev * dev;
+        prev = e;
+    }
+    EquitySummary {
+        n,
+        mean,
+        m2,
+        down_sq,
+        peak: run_peak,
+        max_drawdown: mdd,
+        last: if n > 0 { prev } else { last },
+        bars_in_market: position.iter().filter(|q| **q != 0.0).count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bars(close: &[f64]) -> (Vec<i64>, Vec<f64>) {
+        let ts = (0..close.len() as i64).map(|i| i * 60).collect();
+        // opens: the previous close (first: the first close)
+        let mut open = vec![close[0]];
+        open.extend_from_slice(&close[..close.len() - 1]);
+        (ts, open)
+    }
+
+    #[test]
+    fn sma_matches_definition() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let s = sma(&v, 3);
+        assert!(s[0].is_nan() && s[1].is_nan());
+        assert_eq!(&s[2..], &[2.0, 3.0, 4.0]);
+        assert!(sma(&v, 6).iter().all(|x| x.is_nan()));
+    }
+
+    #[test]
+    fn crossover_needs_strict_cross() {
+        // fast(1) vs slow(2): up-cross at 2, down-cross at 5
+        let close = [5.0, 4.0, 6.0, 7.0, 8.0, 3.0, 3.0];
+        let long = sma_crossover(&close, 1, 2, false).unwrap();
+        assert_eq!(long, vec![0, 0, 1, 1, 1, 0, 0]);
+        let short = sma_crossover(&close, 1, 2, true).unwrap();
+        assert_eq!(short, vec![0, 0, 1, 1, 1, -1, -1]);
+        // touching (7 == sma 7) is not crossing: the long position stays
+        let touch = [5.0, 4.0, 6.0, 7.0, 7.0, 3.0, 3.0];
+        let held = sma_crossover(&touch, 1, 2, true).unwrap();
+        assert_eq!(held, vec![0, 0, 1, 1, 1, 1, 1]);
+        assert_eq!(
+            sma_crossover(&close, 2, 2, true),
+            Err(BacktestError::Windows(2, 2))
+        );
+        assert_eq!(
+            sma_crossover(&close, 0, 2, true),
+            Err(BacktestError::Windows(0, 2))
+        );
+    }
+
+    #[test]
+    fn crossover_equals_the_averages_compared_bar_by_bar() {
+        let mut x = 7u64;
+        let mut price = 100.0;
+        let close: Vec<f64> = (0..3000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                price *= 1.0 + ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.02;
+                price
+            })
+            .collect();
+        for (fast, slow) in [(1, 2), (2, 60), (13, 14), (50, 2999), (5, 3001)] {
+            let (f, s) = (sma(&close, fast), sma(&close, slow));
+            let mut state = 0i8;
+            let mut want = vec![0i8; close.len()];
+            for i in 1..close.len() {
+                if f[i - 1] < s[i - 1] && f[i] > s[i] {
+                    state = 1;
+                } else if f[i - 1] > s[i - 1] && f[i] < s[i] {
+                    state = -1;
+                }
+                want[i] = state;
+            }
+            let got = sma_crossover(&close, fast as i64, slow as i64, true).unwrap();
+            assert_eq!(got, want, "fast {fast} slow {slow}");
+        }
+    }
+
+    #[test]
+    fn hand_computed_round_trip() {
+        let close = [10.0, 11.0, 12.0, 13.0, 12.0];
+        let open = [10.0, 10.5, 11.5, 12.5, 12.5];
+        let ts = [0, 1, 2, 3, 4];
+        let target = [1, 1, 0, 0, 0];
+        let s = Settings {
+            initial_capital: 1000.0,
+            ..Settings::default()
+        };
+        let sim = simulate(&ts, &open, &close, &target, &s).unwrap();
+        // buys at open[1] = 10.5, all cash: qty = 1000 / 10.5; sells at open[3] = 12.5
+        let q = 1000.0 / 10.5;
+        assert_eq!(sim.fills.len(), 2);
+        assert_eq!(
+            sim.fills[0],
+            Fill {
+                bar: 1,
+                quantity: q,
+                price: 10.5,
+                commission: 0.0
+            }
+        );
+        assert_eq!(sim.trades.len(), 1);
+        assert_eq!(sim.trades.bars_held, vec![2]);
+        assert_eq!(sim.trades.pnl[0], q * (12.5 - 10.5));
+        assert_eq!(sim.position, vec![0.0, q, q, 0.0, 0.0]);
+        assert_eq!(sim.equity[0], 1000.0);
+        assert_eq!(sim.equity[2], (1000.0 - q * 10.5) + q * 12.0);
+        let ev = position_events(&ts, &sim);
+        assert_eq!(ev.kind, vec![FILL, POSITION_OPEN, FILL, POSITION_CLOSE]);
+        assert_eq!(ev.key, vec![0, 0, 0, 0]);
+        assert_eq!(ev.value[3], sim.trades.pnl[0]);
+    }
+
+    #[test]
+    fn reversal_closes_then_opens_with_costs() {
+        let close = [10.0, 10.0, 10.0, 10.0, 10.0];
+        let (ts, open) = bars(&close);
+        let s = Settings {
+            initial_capital: 1000.0,
+            commission_bps: 10.0,
+            slippage_bps: 5.0,
+            ..Settings::default()
+        };
+        let sim = simulate(&ts, &open, &close, &[1, -1, -1, 0, 0], &s).unwrap();
+        assert_eq!(sim.fills.len(), 4);
+        assert_eq!(sim.trades.direction, vec![1, -1]);
+        assert!(sim.trades.pnl.iter().all(|p| *p < 0.0)); // costs only
+        let ev = position_events(&ts, &sim);
+        assert_eq!(ev.key, vec![0, 0, 0, 0, 1, 1, 1, 1]);
+        assert_eq!(*sim.position.last().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn whole_units_and_open_position_at_end() {
+        let close = [10.0, 30.0, 30.0];
+        let (ts, open) = bars(&close);
+        let s = Settings {
+            initial_capital: 100.0,
+            whole_units: true,
+            ..Settings::default()
+        };
+        let sim = simulate(&ts, &open, &close, &[1, 1, 1], &s).unwrap();
+        assert_eq!(sim.fills[0].quantity, 10.0);
+        assert!(sim.trades.is_empty());
+        assert_eq!(sim.equity, vec![100.0, 300.0, 300.0]);
+        // too little cash for one unit: no fill at all
+        let poor = Settings {
+            initial_capital: 5.0,
+            ..s
+        };
+        let sim = simulate(&ts, &open, &close, &[1, 1, 1], &poor).unwrap();
+        assert!(sim.fills.is_empty());
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let s = Settings::default();
+        let r = simulate(&[0, 1], &[1.0, 1.0], &[1.0, 1.0], &[0, 2], &s);
+        assert_eq!(r, Err(BacktestError::Target(1, 2)));
+        let r = simulate(&[0, 1], &[1.0, 1.0], &[1.0, 1.0], &[0], &s);
+        assert_eq!(r, Err(BacktestError::Length("signals", 1, 2)));
+        let bad = Settings { fraction: 1.5, ..s };
+        assert!(matches!(
+            simulate(&[0], &[1.0], &[1.0], &[0], &bad),
+            Err(BacktestError::Setting("fraction", _, _))
+        ));
+        assert!(BacktestError::Windows(5, 3).to_string().contains("smaller"));
+    }
+
+    #[test]
+    fn summary_folds_returns_and_drawdown() {
+        let eq = [110.0, 99.0, 121.0];
+        let s = equity_summary(&eq, &[1.0, 0.0, 2.0], 100.0, 100.0);
+        let rets = [0.1f64, 99.0 / 110.0 - 1.0, 121.0 / 99.0 - 1.0];
+        let mean = rets.iter().sum::<f64>() / 3.0;
+        assert_eq!(s.n, 3);
+        assert!((s.mean - mean).abs() < 1e-15);
+        let m2: f64 = rets.iter().map(|r| (r - mean) * (r - mean)).sum();
+        assert!((s.m2 - m2).abs() < 1e-15);
+        assert!((s.max_drawdown - (99.0 / 110.0 - 1.0)).abs() < 1e-15);
+        assert_eq!(s.peak, 121.0);
+        assert_eq!(s.last, 121.0);
+        assert_eq!(s.bars_in_market, 2);
+        let empty = equity_summary(&[], &[], 50.0, 60.0);
+        assert_eq!((empty.n, empty.last, empty.peak), (0, 50.0, 60.0));
+    }
+}
