@@ -119,12 +119,13 @@ class Container:
         out.update({k: v for k, v in self.outputs.items() if k not in out})
         return out
 
-    def destroy(self) -> None:
-        """Write the results (through the sink) and release everything held."""
+    def destroy(self, write: bool = True) -> None:
+        """Write the results (through the sink; not when ``write`` is false, as after a
+        failure) and release everything held."""
         if self.state is State.DESTROYED:
             return
         try:
-            if self._on_destroy is not None:
+            if write and self._on_destroy is not None:
                 self._on_destroy(self, self.results())
         finally:
             self.state = State.DESTROYED
@@ -136,5 +137,7 @@ class Container:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # a container that failed has no complete results: release it without writing,
+        # so the failure itself propagates
+        self.destroy(write=exc_type is None)

@@ -170,7 +170,27 @@ def run(
         catalog.finish_process(run_id, status)
         if status != "completed":
             catalog.close()
+    _cleanup(catalog, resolved, run_id)
     return RunResult(run_id, run_dir, catalog.url, status, phases, catalog)
+
+
+def _cleanup(catalog: Any, resolved: Any, run_id: str) -> None:
+    """Apply the configured ``storage_strategy.cleanup_policy`` once the run completed:
+    ``keep_latest`` removes the items of earlier runs of this run's name, ``keep_none``
+    those of this run too; stages in ``stages_to_persist`` are kept."""
+    policy = resolved.cleanup_policy
+    if policy == "keep_all":
+        return
+    workflow = catalog.resolve_run(run_id).workflow
+    report = catalog.cleanup(policy, list(resolved.stages_to_persist), workflow=workflow)
+    removal = report.removal
+    if removal is not None:
+        log.info(
+            "cleanup_policy %s: removed %d items (%d bytes)",
+            policy,
+            len(removal.removed),
+            removal.freed_bytes,
+        )
 
 
 def _start(catalog: Any, resolved: Any, resume: Optional[str]) -> str:

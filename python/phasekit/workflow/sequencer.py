@@ -254,16 +254,19 @@ class Sequencer:
         inputs: PhaseInputs,
         jobs: list[PortfolioJob],
         folder: Optional[str],
+        keep_equity: bool = False,
     ) -> list[dict[str, Any]]:
+        """Run and store the containers; their summaries hold the equity curve (under
+        ``_equity``) only with ``keep_equity``, so a window holds no curves once stored."""
         summaries: list[dict[str, Any]] = []
         for outcome in self.executor.map(
             inputs.spec, jobs, lambda n: self.observer.containers_done(name, n)
         ):
-            summaries.append(self._destroyed(out, outcome, folder))
+            summaries.append(self._destroyed(out, outcome, folder, keep_equity))
         return summaries
 
     def _destroyed(
-        self, out: PhaseResults, outcome: Outcome, folder: Optional[str]
+        self, out: PhaseResults, outcome: Outcome, folder: Optional[str], keep_equity: bool
     ) -> dict[str, Any]:
         job = outcome.job
         uris = out.put_container(folder, job.container_id, outcome.results, outcome.equity)
@@ -274,7 +277,7 @@ class Sequencer:
             "metrics": outcome.results["metrics"],
             "uris": uris,
         }
-        if outcome.equity is not None:
+        if keep_equity and outcome.equity is not None:
             summary["_equity"] = outcome.equity
         return summary
 
@@ -395,7 +398,7 @@ class Sequencer:
     ) -> None:
         chosen = [r["parameters"] for r in ranked[:top_k]]
         outcome.selected = chosen
-        outcome.best = ranked[0] if ranked else None
+        outcome.best = _public(ranked[0]) if ranked else None
         outcome.files["selected_parameters"] = out.write_json(
             None, "selected_parameters", {"phase": name, "sets": chosen}
         )
@@ -501,7 +504,7 @@ class Sequencer:
         if not tracer.keeps_equity:
             tracer = replace(tracer, event_tracing=(*tracer.event_tracing, "PORTFOLIO_UPDATE"))
         test_job = replace(test_job, tracer=tracer)
-        tested = self._run_containers(name, out, inputs, [test_job], folder)[0]
+        tested = self._run_containers(name, out, inputs, [test_job], folder, keep_equity=True)[0]
         equity = tested.pop("_equity", None)
         extra: dict[str, Any] = {"best": _public(best), "test": _public(tested)}
         if equity is not None:

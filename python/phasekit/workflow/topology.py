@@ -93,14 +93,17 @@ def trades_table(job: PortfolioJob, trades: Mapping[str, np.ndarray]) -> pa.Tabl
 
 def kernel_job(bars: Bars, job: PortfolioJob) -> tuple[Bars, KernelRun]:
     """Signals over bars[:stop], positions inside [start, stop), by the backend's kernel."""
-    run = run_kernel(
-        bars,
-        job.span.start,
-        job.span.stop,
-        job.strategy_type,
-        job.strategy_params,
-        job.portfolio,
-    )
+    try:
+        run = run_kernel(
+            bars,
+            job.span.start,
+            job.span.stop,
+            job.strategy_type,
+            job.strategy_params,
+            job.portfolio,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"container {job.container_id} {dict(job.parameters)}: {exc}") from exc
     return bars.slice(job.span.start, job.span.stop), run
 
 
