@@ -7,7 +7,6 @@
 //! folder. A writer dropped or aborted before `finish` removes its temporary file.
 
 use std::collections::hash_map::RandomState;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
@@ -19,18 +18,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
-use arrow_ipc::writer::{
-    DictionaryTracker, EncodedData, FileWriter, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
-    StreamWriter,
-};
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
 use arrow_ipc::CompressionType;
-use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
+use arrow_schema::{ArrowError, Schema, SchemaRef};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::checksum::format_crc32;
-
-mod frame;
-use frame::Framer;
 
 /// Suffix of in-progress files.
 pub const TMP_SUFFIX: &str = ".phasekit-tmp";
@@ -206,6 +199,56 @@ impl CrcHelper {
     }
 }
 
+/// Every this many bytes written, the file's dirty pages are flushed to disk in the
+/// background, so the fsync of `finish` has little left to wait for.
+const SYNC_EVERY: u64 = 32 << 20;
+
+/// A thread that fsyncs (fdatasync) the file when kicked, while writing goes on.
+struct Syncer {
+    kicks: Option<Sender<()>>,
+    thread: Option<JoinHandle<Option<io::Error>>>,
+}
+
+impl Syncer {
+    fn spawn(file: &File) -> Option<Self> {
+        let file = file.try_clone().ok()?;
+        let (kicks, kick_rx) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("phasekit-ipc-sync".to_string())
+            .spawn(move || {
+                for () in kick_rx.iter() {
+                    if let Err(e) = file.sync_data() {
+                        return Some(e);
+                    }
+                }
+                None
+            })
+            .ok()?;
+        Some(Syncer {
+            kicks: Some(kicks),
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for a flush unless one is pending.
+    fn kick(&self) {
+        if let Some(kicks) = &self.kicks {
+            let _ = kicks.try_send(());
+        }
+    }
+
+    /// Stops the thread; the error of a background flush, if any (the same
+    /// open file's later fsync may not report it again).
+    fn stop(&mut self) -> io::Result<()> {
+        self.kicks = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Some(e))) => Err(e),
+            Some(Err(_)) => Err(io::Error::other("the fsync thread panicked")),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Counts the bytes written and their CRC-32 as they pass to the file.
 struct CrcWriter {
     file: File,
@@ -213,6 +256,8 @@ struct CrcWriter {
     bytes: u64,
     helper: Option<CrcHelper>,
     helper_failed: bool,
+    syncer: Option<Syncer>,
+    unsynced: u64,
 }
 
 impl CrcWriter {
@@ -223,7 +268,32 @@ impl CrcWriter {
             bytes: 0,
             helper: None,
             helper_failed: false,
+            syncer: None,
+            unsynced: 0,
         }
+    }
+
+    /// Counts `n` written bytes; starts a background flush every [`SYNC_EVERY`].
+    fn wrote(&mut self, n: usize) {
+        self.bytes += n as u64;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            if self.syncer.is_none() {
+                self.syncer = Syncer::spawn(&self.file);
+            }
+            if let Some(syncer) = &self.syncer {
+                syncer.kick();
+            }
+        }
+    }
+
+    /// Makes the file durable: waits for the background flushes, then fsyncs.
+    fn sync(&mut self) -> io::Result<()> {
+        if let Some(mut syncer) = self.syncer.take() {
+            syncer.stop()?;
+        }
+        self.file.sync_all()
     }
 
     /// Writes all of `buf` while the helper computes its CRC-32.
@@ -254,7 +324,7 @@ impl CrcWriter {
             }
         }
         Some(written.map(|()| {
-            self.bytes += buf.len() as u64;
+            self.wrote(buf.len());
             buf.len()
         }))
     }
@@ -269,7 +339,7 @@ impl Write for CrcWriter {
         }
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
+        self.wrote(n);
         Ok(n)
     }
 
@@ -339,65 +409,29 @@ struct Written {
     size_bytes: u64,
 }
 
-/// A batch on its way to the background thread, numbered in `write` order.
-type Queued = (u64, RecordBatch);
-/// A batch encoded by a worker: its dictionary messages and its record batch message.
-type Encoded = (Vec<EncodedData>, EncodedData);
-
-/// True when a dictionary-encoded column appears anywhere in the schema (their
-/// messages depend on the batches before them, so they are encoded in order).
-fn has_dictionaries(schema: &Schema) -> bool {
-    fn walk(dt: &DataType) -> bool {
-        match dt {
-            DataType::Dictionary(_, _) => true,
-            DataType::List(f)
-            | DataType::LargeList(f)
-            | DataType::ListView(f)
-            | DataType::LargeListView(f)
-            | DataType::FixedSizeList(f, _)
-            | DataType::Map(f, _) => walk(f.data_type()),
-            DataType::Struct(fields) => fields.iter().any(|f| walk(f.data_type())),
-            DataType::Union(fields, _) => fields.iter().any(|(_, f)| walk(f.data_type())),
-            DataType::RunEndEncoded(a, b) => walk(a.data_type()) || walk(b.data_type()),
-            _ => false,
-        }
-    }
-    schema.fields().iter().any(|f| walk(f.data_type()))
-}
-
-/// Encoder threads for compressed files: as many as cores, at least 2 (so compressing
-/// overlaps writing), at most 4.
-fn encoder_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
-}
-
 /// The background thread: write until the channel closes, then finish and fsync.
 fn run(
     file: File,
     schema: SchemaRef,
     options: Options,
-    rx: Receiver<Queued>,
+    rx: Receiver<RecordBatch>,
     shared: Arc<Shared>,
     tmp_path: PathBuf,
 ) -> Option<Written> {
     let at = tmp_path.display().to_string();
-    let written = if options.compression.is_some() && !has_dictionaries(&schema) {
-        write_parallel(file, schema, &options, rx, &shared, &at)
-    } else {
-        write_in_order(file, &schema, &options, rx, &shared, &at)
-    }
-    .and_then(|sink| match sink {
-        None => Ok(None),
-        Some(sink) => {
-            sink.file
-                .sync_all()
-                .map_err(|e| format!("cannot fsync {at}: {e}"))?;
-            Ok(Some(Written {
-                crc32: sink.hasher.finalize(),
-                size_bytes: sink.bytes,
-            }))
-        }
-    });
+    // `rx` lives until the error is recorded: writers that find the channel closed
+    // then report the cause.
+    let written =
+        write_batches(file, &schema, &options, &rx, &shared, &at).and_then(|sink| match sink {
+            None => Ok(None),
+            Some(mut sink) => {
+                sink.sync().map_err(|e| format!("cannot fsync {at}: {e}"))?;
+                Ok(Some(Written {
+                    crc32: sink.hasher.finalize(),
+                    size_bytes: sink.bytes,
+                }))
+            }
+        });
     match written {
         Ok(written) => written,
         Err(msg) => {
@@ -409,17 +443,17 @@ fn run(
 
 /// Encodes and writes each batch on this thread (uncompressed buffers go to the file
 /// without copies). `Ok(None)` when aborted.
-fn write_in_order(
+fn write_batches(
     file: File,
     schema: &Schema,
     options: &Options,
-    rx: Receiver<Queued>,
+    rx: &Receiver<RecordBatch>,
     shared: &Shared,
     at: &str,
 ) -> Result<Option<CrcWriter>, String> {
     let mut encoder = Encoder::new(file, schema, options)
         .map_err(|e| format!("cannot start the IPC writer on {at}: {e}"))?;
-    for (_, batch) in rx.iter() {
+    for batch in rx.iter() {
         if shared.stopped() {
             return Ok(None);
         }
@@ -434,93 +468,6 @@ fn write_in_order(
         .finish()
         .map(Some)
         .map_err(|e| format!("cannot finish {at}: {e}"))
-}
-
-/// Compresses batches on encoder threads and writes their messages here, in order.
-fn write_parallel(
-    file: File,
-    schema: SchemaRef,
-    options: &Options,
-    rx: Receiver<Queued>,
-    shared: &Arc<Shared>,
-    at: &str,
-) -> Result<Option<CrcWriter>, String> {
-    let ipc = ipc_options(options).map_err(|e| format!("cannot start the IPC writer: {e}"))?;
-    let mut framer = Framer::new(file_sink(file), schema, ipc.clone(), options.format)
-        .map_err(|e| format!("cannot start the IPC writer on {at}: {e}"))?;
-    let workers = encoder_threads();
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<(u64, Result<Encoded, String>)>(workers);
-    for _ in 0..workers {
-        let (rx, done_tx, ipc, shared) = (rx.clone(), done_tx.clone(), ipc.clone(), shared.clone());
-        std::thread::Builder::new()
-            .name("phasekit-ipc-encoder".to_string())
-            .spawn(move || encode_batches(rx, done_tx, ipc, shared))
-            .map_err(|e| format!("cannot start an encoder thread: {e}"))?;
-    }
-    drop((rx, done_tx));
-    let mut next = 0u64;
-    let mut ready = BTreeMap::new();
-    let result = (|| {
-        for (seq, encoded) in done_rx.iter() {
-            if shared.stopped() {
-                return Ok(None);
-            }
-            ready.insert(
-                seq,
-                encoded.map_err(|e| format!("cannot write a batch to {at}: {e}"))?,
-            );
-            while let Some((dictionaries, batch)) = ready.remove(&next) {
-                framer
-                    .write(dictionaries, batch)
-                    .map_err(|e| format!("cannot write a batch to {at}: {e}"))?;
-                next += 1;
-            }
-        }
-        if shared.stopped() {
-            return Ok(None);
-        }
-        if !ready.is_empty() {
-            return Err(format!(
-                "cannot write {at}: an encoder thread stopped early"
-            ));
-        }
-        let buffered = framer
-            .finish()
-            .map_err(|e| format!("cannot finish {at}: {e}"))?;
-        buffered
-            .into_inner()
-            .map(Some)
-            .map_err(|e| format!("cannot finish {at}: {}", e.error()))
-    })();
-    if let Err(msg) = &result {
-        // Before the encoders learn that this thread is gone: writers then see the cause.
-        shared.fail(msg.clone());
-    }
-    result
-}
-
-/// An encoder thread: compresses queued batches into IPC messages.
-fn encode_batches(
-    rx: Receiver<Queued>,
-    done: Sender<(u64, Result<Encoded, String>)>,
-    options: IpcWriteOptions,
-    shared: Arc<Shared>,
-) {
-    let generator = IpcDataGenerator::default();
-    let mut dictionaries = DictionaryTracker::new(false);
-    let mut context = IpcWriteContext::default();
-    for (seq, batch) in rx.iter() {
-        if shared.stopped() {
-            return;
-        }
-        let encoded = generator
-            .encode(&batch, &mut dictionaries, &options, &mut context)
-            .map_err(|e| e.to_string());
-        drop(batch);
-        if done.send((seq, encoded)).is_err() {
-            return;
-        }
-    }
 }
 
 /// `.<name>.<16 random hex digits>.phasekit-tmp` in the folder of `path`.
@@ -616,7 +563,7 @@ pub struct IpcWriter {
     schema: Option<SchemaRef>,
     /// The temporary file until the thread starts (it starts once the schema is known).
     file: Option<File>,
-    tx: Option<Sender<Queued>>,
+    tx: Option<Sender<RecordBatch>>,
     worker: Option<JoinHandle<Option<Written>>>,
     shared: Arc<Shared>,
     rows: u64,
@@ -735,7 +682,7 @@ impl IpcWriter {
         }
     }
 
-    fn sender(&self) -> Result<&Sender<Queued>, IpcError> {
+    fn sender(&self) -> Result<&Sender<RecordBatch>, IpcError> {
         self.tx.as_ref().ok_or_else(|| {
             IpcError::Writer(format!(
                 "write on a closed writer ('{}')",
@@ -757,12 +704,12 @@ impl IpcWriter {
         if rows == 0 {
             return Ok(None);
         }
-        match self.sender()?.try_send((self.batches, batch)) {
+        match self.sender()?.try_send(batch) {
             Ok(()) => {
                 self.queued(rows);
                 Ok(None)
             }
-            Err(TrySendError::Full((_, batch))) => Ok(Some(batch)),
+            Err(TrySendError::Full(batch)) => Ok(Some(batch)),
             Err(TrySendError::Disconnected(_)) => Err(self.failure()),
         }
     }
@@ -777,12 +724,12 @@ impl IpcWriter {
         if rows == 0 {
             return Ok(None);
         }
-        match self.sender()?.send_timeout((self.batches, batch), timeout) {
+        match self.sender()?.send_timeout(batch, timeout) {
             Ok(()) => {
                 self.queued(rows);
                 Ok(None)
             }
-            Err(SendTimeoutError::Timeout((_, batch))) => Ok(Some(batch)),
+            Err(SendTimeoutError::Timeout(batch)) => Ok(Some(batch)),
             Err(SendTimeoutError::Disconnected(_)) => Err(self.failure()),
         }
     }
@@ -794,7 +741,7 @@ impl IpcWriter {
         if rows == 0 {
             return Ok(());
         }
-        match self.sender()?.send((self.batches, batch)) {
+        match self.sender()?.send(batch) {
             Ok(()) => {
                 self.queued(rows);
                 Ok(())
@@ -1148,6 +1095,25 @@ mod tests {
         assert_eq!(w.bytes, expected.len() as u64);
         drop(w);
         assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[test]
+    fn background_flushes_then_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let mut w = CrcWriter::new(File::create(&path).unwrap());
+        let chunk = vec![3u8; 4 << 20];
+        let n = (SYNC_EVERY as usize / chunk.len()) * 2 + 1;
+        for _ in 0..n {
+            w.write_all(&chunk).unwrap();
+        }
+        assert!(w.syncer.is_some());
+        w.sync().unwrap();
+        assert!(w.syncer.is_none());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            (n * chunk.len()) as u64
+        );
     }
 
     #[test]
