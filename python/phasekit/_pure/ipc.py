@@ -75,6 +75,7 @@ def _run(state: _State) -> None:
     """Background thread: write queued batches until _FINISH or _STOP."""
     sink: Optional[pa.NativeFile] = None
     writer: Any = None
+    item: Any = None
     try:
         sink = pa.OSFile(state.tmp_path, "wb")
         while True:
@@ -91,7 +92,8 @@ def _run(state: _State) -> None:
             writer.write_batch(item)
     except BaseException as exc:  # surfaced at the next write() or at close()
         state.error = exc
-        _drain(state)
+        if item is not _FINISH:
+            _drain(state)
     finally:
         if sink is not None and not sink.closed:
             sink.close()
