@@ -27,3 +27,12 @@ def test_file_checksum(backend: ModuleType, tmp_path) -> None:  # type: ignore[n
     path = tmp_path / "f"
     path.write_bytes(b"123456789")
     assert backend.file_checksum(path) == "crc32:cbf43926"
+
+
+def test_crc32_of_other_item_formats(backend: ModuleType) -> None:
+    import pyarrow as pa
+
+    floats = np.arange(1000, dtype=np.float64)
+    assert backend.crc32(floats) == zlib.crc32(floats.tobytes())
+    buf = pa.py_buffer(b"abc" * 1000)
+    assert backend.crc32(buf) == zlib.crc32(b"abc" * 1000)

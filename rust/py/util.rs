@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 
 use crate::checksum;
@@ -22,15 +23,7 @@ fn file_checksum(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 #[pyfunction]
 #[pyo3(signature = (data, value=0))]
 fn crc32(py: Python<'_>, data: &Bound<'_, PyAny>, value: u32) -> PyResult<u32> {
-    let buffer = pyo3::buffer::PyBuffer::<u8>::get(data).map_err(|_| {
-        InvalidArgument::new_err(format!(
-            "crc32 needs a bytes-like object (bytes, bytearray, memoryview, numpy array), got {}",
-            data.get_type().name().map(|n| n.to_string()).unwrap_or_default()
-        ))
-    })?;
-    if !buffer.is_c_contiguous() {
-        return Err(InvalidArgument::new_err("crc32 needs a contiguous buffer"));
-    }
+    let buffer = byte_buffer(py, data)?;
     // SAFETY: the buffer is C-contiguous, of u8 items, and held for the whole call.
     let bytes =
         unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
@@ -39,7 +32,42 @@ fn crc32(py: Python<'_>, data: &Bound<'_, PyAny>, value: u32) -> PyResult<u32> {
         hasher.update(bytes);
         hasher.finalize()
     };
-    Ok(if bytes.len() > 64 * 1024 { py.detach(run) } else { run() })
+    Ok(if bytes.len() > 64 * 1024 {
+        py.detach(run)
+    } else {
+        run()
+    })
+}
+
+/// A contiguous byte view of any buffer-protocol object (bytes, memoryview, numpy,
+/// pyarrow.Buffer); other item formats are viewed as bytes through `memoryview.cast`.
+fn byte_buffer(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
+    let not_bytes = || {
+        InvalidArgument::new_err(format!(
+            "crc32 needs a contiguous bytes-like object (bytes, bytearray, memoryview, numpy \
+             array, pyarrow.Buffer), got {}",
+            data.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    };
+    let buffer = match PyBuffer::<u8>::get(data) {
+        Ok(buffer) => buffer,
+        Err(_) => {
+            let view = py
+                .import("builtins")?
+                .getattr("memoryview")?
+                .call1((data,))
+                .map_err(|_| not_bytes())?;
+            let bytes = view.call_method1("cast", ("B",)).map_err(|_| not_bytes())?;
+            PyBuffer::<u8>::get(&bytes).map_err(|_| not_bytes())?
+        }
+    };
+    if !buffer.is_c_contiguous() {
+        return Err(not_bytes());
+    }
+    Ok(buffer)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
