@@ -6,7 +6,7 @@ contract, the peers call ``os.fsync`` before closing). ``raw_write`` writes the 
 column data (one write() per Arrow buffer, the file minus IPC metadata). ``items`` = bytes
 of the uncompressed Arrow file.
 ``ipc:write_lz4``: the same with lz4 compression. ``ipc:write_call``: the time of one
-``write()`` call of a 256 KiB batch while the queue has room (``items`` = calls).
+``write()`` call of a 128 KiB batch while the queue has room (one call per round).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from phasekit.backend import backend_module
 N_BATCHES = 64
 ROWS = 1 << 17  # 4 columns x 8 bytes x 128 Ki rows = 4 MiB per batch
 ROUNDS = 4
-CALLS = 256  # write() calls timed per round in ipc:write_call
-CALL_ROWS = 1 << 13  # 256 KiB per batch
+CALL_ROWS = 1 << 12  # 128 KiB per batch in ipc:write_call
+CALL_ROUNDS = 1536  # timed write() calls
+WRITER_CALLS = 256  # calls per writer before it is replaced
 
 IMPLS = ["rust", "python", "pyarrow.ipc.new_file", "raw_write"]
 
@@ -160,32 +161,36 @@ def test_ipc_write_lz4(
 
 @pytest.mark.parametrize("impl", ["rust", "python", "pyarrow.ipc.new_file"])
 def test_ipc_write_call(benchmark: Any, impl: str, tmp_path: Path) -> None:
-    """One write() of a 256 KiB batch while the queue has room (the caller's cost)."""
+    """One write() of a 128 KiB batch while the queue has room: the caller's cost.
+
+    Each round times one call; a fresh writer replaces the current one (untimed) every
+    WRITER_CALLS calls, so the queue never fills.
+    """
     benchmark.group = "ipc:write_call"
-    benchmark.extra_info["items"] = CALLS
+    benchmark.extra_info["items"] = 1
     small = [_batch(CALL_ROWS, i) for i in range(8)]
     path = tmp_path / "calls.arrow"
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"calls": 0, "writer": None}
 
-    def finish() -> None:
-        writer = state.pop("writer", None)
-        if writer is not None:
-            writer.close()
-        if path.exists():
+    def rotate() -> None:
+        if state["writer"] is not None:
+            state["writer"].close()
             path.unlink()
-
-    def setup() -> None:
-        finish()
         if impl == "pyarrow.ipc.new_file":
             state["writer"] = pa.ipc.new_file(str(path), small[0].schema)
         else:
-            state["writer"] = backend_module(impl).IpcWriter(path, queue_size=CALLS + 1)
+            state["writer"] = backend_module(impl).IpcWriter(path, queue_size=WRITER_CALLS + 1)
 
-    def calls() -> None:
+    def setup() -> tuple[tuple[Any, pa.RecordBatch], dict[str, Any]]:
+        if state["calls"] % WRITER_CALLS == 0:
+            rotate()
+        state["calls"] += 1
         writer = state["writer"]
         write = writer.write_batch if impl == "pyarrow.ipc.new_file" else writer.write
-        for i in range(CALLS):
-            write(small[i & 7])
+        return (write, small[state["calls"] & 7]), {}
 
-    benchmark.pedantic(calls, setup=setup, rounds=10, iterations=1)
-    finish()
+    def call(write: Any, batch: pa.RecordBatch) -> None:
+        write(batch)
+
+    benchmark.pedantic(call, setup=setup, rounds=CALL_ROUNDS, iterations=1)
+    state["writer"].close()
