@@ -129,20 +129,12 @@ impl IpcWriter {
         overwrite: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let final_path = parse_path(path)?;
+        let defaults = Options::default();
         let options = Options {
             compression: parse_compression(compression)?,
-            format: match format {
-                Some(f) => parse_format(f)?,
-                None => Format::File,
-            },
-            queue_size: match queue_size {
-                Some(q) => parse_queue_size(q)?,
-                None => 8,
-            },
-            overwrite: match overwrite {
-                Some(o) => o.is_truthy()?,
-                None => true,
-            },
+            format: format.map_or(Ok(defaults.format), parse_format)?,
+            queue_size: queue_size.map_or(Ok(defaults.queue_size), parse_queue_size)?,
+            overwrite: overwrite.map_or(Ok(defaults.overwrite), |o| o.is_truthy())?,
         };
         let schema = match schema {
             Some(s) if !s.is_none() => Some(import_schema(s)?),
