@@ -136,44 +136,6 @@ pub fn sma(values: &[f64], window: usize) -> Vec<f64> {
     out
 }
 
-/// Targets of the SMA crossover (the averages of [`sma`]): +1 from a cross above (the
-/// fast SMA strictly below the slow one on the previous bar and strictly above on this
-/// one), 0 or -1 (`long_short`) from a cross below, else the previous state (initially 0).
-pub fn sma_crossover(
-    close: &[f64],
-    fast: i64,
-    slow: i64,
-    long_short: bool,
-) -> Result<Vec<i8>, BacktestError> {
-    if fast < 1 || slow < 1 || fast >= slow {
-        return Err(BacktestError::Windows(fast, slow));
-    }
-    let n = close.len();
-    let mut out = vec![0i8; n];
-    let (fast, slow) = (fast as usize, slow as usize);
-    if slow > n {
-        return Ok(out); // the slow SMA is never defined
-    }
-    // one running sum serves both averages (the values `sma` would compute)
-    let csum = running_sum(close);
-    let avg = |i: usize, w: usize| (csum[i + 1] - csum[i + 1 - w]) / w as f64;
-    let down: i8 = if long_short { -1 } else { 0 };
-    let mut state = 0i8;
-    // both averages exist from bar slow - 1; a cross needs them on two bars
-    let (mut f_prev, mut s_prev) = (avg(slow - 1, fast), avg(slow - 1, slow));
-    for (i, o) in out.iter_mut().enumerate().skip(slow) {
-        let (f, s) = (avg(i, fast), avg(i, slow));
-        if f_prev < s_prev && f > s {
-            state = 1;
-        } else if f_prev > s_prev && f < s {
-            state = down;
-        }
-        *o = state;
-        (f_prev, s_prev) = (f, s);
-    }
-    Ok(out)
-}
-
 fn running_sum(values: &[f64]) -> Vec<f64> {
     let mut csum = Vec::with_capacity(values.len() + 1);
     let mut acc = 0.0;
@@ -183,6 +145,84 @@ fn running_sum(values: &[f64]) -> Vec<f64> {
         csum.push(acc);
     }
     csum
+}
+
+/// Targets of the SMA crossover (the averages of [`sma`]): +1 from a cross above (the
+/// fast SMA strictly below the slow one on the previous bar and strictly above on this
+/// one), 0 or -1 (`long_short`) from a cross below, else the previous state (initially 0).
+pub fn sma_crossover(
+    close: &[f64],
+    fast: i64,
+    slow: i64,
+    long_short: bool,
+) -> Result<Vec<i8>, BacktestError> {
+    let mut cross = Crossover::new(fast, slow, long_short)?;
+    Ok(close.iter().map(|c| cross.push(*c)).collect())
+}
+
+/// [`sma_crossover`] one close at a time, in O(slow) memory: the running sum's last
+/// `slow + 1` values sit in a ring, so both averages are the ones [`sma`] computes.
+#[derive(Debug, Clone)]
+pub struct Crossover {
+    fast: usize,
+    slow: usize,
+    down: i8,
+    sums: Vec<f64>,
+    head: usize,
+    acc: f64,
+    seen: usize,
+    prev: (f64, f64),
+    state: i8,
+}
+
+impl Crossover {
+    pub fn new(fast: i64, slow: i64, long_short: bool) -> Result<Self, BacktestError> {
+        if fast < 1 || slow < 1 || fast >= slow {
+            return Err(BacktestError::Windows(fast, slow));
+        }
+        let slow_n = slow as usize;
+        Ok(Crossover {
+            fast: fast as usize,
+            slow: slow_n,
+            down: if long_short { -1 } else { 0 },
+            sums: vec![0.0; slow_n + 1],
+            head: 0,
+            acc: 0.0,
+            seen: 0,
+            prev: (f64::NAN, f64::NAN),
+            state: 0,
+        })
+    }
+
+    /// The target decided on the close of the next bar.
+    pub fn push(&mut self, close: f64) -> i8 {
+        let ring = self.sums.len();
+        self.acc += close;
+        self.seen += 1;
+        // the running sum over the first `seen` closes sits at index seen % ring
+        self.head += 1;
+        if self.head == ring {
+            self.head = 0;
+        }
+        self.sums[self.head] = self.acc;
+        if self.seen >= self.slow {
+            let back = |w: usize| {
+                let at = self.head + ring - w;
+                self.sums[if at >= ring { at - ring } else { at }]
+            };
+            let f = (self.acc - back(self.fast)) / self.fast as f64;
+            let s = (self.acc - back(self.slow)) / self.slow as f64;
+            let (f_prev, s_prev) = self.prev;
+            // NaN (no previous averages yet) compares false, as in numpy
+            if f_prev < s_prev && f > s {
+                self.state = 1;
+            } else if f_prev > s_prev && f < s {
+                self.state = self.down;
+            }
+            self.prev = (f, s);
+        }
+        self.state
+    }
 }
 
 /// Checks that every target is -1, 0 or 1.
@@ -250,109 +290,202 @@ pub fn simulate(
     target: &[i8],
     settings: &Settings,
 ) -> Result<Simulation, BacktestError> {
-    settings.validate()?;
     let n = close.len();
     if target.len() != n {
         return Err(BacktestError::Length("signals", target.len(), n));
     }
+    run(
+        ts,
+        open,
+        close,
+        0,
+        n,
+        Signal::Targets(target),
+        settings,
+        true,
+    )
+    .map(|(sim, _)| sim)
+}
+
+/// Where the targets of [`run`] come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Signal<'a> {
+    /// An SMA crossover (fast, slow, long_short) over the closes.
+    Sma(i64, i64, bool),
+    /// Given targets, one per bar.
+    Targets(&'a [i8]),
+}
+
+/// Signals over bars `[0, stop)`, positions inside `[start, stop)` (the window's first
+/// bar only decides: its position starts flat); returns the window's simulation (equity
+/// and position per bar only with `curves`) and the summary of its equity.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    ts: &[i64],
+    open: &[f64],
+    close: &[f64],
+    start: usize,
+    stop: usize,
+    signal: Signal<'_>,
+    settings: &Settings,
+    curves: bool,
+) -> Result<(Simulation, EquitySummary), BacktestError> {
+    settings.validate()?;
+    let n = close.len();
     if ts.len() != n {
         return Err(BacktestError::Length("timestamps", ts.len(), n));
     }
     if open.len() != n {
         return Err(BacktestError::Length("opens", open.len(), n));
     }
-    check_targets(target)?;
-    let slip = settings.slippage_bps / 1e4;
-    let comm = settings.commission_bps / 1e4;
-
-    let mut sim = Simulation {
-        equity: Vec::with_capacity(n),
-        position: Vec::with_capacity(n),
-        ..Simulation::default()
-    };
-    let mut cash = settings.initial_capital;
-    let mut qty = 0.0f64;
-    // bar, price, signed quantity, commission of the open position
-    let mut entry: Option<(usize, f64, f64, f64)> = None;
-    let mut prev = 0i8;
-    for bar in 0..n {
-        // the decision of bar - 1 fills at this bar's open
-        if bar >= 1 {
-            let want = target[bar - 1];
-            if want != prev {
-                fill(
-                    bar, want, open[bar], ts, settings, slip, comm, &mut cash, &mut qty,
-                    &mut entry, &mut sim,
-                );
-            }
-            prev = want;
-        }
-        sim.position.push(qty);
-        sim.equity.push(cash + qty * close[bar]);
+    if start >= stop || stop > n {
+        return Err(BacktestError::Span(start, stop, n));
     }
-    Ok(sim)
+    let window = &ts[start..stop];
+    let mut sim = Simulator::new(window, settings, curves);
+    let mut step = |i: usize, decided: i8| {
+        if i >= start {
+            sim.bar(i - start, open[i], close[i]);
+            sim.decide(decided);
+        }
+    };
+    match signal {
+        Signal::Sma(fast, slow, short) => {
+            let mut cross = Crossover::new(fast, slow, short)?;
+            for (i, c) in close[..stop].iter().enumerate() {
+                let decided = cross.push(*c);
+                step(i, decided);
+            }
+        }
+        Signal::Targets(target) => {
+            if target.len() < stop {
+                return Err(BacktestError::Length("signals", target.len(), n));
+            }
+            check_targets(&target[..stop])?;
+            for (i, t) in target[..stop].iter().enumerate().skip(start) {
+                step(i, *t);
+            }
+        }
+    }
+    Ok(sim.finish())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn fill(
-    bar: usize,
-    want: i8,
-    open_px: f64,
-    ts: &[i64],
-    settings: &Settings,
+/// The portfolio of one window, bar by bar: [`Simulator::bar`] fills the previous
+/// decision at the bar's open and marks equity at its close; [`Simulator::decide`]
+/// records the decision taken on that close.
+struct Simulator<'a> {
+    ts: &'a [i64],
+    settings: Settings,
     slip: f64,
     comm: f64,
-    cash: &mut f64,
-    qty: &mut f64,
-    entry: &mut Option<(usize, f64, f64, f64)>,
-    sim: &mut Simulation,
-) {
-    if *qty != 0.0 {
-        if let Some((e_bar, e_px, e_qty, e_fee)) = entry.take() {
-            let side = if *qty > 0.0 { 1.0 } else { -1.0 };
-            let px = open_px * (1.0 - side * slip);
-            let fee = qty.abs() * px * comm;
-            *cash += *qty * px - fee;
-            let pnl = e_qty * (px - e_px) - e_fee - fee;
-            let t = &mut sim.trades;
-            t.entry_ts.push(ts[e_bar]);
-            t.exit_ts.push(ts[bar]);
-            t.entry_price.push(e_px);
-            t.exit_price.push(px);
-            t.direction.push(side as i8);
-            t.quantity.push(e_qty.abs());
-            t.pnl.push(pnl);
-            t.ret.push(pnl / (e_qty.abs() * e_px));
-            t.bars_held.push((bar - e_bar) as i64);
-            sim.fills.push(Fill {
-                bar,
-                quantity: -*qty,
-                price: px,
-                commission: fee,
-            });
-            *qty = 0.0;
+    cash: f64,
+    qty: f64,
+    /// bar, price, signed quantity, commission of the open position
+    entry: Option<(usize, f64, f64, f64)>,
+    /// the decision of the previous bar (None before the first) and the one before it
+    decided: Option<i8>,
+    held: i8,
+    curves: bool,
+    sim: Simulation,
+    fold: Fold,
+}
+
+impl<'a> Simulator<'a> {
+    fn new(ts: &'a [i64], settings: &Settings, curves: bool) -> Self {
+        let cap = if curves { ts.len() } else { 0 };
+        Simulator {
+            ts,
+            settings: *settings,
+            slip: settings.slippage_bps / 1e4,
+            comm: settings.commission_bps / 1e4,
+            cash: settings.initial_capital,
+            qty: 0.0,
+            entry: None,
+            decided: None,
+            held: 0,
+            curves,
+            sim: Simulation {
+                equity: Vec::with_capacity(cap),
+                position: Vec::with_capacity(cap),
+                ..Simulation::default()
+            },
+            fold: Fold::new(settings.initial_capital, settings.initial_capital),
         }
     }
-    if want != 0 {
-        let w = f64::from(want);
-        let px = open_px * (1.0 + w * slip);
-        let mut size = settings.fraction * *cash / (px * (1.0 + comm));
-        if settings.whole_units {
-            size = size.floor();
+
+    fn bar(&mut self, bar: usize, open: f64, close: f64) {
+        if let Some(want) = self.decided {
+            if want != self.held {
+                self.fill(bar, want, open);
+            }
+            self.held = want;
         }
-        if size > 0.0 {
-            let q = w * size;
-            let fee = size * px * comm;
-            *cash -= q * px + fee;
-            *qty = q;
-            *entry = Some((bar, px, q, fee));
-            sim.fills.push(Fill {
-                bar,
-                quantity: q,
-                price: px,
-                commission: fee,
-            });
+        let equity = self.cash + self.qty * close;
+        self.fold.push(equity, self.qty);
+        if self.curves {
+            self.sim.position.push(self.qty);
+            self.sim.equity.push(equity);
         }
+    }
+
+    fn decide(&mut self, want: i8) {
+        self.decided = Some(want);
+    }
+
+    fn fill(&mut self, bar: usize, want: i8, open_px: f64) {
+        let (slip, comm) = (self.slip, self.comm);
+        if self.qty != 0.0 {
+            if let Some((e_bar, e_px, e_qty, e_fee)) = self.entry.take() {
+                let qty = self.qty;
+                let side = if qty > 0.0 { 1.0 } else { -1.0 };
+                let px = open_px * (1.0 - side * slip);
+                let fee = qty.abs() * px * comm;
+                self.cash += qty * px - fee;
+                let pnl = e_qty * (px - e_px) - e_fee - fee;
+                let t = &mut self.sim.trades;
+                t.entry_ts.push(self.ts[e_bar]);
+                t.exit_ts.push(self.ts[bar]);
+                t.entry_price.push(e_px);
+                t.exit_price.push(px);
+                t.direction.push(side as i8);
+                t.quantity.push(e_qty.abs());
+                t.pnl.push(pnl);
+                t.ret.push(pnl / (e_qty.abs() * e_px));
+                t.bars_held.push((bar - e_bar) as i64);
+                self.sim.fills.push(Fill {
+                    bar,
+                    quantity: -qty,
+                    price: px,
+                    commission: fee,
+                });
+                self.qty = 0.0;
+            }
+        }
+        if want != 0 {
+            let w = f64::from(want);
+            let px = open_px * (1.0 + w * slip);
+            let mut size = self.settings.fraction * self.cash / (px * (1.0 + comm));
+            if self.settings.whole_units {
+                size = size.floor();
+            }
+            if size > 0.0 {
+                let q = w * size;
+                let fee = size * px * comm;
+                self.cash -= q * px + fee;
+                self.qty = q;
+                self.entry = Some((bar, px, q, fee));
+                self.sim.fills.push(Fill {
+                    bar,
+                    quantity: q,
+                    price: px,
+                    commission: fee,
+                });
+            }
+        }
+    }
+
+    fn finish(self) -> (Simulation, EquitySummary) {
+        (self.sim, self.fold.finish())
     }
 }
 
@@ -436,38 +569,82 @@ pub struct EquitySummary {
 
 /// The summary of `equity` continuing from a previous equity `last` and running `peak`.
 pub fn equity_summary(equity: &[f64], position: &[f64], last: f64, peak: f64) -> EquitySummary {
-    let n = equity.len();
-    let mut prev = last;
-    let mut sum = 0.0;
-    let mut down_sq = 0.0;
-    let mut run_peak = peak;
-    let mut mdd = 0.0f64;
-    for &e in equity {
-        let r = e / prev - 1.0;
-        sum += r;
-        let d = r.min(0.0);
-        down_sq += d * d;
-        run_peak = run_peak.max(e);
-        mdd = mdd.min(e / run_peak - 1.0);
-        prev = e;
+    let mut fold = Fold::new(last, peak);
+    for (i, e) in equity.iter().enumerate() {
+        fold.push(*e, position.get(i).copied().unwrap_or(0.0));
     }
-    let mean = if n > 0 { sum / n as f64 } else { 0.0 };
-    let mut m2 = 0.0;
-    let mut prev = last;
-    for &e in equity {
-        let dev = (e / prev - 1.0) - mean;
-        m2 += dev * dev;
-        prev = e;
+    fold.finish()
+}
+
+/// [`EquitySummary`] in one pass: the squared deviations come from sums shifted by the
+/// first return, which keeps them exact for constant returns and accurate otherwise.
+#[derive(Debug, Clone, Copy)]
+struct Fold {
+    n: usize,
+    last: f64,
+    shift: f64,
+    sum: f64,
+    sum_sq: f64,
+    down_sq: f64,
+    peak: f64,
+    mdd: f64,
+    in_market: usize,
+}
+
+impl Fold {
+    fn new(last: f64, peak: f64) -> Self {
+        Fold {
+            n: 0,
+            last,
+            shift: 0.0,
+            sum: 0.0,
+            sum_sq: 0.0,
+            down_sq: 0.0,
+            peak,
+            mdd: 0.0,
+            in_market: 0,
+        }
     }
-    EquitySummary {
-        n,
-        mean,
-        m2,
-        down_sq,
-        peak: run_peak,
-        max_drawdown: mdd,
-        last: if n > 0 { prev } else { last },
-        bars_in_market: position.iter().filter(|q| **q != 0.0).count(),
+
+    fn push(&mut self, equity: f64, position: f64) {
+        let r = equity / self.last - 1.0;
+        if self.n == 0 {
+            self.shift = r;
+        }
+        self.n += 1;
+        let d = r - self.shift;
+        self.sum += d;
+        self.sum_sq += d * d;
+        let neg = r.min(0.0);
+        self.down_sq += neg * neg;
+        self.peak = self.peak.max(equity);
+        self.mdd = self.mdd.min(equity / self.peak - 1.0);
+        self.last = equity;
+        if position != 0.0 {
+            self.in_market += 1;
+        }
+    }
+
+    fn finish(&self) -> EquitySummary {
+        let n = self.n as f64;
+        let (mean, m2) = if self.n > 0 {
+            (
+                self.shift + self.sum / n,
+                (self.sum_sq - self.sum * self.sum / n).max(0.0),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        EquitySummary {
+            n: self.n,
+            mean,
+            m2,
+            down_sq: self.down_sq,
+            peak: self.peak,
+            max_drawdown: self.mdd,
+            last: self.last,
+            bars_in_market: self.in_market,
+        }
     }
 }
 
@@ -542,6 +719,71 @@ mod tests {
             let got = sma_crossover(&close, fast as i64, slow as i64, true).unwrap();
             assert_eq!(got, want, "fast {fast} slow {slow}");
         }
+    }
+
+    #[test]
+    fn run_over_a_window_equals_simulate_of_its_slice() {
+        let close: Vec<f64> = (0..400)
+            .map(|i| 100.0 + (i as f64 * 0.07).sin() * 5.0 + (i as f64 * 0.013).cos())
+            .collect();
+        let (ts, open) = bars(&close);
+        let s = Settings {
+            commission_bps: 3.0,
+            slippage_bps: 1.0,
+            ..Settings::default()
+        };
+        let target = sma_crossover(&close, 3, 17, true).unwrap();
+        let (start, stop) = (120, 350);
+        let want = simulate(
+            &ts[start..stop],
+            &open[start..stop],
+            &close[start..stop],
+            &target[start..stop],
+            &s,
+        )
+        .unwrap();
+        let (got, summary) = run(
+            &ts,
+            &open,
+            &close,
+            start,
+            stop,
+            Signal::Sma(3, 17, true),
+            &s,
+            true,
+        )
+        .unwrap();
+        assert_eq!(got, want);
+        assert!(!want.trades.is_empty());
+        let (lean, lean_summary) = run(
+            &ts,
+            &open,
+            &close,
+            start,
+            stop,
+            Signal::Targets(&target),
+            &s,
+            false,
+        )
+        .unwrap();
+        assert!(lean.equity.is_empty() && lean.position.is_empty());
+        assert_eq!((lean.fills, lean.trades), (want.fills, want.trades));
+        assert_eq!(lean_summary, summary);
+        let reference = equity_summary(&want.equity, &want.position, 1e5, 1e5);
+        assert_eq!(summary, reference);
+        assert_eq!(
+            run(
+                &ts,
+                &open,
+                &close,
+                5,
+                5,
+                Signal::Targets(&target),
+                &s,
+                false
+            ),
+            Err(BacktestError::Span(5, 5, 400))
+        );
     }
 
     #[test]

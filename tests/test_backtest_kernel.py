@@ -119,6 +119,10 @@ def test_sma_kernel_equals_reference_on_both_backends(
         np.testing.assert_array_equal(sig.column(0).to_numpy(), target)
         out = mod.backtest(batch(bars), start, n, sma=(fast, slow, short), **kw(s))
         assert_same_as_reference(out, bars, target, start, n, s)
+        lean = mod.backtest(batch(bars), start, n, sma=(fast, slow, short), curves=False, **kw(s))
+        assert lean["bars"] is None and lean["summary"] == out["summary"]
+        for key in ("trades", "fills", "events"):
+            assert lean[key].equals(out[key]), key
 
 
 @settings(max_examples=60, deadline=None)

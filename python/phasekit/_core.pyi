@@ -241,6 +241,7 @@ def backtest(
     commission_bps: float = 0.0,
     slippage_bps: float = 0.0,
     symbol: int = 0,
+    curves: bool = True,
 ) -> dict[str, Any]:
     """The reference backtest of one parameter set.
 
@@ -248,7 +249,8 @@ def backtest(
     ``open`` and ``close``, and int8 ``target`` when ``sma`` is None. Signals are computed
     over ``bars[:stop]`` (an SMA crossover ``(fast, slow, long_short)`` or ``target``);
     positions are taken inside ``[start, stop)``: a target decided on the close of bar ``t``
-    fills at the open of bar ``t + 1``. Returns ``bars`` (equity, position per bar),
+    fills at the open of bar ``t + 1``. Returns ``bars`` (equity, position per bar; None
+    unless ``curves``),
     ``trades`` (entry_ts, exit_ts, entry_price, exit_price, direction, quantity, pnl,
     return, bars_held), ``fills`` (bar, quantity, price, commission) and ``events`` (the
     event columns of FILL, POSITION_OPEN, POSITION_CLOSE) as ``pyarrow.RecordBatch``, and

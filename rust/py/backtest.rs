@@ -19,9 +19,7 @@ use pyo3::types::PyDict;
 
 use super::arrow::{import_batches, to_pyarrow};
 use super::errors::{ConfigError, InvalidArgument};
-use crate::backtest::{
-    equity_summary, position_events, simulate, sma_crossover, BacktestError, Settings,
-};
+use crate::backtest::{position_events, run, sma_crossover, BacktestError, Settings, Signal};
 
 fn to_py(err: BacktestError) -> PyErr {
     match err {
@@ -150,9 +148,9 @@ fn sma_crossover_signals<'py>(
 
 /// `backtest(bars, start=0, stop=None, *, sma=None, initial_capital=..., ...)`: signals
 /// over `bars[:stop]` (an SMA crossover `(fast, slow, long_short)` or the `target`
-/// column), positions inside `[start, stop)`. Returns a dict of `bars` (equity,
-/// position), `trades`, `fills`, `events` (record batches) and `summary` (the equity
-/// fold).
+/// column), positions inside `[start, stop)`. Returns a dict of `bars` (equity and
+/// position per bar; None unless `curves`), `trades`, `fills`, `events` (record batches)
+/// and `summary` (the equity fold).
 #[pyfunction]
 #[pyo3(signature = (
     bars,
@@ -166,6 +164,7 @@ fn sma_crossover_signals<'py>(
     commission_bps=0.0,
     slippage_bps=0.0,
     symbol=0,
+    curves=true,
 ))]
 #[allow(clippy::too_many_arguments)]
 fn backtest<'py>(
@@ -180,6 +179,7 @@ fn backtest<'py>(
     commission_bps: f64,
     slippage_bps: f64,
     symbol: i32,
+    curves: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let settings = Settings {
         initial_capital,
@@ -197,40 +197,34 @@ fn backtest<'py>(
         Some(_) => None,
     };
     let (start, stop) = window(start, stop, close.len()).map_err(to_py)?;
-    let (sim, events, summary) = py
+    let (sim, summary, events) = py
         .detach(|| {
-            let signals: Cow<'_, [i8]> = match (&given, sma) {
-                (Some(t), _) => Cow::Borrowed(&t[..stop]),
-                (None, Some((fast, slow, short))) => {
-                    Cow::Owned(sma_crossover(&close[..stop], fast, slow, short)?)
-                }
-                (None, None) => Cow::Owned(Vec::new()),
+            let signal = match (&given, sma) {
+                (Some(t), _) => Signal::Targets(t),
+                (None, Some((fast, slow, short))) => Signal::Sma(fast, slow, short),
+                (None, None) => Signal::Targets(&[]),
             };
-            let (ts, open, close) = (&ts[start..stop], &open[start..stop], &close[start..stop]);
-            let sim = simulate(ts, open, close, &signals[start..], &settings)?;
-            let events = position_events(ts, &sim);
-            let summary =
-                equity_summary(&sim.equity, &sim.position, initial_capital, initial_capital);
-            Ok::<_, BacktestError>((sim, events, summary))
+            let (sim, summary) = run(&ts, &open, &close, start, stop, signal, &settings, curves)?;
+            let events = position_events(&ts[start..stop], &sim);
+            Ok::<_, BacktestError>((sim, summary, events))
         })
         .map_err(to_py)?;
 
     let out = PyDict::new(py);
     let t = sim.trades;
     let n_ev = events.len();
-    out.set_item(
-        "bars",
-        to_pyarrow(
-            py,
-            batch(vec![
-                (
-                    "equity",
-                    Arc::new(Float64Array::from(sim.equity)) as ArrayRef,
-                ),
-                ("position", Arc::new(Float64Array::from(sim.position))),
-            ])?,
-        )?,
-    )?;
+    if curves {
+        let per_bar = batch(vec![
+            (
+                "equity",
+                Arc::new(Float64Array::from(sim.equity)) as ArrayRef,
+            ),
+            ("position", Arc::new(Float64Array::from(sim.position))),
+        ])?;
+        out.set_item("bars", to_pyarrow(py, per_bar)?)?;
+    } else {
+        out.set_item("bars", py.None())?;
+    }
     out.set_item(
         "trades",
         to_pyarrow(

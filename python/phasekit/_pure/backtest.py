@@ -4,8 +4,9 @@
 ``backtest(bars, start, stop, sma=...)`` computes signals over ``bars[:stop]`` (an SMA
 crossover, or the ``target`` column), simulates positions inside ``[start, stop)``
 (a decision on the close of bar ``t`` fills at the open of bar ``t + 1``) and returns
-record batches of equity and position per bar, closed trades, fills and position
-events, plus the summary of the equity curve that ``StreamingMetrics.fold`` takes.
+record batches of equity and position per bar (``None`` unless ``curves``), closed
+trades, fills and position events, plus the summary of the equity curve that
+``StreamingMetrics.fold`` takes.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def backtest(
     commission_bps: float = 0.0,
     slippage_bps: float = 0.0,
     symbol: int = 0,
+    curves: bool = True,
 ) -> dict[str, Any]:
     """See the module docstring; the same call as ``phasekit._core.backtest``."""
     from phasekit.backtest.metrics import equity_summary
@@ -136,7 +138,9 @@ def backtest(
     events = position_events(window, result, int(symbol))
     fills = result.fills
     return {
-        "bars": pa.record_batch({"equity": result.equity, "position": result.position}),
+        "bars": pa.record_batch({"equity": result.equity, "position": result.position})
+        if curves
+        else None,
         "trades": pa.record_batch(result.trades),
         "fills": pa.record_batch(
             {

@@ -24,7 +24,8 @@ from phasekit.errors import ConfigError
 
 @dataclass
 class KernelRun:
-    """A kernel's results over one window of bars."""
+    """A kernel's results over one window of bars (``equity`` and ``position`` are empty
+    when the run was asked for no curves)."""
 
     equity: np.ndarray
     position: np.ndarray
@@ -71,8 +72,10 @@ def run_kernel(
     params: Mapping[str, Any],
     portfolio: PortfolioSettings,
     symbol_id: int = 0,
+    curves: bool = True,
 ) -> KernelRun:
-    """Signals over ``bars[:stop]``, positions inside ``[start, stop)``."""
+    """Signals over ``bars[:stop]``, positions inside ``[start, stop)``; equity and
+    position per bar only with ``curves`` (the summary and trades always)."""
     columns: dict[str, Any] = {"ts": bars.ts, "open": bars.open, "close": bars.close}
     sma = None
     if strategy_type == "sma_crossover":
@@ -95,11 +98,13 @@ def run_kernel(
         commission_bps=portfolio.commission_bps,
         slippage_bps=portfolio.slippage_bps,
         symbol=symbol_id,
+        curves=curves,
     )
     per_bar = out["bars"]
+    empty = np.empty(0, dtype=np.float64)
     return KernelRun(
-        equity=per_bar.column(0).to_numpy(),
-        position=per_bar.column(1).to_numpy(),
+        equity=per_bar.column(0).to_numpy() if per_bar is not None else empty,
+        position=per_bar.column(1).to_numpy() if per_bar is not None else empty,
         trades=_columns(out["trades"]),
         fills=_columns(out["fills"]),
         events=_columns(out["events"]),

@@ -91,8 +91,9 @@ def trades_table(job: PortfolioJob, trades: Mapping[str, np.ndarray]) -> pa.Tabl
     )
 
 
-def kernel_job(bars: Bars, job: PortfolioJob) -> tuple[Bars, KernelRun]:
-    """Signals over bars[:stop], positions inside [start, stop), by the backend's kernel."""
+def kernel_job(bars: Bars, job: PortfolioJob, curves: bool = True) -> tuple[Bars, KernelRun]:
+    """Signals over bars[:stop], positions inside [start, stop), by the backend's kernel
+    (equity and position per bar only with ``curves``)."""
     try:
         run = run_kernel(
             bars,
@@ -101,6 +102,7 @@ def kernel_job(bars: Bars, job: PortfolioJob) -> tuple[Bars, KernelRun]:
             job.strategy_type,
             job.strategy_params,
             job.portfolio,
+            curves=curves,
         )
     except ConfigError as exc:
         raise ConfigError(f"container {job.container_id} {dict(job.parameters)}: {exc}") from exc
@@ -124,7 +126,9 @@ def run_portfolio(bars: Bars, job: PortfolioJob, sink: ResultSink) -> None:
     )
     with container:
         container.run()
-        window, run = kernel_job(bars, job)
+        # per-bar curves only when PORTFOLIO_UPDATE is traced; the metrics fold the
+        # kernel's equity summary
+        window, run = kernel_job(bars, job, curves=job.tracer.keeps_equity)
         container.bus.publish(run.events)
         if job.tracer.keeps_equity:
             container.bus.publish(portfolio_updates(window, SimResult(run.equity, run.position)))
