@@ -12,6 +12,7 @@
 //! other side only touches the lock when its waiter count says someone is parked.
 
 use std::cell::UnsafeCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -107,6 +108,26 @@ impl Backoff {
     fn is_completed(&self) -> bool {
         self.0 > Self::YIELD_LIMIT
     }
+
+    /// Whether a caller waiting with `patience` should stop spinning and park.
+    fn done_waiting(&self, patience: Patience) -> bool {
+        match patience {
+            Patience::Spin => self.is_completed(),
+            Patience::Brief => self.0 > Self::SPIN_LIMIT,
+        }
+    }
+}
+
+/// How a blocked caller waits before it parks on a condition variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Spin, then yield the CPU a few times, then park: lowest latency when the threads
+    /// on both sides of the channel each have a CPU.
+    Spin,
+    /// Spin for well under a microsecond, then park: for callers that compete with the
+    /// other side for a CPU or a lock (Python threads and the GIL), where yielding and
+    /// spinning only delay the thread that would make room.
+    Brief,
 }
 
 /// Why a value could not be sent; the value comes back.
@@ -181,6 +202,8 @@ pub struct Stats {
 /// A slot reserved by a sender or a receiver, or the reason there is none.
 enum Reserve<'a, T> {
     Slot(&'a Slot<T>, u64),
+    /// A run of consecutive slots: the first position and how many.
+    Run(u64, usize),
     NotReady,
     Closed,
 }
@@ -190,7 +213,7 @@ pub struct Channel<T> {
     head: Padded<AtomicU64>,
     tail: Padded<AtomicU64>,
     high_water: Padded<AtomicUsize>,
-    blocked_send_nanos: AtomicU64,
+    blocked_send_nanos: Padded<AtomicU64>,
     buffer: Box<[Slot<T>]>,
     cap: usize,
     /// Stamp `{lap: 1, mark: 0, index: 0}`; a power of two.
@@ -225,7 +248,7 @@ impl<T> Channel<T> {
             head: Padded(AtomicU64::new(0)),
             tail: Padded(AtomicU64::new(0)),
             high_water: Padded(AtomicUsize::new(0)),
-            blocked_send_nanos: AtomicU64::new(0),
+            blocked_send_nanos: Padded(AtomicU64::new(0)),
             buffer,
             cap: capacity,
             one_lap,
@@ -295,7 +318,7 @@ impl<T> Channel<T> {
             high_water: self.high_water.0.load(Ordering::Relaxed),
             sent,
             received,
-            blocked_send: Duration::from_nanos(self.blocked_send_nanos.load(Ordering::Relaxed)),
+            blocked_send: Duration::from_nanos(self.blocked_send_nanos.0.load(Ordering::Relaxed)),
             closed: self.is_closed(),
         }
     }
@@ -309,8 +332,9 @@ impl<T> Channel<T> {
         before & self.mark_bit == 0
     }
 
-    // ------------------------------------------------------------ sending
+    // ------------------------------------------------------------ claiming slots
 
+    /// Claim one slot for a sender (Vyukov's push).
     fn reserve_send(&self) -> Reserve<'_, T> {
         let mut backoff = Backoff(0);
         let mut tail = self.tail.0.load(Ordering::Relaxed);
@@ -352,92 +376,7 @@ impl<T> Channel<T> {
         }
     }
 
-    fn write(&self, slot: &Slot<T>, tail: u64, msg: T) {
-        // SAFETY: the tail CAS gave this thread the slot exclusively until the stamp store.
-        unsafe { (*slot.msg.get()).write(msg) };
-        slot.stamp.store(tail + 1, Ordering::Release);
-        self.record_depth(tail);
-        self.receivers.notify_one();
-    }
-
-    /// Raise the high-water mark to the depth right after the send at `tail`.
-    fn record_depth(&self, tail: u64) {
-        let high = self.high_water.0.load(Ordering::Relaxed);
-        if high < self.cap {
-            let head = self.head.0.load(Ordering::Relaxed);
-            let depth = (self.count(tail) + 1).saturating_sub(self.count(head)) as usize;
-            if depth > high {
-                self.high_water
-                    .0
-                    .fetch_max(depth.min(self.cap), Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Send without blocking.
-    pub fn try_send(&self, msg: T) -> Result<(), SendError<T>> {
-        match self.reserve_send() {
-            Reserve::Slot(slot, tail) => {
-                self.write(slot, tail, msg);
-                Ok(())
-            }
-            Reserve::NotReady => Err(SendError::Full(msg)),
-            Reserve::Closed => Err(SendError::Closed(msg)),
-        }
-    }
-
-    /// Send, waiting while the channel is full until `deadline` (`None`: no limit).
-    /// Time spent waiting counts as blocked-send time.
-    pub fn send_deadline(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
-        let msg = match self.try_send(msg) {
-            Err(SendError::Full(msg)) => msg,
-            done => return done,
-        };
-        let started = Instant::now();
-        let result = self.send_blocking(msg, deadline);
-        let waited = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-        self.blocked_send_nanos.fetch_add(waited, Ordering::Relaxed);
-        if result.is_err() && !self.is_full() {
-            // A wake-up this sender took is passed on to another parked sender.
-            self.senders.notify_one();
-        }
-        result
-    }
-
-    fn send_blocking(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
-        let mut msg = msg;
-        loop {
-            let mut backoff = Backoff(0);
-            loop {
-                match self.try_send(msg) {
-                    Err(SendError::Full(m)) => msg = m,
-                    done => return done,
-                }
-                if backoff.is_completed() {
-                    break;
-                }
-                backoff.snooze();
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(SendError::Timeout(msg));
-            }
-            self.senders
-                .park(deadline, || !self.is_full() || self.is_closed());
-        }
-    }
-
-    /// Send, waiting without limit while the channel is full.
-    pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        self.send_deadline(msg, None)
-    }
-
-    /// Send, waiting at most `timeout` while the channel is full.
-    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendError<T>> {
-        self.send_deadline(msg, Instant::now().checked_add(timeout))
-    }
-
-    // ------------------------------------------------------------ receiving
-
+    /// Claim one slot for a receiver (Vyukov's pop).
     fn reserve_recv(&self) -> Reserve<'_, T> {
         let mut backoff = Backoff(0);
         let mut head = self.head.0.load(Ordering::Relaxed);
@@ -478,47 +417,297 @@ impl<T> Channel<T> {
         }
     }
 
+    /// Claim up to `max` consecutive ready slots of one lap with one CAS on `end` (the
+    /// tail for senders, the head for receivers). A slot at position `p` is ready when
+    /// its stamp is `p + ready_offset` (0: free for a sender, 1: full for a receiver).
+    /// Falls back to the one-slot claim when the first slot is not ready.
+    fn reserve_run(&self, sending: bool, max: usize) -> Reserve<'_, T> {
+        let (end, ready_offset) = if sending {
+            (&self.tail.0, 0)
+        } else {
+            (&self.head.0, 1)
+        };
+        let mut backoff = Backoff(0);
+        let mut position = end.load(Ordering::Relaxed);
+        loop {
+            if position & self.mark_bit != 0 {
+                return Reserve::Closed;
+            }
+            let index = (position & (self.mark_bit - 1)) as usize;
+            let limit = max.min(self.cap - index);
+            let mut run = 0;
+            while run < limit
+                && self.buffer[index + run].stamp.load(Ordering::Acquire)
+                    == position + run as u64 + ready_offset
+            {
+                run += 1;
+            }
+            if run == 0 {
+                return match if sending {
+                    self.reserve_send()
+                } else {
+                    self.reserve_recv()
+                } {
+                    Reserve::Slot(_, p) => Reserve::Run(p, 1),
+                    other => other,
+                };
+            }
+            let new_position = if index + run < self.cap {
+                position + run as u64
+            } else {
+                (position & !(self.one_lap - 1)).wrapping_add(self.one_lap)
+            };
+            match end.compare_exchange_weak(
+                position,
+                new_position,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Reserve::Run(position, run),
+                Err(current) => {
+                    position = current;
+                    backoff.spin();
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ sending
+
+    fn write(&self, slot: &Slot<T>, tail: u64, msg: T) {
+        // SAFETY: the tail CAS gave this thread the slot exclusively until the stamp store.
+        unsafe { (*slot.msg.get()).write(msg) };
+        slot.stamp.store(tail + 1, Ordering::Release);
+    }
+
+    /// Raise the high-water mark to the depth right after the send at `tail`.
+    fn record_depth(&self, tail: u64) {
+        let high = self.high_water.0.load(Ordering::Relaxed);
+        if high < self.cap {
+            let head = self.head.0.load(Ordering::Relaxed);
+            let depth = (self.count(tail) + 1).saturating_sub(self.count(head)) as usize;
+            if depth > high {
+                self.high_water
+                    .0
+                    .fetch_max(depth.min(self.cap), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Send without blocking.
+    pub fn try_send(&self, msg: T) -> Result<(), SendError<T>> {
+        match self.reserve_send() {
+            Reserve::Slot(slot, tail) => {
+                self.write(slot, tail, msg);
+                self.record_depth(tail);
+                self.receivers.notify_one();
+                Ok(())
+            }
+            Reserve::NotReady | Reserve::Run(..) => Err(SendError::Full(msg)),
+            Reserve::Closed => Err(SendError::Closed(msg)),
+        }
+    }
+
+    /// Send values from the front of `items` into the slots free now, claiming runs of
+    /// slots with one CAS each, without blocking. Returns how many were sent (they are
+    /// taken off `items`); `Full` when none fit, `Closed` when the channel is closed.
+    pub fn try_send_batch(&self, items: &mut VecDeque<T>) -> Result<usize, SendError<()>> {
+        let mut sent = 0;
+        while !items.is_empty() {
+            match self.reserve_run(true, items.len()) {
+                Reserve::Run(tail, run) => {
+                    let index = (tail & (self.mark_bit - 1)) as usize;
+                    for (i, msg) in items.drain(..run).enumerate() {
+                        self.write(&self.buffer[index + i], tail + i as u64, msg);
+                    }
+                    self.record_depth(tail + run as u64 - 1);
+                    if run == 1 {
+                        self.receivers.notify_one();
+                    } else {
+                        self.receivers.notify_all();
+                    }
+                    sent += run;
+                }
+                Reserve::Closed if sent == 0 => return Err(SendError::Closed(())),
+                Reserve::NotReady if sent == 0 => return Err(SendError::Full(())),
+                _ => break,
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Wait while the channel is full and open, until `deadline`; counts as blocked-send
+    /// time. `Ok` once there is room or the channel is closed (the caller retries).
+    pub fn wait_for_room(
+        &self,
+        deadline: Option<Instant>,
+        patience: Patience,
+    ) -> Result<(), SendError<()>> {
+        let started = Instant::now();
+        let mut result = Ok(());
+        let mut backoff = Backoff(0);
+        while self.is_full() && !self.is_closed() {
+            if !backoff.done_waiting(patience) {
+                backoff.snooze();
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                result = Err(SendError::Timeout(()));
+                break;
+            }
+            self.senders
+                .park(deadline, || !self.is_full() || self.is_closed());
+        }
+        let waited = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.blocked_send_nanos
+            .0
+            .fetch_add(waited, Ordering::Relaxed);
+        result
+    }
+
+    /// Send, waiting while the channel is full until `deadline` (`None`: no limit).
+    /// Time spent waiting counts as blocked-send time.
+    pub fn send_deadline(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
+        let mut msg = msg;
+        loop {
+            match self.try_send(msg) {
+                Err(SendError::Full(back)) => msg = back,
+                done => return done,
+            }
+            if self.wait_for_room(deadline, Patience::Spin).is_err() {
+                // A wake-up this sender took is passed on to another parked sender.
+                if !self.is_full() {
+                    self.senders.notify_one();
+                }
+                return Err(SendError::Timeout(msg));
+            }
+        }
+    }
+
+    /// Send every value of `items` in order, waiting while the channel is full until
+    /// `deadline`. On `Timeout` or `Closed` the values not sent are left in `items`.
+    pub fn send_batch_deadline(
+        &self,
+        items: &mut VecDeque<T>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<()>> {
+        while !items.is_empty() {
+            match self.try_send_batch(items) {
+                Ok(_) => continue,
+                Err(SendError::Full(())) => {}
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = self.wait_for_room(deadline, Patience::Spin) {
+                if !self.is_full() {
+                    self.senders.notify_one();
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Send, waiting without limit while the channel is full.
+    pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        self.send_deadline(msg, None)
+    }
+
+    /// Send, waiting at most `timeout` while the channel is full.
+    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendError<T>> {
+        self.send_deadline(msg, Instant::now().checked_add(timeout))
+    }
+
+    // ------------------------------------------------------------ receiving
+
     fn read(&self, slot: &Slot<T>, head: u64) -> T {
         // SAFETY: the head CAS gave this thread the slot, whose stamp says it was written.
         let msg = unsafe { (*slot.msg.get()).assume_init_read() };
         slot.stamp
             .store(head.wrapping_add(self.one_lap), Ordering::Release);
-        self.senders.notify_one();
         msg
     }
 
     /// Receive without blocking: `Empty` when open and empty, `Closed` when closed and drained.
     pub fn try_recv(&self) -> Result<T, RecvError> {
         match self.reserve_recv() {
-            Reserve::Slot(slot, head) => Ok(self.read(slot, head)),
-            Reserve::NotReady => Err(RecvError::Empty),
+            Reserve::Slot(slot, head) => {
+                let msg = self.read(slot, head);
+                self.senders.notify_one();
+                Ok(msg)
+            }
+            Reserve::NotReady | Reserve::Run(..) => Err(RecvError::Empty),
             Reserve::Closed => Err(RecvError::Closed),
         }
+    }
+
+    /// Move up to `max` values that are there now into `out`, claiming runs of slots
+    /// with one CAS each, without blocking; returns how many. `Closed` when closed and
+    /// drained, `Empty` when open and nothing is there.
+    pub fn try_recv_into(&self, out: &mut Vec<T>, max: usize) -> Result<usize, RecvError> {
+        let mut taken = 0;
+        while taken < max {
+            match self.reserve_run(false, max - taken) {
+                Reserve::Run(head, run) => {
+                    let index = (head & (self.mark_bit - 1)) as usize;
+                    out.reserve(run);
+                    for i in 0..run {
+                        out.push(self.read(&self.buffer[index + i], head + i as u64));
+                    }
+                    if run == 1 {
+                        self.senders.notify_one();
+                    } else {
+                        self.senders.notify_all();
+                    }
+                    taken += run;
+                }
+                Reserve::Closed if taken == 0 => return Err(RecvError::Closed),
+                Reserve::NotReady if taken == 0 => return Err(RecvError::Empty),
+                _ => break,
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Wait while the channel is empty and open, until `deadline`. `Ok` once there is a
+    /// value or the channel is closed (the caller retries).
+    pub fn wait_for_item(
+        &self,
+        deadline: Option<Instant>,
+        patience: Patience,
+    ) -> Result<(), RecvError> {
+        let mut backoff = Backoff(0);
+        while self.is_empty() && !self.is_closed() {
+            if !backoff.done_waiting(patience) {
+                backoff.snooze();
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RecvError::Timeout);
+            }
+            self.receivers
+                .park(deadline, || !self.is_empty() || self.is_closed());
+        }
+        Ok(())
+    }
+
+    /// Give up waiting with `error`, passing on a wake-up this receiver may have taken.
+    fn give_up_recv<V>(&self, error: RecvError) -> Result<V, RecvError> {
+        if !self.is_empty() {
+            self.receivers.notify_one();
+        }
+        Err(error)
     }
 
     /// Receive, waiting while the channel is empty and open until `deadline`.
     pub fn recv_deadline(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
         loop {
-            let mut backoff = Backoff(0);
-            loop {
-                match self.try_recv() {
-                    Err(RecvError::Empty) => {}
-                    done => return done,
-                }
-                if backoff.is_completed() {
-                    break;
-                }
-                backoff.snooze();
+            match self.try_recv() {
+                Err(RecvError::Empty) => {}
+                done => return done,
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                if !self.is_empty() {
-                    // A wake-up this receiver took is passed on to another parked receiver.
-                    self.receivers.notify_one();
-                }
-                return Err(RecvError::Timeout);
+            if let Err(e) = self.wait_for_item(deadline, Patience::Spin) {
+                return self.give_up_recv(e);
             }
-            self.receivers
-                .park(deadline, || !self.is_empty() || self.is_closed());
         }
     }
 
@@ -532,23 +721,6 @@ impl<T> Channel<T> {
         self.recv_deadline(Instant::now().checked_add(timeout))
     }
 
-    /// Move up to `max` values that are there now into `out`, without blocking;
-    /// returns how many. `Closed` when closed and drained, `Empty` when nothing is there.
-    pub fn try_recv_into(&self, out: &mut Vec<T>, max: usize) -> Result<usize, RecvError> {
-        let mut taken = 0;
-        while taken < max {
-            match self.try_recv() {
-                Ok(msg) => {
-                    out.push(msg);
-                    taken += 1;
-                }
-                Err(e) if taken == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(taken)
-    }
-
     /// Wait (as `recv_deadline`) for at least one value, then move up to `max` into `out`.
     pub fn recv_into(
         &self,
@@ -559,9 +731,15 @@ impl<T> Channel<T> {
         if max == 0 {
             return Ok(0);
         }
-        let first = self.recv_deadline(deadline)?;
-        out.push(first);
-        Ok(1 + self.try_recv_into(out, max - 1).unwrap_or(0))
+        loop {
+            match self.try_recv_into(out, max) {
+                Err(RecvError::Empty) => {}
+                done => return done,
+            }
+            if let Err(e) = self.wait_for_item(deadline, Patience::Spin) {
+                return self.give_up_recv(e);
+            }
+        }
     }
 }
 
@@ -586,6 +764,24 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::thread;
+
+    /// Join the producers, close the channel, join the consumers: every value received, sorted.
+    fn join_sorted(
+        ch: &Channel<u64>,
+        producers: Vec<thread::JoinHandle<()>>,
+        consumers: Vec<thread::JoinHandle<Vec<u64>>>,
+    ) -> Vec<u64> {
+        for p in producers {
+            p.join().unwrap();
+        }
+        ch.close();
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        all
+    }
 
     #[test]
     fn fifo_capacity_and_counts() {
@@ -698,6 +894,127 @@ mod tests {
     }
 
     #[test]
+    fn batch_send_claims_runs_across_laps() {
+        for cap in [1usize, 3, 4, 7] {
+            let ch = Channel::new(cap).unwrap();
+            let mut expected = 0u64;
+            let mut next = 0u64;
+            for round in 0..200usize {
+                let mut items: VecDeque<u64> = (next..next + (round % 5) as u64 + 1).collect();
+                let offered = items.len();
+                let sent = ch.try_send_batch(&mut items).unwrap_or(0);
+                assert_eq!(sent + items.len(), offered);
+                assert_eq!(
+                    items.front().copied(),
+                    (sent < offered).then_some(next + sent as u64)
+                );
+                next += sent as u64;
+                assert!(ch.len() <= cap);
+                let mut out = Vec::new();
+                let _ = ch.try_recv_into(&mut out, round % 4 + 1);
+                for v in out {
+                    assert_eq!(v, expected);
+                    expected += 1;
+                }
+                let s = ch.stats();
+                assert_eq!((s.sent, s.received), (next, expected));
+            }
+            assert!(ch.stats().high_water <= cap);
+        }
+    }
+
+    #[test]
+    fn batch_send_reports_full_closed_and_timeout() {
+        let ch = Channel::new(2).unwrap();
+        let mut items: VecDeque<i32> = (0..5).collect();
+        assert_eq!(ch.try_send_batch(&mut items), Ok(2));
+        assert_eq!(ch.try_send_batch(&mut items), Err(SendError::Full(())));
+        let timeout = Instant::now() + Duration::from_millis(5);
+        assert_eq!(
+            ch.send_batch_deadline(&mut items, Some(timeout)),
+            Err(SendError::Timeout(()))
+        );
+        assert_eq!(items, VecDeque::from(vec![2, 3, 4]));
+        ch.close();
+        assert_eq!(ch.try_send_batch(&mut items), Err(SendError::Closed(())));
+        assert_eq!(
+            ch.send_batch_deadline(&mut items, None),
+            Err(SendError::Closed(()))
+        );
+        let mut out = Vec::new();
+        assert_eq!(ch.recv_into(&mut out, 10, None), Ok(2));
+        assert_eq!(out, vec![0, 1]);
+    }
+
+    #[test]
+    fn batches_between_threads_keep_order() {
+        const N: u64 = 200_000;
+        let ch = Arc::new(Channel::new(100).unwrap());
+        let producer = {
+            let ch = ch.clone();
+            thread::spawn(move || {
+                let mut i = 0;
+                while i < N {
+                    let mut items: VecDeque<u64> = (i..(i + 37).min(N)).collect();
+                    i += items.len() as u64;
+                    ch.send_batch_deadline(&mut items, None).unwrap();
+                }
+                ch.close();
+            })
+        };
+        let mut out = Vec::new();
+        while ch.recv_into(&mut out, 64, None).is_ok() {
+            assert!(ch.len() <= 100);
+        }
+        producer.join().unwrap();
+        assert_eq!(out, (0..N).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn batches_many_producers_many_consumers_exactly_once() {
+        const PER: u64 = 100_000;
+        let ch = Arc::new(Channel::new(50).unwrap());
+        let producers: Vec<_> = (0..3u64)
+            .map(|p| {
+                let ch = ch.clone();
+                thread::spawn(move || {
+                    let mut i = p * PER;
+                    while i < (p + 1) * PER {
+                        let end = (i + 1 + i % 29).min((p + 1) * PER);
+                        let mut items: VecDeque<u64> = (i..end).collect();
+                        ch.send_batch_deadline(&mut items, None).unwrap();
+                        i = end;
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..3usize)
+            .map(|c| {
+                let ch = ch.clone();
+                thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let mut round = 0;
+                    loop {
+                        round += 1;
+                        let r = if round % 3 == c {
+                            ch.recv().map(|v| got.push(v))
+                        } else {
+                            ch.recv_into(&mut got, 1 + round % 17, None).map(|_| ())
+                        };
+                        if r.is_err() {
+                            return got;
+                        }
+                    }
+                })
+            })
+            .collect();
+        assert_eq!(
+            join_sorted(&ch, producers, consumers),
+            (0..3 * PER).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn drop_releases_values() {
         let item = Arc::new(());
         let ch = Channel::new(4).unwrap();
@@ -780,16 +1097,10 @@ mod tests {
                 })
             })
             .collect();
-        for p in producers {
-            p.join().unwrap();
-        }
-        ch.close();
-        let mut all: Vec<u64> = consumers
-            .into_iter()
-            .flat_map(|c| c.join().unwrap())
-            .collect();
-        all.sort_unstable();
-        assert_eq!(all, (0..4 * PER).collect::<Vec<_>>());
+        assert_eq!(
+            join_sorted(&ch, producers, consumers),
+            (0..4 * PER).collect::<Vec<_>>()
+        );
         let s = ch.stats();
         assert_eq!((s.sent, s.received, s.depth), (4 * PER, 4 * PER, 0));
         assert!(s.high_water <= 64);

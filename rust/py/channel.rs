@@ -5,6 +5,7 @@
 //! most `WAIT_SLICE`, re-attaching between slices to run the signal handlers, so Ctrl-C
 //! raises `KeyboardInterrupt` in a blocked `send` or `recv`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,12 +14,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::errors::{ChannelClosed, ChannelEmpty, ChannelFull, InvalidArgument, Timeout};
-use crate::channel::{self, RecvError, SendError, MAX_CAPACITY};
+use crate::channel::{self, Patience, RecvError, SendError, MAX_CAPACITY};
 
 /// Longest wait without the GIL before a blocked call checks for signals.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// Timeouts above this many seconds (or `inf`) mean: wait without limit.
 const FOREVER_SECONDS: f64 = 1e9;
+/// Most items `send_many` pulls from its iterable before sending them.
+const SEND_CHUNK: usize = 256;
 /// `Channel()` holds this many items.
 const DEFAULT_CAPACITY: usize = 1024;
 
@@ -122,8 +125,12 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Given {
     }
 }
 
-fn closed_send() -> PyErr {
-    ChannelClosed::new_err("send on a closed channel")
+fn closed_send(while_blocked: bool) -> PyErr {
+    ChannelClosed::new_err(if while_blocked {
+        "channel closed while a send was blocked"
+    } else {
+        "send on a closed channel"
+    })
 }
 
 fn closed_recv() -> PyErr {
@@ -137,53 +144,84 @@ pub struct PyChannel {
 }
 
 impl PyChannel {
-    /// Send, releasing the GIL only when the channel is full.
-    fn send_item(&self, py: Python<'_>, item: Item, deadline: Option<Instant>) -> PyResult<()> {
-        let mut item = match self.inner.try_send(item) {
-            Ok(()) => return Ok(()),
-            Err(SendError::Full(item)) => item,
-            Err(_) => return Err(closed_send()),
-        };
-        loop {
-            let until = slice_end(deadline);
-            match py.detach(|| self.inner.send_deadline(item, Some(until))) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Timeout(back)) => item = back,
-                Err(SendError::Closed(_)) => {
-                    return Err(ChannelClosed::new_err(
-                        "channel closed while a send was blocked",
-                    ))
-                }
-                Err(SendError::Full(back)) => item = back,
+    /// Wait without the GIL for one slice (at most `WAIT_SLICE`) until the channel has room
+    /// (`sending`) or an item, or is closed; then run the signal handlers. `Timeout` once
+    /// `deadline` has passed. The caller retries its operation with the GIL held, so an
+    /// item never waits for the GIL outside the channel.
+    fn wait(&self, py: Python<'_>, sending: bool, deadline: Option<Instant>) -> PyResult<()> {
+        let until = slice_end(deadline);
+        let ready = py.detach(|| {
+            if sending {
+                self.inner
+                    .wait_for_room(Some(until), Patience::Brief)
+                    .is_ok()
+            } else {
+                self.inner
+                    .wait_for_item(Some(until), Patience::Brief)
+                    .is_ok()
             }
+        });
+        if !ready {
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Timeout::new_err(format!(
-                    "send timed out: the channel stayed full (capacity {})",
-                    self.inner.capacity()
-                )));
+                return Err(if sending {
+                    Timeout::new_err(format!(
+                        "send timed out: the channel stayed full (capacity {})",
+                        self.inner.capacity()
+                    ))
+                } else {
+                    Timeout::new_err("recv timed out: the channel stayed empty")
+                });
             }
             py.check_signals()?;
         }
+        Ok(())
     }
 
-    /// Receive, releasing the GIL only when the channel is empty and open.
-    fn recv_item(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<Item> {
-        match self.inner.try_recv() {
-            Ok(item) => return Ok(item),
-            Err(RecvError::Closed) => return Err(closed_recv()),
-            Err(_) => {}
-        }
+    /// Send, releasing the GIL only while the channel is full.
+    fn send_item(&self, py: Python<'_>, item: Item, deadline: Option<Instant>) -> PyResult<()> {
+        let mut item = item;
+        let mut waited = false;
         loop {
-            let until = slice_end(deadline);
-            match py.detach(|| self.inner.recv_deadline(Some(until))) {
+            match self.inner.try_send(item) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full(back)) => item = back,
+                Err(_) => return Err(closed_send(waited)),
+            }
+            self.wait(py, true, deadline)?;
+            waited = true;
+        }
+    }
+
+    /// Send every item of `pending` in order (runs of slots at a time), releasing the GIL
+    /// only while the channel is full. On an error the items not sent are dropped.
+    fn send_pending(
+        &self,
+        py: Python<'_>,
+        pending: &mut VecDeque<Item>,
+        deadline: Option<Instant>,
+    ) -> PyResult<()> {
+        let mut waited = false;
+        while !pending.is_empty() {
+            match self.inner.try_send_batch(pending) {
+                Ok(_) => continue,
+                Err(SendError::Full(())) => {}
+                Err(_) => return Err(closed_send(waited)),
+            }
+            self.wait(py, true, deadline)?;
+            waited = true;
+        }
+        Ok(())
+    }
+
+    /// Receive, releasing the GIL only while the channel is empty and open.
+    fn recv_item(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<Item> {
+        loop {
+            match self.inner.try_recv() {
                 Ok(item) => return Ok(item),
                 Err(RecvError::Closed) => return Err(closed_recv()),
                 Err(_) => {}
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Timeout::new_err("recv timed out: the channel stayed empty"));
-            }
-            py.check_signals()?;
+            self.wait(py, false, deadline)?;
         }
     }
 }
@@ -231,7 +269,7 @@ impl PyChannel {
                 "channel is full (capacity {})",
                 self.inner.capacity()
             ))),
-            Err(_) => Err(closed_send()),
+            Err(_) => Err(closed_send(false)),
         }
     }
 
@@ -265,12 +303,39 @@ impl PyChannel {
                 e
             }
         })?;
+        // Pull only as many items as fit now (at least one), so a generator is not
+        // advanced past what can be sent, then send them as runs of slots.
+        let mut iterator = iterator;
+        let mut pending = VecDeque::new();
         let mut count = 0;
-        for item in iterator {
-            self.send_item(py, item?.unbind(), deadline)?;
-            count += 1;
+        loop {
+            let room = if self.inner.is_closed() {
+                1
+            } else {
+                (self.inner.capacity() - self.inner.len()).clamp(1, SEND_CHUNK)
+            };
+            let mut pulled = None;
+            while pending.len() < room {
+                match iterator.next() {
+                    Some(Ok(item)) => pending.push_back(item.unbind()),
+                    Some(Err(e)) => {
+                        pulled = Some(Err(e));
+                        break;
+                    }
+                    None => {
+                        pulled = Some(Ok(()));
+                        break;
+                    }
+                }
+            }
+            count += pending.len();
+            self.send_pending(py, &mut pending, deadline)?;
+            match pulled {
+                Some(Ok(())) => return Ok(count),
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
         }
-        Ok(count)
     }
 
     /// Wait for at least one item, then return up to `max_items` without further waiting.
@@ -283,15 +348,16 @@ impl PyChannel {
     ) -> PyResult<Bound<'py, PyList>> {
         let limit = count_arg("max_items", max_items, i64::MAX as u64)?;
         let deadline = deadline_arg(timeout)?;
-        let first = self.recv_item(py, deadline)?;
-        let more = (limit - 1).min(self.inner.len() as u64) as usize;
-        let mut items = Vec::with_capacity(1 + more);
-        items.push(first);
-        if more > 0 {
-            // Taking fewer than `more` is fine: other receivers may have been faster.
-            let _ = self.inner.try_recv_into(&mut items, more);
+        let limit = limit as usize;
+        let mut items = Vec::new();
+        loop {
+            match self.inner.try_recv_into(&mut items, limit) {
+                Ok(_) => return PyList::new(py, items),
+                Err(RecvError::Closed) => return Err(closed_recv()),
+                Err(_) => {}
+            }
+            self.wait(py, false, deadline)?;
         }
-        PyList::new(py, items)
     }
 
     /// Idempotent; wakes every blocked sender (they raise `ChannelClosed`) and receiver.
