@@ -186,7 +186,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             **overrides,
         )
         progress.update(observer.phases, total=len(result.phases), completed=len(result.phases))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = (
+        max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        )
+        / 1024
+    )  # the largest process: this one or a worker
     seconds = time.perf_counter() - started
     summary = {
         "run_id": result.run_id,
