@@ -1,0 +1,386 @@
+"""Workflow benchmarks: a parameter search end to end, its containers, its memory bound,
+and the same SMA grid in backtesting.py and vectorbt.
+
+Groups (``items`` = containers, i.e. parameter sets run):
+
+* ``workflow:grid`` (2 workers) and ``workflow:grid-1-worker``: ``phasekit run
+  examples/optimization_1000_containers.yaml``, 1,000 SMA sets over 100,000 minute bars,
+  in a subprocess, ``--backend rust`` vs ``python``; ``extra_info`` has the subprocess's
+  peak RSS (``os.wait4``: the largest process of its tree, so runs do not mix as
+  ``RUSAGE_CHILDREN`` would). With 2 workers the parent, which stores every container's
+  results and catalog row, is the bottleneck of the rust run.
+* ``workflow:container``: the worker side alone, in this process: 100 portfolio
+  containers over 100,000 bars (kernel, events, tracing, trades), nothing stored.
+* ``workflow:memory``: 10,000 containers over 5,000 bars with PORTFOLIO_UPDATE traced
+  (an 80 KB equity curve each, 800 MB in all) under a 256 MB hybrid budget, in a
+  subprocess; the goal is a peak RSS within the budget plus the RSS of the same run with
+  20 containers plus 64 MB (``extra_info["within_goal"]``).
+* ``workflow:peers``: 105 SMA pairs (fast < slow from 15 windows) over 20,000 minute
+  bars, long only, next-open fills, no costs: phasekit (``rust``, in process, results
+  and catalog written, 2 workers), backtesting.py ``Backtest.optimize`` (its own process
+  pool) and vectorbt (``MA.run_combs`` + ``Portfolio.from_signals``, one vectorised
+  call). Before timing, one pair's closed trades are checked equal across the three.
+  The grid is smaller than ``workflow:grid`` because backtesting.py needs about 0.2 s
+  per set at 20,000 bars here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import phasekit
+from phasekit.backend import backend_module
+from phasekit.backtest.bars import Bars, synthetic_bars
+from phasekit.backtest.portfolio import PortfolioSettings
+from phasekit.backtest.strategies import sma
+from phasekit.tracing import TracerSettings
+from phasekit.workflow.executor import DataSpec, bars_for, run_batch
+from phasekit.workflow.sequences import Span
+from phasekit.workflow.topology import PortfolioJob
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID_EXAMPLE = ROOT / "examples" / "optimization_1000_containers.yaml"
+CLI = (sys.executable, "-m", "phasekit.cli", "run")
+MB = 1024 * 1024
+BUDGET_MB = 256
+MARGIN_MB = 64
+
+
+# ---------------------------------------------------------------- subprocess runs
+
+
+def cli_run(config: Path, results: Path, *args: str) -> tuple[dict[str, Any], float]:
+    """``phasekit run CONFIG --json``; returns its summary and the peak RSS (MB) of its
+    largest process (``os.wait4`` on the child, which covers the workers it reaped)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [*CLI, str(config), "--json", "--results-dir", str(results), *args],
+            stdout=out,
+            stderr=err,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(err.read().decode()[-3000:])
+        summary = json.loads(out.read().decode())
+    return summary, usage.ru_maxrss / 1024
+
+
+def _rounds(benchmark: Any, fn: Callable[[], Any], rounds: int) -> Any:
+    return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+@pytest.mark.parametrize("backend", ["rust", "python"])
+def test_grid_end_to_end(benchmark: Any, backend: str, workers: int, tmp_path: Path) -> None:
+    benchmark.group = "workflow:grid" if workers == 2 else "workflow:grid-1-worker"
+    rss: list[float] = []
+
+    def once() -> dict[str, Any]:
+        results = Path(tempfile.mkdtemp(dir=tmp_path))
+        args = ("--backend", backend, "--workers", str(workers))
+        summary, peak = cli_run(GRID_EXAMPLE, results, *args)
+        rss.append(peak)
+        return summary
+
+    summary = _rounds(benchmark, once, 3 if backend == "rust" else 1 + (workers == 2))
+    phase = summary["phases"]["parameter_search"]
+    assert summary["status"] == "completed" and phase["containers"] == 1000
+    benchmark.extra_info.update(
+        items=1000,
+        bars=100_000,
+        workers=workers,
+        peak_rss_mb=round(max(rss), 1),
+        best=phase["best"]["parameters"],
+        best_sharpe=phase["best"]["metrics"]["sharpe_ratio"],
+    )
+
+
+# ---------------------------------------------------------------- the worker side
+
+
+@pytest.mark.parametrize("backend", ["rust", "python"])
+def test_containers_in_process(benchmark: Any, backend: str) -> None:
+    benchmark.group = "workflow:container"
+    before = phasekit.get_backend()
+    phasekit.set_backend(backend)
+    try:
+        spec = DataSpec.from_config(
+            {"n_bars": 100_000, "frequency": "1min", "seed": 1, "volatility": 0.001}
+        )
+        bars = bars_for(spec)
+        tracer = TracerSettings(periods_per_year=bars.periods_per_year)
+        pairs = [(f, s) for f in range(5, 55, 5) for s in range(110, 210, 10)]
+        jobs = [
+            PortfolioJob(
+                f"portfolio_{i:05d}",
+                "full",
+                Span(0, len(bars)),
+                "sma_crossover",
+                {"fast": f, "slow": s},
+                {"strategy.fast": f, "strategy.slow": s},
+                PortfolioSettings(commission_bps=1, slippage_bps=1),
+                tracer,
+                bars.symbol,
+            )
+            for i, (f, s) in enumerate(pairs)
+        ]
+        run_batch(spec, jobs[:5])  # warm: imports, first kernel call
+        outcomes = _rounds(benchmark, lambda: run_batch(spec, jobs), 3)
+    finally:
+        phasekit.set_backend(before)
+    assert len(outcomes) == len(jobs)
+    benchmark.extra_info.update(
+        items=len(jobs),
+        bars=100_000,
+        trades=int(sum(o.trades.num_rows for o in outcomes)),
+    )
+
+
+# ---------------------------------------------------------------- memory bound
+
+
+MEMORY_CONFIG = """\
+workflow: optimization
+run_name: memory_bound
+data: {{n_bars: {bars}, frequency: 1min, seed: 3, volatility: 0.001}}
+strategy: {{type: sma_crossover}}
+data_flow: {{mode: hybrid, memory_limit_mb: {budget}}}
+event_tracing: [POSITION_OPEN, POSITION_CLOSE, FILL, PORTFOLIO_UPDATE]
+retention_policy: sliding_window
+sliding_window_size: 1000
+parameter_space:
+  strategy.fast: {{range: [2, {fast_stop}, 1]}}
+  strategy.slow: {{range: [200, {slow_stop}, 1]}}
+"""
+
+
+def memory_config(path: Path, fast: int, slow: int) -> Path:
+    """``fast`` x ``slow`` parameter sets."""
+    text = MEMORY_CONFIG.format(
+        bars=5000, budget=BUDGET_MB, fast_stop=2 + fast, slow_stop=200 + slow
+    )
+    path.write_text(text)
+    return path
+
+
+def test_memory_10k_containers(benchmark: Any, tmp_path: Path) -> None:
+    benchmark.group = "workflow:memory"
+    small = memory_config(tmp_path / "small.yaml", 2, 10)
+    _, baseline = cli_run(small, tmp_path / "baseline", "--workers", "2")
+    big = memory_config(tmp_path / "big.yaml", 100, 100)
+    rss: list[float] = []
+    stats: dict[str, Any] = {}
+
+    def once() -> dict[str, Any]:
+        summary, peak = cli_run(big, Path(tempfile.mkdtemp(dir=tmp_path)), "--workers", "2")
+        rss.append(peak)
+        phase = Path(summary["results"]) / "parameter_search" / "phase_summary.json"
+        stats.update(json.loads(phase.read_text())["store_stats"]["-"])
+        return summary
+
+    summary = _rounds(benchmark, once, 1)
+    assert summary["phases"]["parameter_search"]["containers"] == 10_000
+    limit = BUDGET_MB + baseline + MARGIN_MB
+    benchmark.extra_info.update(
+        items=10_000,
+        bars=5000,
+        budget_mb=BUDGET_MB,
+        baseline_rss_mb=round(baseline, 1),
+        margin_mb=MARGIN_MB,
+        limit_mb=round(limit, 1),
+        peak_rss_mb=round(max(rss), 1),
+        within_goal=max(rss) <= limit,
+        store_peak_mb=round(stats.get("peak_bytes_in_memory", 0) / MB, 1),
+        spilled_mb=round(stats.get("spilled_bytes", 0) / MB, 1),
+    )
+
+
+# ---------------------------------------------------------------- peers
+
+PEER_BARS = 20_000
+PEER_WINDOWS = list(range(5, 80, 5))  # 15 windows: 105 pairs fast < slow
+PEER_PAIRS = [(f, s) for i, f in enumerate(PEER_WINDOWS) for s in PEER_WINDOWS[i + 1 :]]
+CHECK_PAIR = (10, 40)
+
+
+@pytest.fixture(scope="module")
+def peer_bars() -> Bars:
+    return synthetic_bars(["SYN"], n_bars=PEER_BARS, frequency="1min", seed=1, volatility=0.001)[
+        "SYN"
+    ]
+
+
+def _frame(bars: Bars) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "Open": bars.open,
+            "High": bars.high,
+            "Low": bars.low,
+            "Close": bars.close,
+            "Volume": bars.volume,
+        },
+        index=pd.to_datetime(bars.ts),
+    )
+
+
+def _phasekit_trades(bars: Bars) -> list[tuple[int, int, float]]:
+    out = backend_module("rust").backtest(
+        pa.record_batch({"ts": bars.ts, "open": bars.open, "close": bars.close}),
+        sma=(*CHECK_PAIR, False),
+    )
+    t = out["trades"].to_pydict()
+    index = {int(ts): i for i, ts in enumerate(bars.ts)}
+    return [
+        (index[e], index[x], p) for e, x, p in zip(t["entry_ts"], t["exit_ts"], t["entry_price"])
+    ]
+
+
+try:  # a peer, from the bench extra; its optimize pickles the strategy class
+    from backtesting import Strategy
+    from backtesting.lib import crossover
+
+    class SmaCross(Strategy):  # type: ignore[misc]
+        fast = 10
+        slow = 40
+
+        def init(self) -> None:
+            # phasekit's SMA (numpy cumsum differences), so both see the same averages
+            self.f = self.I(sma, self.data.Close, self.fast)
+            self.s = self.I(sma, self.data.Close, self.slow)
+
+        def next(self) -> None:
+            if crossover(self.f, self.s):
+                if not self.position:
+                    self.buy()
+            elif crossover(self.s, self.f):
+                self.position.close()
+
+except ImportError:  # pragma: no cover - the peer is not installed
+    SmaCross = None  # type: ignore[misc,assignment]
+
+
+def _backtest(bars: Bars) -> Any:
+    from backtesting import Backtest
+
+    return Backtest(_frame(bars), SmaCross, cash=100_000, commission=0.0, finalize_trades=False)
+
+
+def _vectorbt(bars: Bars) -> Any:
+    import pandas as pd
+    import vectorbt as vbt
+
+    index = pd.to_datetime(bars.ts)
+    close = pd.Series(bars.close, index=index)
+    fast, slow = vbt.MA.run_combs(close, window=PEER_WINDOWS, r=2, short_names=["fast", "slow"])
+    entries = fast.ma_crossed_above(slow).vbt.fshift(1)  # decided on the close,
+    exits = fast.ma_crossed_below(slow).vbt.fshift(1)  # filled at the next open
+    return vbt.Portfolio.from_signals(
+        close,
+        entries,
+        exits,
+        price=pd.Series(bars.open, index=index),
+        init_cash=100_000,
+        freq="1min",
+    )
+
+
+def check_same_trades(bars: Bars) -> int:
+    """One pair's closed trades (entry bar, exit bar, entry price) in the three."""
+    pytest.importorskip("backtesting")
+    pytest.importorskip("vectorbt")
+    ours = _phasekit_trades(bars)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = _backtest(bars).run(fast=CHECK_PAIR[0], slow=CHECK_PAIR[1])
+    bt = stats["_trades"]
+    theirs = list(zip(bt["EntryBar"], bt["ExitBar"], bt["EntryPrice"]))
+    assert [(e, x) for e, x, _ in ours] == [(int(e), int(x)) for e, x, _ in theirs]
+    np.testing.assert_allclose([p for *_, p in ours], [p for *_, p in theirs], rtol=1e-12)
+    records = _vectorbt(bars).trades.records
+    col = PEER_PAIRS.index(CHECK_PAIR)
+    mine = records[(records["col"] == col) & (records["status"] == 1)]
+    assert [(e, x) for e, x, _ in ours] == list(zip(mine["entry_idx"], mine["exit_idx"]))
+    np.testing.assert_allclose([p for *_, p in ours], mine["entry_price"], rtol=1e-12)
+    return len(ours)
+
+
+@pytest.fixture(scope="module")
+def same_trades(peer_bars: Bars) -> int:
+    return check_same_trades(peer_bars)
+
+
+def _phasekit_grid(bars: Bars, tmp: Path) -> Callable[[], Any]:
+    cfg = {
+        "workflow": "optimization",
+        "run_name": "peers",
+        "data": {"n_bars": PEER_BARS, "frequency": "1min", "seed": 1, "volatility": 0.001},
+        "strategy": {"type": "sma_crossover"},
+        "parameter_space": {
+            "strategy.fast": PEER_WINDOWS,
+            "strategy.slow": PEER_WINDOWS,
+            "constraints": ["strategy.fast < strategy.slow"],
+        },
+        "data_flow": {"mode": "hybrid", "memory_limit_mb": 256},
+    }
+
+    def once() -> Any:
+        from phasekit.workflow import run
+
+        res = run(cfg, workers=2, results_dir=tempfile.mkdtemp(dir=tmp), backend="rust")
+        assert res.phases["parameter_search"].containers == len(PEER_PAIRS)
+        res.close()
+        return res
+
+    return once
+
+
+@pytest.mark.parametrize("peer", ["rust", "backtesting.py", "vectorbt"])
+def test_peers_sma_grid(
+    benchmark: Any, peer: str, peer_bars: Bars, same_trades: int, tmp_path: Path
+) -> None:
+    benchmark.group = "workflow:peers"
+    if peer == "rust":
+        _phasekit_grid(peer_bars, tmp_path)()  # warm: imports
+        _rounds(benchmark, _phasekit_grid(peer_bars, tmp_path), 3)
+    elif peer == "backtesting.py":
+        bt = _backtest(peer_bars)
+
+        def optimize() -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return bt.optimize(
+                    fast=PEER_WINDOWS,
+                    slow=PEER_WINDOWS,
+                    constraint=lambda p: p.fast < p.slow,
+                    maximize="Sharpe Ratio",
+                )
+
+        _rounds(benchmark, optimize, 1)
+    else:
+        _vectorbt(peer_bars)  # warm: numba compilation
+        pf = _rounds(benchmark, lambda: _vectorbt(peer_bars), 3)
+        assert len(pf.wrapper.columns) == len(PEER_PAIRS)
+    benchmark.extra_info.update(items=len(PEER_PAIRS), bars=PEER_BARS, checked_trades=same_trades)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_progress(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # backtesting.py's progress bars
+    yield
