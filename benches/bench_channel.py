@@ -5,8 +5,9 @@ benchmarking thread receives them one by one (``recv``), capacity 1000; the peer
 ``queue.Queue(1000)`` with ``put``/``get``. ``channel:batched``: the same with
 ``send_many``/``recv_many`` in chunks of ``CHUNK``. ``channel:rust_threads_cap<C>``: one
 Rust thread sends ``N_RUST`` integers to another through the Rust channel of capacity C
-(``phasekit._core._bench_rust_channel``; the GIL is released). ``items`` = messages moved
-per call.
+(``phasekit._core._bench_rust_channel``; the GIL is released); ``_batch64``: the same
+moved in runs of 64 (``send_batch_deadline`` / ``recv_into``, one CAS per run).
+``items`` = messages moved per call.
 """
 
 from __future__ import annotations
@@ -109,11 +110,12 @@ def test_channel_batched(benchmark: Any, impl: str) -> None:
     benchmark.pedantic(_pass_chunks(impl), rounds=ROUNDS[impl], warmup_rounds=1)
 
 
-def _rust_threads(benchmark: Any, capacity: int) -> None:
+def _rust_threads(benchmark: Any, capacity: int, batch: int = 1) -> None:
     bench = backend_module("rust")._bench_rust_channel
-    benchmark.group = f"channel:rust_threads_cap{capacity}"
+    runs = f"_batch{batch}" if batch > 1 else ""
+    benchmark.group = f"channel:rust_threads_cap{capacity}{runs}"
     benchmark.extra_info["items"] = N_RUST
-    benchmark.pedantic(bench, args=(N_RUST, capacity), rounds=7, warmup_rounds=1)
+    benchmark.pedantic(bench, args=(N_RUST, capacity, batch), rounds=7, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("impl", ["rust"])
@@ -124,3 +126,8 @@ def test_channel_rust_threads_cap256(benchmark: Any, impl: str) -> None:
 @pytest.mark.parametrize("impl", ["rust"])
 def test_channel_rust_threads_cap1024(benchmark: Any, impl: str) -> None:
     _rust_threads(benchmark, 1024)
+
+
+@pytest.mark.parametrize("impl", ["rust"])
+def test_channel_rust_threads_cap256_batch64(benchmark: Any, impl: str) -> None:
+    _rust_threads(benchmark, 256, batch=64)

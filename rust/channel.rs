@@ -743,6 +743,64 @@ impl<T> Channel<T> {
     }
 }
 
+/// Time for one thread to pass `n_messages` integers to another through a channel of
+/// `capacity`, one by one (`batch` = 1) or in runs of `batch` (`send_batch_deadline` /
+/// `recv_into`). Errors when the capacity is out of range or a message was lost.
+pub fn measure_throughput(
+    n_messages: u64,
+    capacity: usize,
+    batch: usize,
+) -> Result<Duration, String> {
+    let ch = std::sync::Arc::new(Channel::<u64>::new(capacity).map_err(|e| e.to_string())?);
+    let batch = batch.max(1);
+    let started = Instant::now();
+    let consumer = {
+        let ch = std::sync::Arc::clone(&ch);
+        std::thread::spawn(move || {
+            let mut sum = 0u64;
+            if batch == 1 {
+                while let Ok(v) = ch.recv() {
+                    sum = sum.wrapping_add(v);
+                }
+            } else {
+                let mut buf = Vec::with_capacity(batch);
+                while ch.recv_into(&mut buf, batch, None).is_ok() {
+                    sum = buf.drain(..).fold(sum, u64::wrapping_add);
+                }
+            }
+            sum
+        })
+    };
+    if batch == 1 {
+        for i in 0..n_messages {
+            if ch.send(i).is_err() {
+                break;
+            }
+        }
+    } else {
+        let mut pending = VecDeque::with_capacity(batch);
+        let mut next = 0;
+        while next < n_messages {
+            let end = (next + batch as u64).min(n_messages);
+            pending.extend(next..end);
+            next = end;
+            if ch.send_batch_deadline(&mut pending, None).is_err() {
+                break;
+            }
+        }
+    }
+    ch.close();
+    let sum = consumer
+        .join()
+        .map_err(|_| "the consumer thread panicked".to_string())?;
+    let took = started.elapsed();
+    let expected = (n_messages as u128 * n_messages.saturating_sub(1) as u128 / 2) as u64;
+    if sum != expected {
+        return Err("the consumer did not receive every message".into());
+    }
+    Ok(took)
+}
+
 impl<T> Drop for Channel<T> {
     fn drop(&mut self) {
         while self.try_recv().is_ok() {}
@@ -1012,6 +1070,14 @@ mod tests {
             join_sorted(&ch, producers, consumers),
             (0..3 * PER).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn measured_throughput_checks_every_message() {
+        for batch in [1, 7, 64] {
+            assert!(measure_throughput(10_000, 16, batch).is_ok());
+        }
+        assert!(measure_throughput(10, 0, 1).is_err());
     }
 
     #[test]

@@ -116,7 +116,10 @@ class Channel:
     def try_recv(self) -> Any:
         """Raises ``ChannelEmpty`` when open and empty, ``ChannelClosed`` when closed and drained."""
     def send_many(self, items: Any, timeout: Optional[float] = None) -> int:
-        """Send every item of an iterable in order, blocking as ``send`` does; returns the count."""
+        """Send every item of an iterable in order, blocking as ``send`` does; returns the count.
+
+        ``timeout`` bounds the whole call; on ``Timeout`` or ``ChannelClosed`` the items
+        before the failing one were sent."""
     def recv_many(self, max_items: int, timeout: Optional[float] = None) -> list[Any]:
         """Block until at least one item is available, then return up to ``max_items``
         without further blocking. Raises ``ChannelClosed`` when closed and drained."""
@@ -128,8 +131,9 @@ class Channel:
     def stats(self) -> dict[str, Any]:
         """Keys: depth, capacity, high_water, sent, received, blocked_send_seconds, closed."""
 
-def _bench_rust_channel(n_messages: int, capacity: int) -> float:
-    """Seconds for one Rust thread to send ``n_messages`` integers to another (benchmarks)."""
+def _bench_rust_channel(n_messages: int, capacity: int, batch: int = 1) -> float:
+    """Seconds for one Rust thread to send ``n_messages`` integers to another, one by one
+    or in runs of ``batch`` (benchmarks)."""
 
 # ---------------------------------------------------------------- SpillLedger
 

@@ -6,10 +6,9 @@
 //! raises `KeyboardInterrupt` in a blocked `send` or `recv`.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -409,41 +408,19 @@ impl PyChannel {
 }
 
 /// Seconds for one Rust thread to send `n_messages` integers to another through a
-/// channel of `capacity` (the GIL is released meanwhile). For benchmarks.
+/// channel of `capacity`, one by one or in runs of `batch` (the GIL is released
+/// meanwhile). For benchmarks.
 #[pyfunction]
-fn _bench_rust_channel(py: Python<'_>, n_messages: u64, capacity: usize) -> PyResult<f64> {
-    let ch = Arc::new(
-        channel::Channel::<u64>::new(capacity)
-            .map_err(|e| InvalidArgument::new_err(e.to_string()))?,
-    );
-    let elapsed = py.detach(move || {
-        let started = Instant::now();
-        let consumer = {
-            let ch = Arc::clone(&ch);
-            std::thread::spawn(move || {
-                let mut sum = 0u64;
-                while let Ok(v) = ch.recv() {
-                    sum = sum.wrapping_add(v);
-                }
-                sum
-            })
-        };
-        for i in 0..n_messages {
-            if ch.send(i).is_err() {
-                break;
-            }
-        }
-        ch.close();
-        let sum = consumer.join();
-        (started.elapsed(), sum)
-    });
-    let expected = (n_messages as u128 * n_messages.saturating_sub(1) as u128 / 2) as u64;
-    match elapsed {
-        (took, Ok(sum)) if sum == expected => Ok(took.as_secs_f64()),
-        _ => Err(PyRuntimeError::new_err(
-            "channel benchmark: the consumer lost messages",
-        )),
-    }
+#[pyo3(signature = (n_messages, capacity, batch = 1))]
+fn _bench_rust_channel(
+    py: Python<'_>,
+    n_messages: u64,
+    capacity: usize,
+    batch: usize,
+) -> PyResult<f64> {
+    py.detach(|| channel::measure_throughput(n_messages, capacity, batch))
+        .map(|took| took.as_secs_f64())
+        .map_err(|e| InvalidArgument::new_err(format!("channel benchmark: {e}")))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
