@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 import signal
@@ -249,7 +250,7 @@ def test_close_wakes_blocked_receivers(backend: ModuleType) -> None:
 def test_close_wakes_blocked_senders(backend: ModuleType) -> None:
     ch = backend.Channel(1)
     ch.send("kept")
-    waiters = [start(lambda i=i: ch.send(i)) for i in range(3)]
+    waiters = [start(functools.partial(ch.send, i)) for i in range(3)]
     wait_until(lambda: all(t.is_alive() for t, _ in waiters))
     ch.close()
     for thread, outcome in waiters:
@@ -388,9 +389,9 @@ def test_four_producers_four_consumers_pass_a_million_items_once(backend: Module
             depth = max(len(ch), ch.stats()["depth"])
             max_depth[0] = max(max_depth[0], depth)
 
-    consumers = [start(lambda c=c: consume(c)) for c in range(n_consumers)]
+    consumers = [start(functools.partial(consume, c)) for c in range(n_consumers)]
     sampler, _ = start(sample)
-    producers = [start(lambda p=p: produce(p)) for p in range(n_producers)]
+    producers = [start(functools.partial(produce, p)) for p in range(n_producers)]
     for thread, outcome in producers:
         finish(thread)
         assert "error" not in outcome
@@ -431,7 +432,7 @@ def test_close_under_load_loses_nothing(backend: ModuleType) -> None:
             received.append(item)
 
     consumers = [start(consume) for _ in range(2)]
-    producers = [start(lambda p=p: produce(p)) for p in range(4)]
+    producers = [start(functools.partial(produce, p)) for p in range(4)]
     wait_until(lambda: sum(map(len, accepted)) > 20_000)
     ch.close()
     for thread, outcome in producers + consumers:
@@ -507,7 +508,7 @@ class SameBehaviour(RuleBasedStateMachine):
         self.next_item = 0
 
     def both(self, call: Callable[[Any], Any]) -> Any:
-        rust, python = (outcome_of(lambda ch=ch: call(ch)) for ch in self.pair)
+        rust, python = (outcome_of(functools.partial(call, ch)) for ch in self.pair)
         assert rust == python
         return rust
 
