@@ -298,3 +298,22 @@ def test_bad_targets_and_columns(backend: ModuleType) -> None:
         backend.backtest(wrong, sma=(2, 5, False))
     with pytest.raises(InvalidArgument, match="Arrow record batch"):
         backend.backtest({"ts": bars.ts}, sma=(2, 5, False))
+
+
+def test_a_bad_parameter_set_fails_the_run_with_its_container(
+    use_backend: ModuleType, tmp_path: Any
+) -> None:
+    from phasekit.workflow import run
+
+    cfg = {
+        "workflow": "optimization",
+        "run_name": "bad",
+        "data": {"n_bars": 300, "frequency": "1h", "seed": 1},
+        "strategy": {"type": "sma_crossover"},
+        "parameter_space": {"strategy.fast": [5, 30], "strategy.slow": [20]},  # no constraint
+    }
+    with pytest.raises(ConfigError) as info:
+        run(cfg, workers=1, results_dir=str(tmp_path))
+    message = str(info.value)
+    assert "container portfolio_00001" in message and "'strategy.fast': 30" in message
+    assert "fast (30) must be smaller than slow (20)" in message
