@@ -132,7 +132,7 @@ def mixed_workflow(runs: list[Run]) -> None:
     (run,) = runs
     assert list(run.summary["phases"]) == ["search", "walk_forward_check", "analysis"]
     check_backtest_phase(run, "search", [None])
-    stats = run.phase_summary("search")["store_stats"]["-"]
+    stats = run.phase_summary("search")["store_stats"]["-/hybrid"]
     assert stats["store"] == "hybrid" and stats["spills"] > 0  # the tiny budget overflowed
     assert stats["peak_bytes_in_memory"] <= stats["budget_bytes"] + 8192
     windows = run.summary["phases"]["walk_forward_check"]["windows"]
@@ -152,7 +152,7 @@ def optimization_1000(runs: list[Run]) -> None:
     check_backtest_phase(run, "parameter_search", [None])
     assert len(run.ranking("parameter_search")) == 1000
     assert len(run.container_rows("parameter_search")) == 1000
-    stats = run.phase_summary("parameter_search")["store_stats"]["-"]
+    stats = run.phase_summary("parameter_search")["store_stats"]["-/hybrid"]
     assert stats["store"] == "hybrid" and stats["items"] == 1000
     assert stats["items_on_disk"] > 0
     assert stats["peak_bytes_in_memory"] <= stats["budget_bytes"] + 8192

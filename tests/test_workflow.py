@@ -330,3 +330,22 @@ def test_stream_topology_phase(tmp_path: Path) -> None:
     bad = dict(cfg, phases=[{"name": "numbers", "topology": "stream", "dag": {"name": "x"}}])
     with pytest.raises(ConfigError, match="a mapping with `nodes`"):
         run(bad, workers=1)
+
+
+def test_container_patterns_choose_the_store(tmp_path: Path) -> None:
+    cfg = small_config(
+        tmp_path,
+        workflow="optimization",
+        results_storage="memory",
+        containers={"portfolio_0000[0-4]": {"data_flow": {"mode": "file"}}},
+    )
+    res = run(cfg, workers=1)
+    try:
+        folder = res.run_dir / "parameter_search" / "containers"
+        on_disk = sorted(p.name for p in folder.glob("*_results.json"))
+        assert on_disk == [f"portfolio_{i:05d}_results.json" for i in range(5)]
+        refs = {r.entity: r.uri for r in res.outputs("parameter_search")}
+        assert refs["portfolio_00000_results"].startswith("file://")
+        assert refs["portfolio_00007_results"].startswith("memory://")
+    finally:
+        res.close()

@@ -68,7 +68,7 @@ class PhaseResults:
         self.file_format = file_format
         self._memory_limit = memory_limit_bytes
         self._buffer_size, self._flush_interval = buffer_size, flush_interval
-        self._stores: dict[str, Any] = {}
+        self._stores: dict[tuple[str, str], Any] = {}
         self._trade_writers: dict[str, Any] = {}
         self.container_refs: list[Ref] = []
 
@@ -84,20 +84,22 @@ class PhaseResults:
             self.catalog, self.run_id, self.phase, window_id=window_id, stage_name=self.phase
         )
 
-    def store(self, window_id: str | None) -> Any:
-        """The container store of a window (created on first use)."""
-        key = window_id or ""
+    def store(self, window_id: str | None, mode: str | None = None) -> Any:
+        """The container store of a window for a data-flow mode (the phase's by default),
+        created on first use."""
+        mode = mode or self.mode
+        key = (window_id or "", mode)
         if key in self._stores:
             return self._stores[key]
         folder = self._dir(window_id) / "containers"
         recorder = self._recorder(window_id)
         names = {"run": self.run_id, "phase": self.phase}
-        if self.mode == "file":
+        if mode == "file":
             folder.mkdir(parents=True, exist_ok=True)
             store: Any = FileStore(folder, format="json", recorder=recorder, **names)
-        elif self.mode == "hybrid":
+        elif mode == "hybrid":
             store = HybridStore(self._memory_limit, folder / ".spill", recorder=recorder, **names)
-        elif self.mode == "streaming":
+        elif mode == "streaming":
             store = StreamStore(
                 folder / ".stream",
                 buffer_size=self._buffer_size,
@@ -116,9 +118,12 @@ class PhaseResults:
         container_id: str,
         results: Mapping[str, Any],
         equity: pa.Table | None,
+        mode: str | None = None,
     ) -> dict[str, Any]:
-        """Store one destroyed container's results (and equity curve); returns their URIs."""
-        store = self.store(window_id)
+        """Store one destroyed container's results (and equity curve) through the store of
+        its data-flow ``mode`` (the phase's by default); returns their URIs."""
+        mode = mode or self.mode
+        store = self.store(window_id, mode)
         meta = jsonable(
             {
                 "container_id": container_id,
@@ -127,13 +132,13 @@ class PhaseResults:
             }
         )
         clean = jsonable(results)
-        key = "container_results" if self.mode == "streaming" else f"{container_id}_results"
+        key = "container_results" if mode == "streaming" else f"{container_id}_results"
         ref = store.put(key, clean, meta)
-        if self.mode != "streaming":
+        if mode != "streaming":
             self.container_refs.append(ref)
         out = {"results": ref.uri}
         if equity is not None:
-            if self.mode in ("file", "streaming"):
+            if mode in ("file", "streaming"):
                 out["equity_curve"] = self._write_table(
                     self._dir(window_id) / "containers" / f"{container_id}_equity.arrow",
                     equity,
@@ -215,8 +220,8 @@ class PhaseResults:
     def finish_window(self, window_id: str | None) -> str | None:
         """Finish the window's container stream (streaming mode) and close its
         all_trades.arrow durably; both are recorded."""
-        store = self._stores.get(window_id or "")
-        if self.mode == "streaming" and store is not None:
+        store = self._stores.get((window_id or "", "streaming"))
+        if store is not None:
             self.container_refs.append(store.finish("container_results"))
         writer = self._trade_writers.pop(window_id or "", None)
         if writer is None:
@@ -227,7 +232,7 @@ class PhaseResults:
         )
 
     def stats(self) -> dict[str, Any]:
-        return {key or "-": store.stats() for key, store in self._stores.items()}
+        return {f"{w or '-'}/{m}": store.stats() for (w, m), store in self._stores.items()}
 
     def close(self) -> None:
         for writer in self._trade_writers.values():

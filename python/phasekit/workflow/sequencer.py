@@ -269,7 +269,8 @@ class Sequencer:
         self, out: PhaseResults, outcome: Outcome, folder: Optional[str], keep_equity: bool
     ) -> dict[str, Any]:
         job = outcome.job
-        uris = out.put_container(folder, job.container_id, outcome.results, outcome.equity)
+        mode = self._container_mode(out, job.container_id)
+        uris = out.put_container(folder, job.container_id, outcome.results, outcome.equity, mode)
         out.add_trades(folder, outcome.trades)
         summary = {
             "container_id": job.container_id,
@@ -387,6 +388,14 @@ class Sequencer:
         if len(inputs.sets) > 1 and source.startswith("package"):
             return "hybrid"
         return str(settings.data_flow.mode)
+
+    def _container_mode(self, out: PhaseResults, container_id: str) -> str:
+        """A container's data-flow mode: its ``containers:`` pattern's when one sets the
+        mode, else the phase's (``out.mode``)."""
+        settings = self.resolved.phase(out.phase).container(container_id).settings
+        if settings.sources.get("data_flow.mode", "").startswith("containers."):
+            return str(settings.data_flow.mode)
+        return out.mode
 
     def _select(
         self,
