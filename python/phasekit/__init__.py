@@ -3,7 +3,8 @@
 The hot-path primitives (``EventRing``, ``Channel``, ``SpillLedger``,
 ``IpcWriter``, ``size_of``) resolve to the backend chosen by
 :func:`phasekit.set_backend` or ``PHASEKIT_BACKEND`` each time they are looked
-up on this module.
+up on this module. ``phasekit.run`` (see :mod:`phasekit.workflow.run`) is imported
+on first use, so ``import phasekit`` stays light.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
+    if name == "run":
+        from phasekit.workflow.run import run
+
+        return run
     if name in PRIMITIVES:
         from phasekit.backend import primitive
 
@@ -37,6 +42,7 @@ __all__ = [
     "event_kind_name",
     "get_backend",
     "register_event_kind",
+    "run",
     "set_backend",
     "size_of",
 ]

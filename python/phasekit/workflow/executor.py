@@ -1,17 +1,24 @@
 """Runs portfolio jobs locally: in this process (``workers=1``) or batched across worker
 processes. Results come back in job order whatever the number of workers, so a run's
 output does not depend on it; at most ``2 x workers`` batches are in flight, which
-bounds the memory held for results not yet written."""
+bounds the memory held for results not yet written.
+
+Worker processes start from a fork server on Linux (``spawn`` elsewhere) and never
+import the caller's ``__main__``: a script that calls ``phasekit.run`` without an
+``if __name__ == "__main__":`` guard is not run again in each worker."""
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import context as mp_context
+from multiprocessing import popen_forkserver, popen_spawn_posix, spawn
 from typing import Any
 
 import pyarrow as pa
@@ -102,6 +109,77 @@ def run_batch(
     return out
 
 
+_MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
+_PREP_LOCK = threading.Lock()
+
+
+def _preparation_without_main(name: str) -> dict[str, Any]:
+    """What a new worker is told about its parent, minus the parent's ``__main__``."""
+    data: dict[str, Any] = _ORIGINAL_PREPARATION(name)
+    for key in _MAIN_KEYS:
+        data.pop(key, None)
+    return data
+
+
+_ORIGINAL_PREPARATION = spawn.get_preparation_data
+
+
+def _launch_without_main(launch: Callable[[Any, Any], None], popen: Any, process_obj: Any) -> None:
+    with _PREP_LOCK:
+        spawn.get_preparation_data = _preparation_without_main
+        try:
+            launch(popen, process_obj)
+        finally:
+            spawn.get_preparation_data = _ORIGINAL_PREPARATION
+
+
+_PRELOAD = ["phasekit.workflow.executor"]
+
+
+class _ForkServerPopen(popen_forkserver.Popen):
+    def _launch(self, process_obj: Any) -> None:
+        _launch_without_main(popen_forkserver.Popen._launch, self, process_obj)  # type: ignore[attr-defined]
+
+
+class _SpawnPopen(popen_spawn_posix.Popen):
+    def _launch(self, process_obj: Any) -> None:
+        _launch_without_main(popen_spawn_posix.Popen._launch, self, process_obj)  # type: ignore[attr-defined]
+
+
+class _ForkServerProcess(mp_context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _ForkServerPopen(process_obj)
+
+
+class _SpawnProcess(mp_context.SpawnProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _SpawnPopen(process_obj)
+
+
+class _ForkServerContext(mp_context.ForkServerContext):
+    Process = _ForkServerProcess  # type: ignore[assignment]
+
+
+class _SpawnContext(mp_context.SpawnContext):
+    Process = _SpawnProcess  # type: ignore[assignment]
+
+
+def worker_context() -> mp_context.BaseContext:
+    """The start method of worker processes: a fork server preloading phasekit (not
+    ``__main__``) on Linux, ``spawn`` (without ``__main__``) on other POSIX systems."""
+    if sys.platform.startswith("linux"):
+        ctx = _ForkServerContext()
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return _SpawnContext()
+
+
+def _ready() -> bool:
+    return True
+
+
 class Executor:
     """Local execution with ``workers`` processes (1: in this process)."""
 
@@ -110,11 +188,15 @@ class Executor:
         self.backend = backend
         self._pool: ProcessPoolExecutor | None = None
 
+    def start(self) -> None:
+        """Start the worker processes now (a no-op with one worker) so that a pool that
+        cannot start fails before anything is recorded."""
+        if self.workers > 1:
+            self._get_pool().submit(_ready).result()
+
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=mp.get_context("spawn")
-            )
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=worker_context())
         return self._pool
 
     def map(

@@ -20,7 +20,7 @@ import pyarrow as pa
 import phasekit
 from phasekit.errors import ConfigError, UnknownKey
 from phasekit.workflow.builtin import check_workflow, workflow_defaults
-from phasekit.workflow.executor import Executor
+from phasekit.workflow.executor import DataSpec, Executor, bars_for
 from phasekit.workflow.sequencer import Observer, PhaseOutcome, Sequencer
 
 log = logging.getLogger(__name__)
@@ -146,15 +146,21 @@ def run(
     resolved = load_and_resolve(config, runtime, results_dir)
     if backend is not None:
         phasekit.set_backend(backend)
-    catalog = open_catalog(resolved.catalog.location, results_dir=resolved.results_dir)
+    executor = Executor(workers or resolved.workers, phasekit.get_backend())
+    try:
+        _preflight(resolved, executor)
+        catalog = open_catalog(resolved.catalog.location, results_dir=resolved.results_dir)
+    except BaseException:
+        executor.close()
+        raise
     try:
         run_id = _start(catalog, resolved, resume)
     except BaseException:
+        executor.close()
         catalog.close()
         raise
     run_dir = Path(resolved.results_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    executor = Executor(workers or resolved.workers, phasekit.get_backend())
     sequencer = Sequencer(
         resolved, run_id, run_dir, catalog, executor, observer, resume=resume is not None
     )
@@ -172,6 +178,18 @@ def run(
             catalog.close()
     _cleanup(catalog, resolved, run_id)
     return RunResult(run_id, run_dir, catalog.url, status, phases, catalog)
+
+
+def _preflight(resolved: Any, executor: Executor) -> None:
+    """What must work before the run is recorded: every phase's bars load and the
+    worker processes start. A run that fails here leaves nothing in the catalog."""
+    for name in resolved.phase_names:
+        params = resolved.phase(name).params
+        if resolved.phase(name).topology in ("stream", "analysis"):
+            continue
+        data = params.data.model_dump(exclude_none=True) if params.data else {}
+        bars_for(DataSpec.from_config(data))
+    executor.start()
 
 
 def _cleanup(catalog: Any, resolved: Any, run_id: str) -> None:
