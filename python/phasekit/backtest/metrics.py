@@ -14,7 +14,7 @@ Ratios that are undefined (no variation, no trades) are ``0.0``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -165,3 +165,79 @@ class StreamingMetrics:
         }
         out.update(_trade_metrics(np.asarray(self.pnl, dtype=np.float64)))
         return out
+
+
+# ---------------------------------------------------------------- across containers
+
+AVERAGED_METRICS = ("sharpe_ratio", "total_return", "max_drawdown", "win_rate")
+DISTRIBUTION_METRICS = ("total_return", "sharpe_ratio", "max_drawdown", "final_equity")
+PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def average_metrics(metrics: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """``avg_<name>`` of :data:`AVERAGED_METRICS` over containers (None where no value)."""
+    out: dict[str, float | None] = {}
+    for key in AVERAGED_METRICS:
+        vals = [m[key] for m in metrics if m.get(key) is not None]
+        out[f"avg_{key}"] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def stitch_equity(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], initial: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chain (timestamps, equity) curves that each start from ``initial`` into one
+    curve: each continues from the last value of the one before."""
+    ts_parts, eq_parts, level = [], [], float(initial)
+    for ts, eq in curves:
+        if eq.shape[0] == 0:
+            continue
+        scaled = np.asarray(eq, dtype=np.float64) / initial * level
+        ts_parts.append(np.asarray(ts))
+        eq_parts.append(scaled)
+        level = float(scaled[-1])
+    if not ts_parts:
+        return np.empty(0, dtype="datetime64[ns]"), np.empty(0, dtype=np.float64)
+    return np.concatenate(ts_parts), np.concatenate(eq_parts)
+
+
+def bootstrap_metrics(
+    rets: np.ndarray,
+    pnl: np.ndarray,
+    method: str,
+    seed: int,
+    sim: int,
+    initial: float,
+    periods_per_year: float,
+) -> dict[str, Any]:
+    """Metrics of one bootstrap simulation, seeded by ``(seed, sim)``: bar returns
+    (``returns``) or trade pnls (``trades``) drawn with replacement."""
+    rng = np.random.default_rng([seed, sim])
+    if method == "trades":
+        if pnl.shape[0] == 0:
+            return compute_metrics(np.array([initial]), initial, periods_per_year, pnl)
+        sample = rng.choice(pnl, size=pnl.shape[0], replace=True)
+        equity = initial + np.cumsum(sample)
+        ppy = periods_per_year * pnl.shape[0] / max(1, rets.shape[0])
+        return compute_metrics(equity, initial, ppy, sample)
+    sample = rng.choice(rets, size=rets.shape[0], replace=True)
+    equity = initial * np.cumprod(1.0 + sample)
+    return compute_metrics(equity, initial, periods_per_year, pnl)
+
+
+def metric_distribution(metrics: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Percentiles (:data:`PERCENTILES`), mean and std (ddof 1) of each of
+    :data:`DISTRIBUTION_METRICS` over simulations."""
+    out: dict[str, dict[str, float]] = {}
+    for key in DISTRIBUTION_METRICS:
+        vals = np.array([m[key] for m in metrics if m.get(key) is not None], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            continue
+        pct = np.percentile(vals, PERCENTILES)
+        out[key] = {
+            "mean": float(vals.mean()),
+            "std": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
+            **{f"p{p}": float(v) for p, v in zip(PERCENTILES, pct)},
+        }
+    return out

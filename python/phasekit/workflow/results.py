@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ class PhaseResults:
         file_format: str = "json",
         buffer_size: int = 1000,
         flush_interval: float = 60.0,
+        container_mode: Callable[[str], str | None] | None = None,
     ) -> None:
         self.run_id, self.phase, self.mode = run_id, phase, mode
         self.phase_dir = run_dir / phase
@@ -68,6 +69,7 @@ class PhaseResults:
         self.file_format = file_format
         self._memory_limit = memory_limit_bytes
         self._buffer_size, self._flush_interval = buffer_size, flush_interval
+        self._container_mode = container_mode or (lambda _cid: None)
         self._stores: dict[tuple[str, str], Any] = {}
         self._trade_writers: dict[str, Any] = {}
         self.container_refs: list[Ref] = []
@@ -118,11 +120,11 @@ class PhaseResults:
         container_id: str,
         results: Mapping[str, Any],
         equity: pa.Table | None,
-        mode: str | None = None,
     ) -> dict[str, Any]:
         """Store one destroyed container's results (and equity curve) through the store of
-        its data-flow ``mode`` (the phase's by default); returns their URIs."""
-        mode = mode or self.mode
+        its data-flow mode (its ``containers:`` pattern's, else the phase's); returns
+        their URIs."""
+        mode = self._container_mode(container_id) or self.mode
         store = self.store(window_id, mode)
         meta = jsonable(
             {
@@ -151,6 +153,19 @@ class PhaseResults:
         return out
 
     # ------------------------------------------------------------------ phase files
+
+    def write_table(self, window_id: str | None, name: str, table: pa.Table) -> str:
+        """Write ``<name>.arrow`` in the window's folder (the phase's with None) and
+        record it; returns its URI."""
+        return self._write_table(self._dir(window_id) / f"{name}.arrow", table, name, window_id)
+
+    def read_table(self, uri: str) -> pa.Table:
+        """A table this run wrote (an Arrow IPC file, by its URI)."""
+        import pyarrow.feather as feather
+
+        from phasekit.catalog import uri_to_path
+
+        return feather.read_table(uri_to_path(uri))
 
     def _write_table(
         self,

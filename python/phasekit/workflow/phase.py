@@ -1,0 +1,233 @@
+"""One phase being run: its inputs, its results writer, and the steps every sequence
+shares (make the jobs of a window, run and destroy its containers, rank, close the
+window, select the sets the next phase runs)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional, Protocol
+
+from phasekit.backtest.bars import Bars
+from phasekit.backtest.portfolio import PortfolioSettings
+from phasekit.tracing import TracerSettings
+from phasekit.workflow.executor import DataSpec, Executor, Outcome
+from phasekit.workflow.results import PhaseResults
+from phasekit.workflow.sequences import Span, Window
+from phasekit.workflow.topology import Objective, PortfolioJob, rank, strategy_params
+from phasekit.workflow.windowagg import aggregate, public
+
+if TYPE_CHECKING:
+    from phasekit.config.resolved import ResolvedPhase
+
+log = logging.getLogger(__name__)
+
+Summary = dict[str, Any]
+"""A destroyed container's summary: ``container_id``, ``parameters``, ``metrics``,
+``uris`` (and ``objective`` once ranked)."""
+
+
+class Observer(Protocol):
+    def phase_started(self, phase: str, windows: int, containers: int) -> None: ...
+    def containers_done(self, phase: str, count: int) -> None: ...
+    def window_done(self, phase: str, window_id: str, resumed: bool) -> None: ...
+    def phase_done(self, phase: str, outcome: PhaseOutcome) -> None: ...
+
+
+class QuietObserver:
+    """Logs phase and window progress (the default without a progress display)."""
+
+    def phase_started(self, phase: str, windows: int, containers: int) -> None:
+        log.info("phase %s: %d window(s), %d container(s)", phase, windows, containers)
+
+    def containers_done(self, phase: str, count: int) -> None:
+        pass
+
+    def window_done(self, phase: str, window_id: str, resumed: bool) -> None:
+        log.info("phase %s: window %s %s", phase, window_id, "resumed" if resumed else "done")
+
+    def phase_done(self, phase: str, outcome: PhaseOutcome) -> None:
+        log.info("phase %s done: %d containers", phase, outcome.containers)
+
+
+@dataclass
+class PhaseOutcome:
+    """What a phase produced: its windows, container count, best and selected sets,
+    the files it wrote and its summary (``phase_summary.json``)."""
+
+    name: str
+    sequence: str
+    windows: list[str] = field(default_factory=list)
+    containers: int = 0
+    best: Optional[Summary] = None
+    best_out_of_sample: Optional[Summary] = None
+    selected: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PhaseInputs:
+    """What a phase runs: its bars, parameter sets and per-container settings."""
+
+    spec: DataSpec
+    bars: Bars
+    sets: list[dict[str, Any]]
+    strategy_type: str
+    strategy_base: dict[str, Any]
+    portfolio: PortfolioSettings
+    objective: Objective
+    top_k: int
+
+
+CompletedLookup = Callable[[Optional[str]], Optional[dict[str, Any]]]
+"""The aggregate of a window an earlier attempt of the run completed (None if not)."""
+
+
+class PhaseContext:
+    """A phase of a run while it runs; the sequence runners drive it."""
+
+    def __init__(
+        self,
+        phase: ResolvedPhase,
+        inputs: PhaseInputs,
+        out: PhaseResults,
+        executor: Executor,
+        observer: Observer,
+        completed: CompletedLookup,
+    ) -> None:
+        self.name = phase.name
+        self.phase = phase
+        self.inputs = inputs
+        self.out = out
+        self.executor = executor
+        self.observer = observer
+        self.completed = completed
+        self.outcome = PhaseOutcome(phase.name, phase.sequence)
+
+    # ------------------------------------------------------------------ jobs
+
+    def tracer(self, container_id: str) -> TracerSettings:
+        settings = self.phase.container(container_id).settings
+        policy = settings.retention_policy
+        return TracerSettings(
+            event_tracing=tuple(settings.event_tracing),
+            retention_policy=policy,
+            sliding_window_size=settings.sliding_window_size,
+            max_events=settings.sliding_window_size if policy == "sliding_window" else 10_000,
+            initial_capital=self.inputs.portfolio.initial_capital,
+            periods_per_year=self.inputs.bars.periods_per_year,
+        )
+
+    def jobs(
+        self, window: Window, span: Span, indices: Sequence[int], prefix: str = "portfolio"
+    ) -> list[PortfolioJob]:
+        """One portfolio job per parameter set ``indices`` over ``span``."""
+        inputs = self.inputs
+        jobs = []
+        for i in indices:
+            cid = f"{prefix}_{i:05d}"
+            params = inputs.sets[i]
+            jobs.append(
+                PortfolioJob(
+                    container_id=cid,
+                    window_id=window.window_id,
+                    span=span,
+                    strategy_type=inputs.strategy_type,
+                    strategy_params=strategy_params(inputs.strategy_base, params),
+                    parameters=params,
+                    portfolio=inputs.portfolio,
+                    tracer=self.tracer(cid),
+                    symbol=inputs.bars.symbol,
+                )
+            )
+        return jobs
+
+    # ------------------------------------------------------------------ containers
+
+    def run_containers(
+        self, jobs: list[PortfolioJob], folder: Optional[str], keep_equity: bool = False
+    ) -> list[Summary]:
+        """Run and store the containers; their summaries hold the equity curve (under
+        ``_equity``) only with ``keep_equity``, so a window holds no curves once stored."""
+        summaries: list[Summary] = []
+        name = self.name
+        for outcome in self.executor.map(
+            self.inputs.spec, jobs, lambda n: self.observer.containers_done(name, n)
+        ):
+            summaries.append(self._destroyed(outcome, folder, keep_equity))
+        return summaries
+
+    def _destroyed(self, outcome: Outcome, folder: Optional[str], keep_equity: bool) -> Summary:
+        job = outcome.job
+        uris = self.out.put_container(folder, job.container_id, outcome.results, outcome.equity)
+        self.out.add_trades(folder, outcome.trades)
+        summary: Summary = {
+            "container_id": job.container_id,
+            "parameters": dict(job.parameters),
+            "metrics": outcome.results["metrics"],
+            "uris": uris,
+        }
+        if keep_equity and outcome.equity is not None:
+            summary["_equity"] = outcome.equity
+        return summary
+
+    # ------------------------------------------------------------------ windows
+
+    def close_window(
+        self,
+        folder: Optional[str],
+        window: Window,
+        ranked: list[Summary],
+        objective: Objective,
+        extra: Optional[Mapping[str, Any]] = None,
+    ) -> dict[str, Any]:
+        """Finish the window's stores and files and write its aggregate and completion
+        marker (the marker is what a resumed run skips the window by)."""
+        self.out.finish_window(folder)
+        agg = aggregate(window.window_id, ranked, objective)
+        if extra:
+            agg.update(extra)
+        self.out.write_json(folder, "aggregate_results", agg)
+        self.out.write_json(folder, "window_complete", {"window_id": window.window_id})
+        self.observer.window_done(self.name, window.window_id, False)
+        return agg
+
+    def search_window(
+        self,
+        window: Window,
+        span: Span,
+        indices: Sequence[int],
+        folder: Optional[str],
+        prefix: str = "portfolio",
+    ) -> list[Summary]:
+        """Run the sets ``indices`` over ``span``; returns the ranked summaries (from the
+        earlier attempt when the window was completed before a resume)."""
+        done = self.completed(folder)
+        if done is not None:
+            self.observer.containers_done(self.name, len(indices))
+            self.observer.window_done(self.name, window.window_id, True)
+            return list(done["ranking"])
+        jobs = self.jobs(window, span, indices, prefix)
+        ranked = rank(self.run_containers(jobs, folder), self.inputs.objective)
+        self.close_window(folder, window, ranked, self.inputs.objective)
+        return ranked
+
+    def select(self, ranked: list[Summary], top_k: int) -> None:
+        """The best ``top_k`` sets become the phase's ``selected_parameters``."""
+        chosen = [r["parameters"] for r in ranked[:top_k]]
+        self.outcome.selected = chosen
+        self.outcome.best = public(ranked[0]) if ranked else None
+        self.write_selected()
+
+    def write_selected(self) -> None:
+        self.outcome.files["selected_parameters"] = self.out.write_json(
+            None, "selected_parameters", {"phase": self.name, "sets": self.outcome.selected}
+        )
+
+
+def set_index(summary: Mapping[str, Any]) -> int:
+    """The parameter set index of a container id (``train_00042`` -> 42)."""
+    return int(str(summary["container_id"]).rsplit("_", 1)[1])
