@@ -34,7 +34,10 @@ def test_show_json_in_a_subprocess() -> None:
     opt = view["phases"]["optimization"]
     assert opt["settings"]["data_flow"]["mode"] == "file"
     assert opt["settings"]["data_flow"]["file"]["partition_by"] == ["date", "symbol"]
-    assert opt["settings"]["sources"]["data_flow.mode"] == "phases[0].data_flow.mode"
+    assert opt["settings"]["sources"]["data_flow.mode"] == {
+        "level": "phase",
+        "path": "phases[0].data_flow.mode",
+    }
     assert view["phases"]["analysis"]["settings"]["data_flow"]["mode"] == "memory"
     assert view["phases"]["analysis"]["depends_on"] == ["optimization"]
 
@@ -101,7 +104,8 @@ def test_runtime_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert view["workers"] == 2
     assert view["base"]["data_flow"]["mode"] == "file"
     assert view["base_containers"]["data"]["data_flow"]["mode"] == "file"
-    assert view["base_containers"]["data"]["sources"]["data_flow.mode"] == "--set data_flow.mode"
+    source = view["base_containers"]["data"]["sources"]["data_flow.mode"]
+    assert source == {"level": "runtime", "path": "--set data_flow.mode"}
 
 
 def test_table_with_phases_and_markup_characters(

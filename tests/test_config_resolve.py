@@ -11,6 +11,8 @@ import pytest
 from phasekit import register_event_kind
 from phasekit.config import (
     PACKAGE_DEFAULTS,
+    Level,
+    Provenance,
     best_match,
     load_config,
     parse_set_args,
@@ -43,7 +45,8 @@ def test_package_defaults() -> None:
     assert (r.cleanup_policy, r.stages_to_persist, r.allow_pickle) == ("keep_all", (), False)
     assert (r.catalog.backend, r.catalog.location) == ("sqlite", "./results/catalog.sqlite")
     assert r.workers is None and r.phases == {}
-    assert r.base.sources["data_flow.mode"] == "default"
+    assert r.base.provenance("data_flow.mode") == Provenance(Level.PACKAGE_DEFAULT, "default")
+    assert not r.base.chosen_by_user("data_flow.mode")
     assert PACKAGE_DEFAULTS["data_flow.mode"] == "memory"
 
 
@@ -56,23 +59,36 @@ def test_parquet_default_compression_and_base_path_follow_results_dir() -> None:
 
 # --- precedence: each level beats the ones below ----------------------------------------------
 
+WF = Level.WORKFLOW_DEFAULT
+
 LEVELS = [
-    # (level, the memory_limit_mb it sets, the source the resolved value names)
-    ("workflow default", 10, "workflow_defaults.p.config.data_flow.memory_limit_mb"),
-    ("workflow phase", 11, "workflow_defaults.p.data_flow.memory_limit_mb"),
+    # (level, the memory_limit_mb it sets, the source the resolved value names, its Level)
+    ("workflow default", 10, "workflow_defaults.p.config.data_flow.memory_limit_mb", WF),
+    ("workflow phase", 11, "workflow_defaults.p.data_flow.memory_limit_mb", WF),
     (
         "workflow container",
         12,
         "workflow_defaults.p.containers.portfolio_*.data_flow.memory_limit_mb",
+        WF,
     ),
-    ("user global", 20, "data_flow.memory_limit_mb"),
-    ("phase config", 30, "phases[0].config.data_flow.memory_limit_mb"),
-    ("phase", 40, "phases[0].data_flow.memory_limit_mb"),
-    ("phase override", 50, "phase_overrides.p.data_flow.memory_limit_mb"),
-    ("container pattern", 60, "containers.portfolio_*.data_flow.memory_limit_mb"),
-    ("runtime global", 70, "--set data_flow.memory_limit_mb"),
-    ("runtime phase", 80, "--set phase_overrides.p.data_flow.memory_limit_mb"),
-    ("runtime container", 90, "--set containers.portfolio_*.data_flow.memory_limit_mb"),
+    ("user global", 20, "data_flow.memory_limit_mb", Level.USER_GLOBAL),
+    ("phase config", 30, "phases[0].config.data_flow.memory_limit_mb", Level.PHASE),
+    ("phase", 40, "phases[0].data_flow.memory_limit_mb", Level.PHASE),
+    ("phase override", 50, "phase_overrides.p.data_flow.memory_limit_mb", Level.PHASE_OVERRIDE),
+    (
+        "container pattern",
+        60,
+        "containers.portfolio_*.data_flow.memory_limit_mb",
+        Level.CONTAINER_PATTERN,
+    ),
+    ("runtime global", 70, "--set data_flow.memory_limit_mb", Level.RUNTIME),
+    ("runtime phase", 80, "--set phase_overrides.p.data_flow.memory_limit_mb", Level.RUNTIME),
+    (
+        "runtime container",
+        90,
+        "--set containers.portfolio_*.data_flow.memory_limit_mb",
+        Level.RUNTIME,
+    ),
 ]
 
 
@@ -96,7 +112,7 @@ def _stack(top: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         lambda mb: runtime.update({"phase_overrides.p.data_flow.memory_limit_mb": mb}),
         lambda mb: runtime.update({"containers.portfolio_*.data_flow.memory_limit_mb": mb}),
     ]
-    for setter, (_, mb, _) in zip(setters[: top + 1], LEVELS[: top + 1]):
+    for setter, (_, mb, _, _) in zip(setters[: top + 1], LEVELS[: top + 1]):
         setter(mb)
     return config, {"p": wf}, runtime
 
@@ -106,9 +122,13 @@ def test_each_level_beats_those_below(top: int) -> None:
     config, defaults, runtime = _stack(top)
     r = resolve(config, defaults, runtime)
     container = r.container("p", "portfolio_7")
-    _, expected, source = LEVELS[top]
+    name, expected, source, level = LEVELS[top]
     assert container.data_flow.memory_limit_mb == expected
-    assert container.settings.sources["data_flow.memory_limit_mb"] == source
+    origin = container.settings.provenance("data_flow.memory_limit_mb")
+    assert (origin.path, origin.level) == (source, level)
+    assert origin.chosen_by_user == (level >= Level.USER_GLOBAL)
+    # a container pattern's entry names its pattern, whichever level it is at
+    assert origin.pattern == ("portfolio_*" if "container" in name else None)
     # the phase itself never sees container levels
     phase_levels = [lv for lv in LEVELS[: top + 1] if "container" not in lv[0]]
     assert r.phase("p").data_flow.memory_limit_mb == phase_levels[-1][1]
@@ -197,13 +217,13 @@ def test_alias_at_container_level_and_phase_override() -> None:
     assert r.phase("a").data_flow.mode == "file"
     c = r.container("a", "portfolio_1")
     assert c.data_flow.mode == "memory"
-    assert c.settings.sources["data_flow.mode"] == "containers.portfolio_*.results_storage"
+    assert str(c.settings.provenance("data_flow.mode")) == "containers.portfolio_*.results_storage"
 
 
 def test_persist_intermediate_results_is_save_all_phases() -> None:
     r = resolve({"storage_strategy": {"persist_intermediate_results": True}})
     assert r.base.data_flow.persistence.save_all_phases is True
-    assert r.base.sources["data_flow.persistence.save_all_phases"] == (
+    assert r.base.provenance("data_flow.persistence.save_all_phases").path == (
         "storage_strategy.persist_intermediate_results"
     )
 
@@ -233,7 +253,9 @@ def test_inherited_compression_falls_back_when_a_higher_level_changes_the_format
     c = resolve(config).container(None, "x")
     assert (c.data_flow.file.format, c.data_flow.file.compression) == ("arrow", None)
     assert c.data_flow.file.partition_by == ()
-    assert c.settings.sources["data_flow.file.compression"] == "default for format arrow"
+    assert c.settings.provenance("data_flow.file.compression") == Provenance(
+        Level.PACKAGE_DEFAULT, "default for format arrow"
+    )
 
 
 def test_compression_set_above_the_format_must_fit_it() -> None:
@@ -577,7 +599,7 @@ def test_resolved_objects_are_frozen_and_serialisable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.phase("a").data_flow.mode = "file"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        r.phase("a").settings.sources["x"] = "y"  # type: ignore[index]
+        r.phase("a").settings.sources["x"] = Provenance(Level.RUNTIME, "y")  # type: ignore[index]
     data = json.loads(json.dumps(r.to_dict()))
     assert data["catalog"] == {
         "backend": "postgresql",

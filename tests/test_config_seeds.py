@@ -121,7 +121,7 @@ def test_seed000_workflow() -> None:
     assert analysis.topology == "analysis"
     assert analysis.depends_on == ("optimization",)
     assert analysis.persist  # save_all_phases: true
-    assert opt.settings.sources["data_flow.mode"] == "phases[0].data_flow.mode"
+    assert opt.settings.provenance("data_flow.mode").path == "phases[0].data_flow.mode"
 
 
 @pytest.mark.parametrize(
@@ -227,7 +227,7 @@ def test_seed002_user_config_with_workflow_defaults() -> None:
     search, validation = r.phase("parameter_search"), r.phase("validation")
     # results_storage: memory overrides all phases; the phase override agrees
     assert search.data_flow.mode == "memory"
-    assert search.settings.sources["data_flow.mode"] == (
+    assert search.settings.provenance("data_flow.mode").path == (
         "phase_overrides.parameter_search.results_storage"
     )
     assert search.settings.event_tracing == (
@@ -243,7 +243,7 @@ def test_seed002_user_config_with_workflow_defaults() -> None:
     assert search.params.data.symbols == ["SPY"]
     assert (search.params.data.start, search.params.data.end) == ("2020-01-01", "2023-12-31")
     assert validation.data_flow.mode == "memory"
-    assert validation.settings.sources["data_flow.mode"] == "results_storage"
+    assert validation.settings.provenance("data_flow.mode").path == "results_storage"
     assert validation.settings.retention_policy == "sliding_window"
     assert validation.settings.sliding_window_size == 1000
 
@@ -252,7 +252,7 @@ def test_seed002_workflow_defaults_alone() -> None:
     r = resolve({"workflow": "train_test_optimization"}, SEED002_PHASES)
     search, validation = r.phase("parameter_search"), r.phase("validation")
     assert search.data_flow.mode == "file"  # results_storage: disk
-    assert search.settings.sources["data_flow.mode"] == (
+    assert search.settings.provenance("data_flow.mode").path == (
         "workflow_defaults.parameter_search.config.results_storage"
     )
     assert search.settings.retention_policy == "trade_complete"

@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pytest
 
-import phasekit
 from phasekit.catalog import open_catalog, uri_to_path
 from phasekit.errors import ConfigError, PhasekitError
 from phasekit.workflow import run
@@ -42,14 +41,6 @@ def small_config(results: Path, **extra: Any) -> dict[str, Any]:
     }
     cfg.update(extra)
     return cfg
-
-
-@pytest.fixture(params=["rust", "python"])
-def backend_name(request: pytest.FixtureRequest) -> Any:
-    before = phasekit.get_backend()
-    phasekit.set_backend(request.param)
-    yield request.param
-    phasekit.set_backend(before)
 
 
 def test_train_test_layout_and_catalog(tmp_path: Path, backend_name: str) -> None:

@@ -123,6 +123,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _origin(source: Optional[Mapping[str, str]]) -> str:
+    """``phases[0].data_flow.mode (phase)``: the path that set a value and its level."""
+    if not source:
+        return ""
+    path, level = source["path"], source["level"]
+    return path if path == "default" else f"{path} ({level})"
+
+
 def settings_table(title: str, settings: Mapping[str, Any]) -> Any:
     """A row per setting: value and where it came from."""
     from rich.markup import escape
@@ -133,7 +141,7 @@ def settings_table(title: str, settings: Mapping[str, Any]) -> Any:
     table.add_column("value", overflow="fold")
     table.add_column("from", style="dim", overflow="fold")
     for key, value in flatten(settings).items():
-        source = settings["sources"].get(key, "")
+        source = _origin(settings["sources"].get(key))
         table.add_row(key.removeprefix("data_flow."), escape(_text(value)), escape(source))
     return table
 
@@ -154,7 +162,7 @@ def containers_table(title: str, main: Mapping[str, Any], containers: Mapping[st
         if not rows:
             rows = [("", "same as above")]
         for key, value in rows:
-            source = body.get("sources", {}).get(key, "")
+            source = _origin(body.get("sources", {}).get(key))
             label = key.removeprefix("data_flow.")
             table.add_row(escape(name), label, escape(_text(value)), escape(source))
     return table

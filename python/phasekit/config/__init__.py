@@ -59,6 +59,7 @@ from phasekit.config.params import (
     check_parameter_space,
 )
 from phasekit.config.patterns import best_match, specificity
+from phasekit.config.provenance import Level, Provenance
 from phasekit.config.resolve import resolve
 from phasekit.config.resolved import (
     CatalogTarget,
@@ -81,6 +82,7 @@ __all__ = [
     "DataConfig",
     "DataFlowConfig",
     "FileOptions",
+    "Level",
     "MonteCarlo",
     "Objective",
     "PersistenceOptions",
@@ -88,6 +90,7 @@ __all__ = [
     "PhaseDefaults",
     "PhaseParams",
     "PortfolioConfig",
+    "Provenance",
     "ResolvedConfig",
     "ResolvedContainer",
     "ResolvedDataFlow",

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 from phasekit.config.messages import format_path
 from phasekit.config.model import Settings
+from phasekit.config.provenance import RANK_LEVELS, Level, Provenance
 from phasekit.config.resolved import (
     FileOptions,
     PersistenceOptions,
@@ -34,7 +35,7 @@ from phasekit.errors import ConfigError
 
 class Setting(NamedTuple):
     value: Any
-    source: str
+    source: Provenance
     written: Any
     rank: int
 
@@ -66,13 +67,25 @@ PACKAGE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 
 
 class _Builder:
-    def __init__(self, where: tuple[Any, ...], label: str, rank: int, run_wide: bool) -> None:
+    def __init__(
+        self,
+        where: tuple[Any, ...],
+        label: str,
+        rank: int,
+        run_wide: bool,
+        pattern: Optional[str],
+    ) -> None:
         self.where, self.label, self.rank, self.run_wide = where, label, rank, run_wide
+        self.pattern = pattern
         self.patch: Patch = {}
 
     def put(self, key: str, value: Any, path: tuple[Any, ...], written: Any = None) -> None:
         written = value if written is None else written
-        source = self.label + format_path((*self.where, *path))
+        source = Provenance(
+            RANK_LEVELS[self.rank],
+            self.label + format_path((*self.where, *path)),
+            self.pattern,
+        )
         if key in RUN_WIDE and not self.run_wide:
             raise ConfigError(
                 f"{source}: {key} is a run-wide setting; set it in the top-level storage_strategy"
@@ -106,11 +119,13 @@ def flatten(
     rank: int,
     label: str = "",
     run_wide: bool = False,
+    pattern: Optional[str] = None,
 ) -> Patch:
     """The patch of one level. ``where`` is its config path (for sources and errors),
     ``label`` a prefix such as ``--set ``; ``run_wide`` allows cleanup_policy and
-    stages_to_persist (only the top level and runtime globals may set them)."""
-    b = _Builder(where, label, rank, run_wide)
+    stages_to_persist (only the top level and runtime globals may set them);
+    ``pattern`` is the container pattern of a container level."""
+    b = _Builder(where, label, rank, run_wide, pattern)
     flow = settings.data_flow
     if flow is not None:
         df = ("data_flow",)
@@ -188,9 +203,13 @@ def flatten(
     return b.patch
 
 
-def defaults_patch(results_dir: str) -> Patch:
-    patch = {key: Setting(v, "default", v, 0) for key, v in PACKAGE_DEFAULTS.items()}
-    patch["data_flow.file.base_path"] = Setting(results_dir, "results_dir", results_dir, 0)
+def defaults_patch(results_dir: str, results_dir_level: Level = Level.PACKAGE_DEFAULT) -> Patch:
+    """The package defaults; ``data_flow.file.base_path`` is the results directory, at the
+    level that set it."""
+    default = Provenance(Level.PACKAGE_DEFAULT, "default")
+    patch = {key: Setting(v, default, v, 0) for key, v in PACKAGE_DEFAULTS.items()}
+    where = Provenance(results_dir_level, "results_dir")
+    patch["data_flow.file.base_path"] = Setting(results_dir, where, results_dir, 0)
     return patch
 
 
@@ -202,12 +221,16 @@ def merge(patches: Iterable[Patch]) -> Patch:
     return out
 
 
+def _format_default(fmt: Setting) -> Provenance:
+    return Provenance(Level.PACKAGE_DEFAULT, f"default for format {fmt.value}")
+
+
 def _by_format(merged: Patch, key: str, allowed: tuple[Any, ...], default: Any) -> Setting:
     """A format-dependent setting: an inherited value the format does not support falls
     back to ``default``; one set at the format's level or above is an error."""
     fmt = merged["data_flow.file.format"]
     current = merged.get(key)
-    fallback = Setting(default, f"default for format {fmt.value}", default, fmt.rank)
+    fallback = Setting(default, _format_default(fmt), default, fmt.rank)
     if current is None or current.value in allowed:
         return current or fallback
     if current.rank < fmt.rank:
@@ -234,7 +257,7 @@ def build_settings(merged: Patch, allow_pickle: bool) -> ResolvedSettings:
                 f"{' or '.join(PARTITIONED_FORMATS)}, but the format is {fmt.value!r} "
                 f"(set by {fmt.source})"
             )
-        partition = Setting((), f"default for format {fmt.value}", (), fmt.rank)
+        partition = Setting((), _format_default(fmt), (), fmt.rank)
     persist_format = merged.get("data_flow.persistence.format") or fmt
     formats = {
         key.rsplit(".", 1)[1]: s

@@ -46,6 +46,7 @@ from phasekit.config.model import (
 )
 from phasekit.config.names import name_problem, pattern_problem
 from phasekit.config.patterns import best_match
+from phasekit.config.provenance import Level
 from phasekit.config.resolved import (
     CatalogTarget,
     ResolvedConfig,
@@ -72,7 +73,7 @@ class _Slot:
     patches: Mapping[str, Patch]
 
 
-Level = Union[Patch, _Slot]
+Layer = Union[Patch, _Slot]
 
 
 def resolve(
@@ -137,6 +138,9 @@ class _Resolver:
         self.config, self.defaults, self.names = config, defaults, names
         self.user = {p.name: (i, p) for i, p in enumerate(config.phases or [])}
         self.results_dir = config.results_dir or DEFAULT_RESULTS_DIR
+        chosen = "results_dir" in config.model_fields_set and config.results_dir is not None
+        level = Level.USER_GLOBAL if chosen else Level.PACKAGE_DEFAULT
+        self.package = defaults_patch(self.results_dir, level)
         self.allow_pickle = bool(config.allow_pickle)
         self.everywhere = validate(PhaseParams, rt.everywhere, origin="--set")
         self.rt_phases = {}
@@ -161,12 +165,12 @@ class _Resolver:
 
     # --- settings ---------------------------------------------------------------------
 
-    def levels(self, name: Optional[str]) -> list[Level]:
+    def levels(self, name: Optional[str]) -> list[Layer]:
         """The levels of phase ``name``, or the run-wide levels when ``name`` is None."""
         if name is None:
             return self._run_wide_levels()
         wf = self.defaults.get(name)
-        levels: list[Level] = [defaults_patch(self.results_dir)]
+        levels: list[Layer] = [self.package]
         if wf is not None:
             where = ("workflow_defaults", name)
             if wf.config is not None:
@@ -193,8 +197,8 @@ class _Resolver:
             levels.append(self._slot(self.rt_containers, ("containers",), 11, "--set "))
         return levels
 
-    def _run_wide_levels(self) -> list[Level]:
-        levels: list[Level] = [defaults_patch(self.results_dir), self.global_patch]
+    def _run_wide_levels(self) -> list[Layer]:
+        levels: list[Layer] = [self.package, self.global_patch]
         if self.config.containers:
             levels.append(self._slot(self.config.containers, ("containers",), 8, ""))
         levels.append(self.rt_patch)
@@ -207,13 +211,13 @@ class _Resolver:
         patterns: Mapping[str, ContainerSettings], where: tuple[Any, ...], rank: int, label: str
     ) -> _Slot:
         patches = {
-            pattern: flatten(body, (*where, pattern), rank=rank, label=label)
+            pattern: flatten(body, (*where, pattern), rank=rank, label=label, pattern=pattern)
             for pattern, body in patterns.items()
         }
         return _Slot(label + ".".join(map(str, where)), MappingProxyType(patches))
 
     def container_resolver(
-        self, phase: Optional[str], levels: list[Level]
+        self, phase: Optional[str], levels: list[Layer]
     ) -> Callable[[str], ResolvedContainer]:
         cache: dict[tuple[Optional[str], ...], ResolvedSettings] = {}
 
@@ -234,7 +238,7 @@ class _Resolver:
 
         return resolve_container
 
-    def _settings(self, levels: list[Level], chosen: tuple[Optional[str], ...]) -> ResolvedSettings:
+    def _settings(self, levels: list[Layer], chosen: tuple[Optional[str], ...]) -> ResolvedSettings:
         patches: list[Patch] = []
         for level, pattern in zip(levels, chosen):
             if not isinstance(level, _Slot):
@@ -243,7 +247,7 @@ class _Resolver:
                 patches.append(level.patches[pattern])
         return build_settings(merge(patches), self.allow_pickle)
 
-    def pattern_settings(self, levels: list[Level]) -> dict[str, ResolvedSettings]:
+    def pattern_settings(self, levels: list[Layer]) -> dict[str, ResolvedSettings]:
         """Each pattern's settings, with the same pattern's entry at every container level."""
         patterns = dict.fromkeys(p for lv in levels if isinstance(lv, _Slot) for p in lv.patches)
         out = {}
@@ -353,7 +357,7 @@ class _Resolver:
 
     def build(self) -> ResolvedConfig:
         self.check_graph()
-        base_merged = merge([defaults_patch(self.results_dir), self.global_patch, self.rt_patch])
+        base_merged = merge([self.package, self.global_patch, self.rt_patch])
         base = build_settings(base_merged, self.allow_pickle)
         base_levels = self.levels(None)
         stages = tuple(base_merged["stages_to_persist"].value)

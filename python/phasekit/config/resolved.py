@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from phasekit.config.model import RunParams, WorkflowConfig
+from phasekit.config.provenance import Level, Provenance
 from phasekit.config.vocab import suggest
 from phasekit.errors import ConfigError
 
@@ -59,14 +60,40 @@ class ResolvedDataFlow:
 
 @dataclass(frozen=True)
 class ResolvedSettings:
-    """The settings of one phase or container; ``sources`` names, for every setting
-    (``data_flow.file.format``...), where its value came from."""
+    """The settings of one phase or container; ``sources`` holds, for every setting
+    (``data_flow.file.format``...), the :class:`Provenance` of its value: its level and
+    the config path that set it."""
 
     data_flow: ResolvedDataFlow
     event_tracing: tuple[str, ...]
     retention_policy: str
     sliding_window_size: int
-    sources: Mapping[str, str] = field(compare=False)
+    sources: Mapping[str, Provenance] = field(compare=False)
+
+    def provenance(self, key: str) -> Provenance:
+        """Where setting ``key`` (``data_flow.mode``...) came from (ConfigError naming the
+        known settings when ``key`` is not one)."""
+        try:
+            return self.sources[key]
+        except KeyError:
+            near = suggest(key, list(self.sources))
+            hint = f"; did you mean {near!r}?" if near else ""
+            raise ConfigError(
+                f"unknown setting {key!r}{hint} (settings: {', '.join(self.sources)})"
+            ) from None
+
+    def level_of(self, key: str) -> Level:
+        """The precedence level that set ``key``."""
+        return self.provenance(key).level
+
+    def chosen_by_user(self, key: str) -> bool:
+        """True when the configuration or a runtime argument set ``key`` (not a package
+        or workflow default)."""
+        return self.provenance(key).chosen_by_user
+
+    def pattern_of(self, key: str) -> Optional[str]:
+        """The container pattern whose entry set ``key``, None when no pattern did."""
+        return self.provenance(key).pattern
 
     def to_dict(self) -> dict[str, Any]:
         flow = self.data_flow
@@ -95,7 +122,7 @@ class ResolvedSettings:
             "event_tracing": list(self.event_tracing),
             "retention_policy": self.retention_policy,
             "sliding_window_size": self.sliding_window_size,
-            "sources": dict(self.sources),
+            "sources": {key: p.to_dict() for key, p in self.sources.items()},
         }
 
 

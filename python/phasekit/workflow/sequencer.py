@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from phasekit.backtest.portfolio import PortfolioSettings
+from phasekit.config.provenance import Level
 from phasekit.errors import ConfigError, WorkflowError
 from phasekit.workflow import analysis
 from phasekit.workflow.executor import DataSpec, Executor, bars_for
@@ -220,16 +221,16 @@ class Sequencer:
     def _mode(self, phase: ResolvedPhase, inputs: PhaseInputs) -> str:
         """The phase's container data-flow mode; with a parameter space and nothing set by
         anyone, portfolios default to hybrid with small budgets (seed 001)."""
-        source = phase.settings.sources.get("data_flow.mode", "")
-        if len(inputs.sets) > 1 and source.startswith("package"):
+        settings = phase.settings
+        if len(inputs.sets) > 1 and settings.level_of("data_flow.mode") is Level.PACKAGE_DEFAULT:
             return "hybrid"
         return str(phase.settings.data_flow.mode)
 
     def _container_mode(self, phase: ResolvedPhase, container_id: str) -> Optional[str]:
-        """A container's data-flow mode when its ``containers:`` pattern sets one (None:
-        the phase's)."""
+        """A container's data-flow mode when a container pattern (YAML or ``--set``) sets
+        one (None: the phase's)."""
         settings = phase.container(container_id).settings
-        if settings.sources.get("data_flow.mode", "").startswith("containers."):
+        if settings.pattern_of("data_flow.mode") is not None:
             return str(settings.data_flow.mode)
         return None
 
