@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from types import ModuleType
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from phasekit.backtest import (
@@ -16,7 +18,6 @@ from phasekit.backtest import (
     simulate,
     synthetic_bars,
 )
-from phasekit.backtest.strategies import sma
 from phasekit.errors import ConfigError
 
 DAY = 86_400_000_000_000
@@ -66,22 +67,49 @@ def test_whole_units_and_short() -> None:
     assert res.trades["pnl"][0] == pytest.approx(9 * (10 - 8))
 
 
-def test_sma_crossover_strictness() -> None:
-    # fast/slow equal on a bar is not a cross: strictly below then strictly above
-    close = np.array([5, 4, 3, 3, 4, 5, 6, 5, 4, 3], dtype=float)
-    bars = bars_from(list(close))
-    sig = make_strategy("sma_crossover", {"fast": 2, "slow": 3}).signals(bars)
-    f, s = sma(close, 2), sma(close, 3)
-    expected, state = [], 0
-    for t in range(len(close)):
-        if t > 0 and not (np.isnan(s[t - 1])):
-            if f[t - 1] < s[t - 1] and f[t] > s[t]:
-                state = 1
-            elif f[t - 1] > s[t - 1] and f[t] < s[t]:
-                state = 0
-        expected.append(state)
-    assert sig.tolist() == expected
-    assert 1 in expected  # the series must contain a cross up, or the test checks nothing
+# fast = 1, slow = 2: the fast SMA is the close, the slow one the mean of the last two
+# closes, so fast - slow = (close[t] - close[t-1]) / 2: above on a rise, below on a fall,
+# tied (exactly, integer closes) when the close is unchanged. A cross needs strictly
+# below on the previous bar and strictly above on this one (DESIGN.md "Metrics").
+CROSSOVER_CASES = [
+    # (closes, targets long_only, targets long_short)
+    ([10, 9, 9, 10], [0, 0, 0, 0], [0, 0, 0, 0]),  # fall, tie, rise: no cross up
+    ([10, 9, 8, 8], [0, 0, 0, 0], [0, 0, 0, 0]),  # fall, fall, tie: no cross up
+    ([10, 9, 10, 10, 9], [0, 0, 1, 1, 1], [0, 0, 1, 1, 1]),  # up; rise, tie, fall: no cross
+    ([10, 9, 10, 11, 11], [0, 0, 1, 1, 1], [0, 0, 1, 1, 1]),  # up; rise, rise, tie: no cross
+    ([10, 9, 10, 9], [0, 0, 1, 0], [0, 0, 1, -1]),  # up, then down
+    ([10, 9, 9, 10, 9, 10], [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, -1, 1]),  # tie; down; up
+]
+
+
+@pytest.mark.parametrize(("close", "long_only", "long_short"), CROSSOVER_CASES)
+def test_sma_crossover_strictness(
+    close: list[int], long_only: list[int], long_short: list[int]
+) -> None:
+    bars = bars_from([float(c) for c in close])
+    for mode, want in (("long_only", long_only), ("long_short", long_short)):
+        got = make_strategy("sma_crossover", {"fast": 1, "slow": 2, "mode": mode}).signals(bars)
+        assert got.tolist() == want, mode
+
+
+@pytest.mark.parametrize(("close", "long_only", "long_short"), CROSSOVER_CASES)
+def test_sma_crossover_strictness_in_the_kernels(
+    backend: ModuleType, close: list[int], long_only: list[int], long_short: list[int]
+) -> None:
+    batch = pa.record_batch(
+        {
+            "ts": pa.array(np.arange(len(close)) * DAY, pa.int64()),
+            "open": np.asarray(close, dtype=float),
+            "close": np.asarray(close, dtype=float),
+        }
+    )
+    for short, want in ((False, long_only), (True, long_short)):
+        sig = backend.sma_crossover_signals(batch, 1, 2, short)
+        assert sig.column(0).to_pylist() == want, short
+        # the kernel fills a target decided on bar t at the open of bar t + 1
+        out = backend.backtest(batch, sma=(1, 2, short))
+        position = np.sign(out["bars"].column("position").to_numpy()).astype(int)
+        assert position.tolist() == [0, *want[:-1]], short
 
 
 def test_metrics_reference_definitions() -> None:

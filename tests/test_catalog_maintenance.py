@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
+import re
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC
 from pathlib import Path
 
@@ -158,43 +157,108 @@ _CLEANER = """
 import sys
 from phasekit.catalog import open_catalog
 with open_catalog(sys.argv[1], results_dir=sys.argv[2]) as cat:
-    print("ready", flush=True)
     cat.cleanup("keep_none")
 """
 
+N_FILES = 40
 
-def test_cleanup_killed_at_random_moments_is_repaired_by_doctor(
+
+def _crash_fixture(catalog: Catalog, results_dir: Path) -> list[Path]:
+    """A finished run with 40 files and a partitioned dataset folder (recorded last)."""
+    catalog.start_process("wf", process_id="t")
+    for k in range(N_FILES):
+        store(catalog, "t", f"stage{k % 3}", f"e{k}", sample_table(5, k), fmt="json")
+    folder = results_dir / "t" / "ds"
+    pq.write_to_dataset(pa.table({"k": [1, 2], "v": [1, 2]}), str(folder), partition_cols=["k"])
+    catalog.record_item("t", "ds", "ds", data_reference=path_to_uri(folder), format="parquet",
+                        size_bytes=reference_size(folder), checksum=reference_checksum(folder))  # fmt: skip
+    catalog.finish_process("t")
+    paths = [item.path for item in catalog.list_items("t")]
+    assert len(paths) == N_FILES + 1 and all(p is not None and p.exists() for p in paths)
+    return [p for p in paths if p is not None]
+
+
+# (failpoint, rows still marked deleting after the crash, files of the 40 deleted,
+#  whether the folder is left under its temporary name)
+CRASH_POINTS = [
+    ("cleanup.after_mark", N_FILES + 1, 0, False),
+    ("cleanup.mid_delete@1", N_FILES + 1, 1, False),
+    ("cleanup.mid_delete@23", N_FILES + 1, 23, False),
+    ("cleanup.after_rename", N_FILES + 1, N_FILES, True),
+    ("cleanup.before_commit", N_FILES + 1, N_FILES, False),
+    ("cleanup.after_commit", 0, N_FILES, False),
+]
+
+
+@pytest.mark.parametrize(("failpoint", "deleting", "deleted", "renamed"), CRASH_POINTS)
+def test_cleanup_killed_at_each_step_is_repaired_by_doctor(
+    catalog: Catalog,
+    catalog_url: str,
+    results_dir: Path,
+    failpoint: str,
+    deleting: int,
+    deleted: int,
+    renamed: bool,
+) -> None:
+    paths = _crash_fixture(catalog, results_dir)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLEANER, catalog_url, str(results_dir)],
+        env={**os.environ, "PHASEKIT_FAILPOINT": failpoint},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr  # killed at the failpoint
+    # the state the crash left is the one of that step
+    assert catalog.list_items("t") == []  # rows being deleted are not listed
+    assert len(catalog.list_items("t", states=("deleting",))) == deleting
+    assert sum(not p.exists() for p in paths[:N_FILES]) == deleted
+    temp = list(results_dir.rglob("*.phasekit-tmp"))
+    assert (len(temp) == 1 and not paths[-1].exists()) if renamed else temp == []
+    catalog.doctor(repair=True, grace_seconds=0)
+    _assert_consistent(catalog)
+    assert catalog.doctor().ok
+    # the removal is finished: no row of the run in any state and none of its files
+    assert catalog.list_items("t", states=("present", "deleting", "missing", "corrupt")) == []
+    assert not any(p.exists() for p in paths)
+    left = [p for p in results_dir.rglob("*") if p.is_file()]
+    assert all(p.name.startswith("catalog.sqlite") for p in left), left
+
+
+def test_cleanup_without_a_failpoint_finishes(
     catalog: Catalog, catalog_url: str, results_dir: Path
 ) -> None:
-    rng = random.Random(1234)
-    for trial in range(6):
-        run = f"t{trial}"
-        catalog.start_process("wf", process_id=run)
-        for k in range(40):
-            store(catalog, run, f"stage{k % 3}", f"e{k}", sample_table(5, k), fmt="json")
-        folder = results_dir / run / "ds"
-        pq.write_to_dataset(pa.table({"k": [1, 2], "v": [1, 2]}), str(folder), partition_cols=["k"])
-        catalog.record_item(run, "ds", "ds", data_reference=path_to_uri(folder), format="parquet",
-                            size_bytes=reference_size(folder), checksum=reference_checksum(folder))  # fmt: skip
-        catalog.finish_process(run)
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _CLEANER, catalog_url, str(results_dir)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.15))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        catalog.doctor(repair=True, grace_seconds=0)
-        _assert_consistent(catalog)
-        after = catalog.doctor()
-        assert after.ok, after.problems
-    for path in results_dir.rglob("*"):  # every file left is recorded by a row
-        if path.is_file() and not path.name.startswith("catalog.sqlite"):
-            assert catalog.items_by_reference(path_to_uri(path)) or any(
-                catalog.items_by_reference(path_to_uri(parent)) for parent in path.parents
-            ), path
+    paths = _crash_fixture(catalog, results_dir)
+    env = {k: v for k, v in os.environ.items() if k != "PHASEKIT_FAILPOINT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLEANER, catalog_url, str(results_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert catalog.list_items("t", states=("present", "deleting")) == []
+    assert not any(p.exists() for p in paths) and catalog.doctor().ok
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("cleanup.after_mrak", "unknown failpoint 'cleanup.after_mrak'; allowed: "),
+        ("cleanup.mid_delete@0", "must be an integer >= 1"),
+        ("cleanup.mid_delete@x", "must be an integer >= 1"),
+    ],
+)
+def test_bad_failpoint_settings_are_named(
+    monkeypatch: pytest.MonkeyPatch, spec: str, message: str
+) -> None:
+    from phasekit import failpoints
+
+    monkeypatch.setenv("PHASEKIT_FAILPOINT", spec)
+    with pytest.raises(InvalidArgument, match=re.escape(message)) as info:
+        failpoints.reach("cleanup.after_mark")
+    assert "PHASEKIT_FAILPOINT" in str(info.value)
 
 
 # ------------------------------------------------------------------ doctor

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,21 @@ def test_train_test_layout_and_catalog(tmp_path: Path, backend_name: str) -> Non
         assert len(containers) == 12
         body = json.loads(containers[0].read_text())
         assert set(body["metrics"]) >= {"sharpe_ratio", "total_return", "max_drawdown", "win_rate"}
-        assert (
-            body["events"]["retained"] == body["events"]["open_positions"]
-            or body["events"]["retained"] >= 0
-        )
+        # trade_complete retention of FILL, POSITION_OPEN and POSITION_CLOSE: a closed
+        # trade's 4 events are dropped for its summary; an open position keeps its 2
+        open_seen = set()
+        for path in containers:
+            events = json.loads(path.read_text())["events"]
+            open_now = events["open_positions"]
+            assert open_now in (0, 1), path.name
+            trades = json.loads(path.read_text())["metrics"]["trade_count"]
+            assert events["trades"] == trades, path.name
+            assert events["retained"] == 2 * open_now, path.name
+            assert events["seen"] == 4 * trades + 2 * open_now, path.name
+            assert events["evicted"] == events["seen"] - events["retained"], path.name
+            assert events["retained_bytes"] == 46 * events["retained"] + 68 * trades
+            open_seen.add(open_now)
+        assert open_seen == {0, 1}  # the run has containers with and without an open position
         # validation ran the 3 selected sets, on memory with equity tracing
         assert res.phases["validation"].containers == 6
         assert [p for p in res.phases["validation"].selected] == res.phases[
@@ -111,9 +121,14 @@ def test_metrics_match_written_equity_and_trades(tmp_path: Path, backend_name: s
             assert m["sharpe_ratio"] == pytest.approx(sharpe, rel=1e-9)
             assert m["max_drawdown"] == pytest.approx((full / peak - 1).min(), rel=1e-9)
             assert m["total_return"] == pytest.approx(full[-1] / 100_000 - 1, rel=1e-9)
-            assert m["trade_count"] == len(mine)
-            if len(mine):
-                assert m["win_rate"] == pytest.approx((mine.pnl > 0).mean())
+            downside = np.sqrt((np.minimum(rets, 0.0) ** 2).mean())
+            assert m["sortino_ratio"] == pytest.approx(
+                rets.mean() / downside * math.sqrt(ppy), rel=1e-9
+            )
+            assert m["trade_count"] == len(mine) > 0
+            pnl = mine.pnl.to_numpy()
+            assert m["win_rate"] == pytest.approx((pnl > 0).sum() / len(pnl))
+            assert m["profit_factor"] == pytest.approx(pnl[pnl > 0].sum() / -pnl[pnl < 0].sum())
     finally:
         res.close()
 
@@ -184,55 +199,122 @@ def test_monte_carlo_is_seeded(tmp_path: Path) -> None:
 
 RESUME_SCRIPT = textwrap.dedent(
     """
-    import sys, json
+    import json, sys, time
     from phasekit.workflow import run
-    cfg = json.loads(sys.argv[1])
-    res = run(cfg, workers=1, resume=sys.argv[2] if len(sys.argv) > 2 else None)
-    print(res.run_id)
+
+    cfg, pause_at, resume = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] or None
+
+    class Progress:
+        def say(self, *parts):
+            line = " ".join(str(p) for p in parts)
+            print(line, flush=True)
+            if line == pause_at:
+                time.sleep(600)  # wait here, mid-run, for the kill
+
+        def phase_started(self, phase, windows, containers):
+            self.say("started", phase)
+
+        def containers_done(self, phase, count):
+            self.say("containers", phase, count)
+
+        def window_done(self, phase, window_id, resumed):
+            self.say("window", phase, window_id, "resumed" if resumed else "done")
+
+        def phase_done(self, phase, outcome):
+            self.say("finished", phase)
+
+    res = run(cfg, workers=1, resume=resume, observer=Progress())
+    print("run", res.run_id, flush=True)
     """
 )
 
 
-def _spawn(cfg: dict[str, Any], *extra: str) -> subprocess.Popen[str]:
+def _spawn(cfg: dict[str, Any], pause_at: str = "", resume: str = "") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", RESUME_SCRIPT, json.dumps(cfg), *extra],
+        [sys.executable, "-c", RESUME_SCRIPT, json.dumps(cfg), pause_at, resume],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path: Path) -> None:
-    reference = run(small_config(tmp_path / "ref"), workers=1)
-    expected = {
-        (p, w): _ranking(reference, p, w)
-        for p, w in (
-            ("parameter_search", "train"),
-            ("parameter_search", "test"),
-            ("validation", "test"),
-        )
-    }
-    reference.close()
-    rng = np.random.default_rng(0)
-    for trial in range(3):
-        results = tmp_path / f"trial{trial}"
-        cfg = small_config(results)
-        proc = _spawn(cfg)
-        time.sleep(float(rng.uniform(1.0, 4.0)))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        catalog = open_catalog(str(results))
-        runs = catalog.list_processes()
-        catalog.close()
-        if not runs:  # killed before the run was recorded: nothing to resume
-            continue
-        done = _spawn(cfg, runs[0].process_id)
-        _out, err = done.communicate(timeout=300)
-        assert done.returncode == 0, err
-        resumed = run(cfg, workers=1, resume=runs[0].process_id)
-        for (phase, window), ranking in expected.items():
-            assert _ranking(resumed, phase, window) == ranking
-        resumed.close()
+def _resume_config(results: Path) -> dict[str, Any]:
+    """A run long enough that a kill after its first batch of 64 containers (of 143)
+    lands while it still works."""
+    return small_config(
+        results,
+        data={"n_bars": 20_000, "frequency": "1h", "seed": 5, "volatility": 0.004},
+        parameter_space={
+            "strategy.fast": list(range(2, 22)),
+            "strategy.slow": [30, 40, 50, 60, 80, 100, 120],
+            "constraints": ["strategy.fast < strategy.slow"],
+        },
+    )
+
+
+# (progress line to kill at, whether the child pauses there, windows the resume skips)
+KILL_POINTS = [
+    ("containers parameter_search 64", False, set()),  # mid-window, while working
+    ("window parameter_search train done", True, {"parameter_search train"}),
+    ("started validation", True, {"parameter_search train", "parameter_search test"}),
+]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Any]:
+    """The rankings of the resume config run without interruption."""
+    reference = run(_resume_config(tmp_path_factory.mktemp("ref")), workers=1)
+    try:
+        return {
+            (p, w): _ranking(reference, p, w)
+            for p, w in (
+                ("parameter_search", "train"),
+                ("parameter_search", "test"),
+                ("validation", "test"),
+            )
+        }
+    finally:
+        reference.close()
+
+
+@pytest.mark.parametrize(("marker", "pause", "skipped"), KILL_POINTS)
+def test_resume_after_sigkill_equals_uninterrupted(
+    tmp_path: Path,
+    uninterrupted: dict[tuple[str, str], Any],
+    marker: str,
+    pause: bool,
+    skipped: set[str],
+) -> None:
+    cfg = _resume_config(tmp_path / "killed")
+    proc = _spawn(cfg, marker if pause else "")
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line.strip())
+        if seen[-1] == marker:
+            break
+    assert seen[-1] == marker, f"the run ended before {marker!r}: {seen}"
+    assert proc.poll() is None  # still running: the kill lands mid-run
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL  # killed, not exited by itself
+    catalog = open_catalog(str(tmp_path / "killed"))
+    runs = catalog.list_processes()
+    catalog.close()
+    assert [r.status for r in runs] == ["running"]
+    done = _spawn(cfg, resume=runs[0].process_id)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    lines = out.splitlines()
+    resumed = {" ".join(line.split()[1:3]) for line in lines if line.endswith(" resumed")}
+    assert resumed == skipped
+    assert f"run {runs[0].process_id}" in lines
+    result = run(cfg, workers=1, resume=runs[0].process_id)
+    try:
+        for (phase, window), ranking in uninterrupted.items():
+            assert _ranking(result, phase, window) == ranking, (phase, window)
+    finally:
+        result.close()
 
 
 @pytest.mark.parametrize(

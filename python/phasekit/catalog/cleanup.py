@@ -11,7 +11,8 @@ Order of a removal, so that a crash at any point leaves a state ``doctor`` repai
 A crash after 1 leaves rows marked ``deleting``: ``doctor --repair`` finishes their
 removal (the same steps, so it is safe even while a cleanup runs); a crash in 2 can also
 leave a renamed folder ``.<name>.<hex>.phasekit-tmp``, which doctor removes. A file is
-never deleted while a row that is not being deleted records it.
+never deleted while a row that is not being deleted records it. Crash tests stop a removal
+at each of these steps through :mod:`phasekit.failpoints` (inert unless asked).
 
 Policies: ``keep_all`` deletes nothing; ``keep_latest`` deletes the items of every run
 except the most recently started run of each workflow; ``keep_none`` deletes the items
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from phasekit import failpoints
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ITEM_STATES, ItemRow
 from phasekit.errors import InvalidArgument
@@ -107,6 +109,7 @@ def _delete_path(path: Path) -> None:
         doomed = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
         os.rename(path, doomed)
         _fsync_dir(path.parent)
+        failpoints.reach("cleanup.after_rename")
         shutil.rmtree(doomed, ignore_errors=True)  # the rename was the commit point
     else:
         path.unlink()
@@ -151,6 +154,7 @@ def _delete_files(
         try:
             _delete_path(path)
             report.files_deleted.append(str(path))
+            failpoints.reach("cleanup.mid_delete")
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -173,6 +177,7 @@ def remove_items(
     if not rows:
         return report
     catalog.mark_items([row.id for row in rows], "deleting")
+    failpoints.reach("cleanup.after_mark")
     failed: set[int] = set()
     folders: set[Path] = set()
     if delete_files:
@@ -184,7 +189,9 @@ def remove_items(
     for state, state_ids in by_state.items():
         catalog.mark_items(state_ids, state, from_states=("deleting",))
     done = [row for row in rows if row.id not in failed]
+    failpoints.reach("cleanup.before_commit")
     catalog.delete_item_rows([row.id for row in done], state="deleting")
+    failpoints.reach("cleanup.after_commit")
     report.removed = [row.id for row in done]
     report.freed_bytes = sum(row.size_bytes for row in done)
     if folders:
