@@ -338,7 +338,8 @@ def test_file_manager_files_are_read_by_other_tools(fmt: str) -> None:
 
 
 def test_managers_record_items_in_the_catalog(tmp_path: Path) -> None:
-    with open_catalog(tmp_path / "cat") as catalog:
+    # files are recorded only under the catalog's results folder (here ./results)
+    with open_catalog(tmp_path / "cat", results_dir=tmp_path / "results") as catalog:
         manager = HybridDataManager(
             memory_limit_mb=1, container="portfolio_3", phase="optimize", catalog=catalog
         )

@@ -46,7 +46,7 @@ def test_hostile_names_are_rejected_with_field_and_value(name: str) -> None:
         check_name("key", name)
     message = str(err.value)
     assert message.startswith("key ")
-    assert repr(name) in message
+    assert repr(name)[:40] in message  # long names are quoted up to 80 characters
     assert "allowed" in message
 
 

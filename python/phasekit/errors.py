@@ -72,6 +72,10 @@ class StreamError(PhasekitError):
     """A streaming DAG is invalid or one of its nodes failed."""
 
 
+class UnsafePath(PhasekitError, ValueError):
+    """A path from a manifest, a catalog row or a name would leave its root."""
+
+
 __all__ = [
     "BackendUnavailable",
     "CatalogError",
@@ -86,6 +90,7 @@ __all__ = [
     "StreamError",
     "Timeout",
     "UnknownKey",
+    "UnsafePath",
     "WorkflowError",
     "WriterError",
 ]

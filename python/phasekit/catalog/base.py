@@ -49,7 +49,8 @@ from phasekit.catalog.rows import (
 )
 from phasekit.catalog.schema import ITEM_COLUMNS, PROCESS_COLUMNS, SCHEMA_VERSION
 from phasekit.catalog.uris import CatalogLocation, check_reference, redact, uri_to_path
-from phasekit.errors import CatalogError, InvalidArgument, UnknownKey
+from phasekit.errors import CatalogError, InvalidArgument, UnknownKey, UnsafePath
+from phasekit.paths import contained
 
 if TYPE_CHECKING:
     from phasekit.catalog.cleanup import CleanupReport, RemovalReport
@@ -357,14 +358,15 @@ class Catalog(abc.ABC):
             "present",
         )
 
-    @staticmethod
-    def _check_file(item: NewItem) -> None:
+    def _check_file(self, item: NewItem) -> None:
         ref = check_reference(item.data_reference or "")
         path = uri_to_path(ref)
         if path is None:
             return
         if item.checksum is None:
             raise InvalidArgument(f"data reference {ref} is a file; record it with its checksum")
+        what = f"data reference of {item.stage_name}/{item.entity_name}"
+        path = self._contained(path, what)
         try:
             st = path.stat()
         except OSError as exc:
@@ -375,6 +377,29 @@ class Catalog(abc.ABC):
             raise CatalogError(
                 f"cannot record {ref}: the file has {st.st_size} bytes, size_bytes says {item.size_bytes}"
             )
+
+    def _contained(self, path: Path, what: str) -> Path:
+        """``path`` if it lies under the catalog's results folder, else ``CatalogError``."""
+        if self.results_dir is None:
+            raise CatalogError(
+                f"{what}: file {path} cannot be checked, the catalog {self.url} was opened "
+                "without a results folder; pass results_dir (--results-dir)"
+            )
+        try:
+            return contained(path, self.results_dir, f"{what}: file")
+        except UnsafePath as exc:
+            raise CatalogError(str(exc)) from None
+
+    def item_path(self, row: ItemRow) -> Path | None:
+        """The local file of a row's ``file://`` reference, checked to lie under the results
+        folder (``CatalogError`` naming the row otherwise); ``None`` for other references."""
+        try:
+            path = row.path
+        except (CatalogError, ValueError) as exc:
+            raise CatalogError(f"{row.label}: bad data reference: {exc}") from None
+        if path is None:
+            return None
+        return self._contained(path, row.label)
 
     def record_item(
         self,
@@ -578,7 +603,7 @@ class Catalog(abc.ABC):
         from phasekit.catalog.integrity import verify_file
 
         row = item if isinstance(item, ItemRow) else self.get_item(item)
-        path = row.path
+        path = self.item_path(row)
         if path is not None:
             verify_file(path, row.size_bytes, row.checksum, row.label)
         return row

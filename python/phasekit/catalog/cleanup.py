@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from phasekit import failpoints
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ITEM_STATES, ItemRow
-from phasekit.errors import InvalidArgument
+from phasekit.errors import CatalogError, InvalidArgument
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -127,29 +127,32 @@ def _prune_empty(folders: set[Path], stops: set[Path]) -> None:
             current = current.parent
 
 
-def _results_dirs(catalog: Catalog, rows: Sequence[ItemRow]) -> set[Path]:
-    dirs = {Path(catalog.results_dir)} if catalog.results_dir else set()
-    for run in {row.process_id for row in rows}:
-        rdir = catalog.get_process(run).results_dir
-        if rdir:
-            dirs.add(Path(rdir))
-    return dirs
-
-
 def _delete_files(
     catalog: Catalog, rows: Sequence[ItemRow], report: RemovalReport
 ) -> tuple[set[int], set[Path]]:
-    """Delete the files of ``rows`` no other row records; returns (failed ids, their folders)."""
+    """Delete the files of ``rows`` no other row records; returns (failed ids, their folders).
+
+    A row whose file lies outside the results folder (or names none) keeps its file: its
+    removal fails and the row stays, so nothing outside the results folder is deleted.
+    """
     by_ref: dict[str, list[ItemRow]] = defaultdict(list)
-    for row in rows:
-        if row.path is not None and row.data_reference:
-            by_ref[row.data_reference].append(row)
-    live = catalog.live_references(list(by_ref))
+    paths: dict[str, Path] = {}
     failed: set[int] = set()
+    for row in rows:
+        try:
+            path = catalog.item_path(row)
+        except CatalogError as exc:
+            failed.add(row.id)
+            report.failed.append((row.id, str(exc)))
+            continue
+        if path is not None and row.data_reference:
+            by_ref[row.data_reference].append(row)
+            paths[row.data_reference] = path
+    live = catalog.live_references(list(by_ref))
     folders: set[Path] = set()
     for ref, ref_rows in by_ref.items():
-        path = ref_rows[0].path
-        if ref in live or path is None:
+        path = paths[ref]
+        if ref in live:
             continue
         try:
             _delete_path(path)
@@ -194,8 +197,8 @@ def remove_items(
     failpoints.reach("cleanup.after_commit")
     report.removed = [row.id for row in done]
     report.freed_bytes = sum(row.size_bytes for row in done)
-    if folders:
-        _prune_empty(folders, _results_dirs(catalog, rows))
+    if folders and catalog.results_dir is not None:
+        _prune_empty(folders, {Path(catalog.results_dir)})
     for item_id, reason in report.failed:
         log.warning("item %s kept: %s", item_id, reason)
     return report

@@ -88,7 +88,7 @@ def _check_rows(catalog: Catalog, rows: list[ItemRow], report: DoctorReport, ver
         if row.state == "deleting" or row.data_reference is None:
             continue
         try:
-            path = row.path
+            path = catalog.item_path(row)
         except CatalogError as exc:
             report.findings.append(Finding("bad_reference", "error", str(exc), item_id=row.id))
             continue
@@ -238,11 +238,10 @@ def run_doctor(
     processes = catalog.list_processes()
     runs = {p.process_id: p for p in processes}
     roots = {Path(catalog.results_dir)} if catalog.results_dir else set()
-    roots.update(Path(p.results_dir) for p in processes if p.results_dir)
     referenced: set[Path] = set()
     for row in rows:
         try:
-            path = row.path
+            path = catalog.item_path(row)
         except CatalogError:
             continue
         if path is not None:

@@ -24,7 +24,8 @@ from phasekit.catalog.encode import to_json
 from phasekit.catalog.integrity import reference_checksum, reference_size
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ItemRow, ProcessRow
-from phasekit.errors import InvalidArgument, StorageError
+from phasekit.errors import CatalogError, InvalidArgument, StorageError, UnsafePath
+from phasekit.paths import contained
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -155,6 +156,10 @@ class _Exporter:
             rel = rel.with_name(Path(rel.name).stem + suffix)
         if rel in self.used:
             rel = rel.with_name(f"{rel.stem}-{item.id}{rel.suffix}")
+        try:  # names come from the row: they may not leave the export folder
+            contained(rel, self.to_dir, f"export target of {item.label}")
+        except UnsafePath as exc:
+            raise CatalogError(str(exc)) from None
         self.used.add(rel)
         return rel
 
@@ -226,12 +231,15 @@ def export_run(
     for item in catalog.list_items(proc.process_id):
         if item.state != "present":
             report.skipped.append((item.id, f"marked {item.state} by doctor"))
-        elif item.storage_type == "inline":
+            continue
+        if item.storage_type == "inline":
             report.exported.append(exporter.inline(item))
-        elif item.path is None:
+            continue
+        path = catalog.item_path(item)
+        if path is None:
             report.skipped.append((item.id, f"{item.data_reference} has no bytes on disk"))
         else:
-            report.exported.append(exporter.file(item, item.path))
+            report.exported.append(exporter.file(item, path))
     manifest = {
         "run": proc.to_dict(),
         "format": fmt,

@@ -27,6 +27,7 @@ from phasekit._pure.checksum import format_crc32
 from phasekit._pure.ipc import TMP_SUFFIX
 from phasekit.backend import backend_module
 from phasekit.errors import CorruptDataError, StorageError
+from phasekit.paths import open_nofollow
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def is_tmp_name(name: str) -> bool:
 
 
 def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_nofollow(path)
     try:
         os.fsync(fd)
     finally:
@@ -264,8 +265,10 @@ def replacing(final: Path, what: str) -> Iterator[None]:
 
 def write_bytes(final: Path, data: bytes, what: str) -> str:
     """Write ``data`` atomically to ``final``; returns its checksum."""
-    with atomic_file(final, what) as tmp, open(tmp, "wb") as fh:
-        fh.write(data)
+    with atomic_file(final, what) as tmp:
+        fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
     return format_crc32(zlib.crc32(data))
 
 

@@ -21,7 +21,14 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
-from phasekit.errors import CorruptDataError, InvalidArgument, StorageError, UnknownKey
+from phasekit.errors import (
+    CorruptDataError,
+    InvalidArgument,
+    StorageError,
+    UnknownKey,
+    UnsafePath,
+)
+from phasekit.paths import check_not_symlink, contained, read_bytes_nofollow
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
 from phasekit.stores.durable import (
@@ -116,6 +123,7 @@ class FileStore(StoreBase):
         self.verify = bool(verify)
         self.base_path = Path(os.path.abspath(os.fspath(base_path)))
         self.manifest_dir = self.base_path / MANIFEST_DIR
+        check_not_symlink(self.manifest_dir, "the manifest folder")
         try:
             if not self.manifest_dir.exists():
                 self.manifest_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +202,23 @@ class FileStore(StoreBase):
             )
 
     def _manifest_path(self, key: str) -> Path:
-        return self.manifest_dir / f"{key}.json"
+        """``.phasekit/<key>.json``, checked to lie under the store folder (no link leaves it)."""
+        check_not_symlink(self.manifest_dir, "the manifest folder")
+        return contained(
+            Path(MANIFEST_DIR) / f"{key}.json", self.base_path, f"the manifest of item {key!r}"
+        )
+
+    def _data_path(self, path: Optional[Path], key: str, where: str) -> Path:
+        """A data file's path from a manifest or a plan, checked to be one of this store's."""
+        if path is None:
+            raise CorruptDataError(f"item {key!r}: {where} names no file:// path")
+        checked = contained(path, self.base_path, f"the file of item {key!r} (from {where})")
+        if checked.parent != self.base_path:
+            raise UnsafePath(
+                f"the file of item {key!r} (from {where}) is {checked}, not directly in the "
+                f"store folder {self.base_path}"
+            )
+        return checked
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._lock:
@@ -203,18 +227,27 @@ class FileStore(StoreBase):
     def _read_manifest(self, key: str) -> Optional[dict[str, Any]]:
         path = self._manifest_path(key)
         try:
-            raw = path.read_bytes()
+            raw = read_bytes_nofollow(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StorageError(f"cannot read the manifest {path} of item {key!r}: {exc}") from exc
         try:
             manifest = json.loads(raw)
-            Ref.from_dict(manifest["ref"])
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("ref"), dict):
+                raise ValueError("it is not an object with a 'ref' object")
+            ref = Ref.from_dict(manifest["ref"])
+            if ref.key != key:
+                raise ValueError(f"it describes item {ref.key!r}")
+            if not isinstance(manifest.get("info") or {}, dict):
+                raise ValueError("its 'info' is not an object")
+            get_format(ref.format)
+            path_of_ref = ref.path
         except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
             raise CorruptDataError(
                 f"item {key!r}: its manifest {path} is unreadable: {exc}"
             ) from exc
+        self._data_path(path_of_ref, key, f"its manifest {path}")
         return dict(manifest)
 
     # ---------------------------------------------------------------- put
@@ -247,7 +280,7 @@ class FileStore(StoreBase):
         kind = values.kind_of(data, allow_object=fmt.name == "pickle")
         options = self._options(fmt, kind)
         fmt.check(kind, options)
-        path = fmt.path_for(self.base_path, key, kind, options)
+        path = self._data_path(fmt.path_for(self.base_path, key, kind, options), key, "its name")
         return _Plan(key, data, meta, fmt, kind, options, path, f"writing item {key!r} to {path}")
 
     def put(
@@ -356,7 +389,7 @@ class FileStore(StoreBase):
         """Remove the previous version's file when the new one has another name."""
         if previous is None:
             return
-        old = Ref.from_dict(previous["ref"]).path
+        old = Ref.from_dict(previous["ref"]).path  # checked by _read_manifest
         if old is not None and old != path:
             remove_path(old)
 
@@ -371,7 +404,9 @@ class FileStore(StoreBase):
         return Ref.from_dict(manifest["ref"])
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._manifest_path(key).exists()
+        if not isinstance(key, str):
+            return False
+        return self._manifest_path(check_name("key", key)).exists()
 
     def get(self, ref: Ref | str) -> Any:
         """The value of a key or Ref, after verifying its file's checksum."""
@@ -390,8 +425,7 @@ class FileStore(StoreBase):
                 f"item {key!r} was replaced or rewritten since this ref was made "
                 f"(ref {ref.uri} {ref.checksum}, now {current.uri} {current.checksum})"
             )
-        path = current.path
-        assert path is not None
+        path = self._data_path(current.path, key, "its manifest")
         fmt = get_format(current.format)
         options = self._options(fmt, current.kind)
         if fmt.name == "pickle" and not self.allow_pickle:

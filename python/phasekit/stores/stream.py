@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import phasekit
-from phasekit.errors import ChannelClosed, InvalidArgument, StorageError, Timeout
+from phasekit.errors import ChannelClosed, InvalidArgument, StorageError, Timeout, UnknownKey
+from phasekit.paths import contained
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
 from phasekit.stores.durable import remove_path, storage_error, tmp_name, tree_checksum
@@ -253,8 +254,10 @@ class StreamStore(StoreBase):
     # ---------------------------------------------------------------- streams
 
     def _folder_of(self, key: str) -> Path:
-        assert self.base_path is not None
-        return self.base_path / f"{key}{SUFFIX}"
+        """``<base_path>/<key>.stream``, checked to lie under ``base_path`` (no link leaves it)."""
+        if self.base_path is None:
+            raise StorageError(f"stream {key!r} is not persisted (no base_path)")
+        return contained(f"{key}{SUFFIX}", self.base_path, f"the folder of stream {key!r}")
 
     def _load(self, key: str) -> Optional[StreamFolder]:
         if self.base_path is None:
@@ -429,7 +432,7 @@ class StreamStore(StoreBase):
         for key in sorted(keys):
             try:
                 refs.append(self.ref(key))
-            except Exception as exc:  # a stream folder without a manifest yet
+            except UnknownKey as exc:  # a stream folder without a manifest yet
                 log.debug("stream %r not listed: %s", key, exc)
         return refs
 

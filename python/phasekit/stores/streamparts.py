@@ -10,7 +10,9 @@ kept: for frames and tables the number of record batches of each item, for rows
 
 from __future__ import annotations
 
+import binascii
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +21,14 @@ from typing import Any, Optional
 import pyarrow as pa
 
 import phasekit
-from phasekit.errors import CorruptDataError, InvalidArgument, StorageError, WriterError
+from phasekit.errors import (
+    CorruptDataError,
+    InvalidArgument,
+    StorageError,
+    UnsafePath,
+    WriterError,
+)
+from phasekit.paths import contained, read_bytes_nofollow
 from phasekit.stores import values
 from phasekit.stores.durable import fsync_dir, storage_error, verify, write_json
 from phasekit.stores.formats.base import decode_schema, encode_schema
@@ -29,6 +38,8 @@ ROW = "row"
 STREAM_KINDS = (*values.TABULAR, ROW)
 MANIFEST = "manifest.json"
 SUFFIX = ".stream"
+PART_NAME = re.compile(r"part-[0-9]{6}\.arrow")
+"""The only file names a stream manifest may list as parts."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,25 @@ class Part:
     @property
     def item_count(self) -> int:
         return self.rows if self.items is None else len(self.items)
+
+
+def _part(raw: Any) -> Part:
+    """One manifest entry as a :class:`Part`; ``ValueError`` for anything else."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"part {raw!r} is not an object")
+    part = Part(**raw)
+    if not isinstance(part.file, str) or not PART_NAME.fullmatch(part.file):
+        raise UnsafePath(
+            f"part file {part.file!r} is not a part name (part-NNNNNN.arrow in the stream folder)"
+        )
+    ints = (part.size_bytes, part.rows)
+    if not all(type(n) is int and n >= 0 for n in ints) or not isinstance(part.checksum, str):
+        raise ValueError(f"part {part.file}: size_bytes, rows or checksum of the wrong type")
+    if part.items is not None and not (
+        isinstance(part.items, list) and all(type(n) is int and n >= 0 for n in part.items)
+    ):
+        raise ValueError(f"part {part.file}: items is not a list of counts")
+    return part
 
 
 def item_kind(value: Any) -> str:
@@ -127,26 +157,65 @@ class StreamFolder:
         self.finished = False
 
     def _path(self, name: str) -> Path:
+        """A file of this stream's folder, checked to lie in it (no link, no '..')."""
         if self.folder is None:
             raise StorageError(f"stream {self.key!r} is not persisted (no base_path)")
-        return self.folder / name
+        return contained(name, self.folder, f"file {name!r} of stream {self.key!r}")
 
     @classmethod
     def load(cls, folder: Path, key: str) -> Optional[StreamFolder]:
-        """The stream persisted in ``folder``, or None when it has no manifest."""
-        path = folder / MANIFEST
+        """The stream persisted in ``folder``, or None when it has no manifest.
+
+        A manifest that is not what this module writes (a part outside the folder, a
+        field of the wrong type, a schema that does not decode) raises
+        :class:`CorruptDataError` naming the stream and the file.
+        """
+        path = contained(MANIFEST, folder, f"the manifest of stream {key!r}")
         try:
-            raw = json.loads(path.read_bytes())
+            raw = json.loads(read_bytes_nofollow(path))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             raise CorruptDataError(
                 f"stream {key!r}: its manifest {path} is unreadable: {exc}"
             ) from exc
-        stream = cls(folder, key, raw.get("compression"))
-        stream.kind = raw.get("kind")
-        stream.schema = decode_schema(raw["schema"]) if raw.get("schema") else None
-        stream.parts = [Part(**p) for p in raw.get("parts", [])]
+        try:
+            return cls._from_manifest(raw, folder, key)
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            binascii.Error,
+            pa.ArrowException,
+        ) as exc:
+            if isinstance(exc, UnsafePath):
+                raise
+            raise CorruptDataError(
+                f"stream {key!r}: its manifest {path} is not a valid stream manifest: {exc}"
+            ) from exc
+
+    @classmethod
+    def _from_manifest(cls, raw: Any, folder: Path, key: str) -> StreamFolder:
+        if not isinstance(raw, dict):
+            raise ValueError("it is not a JSON object")
+        compression = raw.get("compression")
+        if compression not in (None, "lz4", "zstd"):
+            raise ValueError(f"compression {compression!r}")
+        stream = cls(folder, key, compression)
+        kind = raw.get("kind")
+        if kind is not None and kind not in STREAM_KINDS:
+            raise ValueError(f"kind {kind!r}")
+        stream.kind = kind
+        schema = raw.get("schema")
+        if schema is not None and not isinstance(schema, str):
+            raise ValueError("schema is not a string")
+        stream.schema = decode_schema(schema) if schema else None
+        parts = raw.get("parts", [])
+        if not isinstance(parts, list):
+            raise ValueError("parts is not a list")
+        stream.parts = [_part(p) for p in parts]
+        for part in stream.parts:
+            stream._path(part.file)
         stream.finished = bool(raw.get("finished"))
         return stream
 
