@@ -113,7 +113,7 @@ def test_metrics_match_written_equity_and_trades(tmp_path: Path, backend_name: s
             # independent computation from the written equity curve and trades
             full = np.concatenate(([100_000.0], equity))
             rets = full[1:] / full[:-1] - 1
-            ppy = 252 * 24  # hourly bars
+            ppy = 252 * 7  # hourly bars of a 09:30-16:00 weekday session: 7 a day
             sharpe = rets.mean() / rets.std(ddof=1) * math.sqrt(ppy)
             peak = np.maximum.accumulate(full)
             mine = trades[trades.container_id == cid]

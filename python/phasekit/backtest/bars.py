@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -19,11 +21,42 @@ _NS_PER = {
 }
 _FREQ_ALIASES = {"m": "min", "t": "min", "minute": "min", "hour": "h", "day": "d", "sec": "s"}
 _DAY_NS = 86_400_000_000_000
+_MIN_NS = 60_000_000_000
+DATA_CALENDARS = ("session", "24/7")
+SESSION_OPEN_NS = (9 * 60 + 30) * _MIN_NS
+SESSION_CLOSE_NS = 16 * 60 * _MIN_NS
+TRADING_DAYS = 252.0
+CALENDAR_DAYS = 365.0
+ANNUAL_VOLATILITY = 0.20
+_WEEKEND_SHARE = 0.1
+
+
+def infer_periods_per_year(ts: np.ndarray) -> float:
+    """Bars per year from the bars' calendar: sessions per year (252 when the bars
+    skip weekends, 365 when they trade every day) times the median number of bars of a
+    day. Minute bars of a 6.5-hour weekday session give 252 x 390, daily bars of
+    weekdays 252, minute bars around the clock 365 x 1440, weekly bars 365 / 7."""
+    if len(ts) < 2:
+        return TRADING_DAYS
+    step = int(np.median(np.diff(ts)))
+    days = np.asarray(ts, dtype=np.int64) // _DAY_NS
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    trades_weekends = float(np.mean(weekday >= 5)) > _WEEKEND_SHARE
+    sessions = CALENDAR_DAYS if trades_weekends else TRADING_DAYS
+    if step >= 2 * _DAY_NS:
+        return CALENDAR_DAYS * _DAY_NS / step
+    if step >= _DAY_NS // 2:
+        return sessions
+    _, per_day = np.unique(days, return_counts=True)
+    return sessions * float(np.median(per_day))
 
 
 @dataclass(frozen=True)
 class Bars:
-    """OHLCV bars of one symbol; ``ts`` is int64 nanoseconds since the epoch (UTC)."""
+    """OHLCV bars of one symbol; ``ts`` is int64 nanoseconds since the epoch (UTC).
+
+    ``ppy`` is the number of bars per year when it is given (``data.periods_per_year``)
+    or inherited from the bars sliced; otherwise it is inferred from the calendar."""
 
     symbol: str
     ts: np.ndarray
@@ -32,6 +65,7 @@ class Bars:
     low: np.ndarray
     close: np.ndarray
     volume: np.ndarray
+    ppy: float | None = None
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -47,6 +81,7 @@ class Bars:
             self.low[s],
             self.close[s],
             self.volume[s],
+            self.periods_per_year,
         )
 
     def index_of(self, when: Any) -> int:
@@ -60,10 +95,14 @@ class Bars:
             return _DAY_NS
         return int(np.median(np.diff(self.ts)))
 
-    @property
+    @cached_property
     def periods_per_year(self) -> float:
-        """252 trading days of bars at this spacing: 252 for daily bars, 252 x 1440 for minutes."""
-        return 252.0 * _DAY_NS / max(self.bar_ns, 1)
+        """Bars per year for annualising: ``ppy`` or :func:`infer_periods_per_year`."""
+        return float(self.ppy) if self.ppy is not None else infer_periods_per_year(self.ts)
+
+    def with_periods_per_year(self, ppy: float | None) -> Bars:
+        """These bars annualised with ``ppy`` bars per year (None: inferred)."""
+        return replace(self, ppy=ppy)
 
     def to_arrow(self) -> pa.Table:
         return pa.table(
@@ -103,6 +142,39 @@ def to_ns(when: Any) -> int:
         raise ConfigError(f"{when!r} is not a date or time (use e.g. 2020-01-31)") from exc
 
 
+def calendar_ts(
+    start: Any, step: int, n_bars: int | None, end: Any = None, calendar: str = "session"
+) -> np.ndarray:
+    """Bar times from ``start``: every ``step`` around the clock (``24/7``), or on
+    weekdays only, intraday bars within the 09:30-16:00 session (``session``)."""
+    if calendar not in DATA_CALENDARS:
+        raise ConfigError(
+            f"data.calendar: {calendar!r} is not a calendar; allowed: {', '.join(DATA_CALENDARS)}"
+        )
+    t0 = to_ns(start)
+    stop = to_ns(end) if end is not None else None
+    if calendar == "24/7":
+        count = n_bars if n_bars is not None else (int(stop or t0) - t0) // step + 1
+        return t0 + step * np.arange(max(count, 0), dtype=np.int64)
+    if step >= _DAY_NS // 2:
+        offsets = np.array([t0 % _DAY_NS], dtype=np.int64)
+    else:
+        per_day = max(1, math.ceil((SESSION_CLOSE_NS - SESSION_OPEN_NS) / step))
+        offsets = SESSION_OPEN_NS + step * np.arange(per_day, dtype=np.int64)
+    first_day = t0 // _DAY_NS
+    if n_bars is not None:
+        n_days = (n_bars // len(offsets) + 2) * 7 // 5 + 7
+    else:
+        n_days = int(stop or t0) // _DAY_NS - first_day + 1
+    days = first_day + np.arange(max(n_days, 0), dtype=np.int64)
+    days = days[(days + 3) % 7 < 5]
+    ts = (days[:, None] * _DAY_NS + offsets[None, :]).ravel()
+    ts = ts[ts >= t0]
+    if stop is not None:
+        ts = ts[ts <= stop]
+    return ts[:n_bars] if n_bars is not None else ts
+
+
 def synthetic_bars(
     symbols: list[str] | tuple[str, ...] = ("SYN",),
     start: Any = "2020-01-01",
@@ -112,20 +184,25 @@ def synthetic_bars(
     seed: int = 0,
     initial_price: float = 100.0,
     drift: float = 0.0,
-    volatility: float = 0.01,
+    volatility: float | None = None,
+    calendar: str = "session",
 ) -> dict[str, Bars]:
     """Deterministic random-walk bars per symbol (geometric Brownian motion per bar).
 
-    Give ``end`` or ``n_bars``. The same arguments always give the same bars.
+    Give ``end`` or ``n_bars``. ``calendar`` ``session`` (the default) puts bars on
+    weekdays, intraday bars within 09:30-16:00; ``24/7`` every ``frequency``.
+    ``volatility`` is per bar; by default 20% a year at the calendar's bars per year.
+    The same arguments always give the same bars.
     """
     step = parse_frequency(frequency)
-    t0 = to_ns(start)
-    if n_bars is None:
-        if end is None:
-            raise ConfigError("data: give `end` or `n_bars` for synthetic data")
-        n_bars = (to_ns(end) - t0) // step + 1
+    if n_bars is None and end is None:
+        raise ConfigError("data: give `end` or `n_bars` for synthetic data")
+    ts = calendar_ts(start, step, n_bars, end, calendar)
+    n_bars = len(ts)
     if n_bars < 2:
         raise ConfigError(f"data: {n_bars} bars is too few; at least 2 are needed")
+    if volatility is None:
+        volatility = ANNUAL_VOLATILITY / math.sqrt(infer_periods_per_year(ts))
     out: dict[str, Bars] = {}
     for i, symbol in enumerate(symbols):
         rng = np.random.default_rng([int(seed), i])
@@ -139,8 +216,7 @@ def synthetic_bars(
         high = np.maximum(open_, close) * np.exp(wick[0])
         low = np.minimum(open_, close) * np.exp(-wick[1])
         volume = np.round(rng.lognormal(10.0, 0.5, n_bars))
-        ts = t0 + step * np.arange(n_bars, dtype=np.int64)
-        out[str(symbol)] = Bars(str(symbol), ts, open_, high, low, close, volume)
+        out[str(symbol)] = Bars(str(symbol), ts.copy(), open_, high, low, close, volume)
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional, Union
 from pydantic import PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
 
-from phasekit.backtest.bars import parse_frequency
+from phasekit.backtest.bars import DATA_CALENDARS, parse_frequency
 from phasekit.backtest.metrics import METRIC_NAMES
 from phasekit.backtest.strategies import STRATEGIES
 from phasekit.config.fields import (
@@ -247,9 +247,15 @@ class DataConfig(Model):
     initial_price: Optional[PositiveNumber] = None
     drift: Optional[AnyNumber] = None
     volatility: Optional[NonNegative] = None
+    calendar: Optional[Annotated[str, PlainValidator(choice(DATA_CALENDARS))]] = None
+    periods_per_year: Optional[PositiveNumber] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
+        if self.calendar is not None and self.path is not None:
+            fail(
+                "calendar shapes synthetic bars; a file's bars keep their own times", ("calendar",)
+            )
         if self.start is not None and self.end is not None:
             if datetime.fromisoformat(self.start) >= datetime.fromisoformat(self.end):
                 fail(f"start {self.start} is not before end {self.end}", ("end",))

@@ -45,6 +45,10 @@ class DataSpec:
 
     def load(self) -> Bars:
         settings = dict(self.settings)
+        ppy = settings.pop("periods_per_year", None)
+        return self._bars(settings).with_periods_per_year(ppy)
+
+    def _bars(self, settings: dict[str, Any]) -> Bars:
         if self.source == "file":
             paths = settings.get("path") or ()
             paths = [paths] if isinstance(paths, str) else list(paths)
