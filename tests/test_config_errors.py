@@ -60,7 +60,7 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
     (
         "compression_typo",
         {"data_flow": {"file_settings": {"format": "parquet", "compression": "snapy"}}},
-        "data_flow.file_settings.compression: 'snapy' is not allowed; allowed: none, lz4, zstd, snappy, gzip, brotli; did you mean 'snappy'?",
+        "data_flow.file_settings.compression: 'snapy' is not allowed; allowed: none, lz4, zstd, snappy, gzip, brotli, lzf; did you mean 'snappy'?",
     ),
     (
         "compression_format",

@@ -134,7 +134,7 @@ def test_partition_by_needs_parquet_and_existing_columns(tmp_path: Path) -> None
         ({"format": "xml"}, "format 'xml' is not a known format; allowed: arrow, parquet"),
         (
             {"compression": "snappy"},
-            "compression 'snappy' is not supported by format 'arrow'; allowed: None, 'lz4', 'zstd'",
+            "compression 'snappy' is not supported by format 'arrow'; allowed: none, 'lz4', 'zstd'",
         ),
         ({"format": "parquet", "compression": "lzma"}, "format 'parquet'"),
         ({"formats": {"metrics": "yaml"}}, r"formats\['metrics'\] 'yaml'"),

@@ -54,7 +54,7 @@ from phasekit.config import ResolvedDataFlow
 from phasekit.errors import InvalidArgument, UnknownKey
 from phasekit.stores import FileStore, HybridStore, MemoryStore, Ref, StreamStore
 from phasekit.stores.base import DEFAULT_RUN
-from phasekit.stores.formats import check_compression, get_format
+from phasekit.stores.formats import FORMAT_DEFAULT, check_compression, get_format
 from phasekit.stores.names import check_name
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -173,7 +173,7 @@ class FileDataFlow(_PhaseStores, DataFlowManager):
         base_path: PathLike,
         format: str = "parquet",
         *,
-        compression: Optional[str] = None,
+        compression: Optional[str] = FORMAT_DEFAULT,
         partition_by: Optional[list[str]] = None,
         allow_pickle: bool = False,
         run: str = DEFAULT_RUN,

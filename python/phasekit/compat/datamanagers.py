@@ -50,6 +50,7 @@ from phasekit.config import ResolvedDataFlow
 from phasekit.errors import InvalidArgument
 from phasekit.stores import FileStore, HybridStore, MemoryStore, Ref, StreamStore
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN
+from phasekit.stores.formats import FORMAT_DEFAULT
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -277,7 +278,7 @@ class FileDataManager(_StoreManager):
         base_path: PathLike,
         format: str = "parquet",
         *,
-        compression: Optional[str] = None,
+        compression: Optional[str] = FORMAT_DEFAULT,
         partition_by: Optional[list[str]] = None,
         allow_pickle: bool = False,
         run: str = DEFAULT_RUN,

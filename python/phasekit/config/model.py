@@ -56,6 +56,7 @@ from phasekit.config.vocab import (
     show,
     suggest,
 )
+from phasekit.stores.formats import UNCOMPRESSED
 
 Mode = Annotated[str, PlainValidator(choice(MODES, MODE_HINTS))]
 Format = Annotated[str, PlainValidator(choice(FORMATS))]
@@ -67,7 +68,7 @@ _ALL_COMPRESSIONS = tuple(dict.fromkeys(c for cs in COMPRESSIONS.values() for c 
 
 
 def _compression(value: Any) -> Optional[str]:
-    if value is None or value == "none":
+    if value is None or value in UNCOMPRESSED:
         return None
     if not isinstance(value, str) or value not in _ALL_COMPRESSIONS:
         fail(choice_message(value, ("none", *_ALL_COMPRESSIONS)))

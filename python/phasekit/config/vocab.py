@@ -6,6 +6,9 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
+from phasekit.stores.formats import FORMATS as STORE_FORMATS
+from phasekit.stores.formats import allowed_compressions, partitioned_formats
+
 MODES = ("memory", "file", "streaming", "hybrid")
 RESULTS_STORAGE = {"memory": "memory", "disk": "file"}
 # Values of the other vocabularies written where a data_flow mode is expected.
@@ -14,17 +17,13 @@ MODE_HINTS = {
     "persist": ("file", "'persist' is the storage_strategy spelling of file"),
 }
 STORAGE_STRATEGY_MODES = {"memory": "memory", "persist": "file", "hybrid": "hybrid"}
-FORMATS = ("arrow", "parquet", "json", "csv", "pickle", "hdf5")
-# Compressions each file format accepts; the first entry is the format's default.
+# The file formats and the compressions each accepts (the first entry is the format's
+# default) are the file store's: phasekit.stores.formats owns them.
+FORMATS: tuple[str, ...] = tuple(STORE_FORMATS)
 COMPRESSIONS: dict[str, tuple[Optional[str], ...]] = {
-    "arrow": (None, "lz4", "zstd"),
-    "parquet": ("snappy", "zstd", "gzip", "lz4", "brotli", None),
-    "json": (None, "gzip"),
-    "csv": (None, "gzip"),
-    "pickle": (None,),
-    "hdf5": (None, "gzip"),
+    name: allowed_compressions(name) for name in FORMATS
 }
-PARTITIONED_FORMATS = ("parquet",)
+PARTITIONED_FORMATS = partitioned_formats()
 RETENTION_POLICIES = ("sliding_window", "trade_complete", "minimal", "keep_all")
 CLEANUP_POLICIES = ("keep_all", "keep_latest", "keep_none")
 SEQUENCES = ("single_pass", "train_test", "walk_forward", "monte_carlo")

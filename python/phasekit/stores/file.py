@@ -45,10 +45,12 @@ from phasekit.stores.durable import (
 )
 from phasekit.stores.formats import (
     DEFAULT_FORMAT,
+    FORMAT_DEFAULT,
     Format,
     WriteOptions,
     check_compression,
     get_format,
+    partitioned_formats,
 )
 from phasekit.stores.formats.pickle import refuse
 from phasekit.stores.groupcommit import commit_group
@@ -80,8 +82,10 @@ MANIFEST_VERSION = 1
 class FileStore(StoreBase):
     """Items as files under ``base_path`` in ``format`` (default ``arrow``).
 
-    ``compression`` applies to the store's own format (arrow: lz4, zstd; parquet:
-    snappy (default), zstd, gzip, ...; hdf5: gzip, lzf). ``partition_by`` writes
+    ``compression`` applies to the store's own format (the format's ``compressions``:
+    arrow: lz4, zstd; parquet: snappy, zstd, gzip, lz4, brotli; hdf5: gzip, lzf); None
+    or ``"none"`` is uncompressed, ``"default"`` (the default) the format's default
+    (snappy for parquet, uncompressed for the others). ``partition_by`` writes
     table-like values in the parquet format as hive-partitioned folders (other value
     kinds ignore it). ``formats`` maps an output type to a format (e.g.
     ``{"metrics": "json", "signals": "parquet"}``); a put uses, in order, its
@@ -97,7 +101,7 @@ class FileStore(StoreBase):
         base_path: str | os.PathLike[str],
         *,
         format: str = DEFAULT_FORMAT,
-        compression: Optional[str] = None,
+        compression: Optional[str] = FORMAT_DEFAULT,
         partition_by: Optional[list[str] | tuple[str, ...]] = None,
         formats: Optional[Mapping[str, str]] = None,
         allow_pickle: bool = False,
@@ -108,12 +112,12 @@ class FileStore(StoreBase):
     ) -> None:
         super().__init__(run=run, phase=phase, recorder=recorder)
         self.format = get_format(format)
-        check_compression(self.format, compression)
-        self.compression = compression
+        self.compression = check_compression(self.format, compression)
         self.partition_by = tuple(self._check_columns(partition_by))
-        if self.partition_by and self.format.name != "parquet":
+        if self.partition_by and not self.format.partitioned:
             raise InvalidArgument(
-                f"partition_by {list(self.partition_by)} needs format 'parquet', got {format!r}"
+                f"partition_by {list(self.partition_by)} needs format "
+                f"{' or '.join(map(repr, partitioned_formats()))}, got {format!r}"
             )
         self.formats = {
             check_name("formats key", k): get_format(v, f"formats[{k!r}]").name
@@ -266,7 +270,7 @@ class FileStore(StoreBase):
         own = fmt is self.format
         partition = self.partition_by if own and kind in values.TABULAR else ()
         return WriteOptions(
-            compression=self.compression if own else None,
+            compression=self.compression if own else fmt.default_compression,
             partition_by=partition,
             allow_pickle=self.allow_pickle,
         )

@@ -29,6 +29,7 @@ from phasekit.paths import contained
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
 from phasekit.stores.durable import remove_path, storage_error, tmp_name, tree_checksum
+from phasekit.stores.formats import check_compression, get_format
 from phasekit.stores.recorder import ItemRecorder
 from phasekit.stores.ref import Ref, file_uri
 from phasekit.stores.streamparts import (
@@ -207,8 +208,8 @@ class StreamStore(StoreBase):
     """Streams by key: live hand-off through a Channel, persisted in the background.
 
     ``base_path`` holds one ``<key>.stream`` folder per stream (None: no persistence;
-    late readers then see only what is still in memory). ``compression``: None, lz4 or
-    zstd for the part files.
+    late readers then see only what is still in memory). ``compression``: the part
+    files' codec, one of the arrow format's (None, lz4, zstd).
     """
 
     scheme = "stream"
@@ -237,8 +238,8 @@ class StreamStore(StoreBase):
             raise InvalidArgument(
                 f"flush_interval must be a number of seconds > 0, got {flush_interval!r}"
             )
-        if compression not in (None, "lz4", "zstd"):
-            raise InvalidArgument(f"compression must be None, 'lz4' or 'zstd', got {compression!r}")
+        # the part files are Arrow IPC: the arrow format owns their compressions
+        compression = check_compression(get_format("arrow"), compression, "stream compression")
         self.buffer_size = buffer_size
         self.flush_interval = float(flush_interval)
         self.compression = compression

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from phasekit.errors import InvalidArgument
 from phasekit.stores.formats.arrow import ArrowFormat
 from phasekit.stores.formats.base import Format, WriteOptions, Written
@@ -35,20 +37,53 @@ def get_format(name: str, field: str = "format") -> Format:
     return fmt
 
 
-def check_compression(fmt: Format, compression: object, field: str = "compression") -> None:
+#: The ``compression`` argument that means "the format's default" (snappy for parquet,
+#: uncompressed for the others).
+FORMAT_DEFAULT = "default"
+#: Spellings of "uncompressed" besides None.
+UNCOMPRESSED = ("none",)
+
+
+def allowed_compressions(name: str) -> tuple[Optional[str], ...]:
+    """The compressions of format ``name``, its default first (None: uncompressed)."""
+    fmt = get_format(name)
+    rest = tuple(c for c in fmt.compressions if c != fmt.default_compression)
+    return (fmt.default_compression, *rest)
+
+
+def partitioned_formats() -> tuple[str, ...]:
+    """The formats that write ``partition_by`` as hive-partitioned folders."""
+    return tuple(name for name, fmt in FORMATS.items() if fmt.partitioned)
+
+
+def check_compression(
+    fmt: Format, compression: object, field: str = "compression"
+) -> Optional[str]:
+    """The codec ``compression`` names for ``fmt``: ``"default"`` is the format's default,
+    None and ``"none"`` are uncompressed; anything else it does not write is
+    ``InvalidArgument`` listing what it does."""
+    if compression == FORMAT_DEFAULT:
+        return fmt.default_compression
+    if compression in UNCOMPRESSED:
+        compression = None
     if compression not in fmt.compressions:
-        allowed = ", ".join(repr(c) for c in fmt.compressions)
+        allowed = ", ".join("none" if c is None else repr(c) for c in fmt.compressions)
         raise InvalidArgument(
             f"{field} {compression!r} is not supported by format {fmt.name!r}; allowed: {allowed}"
         )
+    return compression if isinstance(compression, str) else None
 
 
 __all__ = [
     "DEFAULT_FORMAT",
     "FORMATS",
+    "FORMAT_DEFAULT",
+    "UNCOMPRESSED",
     "Format",
     "WriteOptions",
     "Written",
+    "allowed_compressions",
     "check_compression",
     "get_format",
+    "partitioned_formats",
 ]

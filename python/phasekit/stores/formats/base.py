@@ -40,7 +40,13 @@ class Format:
     name: str = ""
     extension: str = ""
     kinds: tuple[str, ...] = ()
+    #: The codecs this format writes; None is uncompressed. The one list config and the
+    #: stores read (see :func:`phasekit.stores.formats.allowed_compressions`).
     compressions: tuple[Optional[str], ...] = (None,)
+    #: What a store of this format writes when no compression is given.
+    default_compression: Optional[str] = None
+    #: Whether ``partition_by`` (hive-partitioned folders) is supported.
+    partitioned: bool = False
 
     def path_for(self, folder: Path, key: str, kind: str, options: WriteOptions) -> Path:
         return folder / f"{key}{self.extension}"

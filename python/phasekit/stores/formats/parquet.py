@@ -19,11 +19,9 @@ from phasekit.stores.formats.base import (
     encode_schema,
 )
 
-DEFAULT_COMPRESSION = "snappy"
-
 
 def _codec(options: WriteOptions) -> str:
-    return options.compression or DEFAULT_COMPRESSION
+    return options.compression or "none"
 
 
 class ParquetFormat(Format):
@@ -32,15 +30,9 @@ class ParquetFormat(Format):
     name = "parquet"
     extension = ".parquet"
     kinds: tuple[str, ...] = values.KINDS
-    compressions: tuple[Optional[str], ...] = (
-        None,
-        "none",
-        "snappy",
-        "zstd",
-        "gzip",
-        "lz4",
-        "brotli",
-    )
+    compressions: tuple[Optional[str], ...] = ("snappy", "zstd", "gzip", "lz4", "brotli", None)
+    default_compression: Optional[str] = "snappy"
+    partitioned = True
 
     def groupable(self, kind: str, options: WriteOptions) -> bool:
         return not options.partition_by
