@@ -220,7 +220,74 @@ def synthetic_bars(
     return out
 
 
-_TIME_NAMES = ("timestamp", "datetime", "date", "time", "ts", "index", "__index_level_0__")
+_TIME_NAMES = ("timestamp", "datetime", "date", "time", "ts", "index", "__index_level_0__", "")
+_DATE_FORMATS = (
+    "%Y-%m-%d %H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%d %H:%M%z",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y",
+    "%Y%m%d",
+)
+
+
+def _temporal_ns(column: pa.ChunkedArray) -> np.ndarray | None:
+    """Int64 ns since the epoch (UTC) of a timestamp or date column, None for others."""
+    typ = column.type
+    if pa.types.is_timestamp(typ):
+        column = column.cast(pa.timestamp("ns", tz=typ.tz))
+    elif pa.types.is_date(typ):
+        column = column.cast(pa.timestamp("ns"))
+    else:
+        return None
+    if column.null_count:
+        return None
+    return np.asarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _parsed_ns(column: pa.ChunkedArray) -> np.ndarray | None:
+    """A string column parsed as dates or times (ISO 8601 with or without a zone
+    offset, or one of ``_DATE_FORMATS``), None when its values are not dates."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return None
+    import pyarrow.compute as pc
+
+    try:
+        return _temporal_ns(column.cast(pa.timestamp("ns")))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    for fmt in _DATE_FORMATS:
+        try:
+            return _temporal_ns(pc.strptime(column, format=fmt, unit="ns"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return None
+
+
+def _time_column(table: pa.Table, path: str) -> np.ndarray:
+    """The bars' times: the column of timestamps or dates (a known name such as
+    ``timestamp`` or ``date``, a saved index, or the only one), else a column of text
+    that parses as dates."""
+    names = table.column_names
+    by_name = sorted(range(len(names)), key=lambda i: _name_rank(names[i]))
+    for parse in (_temporal_ns, _parsed_ns):
+        for i in by_name:
+            ns = parse(table.column(i))
+            if ns is not None:
+                return ns
+    raise ConfigError(
+        f"data.path: {path!r} has no column of dates or times; found columns "
+        f"{', '.join(repr(n) for n in names)} (give one column of dates such as 2024-01-31 "
+        "or 2024-01-31 09:30:00, of any name)"
+    )
+
+
+def _name_rank(name: str) -> int:
+    low = name.lower()
+    return _TIME_NAMES.index(low) if low in _TIME_NAMES else len(_TIME_NAMES)
 
 
 def _read_table(path: str) -> pa.Table:
@@ -241,8 +308,10 @@ def _read_table(path: str) -> pa.Table:
 
 
 def load_bars(path: str, symbol: str | None = None) -> Bars:
-    """Bars from a CSV, Parquet or Arrow file with Open/High/Low/Close/Volume columns
-    (any case) and a datetime column (timestamp, datetime, date, time or a saved index)."""
+    """Bars from a CSV, Parquet or Arrow file with Open/High/Low/Close (and optionally
+    Volume) columns in any case and a column of dates or times of any name: a pandas
+    index written by ``to_csv``/``to_parquet`` (named or not), polars and DuckDB
+    timestamps with or without a time zone (kept as the UTC instant)."""
     if not os.path.exists(path):
         raise ConfigError(f"data.path: file {path!r} does not exist")
     table = _read_table(path)
@@ -251,26 +320,24 @@ def load_bars(path: str, symbol: str | None = None) -> Bars:
     if missing:
         raise ConfigError(
             f"data.path: {path!r} lacks column(s) {', '.join(missing)}; "
-            f"found {', '.join(table.column_names)}"
+            f"found columns {', '.join(repr(n) for n in table.column_names)}"
         )
-    time_col = next((by_lower[n] for n in _TIME_NAMES if n in by_lower), None)
-    if time_col is None:
-        raise ConfigError(
-            f"data.path: {path!r} has no datetime column; name one of {', '.join(_TIME_NAMES[:5])}"
-        )
-    ts_arr = table.column(time_col)
-    if pa.types.is_string(ts_arr.type) or pa.types.is_large_string(ts_arr.type):
-        ts = np.array(ts_arr.to_pylist(), dtype="datetime64[ns]").astype("int64")
-    else:
-        ts = np.asarray(ts_arr.cast(pa.timestamp("ns")).to_numpy()).astype("int64")
+    ts = _time_column(table, path)
 
-    def col(name: str, default: float | None = None) -> np.ndarray:
+    def col(name: str) -> np.ndarray:
         if name not in by_lower:
-            return np.full(len(ts), default if default is not None else np.nan)
-        return np.asarray(table.column(by_lower[name]).to_numpy(), dtype=np.float64)
+            return np.zeros(len(ts))
+        values = table.column(by_lower[name]).cast(pa.float64())
+        return np.asarray(values.to_numpy(), dtype=np.float64)
 
     order = np.argsort(ts, kind="stable")
-    arrays = [col(n)[order] for n in ("open", "high", "low", "close")]
-    vol = col("volume", 0.0)[order]
     name = symbol or os.path.splitext(os.path.basename(path))[0]
-    return Bars(name, ts[order], *arrays, vol)
+    return Bars(
+        name,
+        ts[order],
+        col("open")[order],
+        col("high")[order],
+        col("low")[order],
+        col("close")[order],
+        col("volume")[order],
+    )
