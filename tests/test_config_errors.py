@@ -21,7 +21,8 @@ TOP_KEYS = (
 )
 NAME_RULES = (
     "; allowed: letters, digits and punctuation other than path separators, without '..', "
-    "a leading '.', control characters or the ending '.phasekit-tmp', at most 200 characters"
+    "a leading '.', control characters or the ending '.phasekit-tmp', valid UTF-8 of at most "
+    "200 bytes"
 )
 PHASES = [{"name": "search"}, {"name": "validate", "depends_on": ["search"]}]
 

@@ -15,6 +15,10 @@ from phasekit.errors import InvalidArgument
 FIRST_USER_KIND = 64
 MAX_KIND = 65535
 
+#: The retention policies of an event ring (``EventRing(policy=...)``, config's
+#: ``retention_policy``); the Rust ring keeps a copy, checked by tests/test_owners.py.
+RETENTION_POLICIES = ("sliding_window", "trade_complete", "minimal", "keep_all")
+
 
 class EventType(IntEnum):
     BAR = 1
@@ -71,6 +75,7 @@ def event_kind_name(code: int) -> str:
 __all__ = [
     "FIRST_USER_KIND",
     "MAX_KIND",
+    "RETENTION_POLICIES",
     "EventType",
     "event_kind",
     "event_kind_name",

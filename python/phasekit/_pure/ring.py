@@ -15,6 +15,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from phasekit.errors import InvalidArgument
+from phasekit.events import RETENTION_POLICIES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,7 +35,7 @@ TRADE_FIELDS = (
     "n_events",
 )
 TRADE_BYTES = 68
-POLICIES = ("sliding_window", "trade_complete", "minimal", "keep_all")
+POLICIES = RETENTION_POLICIES
 
 POSITION_OPEN = 5
 POSITION_CLOSE = 6

@@ -7,9 +7,10 @@ stores, catalogs or workflows.
 from __future__ import annotations
 
 from phasekit.backtest.bars import Bars, load_bars, synthetic_bars
-from phasekit.backtest.metrics import METRIC_NAMES, StreamingMetrics, compute_metrics
+from phasekit.backtest.metrics import StreamingMetrics, compute_metrics
 from phasekit.backtest.portfolio import PortfolioSettings, SimResult, simulate
 from phasekit.backtest.strategies import STRATEGIES, Strategy, make_strategy
+from phasekit.registry import METRIC_NAMES
 
 __all__ = [
     "METRIC_NAMES",

@@ -12,17 +12,10 @@ import numpy as np
 import pyarrow as pa
 
 from phasekit.errors import ConfigError
+from phasekit.registry import DATA_CALENDARS, parse_frequency
 
-_NS_PER = {
-    "s": 1_000_000_000,
-    "min": 60_000_000_000,
-    "h": 3_600_000_000_000,
-    "d": 86_400_000_000_000,
-}
-_FREQ_ALIASES = {"m": "min", "t": "min", "minute": "min", "hour": "h", "day": "d", "sec": "s"}
 _DAY_NS = 86_400_000_000_000
 _MIN_NS = 60_000_000_000
-DATA_CALENDARS = ("session", "24/7")
 SESSION_OPEN_NS = (9 * 60 + 30) * _MIN_NS
 SESSION_CLOSE_NS = 16 * 60 * _MIN_NS
 TRADING_DAYS = 252.0
@@ -115,21 +108,6 @@ class Bars:
                 "volume": self.volume,
             }
         )
-
-
-def parse_frequency(freq: str) -> int:
-    """Nanoseconds of a frequency such as ``1min``, ``5m``, ``1h``, ``1d``, ``30s``."""
-    text = str(freq).strip().lower()
-    digits = ""
-    while text and text[0].isdigit():
-        digits, text = digits + text[0], text[1:]
-    unit = _FREQ_ALIASES.get(text, text)
-    if unit not in _NS_PER:
-        raise ConfigError(
-            f"data.frequency: {freq!r} is not a frequency; use a number and one of "
-            "s, min (or m), h, d, e.g. 1min, 15min, 1h, 1d"
-        )
-    return int(digits or 1) * _NS_PER[unit]
 
 
 def to_ns(when: Any) -> int:

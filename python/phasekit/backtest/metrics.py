@@ -19,18 +19,6 @@ from typing import Any
 
 import numpy as np
 
-METRIC_NAMES = (
-    "total_return",
-    "sharpe_ratio",
-    "sortino_ratio",
-    "max_drawdown",
-    "win_rate",
-    "trade_count",
-    "profit_factor",
-    "exposure",
-    "final_equity",
-)
-
 
 def _trade_metrics(pnl: np.ndarray) -> dict[str, Any]:
     count = int(pnl.shape[0])

@@ -15,9 +15,6 @@ from typing import Annotated, Any, Optional, Union
 from pydantic import PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
 
-from phasekit.backtest.bars import DATA_CALENDARS, parse_frequency
-from phasekit.backtest.metrics import METRIC_NAMES
-from phasekit.backtest.strategies import STRATEGIES
 from phasekit.config.fields import (
     AnyInt,
     AnyNumber,
@@ -39,19 +36,29 @@ from phasekit.config.fields import (
     string_list,
 )
 from phasekit.config.vocab import (
-    CONSTRAINT_OPS,
     DATA_SOURCES,
     DIRECTIONS,
-    MONTE_CARLO_METHODS,
-    WALK_FORWARD_MODES,
     show,
     suggest,
     unknown_key_message,
 )
 from phasekit.errors import ConfigError
+from phasekit.registry import (
+    DATA_CALENDARS,
+    DEFAULT_BATCH,
+    DEFAULT_MONTE_CARLO_METHOD,
+    DEFAULT_SEED,
+    DEFAULT_SIMULATIONS,
+    DEFAULT_WALK_FORWARD_MODE,
+    METRIC_NAMES,
+    MONTE_CARLO_METHODS,
+    STRATEGY_NAMES,
+    WALK_FORWARD_MODES,
+    parse_frequency,
+)
+from phasekit.space import SPACE_RESERVED, is_number, parse_constraint, range_values
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_CONSTRAINT = re.compile(r"^\s*([\w.]+)\s*(<=|>=|==|!=|<|>)\s*([\w.+-]+)\s*$")
 
 
 def within(sub: tuple[Any, ...], check: Callable[[Any], Any], value: Any) -> Any:
@@ -71,8 +78,6 @@ def unknown_keys(value: dict[str, Any], allowed: tuple[str, ...]) -> None:
 
 # --- parameter space -------------------------------------------------------------------
 
-SPACE_RESERVED = ("constraints", "sample")
-
 
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
@@ -84,13 +89,10 @@ def _number(value: Any) -> bool:
 
 def _range(args: Any) -> None:
     """``[stop]``, ``[start, stop]`` or ``[start, stop, step]``: stop exclusive, step > 0."""
-    if not isinstance(args, list) or not 1 <= len(args) <= 3 or not all(map(_number, args)):
-        expected("[start, stop, step] (1 to 3 numbers, stop exclusive)", args)
-    start, stop, step = ([0, *args] if len(args) == 1 else [*args, 1])[:3]
-    if not step > 0:
-        fail(f"step must be > 0, got {show(step)}")
-    if not start < stop:
-        fail(f"{show(args)} holds no value: start {show(start)} is not below stop {show(stop)}")
+    try:
+        range_values(args)
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def _param_values(spec: Any) -> None:
@@ -121,13 +123,8 @@ def _param_name(name: Any) -> str:
 
 
 def _operand(text: str, names: list[str]) -> None:
-    if text in names:
+    if text in names or is_number(text):
         return
-    try:
-        float(text)
-        return
-    except ValueError:
-        pass
     full = [n for n in names if n.rsplit(".", 1)[-1] == text]
     near = full[0] if len(full) == 1 else suggest(text, names)
     hint = f"; did you mean {near!r}?" if near else ""
@@ -140,15 +137,12 @@ def _operand(text: str, names: list[str]) -> None:
 def _constraint(text: Any, names: list[str]) -> None:
     if not isinstance(text, str):
         expected("a constraint such as 'strategy.fast < strategy.slow'", text)
-    match = _CONSTRAINT.match(text)
-    if not match:
-        fail(
-            f"{show(text)} is not a constraint; write 'path op path' or 'path op number' "
-            f"with op one of {' '.join(CONSTRAINT_OPS)}, e.g. 'strategy.fast < strategy.slow'"
-        )
-    left, _op, right = match.groups()
-    _operand(left, names)
-    _operand(right, names)
+    try:
+        constraint = parse_constraint(text)
+    except ConfigError as exc:
+        fail(str(exc))
+    _operand(constraint.left, names)
+    _operand(constraint.right, names)
 
 
 def _sample(value: Any) -> None:
@@ -271,7 +265,7 @@ class DataConfig(Model):
 class StrategyConfig(Model, extra="allow"):
     """``type`` (a built-in strategy or ``module:Class``) and its parameters as the other keys."""
 
-    type: Optional[Annotated[str, PlainValidator(choice_or_import(STRATEGIES, "class"))]] = None
+    type: Optional[Annotated[str, PlainValidator(choice_or_import(STRATEGY_NAMES, "class"))]] = None
 
     @model_validator(mode="after")
     def _params(self) -> StrategyConfig:
@@ -306,16 +300,16 @@ class WalkForward(Model):
     train: Optional[PositiveInt] = None
     test: Optional[PositiveInt] = None
     step: Optional[PositiveInt] = None
-    mode: Annotated[str, PlainValidator(choice(WALK_FORWARD_MODES))] = "rolling"
+    mode: Annotated[str, PlainValidator(choice(WALK_FORWARD_MODES))] = DEFAULT_WALK_FORWARD_MODE
 
 
 class MonteCarlo(Model):
     """``n`` simulations in batches of ``batch``, seeded; bootstrap of returns or trades."""
 
-    n: Optional[PositiveInt] = None
-    batch: PositiveInt = 25
-    seed: AnyInt = 0
-    method: Annotated[str, PlainValidator(choice(MONTE_CARLO_METHODS))] = "returns"
+    n: PositiveInt = DEFAULT_SIMULATIONS
+    batch: PositiveInt = DEFAULT_BATCH
+    seed: AnyInt = DEFAULT_SEED
+    method: Annotated[str, PlainValidator(choice(MONTE_CARLO_METHODS))] = DEFAULT_MONTE_CARLO_METHOD
 
 
 def _data_split(value: Any) -> Union[float, str]:

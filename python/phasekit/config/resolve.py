@@ -57,9 +57,9 @@ from phasekit.config.resolved import (
 from phasekit.config.runtime import RuntimeArgs, patch_model, raw_of, sort_runtime
 from phasekit.config.vocab import OUTPUT_KINDS
 from phasekit.errors import ConfigError
+from phasekit.registry import DEFAULT_DATA_SPLIT
 
 DEFAULT_RESULTS_DIR = "./results"
-DEFAULT_DATA_SPLIT = 0.8
 _MERGED_PARAMS = ("data", "strategy", "portfolio", "walk_forward", "monte_carlo")
 
 WorkflowDefaults = Mapping[str, Union[Mapping[str, Any], PhaseDefaults]]
@@ -406,8 +406,9 @@ def _same_kind(current: Any, new: Any) -> bool:
 
 
 def _sequence_params(sequence: str, params: RunParams) -> RunParams:
-    """Fill the train/test split default (0.8). Walk-forward and Monte Carlo lengths
-    default by the data (known only when it runs), so the workflow layer fills them."""
+    """Fill the train/test split default (``workflow.sequences.DEFAULT_DATA_SPLIT``).
+    Walk-forward lengths default by the data (known only when it runs), so the workflow
+    layer fills them."""
     if sequence == "train_test" and params.data_split is None:
         return params.model_copy(update={"data_split": DEFAULT_DATA_SPLIT})
     return params

@@ -6,8 +6,21 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
+from phasekit.catalog.cleanup import POLICIES as CLEANUP_POLICIES
+from phasekit.events import RETENTION_POLICIES
+from phasekit.registry import MONTE_CARLO_METHODS, SEQUENCES, WALK_FORWARD_MODES
 from phasekit.stores.formats import FORMATS as STORE_FORMATS
 from phasekit.stores.formats import allowed_compressions, partitioned_formats
+
+# Owned below and re-exported here for the model: sequences and their modes and methods
+# (registry), cleanup policies (catalog.cleanup), retention policies (events).
+__all__ = [
+    "CLEANUP_POLICIES",
+    "MONTE_CARLO_METHODS",
+    "RETENTION_POLICIES",
+    "SEQUENCES",
+    "WALK_FORWARD_MODES",
+]
 
 MODES = ("memory", "file", "streaming", "hybrid")
 RESULTS_STORAGE = {"memory": "memory", "disk": "file"}
@@ -24,9 +37,6 @@ COMPRESSIONS: dict[str, tuple[Optional[str], ...]] = {
     name: allowed_compressions(name) for name in FORMATS
 }
 PARTITIONED_FORMATS = partitioned_formats()
-RETENTION_POLICIES = ("sliding_window", "trade_complete", "minimal", "keep_all")
-CLEANUP_POLICIES = ("keep_all", "keep_latest", "keep_none")
-SEQUENCES = ("single_pass", "train_test", "walk_forward", "monte_carlo")
 TOPOLOGIES = ("backtest", "analysis", "stream")
 OUTPUT_KINDS = (
     "container_results",
@@ -36,11 +46,8 @@ OUTPUT_KINDS = (
     "selected_parameters",
 )
 DIRECTIONS = ("maximize", "minimize")
-WALK_FORWARD_MODES = ("rolling", "expanding")
-MONTE_CARLO_METHODS = ("returns", "trades")
 SAMPLINGS = ("grid", "random")
 DATA_SOURCES = ("synthetic", "file")
-CONSTRAINT_OPS = ("<=", ">=", "==", "!=", "<", ">")
 
 
 def suggest(value: Any, allowed: Iterable[Any]) -> Optional[str]:

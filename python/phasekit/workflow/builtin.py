@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from phasekit.errors import ConfigError
+from phasekit.registry import DEFAULT_DATA_SPLIT
 
 POSITION_EVENTS = ["POSITION_OPEN", "POSITION_CLOSE", "FILL"]
 
@@ -34,7 +35,7 @@ BUILTIN_WORKFLOWS: dict[str, dict[str, dict[str, Any]]] = {
             "sequence": "train_test",
             "topology": "backtest",
             "description": "Search the parameter space on the train split",
-            "config": {"data_split": 0.8},
+            "config": {"data_split": DEFAULT_DATA_SPLIT},
             **_SEARCH,
         },
         "validation": {

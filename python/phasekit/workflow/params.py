@@ -16,57 +16,28 @@ Sets come out in a deterministic order (grid order, then sampled by seed).
 from __future__ import annotations
 
 import itertools
-import operator
 import random
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from phasekit.errors import ConfigError
-
-_OPS = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
-_CONSTRAINT = re.compile(r"^\s*([\w.]+)\s*(<=|>=|==|!=|<|>)\s*([\w.+-]+)\s*$")
-_RESERVED = ("constraints", "sample")
+from phasekit.space import SPACE_RESERVED, Constraint, range_values
+from phasekit.space import parse_constraint as parse
 
 
-@dataclass(frozen=True)
-class Constraint:
-    left: str
-    op: str
-    right: str
-
-    def holds(self, params: Mapping[str, Any]) -> bool:
-        return bool(_OPS[self.op](_operand(self.left, params), _operand(self.right, params)))
-
-
-def _operand(token: str, params: Mapping[str, Any]) -> Any:
-    if token in params:
-        return params[token]
+def parse_constraint(text: Any) -> Constraint:
     try:
-        return float(token)
-    except ValueError:
-        raise ConfigError(
-            f"parameter_space.constraints: {token!r} is neither a parameter "
-            f"({', '.join(params)}) nor a number"
-        ) from None
+        return parse(text)
+    except ConfigError as exc:
+        raise ConfigError(f"parameter_space.constraints: {exc}") from None
 
 
-def parse_constraint(text: str) -> Constraint:
-    match = _CONSTRAINT.match(str(text))
-    if not match:
-        raise ConfigError(
-            f"parameter_space.constraints: {text!r} is not a constraint; "
-            "write e.g. 'strategy.fast < strategy.slow'"
-        )
-    return Constraint(*match.groups())
+def _holds(constraint: Constraint, params: Mapping[str, Any]) -> bool:
+    try:
+        return constraint.holds(params)
+    except ConfigError as exc:
+        raise ConfigError(f"parameter_space.constraints: {exc}") from None
 
 
 def _values(path: str, spec: Any) -> list[Any]:
@@ -76,16 +47,10 @@ def _values(path: str, spec: Any) -> list[Any]:
                 f"parameter_space.{path}: {dict(spec)!r} is not allowed; use a list, "
                 "a single value or {range: [start, stop, step]}"
             )
-        args = spec["range"]
-        if not isinstance(args, (list, tuple)) or not 1 <= len(args) <= 3:
-            raise ConfigError(f"parameter_space.{path}.range: {args!r} must be [start, stop, step]")
-        if all(isinstance(a, int) for a in args):
-            return list(range(*args))
-        start, stop, step = [*args, 1.0][:3] if len(args) >= 2 else (0.0, args[0], 1.0)
-        if step <= 0:
-            raise ConfigError(f"parameter_space.{path}.range: step {step} must be > 0")
-        count = int((stop - start) / step + 1e-9)
-        return [round(start + i * step, 12) for i in range(max(count, 0))]
+        try:
+            return range_values(spec["range"])
+        except ConfigError as exc:
+            raise ConfigError(f"parameter_space.{path}.range: {exc}") from None
     if isinstance(spec, (list, tuple)):
         return list(spec)
     return [spec]
@@ -101,8 +66,9 @@ class ParameterSpace:
     @classmethod
     def from_config(cls, space: Mapping[str, Any] | None) -> ParameterSpace:
         space = dict(space or {})
-        constraints = tuple(parse_constraint(c) for c in space.pop("constraints", []) or [])
-        sample = space.pop("sample", None) or {}
+        reserved = {key: space.pop(key, None) for key in SPACE_RESERVED}
+        constraints = tuple(parse_constraint(c) for c in reserved["constraints"] or [])
+        sample = reserved["sample"] or {}
         if not isinstance(sample, Mapping) or set(sample) - {"n", "seed"}:
             raise ConfigError(f"parameter_space.sample: {sample!r} must be {{n: int, seed: int}}")
         axes = tuple((str(path), tuple(_values(str(path), spec))) for path, spec in space.items())
@@ -117,7 +83,7 @@ class ParameterSpace:
             dict(zip(names, combo))
             for combo in itertools.product(*(values for _, values in self.axes))
         )
-        kept = [s for s in sets if all(c.holds(s) for c in self.constraints)]
+        kept = [s for s in sets if all(_holds(c, s) for c in self.constraints)]
         if self.sample_n is not None and self.sample_n < len(kept):
             rng = random.Random(self.sample_seed)
             picked = sorted(rng.sample(range(len(kept)), self.sample_n))

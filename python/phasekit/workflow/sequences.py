@@ -16,8 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from phasekit.errors import ConfigError
+from phasekit.registry import (
+    DEFAULT_BATCH,
+    DEFAULT_DATA_SPLIT,
+    DEFAULT_SIMULATIONS,
+    DEFAULT_WALK_FORWARD_MODE,
+    SEQUENCES,
+    WALK_FORWARD_MODES,
+)
 
-SEQUENCES = ("single_pass", "train_test", "walk_forward", "monte_carlo")
+
+def default_lengths(n_bars: int) -> dict[str, int]:
+    """Walk-forward train and test lengths when the configuration sets none: half the
+    bars to train, a tenth to test."""
+    return {"train": max(2, n_bars // 2), "test": max(1, n_bars // 10)}
 
 
 @dataclass(frozen=True)
@@ -63,10 +75,16 @@ def train_test_spans(n_bars: int, split: Any, index_of: Any = None) -> tuple[Spa
 
 
 def walk_forward_windows(
-    n_bars: int, train: int, test: int, step: int | None = None, mode: str = "rolling"
+    n_bars: int,
+    train: int,
+    test: int,
+    step: int | None = None,
+    mode: str = DEFAULT_WALK_FORWARD_MODE,
 ) -> list[Window]:
-    if mode not in ("rolling", "expanding"):
-        raise ConfigError(f"walk_forward.mode: {mode!r} is not allowed; use rolling or expanding")
+    if mode not in WALK_FORWARD_MODES:
+        raise ConfigError(
+            f"walk_forward.mode: {mode!r} is not allowed; use {' or '.join(WALK_FORWARD_MODES)}"
+        )
     step = int(step or test)
     if train < 2 or test < 1 or step < 1:
         raise ConfigError(f"walk_forward: train={train}, test={test}, step={step} must be positive")
@@ -105,7 +123,7 @@ def windows_for(
     if sequence == "single_pass":
         return [Window("full", "full", Span(0, n_bars))]
     if sequence == "train_test":
-        tr, te = train_test_spans(n_bars, settings.get("data_split", 0.8), index_of)
+        tr, te = train_test_spans(n_bars, settings.get("data_split", DEFAULT_DATA_SPLIT), index_of)
         return [Window("train", "train", tr, tr, te), Window("test", "test", te, tr, te)]
     if sequence == "walk_forward":
         wf = settings.get("walk_forward") or settings
@@ -114,9 +132,10 @@ def windows_for(
             int(wf.get("train", wf.get("train_bars", 0))),
             int(wf.get("test", wf.get("test_bars", 0))),
             wf.get("step"),
-            str(wf.get("mode", "rolling")),
+            str(wf.get("mode", DEFAULT_WALK_FORWARD_MODE)),
         )
     if sequence == "monte_carlo":
         mc = settings.get("monte_carlo") or settings
-        return monte_carlo_windows(n_bars, int(mc.get("n", 100)), int(mc.get("batch", 25)))
+        n, batch = mc.get("n", DEFAULT_SIMULATIONS), mc.get("batch", DEFAULT_BATCH)
+        return monte_carlo_windows(n_bars, int(n), int(batch))
     raise ConfigError(f"sequence: {sequence!r} is not allowed; use one of {', '.join(SEQUENCES)}")

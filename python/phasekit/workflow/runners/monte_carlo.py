@@ -9,13 +9,16 @@ from typing import Any
 import numpy as np
 
 from phasekit.backtest.metrics import bootstrap_metrics, metric_distribution
+from phasekit.registry import (
+    DEFAULT_BATCH,
+    DEFAULT_MONTE_CARLO_METHOD,
+    DEFAULT_SEED,
+    DEFAULT_SIMULATIONS,
+)
 from phasekit.workflow.phase import PhaseContext, Summary
 from phasekit.workflow.results import jsonable
 from phasekit.workflow.sequences import Span, Window, windows_for
 from phasekit.workflow.topology import rank, simulate_job
-
-DEFAULT_SIMULATIONS = 100
-DEFAULT_BATCH = 25
 
 
 def run(ctx: PhaseContext) -> None:
@@ -36,7 +39,8 @@ def run(ctx: PhaseContext) -> None:
     eq = np.concatenate(([initial], result.equity))
     rets = eq[1:] / eq[:-1] - 1.0
     pnl = result.trades["pnl"]
-    method, seed = settings.get("method", "returns"), int(settings.get("seed", 0))
+    method = settings.get("method", DEFAULT_MONTE_CARLO_METHOD)
+    seed = int(settings.get("seed", DEFAULT_SEED))
     all_metrics: list[dict[str, Any]] = []
     for window in windows:
         done = ctx.completed(window.window_id)

@@ -3,11 +3,10 @@ best of train on the test part (window ``test``)."""
 
 from __future__ import annotations
 
+from phasekit.registry import DEFAULT_DATA_SPLIT
 from phasekit.workflow.phase import PhaseContext, set_index
 from phasekit.workflow.sequences import windows_for
 from phasekit.workflow.windowagg import public
-
-DEFAULT_SPLIT = 0.8
 
 
 def run(ctx: PhaseContext) -> None:
@@ -16,7 +15,7 @@ def run(ctx: PhaseContext) -> None:
     train, test = windows_for(
         "train_test",
         len(inputs.bars),
-        {"data_split": split if split is not None else DEFAULT_SPLIT},
+        {"data_split": split if split is not None else DEFAULT_DATA_SPLIT},
         inputs.bars.index_of,
     )
     k = min(inputs.top_k, len(inputs.sets))

@@ -11,17 +11,11 @@ import pyarrow as pa
 
 from phasekit.backtest.metrics import compute_metrics, stitch_equity
 from phasekit.workflow.phase import PhaseContext, Summary, set_index
-from phasekit.workflow.sequences import Window, windows_for
+from phasekit.workflow.sequences import Window, default_lengths, windows_for
 from phasekit.workflow.topology import rank
 from phasekit.workflow.windowagg import public
 
 EQUITY_SCHEMA = pa.schema([("ts", pa.timestamp("ns", tz="UTC")), ("equity", pa.float64())])
-
-
-def default_lengths(n_bars: int) -> dict[str, int]:
-    """Train and test lengths when the configuration sets none: half the bars to
-    train, a tenth to test."""
-    return {"train": max(2, n_bars // 2), "test": max(1, n_bars // 10)}
 
 
 def run(ctx: PhaseContext) -> None:

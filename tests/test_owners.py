@@ -1,0 +1,169 @@
+"""Each list of allowed values has one owner; config takes it from there, and where a copy
+must stay (the Rust ring's policies and event codes) this file checks the copy."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from phasekit import registry
+from phasekit.backtest.metrics import compute_metrics
+from phasekit.backtest.strategies import STRATEGIES
+from phasekit.catalog import open_catalog
+from phasekit.config import resolve
+from phasekit.errors import ConfigError, InvalidArgument
+from phasekit.events import RETENTION_POLICIES, EventType
+from phasekit.workflow.params import ParameterSpace
+from phasekit.workflow.sequences import default_lengths, windows_for
+
+RUST = Path(__file__).resolve().parents[1] / "rust"
+
+
+def test_config_imports_neither_backtest_nor_workflow() -> None:
+    code = (
+        "import sys, phasekit.config\n"
+        "up = sorted(m for m in sys.modules if m.split('.')[:2] in "
+        "(['phasekit', 'backtest'], ['phasekit', 'workflow'], ['phasekit', 'tracing']))\n"
+        "print(','.join(up))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+# --- strategies and metrics (registry <- backtest) ------------------------------------------
+
+
+def test_every_registered_strategy_is_implemented() -> None:
+    assert tuple(STRATEGIES) == registry.STRATEGY_NAMES
+    for name in registry.STRATEGY_NAMES:
+        cfg = resolve({"phases": [{"name": "a", "strategy": {"type": name}}]})
+        assert cfg.phase("a").params.strategy is not None
+    with pytest.raises(ConfigError, match="sma_crossover, momentum, mean_reversion"):
+        resolve({"phases": [{"name": "a", "strategy": {"type": "nope"}}]})
+
+
+def test_every_metric_name_is_computed() -> None:
+    equity = np.linspace(100_000.0, 101_000.0, 50)
+    metrics = compute_metrics(equity, 100_000.0, 252.0, np.array([10.0, -5.0]))
+    assert set(metrics) == set(registry.METRIC_NAMES)
+    for name in registry.METRIC_NAMES:
+        assert resolve({"objective_function": name}).base is not None
+
+
+# --- retention policies and event kinds (events <- _pure, _core, config) ---------------------
+
+
+@pytest.mark.parametrize("policy", RETENTION_POLICIES)
+def test_each_retention_policy_builds_a_ring(backend: ModuleType, policy: str) -> None:
+    ring = backend.EventRing(policy=policy, capacity=10)
+    assert ring.policy == policy
+    assert resolve({"retention_policy": policy}).base.retention_policy == policy
+
+
+def test_ring_policy_lists_agree(backend: ModuleType) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        backend.EventRing(policy="nope")
+    assert f"one of {', '.join(RETENTION_POLICIES)};" in str(err.value)
+    with pytest.raises(ConfigError, match=", ".join(RETENTION_POLICIES)):
+        resolve({"retention_policy": "nope"})
+
+
+def test_rust_event_codes_match_event_type() -> None:
+    consts = [
+        (path.name, name, int(code))
+        for path in sorted(RUST.rglob("*.rs"))
+        for name, code in re.findall(r"pub const ([A-Z_]+): u16 = (\d+);", path.read_text())
+        if name in EventType.__members__
+    ]
+    assert consts, "no event code constants found under rust/"
+    for where, name, code in consts:
+        assert code == EventType[name], (
+            f"{where}: {name} = {code}, EventType says {EventType[name]}"
+        )
+
+
+# --- cleanup policies (catalog <- config) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", registry_policies := ("keep_all", "keep_latest", "keep_none"))
+def test_each_cleanup_policy_config_accepts_runs(tmp_path: Path, policy: str) -> None:
+    r = resolve({"results_dir": str(tmp_path), "storage_strategy": {"cleanup_policy": policy}})
+    catalog = open_catalog(r.catalog.location, results_dir=tmp_path)
+    try:
+        report = catalog.cleanup(r.cleanup_policy, dry_run=True)
+        assert (report.policy, report.selected) == (policy, [])
+    finally:
+        catalog.close()
+
+
+def test_cleanup_policy_lists_agree(tmp_path: Path) -> None:
+    from phasekit.catalog.cleanup import POLICIES
+
+    assert POLICIES == registry_policies
+    with pytest.raises(ConfigError, match=", ".join(POLICIES)):
+        resolve({"storage_strategy": {"cleanup_policy": "keep_some"}})
+    catalog = open_catalog(tmp_path / "c.sqlite", results_dir=tmp_path)
+    try:
+        with pytest.raises(InvalidArgument, match=", ".join(POLICIES)):
+            catalog.cleanup("keep_some")
+    finally:
+        catalog.close()
+
+
+# --- sequences and their defaults (registry <- workflow.sequences, config) -------------------
+
+
+@pytest.mark.parametrize("sequence", registry.SEQUENCES)
+def test_each_sequence_config_accepts_cuts_windows(sequence: str) -> None:
+    phase = resolve({"phases": [{"name": "a", "sequence": sequence}]}).phase("a")
+    settings: dict[str, Any] = phase.params.model_dump(exclude_none=True)
+    settings.setdefault("walk_forward", default_lengths(1000))
+    assert windows_for(phase.sequence, 1000, settings)
+
+
+def test_sequence_defaults_come_from_one_place() -> None:
+    params = resolve({"phases": [{"name": "a", "sequence": "train_test"}]}).phase("a").params
+    assert params.data_split == registry.DEFAULT_DATA_SPLIT
+    cfg = resolve({"phases": [{"name": "m", "sequence": "monte_carlo", "monte_carlo": {}}]})
+    model = cfg.phase("m").params.monte_carlo
+    assert model is not None
+    assert (model.n, model.batch, model.seed, model.method) == (
+        registry.DEFAULT_SIMULATIONS,
+        registry.DEFAULT_BATCH,
+        registry.DEFAULT_SEED,
+        registry.DEFAULT_MONTE_CARLO_METHOD,
+    )
+    windows = windows_for("monte_carlo", 500, {})
+    assert sum(len(w.simulations) for w in windows) == registry.DEFAULT_SIMULATIONS
+    assert len(windows[0].simulations) == registry.DEFAULT_BATCH
+    wf_cfg = resolve({"phases": [{"name": "w", "walk_forward": {"train": 10}}]})
+    wf = wf_cfg.phase("w").params.walk_forward
+    assert wf is not None and wf.mode == registry.DEFAULT_WALK_FORWARD_MODE
+
+
+# --- one parser for parameter-space constraints and ranges ----------------------------------
+
+
+def test_float_range_includes_the_last_value_below_stop() -> None:
+    space = {"strategy.fast": {"range": [0, 1.05, 0.25]}}
+    resolve({"parameter_space": space})  # config accepts it
+    values = [s["strategy.fast"] for s in ParameterSpace.from_config(space)]
+    assert values == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.parametrize("text", ["fast <", "strategy.fast <> 3", "strategy.fast =< 3"])
+def test_config_and_workflow_refuse_the_same_constraints(text: str) -> None:
+    space = {"strategy.fast": [1, 2], "constraints": [text]}
+    with pytest.raises(ConfigError, match="is not a constraint") as config_err:
+        resolve({"parameter_space": space})
+    with pytest.raises(ConfigError, match="is not a constraint") as workflow_err:
+        ParameterSpace.from_config(space)
+    tail = str(workflow_err.value).split(": ", 1)[1]
+    assert tail in str(config_err.value)
