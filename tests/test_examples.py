@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.feather as feather
+import pyarrow.parquet as pq
 import pytest
 
 from phasekit.catalog import open_catalog
@@ -72,7 +73,10 @@ class Run:
 
     def trades(self, phase: str, window: str | None = None) -> Any:
         folder = self.dir / phase / window if window else self.dir / phase
-        return feather.read_table(folder / "all_trades.arrow")
+        # in the phase's file format; in the execution container's store when a
+        # `containers: execution` pattern gives it one
+        (path,) = [*folder.glob("all_trades.*"), *folder.glob("containers/all_trades.*")]
+        return pq.read_table(path) if path.suffix == ".parquet" else feather.read_table(path)
 
 
 def check_backtest_phase(run: Run, phase: str, windows: list[str | None]) -> None:
@@ -108,10 +112,15 @@ def large_optimization(runs: list[Run]) -> None:
     (run,) = runs
     assert run.containers("parameter_search") == 14
     check_backtest_phase(run, "parameter_search", [None])
-    files = sorted((run.dir / "parameter_search" / "containers").glob("*_results.json"))
+    # file_settings.format parquet (snappy): results and trades are Parquet files
+    files = sorted((run.dir / "parameter_search" / "containers").glob("*_results.parquet"))
     assert len(files) == 14
-    body = json.loads(files[0].read_text())
-    assert {"sharpe_ratio", "max_drawdown"} <= set(body["metrics"])
+    meta = pq.ParquetFile(files[0]).metadata
+    assert meta.row_group(0).column(0).compression == "SNAPPY"
+    row = pq.read_table(files[0]).to_pylist()[0]
+    assert {"sharpe_ratio", "max_drawdown", "param.strategy.fast"} <= set(row)
+    assert (run.dir / "parameter_search" / "all_trades.parquet").exists()
+    assert not list((run.dir / "parameter_search").rglob("*.json.*"))
     rows = run.container_rows("parameter_search")
     assert len(rows) == 14 and all(r.data_reference.startswith("file://") for r in rows)
     assert run.ranking("parameter_search")[0]["objective"] is not None  # sortino ranked
@@ -151,7 +160,14 @@ def optimization_1000(runs: list[Run]) -> None:
     assert run.containers("parameter_search") == 1000
     check_backtest_phase(run, "parameter_search", [None])
     assert len(run.ranking("parameter_search")) == 1000
-    assert len(run.container_rows("parameter_search")) == 1000
+    rows = run.container_rows("parameter_search")
+    # hybrid in memory, and persisted on completion (persistence.on_completion)
+    kept = [r for r in rows if r.data_reference.startswith("memory://")]
+    persisted = [r for r in rows if r.data_reference.startswith("file://")]
+    assert len(kept) == 1000 and len(persisted) == 1000
+    assert {r.container_id for r in persisted} == {f"portfolio_{i:05d}" for i in range(1000)}
+    files = list((run.dir / "parameter_search" / "containers").glob("*_results.arrow"))
+    assert len(files) == 1000
     stats = run.phase_summary("parameter_search")["store_stats"]["-/hybrid"]
     assert stats["store"] == "hybrid" and stats["items"] == 1000
     assert stats["items_on_disk"] > 0
@@ -196,7 +212,7 @@ def train_test_overrides(runs: list[Run]) -> None:
     assert not (run.dir / "parameter_search" / "train" / "containers").exists()
     # the global override: validation writes to disk (its workflow default is memory)
     test_dir = run.dir / "validation" / "test" / "containers"
-    assert len(list(test_dir.glob("*_results.json"))) == 5  # validation's own top_k
+    assert len(list(test_dir.glob("*_results.arrow"))) == 5  # validation's own top_k
     assert len(list(test_dir.glob("*_equity.arrow"))) == 5  # PORTFOLIO_UPDATE traced
     assert run.containers("parameter_search") == 20 + 10
     assert run.summary["phases"]["validation"]["best_out_of_sample"] is not None
@@ -230,7 +246,7 @@ def storage_strategy(runs: list[Run]) -> None:
         }
     finally:
         catalog.close()
-    assert len(list((second.dir / "screening" / "containers").glob("*_results.json"))) == 15
+    assert len(list((second.dir / "screening" / "containers").glob("*_results.arrow"))) == 15
 
 
 def quickstart(runs: list[Run]) -> None:

@@ -172,3 +172,36 @@ def make_strategy(kind: str, params: dict[str, Any]) -> Strategy:
     if not callable(getattr(strategy, "signals", None)):
         raise ConfigError(f"strategy {kind!r} has no signals(bars) method")
     return strategy
+
+
+# ---------------------------------------------------------------- indicators (features)
+
+INDICATORS: dict[str, tuple[tuple[str, str, int], ...]] = {
+    # strategy -> (parameter, indicator name, default): the indicators its sets compute
+    "sma_crossover": (("fast", "sma", 10), ("slow", "sma", 30)),
+    "momentum": (("lookback", "momentum", 20),),
+    "mean_reversion": (("window", "sma", 20),),
+}
+
+
+def _indicator(close: np.ndarray, name: str, n: int) -> np.ndarray:
+    if name == "sma":
+        return sma(close, n)
+    out = np.full(close.shape[0], np.nan)
+    if n < close.shape[0]:
+        out[n:] = close[n:] / close[:-n] - 1.0
+    return out
+
+
+def indicator_columns(
+    kind: str, param_sets: list[dict[str, Any]], close: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each distinct indicator the strategy ``kind`` computes over the parameter sets
+    (``sma_20``, ``momentum_5``...), computed once over ``close``; empty for user
+    strategies, whose indicators phasekit does not know."""
+    wanted: dict[str, tuple[str, int]] = {}
+    for param, name, default in INDICATORS.get(kind, ()):
+        for params in param_sets:
+            n = int(params.get(param, default))
+            wanted.setdefault(f"{name}_{n}", (name, n))
+    return {col: _indicator(close, name, n) for col, (name, n) in sorted(wanted.items())}

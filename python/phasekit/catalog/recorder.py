@@ -59,8 +59,8 @@ class CatalogRecorder:
             checksum=getattr(ref, "checksum", None),
             format=getattr(ref, "format", None),
             phase=self.phase,
-            window_id=self.window_id,
-            container_id=self.container_id,
+            window_id=self.window_id or _name_or_none(metadata.get("window_id")),
+            container_id=self.container_id or _name_or_none(metadata.get("container_id")),
             created_at=datetime.fromtimestamp(created, UTC) if created else None,
         )
 
@@ -73,6 +73,11 @@ class CatalogRecorder:
         ]
         if ids:
             self.catalog.remove_items(ids, delete_files=False)
+
+
+def _name_or_none(value: Any) -> str | None:
+    """A window or container id taken from an item's metadata (None when absent)."""
+    return check_optional_name("metadata id", value) if isinstance(value, str) else None
 
 
 def ref_fields(item: ItemRow) -> dict[str, Any]:

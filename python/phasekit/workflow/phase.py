@@ -106,6 +106,7 @@ class PhaseContext:
         self.observer = observer
         self.completed = completed
         self.outcome = PhaseOutcome(phase.name, phase.sequence)
+        self.prefixes: set[str] = set()
 
     # ------------------------------------------------------------------ jobs
 
@@ -126,6 +127,7 @@ class PhaseContext:
     ) -> list[PortfolioJob]:
         """One portfolio job per parameter set ``indices`` over ``span``."""
         inputs = self.inputs
+        self.prefixes.add(prefix)
         jobs = []
         for i in indices:
             cid = f"{prefix}_{i:05d}"

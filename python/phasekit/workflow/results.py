@@ -1,17 +1,31 @@
-"""Where a phase's results go: the container store chosen by the resolved data flow,
-and the phase files of DESIGN.md's layout, each recorded in the catalog::
+"""Where a phase's results go, each stored item recorded in the catalog::
 
-    <results_dir>/<run>/<phase>/[<window>/]containers/<container_id>_results.json
-    <results_dir>/<run>/<phase>/[<window>/]containers/<container_id>_equity.arrow
-    <results_dir>/<run>/<phase>/[<window>/]{aggregate_results.json, all_trades.arrow,
-                                             phase_summary.json}
+    <base_path>/<run>/<phase>/[<window>/]containers/<container_id>_results.<ext>
+    <base_path>/<run>/<phase>/[<window>/]containers/<container_id>_equity.<ext>
+    <results_dir>/<run>/<phase>/[<window>/]{all_trades.<ext>, aggregate_results.json,
+                                             window_complete.json}
+    <results_dir>/<run>/<phase>/{phase_summary.json, selected_parameters.json}
 
-Container results go through the store of the container's resolved data flow:
-``file`` writes the files above; ``memory`` keeps them in a MemoryStore; ``hybrid``
-keeps them in memory under the budget and spills the least recently used to disk;
-``streaming`` hands them to a StreamStore that persists them in the background.
-Phase files are always written (they are small, except all_trades.arrow, which is
-streamed through an IpcWriter batch by batch).
+A container's results go through the store of the container's own resolved data flow
+(:class:`ContainerPlan`, from :func:`phasekit.stores.factory.open_store`): ``file``
+writes the files above in ``file_settings.format`` (JSON as a mapping, every other
+format as a one-row table: ``container_id``, ``window_id``, ``param.<name>`` and one
+column per metric); ``memory`` keeps them in a MemoryStore; ``hybrid`` keeps them in
+memory under the phase's budget (and the container's own ``memory_limit_mb`` as a child
+budget) and spills the least recently used; ``streaming`` hands them to a StreamStore
+that persists them in the background. With ``persist`` (file mode,
+``persistence.save_all_phases``, ``save_final_only`` on a final phase, or the
+container's ``persistence.on_completion``) results kept in memory are also written to
+files in ``persistence.format``.
+
+The phase's ``output`` list says what is written at all: ``container_results``,
+``equity_curves``, ``trades``, ``aggregate_metrics``, ``selected_parameters``.
+
+Role containers of design note 001: when a ``containers:`` pattern selects ``data``,
+the bars the phase runs on are stored through its flow; ``features``, the indicator
+columns the strategies compute; ``execution``, each window's fills (``all_trades``).
+Without such a pattern the bars and features are not stored and the trades are a phase
+file in the phase's file format.
 """
 
 from __future__ import annotations
@@ -20,17 +34,29 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pyarrow as pa
 
 import phasekit
-from phasekit.stores import FileStore, HybridStore, MemoryStore, Ref, StreamStore
+from phasekit.stores import FileStore, HybridStore, Ref, StreamStore
 from phasekit.stores.durable import write_json
+from phasekit.stores.factory import AnyStore, DataFlow, StorePlace, open_file_store, open_store
 from phasekit.workflow.topology import TRADES_SCHEMA
 
 log = logging.getLogger(__name__)
+
+OUTPUTS = (
+    "container_results",
+    "aggregate_metrics",
+    "trades",
+    "equity_curves",
+    "selected_parameters",
+)
+ROLE_CONTAINERS = ("data", "features", "execution")
+"""The role containers a ``containers:`` pattern can select besides portfolios."""
 
 
 def jsonable(value: Any) -> Any:
@@ -46,6 +72,36 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def result_row(results: Mapping[str, Any], window_id: Optional[str]) -> pa.Table:
+    """A container's results as a one-row table: its id and window, ``param.<name>``
+    per parameter, one column per metric, other scalars as they are (anything else as
+    JSON text)."""
+    row: dict[str, Any] = {"container_id": results.get("container_id"), "window_id": window_id}
+    for key, value in results.items():
+        if key in ("container_id", "window_id"):
+            continue
+        if key == "parameters" and isinstance(value, Mapping):
+            row.update({f"param.{k}": v for k, v in value.items()})
+        elif key == "metrics" and isinstance(value, Mapping):
+            row.update(value)
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            row[key] = value
+        else:
+            row[key] = json.dumps(jsonable(value), sort_keys=True)
+    return pa.Table.from_pylist([jsonable(row)])
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """How one container's results are kept: the store of its ``flow``; a hybrid child
+    budget of ``budget_bytes`` (its own ``memory_limit_mb``); ``persist``: also written
+    to files when the store keeps them in memory."""
+
+    flow: DataFlow
+    budget_bytes: Optional[int] = None
+    persist: bool = False
+
+
 class PhaseResults:
     """Writes one phase's results and records every stored item in the catalog."""
 
@@ -54,107 +110,238 @@ class PhaseResults:
         run_dir: Path,
         run_id: str,
         phase: str,
-        mode: str,
-        memory_limit_bytes: int,
+        flow: DataFlow,
         catalog: Any,
         *,
-        file_format: str = "json",
-        buffer_size: int = 1000,
-        flush_interval: float = 60.0,
-        container_mode: Callable[[str], str | None] | None = None,
+        plan: Optional[Callable[[str], ContainerPlan]] = None,
+        role_plan: Optional[Callable[[str], Optional[ContainerPlan]]] = None,
+        outputs: tuple[str, ...] = OUTPUTS,
+        allow_pickle: bool = False,
+        base_path: Optional[str] = None,
     ) -> None:
-        self.run_id, self.phase, self.mode = run_id, phase, mode
+        self.run_id, self.phase, self.flow = run_id, phase, flow
         self.phase_dir = run_dir / phase
+        self.store_dir = Path(base_path or run_dir.parent) / run_id / phase
         self.catalog = catalog
-        self.file_format = file_format
-        self._memory_limit = memory_limit_bytes
-        self._buffer_size, self._flush_interval = buffer_size, flush_interval
-        self._container_mode = container_mode or (lambda _cid: None)
-        self._stores: dict[tuple[str, str], Any] = {}
+        self.outputs = frozenset(outputs)
+        self.allow_pickle = allow_pickle
+        self._plan = plan or (lambda _cid: ContainerPlan(flow))
+        self._role_plan = role_plan or (lambda _role: None)
+        self._stores: dict[tuple[str, str, Any], AnyStore] = {}
+        self._views: dict[tuple[str, str], HybridStore] = {}
         self._trade_writers: dict[str, Any] = {}
+        self._trade_tables: dict[str, list[pa.Table]] = {}
+        self._streams: dict[str, list[StreamStore]] = {}
         self.container_refs: list[Ref] = []
+
+    @property
+    def mode(self) -> str:
+        return self.flow.mode
 
     # ------------------------------------------------------------------ stores
 
-    def _dir(self, window_id: str | None) -> Path:
+    def _dir(self, window_id: Optional[str]) -> Path:
         return self.phase_dir / window_id if window_id else self.phase_dir
 
-    def _recorder(self, window_id: str | None) -> Any:
+    def _store_dir(self, window_id: Optional[str]) -> Path:
+        return self.store_dir / window_id if window_id else self.store_dir
+
+    def _recorder(self, window_id: Optional[str], container_id: Optional[str] = None) -> Any:
         from phasekit.catalog import CatalogRecorder
 
         return CatalogRecorder(
-            self.catalog, self.run_id, self.phase, window_id=window_id, stage_name=self.phase
+            self.catalog,
+            self.run_id,
+            self.phase,
+            window_id=window_id,
+            stage_name=self.phase,
+            container_id=container_id,
         )
 
-    def store(self, window_id: str | None, mode: str | None = None) -> Any:
-        """The container store of a window for a data-flow mode (the phase's by default),
+    def _place(self, folder: Path, window_id: Optional[str]) -> StorePlace:
+        return StorePlace(
+            folder, self.run_id, self.phase, self._recorder(window_id), self.allow_pickle
+        )
+
+    def store(self, window_id: Optional[str], flow: Optional[DataFlow] = None) -> AnyStore:
+        """The container store of a window for a data flow (the phase's by default),
         created on first use."""
-        mode = mode or self.mode
-        key = (window_id or "", mode)
-        if key in self._stores:
-            return self._stores[key]
-        folder = self._dir(window_id) / "containers"
-        recorder = self._recorder(window_id)
-        names = {"run": self.run_id, "phase": self.phase}
-        if mode == "file":
-            folder.mkdir(parents=True, exist_ok=True)
-            store: Any = FileStore(folder, format="json", recorder=recorder, **names)
-        elif mode == "hybrid":
-            store = HybridStore(self._memory_limit, folder / ".spill", recorder=recorder, **names)
-        elif mode == "streaming":
-            store = StreamStore(
-                folder / ".stream",
-                buffer_size=self._buffer_size,
-                flush_interval=self._flush_interval,
-                recorder=recorder,
-                **names,
-            )
-        else:
-            store = MemoryStore(recorder=recorder, **names)
-        self._stores[key] = store
+        flow = flow or self.flow
+        key = (window_id or "", flow.mode, _store_key(flow))
+        store = self._stores.get(key)
+        if store is None:
+            folder = self._store_dir(window_id) / "containers"
+            store = self._stores[key] = open_store(flow, self._place(folder, window_id))
         return store
+
+    def _persist_store(self, window_id: Optional[str], flow: DataFlow) -> FileStore:
+        key = (window_id or "", "persist", (flow.persistence.format, _store_key(flow)))
+        store = self._stores.get(key)
+        if store is None:
+            folder = self._store_dir(window_id) / "containers"
+            place = self._place(folder, window_id)
+            store = open_file_store(
+                flow.file,
+                place,
+                format=flow.persistence.format,
+                formats=flow.persistence.formats,
+            )
+            self._stores[key] = store
+        assert isinstance(store, FileStore)
+        return store
+
+    def _container_store(
+        self, window_id: Optional[str], container_id: str, plan: ContainerPlan
+    ) -> AnyStore:
+        store = self.store(window_id, plan.flow)
+        if plan.budget_bytes is None or not isinstance(store, HybridStore):
+            return store
+        view = self._views.get((window_id or "", container_id))
+        if view is None:
+            view = self._views[(window_id or "", container_id)] = store.container(
+                container_id, plan.budget_bytes
+            )
+        return view
+
+    # ------------------------------------------------------------------ containers
 
     def put_container(
         self,
-        window_id: str | None,
+        window_id: Optional[str],
         container_id: str,
         results: Mapping[str, Any],
-        equity: pa.Table | None,
+        equity: Optional[pa.Table],
     ) -> dict[str, Any]:
         """Store one destroyed container's results (and equity curve) through the store of
-        its data-flow mode (its ``containers:`` pattern's, else the phase's); returns
-        their URIs."""
-        mode = self._container_mode(container_id) or self.mode
-        store = self.store(window_id, mode)
+        its plan; returns the URIs of what was stored."""
+        plan = self._plan(container_id)
+        mode = plan.flow.mode
         meta = jsonable(
             {
                 "container_id": container_id,
                 "window_id": window_id,
+                "output_type": "container_results",
                 "metrics": results.get("metrics", {}),
             }
         )
         clean = jsonable(results)
-        key = "container_results" if mode == "streaming" else f"{container_id}_results"
-        ref = store.put(key, clean, meta)
-        if mode != "streaming":
-            self.container_refs.append(ref)
-        out = {"results": ref.uri}
-        if equity is not None:
-            if mode in ("file", "streaming"):
-                out["equity_curve"] = self._write_table(
-                    self._dir(window_id) / "containers" / f"{container_id}_equity.arrow",
-                    equity,
-                    f"{container_id}_equity",
-                    window_id,
-                    container_id,
-                )
+        uris: dict[str, Any] = {}
+        if "container_results" in self.outputs:
+            store = self._container_store(window_id, container_id, plan)
+            key = "container_results" if mode == "streaming" else f"{container_id}_results"
+            ref = store.put(key, self._record(store, clean, window_id), meta)
+            if isinstance(store, StreamStore):
+                streams = self._streams.setdefault(window_id or "", [])
+                if store not in streams:
+                    streams.append(store)
             else:
-                out["equity_curve"] = store.put(f"{container_id}_equity", equity, meta).uri
-        return out
+                self.container_refs.append(ref)
+            uris["results"] = ref.uri
+            if plan.persist and mode in ("memory", "hybrid"):
+                persist = self._persist_store(window_id, plan.flow)
+                uris["persisted"] = persist.put(
+                    f"{container_id}_results", self._record(persist, clean, window_id), meta
+                ).uri
+        if equity is not None and "equity_curves" in self.outputs:
+            uris["equity_curve"] = self._put_equity(window_id, container_id, plan, equity, meta)
+        return uris
+
+    def _record(self, store: AnyStore, results: dict[str, Any], window_id: Optional[str]) -> Any:
+        """The value a store keeps for a container's results: the mapping, or a one-row
+        table for a file format other than JSON and pickle."""
+        if isinstance(store, FileStore) and store.format.name not in ("json", "pickle"):
+            return result_row(results, window_id)
+        return results
+
+    def _put_equity(
+        self,
+        window_id: Optional[str],
+        container_id: str,
+        plan: ContainerPlan,
+        equity: pa.Table,
+        meta: Mapping[str, Any],
+    ) -> str:
+        meta = {**meta, "output_type": "equity_curves"}
+        key = f"{container_id}_equity"
+        if plan.flow.mode == "streaming":
+            place = self._place(self._store_dir(window_id) / "containers", window_id)
+            with open_file_store(plan.flow.file, place) as files:
+                return files.put(key, equity, meta).uri
+        store = self._container_store(window_id, container_id, plan)
+        uri = store.put(key, equity, meta).uri
+        if plan.persist and plan.flow.mode in ("memory", "hybrid"):
+            self._persist_store(window_id, plan.flow).put(key, equity, meta)
+        return uri
+
+    # ------------------------------------------------------------------ roles
+
+    def has_role(self, role: str) -> bool:
+        """A pattern selects the role container ``role``."""
+        return self._role_plan(role) is not None
+
+    def put_role(self, role: str, key: str, table: pa.Table) -> Optional[str]:
+        """Store a role container's item (``data``: the bars; ``features``: indicators)
+        through the flow its pattern gives it; None when no pattern selects the role."""
+        plan = self._role_plan(role)
+        if plan is None:
+            return None
+        store = self.store(None, plan.flow)
+        meta = {"container_id": role, "output_type": role}
+        return store.put(f"{role}_{key}", table, meta).uri
+
+    # ------------------------------------------------------------------ trades
+
+    def add_trades(self, window_id: Optional[str], table: pa.Table) -> None:
+        """Add trades to the window's ``all_trades``: streamed batch by batch to an Arrow
+        file, or gathered for the window's end in another format or store."""
+        if "trades" not in self.outputs:
+            return
+        key = window_id or ""
+        if self._role_plan("execution") is None and self.flow.file.format == "arrow":
+            writer = self._trade_writers.get(key)
+            if writer is None:
+                folder = self._dir(window_id)
+                folder.mkdir(parents=True, exist_ok=True)
+                writer = phasekit.IpcWriter(
+                    str(folder / "all_trades.arrow"),
+                    schema=TRADES_SCHEMA,
+                    compression=self.flow.file.compression,
+                )
+                self._trade_writers[key] = writer
+            if table.num_rows:
+                writer.write(table)
+            return
+        self._trade_tables.setdefault(key, []).append(table)
+
+    def _finish_trades(self, window_id: Optional[str]) -> Optional[str]:
+        key = window_id or ""
+        writer = self._trade_writers.pop(key, None)
+        if writer is not None:
+            info = writer.close()
+            return self._record_file(
+                Path(info["path"]),
+                "all_trades",
+                window_id,
+                info,
+                None,
+                "arrow",
+                {"rows": info["rows"]},
+            )
+        tables = self._trade_tables.pop(key, None)
+        if tables is None:
+            return None
+        trades = pa.concat_tables(tables) if tables else TRADES_SCHEMA.empty_table()
+        meta = {"rows": trades.num_rows, "output_type": "trades"}
+        plan = self._role_plan("execution")
+        if plan is not None:
+            return self.store(window_id, plan.flow).put("all_trades", trades, meta).uri
+        place = self._place(self._dir(window_id), window_id)
+        with open_file_store(self.flow.file, place) as files:
+            return files.put("all_trades", trades, meta).uri
 
     # ------------------------------------------------------------------ phase files
 
-    def write_table(self, window_id: str | None, name: str, table: pa.Table) -> str:
+    def write_table(self, window_id: Optional[str], name: str, table: pa.Table) -> str:
         """Write ``<name>.arrow`` in the window's folder (the phase's with None) and
         record it; returns its URI."""
         return self._write_table(self._dir(window_id) / f"{name}.arrow", table, name, window_id)
@@ -172,8 +359,8 @@ class PhaseResults:
         path: Path,
         table: pa.Table,
         entity: str,
-        window_id: str | None,
-        container_id: str | None = None,
+        window_id: Optional[str],
+        container_id: Optional[str] = None,
     ) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         with phasekit.IpcWriter(str(path), schema=table.schema, compression="lz4") as writer:
@@ -186,11 +373,11 @@ class PhaseResults:
         self,
         path: Path,
         entity: str,
-        window_id: str | None,
+        window_id: Optional[str],
         info: Mapping[str, Any],
-        container_id: str | None,
+        container_id: Optional[str],
         fmt: str,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Optional[Mapping[str, Any]] = None,
     ) -> str:
         uri = path.resolve().as_uri()
         self.catalog.record_item(
@@ -209,22 +396,12 @@ class PhaseResults:
         )
         return uri
 
-    def add_trades(self, window_id: str | None, table: pa.Table) -> None:
-        """Append trades to the window's all_trades.arrow (streamed, not held)."""
-        key = window_id or ""
-        writer = self._trade_writers.get(key)
-        if writer is None:
-            folder = self._dir(window_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            writer = phasekit.IpcWriter(
-                str(folder / "all_trades.arrow"), schema=TRADES_SCHEMA, compression="lz4"
-            )
-            self._trade_writers[key] = writer
-        if table.num_rows:
-            writer.write(table)
-
     def write_json(
-        self, window_id: str | None, name: str, obj: Any, metadata: Mapping[str, Any] | None = None
+        self,
+        window_id: Optional[str],
+        name: str,
+        obj: Any,
+        metadata: Optional[Mapping[str, Any]] = None,
     ) -> str:
         path = self._dir(window_id) / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,29 +409,37 @@ class PhaseResults:
         info = {"size_bytes": path.stat().st_size, "checksum": checksum}
         return self._record_file(path, name, window_id, info, None, "json", metadata)
 
-    def finish_window(self, window_id: str | None) -> str | None:
-        """Finish the window's container stream (streaming mode) and close its
-        all_trades.arrow durably; both are recorded."""
-        store = self._stores.get((window_id or "", "streaming"))
-        if store is not None:
+    def finish_window(self, window_id: Optional[str]) -> Optional[str]:
+        """Finish the window's container streams (streaming mode) and its trades; both
+        are recorded. Returns the trades' URI (None when none were written)."""
+        for store in self._streams.pop(window_id or "", []):
             self.container_refs.append(store.finish("container_results"))
-        writer = self._trade_writers.pop(window_id or "", None)
-        if writer is None:
-            return None
-        info = writer.close()
-        return self._record_file(
-            Path(info["path"]), "all_trades", window_id, info, None, "arrow", {"rows": info["rows"]}
-        )
+        return self._finish_trades(window_id)
 
     def stats(self) -> dict[str, Any]:
-        return {f"{w or '-'}/{m}": store.stats() for (w, m), store in self._stores.items()}
+        return {f"{w or '-'}/{m}": store.stats() for (w, m, _), store in self._stores.items()}
 
     def close(self) -> None:
         for writer in self._trade_writers.values():
             writer.abort()
         self._trade_writers.clear()
+        self._trade_tables.clear()
         for store in self._stores.values():
             store.close()
+
+
+def _store_key(flow: DataFlow) -> Any:
+    """What tells two flows' stores apart within a mode."""
+    file = flow.file
+    return (
+        file.format,
+        file.compression,
+        tuple(file.partition_by),
+        flow.memory_limit_bytes,
+        flow.streaming.buffer_size,
+        flow.streaming.flush_interval,
+        tuple(sorted(flow.persistence.formats.items())),
+    )
 
 
 def read_json(path: Path) -> Any:

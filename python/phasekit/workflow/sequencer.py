@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+import pyarrow as pa
+
 from phasekit.backtest.portfolio import PortfolioSettings
-from phasekit.config.provenance import Level
+from phasekit.backtest.strategies import indicator_columns
 from phasekit.errors import ConfigError, WorkflowError
 from phasekit.workflow import analysis
 from phasekit.workflow.executor import DataSpec, Executor, bars_for
@@ -31,9 +34,10 @@ from phasekit.workflow.phase import (
     PhaseOutcome,
     QuietObserver,
 )
+from phasekit.workflow.plans import Planner
 from phasekit.workflow.results import PhaseResults, read_json
 from phasekit.workflow.runners import RUNNERS
-from phasekit.workflow.topology import Objective
+from phasekit.workflow.topology import Objective, strategy_params
 from phasekit.workflow.windowagg import public
 
 if TYPE_CHECKING:
@@ -158,17 +162,19 @@ class Sequencer:
             self.outcomes[name] = self.run_phase(name)
         return self.outcomes
 
-    def _results(self, phase: ResolvedPhase, mode: str) -> PhaseResults:
+    def _results(self, phase: ResolvedPhase, planner: Optional[Planner] = None) -> PhaseResults:
+        flow = planner.flow if planner else replace(phase.data_flow, mode="memory")
         return PhaseResults(
             self.run_dir,
             self.run_id,
             phase.name,
-            mode,
-            phase.data_flow.memory_limit_bytes,
+            flow,
             self.catalog,
-            buffer_size=phase.data_flow.streaming.buffer_size,
-            flush_interval=phase.data_flow.streaming.flush_interval,
-            container_mode=lambda cid: self._container_mode(phase, cid),
+            plan=planner.container if planner else None,
+            role_plan=planner.role if planner else None,
+            outputs=phase.output,
+            allow_pickle=self.resolved.allow_pickle,
+            base_path=phase.data_flow.file.base_path,
         )
 
     def run_phase(self, name: str) -> PhaseOutcome:
@@ -186,7 +192,9 @@ class Sequencer:
 
     def _backtest(self, phase: ResolvedPhase) -> PhaseOutcome:
         inputs = self.inputs(phase.name)
-        out = self._results(phase, self._mode(phase, inputs))
+        planner = Planner(phase, len(inputs.sets))
+        out = self._results(phase, planner)
+        self._store_roles(out, inputs)
         ctx = PhaseContext(
             phase,
             inputs,
@@ -211,32 +219,35 @@ class Sequencer:
                     "selected_parameters": outcome.selected,
                     "seconds": round(time.perf_counter() - started, 3),
                     "store_stats": out.stats(),
+                    "unmatched_patterns": planner.unmatched,
                 }
             )
+            for pattern in planner.unmatched:
+                log.warning(
+                    "phase %s: containers pattern %r selects no container (containers: "
+                    "data, features, execution and %s)",
+                    phase.name,
+                    pattern,
+                    ", ".join(f"{p}_*" for p in sorted(ctx.prefixes)),
+                )
             outcome.files["phase_summary"] = out.write_json(None, "phase_summary", outcome.summary)
         finally:
             out.close()
         return outcome
 
-    def _mode(self, phase: ResolvedPhase, inputs: PhaseInputs) -> str:
-        """The phase's container data-flow mode; with a parameter space and nothing set by
-        anyone, portfolios default to hybrid with small budgets (seed 001)."""
-        settings = phase.settings
-        if len(inputs.sets) > 1 and settings.level_of("data_flow.mode") is Level.PACKAGE_DEFAULT:
-            return "hybrid"
-        return str(phase.settings.data_flow.mode)
-
-    def _container_mode(self, phase: ResolvedPhase, container_id: str) -> Optional[str]:
-        """A container's data-flow mode when a container pattern (YAML or ``--set``) sets
-        one (None: the phase's)."""
-        settings = phase.container(container_id).settings
-        if settings.pattern_of("data_flow.mode") is not None:
-            return str(settings.data_flow.mode)
-        return None
+    def _store_roles(self, out: PhaseResults, inputs: PhaseInputs) -> None:
+        """The data container's bars and the features container's indicators, stored
+        when a pattern selects them."""
+        bars = inputs.bars
+        out.put_role("data", "bars", bars.to_table())
+        if out.has_role("features"):
+            sets = [strategy_params(inputs.strategy_base, p) for p in inputs.sets]
+            columns = indicator_columns(inputs.strategy_type, sets, bars.close)
+            out.put_role("features", "indicators", pa.table({"ts": bars.ts, **columns}))
 
     def _analysis(self, phase: ResolvedPhase) -> PhaseOutcome:
         outcome = PhaseOutcome(phase.name, phase.sequence)
-        out = self._results(phase, "memory")
+        out = self._results(phase)
         try:
             self.observer.phase_started(phase.name, 1, 1)
             aggregates = [
@@ -260,7 +271,7 @@ class Sequencer:
             raise ConfigError(f"phases.{phase.name}: topology 'stream' needs a `dag:` description")
         dag = Dag.from_spec(phase.params.dag)
         outcome = PhaseOutcome(phase.name, phase.sequence)
-        out = self._results(phase, "memory")
+        out = self._results(phase)
         try:
             self.observer.phase_started(phase.name, 1, len(dag.nodes))
             result = dag.run()

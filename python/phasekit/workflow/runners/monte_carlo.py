@@ -42,6 +42,7 @@ def run(ctx: PhaseContext) -> None:
     method = settings.get("method", DEFAULT_MONTE_CARLO_METHOD)
     seed = int(settings.get("seed", DEFAULT_SEED))
     all_metrics: list[dict[str, Any]] = []
+    ctx.prefixes.add("simulation")
     for window in windows:
         done = ctx.completed(window.window_id)
         if done is not None:

@@ -1,0 +1,94 @@
+"""How a phase keeps its containers' results: the phase's effective data flow and one
+:class:`~phasekit.workflow.results.ContainerPlan` per container or role container.
+
+Rules (design note 001):
+
+* a phase that runs more than one parameter set and whose data-flow mode is still the
+  package default keeps its portfolios ``hybrid``, each under a child budget of
+  :data:`HYBRID_CONTAINER_MB` inside the phase's budget;
+* a ``containers:`` pattern that sets ``data_flow.mode`` gives its containers that
+  store; one that sets ``memory_limit_mb`` gives each of them a child budget of that
+  size inside the phase's hybrid budget (the phase's store stays one store);
+* results kept in memory are also written to files when the phase persists
+  (``ResolvedPhase.persist``) or the container's ``persistence.on_completion`` is set.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Optional
+
+from phasekit.config.provenance import Level
+from phasekit.workflow.results import ROLE_CONTAINERS, ContainerPlan
+
+if TYPE_CHECKING:
+    from phasekit.config.resolved import ResolvedDataFlow, ResolvedPhase, ResolvedSettings
+
+log = logging.getLogger(__name__)
+
+HYBRID_CONTAINER_MB = 10
+MB = 1024 * 1024
+
+
+def _from_pattern(settings: ResolvedSettings, key: str) -> bool:
+    """The value of ``key`` was set by a container pattern (YAML or ``--set``)."""
+    return settings.pattern_of(key) is not None
+
+
+def phase_flow(phase: ResolvedPhase, n_sets: int) -> tuple[ResolvedDataFlow, bool]:
+    """The phase's data flow, and whether its mode is the hybrid default for sweeps
+    (the mode is still the package default: neither the workflow nor the user set it)."""
+    flow = phase.data_flow
+    if n_sets > 1 and phase.settings.level_of("data_flow.mode") is Level.PACKAGE_DEFAULT:
+        return replace(flow, mode="hybrid"), True
+    return flow, False
+
+
+class Planner:
+    """The plans of one phase's containers."""
+
+    def __init__(self, phase: ResolvedPhase, n_sets: int) -> None:
+        self.phase = phase
+        self.flow, self.sweep_default = phase_flow(phase, n_sets)
+        self._unmatched = set(unmatched_patterns(phase, ()))
+
+    @property
+    def unmatched(self) -> list[str]:
+        """The patterns that selected no container so far."""
+        return sorted(self._unmatched)
+
+    def container(self, container_id: str) -> ContainerPlan:
+        if self._unmatched:
+            self._unmatched -= {p for p in self._unmatched if fnmatch.fnmatchcase(container_id, p)}
+        settings = self.phase.container(container_id).settings
+        own = settings.data_flow
+        mode = own.mode if _from_pattern(settings, "data_flow.mode") else self.flow.mode
+        flow = replace(own, mode=mode, memory_limit_mb=self.flow.memory_limit_mb)
+        budget: Optional[int] = None
+        if _from_pattern(settings, "data_flow.memory_limit_mb"):
+            budget = own.memory_limit_bytes
+        elif self.sweep_default and mode == "hybrid":
+            budget = HYBRID_CONTAINER_MB * MB
+        persist = self.phase.persist or own.persistence.on_completion
+        return ContainerPlan(flow, budget, persist)
+
+    def role(self, role: str) -> Optional[ContainerPlan]:
+        """The plan of a role container (``data``, ``features``, ``execution``) when a
+        pattern selects it; None otherwise."""
+        if self.phase.container(role).pattern is None:
+            return None
+        return self.container(role)
+
+
+def unmatched_patterns(phase: ResolvedPhase, container_ids: Iterable[str]) -> list[str]:
+    """The phase's ``containers:`` patterns that selected no container (role containers
+    count as selected)."""
+    ids = [*ROLE_CONTAINERS, *container_ids]
+    return [
+        pattern
+        for pattern in phase.pattern_settings
+        if not any(fnmatch.fnmatchcase(cid, pattern) for cid in ids)
+    ]

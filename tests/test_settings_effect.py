@@ -1,0 +1,381 @@
+"""Every data-flow setting a run accepts changes what it writes, keeps or records.
+
+Each case runs a small single-pass optimisation (6 parameter sets) with one setting
+changed and checks the effect in the results folder, the catalog or the summary. The
+cases are the rows of docs/config.md "Where results go", the phase ``output`` list and
+the container patterns (``containers.<pattern>``: mode, memory limit, role containers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+import pytest
+
+from phasekit.catalog import open_catalog
+from phasekit.workflow import RunResult, run
+
+PHASE = "parameter_search"
+
+
+def config(results: Path, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "workflow": "optimization",
+        "run_name": "fx",
+        "results_dir": str(results),
+        "data": {"n_bars": 800, "frequency": "1h", "seed": 3, "volatility": 0.004},
+        "strategy": {"type": "sma_crossover"},
+        "parameter_space": {"strategy.fast": [3, 5, 8], "strategy.slow": [20, 40]},
+        "portfolio": {"commission_bps": 1},
+        "top_k": 2,
+    }
+    for key, value in extra.items():
+        node = cfg
+        *head, last = key.split(".")
+        for part in head:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return cfg
+
+
+def items(res: RunResult, entity_suffix: str = "_results") -> list[Any]:
+    catalog = open_catalog(res.catalog_url)
+    try:
+        return [i for i in catalog.list_items(res.run_id) if i.entity_name.endswith(entity_suffix)]
+    finally:
+        catalog.close()
+
+
+def phase_dir(res: RunResult) -> Path:
+    return res.run_dir / PHASE
+
+
+def summary(res: RunResult) -> dict[str, Any]:
+    return dict(json.loads((phase_dir(res) / "phase_summary.json").read_text()))
+
+
+def results_files(folder: Path, ext: str) -> list[Path]:
+    return sorted((folder / "containers").glob(f"*_results.{ext}"))
+
+
+# ---------------------------------------------------------------- checks, one per case
+
+
+def mode_memory(res: RunResult, tmp: Path) -> None:
+    rows = items(res)
+    assert len(rows) == 6 and all(r.data_reference.startswith("memory://") for r in rows)
+    assert not (phase_dir(res) / "containers").exists()
+
+
+def mode_file(res: RunResult, tmp: Path) -> None:
+    rows = items(res)
+    assert len(rows) == 6 and all(r.data_reference.startswith("file://") for r in rows)
+    assert len(results_files(phase_dir(res), "arrow")) == 6
+
+
+def mode_streaming(res: RunResult, tmp: Path) -> None:
+    assert summary(res)["data_flow"] == "streaming"
+    stream = phase_dir(res) / "containers" / ".stream"
+    assert list(stream.rglob("part-*.arrow"))
+
+
+def mode_hybrid(res: RunResult, tmp: Path) -> None:
+    stats = summary(res)["store_stats"]["-/hybrid"]
+    assert stats["items"] == 6 and stats["store"] == "hybrid"
+
+
+def tiny_memory_limit(res: RunResult, tmp: Path) -> None:
+    stats = summary(res)["store_stats"]["-/hybrid"]
+    assert stats["items_on_disk"] > 0  # a 1 KB budget spills
+
+
+def big_memory_limit(res: RunResult, tmp: Path) -> None:
+    stats = summary(res)["store_stats"]["-/hybrid"]
+    assert stats["items_on_disk"] == 0
+
+
+def base_path(res: RunResult, tmp: Path) -> None:
+    folder = tmp / "elsewhere" / res.run_id / PHASE
+    assert len(results_files(folder, "arrow")) == 6
+    assert not (phase_dir(res) / "containers").exists()
+    assert (phase_dir(res) / "phase_summary.json").exists()  # phase files stay put
+
+
+def parquet_zstd(res: RunResult, tmp: Path) -> None:
+    files = results_files(phase_dir(res), "parquet")
+    assert len(files) == 6
+    assert pq.ParquetFile(files[0]).metadata.row_group(0).column(0).compression == "ZSTD"
+    table = pq.read_table(files[0])
+    assert table.num_rows == 1 and "sharpe_ratio" in table.column_names
+    assert pl.read_parquet(files[0]).height == 1
+    con = duckdb.connect()
+    got = con.execute(f"select count(*) from read_parquet('{phase_dir(res)}/containers/*.parquet')")
+    assert got.fetchone() == (6,)
+    trades = pq.read_table(phase_dir(res) / "all_trades.parquet")
+    assert trades.num_rows > 0 and not (phase_dir(res) / "all_trades.arrow").exists()
+
+
+def json_gzip(res: RunResult, tmp: Path) -> None:
+    files = sorted((phase_dir(res) / "containers").glob("*_results.json*"))
+    assert len(files) == 6 and all(f.name.endswith(".gz") for f in files)
+
+
+def csv_results(res: RunResult, tmp: Path) -> None:
+    files = results_files(phase_dir(res), "csv")
+    assert len(files) == 6
+    assert pl.read_csv(files[0]).height == 1
+    assert (phase_dir(res) / "all_trades.csv").exists()
+
+
+def arrow_lz4(res: RunResult, tmp: Path) -> None:
+    files = results_files(phase_dir(res), "arrow")
+    assert len(files) == 6
+    assert feather.read_table(files[0]).num_rows == 1
+    # the trades file is compressed: smaller than the same table written without
+    path = phase_dir(res) / "all_trades.arrow"
+    table = feather.read_table(path)
+    plain = tmp / "plain.arrow"
+    feather.write_feather(table, plain, compression="uncompressed")
+    assert table.num_rows > 0 and path.stat().st_size < plain.stat().st_size
+
+
+def partition_by(res: RunResult, tmp: Path) -> None:
+    folders = sorted((phase_dir(res) / "containers").glob("*_results.parquet"))
+    assert len(folders) == 6 and all(f.is_dir() for f in folders)
+    assert list(folders[0].glob("container_id=portfolio_*"))
+    assert pq.read_table(folders[0]).num_rows == 1
+
+
+def save_all_phases(res: RunResult, tmp: Path) -> None:
+    rows = items(res)
+    assert len([r for r in rows if r.data_reference.startswith("memory://")]) == 6
+    assert len([r for r in rows if r.data_reference.startswith("file://")]) == 6
+    assert len(results_files(phase_dir(res), "arrow")) == 6
+
+
+def not_persisted(res: RunResult, tmp: Path) -> None:
+    assert not any(r.data_reference.startswith("file://") for r in items(res))
+
+
+def on_completion_json(res: RunResult, tmp: Path) -> None:
+    # persistence.format json: the persisted copies are JSON mappings
+    files = results_files(phase_dir(res), "json")
+    assert len(files) == 6
+    assert "sharpe_ratio" in json.loads(files[0].read_text())["metrics"]
+
+
+def persistence_formats(res: RunResult, tmp: Path) -> None:
+    assert len(results_files(phase_dir(res), "json")) == 6  # container_results: json
+    assert not results_files(phase_dir(res), "arrow")
+
+
+def output_aggregate_only(res: RunResult, tmp: Path) -> None:
+    assert not items(res)
+    assert not list(phase_dir(res).glob("all_trades.*"))
+    assert (phase_dir(res) / "aggregate_results.json").exists()
+
+
+def output_without_trades(res: RunResult, tmp: Path) -> None:
+    assert not list(phase_dir(res).glob("all_trades.*"))
+    assert len(results_files(phase_dir(res), "arrow")) == 6
+
+
+def pattern_file_mode(res: RunResult, tmp: Path) -> None:
+    refs = {r.entity_name: r.data_reference for r in items(res)}
+    assert refs["portfolio_00000_results"].startswith("file://")
+    assert refs["portfolio_00005_results"].startswith("memory://")
+
+
+def pattern_memory_limit(res: RunResult, tmp: Path) -> None:
+    stats = summary(res)["store_stats"]["-/hybrid"]
+    assert stats["items_on_disk"] > 0  # each container's own 1 KB child budget spills
+
+
+def roles(res: RunResult, tmp: Path) -> None:
+    entities = {r.entity_name: r for r in items(res, "")}
+    assert entities["data_bars"].data_reference.startswith("file://")
+    assert entities["features_indicators"].data_reference.startswith("memory://")
+    bars = feather.read_table(Path(entities["data_bars"].data_reference[len("file://") :]))
+    assert bars.num_rows == 800 and "close" in bars.column_names
+    trades = phase_dir(res) / "containers" / "all_trades.parquet"
+    assert pq.read_table(trades).num_rows > 0  # the execution container's fills
+
+
+def equity_traced(res: RunResult, tmp: Path) -> None:
+    assert len(items(res, "_equity")) == 6
+
+
+def no_equity(res: RunResult, tmp: Path) -> None:
+    assert not items(res, "_equity")
+
+
+Check = Callable[[RunResult, Path], None]
+
+MEM = {"data_flow.mode": "memory"}
+FILE = {"data_flow.mode": "file"}
+
+CASES: dict[str, tuple[dict[str, Any], Check]] = {
+    "mode-memory": (MEM, mode_memory),
+    "mode-file": (FILE, mode_file),
+    "mode-streaming": ({"data_flow.mode": "streaming"}, mode_streaming),
+    "mode-hybrid": ({"data_flow.mode": "hybrid"}, mode_hybrid),
+    "results_storage-disk": ({"results_storage": "disk"}, mode_file),
+    "results_storage-memory": ({"results_storage": "memory"}, mode_memory),
+    "storage_strategy-persist": ({"storage_strategy.mode": "persist"}, mode_file),
+    "memory_limit_mb-tiny": (
+        {"data_flow.mode": "hybrid", "data_flow.memory_limit_mb": 0.001},
+        tiny_memory_limit,
+    ),
+    "memory_limit_mb-big": (
+        {"data_flow.mode": "hybrid", "data_flow.memory_limit_mb": 100},
+        big_memory_limit,
+    ),
+    "file_settings.base_path": (
+        {**FILE, "data_flow.file_settings.base_path": "{tmp}/elsewhere"},
+        base_path,
+    ),
+    "file_settings.format-parquet-zstd": (
+        {
+            **FILE,
+            "data_flow.file_settings.format": "parquet",
+            "data_flow.file_settings.compression": "zstd",
+        },
+        parquet_zstd,
+    ),
+    "file_settings.format-csv": ({**FILE, "data_flow.file_settings.format": "csv"}, csv_results),
+    "file_settings.format-json-gzip": (
+        {
+            **FILE,
+            "data_flow.file_settings.format": "json",
+            "data_flow.file_settings.compression": "gzip",
+        },
+        json_gzip,
+    ),
+    "file_settings.compression-lz4": (
+        {**FILE, "data_flow.file_settings.compression": "lz4"},
+        arrow_lz4,
+    ),
+    "file_settings.partition_by": (
+        {
+            **FILE,
+            "data_flow.file_settings.format": "parquet",
+            "data_flow.file_settings.partition_by": ["container_id"],
+        },
+        partition_by,
+    ),
+    "persistence.save_all_phases": (
+        {**MEM, "data_flow.persistence.save_all_phases": True},
+        save_all_phases,
+    ),
+    "persist_intermediate_results": (
+        {**MEM, "storage_strategy.persist_intermediate_results": True},
+        save_all_phases,
+    ),
+    "stages_to_persist-other": (
+        {
+            **MEM,
+            "data_flow.persistence.save_all_phases": True,
+            "phases": [
+                {"name": PHASE, "sequence": "single_pass"},
+                {"name": "later", "topology": "analysis", "depends_on": [PHASE]},
+            ],
+            "storage_strategy.stages_to_persist": ["later"],
+        },
+        not_persisted,
+    ),
+    "persistence.save_final_only": (
+        {**MEM, "data_flow.persistence.save_final_only": True},
+        save_all_phases,
+    ),
+    "persistence.on_completion+format": (
+        {
+            **MEM,
+            "data_flow.persistence.on_completion": True,
+            "data_flow.persistence.format": "json",
+        },
+        on_completion_json,
+    ),
+    "persistence.formats": (
+        {**FILE, "data_flow.persistence.formats": {"container_results": "json"}},
+        persistence_formats,
+    ),
+    "output-aggregate_only": ({**FILE, "output": ["aggregate_metrics"]}, output_aggregate_only),
+    "output-no-trades": (
+        {**FILE, "output": {"trades": False}},
+        output_without_trades,
+    ),
+    "containers.pattern.mode": (
+        {**MEM, "containers": {"portfolio_0000[0-2]": {"data_flow": {"mode": "file"}}}},
+        pattern_file_mode,
+    ),
+    "containers.pattern.memory_limit_mb": (
+        {
+            "data_flow.mode": "hybrid",
+            "data_flow.memory_limit_mb": 100,
+            "containers": {"portfolio_*": {"data_flow": {"memory_limit_mb": 0.001}}},
+        },
+        pattern_memory_limit,
+    ),
+    "containers.roles": (
+        {
+            **MEM,
+            "containers": {
+                "data": {"data_flow": {"mode": "file"}},
+                "features": {"data_flow": {"mode": "memory"}},
+                "execution": {
+                    "data_flow": {"mode": "file", "file_settings": {"format": "parquet"}}
+                },
+            },
+        },
+        roles,
+    ),
+    "event_tracing-portfolio_update": (
+        {**MEM, "event_tracing": ["FILL", "PORTFOLIO_UPDATE"]},
+        equity_traced,
+    ),
+    "event_tracing-positions": ({**MEM, "event_tracing": ["FILL"]}, no_equity),
+}
+
+
+def _fill(value: Any, tmp: Path) -> Any:
+    return value.replace("{tmp}", str(tmp)) if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_setting_takes_effect(case: str, tmp_path: Path, backend_name: str) -> None:
+    settings, check = CASES[case]
+    extra = {k: _fill(v, tmp_path) for k, v in settings.items()}
+    phases = extra.pop("phases", None)
+    cfg = config(tmp_path / "results", **extra)
+    if phases is not None:
+        cfg.pop("workflow")
+        cfg["phases"] = phases
+    if "output" in cfg:
+        cfg["phase_overrides"] = {PHASE: {"output": cfg.pop("output")}}
+    res = run(cfg, workers=1)
+    try:
+        assert res.status == "completed"
+        check(res, tmp_path)
+    finally:
+        res.close()
+
+
+def test_a_pattern_that_selects_nothing_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = config(tmp_path / "results", containers={"features_*": {"data_flow": {"mode": "file"}}})
+    with caplog.at_level(logging.WARNING):
+        res = run(cfg, workers=1)
+    try:
+        assert summary(res)["unmatched_patterns"] == ["features_*"]
+        assert any("'features_*' selects no container" in r.message for r in caplog.records)
+    finally:
+        res.close()
