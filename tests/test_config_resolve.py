@@ -545,7 +545,13 @@ def test_output_forms() -> None:
         }
     )
     assert r.phase("a").output == ("trades",)
-    assert r.phase("b").output == ()
+    # a mapping turns kinds off; the kinds it does not name stay on
+    assert r.phase("b").output == (
+        "container_results",
+        "aggregate_metrics",
+        "equity_curves",
+        "selected_parameters",
+    )
     assert len(resolve({"phases": [{"name": "c"}]}).phase("c").output) == 5
 
 

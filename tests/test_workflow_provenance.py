@@ -42,7 +42,7 @@ def _summary(res: Any, phase: str = "search") -> dict[str, Any]:
 
 def _container_files(res: Any, phase: str = "search") -> set[str]:
     folder = res.run_dir / phase / "containers"
-    return {p.name.removesuffix("_results.json") for p in folder.glob("*_results.json")}
+    return {p.name.removesuffix("_results.arrow") for p in folder.glob("*_results.arrow")}
 
 
 # --- the levels themselves -----------------------------------------------------------------

@@ -180,15 +180,16 @@ class PhaseParams(Settings, RunParams):
 
 
 def _output(value: Any) -> dict[str, bool]:
-    """Which results a phase collects: a list of kinds or a mapping kind -> bool."""
+    """Which results a phase collects: a list of kinds (exactly those) or a mapping
+    kind -> bool (kinds it does not name stay on)."""
     if isinstance(value, list):
         for i, kind in enumerate(value):
             if kind not in OUTPUT_KINDS:
                 fail(choice_message(kind, OUTPUT_KINDS), (i,))
-        value = dict.fromkeys(value, True)
+        value = {kind: kind in value for kind in OUTPUT_KINDS}
     if not isinstance(value, dict):
         expected(f"a list or a mapping of output kinds ({', '.join(OUTPUT_KINDS)})", value)
-    out = {}
+    out = dict.fromkeys(OUTPUT_KINDS, True)
     for key, flag in value.items():
         if key not in OUTPUT_KINDS:
             fail(choice_message(key, OUTPUT_KINDS), (key,))

@@ -249,9 +249,10 @@ class PhaseResults:
     def _record(self, store: AnyStore, results: dict[str, Any], window_id: Optional[str]) -> Any:
         """The value a store keeps for a container's results: the mapping, or a one-row
         table for a file format other than JSON and pickle."""
-        if isinstance(store, FileStore) and store.format.name not in ("json", "pickle"):
-            return result_row(results, window_id)
-        return results
+        if not isinstance(store, FileStore):
+            return results
+        fmt = store.formats.get("container_results", store.format.name)
+        return results if fmt in ("json", "pickle") else result_row(results, window_id)
 
     def _put_equity(
         self,
