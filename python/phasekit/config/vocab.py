@@ -9,20 +9,22 @@ from typing import Any, Optional
 from phasekit.catalog.cleanup import POLICIES as CLEANUP_POLICIES
 from phasekit.events import RETENTION_POLICIES
 from phasekit.registry import MONTE_CARLO_METHODS, SEQUENCES, WALK_FORWARD_MODES
+from phasekit.stores.factory import MODES
 from phasekit.stores.formats import FORMATS as STORE_FORMATS
 from phasekit.stores.formats import allowed_compressions, partitioned_formats
 
 # Owned below and re-exported here for the model: sequences and their modes and methods
-# (registry), cleanup policies (catalog.cleanup), retention policies (events).
+# (registry), cleanup policies (catalog.cleanup), retention policies (events), data-flow
+# modes (stores.factory).
 __all__ = [
     "CLEANUP_POLICIES",
+    "MODES",
     "MONTE_CARLO_METHODS",
     "RETENTION_POLICIES",
     "SEQUENCES",
     "WALK_FORWARD_MODES",
 ]
 
-MODES = ("memory", "file", "streaming", "hybrid")
 RESULTS_STORAGE = {"memory": "memory", "disk": "file"}
 # Values of the other vocabularies written where a data_flow mode is expected.
 MODE_HINTS = {
