@@ -215,10 +215,11 @@ def test_keep_latest_at_close_removes_older_runs(catalog_url: str, results_dir: 
         folders.append(results_dir / c.process_id / "cleaning")
         if i == 2:
             with open_catalog(catalog_url, results_dir=results_dir) as own:
-                # run 0 went when run 1 closed; phasekit's catalog would now remove run 1
+                # run 0 went when run 1 closed; while run 2 runs, run 1 is the latest
+                # completed run, which keep_latest keeps
                 assert pids[0] not in {r.process_id for r in own.list_items()}
                 preview = own.cleanup("keep_latest", dry_run=True)
-                assert {item.process_id for item in preview.selected} == {pids[1]}
+                assert preview.selected == [] and preview.kept_runs == [pids[1]]
         c.close()
     with open_catalog(catalog_url, results_dir=results_dir) as catalog:
         assert {r.process_id for r in catalog.list_items()} == {pids[2]}

@@ -13,6 +13,9 @@ from phasekit.errors import InvalidArgument
 TMP_SUFFIX = ".phasekit-tmp"
 """Suffix of files being written (IpcWriter and the stores' atomic writes)."""
 
+MANIFEST_DIR = ".phasekit"
+"""The folder of a file store's manifests, ``<folder>/.phasekit/<key>.json``."""
+
 NAME_MAX_BYTES = 255
 """The filesystems' limit on one path component, in bytes (``NAME_MAX`` on Linux, macOS)."""
 

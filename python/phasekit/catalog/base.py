@@ -26,8 +26,10 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import os
 import re
 import secrets
+import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -61,7 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("phasekit.catalog")
 
 INLINE_MAX_BYTES = 64 * 1024
-LISTED_STATES = ("present", "missing", "corrupt")
+LISTED_STATES = ("present", "missing", "corrupt", "released")
+MEMORY_PREFIX = "memory://"
 _CHECKSUM = re.compile(r"^crc32:[0-9a-f]{8}$")
 _CHUNK = 500
 _ITEM_SELECT = f"SELECT {', '.join(ITEM_COLUMNS)} FROM intermediate_data"
@@ -73,6 +76,16 @@ _INSERT_ITEM = (
 
 Rows = list[tuple[Any, ...]]
 Exec = Callable[[str, Sequence[Any]], Rows]
+
+
+OWNER_PID_KEY = "_pid"
+OWNER_HOST_KEY = "_host"
+
+
+def owner_of_memory() -> dict[str, Any]:
+    """Which process holds an in-memory item: recorded in its metadata so that ``doctor``
+    can tell, after a crash, that the memory is gone."""
+    return {OWNER_PID_KEY: os.getpid(), OWNER_HOST_KEY: socket.gethostname()}
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -133,6 +146,11 @@ class Catalog(abc.ABC):
     def _meta_clause(self, path: list[str], value: Any) -> tuple[str, list[Any]]:
         """SQL (with ``?`` marks) matching rows whose metadata at ``path`` equals ``value``."""
 
+    @property
+    @abc.abstractmethod
+    def _migrations(self) -> Mapping[int, Sequence[str]]:
+        """Statements that bring a catalog of schema version N to N + 1."""
+
     @abc.abstractmethod
     def close(self) -> None:
         """Close the connection."""
@@ -169,10 +187,16 @@ class Catalog(abc.ABC):
                 f"catalog {self.url} has schema version {rows[0][0]}, newer than this "
                 f"phasekit understands ({SCHEMA_VERSION}); upgrade phasekit"
             )
+        else:
+            for version in range(int(rows[0][0]), SCHEMA_VERSION):
+                for statement in self._migrations[version]:
+                    execute(statement, ())
+                execute("UPDATE phasekit_schema SET version = ?", (version + 1,))
+                log.info("catalog %s migrated to schema version %d", self.url, version + 1)
 
     # ------------------------------------------------------------- processes
     def _process(self, row: tuple[Any, ...]) -> ProcessRow:
-        pid, workflow, config, backend, status, started, finished, rdir = row
+        pid, workflow, config, backend, status, started, finished, rdir, run_name = row
         return ProcessRow(
             process_id=pid,
             workflow=workflow,
@@ -182,6 +206,7 @@ class Catalog(abc.ABC):
             started_at=self._ts_value(started),
             finished_at=None if finished is None else self._ts_value(finished),
             results_dir=rdir,
+            run_name=run_name,
         )
 
     def start_process(
@@ -193,12 +218,16 @@ class Catalog(abc.ABC):
         results_dir: str | Path | None = None,
         process_id: str | None = None,
         started_at: datetime | None = None,
+        run_name: str | None = None,
     ) -> str:
-        """Record a new run with status ``running``; returns its process id (the run name)."""
+        """Record a new run of a workflow type with status ``running``; returns its process
+        id (``<run_name or workflow>-<time>-<hex>`` unless given)."""
         check_name("workflow", workflow)
+        check_optional_name("run_name", run_name)
         started = as_utc(started_at) if started_at else utc_now()
         if process_id is None:
-            process_id = f"{workflow}-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+            prefix = run_name or workflow
+            process_id = f"{prefix}-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         check_name("process_id", process_id)
         rdir = results_dir if results_dir is not None else self.results_dir
         params = (
@@ -210,12 +239,13 @@ class Catalog(abc.ABC):
             self._ts_param(started),
             None,
             None if rdir is None else str(Path(rdir).absolute()),
+            run_name,
         )
         with self._lock, self._transaction() as execute:
             if execute("SELECT 1 FROM processes WHERE process_id = ?", (process_id,)):
                 raise CatalogError(f"run {process_id!r} already exists in catalog {self.url}")
             execute(
-                f"INSERT INTO processes ({', '.join(PROCESS_COLUMNS)}) VALUES ({_marks(8)})", params
+                f"INSERT INTO processes ({', '.join(PROCESS_COLUMNS)}) VALUES ({_marks(9)})", params
             )
         log.debug("started run %s (%s)", process_id, workflow)
         return process_id
@@ -223,20 +253,37 @@ class Catalog(abc.ABC):
     def finish_process(
         self, process_id: str, status: str = "completed", finished_at: datetime | None = None
     ) -> ProcessRow:
-        """Set a run's final status (completed, failed or interrupted) and end time."""
+        """Set a run's final status (completed, failed or interrupted) and end time; its
+        in-memory items (``memory://``) become ``released``: their process has ended."""
         if status not in FINAL_STATUSES:
             raise InvalidArgument(
                 f"status {status!r} is not a final run status; allowed: {', '.join(FINAL_STATUSES)}"
             )
         finished = self._ts_param(as_utc(finished_at) if finished_at else utc_now())
-        rows = self._write(
-            "UPDATE processes SET status = ?, finished_at = ? WHERE process_id = ? "
-            "RETURNING process_id",
-            (status, finished, process_id),
-        )
+        with self._lock, self._transaction() as execute:
+            rows = execute(
+                "UPDATE processes SET status = ?, finished_at = ? WHERE process_id = ? "
+                "RETURNING process_id",
+                (status, finished, process_id),
+            )
+            if rows:
+                self._release_memory(execute, process_id)
         if not rows:
             raise UnknownKey(f"run {process_id!r} is not in catalog {self.url}")
         return self.get_process(process_id)
+
+    def _release_memory(self, execute: Exec, process_id: str) -> list[int]:
+        rows = execute(
+            "UPDATE intermediate_data SET state = 'released' WHERE process_id = ? "
+            "AND state = 'present' AND substr(data_reference, 1, 9) = ? RETURNING id",
+            (process_id, MEMORY_PREFIX),
+        )
+        return [int(r[0]) for r in rows]
+
+    def release_memory_items(self, process_id: str) -> list[int]:
+        """Mark the present ``memory://`` items of an ended run ``released``; their ids."""
+        with self._lock, self._transaction() as execute:
+            return self._release_memory(execute, process_id)
 
     def get_process(self, process_id: str) -> ProcessRow:
         with self._lock:
@@ -246,9 +293,14 @@ class Catalog(abc.ABC):
         return self._process(rows[0])
 
     def list_processes(
-        self, workflow: str | None = None, status: str | None = None, limit: int | None = None
+        self,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        *,
+        run_name: str | None = None,
     ) -> list[ProcessRow]:
-        """Runs, newest first."""
+        """Runs, newest first; of a workflow type, a status, a run name."""
         if status is not None and status not in PROCESS_STATUSES:
             raise InvalidArgument(
                 f"status {status!r} is not a run status; allowed: {', '.join(PROCESS_STATUSES)}"
@@ -260,6 +312,9 @@ class Catalog(abc.ABC):
         if status is not None:
             where.append("status = ?")
             params.append(status)
+        if run_name is not None:
+            where.append("run_name = ?")
+            params.append(run_name)
         sql = _PROCESS_SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY started_at DESC, process_id DESC"
         if limit is not None:
@@ -339,6 +394,9 @@ class Catalog(abc.ABC):
             )
         if item.data_reference is not None:
             self._check_file(item)
+        metadata = dict(item.metadata)
+        if (item.data_reference or "").startswith(MEMORY_PREFIX):
+            metadata.update(owner_of_memory())
         created = as_utc(item.created_at) if item.created_at else utc_now()
         return (
             item.process_id,
@@ -347,7 +405,7 @@ class Catalog(abc.ABC):
             storage,
             item.data_reference,
             inline,
-            to_json(dict(item.metadata), "metadata"),
+            to_json(metadata, "metadata"),
             self._ts_param(created),
             size,
             item.format,
@@ -536,9 +594,11 @@ class Catalog(abc.ABC):
             return [self._item(r) for r in self._read(sql, params)]
 
     def usage(self, process_id: str | None = None) -> list[UsageRow]:
-        """Items, bytes and files per run and stage (rows being deleted are left out)."""
+        """Items, bytes on disk (of ``file://`` items only: not in-memory, inline or stream
+        items) and files per run and stage (rows being deleted are left out)."""
         sql = (
-            "SELECT process_id, stage_name, COUNT(*), COALESCE(SUM(size_bytes), 0), "
+            "SELECT process_id, stage_name, COUNT(*), COALESCE(SUM(CASE WHEN "
+            "substr(data_reference, 1, 7) = 'file://' THEN size_bytes ELSE 0 END), 0), "
             "COUNT(DISTINCT CASE WHEN substr(data_reference, 1, 7) = 'file://' "
             "THEN data_reference END) FROM intermediate_data WHERE state <> 'deleting'"
         )
@@ -620,11 +680,15 @@ class Catalog(abc.ABC):
         stages_to_persist: Sequence[str] | None = None,
         dry_run: bool = False,
         workflow: str | None = None,
+        run_name: str | None = None,
     ) -> CleanupReport:
-        """Apply a cleanup policy (keep_all, keep_latest, keep_none); see :mod:`.cleanup`."""
+        """Apply a cleanup policy (keep_all, keep_latest, keep_none) to the runs of a
+        workflow type and run name (all when ``None``); see :mod:`.cleanup`."""
         from phasekit.catalog.cleanup import run_cleanup
 
-        return run_cleanup(self, policy, stages_to_persist, dry_run=dry_run, workflow=workflow)
+        return run_cleanup(
+            self, policy, stages_to_persist, dry_run=dry_run, workflow=workflow, run_name=run_name
+        )
 
     def doctor(
         self, repair: bool = False, *, verify: bool = True, grace_seconds: float = 300.0

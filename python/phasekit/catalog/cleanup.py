@@ -14,15 +14,20 @@ leave a renamed folder ``.<name>.<hex>.phasekit-tmp``, which doctor removes. A f
 never deleted while a row that is not being deleted records it. Crash tests stop a removal
 at each of these steps through :mod:`phasekit.failpoints` (inert unless asked).
 
+A file a store wrote comes with a manifest ``<folder>/.phasekit/<key>.json`` (its
+metadata and metrics); the manifest goes with the file.
+
 Policies: ``keep_all`` deletes nothing; ``keep_latest`` deletes the items of every run
-except the most recently started run of each workflow; ``keep_none`` deletes the items
-of every run. Runs still ``running`` are never touched, and items of a stage listed in
+except the most recently started completed run of each run name (a failed or
+interrupted newer run does not displace it); ``keep_none`` deletes the items of every
+run. Runs still ``running`` are never touched, and items of a stage listed in
 ``stages_to_persist`` are kept whatever the policy. Run rows are kept (the history).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -37,6 +42,7 @@ from phasekit import failpoints
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ITEM_STATES, ItemRow
 from phasekit.errors import CatalogError, InvalidArgument
+from phasekit.names import MANIFEST_DIR
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -95,6 +101,8 @@ class CleanupReport:
 
 def _fsync_dir(folder: Path) -> None:
     """Make the deletions in ``folder`` durable (best effort: some systems refuse)."""
+    if not folder.is_dir():
+        return
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -113,6 +121,23 @@ def _delete_path(path: Path) -> None:
         shutil.rmtree(doomed, ignore_errors=True)  # the rename was the commit point
     else:
         path.unlink()
+
+
+def _delete_manifest(path: Path, reference: str, key: str, report: RemovalReport) -> None:
+    """Delete ``<folder>/.phasekit/<key>.json`` when it describes ``reference``."""
+    manifest = path.parent / MANIFEST_DIR / f"{key}.json"
+    try:
+        if manifest.is_symlink() or manifest.parent.is_symlink():
+            return
+        body = json.loads(manifest.read_bytes())
+    except (OSError, ValueError):
+        return
+    ref = body.get("ref") if isinstance(body, dict) else None
+    if not isinstance(ref, dict) or ref.get("uri") != reference:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        manifest.unlink()
+        report.files_deleted.append(str(manifest))
 
 
 def _prune_empty(folders: set[Path], stops: set[Path]) -> None:
@@ -157,6 +182,7 @@ def _delete_files(
         try:
             _delete_path(path)
             report.files_deleted.append(str(path))
+            _delete_manifest(path, ref, ref_rows[0].entity_name, report)
             failpoints.reach("cleanup.mid_delete")
         except FileNotFoundError:
             pass
@@ -166,6 +192,7 @@ def _delete_files(
                 report.failed.append((row.id, f"cannot delete {path}: {exc.strerror or exc}"))
             continue
         folders.add(path.parent)
+        folders.add(path.parent / MANIFEST_DIR)
     for folder in folders:
         _fsync_dir(folder)
     return failed, folders
@@ -205,14 +232,18 @@ def remove_items(
 
 
 def select_items(
-    catalog: Catalog, policy: str, stages_to_persist: Sequence[str] | None, workflow: str | None
+    catalog: Catalog,
+    policy: str,
+    stages_to_persist: Sequence[str] | None,
+    workflow: str | None,
+    run_name: str | None = None,
 ) -> tuple[list[ItemRow], list[str], list[str]]:
     """(items the policy deletes, runs kept as latest, runs skipped as running)."""
     if policy not in POLICIES:
         raise InvalidArgument(
             f"cleanup policy {policy!r} is not valid; allowed: {', '.join(POLICIES)}"
         )
-    processes = catalog.list_processes(workflow)
+    processes = catalog.list_processes(workflow, run_name=run_name)
     running = [p.process_id for p in processes if p.status == "running"]
     kept: list[str] = []
     if policy == "keep_all":
@@ -220,8 +251,9 @@ def select_items(
     if policy == "keep_latest":
         seen: set[str] = set()
         for proc in processes:  # newest first
-            if proc.workflow not in seen:
-                seen.add(proc.workflow)
+            name = proc.run_name or proc.workflow
+            if proc.status == "completed" and name not in seen:
+                seen.add(name)
                 kept.append(proc.process_id)
     persist = set(stages_to_persist or ())
     selected: list[ItemRow] = []
@@ -240,9 +272,11 @@ def run_cleanup(
     *,
     dry_run: bool = False,
     workflow: str | None = None,
+    run_name: str | None = None,
 ) -> CleanupReport:
-    """Apply ``policy``; with ``dry_run`` only report what would be deleted."""
-    selected, kept, running = select_items(catalog, policy, stages_to_persist, workflow)
+    """Apply ``policy`` to the runs of ``workflow`` and ``run_name`` (all when ``None``);
+    with ``dry_run`` only report what would be deleted."""
+    selected, kept, running = select_items(catalog, policy, stages_to_persist, workflow, run_name)
     report = CleanupReport(
         policy=policy,
         dry_run=dry_run,

@@ -15,7 +15,10 @@ Kinds of finding (severity; what ``repair`` does):
 - ``bad_reference`` (error): a ``file://`` reference that names no local path; left alone.
 - ``unreferenced_file`` (info): a file under a results folder that no row records;
   left alone (nothing is deleted that might be wanted). Hidden files and folders (a
-  store's own manifests) are only searched for temp files.
+  store's own manifests) are only searched for temp files; a folder holding its own
+  catalog (a results folder nested in this one) is another catalog's and is skipped.
+- ``ended_memory`` (warning): an in-memory (``memory://``) item still ``present`` though
+  its run has ended or the process that held it is gone (a crash); marked ``released``.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from phasekit.catalog.base import MEMORY_PREFIX, OWNER_HOST_KEY, OWNER_PID_KEY
 from phasekit.catalog.integrity import problem_with
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ITEM_STATES, ItemRow, ProcessRow
@@ -149,6 +154,38 @@ def _finish_deletes(catalog: Catalog, rows: list[ItemRow], report: DoctorReport)
     report.findings.append(finding)
 
 
+def _memory_gone(row: ItemRow, run: ProcessRow | None) -> str | None:
+    """Why a present ``memory://`` item's memory is gone, or None while it may live."""
+    if run is None or run.status != "running":
+        return f"its run is {run.status if run else 'unknown'}"
+    pid, host = row.metadata.get(OWNER_PID_KEY), row.metadata.get(OWNER_HOST_KEY)
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"its process {pid} has ended"
+    except PermissionError:
+        return None
+    return None
+
+
+def _release_memory(
+    catalog: Catalog, rows: list[ItemRow], runs: dict[str, ProcessRow], report: DoctorReport
+) -> None:
+    for row in rows:
+        if row.state != "present" or not (row.data_reference or "").startswith(MEMORY_PREFIX):
+            continue
+        why = _memory_gone(row, runs.get(row.process_id))
+        if why is None:
+            continue
+        finding = Finding("ended_memory", "warning", f"{row.label} is in memory but {why}")
+        finding.item_id = row.id
+        if report.repair and catalog.mark_items([row.id], "released", from_states=("present",)):
+            finding.repaired, finding.action = True, "marked released"
+        report.findings.append(finding)
+
+
 def _run_of(path: Path, root: Path, runs: dict[str, ProcessRow]) -> ProcessRow | None:
     try:
         first = path.relative_to(root).parts[0]
@@ -208,6 +245,8 @@ def _scan(
             path = base / name
             if name.endswith(TMP_SUFFIX):
                 _temp_finding(path, root, runs, report, grace)
+            elif (path / CATALOG_FILENAME).is_file():
+                continue  # a nested results folder: its own catalog answers for it
             elif path not in referenced:
                 keep_dirs.append(name)
         dirs[:] = keep_dirs
@@ -237,6 +276,7 @@ def run_doctor(
     _check_rows(catalog, rows, report, verify)
     processes = catalog.list_processes()
     runs = {p.process_id: p for p in processes}
+    _release_memory(catalog, rows, runs, report)
     roots = {Path(catalog.results_dir)} if catalog.results_dir else set()
     referenced: set[Path] = set()
     for row in rows:

@@ -7,14 +7,14 @@ open a new database at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from phasekit.catalog.base import Catalog, Exec, Rows
 from phasekit.catalog.encode import to_json
-from phasekit.catalog.schema import POSTGRES_DDL
+from phasekit.catalog.schema import POSTGRES_DDL, POSTGRES_MIGRATIONS
 from phasekit.catalog.uris import CatalogLocation
 from phasekit.errors import CatalogError
 
@@ -96,6 +96,10 @@ class PostgresCatalog(Catalog):
 
     def _meta_clause(self, path: list[str], value: Any) -> tuple[str, list[Any]]:
         return "jsonb_extract_path(metadata, VARIADIC ?::text[]) = ?::jsonb", [path, to_json(value)]
+
+    @property
+    def _migrations(self) -> Mapping[int, Sequence[str]]:
+        return POSTGRES_MIGRATIONS
 
     def close(self) -> None:
         with self._lock:

@@ -12,8 +12,9 @@ from phasekit.catalog.uris import uri_to_path
 PROCESS_STATUSES = ("running", "completed", "failed", "interrupted")
 FINAL_STATUSES = PROCESS_STATUSES[1:]
 STORAGE_TYPES = ("inline", "reference")
-# present: recorded and on disk; deleting: a cleanup is removing it; missing/corrupt: doctor
-ITEM_STATES = ("present", "deleting", "missing", "corrupt")
+# present: recorded and on disk; deleting: a cleanup is removing it; missing/corrupt: doctor;
+# released: an in-memory item (memory://) whose process has ended
+ITEM_STATES = ("present", "deleting", "missing", "corrupt", "released")
 
 
 def _jsonable(row: Any) -> dict[str, Any]:
@@ -36,6 +37,7 @@ class ProcessRow:
     started_at: datetime
     finished_at: datetime | None
     results_dir: str | None
+    run_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(self)

@@ -8,11 +8,13 @@ PostgreSQL ``metadata`` is ``jsonb`` (queried) while ``config`` and ``inline_dat
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``processes.run_name`` (``workflow`` holds the workflow type); item state
+``released`` (an in-memory item whose process has ended)."""
 
 _STATUS = "status IN ('running', 'completed', 'failed', 'interrupted')"
 _STORAGE = "storage_type IN ('inline', 'reference')"
-_STATE = "state IN ('present', 'deleting', 'missing', 'corrupt')"
+_STATE = "state IN ('present', 'deleting', 'missing', 'corrupt', 'released')"
 
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_processes_workflow ON processes (workflow, started_at)",
@@ -38,7 +40,8 @@ def _tables(ts: str, json_meta: str, json_text: str, item_id: str, bigint: str) 
             status       TEXT NOT NULL CHECK ({_STATUS}),
             started_at   {ts} NOT NULL,
             finished_at  {ts},
-            results_dir  TEXT
+            results_dir  TEXT,
+            run_name     TEXT
         )""",
         f"""CREATE TABLE IF NOT EXISTS intermediate_data (
             id             {item_id},
@@ -105,4 +108,43 @@ PROCESS_COLUMNS = (
     "started_at",
     "finished_at",
     "results_dir",
+    "run_name",
 )
+
+# Version 1 kept the run name in ``workflow``: it moves to ``run_name`` and ``workflow``
+# takes the workflow type from the recorded configuration.
+_RUN_NAME_V2 = (
+    "ALTER TABLE processes ADD COLUMN run_name TEXT",
+    "UPDATE processes SET run_name = workflow, workflow = COALESCE({workflow_of_config}, workflow)",
+)
+
+
+def _sqlite_v2() -> tuple[str, ...]:
+    """SQLite cannot change a CHECK constraint: the items table is rebuilt."""
+    create = next(t for t in SQLITE_DDL if "TABLE IF NOT EXISTS intermediate_data" in t)
+    create = create.replace("TABLE IF NOT EXISTS intermediate_data", "TABLE intermediate_data_v2")
+    columns = ", ".join(ITEM_COLUMNS)
+    return (
+        *(
+            sql.format(workflow_of_config="json_extract(config, '$.workflow')")
+            for sql in _RUN_NAME_V2
+        ),
+        create,
+        f"INSERT INTO intermediate_data_v2 ({columns}) SELECT {columns} FROM intermediate_data",
+        "DROP TABLE intermediate_data",
+        "ALTER TABLE intermediate_data_v2 RENAME TO intermediate_data",
+        *_INDEXES,
+    )
+
+
+SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _sqlite_v2()}
+"""Statements that bring a SQLite catalog of schema version N to N + 1."""
+
+POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        *(sql.format(workflow_of_config="config ->> 'workflow'") for sql in _RUN_NAME_V2),
+        "ALTER TABLE intermediate_data DROP CONSTRAINT IF EXISTS intermediate_data_state_check",
+        f"ALTER TABLE intermediate_data ADD CONSTRAINT intermediate_data_state_check CHECK ({_STATE})",
+    )
+}
+"""Statements that bring a PostgreSQL catalog of schema version N to N + 1."""

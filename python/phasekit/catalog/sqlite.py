@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 from phasekit.catalog.base import Catalog, Exec, Rows
 from phasekit.catalog.encode import ts_text
-from phasekit.catalog.schema import SQLITE_DDL
+from phasekit.catalog.schema import SQLITE_DDL, SQLITE_MIGRATIONS
 from phasekit.catalog.uris import CatalogLocation
 from phasekit.errors import CatalogError
 
@@ -148,6 +148,10 @@ class SqliteCatalog(Catalog):
             value,
             jpath,
         ]
+
+    @property
+    def _migrations(self) -> Mapping[int, Sequence[str]]:
+        return SQLITE_MIGRATIONS
 
     def close(self) -> None:
         with self._lock:

@@ -95,7 +95,7 @@ def parse_meta(pairs: Sequence[str] | None) -> dict[str, Any]:
 # ------------------------------------------------------------------ commands
 def cmd_runs(args: argparse.Namespace) -> int:
     with _open(args) as catalog:
-        procs = catalog.list_processes(args.workflow, args.status, args.limit)
+        procs = catalog.list_processes(args.workflow, args.status, args.limit, run_name=args.name)
         usage: dict[str, list[int]] = {}
         for row in catalog.usage():
             total = usage.setdefault(row.process_id, [0, 0])
@@ -115,6 +115,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     rows = [
         (
             p.process_id,
+            p.run_name,
             p.workflow,
             p.status,
             _when(p.started_at),
@@ -124,7 +125,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         )
         for p in procs
     ]
-    columns = ("run", "workflow", "status", "started", "finished", "items", "size")
+    columns = ("run", "name", "workflow", "status", "started", "finished", "items", "size")
     _console().print(_table(f"{len(rows)} runs in {catalog.url}", columns, rows))
     return 0
 
@@ -269,7 +270,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     with _open(args) as catalog:
         report = catalog.cleanup(
-            args.policy, args.stages, dry_run=args.dry_run, workflow=args.workflow
+            args.policy,
+            args.stages,
+            dry_run=args.dry_run,
+            workflow=args.workflow,
+            run_name=args.name,
         )
     if args.json:
         return _emit_json(report.to_dict())
@@ -287,7 +292,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         _table(f"cleanup {report.policy}: {verb}", ("run", "stage", "items", "size"), rows)
     )
     if report.kept_runs:
-        console.print("kept (latest of their workflow): " + ", ".join(report.kept_runs))
+        console.print("kept (latest completed of their name): " + ", ".join(report.kept_runs))
     if report.running_runs:
         console.print("not touched (running): " + ", ".join(report.running_runs))
     if report.removal and report.removal.failed:
@@ -374,7 +379,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         return parser
 
     p = add("runs", cmd_runs, "list the runs in the catalog, newest first")
-    p.add_argument("--workflow", help="only runs of this workflow")
+    p.add_argument(
+        "--workflow", help="only runs of this workflow type (train_test_optimization...)"
+    )
+    p.add_argument("--name", help="only runs of this run name (run_name of the config)")
     p.add_argument("--status", choices=PROCESS_STATUSES)
     p.add_argument("--limit", type=int)
 
@@ -423,7 +431,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--stages", nargs="+", metavar="STAGE", help="stages to persist: their items are kept"
     )
-    p.add_argument("--workflow", help="only runs of this workflow")
+    p.add_argument("--workflow", help="only runs of this workflow type")
+    p.add_argument("--name", help="only runs of this run name")
     p.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
 
     p = add("du", cmd_du, "space used by run and stage")

@@ -28,6 +28,7 @@ from phasekit.errors import (
     UnknownKey,
     UnsafePath,
 )
+from phasekit.names import MANIFEST_DIR
 from phasekit.paths import check_not_symlink, contained, read_bytes_nofollow
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
@@ -75,7 +76,6 @@ class _Plan:
     what: str
 
 
-MANIFEST_DIR = ".phasekit"
 MANIFEST_VERSION = 1
 
 

@@ -60,6 +60,10 @@ BUILTIN_WORKFLOWS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+CUSTOM_WORKFLOW = "custom"
+"""The workflow type recorded for a config with a ``phases:`` list and no ``workflow``."""
+
+
 def workflow_defaults(name: str | None) -> dict[str, dict[str, Any]] | None:
     """The per-phase defaults of a built-in workflow (None for a user workflow)."""
     if name is None or name not in BUILTIN_WORKFLOWS:

@@ -18,8 +18,8 @@ from typing import Any, Optional, Union
 import pyarrow as pa
 
 import phasekit
-from phasekit.errors import ConfigError, UnknownKey
-from phasekit.workflow.builtin import check_workflow, workflow_defaults
+from phasekit.errors import UnknownKey
+from phasekit.workflow.builtin import CUSTOM_WORKFLOW, check_workflow, workflow_defaults
 from phasekit.workflow.executor import DataSpec, Executor, bars_for
 from phasekit.workflow.sequencer import Observer, PhaseOutcome, Sequencer
 
@@ -194,13 +194,19 @@ def _preflight(resolved: Any, executor: Executor) -> None:
 
 def _cleanup(catalog: Any, resolved: Any, run_id: str) -> None:
     """Apply the configured ``storage_strategy.cleanup_policy`` once the run completed:
-    ``keep_latest`` removes the items of earlier runs of this run's name, ``keep_none``
-    those of this run too; stages in ``stages_to_persist`` are kept."""
+    ``keep_latest`` removes the items of runs of this run's name but the latest completed
+    one (this one), ``keep_none`` those of this run too; stages in ``stages_to_persist``
+    are kept."""
     policy = resolved.cleanup_policy
     if policy == "keep_all":
         return
-    workflow = catalog.resolve_run(run_id).workflow
-    report = catalog.cleanup(policy, list(resolved.stages_to_persist), workflow=workflow)
+    row = catalog.resolve_run(run_id)
+    report = catalog.cleanup(
+        policy,
+        list(resolved.stages_to_persist),
+        workflow=row.workflow,
+        run_name=row.run_name,
+    )
     removal = report.removal
     if removal is not None:
         log.info(
@@ -216,12 +222,11 @@ def _start(catalog: Any, resolved: Any, resume: Optional[str]) -> str:
         row = catalog.resolve_run(resume)
         log.info("resuming run %s", row.process_id)
         return str(row.process_id)
-    name = resolved.run_name or resolved.workflow or "workflow"
-    if not name:
-        raise ConfigError("run_name: empty")
+    workflow = resolved.workflow or CUSTOM_WORKFLOW
     return str(
         catalog.start_process(
-            name,
+            workflow,
+            run_name=resolved.run_name or workflow,
             config=resolved.to_dict(),
             backend=phasekit.get_backend(),
             results_dir=resolved.results_dir,
