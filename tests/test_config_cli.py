@@ -15,6 +15,16 @@ from phasekit.cli import main
 CONFIGS = Path(__file__).parent / "data" / "configs"
 
 
+@pytest.fixture
+def per_container(tmp_path: Path) -> str:
+    """seed001 (settings and container patterns only) made runnable: ``config show``
+    checks what ``run`` checks, and a run needs a workflow or phases."""
+    path = tmp_path / "per_container.yaml"
+    text = (CONFIGS / "seed001_per_container.yaml").read_text()
+    path.write_text(text + "\nworkflow: optimization\n")
+    return str(path)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
@@ -42,11 +52,11 @@ def test_show_json_in_a_subprocess() -> None:
     assert view["phases"]["analysis"]["depends_on"] == ["optimization"]
 
 
-def test_show_table_in_a_subprocess() -> None:
-    proc = run_cli(str(CONFIGS / "seed001_per_container.yaml"))
+def test_show_table_in_a_subprocess(per_container: str) -> None:
+    proc = run_cli(per_container)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "run-wide settings" in out and "containers (settings that differ)" in out
+    assert "phase parameter_search" in out and "containers (settings that differ)" in out
     for pattern in ("data", "features", "portfolio_*", "execution"):
         assert pattern in out
     assert "containers.portfolio_*.data_flow.memory_limit_mb" in out
@@ -85,8 +95,10 @@ def test_unknown_phase(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
-def test_narrow_to_a_pattern_or_a_container_id(capsys: pytest.CaptureFixture[str]) -> None:
-    path = str(CONFIGS / "seed001_per_container.yaml")
+def test_narrow_to_a_pattern_or_a_container_id(
+    capsys: pytest.CaptureFixture[str], per_container: str
+) -> None:
+    path = per_container
     view = show_json(capsys, path, "--container", "portfolio_*")
     assert list(view["base_containers"]) == ["portfolio_*"]
     view = show_json(capsys, path, "--container", "portfolio_0042")
@@ -98,8 +110,8 @@ def test_narrow_to_a_pattern_or_a_container_id(capsys: pytest.CaptureFixture[str
     assert "no container pattern 'risk_*'" in capsys.readouterr().err
 
 
-def test_runtime_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    path = str(CONFIGS / "seed001_per_container.yaml")
+def test_runtime_arguments(capsys: pytest.CaptureFixture[str], per_container: str) -> None:
+    path = per_container
     view = show_json(capsys, path, "--set", "data_flow.mode=file", "--set", "workers=2")
     assert view["workers"] == 2
     assert view["base"]["data_flow"]["mode"] == "file"

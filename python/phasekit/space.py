@@ -90,9 +90,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def range_values(args: Any) -> list[Any]:
-    """The values of ``{range: args}``: ``[stop]``, ``[start, stop]`` or ``[start, stop,
-    step]``, stop exclusive, step > 0; integers when every bound is an integer."""
+def range_size(args: Any) -> int:
+    """How many values ``{range: args}`` holds, counted without listing them (a range of
+    10^12 values costs nothing to refuse): ``[stop]``, ``[start, stop]`` or ``[start,
+    stop, step]`` of finite numbers, stop exclusive, step > 0."""
     if not isinstance(args, Sequence) or isinstance(args, str) or not 1 <= len(args) <= 3:
         raise ConfigError(
             f"expected [start, stop, step] (1 to 3 numbers, stop exclusive), got {args!r}"
@@ -101,6 +102,8 @@ def range_values(args: Any) -> list[Any]:
         raise ConfigError(
             f"expected [start, stop, step] (1 to 3 numbers, stop exclusive), got {args!r}"
         )
+    if not all(math.isfinite(a) for a in args):
+        raise ConfigError(f"expected [start, stop, step] of finite numbers, got {list(args)!r}")
     start, stop, step = ([0, *args] if len(args) == 1 else [*args, 1])[:3]
     if not step > 0:
         raise ConfigError(f"step must be > 0, got {step!r}")
@@ -108,6 +111,19 @@ def range_values(args: Any) -> list[Any]:
         raise ConfigError(
             f"{list(args)!r} holds no value: start {start!r} is not below stop {stop!r}"
         )
+    if all(isinstance(a, int) for a in args):
+        return len(range(start, stop, step))
+    count = math.ceil((stop - start) / step - 1e-9)
+    # the last candidate may round up to stop (range_values drops it)
+    last = round(start + (count - 1) * step, 12)
+    return count if last < stop else count - 1
+
+
+def range_values(args: Any) -> list[Any]:
+    """The values of ``{range: args}`` (checked by :func:`range_size`); integers when
+    every bound is an integer."""
+    range_size(args)
+    start, stop, step = ([0, *args] if len(args) == 1 else [*args, 1])[:3]
     if all(isinstance(a, int) for a in args):
         return list(range(start, stop, step))
     count = math.ceil((stop - start) / step - 1e-9)
@@ -120,5 +136,6 @@ __all__ = [
     "Constraint",
     "is_number",
     "parse_constraint",
+    "range_size",
     "range_values",
 ]

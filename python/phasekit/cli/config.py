@@ -6,7 +6,8 @@ from. ``--phase`` and ``--container`` (a pattern or a container id) narrow it; `
 path=value`` applies runtime arguments; ``--json`` prints the same as JSON.
 
 A built-in workflow's per-phase defaults (``phasekit.workflow.builtin``) are the
-workflow level of precedence, as in ``phasekit run``.
+workflow level of precedence, as in ``phasekit run``; the configuration is checked by
+the function ``run`` checks it with, so both refuse the same files with the same exit code.
 """
 
 from __future__ import annotations
@@ -17,14 +18,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from phasekit.config import (
-    ResolvedConfig,
-    ResolvedSettings,
-    WorkflowConfig,
-    load_config,
-    parse_set_args,
-    resolve,
-)
+from phasekit.config import ResolvedConfig, ResolvedSettings, parse_set_args
 from phasekit.config.patterns import is_pattern
 from phasekit.errors import ConfigError
 
@@ -49,16 +43,12 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)
 
 
-def workflow_defaults(config: WorkflowConfig) -> Optional[Mapping[str, Any]]:
-    """The built-in workflow's per-phase defaults for ``config`` (None for user workflows)."""
-    from phasekit.workflow.builtin import workflow_defaults as builtin_defaults
-
-    return builtin_defaults(config.workflow)
-
-
 def run_show(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    resolved = resolve(config, workflow_defaults(config), parse_set_args(args.sets))
+    """Validate exactly as ``phasekit run`` does (:func:`phasekit.workflow.run.load_and_resolve`,
+    the same errors and exit code), then print."""
+    from phasekit.workflow.run import load_and_resolve
+
+    resolved = load_and_resolve(args.file, parse_set_args(args.sets))
     view = select(resolved, args.phase, args.container)
     if args.json:
         sys.stdout.write(json.dumps(view, indent=2) + "\n")

@@ -7,6 +7,7 @@ indexes) extends that path when a check looks inside the value.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -16,6 +17,7 @@ from typing import Annotated, Any, NoReturn, Optional
 from pydantic import BaseModel, ConfigDict, PlainValidator
 from pydantic_core import PydanticCustomError
 
+from phasekit.config.limits import MAX_AMOUNT, MAX_COUNT, MAX_MEMORY_MB, MAX_SECONDS, MAX_SEED
 from phasekit.config.names import name_problem, pattern_problem
 from phasekit.config.vocab import choice_message, show, type_name
 from phasekit.errors import InvalidArgument
@@ -47,36 +49,50 @@ def choice(
     return check
 
 
-def integer(ge: Optional[int] = None) -> Callable[[Any], int]:
-    what = "an integer" if ge is None else f"an integer >= {ge}"
+def integer(ge: Optional[int] = None, le: Optional[int] = None) -> Callable[[Any], int]:
+    """An integer (not a bool) in ``[ge, le]``."""
+    bounds = [f">= {ge}"] if ge is not None else []
+    if le is not None:
+        bounds.append(f"<= {le:,}")
+    what = "an integer" + (" " + " and ".join(bounds) if bounds else "")
 
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             expected(what, value)
         if ge is not None and value < ge:
-            fail(f"must be >= {ge}, got {value}")
+            fail(f"must be >= {ge}, got {show(value)}")
+        if le is not None and value > le:
+            fail(f"must be <= {le:,}, got {show(value)}")
         return value
 
     return check
 
 
+def _bound(value: float) -> str:
+    """A bound as it reads in a message: 1,000,000 rather than 1e+06."""
+    if float(value).is_integer() and abs(value) < 1e18:
+        return f"{int(value):,}"
+    return f"{value:g}"
+
+
 def number(
     gt: Optional[float] = None, ge: Optional[float] = None, le: Optional[float] = None
 ) -> Callable[[Any], float]:
+    """A finite number (not a bool, NaN or an infinity) within the bounds given."""
     bounds = []
     if gt is not None:
-        bounds.append(f"> {gt:g}")
+        bounds.append(f"> {_bound(gt)}")
     if ge is not None:
-        bounds.append(f">= {ge:g}")
+        bounds.append(f">= {_bound(ge)}")
     if le is not None:
-        bounds.append(f"<= {le:g}")
+        bounds.append(f"<= {_bound(le)}")
     what = "a number" + (" " + " and ".join(bounds) if bounds else "")
 
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             expected(what, value)
-        if value != value:  # NaN
-            expected(what, value)
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"must be a finite number, got {show(value)}")
         if (gt is not None and not value > gt) or (ge is not None and not value >= ge):
             fail(f"must be {' and '.join(bounds)}, got {show(value)}")
         if le is not None and not value <= le:
@@ -173,10 +189,14 @@ def iso_date(value: Any) -> str:
 
 Date = Annotated[str, PlainValidator(iso_date)]
 AnyInt = Annotated[int, PlainValidator(integer())]
-PositiveInt = Annotated[int, PlainValidator(integer(ge=1))]
+PositiveInt = Annotated[int, PlainValidator(integer(ge=1, le=MAX_COUNT))]
 PositiveNumber = Annotated[float, PlainValidator(number(gt=0))]
 NonNegative = Annotated[float, PlainValidator(number(ge=0))]
 AnyNumber = Annotated[float, PlainValidator(number())]
+Seed = Annotated[int, PlainValidator(integer(ge=0, le=MAX_SEED))]
+MegaBytes = Annotated[float, PlainValidator(number(gt=0, le=MAX_MEMORY_MB))]
+Seconds = Annotated[float, PlainValidator(number(gt=0, le=MAX_SECONDS))]
+Amount = Annotated[float, PlainValidator(number(gt=0, le=MAX_AMOUNT))]
 
 _IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError
 
+from phasekit.config.limits import MAX_CONFIG_BYTES, MAX_PROBLEMS, MAX_UNKNOWN_SHOWN, clip
 from phasekit.config.messages import combine, problems
 from phasekit.config.model import (
     ContainerSettings,
@@ -39,26 +41,83 @@ SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_config_file(path: Path) -> str:
+    """The text of a configuration file: a regular file of at most MAX_CONFIG_BYTES of
+    UTF-8. A FIFO, device or folder is refused without opening it for a blocking read."""
+    name = clip(repr(str(path)))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {name} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"config file {name} cannot be read: {clip(str(exc))}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"config file {name} is {_kind(st.st_mode)}; give a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigError(f"config file {name} cannot be read: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)  # what was opened, should the path have changed meanwhile
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"config file {name} is {_kind(st.st_mode)}; give a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {name} holds {st.st_size:,} bytes; a configuration may hold "
+                f"at most {MAX_CONFIG_BYTES:,}"
+            )
+        data = os.read(fd, MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {name} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {name} holds more than {MAX_CONFIG_BYTES:,} bytes; a configuration "
+            "may hold at most that many"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"config file {name} line {line}: not UTF-8 text ({exc.reason})"
+        ) from None
+
+
+def _is_file_name(source: Union[str, os.PathLike[str]]) -> bool:
+    if isinstance(source, os.PathLike):
+        return True
+    if "\n" in source or len(source) > 4096:
+        return False
+    return source.endswith(_SUFFIXES) or os.path.lexists(source)
+
+
 def _read(source: Union[str, os.PathLike[str]]) -> tuple[Any, Lines, str]:
     """``(data, lines, origin)`` of a file path or YAML text."""
-    is_file = isinstance(source, os.PathLike) or (
-        "\n" not in source and (source.endswith(_SUFFIXES) or os.path.isfile(source))
-    )
-    if not is_file:
+    if not _is_file_name(source):
         text = str(source)
         if "\n" not in text and ":" not in text and "{" not in text:
-            raise ConfigError(f"config file {text!r} does not exist")
+            raise ConfigError(f"config file {clip(repr(text))} does not exist")
         data, lines = parse_yaml(text, "config")
         return data, lines, ""
     path = Path(source)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
-    data, lines = parse_yaml(text, str(path))
-    return data, lines, str(path)
+    text = read_config_file(path)
+    data, lines = parse_yaml(text, clip(str(path)))
+    return data, lines, clip(str(path))
 
 
 def validate(
@@ -81,10 +140,33 @@ def validate(
             f"{where}{at}expected a mapping of configuration keys, got {show(data)} "
             f"({type_name(data)})"
         )
+    _many_unknown(model, data, origin, prefix)
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(combine(problems(exc, model, prefix, lines), origin)) from None
+        found = problems(exc, model, prefix, lines, limit=MAX_PROBLEMS)
+        more = exc.error_count() - MAX_PROBLEMS
+        if more > 0:
+            found.append(f"... and {more:,} more problems")
+        raise ConfigError(combine(found, origin)) from None
+
+
+def _many_unknown(model: type[BaseModel], data: Mapping[Any, Any], origin: str, at: Any) -> None:
+    """One line for a mapping with more unknown keys than MAX_PROBLEMS (say 200,000): the
+    first MAX_UNKNOWN_SHOWN of them, without describing each."""
+    if model.model_config.get("extra") != "forbid" or len(data) <= MAX_PROBLEMS:
+        return
+    known = model.model_fields
+    unknown = [key for key in data if key not in known]
+    if len(unknown) <= MAX_PROBLEMS:
+        return
+    where = f"{origin}: " if origin else ""
+    level = ".".join(map(str, at)) if at else "the top level"
+    shown = ", ".join(clip(repr(k), 40) for k in unknown[:MAX_UNKNOWN_SHOWN])
+    raise ConfigError(
+        f"{where}{len(unknown):,} unknown keys at {level}, the first "
+        f"{MAX_UNKNOWN_SHOWN}: {shown} (allowed keys: {', '.join(sorted(known))})"
+    )
 
 
 def load_config(source: Source) -> WorkflowConfig:

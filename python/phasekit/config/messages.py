@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from phasekit.config.fields import ERROR_TYPE
+from phasekit.config.limits import clip
 from phasekit.config.vocab import show, type_name, unknown_key_message
 from phasekit.config.yamlsource import Lines
 
@@ -25,7 +26,7 @@ def format_path(parts: tuple[Any, ...]) -> str:
         elif _PLAIN_KEY.match(str(part)):
             out += ("." if out else "") + str(part)
         else:
-            out += f"[{str(part)!r}]"
+            out += f"[{clip(repr(str(part)), 60)}]"
     return out
 
 
@@ -121,10 +122,12 @@ def problems(
     root: type[BaseModel],
     prefix: tuple[Any, ...] = (),
     lines: Optional[Lines] = None,
+    limit: Optional[int] = None,
 ) -> list[str]:
-    """One line per problem: ``path: message`` (with `` (line N)`` when lines are known)."""
+    """One line per problem: ``path: message`` (with `` (line N)`` when lines are known);
+    only the first ``limit`` problems are described when it is given."""
     out = []
-    for error in exc.errors():
+    for error in exc.errors()[:limit]:
         parts, text = _describe(error, root)
         path = format_path((*prefix, *parts))
         line = _line(lines, parts) if lines else None

@@ -13,11 +13,12 @@ from pydantic import BeforeValidator, PlainValidator, model_validator
 
 from phasekit.config.fields import (
     Bool,
+    MegaBytes,
     Model,
     PathText,
     Pattern,
     PositiveInt,
-    PositiveNumber,
+    Seconds,
     Text,
     check_event_kind,
     check_path,
@@ -29,6 +30,7 @@ from phasekit.config.fields import (
     name_check,
     string_list,
 )
+from phasekit.config.limits import MAX_WORKERS
 from phasekit.config.params import (
     DataConfig,
     DataSplit,
@@ -62,7 +64,6 @@ Mode = Annotated[str, PlainValidator(choice(MODES, MODE_HINTS))]
 Format = Annotated[str, PlainValidator(choice(FORMATS))]
 PhaseName = Annotated[str, PlainValidator(name_check("phase name"))]
 OutputType = Annotated[str, PlainValidator(name_check("output type"))]
-MegaBytes = PositiveNumber
 
 _ALL_COMPRESSIONS = tuple(dict.fromkeys(c for cs in COMPRESSIONS.values() for c in cs if c))
 
@@ -91,7 +92,7 @@ class MemorySettings(Model):
 
 class StreamingSettings(Model):
     buffer_size: Optional[PositiveInt] = None
-    flush_interval: Optional[PositiveNumber] = None
+    flush_interval: Optional[Seconds] = None
 
 
 class Persistence(Model):
@@ -235,6 +236,8 @@ def _workers(value: Any) -> Optional[int]:
         expected("a number of worker processes or 'auto'", value)
     if value < 1:
         fail(f"must be >= 1 or 'auto', got {value}")
+    if value > MAX_WORKERS:
+        fail(f"must be <= {MAX_WORKERS} or 'auto', got {value}")
     return value
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from phasekit.config.limits import MAX_QUOTED_CHARS, clip
 from phasekit.config.vocab import show
 from phasekit.errors import InvalidArgument
 from phasekit.stores.names import check_name
@@ -23,7 +24,10 @@ def name_problem(value: Any, what: str = "name") -> Optional[str]:
     try:
         check_name(what, value)
     except InvalidArgument as exc:
-        return str(exc)
+        text = str(exc)
+        if isinstance(value, str) and len(value) > MAX_QUOTED_CHARS:
+            text = text.replace(repr(value), clip(repr(value)), 1)
+        return text
     return None
 
 

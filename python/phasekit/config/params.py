@@ -7,6 +7,7 @@ Each may be set at the top level, in a phase (``phases[i]`` or its ``config``), 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -16,14 +17,12 @@ from pydantic import PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
 
 from phasekit.config.fields import (
-    AnyInt,
-    AnyNumber,
+    Amount,
     Bool,
     Date,
     Model,
-    NonNegative,
     PositiveInt,
-    PositiveNumber,
+    Seed,
     check_path,
     check_text,
     choice,
@@ -34,6 +33,15 @@ from phasekit.config.fields import (
     iso_date,
     number,
     string_list,
+)
+from phasekit.config.limits import (
+    MAX_BARS,
+    MAX_BPS,
+    MAX_FREQUENCY_SECONDS,
+    MAX_GRID,
+    MAX_PERIODS_PER_YEAR,
+    MAX_RATE,
+    MAX_SEED,
 )
 from phasekit.config.vocab import (
     DATA_SOURCES,
@@ -56,7 +64,7 @@ from phasekit.registry import (
     WALK_FORWARD_MODES,
     parse_frequency,
 )
-from phasekit.space import SPACE_RESERVED, is_number, parse_constraint, range_values
+from phasekit.space import SPACE_RESERVED, is_number, parse_constraint, range_size
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -76,6 +84,10 @@ def unknown_keys(value: dict[str, Any], allowed: tuple[str, ...]) -> None:
             fail(unknown_key_message(key, allowed), (key,))
 
 
+Bars = Annotated[int, PlainValidator(integer(ge=1, le=MAX_BARS))]
+Bps = Annotated[float, PlainValidator(number(ge=0, le=MAX_BPS))]
+
+
 # --- parameter space -------------------------------------------------------------------
 
 
@@ -87,30 +99,62 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _range(args: Any) -> None:
-    """``[stop]``, ``[start, stop]`` or ``[start, stop, step]``: stop exclusive, step > 0."""
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _range(args: Any) -> int:
+    """``[stop]``, ``[start, stop]`` or ``[start, stop, step]``: stop exclusive, step > 0,
+    at most MAX_GRID values (counted, not listed); returns how many it holds."""
     try:
-        range_values(args)
+        size = range_size(args)
     except ConfigError as exc:
         fail(str(exc))
+    if size > MAX_GRID:
+        fail(f"{show(args)} holds {size:,} values; a grid may hold at most {MAX_GRID:,}")
+    return size
 
 
-def _param_values(spec: Any) -> None:
+def _param_values(spec: Any) -> int:
+    """Check one axis of a parameter space; returns how many values it holds."""
     if isinstance(spec, list):
         if not spec:
             fail("is an empty list; give at least one value")
+        if len(spec) > MAX_GRID:
+            fail(f"holds {len(spec):,} values; a grid may hold at most {MAX_GRID:,}")
         for i, item in enumerate(spec):
-            if not _scalar(item):
-                fail(f"expected a number, string or boolean, got {show(item)}", (i,))
+            if not _scalar(item) or not _finite(item):
+                fail(f"expected a finite number, string or boolean, got {show(item)}", (i,))
         if len({repr(v) for v in spec}) != len(spec):
             fail(f"has duplicate values: {show(spec)}")
-    elif isinstance(spec, dict):
+        return len(spec)
+    if isinstance(spec, dict):
         unknown_keys(spec, ("range",))
         if "range" not in spec:
             fail("expected a list, a single value or {range: [start, stop, step]}")
-        within(("range",), _range, spec["range"])
-    elif not _scalar(spec):
+        return int(within(("range",), _range, spec["range"]))
+    if not _scalar(spec) or not _finite(spec):
         expected("a list of values, a value or {range: [start, stop, step]}", spec)
+    return 1
+
+
+def grid_size(space: dict[str, Any]) -> int:
+    """Parameter sets of a checked space before constraints: the product of its axes' sizes."""
+    total = 1
+    for name, spec in space.items():
+        if name not in SPACE_RESERVED:
+            total *= _param_values(spec)
+    return total
+
+
+def check_grid(space: dict[str, Any]) -> None:
+    """Refuse a space whose grid holds more than MAX_GRID sets, before listing any."""
+    total = grid_size(space)
+    if total > MAX_GRID:
+        fail(
+            f"the grid holds {total:,} parameter sets (the product of its axes' sizes); "
+            f"a grid may hold at most {MAX_GRID:,}"
+        )
 
 
 def _param_name(name: Any) -> str:
@@ -151,9 +195,9 @@ def _sample(value: Any) -> None:
     unknown_keys(value, ("n", "seed"))
     if "n" not in value:
         fail("needs n, the number of parameter sets to draw")
-    within(("n",), integer(ge=1), value["n"])
+    within(("n",), integer(ge=1, le=MAX_GRID), value["n"])
     if "seed" in value:
-        within(("seed",), integer(), value["seed"])
+        within(("seed",), integer(ge=0, le=MAX_SEED), value["seed"])
 
 
 def check_parameter_space(value: Any) -> dict[str, Any]:
@@ -172,6 +216,7 @@ def check_parameter_space(value: Any) -> dict[str, Any]:
     for name in names:
         within((name,), _param_name, name)
         within((name,), _param_values, value[name])
+    check_grid(value)
     if "sample" in value:
         within(("sample",), _sample, value["sample"])
     constraints = value.get("constraints", [])
@@ -218,13 +263,25 @@ def _frequency(value: Any) -> str:
     if not isinstance(value, str):
         expected("a frequency such as 1min, 1h or 1d", value)
     try:
-        parse_frequency(value)
-    except ConfigError:
+        nanoseconds = parse_frequency(value)
+    except (ConfigError, ValueError):
         fail(
             f"{show(value)} is not a frequency; use a number and one of s, min (or m), h, d, "
             "e.g. 1min, 15min, 1h, 1d"
         )
+    if not 0 < nanoseconds <= MAX_FREQUENCY_SECONDS * 10**9:
+        fail(
+            f"{show(value)} must be longer than 0 and at most {MAX_FREQUENCY_SECONDS // 86_400} "
+            "days, e.g. 1min, 15min, 1h, 1d"
+        )
     return value
+
+
+def _symbols(value: Any) -> list[str]:
+    symbols = string_list(check_text)(value)
+    if not symbols:
+        fail("is an empty list; give at least one symbol")
+    return symbols
 
 
 class DataConfig(Model):
@@ -232,17 +289,19 @@ class DataConfig(Model):
 
     source: Optional[Annotated[str, PlainValidator(choice(DATA_SOURCES))]] = None
     path: Optional[Annotated[list[str], PlainValidator(string_list(check_path))]] = None
-    symbols: Optional[Annotated[list[str], PlainValidator(string_list(check_text))]] = None
+    symbols: Optional[Annotated[list[str], PlainValidator(_symbols)]] = None
     start: Optional[Date] = None
     end: Optional[Date] = None
-    n_bars: Optional[Annotated[int, PlainValidator(integer(ge=2))]] = None
+    n_bars: Optional[Annotated[int, PlainValidator(integer(ge=2, le=MAX_BARS))]] = None
     frequency: Optional[Annotated[str, PlainValidator(_frequency)]] = None
-    seed: Optional[AnyInt] = None
-    initial_price: Optional[PositiveNumber] = None
-    drift: Optional[AnyNumber] = None
-    volatility: Optional[NonNegative] = None
+    seed: Optional[Seed] = None
+    initial_price: Optional[Amount] = None
+    drift: Optional[Annotated[float, PlainValidator(number(ge=-MAX_RATE, le=MAX_RATE))]] = None
+    volatility: Optional[Annotated[float, PlainValidator(number(ge=0, le=MAX_RATE))]] = None
     calendar: Optional[Annotated[str, PlainValidator(choice(DATA_CALENDARS))]] = None
-    periods_per_year: Optional[PositiveNumber] = None
+    periods_per_year: Optional[
+        Annotated[float, PlainValidator(number(gt=0, le=MAX_PERIODS_PER_YEAR))]
+    ] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
@@ -272,8 +331,11 @@ class StrategyConfig(Model, extra="allow"):
         for key, value in (self.model_extra or {}).items():
             if not _PARAM_NAME.match(key) or "." in key:
                 fail(f"{show(key)} is not a parameter name; use an identifier", (key,))
-            if not (_scalar(value) or (isinstance(value, list) and all(map(_scalar, value)))):
-                fail(f"expected a number, string, boolean or list, got {show(value)}", (key,))
+            values = value if isinstance(value, list) else [value]
+            if not all(_scalar(v) and _finite(v) for v in values):
+                fail(
+                    f"expected a finite number, string, boolean or list, got {show(value)}", (key,)
+                )
         return self
 
     @property
@@ -283,11 +345,11 @@ class StrategyConfig(Model, extra="allow"):
 
 
 class PortfolioConfig(Model):
-    initial_capital: Optional[PositiveNumber] = None
+    initial_capital: Optional[Amount] = None
     fraction: Optional[Annotated[float, PlainValidator(number(gt=0, le=1))]] = None
     whole_units: Optional[Bool] = None
-    commission_bps: Optional[NonNegative] = None
-    slippage_bps: Optional[NonNegative] = None
+    commission_bps: Optional[Bps] = None
+    slippage_bps: Optional[Bps] = None
 
 
 # --- sequence settings -----------------------------------------------------------------
@@ -297,9 +359,9 @@ class WalkForward(Model):
     """Train on ``train`` bars, test on the following ``test`` bars, advance by ``step``
     (default: ``test``); ``rolling`` keeps the train length, ``expanding`` its start."""
 
-    train: Optional[PositiveInt] = None
-    test: Optional[PositiveInt] = None
-    step: Optional[PositiveInt] = None
+    train: Optional[Bars] = None
+    test: Optional[Bars] = None
+    step: Optional[Bars] = None
     mode: Annotated[str, PlainValidator(choice(WALK_FORWARD_MODES))] = DEFAULT_WALK_FORWARD_MODE
 
 
@@ -308,7 +370,7 @@ class MonteCarlo(Model):
 
     n: PositiveInt = DEFAULT_SIMULATIONS
     batch: PositiveInt = DEFAULT_BATCH
-    seed: AnyInt = DEFAULT_SEED
+    seed: Seed = DEFAULT_SEED
     method: Annotated[str, PlainValidator(choice(MONTE_CARLO_METHODS))] = DEFAULT_MONTE_CARLO_METHOD
 
 

@@ -9,8 +9,10 @@ import the caller's ``__main__``: a script that calls ``phasekit.run`` without a
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import stat
 import sys
 import threading
 from collections import deque
@@ -21,13 +23,27 @@ from multiprocessing import context as mp_context
 from multiprocessing import popen_forkserver, popen_spawn_posix, spawn
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
-from phasekit.backtest.bars import Bars, load_bars, synthetic_bars
+from phasekit.backtest.bars import (
+    SESSION_CLOSE_NS,
+    SESSION_OPEN_NS,
+    Bars,
+    load_bars,
+    parse_frequency,
+    synthetic_bars,
+    to_ns,
+)
+from phasekit.config.limits import MAX_BARS, clip
 from phasekit.errors import ConfigError
 from phasekit.workflow.topology import PortfolioJob, run_portfolio
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_BARS = 2000
+"""Bars of synthetic data given neither ``end`` nor ``n_bars``."""
 
 
 @dataclass(frozen=True)
@@ -43,24 +59,85 @@ class DataSpec:
         source = data.pop("source", None) or ("file" if data.get("path") else "synthetic")
         return cls(str(source), tuple(sorted((k, _freeze(v)) for k, v in data.items())))
 
-    def load(self) -> Bars:
-        settings = dict(self.settings)
-        ppy = settings.pop("periods_per_year", None)
-        return self._bars(settings).with_periods_per_year(ppy)
+    def _file(self) -> str:
+        paths = dict(self.settings).get("path") or ()
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        if len(paths) != 1:
+            raise ConfigError(f"data.path: give exactly one file, got {clip(repr(paths))}")
+        return str(paths[0])
 
-    def _bars(self, settings: dict[str, Any]) -> Bars:
-        if self.source == "file":
-            paths = settings.get("path") or ()
-            paths = [paths] if isinstance(paths, str) else list(paths)
-            if len(paths) != 1:
-                raise ConfigError(f"data.path: give exactly one file, got {paths}")
-            symbols = settings.get("symbols") or ()
-            return load_bars(paths[0], symbols[0] if symbols else None)
-        symbols = list(settings.pop("symbols", None) or ("SYN",))
-        settings.pop("path", None)
+    def _synthetic(self) -> dict[str, Any]:
+        """The keyword arguments of ``synthetic_bars`` (symbols apart)."""
+        settings = dict(self.settings)
+        for key in ("symbols", "path", "periods_per_year"):
+            settings.pop(key, None)
         if "end" not in settings and "n_bars" not in settings:
-            settings["n_bars"] = 2000
-        return synthetic_bars(symbols[:1], **settings)[symbols[0]]
+            settings["n_bars"] = DEFAULT_BARS
+        return settings
+
+    def check(self) -> None:
+        """Refuse data the run cannot load before anything runs: a file source needs one
+        regular file; synthetic bars must number at most MAX_BARS and end by 2262 (the
+        last nanosecond timestamp)."""
+        if self.source == "file":
+            check_data_file(self._file())
+            return
+        settings = self._synthetic()
+        defaults = {
+            name: p.default for name, p in inspect.signature(synthetic_bars).parameters.items()
+        }
+        frequency = settings.get("frequency", defaults["frequency"])
+        step = parse_frequency(frequency)
+        start = to_ns(settings.get("start", defaults["start"]))
+        if "n_bars" not in settings:
+            count = (to_ns(settings["end"]) - start) // step + 1  # an upper bound
+            if count > MAX_BARS:
+                raise ConfigError(
+                    f"data: {count:,} bars from start to end every {frequency}; a series "
+                    f"may hold at most {MAX_BARS:,}"
+                )
+            return
+        count = int(settings["n_bars"])
+        span = _span_ns(step, count, settings.get("calendar", defaults["calendar"]))
+        if start + span > np.iinfo(np.int64).max:
+            raise ConfigError(
+                f"data: {count:,} bars every {frequency} end after 2262-04-11, the last time a "
+                "bar can have; use fewer bars, a shorter frequency or an earlier start"
+            )
+
+    def load(self) -> Bars:
+        return self._bars().with_periods_per_year(dict(self.settings).get("periods_per_year"))
+
+    def _bars(self) -> Bars:
+        if self.source == "file":
+            symbols = dict(self.settings).get("symbols") or ()
+            return load_bars(self._file(), symbols[0] if symbols else None)
+        symbols = list(dict(self.settings).get("symbols") or ("SYN",))
+        return synthetic_bars(symbols[:1], **self._synthetic())[symbols[0]]
+
+
+_DAY_NS = 86_400 * 10**9
+
+
+def _span_ns(step: int, count: int, calendar: str) -> int:
+    """At least the time from the first to the last of ``count`` synthetic bars (as
+    :func:`~phasekit.backtest.bars.calendar_ts` lays them out), computed in Python ints."""
+    if calendar == "24/7":
+        return step * (count - 1)
+    per_day = 1 if step >= _DAY_NS // 2 else -(-(SESSION_CLOSE_NS - SESSION_OPEN_NS) // step)
+    return ((count // per_day + 2) * 7 // 5 + 8) * _DAY_NS
+
+
+def check_data_file(path: str) -> None:
+    """A data file must be a regular file (a FIFO or a device would block the run)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"data.path: file {clip(repr(path))} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"data.path: {clip(repr(path))} cannot be read: {exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"data.path: {clip(repr(path))} is not a regular file")
 
 
 def _freeze(value: Any) -> Any:

@@ -115,6 +115,8 @@ def load_and_resolve(
     runtime: Optional[Mapping[str, Any]] = None,
     results_dir: Optional[str] = None,
 ) -> Any:
+    """Load, validate and resolve a configuration: every check ``run`` makes before it
+    starts (``phasekit config show`` makes the same ones)."""
     from phasekit.config import load_config, resolve
 
     cfg = load_config(config if isinstance(config, Mapping) else os.fspath(config))
@@ -122,7 +124,33 @@ def load_and_resolve(
     runtime = dict(runtime or {})
     if results_dir is not None:
         runtime["results_dir"] = str(results_dir)
-    return resolve(cfg, workflow_defaults=workflow_defaults(cfg.workflow), runtime=runtime or None)
+    resolved = resolve(
+        cfg, workflow_defaults=workflow_defaults(cfg.workflow), runtime=runtime or None
+    )
+    check_resolved(resolved)
+    return resolved
+
+
+def check_resolved(resolved: Any) -> None:
+    """What only the merged settings of a phase show: its data (a bar count the run can
+    hold, one regular data file) and the size of its parameter grid."""
+    from phasekit.config.limits import MAX_GRID
+    from phasekit.config.params import grid_size
+    from phasekit.workflow.executor import DataSpec
+
+    for name in resolved.phases:
+        params = resolved.phase(name).params
+        data = params.data.model_dump(exclude_none=True) if params.data else {}
+        try:
+            DataSpec.from_config(data).check()
+        except ConfigError as exc:
+            raise ConfigError(f"phase {name!r}: {exc}") from None
+        space = params.parameter_space
+        if space and grid_size(space) > MAX_GRID:
+            raise ConfigError(
+                f"phase {name!r}: parameter_space: the grid holds {grid_size(space):,} "
+                f"parameter sets; a grid may hold at most {MAX_GRID:,}"
+            )
 
 
 def run(
