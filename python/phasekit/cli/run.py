@@ -156,12 +156,14 @@ def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -
 
 def cmd_run(args: argparse.Namespace) -> int:
     from phasekit.config import parse_set_args
-    from phasekit.workflow.run import run
+    from phasekit.workflow.run import load_and_resolve, run
 
     console = Console(stderr=args.json)
     runtime = parse_set_args(args.sets)
     if args.dry_run:
         return _plan(args, runtime, console)
+    # the checks of `config show`, before any progress is drawn: a bad file gives one line
+    load_and_resolve(args.config, runtime, args.results_dir)
     started = time.perf_counter()
     columns = (
         TextColumn("[progress.description]{task.description}"),

@@ -14,7 +14,7 @@ MAX_DEPTH = 64
 #: Alias uses (``*name``) in one document.
 MAX_ALIASES = 1_000
 #: Values (scalars, mappings, lists) of the document with every alias expanded.
-MAX_NODES = 100_000
+MAX_NODES = 50_000
 #: Characters of a value quoted in an error message.
 MAX_QUOTED_CHARS = 200
 #: Problems described one by one in an error; the rest are counted.

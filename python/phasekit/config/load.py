@@ -11,7 +11,7 @@ from typing import Any, Optional, TypeVar, Union
 from pydantic import BaseModel, ValidationError
 
 from phasekit.config.limits import MAX_CONFIG_BYTES, MAX_PROBLEMS, MAX_UNKNOWN_SHOWN, clip
-from phasekit.config.messages import combine, problems
+from phasekit.config.messages import combine, format_path, model_at, problems
 from phasekit.config.model import (
     ContainerSettings,
     DataFlowConfig,
@@ -144,29 +144,63 @@ def validate(
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        found = problems(exc, model, prefix, lines, limit=MAX_PROBLEMS)
-        more = exc.error_count() - MAX_PROBLEMS
-        if more > 0:
-            found.append(f"... and {more:,} more problems")
-        raise ConfigError(combine(found, origin)) from None
+        raise ConfigError(_message(exc, model, prefix, lines, origin)) from None
+
+
+def _message(
+    exc: ValidationError,
+    model: type[BaseModel],
+    prefix: tuple[Any, ...],
+    lines: Optional[Lines],
+    origin: str,
+) -> str:
+    """The error text: every problem, or with more than MAX_PROBLEMS the first ones (and
+    one line when all are unknown keys), so that no input makes the message huge."""
+    count = exc.error_count()
+    if count <= MAX_PROBLEMS:
+        return combine(problems(exc, model, prefix, lines), origin)
+    errors = exc.errors()
+    if all(e["type"] == "extra_forbidden" for e in errors):
+        where = f"{origin}: " if origin else ""
+        shown = ", ".join(
+            clip(format_path((*prefix, *e["loc"])), 60) for e in errors[:MAX_UNKNOWN_SHOWN]
+        )
+        return f"{where}{count:,} unknown keys, the first {MAX_UNKNOWN_SHOWN}: {shown}"
+    found = problems(exc, model, prefix, lines, limit=MAX_PROBLEMS)
+    return combine([*found, f"... and {count - MAX_PROBLEMS:,} more problems"], origin)
 
 
 def _many_unknown(model: type[BaseModel], data: Mapping[Any, Any], origin: str, at: Any) -> None:
-    """One line for a mapping with more unknown keys than MAX_PROBLEMS (say 200,000): the
-    first MAX_UNKNOWN_SHOWN of them, without describing each."""
-    if model.model_config.get("extra") != "forbid" or len(data) <= MAX_PROBLEMS:
-        return
+    """One line for a mapping, at any depth, with more unknown keys than MAX_PROBLEMS (say
+    200,000): the first MAX_UNKNOWN_SHOWN of them, found before validating the rest."""
     known = model.model_fields
-    unknown = [key for key in data if key not in known]
-    if len(unknown) <= MAX_PROBLEMS:
-        return
-    where = f"{origin}: " if origin else ""
-    level = ".".join(map(str, at)) if at else "the top level"
-    shown = ", ".join(clip(repr(k), 40) for k in unknown[:MAX_UNKNOWN_SHOWN])
-    raise ConfigError(
-        f"{where}{len(unknown):,} unknown keys at {level}, the first "
-        f"{MAX_UNKNOWN_SHOWN}: {shown} (allowed keys: {', '.join(sorted(known))})"
-    )
+    if model.model_config.get("extra") == "forbid" and len(data) > MAX_PROBLEMS:
+        unknown = [key for key in data if key not in known]
+        if len(unknown) > MAX_PROBLEMS:
+            where = f"{origin}: " if origin else ""
+            level = format_path(tuple(at)) if at else "the top level"
+            shown = ", ".join(clip(repr(k), 40) for k in unknown[:MAX_UNKNOWN_SHOWN])
+            raise ConfigError(
+                f"{where}{len(unknown):,} unknown keys at {clip(level, 80)}, the first "
+                f"{MAX_UNKNOWN_SHOWN}: {shown} (allowed keys: {', '.join(sorted(known))})"
+            )
+    for key, value in data.items():
+        if key not in known:
+            continue
+        sub = model_at(model, (key,))
+        if sub is not None and isinstance(value, Mapping):
+            _many_unknown(sub, value, origin, (*at, key))
+            continue
+        if isinstance(value, Mapping):
+            items: Any = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            continue
+        for index, item in items:
+            sub = model_at(model, (key, index))
+            if sub is not None and isinstance(item, Mapping):
+                _many_unknown(sub, item, origin, (*at, key, index))
 
 
 def load_config(source: Source) -> WorkflowConfig:

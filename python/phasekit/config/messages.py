@@ -24,7 +24,7 @@ def format_path(parts: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif _PLAIN_KEY.match(str(part)):
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + clip(str(part), 60)
         else:
             out += f"[{clip(repr(str(part)), 60)}]"
     return out

@@ -55,8 +55,9 @@ def _where(origin: str, mark: Any) -> str:
     return f"{origin} line {mark.line + 1}" if mark is not None else origin
 
 
-def _check_events(text: str, origin: str) -> None:
-    """Depth, alias and value counts of the document as written (before building it)."""
+def _check_events(text: str, origin: str) -> int:
+    """Depth, alias and value counts of the document as written (before building it);
+    returns the number of aliases."""
     depth = aliases = nodes = 0
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, _NODE):
@@ -82,6 +83,7 @@ def _check_events(text: str, origin: str) -> None:
                     f"{_where(origin, event.start_mark)}: more than {MAX_ALIASES:,} aliases; "
                     "a configuration may use at most that many"
                 )
+    return aliases
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -140,12 +142,13 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
     check_text(text, origin)
     loader: Optional[Any] = None
     try:
-        _check_events(text, origin)
+        aliases = _check_events(text, origin)
         loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             return {}, {}
-        _check_graph(node, origin)
+        if aliases:  # without aliases the document is the tree the events described
+            _check_graph(node, origin)
         lines: Lines = {}
         _walk(node, (), lines, origin)
         return loader.construct_document(node), lines
@@ -166,13 +169,28 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
             loader.dispose()
 
 
+def _check_scalar(node: yaml.Node, origin: str) -> None:
+    """A scalar written with an escape such as "\\ud800" (a lone surrogate) is text no
+    file name, catalog row or UTF-8 file can hold."""
+    if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str):
+        try:
+            node.value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigError(
+                f"{origin} line {node.start_mark.line + 1}: holds "
+                f"{exc.object[exc.start]!r}, a character UTF-8 cannot hold (a lone surrogate)"
+            ) from None
+
+
 def _walk(node: yaml.Node, path: tuple[Any, ...], lines: Lines, origin: str) -> None:
     lines[path] = node.start_mark.line + 1
+    _check_scalar(node, origin)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 continue
+            _check_scalar(key_node, origin)
             key = key_node.value
             line = key_node.start_mark.line + 1
             if key in seen and key != "<<":

@@ -138,13 +138,15 @@ def check_resolved(resolved: Any) -> None:
     from phasekit.config.params import grid_size
     from phasekit.workflow.executor import DataSpec
 
-    for name in resolved.phases:
-        params = resolved.phase(name).params
+    for name in resolved.phase_names:
+        phase = resolved.phase(name)
+        params = phase.params
         data = params.data.model_dump(exclude_none=True) if params.data else {}
-        try:
-            DataSpec.from_config(data).check()
-        except ConfigError as exc:
-            raise ConfigError(f"phase {name!r}: {exc}") from None
+        if phase.topology not in ("stream", "analysis"):
+            try:
+                DataSpec.from_config(data).check()
+            except ConfigError as exc:
+                raise ConfigError(f"phase {name!r}: {exc}") from None
         space = params.parameter_space
         if space and grid_size(space) > MAX_GRID:
             raise ConfigError(
