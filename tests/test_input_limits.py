@@ -278,6 +278,7 @@ CASES: list[Case] = [
     ("strategy_param_inf", BASE + "strategy: {type: sma_crossover, fast: .inf}\n", "finite"),
     # --- names and paths
     ("name_250_e_acute", f"workflow: optimization\nrun_name: {E * 250}\n", "not a valid name"),
+    ("name_150_e_acute", f"workflow: optimization\nrun_name: {E * 150}\n", "not a valid name"),
     (
         "name_10000_chars",
         "workflow: optimization\nrun_name: " + "n" * 10_000 + "\n",
