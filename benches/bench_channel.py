@@ -7,7 +7,9 @@ benchmarking thread receives them one by one (``recv``), capacity 1000; the peer
 Rust thread sends ``N_RUST`` integers to another through the Rust channel of capacity C
 (``phasekit._core._bench_rust_channel``; the GIL is released); ``_batch64``: the same
 moved in runs of 64 (``send_batch_deadline`` / ``recv_into``, one CAS per run).
-``items`` = messages moved per call.
+``items`` = messages moved per call. Every call checks what it received: the sum of
+the items (each item arrives once) in the Python benchmarks; the Rust benchmark
+compares the consumer's sum itself and raises on a mismatch.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ CAPACITY = 1000
 N_ITEMS = 200_000
 CHUNK = 100
 N_RUST = 5_000_000
+EXPECTED_SUM = N_ITEMS * (N_ITEMS - 1) // 2  # items are 0 .. N_ITEMS - 1
 
 
-def _pass_items(impl: str) -> Callable[[], None]:
-    """One call: a producer thread sends N_ITEMS items, this thread receives them."""
+def _pass_items(impl: str) -> Callable[[], int]:
+    """One call: a producer thread sends N_ITEMS items, this thread receives them and
+    returns their sum."""
     items = list(range(N_ITEMS))
 
     if impl == "queue.Queue":
 
-        def run_queue() -> None:
+        def run_queue() -> int:
             q: queue.Queue[int] = queue.Queue(CAPACITY)
 
             def produce() -> None:
@@ -43,15 +47,17 @@ def _pass_items(impl: str) -> Callable[[], None]:
             thread = threading.Thread(target=produce)
             thread.start()
             get = q.get
+            total = 0
             for _ in range(N_ITEMS):
-                get()
+                total += get()
             thread.join()
+            return total
 
         return run_queue
 
     channel_type = backend_module(impl).Channel
 
-    def run() -> None:
+    def run() -> int:
         ch = channel_type(CAPACITY)
 
         def produce() -> None:
@@ -62,19 +68,22 @@ def _pass_items(impl: str) -> Callable[[], None]:
         thread = threading.Thread(target=produce)
         thread.start()
         recv = ch.recv
+        total = 0
         for _ in range(N_ITEMS):
-            recv()
+            total += recv()
         thread.join()
+        return total
 
     return run
 
 
-def _pass_chunks(impl: str) -> Callable[[], None]:
-    """One call: a producer thread sends N_ITEMS in chunks, this thread receives chunks."""
+def _pass_chunks(impl: str) -> Callable[[], int]:
+    """One call: a producer thread sends N_ITEMS in chunks, this thread receives chunks
+    and returns the sum of their items."""
     chunks = [list(range(i, i + CHUNK)) for i in range(0, N_ITEMS, CHUNK)]
     channel_type = backend_module(impl).Channel
 
-    def run() -> None:
+    def run() -> int:
         ch = channel_type(CAPACITY)
 
         def produce() -> None:
@@ -85,10 +94,13 @@ def _pass_chunks(impl: str) -> Callable[[], None]:
         thread = threading.Thread(target=produce)
         thread.start()
         recv_many = ch.recv_many
-        got = 0
+        got = total = 0
         while got < N_ITEMS:
-            got += len(recv_many(CHUNK))
+            chunk = recv_many(CHUNK)
+            got += len(chunk)
+            total += sum(chunk)
         thread.join()
+        return total if got == N_ITEMS else -1
 
     return run
 
@@ -99,23 +111,26 @@ ROUNDS = {"rust": 7, "python": 3, "queue.Queue": 3}
 @pytest.mark.parametrize("impl", ["rust", "python", "queue.Queue"])
 def test_channel_threads(benchmark: Any, impl: str) -> None:
     benchmark.group = "channel:threads"
-    benchmark.extra_info["items"] = N_ITEMS
-    benchmark.pedantic(_pass_items(impl), rounds=ROUNDS[impl], warmup_rounds=1)
+    benchmark.extra_info.update(items=N_ITEMS, unit="messages")
+    total = benchmark.pedantic(_pass_items(impl), rounds=ROUNDS[impl], warmup_rounds=1)
+    assert total == EXPECTED_SUM
 
 
 @pytest.mark.parametrize("impl", ["rust", "python"])
 def test_channel_batched(benchmark: Any, impl: str) -> None:
     benchmark.group = "channel:batched"
-    benchmark.extra_info["items"] = N_ITEMS
-    benchmark.pedantic(_pass_chunks(impl), rounds=ROUNDS[impl], warmup_rounds=1)
+    benchmark.extra_info.update(items=N_ITEMS, unit="messages")
+    total = benchmark.pedantic(_pass_chunks(impl), rounds=ROUNDS[impl], warmup_rounds=1)
+    assert total == EXPECTED_SUM
 
 
 def _rust_threads(benchmark: Any, capacity: int, batch: int = 1) -> None:
     bench = backend_module("rust")._bench_rust_channel
     runs = f"_batch{batch}" if batch > 1 else ""
     benchmark.group = f"channel:rust_threads_cap{capacity}{runs}"
-    benchmark.extra_info["items"] = N_RUST
-    benchmark.pedantic(bench, args=(N_RUST, capacity, batch), rounds=7, warmup_rounds=1)
+    benchmark.extra_info.update(items=N_RUST, unit="messages")
+    took = benchmark.pedantic(bench, args=(N_RUST, capacity, batch), rounds=7, warmup_rounds=1)
+    assert took > 0  # it raises when the consumer's sum differs from the one sent
 
 
 @pytest.mark.parametrize("impl", ["rust"])

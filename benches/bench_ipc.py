@@ -7,6 +7,8 @@ column data (one write() per Arrow buffer, the file minus IPC metadata). ``items
 of the uncompressed Arrow file.
 ``ipc:write_lz4``: the same with lz4 compression. ``ipc:write_call``: the time of one
 ``write()`` call of a 128 KiB batch while the queue has room (one call per round).
+Every benchmark reads its last file back (untimed): the Arrow files must equal the
+batches written, the raw file must hold their buffers byte for byte.
 """
 
 from __future__ import annotations
@@ -110,8 +112,31 @@ def _arrow_file_size(batches: list[pa.RecordBatch], folder: Path) -> int:
     return int(size)
 
 
+def _read_arrow(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _check_arrow_file(path: Path, batches: list[pa.RecordBatch]) -> None:
+    assert _read_arrow(path).equals(pa.Table.from_batches(batches))
+
+
+def _check_raw_file(path: Path, batches: list[pa.RecordBatch]) -> None:
+    with open(path, "rb") as f:
+        for b in batches:
+            for column in b.columns:
+                for buf in column.buffers():
+                    if buf is not None:
+                        assert f.read(buf.size) == buf.to_pybytes()
+        assert f.read(1) == b""
+
+
 def _run_rounds(
-    benchmark: Any, fn: Callable[..., Any], folder: Path, batches: list[pa.RecordBatch]
+    benchmark: Any,
+    fn: Callable[..., Any],
+    folder: Path,
+    batches: list[pa.RecordBatch],
+    check: Callable[[Path, list[pa.RecordBatch]], None],
 ) -> None:
     path = folder / "bench.arrow"
 
@@ -121,9 +146,11 @@ def _run_rounds(
             path.unlink()
         os.sync()
 
-    benchmark.pedantic(
+    size = benchmark.pedantic(
         fn, args=(path, batches), setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=1
     )
+    assert size == path.stat().st_size
+    check(path, batches)
     setup()
 
 
@@ -142,8 +169,9 @@ def test_ipc_write(
         fn = _raw_write
     else:
         fn = _pyarrow_writer(None)
-    benchmark.extra_info["items"] = _arrow_file_size(batches, tmp_path)
-    _run_rounds(benchmark, fn, tmp_path, batches)
+    benchmark.extra_info.update(items=_arrow_file_size(batches, tmp_path), unit="bytes")
+    check = _check_raw_file if impl == "raw_write" else _check_arrow_file
+    _run_rounds(benchmark, fn, tmp_path, batches, check)
 
 
 @pytest.mark.parametrize("impl", IMPLS[:3])
@@ -155,8 +183,9 @@ def test_ipc_write_lz4(
         fn = _phasekit_writer(impl, "lz4")
     else:
         fn = _pyarrow_writer("lz4")
-    benchmark.extra_info["items"] = _arrow_file_size(batches, tmp_path)  # uncompressed bytes
-    _run_rounds(benchmark, fn, tmp_path, batches)
+    # uncompressed bytes
+    benchmark.extra_info.update(items=_arrow_file_size(batches, tmp_path), unit="bytes")
+    _run_rounds(benchmark, fn, tmp_path, batches, _check_arrow_file)
 
 
 @pytest.mark.parametrize("impl", ["rust", "python", "pyarrow.ipc.new_file"])
@@ -167,15 +196,16 @@ def test_ipc_write_call(benchmark: Any, impl: str, tmp_path: Path) -> None:
     WRITER_CALLS calls, so the queue never fills.
     """
     benchmark.group = "ipc:write_call"
-    benchmark.extra_info["items"] = 1
+    benchmark.extra_info.update(items=1, unit="calls")
     small = [_batch(CALL_ROWS, i) for i in range(8)]
     path = tmp_path / "calls.arrow"
-    state: dict[str, Any] = {"calls": 0, "writer": None}
+    state: dict[str, Any] = {"calls": 0, "writer": None, "written": []}
 
     def rotate() -> None:
         if state["writer"] is not None:
             state["writer"].close()
             path.unlink()
+        state["written"] = []
         if impl == "pyarrow.ipc.new_file":
             state["writer"] = pa.ipc.new_file(str(path), small[0].schema)
         else:
@@ -187,10 +217,13 @@ def test_ipc_write_call(benchmark: Any, impl: str, tmp_path: Path) -> None:
         state["calls"] += 1
         writer = state["writer"]
         write = writer.write_batch if impl == "pyarrow.ipc.new_file" else writer.write
-        return (write, small[state["calls"] & 7]), {}
+        batch = small[state["calls"] & 7]
+        state["written"].append(batch)
+        return (write, batch), {}
 
     def call(write: Any, batch: pa.RecordBatch) -> None:
         write(batch)
 
     benchmark.pedantic(call, setup=setup, rounds=CALL_ROUNDS, iterations=1)
     state["writer"].close()
+    assert state["written"] and _read_arrow(path).equals(pa.Table.from_batches(state["written"]))

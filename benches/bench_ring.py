@@ -3,7 +3,9 @@
 Implementations: ``rust`` (phasekit._core), ``python`` (phasekit._pure) and, for the
 sliding-window append, the peer a user would otherwise write: ``deque`` (a
 ``collections.deque(maxlen=N)`` of 7-tuples). Ids such as ``rust-extend`` are other
-ways into the Rust ring, compared against ``rust`` in the same group.
+ways into the Rust ring, compared against ``rust`` in the same group. ``items`` are
+events (rows for the export). Every benchmark checks the ring afterwards: what it
+retained, the events it saw, the trades it closed.
 """
 
 from __future__ import annotations
@@ -64,15 +66,18 @@ def _append_tuples(append: Callable[[Any], None], n: int) -> None:
 def test_append(benchmark: Any, impl: str) -> None:
     """One 7-field event per call into a sliding window of 1000."""
     benchmark.group = "ring:append"
-    benchmark.extra_info["items"] = APPENDS
+    benchmark.extra_info.update(items=APPENDS, unit="events")
     if impl == "deque":
         window: deque[tuple[Any, ...]] = deque(maxlen=1000)
         benchmark.pedantic(_append_tuples, (window.append, APPENDS), rounds=10, iterations=1)
-        assert len(window) == 1000
+        assert len(window) == 1000 and [e[0] for e in window] == list(
+            range(APPENDS - 1000, APPENDS)
+        )
         return
     ring = ring_class(impl)("sliding_window", capacity=1000)
     benchmark.pedantic(_append_events, (ring.append, APPENDS), rounds=rounds(impl), iterations=1)
     assert len(ring) == 1000
+    assert ring.to_arrow().column("ts").to_pylist() == list(range(APPENDS - 1000, APPENDS))
 
 
 # ---------------------------------------------------------------- extend
@@ -82,24 +87,32 @@ def test_append(benchmark: Any, impl: str) -> None:
 def test_extend(benchmark: Any, impl: str) -> None:
     """A million events from Arrow (or numpy) columns into a full keep_all ring."""
     benchmark.group = "ring:extend"
-    benchmark.extra_info["items"] = EXTEND_ROWS
+    benchmark.extra_info.update(items=EXTEND_ROWS, unit="events")
     cols = columns(EXTEND_ROWS)
     source: Any = cols if impl == "rust-numpy" else pa.record_batch(cols)
     ring = ring_class(impl)("keep_all", max_events=EXTEND_ROWS)
     ring.extend(source)  # full from here on: every later row replaces the oldest
     benchmark.pedantic(ring.extend, (source,), rounds=rounds(impl), iterations=1)
-    assert len(ring) == EXTEND_ROWS
+    assert len(ring) == EXTEND_ROWS and ring.stats()["seen"] % EXTEND_ROWS == 0
+    kept = ring.to_arrow()  # the last EXTEND_ROWS rows seen: the source itself
+    for name in ("ts", "kind", "key", "price"):
+        np.testing.assert_array_equal(kept.column(name).to_numpy(), cols[name])
 
 
 @pytest.mark.parametrize("impl", ["rust", "python"])
 def test_extend_trade_complete(benchmark: Any, impl: str) -> None:
     """Events of ~1000 concurrent positions from Arrow columns under trade_complete."""
     benchmark.group = "ring:extend_trade_complete"
-    benchmark.extra_info["items"] = EXTEND_TRACKED_ROWS
+    benchmark.extra_info.update(items=EXTEND_TRACKED_ROWS, unit="events")
     batch = pa.record_batch(columns(EXTEND_TRACKED_ROWS))
     ring = ring_class(impl)("trade_complete")
     benchmark.pedantic(ring.extend, (batch,), rounds=rounds(impl), iterations=1)
-    assert ring.stats()["trades"] > 0
+    cols = columns(EXTEND_TRACKED_ROWS)
+    closes = int(np.count_nonzero((cols["kind"] == CLOSE) & (cols["key"] >= 0)))
+    stats = ring.stats()
+    passes = stats["seen"] // EXTEND_TRACKED_ROWS
+    assert passes >= 1 and stats["seen"] == passes * EXTEND_TRACKED_ROWS
+    assert stats["trades"] == passes * closes
 
 
 # ---------------------------------------------------------------- closing positions
@@ -142,7 +155,7 @@ def test_close_position(benchmark: Any, impl: str) -> None:
     """POSITION_CLOSE of 10-event positions (9 retained + the close), one per call
     (``rust-extend``: all closes in one batch, the cost inside Rust)."""
     benchmark.group = "ring:close_position"
-    benchmark.extra_info["items"] = POSITIONS
+    benchmark.extra_info.update(items=POSITIONS, unit="positions")
     run = _close_all_batch if impl == "rust-extend" else _close_all
     rings: list[Any] = []
 
@@ -194,7 +207,7 @@ def _replay(append: Callable[..., None], events: list[tuple[Any, ...]]) -> None:
 
 def _workload_bench(benchmark: Any, impl: str, policy: str) -> None:
     events = workload()
-    benchmark.extra_info["items"] = len(events)
+    benchmark.extra_info.update(items=len(events), unit="events")
     batch = pa.record_batch(
         {
             name: pa.array([e[i] for e in events], type)
@@ -212,15 +225,24 @@ def _workload_bench(benchmark: Any, impl: str, policy: str) -> None:
         }
     )
     cls = ring_class(impl)
+    rings: list[Any] = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         ring = cls(policy)
+        rings.append(ring)
         if impl == "rust-extend":
             return (ring.extend, batch), {}
         return (ring.append, events), {}
 
     run: Callable[..., Any] = (lambda extend, b: extend(b)) if impl == "rust-extend" else _replay
     benchmark.pedantic(run, setup=setup, rounds=rounds(impl), iterations=1)
+    # the events of positions never closed stay; a closed position leaves a trade summary
+    closed = {e[2] for e in events if e[1] == CLOSE}
+    open_events = [e for e in events if e[2] >= 0 and e[2] not in closed]
+    stats = rings[-1].stats()
+    assert stats["seen"] == len(events) and stats["retained"] == len(open_events)
+    assert stats["open_positions"] == len({e[2] for e in open_events})
+    assert stats["trades"] == (len(closed) if policy == "trade_complete" else 0)
 
 
 @pytest.mark.parametrize("impl", ["rust", "rust-extend", "python"])
@@ -245,7 +267,7 @@ def test_export(benchmark: Any, impl: str) -> None:
     """Retained events to a pyarrow.RecordBatch: ``to_arrow()``; ``rust-capsule`` through
     ``pyarrow.record_batch(ring)``; ``rust-trade_complete`` from a log with closed rows."""
     benchmark.group = "ring:export"
-    benchmark.extra_info["items"] = EXPORT_ROWS
+    benchmark.extra_info.update(items=EXPORT_ROWS, unit="rows")
     if impl == "rust-trade_complete":
         ring = ring_class(impl)("trade_complete")
         n = EXPORT_ROWS
@@ -259,10 +281,14 @@ def test_export(benchmark: Any, impl: str) -> None:
         ring.extend({"ts": ts, "kind": kind, "key": keys})
         # even keys keep both their events: n retained, n dead
         assert len(ring) == n
-        benchmark.pedantic(ring.to_arrow, rounds=10, iterations=1)
+        batch = benchmark.pedantic(ring.to_arrow, rounds=10, iterations=1)
+        assert batch.num_rows == n and batch.column("key").to_pylist() == list(keys[keys % 2 == 0])
         return
     ring = ring_class(impl)("keep_all", max_events=EXPORT_ROWS)
     ring.extend(columns(EXPORT_ROWS))
     export = (lambda: pa.record_batch(ring)) if impl == "rust-capsule" else ring.to_arrow
     batch = benchmark.pedantic(export, rounds=rounds(impl), iterations=1)
     assert batch.num_rows == EXPORT_ROWS
+    expected = columns(EXPORT_ROWS)
+    for name in ("ts", "key", "value"):
+        np.testing.assert_array_equal(batch.column(name).to_numpy(), expected[name])

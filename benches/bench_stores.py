@@ -1,25 +1,29 @@
 """Stores: hand-off between two phases, and hybrid spill / reload throughput.
 
-Groups (``items`` in extra_info: frames handed off, or bytes spilled / reloaded):
+Groups (``items`` in extra_info, with its ``unit``: tables or frames handed off, or
+bytes spilled / reloaded). Every group compares the same work, like for like:
 
-* ``stores:handoff_large``: a 256 MiB Arrow table (4 float64 columns; the issue asks
-  for 1 GiB, 256 MiB fits this shared machine) put by one phase and got by the next.
-  phasekit in memory mode (``<backend>-memory``: no copy, constant time whatever the
-  size), arrow mode and parquet mode (durable files: written, fsynced, checksummed,
-  verified on read); Kedro's ``MemoryDataset`` in its default copy mode (a deep copy on
-  save and on load) with the same table, and ``kedro_datasets.pandas.ParquetDataset``
-  with the same data as a pandas frame (the conversion is not timed).
-* ``stores:handoff_small``: small pandas frames (10 rows x 3 columns). Memory modes hand
-  off 10,000 frames; file modes (phasekit ``put_many`` group commit, then one ``get``
-  per frame; Kedro one ParquetDataset per frame) hand off 1,000 to keep a run of this
-  file near a minute; compare items/s. One round each (each round is thousands of
-  hand-offs); the large file hand-offs run once too, the memory ones three times.
+* ``stores:handoff_large_memory``: a 256 MiB Arrow table (4 float64 columns) put by one
+  phase and got by the next, in memory without a copy: phasekit's MemoryStore
+  (``<backend>-memory``) and Kedro's ``MemoryDataset(copy_mode="assign")``.
+* ``stores:handoff_large_files``: the same table through durable files: phasekit's arrow
+  and parquet modes (written, fsynced, checksummed, verified on read) and
+  ``kedro_datasets.pandas.ParquetDataset`` with the same data as a pandas frame (the
+  conversion is not timed; Kedro does not fsync).
+* ``stores:handoff_small_memory``: 10,000 small pandas frames (10 rows x 3 columns) in
+  memory (MemoryStore; ``MemoryDataset(copy_mode="assign")``, one per frame).
+* ``stores:handoff_small_files``: 1,000 of those frames through files (phasekit
+  ``put_many`` group commit, then one ``get`` per frame; Kedro one ParquetDataset per
+  frame). One round each; the large file hand-offs run once too, the memory ones three
+  times. Every hand-off checks that what the next phase got equals what was put.
 * ``stores:spill``: a HybridStore with a 16 MiB budget, already full, takes 1,600 more
   100 KB float64 arrays (10x the budget), each spilling the least recently used one;
   ``zict.Buffer(LRU, File)`` with the same budget and pickle serialisation; and
   ``raw_write``: the same bytes written sequentially to one file with ``os.write``
-  in the same run (the machine's page-cache write bandwidth). items = bytes spilled.
-* ``stores:reload``: reading those arrays back in put order (each reload spills another).
+  in the same run (the machine's page-cache write bandwidth). items = bytes spilled;
+  each checks the spilled count (or the file's size).
+* ``stores:reload``: reading those arrays back in put order (each reload spills another
+  and is checked).
 """
 
 from __future__ import annotations
@@ -90,36 +94,40 @@ def _fresh(folder: Path) -> Path:
 
 # ------------------------------------------------------------------ hand-off, large
 
-LARGE_IMPLS = [
-    "rust-memory",
-    "python-memory",
-    "rust-arrow",
-    "rust-parquet",
-    "kedro.MemoryDataset",
-    "kedro.pandas.ParquetDataset",
+HANDOFF_CASES = [  # (group: memory or files, implementation)
+    ("memory", "rust-memory"),
+    ("memory", "python-memory"),
+    ("memory", "kedro.MemoryDataset"),
+    ("files", "rust-arrow"),
+    ("files", "rust-parquet"),
+    ("files", "kedro.pandas.ParquetDataset"),
 ]
 
 
-@pytest.mark.parametrize("impl", LARGE_IMPLS)
+def _kedro() -> None:
+    if MemoryDataset is None:
+        pytest.fail("kedro and kedro-datasets are not installed (pip install phasekit[bench])")
+
+
+@pytest.mark.parametrize(("kind", "impl"), HANDOFF_CASES)
 def test_handoff_large(
-    benchmark: Any, impl: str, large_table: pa.Table, folder: Path, backend_of: Any
+    benchmark: Any, kind: str, impl: str, large_table: pa.Table, folder: Path, backend_of: Any
 ) -> None:
-    benchmark.group = "stores:handoff_large"
-    benchmark.extra_info["items"] = 1
-    benchmark.extra_info["bytes"] = large_table.nbytes
-    rounds = ROUNDS if impl.endswith("memory") else 1
+    benchmark.group = f"stores:handoff_large_{kind}"
+    benchmark.extra_info.update(items=1, unit="tables", bytes=large_table.nbytes)
+    rounds = ROUNDS if kind == "memory" else 1
+    expected: Any = large_table
     if impl.startswith("kedro"):
-        if MemoryDataset is None:
-            pytest.skip("kedro and kedro-datasets are not installed (pip install phasekit[bench])")
+        _kedro()
         if impl == "kedro.MemoryDataset":
 
             def handoff() -> Any:
-                ds = MemoryDataset()
+                ds = MemoryDataset(copy_mode="assign")
                 ds.save(large_table)
                 return ds.load()
 
         else:
-            frame = large_table.to_pandas()
+            frame = expected = large_table.to_pandas()
 
             def handoff() -> Any:
                 ds = ParquetDataset(filepath=str(_fresh(folder) / "t.parquet"))
@@ -139,37 +147,31 @@ def test_handoff_large(
             return store.get(ref)
 
     result = benchmark.pedantic(handoff, rounds=rounds, iterations=1)
-    assert len(result) == LARGE_ROWS
+    assert len(result) == LARGE_ROWS and result.equals(expected)
 
 
 # ------------------------------------------------------------------ hand-off, small
 
-SMALL_IMPLS = [
-    "rust-memory",
-    "python-memory",
-    "rust-arrow",
-    "rust-parquet",
-    "kedro.MemoryDataset",
-    "kedro.pandas.ParquetDataset",
-]
 
-
-@pytest.mark.parametrize("impl", SMALL_IMPLS)
+@pytest.mark.parametrize(("kind", "impl"), HANDOFF_CASES)
 def test_handoff_small(
-    benchmark: Any, impl: str, small_frames: list[pd.DataFrame], folder: Path, backend_of: Any
+    benchmark: Any,
+    kind: str,
+    impl: str,
+    small_frames: list[pd.DataFrame],
+    folder: Path,
+    backend_of: Any,
 ) -> None:
-    benchmark.group = "stores:handoff_small"
-    in_memory = impl.endswith("memory") or impl == "kedro.MemoryDataset"
-    frames = small_frames if in_memory else small_frames[:SMALL_FILES]
-    benchmark.extra_info["items"] = len(frames)
+    benchmark.group = f"stores:handoff_small_{kind}"
+    frames = small_frames if kind == "memory" else small_frames[:SMALL_FILES]
+    benchmark.extra_info.update(items=len(frames), unit="frames")
     keys = [f"f{i}" for i in range(len(frames))]
     if impl.startswith("kedro"):
-        if MemoryDataset is None:
-            pytest.skip("kedro and kedro-datasets are not installed (pip install phasekit[bench])")
+        _kedro()
         if impl == "kedro.MemoryDataset":
 
             def handoff() -> list[Any]:
-                sets = [MemoryDataset() for _ in frames]
+                sets = [MemoryDataset(copy_mode="assign") for _ in frames]
                 for ds, frame in zip(sets, frames):
                     ds.save(frame)
                 return [ds.load() for ds in sets]
@@ -197,7 +199,9 @@ def test_handoff_small(
             return [store.get(r) for r in refs]
 
     result = benchmark.pedantic(handoff, rounds=1, iterations=1)
-    assert len(result) == len(frames) and result[-1]["i"].iloc[0] == len(frames) - 1
+    assert len(result) == len(frames)
+    for got, frame in zip(result, frames):
+        pd.testing.assert_frame_equal(got, frame, check_dtype=False)
 
 
 # ------------------------------------------------------------------ spill and reload
@@ -262,7 +266,7 @@ def _renewer(state: dict[str, Any], make: Callable[[], Any]) -> Callable[[], Non
 def test_spill(benchmark: Any, impl: str, folder: Path, backend_of: Any) -> None:
     benchmark.group = "stores:spill"
     arrays = _arrays()
-    benchmark.extra_info["items"] = SPILLED * ARRAY * 8
+    benchmark.extra_info.update(items=SPILLED * ARRAY * 8, unit="bytes")
     state: dict[str, Any] = {}
     if impl == "raw_write":
         setup = _renewer(state, lambda: _fresh(folder) / "raw.bin")
@@ -287,13 +291,17 @@ def test_spill(benchmark: Any, impl: str, folder: Path, backend_of: Any) -> None
         stats = state["store"].stats()
         assert stats["spills"] == SPILLED and stats["spill_failures"] == 0
         state["store"].close()
+    elif impl == "zict":
+        assert len(state["store"].buffer.slow) == SPILLED
+    else:
+        assert state["store"].stat().st_size == SPILLED * ARRAY * 8
 
 
 @pytest.mark.parametrize("impl", SPILL_IMPLS[:3])
 def test_reload(benchmark: Any, impl: str, folder: Path, backend_of: Any) -> None:
     benchmark.group = "stores:reload"
     arrays = _arrays()
-    benchmark.extra_info["items"] = SPILLED * ARRAY * 8
+    benchmark.extra_info.update(items=SPILLED * ARRAY * 8, unit="bytes")
     state: dict[str, Any] = {}
     setup = _renewer(state, lambda: _filled(impl, folder, arrays, backend_of, True))
 

@@ -10,6 +10,9 @@ computes a column with pyarrow.compute. ``items`` = rows per call.
 ``TICK_BATCH`` rows streamed through a Dag (source -> ohlc_resample("1m") -> sink) on
 each backend, against polars ``group_by_dynamic`` on the whole table at once.
 ``items`` = ticks per call.
+Every benchmark checks the last call's output: the sink's count and sum of the items
+(the same counting sink for every implementation), the rows and the summed column of
+the batches, the bars equal to polars' bars.
 """
 
 from __future__ import annotations
@@ -89,17 +92,40 @@ def _runner(impl: str, use_backend: Any, source: Any, fn: Any, sink: Any) -> Any
     return _dag_pipeline(source, fn, sink)
 
 
-def _ignore(item: Any) -> None:
-    return None
+class Tally:
+    """The sink of every implementation: counts items and sums a value of each."""
+
+    def __init__(self, value: Callable[[Any], Any]) -> None:
+        self.value = value
+        self.count = 0
+        self.total: Any = 0
+        self.last: Any = None
+
+    def __call__(self, item: Any) -> None:
+        self.count += 1
+        self.total += self.value(item)
+        self.last = item
+
+    def counted(self, run: Callable[[], Any]) -> Callable[[], tuple[int, Any]]:
+        """``run`` from a zeroed tally; returns (items, sum) of that call."""
+
+        def once() -> tuple[int, Any]:
+            self.count, self.total = 0, 0
+            run()
+            return self.count, self.total
+
+        return once
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_pipeline_items(benchmark: Any, impl: str, use_backend: Any) -> None:
     benchmark.group = "stream:pipeline"
-    benchmark.extra_info["items"] = N_ITEMS
+    benchmark.extra_info.update(items=N_ITEMS, unit="items")
     items = range(N_ITEMS)
-    run = _runner(impl, use_backend, items, lambda x: x + 1, _ignore)
-    benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    tally = Tally(lambda x: x)
+    run = tally.counted(_runner(impl, use_backend, items, lambda x: x + 1, tally))
+    got = benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    assert got == (N_ITEMS, N_ITEMS * (N_ITEMS + 1) // 2)  # 1 .. N_ITEMS, each once
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +148,14 @@ def test_pipeline_arrow_batches(
     benchmark: Any, impl: str, use_backend: Any, arrow_batches: list[pa.RecordBatch]
 ) -> None:
     benchmark.group = "stream:pipeline_arrow"
-    benchmark.extra_info["items"] = ROWS * N_BATCHES
-    run = _runner(impl, use_backend, arrow_batches, _scale, _ignore)
-    benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(items=ROWS * N_BATCHES, unit="rows")
+    tally = Tally(lambda b: b.num_rows)
+    run = tally.counted(_runner(impl, use_backend, arrow_batches, _scale, tally))
+    got = benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    assert got == (N_BATCHES, ROWS * N_BATCHES)
+    base = arrow_batches[-1]
+    assert tally.last.column("id").equals(base.column("id"))
+    np.testing.assert_array_equal(tally.last.column("price2"), base.column("price").to_numpy() * 2)
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +185,13 @@ def _polars_ohlc(frame: pl.DataFrame) -> pl.DataFrame:
 @pytest.mark.parametrize("impl", ["rust", "python", "polars"])
 def test_ohlc_resample(benchmark: Any, impl: str, use_backend: Any, ticks: pa.Table) -> None:
     benchmark.group = "stream:ohlc"
-    benchmark.extra_info["items"] = N_TICKS
+    benchmark.extra_info.update(items=N_TICKS, unit="ticks")
     if impl == "polars":
         frame = pl.from_arrow(ticks)
         result = benchmark.pedantic(
             lambda: _polars_ohlc(frame), rounds=ROUNDS, iterations=1, warmup_rounds=1
         )
-        assert result.height > 0
+        assert result.height > 0 and int(result["trades"].sum()) == N_TICKS
         return
     use_backend(impl)
     batches = ticks.to_batches(max_chunksize=TICK_BATCH)
@@ -176,4 +207,8 @@ def test_ohlc_resample(benchmark: Any, impl: str, use_backend: Any, ticks: pa.Ta
         dag.run()
 
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    assert sum(b.num_rows for b in bars) == _polars_ohlc(pl.from_arrow(ticks)).height
+    ours = pl.from_arrow(pa.Table.from_batches(bars))
+    theirs = _polars_ohlc(pl.from_arrow(ticks))
+    assert ours.height == theirs.height
+    for name in ("open", "high", "low", "close"):
+        assert ours[name].to_list() == theirs[name].to_list(), name

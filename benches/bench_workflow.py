@@ -109,6 +109,7 @@ def grid(benchmark: Any, backend: str, workers: int, tmp_path: Path) -> None:
     assert summary["status"] == "completed" and phase["containers"] == 1000
     benchmark.extra_info.update(
         items=1000,
+        unit="containers",
         bars=100_000,
         workers=workers,
         peak_rss_mb=round(max(rss), 1),
@@ -165,6 +166,7 @@ def test_containers_in_process(benchmark: Any, backend: str) -> None:
     assert len(outcomes) == len(jobs)
     benchmark.extra_info.update(
         items=len(jobs),
+        unit="containers",
         bars=100_000,
         trades=int(sum(o.trades.num_rows for o in outcomes)),
     )
@@ -217,6 +219,7 @@ def test_memory_10k_containers(benchmark: Any, tmp_path: Path) -> None:
     limit = BUDGET_MB + baseline + MARGIN_MB
     benchmark.extra_info.update(
         items=10_000,
+        unit="containers",
         bars=5000,
         budget_mb=BUDGET_MB,
         baseline_rss_mb=round(baseline, 1),
@@ -397,7 +400,9 @@ def test_peers_sma_grid(
         _vectorbt(peer_bars)  # warm: numba compilation
         pf = _rounds(benchmark, lambda: _vectorbt(peer_bars), 3)
         assert len(pf.wrapper.columns) == len(PEER_PAIRS)
-    benchmark.extra_info.update(items=len(PEER_PAIRS), bars=PEER_BARS, checked_trades=same_trades)
+    benchmark.extra_info.update(
+        items=len(PEER_PAIRS), unit="containers", bars=PEER_BARS, checked_trades=same_trades
+    )
 
 
 @pytest.fixture(autouse=True)

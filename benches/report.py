@@ -3,10 +3,16 @@
     python benches/report.py                 # run every suite in benches/, then print
     python benches/report.py -k ring         # only matching benchmarks (pytest -k)
     python benches/report.py --json FILE     # print a table from an earlier --benchmark-json run
+    python benches/report.py PATH ...        # only these bench files or folders
 
 Every ratio comes from the same run: within a benchmark group, each implementation's
 median is divided by the median of the ``rust`` implementation, so ``4.0x`` means the
-row is four times slower than the Rust backend (``0.5x``: twice as fast).
+row is four times slower than the Rust backend (``0.5x``: twice as fast). The rate
+column counts each group's ``unit`` (``extra_info["unit"]``: events, bytes, entries, ...)
+per second.
+
+A benchmark that failed (its result check, or an error) has no row: benches/conftest.py
+keeps it out of the results, and the report then exits with status 1 and names it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Row:
     impl: str
     median_s: float
     items: float | None
+    unit: str = "items"
 
     @property
     def rate(self) -> float | None:
@@ -56,6 +63,7 @@ def load_rows(path: Path) -> list[Row]:
                 impl=_impl_name(bench),
                 median_s=float(bench["stats"]["median"]),
                 items=float(extra["items"]) if "items" in extra else None,
+                unit=str(extra.get("unit", "items")),
             )
         )
     return rows
@@ -68,13 +76,13 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
-def _fmt_rate(rate: float | None) -> str:
+def _fmt_rate(rate: float | None, unit: str) -> str:
     if rate is None:
         return ""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if rate >= scale:
-            return f"{rate / scale:.3g} {unit}/s"
-    return f"{rate:.3g} /s"
+            return f"{rate / scale:.3g} {prefix} {unit}/s"
+    return f"{rate:.3g} {unit}/s"
 
 
 def render(rows: list[Row]) -> str:
@@ -82,7 +90,7 @@ def render(rows: list[Row]) -> str:
     for row in rows:
         groups[row.group].append(row)
     lines = [
-        "| group | implementation | median | items/s | vs rust |",
+        "| group | implementation | median | rate | vs rust |",
         "|---|---|---:|---:|---:|",
     ]
     for group in sorted(groups):
@@ -93,19 +101,21 @@ def render(rows: list[Row]) -> str:
             ratio = f"{row.median_s / base.median_s:.2f}x" if base else ""
             lines.append(
                 f"| {group} | {row.impl} | {_fmt_time(row.median_s)} | "
-                f"{_fmt_rate(row.rate)} | {ratio} |"
+                f"{_fmt_rate(row.rate, row.unit)} | {ratio} |"
             )
     return "\n".join(lines)
 
 
-def run_benchmarks(extra: list[str]) -> Path:
+def run_benchmarks(paths: list[str], extra: list[str]) -> tuple[Path, int]:
+    """Run the benchmarks (pytest's output goes to stderr); (JSON file, pytest status)."""
     out = Path(tempfile.mkdtemp(prefix="phasekit-bench-")) / "bench.json"
     cmd = [
         sys.executable,
         "-m",
         "pytest",
-        str(HERE),
+        *(paths or [str(HERE)]),
         "-q",
+        "-rfE",
         "-p",
         "no:cacheprovider",
         "--benchmark-only",
@@ -114,21 +124,32 @@ def run_benchmarks(extra: list[str]) -> Path:
         "python_files=bench_*.py",
         *extra,
     ]
-    subprocess.run(cmd, check=False)
+    proc = subprocess.run(cmd, check=False, stdout=sys.stderr)
     if not out.exists():
         raise SystemExit("the benchmark run produced no results")
-    return out
+    return out, proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="read results from this file instead")
     parser.add_argument("-k", help="only benchmarks matching this pytest -k expression")
+    parser.add_argument("paths", nargs="*", help="bench files or folders (default: benches/)")
     args, rest = parser.parse_known_args(argv)
     if args.k:
         rest += ["-k", args.k]
-    path = args.json or run_benchmarks(rest)
+    status = 0
+    if args.json:
+        path = args.json
+    else:
+        path, status = run_benchmarks(args.paths, rest)
     sys.stdout.write(render(load_rows(path)) + "\n")
+    if status != 0:
+        sys.stderr.write(
+            f"the benchmark run failed (pytest exit status {status}; see FAILED/ERROR above): "
+            "the failed benchmarks have no row\n"
+        )
+        return 1
     return 0
 
 

@@ -112,6 +112,24 @@ def test_sma_crossover_strictness_in_the_kernels(
         assert position.tolist() == [0, *want[:-1]], short
 
 
+@pytest.mark.parametrize(
+    ("mode", "want"), [("long_only", [0, 0, 0, 1, 0, 0]), ("long_short", [0, 0, 0, 1, 0, -1])]
+)
+def test_momentum_needs_a_return_beyond_the_threshold(mode: str, want: list[int]) -> None:
+    # lookback 1, threshold 0: a return of exactly 0 is neither long nor short
+    bars = bars_from([10.0, 10.0, 10.0, 11.0, 11.0, 10.0])
+    got = make_strategy("momentum", {"lookback": 1, "threshold": 0.0, "mode": mode}).signals(bars)
+    assert got.tolist() == want
+
+
+def test_mean_reversion_exits_at_a_z_score_of_exactly_exit_z() -> None:
+    # window 3: bar 4 closes at 7 after 10, 10 (mean 9, std sqrt(2), z = -1.41 < -1:
+    # long); bar 5 closes at 8.5, the mean of 10, 7, 8.5, so z = 0 = exit_z: flat
+    bars = bars_from([10.0, 10.0, 10.0, 10.0, 7.0, 8.5])
+    got = make_strategy("mean_reversion", {"window": 3, "entry_z": 1.0, "exit_z": 0.0})
+    assert got.signals(bars).tolist() == [0, 0, 0, 0, 1, 0]
+
+
 def test_metrics_reference_definitions() -> None:
     eq = np.array([100.0, 110.0, 99.0, 120.0])
     m = compute_metrics(eq, 100.0, 252.0, np.array([5.0, -2.0, 3.0]), np.array([0, 1, 1, 0]))

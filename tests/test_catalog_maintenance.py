@@ -139,6 +139,44 @@ def test_a_file_shared_by_two_rows_lives_while_one_row_does(catalog: Catalog) ->
     assert not item.path.exists() and catalog.list_items() == []
 
 
+def test_an_item_whose_file_cannot_be_deleted_is_kept(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phasekit.catalog import cleanup
+
+    catalog.start_process("wf", process_id="run")
+    stuck, gone = store(catalog, "run", "p", "stuck"), store(catalog, "run", "p", "gone")
+    catalog.finish_process("run")
+    stuck_path = catalog.get_item(stuck).path
+    real_delete = cleanup._delete_path
+
+    def refuse(path: Path) -> None:
+        if path == stuck_path:
+            raise PermissionError(13, "Permission denied")
+        real_delete(path)
+
+    monkeypatch.setattr(cleanup, "_delete_path", refuse)
+    report = catalog.remove_items([stuck, gone])
+    assert report.removed == [gone]
+    assert [(i, "Permission denied" in r) for i, r in report.failed] == [(stuck, True)]
+    assert [i.id for i in catalog.list_items("run")] == [stuck]  # kept, present
+    assert catalog.get_item(stuck).state == "present" and stuck_path.exists()
+    assert catalog.doctor().ok
+
+
+def test_cleanup_prunes_emptied_folders_but_not_the_results_folder(
+    catalog: Catalog, results_dir: Path
+) -> None:
+    catalog.start_process("wf", process_id="run")
+    ids = [store(catalog, "run", "stage", f"e{k}") for k in range(3)]
+    folders = {p.parent for p in (catalog.get_item(i).path for i in ids) if p is not None}
+    catalog.finish_process("run")
+    catalog.cleanup("keep_none")
+    assert not any(f.exists() for f in folders)  # emptied folders are removed ...
+    assert results_dir.is_dir()  # ... up to the results folder, which stays
+    assert catalog.results_dir is not None and Path(catalog.results_dir).is_dir()
+
+
 def test_folder_items_are_removed_whole(catalog: Catalog, results_dir: Path) -> None:
     catalog.start_process("wf", process_id="run")
     folder = results_dir / "run" / "p" / "dataset"

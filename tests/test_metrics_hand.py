@@ -57,9 +57,9 @@ def assert_metrics(got: dict[str, Any], want: dict[str, Any]) -> None:
             assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
 
 
-# A curve with a new peak after a drawdown, a flat bar and a deeper second drawdown;
+# A curve that moves on its first bar, with a new peak after a drawdown, a flat bar and a deeper second drawdown;
 # trades with a win, two losses and a zero-pnl trade (not a win); long and short bars.
-EQUITY = [1000.0, 1100.0, 1100.0, 990.0, 1210.0, 1150.0, 968.0, 1331.0]
+EQUITY = [1050.0, 1100.0, 1100.0, 990.0, 1210.0, 1150.0, 968.0, 1331.0]
 PNL = [100.0, -40.0, 0.0, 250.0, -85.0]
 POSITION = [0.0, 5.0, 5.0, -3.0, 0.0, 0.0, 2.0, 2.0]
 
