@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 import pyarrow as pa
 
 import phasekit
-from phasekit.errors import UnknownKey
+from phasekit.errors import ConfigError, UnknownKey
 from phasekit.workflow.builtin import CUSTOM_WORKFLOW, check_workflow, workflow_defaults
 from phasekit.workflow.executor import DataSpec, Executor, bars_for
 from phasekit.workflow.sequencer import Observer, PhaseOutcome, Sequencer
