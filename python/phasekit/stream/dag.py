@@ -426,11 +426,14 @@ class Dag:
     # -------------------------------------------------------------- descriptions
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Dag:
-        """Build a Dag from a dict (see ``phasekit.stream.spec``); bad specs raise ConfigError."""
+    def from_spec(
+        cls, spec: Mapping[str, Any], bindings: Optional[Mapping[str, Any]] = None
+    ) -> Dag:
+        """Build a Dag from a dict (see ``phasekit.stream.spec``); bad specs raise
+        ConfigError. ``bindings`` maps extra node type names to nodes used as they are."""
         from phasekit.stream.spec import build_dag
 
-        return build_dag(spec, cls)
+        return build_dag(spec, cls, bindings)
 
     @classmethod
     def from_yaml(cls, source: Any) -> Dag:

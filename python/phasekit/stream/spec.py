@@ -36,7 +36,7 @@ import importlib
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from phasekit.errors import ConfigError, InvalidArgument, StreamError
 from phasekit.stream import connectors, operators
@@ -199,8 +199,14 @@ def _infer_kind(node: Mapping[str, Any], edges: list[dict[str, Any]], where: str
     return "transform" if has_out else "sink"
 
 
-def _build_node(node: Mapping[str, Any], where: str) -> Any:
+def _build_node(
+    node: Mapping[str, Any], where: str, bindings: Optional[Mapping[str, Any]] = None
+) -> Any:
     type_ = node.get("type")
+    if bindings and isinstance(type_, str) and type_ in bindings:
+        if node.get("args"):
+            raise ConfigError(f"{where}: {type_!r} takes no args")
+        return bindings[type_]
     if not isinstance(type_, str):
         raise ConfigError(
             f"{where}.type: required; a built-in name ({', '.join(sorted(BUILTINS))}, "
@@ -234,8 +240,11 @@ def _build_node(node: Mapping[str, Any], where: str) -> Any:
         ) from exc
 
 
-def build_dag(spec: Mapping[str, Any], cls: Any) -> Any:
-    """A Dag (of class ``cls``) from a description; ConfigError names the bad path."""
+def build_dag(
+    spec: Mapping[str, Any], cls: Any, bindings: Optional[Mapping[str, Any]] = None
+) -> Any:
+    """A Dag (of class ``cls``) from a description; ConfigError names the bad path.
+    ``bindings``: node types the caller provides (name -> the node, used as it is)."""
     _check_keys(spec, DAG_KEYS, "stream spec")
     nodes = _node_list(spec)
     edges = _edges(spec, nodes)
@@ -249,7 +258,7 @@ def build_dag(spec: Mapping[str, Any], cls: Any) -> Any:
         raise ConfigError(f"stream spec: {exc}") from exc
     for where, node in nodes:
         kind = _infer_kind(node, edges, where)
-        impl = _build_node(node, where)
+        impl = _build_node(node, where, bindings)
         options = {k: node[k] for k in OPTION_KEYS[kind] if k in node}
         for name in ("key", "timestamp"):
             if isinstance(options.get(name), str) and ":" in options[name]:

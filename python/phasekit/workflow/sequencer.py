@@ -24,7 +24,7 @@ import pyarrow as pa
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.backtest.strategies import indicator_columns
 from phasekit.errors import ConfigError, WorkflowError
-from phasekit.workflow import analysis
+from phasekit.workflow import analysis, streamphase
 from phasekit.workflow.executor import DataSpec, Executor, bars_for
 from phasekit.workflow.params import ParameterSpace
 from phasekit.workflow.phase import (
@@ -272,32 +272,10 @@ class Sequencer:
         return outcome
 
     def _stream(self, phase: ResolvedPhase) -> PhaseOutcome:
-        """A ``topology: stream`` phase: run its DAG (``dag:``) to completion."""
-        from phasekit.stream import Dag
-
-        if not phase.params.dag:
-            raise ConfigError(f"phases.{phase.name}: topology 'stream' needs a `dag:` description")
-        dag = Dag.from_spec(phase.params.dag)
-        outcome = PhaseOutcome(phase.name, phase.sequence)
+        """A ``topology: stream`` phase: run its DAG, store each sink's result."""
+        dag = streamphase.build_dag(phase)
         out = self._results(phase)
         try:
-            self.observer.phase_started(phase.name, 1, len(dag.nodes))
-            result = dag.run()
-            self.observer.containers_done(phase.name, len(dag.nodes))
-            outcome.windows, outcome.containers = ["full"], len(dag.nodes)
-            outcome.summary = {"phase": phase.name, "topology": "stream", **_stream_summary(result)}
-            outcome.files["phase_summary"] = out.write_json(None, "phase_summary", outcome.summary)
+            return streamphase.run(phase, dag, out, self.observer)
         finally:
             out.close()
-        return outcome
-
-
-def _stream_summary(result: Any) -> dict[str, Any]:
-    return {
-        "dag": result.dag,
-        "elapsed": result.elapsed,
-        "stopped": result.stopped,
-        "nodes": result.nodes,
-        "queues": result.queues,
-        "results": {k: repr(v)[:200] for k, v in result.results.items()},
-    }
