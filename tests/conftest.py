@@ -42,7 +42,11 @@ def both_backends() -> tuple[ModuleType, ModuleType]:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"phasekit backend env: PHASEKIT_BACKEND={os.environ.get('PHASEKIT_BACKEND', 'auto')}"
+    deselect = os.environ.get(DESELECT_BOTH_ENV, "0")
+    return (
+        f"phasekit backend env: PHASEKIT_BACKEND={os.environ.get('PHASEKIT_BACKEND', 'auto')}, "
+        f"{DESELECT_BOTH_ENV}={deselect}"
+    )
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,3 +84,28 @@ def repository_unchanged() -> Iterator[None]:
         "the test session changed the repository tree (tests must write only under "
         "their temporary folders): " + "; ".join(changed)
     )
+
+
+# CI runs the suite a second time with PHASEKIT_BACKEND=python; a test that already
+# runs on both backends (parametrised over them, or comparing them side by side) is
+# deselected there, so it runs once per backend, not twice.
+DESELECT_BOTH_ENV = "PHASEKIT_TEST_DESELECT_BOTH_BACKENDS"
+
+
+def runs_on_both_backends(item: pytest.Item) -> bool:
+    """True for a test parametrised over the backend names or using ``both_backends``."""
+    if "both_backends" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return False
+    return any(isinstance(v, str) and v in BACKEND_NAMES for v in callspec.params.values())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(DESELECT_BOTH_ENV) != "1":
+        return
+    deselected = [item for item in items if runs_on_both_backends(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not runs_on_both_backends(item)]

@@ -15,7 +15,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from phasekit.errors import CorruptDataError, InvalidArgument, StorageError, UnknownKey
+from phasekit.errors import (
+    CorruptDataError,
+    InvalidArgument,
+    MissingDependency,
+    StorageError,
+    UnknownKey,
+)
 from phasekit.stores import FileStore, JsonLinesRecorder, durable
 from phasekit.stores.file import MANIFEST_DIR
 from stores_util import sample_values, small_disk, store_backend  # noqa: F401
@@ -281,7 +287,7 @@ def test_hdf5_without_h5py_says_what_to_install(
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_h5py)
-    with pytest.raises(InvalidArgument, match=r"needs the optional h5py package \(pip install"):
+    with pytest.raises(MissingDependency, match=r"needs the optional h5py package \(pip install"):
         FileStore(tmp_path, format="hdf5").put("a", np.zeros(3))
 
 

@@ -5,6 +5,8 @@ The hot-path primitives (``EventRing``, ``Channel``, ``SpillLedger``,
 :func:`phasekit.set_backend` or ``PHASEKIT_BACKEND`` each time they are looked
 up on this module. ``phasekit.run`` (see :mod:`phasekit.workflow.run`) is imported
 on first use, so ``import phasekit`` stays light.
+``phasekit.__version__`` is the installed distribution's version (Cargo.toml's,
+through maturin), or the compiled core's in a source checkout.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from phasekit import errors
-from phasekit.backend import PRIMITIVES, get_backend, set_backend
+from phasekit.backend import PRIMITIVES, get_backend, package_version, set_backend
 from phasekit.events import EventType, event_kind, event_kind_name, register_event_kind
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return package_version()
     if name == "run":
         from phasekit.workflow.run import run
 

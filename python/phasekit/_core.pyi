@@ -11,6 +11,15 @@ from typing import Any, Optional
 from typing_extensions import Self, final
 
 __version__: str
+"""The package version (Cargo.toml's); the Python layer refuses a core of another version."""
+BUILD_PROFILE: str
+"""``release`` or ``debug`` (debug assertions on)."""
+BUILD_FEATURES: tuple[str, ...]
+"""The Cargo features compiled in (``python`` for every extension build)."""
+BUILD_TARGET: str
+"""The target triple, e.g. ``x86_64-unknown-linux-gnu``."""
+BUILD_RUSTC: str
+"""``rustc --version`` of the compiler that built it."""
 __all__: list[str]
 
 @final

@@ -25,6 +25,14 @@ class BackendUnavailable(PhasekitError, ImportError):
     """The requested backend cannot be loaded (e.g. ``rust`` without the compiled extension)."""
 
 
+class CoreVersionMismatch(BackendUnavailable):
+    """The compiled core (``phasekit._core``) is of another version than the Python layer."""
+
+
+class MissingDependency(PhasekitError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
 class UnknownKey(PhasekitError, KeyError):
     """A key, item or reference is not known where it was looked up."""
 
@@ -83,8 +91,10 @@ __all__ = [
     "ChannelEmpty",
     "ChannelFull",
     "ConfigError",
+    "CoreVersionMismatch",
     "CorruptDataError",
     "InvalidArgument",
+    "MissingDependency",
     "PhasekitError",
     "StorageError",
     "StreamError",

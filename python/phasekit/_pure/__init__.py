@@ -20,8 +20,6 @@ from phasekit._pure.ring import (
 )
 from phasekit._pure.sizeof import size_of
 
-__version__ = "0.1.0"
-
 __all__ = [
     "COMPRESSIONS",
     "EVENT_BYTES",

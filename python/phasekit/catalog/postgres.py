@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from phasekit._optional import require
 from phasekit.catalog.base import Catalog, Exec, Rows
 from phasekit.catalog.encode import to_json
 from phasekit.catalog.schema import POSTGRES_DDL, POSTGRES_MIGRATIONS
@@ -30,13 +31,9 @@ class PostgresCatalog(Catalog):
         self, location: CatalogLocation, *, create: bool = True, connect_timeout: int = 10
     ) -> None:
         super().__init__(location)
-        try:
-            import psycopg
-            from psycopg.types.string import TextLoader
-        except ImportError:
-            raise CatalogError(
-                f"catalog {self.url} needs psycopg 3; install it with: pip install 'psycopg[binary]'"
-            ) from None
+        psycopg = require("psycopg", feature=f"catalog {self.url}")
+        from psycopg.types.string import TextLoader
+
         self._errors: type[Exception] = psycopg.Error
         try:
             self._conn = psycopg.connect(

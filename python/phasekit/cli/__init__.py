@@ -13,14 +13,49 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
-from phasekit.errors import PhasekitError
+from phasekit import backend
+from phasekit.errors import BackendUnavailable, PhasekitError
 
 log = logging.getLogger("phasekit.cli")
 
 # module name (in this package) -> registers its subcommands
 COMMAND_MODULES: tuple[str, ...] = ("run", "catalog", "config")
+
+
+def version_report() -> tuple[list[str], int]:
+    """``phasekit --version``: the package, the backend in use and the core's build.
+
+    Returns the lines and the exit code (1 when a forced rust backend cannot load).
+    """
+    lines = [f"phasekit {backend.package_version()} ({Path(__file__).resolve().parent.parent})"]
+    code = 0
+    with warnings.catch_warnings():  # the core line below says why auto fell back
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            lines.append(f"backend: {backend.get_backend()}")
+        except BackendUnavailable:
+            lines.append("backend: rust (requested, not available)")
+            code = 1
+    try:
+        lines.append(f"core: {backend.core_build().describe()}")
+    except BackendUnavailable as exc:
+        lines.append(f"core: not available: {exc}")
+    return lines, code
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        lines, code = version_report()
+        sys.stdout.write("\n".join(lines) + "\n")
+        parser.exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-phase data workflows: run, inspect and clean up stored results.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version, the backend in use and the compiled core's build, then exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"phasekit.cli.{name}")

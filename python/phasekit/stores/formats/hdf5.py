@@ -13,20 +13,16 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
+from phasekit._optional import require
 from phasekit.errors import InvalidArgument
 from phasekit.stores import values
 from phasekit.stores.formats.base import Format, WriteOptions, decode_schema, restore, tabular_info
 
 
 def _h5py() -> Any:
-    try:
-        import h5py
-    except ImportError as exc:
-        raise InvalidArgument(
-            "format 'hdf5' needs the optional h5py package (pip install 'phasekit[hdf5]' or "
-            "pip install h5py); other formats: arrow, parquet, json, csv"
-        ) from exc
-    return h5py
+    return require(
+        "h5py", feature="format 'hdf5'", alternatives="other formats: arrow, parquet, json, csv"
+    )
 
 
 def _column_array(name: str, column: pa.ChunkedArray) -> Any:
