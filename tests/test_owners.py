@@ -167,3 +167,68 @@ def test_config_and_workflow_refuse_the_same_constraints(text: str) -> None:
         ParameterSpace.from_config(space)
     tail = str(workflow_err.value).split(": ", 1)[1]
     assert tail in str(config_err.value)
+
+
+# --- _pure is self-contained; one checksum module, one fsync helper ---------------------------
+
+PACKAGE = Path(__file__).resolve().parents[1] / "python" / "phasekit"
+PURE_MAY_IMPORT = ("phasekit._pure", "phasekit.errors", "phasekit.events", "phasekit.checksum",
+                   "phasekit.fsync")  # fmt: skip
+
+
+def _phasekit_imports(path: Path) -> list[str]:
+    """Every ``phasekit...`` module a file imports, function-local imports included."""
+    import ast
+
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append(node.module)
+        elif isinstance(node, ast.Import):
+            out.extend(alias.name for alias in node.names)
+    return [m for m in out if m == "phasekit" or m.startswith("phasekit.")]
+
+
+def test_pure_imports_only_errors_and_low_level_owners() -> None:
+    files = sorted((PACKAGE / "_pure").glob("*.py"))
+    assert files
+    for path in files:
+        for module in _phasekit_imports(path):
+            assert module.startswith(PURE_MAY_IMPORT), f"_pure/{path.name} imports {module}"
+
+
+@pytest.mark.parametrize(
+    "name", ["checksum.py", "fsync.py", "events.py", "registry.py", "space.py"]
+)
+def test_low_level_owners_import_only_errors(name: str) -> None:
+    assert set(_phasekit_imports(PACKAGE / name)) <= {"phasekit.errors"}
+
+
+def test_one_folder_fsync_helper() -> None:
+    """No module but phasekit/fsync.py opens a folder to fsync it."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "fsync.py" and path.parent == PACKAGE:
+            continue
+        text = path.read_text()
+        assert "O_DIRECTORY" not in text, path
+        assert not re.search(r"def _?fsync_dir\b", text), path
+
+
+def test_checksums_agree_across_backends_and_layers(tmp_path: Path, backend: ModuleType) -> None:
+    from phasekit import checksum
+    from phasekit.catalog import reference_checksum
+    from phasekit.stores import durable
+
+    data = bytes(range(256)) * 4099
+    file = tmp_path / "f.bin"
+    file.write_bytes(data)
+    expected = checksum.bytes_checksum(data)
+    assert backend.file_checksum(str(file)) == expected
+    assert reference_checksum(file) == durable.path_checksum(file) == expected
+    folder = tmp_path / "d"
+    (folder / "a=1").mkdir(parents=True)
+    (folder / "a=1" / "p.bin").write_bytes(data[:100])
+    (folder / "b.bin").write_bytes(data[100:300])
+    crc = backend.crc32(b"a=1/p.bin\x00" + data[:100])
+    crc = backend.crc32(b"b.bin\x00" + data[100:300], crc)
+    assert reference_checksum(folder) == durable.path_checksum(folder) == checksum.format_crc32(crc)

@@ -1,5 +1,6 @@
 """The backtest kernel of the pure-Python backend: the numpy reference of
-``phasekit.backtest`` behind the same call as ``phasekit._core.backtest``.
+``phasekit.backtest`` (:mod:`phasekit._pure.sim`) behind the same call as
+``phasekit._core.backtest``.
 
 ``backtest(bars, start, stop, sma=...)`` computes signals over ``bars[:stop]`` (an SMA
 crossover, or the ``target`` column), simulates positions inside ``[start, stop)``
@@ -11,11 +12,19 @@ trades, fills and position events, plus the summary of the equity curve that
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 
+from phasekit._pure.sim import (
+    PortfolioSettings,
+    equity_summary,
+    position_events,
+    simulate,
+    sma_crossover_targets,
+)
 from phasekit.errors import ConfigError, InvalidArgument
 
 _TS_TYPES = "int64 or timestamp[ns]"
@@ -54,13 +63,26 @@ def _column(table: pa.Table, name: str, dtype: str) -> np.ndarray:
     return np.asarray(col.to_numpy())
 
 
-def _bars(table: pa.Table, stop: int) -> Any:
-    from phasekit.backtest.bars import Bars
+@dataclass(frozen=True)
+class _Bars:
+    """The columns the simulation reads (:class:`phasekit._pure.sim.PriceBars`)."""
 
+    ts: np.ndarray
+    open: np.ndarray
+    close: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def slice(self, start: int, stop: int) -> _Bars:
+        return _Bars(self.ts[start:stop], self.open[start:stop], self.close[start:stop])
+
+
+def _bars(table: pa.Table, stop: int) -> _Bars:
     ts = _column(table, "ts", "ts")[:stop]
     open_ = _column(table, "open", "float64")[:stop]
     close = _column(table, "close", "float64")[:stop]
-    return Bars("", ts, open_, close, close, close, close)
+    return _Bars(ts, open_, close)
 
 
 def _span(start: int, stop: Optional[int], n: int) -> tuple[int, int]:
@@ -73,13 +95,7 @@ def _span(start: int, stop: Optional[int], n: int) -> tuple[int, int]:
 
 
 def _sma_targets(close: np.ndarray, fast: int, slow: int, long_short: bool) -> np.ndarray:
-    from phasekit.backtest.bars import Bars
-    from phasekit.backtest.strategies import SmaCrossover
-
-    strategy = SmaCrossover(fast, slow, "long_short" if long_short else "long_only")
-    n = close.shape[0]
-    stub = np.empty(n)
-    return strategy.signals(Bars("", np.zeros(n, np.int64), stub, stub, stub, close, stub))
+    return sma_crossover_targets(close, fast, slow, long_short)
 
 
 def sma_crossover_signals(bars: Any, fast: int, slow: int, long_short: bool = False) -> Any:
@@ -114,9 +130,6 @@ def backtest(
     curves: bool = True,
 ) -> dict[str, Any]:
     """See the module docstring; the same call as ``phasekit._core.backtest``."""
-    from phasekit.backtest.metrics import equity_summary
-    from phasekit.backtest.portfolio import PortfolioSettings, position_events, simulate
-
     settings = PortfolioSettings(
         initial_capital=float(initial_capital),
         fraction=float(fraction),

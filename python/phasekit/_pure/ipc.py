@@ -22,6 +22,7 @@ import pyarrow.ipc
 
 from phasekit._pure.checksum import file_checksum
 from phasekit.errors import InvalidArgument, WriterError
+from phasekit.fsync import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,6 @@ def _open_writer(state: _State, sink: pa.NativeFile) -> Any:
     return pa.ipc.new_stream(sink, state.schema, options=options)
 
 
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _run(state: _State) -> None:
     """Background thread: write queued batches until _FINISH or _STOP."""
     sink: Optional[pa.NativeFile] = None
@@ -87,7 +80,7 @@ def _run(state: _State) -> None:
             if item is _FINISH:
                 writer.close()
                 sink.close()
-                _fsync_path(state.tmp_path)
+                fsync_file(state.tmp_path)
                 return
             writer.write_batch(item)
     except BaseException as exc:  # surfaced at the next write() or at close()
@@ -131,19 +124,6 @@ def _abort(state: _State) -> None:
     if state.thread is not None and state.thread is not threading.current_thread():
         state.thread.join()
     _remove(state.tmp_path)
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # platforms that cannot open folders
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _to_batches(batch: Any) -> tuple[pa.Schema, list[pa.RecordBatch]]:
@@ -328,7 +308,7 @@ class IpcWriter:
             os.replace(self._state.tmp_path, self._path)
         except OSError as exc:
             raise WriterError(f"cannot rename the temporary file to {self._path!r}: {exc}") from exc
-        _fsync_dir(os.path.dirname(self._path) or ".")
+        fsync_dir(os.path.dirname(self._path) or ".", best_effort=True)
 
     def abort(self) -> None:
         """Stops writing and deletes the temporary file; no file appears at ``path``."""

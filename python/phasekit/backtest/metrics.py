@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from phasekit._pure.sim import equity_summary
+
 
 def _trade_metrics(pnl: np.ndarray) -> dict[str, Any]:
     count = int(pnl.shape[0])
@@ -58,42 +60,6 @@ def compute_metrics(
     }
     out.update(_trade_metrics(np.asarray(trade_pnl, dtype=np.float64)))
     return out
-
-
-def equity_summary(
-    equity: np.ndarray, position: np.ndarray | None, last: float, peak: float
-) -> dict[str, Any]:
-    """What :meth:`StreamingMetrics.fold` takes from equity values that continue from
-    equity ``last`` and running peak ``peak``: the count, mean and sum of squared
-    deviations of their simple returns, the sum of squared negative returns, the new
-    peak, the worst drawdown (<= 0), the last equity and the bars with a position."""
-    eq = np.asarray(equity, dtype=np.float64)
-    in_market = int(np.count_nonzero(position)) if position is not None else 0
-    if eq.shape[0] == 0:
-        return {
-            "n": 0,
-            "mean": 0.0,
-            "m2": 0.0,
-            "down_sq": 0.0,
-            "peak": float(peak),
-            "max_drawdown": 0.0,
-            "last": float(last),
-            "bars_in_market": in_market,
-        }
-    prev = np.concatenate(([last], eq[:-1]))
-    rets = eq / prev - 1.0
-    mean = float(rets.mean())
-    peaks = np.maximum.accumulate(np.maximum(eq, peak))
-    return {
-        "n": int(rets.shape[0]),
-        "mean": mean,
-        "m2": float(((rets - mean) ** 2).sum()),
-        "down_sq": float((np.minimum(rets, 0.0) ** 2).sum()),
-        "peak": float(peaks[-1]),
-        "max_drawdown": min(0.0, float((eq / peaks - 1.0).min())),
-        "last": float(eq[-1]),
-        "bars_in_market": in_market,
-    }
 
 
 class StreamingMetrics:

@@ -24,28 +24,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from phasekit._pure.sim import check_sma, hold_states, sma, sma_crossover_targets
 from phasekit.backtest.bars import Bars
 from phasekit.errors import ConfigError
 
 
 class Strategy(Protocol):
     def signals(self, bars: Bars) -> np.ndarray: ...
-
-
-def sma(values: np.ndarray, window: int) -> np.ndarray:
-    """Simple moving average; NaN for the first ``window - 1`` bars."""
-    out = np.full(values.shape[0], np.nan)
-    if window <= values.shape[0]:
-        c = np.cumsum(np.insert(values, 0, 0.0))
-        out[window - 1 :] = (c[window:] - c[:-window]) / window
-    return out
-
-
-def _hold_states(decisions: np.ndarray) -> np.ndarray:
-    """Forward-fill decisions (NaN = keep the previous state; initial state 0)."""
-    idx = np.where(np.isnan(decisions), 0, np.arange(decisions.shape[0]))
-    np.maximum.accumulate(idx, out=idx)
-    return np.nan_to_num(decisions[idx]).astype(np.int8)
 
 
 def _check_mode(mode: str) -> bool:
@@ -61,23 +46,11 @@ class SmaCrossover:
 
     def __init__(self, fast: int = 10, slow: int = 30, mode: str = "long_only") -> None:
         fast, slow = int(fast), int(slow)
-        if fast < 1 or slow < 1:
-            raise ConfigError(f"strategy: fast={fast} and slow={slow} must be at least 1")
-        if fast >= slow:
-            raise ConfigError(f"strategy: fast ({fast}) must be smaller than slow ({slow})")
+        check_sma(fast, slow)
         self.fast, self.slow, self.short = fast, slow, _check_mode(mode)
 
     def signals(self, bars: Bars) -> np.ndarray:
-        f, s = sma(bars.close, self.fast), sma(bars.close, self.slow)
-        above = np.zeros(len(bars), dtype=bool)
-        below = np.zeros(len(bars), dtype=bool)
-        with np.errstate(invalid="ignore"):
-            above[1:] = (f[:-1] < s[:-1]) & (f[1:] > s[1:])
-            below[1:] = (f[:-1] > s[:-1]) & (f[1:] < s[1:])
-        decisions = np.full(len(bars), np.nan)
-        decisions[above] = 1.0
-        decisions[below] = -1.0 if self.short else 0.0
-        return _hold_states(decisions)
+        return sma_crossover_targets(bars.close, self.fast, self.slow, self.short)
 
 
 class Momentum:
@@ -129,7 +102,7 @@ class MeanReversion:
         decisions[z < -self.entry] = 1.0
         if self.short:
             decisions[z > self.entry] = -1.0
-        return _hold_states(decisions)
+        return hold_states(decisions)
 
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {

@@ -42,6 +42,7 @@ from phasekit import failpoints
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ITEM_STATES, ItemRow
 from phasekit.errors import CatalogError, InvalidArgument
+from phasekit.fsync import fsync_dir
 from phasekit.names import MANIFEST_DIR
 
 if TYPE_CHECKING:
@@ -99,24 +100,12 @@ class CleanupReport:
         }
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the deletions in ``folder`` durable (best effort: some systems refuse)."""
-    if not folder.is_dir():
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _delete_path(path: Path) -> None:
     """Delete a file, or a folder by renaming it to a temporary name first."""
     if path.is_dir() and not path.is_symlink():
         doomed = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
         os.rename(path, doomed)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent, best_effort=True)
         failpoints.reach("cleanup.after_rename")
         shutil.rmtree(doomed, ignore_errors=True)  # the rename was the commit point
     else:
@@ -194,7 +183,7 @@ def _delete_files(
         folders.add(path.parent)
         folders.add(path.parent / MANIFEST_DIR)
     for folder in folders:
-        _fsync_dir(folder)
+        fsync_dir(folder, best_effort=True)
     return failed, folders
 
 

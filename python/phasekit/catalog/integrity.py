@@ -1,47 +1,22 @@
 """Sizes and CRC-32 checksums of stored files and folders, and their verification.
 
-A file's checksum is :func:`phasekit._pure.checksum.file_checksum` (``crc32:%08x`` of its
-bytes). A folder (a partitioned dataset) has the CRC-32 of, for each regular file in the
-order of their relative POSIX paths, the path's UTF-8 bytes, a NUL byte and the file's
-bytes; its size is the sum of its files' sizes.
+Checksums are :mod:`phasekit.checksum`'s (``crc32:%08x`` of a file's bytes; for a folder,
+a partitioned dataset, the CRC-32 over its files in path order); a folder's size is the
+sum of its files' sizes.
 """
 
 from __future__ import annotations
 
 import os
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
+from phasekit.checksum import path_checksum, tree_files
 from phasekit.errors import CorruptDataError
-
-_CHUNK = 1 << 20
-
-
-def _tree_files(root: Path) -> Iterator[tuple[str, Path]]:
-    found: list[tuple[str, Path]] = []
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in files:
-            full = Path(folder) / name
-            found.append((full.relative_to(root).as_posix(), full))
-    yield from sorted(found)
 
 
 def reference_checksum(path: str | os.PathLike[str]) -> str:
-    """``crc32:xxxxxxxx`` of a file, or of a folder as described in the module docstring."""
-    from phasekit._pure.checksum import file_checksum, format_crc32  # imports pyarrow: lazily
-
-    p = Path(path)
-    if not p.is_dir():
-        return file_checksum(p)
-    crc = 0
-    for rel, full in _tree_files(p):
-        crc = zlib.crc32(rel.encode() + b"\x00", crc)
-        with open(full, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                crc = zlib.crc32(chunk, crc)
-    return format_crc32(crc)
+    """``crc32:xxxxxxxx`` of a file, or of a folder (:mod:`phasekit.checksum`)."""
+    return path_checksum(path)
 
 
 def reference_size(path: str | os.PathLike[str]) -> int:
@@ -49,7 +24,7 @@ def reference_size(path: str | os.PathLike[str]) -> int:
     p = Path(path)
     if not p.is_dir():
         return p.stat().st_size
-    return sum(full.stat().st_size for _, full in _tree_files(p))
+    return sum(full.stat().st_size for _, full in tree_files(p))
 
 
 def problem_with(

@@ -17,17 +17,19 @@ import os
 import secrets
 import shutil
 import sys
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
-from phasekit._pure.checksum import format_crc32
 from phasekit._pure.ipc import TMP_SUFFIX
 from phasekit.backend import backend_module
+from phasekit.checksum import bytes_checksum
+from phasekit.checksum import tree_checksum as _tree_checksum
 from phasekit.errors import CorruptDataError, StorageError
-from phasekit.paths import open_nofollow
+from phasekit.fsync import fsync_dir
+from phasekit.fsync import fsync_file as _fsync_file
+from phasekit.paths import O_NOFOLLOW, open_nofollow
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,7 @@ def is_tmp_name(name: str) -> bool:
 
 
 def fsync_file(path: Path) -> None:
-    fd = open_nofollow(path)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_file(path, O_NOFOLLOW)
 
 
 def _syncfs() -> Optional[Any]:
@@ -93,21 +91,6 @@ def ctypes_errno() -> int:
     import ctypes
 
     return ctypes.get_errno()
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a folder so that renames and creations in it are durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return  # platforms that cannot open folders
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -269,7 +252,7 @@ def write_bytes(final: Path, data: bytes, what: str) -> str:
         fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-    return format_crc32(zlib.crc32(data))
+    return bytes_checksum(data)
 
 
 def write_json(final: Path, obj: Any, what: str) -> str:
@@ -283,10 +266,8 @@ def file_checksum(path: Path) -> str:
 
 
 def tree_checksum(root: Path) -> str:
-    """Checksum of a folder, as the catalog defines it (see ``phasekit.catalog.integrity``)."""
-    from phasekit.catalog.integrity import reference_checksum
-
-    return str(reference_checksum(root))
+    """Checksum of a folder (:func:`phasekit.checksum.tree_checksum`)."""
+    return _tree_checksum(root)
 
 
 def path_size(path: Path) -> int:

@@ -1,0 +1,92 @@
+"""The one definition of phasekit's checksums: ``crc32:%08x`` (lower-case hex) of a file's
+bytes, and of a folder (a partitioned dataset): the CRC-32 of, for each regular file in
+the order of their relative POSIX paths, the path's UTF-8 bytes, a NUL byte and the file's
+bytes.
+
+Both backends write the file form (``phasekit._core`` in Rust, :mod:`phasekit._pure`
+from here); the stores and the catalog compute and verify both forms from here. This
+module imports nothing of phasekit but ``errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Union
+
+from phasekit.errors import InvalidArgument
+
+PathLike = Union[str, "os.PathLike[str]"]
+PREFIX = "crc32:"
+_CHUNK = 1 << 20
+
+
+def format_crc32(crc: int) -> str:
+    """``crc32:xxxxxxxx`` of a CRC-32 value."""
+    return f"{PREFIX}{crc & 0xFFFFFFFF:08x}"
+
+
+def crc32(data: object, value: int = 0) -> int:
+    """zlib's CRC-32 of a bytes-like object, continuing from ``value``."""
+    try:
+        return zlib.crc32(data, value)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise InvalidArgument(
+            "crc32 needs a bytes-like object (bytes, bytearray, memoryview, numpy array), "
+            f"got {type(data).__name__}"
+        ) from exc
+
+
+def bytes_checksum(data: bytes) -> str:
+    """``crc32:xxxxxxxx`` of ``data`` (what a file holding exactly ``data`` checksums to)."""
+    return format_crc32(zlib.crc32(data))
+
+
+def _file_crc(path: PathLike, crc: int = 0) -> int:
+    with open(os.fspath(path), "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def file_checksum(path: PathLike) -> str:
+    """``crc32:xxxxxxxx`` of a file's bytes (OSError when it cannot be read)."""
+    return format_crc32(_file_crc(path))
+
+
+def tree_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """``(relative POSIX path, path)`` of every regular file under ``root``, in path order."""
+    found: list[tuple[str, Path]] = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in files:
+            full = Path(folder) / name
+            found.append((full.relative_to(root).as_posix(), full))
+    yield from sorted(found)
+
+
+def tree_checksum(root: PathLike) -> str:
+    """The checksum of a folder (see the module docstring)."""
+    crc = 0
+    for rel, full in tree_files(Path(root)):
+        crc = _file_crc(full, zlib.crc32(rel.encode() + b"\x00", crc))
+    return format_crc32(crc)
+
+
+def path_checksum(path: PathLike) -> str:
+    """The checksum of a file, or of a folder."""
+    return tree_checksum(path) if Path(path).is_dir() else file_checksum(path)
+
+
+__all__ = [
+    "PREFIX",
+    "bytes_checksum",
+    "crc32",
+    "file_checksum",
+    "format_crc32",
+    "path_checksum",
+    "tree_checksum",
+    "tree_files",
+]
