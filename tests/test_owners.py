@@ -232,3 +232,36 @@ def test_checksums_agree_across_backends_and_layers(tmp_path: Path, backend: Mod
     crc = backend.crc32(b"a=1/p.bin\x00" + data[:100])
     crc = backend.crc32(b"b.bin\x00" + data[100:300], crc)
     assert reference_checksum(folder) == durable.path_checksum(folder) == checksum.format_crc32(crc)
+
+
+# --- docs/config.md names every value the owners allow -----------------------------------------
+
+
+def test_docs_config_lists_every_allowed_value() -> None:
+    from phasekit.catalog.cleanup import POLICIES
+    from phasekit.config import vocab
+    from phasekit.stores.formats import FORMATS
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    prose = re.sub(r"```.*?```", "", docs, flags=re.S)
+    quoted = {q for line in prose.splitlines() for q in re.findall(r"`([^`]+)`", line)}
+    lists: dict[str, Any] = {
+        "modes": vocab.MODES,
+        "formats": tuple(FORMATS),
+        "compressions": {c for f in FORMATS.values() for c in f.compressions if c},
+        "retention policies": RETENTION_POLICIES,
+        "cleanup policies": POLICIES,
+        "sequences": registry.SEQUENCES,
+        "walk-forward modes": registry.WALK_FORWARD_MODES,
+        "monte carlo methods": registry.MONTE_CARLO_METHODS,
+        "strategies": registry.STRATEGY_NAMES,
+        "metrics": registry.METRIC_NAMES,
+        "calendars": registry.DATA_CALENDARS,
+        "event kinds": tuple(EventType.__members__),
+        "topologies": vocab.TOPOLOGIES,
+        "output kinds": vocab.OUTPUT_KINDS,
+        "data sources": vocab.DATA_SOURCES,
+    }
+    for what, values in lists.items():
+        missing = sorted(str(v) for v in values if str(v) not in quoted)
+        assert not missing, f"docs/config.md does not name these {what}: {missing}"

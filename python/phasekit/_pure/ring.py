@@ -15,7 +15,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from phasekit.errors import InvalidArgument
-from phasekit.events import RETENTION_POLICIES
+from phasekit.events import MAX_KIND, RETENTION_POLICIES, EventType
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,14 +37,14 @@ TRADE_FIELDS = (
 TRADE_BYTES = 68
 POLICIES = RETENTION_POLICIES
 
-POSITION_OPEN = 5
-POSITION_CLOSE = 6
+POSITION_OPEN = int(EventType.POSITION_OPEN)
+POSITION_CLOSE = int(EventType.POSITION_CLOSE)
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
-KIND_MAX = 65535
+KIND_MAX = MAX_KIND
 
 Event = tuple[int, int, int, int, float, float, float]
 Trade = tuple[int, int, int, int, float, float, float, float, int]
