@@ -265,3 +265,14 @@ def test_docs_config_lists_every_allowed_value() -> None:
     for what, values in lists.items():
         missing = sorted(str(v) for v in values if str(v) not in quoted)
         assert not missing, f"docs/config.md does not name these {what}: {missing}"
+
+
+def test_arrow_compressions_are_the_ipc_writers(backend: ModuleType, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from phasekit.stores.formats import FORMATS
+
+    assert tuple(backend.COMPRESSIONS) == FORMATS["arrow"].compressions
+    for codec in backend.COMPRESSIONS:
+        with backend.IpcWriter(str(tmp_path / f"{codec}.arrow"), compression=codec) as writer:
+            writer.write(pa.record_batch({"x": [1, 2, 3]}))

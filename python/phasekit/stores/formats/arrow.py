@@ -8,6 +8,7 @@ from typing import Any, Optional
 import pyarrow as pa
 
 import phasekit
+from phasekit._pure.ipc import COMPRESSIONS as IPC_COMPRESSIONS
 from phasekit.errors import WriterError
 from phasekit.stores import values
 from phasekit.stores.durable import storage_error
@@ -25,7 +26,8 @@ class ArrowFormat(Format):
     name = "arrow"
     extension = ".arrow"
     kinds: tuple[str, ...] = values.KINDS
-    compressions: tuple[Optional[str], ...] = (None, "lz4", "zstd")
+    # the IpcWriter primitive's codecs (both backends export the same COMPRESSIONS)
+    compressions: tuple[Optional[str], ...] = IPC_COMPRESSIONS
 
     def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
         table = values.to_arrow(value, kind)
