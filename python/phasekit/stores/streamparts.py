@@ -31,6 +31,7 @@ from phasekit.errors import (
 from phasekit.paths import contained, read_bytes_nofollow
 from phasekit.stores import values
 from phasekit.stores.durable import fsync_dir, storage_error, verify, write_json
+from phasekit.stores.formats.arrow import ArrowFormat
 from phasekit.stores.formats.base import decode_schema, encode_schema
 
 ROW = "row"
@@ -199,7 +200,7 @@ class StreamFolder:
         if not isinstance(raw, dict):
             raise ValueError("it is not a JSON object")
         compression = raw.get("compression")
-        if compression not in (None, "lz4", "zstd"):
+        if compression not in ArrowFormat.compressions:
             raise ValueError(f"compression {compression!r}")
         stream = cls(folder, key, compression)
         kind = raw.get("kind")
