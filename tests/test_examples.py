@@ -204,7 +204,7 @@ def train_test_overrides(runs: list[Run]) -> None:
     assert list(run.summary["phases"]) == ["parameter_search", "validation"]
     assert "my_experiment_2024_01" not in str(run.dir)  # --results-dir wins over the file
     check_backtest_phase(run, "parameter_search", ["train", "test"])
-    check_backtest_phase(run, "validation", ["train", "test"])
+    check_backtest_phase(run, "validation", ["test"])  # the selected sets, once
     # the per-phase override: the search stays in memory, with equity traced
     search = run.container_rows("parameter_search")
     assert search and all(r.data_reference.startswith("memory://") for r in search)
@@ -253,7 +253,7 @@ def quickstart(runs: list[Run]) -> None:
     (run,) = runs
     assert run.containers("parameter_search") >= 100
     check_backtest_phase(run, "parameter_search", ["train", "test"])
-    check_backtest_phase(run, "validation", ["train", "test"])
+    check_backtest_phase(run, "validation", ["test"])  # the selected sets, once
 
 
 SPACE_14 = (

@@ -73,8 +73,9 @@ def test_train_test_layout_and_catalog(tmp_path: Path, backend_name: str) -> Non
             assert events["retained_bytes"] == 46 * events["retained"] + 68 * trades
             open_seen.add(open_now)
         assert open_seen == {0, 1}  # the run has containers with and without an open position
-        # validation ran the 3 selected sets, on memory with equity tracing
-        assert res.phases["validation"].containers == 6
+        # validation ran the 3 selected sets once, on the test window only
+        assert res.phases["validation"].containers == 3
+        assert res.phases["validation"].windows == ["test"]
         assert [p for p in res.phases["validation"].selected] == res.phases[
             "parameter_search"
         ].selected

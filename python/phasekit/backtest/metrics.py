@@ -179,11 +179,14 @@ def bootstrap_metrics(
     return compute_metrics(equity, initial, periods_per_year, pnl)
 
 
-def metric_distribution(metrics: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+def metric_distribution(
+    metrics: Sequence[Mapping[str, Any]], extra: Sequence[str] = ()
+) -> dict[str, dict[str, float]]:
     """Percentiles (:data:`PERCENTILES`), mean and std (ddof 1) of each of
-    :data:`DISTRIBUTION_METRICS` over simulations."""
+    :data:`DISTRIBUTION_METRICS` (and the metrics ``extra``, such as the objective) over
+    simulations."""
     out: dict[str, dict[str, float]] = {}
-    for key in DISTRIBUTION_METRICS:
+    for key in dict.fromkeys([*DISTRIBUTION_METRICS, *extra]):
         vals = np.array([m[key] for m in metrics if m.get(key) is not None], dtype=float)
         vals = vals[np.isfinite(vals)]
         if vals.size == 0:
@@ -195,3 +198,39 @@ def metric_distribution(metrics: Sequence[Mapping[str, Any]]) -> dict[str, dict[
             **{f"p{p}": float(v) for p, v in zip(PERCENTILES, pct)},
         }
     return out
+
+
+def trade_stats(pnl: np.ndarray) -> dict[str, float]:
+    """What closed trades contribute to the trade metrics: count, winners, gross profit
+    and gross loss (a positive number); :func:`combine_trade_stats` adds them up."""
+    pnl = np.asarray(pnl, dtype=np.float64)
+    return {
+        "count": int(pnl.shape[0]),
+        "wins": int((pnl > 0).sum()),
+        "gross_profit": float(pnl[pnl > 0].sum()),
+        "gross_loss": float(-pnl[pnl < 0].sum()),
+    }
+
+
+def combine_trade_stats(parts: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    """``trade_count``, ``win_rate`` and ``profit_factor`` of the trades of several
+    :func:`trade_stats` together (the definitions of :func:`compute_metrics`)."""
+    count = int(sum(p["count"] for p in parts))
+    wins = int(sum(p["wins"] for p in parts))
+    profit = float(sum(p["gross_profit"] for p in parts))
+    loss = float(sum(p["gross_loss"] for p in parts))
+    return {
+        "trade_count": count,
+        "win_rate": wins / count if count else 0.0,
+        "profit_factor": profit / loss if loss > 0 else None,
+    }
+
+
+def annualised_return(total_return: float, n_bars: int, periods_per_year: float) -> float:
+    """``(1 + total_return) ** (periods_per_year / n_bars) - 1`` (0 for no bars; -1 for a
+    total loss)."""
+    if n_bars <= 0:
+        return 0.0
+    if total_return <= -1.0:
+        return -1.0
+    return float((1.0 + total_return) ** (periods_per_year / n_bars) - 1.0)

@@ -209,6 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "windows": o.windows,
                 "best": o.best,
                 "best_out_of_sample": o.best_out_of_sample,
+                "rows": [r.to_dict() for r in o.rows],
                 "seconds": round(o.seconds, 2),
             }
             for name, o in result.phases.items()
@@ -224,17 +225,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     for label in SUMMARY_METRICS.values():
         table.add_column(label, justify="right")
     for name, o in result.phases.items():
-        rows = [("in", o.best)]
-        if o.best_out_of_sample:
-            rows.append(("out", o.best_out_of_sample))
-        for sample, best in rows:
-            best = best or {}
-            metrics = best.get("metrics", {})
-            params = ", ".join(
-                f"{k.split('.')[-1]}={v}" for k, v in best.get("parameters", {}).items()
-            )
-            cells = [_fmt(metrics.get(m)) for m in SUMMARY_METRICS]
-            table.add_row(name, sample, str(o.containers), params or "-", *cells)
+        # in: in-sample best; out: the in-sample selection out of sample; pN: percentiles
+        for row in o.rows or []:
+            params = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in row.parameters.items())
+            cells = [_fmt(row.metrics.get(m)) for m in SUMMARY_METRICS]
+            table.add_row(name, row.sample, str(o.containers), params or "-", *cells)
+        if not o.rows:
+            table.add_row(name, "-", str(o.containers), "-", *["-" for _ in SUMMARY_METRICS])
     console.print(table)
     console.print(f"results: {result.run_dir}")
     console.print(f"catalog: {result.catalog_url}   peak memory: {peak_mb:.0f} MB")

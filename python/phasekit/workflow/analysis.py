@@ -34,6 +34,7 @@ def run(
         None, "selected_parameters", {"phase": outcome.name, "sets": outcome.selected}
     )
     outcome.windows, outcome.containers = ["full"], 1
+    outcome.report("ranked", "best of the ranked results of its inputs", outcome.best)
     outcome.summary = {
         "phase": outcome.name,
         "topology": "analysis",

@@ -2,8 +2,9 @@
 
 * ``optimization``: one ``parameter_search`` phase over all bars.
 * ``train_test_optimization``: ``parameter_search`` on the train split (file results,
-  position events, ``trade_complete``), then ``validation`` of the ``top_k`` sets on the
-  test split (memory results, PORTFOLIO_UPDATE traced, ``sliding_window`` of 1000).
+  position events, ``trade_complete``), its ``top_k`` best of train run on the test split
+  in their in-sample order; then ``validation`` runs the selected sets once on the test
+  split (memory results, PORTFOLIO_UPDATE traced, ``sliding_window`` of 1000).
 * ``walk_forward_optimization``: ``walk_forward``: on each window optimise on the train
   part and run the best set on the following test part; the out-of-sample equity is
   stitched across windows.

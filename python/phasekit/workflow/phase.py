@@ -51,10 +51,30 @@ class QuietObserver:
         log.info("phase %s done: %d containers", phase, outcome.containers)
 
 
+@dataclass(frozen=True)
+class ReportRow:
+    """One line of a phase's summary table: which sample (``in``, ``out``, ``p50``...),
+    what it means, the parameter set and its metrics."""
+
+    sample: str
+    meaning: str
+    parameters: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sample": self.sample,
+            "meaning": self.meaning,
+            "parameters": dict(self.parameters),
+            "metrics": dict(self.metrics),
+        }
+
+
 @dataclass
 class PhaseOutcome:
     """What a phase produced: its windows, container count, best and selected sets,
-    the files it wrote and its summary (``phase_summary.json``)."""
+    the files it wrote, its summary (``phase_summary.json``) and the rows it reports
+    (``rows``: in-sample best, out-of-sample of the in-sample selection, percentiles)."""
 
     name: str
     sequence: str
@@ -66,6 +86,19 @@ class PhaseOutcome:
     files: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    rows: list[ReportRow] = field(default_factory=list)
+
+    def report(self, sample: str, meaning: str, summary: Optional[Mapping[str, Any]]) -> None:
+        """Add a row from a container summary (nothing when there is none)."""
+        if summary is not None:
+            self.rows.append(
+                ReportRow(
+                    sample,
+                    meaning,
+                    summary.get("parameters", {}),
+                    summary.get("metrics", {}),
+                )
+            )
 
 
 @dataclass(frozen=True)
@@ -75,11 +108,13 @@ class PhaseInputs:
     spec: DataSpec
     bars: Bars
     sets: list[dict[str, Any]]
+    """The parameter sets; when ``selected``, those another phase chose, best first."""
     strategy_type: str
     strategy_base: dict[str, Any]
     portfolio: PortfolioSettings
     objective: Objective
     top_k: int
+    selected: bool = False
 
 
 CompletedLookup = Callable[[Optional[str]], Optional[dict[str, Any]]]
@@ -153,7 +188,8 @@ class PhaseContext:
         self, jobs: list[PortfolioJob], folder: Optional[str], keep_equity: bool = False
     ) -> list[Summary]:
         """Run and store the containers; their summaries hold the equity curve (under
-        ``_equity``) only with ``keep_equity``, so a window holds no curves once stored."""
+        ``_equity``) and the trades' pnl (``_pnl``) only with ``keep_equity``, so a window
+        holds no curves once stored."""
         summaries: list[Summary] = []
         name = self.name
         for outcome in self.executor.map(
@@ -172,8 +208,10 @@ class PhaseContext:
             "metrics": outcome.results["metrics"],
             "uris": uris,
         }
-        if keep_equity and outcome.equity is not None:
-            summary["_equity"] = outcome.equity
+        if keep_equity:
+            if outcome.equity is not None:
+                summary["_equity"] = outcome.equity
+            summary["_pnl"] = outcome.trades.column("pnl").to_numpy()
         return summary
 
     # ------------------------------------------------------------------ windows
@@ -204,17 +242,22 @@ class PhaseContext:
         indices: Sequence[int],
         folder: Optional[str],
         prefix: str = "portfolio",
+        keep_order: bool = False,
     ) -> list[Summary]:
-        """Run the sets ``indices`` over ``span``; returns the ranked summaries (from the
-        earlier attempt when the window was completed before a resume)."""
+        """Run the sets ``indices`` over ``span``; returns the summaries ranked by the
+        objective on this window, or in the order of ``indices`` with ``keep_order`` (an
+        out-of-sample window keeps the in-sample ranking). A window completed before a
+        resume is read back instead."""
         done = self.completed(folder)
         if done is not None:
             self.observer.containers_done(self.name, len(indices))
             self.observer.window_done(self.name, window.window_id, True)
             return list(done["ranking"])
         jobs = self.jobs(window, span, indices, prefix)
-        ranked = rank(self.run_containers(jobs, folder), self.inputs.objective)
-        self.close_window(folder, window, ranked, self.inputs.objective)
+        objective = self.inputs.objective
+        ranked = rank(self.run_containers(jobs, folder), objective, keep_order=keep_order)
+        extra = {"ranked_by": "in-sample order" if keep_order else "this window's objective"}
+        self.close_window(folder, window, ranked, objective, extra)
         return ranked
 
     def select(self, ranked: list[Summary], top_k: int) -> None:

@@ -153,6 +153,7 @@ class Sequencer:
             portfolio,
             objective_of(phase),
             params.top_k or DEFAULT_TOP_K,
+            selected=bool(selected),
         )
 
     # ------------------------------------------------------------------ phases
@@ -225,6 +226,7 @@ class Sequencer:
                     "windows": outcome.windows,
                     "best": public(outcome.best),
                     "selected_parameters": outcome.selected,
+                    "report": [r.to_dict() for r in outcome.rows],
                     "seconds": round(time.perf_counter() - started, 3),
                     "store_stats": out.stats(),
                     "unmatched_patterns": planner.unmatched,

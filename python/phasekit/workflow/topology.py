@@ -202,9 +202,14 @@ class Objective:
 
 
 def rank(
-    results: Sequence[Mapping[str, Any]], objective: Objective, top_k: int | None = None
+    results: Sequence[Mapping[str, Any]],
+    objective: Objective,
+    top_k: int | None = None,
+    keep_order: bool = False,
 ) -> list[dict[str, Any]]:
-    """Container results sorted best first by the objective (NaN last; ties by id)."""
+    """Container results sorted best first by the objective (NaN last; ties by id),
+    each with its ``objective`` score; ``keep_order`` scores them without sorting (an
+    order chosen elsewhere, such as in-sample, stands)."""
     fn = objective.function()
     sign = -1.0 if objective.direction == "maximize" else 1.0
     scored = []
@@ -212,6 +217,7 @@ def rank(
         score = fn(res["metrics"])
         key = (np.isnan(score), sign * score if not np.isnan(score) else 0.0, res["container_id"])
         scored.append((key, {**res, "objective": score}))
-    scored.sort(key=lambda item: item[0])
+    if not keep_order:
+        scored.sort(key=lambda item: item[0])
     ranked = [item[1] for item in scored]
     return ranked[:top_k] if top_k else ranked

@@ -20,6 +20,9 @@ from phasekit.workflow.results import jsonable
 from phasekit.workflow.sequences import Span, Window, windows_for
 from phasekit.workflow.topology import rank, simulate_job
 
+REPORTED = (5, 50, 95)
+"""The percentiles a Monte Carlo phase reports in its summary rows."""
+
 
 def run(ctx: PhaseContext) -> None:
     inputs, outcome = ctx.inputs, ctx.outcome
@@ -77,6 +80,11 @@ def run(ctx: PhaseContext) -> None:
         ctx.close_window(window.window_id, window, ranked, inputs.objective)
     outcome.windows = [w.window_id for w in windows]
     outcome.containers = n_sims
-    outcome.summary["distribution"] = jsonable(metric_distribution(all_metrics))
+    objective = [inputs.objective.name] if ":" not in inputs.objective.name else []
+    dist = metric_distribution(all_metrics, objective)
+    outcome.summary["distribution"] = jsonable(dist)
     outcome.summary["method"] = method
     outcome.selected = [dict(inputs.sets[0])]
+    for p in REPORTED:
+        row = {"parameters": inputs.sets[0], "metrics": {k: v[f"p{p}"] for k, v in dist.items()}}
+        outcome.report(f"p{p}", f"{p}th percentile of each metric over {n_sims} simulations", row)

@@ -13,3 +13,4 @@ def run(ctx: PhaseContext) -> None:
     ranked = ctx.search_window(window, window.span, range(len(inputs.sets)), None)
     ctx.outcome.windows, ctx.outcome.containers = ["full"], len(inputs.sets)
     ctx.select(ranked, inputs.top_k)
+    ctx.outcome.report("in", "best over all bars (in sample)", ctx.outcome.best)
