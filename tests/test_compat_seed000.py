@@ -248,7 +248,9 @@ def test_seed_workflow_file_settings_partition_and_compress() -> None:
 
 
 def test_file_flow_records_each_output_in_the_catalog(tmp_path: Path) -> None:
-    with open_catalog(tmp_path / "catalog") as catalog:
+    # the catalog file lives apart from the results; its results folder holds them
+    catalog_file = tmp_path / "catalog" / "catalog.sqlite"
+    with open_catalog(catalog_file, results_dir=tmp_path / "results") as catalog:
         flow = FileDataFlow("./results", catalog=catalog)
         ref = flow.save_output("optimization", sample(100))
         flow.save_output("analysis", {"best": 0.02})
@@ -261,6 +263,43 @@ def test_file_flow_records_each_output_in_the_catalog(tmp_path: Path) -> None:
         assert rows[0].checksum == reference_checksum(Path(ref))
         flow.close()
         assert catalog.get_process(rows[0].process_id).status == "completed"
+
+
+def test_file_flow_refuses_a_catalog_whose_results_folder_does_not_hold_it(
+    tmp_path: Path,
+) -> None:
+    with open_catalog(tmp_path / "catalog") as catalog:  # results folder: tmp/catalog
+        with pytest.raises(InvalidArgument, match="outside the results folder") as err:
+            FileDataFlow("./results", catalog=catalog)
+        assert str(tmp_path / "results") in str(err.value)
+        assert not (tmp_path / "results").exists()  # refused before anything is written
+        assert catalog.list_processes() == []
+        # a folder under the catalog's results folder is recorded
+        flow = FileDataFlow(tmp_path / "catalog" / "flows", catalog=catalog)
+        ref = flow.save_output("optimization", sample(10))
+        (row,) = catalog.list_items(flow.process_id)
+        assert row.path == Path(ref)
+        flow.close()
+
+
+def test_flows_given_a_catalog_location_record_under_their_base_path(tmp_path: Path) -> None:
+    location = tmp_path / "elsewhere" / "catalog.sqlite"
+    flow = FileDataFlow("./results", catalog=location)
+    ref = flow.save_output("optimization", sample(10))
+    stream = StreamingDataFlow(
+        buffer_size=4, base_path=tmp_path / "streams", flush_interval=0.05, catalog=location
+    )
+    for i in range(8):
+        stream.save_output("bars", {"i": i})
+    stream.finish("bars")
+    pids = (flow.process_id, stream.process_id)
+    flow.close()
+    stream.close()
+    with open_catalog(location, results_dir=tmp_path) as catalog:
+        (row,) = catalog.list_items(pids[0])
+        assert row.path == Path(ref) and row.checksum == reference_checksum(Path(ref))
+        parts = [r for r in catalog.list_items(pids[1]) if r.data_reference.startswith("file:")]
+        assert parts and all(tmp_path / "streams" / "bars" in r.path.parents for r in parts)
 
 
 # ---------------------------------------------------------------- streaming

@@ -7,12 +7,16 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Union
 
 from phasekit.catalog import Catalog, CatalogRecorder, open_catalog
 from phasekit.config import ResolvedDataFlow, resolve
-from phasekit.errors import InvalidArgument
+from phasekit.errors import InvalidArgument, UnsafePath
+from phasekit.paths import contained
 from phasekit.stores import Ref
+from phasekit.stores.formats import FORMAT_DEFAULT
 
 log = logging.getLogger("phasekit.compat")
 
@@ -30,6 +34,42 @@ def mb_to_bytes(memory_limit_mb: Any, field: str = "memory_limit_mb") -> int:
     if memory_limit_mb < 0:
         raise InvalidArgument(f"{field} must be >= 0, got {memory_limit_mb!r}")
     return int(memory_limit_mb * MB)
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    """File settings of a facade (the factory's ``FileSettings``): the seed classes'
+    ``format``, ``compression`` (``"default"``: the format's own) and ``partition_by``."""
+
+    format: str = "parquet"
+    compression: Optional[str] = FORMAT_DEFAULT
+    partition_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StreamingSettings:
+    buffer_size: int = 1000
+    flush_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class PersistenceSettings:
+    format: str = "arrow"
+    formats: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FacadeFlow:
+    """The data flow a facade class was constructed with (its keyword arguments, which
+    the seeds' classes take instead of a configuration), in the shape the store factory
+    (:func:`phasekit.stores.factory.open_store`) reads: the factory, not the facade,
+    turns its ``mode`` into a store."""
+
+    mode: str
+    memory_limit_bytes: int = 0
+    file: FileSettings = FileSettings()
+    streaming: StreamingSettings = StreamingSettings()
+    persistence: PersistenceSettings = PersistenceSettings()
 
 
 def resolve_flow(
@@ -155,21 +195,60 @@ class ViewRecorder:
 
 
 def catalog_link(
-    catalog: CatalogSource, process_id: Optional[str], workflow: str
+    catalog: CatalogSource,
+    process_id: Optional[str],
+    workflow: str,
+    files: Union[str, os.PathLike[str], None] = None,
 ) -> Optional[CatalogLink]:
-    """A :class:`CatalogLink`, or None when no catalog is given."""
+    """A :class:`CatalogLink`, or None when no catalog is given.
+
+    ``files``: the folder the facade writes the files it records. A catalog given by its
+    location is opened with that folder as its results folder (the root its rows must
+    lie under); a Catalog object must already have it under its results folder, else
+    ``InvalidArgument`` before anything is written."""
     if catalog is None:
         if process_id is not None:
             raise InvalidArgument("process_id needs a catalog (catalog=path, URL or Catalog)")
         return None
+    if files is None:
+        return CatalogLink(catalog, process_id, workflow=workflow)
+    folder = Path(os.path.abspath(os.fspath(files)))
+    if not isinstance(catalog, Catalog):
+        return CatalogLink(catalog, process_id, workflow=workflow, results_dir=folder)
+    check_under_results(catalog, folder)
     return CatalogLink(catalog, process_id, workflow=workflow)
+
+
+def check_under_results(catalog: Catalog, folder: Path) -> None:
+    """``InvalidArgument`` unless ``folder`` lies under the catalog's results folder (the
+    only place the catalog records files from)."""
+    root = catalog.results_dir
+    where = f"the files of this data flow ({folder})"
+    if root is None:
+        raise InvalidArgument(
+            f"{where} cannot be recorded in catalog {catalog.url}: it was opened without a "
+            "results folder; open it with results_dir= a folder holding them"
+        )
+    try:
+        contained(folder, root, where, allow_root=True)
+    except UnsafePath:
+        raise InvalidArgument(
+            f"{where} lie outside the results folder {root} of catalog {catalog.url}, "
+            "which records files only from under it; allowed: a folder under it (or open "
+            "the catalog with results_dir= a folder holding them)"
+        ) from None
 
 
 __all__ = [
     "MB",
     "CatalogLink",
+    "FacadeFlow",
+    "FileSettings",
+    "PersistenceSettings",
+    "StreamingSettings",
     "ViewRecorder",
     "catalog_link",
+    "check_under_results",
     "mb_to_bytes",
     "resolve_container_flow",
     "resolve_flow",

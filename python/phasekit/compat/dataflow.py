@@ -31,7 +31,14 @@ Each manager is a thin face over phasekit stores, one store per phase:
   ``load_input``. ``save_output`` returns ``memory://<run>/data_flow/<phase>/output``.
 
 With ``catalog=`` (a Catalog, a results folder or a URL) every durable output gets an
-``intermediate_data`` row under a run (``process_id``, started when not given).
+``intermediate_data`` row under a run (``process_id``, started when not given). A
+catalog given by location is opened with the manager's ``base_path`` as its results
+folder; a Catalog object must hold ``base_path`` under its results folder (checked
+before anything is written).
+
+Every manager opens its stores through :func:`phasekit.stores.factory.open_store`, the
+one place a data-flow mode becomes a store (the workflow's too); the managers only say
+where (their ``base_path``/``overflow_path`` layout) and with which settings.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 from phasekit.compat._common import (
     CatalogLink,
     CatalogSource,
+    FacadeFlow,
+    FileSettings,
+    StreamingSettings,
     ViewRecorder,
     catalog_link,
     mb_to_bytes,
@@ -52,8 +62,9 @@ from phasekit.compat._common import (
 )
 from phasekit.config import ResolvedDataFlow
 from phasekit.errors import InvalidArgument, UnknownKey
-from phasekit.stores import FileStore, HybridStore, MemoryStore, Ref, StreamStore
+from phasekit.stores import HybridStore, Ref
 from phasekit.stores.base import DEFAULT_RUN
+from phasekit.stores.factory import MODES, StorePlace, open_store
 from phasekit.stores.formats import FORMAT_DEFAULT, check_compression, get_format
 from phasekit.stores.names import check_name
 
@@ -85,15 +96,42 @@ class DataFlowManager(Protocol):
 class _PhaseStores:
     """One phasekit store per phase (made on first use), the catalog link, close."""
 
-    def __init__(self, run: str, catalog: CatalogSource, process_id: Optional[str]) -> None:
+    allow_pickle: bool = False
+
+    def __init__(
+        self,
+        run: str,
+        catalog: CatalogSource,
+        process_id: Optional[str],
+        files: Optional[Path] = None,
+    ) -> None:
         self.run = check_name("run", run)
-        self._link: Optional[CatalogLink] = catalog_link(catalog, process_id, run)
+        self._link: Optional[CatalogLink] = catalog_link(catalog, process_id, run, files)
         self._stores: dict[str, Any] = {}
         self.refs: dict[str, str] = {}
         """phase name -> the reference returned by its last ``save_output``."""
 
-    def _open(self, phase_name: str) -> Any:
+    def _flow(self) -> FacadeFlow:
         raise NotImplementedError
+
+    def _folder(self, phase_name: str) -> Optional[Path]:
+        """The folder of a phase's store (None: the store needs none)."""
+        return None
+
+    def _open(self, phase_name: str) -> Any:
+        """The store of a phase, from the factory (the mode is the factory's to decide)."""
+        place = StorePlace(
+            self._folder(phase_name),
+            self.run,
+            phase_name,
+            self._recorder(phase_name),
+            allow_pickle=self.allow_pickle,
+            stream_folder=self._folder(phase_name),
+        )
+        return open_store(self._flow(), place, stream_compression=self._stream_compression())
+
+    def _stream_compression(self) -> Optional[str]:
+        return None
 
     def _recorder(self, phase_name: str) -> Any:
         return None if self._link is None else self._link.recorder(phase_name)
@@ -159,8 +197,8 @@ class MemoryDataFlow(_PhaseStores, DataFlowManager):
     ) -> None:
         super().__init__(run, catalog, process_id)
 
-    def _open(self, phase_name: str) -> MemoryStore:
-        return MemoryStore(run=self.run, phase=phase_name, recorder=self._recorder(phase_name))
+    def _flow(self) -> FacadeFlow:
+        return FacadeFlow("memory")
 
 
 class FileDataFlow(_PhaseStores, DataFlowManager):
@@ -186,19 +224,15 @@ class FileDataFlow(_PhaseStores, DataFlowManager):
         self.partition_by = list(partition_by or [])
         self.allow_pickle = allow_pickle
         check_compression(get_format(format), compression)
-        super().__init__(run, catalog, process_id)
+        super().__init__(run, catalog, process_id, self.base_path)
 
-    def _open(self, phase_name: str) -> FileStore:
-        return FileStore(
-            self.base_path / phase_name,
-            format=self.format,
-            compression=self.compression,
-            partition_by=self.partition_by or None,
-            allow_pickle=self.allow_pickle,
-            run=self.run,
-            phase=phase_name,
-            recorder=self._recorder(phase_name),
+    def _flow(self) -> FacadeFlow:
+        return FacadeFlow(
+            "file", file=FileSettings(self.format, self.compression, tuple(self.partition_by))
         )
+
+    def _folder(self, phase_name: str) -> Optional[Path]:
+        return self.base_path / phase_name
 
     def _reference(self, ref: Ref) -> str:
         return str(ref.path)
@@ -224,18 +258,18 @@ class StreamingDataFlow(_PhaseStores, DataFlowManager):
         self.base_path = None if base_path is None else Path(base_path)
         self.flush_interval = flush_interval
         self.compression = compression
-        super().__init__(run, catalog, process_id)
+        super().__init__(run, catalog, process_id, self.base_path)
 
-    def _open(self, phase_name: str) -> StreamStore:
-        return StreamStore(
-            None if self.base_path is None else self.base_path / phase_name,
-            buffer_size=self.buffer_size,
-            flush_interval=self.flush_interval,
-            compression=self.compression,
-            run=self.run,
-            phase=phase_name,
-            recorder=self._recorder(phase_name),
+    def _flow(self) -> FacadeFlow:
+        return FacadeFlow(
+            "streaming", streaming=StreamingSettings(self.buffer_size, self.flush_interval)
         )
+
+    def _folder(self, phase_name: str) -> Optional[Path]:
+        return None if self.base_path is None else self.base_path / phase_name
+
+    def _stream_compression(self) -> Optional[str]:
+        return self.compression
 
     def load_input(self, phase_name: str) -> Any:
         """The phase's stream so far, every item saved before this call included."""
@@ -269,11 +303,17 @@ class HybridDataFlow(_PhaseStores, DataFlowManager):
         self.overflow_path = Path(overflow_path)
         super().__init__(run, catalog, process_id)
         recorder = None if self._link is None else ViewRecorder(self._link)
-        self._root = HybridStore(
-            self.memory_limit, overflow_path, run=self.run, phase="data_flow", recorder=recorder
-        )
+        place = StorePlace(None, self.run, "data_flow", recorder, spill_folder=self.overflow_path)
+        root = open_store(self._flow(), place)
+        assert isinstance(root, HybridStore)
+        self._root = root
+
+    def _flow(self) -> FacadeFlow:
+        return FacadeFlow("hybrid", memory_limit_bytes=self.memory_limit)
 
     def _open(self, phase_name: str) -> HybridStore:
+        """A view of the one hybrid store, under the same budget (seed 000: one budget
+        for every phase's output)."""
         return self._root.container(phase_name, self.memory_limit)
 
     @property
@@ -300,7 +340,8 @@ def data_flow_from_settings(
     process_id: Optional[str] = None,
     allow_pickle: bool = False,
 ) -> _PhaseStores:
-    """The manager of a resolved data flow (``phasekit.config``'s ``ResolvedDataFlow``)."""
+    """The manager of a resolved data flow (``phasekit.config``'s ``ResolvedDataFlow``):
+    the seed's class of its mode, whose stores the factory opens for that mode."""
     names: dict[str, Any] = {"run": run, "catalog": catalog, "process_id": process_id}
     if flow.mode == "memory":
         return MemoryDataFlow(**names)
@@ -322,7 +363,9 @@ def data_flow_from_settings(
         )
     if flow.mode == "hybrid":
         return HybridDataFlow(memory_limit_mb=flow.memory_limit_mb, **names)
-    raise InvalidArgument(f"data_flow.mode {flow.mode!r} is not supported")
+    raise InvalidArgument(
+        f"data_flow.mode {flow.mode!r} is not allowed; allowed: {', '.join(MODES)}"
+    )
 
 
 def create_data_flow_manager(

@@ -24,6 +24,13 @@ Every manager is a thin face over a phasekit store: ``MemoryDataManager`` over
 the seed's ``ContainerWithDataFlow._create_data_manager`` does, through the config layer
 (so every alias and the seed's YAML work unchanged). :func:`data_manager_for` does the
 same for a container of a whole configuration with ``containers.<pattern>`` sections.
+
+Every manager opens its store through :func:`phasekit.stores.factory.open_store` (the one
+place a data-flow mode becomes a store, the workflow's too), giving it the seed's layout:
+files in ``base_path`` itself, spills in ``overflow_path``, stream parts in
+``base_path/<key>.stream``. With ``catalog=`` given by location, the catalog's results
+folder is the manager's ``base_path`` (file and streaming managers); a Catalog object
+must hold ``base_path`` under its results folder.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ import phasekit
 from phasekit.compat._common import (
     CatalogLink,
     CatalogSource,
+    FacadeFlow,
+    FileSettings,
+    StreamingSettings,
     catalog_link,
     log,
     mb_to_bytes,
@@ -48,8 +58,9 @@ from phasekit.compat._common import (
 )
 from phasekit.config import ResolvedDataFlow
 from phasekit.errors import InvalidArgument
-from phasekit.stores import FileStore, HybridStore, MemoryStore, Ref, StreamStore
+from phasekit.stores import Ref
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN
+from phasekit.stores.factory import MODES, StorePlace, open_persist_store, open_store
 from phasekit.stores.formats import FORMAT_DEFAULT
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -127,8 +138,29 @@ class _StoreManager:
         self.close()
 
 
-def _names(run: str, phase: str, container: Optional[str]) -> dict[str, Any]:
-    return {"run": run, "phase": phase, "namespace": (container,) if container else ()}
+def _place(
+    run: str,
+    phase: str,
+    container: Optional[str],
+    recorder: Any,
+    *,
+    folder: Optional[PathLike] = None,
+    spill_folder: Optional[PathLike] = None,
+    allow_pickle: bool = False,
+) -> StorePlace:
+    """A store place in the seed's layout: a file store in ``folder`` itself, streams in
+    ``folder`` (``<key>.stream``), spills in ``spill_folder``; memory, hybrid and stream
+    refs named under the container."""
+    return StorePlace(
+        None if folder is None else Path(folder),
+        run,
+        phase,
+        recorder,
+        allow_pickle=allow_pickle,
+        namespace=(container,) if container else (),
+        spill_folder=None if spill_folder is None else Path(spill_folder),
+        stream_folder=None if folder is None else Path(folder),
+    )
 
 
 def _recorder(link: Optional[CatalogLink], phase: str, container: Optional[str]) -> Any:
@@ -152,10 +184,8 @@ class MemoryDataManager(_StoreManager):
         self.limit_mb = limit_mb
         self.memory_limit = mb_to_bytes(limit_mb, "limit_mb")
         link = catalog_link(catalog, process_id, run)
-        store = MemoryStore(
-            recorder=_recorder(link, phase, container), **_names(run, phase, container)
-        )
-        super().__init__(store, link)
+        place = _place(run, phase, container, _recorder(link, phase, container))
+        super().__init__(open_store(FacadeFlow("memory"), place), link)
         self._ledger = phasekit.SpillLedger(self.memory_limit)
         self._warned = False
 
@@ -238,17 +268,12 @@ class StreamingDataManager(_StoreManager):
         self._tmp: Optional[str] = None
         if base_path is None and flush_callback is not None:
             base_path = self._tmp = tempfile.mkdtemp(prefix="phasekit-stream-")
-        link = catalog_link(catalog, process_id, run)
+        link = catalog_link(catalog, process_id, run, base_path)
         inner = _recorder(link, phase, container)
         recorder = _FlushNotifier(inner, flush_callback) if flush_callback else inner
-        store = StreamStore(
-            base_path,
-            buffer_size=buffer_size,
-            flush_interval=flush_interval,
-            compression=compression,
-            recorder=recorder,
-            **_names(run, phase, container),
-        )
+        flow = FacadeFlow("streaming", streaming=StreamingSettings(buffer_size, flush_interval))
+        place = _place(run, phase, container, recorder, folder=base_path)
+        store = open_store(flow, place, stream_compression=compression)
         super().__init__(store, link)
 
     def retrieve(self, key: str) -> Any:
@@ -289,18 +314,17 @@ class FileDataManager(_StoreManager):
     ) -> None:
         self.base_path = Path(base_path)
         self.format = format
-        link = catalog_link(catalog, process_id, run)
-        store = FileStore(
-            base_path,
-            format=format,
-            compression=compression,
-            partition_by=partition_by,
+        link = catalog_link(catalog, process_id, run, base_path)
+        flow = FacadeFlow("file", file=FileSettings(format, compression, tuple(partition_by or ())))
+        place = _place(
+            run,
+            phase,
+            None,  # files are named by key in base_path (no container namespace)
+            _recorder(link, phase, container),
+            folder=base_path,
             allow_pickle=allow_pickle,
-            run=run,
-            phase=phase,
-            recorder=_recorder(link, phase, container),
         )
-        super().__init__(store, link)
+        super().__init__(open_store(flow, place), link)
 
     def _reference(self, ref: Ref) -> str:
         return str(ref.path)
@@ -338,13 +362,10 @@ class HybridDataManager(_StoreManager):
             super().__init__(store, None)
             return
         link = catalog_link(catalog, process_id, run)
-        store = HybridStore(
-            self.memory_limit,
-            overflow_path,
-            recorder=_recorder(link, phase, container),
-            **_names(run, phase, container),
-        )
-        super().__init__(store, link)
+        flow = FacadeFlow("hybrid", memory_limit_bytes=self.memory_limit)
+        recorder = _recorder(link, phase, container)
+        place = _place(run, phase, container, recorder, spill_folder=overflow_path)
+        super().__init__(open_store(flow, place), link)
 
     @property
     def current_memory_usage(self) -> int:
@@ -366,11 +387,11 @@ def data_manager_from_flow(
 ) -> _StoreManager:
     """The manager of a resolved data flow, as the seed's ``_create_data_manager``:
     memory, streaming, file (``<results_path>/<container_id>``) or hybrid
-    (``<overflow_root>/<container_id>``). ``names``: run, phase, catalog, process_id."""
-    mode = flow.mode
-    if mode == "memory":
+    (``<overflow_root>/<container_id>``). ``names``: run, phase, catalog, process_id.
+    The class is the seed's for the mode; its store is the factory's for that mode."""
+    if flow.mode == "memory":
         return MemoryDataManager(limit_mb=flow.memory_limit_mb, container=container_id, **names)
-    if mode == "streaming":
+    if flow.mode == "streaming":
         return StreamingDataManager(
             buffer_size=flow.streaming.buffer_size,
             flush_callback=flush_callback,
@@ -378,7 +399,7 @@ def data_manager_from_flow(
             container=container_id,
             **names,
         )
-    if mode == "file":
+    if flow.mode == "file":
         return FileDataManager(
             base_path=Path(results_path) / container_id,
             format=flow.file.format,
@@ -387,11 +408,15 @@ def data_manager_from_flow(
             container=container_id,
             **names,
         )
-    return HybridDataManager(
-        memory_limit_mb=flow.memory_limit_mb,
-        overflow_path=Path(overflow_root) / container_id,
-        container=container_id,
-        **names,
+    if flow.mode == "hybrid":
+        return HybridDataManager(
+            memory_limit_mb=flow.memory_limit_mb,
+            overflow_path=Path(overflow_root) / container_id,
+            container=container_id,
+            **names,
+        )
+    raise InvalidArgument(
+        f"data_flow.mode {flow.mode!r} is not allowed; allowed: {', '.join(MODES)}"
     )
 
 
@@ -505,7 +530,8 @@ class DataFlowContainerMixin:
             flow = self._resolved_data_flow()
             if flow.persistence.on_completion and not isinstance(manager, FileDataManager):
                 folder = Path(self.data_flow_results_path) / self.container_id
-                out = FileStore(folder, format=flow.persistence.format)
+                place = _place(DEFAULT_RUN, DEFAULT_PHASE, None, None, folder=folder)
+                out = open_persist_store(flow, place)
                 try:
                     for key in manager.keys():
                         ref = out.put(key, manager.retrieve(key))

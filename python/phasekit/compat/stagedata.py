@@ -31,10 +31,16 @@ it. ``cleanup(policy)`` applies ``keep_all``/``keep_latest``/``keep_none`` throu
 catalog (finished runs; ``stages_to_persist`` always kept), and ``keep_none`` also
 releases this run's own stage data. ``close()`` finishes the run and applies the
 configured ``cleanup_policy``.
+
+The stores come from :func:`phasekit.stores.factory.open_store` (stages held in memory:
+the store of the resolved mode, ``memory`` or ``hybrid``, spilling to
+``<results_dir>/<process_id>/.spill``) and :func:`~phasekit.stores.factory.open_file_store`
+(persisted stages).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -42,10 +48,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from phasekit.catalog import CLEANUP_POLICIES, INLINE_MAX_BYTES, Catalog, ItemRow
-from phasekit.compat._common import CatalogLink, ViewRecorder
+from phasekit.compat._common import CatalogLink, FileSettings, ViewRecorder
 from phasekit.config import load_section, resolve
 from phasekit.errors import InvalidArgument, UnknownKey
-from phasekit.stores import FileStore, HybridStore, MemoryStore, Ref, values
+from phasekit.stores import FileStore, HybridStore, Ref, values
+from phasekit.stores.factory import StorePlace, open_file_store, open_store
 from phasekit.stores.names import check_name
 
 PERSISTENCE = ("csv", "database")
@@ -143,15 +150,20 @@ class BaseDataContainer:
         )
         self._memory: dict[str, Any] = {}
         self._files: dict[str, FileStore] = {}
+        # stages not persisted are held by the store of the resolved mode (file mode
+        # persists every stage it names; the others it holds in memory)
+        self._held = flow if flow.mode != "file" else dataclasses.replace(flow, mode="memory")
         self._hybrid: Optional[HybridStore] = None
-        if self.mode == "hybrid":
-            self._hybrid = HybridStore(
-                flow.memory_limit_bytes,
-                self.results_dir / self.process_id / ".spill",
-                run=self.process_id,
-                phase="stages",
-                recorder=ViewRecorder(self._link),
+        if self._held.mode == "hybrid":
+            place = StorePlace(
+                self.results_dir / self.process_id,
+                self.process_id,
+                "stages",
+                ViewRecorder(self._link),
             )
+            hybrid = open_store(self._held, place)
+            assert isinstance(hybrid, HybridStore)
+            self._hybrid = hybrid
 
     # ---------------------------------------------------------------- plumbing
 
@@ -171,26 +183,26 @@ class BaseDataContainer:
     def _memory_store(self, stage: str) -> Any:
         store = self._memory.get(stage)
         if store is None:
-            if self._hybrid is not None:
+            if self._hybrid is not None:  # one budget, a view per stage
                 store = self._hybrid.container(stage, self._hybrid.ledger.budget)
             else:
-                store = MemoryStore(
-                    run=self.process_id, phase=stage, recorder=self._link.recorder(stage)
-                )
+                place = StorePlace(None, self.process_id, stage, self._link.recorder(stage))
+                store = open_store(self._held, place)
             self._memory[stage] = store
         return store
 
     def _file_store(self, stage: str) -> FileStore:
         store = self._files.get(stage)
         if store is None:
-            store = self._files[stage] = FileStore(
+            place = StorePlace(
                 self.results_dir / self.process_id / stage,
-                format="csv" if self.persistence == "csv" else "arrow",
+                self.process_id,
+                stage,
+                self._link.recorder(stage),
                 allow_pickle=self.allow_pickle,
-                run=self.process_id,
-                phase=stage,
-                recorder=self._link.recorder(stage),
             )
+            files = FileSettings("csv" if self.persistence == "csv" else "arrow")
+            store = self._files[stage] = open_file_store(files, place)
         return store
 
     def _file_format(self, value: Any) -> str:

@@ -10,9 +10,14 @@ the same store everywhere:
 * ``file``: a :class:`FileStore` in ``place.folder`` with the flow's format,
   compression, ``partition_by`` and per-output formats;
 * ``hybrid``: a :class:`HybridStore` under ``memory_limit_bytes`` spilling to
-  ``place.folder/.spill``;
-* ``streaming``: a :class:`StreamStore` in ``place.folder/.stream`` persisting every
-  ``buffer_size`` items or ``flush_interval`` seconds.
+  ``place.folder/.spill`` (or ``place.spill_folder``; a temporary folder without either);
+* ``streaming``: a :class:`StreamStore` in ``place.folder/.stream`` (or
+  ``place.stream_folder``) persisting every ``buffer_size`` items or ``flush_interval``
+  seconds; without either folder the stream is held in memory only.
+
+A place without a ``folder`` (``None``) holds stores that need no folder: memory,
+hybrid (spilling to a temporary folder) and streaming (not persisted); file mode there is
+``InvalidArgument``.
 
 :func:`open_persist_store` opens the file store that persistence options write to.
 """
@@ -76,40 +81,74 @@ class DataFlow(Protocol):
 
 @dataclass(frozen=True)
 class StorePlace:
-    """Where a store lives (``folder``), the run and phase its refs name, and the
-    recorder (usually the catalog's) told of every item."""
+    """Where a store lives (``folder``), the run and phase its refs name (and the
+    ``namespace`` below the phase, for memory, hybrid and stream stores), and the
+    recorder (usually the catalog's) told of every item. ``spill_folder`` and
+    ``stream_folder`` put a hybrid store's spill files and a stream store's parts in a
+    folder of their own instead of ``folder/.spill`` and ``folder/.stream``."""
 
-    folder: Path
+    folder: Optional[Path]
     run: str
     phase: str
     recorder: Optional[ItemRecorder] = None
     allow_pickle: bool = False
+    namespace: tuple[str, ...] = ()
+    spill_folder: Optional[Path] = None
+    stream_folder: Optional[Path] = None
 
-    def names(self) -> dict[str, str]:
-        return {"run": self.run, "phase": self.phase}
+    def spill_dir(self) -> Optional[Path]:
+        """Where a hybrid store spills (None: a temporary folder)."""
+        if self.spill_folder is not None:
+            return _folder(self.spill_folder)
+        return None if self.folder is None else _folder(self.folder / ".spill")
+
+    def stream_dir(self) -> Optional[Path]:
+        """Where a stream store persists its parts (None: nowhere)."""
+        if self.stream_folder is not None:
+            return _folder(self.stream_folder)
+        return None if self.folder is None else _folder(self.folder / ".stream")
+
+    def file_dir(self) -> Path:
+        """The folder of a file store (``InvalidArgument`` when the place has none)."""
+        if self.folder is None:
+            raise InvalidArgument(
+                f"a file store of {self.run}/{self.phase} needs a folder; "
+                "give the place a folder (file mode writes files)"
+            )
+        return _folder(self.folder)
 
 
-def open_store(flow: DataFlow, place: StorePlace) -> AnyStore:
-    """The store of ``flow.mode`` at ``place`` (see the module docstring)."""
+def open_store(
+    flow: DataFlow, place: StorePlace, *, stream_compression: Optional[str] = None
+) -> AnyStore:
+    """The store of ``flow.mode`` at ``place`` (see the module docstring);
+    ``stream_compression`` compresses a stream store's Arrow parts."""
     mode = flow.mode
     if mode == "memory":
-        return MemoryStore(recorder=place.recorder, **place.names())
+        return MemoryStore(
+            recorder=place.recorder, namespace=place.namespace, run=place.run, phase=place.phase
+        )
     if mode == "file":
         return open_file_store(flow.file, place, formats=flow.persistence.formats)
     if mode == "hybrid":
         return HybridStore(
             flow.memory_limit_bytes,
-            _folder(place.folder / ".spill"),
+            place.spill_dir(),
             recorder=place.recorder,
-            **place.names(),
+            namespace=place.namespace,
+            run=place.run,
+            phase=place.phase,
         )
     if mode == "streaming":
         return StreamStore(
-            _folder(place.folder / ".stream"),
+            place.stream_dir(),
             buffer_size=flow.streaming.buffer_size,
             flush_interval=flow.streaming.flush_interval,
+            compression=stream_compression,
             recorder=place.recorder,
-            **place.names(),
+            namespace=place.namespace,
+            run=place.run,
+            phase=place.phase,
         )
     raise InvalidArgument(f"data_flow.mode {mode!r} is not allowed; allowed: {', '.join(MODES)}")
 
@@ -126,14 +165,15 @@ def open_file_store(
     fmt = format or file.format
     own = fmt == file.format
     return FileStore(
-        _folder(place.folder),
+        place.file_dir(),
         format=fmt,
         compression=file.compression if own else None,
         partition_by=list(file.partition_by) if own and file.partition_by else None,
         formats=dict(formats or {}),
         allow_pickle=place.allow_pickle,
         recorder=place.recorder,
-        **place.names(),
+        run=place.run,
+        phase=place.phase,
     )
 
 
