@@ -24,28 +24,30 @@ from phasekit.catalog import (
     default_location,
     open_catalog,
 )
+from phasekit.cli.tables import Layout, console, fit_table
 from phasekit.errors import InvalidArgument, UnknownKey
+
+# identifiers are never split; columns go, first listed first, when the width is short
+LAYOUT = Layout(
+    ids=(
+        *("run", "entity", "item", "container", "window", "stage", "phase", "name"),
+        *("workflow", "kind", "field", "path", "metric", "file", "status", "state"),
+    ),
+    drop=(
+        *("created", "finished", "started", "format", "phase", "window", "files", "name"),
+        *("workflow", "how", "rel", "diff", "action", "severity", "state", "stage"),
+    ),
+    numeric=("items", "size", "files", "id", "a", "b", "diff", "rel"),
+)
 
 
 def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=False)
+    return console()
 
 
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Any:
-    """A Rich table under a bold title line (titles do not wrap to the table's width)."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table()
-    for name in columns:
-        numeric = name in ("items", "size", "files", "id", "a", "b", "diff", "rel")
-        table.add_column(name, justify="right" if numeric else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    return Group(Text(title, style="bold"), table)
+    """A table under a bold title, fitted to the terminal's width (see :mod:`.tables`)."""
+    return fit_table(title, columns, rows, LAYOUT, _console().width)
 
 
 def human_bytes(n: int) -> str:

@@ -24,6 +24,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from phasekit.cli.tables import Layout, fit_table
+
 SUMMARY_METRICS = {
     "sharpe_ratio": "sharpe",
     "total_return": "return",
@@ -31,6 +33,13 @@ SUMMARY_METRICS = {
     "win_rate": "win rate",
     "trade_count": "trades",
 }
+
+
+SUMMARY_LAYOUT = Layout(
+    ids=("phase",),
+    drop=("win rate", "max dd", "containers", "trades", "sample"),
+    numeric=("containers", *SUMMARY_METRICS.values()),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -62,14 +71,31 @@ class RateColumn(ProgressColumn):
 
 
 class ProgressObserver:
-    """Rich progress: one bar for phases, one per running phase's containers."""
+    """Rich progress: one bar for phases, one per running phase's containers. Nothing is
+    shown before the first phase starts (a config or data error prints alone)."""
 
     def __init__(self, progress: Progress, n_phases: int) -> None:
         self.progress = progress
-        self.phases = progress.add_task("phases", total=n_phases)
+        self.n_phases = n_phases
+        self.phases: TaskID | None = None
         self.tasks: dict[str, TaskID] = {}
 
+    def _phases(self) -> TaskID:
+        if self.phases is None:
+            self.progress.start()
+            self.phases = self.progress.add_task("phases", total=self.n_phases)
+        return self.phases
+
+    def finish(self, n_phases: int) -> None:
+        """Complete the phases bar (when shown) and stop the display (once)."""
+        if self.phases is not None and n_phases:
+            self.progress.update(self.phases, total=n_phases, completed=n_phases)
+        if self.phases is not None:
+            self.phases = None
+            self.progress.stop()
+
     def phase_started(self, phase: str, windows: int, containers: int) -> None:
+        self._phases()
         self.tasks[phase] = self.progress.add_task(
             f"{phase} ({windows} window{'s' if windows != 1 else ''})", total=containers
         )
@@ -85,7 +111,7 @@ class ProgressObserver:
         task = self.tasks.get(phase)
         if task is not None:
             self.progress.update(task, completed=self.progress.tasks[task].total)
-        self.progress.advance(self.phases, 1)
+        self.progress.advance(self._phases(), 1)
 
 
 def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -> int:
@@ -156,14 +182,14 @@ def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -
 
 def cmd_run(args: argparse.Namespace) -> int:
     from phasekit.config import parse_set_args
-    from phasekit.workflow.run import load_and_resolve, run
+    from phasekit.workflow.run import RunInterrupted, load_and_resolve, run
 
     console = Console(stderr=args.json)
     runtime = parse_set_args(args.sets)
     if args.dry_run:
         return _plan(args, runtime, console)
     # the checks of `config show`, before any progress is drawn: a bad file gives one line
-    load_and_resolve(args.config, runtime, args.results_dir)
+    resolved = load_and_resolve(args.config, runtime, args.results_dir)
     started = time.perf_counter()
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -173,11 +199,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(
+    progress = Progress(
         *columns, console=console, transient=False, disable=not console.is_terminal and args.json
-    ) as progress:
-        observer = ProgressObserver(progress, 0)
-        overrides = {k.replace(".", "__"): v for k, v in runtime.items()}
+    )
+    observer = ProgressObserver(progress, len(resolved.phases))
+    overrides = {k.replace(".", "__"): v for k, v in runtime.items()}
+    n_phases = 0
+    try:
         result = run(
             args.config,
             workers=args.workers,
@@ -187,7 +215,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             observer=observer,
             **overrides,
         )
-        progress.update(observer.phases, total=len(result.phases), completed=len(result.phases))
+        n_phases = len(result.phases)
+    except RunInterrupted as stop:
+        observer.finish(n_phases)
+        sys.stderr.write(
+            f"phasekit: interrupted; run {stop.run_id} is recorded as interrupted, continue "
+            f"it with: phasekit run {args.config} --resume {stop.run_id}\n"
+        )
+        return 130
+    finally:
+        observer.finish(n_phases)
     peak_mb = (
         max(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -219,20 +256,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         return 0
-    table = Table(title=f"run {result.run_id}: {result.status} in {seconds:.1f} s")
-    for col in ("phase", "sample", "containers", "best parameters"):
-        table.add_column(col)
-    for label in SUMMARY_METRICS.values():
-        table.add_column(label, justify="right")
+    names = ("phase", "sample", "containers", "best parameters", *SUMMARY_METRICS.values())
+    table_rows: list[tuple[str, ...]] = []
     for name, o in result.phases.items():
         # in: in-sample best; out: the in-sample selection out of sample; pN: percentiles
         for row in o.rows or []:
             params = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in row.parameters.items())
             cells = [_fmt(row.metrics.get(m)) for m in SUMMARY_METRICS]
-            table.add_row(name, row.sample, str(o.containers), params or "-", *cells)
+            table_rows.append((name, row.sample, str(o.containers), params or "-", *cells))
         if not o.rows:
-            table.add_row(name, "-", str(o.containers), "-", *["-" for _ in SUMMARY_METRICS])
-    console.print(table)
+            table_rows.append((name, "-", str(o.containers), "-", *["-" for _ in SUMMARY_METRICS]))
+    title = f"run {result.run_id}: {result.status} in {seconds:.1f} s"
+    console.print(fit_table(title, names, table_rows, SUMMARY_LAYOUT, console.width))
     console.print(f"results: {result.run_dir}")
     console.print(f"catalog: {result.catalog_url}   peak memory: {peak_mb:.0f} MB")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import stat
 import sys
 import threading
@@ -257,6 +258,11 @@ def worker_context() -> mp_context.BaseContext:
     return _SpawnContext()
 
 
+def _worker_init() -> None:
+    """Workers leave Ctrl-C to the parent (which stops them): no traceback per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _ready() -> bool:
     return True
 
@@ -277,7 +283,9 @@ class Executor:
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=worker_context())
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=worker_context(), initializer=_worker_init
+            )
         return self._pool
 
     def map(
@@ -302,8 +310,8 @@ class Executor:
         pool = self._get_pool()
         pending: deque[Future[list[Outcome]]] = deque()
         it = iter(batches)
-        for batch in it:
-            pending.append(pool.submit(run_batch, spec, batch, self.backend))
+        for chunk in it:
+            pending.append(pool.submit(run_batch, spec, chunk, self.backend))
             if len(pending) >= 2 * self.workers:
                 break
         while pending:
@@ -315,7 +323,18 @@ class Executor:
                 on_batch(len(done))
             yield from done
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, *, abort: bool = False) -> None:
+        """Stop the workers: after the batches in flight, or at once with ``abort`` (an
+        interrupted run: what they computed is not wanted)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if not abort:
+            pool.shutdown(wait=True, cancel_futures=True)
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=5)

@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 ConfigSource = Union[str, os.PathLike, Mapping[str, Any]]
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run: it is recorded ``interrupted`` and ``resume=run_id`` continues
+    it (the windows it completed are kept)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} interrupted")
+        self.run_id = run_id
+
+
 @dataclass
 class LazyRef:
     """A stored item of a run, loaded only when asked (``load()``)."""
@@ -200,12 +209,13 @@ def run(
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
-        raise
     finally:
-        executor.close()
+        executor.close(abort=status != "completed")
         catalog.finish_process(run_id, status)
         if status != "completed":
             catalog.close()
+    if status == "interrupted":
+        raise RunInterrupted(run_id)
     _cleanup(catalog, resolved, run_id)
     return RunResult(run_id, run_dir, catalog.url, status, phases, catalog)
 
