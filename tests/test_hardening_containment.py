@@ -5,6 +5,7 @@ must be untouched (same names, bytes and mtimes) after each attempt."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -237,7 +238,7 @@ def test_the_name_rule_is_in_bytes_and_fits_every_suffix(tmp_path: Path) -> None
 
 
 def _hostile_row(db: Path, **columns: Any) -> None:
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         row = dict(
             process_id="r1",
             stage_name="optimize",
@@ -309,7 +310,12 @@ def test_export_cleanup_doctor_never_leave_their_roots(tmp_path: Path, reference
             cat.export("r1", export_to)
         report = cat.doctor(repair=True)
         assert any(f.kind in ("bad_reference", "bad_row") for f in report.findings)
-        cat.cleanup("keep_none")
+        with pytest.raises(CatalogError, match="damaged"):  # the hostile inline row
+            cat.cleanup("keep_none")
+        with contextlib.closing(sqlite3.connect(results / "catalog.sqlite")) as conn, conn:
+            conn.execute("DELETE FROM intermediate_data WHERE storage_type = 'inline'")
+        report = cat.cleanup("keep_none")  # the row naming a file outside keeps its file
+        assert report.removal is not None and report.removal.failed
     assert snapshot(sentinel) == before
 
 

@@ -39,6 +39,15 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from phasekit.catalog.encode import as_utc, parse_since, to_json, utc_now
 from phasekit.catalog.names import check_name, check_optional_name
+from phasekit.catalog.rowcheck import (
+    check_name_field,
+    check_item_fields,
+    check_process_fields,
+    check_time,
+    load_json,
+    row_check,
+    verify_check,
+)
 from phasekit.catalog.rows import (
     FINAL_STATUSES,
     ITEM_STATES,
@@ -67,8 +76,8 @@ LISTED_STATES = ("present", "missing", "corrupt", "released")
 MEMORY_PREFIX = "memory://"
 _CHECKSUM = re.compile(r"^crc32:[0-9a-f]{8}$")
 _CHUNK = 500
-_ITEM_SELECT = f"SELECT {', '.join(ITEM_COLUMNS)} FROM intermediate_data"
-_PROCESS_SELECT = f"SELECT {', '.join(PROCESS_COLUMNS)} FROM processes"
+_ITEM_FIELDS = f"SELECT {', '.join(ITEM_COLUMNS)}, row_check FROM intermediate_data"
+_PROCESS_FIELDS = f"SELECT {', '.join(PROCESS_COLUMNS)}, row_check FROM processes"
 _INSERT_ITEM = (
     f"INSERT INTO intermediate_data ({', '.join(ITEM_COLUMNS[1:])}) "
     f"VALUES ({', '.join('?' for _ in ITEM_COLUMNS[1:])}) RETURNING id"
@@ -120,6 +129,11 @@ class Catalog(abc.ABC):
     """Records runs and stored items; lists, compares, exports and cleans them up."""
 
     dialect: ClassVar[str]
+    row_checks: ClassVar[bool] = False
+    """Whether rows carry a ``row_check`` (SQLite; see :mod:`.rowcheck`)."""
+    not_indexed: ClassVar[str] = ""
+    """Appended to the table of item and run reads so that a damaged index cannot hide a
+    row (SQLite: `` NOT INDEXED``, reads scan the table)."""
 
     def __init__(self, location: CatalogLocation) -> None:
         self.location = location
@@ -155,6 +169,41 @@ class Catalog(abc.ABC):
     def close(self) -> None:
         """Close the connection."""
 
+    def integrity_problems(self) -> list[str]:
+        """What the database's own integrity check reports (SQLite; PostgreSQL: none)."""
+        return []
+
+    def reindex(self) -> None:
+        """Rebuild the indexes from the tables (SQLite; PostgreSQL: nothing to do)."""
+        log.debug("catalog %s: no index rebuild for %s", self.url, self.dialect)
+
+    @abc.abstractmethod
+    def table_columns(self, table: str) -> list[str]:
+        """The columns ``table`` has in the database (empty when it is missing)."""
+
+    def scan_rows(
+        self,
+    ) -> tuple[list[ProcessRow], list[ItemRow], list[tuple[str, int | None, str]]]:
+        """Every run and item row, each checked on its own: (good runs, good items,
+        [(kind, row id, problem)] for the damaged ones). For ``doctor``."""
+        bad: list[tuple[str, int | None, str]] = []
+        runs: list[ProcessRow] = []
+        items: list[ItemRow] = []
+        with self._lock:
+            raw_runs = self._read(self._process_select)
+            raw_items = self._read(self._item_select + " ORDER BY id")
+        for raw in raw_runs:
+            try:
+                runs.append(self._process(raw))
+            except CatalogError as exc:
+                bad.append(("bad_run", None, str(exc)))
+        for raw in raw_items:
+            try:
+                items.append(self._item(raw))
+            except CatalogError as exc:
+                bad.append(("bad_row", raw[0] if type(raw[0]) is int else None, str(exc)))
+        return runs, items, bad
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         with self._lock, self._transaction(write=False) as execute:
             return execute(sql, params)
@@ -178,36 +227,80 @@ class Catalog(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
+    @property
+    def _item_select(self) -> str:
+        return _ITEM_FIELDS + self.not_indexed
+
+    @property
+    def _process_select(self) -> str:
+        return _PROCESS_FIELDS + self.not_indexed
+
     def _check_version(self, execute: Exec) -> None:
         rows = execute("SELECT version FROM phasekit_schema", ())
         if not rows:
             execute("INSERT INTO phasekit_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif int(rows[0][0]) > SCHEMA_VERSION:
+            return
+        try:
+            version = int(rows[0][0])
+        except (TypeError, ValueError):
             raise CatalogError(
-                f"catalog {self.url} has schema version {rows[0][0]}, newer than this "
+                f"catalog {self.url} is damaged: its schema version {rows[0][0]!r} is not a "
+                "number; run `phasekit doctor`"
+            ) from None
+        if version > SCHEMA_VERSION:
+            raise CatalogError(
+                f"catalog {self.url} has schema version {version}, newer than this "
                 f"phasekit understands ({SCHEMA_VERSION}); upgrade phasekit"
             )
-        else:
-            for version in range(int(rows[0][0]), SCHEMA_VERSION):
-                for statement in self._migrations[version]:
-                    execute(statement, ())
-                execute("UPDATE phasekit_schema SET version = ?", (version + 1,))
-                log.info("catalog %s migrated to schema version %d", self.url, version + 1)
+        if version < 1:
+            raise CatalogError(f"catalog {self.url} has schema version {version}; damaged")
+        while version < SCHEMA_VERSION:
+            for statement in self._migrations[version]:
+                execute(statement, ())
+            version += 1
+            execute("UPDATE phasekit_schema SET version = ?", (version,))
+            log.info("catalog %s upgraded to schema version %d", self.url, version)
 
     # ------------------------------------------------------------- processes
-    def _process(self, row: tuple[Any, ...]) -> ProcessRow:
-        pid, workflow, config, backend, status, started, finished, rdir, run_name = row
+    def _process(self, row: Sequence[Any]) -> ProcessRow:
+        """A stored run row, checked (``CatalogError`` naming it when damaged)."""
+        *stored, check = row
+        what = f"run row {str(stored[0])[:80]!r}"
+        if self.row_checks:
+            verify_check(stored, check, what)
+        values = dict(zip(PROCESS_COLUMNS, stored))
+        values["config"] = load_json(values["config"], what, "config")
+        check_process_fields(values, what)
+        check_name_field(values["run_name"], what, "run_name", optional=True)
+        try:
+            started = self._ts_value(values["started_at"])
+            finished = values["finished_at"]
+            finished = None if finished is None else self._ts_value(finished)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CatalogError(f"{what} is damaged: a time does not parse ({exc})") from None
+        check_time(started, what, "started_at")
+        if finished is not None:
+            check_time(finished, what, "finished_at")
         return ProcessRow(
-            process_id=pid,
-            workflow=workflow,
-            config=_load(config),
-            backend=backend,
-            status=status,
-            started_at=self._ts_value(started),
-            finished_at=None if finished is None else self._ts_value(finished),
-            results_dir=rdir,
-            run_name=run_name,
+            process_id=values["process_id"],
+            workflow=values["workflow"],
+            config=values["config"],
+            backend=values["backend"],
+            status=values["status"],
+            started_at=started,
+            finished_at=finished,
+            results_dir=values["results_dir"],
+            run_name=values["run_name"],
         )
+
+    def _seal_process(self, execute: Exec, process_id: str) -> None:
+        """Recompute the row check of a run after phasekit changed its row."""
+        if not self.row_checks:
+            return
+        rows = execute(f"{_PROCESS_FIELDS} WHERE process_id = ?", (process_id,))
+        for row in rows:
+            check = row_check(row[:-1])
+            execute("UPDATE processes SET row_check = ? WHERE process_id = ?", (check, process_id))
 
     def start_process(
         self,
@@ -247,6 +340,7 @@ class Catalog(abc.ABC):
             execute(
                 f"INSERT INTO processes ({', '.join(PROCESS_COLUMNS)}) VALUES ({_marks(9)})", params
             )
+            self._seal_process(execute, process_id)
         log.debug("started run %s (%s)", process_id, workflow)
         return process_id
 
@@ -268,6 +362,7 @@ class Catalog(abc.ABC):
             )
             if rows:
                 self._release_memory(execute, process_id)
+            self._seal_process(execute, process_id)
         if not rows:
             raise UnknownKey(f"run {process_id!r} is not in catalog {self.url}")
         return self.get_process(process_id)
@@ -287,7 +382,7 @@ class Catalog(abc.ABC):
 
     def get_process(self, process_id: str) -> ProcessRow:
         with self._lock:
-            rows = self._read(f"{_PROCESS_SELECT} WHERE process_id = ?", (process_id,))
+            rows = self._read(f"{self._process_select} WHERE process_id = ?", (process_id,))
         if not rows:
             raise UnknownKey(f"run {process_id!r} is not in catalog {self.url}")
         return self._process(rows[0])
@@ -315,7 +410,7 @@ class Catalog(abc.ABC):
         if run_name is not None:
             where.append("run_name = ?")
             params.append(run_name)
-        sql = _PROCESS_SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql = self._process_select + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY started_at DESC, process_id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -342,15 +437,27 @@ class Catalog(abc.ABC):
         return latest
 
     # ----------------------------------------------------------------- items
-    def _item(self, row: tuple[Any, ...]) -> ItemRow:
-        values = dict(zip(ITEM_COLUMNS, row))
-        values["inline_data"] = (
-            _load(values["inline_data"]) if values["inline_data"] is not None else None
-        )
-        values["metadata"] = _load(values["metadata"])
-        values["created_at"] = self._ts_value(values["created_at"])
-        values["size_bytes"] = int(values["size_bytes"])
-        values["id"] = int(values["id"])
+    def _item(self, row: Sequence[Any]) -> ItemRow:
+        """A stored item row, checked (``CatalogError`` naming it when damaged)."""
+        *stored, check = row
+        what = f"item row {stored[0]!r}"
+        if self.row_checks:
+            verify_check(stored[:-1], check, what)  # all but the state
+        values = dict(zip(ITEM_COLUMNS, stored))
+        if type(values["id"]) is not int:
+            raise CatalogError(f"{what} is damaged: its id is not an integer")
+        what = f"item row {values['id']} ({str(values['process_id'])[:80]})"
+        if values["inline_data"] is not None:
+            values["inline_data"] = load_json(values["inline_data"], what, "inline_data")
+        values["metadata"] = load_json(values["metadata"], what, "metadata")
+        if not isinstance(values["metadata"], dict):
+            raise CatalogError(f"{what} is damaged: its metadata is not a JSON object")
+        check_item_fields(values, what)
+        try:
+            values["created_at"] = self._ts_value(values["created_at"])
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CatalogError(f"{what} is damaged: created_at does not parse ({exc})") from None
+        check_time(values["created_at"], what, "created_at")
         return ItemRow(**values)
 
     def _item_params(self, item: NewItem) -> tuple[Any, ...]:
@@ -503,10 +610,17 @@ class Catalog(abc.ABC):
             return []
         try:
             with self._lock, self._transaction() as execute:
-                return [int(execute(_INSERT_ITEM, p)[0][0]) for p in params]
+                return [self._insert_item(execute, p) for p in params]
         except CatalogError:
             self._raise_unknown_runs({item.process_id for item in items})
             raise
+
+    def _insert_item(self, execute: Exec, params: tuple[Any, ...]) -> int:
+        item_id = int(execute(_INSERT_ITEM, params)[0][0])
+        if self.row_checks:
+            check = row_check((item_id, *params[:-1]))  # all but the state
+            execute("UPDATE intermediate_data SET row_check = ? WHERE id = ?", (check, item_id))
+        return item_id
 
     def _raise_unknown_runs(self, runs: set[str]) -> None:
         for run in sorted(runs):
@@ -519,7 +633,7 @@ class Catalog(abc.ABC):
 
     def get_item(self, item_id: int) -> ItemRow:
         with self._lock:
-            rows = self._read(f"{_ITEM_SELECT} WHERE id = ?", (int(item_id),))
+            rows = self._read(f"{self._item_select} WHERE id = ?", (int(item_id),))
         if not rows:
             raise UnknownKey(f"item {item_id} is not in catalog {self.url}")
         return self._item(rows[0])
@@ -529,7 +643,7 @@ class Catalog(abc.ABC):
         found: list[ItemRow] = []
         with self._lock, self._transaction(write=False) as execute:
             for chunk in _chunks([int(i) for i in ids]):
-                rows = execute(f"{_ITEM_SELECT} WHERE id IN ({_marks(len(chunk))})", chunk)
+                rows = execute(f"{self._item_select} WHERE id IN ({_marks(len(chunk))})", chunk)
                 found.extend(self._item(r) for r in rows)
         return sorted(found, key=lambda row: row.id)
 
@@ -537,7 +651,7 @@ class Catalog(abc.ABC):
         """Every row recording ``data_reference``."""
         with self._lock:
             rows = self._read(
-                f"{_ITEM_SELECT} WHERE data_reference = ? ORDER BY id", (data_reference,)
+                f"{self._item_select} WHERE data_reference = ? ORDER BY id", (data_reference,)
             )
         return [self._item(r) for r in rows]
 
@@ -587,7 +701,7 @@ class Catalog(abc.ABC):
             )
         where.append(f"state IN ({_marks(len(wanted))})")
         params.extend(wanted)
-        sql = f"{_ITEM_SELECT} WHERE {' AND '.join(where)} ORDER BY id"
+        sql = f"{self._item_select} WHERE {' AND '.join(where)} ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
@@ -595,7 +709,13 @@ class Catalog(abc.ABC):
 
     def usage(self, process_id: str | None = None) -> list[UsageRow]:
         """Items, bytes on disk (of ``file://`` items only: not in-memory, inline or stream
-        items) and files per run and stage (rows being deleted are left out)."""
+        items) and files per run and stage (rows being deleted are left out).
+
+        Where rows carry row checks, the sums are made over checked rows (a damaged row
+        raises ``CatalogError`` instead of changing a total).
+        """
+        if self.row_checks:
+            return self._usage_of(self.list_items(process_id, states=LISTED_STATES))
         sql = (
             "SELECT process_id, stage_name, COUNT(*), COALESCE(SUM(CASE WHEN "
             "substr(data_reference, 1, 7) = 'file://' THEN size_bytes ELSE 0 END), 0), "
@@ -610,6 +730,21 @@ class Catalog(abc.ABC):
         with self._lock:
             rows = self._read(sql, params)
         return [UsageRow(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+    @staticmethod
+    def _usage_of(items: Sequence[ItemRow]) -> list[UsageRow]:
+        groups: dict[tuple[str, str], list[ItemRow]] = {}
+        for item in items:
+            groups.setdefault((item.process_id, item.stage_name), []).append(item)
+        out = []
+        for (run, stage), rows in sorted(groups.items()):
+            on_disk = [
+                r for r in rows if r.data_reference and r.data_reference.startswith("file://")
+            ]
+            files = {r.data_reference for r in on_disk}
+            size = sum(r.size_bytes for r in on_disk)
+            out.append(UsageRow(run, stage, len(rows), size, len(files)))
+        return out
 
     # ------------------------------------------------------ state changes
     def mark_items(

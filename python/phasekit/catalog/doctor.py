@@ -12,7 +12,23 @@ Kinds of finding (severity; what ``repair`` does):
 - ``recovered_file`` (info): a row marked missing or corrupt whose file verifies again;
   marked ``present``.
 - ``marked_item`` (info): a row already marked missing or corrupt, still so.
-- ``bad_reference`` (error): a ``file://`` reference that names no local path; left alone.
+- ``bad_reference`` (error): a ``file://`` reference that names no local path, or one
+  outside the results folder; left alone (nothing outside the results folder is touched).
+- ``catalog_unreadable`` (error): the catalog file is missing or empty next to run
+  folders, or SQLite cannot open it; with ``repair`` (:func:`doctor_location`) the
+  damaged file is kept aside as ``catalog.sqlite.damaged-<time>`` and a new catalog is
+  rebuilt from the results (see :mod:`.rebuild`).
+- ``integrity`` (error): SQLite's ``PRAGMA integrity_check`` found damage in the file.
+  When only indexes are damaged, ``repair`` rebuilds them (``REINDEX``); damage to the
+  tables themselves makes the file unreadable (see ``catalog_unreadable``).
+- ``schema`` (error): a table or column the catalog needs is missing.
+- ``bad_run`` / ``bad_row`` (error): a run or item row whose values are damaged (JSON
+  that does not parse, a time, a name or an enum that is not valid, a row check that
+  does not match); read paths refuse these rows with ``CatalogError``; left alone
+  (a rebuild replaces them).
+- ``corrupt_manifest`` (error): a store manifest (``.phasekit/<key>.json`` or a
+  stream's ``manifest.json``) that does not parse, names a file outside its folder, or
+  whose file is missing or fails its checksum; left alone.
 - ``unreferenced_file`` (info): a file under a results folder that no row records;
   left alone (nothing is deleted that might be wanted). Hidden files and folders (a
   store's own manifests) are only searched for temp files; a folder holding its own
@@ -23,6 +39,7 @@ Kinds of finding (severity; what ``repair`` does):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -35,9 +52,11 @@ from typing import TYPE_CHECKING, Any
 from phasekit.catalog.base import MEMORY_PREFIX, OWNER_HOST_KEY, OWNER_PID_KEY
 from phasekit.catalog.integrity import problem_with
 from phasekit.catalog.names import TMP_SUFFIX
-from phasekit.catalog.rows import ITEM_STATES, ItemRow, ProcessRow
-from phasekit.catalog.uris import CATALOG_FILENAME
-from phasekit.errors import CatalogError
+from phasekit.catalog.rows import ItemRow, ProcessRow
+from phasekit.catalog.schema import TABLES
+from phasekit.catalog.uris import CATALOG_FILENAME, uri_to_path
+from phasekit.errors import CatalogError, UnsafePath
+from phasekit.paths import contained, read_bytes_nofollow
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -46,6 +65,7 @@ log = logging.getLogger("phasekit.catalog.doctor")
 
 SEVERITIES = ("error", "warning", "info")
 _CATALOG_FILES = {CATALOG_FILENAME + s for s in ("", "-wal", "-shm", "-journal")}
+_DAMAGED = CATALOG_FILENAME + ".damaged-"
 
 
 @dataclass
@@ -225,12 +245,56 @@ def _temp_finding(
     report.findings.append(finding)
 
 
+def _manifest_problem(path: Path, root: Path, verify: bool) -> str | None:
+    """What is wrong with a store manifest (None when ``path`` is none or it is sound).
+
+    A FileStore manifest ``<store>/.phasekit/<key>.json`` names its data file in
+    ``ref.uri`` (a file directly in ``<store>``); a stream's ``<key>.stream/manifest.json``
+    lists part files of its folder. The files must exist with the recorded checksum.
+    """
+    folder = path.parent
+    if folder.name == ".phasekit" and path.suffix == ".json" and not path.name.startswith("."):
+        kind = "file"
+    elif folder.name.endswith(".stream") and path.name == "manifest.json":
+        kind = "stream"
+    else:
+        return None
+    try:
+        raw = json.loads(read_bytes_nofollow(path))
+    except (OSError, ValueError) as exc:
+        return f"does not parse ({exc})"
+    try:
+        if kind == "file":
+            ref = raw["ref"]
+            target = uri_to_path(ref["uri"])
+            if target is None:
+                return "its ref is not a file:// reference"
+            files = [(contained(target, folder.parent, "its file"), ref.get("checksum"))]
+            if files[0][0].parent != folder.parent:
+                return f"its file {target} is not in the store folder {folder.parent}"
+        else:
+            files = [
+                (contained(str(p["file"]), folder, "part"), p.get("checksum"))
+                for p in raw.get("parts", [])
+            ]
+    except (KeyError, TypeError, AttributeError, CatalogError, UnsafePath) as exc:
+        return f"is not a valid manifest ({type(exc).__name__}: {exc})"
+    for target, checksum in files:
+        problem = problem_with(
+            target, None, checksum if isinstance(checksum, str) else None, verify
+        )
+        if problem is not None:
+            return f"its file {target} {problem}"
+    return None
+
+
 def _scan(
     root: Path,
     referenced: set[Path],
     runs: dict[str, ProcessRow],
     report: DoctorReport,
     grace: float,
+    verify: bool = True,
 ) -> None:
     """Walk a results folder for temp files and files no row records.
 
@@ -252,9 +316,14 @@ def _scan(
         dirs[:] = keep_dirs
         for name in sorted(files):
             path = base / name
-            if base == root and name in _CATALOG_FILES:
+            if base == root and (name in _CATALOG_FILES or name.startswith(_DAMAGED)):
                 continue
             report.files_scanned += 1
+            problem = _manifest_problem(path, root, verify)
+            if problem is not None:
+                report.findings.append(
+                    Finding("corrupt_manifest", "error", f"manifest {path}: {problem}", str(path))
+                )
             if name.endswith(TMP_SUFFIX):
                 _temp_finding(path, root, runs, report, grace)
             elif path not in referenced and not hidden and not name.startswith("."):
@@ -265,16 +334,55 @@ def _scan(
                 )
 
 
+def _check_database(catalog: Catalog, report: DoctorReport) -> bool:
+    """Integrity and schema checks; False when the tables cannot be read at all."""
+    problems = catalog.integrity_problems()
+    for problem in problems[:20]:
+        report.findings.append(
+            Finding("integrity", "error", f"catalog {catalog.url}: {problem}", catalog.url)
+        )
+    if problems and report.repair and all(" index " in f" {p} " for p in problems):
+        catalog.reindex()  # only the indexes are damaged: they are rebuilt from the tables
+        if not catalog.integrity_problems():
+            for finding in report.findings:
+                if finding.kind == "integrity":
+                    finding.repaired, finding.action = True, "indexes rebuilt (REINDEX)"
+    readable = True
+    for table, columns in TABLES.items():
+        try:
+            have = set(catalog.table_columns(table))
+        except CatalogError as exc:
+            report.findings.append(Finding("schema", "error", str(exc)))
+            readable = False
+            continue
+        missing = [c for c in columns if c not in have]
+        if missing:
+            what = "is missing" if not have else f"lacks the columns {', '.join(missing)}"
+            report.findings.append(
+                Finding("schema", "error", f"catalog {catalog.url}: table {table} {what}")
+            )
+            readable = False
+    return readable
+
+
 def run_doctor(
     catalog: Catalog, *, repair: bool = False, verify: bool = True, grace_seconds: float = 300.0
 ) -> DoctorReport:
-    """Check every file row (size, and checksum unless ``verify=False``) and scan the results
-    folders; with ``repair`` fix what is safe (see the module docstring)."""
+    """Check the database (integrity, schema), every row, every file row (size, and
+    checksum unless ``verify=False``) and scan the results folders, store manifests
+    included; with ``repair`` fix what is safe (see the module docstring)."""
     report = DoctorReport(repair=repair)
-    rows = catalog.list_items(states=ITEM_STATES)
+    if not _check_database(catalog, report):
+        return report
+    try:
+        processes, rows, bad = catalog.scan_rows()
+    except CatalogError as exc:
+        report.findings.append(Finding("integrity", "error", str(exc), catalog.url))
+        return report
+    for kind, item_id, detail in bad:
+        report.findings.append(Finding(kind, "error", detail, item_id=item_id))
     _finish_deletes(catalog, rows, report)
     _check_rows(catalog, rows, report, verify)
-    processes = catalog.list_processes()
     runs = {p.process_id: p for p in processes}
     _release_memory(catalog, rows, runs, report)
     roots = {Path(catalog.results_dir)} if catalog.results_dir else set()
@@ -288,7 +396,37 @@ def run_doctor(
             referenced.add(path)
     for root in sorted(roots):
         if root.is_dir():
-            _scan(root, referenced, runs, report, grace_seconds)
+            _scan(root, referenced, runs, report, grace_seconds, verify)
     for finding in report.problems:
         log.warning("%s: %s", finding.kind, finding.detail)
     return report
+
+
+def doctor_location(
+    location: str | os.PathLike[str],
+    *,
+    results_dir: str | os.PathLike[str] | None = None,
+    repair: bool = False,
+    verify: bool = True,
+    grace_seconds: float = 300.0,
+) -> DoctorReport:
+    """Doctor a catalog by location, reporting a catalog that cannot be opened (missing or
+    empty next to run folders, not a database) as a ``catalog_unreadable`` finding instead
+    of raising; with ``repair`` such a catalog is rebuilt from the results."""
+    from phasekit.catalog.factory import open_catalog
+
+    try:
+        catalog = open_catalog(location, results_dir=results_dir, create=False)
+    except CatalogError as exc:
+        report = DoctorReport(repair=repair)
+        finding = Finding("catalog_unreadable", "error", str(exc), os.fspath(location))
+        report.findings.append(finding)
+        if repair:
+            from phasekit.catalog.rebuild import rebuild_catalog
+
+            rebuilt = rebuild_catalog(location, results_dir=results_dir)
+            finding.repaired = True
+            finding.action = rebuilt.summary
+        return report
+    with catalog:
+        return catalog.doctor(repair=repair, verify=verify, grace_seconds=grace_seconds)

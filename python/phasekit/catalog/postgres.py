@@ -98,6 +98,15 @@ class PostgresCatalog(Catalog):
     def _migrations(self) -> Mapping[int, Sequence[str]]:
         return POSTGRES_MIGRATIONS
 
+    def table_columns(self, table: str) -> list[str]:
+        with self._lock, self._transaction(write=False) as execute:
+            rows = execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                "AND table_schema = current_schema() ORDER BY ordinal_position",
+                (table,),
+            )
+        return [str(r[0]) for r in rows]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

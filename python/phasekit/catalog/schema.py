@@ -8,9 +8,12 @@ PostgreSQL ``metadata`` is ``jsonb`` (queried) while ``config`` and ``inline_dat
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+import re
+
+SCHEMA_VERSION = 3
 """2: ``processes.run_name`` (``workflow`` holds the workflow type); item state
-``released`` (an in-memory item whose process has ended)."""
+``released`` (an in-memory item whose process has ended).
+3: ``row_check`` on both tables (see :mod:`phasekit.catalog.rowcheck`)."""
 
 _STATUS = "status IN ('running', 'completed', 'failed', 'interrupted')"
 _STORAGE = "storage_type IN ('inline', 'reference')"
@@ -41,7 +44,8 @@ def _tables(ts: str, json_meta: str, json_text: str, item_id: str, bigint: str) 
             started_at   {ts} NOT NULL,
             finished_at  {ts},
             results_dir  TEXT,
-            run_name     TEXT
+            run_name     TEXT,
+            row_check    TEXT
         )""",
         f"""CREATE TABLE IF NOT EXISTS intermediate_data (
             id             {item_id},
@@ -59,7 +63,8 @@ def _tables(ts: str, json_meta: str, json_text: str, item_id: str, bigint: str) 
             phase          TEXT,
             window_id      TEXT,
             container_id   TEXT,
-            state          TEXT NOT NULL DEFAULT 'present' CHECK ({_STATE})
+            state          TEXT NOT NULL DEFAULT 'present' CHECK ({_STATE}),
+            row_check      TEXT
         )""",
     )
 
@@ -123,6 +128,7 @@ def _sqlite_v2() -> tuple[str, ...]:
     """SQLite cannot change a CHECK constraint: the items table is rebuilt."""
     create = next(t for t in SQLITE_DDL if "TABLE IF NOT EXISTS intermediate_data" in t)
     create = create.replace("TABLE IF NOT EXISTS intermediate_data", "TABLE intermediate_data_v2")
+    create = re.sub(r",\s*row_check\s+TEXT", "", create)  # a version 3 column
     columns = ", ".join(ITEM_COLUMNS)
     return (
         *(
@@ -137,7 +143,12 @@ def _sqlite_v2() -> tuple[str, ...]:
     )
 
 
-SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _sqlite_v2()}
+_ROW_CHECK_V3 = (
+    "ALTER TABLE processes ADD COLUMN row_check TEXT",
+    "ALTER TABLE intermediate_data ADD COLUMN row_check TEXT",
+)
+
+SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _sqlite_v2(), 2: _ROW_CHECK_V3}
 """Statements that bring a SQLite catalog of schema version N to N + 1."""
 
 POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -145,6 +156,14 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
         *(sql.format(workflow_of_config="config ->> 'workflow'") for sql in _RUN_NAME_V2),
         "ALTER TABLE intermediate_data DROP CONSTRAINT IF EXISTS intermediate_data_state_check",
         f"ALTER TABLE intermediate_data ADD CONSTRAINT intermediate_data_state_check CHECK ({_STATE})",
-    )
+    ),
+    2: tuple(sql.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for sql in _ROW_CHECK_V3),
 }
 """Statements that bring a PostgreSQL catalog of schema version N to N + 1."""
+
+TABLES: dict[str, tuple[str, ...]] = {
+    "phasekit_schema": ("version",),
+    "processes": (*PROCESS_COLUMNS, "row_check"),
+    "intermediate_data": (*ITEM_COLUMNS, "row_check"),
+}
+"""The columns each table must have (``doctor``'s schema check)."""

@@ -11,6 +11,8 @@ never rows without files. ``?synchronous=full`` fsyncs every commit too.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,14 +27,20 @@ from phasekit.catalog.schema import SQLITE_DDL, SQLITE_MIGRATIONS
 from phasekit.catalog.uris import CatalogLocation
 from phasekit.errors import CatalogError
 
+log = logging.getLogger("phasekit.catalog")
+
 SYNCHRONOUS = ("off", "normal", "full", "extra")
-OPTIONS = ("synchronous", "timeout", "wal")
+CHECKS = {"quick": "quick_check", "full": "integrity_check", "off": None}
+"""``?check=``: the SQLite check run when the catalog opens (default ``quick``)."""
+OPTIONS = ("synchronous", "timeout", "wal", "check")
 
 
 class SqliteCatalog(Catalog):
     """A :class:`Catalog` in one SQLite file."""
 
     dialect = "sqlite"
+    row_checks = True
+    not_indexed = " NOT INDEXED"
 
     def __init__(
         self,
@@ -42,21 +50,23 @@ class SqliteCatalog(Catalog):
         timeout: float = 30.0,
         synchronous: str = "normal",
         wal: bool = True,
+        check: str = "quick",
     ) -> None:
         super().__init__(location)
+        if check not in CHECKS:
+            raise CatalogError(f"check {check!r} is not valid; allowed: {', '.join(CHECKS)}")
         if synchronous not in SYNCHRONOUS:
             raise CatalogError(
                 f"synchronous {synchronous!r} is not valid; allowed: {', '.join(SYNCHRONOUS)}"
             )
         path = Path(location.target)
+        self.path = path
+        _refuse_damaged(path, create)
         if not path.exists():
-            if not create:
-                raise CatalogError(f"no catalog at {path}; run a workflow first or pass --catalog")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise CatalogError(f"cannot create the folder of catalog {path}: {exc}") from None
-        self.path = path
         try:
             self._conn = sqlite3.connect(
                 str(path), timeout=timeout, isolation_level=None, check_same_thread=False
@@ -65,6 +75,12 @@ class SqliteCatalog(Catalog):
             raise CatalogError(f"cannot open catalog {path}: {exc}") from None
         try:
             self._setup(timeout, synchronous, wal)
+            self._check_on_open(check)
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            self._conn.close()
+            raise CatalogError(
+                f"cannot open catalog {path}: {exc}; run `phasekit doctor`"
+            ) from None
         except BaseException:
             self._conn.close()
             raise
@@ -106,6 +122,11 @@ class SqliteCatalog(Catalog):
                 except sqlite3.Error as exc:
                     raise CatalogError(
                         f"catalog {self.path}: {exc} (in: {sql.split()[0]} ...)"
+                    ) from None
+                except UnicodeDecodeError as exc:  # damaged text in a row
+                    raise CatalogError(
+                        f"catalog {self.path} is damaged: a row holds text that is not UTF-8 "
+                        f"({exc}); run `phasekit doctor`"
                     ) from None
 
             try:
@@ -153,9 +174,86 @@ class SqliteCatalog(Catalog):
     def _migrations(self) -> Mapping[int, Sequence[str]]:
         return SQLITE_MIGRATIONS
 
+    def _check_on_open(self, check: str) -> None:
+        """Refuse a file whose structure is damaged (a lost page, a broken index) before any
+        answer is read from it: SQLite's quick_check (default) or integrity_check."""
+        pragma = CHECKS[check]
+        if pragma is None:
+            return
+        rows = self._conn.execute(f"PRAGMA {pragma}").fetchall()
+        problems = [str(r[0]) for r in rows if r[0] != "ok"]
+        if problems:
+            raise CatalogError(
+                f"catalog {self.path} is damaged: {pragma} reports {problems[0]}"
+                f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                "run `phasekit doctor`"
+            )
+
+    def integrity_problems(self) -> list[str]:
+        """What ``PRAGMA integrity_check`` reports (empty when the file is sound)."""
+        try:
+            with self._lock:
+                rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            return [f"integrity_check failed: {exc}"]
+        return [str(r[0]) for r in rows if r[0] != "ok"]
+
+    def reindex(self) -> None:
+        """Rebuild every index from its table (the repair of a damaged index)."""
+        with self._lock:
+            try:
+                self._conn.execute("REINDEX")
+            except sqlite3.Error as exc:
+                raise CatalogError(f"catalog {self.path}: REINDEX failed: {exc}") from None
+
+    def table_columns(self, table: str) -> list[str]:
+        with self._lock, self._transaction(write=False) as execute:
+            return [str(r[1]) for r in execute(f'PRAGMA table_info("{table}")', ())]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def run_folders(results_dir: Path) -> list[str]:
+    """Names of the folders of a results folder that hold files (runs, presumably)."""
+    try:
+        entries = sorted(os.scandir(results_dir), key=lambda e: e.name)
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        if any(files for _root, _dirs, files in os.walk(entry.path)):
+            found.append(entry.name)
+    return found
+
+
+def _refuse_damaged(path: Path, create: bool) -> None:
+    """A missing or empty catalog next to results is damage, not a catalog without runs."""
+    try:
+        size: int | None = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    except OSError as exc:
+        raise CatalogError(f"cannot open catalog {path}: {exc}") from None
+    runs = run_folders(path.parent) if size in (None, 0) else []
+    note = (
+        f"; the results folder {path.parent} holds run folders ({', '.join(runs[:5])}"
+        f"{', ...' if len(runs) > 5 else ''}): the catalog was lost or truncated, "
+        "`phasekit doctor --repair` rebuilds it from the results"
+        if runs
+        else ""
+    )
+    if size == 0 and (runs or not create):
+        raise CatalogError(f"catalog {path} is empty (0 bytes), not a catalog{note}")
+    if size is None and not create:
+        raise CatalogError(
+            f"no catalog at {path}{note or '; run a workflow first or pass --catalog'}"
+        )
+    if size is None and runs:
+        log.warning("no catalog at %s%s; starting a new one", path, note)
 
 
 def sqlite_catalog(location: CatalogLocation, *, create: bool = True) -> SqliteCatalog:
@@ -174,4 +272,7 @@ def sqlite_catalog(location: CatalogLocation, *, create: bool = True) -> SqliteC
         ) from None
     wal = options.get("wal", "true").lower() not in ("0", "false", "no", "off")
     synchronous = options.get("synchronous", "normal").lower()
-    return SqliteCatalog(location, create=create, timeout=timeout, synchronous=synchronous, wal=wal)
+    check = options.get("check", "quick").lower()
+    return SqliteCatalog(
+        location, create=create, timeout=timeout, synchronous=synchronous, wal=wal, check=check
+    )

@@ -334,8 +334,15 @@ def cmd_du(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    with _open(args) as catalog:
-        report = catalog.doctor(repair=args.repair, verify=not args.quick, grace_seconds=args.grace)
+    from phasekit.catalog.doctor import doctor_location
+
+    report = doctor_location(
+        args.catalog or default_location(args.results_dir),
+        results_dir=args.results_dir,
+        repair=args.repair,
+        verify=not args.quick,
+        grace_seconds=args.grace,
+    )
     if args.json:
         _emit_json(report.to_dict())
         return 0 if report.ok else 1
