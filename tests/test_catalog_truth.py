@@ -7,6 +7,7 @@ doctor leaving nested results folders to their own catalogs."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -68,9 +69,12 @@ def test_workflow_type_and_run_name(
 
 
 def _v1_ddl(ddl: tuple[str, ...]) -> list[str]:
-    """The schema of version 1: no run_name, no 'released' state."""
+    """The schema of version 1: no run_name, no 'released' state, no row_check."""
     return [
-        s.replace(",\n            run_name     TEXT", "").replace(", 'released'", "") for s in ddl
+        re.sub(r",\s*row_check\s+TEXT", "", s)
+        .replace(",\n            run_name     TEXT", "")
+        .replace(", 'released'", "")
+        for s in ddl
     ]
 
 

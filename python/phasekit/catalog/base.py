@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from phasekit.catalog.encode import as_utc, parse_since, to_json, utc_now
 from phasekit.catalog.names import check_name, check_optional_name
 from phasekit.catalog.rowcheck import (
-    check_name_field,
     check_item_fields,
+    check_name_field,
     check_process_fields,
     check_time,
     load_json,
