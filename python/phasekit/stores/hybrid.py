@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import phasekit
-from phasekit.errors import InvalidArgument, StorageError
+from phasekit.errors import CorruptDataError, InvalidArgument, StorageError
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
 from phasekit.stores.durable import is_disk_full
@@ -62,6 +62,8 @@ class _Core:
     chains: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     """key -> the ledgers it counts under: its view's, then the view's ancestors'."""
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    corrupt: dict[str, str] = field(default_factory=dict)
+    """key -> why its spilled bytes are lost (a corrupt extent); ``get`` raises that."""
     compaction_failures: int = 0
     closed: bool = False
 
@@ -226,6 +228,9 @@ class HybridStore(StoreBase):
             entry = core.spilled.pop(ikey)
             core.log.release(ikey, entry.extent)
             core.chains.pop(ikey, None)
+        elif ikey in core.corrupt:
+            del core.corrupt[ikey]
+            core.chains.pop(ikey, None)
         else:
             return False
         core.refs.pop(ikey, None)
@@ -277,10 +282,15 @@ class HybridStore(StoreBase):
             core.spilled[ikey] = dataclasses.replace(core.spilled[ikey], extent=extent)
 
         try:
-            core.log.compact(moved)
+            core.log.compact(moved, self._lost)
         except OSError as exc:
             core.compaction_failures += 1
             log.warning("compacting spill segments in %s failed: %s", core.log.folder, exc)
+
+    def _lost(self, ikey: str, exc: CorruptDataError) -> None:
+        """A spilled item whose bytes fail their checksum: only it is lost (lock held)."""
+        self._core.spilled.pop(ikey, None)
+        self._core.corrupt[ikey] = str(exc)
 
     # ---------------------------------------------------------------- get
 
@@ -297,13 +307,20 @@ class HybridStore(StoreBase):
                 return core.memory[ikey]
             entry = core.spilled.get(ikey)
             if entry is None:
+                if ikey in core.corrupt:
+                    raise CorruptDataError(core.corrupt[ikey])
                 self._count("misses")
                 raise self._missing(ikey.rsplit("/", 1)[1])
             return self._reload(ikey, entry)
 
     def _reload(self, ikey: str, entry: Spilled) -> Any:
         core = self._core
-        value = load(core.log, ikey, entry)
+        try:
+            value = load(core.log, ikey, entry)
+        except CorruptDataError as exc:
+            core.log.release(ikey, entry.extent)
+            self._lost(ikey, exc)
+            raise
         self._count("reloads")
         self._count("reloaded_bytes", entry.extent.length)
         chain = core.chains[ikey]
@@ -365,7 +382,9 @@ class HybridStore(StoreBase):
                 "store": "hybrid",
                 "name": self._prefix,
                 "budget_bytes": self._ledger.budget,
-                "items": in_memory + len(on_disk),
+                "items": in_memory
+                + len(on_disk)
+                + sum(1 for k in core.corrupt if self._in_view(k)),
                 "items_in_memory": in_memory,
                 "items_on_disk": len(on_disk),
                 "bytes_in_memory": self._ledger.used,
@@ -373,6 +392,7 @@ class HybridStore(StoreBase):
                 "bytes_on_disk": sum(e.extent.length for e in on_disk),
                 **counts,
                 "compaction_failures": core.compaction_failures,
+                "corrupt_items": sorted(k for k in core.corrupt if self._in_view(k)),
                 "spill_dir": str(core.log.folder),
             }
             log_stats = core.log.stats()

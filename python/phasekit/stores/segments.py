@@ -73,6 +73,7 @@ class SegmentLog:
         self._sparse_ids: set[int] = set()
         self._crc: Callable[[Any, int], int] = getattr(backend_module(), "crc32", zlib.crc32)
         self.compactions = 0
+        self.corrupt_extents = 0
         self.bytes_appended = 0
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -218,11 +219,18 @@ class SegmentLog:
             and seg.live_bytes < self.compact_below * seg.size
         )
 
-    def compact(self, moved: Callable[[str, Extent], None]) -> int:
+    def compact(
+        self,
+        moved: Callable[[str, Extent], None],
+        lost: Optional[Callable[[str, CorruptDataError], None]] = None,
+    ) -> int:
         """Move the live items of sparse sealed segments to the active one; returns the count.
 
-        ``moved(owner, new_extent)`` is called for each item moved. A failure (e.g. disk
-        full) stops compaction and propagates; items not yet moved stay where they were.
+        ``moved(owner, new_extent)`` is called for each item moved. An extent that fails
+        its checksum is skipped: ``lost(owner, error)`` is called, its bytes are released
+        and every other item still moves (a corrupt item fails only itself). Any other
+        failure (e.g. disk full) stops compaction and propagates; items not yet moved stay
+        where they were.
         """
         count = 0
         sparse = [self._segments[i] for i in sorted(self._sparse_ids) if i in self._segments]
@@ -230,7 +238,15 @@ class SegmentLog:
         for i, seg in enumerate(sparse):
             try:
                 for owner, extent in list(seg.live.items()):
-                    data = self.read(owner, extent)
+                    try:
+                        data = self.read(owner, extent)
+                    except CorruptDataError as exc:
+                        log.warning("compaction skips %s: %s", owner, exc)
+                        self.corrupt_extents += 1
+                        self.release(owner, extent)
+                        if lost is not None:
+                            lost(owner, exc)
+                        continue
                     new = self.append(owner, [data])
                     moved(owner, new)
                     self.release(owner, extent)
@@ -251,6 +267,7 @@ class SegmentLog:
             "segment_file_bytes": sum(s.size for s in segs),
             "bytes_on_disk": sum(s.live_bytes for s in segs),
             "compactions": self.compactions,
+            "corrupt_extents": self.corrupt_extents,
         }
 
     def close(self) -> None:
