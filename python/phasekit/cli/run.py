@@ -21,7 +21,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
 from phasekit.cli.tables import Layout, fit_table
@@ -57,7 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--workers", type=int, help="worker processes (default: cores)")
     p.add_argument("--results-dir", help="where results and the catalog go")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (windows, containers, stores) and stop; nothing is run or recorded",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
 
@@ -114,68 +117,50 @@ class ProgressObserver:
         self.progress.advance(self._phases(), 1)
 
 
+PLAN_LAYOUT = Layout(
+    ids=("phase",),
+    drop=("tracing", "depends on", "sequence", "topology"),
+    numeric=("containers",),
+)
+
+
+def _store(plan: Any) -> str:
+    if plan.format is None:
+        return plan.store
+    return f"{plan.store} ({plan.format})"
+
+
 def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -> int:
-    from phasekit.workflow.executor import DataSpec, bars_for
-    from phasekit.workflow.params import ParameterSpace
+    """Print what the run would do (see :mod:`phasekit.workflow.plan`) and stop."""
+    from phasekit.workflow.plan import plan_run
     from phasekit.workflow.run import load_and_resolve
-    from phasekit.workflow.sequencer import phase_order
-    from phasekit.workflow.sequences import windows_for
 
     resolved = load_and_resolve(args.config, runtime, args.results_dir)
-    table = Table(title=f"plan of {args.config}")
-    for col in (
-        "phase",
-        "sequence",
-        "topology",
-        "depends on",
-        "windows",
-        "containers",
-        "data flow",
-        "tracing",
-    ):
-        table.add_column(col)
-    for name in phase_order(resolved.phases):
-        phase = resolved.phase(name)
-        params = phase.params
-        data = params.data.model_dump(exclude_none=True) if params.data else {}
-        n_bars = len(bars_for(DataSpec.from_config(data)))
-        sets = (
-            len(ParameterSpace.from_config(params.parameter_space).sets())
-            if params.parameter_space
-            else None
+    plans = plan_run(resolved)
+    if args.json:
+        payload = {
+            "results_dir": str(resolved.results_dir),
+            "catalog": resolved.catalog.display(),
+            "phases": [p.to_dict() for p in plans],
+        }
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        return 0
+    names = ("phase", "sequence", "topology", "depends on", "windows", "containers", "store",
+             "tracing")  # fmt: skip
+    rows = [
+        (
+            p.name,
+            p.sequence,
+            p.topology,
+            ", ".join(p.depends_on) or "-",
+            ", ".join(f"{w.window_id} {w.containers}" for w in p.windows),
+            str(p.containers),
+            _store(p),
+            p.tracing,
         )
-        seq_settings: dict[str, Any] = {}
-        if params.data_split is not None:
-            seq_settings["data_split"] = params.data_split
-        if params.walk_forward is not None:
-            wf = params.walk_forward.model_dump(exclude_none=True)
-            wf.setdefault("train", max(2, n_bars // 2))
-            wf.setdefault("test", max(1, n_bars // 10))
-            seq_settings["walk_forward"] = wf
-        elif phase.sequence == "walk_forward":
-            seq_settings["walk_forward"] = {
-                "train": max(2, n_bars // 2),
-                "test": max(1, n_bars // 10),
-            }
-        if params.monte_carlo is not None:
-            seq_settings["monte_carlo"] = params.monte_carlo.model_dump(exclude_none=True)
-        windows = (
-            windows_for(phase.sequence, n_bars, seq_settings)
-            if phase.topology != "analysis"
-            else []
-        )
-        flow = phase.data_flow
-        table.add_row(
-            name,
-            phase.sequence,
-            phase.topology,
-            ", ".join(phase.depends_on) or "-",
-            str(len(windows) or 1),
-            str(sets) if sets is not None else "from inputs",
-            f"{flow.mode} ({flow.file.format}, {flow.memory_limit_mb:g} MB)",
-            f"{', '.join(phase.settings.event_tracing)} / {phase.settings.retention_policy}",
-        )
-    console.print(table)
+        for p in plans
+    ]
+    console.print(fit_table(f"plan of {args.config}", names, rows, PLAN_LAYOUT, console.width))
     console.print(f"results: {resolved.results_dir}   catalog: {resolved.catalog.display()}")
     return 0
 

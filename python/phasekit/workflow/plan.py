@@ -1,0 +1,150 @@
+"""What a run will do, without running it (``phasekit run --dry-run``): per phase its
+windows, the containers each window runs, and the store and format of its results.
+
+The plan uses what the sequencer and its runners use: the bars (``bars_for``), the
+parameter sets (``ParameterSpace``), the windows (``windows_for``, ``default_lengths``),
+the defaults of :mod:`phasekit.registry` and the container store plans
+(:class:`~phasekit.workflow.plans.Planner`). Sets a phase takes from the phase it
+depends on are counted as that phase selects them (its ``top_k`` best, or the one best
+set of a walk-forward or Monte Carlo phase). ``tests/test_plan.py`` checks a plan
+against the catalog of a real run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from phasekit.registry import DEFAULT_BATCH, DEFAULT_DATA_SPLIT, DEFAULT_SIMULATIONS
+from phasekit.workflow.executor import DataSpec, bars_for
+from phasekit.workflow.params import ParameterSpace
+from phasekit.workflow.plans import Planner
+from phasekit.workflow.sequencer import DEFAULT_TOP_K, phase_order
+from phasekit.workflow.sequences import default_lengths, windows_for
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    window_id: str
+    containers: int
+
+
+@dataclass
+class PhasePlan:
+    """One phase: its windows and containers, and where its container results go."""
+
+    name: str
+    sequence: str
+    topology: str
+    depends_on: tuple[str, ...]
+    sets: int
+    top_k: int = DEFAULT_TOP_K
+    windows: list[WindowPlan] = field(default_factory=list)
+    store: str = "memory"
+    format: Optional[str] = None
+    memory_limit_mb: float = 0.0
+    tracing: str = ""
+
+    @property
+    def containers(self) -> int:
+        return sum(w.containers for w in self.windows)
+
+    @property
+    def selects(self) -> int:
+        """How many parameter sets this phase hands to the phases that depend on it."""
+        if self.sequence in ("walk_forward", "monte_carlo"):
+            return 1
+        return min(self.top_k, self.sets)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.name,
+            "sequence": self.sequence,
+            "topology": self.topology,
+            "depends_on": list(self.depends_on),
+            "parameter_sets": self.sets,
+            "windows": [{"window": w.window_id, "containers": w.containers} for w in self.windows],
+            "containers": self.containers,
+            "store": self.store,
+            "format": self.format,
+            "memory_limit_mb": self.memory_limit_mb,
+            "tracing": self.tracing,
+        }
+
+
+def _top_k(params: Any) -> int:
+    return int(params.top_k or DEFAULT_TOP_K)
+
+
+def _sets(phase: Any, upstream: dict[str, PhasePlan]) -> tuple[int, bool]:
+    """(parameter sets of the phase, whether they come from a phase it depends on)."""
+    for dep in phase.depends_on:
+        if dep in upstream and upstream[dep].topology == "backtest":
+            return upstream[dep].selects, True
+    if phase.params.parameter_space:
+        return len(ParameterSpace.from_config(phase.params.parameter_space).sets()), False
+    return 1, False
+
+
+def _windows(phase: Any, n_bars: int, n_sets: int, selected: bool) -> list[WindowPlan]:
+    params, sequence = phase.params, phase.sequence
+    if sequence == "single_pass":
+        window = windows_for("single_pass", n_bars, {})[0]
+        return [WindowPlan(window.window_id, n_sets)]
+    if sequence == "train_test":
+        split = params.data_split if params.data_split is not None else DEFAULT_DATA_SPLIT
+        train, test = windows_for("train_test", n_bars, {"data_split": split})
+        k = min(_top_k(params), n_sets)
+        if selected:
+            return [WindowPlan(test.window_id, k)]
+        return [WindowPlan(train.window_id, n_sets), WindowPlan(test.window_id, k)]
+    if sequence == "walk_forward":
+        wf = params.walk_forward
+        settings = {**default_lengths(n_bars), **(wf.model_dump(exclude_none=True) if wf else {})}
+        return [
+            WindowPlan(w.window_id, n_sets + 1)
+            for w in windows_for("walk_forward", n_bars, {"walk_forward": settings})
+        ]
+    mc = params.monte_carlo.model_dump(exclude_none=True) if params.monte_carlo else {}
+    settings = {
+        "n": int(mc.get("n") or DEFAULT_SIMULATIONS),
+        "batch": mc.get("batch", DEFAULT_BATCH),
+    }
+    return [
+        WindowPlan(w.window_id, len(w.simulations))
+        for w in windows_for("monte_carlo", n_bars, {"monte_carlo": settings})
+    ]
+
+
+def plan_phase(phase: Any, upstream: dict[str, PhasePlan]) -> PhasePlan:
+    settings = phase.settings
+    plan = PhasePlan(
+        phase.name,
+        phase.sequence,
+        phase.topology,
+        tuple(phase.depends_on),
+        sets=0,
+        tracing=f"{', '.join(settings.event_tracing)} / {settings.retention_policy}",
+    )
+    flow = phase.data_flow
+    if phase.topology != "backtest":
+        plan.windows = [WindowPlan("full", 1)]
+        plan.store, plan.memory_limit_mb = "memory", flow.memory_limit_mb
+        return plan
+    n_sets, selected = _sets(phase, upstream)
+    data = phase.params.data.model_dump(exclude_none=True) if phase.params.data else {}
+    n_bars = len(bars_for(DataSpec.from_config(data)))
+    plan.sets, plan.top_k = n_sets, _top_k(phase.params)
+    plan.windows = _windows(phase, n_bars, n_sets, selected)
+    planned = Planner(phase, n_sets).flow
+    plan.store, plan.memory_limit_mb = planned.mode, planned.memory_limit_mb
+    plan.format = None if planned.mode == "memory" else planned.file.format
+    return plan
+
+
+def plan_run(resolved: Any) -> list[PhasePlan]:
+    """The plan of every phase, in the order they run."""
+    plans: dict[str, PhasePlan] = {}
+    for name in phase_order(resolved.phases):
+        plans[name] = plan_phase(resolved.phase(name), plans)
+    return list(plans.values())

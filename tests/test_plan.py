@@ -1,0 +1,108 @@
+"""``phasekit run --dry-run`` plans what the run does: a real run's catalog holds, per
+phase and window, the containers the plan announced, in the stores it announced."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phasekit.catalog import open_catalog
+from phasekit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SEARCH = {"strategy.fast": [3, 5, 8], "strategy.slow": [20, 40]}
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "train_test": {
+        "workflow": "train_test_optimization",
+        "data": {"n_bars": 1500, "frequency": "1h", "seed": 3},
+        "parameter_space": SEARCH,
+        "top_k": 4,
+    },
+    "walk_forward_hybrid": {
+        "phases": [
+            {
+                "name": "search",
+                "sequence": "single_pass",
+                "data_flow": {"mode": "hybrid"},
+                "config": {"parameter_space": SEARCH, "top_k": 3},
+            },
+            {
+                "name": "wf",
+                "sequence": "walk_forward",
+                "depends_on": ["search"],
+                "data_flow": {"mode": "file"},
+                "config": {"walk_forward": {"train": 600, "test": 200, "step": 200}},
+            },
+        ],
+        "data": {"n_bars": 2000, "frequency": "1h", "seed": 4},
+    },
+    "monte_carlo": {
+        "phases": [
+            {"name": "search", "sequence": "single_pass", "config": {"parameter_space": SEARCH}},
+            {
+                "name": "mc",
+                "sequence": "monte_carlo",
+                "depends_on": ["search"],
+                "config": {"monte_carlo": {"n": 30, "batch": 8}},
+            },
+            {"name": "report", "topology": "analysis", "depends_on": ["search"]},
+        ],
+        "data": {"n_bars": 1200, "frequency": "1h", "seed": 5},
+    },
+}
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _recorded(results: Path, run_id: str) -> dict[str, Any]:
+    """Per phase: containers per window, and the (scheme, format) of their items."""
+    windows: dict[str, dict[str | None, set[str]]] = defaultdict(lambda: defaultdict(set))
+    stores: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
+    with open_catalog(results) as catalog:
+        for item in catalog.list_items(run_id, states=("present", "released")):
+            if item.container_id and item.phase:
+                windows[item.phase][item.window_id].add(item.container_id)
+                scheme = (item.data_reference or "inline").split(":")[0]
+                stores[item.phase].add((scheme, item.format))
+    return {"windows": windows, "stores": stores}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_plan_is_what_the_run_does(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = {**CONFIGS[name], "run_name": name, "results_dir": str(tmp_path / "results")}
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(cfg))
+    plan = cli_json(capsys, "run", str(path), "--dry-run")
+    assert not (tmp_path / "results").exists(), "a dry run records nothing"
+    summary = cli_json(capsys, "run", str(path), "--workers", "1")
+    recorded = _recorded(tmp_path / "results", summary["run_id"])
+    for phase in plan["phases"]:
+        ran = summary["phases"][phase["phase"]]
+        assert ran["containers"] == phase["containers"], phase["phase"]
+        assert ran["windows"] == [w["window"] for w in phase["windows"]], phase["phase"]
+        if phase["topology"] != "backtest":
+            continue
+        by_window = recorded["windows"][phase["phase"]]
+        planned = {w["window"]: w["containers"] for w in phase["windows"]}
+        if list(by_window) == [None]:  # one window, recorded without its id
+            assert len(planned) == 1
+            by_window = {next(iter(planned)): by_window[None]}
+        assert {w: len(ids) for w, ids in by_window.items()} == planned, phase["phase"]
+        allowed = {
+            "memory": {("memory", "memory")},
+            "file": {("file", phase["format"])},
+            "hybrid": {("memory", "hybrid"), ("file", phase["format"])},
+        }[phase["store"]]
+        assert recorded["stores"][phase["phase"]] <= allowed, (phase, recorded["stores"])
