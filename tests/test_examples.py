@@ -135,6 +135,9 @@ def realtime_analysis(runs: list[Run]) -> None:
     assert list(stream.rglob("manifest.json")) and list(stream.rglob("part-*.arrow"))
     assert run.rows("live_search", "container_results")
     assert run.phase_summary("analysis")["ranked"] == 24
+    streamed = run.phase_summary("analysis")["streamed"]  # read while the search ran
+    assert streamed["items"] == 24 and streamed["running_rankings"] == 3
+    assert streamed["high_water"] <= streamed["capacity"] == 10
 
 
 def mixed_workflow(runs: list[Run]) -> None:

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -60,14 +60,37 @@ class Subscription:
         self._parts = parts
         self.channel = channel
 
-    def __iter__(self) -> Iterator[Any]:
+    def _replayed(self) -> Iterator[Any]:
+        """The persisted parts and the unflushed tail taken at subscription (once)."""
         folder = self._folder
         for part in self._parts:
             yield from split_items(folder.read_part(part), folder.kind or ROW, part.items)
         self._parts = []
         replay, self._replay = self._replay, []
         yield from replay
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self._replayed()
         yield from self.channel
+
+    def poll(
+        self, stop: Callable[[], bool], max_items: int = 256, interval: float = 0.05
+    ) -> Iterator[Any]:
+        """Iterate like ``iter(self)``, but wait for live items ``interval`` seconds at a
+        time and end early once ``stop()`` is true (a consumer that must not block)."""
+        yield from self._replayed()
+        while not stop():
+            try:
+                items = self.channel.recv_many(max_items, interval)
+            except Timeout:
+                continue
+            except ChannelClosed:
+                return
+            yield from items
+
+    def stats(self) -> dict[str, Any]:
+        """The subscription channel's statistics (depth, capacity, high_water, ...)."""
+        return dict(self.channel.stats())
 
     def close(self) -> None:
         self.channel.close()

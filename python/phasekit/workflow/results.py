@@ -13,7 +13,8 @@ format as a one-row table: ``container_id``, ``window_id``, ``param.<name>`` and
 column per metric); ``memory`` keeps them in a MemoryStore; ``hybrid`` keeps them in
 memory under the phase's budget (and the container's own ``memory_limit_mb`` as a child
 budget) and spills the least recently used; ``streaming`` hands them to a StreamStore
-that persists them in the background. With ``persist`` (file mode,
+that persists them in the background (and, through ``tap``, to the phases consuming
+them while this one runs). With ``persist`` (file mode,
 ``persistence.save_all_phases``, ``save_final_only`` on a final phase, or the
 container's ``persistence.on_completion``) results kept in memory are also written to
 files in ``persistence.format``.
@@ -55,6 +56,11 @@ OUTPUTS = (
     "equity_curves",
     "selected_parameters",
 )
+STREAM_KEY = "container_results"
+"""The stream a window's container results go to in ``streaming`` mode."""
+StreamTap = Callable[[Optional[str], StreamStore], None]
+"""Called before each container result goes into a window's stream store (the window
+and the store): how phases consuming this one subscribe while it runs."""
 ROLE_CONTAINERS = ("data", "features", "execution")
 """The role containers a ``containers:`` pattern can select besides portfolios."""
 
@@ -118,8 +124,10 @@ class PhaseResults:
         outputs: tuple[str, ...] = OUTPUTS,
         allow_pickle: bool = False,
         base_path: Optional[str] = None,
+        tap: Optional[StreamTap] = None,
     ) -> None:
         self.run_id, self.phase, self.flow = run_id, phase, flow
+        self.tap = tap
         self.phase_dir = run_dir / phase
         self.store_dir = Path(base_path or run_dir.parent) / run_id / phase
         self.catalog = catalog
@@ -228,7 +236,9 @@ class PhaseResults:
         uris: dict[str, Any] = {}
         if "container_results" in self.outputs:
             store = self._container_store(window_id, container_id, plan)
-            key = "container_results" if mode == "streaming" else f"{container_id}_results"
+            key = STREAM_KEY if mode == "streaming" else f"{container_id}_results"
+            if self.tap is not None and isinstance(store, StreamStore):
+                self.tap(window_id, store)
             ref = store.put(key, self._record(store, clean, window_id), meta)
             if isinstance(store, StreamStore):
                 streams = self._streams.setdefault(window_id or "", [])
@@ -414,7 +424,7 @@ class PhaseResults:
         """Finish the window's container streams (streaming mode) and its trades; both
         are recorded. Returns the trades' URI (None when none were written)."""
         for store in self._streams.pop(window_id or "", []):
-            self.container_refs.append(store.finish("container_results"))
+            self.container_refs.append(store.finish(STREAM_KEY))
         return self._finish_trades(window_id)
 
     def stats(self) -> dict[str, Any]:

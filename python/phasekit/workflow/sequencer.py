@@ -7,7 +7,8 @@ that selected any (found through the catalog), whatever ``parameter_space`` it
 inherits; a phase without dependencies searches its ``parameter_space``, or runs the
 strategy's own parameters when it has none. The ``analysis`` topology runs no
 backtest: it ranks its inputs' container results. The ``stream`` topology runs the
-phase's DAG.
+phase's DAG. A phase that consumes a streaming producer runs alongside it
+(:mod:`phasekit.workflow.concurrent`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyarrow as pa
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.backtest.strategies import indicator_columns
 from phasekit.errors import ConfigError, WorkflowError
-from phasekit.workflow import analysis, streamphase
+from phasekit.workflow import analysis, concurrent, streamphase
 from phasekit.workflow.executor import DataSpec, Executor, bars_for
 from phasekit.workflow.params import ParameterSpace
 from phasekit.workflow.phase import (
@@ -35,7 +36,7 @@ from phasekit.workflow.phase import (
     QuietObserver,
 )
 from phasekit.workflow.plans import Planner
-from phasekit.workflow.results import PhaseResults, read_json
+from phasekit.workflow.results import PhaseResults, StreamTap, read_json
 from phasekit.workflow.runners import RUNNERS
 from phasekit.workflow.topology import Objective, strategy_params
 from phasekit.workflow.windowagg import public
@@ -89,6 +90,7 @@ class Sequencer:
         self.observer: Observer = observer or QuietObserver()
         self.resume = resume
         self.outcomes: dict[str, PhaseOutcome] = {}
+        self.taps: dict[str, StreamTap] = {}
 
     # ------------------------------------------------------------------ catalog reads
 
@@ -159,8 +161,9 @@ class Sequencer:
     # ------------------------------------------------------------------ phases
 
     def run(self) -> dict[str, PhaseOutcome]:
-        for name in phase_order(self.resolved.phases):
-            self.outcomes[name] = self.run_phase(name)
+        """Every phase in dependency order; a phase that consumes a streaming producer
+        runs alongside it (:mod:`phasekit.workflow.concurrent`)."""
+        concurrent.run_phases(self, phase_order(self.resolved.phases))
         return self.outcomes
 
     def _results(self, phase: ResolvedPhase, planner: Optional[Planner] = None) -> PhaseResults:
@@ -184,6 +187,7 @@ class Sequencer:
             outputs=phase.output,
             allow_pickle=self.resolved.allow_pickle,
             base_path=phase.data_flow.file.base_path,
+            tap=self.taps.get(phase.name),
         )
 
     def run_phase(self, name: str) -> PhaseOutcome:
@@ -255,7 +259,9 @@ class Sequencer:
             columns = indicator_columns(inputs.strategy_type, sets, bars.close)
             out.put_role("features", "indicators", pa.table({"ts": bars.ts, **columns}))
 
-    def _analysis(self, phase: ResolvedPhase) -> PhaseOutcome:
+    def _analysis(
+        self, phase: ResolvedPhase, streamed: Optional[Mapping[str, Any]] = None
+    ) -> PhaseOutcome:
         outcome = PhaseOutcome(phase.name, phase.sequence)
         out = self._results(phase)
         try:
@@ -268,6 +274,7 @@ class Sequencer:
             top_k = phase.params.top_k or DEFAULT_TOP_K
             analysis.run(outcome, out, aggregates, objective_of(phase), top_k)
             self.observer.window_done(phase.name, "full", False)
+            outcome.summary.update(streamed or {})
             outcome.files["phase_summary"] = out.write_json(None, "phase_summary", outcome.summary)
         finally:
             out.close()
@@ -275,7 +282,7 @@ class Sequencer:
 
     def _stream(self, phase: ResolvedPhase) -> PhaseOutcome:
         """A ``topology: stream`` phase: run its DAG, store each sink's result."""
-        dag = streamphase.build_dag(phase)
+        dag = streamphase.build_dag(phase, concurrent.persisted_input(self, phase))
         out = self._results(phase)
         try:
             return streamphase.run(phase, dag, out, self.observer)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 import pyarrow as pa
@@ -42,8 +42,15 @@ def build_dag(phase: ResolvedPhase, bindings: Optional[Mapping[str, Any]] = None
     return Dag.from_spec(phase.params.dag, bindings=bindings)
 
 
-def run(phase: ResolvedPhase, dag: Dag, out: PhaseResults, observer: Observer) -> PhaseOutcome:
-    """Run ``dag`` for ``phase``; store each sink's result and the phase summary."""
+def run(
+    phase: ResolvedPhase,
+    dag: Dag,
+    out: PhaseResults,
+    observer: Observer,
+    extra: Optional[Callable[[], Mapping[str, Any]]] = None,
+) -> PhaseOutcome:
+    """Run ``dag`` for ``phase``; store each sink's result and the phase summary (with
+    the entries ``extra()`` returns after the run)."""
     outcome = PhaseOutcome(phase.name, phase.sequence)
     observer.phase_started(phase.name, 1, len(dag.nodes))
     result = dag.run()
@@ -60,6 +67,7 @@ def run(phase: ResolvedPhase, dag: Dag, out: PhaseResults, observer: Observer) -
         "nodes": result.nodes,
         "queues": result.queues,
         "sinks": sinks,
+        **(extra() if extra else {}),
     }
     outcome.files["phase_summary"] = out.write_json(None, "phase_summary", outcome.summary)
     return outcome
