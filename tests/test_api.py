@@ -105,3 +105,52 @@ def test_a_run_that_fails_to_start_records_nothing(tmp_path: Path) -> None:
         phasekit.run(cfg, workers=2)
     results = tmp_path / "results"
     assert not results.exists() or _runs(results) == []
+
+
+class _Stopper:
+    """An observer that presses Ctrl-C after the first batch of containers, or records
+    the run's status in the catalog while it runs."""
+
+    def __init__(self, results: Path, stop: bool) -> None:
+        self.results, self.stop = results, stop
+        self.statuses: list[str] = []
+
+    def phase_started(self, phase: str, windows: int, containers: int) -> None:
+        with open_catalog(self.results) as catalog:
+            self.statuses += [p.status for p in catalog.list_processes()]
+
+    def containers_done(self, phase: str, count: int) -> None:
+        if self.stop:
+            raise KeyboardInterrupt
+
+    def window_done(self, phase: str, window_id: str, resumed: bool) -> None:
+        pass
+
+    def phase_done(self, phase: str, outcome: object) -> None:
+        pass
+
+
+def test_an_interrupted_run_is_recorded_and_resumes_as_running(tmp_path: Path) -> None:
+    from phasekit.workflow.run import RunInterrupted
+
+    cfg = {
+        "workflow": "train_test_optimization",
+        "run_name": "stop",
+        "results_dir": str(tmp_path / "results"),
+        "data": {"n_bars": 1500, "frequency": "1h", "seed": 2},
+        "parameter_space": {"strategy.fast": [3, 5], "strategy.slow": [20, 40]},
+    }
+    with pytest.raises(RunInterrupted) as stopped:
+        phasekit.run(cfg, workers=1, observer=_Stopper(tmp_path / "results", stop=True))
+    run_id = stopped.value.run_id
+    catalog = open_catalog(tmp_path / "results")
+    try:
+        assert catalog.get_process(run_id).status == "interrupted"
+    finally:
+        catalog.close()
+    watcher = _Stopper(tmp_path / "results", stop=False)
+    result = phasekit.run(cfg, workers=1, resume=run_id, observer=watcher)
+    result.close()
+    # while it resumed, the run was 'running' (cleanups and doctor leave it alone)
+    assert watcher.statuses and set(watcher.statuses) == {"running"}
+    assert result.status == "completed" and result.run_id == run_id

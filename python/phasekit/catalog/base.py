@@ -367,6 +367,20 @@ class Catalog(abc.ABC):
             raise UnknownKey(f"run {process_id!r} is not in catalog {self.url}")
         return self.get_process(process_id)
 
+    def reopen_process(self, process_id: str) -> ProcessRow:
+        """Mark a run ``running`` again (no end time) while it is resumed: cleanups and
+        ``doctor`` then treat its items as those of a live run."""
+        with self._lock, self._transaction() as execute:
+            rows = execute(
+                "UPDATE processes SET status = 'running', finished_at = NULL "
+                "WHERE process_id = ? RETURNING process_id",
+                (process_id,),
+            )
+            self._seal_process(execute, process_id)
+        if not rows:
+            raise UnknownKey(f"run {process_id!r} is not in catalog {self.url}")
+        return self.get_process(process_id)
+
     def _release_memory(self, execute: Exec, process_id: str) -> list[int]:
         rows = execute(
             "UPDATE intermediate_data SET state = 'released' WHERE process_id = ? "

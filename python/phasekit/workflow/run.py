@@ -259,7 +259,7 @@ def _cleanup(catalog: Any, resolved: Any, run_id: str) -> None:
 
 def _start(catalog: Any, resolved: Any, resume: Optional[str]) -> str:
     if resume is not None:
-        row = catalog.resolve_run(resume)
+        row = catalog.reopen_process(catalog.resolve_run(resume).process_id)
         log.info("resuming run %s", row.process_id)
         return str(row.process_id)
     workflow = resolved.workflow or CUSTOM_WORKFLOW
