@@ -247,6 +247,7 @@ def test_sizeof_dict(
     benchmark: Any, impl: str, size: str, dicts: dict[str, tuple[dict[str, Any], int]]
 ) -> None:
     benchmark.group = f"sizeof:dict_{size}"
+    benchmark.extra_info["impl"] = impl
     _bench_dict(benchmark, impl, *dicts[size])
 
 

@@ -6,8 +6,10 @@ each applied alone, with only the tests that cover that code run against it.
     python benches/mutants.py --list       # the mutants, without running anything
 
 A mutant is killed when its tests fail (pytest exit code 1) and survives when they
-pass. The source file is restored after each mutant, also on Ctrl-C. Run it from a
-clean checkout: it edits files of the working tree in place, one at a time.
+pass. Each group of tests first runs on the unmutated code and must pass, so a failure
+that is not the mutant's cannot count as a kill. The source file is restored after each
+mutant, also on Ctrl-C. Run it from a clean checkout (or a copy of one): it edits files
+of the working tree in place, one at a time.
 """
 
 from __future__ import annotations
@@ -266,8 +268,8 @@ MUTANTS = [
     M(
         "cleanup",
         "deletes_live_references",
-        "        if ref in live or path is None:\n",
-        "        if path is None:\n",
+        "        if ref in live:\n            continue\n",
+        "        if False:\n            continue\n",
     ),
     M(
         "cleanup",
@@ -305,6 +307,19 @@ MUTANTS = [
 ]
 
 
+def _pytest(module: str, timeout: float) -> tuple[int, str]:
+    """(exit code, the output's tail) of the module's tests; -1 on a timeout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS[module]]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return -1, "timeout"
+    return proc.returncode, (proc.stdout + proc.stderr)[-1500:]
+
+
 def run_mutant(mutant: Mutant, timeout: float) -> tuple[str, float]:
     """Apply the mutant, run its tests, restore the file; ('killed' | 'survived' |
     'error: ...', seconds)."""
@@ -313,26 +328,10 @@ def run_mutant(mutant: Mutant, timeout: float) -> tuple[str, float]:
     count = original.count(mutant.old)
     if count != 1:
         return f"error: the text to mutate occurs {count} times", 0.0
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-x",
-        "-p",
-        "no:cacheprovider",
-        *TESTS[mutant.module],
-    ]
     start = time.perf_counter()
     try:
         path.write_text(original.replace(mutant.old, mutant.new))
-        proc = subprocess.run(
-            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-        )
-        code = proc.returncode
-    except subprocess.TimeoutExpired:
-        code = -1
+        code, tail = _pytest(mutant.module, timeout)
     finally:
         path.write_text(original)
     seconds = time.perf_counter() - start
@@ -340,7 +339,7 @@ def run_mutant(mutant: Mutant, timeout: float) -> tuple[str, float]:
         return "survived", seconds
     if code == 1:
         return "killed", seconds
-    return f"error: pytest exit code {code}", seconds
+    return f"error: pytest exit code {code}: {tail}", seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,11 +353,16 @@ def main(argv: list[str] | None = None) -> int:
         for m in chosen:
             sys.stdout.write(f"{m.id}\n")
         return 0
+    for module in sorted({m.module for m in chosen}):
+        code, tail = _pytest(module, args.timeout)
+        if code != 0:
+            sys.stdout.write(f"the {module} tests fail without a mutant:\n{tail}\n")
+            return 2
     outcomes: dict[str, str] = {}
     for m in chosen:
         outcome, seconds = run_mutant(m, args.timeout)
         outcomes[m.id] = outcome
-        sys.stdout.write(f"{outcome:9s} {seconds:6.1f} s  {m.id}\n")
+        sys.stdout.write(f"{outcome[:9]:9s} {seconds:6.1f} s  {m.id}\n")
         sys.stdout.flush()
     killed = sum(o == "killed" for o in outcomes.values())
     errors = [i for i, o in outcomes.items() if o.startswith("error")]
@@ -366,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(f" ({100 * killed / max(1, len(outcomes)):.0f}%)\n")
     for i, o in outcomes.items():
         if o == "survived" or o.startswith("error"):
-            sys.stdout.write(f"  {o}: {i}\n")
+            sys.stdout.write(f"  {i}: {o}\n")
     return 1 if errors else 0
 
 

@@ -9,7 +9,8 @@ Every ratio comes from the same run: within a benchmark group, each implementati
 median is divided by the median of the ``rust`` implementation, so ``4.0x`` means the
 row is four times slower than the Rust backend (``0.5x``: twice as fast). The rate
 column counts each group's ``unit`` (``extra_info["unit"]``: events, bytes, entries, ...)
-per second.
+per second. A benchmark names its implementation in ``extra_info["impl"]`` when its
+parameters hold more than that (else the parameter id is the name).
 
 A benchmark that failed (its result check, or an error) has no row: benches/conftest.py
 keeps it out of the results, and the report then exits with status 1 and names it.
@@ -60,7 +61,7 @@ def load_rows(path: Path) -> list[Row]:
         rows.append(
             Row(
                 group=str(bench.get("group") or bench.get("name")),
-                impl=_impl_name(bench),
+                impl=str(extra.get("impl") or _impl_name(bench)),
                 median_s=float(bench["stats"]["median"]),
                 items=float(extra["items"]) if "items" in extra else None,
                 unit=str(extra.get("unit", "items")),
@@ -127,6 +128,7 @@ def run_benchmarks(paths: list[str], extra: list[str]) -> tuple[Path, int]:
     proc = subprocess.run(cmd, check=False, stdout=sys.stderr)
     if not out.exists():
         raise SystemExit("the benchmark run produced no results")
+    sys.stderr.write(f"results (with each benchmark's extra_info): {out}\n")
     return out, proc.returncode
 
 

@@ -1,5 +1,5 @@
 """benches/report.py prints no row for a benchmark that failed and exits 1 naming it;
-the rate column counts each group's unit."""
+the rate column counts each group's unit; extra_info["impl"] names a row."""
 
 from __future__ import annotations
 
@@ -68,6 +68,12 @@ def test_rates_carry_the_groups_unit(tmp_path: Path) -> None:
                 "extra_info": {"items": 4e6, "unit": "bytes"},
             },
             {"group": "h", "param": "rust", "stats": stats, "extra_info": {"items": 10}},
+            {
+                "group": "h",
+                "param": "python-1M",
+                "stats": {"median": 0.004},
+                "extra_info": {"items": 10, "impl": "python"},
+            },
         ]
     }
     path = tmp_path / "b.json"
@@ -75,3 +81,4 @@ def test_rates_carry_the_groups_unit(tmp_path: Path) -> None:
     table = report.render(report.load_rows(path))
     assert "| g | rust | 2 ms | 2 G bytes/s | 1.00x |" in table
     assert "| h | rust | 2 ms | 5 k items/s | 1.00x |" in table
+    assert "| h | python | 4 ms | 2.5 k items/s | 2.00x |" in table  # named by extra_info
