@@ -722,8 +722,10 @@ class Catalog(abc.ABC):
             return [self._item(r) for r in self._read(sql, params)]
 
     def usage(self, process_id: str | None = None) -> list[UsageRow]:
-        """Items, bytes on disk (of ``file://`` items only: not in-memory, inline or stream
-        items) and files per run and stage (rows being deleted are left out).
+        """Items, bytes on disk (of ``file://`` items only: not in-memory or inline items;
+        a stream's persisted parts are ``file://`` items of their own, so its ``stream://``
+        item is not counted twice) and files per run and stage (rows being deleted are
+        left out).
 
         Where rows carry row checks, the sums are made over checked rows (a damaged row
         raises ``CatalogError`` instead of changing a total).
