@@ -183,3 +183,15 @@ def test_ctrl_c_stops_in_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     assert json.loads(resumed.stdout)["status"] == "completed"
     with open_catalog(tmp_path / "results") as catalog:
         assert catalog.get_process(row.process_id).status == "completed"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_config_show_fits(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    example = str(ROOT / "examples" / "mixed_workflow_hybrid.yaml")
+    text = output(capsys, monkeypatch, width, "config", "show", example)
+    keys = ["persistence.save_all_phases", "streaming.flush_interval", "sliding_window_size"]
+    assert_fits(text, width, keys)
+    if width == 200:  # where each value came from, whole
+        assert_fits(text, width, ["data_flow.memory_settings.max_size_mb (user global)"])

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from phasekit.cli.tables import Layout, fit_table
 from phasekit.config import ResolvedConfig, ResolvedSettings, parse_set_args
 from phasekit.config.patterns import is_pattern
 from phasekit.errors import ConfigError
@@ -121,41 +122,33 @@ def _origin(source: Optional[Mapping[str, str]]) -> str:
     return path if path == "default" else f"{path} ({level})"
 
 
-def settings_table(title: str, settings: Mapping[str, Any]) -> Any:
-    """A row per setting: value and where it came from."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=escape(title), title_justify="left")
-    table.add_column("setting", style="cyan", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    table.add_column("from", style="dim", overflow="fold")
-    for key, value in flatten(settings).items():
-        source = _origin(settings["sources"].get(key))
-        table.add_row(key.removeprefix("data_flow."), escape(_text(value)), escape(source))
-    return table
+SETTINGS_LAYOUT = Layout(ids=("container", "setting"), drop=("from",))
 
 
-def containers_table(title: str, main: Mapping[str, Any], containers: Mapping[str, Any]) -> Any:
+def settings_table(title: str, settings: Mapping[str, Any], width: int = 200) -> Any:
+    """A row per setting: value and where it came from (fitted to ``width``)."""
+    rows = [
+        (key.removeprefix("data_flow."), _text(value), _origin(settings["sources"].get(key)))
+        for key, value in flatten(settings).items()
+    ]
+    return fit_table(title, ("setting", "value", "from"), rows, SETTINGS_LAYOUT, width)
+
+
+def containers_table(
+    title: str, main: Mapping[str, Any], containers: Mapping[str, Any], width: int = 200
+) -> Any:
     """A row per container pattern (or id) and setting that differs from ``main``."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=escape(title), title_justify="left")
-    table.add_column("container", style="magenta", no_wrap=True)
-    table.add_column("setting", style="cyan", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    table.add_column("from", style="dim", overflow="fold")
     base = flatten(main)
+    table_rows: list[tuple[str, str, str, str]] = []
     for name, body in containers.items():
         rows = [(k, v) for k, v in flatten(body).items() if base.get(k, object()) != v]
         if not rows:
             rows = [("", "same as above")]
         for key, value in rows:
             source = _origin(body.get("sources", {}).get(key))
-            label = key.removeprefix("data_flow.")
-            table.add_row(escape(name), label, escape(_text(value)), escape(source))
-    return table
+            table_rows.append((name, key.removeprefix("data_flow."), _text(value), source))
+    columns = ("container", "setting", "value", "from")
+    return fit_table(title, columns, table_rows, SETTINGS_LAYOUT, width)
 
 
 def print_tables(view: Mapping[str, Any]) -> None:
@@ -186,9 +179,14 @@ def print_tables(view: Mapping[str, Any]) -> None:
         )
         sections.append((title, phase["settings"], phase["containers"]))
     for title, settings, containers in sections:
-        console.print(settings_table(title, settings))
+        console.print(settings_table(title, settings, console.width))
         if containers:
             head = title.split(":", 1)[0]
             console.print(
-                containers_table(f"{head}: containers (settings that differ)", settings, containers)
+                containers_table(
+                    f"{head}: containers (settings that differ)",
+                    settings,
+                    containers,
+                    console.width,
+                )
             )

@@ -83,7 +83,7 @@ def fit_table(
         else:
             table.add_column(name, overflow="fold")
     for row in cells:
-        table.add_row(*(row[i] for i in index))
+        table.add_row(*(Text(row[i]) for i in index))  # text as is: no markup
     parts: list[RenderableType] = [Text(title, style="bold"), table]
     hidden = [name for name in columns if name not in keep]
     if hidden:
