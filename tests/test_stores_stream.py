@@ -90,6 +90,22 @@ def test_a_full_stream_blocks_the_producer_and_an_abandoned_subscriber_releases_
     store.finish("s")
 
 
+def test_a_part_holds_at_most_buffer_size_items(tmp_path: Path) -> None:
+    """Items that reach the writer in several batches fill a part up to buffer_size, no
+    more (three, then five: parts of five and three, not one of eight)."""
+    store = StreamStore(tmp_path, buffer_size=5, flush_interval=3600)
+    for i in range(3):
+        store.put("s", row(i))
+    wait_until(lambda: store.stats()["per_stream"]["s"]["items"] == 3, "three taken")
+    for i in range(3, 8):
+        store.put("s", row(i))
+    store.finish("s")
+    manifest = json.loads((tmp_path / "s.stream" / "manifest.json").read_text())
+    assert [part["rows"] for part in manifest["parts"]] == [5, 3]
+    assert store.get("s") == [row(i) for i in range(8)]
+    store.close()
+
+
 def test_persisted_every_buffer_size_items_and_every_flush_interval(tmp_path: Path) -> None:
     rec = JsonLinesRecorder(tmp_path / "rec.jsonl")
     store = StreamStore(tmp_path / "s", buffer_size=10, flush_interval=3600, recorder=rec)

@@ -128,10 +128,10 @@ class _Stream:
         interval = self.store.flush_interval
         deadline = time.monotonic() + interval
         while True:
+            # at most what fills the buffer: a part holds at most buffer_size items
+            room = max(1, self.store.buffer_size - len(self.pending))
             try:
-                batch = self.channel.recv_many(
-                    self.store.buffer_size, timeout=max(0.0, deadline - time.monotonic())
-                )
+                batch = self.channel.recv_many(room, timeout=max(0.0, deadline - time.monotonic()))
             except Timeout:
                 batch = []
             except ChannelClosed:
