@@ -29,6 +29,12 @@ from phasekit.errors import CatalogError
 
 log = logging.getLogger("phasekit.catalog")
 
+WAL_CHECKPOINT_PAGES = 256
+"""Pages (4 KiB) after which a commit checkpoints the WAL into the file (SQLite: 1000)."""
+JOURNAL_SIZE_LIMIT = 1 << 20
+"""Bytes a checkpointed WAL is truncated to: the WAL stays about 1 MiB however much is
+written (SQLite keeps its high-water size), so a catalog fits where its data does."""
+
 SYNCHRONOUS = ("off", "normal", "full", "extra")
 CHECKS = {"quick": "quick_check", "full": "integrity_check", "off": None}
 """``?check=``: the SQLite check run when the catalog opens (default ``quick``)."""
@@ -100,6 +106,8 @@ class SqliteCatalog(Catalog):
                 time.sleep(0.01)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         with self._transaction() as execute:
             for statement in SQLITE_DDL:
                 execute(statement, ())
@@ -211,7 +219,12 @@ class SqliteCatalog(Catalog):
             return [str(r[1]) for r in execute(f'PRAGMA table_info("{table}")', ())]
 
     def close(self) -> None:
+        """Checkpoint the WAL into the file and truncate it (best effort), then close."""
         with self._lock:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except (sqlite3.Error, UnicodeDecodeError) as exc:  # busy, or a damaged file
+                log.debug("catalog %s: no checkpoint on close: %s", self.path, exc)
             self._conn.close()
 
 

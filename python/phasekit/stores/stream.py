@@ -28,16 +28,26 @@ from phasekit.errors import ChannelClosed, InvalidArgument, StorageError, Timeou
 from phasekit.paths import contained
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
-from phasekit.stores.durable import remove_path, storage_error, tmp_name, tree_checksum
+from phasekit.stores.durable import (
+    is_disk_full,
+    remove_path,
+    storage_error,
+    tmp_name,
+    tree_checksum,
+)
 from phasekit.stores.formats import check_compression, get_format
 from phasekit.stores.recorder import ItemRecorder
 from phasekit.stores.ref import Ref, file_uri
 from phasekit.stores.streamparts import (
+    RESERVE,
+    RESERVE_BASE,
     ROW,
     SUFFIX,
+    Reserve,
     StreamFolder,
     combine,
     item_kind,
+    reserve_for,
     split_items,
     to_batches,
 )
@@ -119,6 +129,10 @@ class _Stream:
         self.items_seen = 0
         self.flushes = 0
         self.final_ref: Optional[Ref] = None
+        self.reserve = Reserve(folder._path(RESERVE)) if folder.folder is not None else None
+        self.reserve_lock = threading.Lock()
+        self.unflushed_bytes = 0
+        self.unflushed_items = 0
         self.thread = threading.Thread(target=self._run, name=f"phasekit-stream-{key}", daemon=True)
         self.thread.start()
 
@@ -159,19 +173,100 @@ class _Stream:
 
     def _flush(self) -> None:
         with self.lock:
-            items = list(self.pending)
-        if not items or self.folder.folder is None or self.error is not None:
+            pending = list(self.pending)
+        if not pending or self.folder.folder is None or self.error is not None:
             return
+        size = self.store.buffer_size
+        for start in range(0, len(pending), size):  # a part holds at most buffer_size items
+            items = pending[start : start + size]
+            try:
+                part = self._write_reserved(items)
+            except (StorageError, InvalidArgument, OSError) as exc:
+                self.error = exc
+                log.error("stream %r: persisting %d items failed: %s", self.key, len(items), exc)
+                return
+            with self.lock:
+                del self.pending[: len(items)]
+            self.flushes += 1
+            self.store._record_part(self, part)
+
+    def _write_reserved(self, items: list[Any]) -> Any:
+        """Write ``items`` as a part; when the disk is full, with the space the reserve held
+        for them (then for everything), so that acknowledged items are written."""
+        reserve = self.reserve
+        if reserve is None:
+            return self.folder.write_part(items, self.kind or ROW)
+        nbytes = sum(int(phasekit.size_of(i)) for i in items)
         try:
             part = self.folder.write_part(items, self.kind or ROW)
-        except (StorageError, InvalidArgument, OSError) as exc:
-            self.error = exc
-            log.error("stream %r: persisting %d items failed: %s", self.key, len(items), exc)
+        except StorageError as exc:
+            if not is_disk_full(exc):
+                raise
+            part = self._write_from_reserve(items, nbytes)
+        with self.reserve_lock:
+            self.unflushed_bytes = max(0, self.unflushed_bytes - nbytes)
+            self.unflushed_items = max(0, self.unflushed_items - len(items))
+            need = reserve_for(
+                self.unflushed_bytes, self.unflushed_items, self.folder.manifest_bytes
+            )
+            try:
+                if need > reserve.size:
+                    reserve.resize(need)
+            except OSError as exc:  # puts refuse items until the space is back
+                log.warning("stream %r: cannot hold its reserve again: %s", self.key, exc)
+        return part
+
+    def _write_from_reserve(self, items: list[Any], nbytes: int) -> Any:
+        """The disk is full: give back this part's share of the reserve (all of it if that
+        is short) and write; puts that must grow the reserve wait meanwhile."""
+        reserve = self.reserve
+        assert reserve is not None
+        with self.reserve_lock:
+            rest = reserve_for(
+                max(0, self.unflushed_bytes - nbytes),
+                max(0, self.unflushed_items - len(items)),
+                self.folder.manifest_bytes,
+            )
+            keep = rest - self.folder.manifest_bytes - RESERVE_BASE // 2
+            reserve.resize(min(reserve.size, max(0, keep)))
+            try:
+                return self.folder.write_part(items, self.kind or ROW)
+            except StorageError as exc:
+                if not is_disk_full(exc):
+                    raise
+                log.warning("stream %r: the reserve was short; writing with all of it", self.key)
+                reserve.resize(0)
+                return self.folder.write_part(items, self.kind or ROW)
+
+    def _hold(self, nbytes: int) -> None:
+        """Reserve the space to persist one more item, or raise (the item is not accepted)."""
+        reserve = self.reserve
+        if reserve is None:
             return
-        with self.lock:
-            del self.pending[: len(items)]
-        self.flushes += 1
-        self.store._record_part(self, part)
+        with self.reserve_lock:
+            items = self.unflushed_items + 1
+            need = reserve_for(self.unflushed_bytes + nbytes, items, self.folder.manifest_bytes)
+            if need > reserve.size:
+                try:
+                    try:
+                        reserve.resize(need + need // 2)  # grow ahead: few resizes
+                    except OSError:
+                        reserve.resize(need)
+                except OSError as exc:
+                    raise storage_error(
+                        exc,
+                        f"stream {self.key!r}: holding disk space for one more item "
+                        f"({nbytes} bytes; {self.unflushed_items} accepted items not yet "
+                        "written keep theirs)",
+                    ) from exc
+            self.unflushed_bytes += nbytes
+            self.unflushed_items = items
+
+    def _unhold(self, nbytes: int) -> None:
+        if self.reserve is not None:
+            with self.reserve_lock:
+                self.unflushed_bytes = max(0, self.unflushed_bytes - nbytes)
+                self.unflushed_items = max(0, self.unflushed_items - 1)
 
     def _finish(self) -> None:
         with self.lock:
@@ -180,9 +275,14 @@ class _Stream:
             sub.close()
         if self.folder.folder is not None and self.error is None:
             try:
-                self.folder.finish()
+                with self.reserve_lock:
+                    if self.reserve is not None:
+                        self.reserve.resize(0)  # the manifest's last rewrite may need it
+                    self.folder.finish()
             except StorageError as exc:
                 self.error = exc
+        if self.reserve is not None:
+            self.reserve.close()
 
     # ---------------------------------------------------------------- producer and readers
 
@@ -196,15 +296,21 @@ class _Stream:
                     f"stream {self.key!r} carries {self.kind} items, got a {kind}; a stream "
                     "holds one item type"
                 )
-            self.items_sent += 1
-            seq = self.items_sent
+        nbytes = int(phasekit.size_of(item)) if self.reserve is not None else 0
+        self._hold(nbytes)
         try:
             self.channel.send(item, timeout=timeout)
         except ChannelClosed:
+            self._unhold(nbytes)
             raise StorageError(
                 f"stream {self.key!r} is finished; it accepts no more items"
             ) from None
-        return seq
+        except BaseException:
+            self._unhold(nbytes)
+            raise
+        with self.lock:
+            self.items_sent += 1
+            return self.items_sent
 
     def subscribe(self, replay: bool) -> Subscription:
         channel = phasekit.Channel(self.store.buffer_size)

@@ -11,7 +11,9 @@ kept: for frames and tables the number of record batches of each item, for rows
 from __future__ import annotations
 
 import binascii
+import errno
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -28,7 +30,7 @@ from phasekit.errors import (
     UnsafePath,
     WriterError,
 )
-from phasekit.paths import contained, read_bytes_nofollow
+from phasekit.paths import contained, open_nofollow, read_bytes_nofollow
 from phasekit.stores import values
 from phasekit.stores.durable import fsync_dir, storage_error, verify, write_json
 from phasekit.stores.formats.arrow import ArrowFormat
@@ -145,6 +147,77 @@ def combine(tables: list[pa.Table], kind: str, schema: Optional[pa.Schema]) -> A
     return values.from_arrow(table, values.TABLE if kind == values.BATCH else kind)
 
 
+RESERVE = ".reserve"
+"""The stream folder's reserve file: disk space held for acknowledged, unflushed items."""
+RESERVE_BASE = 64 * 1024
+"""Bytes a reserve always holds beyond its items (IPC framing, the manifest's copy)."""
+RESERVE_PER_ITEM = 512
+"""Bytes held per unflushed item beyond twice its size (a record batch's own metadata)."""
+
+
+def reserve_for(item_bytes: int, items: int, manifest_bytes: int) -> int:
+    """Bytes the reserve holds so that ``items`` unflushed items of ``item_bytes`` (by
+    ``phasekit.size_of``) can be written as a part and listed by the manifest."""
+    return RESERVE_BASE + 2 * manifest_bytes + 2 * item_bytes + RESERVE_PER_ITEM * items
+
+
+class Reserve:
+    """A preallocated hidden file in the stream folder whose blocks are given back to the
+    filesystem just before a part is written: space for acknowledged items is held from
+    the moment ``put`` returns, so a full disk refuses new items instead of losing
+    accepted ones."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self._fd: Optional[int] = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
+            os.ftruncate(self._fd, 0)
+        return self._fd
+
+    def resize(self, size: int) -> None:
+        """Hold exactly ``size`` bytes; ``OSError`` (ENOSPC) when they cannot be had (the
+        reserve then keeps what it held)."""
+        fd = self._open()
+        if size < self.size:
+            os.ftruncate(fd, size)
+        elif size > self.size:
+            try:
+                _allocate(fd, self.size, size)
+            except OSError:
+                os.ftruncate(fd, self.size)
+                raise
+        self.size = size
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.size = 0
+        self.path.unlink(missing_ok=True)
+
+
+def _allocate(fd: int, start: int, end: int) -> None:
+    """Allocate the blocks of ``[start, end)`` (``posix_fallocate``, else zeros)."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, start, end - start)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+    chunk = bytes(1 << 20)
+    pos = start
+    while pos < end:
+        pos += os.pwrite(fd, chunk[: min(len(chunk), end - pos)], pos)
+    os.fsync(fd)
+
+
 class StreamFolder:
     """The parts and manifest of one stream (not thread-safe: its stream serialises calls)."""
 
@@ -156,6 +229,7 @@ class StreamFolder:
         self.schema: Optional[pa.Schema] = None
         self.parts: list[Part] = []
         self.finished = False
+        self.manifest_bytes = 0
 
     def _path(self, name: str) -> Path:
         """A file of this stream's folder, checked to lie in it (no link, no '..')."""
@@ -230,6 +304,8 @@ class StreamFolder:
             "finished": self.finished,
             "parts": [asdict(p) for p in parts],
         }
+        text = json.dumps(manifest, indent=1, sort_keys=True)
+        self.manifest_bytes = len(text)
         write_json(self._path(MANIFEST), manifest, f"writing the manifest of stream {self.key!r}")
 
     def write_part(self, items: list[Any], kind: str) -> Part:
@@ -281,12 +357,15 @@ class StreamFolder:
 
 
 __all__ = [
+    "RESERVE",
     "ROW",
     "STREAM_KINDS",
     "Part",
+    "Reserve",
     "StreamFolder",
     "combine",
     "item_kind",
+    "reserve_for",
     "split_items",
     "to_batches",
 ]
