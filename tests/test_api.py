@@ -154,3 +154,20 @@ def test_an_interrupted_run_is_recorded_and_resumes_as_running(tmp_path: Path) -
     # while it resumed, the run was 'running' (cleanups and doctor leave it alone)
     assert watcher.statuses and set(watcher.statuses) == {"running"}
     assert result.status == "completed" and result.run_id == run_id
+
+
+def test_windows_that_do_not_fit_the_data_fail_before_the_run_is_recorded(
+    tmp_path: Path,
+) -> None:
+    cfg = {
+        "workflow": "walk_forward_optimization",
+        "run_name": "too_long",
+        "results_dir": str(tmp_path / "results"),
+        "data": {"n_bars": 500, "frequency": "1h"},
+        "walk_forward": {"train": 400, "test": 200},
+        "parameter_space": {"strategy.fast": [2, 3], "strategy.slow": [5]},
+    }
+    with pytest.raises(ConfigError, match=r"train \(400\) \+ test \(200\) bars exceed"):
+        phasekit.run(cfg, workers=1)
+    results = tmp_path / "results"
+    assert not results.exists() or _runs(results) == []

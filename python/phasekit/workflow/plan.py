@@ -7,7 +7,8 @@ the defaults of :mod:`phasekit.registry` and the container store plans
 (:class:`~phasekit.workflow.plans.Planner`). Sets a phase takes from the phase it
 depends on are counted as that phase selects them (its ``top_k`` best, or the one best
 set of a walk-forward or Monte Carlo phase). ``tests/test_plan.py`` checks a plan
-against the catalog of a real run.
+against the catalog of a real run. ``phasekit.run`` plans a run before recording it, so
+windows that do not fit the data fail the run before anything is recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from phasekit.backtest.bars import Bars
 from phasekit.registry import DEFAULT_BATCH, DEFAULT_DATA_SPLIT, DEFAULT_SIMULATIONS
 from phasekit.workflow.executor import DataSpec, bars_for
 from phasekit.workflow.params import ParameterSpace
@@ -86,14 +88,14 @@ def _sets(phase: Any, upstream: dict[str, PhasePlan]) -> tuple[int, bool]:
     return 1, False
 
 
-def _windows(phase: Any, n_bars: int, n_sets: int, selected: bool) -> list[WindowPlan]:
-    params, sequence = phase.params, phase.sequence
+def _windows(phase: Any, bars: Bars, n_sets: int, selected: bool) -> list[WindowPlan]:
+    params, sequence, n_bars = phase.params, phase.sequence, len(bars)
     if sequence == "single_pass":
         window = windows_for("single_pass", n_bars, {})[0]
         return [WindowPlan(window.window_id, n_sets)]
     if sequence == "train_test":
         split = params.data_split if params.data_split is not None else DEFAULT_DATA_SPLIT
-        train, test = windows_for("train_test", n_bars, {"data_split": split})
+        train, test = windows_for("train_test", n_bars, {"data_split": split}, bars.index_of)
         k = min(_top_k(params), n_sets)
         if selected:
             return [WindowPlan(test.window_id, k)]
@@ -133,9 +135,9 @@ def plan_phase(phase: Any, upstream: dict[str, PhasePlan]) -> PhasePlan:
         return plan
     n_sets, selected = _sets(phase, upstream)
     data = phase.params.data.model_dump(exclude_none=True) if phase.params.data else {}
-    n_bars = len(bars_for(DataSpec.from_config(data)))
+    bars = bars_for(DataSpec.from_config(data))
     plan.sets, plan.top_k = n_sets, _top_k(phase.params)
-    plan.windows = _windows(phase, n_bars, n_sets, selected)
+    plan.windows = _windows(phase, bars, n_sets, selected)
     planned = Planner(phase, n_sets).flow
     plan.store, plan.memory_limit_mb = planned.mode, planned.memory_limit_mb
     plan.format = None if planned.mode == "memory" else planned.file.format

@@ -20,7 +20,7 @@ import pyarrow as pa
 import phasekit
 from phasekit.errors import ConfigError, UnknownKey
 from phasekit.workflow.builtin import CUSTOM_WORKFLOW, check_workflow, workflow_defaults
-from phasekit.workflow.executor import DataSpec, Executor, bars_for
+from phasekit.workflow.executor import DataSpec, Executor
 from phasekit.workflow.sequencer import Observer, PhaseOutcome, Sequencer
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,6 @@ def check_resolved(resolved: Any) -> None:
     hold, one regular data file) and the size of its parameter grid."""
     from phasekit.config.limits import MAX_GRID
     from phasekit.config.params import grid_size
-    from phasekit.workflow.executor import DataSpec
 
     for name in resolved.phase_names:
         phase = resolved.phase(name)
@@ -221,14 +220,12 @@ def run(
 
 
 def _preflight(resolved: Any, executor: Executor) -> None:
-    """What must work before the run is recorded: every phase's bars load and the
-    worker processes start. A run that fails here leaves nothing in the catalog."""
-    for name in resolved.phase_names:
-        params = resolved.phase(name).params
-        if resolved.phase(name).topology in ("stream", "analysis"):
-            continue
-        data = params.data.model_dump(exclude_none=True) if params.data else {}
-        bars_for(DataSpec.from_config(data))
+    """What must work before the run is recorded: every phase's bars load, its windows
+    fit them (the run's plan, :mod:`phasekit.workflow.plan`) and the worker processes
+    start. A run that fails here leaves nothing in the catalog."""
+    from phasekit.workflow.plan import plan_run
+
+    plan_run(resolved)
     executor.start()
 
 
