@@ -24,6 +24,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "parameter_space": SEARCH,
         "top_k": 4,
     },
+    "train_test_split_by_date": {
+        "workflow": "train_test_optimization",
+        "data": {"n_bars": 1500, "frequency": "1h", "seed": 3, "start": "2020-01-01"},
+        "data_split": "2020-08-03",
+        "parameter_space": SEARCH,
+        "top_k": 2,
+    },
     "walk_forward_hybrid": {
         "phases": [
             {
