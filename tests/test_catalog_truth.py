@@ -69,9 +69,9 @@ def test_workflow_type_and_run_name(
 
 
 def _v1_ddl(ddl: tuple[str, ...]) -> list[str]:
-    """The schema of version 1: no run_name, no 'released' state, no row_check."""
+    """The schema of version 1: no run_name, no 'released' state, no row_check, pid, host."""
     return [
-        re.sub(r",\s*row_check\s+TEXT", "", s)
+        re.sub(r",\s*(row_check|pid|host)\s+(TEXT|INTEGER)", "", s)
         .replace(",\n            run_name     TEXT", "")
         .replace(", 'released'", "")
         for s in ddl

@@ -304,7 +304,7 @@ def test_resume_after_sigkill_equals_uninterrupted(
     catalog = open_catalog(str(tmp_path / "killed"))
     runs = catalog.list_processes()
     catalog.close()
-    assert [r.status for r in runs] == ["running"]
+    assert [r.status for r in runs] == ["interrupted"]  # its process is gone
     done = _spawn(cfg, resume=runs[0].process_id)
     out, err = done.communicate(timeout=300)
     assert done.returncode == 0, err

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from phasekit.catalog.encode import as_utc, parse_since, to_json, utc_now
+from phasekit.catalog.liveness import FileRunLock, RunLock, process_alive, this_host
 from phasekit.catalog.names import check_name, check_optional_name
 from phasekit.catalog.rowcheck import (
     check_item_fields,
@@ -138,6 +139,7 @@ class Catalog(abc.ABC):
     def __init__(self, location: CatalogLocation) -> None:
         self.location = location
         self.results_dir: Path | None = location.results_dir
+        self.interrupted_on_open: list[str] = []
         self._lock = threading.RLock()
 
     # ----------------------------------------------------------- dialect hooks
@@ -291,6 +293,8 @@ class Catalog(abc.ABC):
             finished_at=finished,
             results_dir=values["results_dir"],
             run_name=values["run_name"],
+            pid=_optional_int(values["pid"], what, "pid"),
+            host=values["host"] if isinstance(values["host"], str) else None,
         )
 
     def _seal_process(self, execute: Exec, process_id: str) -> None:
@@ -333,12 +337,16 @@ class Catalog(abc.ABC):
             None,
             None if rdir is None else str(Path(rdir).absolute()),
             run_name,
+            os.getpid(),
+            this_host(),
         )
         with self._lock, self._transaction() as execute:
             if execute("SELECT 1 FROM processes WHERE process_id = ?", (process_id,)):
                 raise CatalogError(f"run {process_id!r} already exists in catalog {self.url}")
             execute(
-                f"INSERT INTO processes ({', '.join(PROCESS_COLUMNS)}) VALUES ({_marks(9)})", params
+                f"INSERT INTO processes ({', '.join(PROCESS_COLUMNS)}) "
+                f"VALUES ({_marks(len(PROCESS_COLUMNS))})",
+                params,
             )
             self._seal_process(execute, process_id)
         log.debug("started run %s (%s)", process_id, workflow)
@@ -368,18 +376,61 @@ class Catalog(abc.ABC):
         return self.get_process(process_id)
 
     def reopen_process(self, process_id: str) -> ProcessRow:
-        """Mark a run ``running`` again (no end time) while it is resumed: cleanups and
-        ``doctor`` then treat its items as those of a live run."""
+        """Mark a run ``running`` again (no end time) by this process (its pid and host)
+        while it is resumed: cleanups and ``doctor`` then treat its items as those of a
+        live run."""
         with self._lock, self._transaction() as execute:
             rows = execute(
-                "UPDATE processes SET status = 'running', finished_at = NULL "
-                "WHERE process_id = ? RETURNING process_id",
-                (process_id,),
+                "UPDATE processes SET status = 'running', finished_at = NULL, pid = ?, "
+                "host = ? WHERE process_id = ? RETURNING process_id",
+                (os.getpid(), this_host(), process_id),
             )
             self._seal_process(execute, process_id)
         if not rows:
             raise UnknownKey(f"run {process_id!r} is not in catalog {self.url}")
         return self.get_process(process_id)
+
+    def _opened(self) -> None:
+        """Once connected: runs whose process died show as ``interrupted`` from now on
+        (their ids in :attr:`interrupted_on_open`)."""
+        try:
+            self.interrupted_on_open = self.mark_interrupted_runs()
+        except CatalogError as exc:  # a read-only or damaged catalog still opens
+            log.debug("catalog %s: cannot mark interrupted runs: %s", self.url, exc)
+
+    def mark_interrupted_runs(self) -> list[str]:
+        """Mark ``interrupted`` (and release their memory items) the running runs whose
+        process, on this host, is gone; returns their ids. Called when a catalog opens."""
+        with self._lock:
+            rows = self._read(
+                "SELECT process_id, pid FROM processes WHERE status = 'running' AND host = ?",
+                (this_host(),),
+            )
+        dead = [
+            str(run_id)
+            for run_id, pid in rows
+            if isinstance(pid, int) and process_alive(pid, this_host()) is False
+        ]
+        finished = self._ts_param(utc_now())
+        marked = []
+        for run_id in dead:
+            with self._lock, self._transaction() as execute:
+                if execute(
+                    "UPDATE processes SET status = 'interrupted', finished_at = ? "
+                    "WHERE process_id = ? AND status = 'running' RETURNING process_id",
+                    (finished, run_id),
+                ):
+                    self._release_memory(execute, run_id)
+                    self._seal_process(execute, run_id)
+                    marked.append(run_id)
+        for run_id in marked:
+            log.warning("run %s: its process is gone; marked interrupted", run_id)
+        return marked
+
+    def lock_run(self, process_id: str, run_dir: Path) -> RunLock:
+        """Hold the lock of a run while it runs (see :mod:`.liveness`); ``CatalogError``
+        when another process holds it. ``release()`` it when the run ends."""
+        return FileRunLock(process_id, Path(run_dir))
 
     def _release_memory(self, execute: Exec, process_id: str) -> list[int]:
         rows = execute(
@@ -597,8 +648,11 @@ class Catalog(abc.ABC):
         container_id: str | None = None,
         created_at: datetime | None = None,
         storage_type: str | None = None,
+        replace: bool = False,
     ) -> int:
-        """Record one stored item (see the module docstring); returns its id."""
+        """Record one stored item (see the module docstring); returns its id. With
+        ``replace``, the run's earlier rows of the same ``data_reference`` (a file written
+        again, say on ``--resume``) are deleted in the same transaction."""
         item = NewItem(
             process_id=process_id,
             stage_name=stage_name,
@@ -615,15 +669,24 @@ class Catalog(abc.ABC):
             created_at=created_at,
             storage_type=storage_type,
         )
-        return self.record_items([item])[0]
+        return self.record_items([item], replace=replace)[0]
 
-    def record_items(self, items: Sequence[NewItem]) -> list[int]:
-        """Record several items in one transaction (all or none); returns their ids."""
+    def record_items(self, items: Sequence[NewItem], *, replace: bool = False) -> list[int]:
+        """Record several items in one transaction (all or none); returns their ids.
+        ``replace``: see :meth:`record_item`."""
         params = [self._item_params(item) for item in items]
         if not params:
             return []
         try:
             with self._lock, self._transaction() as execute:
+                if replace:
+                    for item in items:
+                        if item.data_reference is not None:
+                            execute(
+                                "DELETE FROM intermediate_data WHERE process_id = ? "
+                                "AND data_reference = ?",
+                                (item.process_id, item.data_reference),
+                            )
                 return [self._insert_item(execute, p) for p in params]
         except CatalogError:
             self._raise_unknown_runs({item.process_id for item in items})
@@ -864,3 +927,11 @@ class Catalog(abc.ABC):
 
 def _load(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _optional_int(value: Any, what: str, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CatalogError(f"{what} is damaged: {field} {str(value)[:40]!r} is not an integer")
+    return value

@@ -33,11 +33,8 @@ def this_host() -> str:
     return socket.gethostname()
 
 
-def process_alive(pid: Optional[int], host: Optional[str]) -> Optional[bool]:
-    """True or False for a pid of this host; None when it cannot be told (no pid, or
-    another host)."""
-    if not isinstance(pid, int) or pid <= 0 or host != this_host():
-        return None
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists (one of another user too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,6 +42,14 @@ def process_alive(pid: Optional[int], host: Optional[str]) -> Optional[bool]:
     except PermissionError:
         return True
     return True
+
+
+def process_alive(pid: Optional[int], host: Optional[str]) -> Optional[bool]:
+    """True or False for a pid of this host; None when it cannot be told (no pid, or
+    another host)."""
+    if not isinstance(pid, int) or pid <= 0 or host != this_host():
+        return None
+    return pid_alive(pid)
 
 
 class RunLock(Protocol):

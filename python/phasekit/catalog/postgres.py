@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from phasekit._optional import require
 from phasekit.catalog.base import Catalog, Exec, Rows
 from phasekit.catalog.encode import to_json
+from phasekit.catalog.liveness import AdvisoryRunLock, RunLock
 from phasekit.catalog.schema import POSTGRES_DDL, POSTGRES_MIGRATIONS
 from phasekit.catalog.uris import CatalogLocation
 from phasekit.errors import CatalogError
@@ -50,6 +52,7 @@ class PostgresCatalog(Catalog):
         except BaseException:
             self._conn.close()
             raise
+        self._opened()
 
     def _setup(self, create: bool) -> None:
         with self._transaction() as execute:
@@ -106,6 +109,11 @@ class PostgresCatalog(Catalog):
                 (table,),
             )
         return [str(r[0]) for r in rows]
+
+    def lock_run(self, process_id: str, run_dir: Path) -> RunLock:
+        """A session advisory lock keyed on the run id (``pg_try_advisory_lock``): every
+        process of every host that records into this database sees it."""
+        return AdvisoryRunLock(self, process_id)
 
     def close(self) -> None:
         with self._lock:

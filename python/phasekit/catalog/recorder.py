@@ -62,6 +62,7 @@ class CatalogRecorder:
             window_id=self.window_id or _name_or_none(metadata.get("window_id")),
             container_id=self.container_id or _name_or_none(metadata.get("container_id")),
             created_at=datetime.fromtimestamp(created, UTC) if created else None,
+            replace=True,  # a put under a key already stored replaces its item
         )
 
     def forget_item(self, ref: Any) -> None:

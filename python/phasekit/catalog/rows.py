@@ -38,6 +38,9 @@ class ProcessRow:
     finished_at: datetime | None
     results_dir: str | None
     run_name: str | None = None
+    pid: int | None = None
+    """The process that runs (or last ran) the run, on ``host``."""
+    host: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(self)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: ``processes.run_name`` (``workflow`` holds the workflow type); item state
 ``released`` (an in-memory item whose process has ended).
-3: ``row_check`` on both tables (see :mod:`phasekit.catalog.rowcheck`)."""
+3: ``row_check`` on both tables (see :mod:`phasekit.catalog.rowcheck`).
+4: ``processes.pid`` and ``processes.host``, the process that runs (or last ran) the run."""
 
 _STATUS = "status IN ('running', 'completed', 'failed', 'interrupted')"
 _STORAGE = "storage_type IN ('inline', 'reference')"
@@ -45,6 +46,8 @@ def _tables(ts: str, json_meta: str, json_text: str, item_id: str, bigint: str) 
             finished_at  {ts},
             results_dir  TEXT,
             run_name     TEXT,
+            pid          INTEGER,
+            host         TEXT,
             row_check    TEXT
         )""",
         f"""CREATE TABLE IF NOT EXISTS intermediate_data (
@@ -114,6 +117,8 @@ PROCESS_COLUMNS = (
     "finished_at",
     "results_dir",
     "run_name",
+    "pid",
+    "host",
 )
 
 # Version 1 kept the run name in ``workflow``: it moves to ``run_name`` and ``workflow``
@@ -148,7 +153,19 @@ _ROW_CHECK_V3 = (
     "ALTER TABLE intermediate_data ADD COLUMN row_check TEXT",
 )
 
-SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _sqlite_v2(), 2: _ROW_CHECK_V3}
+# A run's row check covers its columns: the checks of version 3 rows (without pid and
+# host) no longer apply and are dropped (a row without a check is not checked).
+_PROCESS_OWNER_V4 = (
+    "ALTER TABLE processes ADD COLUMN pid INTEGER",
+    "ALTER TABLE processes ADD COLUMN host TEXT",
+    "UPDATE processes SET row_check = NULL",
+)
+
+SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: _sqlite_v2(),
+    2: _ROW_CHECK_V3,
+    3: _PROCESS_OWNER_V4,
+}
 """Statements that bring a SQLite catalog of schema version N to N + 1."""
 
 POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -158,6 +175,7 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
         f"ALTER TABLE intermediate_data ADD CONSTRAINT intermediate_data_state_check CHECK ({_STATE})",
     ),
     2: tuple(sql.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for sql in _ROW_CHECK_V3),
+    3: tuple(sql.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for sql in _PROCESS_OWNER_V4),
 }
 """Statements that bring a PostgreSQL catalog of schema version N to N + 1."""
 

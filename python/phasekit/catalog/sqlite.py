@@ -90,6 +90,7 @@ class SqliteCatalog(Catalog):
         except BaseException:
             self._conn.close()
             raise
+        self._opened()
 
     def _setup(self, timeout: float, synchronous: str, wal: bool) -> None:
         conn = self._conn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import sys
 import time
 from typing import Any
@@ -175,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _plan(args, runtime, console)
     # the checks of `config show`, before any progress is drawn: a bad file gives one line
     resolved = load_and_resolve(args.config, runtime, args.results_dir)
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run is marked interrupted
     started = time.perf_counter()
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -256,6 +258,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"results: {result.run_dir}")
     console.print(f"catalog: {result.catalog_url}   peak memory: {peak_mb:.0f} MB")
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _fmt(value: Any) -> str:

@@ -9,6 +9,7 @@ import the caller's ``__main__``: a script that calls ``phasekit.run`` without a
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import logging
 import os
@@ -16,6 +17,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -36,6 +38,7 @@ from phasekit.backtest.bars import (
     synthetic_bars,
     to_ns,
 )
+from phasekit.catalog.liveness import pid_alive
 from phasekit.config.limits import MAX_BARS, clip
 from phasekit.errors import ConfigError
 from phasekit.workflow.topology import PortfolioJob, run_portfolio
@@ -258,9 +261,39 @@ def worker_context() -> mp_context.BaseContext:
     return _SpawnContext()
 
 
-def _worker_init() -> None:
-    """Workers leave Ctrl-C to the parent (which stops them): no traceback per worker."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when its parent exits (Linux)."""
+WATCH_SECONDS = 0.5
+
+
+def _watch(run_pid: int) -> None:
+    while True:
+        time.sleep(WATCH_SECONDS)
+        if not pid_alive(run_pid):
+            os._exit(1)
+
+
+def die_with_parent(run_pid: int) -> None:
+    """The worker dies with the run's process. On Linux the kernel kills it when its
+    parent (the fork server, which ends with the run) exits (``PR_SET_PDEATHSIG``);
+    everywhere a watchdog thread polls the run's pid and exits when it is gone, so no
+    worker (nor the resource tracker they keep open) outlives a killed run."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError) as exc:  # pragma: no cover - exotic libc
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
+    if not pid_alive(run_pid):
+        os._exit(1)
+    threading.Thread(target=_watch, args=(run_pid,), name="phasekit-watchdog", daemon=True).start()
+
+
+def _worker_init(run_pid: int) -> None:
+    """Workers leave Ctrl-C to the parent (which stops them): no traceback per worker;
+    and they die with the run's process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(run_pid)
 
 
 def _ready() -> bool:
@@ -284,7 +317,10 @@ class Executor:
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=worker_context(), initializer=_worker_init
+                max_workers=self.workers,
+                mp_context=worker_context(),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
             )
         return self._pool
 

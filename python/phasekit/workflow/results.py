@@ -404,6 +404,7 @@ class PhaseResults:
             window_id=window_id,
             container_id=container_id,
             storage_type="reference",
+            replace=True,  # a file written again (on --resume) replaces its row
         )
         return uri
 

@@ -18,7 +18,8 @@ from typing import Any, Optional, Union
 import pyarrow as pa
 
 import phasekit
-from phasekit.errors import ConfigError, UnknownKey
+from phasekit.catalog.liveness import RunLock, sweep_dead_files
+from phasekit.errors import CatalogError, ConfigError, UnknownKey
 from phasekit.workflow.builtin import CUSTOM_WORKFLOW, check_workflow, workflow_defaults
 from phasekit.workflow.executor import DataSpec, Executor
 from phasekit.workflow.sequencer import Observer, PhaseOutcome, Sequencer
@@ -192,27 +193,30 @@ def run(
         executor.close()
         raise
     try:
-        run_id = _start(catalog, resolved, resume)
+        run_id, lock = _start(catalog, resolved, resume)
     except BaseException:
         executor.close()
         catalog.close()
         raise
     run_dir = Path(resolved.results_dir) / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sequencer = Sequencer(
-        resolved, run_id, run_dir, catalog, executor, observer, resume=resume is not None
-    )
     status = "failed"
     try:
+        _sweep_interrupted(catalog, resolved)
+        sequencer = Sequencer(
+            resolved, run_id, run_dir, catalog, executor, observer, resume=resume is not None
+        )
         phases = sequencer.run()
         status = "completed"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through `phasekit run`
         status = "interrupted"
     finally:
         executor.close(abort=status != "completed")
-        catalog.finish_process(run_id, status)
-        if status != "completed":
-            catalog.close()
+        try:
+            catalog.finish_process(run_id, status)
+        finally:
+            lock.release()
+            if status != "completed":
+                catalog.close()
     if status == "interrupted":
         raise RunInterrupted(run_id)
     _cleanup(catalog, resolved, run_id)
@@ -254,13 +258,40 @@ def _cleanup(catalog: Any, resolved: Any, run_id: str) -> None:
         )
 
 
-def _start(catalog: Any, resolved: Any, resume: Optional[str]) -> str:
+def _sweep_interrupted(catalog: Any, resolved: Any) -> None:
+    """Remove the temporary files of runs found dead when the catalog opened (those in
+    this results folder whose lock is free)."""
+    for run_id in catalog.interrupted_on_open:
+        folder = Path(resolved.results_dir) / run_id
+        if not folder.is_dir():
+            continue
+        try:
+            lock = catalog.lock_run(run_id, folder)
+        except CatalogError:
+            continue  # resumed meanwhile by another process
+        try:
+            sweep_dead_files(folder)
+        finally:
+            lock.release()
+
+
+def _start(catalog: Any, resolved: Any, resume: Optional[str]) -> tuple[str, RunLock]:
+    """The run id and its lock: a new run, or ``resume`` (refused while another process
+    runs it), running again by this process, its dead attempt's temporary files removed."""
     if resume is not None:
-        row = catalog.reopen_process(catalog.resolve_run(resume).process_id)
-        log.info("resuming run %s", row.process_id)
-        return str(row.process_id)
+        run_id = str(catalog.resolve_run(resume).process_id)
+        run_dir = Path(resolved.results_dir) / run_id
+        lock = catalog.lock_run(run_id, run_dir)
+        try:
+            catalog.reopen_process(run_id)
+            sweep_dead_files(run_dir)
+        except BaseException:
+            lock.release()
+            raise
+        log.info("resuming run %s", run_id)
+        return run_id, lock
     workflow = resolved.workflow or CUSTOM_WORKFLOW
-    return str(
+    run_id = str(
         catalog.start_process(
             workflow,
             run_name=resolved.run_name or workflow,
@@ -269,3 +300,4 @@ def _start(catalog: Any, resolved: Any, resume: Optional[str]) -> str:
             results_dir=resolved.results_dir,
         )
     )
+    return run_id, catalog.lock_run(run_id, Path(resolved.results_dir) / run_id)
