@@ -33,8 +33,8 @@ STORE_OF_MODE = {
     "hybrid": HybridStore,
     "streaming": StreamStore,
 }
-READERS = {("compat/stagedata.py", "_load")}
-"""Functions that open a FileStore only to read another run's files (no mode involved)."""
+READERS = {("compat/stagedata.py", "_load"), ("workflow/concurrent.py", "_persisted")}
+"""Functions that open a store only to read what a run persisted (no mode involved)."""
 
 
 def _store_constructions(path: Path) -> list[tuple[str, str]]:
