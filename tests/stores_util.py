@@ -99,14 +99,13 @@ def assert_same(expected: Any, actual: Any) -> None:
         assert actual == expected
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root and mount); skipped where the machine cannot mount one
-    (the injected ENOSPC tests cover the same paths everywhere)."""
-    mount_point = tmp_path / "disk"
+def mount_tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``1m``, ``4m``; needs root and mount); skipped where the machine
+    cannot mount one (the injected ENOSPC tests cover the same paths everywhere)."""
+    mount_point = tmp_path / f"disk-{size}"
     mount_point.mkdir()
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
         capture_output=True,
         text=True,
     )
@@ -116,3 +115,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (see :func:`mount_tmpfs`)."""
+    yield from mount_tmpfs(tmp_path, "1m")

@@ -15,48 +15,15 @@ import random
 import sqlite3
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hardening_util import run_tiny
 from phasekit.catalog import open_catalog
 from phasekit.errors import CatalogError, PhasekitError
-
-TINY = textwrap.dedent(
-    """\
-    workflow: tiny
-    data_flow: {mode: memory}
-    data: {symbols: [SPY], start: "2023-01-02", n_bars: 300, frequency: 1h, seed: 7}
-    strategy: {type: sma_crossover, mode: long_only}
-    portfolio: {initial_capital: 100000}
-    objective_function: {name: sharpe_ratio, direction: maximize}
-    phases:
-      - name: optimization
-        topology: backtest
-        config:
-          parameter_space: {strategy.fast: [5, 10], strategy.slow: [20, 40]}
-      - name: analysis
-        topology: analysis
-        depends_on: [optimization]
-        top_k: 2
-    """
-)
-
-
-def run_tiny(folder: Path, results: Path, times: int = 2) -> None:
-    config = folder / "tiny.yaml"
-    config.write_text(TINY)
-    command = [sys.executable, "-m", "phasekit.cli", "run", str(config)]
-    for _ in range(times):
-        subprocess.run(
-            [*command, "--results-dir", str(results), "--workers", "1"],
-            check=True,
-            capture_output=True,
-            cwd=folder,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -263,9 +230,11 @@ def test_doctor_repair_rebuilds_a_lost_catalog_from_the_results(
         seen = subprocess.run(cli, capture_output=True, text=True)
         assert seen.returncode == 1 and "catalog_unreadable" in seen.stdout, seen
         assert "Traceback" not in seen.stderr
-        fixed = subprocess.run([*cli, "--repair"], capture_output=True, text=True)
+        fixed = subprocess.run([*cli, "--repair", "--json"], capture_output=True, text=True)
         assert fixed.returncode == 0, fixed
-        assert "rebuilt 2 runs" in fixed.stdout.replace("\n", " ")
+        (finding,) = json.loads(fixed.stdout)["findings"]
+        assert finding["kind"] == "catalog_unreadable" and finding["repaired"]
+        assert finding["action"].startswith("rebuilt 2 runs")
         kept = list(results.glob("catalog.sqlite.damaged-*"))
         assert [p.stat().st_size for p in kept] == [0]
         with open_catalog(results, create=False) as cat:

@@ -10,9 +10,6 @@ injected-ENOSPC tests cover the same paths everywhere.
 from __future__ import annotations
 
 import errno
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,38 +18,23 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from hardening_util import run_tiny
 from phasekit.catalog import open_catalog
 from phasekit.errors import StorageError
 from phasekit.stores import FileStore, HybridStore, StreamStore, streamparts
-from stores_util import store_backend  # noqa: F401
+from stores_util import mount_tmpfs, store_backend  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("store_backend")
 
 
-def _mount(tmp_path: Path, size: str) -> Iterator[Path]:
-    mount_point = tmp_path / f"disk-{size}"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 @pytest.fixture
 def disk_1m(tmp_path: Path) -> Iterator[Path]:
-    yield from _mount(tmp_path, "1m")
+    yield from mount_tmpfs(tmp_path, "1m")
 
 
 @pytest.fixture
 def disk_4m(tmp_path: Path) -> Iterator[Path]:
-    yield from _mount(tmp_path, "4m")
+    yield from mount_tmpfs(tmp_path, "4m")
 
 
 def row(i: int) -> dict[str, Any]:
@@ -150,42 +132,9 @@ def test_the_sqlite_wal_stays_small(tmp_path: Path) -> None:
     assert not wal.exists() or wal.stat().st_size == 0  # checkpointed and truncated on close
 
 
-TINY = textwrap.dedent(
-    """\
-    workflow: tiny
-    data_flow: {mode: memory}
-    data: {symbols: [SPY], start: "2023-01-02", n_bars: 2000, frequency: 1h, seed: 7}
-    strategy: {type: sma_crossover, mode: long_only}
-    portfolio: {initial_capital: 100000}
-    objective_function: {name: sharpe_ratio, direction: maximize}
-    phases:
-      - name: optimization
-        topology: backtest
-        config:
-          parameter_space: {strategy.fast: [5, 10, 15], strategy.slow: [20, 40, 60]}
-      - name: analysis
-        topology: analysis
-        depends_on: [optimization]
-        top_k: 2
-    """
-)
-
-
-RUN = [sys.executable, "-m", "phasekit.cli", "run"]
-
-
 def test_a_memory_mode_run_fits_on_a_4_mib_disk(disk_4m: Path, tmp_path: Path) -> None:
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
     results = disk_4m / "results"
-    for _ in range(3):
-        done = subprocess.run(
-            [*RUN, str(config), "--results-dir", str(results), "--workers", "1"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+    run_tiny(tmp_path, results, times=3, n_bars=2000)
     with open_catalog(results, create=False) as cat:
         assert len(cat.list_processes(status="completed")) == 3
         assert cat.doctor().ok
