@@ -355,6 +355,24 @@ def test_managers_record_items_in_the_catalog(tmp_path: Path) -> None:
         assert [r.entity_name for r in catalog.list_items(manager.process_id)] == []
         manager.close()
         file_manager.close()
+        # a folder outside the catalog's results folder is refused before anything is written
+        with pytest.raises(InvalidArgument, match="outside the results folder"):
+            StreamingDataManager(base_path=tmp_path / "elsewhere", catalog=catalog)
+        assert not (tmp_path / "elsewhere").exists()
+
+
+def test_file_manager_given_a_catalog_location_records_under_its_base_path(
+    tmp_path: Path,
+) -> None:
+    location = tmp_path / "catalogs" / "catalog.sqlite"
+    manager = FileDataManager(tmp_path / "data" / "c1", catalog=location)
+    path = manager.store("trades", table(5))
+    pid = manager.process_id
+    manager.close()
+    with open_catalog(location, results_dir=tmp_path / "data") as catalog:
+        (row,) = catalog.list_items(pid)
+        assert str(row.path) == path
+        catalog.verify_item(row)
 
 
 # ---------------------------------------------------------------- topology builder integration
