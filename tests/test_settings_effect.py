@@ -385,3 +385,164 @@ def test_a_base_path_outside_the_results_folder_is_refused(tmp_path: Path) -> No
     cfg = config(tmp_path / "results", **{**FILE, "data_flow.file_settings.base_path": "/tmp"})
     with pytest.raises(ConfigError, match="base_path: '/tmp' is outside results_dir"):
         run(cfg, workers=1)
+
+
+# ---------------------------------------------------------------- tracing, run-wide and
+# run parameters: each observed in what the run writes
+
+
+def events_of(res: RunResult) -> list[dict[str, Any]]:
+    """The ``events`` statistics of every container (JSON results files)."""
+    files = results_files(phase_dir(res), "json")
+    return [json.loads(f.read_text())["events"] for f in files]
+
+
+def stream_parts(res: RunResult) -> int:
+    return len(list((phase_dir(res) / "containers" / ".stream").rglob("part-*.arrow")))
+
+
+def aggregate(res: RunResult, window: str | None = None) -> dict[str, Any]:
+    folder = phase_dir(res) / window if window else phase_dir(res)
+    return dict(json.loads((folder / "aggregate_results.json").read_text()))
+
+
+def process_row(res: RunResult) -> Any:
+    catalog = open_catalog(res.catalog_url)
+    try:
+        return catalog.resolve_run(res.run_id)
+    finally:
+        catalog.close()
+
+
+def trades_of(res: RunResult) -> Any:
+    return feather.read_table(phase_dir(res) / "all_trades.arrow")
+
+
+JSON_FILES = {**FILE, "data_flow.file_settings.format": "json"}
+
+# each case: (settings, check); a check may compare with the run of the baseline config
+RUN_CASES: dict[str, tuple[dict[str, Any], Callable[[RunResult, RunResult], None]]] = {
+    "streaming_settings.buffer_size": (
+        {"data_flow.mode": "streaming", "data_flow.streaming_settings.buffer_size": 1},
+        lambda res, base: _assert(stream_parts(res) >= 6),  # a part per item
+    ),
+    "retention_policy-keep_all": (
+        {**JSON_FILES, "retention_policy": "keep_all"},
+        lambda res, base: _assert(all(e["evicted"] == 0 for e in events_of(res))),
+    ),
+    "retention_policy-minimal": (
+        {**JSON_FILES, "retention_policy": "minimal"},
+        lambda res, base: _assert(all(e["retained"] <= 2 for e in events_of(res))),
+    ),
+    "sliding_window_size": (
+        {**JSON_FILES, "retention_policy": "sliding_window", "sliding_window_size": 3},
+        lambda res, base: _assert(
+            all(e["retained"] <= 3 for e in events_of(res))
+            and any(e["seen"] > 3 for e in events_of(res))
+        ),
+    ),
+    "run_name": ({"run_name": "other"}, lambda res, base: _assert(res.run_id.startswith("other-"))),
+    "description": (
+        {"description": "a note kept with the run"},
+        lambda res, base: _assert(
+            "a note kept with the run" in json.dumps(process_row(res).config)
+        ),
+    ),
+    "catalog": (
+        {"catalog": "{tmp}/elsewhere.sqlite"},
+        lambda res, base: _assert(res.catalog_url.endswith("elsewhere.sqlite")),
+    ),
+    "allow_pickle": (
+        {**FILE, "data_flow.file_settings.format": "pickle", "allow_pickle": True},
+        lambda res, base: _assert(len(results_files(phase_dir(res), "pkl")) == 6),
+    ),
+    "phase_overrides": (
+        {**MEM, "phase_overrides": {PHASE: {"data_flow": {"mode": "file"}}}},
+        lambda res, base: mode_file(res, Path()),
+    ),
+    "parameter_space.constraints": (
+        {"parameter_space.constraints": ["strategy.fast < 5"]},
+        lambda res, base: _assert(res.phases[PHASE].containers == 2),
+    ),
+    "parameter_space.sample": (
+        {"parameter_space.sample": {"n": 3, "seed": 1}},
+        lambda res, base: _assert(res.phases[PHASE].containers == 3),
+    ),
+    "objective_function-minimize": (
+        {"objective_function": {"name": "total_return", "direction": "minimize"}},
+        lambda res, base: _assert(
+            [r["metrics"]["total_return"] for r in aggregate(res)["ranking"]]
+            == sorted(r["metrics"]["total_return"] for r in aggregate(res)["ranking"])
+        ),
+    ),
+    "top_k": ({"top_k": 4}, lambda res, base: _assert(len(res.phases[PHASE].selected) == 4)),
+    "data.n_bars": (
+        {"data.n_bars": 500, "containers": {"data": {"data_flow": {"mode": "file"}}}},
+        lambda res, base: _assert(_bars(res).num_rows == 500),
+    ),
+    "data.seed": ({"data.seed": 4}, lambda res, base: _assert(_returns(res) != _returns(base))),
+    "data.volatility": (
+        {"data.volatility": 0.02},
+        lambda res, base: _assert(_returns(res) != _returns(base)),
+    ),
+    "data.symbols": (
+        {"data.symbols": ["XYZ"]},
+        lambda res, base: _assert(set(trades_of(res).column("symbol").to_pylist()) == {"XYZ"}),
+    ),
+    "data.frequency": (
+        {"data.frequency": "1d"},  # the same path on another calendar: annualised otherwise
+        lambda res, base: _assert(_sharpes(res) != _sharpes(base)),
+    ),
+    "strategy.type": (
+        {"strategy": {"type": "momentum"}, "parameter_space": {"strategy.lookback": [5, 10]}},
+        lambda res, base: _assert(res.phases[PHASE].containers == 2),
+    ),
+    "portfolio.initial_capital": (
+        {"portfolio.initial_capital": 1000.0},
+        lambda res, base: _assert(
+            aggregate(res)["ranking"][-1]["metrics"]["final_equity"] < 2000
+            and aggregate(base)["ranking"][-1]["metrics"]["final_equity"] > 50_000
+        ),
+    ),
+    "portfolio.commission_bps": (
+        {"portfolio.commission_bps": 50},
+        lambda res, base: _assert(sum(_returns(res)) < sum(_returns(base))),
+    ),
+}
+
+
+def _assert(ok: bool) -> None:
+    assert ok
+
+
+def _returns(res: RunResult) -> list[float]:
+    return sorted(r["metrics"]["total_return"] for r in aggregate(res)["ranking"])
+
+
+def _sharpes(res: RunResult) -> list[float]:
+    return sorted(r["metrics"]["sharpe_ratio"] for r in aggregate(res)["ranking"])
+
+
+def _bars(res: RunResult) -> Any:
+    (row,) = [r for r in items(res, "") if r.entity_name == "data_bars"]
+    return feather.read_table(Path(row.data_reference[len("file://") :]))
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    res = run(config(tmp_path_factory.mktemp("baseline")), workers=1)
+    yield res
+    res.close()
+
+
+@pytest.mark.parametrize("case", list(RUN_CASES))
+def test_run_setting_takes_effect(case: str, tmp_path: Path, baseline: RunResult) -> None:
+    settings, check = RUN_CASES[case]
+    extra = {k: _fill(v, tmp_path) for k, v in settings.items()}
+    cfg = config(tmp_path / "results", **extra)
+    res = run(cfg, workers=1)
+    try:
+        assert res.status == "completed"
+        check(res, baseline)
+    finally:
+        res.close()

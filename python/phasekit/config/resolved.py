@@ -245,6 +245,7 @@ class ResolvedConfig:
         return {
             "workflow": self.workflow,
             "run_name": self.run_name,
+            "description": self.config.description,
             "results_dir": self.results_dir,
             "catalog": {"backend": self.catalog.backend, "location": self.catalog.display()},
             "allow_pickle": self.allow_pickle,

@@ -13,7 +13,7 @@ from phasekit.backtest.bars import Bars
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.tracing import TracerSettings
 from phasekit.workflow.executor import DataSpec, Executor, Outcome
-from phasekit.workflow.results import PhaseResults
+from phasekit.workflow.results import PhaseResults, jsonable
 from phasekit.workflow.sequences import Span, Window
 from phasekit.workflow.topology import Objective, PortfolioJob, rank, strategy_params
 from phasekit.workflow.windowagg import aggregate, public
@@ -200,13 +200,14 @@ class PhaseContext:
 
     def _destroyed(self, outcome: Outcome, folder: Optional[str], keep_equity: bool) -> Summary:
         job = outcome.job
-        uris = self.out.put_container(folder, job.container_id, outcome.results, outcome.equity)
+        self.out.put_container(folder, job.container_id, outcome.results, outcome.equity)
         self.out.add_trades(folder, outcome.trades)
+        # a window holds one small summary per container until it is ranked: the
+        # parameter set is shared with the phase's list, the metrics are plain JSON
         summary: Summary = {
             "container_id": job.container_id,
-            "parameters": dict(job.parameters),
-            "metrics": outcome.results["metrics"],
-            "uris": uris,
+            "parameters": self.inputs.sets[id_index(job.container_id)],
+            "metrics": jsonable(outcome.results["metrics"]),
         }
         if keep_equity:
             if outcome.equity is not None:
@@ -230,7 +231,7 @@ class PhaseContext:
         agg = aggregate(window.window_id, ranked, objective)
         if extra:
             agg.update(extra)
-        self.out.write_json(folder, "aggregate_results", agg)
+        self.out.write_json(folder, "aggregate_results", agg, clean=True)
         self.out.write_json(folder, "window_complete", {"window_id": window.window_id})
         self.observer.window_done(self.name, window.window_id, False)
         return agg
@@ -273,6 +274,11 @@ class PhaseContext:
         )
 
 
-def set_index(summary: Mapping[str, Any]) -> int:
+def id_index(container_id: str) -> int:
     """The parameter set index of a container id (``train_00042`` -> 42)."""
-    return int(str(summary["container_id"]).rsplit("_", 1)[1])
+    return int(container_id.rsplit("_", 1)[1])
+
+
+def set_index(summary: Mapping[str, Any]) -> int:
+    """The parameter set index of a summary's container."""
+    return id_index(str(summary["container_id"]))

@@ -42,7 +42,7 @@ from typing import Any, Optional
 import pyarrow as pa
 
 import phasekit
-from phasekit.stores import FileStore, HybridStore, Ref, StreamStore
+from phasekit.stores import FileStore, HybridStore, StreamStore
 from phasekit.stores.durable import write_json
 from phasekit.stores.factory import AnyStore, DataFlow, StorePlace, open_file_store, open_store
 from phasekit.workflow.topology import TRADES_SCHEMA
@@ -140,7 +140,6 @@ class PhaseResults:
         self._trade_writers: dict[str, Any] = {}
         self._trade_tables: dict[str, list[pa.Table]] = {}
         self._streams: dict[str, list[StreamStore]] = {}
-        self.container_refs: list[Ref] = []
 
     @property
     def mode(self) -> str:
@@ -244,8 +243,6 @@ class PhaseResults:
                 streams = self._streams.setdefault(window_id or "", [])
                 if store not in streams:
                     streams.append(store)
-            else:
-                self.container_refs.append(ref)
             uris["results"] = ref.uri
             if plan.persist and mode in ("memory", "hybrid"):
                 persist = self._persist_store(window_id, plan.flow)
@@ -414,10 +411,14 @@ class PhaseResults:
         name: str,
         obj: Any,
         metadata: Optional[Mapping[str, Any]] = None,
+        clean: bool = False,
     ) -> str:
+        """Write ``<name>.json`` in the window's folder and record it; ``clean``: ``obj``
+        holds plain JSON values already (no copy through :func:`jsonable`)."""
         path = self._dir(window_id) / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        checksum = write_json(path, jsonable(obj), f"writing {name}.json of phase {self.phase}")
+        value = obj if clean else jsonable(obj)
+        checksum = write_json(path, value, f"writing {name}.json of phase {self.phase}")
         info = {"size_bytes": path.stat().st_size, "checksum": checksum}
         return self._record_file(path, name, window_id, info, None, "json", metadata)
 
@@ -425,7 +426,7 @@ class PhaseResults:
         """Finish the window's container streams (streaming mode) and its trades; both
         are recorded. Returns the trades' URI (None when none were written)."""
         for store in self._streams.pop(window_id or "", []):
-            self.container_refs.append(store.finish(STREAM_KEY))
+            store.finish(STREAM_KEY)
         return self._finish_trades(window_id)
 
     def stats(self) -> dict[str, Any]:

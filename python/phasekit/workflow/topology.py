@@ -208,15 +208,18 @@ def rank(
     keep_order: bool = False,
 ) -> list[dict[str, Any]]:
     """Container results sorted best first by the objective (NaN last; ties by id),
-    each with its ``objective`` score; ``keep_order`` scores them without sorting (an
+    each given its ``objective`` score (None for NaN) in place; ``keep_order`` scores them without sorting (an
     order chosen elsewhere, such as in-sample, stands)."""
     fn = objective.function()
     sign = -1.0 if objective.direction == "maximize" else 1.0
     scored = []
     for res in results:
         score = fn(res["metrics"])
-        key = (np.isnan(score), sign * score if not np.isnan(score) else 0.0, res["container_id"])
-        scored.append((key, {**res, "objective": score}))
+        nan = bool(np.isnan(score))
+        key = (nan, sign * score if not nan else 0.0, res["container_id"])
+        entry = res if isinstance(res, dict) else dict(res)
+        entry["objective"] = None if nan else float(score)  # scored in place: no copies
+        scored.append((key, entry))
     if not keep_order:
         scored.sort(key=lambda item: item[0])
     ranked = [item[1] for item in scored]

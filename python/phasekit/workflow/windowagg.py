@@ -11,9 +11,12 @@ from phasekit.workflow.topology import Objective
 
 
 def public(summary: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
-    """A summary without its private (``_``-prefixed) fields, as written to files."""
+    """A summary without its private (``_``-prefixed) fields, as written to files (the
+    summary itself when it has none)."""
     if summary is None:
         return None
+    if isinstance(summary, dict) and not any(k.startswith("_") for k in summary):
+        return summary
     return {k: v for k, v in summary.items() if not k.startswith("_")}
 
 

@@ -65,13 +65,12 @@ def run(ctx: PhaseContext) -> None:
                 "simulation": sim,
                 "metrics": metrics,
             }
-            uris = ctx.out.put_container(window.window_id, cid, results, None)
+            ctx.out.put_container(window.window_id, cid, results, None)
             summaries.append(
                 {
                     "container_id": cid,
                     "parameters": dict(inputs.sets[0]),
                     "metrics": metrics,
-                    "uris": uris,
                 }
             )
             all_metrics.append(metrics)
