@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = "python/phasekit"
+SIM = f"{PKG}/_pure/sim.py"  # the numpy reference the backtest modules re-export
 
 BACKTEST_TESTS = (
     "tests/test_backtest.py",
@@ -41,7 +42,7 @@ TESTS: dict[str, tuple[str, ...]] = {
 FILES = {
     "metrics": f"{PKG}/backtest/metrics.py",
     "strategies": f"{PKG}/backtest/strategies.py",
-    "portfolio": f"{PKG}/backtest/portfolio.py",
+    "portfolio": SIM,
     "ring": f"{PKG}/_pure/ring.py",
     "cleanup": f"{PKG}/catalog/cleanup.py",
     "resume": f"{PKG}/workflow/phase.py",
@@ -50,16 +51,32 @@ FILES = {
 
 @dataclass(frozen=True)
 class Mutant:
-    module: str
+    module: str  # the group of tests (and, unless ``file`` is given, of FILES)
     name: str
     old: str
     new: str
+
+    @property
+    def path(self) -> str:
+        return SIM if self.name in IN_SIM else FILES[self.module]
 
     @property
     def id(self) -> str:
         return f"{self.module}:{self.name}"
 
 
+# the mutants of code that lives in the numpy reference (_pure/sim.py)
+IN_SIM = {
+    "summary_forgets_peak",
+    "summary_first_return_zero",
+    "cross_up_prev_le",
+    "cross_up_cur_ge",
+    "cross_down_prev_ge",
+    "cross_down_cur_le",
+    "short_means_long",
+    "sma_window_plus_one",
+    "hold_state_reset",
+}
 M = Mutant
 MUTANTS = [
     # metrics: the reference, the streaming fold and the trade metrics
@@ -175,8 +192,8 @@ MUTANTS = [
     M(
         "strategies",
         "short_means_long",
-        "decisions[below] = -1.0 if self.short else 0.0",
-        "decisions[below] = 1.0 if self.short else 0.0",
+        "decisions[below] = -1.0 if short else 0.0",
+        "decisions[below] = 1.0 if short else 0.0",
     ),
     M(
         "strategies",
@@ -323,7 +340,7 @@ def _pytest(module: str, timeout: float) -> tuple[int, str]:
 def run_mutant(mutant: Mutant, timeout: float) -> tuple[str, float]:
     """Apply the mutant, run its tests, restore the file; ('killed' | 'survived' |
     'error: ...', seconds)."""
-    path = ROOT / FILES[mutant.module]
+    path = ROOT / mutant.path
     original = path.read_text()
     count = original.count(mutant.old)
     if count != 1:
