@@ -7,6 +7,11 @@ and persists the stream as Arrow IPC part files every ``buffer_size`` items or
 ``flush_interval`` seconds, whichever comes first (see :mod:`streamparts`). A reader
 that comes late (even in another process) reads everything from the files.
 
+Acknowledged means stored: ``put`` returns only once the stream holds the disk space
+to write the item (a preallocated reserve file, see :class:`streamparts.Reserve`); on a
+full disk ``put`` raises instead, and a flush writes with the reserve's space, so every
+item ``put`` acknowledged reaches a part.
+
 Crash semantics: a part is durable (fsynced, renamed, listed by the fsynced manifest)
 before it counts; a crash loses at most the items not yet flushed: those received
 since the last flush (fewer than ``buffer_size``, at most ``flush_interval`` seconds'
