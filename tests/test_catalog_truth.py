@@ -68,6 +68,35 @@ def test_workflow_type_and_run_name(
     ]
 
 
+def test_container_items_carry_container_and_window_ids(
+    catalog_url: str, results_dir: Path
+) -> None:
+    # memory results (validation) and file results (the search) alike
+    res = small_run(catalog_url, results_dir)
+    try:
+        catalog = open_catalog(catalog_url, results_dir=str(results_dir))
+        try:
+            rows = [
+                i
+                for i in catalog.list_items(res.run_id)
+                if re.fullmatch(r"portfolio_\d{5}_(results|equity)", i.entity_name)
+            ]
+        finally:
+            catalog.close()
+        assert rows and {r.data_reference.split(":")[0] for r in rows} == {"file", "memory"}
+        for row in rows:
+            assert row.container_id == row.entity_name.rsplit("_", 1)[0], row.entity_name
+            assert row.window_id in ("train", "test"), row.entity_name
+        found = {(r.stage_name, r.window_id) for r in rows}
+        assert found == {
+            ("parameter_search", "train"),
+            ("parameter_search", "test"),
+            ("validation", "test"),
+        }
+    finally:
+        res.close()
+
+
 def _v1_ddl(ddl: tuple[str, ...]) -> list[str]:
     """The schema of version 1: no run_name, no 'released' state, no row_check, pid, host."""
     return [

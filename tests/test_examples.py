@@ -378,6 +378,9 @@ def stream_phase(runs: list[Run]) -> None:
     values = json.loads(row.path.read_text())["result"]
     assert len(values) == 10000
     assert np.allclose(values, np.sqrt(np.arange(10000)))
+    # the run's summary reports the sink's results
+    (report,) = run.summary["phases"]["numbers"]["rows"]
+    assert report["sample"] == "sink" and report["parameters"] == {"sink": "out", "items": 10000}
 
 
 SPACE_14 = (

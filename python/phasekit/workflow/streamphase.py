@@ -58,6 +58,11 @@ def run(
     outcome.windows, outcome.containers = ["full"], len(dag.nodes)
     sinks = {sink: store_sink(out, sink, value) for sink, value in result.results.items()}
     outcome.files.update({f"{SINK_PREFIX}{s}": info["uri"] for s, info in sinks.items()})
+    for sink, info in sinks.items():
+        size = {k: info[k] for k in ("rows", "items") if k in info}
+        outcome.report(
+            "sink", f"the results of sink {sink}", {"parameters": {"sink": sink, **size}}
+        )
     outcome.summary = {
         "phase": phase.name,
         "topology": "stream",
