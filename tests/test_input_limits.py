@@ -388,6 +388,18 @@ def test_malformed_configuration_in_a_subprocess(name: str, tmp_path: Path) -> N
         _one_clean_line(proc.stderr, case[2])
 
 
+@pytest.mark.parametrize("workers", ["0", "-1", "100000"])
+def test_workers_flag_out_of_range(
+    workers: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE)
+    argv = ["run", str(path), "--workers", workers, "--results-dir", str(tmp_path / "r")]
+    assert main(argv) == 1
+    _one_clean_line(capsys.readouterr().err, f"got {workers}")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_quoted_value_is_cut_to_200_characters() -> None:
     long = "z" * 100_000
     for data in (

@@ -183,6 +183,7 @@ def run(
 
     runtime = {key.replace("__", "."): value for key, value in overrides.items()}
     resolved = load_and_resolve(config, runtime, results_dir)
+    _check_workers(workers)
     if backend is not None:
         phasekit.set_backend(backend)
     executor = Executor(workers or resolved.workers, phasekit.get_backend())
@@ -255,6 +256,18 @@ def _cleanup(catalog: Any, resolved: Any, run_id: str) -> None:
             policy,
             len(removal.removed),
             removal.freed_bytes,
+        )
+
+
+def _check_workers(workers: Optional[int]) -> None:
+    """The ``workers`` argument (``--workers``) within the range the config allows."""
+    from phasekit.config.limits import MAX_WORKERS
+
+    if workers is None:
+        return
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(
+            f"workers: must be an integer >= 1 and <= {MAX_WORKERS:,}, got {str(workers)[:40]}"
         )
 
 
