@@ -305,3 +305,58 @@ def test_doctor_repairs_a_damaged_index(made: tuple[Path, bytes]) -> None:
     finally:
         _clear(results)
         db.write_bytes(pristine)
+
+
+def _damage_text(data: bytearray, rng: random.Random) -> str:
+    return rng.choice([_flip_bit, _flip_bit, _flip_bytes, _zero, _truncate])(data, rng)
+
+
+def test_doctor_flags_every_damaged_store_manifest(tmp_path: Path) -> None:
+    """Random flips, byte runs, zeroings and truncations of FileStore and stream manifests
+    under a run folder: doctor flags each (corrupt_manifest) and the store refuses it with
+    a phasekit error (never an AssertionError, a binascii.Error or a different value)."""
+    from phasekit.stores import FileStore, StreamStore
+
+    results = tmp_path / "results"
+    run = results / "r1" / "optimize" / "containers"
+    files = FileStore(run)
+    for i in range(3):
+        files.put(f"k{i}", {"i": i, "metrics": {"sharpe": 0.5 + i}})
+    streams = StreamStore(run / ".stream", buffer_size=2)
+    for i in range(5):
+        streams.put("s", {"i": i})
+    streams.finish("s")
+    with open_catalog(results) as cat:
+        cat.start_process("wf", process_id="r1")
+        cat.finish_process("r1")
+        assert cat.doctor().ok
+    manifests = [run / ".phasekit" / "k1.json", run / ".stream" / "s.stream" / "manifest.json"]
+    rng = random.Random(29)
+    flagged = refused = 0
+    trials = 60
+    for trial in range(trials):
+        target = manifests[trial % 2]
+        pristine = target.read_bytes()
+        data = bytearray(pristine)
+        what = _damage_text(data, rng)
+        if bytes(data) == pristine:
+            continue
+        target.write_bytes(bytes(data))
+        try:
+            with open_catalog(results, create=False) as cat:
+                report = cat.doctor()
+            kinds = {f.kind for f in report.findings}
+            assert "corrupt_manifest" in kinds, (trial, what, report.findings)
+            flagged += 1
+            try:
+                if target.name == "k1.json":
+                    got = FileStore(run).get("k1")
+                else:
+                    got = StreamStore(run / ".stream").get("s")
+                raise AssertionError(f"trial {trial} ({what}): read {got!r}")
+            except PhasekitError:
+                refused += 1
+        finally:
+            target.write_bytes(pristine)
+    print(f"store manifests: {trials} damages, {flagged} flagged by doctor, {refused} refused")
+    assert flagged == refused == trials

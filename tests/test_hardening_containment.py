@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from catalog_util import sample_table, store
 from phasekit.catalog import open_catalog
+from phasekit.checksum import seal
 from phasekit.errors import CatalogError, InvalidArgument, PhasekitError, UnsafePath
 from phasekit.names import MAX_NAME_BYTES, check_name
 from phasekit.stores import FileStore, HybridStore, MemoryStore, StreamStore
@@ -57,7 +58,7 @@ def _hostile_manifest(store_dir: Path, key: str, target: str) -> None:
     manifest_path = store_dir / ".phasekit" / f"{key}.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["ref"]["uri"] = target
-    manifest_path.write_text(json.dumps(manifest))
+    manifest_path.write_text(json.dumps(seal(manifest)))  # resealed: a consistent forgery
 
 
 @pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink_in_store"])
@@ -138,7 +139,7 @@ def _stream_manifest(folder: Path, edit: Any) -> None:
     path = folder / "manifest.json"
     manifest = json.loads(path.read_text())
     edit(manifest)
-    path.write_text(json.dumps(manifest))
+    path.write_text(json.dumps(seal(manifest)))  # resealed: a consistent forgery
 
 
 @pytest.mark.parametrize("part", ["../../outside/secret.arrow", "/etc/passwd", "part-1.arrow"])

@@ -10,6 +10,7 @@ module imports nothing of phasekit but ``errors``.
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from collections.abc import Iterator
@@ -80,13 +81,46 @@ def path_checksum(path: PathLike) -> str:
     return tree_checksum(path) if Path(path).is_dir() else file_checksum(path)
 
 
+SEAL_KEY = "check"
+"""The field of a sealed JSON object (a store manifest) that holds its checksum."""
+
+
+def _canonical(obj: dict[str, object]) -> bytes:
+    body = {k: v for k, v in obj.items() if k != SEAL_KEY}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def seal(obj: dict[str, object]) -> dict[str, object]:
+    """``obj`` with ``"check"``: the checksum of its other fields, canonically encoded."""
+    return {**obj, SEAL_KEY: bytes_checksum(_canonical(obj))}
+
+
+def seal_problem(obj: object) -> str | None:
+    """Why a parsed sealed object is not what was sealed (None when it is, or when it
+    carries no seal: written before seals existed)."""
+    if not isinstance(obj, dict):
+        return "it is not a JSON object"
+    if SEAL_KEY not in obj:
+        return None
+    try:
+        actual = bytes_checksum(_canonical(obj))
+    except (TypeError, ValueError) as exc:
+        return f"it cannot be checked ({exc})"
+    if obj[SEAL_KEY] != actual:
+        return f"its fields do not match its check ({obj[SEAL_KEY]!r} recorded, {actual} now)"
+    return None
+
+
 __all__ = [
     "PREFIX",
+    "SEAL_KEY",
     "bytes_checksum",
     "crc32",
     "file_checksum",
     "format_crc32",
     "path_checksum",
+    "seal",
+    "seal_problem",
     "tree_checksum",
     "tree_files",
 ]

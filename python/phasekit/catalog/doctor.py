@@ -55,6 +55,7 @@ from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ItemRow, ProcessRow
 from phasekit.catalog.schema import TABLES
 from phasekit.catalog.uris import CATALOG_FILENAME, uri_to_path
+from phasekit.checksum import seal_problem
 from phasekit.errors import CatalogError, UnsafePath
 from phasekit.paths import contained, read_bytes_nofollow
 
@@ -263,6 +264,9 @@ def _manifest_problem(path: Path, root: Path, verify: bool) -> str | None:
         raw = json.loads(read_bytes_nofollow(path))
     except (OSError, ValueError) as exc:
         return f"does not parse ({exc})"
+    problem = seal_problem(raw)
+    if problem is not None:
+        return problem
     try:
         if kind == "file":
             ref = raw["ref"]

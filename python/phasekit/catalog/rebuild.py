@@ -119,8 +119,10 @@ def rebuild_catalog(
             items = _items_of(run_dir, run, report)
             match = _RUN_NAME.match(run)
             workflow = match.group("workflow") if match else "recovered"
-            phases = {item.phase for item in items}
-            done = phases and all((run_dir / p / "phase_summary.json").exists() for p in phases)
+            phases = {item.stage_name for item in items}
+            done = bool(phases) and all(
+                (run_dir / p / "phase_summary.json").exists() for p in phases
+            )
             times = [i.created_at for i in items if i.created_at is not None]
             started = min(times) if times else datetime.now(UTC)
             catalog.start_process(

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
+from phasekit.checksum import seal_problem
 from phasekit.errors import (
     CorruptDataError,
     InvalidArgument,
@@ -54,7 +55,7 @@ from phasekit.stores.formats import (
     partitioned_formats,
 )
 from phasekit.stores.formats.pickle import refuse
-from phasekit.stores.groupcommit import commit_group
+from phasekit.stores.groupcommit import commit_group, manifest_body
 from phasekit.stores.names import check_name
 from phasekit.stores.recorder import ItemRecorder
 from phasekit.stores.ref import Ref, file_uri
@@ -74,9 +75,6 @@ class _Plan:
     options: WriteOptions
     path: Path
     what: str
-
-
-MANIFEST_VERSION = 1
 
 
 class FileStore(StoreBase):
@@ -238,7 +236,10 @@ class FileStore(StoreBase):
             raise StorageError(f"cannot read the manifest {path} of item {key!r}: {exc}") from exc
         try:
             manifest = json.loads(raw)
-            if not isinstance(manifest, dict) or not isinstance(manifest.get("ref"), dict):
+            problem = seal_problem(manifest)
+            if problem is not None:
+                raise ValueError(problem)
+            if not isinstance(manifest.get("ref"), dict):
                 raise ValueError("it is not an object with a 'ref' object")
             ref = Ref.from_dict(manifest["ref"])
             if ref.key != key:
@@ -384,7 +385,7 @@ class FileStore(StoreBase):
             checksum=written.checksum,
             metadata=meta,
         )
-        manifest = {"version": MANIFEST_VERSION, "ref": ref.to_dict(), "info": written.info}
+        manifest = manifest_body(ref, written.info)
         write_json(self._manifest_path(key), manifest, f"{what} (its manifest)")
         return ref
 

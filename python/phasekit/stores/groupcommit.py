@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from phasekit.checksum import seal
 from phasekit.errors import StorageError
 from phasekit.stores.durable import (
     OLD_SUFFIX,
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
     from phasekit.stores.file import FileStore, _Plan
 
 MANIFEST_VERSION = 1
+
+
+def manifest_body(ref: Ref, info: dict[str, Any]) -> dict[str, Any]:
+    """A FileStore manifest: the item's Ref and what restoring it needs, sealed (its
+    ``check`` is the checksum of the rest, see :func:`phasekit.checksum.seal`)."""
+    return seal({"version": MANIFEST_VERSION, "ref": ref.to_dict(), "info": info})
 
 
 def _stage(
@@ -51,10 +58,10 @@ def _stage(
             checksum=file_checksum(tmp),
             metadata=p.meta,
         )
-        manifest_path = store.manifest_dir / f"{p.key}.json"
+        manifest_path = store._manifest_path(p.key)
         manifest_tmp = tmp_name(manifest_path)
         tmps.append(manifest_tmp)
-        body = {"version": MANIFEST_VERSION, "ref": ref.to_dict(), "info": info}
+        body = manifest_body(ref, info)
         manifest_tmp.write_bytes(json.dumps(body, indent=1, sort_keys=True).encode())
         staged.append((tmp, p.path, manifest_tmp, ref))
     fsync_many(tmps)

@@ -23,6 +23,7 @@ from typing import Any, Optional
 import pyarrow as pa
 
 import phasekit
+from phasekit.checksum import seal, seal_problem
 from phasekit.errors import (
     CorruptDataError,
     InvalidArgument,
@@ -271,8 +272,9 @@ class StreamFolder:
 
     @classmethod
     def _from_manifest(cls, raw: Any, folder: Path, key: str) -> StreamFolder:
-        if not isinstance(raw, dict):
-            raise ValueError("it is not a JSON object")
+        problem = seal_problem(raw)
+        if problem is not None:
+            raise ValueError(problem)
         compression = raw.get("compression")
         if compression not in ArrowFormat.compressions:
             raise ValueError(f"compression {compression!r}")
@@ -304,6 +306,7 @@ class StreamFolder:
             "finished": self.finished,
             "parts": [asdict(p) for p in parts],
         }
+        manifest = seal(manifest)
         text = json.dumps(manifest, indent=1, sort_keys=True)
         self.manifest_bytes = len(text)
         write_json(self._path(MANIFEST), manifest, f"writing the manifest of stream {self.key!r}")
