@@ -385,6 +385,7 @@ def test_a_base_path_outside_the_results_folder_is_refused(tmp_path: Path) -> No
     cfg = config(tmp_path / "results", **{**FILE, "data_flow.file_settings.base_path": "/tmp"})
     with pytest.raises(ConfigError, match="base_path: '/tmp' is outside results_dir"):
         run(cfg, workers=1)
+    assert not (tmp_path / "results" / "catalog.sqlite").exists()  # nothing recorded
 
 
 # ---------------------------------------------------------------- tracing, run-wide and
@@ -544,5 +545,31 @@ def test_run_setting_takes_effect(case: str, tmp_path: Path, baseline: RunResult
     try:
         assert res.status == "completed"
         check(res, baseline)
+    finally:
+        res.close()
+
+
+def test_windows_share_the_phase_budget(tmp_path: Path, backend_name: str) -> None:
+    # a walk-forward phase of 3 windows under a 0.05 MB hybrid budget: the windows' stores
+    # are views of one store, so together they hold at most the budget (plus one item)
+    cfg = config(
+        tmp_path / "results",
+        **{"data_flow.mode": "hybrid", "data_flow.memory_limit_mb": 0.05},
+        workflow="walk_forward_optimization",
+        walk_forward={"train": 300, "test": 100, "step": 100},
+        event_tracing=["FILL", "PORTFOLIO_UPDATE"],
+    )
+    res = run(cfg, workers=1)
+    try:
+        stats = json.loads((res.run_dir / "walk_forward" / "phase_summary.json").read_text())[
+            "store_stats"
+        ]
+        root = stats["-/hybrid"]
+        windows = [k for k in stats if k != "-/hybrid" and k.endswith("/hybrid")]
+        assert len(windows) >= 3
+        assert root["items"] == sum(stats[w]["items"] for w in windows)
+        assert root["items_on_disk"] > 0  # one budget spilled across windows
+        largest = max(stats[w]["peak_bytes_in_memory"] for w in windows)
+        assert root["peak_bytes_in_memory"] <= 0.05 * 1024 * 1024 + largest
     finally:
         res.close()

@@ -19,9 +19,11 @@ import fnmatch
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from phasekit.config.provenance import Level
+from phasekit.errors import ConfigError
 from phasekit.workflow.results import ROLE_CONTAINERS, ContainerPlan
 
 if TYPE_CHECKING:
@@ -81,6 +83,19 @@ class Planner:
         if self.phase.container(role).pattern is None:
             return None
         return self.container(role)
+
+
+def check_base_path(phase: ResolvedPhase, results_dir: str) -> None:
+    """A phase's ``file_settings.base_path`` lies under ``results_dir``: the catalog reads
+    and deletes only under its results folder (ConfigError otherwise)."""
+    base = Path(phase.data_flow.file.base_path).resolve()
+    root = Path(results_dir).resolve()
+    if not base.is_relative_to(root):
+        raise ConfigError(
+            f"phases.{phase.name}.data_flow.file_settings.base_path: {str(base)[:200]!r} "
+            f"is outside results_dir {str(root)[:200]!r}; the catalog reads and deletes "
+            "only under its results folder, so give a folder inside it"
+        )
 
 
 def unmatched_patterns(phase: ResolvedPhase, container_ids: Iterable[str]) -> list[str]:

@@ -176,7 +176,12 @@ class PhaseResults:
         flow = flow or self.flow
         key = (window_id or "", flow.mode, _store_key(flow))
         store = self._stores.get(key)
-        if store is None:
+        if store is None and flow.mode == "hybrid" and window_id:
+            # one budget for the phase: a window's store is a view of the phase's
+            root = self.store(None, flow)
+            assert isinstance(root, HybridStore)
+            store = self._stores[key] = root.container(window_id, flow.memory_limit_bytes)
+        elif store is None:
             folder = self._store_dir(window_id) / "containers"
             store = self._stores[key] = open_store(flow, self._place(folder, window_id))
         return store
@@ -437,7 +442,7 @@ class PhaseResults:
             writer.abort()
         self._trade_writers.clear()
         self._trade_tables.clear()
-        for store in self._stores.values():
+        for store in reversed(list(self._stores.values())):  # hybrid views before their root
             store.close()
 
 

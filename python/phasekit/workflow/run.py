@@ -143,12 +143,15 @@ def load_and_resolve(
 
 def check_resolved(resolved: Any) -> None:
     """What only the merged settings of a phase show: its data (a bar count the run can
-    hold, one regular data file) and the size of its parameter grid."""
+    hold, one regular data file), the size of its parameter grid and where its files go
+    (``file_settings.base_path`` under ``results_dir``)."""
     from phasekit.config.limits import MAX_GRID
     from phasekit.config.params import grid_size
+    from phasekit.workflow.plans import check_base_path
 
     for name in resolved.phase_names:
         phase = resolved.phase(name)
+        check_base_path(phase, resolved.results_dir)
         params = phase.params
         data = params.data.model_dump(exclude_none=True) if params.data else {}
         if phase.topology not in ("stream", "analysis"):

@@ -168,14 +168,6 @@ class Sequencer:
 
     def _results(self, phase: ResolvedPhase, planner: Optional[Planner] = None) -> PhaseResults:
         flow = planner.flow if planner else replace(phase.data_flow, mode="memory")
-        base = Path(phase.data_flow.file.base_path).resolve()
-        root = Path(self.resolved.results_dir).resolve()
-        if not base.is_relative_to(root):
-            raise ConfigError(
-                f"phases.{phase.name}.data_flow.file_settings.base_path: {str(base)[:200]!r} "
-                f"is outside results_dir {str(root)[:200]!r}; the catalog reads and deletes "
-                "only under its results folder, so give a folder inside it"
-            )
         return PhaseResults(
             self.run_dir,
             self.run_id,
