@@ -360,3 +360,30 @@ def test_doctor_flags_every_damaged_store_manifest(tmp_path: Path) -> None:
             target.write_bytes(pristine)
     print(f"store manifests: {trials} damages, {flagged} flagged by doctor, {refused} refused")
     assert flagged == refused == trials
+
+
+def test_a_rebuild_takes_keys_and_metadata_from_store_manifests(tmp_path: Path) -> None:
+    from phasekit.catalog import CatalogRecorder
+    from phasekit.catalog.doctor import doctor_location
+    from phasekit.stores import FileStore
+
+    results = tmp_path / "results"
+    with open_catalog(results) as cat:
+        cat.start_process("wf", process_id="r1")
+        recorder = CatalogRecorder(cat, "r1", "optimize")
+        store = FileStore(results / "r1" / "optimize" / "containers", recorder=recorder)
+        for i in range(3):
+            store.put(f"portfolio_{i}", {"i": i}, {"metrics": {"sharpe": 0.25 * i}})
+        cat.finish_process("r1")
+        before = {
+            (i.entity_name, i.checksum, i.metadata["metrics"]["sharpe"]) for i in cat.list_items()
+        }
+    (results / "catalog.sqlite").unlink()
+    report = doctor_location(str(results), results_dir=results, repair=True)
+    assert [f.kind for f in report.findings] == ["catalog_unreadable"]
+    assert report.findings[0].repaired
+    with open_catalog(results, create=False) as cat:
+        rows = cat.list_items()
+        after = {(i.entity_name, i.checksum, i.metadata["metrics"]["sharpe"]) for i in rows}
+        assert all(i.metadata["rebuilt"] for i in rows)
+    assert after == before

@@ -8,7 +8,8 @@ records, for every run folder, a run (workflow from the folder name
 phase folder holds its ``phase_summary.json``, else ``interrupted``; started at its
 oldest file) and one item per file (stage and phase: the phase folder; window: the
 folder below it, ``containers`` excepted; entity: the file name without its suffix;
-size and checksum computed now; metadata ``{"rebuilt": true}``). Items held only in
+size and checksum computed now; metadata ``{"rebuilt": true}``, plus, for a file of a
+FileStore, the key, kind, format and metadata its sealed manifest records). Items held only in
 memory or streams are not on disk and cannot come back; nor can metadata (metrics)
 that lived only in the lost rows. Hidden files (store manifests) and temporary files
 are not items.
@@ -16,19 +17,24 @@ are not items.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from phasekit.catalog.integrity import reference_checksum
 from phasekit.catalog.names import TMP_SUFFIX
+from phasekit.catalog.recorder import KIND_KEY
 from phasekit.catalog.rows import NewItem
 from phasekit.catalog.uris import parse_location, path_to_uri
+from phasekit.checksum import seal_problem
 from phasekit.errors import CatalogError
 from phasekit.names import is_valid_name
+from phasekit.paths import read_bytes_nofollow
 
 log = logging.getLogger("phasekit.catalog.rebuild")
 
@@ -62,6 +68,22 @@ def _set_aside(path: Path) -> str | None:
     return kept
 
 
+def _manifest_ref(path: Path) -> dict[str, Any] | None:
+    """The ref a FileStore manifest ``.phasekit/<stem>.json`` next to ``path`` records for
+    it (metadata, key, kind, format), when the manifest is sound and names this file."""
+    manifest = path.parent / ".phasekit" / f"{path.name.split('.', 1)[0]}.json"
+    try:
+        raw = json.loads(read_bytes_nofollow(manifest))
+    except (OSError, ValueError):
+        return None
+    if seal_problem(raw) is not None or not isinstance(raw.get("ref"), dict):
+        return None
+    ref: dict[str, Any] = raw["ref"]
+    if ref.get("uri") != path.as_uri() or not isinstance(ref.get("metadata") or {}, dict):
+        return None
+    return ref
+
+
 def _items_of(run_dir: Path, run: str, report: RebuildReport) -> list[NewItem]:
     items = []
     for folder, dirs, files in os.walk(run_dir):
@@ -79,16 +101,22 @@ def _items_of(run_dir: Path, run: str, report: RebuildReport) -> list[NewItem]:
             if not names_ok:
                 report.skipped.append(str(path))
                 continue
+            ref = _manifest_ref(path)
+            metadata = dict(ref.get("metadata") or {}) if ref else {}
+            if ref and ref.get("kind"):
+                metadata[KIND_KEY] = ref["kind"]
+            metadata["rebuilt"] = True
+            entity = str(ref["key"]) if ref and is_valid_name(ref.get("key")) else stem
             items.append(
                 NewItem(
                     process_id=run,
                     stage_name=rel[0],
-                    entity_name=stem,
+                    entity_name=entity,
                     data_reference=path_to_uri(path),
-                    metadata={"rebuilt": True},
+                    metadata=metadata,
                     size_bytes=path.stat().st_size,
                     checksum=reference_checksum(path),
-                    format=_FORMATS.get(path.suffix.lower()),
+                    format=(ref or {}).get("format") or _FORMATS.get(path.suffix.lower()),
                     phase=rel[0],
                     window_id=window,
                     created_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
