@@ -300,6 +300,33 @@ def _ready() -> bool:
     return True
 
 
+MAX_BATCH = 64
+"""The most containers a worker runs in one batch."""
+BATCH_BYTES = 1 << 20
+"""About how many bytes of results one batch hands back (see :func:`batch_size`)."""
+
+
+def outcome_bytes(outcome: Outcome) -> int:
+    """The bytes a destroyed container hands back (its tables and results)."""
+    from phasekit.backend import primitive
+
+    size_of = primitive("size_of")
+    total = int(size_of(outcome.trades)) + int(size_of(outcome.results))
+    if outcome.equity is not None:
+        total += int(size_of(outcome.equity))
+    return total
+
+
+def batch_size(done: Sequence[Outcome], current: int) -> int:
+    """The size of the next batches: as many containers as hand back about
+    :data:`BATCH_BYTES` (measured on the batch ``done``), between 1 and
+    :data:`MAX_BATCH`; ``current`` when nothing was measured."""
+    if not done:
+        return current
+    per_job = max(1, sum(outcome_bytes(o) for o in done) // len(done))
+    return max(1, min(MAX_BATCH, BATCH_BYTES // per_job))
+
+
 class Executor:
     """Local execution with ``workers`` processes (1: in this process)."""
 
@@ -341,20 +368,28 @@ class Executor:
                     on_batch(len(batch))
                 yield from batch
             return
-        size = max(1, min(64, -(-len(jobs) // (self.workers * 4))))
-        batches = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        size = max(1, min(MAX_BATCH, -(-len(jobs) // (self.workers * 4))))
         pool = self._get_pool()
         pending: deque[Future[list[Outcome]]] = deque()
-        it = iter(batches)
-        for chunk in it:
+        start = 0
+
+        def submit() -> bool:
+            nonlocal start
+            if start >= len(jobs):
+                return False
+            chunk = jobs[start : start + size]
+            start += len(chunk)
             pending.append(pool.submit(run_batch, spec, chunk, self.backend))
-            if len(pending) >= 2 * self.workers:
-                break
+            return True
+
+        while len(pending) < 2 * self.workers and submit():
+            pass
         while pending:
             done = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(run_batch, spec, nxt, self.backend))
+            # the next batches hold about BATCH_BYTES of results: results in flight stay
+            # bounded whatever a container returns (equity curves make them large)
+            size = batch_size(done, size)
+            submit()
             if on_batch:
                 on_batch(len(done))
             yield from done
