@@ -23,7 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = (80, 200)
 
 
-def config(tmp_path: Path, n_bars: int = 1500, **data: Any) -> Path:
+SMALL_SPACE = {"strategy.fast": [3, 5, 8], "strategy.slow": [20, 40]}
+
+
+def config(
+    tmp_path: Path, n_bars: int = 1500, space: dict[str, Any] | None = None, **data: Any
+) -> Path:
     path = tmp_path / "run.yaml"
     path.write_text(
         json.dumps(
@@ -32,7 +37,7 @@ def config(tmp_path: Path, n_bars: int = 1500, **data: Any) -> Path:
                 "run_name": "terminal_width_check",
                 "results_dir": str(tmp_path / "results"),
                 "data": {"n_bars": n_bars, "frequency": "1h", "seed": 3, **data},
-                "parameter_space": {"strategy.fast": [3, 5, 8], "strategy.slow": [20, 40]},
+                "parameter_space": space or SMALL_SPACE,
                 "top_k": 2,
             }
         )
@@ -151,7 +156,9 @@ def test_no_progress_before_a_config_error(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_in_one_line_and_the_run_resumes(tmp_path: Path) -> None:
-    cfg = config(tmp_path, n_bars=60_000)
+    # 200 sets over 60,000 bars: a run of many seconds, so the interrupt lands mid-run
+    space = {"strategy.fast": {"range": [2, 42, 2]}, "strategy.slow": {"range": [50, 150, 10]}}
+    cfg = config(tmp_path, n_bars=60_000, space=space)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "COLUMNS": "80"}
     cmd = [sys.executable, "-m", "phasekit.cli", "run", str(cfg), "--workers", "2"]
     proc = subprocess.Popen(

@@ -118,6 +118,9 @@ class SqliteCatalog(Catalog):
     def _transaction(self, write: bool = True) -> Iterator[Exec]:
         conn = self._conn
         with self._lock:
+            # a transaction an interrupt (Ctrl-C between BEGIN and COMMIT) left open is
+            # rolled back: none of it was acknowledged
+            self._rollback()
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
@@ -148,6 +151,9 @@ class SqliteCatalog(Catalog):
             except sqlite3.Error as exc:
                 self._rollback()
                 raise CatalogError(f"catalog {self.path}: commit failed: {exc}") from None
+            except BaseException:
+                self._rollback()
+                raise
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:
