@@ -44,7 +44,14 @@ import pyarrow as pa
 import phasekit
 from phasekit.stores import FileStore, HybridStore, StreamStore
 from phasekit.stores.durable import write_json
-from phasekit.stores.factory import AnyStore, DataFlow, StorePlace, open_file_store, open_store
+from phasekit.stores.factory import (
+    AnyStore,
+    DataFlow,
+    StorePlace,
+    open_file_store,
+    open_persist_store,
+    open_store,
+)
 from phasekit.workflow.topology import TRADES_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -191,14 +198,7 @@ class PhaseResults:
         store = self._stores.get(key)
         if store is None:
             folder = self._store_dir(window_id) / "containers"
-            place = self._place(folder, window_id)
-            store = open_file_store(
-                flow.file,
-                place,
-                format=flow.persistence.format,
-                formats=flow.persistence.formats,
-            )
-            self._stores[key] = store
+            store = self._stores[key] = open_persist_store(flow, self._place(folder, window_id))
         assert isinstance(store, FileStore)
         return store
 
