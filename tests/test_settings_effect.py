@@ -509,6 +509,82 @@ RUN_CASES: dict[str, tuple[dict[str, Any], Callable[[RunResult, RunResult], None
         {"portfolio.commission_bps": 50},
         lambda res, base: _assert(sum(_returns(res)) < sum(_returns(base))),
     ),
+    "data.start": (
+        {"data.start": "2021-03-01", "containers": {"data": {"data_flow": {"mode": "file"}}}},
+        lambda res, base: _assert(str(_bars(res).column("ts")[0].as_py().date()) == "2021-03-01"),
+    ),
+    "data.initial_price": (
+        {"data.initial_price": 5.0, "containers": {"data": {"data_flow": {"mode": "file"}}}},
+        lambda res, base: _assert(_bars(res).column("open")[0].as_py() < 6.0),
+    ),
+    "data.drift": (
+        {"data.drift": 0.01},
+        lambda res, base: _assert(_returns(res) != _returns(base)),
+    ),
+    "data.calendar": (
+        {"data.calendar": "24/7"},
+        lambda res, base: _assert(_sharpes(res) != _sharpes(base)),
+    ),
+    "data.periods_per_year": (
+        {"data.periods_per_year": 10.0},
+        lambda res, base: _assert(
+            max(abs(x) for x in _sharpes(res)) < max(abs(x) for x in _sharpes(base))
+        ),
+    ),
+    "portfolio.fraction": (
+        {"portfolio.fraction": 0.1},
+        lambda res, base: _assert(
+            max(abs(r) for r in _returns(res)) < max(abs(r) for r in _returns(base))
+        ),
+    ),
+    "portfolio.slippage_bps": (
+        {"portfolio.slippage_bps": 50},
+        lambda res, base: _assert(sum(_returns(res)) < sum(_returns(base))),
+    ),
+    "portfolio.whole_units": (
+        {"portfolio.whole_units": True, "portfolio.initial_capital": 150.0},
+        lambda res, base: _assert(
+            all(q == int(q) for q in trades_of(res).column("quantity").to_pylist())
+        ),
+    ),
+    "data_split": (
+        {**JSON_FILES, "workflow": "train_test_optimization", "data_split": 0.5},
+        lambda res, base: _assert(_window_bars(res, "train") == _window_bars(res, "test") == 400),
+    ),
+    "walk_forward": (
+        {"workflow": "walk_forward_optimization", "walk_forward": {"train": 300, "test": 100}},
+        lambda res, base: _assert(
+            res.phases["walk_forward"].windows == ["w0000", "w0001", "w0002", "w0003", "w0004"]
+        ),
+    ),
+    "monte_carlo": (
+        {
+            "workflow": None,
+            "phases": [
+                {
+                    "name": "mc",
+                    "sequence": "monte_carlo",
+                    "monte_carlo": {"n": 7, "batch": 3, "method": "trades"},
+                }
+            ],
+        },
+        lambda res, base: _assert(
+            res.phases["mc"].containers == 7 and len(res.phases["mc"].windows) == 3
+        ),
+    ),
+    "workflow": (
+        {"workflow": "walk_forward_optimization"},
+        lambda res, base: _assert(list(res.phases) == ["walk_forward"]),
+    ),
+    "results_dir": (
+        {"results_dir": "{tmp}/other_results"},
+        lambda res, base: _assert(res.run_dir.parent.name == "other_results"),
+    ),
+    "cleanup_policy-keep_none": (
+        {"storage_strategy.cleanup_policy": "keep_none", **FILE},
+        lambda res, base: _assert(not items(res)),
+    ),
+    "workers": ({"workers": 2}, lambda res, base: _assert(_returns(res) == _returns(base))),
 }
 
 
@@ -518,6 +594,12 @@ def _assert(ok: bool) -> None:
 
 def _returns(res: RunResult) -> list[float]:
     return sorted(r["metrics"]["total_return"] for r in aggregate(res)["ranking"])
+
+
+def _window_bars(res: RunResult, window: str) -> int:
+    """The bars a container of ``window`` ran on (from its JSON results)."""
+    (first, *_) = results_files(phase_dir(res) / window, "json")
+    return int(json.loads(first.read_text())["window"]["bars"])
 
 
 def _sharpes(res: RunResult) -> list[float]:
@@ -537,11 +619,19 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.mark.parametrize("case", list(RUN_CASES))
-def test_run_setting_takes_effect(case: str, tmp_path: Path, baseline: RunResult) -> None:
+def test_run_setting_takes_effect(
+    case: str, tmp_path: Path, baseline: RunResult, backend_name: str
+) -> None:
     settings, check = RUN_CASES[case]
     extra = {k: _fill(v, tmp_path) for k, v in settings.items()}
+    phases = extra.pop("phases", None)
+    workers = extra.pop("workers", 1)
     cfg = config(tmp_path / "results", **extra)
-    res = run(cfg, workers=1)
+    if cfg.get("workflow") is None:
+        cfg.pop("workflow")
+        cfg.pop("parameter_space")
+        cfg["phases"] = phases
+    res = run(cfg, workers=workers)
     try:
         assert res.status == "completed"
         check(res, baseline)
