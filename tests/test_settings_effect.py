@@ -663,3 +663,23 @@ def test_windows_share_the_phase_budget(tmp_path: Path, backend_name: str) -> No
         assert root["peak_bytes_in_memory"] <= 0.05 * 1024 * 1024 + largest
     finally:
         res.close()
+
+
+def test_a_data_flow_for_an_analysis_phase_alone_is_refused(tmp_path: Path) -> None:
+    cfg = config(tmp_path / "results", **MEM)
+    cfg.pop("workflow")
+    cfg["phases"] = [
+        {"name": PHASE, "sequence": "single_pass"},
+        {
+            "name": "rank",
+            "topology": "analysis",
+            "depends_on": [PHASE],
+            "data_flow": {"mode": "file"},
+        },
+    ]
+    with pytest.raises(ConfigError, match="topology 'analysis', which stores no container"):
+        run(cfg, workers=1)
+    # a run-wide data flow applies to the phases that store results; the analysis is fine
+    del cfg["phases"][1]["data_flow"]
+    res = run(cfg, workers=1)
+    res.close()

@@ -98,6 +98,29 @@ def check_base_path(phase: ResolvedPhase, results_dir: str) -> None:
         )
 
 
+PHASE_LEVELS = (Level.PHASE, Level.PHASE_OVERRIDE)
+DATA_FLOW_KEYS = ("data_flow.mode", "data_flow.memory_limit_mb", "data_flow.file.format")
+
+
+def check_analysis_flow(phase: ResolvedPhase) -> None:
+    """An ``analysis`` phase keeps its inputs in memory and stores no container results
+    (it writes its ranking files): ``mode: memory`` (design note 000 writes it) says
+    what happens; another mode, budget or file format set for it alone would be
+    ignored, so it is a ConfigError."""
+    if phase.topology != "analysis":
+        return
+    for key in DATA_FLOW_KEYS:
+        if key == "data_flow.mode" and phase.data_flow.mode == "memory":
+            continue
+        if phase.settings.level_of(key) in PHASE_LEVELS:
+            where = phase.settings.provenance(key).path
+            raise ConfigError(
+                f"{where}: phase {phase.name!r} has topology 'analysis', which stores no "
+                "container results (only its ranking files), so a data flow set for it "
+                "has no effect; remove it"
+            )
+
+
 def unmatched_patterns(phase: ResolvedPhase, container_ids: Iterable[str]) -> list[str]:
     """The phase's ``containers:`` patterns that selected no container (role containers
     count as selected)."""
