@@ -683,3 +683,11 @@ def test_a_data_flow_for_an_analysis_phase_alone_is_refused(tmp_path: Path) -> N
     del cfg["phases"][1]["data_flow"]
     res = run(cfg, workers=1)
     res.close()
+
+
+def test_a_user_topology_is_refused_not_run_as_a_backtest(tmp_path: Path) -> None:
+    cfg = config(tmp_path / "results")
+    cfg.pop("workflow")
+    cfg["phases"] = [{"name": PHASE, "topology": "my_module:build"}]
+    with pytest.raises(ConfigError, match="does not run user topologies yet"):
+        run(cfg, workers=1)

@@ -98,6 +98,18 @@ def check_base_path(phase: ResolvedPhase, results_dir: str) -> None:
         )
 
 
+def check_topology(phase: ResolvedPhase) -> None:
+    """``phasekit run`` runs the ``backtest``, ``analysis`` and ``stream`` topologies; a
+    ``module:function`` topology is accepted by the configuration (for the design notes'
+    own sequencer, see phasekit.compat) but not run: ConfigError rather than a backtest."""
+    if ":" in phase.topology:
+        raise ConfigError(
+            f"phases.{phase.name}.topology: {phase.topology[:200]!r}: phasekit run does not "
+            "run user topologies yet; use backtest, analysis or stream (a user strategy "
+            "goes in strategy.type as module:Class)"
+        )
+
+
 PHASE_LEVELS = (Level.PHASE, Level.PHASE_OVERRIDE)
 DATA_FLOW_KEYS = ("data_flow.mode", "data_flow.memory_limit_mb", "data_flow.file.format")
 

@@ -147,12 +147,13 @@ def check_resolved(resolved: Any) -> None:
     (``file_settings.base_path`` under ``results_dir``)."""
     from phasekit.config.limits import MAX_GRID
     from phasekit.config.params import grid_size
-    from phasekit.workflow.plans import check_analysis_flow, check_base_path
+    from phasekit.workflow.plans import check_analysis_flow, check_base_path, check_topology
 
     for name in resolved.phase_names:
         phase = resolved.phase(name)
         check_base_path(phase, resolved.results_dir)
         check_analysis_flow(phase)
+        check_topology(phase)
         params = phase.params
         data = params.data.model_dump(exclude_none=True) if params.data else {}
         if phase.topology not in ("stream", "analysis"):
