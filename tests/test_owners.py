@@ -171,7 +171,8 @@ def test_config_and_workflow_refuse_the_same_constraints(text: str) -> None:
 
 # --- _pure is self-contained; one checksum module, one fsync helper ---------------------------
 
-PACKAGE = Path(__file__).resolve().parents[1] / "python" / "phasekit"
+# the sources of the package under test: the checkout's, or the installed wheel's
+PACKAGE = Path(registry.__file__).resolve().parent
 PURE_MAY_IMPORT = ("phasekit._pure", "phasekit.errors", "phasekit.events", "phasekit.checksum",
                    "phasekit.fsync")  # fmt: skip
 
