@@ -114,7 +114,7 @@ def test_handoff_large(
     benchmark: Any, kind: str, impl: str, large_table: pa.Table, folder: Path, backend_of: Any
 ) -> None:
     benchmark.group = f"stores:handoff_large_{kind}"
-    benchmark.extra_info.update(items=1, unit="tables", bytes=large_table.nbytes)
+    benchmark.extra_info.update(items=1, unit="tables", bytes=large_table.nbytes, impl=impl)
     rounds = ROUNDS if kind == "memory" else 1
     expected: Any = large_table
     if impl.startswith("kedro"):
@@ -164,7 +164,7 @@ def test_handoff_small(
 ) -> None:
     benchmark.group = f"stores:handoff_small_{kind}"
     frames = small_frames if kind == "memory" else small_frames[:SMALL_FILES]
-    benchmark.extra_info.update(items=len(frames), unit="frames")
+    benchmark.extra_info.update(items=len(frames), unit="frames", impl=impl)
     keys = [f"f{i}" for i in range(len(frames))]
     if impl.startswith("kedro"):
         _kedro()

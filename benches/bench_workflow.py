@@ -223,6 +223,7 @@ def test_memory_10k_containers(benchmark: Any, tmp_path: Path) -> None:
     benchmark.extra_info.update(
         items=10_000,
         unit="containers",
+        impl="rust",  # phasekit run's default backend
         bars=5000,
         budget_mb=BUDGET_MB,
         baseline_rss_mb=round(baseline, 1),
