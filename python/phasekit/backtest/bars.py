@@ -63,20 +63,6 @@ class Bars:
     def __len__(self) -> int:
         return int(self.ts.shape[0])
 
-    def to_table(self) -> pa.Table:
-        """The bars as an Arrow table (``ts`` as UTC nanosecond timestamps); the price
-        columns share the arrays' memory."""
-        return pa.table(
-            {
-                "ts": pa.array(self.ts, pa.timestamp("ns", tz="UTC")),
-                "open": self.open,
-                "high": self.high,
-                "low": self.low,
-                "close": self.close,
-                "volume": self.volume,
-            }
-        )
-
     def slice(self, start: int, stop: int) -> Bars:
         """Bars ``[start, stop)`` by position (views, no copy)."""
         s = slice(start, stop)
@@ -112,6 +98,8 @@ class Bars:
         return replace(self, ppy=ppy)
 
     def to_arrow(self) -> pa.Table:
+        """The bars as an Arrow table (``ts`` as UTC nanosecond timestamps); the price
+        columns share the arrays' memory."""
         return pa.table(
             {
                 "ts": pa.array(self.ts, pa.timestamp("ns", tz="UTC")),

@@ -245,7 +245,7 @@ class Sequencer:
         """The data container's bars and the features container's indicators, stored
         when a pattern selects them."""
         bars = inputs.bars
-        out.put_role("data", "bars", bars.to_table())
+        out.put_role("data", "bars", bars.to_arrow())
         if out.has_role("features"):
             sets = [strategy_params(inputs.strategy_base, p) for p in inputs.sets]
             columns = indicator_columns(inputs.strategy_type, sets, bars.close)
