@@ -254,6 +254,7 @@ class Dag:
         capacity: Optional[int] = None,
         outputs: Any = None,
         timestamp: Any = None,
+        feedback: Any = None,
     ) -> str:
         """Add a transform: a callable (None means no output), a generator function, an
         object or class with ``open/process/close`` (or ``process_batch``), or an operator
@@ -266,10 +267,12 @@ class Dag:
         and go on) or ``dead_letter`` (send a DeadLetter to the node's ``errors`` port).
         ``capacity``: this node's input channel capacity (default: the sum of its
         incoming edges' capacities). ``outputs``: extra named ports for ``Out(port, x)``.
+        ``feedback``: the Feedback this node reports to (``ctx.report_pressure(value)``,
+        and its ``pressure()`` method, if any, is polled; see ``phasekit.stream.feedback``).
         """
         spec = self._spec(
             id, "transform", fn, parallelism=parallelism, key=key, seed=seed,
-            on_error=on_error, capacity=capacity, outputs=outputs, feedback=None,
+            on_error=on_error, capacity=capacity, outputs=outputs, feedback=feedback,
             timestamp=timestamp,
         )  # fmt: skip
         return self._add(spec)
@@ -290,7 +293,8 @@ class Dag:
         """Add a sink: a callable or an object with ``open/process/close`` (or
         ``process_batch``). The return value of its ``close()`` is kept in
         ``RunResult.results[id]``. ``feedback``: the Feedback this sink reports to
-        (``ctx.report_pressure(value)``). Other arguments as in ``add_node``."""
+        (``ctx.report_pressure(value)``; its ``pressure()`` method, if any, is polled).
+        Other arguments as in ``add_node``."""
         spec = self._spec(
             id, "sink", fn, parallelism=parallelism, key=key, seed=seed, on_error=on_error,
             capacity=capacity, outputs=None, feedback=feedback, timestamp=timestamp,

@@ -2,10 +2,17 @@
 
 Channels already push back on a source whose consumers are slower than it. Feedback
 covers pressure the runtime cannot see, such as the write queue of a database or a
-remote service behind a sink: the sink (or a ``probe`` polled by the runtime) reports
-a number, and every source given the same ``Feedback`` object slows down while it is at
-or above ``high`` and resumes full speed once it falls to ``low`` or below
-(hysteresis, so sources do not flap around one threshold).
+remote service behind a sink: any node given the ``Feedback`` (a sink or a transform)
+reports a number with ``ctx.report_pressure(value)``, and every source given the same
+``Feedback`` object slows down while it is at or above ``high`` and resumes full speed
+once it falls to ``low`` or below (hysteresis, so sources do not flap around one
+threshold).
+
+A node reports while it processes items, and a paused source sends it none: so that a
+pause can end, the pressure is also polled, every ``interval`` seconds while a source
+waits and every ``latency_interval`` during a run, from the ``probe`` callable and from
+the ``pressure()`` method of every node object given the Feedback that has one (called
+from the runtime's threads, not the node's). The polled value is the largest of them.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ class Feedback:
     ``mode="pause"``: sources stop emitting above ``high`` until the value is ``<= low``.
     ``mode="slow"``: sources sleep ``slow_delay`` seconds per item while above ``high``.
     ``probe``: an optional callable returning the current pressure, polled by the runtime
-    every ``interval`` seconds while a run is active (and while a source waits).
+    during a run and every ``interval`` seconds while a source waits (as are the
+    ``pressure()`` methods of the nodes given this Feedback; see the module doc).
     """
 
     def __init__(
@@ -67,6 +75,22 @@ class Feedback:
         self._since = 0.0
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
+        self._reporters: list[Callable[[], float]] = []
+
+    @property
+    def polled(self) -> bool:
+        """True when there is something to poll: a probe or a node's ``pressure()``."""
+        return self.probe is not None or bool(self._reporters)
+
+    def attach(self, pressure: Callable[[], float]) -> None:
+        """Poll ``pressure()`` of a node during a run (the runtime attaches and detaches)."""
+        with self._lock:
+            self._reporters.append(pressure)
+
+    def detach(self, pressure: Callable[[], float]) -> None:
+        with self._lock:
+            if pressure in self._reporters:
+                self._reporters.remove(pressure)
 
     def report(self, value: float) -> None:
         """Report the current pressure; crossing ``high`` throttles, falling to ``low`` releases."""
@@ -84,14 +108,22 @@ class Feedback:
                 log.debug("feedback %r: pressure %s <= low %s", self.name, value, self.low)
 
     def poll(self) -> None:
-        """Read the probe, if any, and report its value."""
+        """Read the probe and the nodes' ``pressure()``, if any, and report the largest."""
+        with self._lock:
+            sources = list(self._reporters)
         if self.probe is not None:
+            sources.append(self.probe)
+        if not sources:
+            return
+        values = []
+        for source in sources:
             try:
-                value = self.probe()
+                values.append(float(source()))
             except Exception as exc:  # a failing probe must not stop the stream
-                log.warning("feedback %r: probe raised %r; pressure unchanged", self.name, exc)
+                log.warning("feedback %r: %r raised %r; pressure unchanged", self.name, source,
+                            exc)  # fmt: skip
                 return
-            self.report(value)
+        self.report(max(values))
 
     def throttle(self, stop: threading.Event) -> None:
         """Called by a source before an item while ``throttled``: pause or slow down."""
@@ -101,7 +133,7 @@ class Feedback:
         with self._lock:
             while self.throttled and not stop.is_set():
                 self._released.wait(self.interval)
-                if self.probe is not None:
+                if self.probe is not None or self._reporters:
                     self._lock.release()
                     try:
                         self.poll()

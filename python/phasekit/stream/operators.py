@@ -194,7 +194,14 @@ class Throttle:
     ``mode="delay"`` waits for the tokens (upstream feels backpressure); ``mode="drop"``
     drops an item when the bucket lacks its tokens (``counters["dropped"]``). With ``key``
     every key has its own bucket.
+
+    A bucket starts with ``initial`` tokens (default ``burst``: the first ``burst`` items
+    pass at once); ``initial=0`` makes the first item wait ``cost/rate`` too, so n items
+    take n/rate seconds. Each item that passes is sent downstream when it is due, not
+    with the rest of its input batch (``emits_when_due``).
     """
+
+    emits_when_due = True
 
     def __init__(
         self,
@@ -204,6 +211,7 @@ class Throttle:
         mode: str = "delay",
         key: Any = None,
         cost: Optional[Callable[[Any], float]] = None,
+        initial: Optional[float] = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Optional[Callable[[float], Any]] = None,
     ) -> None:
@@ -214,6 +222,17 @@ class Throttle:
         burst = 1.0 if burst is None else burst
         if not isinstance(burst, (int, float)) or burst <= 0:
             raise InvalidArgument(f"throttle: burst must be a number > 0, got {burst!r}")
+        initial = burst if initial is None else initial
+        if (
+            not isinstance(initial, (int, float))
+            or isinstance(initial, bool)
+            or not 0 <= initial <= burst
+        ):
+            raise InvalidArgument(
+                f"throttle: initial must be a number of tokens from 0 to burst ({burst}), "
+                f"got {initial!r}"
+            )
+        self.initial = float(initial)
         self.rate = float(rate)
         self.burst = float(burst)
         self.mode = mode
@@ -241,7 +260,7 @@ class Throttle:
         now = self.clock()
         bucket = self._buckets.get(k)
         if bucket is None:
-            bucket = self._buckets[k] = [self.burst, now]
+            bucket = self._buckets[k] = [self.initial, now]
         tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
         bucket[1] = now
         if tokens >= need:

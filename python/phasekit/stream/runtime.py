@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import phasekit
 from phasekit.errors import ChannelClosed, ChannelFull, StreamError, Timeout
@@ -401,6 +401,13 @@ class _WorkerInstance(_Instance):
         self.proc: Processor = make_processor(self.impl, spec.kind, self.policy)
         self.result: Any = None
 
+    def pressure_reporters(self) -> list[tuple[Feedback, Callable[[], float]]]:
+        """(feedback, the node object's ``pressure`` method) for each Feedback of the node."""
+        pressure = getattr(self.impl, "pressure", None)
+        if not callable(pressure):
+            return []
+        return [(fb, pressure) for fb in self.spec.feedback]
+
     def run(self) -> None:
         rt = self.rt
         proc = self.proc
@@ -427,6 +434,7 @@ class _WorkerInstance(_Instance):
         tick = rt.settings.tick_interval if proc.has_tick else None
         last_tick = time.monotonic()
         track_time = self.spec.timestamp is not None
+        when_due = bool(getattr(self.impl, "emits_when_due", False))
         out: list[Any] = []
         while True:
             try:
@@ -439,10 +447,17 @@ class _WorkerInstance(_Instance):
                 return
             if items:
                 self.items_in += len(items)
-                proc.process(items, out)
-                if out:
-                    self._emit(out)
-                    out = []
+                if when_due:
+                    for item in items:  # each output leaves when its operator released it
+                        proc.process([item], out)
+                        if out:
+                            self._emit(out)
+                            out = []
+                else:
+                    proc.process(items, out)
+                    if out:
+                        self._emit(out)
+                        out = []
                 if track_time:
                     self.note_event_time(items[-1])
                 if q.markers:
@@ -586,6 +601,7 @@ class Runtime:
         self._started = 0.0
         self._elapsed: Optional[float] = None
         self._ticker: Optional[threading.Thread] = None
+        self._reporters: list[tuple[Feedback, Callable[[], float]]] = []
         self._build()
         self._alive = len(self.instances)
         self._alive_lock = threading.Lock()
@@ -613,6 +629,7 @@ class Runtime:
                 else:
                     qs = self.queues[spec.id]
                     inst = _WorkerInstance(self, spec, i, emitter, qs[i % len(qs)])
+                    self._reporters.extend(inst.pressure_reporters())
                 self.instances.append(inst)
 
     def _make_queues(self, spec: NodeSpec) -> list[_Queue]:
@@ -648,6 +665,8 @@ class Runtime:
     def start(self) -> DagHandle:
         self.dag.metrics.attach(self.snapshot)
         self._started = time.perf_counter()
+        for fb, pressure in self._reporters:
+            fb.attach(pressure)
         for inst in self.instances:
             inst.thread.start()
         self._ticker = threading.Thread(
@@ -659,7 +678,7 @@ class Runtime:
 
     def _tick(self) -> None:
         interval = self.settings.latency_interval
-        probes = [fb for fb in self.feedbacks if fb.probe is not None]
+        probes = [fb for fb in self.feedbacks if fb.polled]
         while not self.finished.wait(interval):
             for src in self.sources:
                 src.marker_due = True
@@ -672,6 +691,8 @@ class Runtime:
             last = self._alive == 0
         if last:
             self._elapsed = time.perf_counter() - self._started
+            for fb, pressure in self._reporters:
+                fb.detach(pressure)
             self.finished.set()
             log.debug("stream %r finished in %.3f s", self.dag.name, self._elapsed)
 
