@@ -76,7 +76,7 @@ class WorkflowError(PhasekitError):
     """A workflow failed while running."""
 
 
-class StreamError(PhasekitError):
+class StreamError(PhasekitError, ValueError):
     """A streaming DAG is invalid or one of its nodes failed."""
 
 

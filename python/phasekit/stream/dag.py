@@ -418,6 +418,17 @@ class Dag:
                 handle.cancel()
             raise
 
+    async def run_async(self, timeout: Optional[float] = None) -> Any:
+        """``run()`` for asyncio code: the run's threads work while the caller's event loop
+        stays free; cancelling the awaiting task cancels the run. Returns a ``RunResult``."""
+        handle = self.start()
+        try:
+            return await handle.wait_async(timeout)
+        except BaseException:
+            if handle.running:
+                handle.cancel()
+            raise
+
     @property
     def registry(self) -> Any:
         """This Dag's ``prometheus_client.CollectorRegistry``."""

@@ -15,7 +15,6 @@ iterable of outputs (or ``None``). A sink's ``close()`` result is kept in the ru
 from __future__ import annotations
 
 import asyncio
-import collections
 import copy
 import inspect
 import logging
@@ -28,7 +27,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional
 
-from phasekit.errors import InvalidArgument, StreamError
+from phasekit.errors import ChannelClosed, InvalidArgument, StreamError
+from phasekit.stream.aio import DagLoop, is_async_callable, is_awaitable_result
 from phasekit.stream.partition import KeyedState
 
 log = logging.getLogger(__name__)
@@ -163,14 +163,14 @@ def format_exception(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def open_object(obj: Any, ctx: NodeContext) -> None:
+def open_object(obj: Any, ctx: NodeContext) -> Any:
+    """Call ``obj.open(ctx)`` (or ``open()``) if it has one; returns what it returned."""
     opener = getattr(obj, "open", None)
     if opener is None:
-        return
+        return None
     if accepts_argument(opener):
-        opener(ctx)
-    else:
-        opener()
+        return opener(ctx)
+    return opener()
 
 
 # ------------------------------------------------------------------ error policy
@@ -216,10 +216,22 @@ class Processor:
     """A transform or sink: ``process(items, out)`` appends the outputs of a batch."""
 
     is_sink = False
+    aio: Optional[DagLoop] = None  # the run's event loop, for awaitable results
 
     def __init__(self, target: Any, on_error: ErrorPolicy) -> None:
         self.target = target
         self.on_error = on_error
+
+    def awaited(self, value: Any) -> Any:
+        """``value`` itself, or what it resolves to on the run's loop if it is awaitable."""
+        if not is_awaitable_result(value):
+            return value
+        if self.aio is None:
+            close = getattr(value, "close", None)
+            if close is not None:
+                close()  # no loop to await it on: do not leave it to warn on collection
+            raise StreamError("an awaitable result needs the run's event loop (none given)")
+        return self.aio.await_value(value)
 
     @property
     def has_tick(self) -> bool:
@@ -227,19 +239,19 @@ class Processor:
         return hasattr(target, "on_tick") and bool(getattr(target, "wants_tick", True))
 
     def open(self, ctx: NodeContext) -> None:
-        open_object(self.target, ctx)
+        self.awaited(open_object(self.target, ctx))
 
     def process(self, items: list[Any], out: list[Any]) -> None:
         raise NotImplementedError
 
     def tick(self, now_ns: int, out: list[Any]) -> None:
-        extend_outputs(out, self.target.on_tick(now_ns), "on_tick()")
+        extend_outputs(out, self.awaited(self.target.on_tick(now_ns)), "on_tick()")
 
     def close(self, out: list[Any]) -> Any:
         closer = getattr(self.target, "close", None)
         if closer is None:
             return None
-        result = closer()
+        result = self.awaited(closer())
         if self.is_sink:
             return result
         extend_outputs(out, result, "close() of a transform")
@@ -265,6 +277,8 @@ class MapProcessor(Processor):
             try:
                 self.kernel(it, out)
                 return
+            except ChannelClosed:
+                raise
             except Exception as exc:
                 self.on_error(items[n - operator.length_hint(it) - 1], exc, out)
 
@@ -274,10 +288,21 @@ class MapProcessor(Processor):
         for x in it:
             r = fn(x)
             if r is not None:
-                if type(r) is types.GeneratorType:
+                t = type(r)
+                if t is types.GeneratorType:
                     out.extend(r)
+                elif t is types.CoroutineType or t is types.AsyncGeneratorType:
+                    self.extend_awaited(r, out)
                 else:
                     append(r)
+
+    def extend_awaited(self, r: Any, out: list[Any]) -> None:
+        """A sync callable returned a coroutine or async generator: await it first."""
+        value = self.awaited(r)
+        if type(r) is types.AsyncGeneratorType:
+            out.extend(value)
+        elif value is not None:
+            out.append(value)
 
 
 class FlatMapProcessor(MapProcessor):
@@ -289,14 +314,19 @@ class FlatMapProcessor(MapProcessor):
         for x in it:
             r = fn(x)
             if r is not None:
-                extend(r)
+                extend(self.awaited(r))
 
 
 class FilterProcessor(MapProcessor):
     """Keeps the items for which the predicate is true."""
 
     def kernel(self, it: Iterator[Any], out: list[Any]) -> None:
-        out.extend(filter(self.fn, it))
+        fn = self.fn
+        append = out.append
+        for x in it:
+            r = fn(x)
+            if r and (type(r) is not types.CoroutineType or self.awaited(r)):
+                append(x)
 
 
 class SinkProcessor(MapProcessor):
@@ -305,7 +335,11 @@ class SinkProcessor(MapProcessor):
     is_sink = True
 
     def kernel(self, it: Iterator[Any], out: list[Any]) -> None:
-        collections.deque(map(self.fn, it), maxlen=0)
+        fn = self.fn
+        for x in it:
+            r = fn(x)
+            if r is not None and is_awaitable_result(r):
+                self.awaited(r)
 
 
 class BatchProcessor(Processor):
@@ -316,7 +350,9 @@ class BatchProcessor(Processor):
 
     def process(self, items: list[Any], out: list[Any]) -> None:
         try:
-            result = self.target.process_batch(items)
+            result = self.awaited(self.target.process_batch(items))
+        except ChannelClosed:
+            raise
         except Exception as exc:
             for item in items:
                 self.on_error(item, exc, out)
@@ -329,10 +365,71 @@ class SinkBatchProcessor(BatchProcessor):
     is_sink = True
 
 
-def make_processor(impl: Any, kind: str, on_error: ErrorPolicy) -> Processor:
-    """The processor of a transform or sink instance (``impl`` already instantiated)."""
+class AsyncProcessor(Processor):
+    """An ``async def`` or async generator function as a transform or sink (see
+    ``phasekit.stream.aio``): each batch is one coroutine on the run's event loop, its
+    items awaited in order. ``mode``: map, filter, flat_map or sink, with the same rules
+    for the awaited results as the synchronous processors; an async generator's items
+    are outputs (map, flat_map) or drained (sink)."""
+
+    def __init__(
+        self, target: Any, fn: Callable[[Any], Any], mode: str, on_error: ErrorPolicy
+    ) -> None:
+        super().__init__(target, on_error)
+        self.fn = fn
+        self.mode = mode
+        self.is_sink = mode == "sink"
+
+    def process(self, items: list[Any], out: list[Any]) -> None:
+        if self.aio is None:
+            raise StreamError("an async node needs the run's event loop (none given)")
+        self.aio.run(self._process(items, out))
+
+    async def _process(self, items: list[Any], out: list[Any]) -> None:
+        fn, mode = self.fn, self.mode
+        for x in items:
+            try:
+                r = fn(x)
+                if type(r) is types.AsyncGeneratorType:
+                    values = [v async for v in r]
+                    if mode != "sink":
+                        out.extend(values)
+                    continue
+                r = await r
+            except ChannelClosed:
+                raise
+            except Exception as exc:
+                self.on_error(x, exc, out)
+                continue
+            self._collect(x, r, mode, out)
+
+    @staticmethod
+    def _collect(item: Any, r: Any, mode: str, out: list[Any]) -> None:
+        if mode == "map":
+            if r is not None:
+                out.append(r)
+        elif mode == "filter":
+            if r:
+                out.append(item)
+        elif mode == "flat_map" and r is not None:
+            out.extend(r)
+
+
+def make_processor(
+    impl: Any, kind: str, on_error: ErrorPolicy, aio: Optional[DagLoop] = None
+) -> Processor:
+    """The processor of a transform or sink instance (``impl`` already instantiated);
+    ``aio`` is the run's event loop, which async functions and awaitable results use."""
+    proc = _make_processor(impl, kind, on_error)
+    proc.aio = aio
+    return proc
+
+
+def _make_processor(impl: Any, kind: str, on_error: ErrorPolicy) -> Processor:
     mode = getattr(impl, "stream_mode", None)  # operators.map / filter / flat_map
     if mode is not None and kind == "transform":
+        if is_async_callable(impl.fn):
+            return AsyncProcessor(impl, impl.fn, mode, on_error)
         cls = {"map": MapProcessor, "filter": FilterProcessor, "flat_map": FlatMapProcessor}
         return cls[mode](impl, impl.fn, on_error)
     if hasattr(impl, "process_batch"):
@@ -348,6 +445,8 @@ def make_processor(impl: Any, kind: str, on_error: ErrorPolicy) -> Processor:
             f"a {kind} must be a callable or an object with process() or process_batch(), "
             f"got {type(impl).__name__}"
         )
+    if is_async_callable(fn):
+        return AsyncProcessor(target, fn, "sink" if kind == "sink" else "map", on_error)
     if kind == "sink":
         return SinkProcessor(target, fn, on_error)
     if inspect.isgeneratorfunction(fn):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import phasekit
 from phasekit.errors import ChannelClosed, ChannelFull, StreamError, Timeout
+from phasekit.stream.aio import DagLoop
 from phasekit.stream.eventtime import to_ns
 from phasekit.stream.feedback import Feedback
 from phasekit.stream.metrics import (
@@ -398,7 +399,7 @@ class _WorkerInstance(_Instance):
         super().__init__(rt, spec, index, emitter)
         self.kind = spec.kind
         self.queue = queue
-        self.proc: Processor = make_processor(self.impl, spec.kind, self.policy)
+        self.proc: Processor = make_processor(self.impl, spec.kind, self.policy, rt.aio)
         self.result: Any = None
 
     def pressure_reporters(self) -> list[tuple[Feedback, Callable[[], float]]]:
@@ -558,6 +559,36 @@ class DagHandle:
         """Close every channel now; items in flight are dropped. Does not wait."""
         self._rt.cancel()
 
+    async def wait_async(self, timeout: Optional[float] = None) -> RunResult:
+        """``wait()`` for asyncio code: awaits the end of the run without blocking the
+        event loop. Cancelling the awaiting task cancels the run."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, self._rt.wait, timeout)
+        except asyncio.CancelledError:
+            self._rt.cancel()
+            raise
+
+    async def stop_async(self, drain: bool = True, timeout: Optional[float] = None) -> RunResult:
+        """``stop()`` for asyncio code."""
+        if drain:
+            self._rt.request_stop()
+        else:
+            self._rt.cancel()
+        return await self.wait_async(timeout)
+
+    async def __aenter__(self) -> DagHandle:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.running:
+            self._rt.cancel()
+            try:
+                await self.wait_async()
+            except StreamError:
+                if exc_type is None:
+                    raise
+
     def stats(self) -> Snapshot:
         return self._rt.snapshot()
 
@@ -589,6 +620,7 @@ class Runtime:
         self.stop_event = threading.Event()
         self.cancel_event = threading.Event()
         self.finished = threading.Event()
+        self.aio = DagLoop(dag.name, self.cancel_event)
         self.stopping = False
         self.cancelled = False
         self.failure: Optional[tuple[_Instance, BaseException]] = None
@@ -693,6 +725,7 @@ class Runtime:
             self._elapsed = time.perf_counter() - self._started
             for fb, pressure in self._reporters:
                 fb.detach(pressure)
+            self.aio.close()
             self.finished.set()
             log.debug("stream %r finished in %.3f s", self.dag.name, self._elapsed)
 
