@@ -114,7 +114,8 @@ def test_a_pause_reported_only_by_the_sink_resumes() -> None:
     dag.chain("src", "store")
     result = dag.start().wait(timeout=20)
     assert result.results["store"] == 300
-    assert fb.episodes >= 1 and not fb.throttled
+    # paused (the queue reached 20 of 300) and resumed each time: every item was written
+    assert fb.episodes >= 1 and fb.throttled_seconds > 0
 
 
 def test_a_transform_can_report_pressure() -> None:
