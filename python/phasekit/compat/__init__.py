@@ -12,6 +12,10 @@ and config layer, so changing an import is all a migration needs:
 * :mod:`phasekit.compat.tracing` (seed 002): ``MetricsEventTracer`` and
   ``StandardPhaseConfigs``.
 * :mod:`phasekit.compat.stagedata` (seed 004): ``BaseDataContainer``.
+* :mod:`phasekit.compat.market_data_pipeline` (seed 003): the DAG runtime of
+  ``market-data-pipeline`` (``Dag``, ``Node``, ``DagRuntime``, ``Channel``,
+  ``hash_partition``, windows, ``resample_ohlc``, ``build_dag_from_dict``) over
+  ``phasekit.stream``.
 
 See docs/migration.md.
 """

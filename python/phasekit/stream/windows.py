@@ -266,6 +266,20 @@ class WindowOperator:
         self._advance(out)
         return out
 
+    def pending(self) -> list[WindowResult]:
+        """The windows that have not fired yet, as they stand (firing 0), ordered by end,
+        start and opening; nothing fires and nothing changes."""
+        wins = sorted(
+            (w for w in self._windows.values() if w.firings == 0),
+            key=lambda w: (w.end, w.start, w.seq),
+        )
+        results = []
+        for w in wins:
+            items = [it for _, it in w.items]
+            value = self.aggregate(items) if self.aggregate is not None else items
+            results.append(WindowResult(w.key, w.start, w.end, value, len(items), 0))
+        return results
+
     def close(self) -> list[Any]:
         """End of input: every open window fires."""
         self.wm.advance_to(MAX_TIME)
