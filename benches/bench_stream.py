@@ -10,14 +10,26 @@ computes a column with pyarrow.compute. ``items`` = rows per call.
 ``TICK_BATCH`` rows streamed through a Dag (source -> ohlc_resample("1m") -> sink) on
 each backend, against polars ``group_by_dynamic`` on the whole table at once.
 ``items`` = ticks per call.
+``stream:peer_*`` (phasekit against ``market-data-pipeline`` 0.8.70, the DAG runtime
+design note 003 planned, from the bench extra, and against plain ``asyncio.Queue``
+pipelines; rounds without warm-up, since the peer takes about a minute per million
+items): ``peer_pipeline``: ``N_PEER`` ints through source -> map -> sink (the peer: one
+``Node`` coroutine per stage over its ``Channel``s); ``peer_ohlc``: ``N_PEER`` tick dicts
+(100 symbols, datetime times) into 1-minute bars per symbol (the peer's
+``resample_ohlc``; phasekit's ``ohlc_resample(by=...)``; a dict-of-bars coroutine);
+``peer_partition``: ``N_PEER`` dicts partitioned 8 ways by symbol (the peer's
+``hash_partition``; phasekit's keyed ``parallelism=8``) into a slow sink that waits
+``SLOW_WAIT`` seconds per ``SLOW_EVERY`` items it receives (a write), per partition.
 Every benchmark checks the last call's output: the sink's count and sum of the items
 (the same counting sink for every implementation), the rows and the summed column of
-the batches, the bars equal to polars' bars.
+the batches, the bars equal to polars' bars (peer groups: equal across implementations).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Callable
 
 import numpy as np
@@ -38,6 +50,11 @@ N_TICKS = 10_000_000
 TICK_BATCH = 100_000
 ROUNDS = 3
 IMPLS = ["rust", "python", "asyncio.Queue"]
+N_PEER = 100_000
+PEER_IMPLS = ["rust", "python", "market-data-pipeline", "asyncio.Queue"]
+PARTITIONS = 8
+SLOW_EVERY = 100
+SLOW_WAIT = 0.001
 
 
 @pytest.fixture
@@ -212,3 +229,299 @@ def test_ohlc_resample(benchmark: Any, impl: str, use_backend: Any, ticks: pa.Ta
     assert ours.height == theirs.height
     for name in ("open", "high", "low", "close"):
         assert ours[name].to_list() == theirs[name].to_list(), name
+
+
+# ------------------------------------------------------------------ against market-data-pipeline
+
+
+def _peer() -> Any:
+    return pytest.importorskip(
+        "market_data_pipeline.orchestration.dag", reason="the bench extra's market-data-pipeline"
+    )
+
+
+def _peer_pipeline(n: int, fn: Callable[[Any], Any], sink: Callable[[Any], Any]) -> Any:
+    dag_mod = _peer()
+
+    async def src(_in: Any, out: Any) -> None:
+        (ch,) = out.values()
+        for i in range(n):
+            await ch.put(i)
+
+    async def stage(ins: Any, out: Any) -> None:
+        (src_ch,), (dst,) = ins.values(), out.values()
+        while True:
+            try:
+                x = await src_ch.get()
+            except dag_mod.ChannelClosed:
+                return
+            await dst.put(fn(x))
+
+    async def snk(ins: Any, _out: Any) -> None:
+        (ch,) = ins.values()
+        while True:
+            try:
+                sink(await ch.get())
+            except dag_mod.ChannelClosed:
+                return
+
+    def run() -> None:
+        dag = dag_mod.Dag()
+        for name, node in (("src", src), ("map", stage), ("sink", snk)):
+            dag.add_node(dag_mod.Node(name, node))
+        dag.add_edge("src", "map")
+        dag.add_edge("map", "sink")
+        asyncio.run(dag_mod.DagRuntime(dag, dag_mod.RunConfig(channel_capacity=CAPACITY)).start())
+
+    return run
+
+
+@pytest.mark.parametrize("impl", PEER_IMPLS)
+def test_peer_pipeline(benchmark: Any, impl: str, use_backend: Any) -> None:
+    benchmark.group = "stream:peer_pipeline"
+    benchmark.extra_info.update(items=N_PEER, unit="items")
+    tally = Tally(lambda x: x)
+    fn = lambda x: x + 1  # noqa: E731
+    if impl == "market-data-pipeline":
+        run = _peer_pipeline(N_PEER, fn, tally)
+    else:
+        run = _runner(impl, use_backend, range(N_PEER), fn, tally)
+    got = benchmark.pedantic(tally.counted(run), rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    assert got == (N_PEER, N_PEER * (N_PEER + 1) // 2)
+
+
+BASE_TIME = datetime(2024, 1, 2, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def tick_dicts() -> list[dict[str, Any]]:
+    rng = np.random.default_rng(3)
+    prices = (100 + np.cumsum(rng.normal(0, 0.01, N_PEER))).tolist()
+    step = timedelta(milliseconds=6)  # 100 k ticks: 10 minutes of 100 symbols
+    return [
+        {"sym": f"S{i % 100:02d}", "t": BASE_TIME + i * step, "px": prices[i]}
+        for i in range(N_PEER)
+    ]
+
+
+BarKey = tuple[str, int, float, float, float, float, int]
+
+
+def _minute(t: datetime) -> int:
+    return int((t - BASE_TIME).total_seconds() // 60)
+
+
+def _ohlc_phasekit(ticks: list[dict[str, Any]], out: list[BarKey]) -> Callable[[], None]:
+    def run() -> None:
+        dag = Dag("peer-ohlc", capacity=CAPACITY)
+        dag.add_source("ticks", ticks)
+        dag.add_node("bars", ohlc_resample("1m", ts="t", price="px", volume=None, by="sym"))
+        dag.add_sink("out", lambda b: out.append(_bar_key(b["sym"], b["t"], b)))
+        dag.chain("ticks", "bars", "out")
+        dag.run()
+
+    return run
+
+
+def _bar_key(sym: str, start: Any, b: Any) -> BarKey:
+    if not isinstance(start, datetime):
+        start = datetime.fromtimestamp(start / 1e9, UTC)
+    get = b.get if isinstance(b, dict) else lambda f: getattr(b, f)
+    count = get("trades") if isinstance(b, dict) else b.count
+    return (sym, _minute(start), get("open"), get("high"), get("low"), get("close"), int(count))
+
+
+def _ohlc_peer(ticks: list[dict[str, Any]], out: list[BarKey]) -> Callable[[], None]:
+    contrib = pytest.importorskip(
+        "market_data_pipeline.orchestration.dag.contrib.operators_contrib"
+    )
+
+    async def main() -> None:
+        async def src() -> Any:
+            for t in ticks:
+                yield t
+
+        async for bar in contrib.resample_ohlc(
+            src(), get_symbol=lambda x: x["sym"], get_price=lambda x: x["px"],
+            get_time=lambda x: x["t"], window=timedelta(minutes=1),
+        ):  # fmt: skip
+            out.append(_bar_key(bar.symbol, bar.start, bar))
+
+    return lambda: asyncio.run(main())
+
+
+def _ohlc_asyncio(ticks: list[dict[str, Any]], out: list[BarKey]) -> Callable[[], None]:
+    end = object()
+
+    async def main() -> None:
+        q1: asyncio.Queue[Any] = asyncio.Queue(CAPACITY)
+        q2: asyncio.Queue[Any] = asyncio.Queue(CAPACITY)
+
+        async def produce() -> None:
+            for t in ticks:
+                await q1.put(t)
+            await q1.put(end)
+
+        async def aggregate() -> None:
+            bars: dict[tuple[str, int], list[Any]] = {}
+            current = -1
+            while (t := await q1.get()) is not end:
+                minute, px = _minute(t["t"]), t["px"]
+                if minute > current:  # in-order input: earlier minutes are complete
+                    for key in sorted(k for k in bars if k[1] < minute):
+                        await q2.put((key, bars.pop(key)))
+                    current = minute
+                bar = bars.get((t["sym"], minute))
+                if bar is None:
+                    bars[(t["sym"], minute)] = [px, px, px, px, 1]
+                else:
+                    bar[1], bar[2], bar[3], bar[4] = (
+                        max(bar[1], px),
+                        min(bar[2], px),
+                        px,
+                        bar[4] + 1,
+                    )
+            for key in sorted(bars):
+                await q2.put((key, bars[key]))
+            await q2.put(end)
+
+        async def consume() -> None:
+            while (item := await q2.get()) is not end:
+                (sym, minute), (o, h, lo, c, n) = item
+                out.append((sym, minute, o, h, lo, c, n))
+
+        await asyncio.gather(produce(), aggregate(), consume())
+
+    return lambda: asyncio.run(main())
+
+
+@pytest.mark.parametrize("impl", PEER_IMPLS)
+def test_peer_ohlc(
+    benchmark: Any, impl: str, use_backend: Any, tick_dicts: list[dict[str, Any]]
+) -> None:
+    benchmark.group = "stream:peer_ohlc"
+    benchmark.extra_info.update(items=N_PEER, unit="ticks")
+    bars: list[BarKey] = []
+    if impl == "market-data-pipeline":
+        run = _ohlc_peer(tick_dicts, bars)
+    elif impl == "asyncio.Queue":
+        run = _ohlc_asyncio(tick_dicts, bars)
+    else:
+        use_backend(impl)
+        run = _ohlc_phasekit(tick_dicts, bars)
+
+    def once() -> None:
+        bars.clear()
+        run()
+
+    benchmark.pedantic(once, rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    assert sum(b[-1] for b in bars) == N_PEER
+    reference: list[BarKey] = []
+    _ohlc_asyncio(tick_dicts, reference)()
+    assert sorted(bars) == sorted(reference)
+
+
+@pytest.fixture(scope="module")
+def keyed_items() -> list[dict[str, Any]]:
+    return [{"sym": f"S{i % 100:02d}", "x": i} for i in range(N_PEER)]
+
+
+class SlowSink:
+    """Counts items and sums ``x``; every ``SLOW_EVERY`` items it waits ``SLOW_WAIT``."""
+
+    def open(self) -> None:
+        self.count = 0
+        self.total = 0
+
+    def process(self, item: dict[str, Any]) -> None:
+        self.count += 1
+        self.total += item["x"]
+        if self.count % SLOW_EVERY == 0:
+            time.sleep(SLOW_WAIT)
+
+    def close(self) -> tuple[int, int]:
+        return self.count, self.total
+
+
+def _partition_phasekit(items: list[dict[str, Any]]) -> Callable[[], tuple[int, int]]:
+    def run() -> tuple[int, int]:
+        dag = Dag("peer-partition", capacity=CAPACITY)
+        dag.add_source("src", items)
+        dag.add_sink("sink", SlowSink, parallelism=PARTITIONS, key="sym")
+        dag.connect("src", "sink")
+        parts = dag.run().results["sink"]
+        assert sum(1 for c, _ in parts if c) == PARTITIONS
+        return sum(c for c, _ in parts), sum(t for _, t in parts)
+
+    return run
+
+
+async def _slow_drain(stream: Any, tally: list[int]) -> None:
+    count = 0
+    async for item in stream:
+        count += 1
+        tally[0] += 1
+        tally[1] += item["x"]
+        if count % SLOW_EVERY == 0:
+            await asyncio.sleep(SLOW_WAIT)
+
+
+def _partition_peer(items: list[dict[str, Any]]) -> Callable[[], tuple[int, int]]:
+    dag_mod = _peer()
+
+    async def main() -> tuple[int, int]:
+        async def src() -> Any:
+            for it in items:
+                yield it
+
+        parts = await dag_mod.hash_partition(
+            src(), get_key=lambda x: x["sym"],
+            spec=dag_mod.PartitioningSpec(partitions=PARTITIONS, capacity=CAPACITY),
+        )  # fmt: skip
+        tally = [0, 0]
+        await asyncio.gather(
+            *(_slow_drain(parts.stream_partition(i), tally) for i in range(PARTITIONS))
+        )
+        return tally[0], tally[1]
+
+    return lambda: asyncio.run(main())
+
+
+def _partition_asyncio(items: list[dict[str, Any]]) -> Callable[[], tuple[int, int]]:
+    end = object()
+
+    async def main() -> tuple[int, int]:
+        queues: list[asyncio.Queue[Any]] = [asyncio.Queue(CAPACITY) for _ in range(PARTITIONS)]
+
+        async def produce() -> None:
+            for it in items:
+                await queues[hash(it["sym"]) % PARTITIONS].put(it)
+            for q in queues:
+                await q.put(end)
+
+        async def stream(q: asyncio.Queue[Any]) -> Any:
+            while (it := await q.get()) is not end:
+                yield it
+
+        tally = [0, 0]
+        await asyncio.gather(produce(), *(_slow_drain(stream(q), tally) for q in queues))
+        return tally[0], tally[1]
+
+    return lambda: asyncio.run(main())
+
+
+@pytest.mark.parametrize("impl", PEER_IMPLS)
+def test_peer_partition_slow_sink(
+    benchmark: Any, impl: str, use_backend: Any, keyed_items: list[dict[str, Any]]
+) -> None:
+    benchmark.group = "stream:peer_partition"
+    benchmark.extra_info.update(items=N_PEER, unit="items")
+    if impl == "market-data-pipeline":
+        run = _partition_peer(keyed_items)
+    elif impl == "asyncio.Queue":
+        run = _partition_asyncio(keyed_items)
+    else:
+        use_backend(impl)
+        run = _partition_phasekit(keyed_items)
+    got = benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    assert got == (N_PEER, N_PEER * (N_PEER - 1) // 2)
