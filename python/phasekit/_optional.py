@@ -35,6 +35,8 @@ OPTIONAL: Mapping[str, OptionalDependency] = {
     for dep in (
         OptionalDependency("psycopg", extra="postgresql", requirement="psycopg[binary]"),
         OptionalDependency("h5py", extra="hdf5", requirement="h5py"),
+        OptionalDependency("fastapi", extra="serve", requirement="fastapi"),
+        OptionalDependency("uvicorn", extra="serve", requirement="uvicorn"),
     )
 }
 

@@ -84,7 +84,16 @@ class UnsafePath(PhasekitError, ValueError):
     """A path from a manifest, a catalog row or a name would leave its root."""
 
 
+class AccessDenied(PhasekitError, PermissionError):
+    """A request is outside what its API token allows, or a server would be open to others."""
+
+
+class NotAuthenticated(AccessDenied):
+    """A request to a server that requires API tokens carries no valid token."""
+
+
 __all__ = [
+    "AccessDenied",
     "BackendUnavailable",
     "CatalogError",
     "ChannelClosed",
@@ -95,6 +104,7 @@ __all__ = [
     "CorruptDataError",
     "InvalidArgument",
     "MissingDependency",
+    "NotAuthenticated",
     "PhasekitError",
     "StorageError",
     "StreamError",

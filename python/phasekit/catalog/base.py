@@ -133,6 +133,10 @@ class Catalog(abc.ABC):
     row_checks: ClassVar[bool] = False
     """Whether rows carry a ``row_check`` (SQLite; see :mod:`.rowcheck`)."""
     not_indexed: ClassVar[str] = ""
+    _metadata_text: ClassVar[str] = "metadata"
+    """The metadata column as text (PostgreSQL: ``metadata::text``)."""
+    _like: ClassVar[str] = "LIKE"
+    """The case-insensitive LIKE of the dialect (SQLite's LIKE is, for ASCII)."""
     """Appended to the table of item and run reads so that a damaged index cannot hide a
     row (SQLite: `` NOT INDEXED``, reads scan the table)."""
 
@@ -459,13 +463,25 @@ class Catalog(abc.ABC):
         limit: int | None = None,
         *,
         run_name: str | None = None,
+        since: datetime | str | None = None,
+        before: tuple[datetime, str] | None = None,
     ) -> list[ProcessRow]:
-        """Runs, newest first; of a workflow type, a status, a run name."""
+        """Runs, newest first; of a workflow type, a status, a run name, started at or after
+        ``since``; ``before`` (a run's ``(started_at, process_id)``) pages: only runs that
+        come after that run in this order."""
         if status is not None and status not in PROCESS_STATUSES:
             raise InvalidArgument(
                 f"status {status!r} is not a run status; allowed: {', '.join(PROCESS_STATUSES)}"
             )
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(self._ts_param(parse_since(since)))
+        if before is not None:
+            started = self._ts_param(as_utc(before[0]))
+            where.append("(started_at < ? OR (started_at = ? AND process_id < ?))")
+            params.extend((started, started, before[1]))
         if workflow is not None:
             where.append("workflow = ?")
             params.append(workflow)
@@ -745,13 +761,24 @@ class Catalog(abc.ABC):
         window: str | None = None,
         states: Sequence[str] | None = None,
         limit: int | None = None,
+        after_id: int | None = None,
+        text: Sequence[str] = (),
     ) -> list[ItemRow]:
         """Items in id order; ``meta`` keys may be dotted paths (``metrics.sharpe``).
 
         ``states`` defaults to present, missing and corrupt (rows being deleted are left out).
+        ``after_id`` pages: only items with a larger id. ``text``: words that must all
+        occur in the item's metadata (its JSON text, keys and values, case-insensitive
+        for ASCII letters).
         """
         where: list[str] = []
         params: list[Any] = []
+        if after_id is not None:
+            where.append("id > ?")
+            params.append(int(after_id))
+        for word in text:
+            where.append(f"{self._metadata_text} {self._like} ? ESCAPE '\\'")
+            params.append(f"%{_like_escape(word)}%")
         for column, value in (
             ("process_id", process_id),
             ("stage_name", stage),
@@ -923,6 +950,13 @@ class Catalog(abc.ABC):
         from phasekit.catalog.export import export_run
 
         return export_run(self, run, to_dir, format)
+
+
+def _like_escape(word: str) -> str:
+    """``word`` for a LIKE pattern with ``\\`` as the escape character."""
+    if not isinstance(word, str) or not word or "\x00" in word:
+        raise InvalidArgument(f"search word {word!r} is not valid; allowed: non-empty text")
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _load(value: Any) -> Any:

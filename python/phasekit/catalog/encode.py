@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import PurePath
 from typing import Any
@@ -83,3 +83,20 @@ def parse_since(value: datetime | str, now: datetime | None = None) -> datetime:
         return as_utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
     except ValueError:
         raise InvalidArgument(f"since {value!r} is not a time; allowed: {SINCE_FORMS}") from None
+
+
+def parse_meta(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``["k=v", ...]`` to a filter; values are JSON scalars when they parse, else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(
+                f"--meta {pair!r} is not KEY=VALUE (e.g. --meta metrics.sharpe=1.5)"
+            )
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key] = value if value is None or isinstance(value, (str, int, float, bool)) else raw
+    return out

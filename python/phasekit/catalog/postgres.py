@@ -28,6 +28,8 @@ class PostgresCatalog(Catalog):
     """A :class:`Catalog` in a PostgreSQL database."""
 
     dialect = "postgresql"
+    _metadata_text = "metadata::text"
+    _like = "ILIKE"
 
     def __init__(
         self, location: CatalogLocation, *, create: bool = True, connect_timeout: int = 10

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2: ``processes.run_name`` (``workflow`` holds the workflow type); item state
 ``released`` (an in-memory item whose process has ended).
 3: ``row_check`` on both tables (see :mod:`phasekit.catalog.rowcheck`).
-4: ``processes.pid`` and ``processes.host``, the process that runs (or last ran) the run."""
+4: ``processes.pid`` and ``processes.host``, the process that runs (or last ran) the run.
+5: ``api_tokens``, the API tokens of ``phasekit serve`` (salted scrypt hashes only)."""
 
 _STATUS = "status IN ('running', 'completed', 'failed', 'interrupted')"
 _STORAGE = "storage_type IN ('inline', 'reference')"
 _STATE = "state IN ('present', 'deleting', 'missing', 'corrupt', 'released')"
+_SCOPE = "scope IN ('read', 'write', 'admin')"
 
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_processes_workflow ON processes (workflow, started_at)",
@@ -69,7 +71,23 @@ def _tables(ts: str, json_meta: str, json_text: str, item_id: str, bigint: str) 
             state          TEXT NOT NULL DEFAULT 'present' CHECK ({_STATE}),
             row_check      TEXT
         )""",
+        _tokens_table(ts),
     )
+
+
+def _tokens_table(ts: str) -> str:
+    """API tokens: the secret is kept only as ``scrypt$N$r$p$<salt hex>$<hash hex>``."""
+    return f"""CREATE TABLE IF NOT EXISTS api_tokens (
+            token_id     TEXT PRIMARY KEY,
+            name         TEXT,
+            secret_hash  TEXT NOT NULL,
+            scope        TEXT NOT NULL CHECK ({_SCOPE}),
+            runs         TEXT,
+            stages       TEXT,
+            created_at   {ts} NOT NULL,
+            expires_at   {ts},
+            revoked_at   {ts}
+        )"""
 
 
 SQLITE_DDL: tuple[str, ...] = (
@@ -105,6 +123,18 @@ ITEM_COLUMNS = (
     "window_id",
     "container_id",
     "state",
+)
+
+TOKEN_COLUMNS = (
+    "token_id",
+    "name",
+    "secret_hash",
+    "scope",
+    "runs",
+    "stages",
+    "created_at",
+    "expires_at",
+    "revoked_at",
 )
 
 PROCESS_COLUMNS = (
@@ -165,6 +195,7 @@ SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _sqlite_v2(),
     2: _ROW_CHECK_V3,
     3: _PROCESS_OWNER_V4,
+    4: (_tokens_table("TEXT"),),
 }
 """Statements that bring a SQLite catalog of schema version N to N + 1."""
 
@@ -176,6 +207,7 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     2: tuple(sql.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for sql in _ROW_CHECK_V3),
     3: tuple(sql.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for sql in _PROCESS_OWNER_V4),
+    4: (_tokens_table("TIMESTAMPTZ"),),
 }
 """Statements that bring a PostgreSQL catalog of schema version N to N + 1."""
 
@@ -183,5 +215,6 @@ TABLES: dict[str, tuple[str, ...]] = {
     "phasekit_schema": ("version",),
     "processes": (*PROCESS_COLUMNS, "row_check"),
     "intermediate_data": (*ITEM_COLUMNS, "row_check"),
+    "api_tokens": TOKEN_COLUMNS,
 }
 """The columns each table must have (``doctor``'s schema check)."""

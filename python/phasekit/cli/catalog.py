@@ -24,8 +24,9 @@ from phasekit.catalog import (
     default_location,
     open_catalog,
 )
+from phasekit.catalog.encode import parse_meta
 from phasekit.cli.tables import Layout, console, fit_table
-from phasekit.errors import InvalidArgument, UnknownKey
+from phasekit.errors import UnknownKey
 
 # identifiers are never split; columns go, first listed first, when the width is short
 LAYOUT = Layout(
@@ -75,23 +76,6 @@ def _emit_json(payload: Any) -> int:
 def _open(args: argparse.Namespace) -> Catalog:
     location = args.catalog or default_location(args.results_dir)
     return open_catalog(location, results_dir=args.results_dir, create=False)
-
-
-def parse_meta(pairs: Sequence[str] | None) -> dict[str, Any]:
-    """``["k=v", ...]`` to a filter; values are JSON scalars when they parse, else strings."""
-    out: dict[str, Any] = {}
-    for pair in pairs or ():
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise InvalidArgument(
-                f"--meta {pair!r} is not KEY=VALUE (e.g. --meta metrics.sharpe=1.5)"
-            )
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        out[key] = value if value is None or isinstance(value, (str, int, float, bool)) else raw
-    return out
 
 
 # ------------------------------------------------------------------ commands

@@ -1,0 +1,586 @@
+"""The HTTP API over a catalog: discovery, data access, compare, export, tokens.
+
+:func:`create_app` builds the FastAPI application; :mod:`phasekit.serve.launch` runs it
+on uvicorn. Every query goes through the catalog layer (:class:`~phasekit.catalog.Catalog`);
+every file path comes from a catalog row and is checked to lie under the results folder
+(:meth:`Catalog.item_path`). Errors are JSON ``{"error": class, "message": text}`` with
+the text the CLI prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from phasekit.catalog import Catalog, ItemRow, ProcessRow
+from phasekit.catalog.encode import parse_meta, parse_since
+from phasekit.catalog.export import source_format
+from phasekit.catalog.tokens import list_tokens, revoke_token
+from phasekit.catalog.uris import reference_scheme
+from phasekit.errors import (
+    AccessDenied,
+    CatalogError,
+    ConfigError,
+    CorruptDataError,
+    InvalidArgument,
+    NotAuthenticated,
+    PhasekitError,
+    UnknownKey,
+    UnsafePath,
+)
+from phasekit.serve import archive, models
+from phasekit.serve.auth import FORBIDDEN, Access, Gate
+from phasekit.serve.data import (
+    MEDIA_TYPES,
+    OUTPUT_FORMATS,
+    TABLE_SOURCES,
+    TableSource,
+    choose_format,
+    encode,
+    file_chunks,
+    inline_json,
+    parse_columns,
+    parse_range,
+)
+from phasekit.serve.metrics import Metrics, MetricsMiddleware
+
+log = logging.getLogger("phasekit.serve")
+
+T = TypeVar("T")
+K = TypeVar("K")
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+class RangeError(InvalidArgument):
+    """A ``Range`` that lies outside the file (416)."""
+
+
+STATUS: tuple[tuple[type[PhasekitError], int], ...] = (
+    (NotAuthenticated, 401),
+    (AccessDenied, 403),
+    (UnknownKey, 404),
+    (RangeError, 416),
+    (InvalidArgument, 400),
+    (ConfigError, 400),
+    (UnsafePath, 400),
+    (CorruptDataError, 409),
+    (CatalogError, 409),
+)
+"""HTTP status of each phasekit error (first match); anything else is 500."""
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": models.ErrorBody, "description": text}
+    for code, text in (
+        (400, "bad input (the message names it and what is allowed)"),
+        (401, "no valid API token"),
+        (403, "outside the token's scope"),
+        (404, "no such run or item"),
+        (409, "the stored data does not match its record"),
+    )
+}
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+BEARER = HTTPBearer(auto_error=False, description="an API token: phk_<id>.<secret>")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+"""Declares the bearer scheme in the OpenAPI schema; the header is checked by :class:`Gate`."""
+
+
+def status_of(exc: PhasekitError) -> int:
+    for cls, code in STATUS:
+        if isinstance(exc, cls):
+            return code
+    return 500
+
+
+def error_response(exc: PhasekitError) -> JSONResponse:
+    code = status_of(exc)
+    body = models.ErrorBody(error=type(exc).__name__, message=str(exc))
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    if code >= 500:
+        log.error("request failed: %s", exc)
+    return JSONResponse(body.model_dump(), status_code=code, headers=headers)
+
+
+# ------------------------------------------------------------------ cursors
+def encode_cursor(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, TypeError):
+        raise InvalidArgument(
+            f"cursor {raw[:60]!r} is not valid; allowed: a next_cursor from a previous page"
+        ) from None
+
+
+def paged(
+    fetch: Callable[[K | None, int], Sequence[T]],
+    keep: Callable[[T], bool],
+    key: Callable[[T], K],
+    start: K | None,
+    limit: int,
+) -> tuple[list[T], K | None]:
+    """Up to ``limit`` rows that ``keep`` accepts, and the key to continue after them."""
+    out: list[T] = []
+    after = start
+    while True:
+        rows = fetch(after, limit + 1)
+        for row in rows:
+            if keep(row):
+                out.append(row)
+                if len(out) > limit:
+                    return out[:limit], key(out[limit - 1])
+        if len(rows) <= limit:
+            return out, None
+        after = key(rows[-1])
+
+
+# ------------------------------------------------------------------ rows to bodies
+def run_body(row: ProcessRow) -> models.Run:
+    return models.Run.model_validate(row, from_attributes=True)
+
+
+def item_body(catalog: Catalog, row: ItemRow) -> models.Item:
+    """The item's record; a file's path relative to the results folder, never absolute."""
+    location = "inline" if row.storage_type == "inline" else "file"
+    rel: str | None = None
+    if row.data_reference:
+        location = reference_scheme(row.data_reference) or "unknown"
+        try:
+            path = row.path
+            if path is not None and catalog.results_dir is not None:
+                rel = path.relative_to(catalog.results_dir).as_posix()
+        except (CatalogError, ValueError):
+            rel = None
+    own = ("location", "path")  # ItemRow.path is the absolute path: not sent
+    shared = {name: getattr(row, name) for name in models.Item.model_fields if name not in own}
+    return models.Item(**shared, location=location, path=rel)
+
+
+def _stored_headers(item: ItemRow) -> dict[str, str]:
+    headers = {"X-Phasekit-Size": str(item.size_bytes)}
+    if item.checksum:
+        headers["X-Phasekit-Checksum"] = item.checksum
+    return headers
+
+
+class Api:
+    """The request handlers over one catalog (the routes are added by :func:`create_app`)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.gate = Gate(catalog)
+
+    # --------------------------------------------------------------- access
+    def access(self, scope: str) -> Callable[..., Access]:
+        def dependency(request: Request, credentials: Credentials = None) -> Access:
+            # the raw header: a malformed one is a 401 of ours, not HTTPBearer's 403
+            return self.gate.access(request.headers.get("authorization"), scope)
+
+        return dependency
+
+    def run_for(self, access: Access, run_id: str) -> ProcessRow:
+        """A run the token may see (403 before the lookup otherwise; then 404)."""
+        access.check_run(run_id)
+        run = self.catalog.resolve_run(run_id)
+        access.check_run(run.process_id)
+        return run
+
+    def item_for(self, access: Access, item_id: int) -> ItemRow:
+        """An item the token may see; a limited token gets 403 for a missing item too."""
+        try:
+            item = self.catalog.get_item(item_id)
+        except UnknownKey:
+            if access.limited:
+                raise AccessDenied(FORBIDDEN) from None
+            raise
+        if not access.may_see_item(item):
+            raise AccessDenied(FORBIDDEN)
+        return item
+
+    # --------------------------------------------------------------- discovery
+    def list_runs(
+        self,
+        access: Access,
+        workflow: str | None,
+        status: str | None,
+        since: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> models.Page[models.Run]:
+        start = decode_cursor(cursor)
+        since_at = parse_since(since) if since is not None else None
+
+        def fetch(after: Any, n: int) -> list[ProcessRow]:
+            before = None
+            if after is not None:
+                if not (isinstance(after, list) and len(after) == 2):
+                    raise InvalidArgument("cursor is not a run cursor; pass a next_cursor of /runs")
+                before = (parse_since(str(after[0])), str(after[1]))
+            return self.catalog.list_processes(workflow, status, n, since=since_at, before=before)
+
+        rows, nxt = paged(
+            fetch,
+            lambda r: access.may_see_run(r.process_id),
+            lambda r: [r.started_at.isoformat(), r.process_id],
+            start,
+            limit,
+        )
+        return models.Page[models.Run](
+            items=[run_body(r) for r in rows],
+            next_cursor=None if nxt is None else encode_cursor(nxt),
+        )
+
+    def item_page(
+        self,
+        access: Access,
+        query: Callable[[int | None, int], list[ItemRow]],
+        limit: int,
+        cursor: str | None,
+    ) -> models.Page[models.Item]:
+        start = decode_cursor(cursor)
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int)):
+            raise InvalidArgument("cursor is not an item cursor; pass a next_cursor of this list")
+        rows, nxt = paged(query, access.may_see_item, lambda r: r.id, start, limit)
+        return models.Page[models.Item](
+            items=[item_body(self.catalog, r) for r in rows],
+            next_cursor=None if nxt is None else encode_cursor(nxt),
+        )
+
+    # --------------------------------------------------------------- data
+    def item_data(
+        self,
+        item: ItemRow,
+        fmt: str,
+        columns: list[str] | None,
+        limit: int | None,
+    ) -> Response:
+        headers = _stored_headers(item)
+        if item.storage_type == "inline":
+            if fmt != "json" or columns is not None or limit is not None:
+                raise InvalidArgument(
+                    f"{item.label} is an inline JSON value; allowed: format=json without "
+                    "columns or limit"
+                )
+            return Response(
+                inline_json(item.inline_data), media_type="application/json", headers=headers
+            )
+        path = self.catalog.item_path(item)
+        if path is None:
+            raise InvalidArgument(
+                f"{item.label} has no bytes on disk ({item.data_reference}); allowed: file "
+                "and inline items"
+            )
+        self.catalog.verify_item(item)
+        kind = "parquet" if path.is_dir() else source_format(item, path)
+        if kind in TABLE_SOURCES:
+            source = TableSource(path, kind, columns)
+            body: Iterator[bytes] = encode(fmt, source, limit)
+        elif kind == "json" and fmt == "json" and columns is None and limit is None:
+            size = path.stat().st_size
+            body = file_chunks(path, 0, size - 1, item.checksum, item.label)
+        else:
+            raise InvalidArgument(
+                f"{item.label} is a {kind or 'unknown'} file, not a table; allowed: "
+                f"{', '.join(TABLE_SOURCES)} tables in any of {', '.join(OUTPUT_FORMATS)}, a json "
+                "file as json; GET /items/{id}/file sends any file's bytes"
+            )
+        return StreamingResponse(body, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+    def item_file(self, item: ItemRow, range_header: str | None) -> Response:
+        path = self.catalog.item_path(item)
+        if path is None or path.is_dir():
+            what = "a folder" if path is not None else "not a file"
+            raise InvalidArgument(
+                f"{item.label} is {what}; allowed: items stored as one file "
+                "(GET /items/{id}/data reads tables and folders)"
+            )
+        size = path.stat().st_size
+        if size != item.size_bytes:
+            raise CorruptDataError(
+                f"{item.label}: file {path} has {size} bytes, recorded {item.size_bytes}"
+            )
+        headers = {**_stored_headers(item), "Accept-Ranges": "bytes"}
+        if item.checksum:
+            headers["ETag"] = f'"{item.checksum}"'
+        if range_header is None:
+            headers["Content-Length"] = str(size)
+            chunks = file_chunks(path, 0, size - 1, item.checksum, item.label)
+            return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+        span = parse_range(range_header, size)
+        if span is None:
+            raise RangeError(
+                f"Range {range_header!r} lies outside {item.label}, which has {size} bytes"
+            )
+        start, end = span
+        headers["Content-Length"] = str(end - start + 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        chunks = file_chunks(path, start, end, item.checksum, item.label)
+        return StreamingResponse(
+            chunks, status_code=206, media_type="application/octet-stream", headers=headers
+        )
+
+    def export(self, access: Access, run: ProcessRow) -> StreamingResponse:
+        items = [i for i in self.catalog.list_items(run.process_id) if access.may_see_item(i)]
+        members, skipped = archive.plan(self.catalog, run, items)
+        headers = {"Content-Disposition": f'attachment; filename="{run.process_id}.tar"'}
+        return StreamingResponse(
+            archive.stream(run, members, skipped), media_type="application/x-tar", headers=headers
+        )
+
+    def compare(self, access: Access, a: str, b: str) -> models.Comparison:
+        run_a, run_b = self.run_for(access, a), self.run_for(access, b)
+        result = self.catalog.compare(run_a.process_id, run_b.process_id)
+        return models.Comparison(
+            run_a=run_body(result.run_a),
+            run_b=run_body(result.run_b),
+            metrics=[
+                models.MetricDiff(**m.to_dict())
+                for m in result.metrics
+                if access.token is None or access.token.allows_stage(m.stage_name)
+            ],
+            config=[models.ConfigDiff(**c.to_dict()) for c in result.config],
+        )
+
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="rows per page")]
+Cursor = Annotated[
+    str | None, Query(max_length=2000, description="next_cursor of the previous page")
+]
+Since = Annotated[
+    str | None,
+    Query(max_length=100, description="ISO-8601 time or an age such as 30m, 2h, 7d"),
+]
+Name = Annotated[str | None, Query(max_length=500)]
+
+
+def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
+    read = Depends(api.access("read"))
+    write = Depends(api.access("write"))
+    admin = Depends(api.access("admin"))
+    catalog = api.catalog
+
+    @router.get(
+        "/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}}
+    )
+    def get_metrics(access: Access = read) -> Response:
+        """Prometheus metrics of this server (requests, latency, bytes sent)."""
+        body, media = metrics.render()
+        return Response(body, media_type=media)
+
+    @router.get("/runs", response_model=models.Page[models.Run])
+    def get_runs(
+        access: Access = read,
+        workflow: Name = None,
+        status: Name = None,
+        since: Since = None,
+        limit: Limit = DEFAULT_PAGE,
+        cursor: Cursor = None,
+    ) -> models.Page[models.Run]:
+        """Runs, newest first, filtered by workflow type, status and start time."""
+        return api.list_runs(access, workflow, status, since, limit, cursor)
+
+    @router.get("/runs/{run_id}", response_model=models.Run)
+    def get_run(run_id: Annotated[str, Path(max_length=500)], access: Access = read) -> models.Run:
+        """One run (``latest`` names the newest)."""
+        return run_body(api.run_for(access, run_id))
+
+    @router.get("/runs/{run_id}/items", response_model=models.Page[models.Item])
+    def get_items(
+        run_id: Annotated[str, Path(max_length=500)],
+        access: Access = read,
+        stage: Name = None,
+        entity: Name = None,
+        phase: Name = None,
+        window: Name = None,
+        container: Name = None,
+        since: Since = None,
+        meta: Annotated[
+            list[str] | None, Query(description="KEY=VALUE metadata filters (metrics.sharpe=1.5)")
+        ] = None,
+        limit: Limit = DEFAULT_PAGE,
+        cursor: Cursor = None,
+    ) -> models.Page[models.Item]:
+        """A run's items in id order, filtered like `phasekit ls`."""
+        run = api.run_for(access, run_id)
+        filters = parse_meta(meta)
+        since_at = parse_since(since) if since is not None else None
+
+        def query(after: int | None, n: int) -> list[ItemRow]:
+            return catalog.list_items(
+                run.process_id,
+                stage,
+                entity,
+                since_at,
+                filters,
+                phase=phase,
+                window=window,
+                container=container,
+                limit=n,
+                after_id=after,
+            )
+
+        return api.item_page(access, query, limit, cursor)
+
+    @router.get("/search", response_model=models.Page[models.Item])
+    def search(
+        q: Annotated[str, Query(min_length=1, max_length=500, description="words, all must occur")],
+        access: Access = read,
+        run: Name = None,
+        limit: Limit = DEFAULT_PAGE,
+        cursor: Cursor = None,
+    ) -> models.Page[models.Item]:
+        """Items whose metadata (keys and values) contains every word of ``q``."""
+        words = q.split()
+        if not words:
+            raise InvalidArgument("q holds no words; allowed: one or more words")
+        process = api.run_for(access, run).process_id if run is not None else None
+
+        def query(after: int | None, n: int) -> list[ItemRow]:
+            return catalog.list_items(process, limit=n, after_id=after, text=words)
+
+        return api.item_page(access, query, limit, cursor)
+
+    @router.get("/items/{item_id}", response_model=models.Item)
+    def get_item(item_id: Annotated[int, Path(ge=0)], access: Access = read) -> models.Item:
+        """One item's record."""
+        return item_body(catalog, api.item_for(access, item_id))
+
+    @router.get(
+        "/items/{item_id}/data",
+        response_class=StreamingResponse,
+        responses={200: {"content": {media: BINARY for media in MEDIA_TYPES.values()}}},
+    )
+    def get_data(
+        item_id: Annotated[int, Path(ge=0)],
+        access: Access = read,
+        format: Annotated[
+            str | None, Query(description=f"one of {', '.join(OUTPUT_FORMATS)} (else Accept)")
+        ] = None,
+        columns: Annotated[str | None, Query(max_length=5000, description="a,b,c")] = None,
+        limit: Annotated[int | None, Query(ge=0, description="at most this many rows")] = None,
+        accept: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """An item's data, streamed: Arrow IPC stream by default; Parquet, CSV or JSON by
+        ``Accept`` or ``?format=``; columns and a row limit for tables."""
+        item = api.item_for(access, item_id)
+        fmt = choose_format(format, accept)
+        return api.item_data(item, fmt, parse_columns(columns), limit)
+
+    @router.get(
+        "/items/{item_id}/file",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"application/octet-stream": BINARY}},
+            206: {"content": {"application/octet-stream": BINARY}, "description": "a byte range"},
+            416: {"model": models.ErrorBody, "description": "the range lies outside the file"},
+        },
+    )
+    def get_file(
+        item_id: Annotated[int, Path(ge=0)],
+        access: Access = read,
+        range: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Response:
+        """A file item's bytes as stored; one ``Range: bytes=`` range gives 206."""
+        return api.item_file(api.item_for(access, item_id), range)
+
+    @router.delete("/items/{item_id}", response_model=models.Removal)
+    def delete_item(item_id: Annotated[int, Path(ge=0)], access: Access = write) -> models.Removal:
+        """Delete an item: its file (unless other rows record it), then its row."""
+        item = api.item_for(access, item_id)
+        report = catalog.remove_items([item.id])
+        return models.Removal(
+            removed=report.removed,
+            freed_bytes=report.freed_bytes,
+            failed=[{"id": i, "reason": r} for i, r in report.failed],
+        )
+
+    @router.get("/compare", response_model=models.Comparison)
+    def compare(
+        a: Annotated[str, Query(max_length=500)],
+        b: Annotated[str, Query(max_length=500)],
+        access: Access = read,
+    ) -> models.Comparison:
+        """The metrics and config differences of two runs."""
+        return api.compare(access, a, b)
+
+    @router.get(
+        "/runs/{run_id}/export",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-tar": BINARY}}},
+    )
+    def export(run_id: Annotated[str, Path(max_length=500)], access: Access = read) -> Response:
+        """A run's files, inline values and a manifest as one tar stream."""
+        return api.export(access, api.run_for(access, run_id))
+
+    @router.get("/tokens", response_model=list[models.Token])
+    def get_tokens(access: Access = admin) -> list[models.Token]:
+        """Every API token (never its secret)."""
+        return [models.Token(**t.to_dict()) for t in list_tokens(catalog)]
+
+    @router.delete("/tokens/{token_id}", response_model=models.Token)
+    def delete_token(
+        token_id: Annotated[str, Path(max_length=100)], access: Access = admin
+    ) -> models.Token:
+        """Revoke an API token."""
+        return models.Token(**revoke_token(catalog, token_id).to_dict())
+
+
+def create_app(catalog: Catalog) -> FastAPI:
+    """The FastAPI application serving ``catalog`` (the caller keeps it open and closes it)."""
+    from phasekit import __version__
+
+    app = FastAPI(
+        title="phasekit",
+        version=__version__,
+        description="Runs, stored items and their data from a phasekit catalog.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    api = Api(catalog)
+    metrics = Metrics()
+    router = APIRouter(responses=ERROR_RESPONSES)
+
+    @app.get("/health", response_model=models.Health)
+    def health() -> models.Health:
+        """Whether the server can read its catalog (no token needed)."""
+        catalog.list_processes(limit=1)
+        return models.Health(status="ok", catalog=catalog.dialect, auth=api.gate.required())
+
+    _routes(api, router, metrics)
+    app.include_router(router)
+    _handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.phasekit_api = api
+    return app
+
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(PhasekitError)
+    async def phasekit_error(request: Request, exc: PhasekitError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return error_response(InvalidArgument(f"request is not valid: {problems}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = models.ErrorBody(error="HTTPError", message=str(exc.detail))
+        return JSONResponse(body.model_dump(), status_code=exc.status_code)

@@ -1,0 +1,110 @@
+"""A run as a tar stream: its files under their places in the run's folder, inline values
+as JSON, and ``manifest.json`` (every member with its checksum, and the items skipped).
+
+Headers and bytes are written as they are read, one file chunk at a time; each file's
+CRC-32 is checked as it goes (a mismatch raises CorruptDataError, which cuts the
+archive short rather than end it as if it were whole).
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from phasekit.catalog import Catalog, ItemRow, ProcessRow
+from phasekit.checksum import bytes_checksum, tree_files
+from phasekit.serve.data import file_chunks, inline_json
+
+BLOCK = 512
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # the path inside the archive
+    path: Path | None  # the file to copy, or None for ``data``
+    size: int
+    checksum: str | None
+    data: bytes = b""
+
+
+def _header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o600
+    info.mtime = int(time.time())
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % BLOCK)
+
+
+def _relative(path: Path, root: Path) -> str | None:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def _file_members(catalog: Catalog, run: ProcessRow, item: ItemRow, path: Path) -> list[Member]:
+    base = Path(catalog.results_dir or path.parent) / run.process_id
+    rel = _relative(path, base) or f"{item.stage_name}/{item.entity_name}-{item.id}{path.suffix}"
+    if not path.is_dir():
+        return [Member(f"{run.process_id}/{rel}", path, item.size_bytes, item.checksum)]
+    return [
+        Member(f"{run.process_id}/{rel}/{sub}", full, full.stat().st_size, None)
+        for sub, full in tree_files(path)
+        if not full.is_symlink()
+    ]
+
+
+def plan(
+    catalog: Catalog, run: ProcessRow, items: list[ItemRow]
+) -> tuple[list[Member], list[dict[str, Any]]]:
+    """The members of the archive (checked paths only) and the items it leaves out."""
+    members: list[Member] = []
+    skipped: list[dict[str, Any]] = []
+    for item in items:
+        if item.storage_type == "inline":
+            data = inline_json(item.inline_data)
+            name = f"{run.process_id}/inline/{item.stage_name}/{item.entity_name}-{item.id}.json"
+            members.append(Member(name, None, len(data), bytes_checksum(data), data))
+            continue
+        path = catalog.item_path(item)
+        if path is None:
+            skipped.append({"id": item.id, "reason": "no bytes on disk (memory or stream)"})
+            continue
+        members.extend(_file_members(catalog, run, item, path))
+    seen: set[str] = set()
+    unique = []
+    for member in members:  # a file recorded by several rows is archived once
+        if member.name not in seen and ".." not in PurePosixPath(member.name).parts:
+            seen.add(member.name)
+            unique.append(member)
+    return unique, skipped
+
+
+def stream(
+    run: ProcessRow, members: list[Member], skipped: list[dict[str, Any]]
+) -> Iterator[bytes]:
+    """The tar bytes of ``members`` then ``manifest.json``."""
+    listed = []
+    for member in members:
+        yield _header(member.name, member.size)
+        if member.path is None:
+            yield member.data
+        else:
+            yield from file_chunks(member.path, 0, member.size - 1, member.checksum, member.name)
+        yield _padding(member.size)
+        listed.append({"name": member.name, "size_bytes": member.size, "checksum": member.checksum})
+    manifest = json.dumps(
+        {"run": run.process_id, "files": listed, "skipped": skipped}, indent=2
+    ).encode()
+    yield _header(f"{run.process_id}/manifest.json", len(manifest))
+    yield manifest + _padding(len(manifest))
+    yield b"\0" * (2 * BLOCK)

@@ -1,0 +1,286 @@
+"""An item's bytes as a stream: tables re-encoded batch by batch, files by byte ranges.
+
+Nothing here reads a whole file into memory: an Arrow IPC file is memory-mapped and
+sliced, Parquet is read by row groups, CSV by blocks; each output chunk is one encoded
+batch of about :data:`CHUNK_BYTES`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from phasekit.catalog.encode import to_json
+from phasekit.checksum import format_crc32
+from phasekit.errors import CorruptDataError, InvalidArgument
+from phasekit.paths import open_nofollow
+
+OUTPUT_FORMATS = ("arrow", "parquet", "csv", "json")
+"""What ``/items/{id}/data`` returns; the first is the default."""
+MEDIA_TYPES = {
+    "arrow": "application/vnd.apache.arrow.stream",
+    "parquet": "application/vnd.apache.parquet",
+    "csv": "text/csv",
+    "json": "application/json",
+}
+TABLE_SOURCES = ("arrow", "parquet", "csv")
+"""Stored formats read as tables."""
+CHUNK_BYTES = 4 << 20
+FILE_CHUNK = 1 << 20
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def choose_format(requested: str | None, accept: str | None) -> str:
+    """``?format=`` first, else the first media type of ``Accept`` we serve, else arrow."""
+    if requested is not None:
+        if requested not in OUTPUT_FORMATS:
+            raise InvalidArgument(
+                f"format {requested!r} is not served; allowed: {', '.join(OUTPUT_FORMATS)}"
+            )
+        return requested
+    by_media = {media: fmt for fmt, media in MEDIA_TYPES.items()}
+    for part in (accept or "").split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in by_media:
+            return by_media[media]
+    return OUTPUT_FORMATS[0]
+
+
+def parse_columns(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    names = [name.strip() for name in raw.split(",")]
+    if not all(names):
+        raise InvalidArgument(f"columns {raw!r} is not valid; allowed: comma-separated names")
+    return names
+
+
+def _check_columns(schema: pa.Schema, columns: Sequence[str] | None) -> None:
+    if columns is None:
+        return
+    unknown = [c for c in columns if c not in schema.names]
+    if unknown:
+        raise InvalidArgument(
+            f"column {unknown[0]!r} is not in the table; allowed: {', '.join(schema.names)}"
+        )
+
+
+def _sliced(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Batches of about CHUNK_BYTES (slices share the source's buffers)."""
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        per_row = max(1, batch.nbytes // batch.num_rows)
+        step = max(1, CHUNK_BYTES // per_row)
+        for start in range(0, batch.num_rows, step):
+            yield batch.slice(start, step)
+
+
+class TableSource:
+    """The schema and batches of a stored table (a file, or a partitioned Parquet folder)."""
+
+    def __init__(self, path: Path, fmt: str, columns: Sequence[str] | None) -> None:
+        self.schema, self._batches = _open(path, fmt, columns)
+
+    def batches(self, limit: int | None) -> Iterator[pa.RecordBatch]:
+        left = limit
+        for batch in _sliced(self._batches):
+            if left is not None:
+                if left <= 0:
+                    return
+                batch = batch.slice(0, left)
+                left -= batch.num_rows
+            yield batch
+
+
+def _open(
+    path: Path, fmt: str, columns: Sequence[str] | None
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    if path.is_dir():
+        import pyarrow.dataset as ds
+
+        dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+        _check_columns(dataset.schema, columns)
+        schema = (
+            dataset.schema
+            if columns is None
+            else pa.schema([dataset.schema.field(c) for c in columns])
+        )
+        return schema, iter(dataset.to_batches(columns=list(columns) if columns else None))
+    if fmt == "arrow":
+        return _arrow(path, columns)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pfile = pq.ParquetFile(str(path))
+        schema = pfile.schema_arrow
+        _check_columns(schema, columns)
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        return schema, pfile.iter_batches(batch_size=65536, columns=columns)
+    import pyarrow.csv as pcsv
+
+    reader = pcsv.open_csv(str(path))
+    _check_columns(reader.schema, columns)
+    return _projected(reader.schema, iter(reader), columns)
+
+
+def _projected(
+    schema: pa.Schema, batches: Iterator[pa.RecordBatch], columns: Sequence[str] | None
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    if columns is None:
+        return schema, batches
+    return pa.schema([schema.field(c) for c in columns]), (b.select(columns) for b in batches)
+
+
+def _arrow(path: Path, columns: Sequence[str] | None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    source = pa.memory_map(str(path), "r")
+    try:
+        reader = pa.ipc.open_file(source)
+    except pa.ArrowInvalid:
+        source.seek(0)
+        stream = pa.ipc.open_stream(source)
+        _check_columns(stream.schema, columns)
+        return _projected(stream.schema, iter(stream), columns)
+    _check_columns(reader.schema, columns)
+    batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+    return _projected(reader.schema, batches, columns)
+
+
+class _Sink(io.RawIOBase):
+    """A write-only file whose written bytes are taken out after each batch."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.parts.append(chunk)
+        return len(chunk)
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def encode(fmt: str, source: TableSource, limit: int | None) -> Iterator[bytes]:
+    """The table in ``fmt``, one chunk per batch."""
+    if fmt == "json":
+        yield from _json(source, limit)
+        return
+    sink = _Sink()
+    out = pa.PythonFile(sink, mode="w")
+    writer = _writer(fmt, out, source.schema)
+    for batch in source.batches(limit):
+        writer.write_batch(batch)
+        chunk = sink.take()
+        if chunk:
+            yield chunk
+    writer.close()
+    tail = sink.take()
+    if tail:
+        yield tail
+
+
+def _writer(fmt: str, out: pa.NativeFile, schema: pa.Schema) -> Any:
+    if fmt == "arrow":
+        return pa.ipc.new_stream(out, schema)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetWriter(out, schema, compression="zstd", write_page_checksum=True)
+    import pyarrow.csv as pcsv
+
+    return pcsv.CSVWriter(out, schema)
+
+
+def _json(source: TableSource, limit: int | None) -> Iterator[bytes]:
+    """A JSON array of row objects (non-finite floats as null)."""
+    yield b"["
+    first = True
+    for batch in source.batches(limit):
+        body = to_json(batch.to_pylist(), "row")[1:-1]
+        if body:
+            yield (b"" if first else b",") + body.encode()
+            first = False
+    yield b"]"
+
+
+def inline_json(value: Any) -> bytes:
+    return to_json(value, "inline_data").encode()
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` (inclusive) of a single ``bytes=`` range; ``None`` when not satisfiable.
+
+    Raises InvalidArgument for a malformed header or several ranges.
+    """
+    match = _RANGE.match(header.strip())
+    if match is None:
+        raise InvalidArgument(
+            f"Range {header[:80]!r} is not supported; allowed: one range, bytes=START-END, "
+            "bytes=START- or bytes=-SUFFIX"
+        )
+    first, last = match.group(1), match.group(2)
+    if not first and not last:
+        raise InvalidArgument(f"Range {header!r} names no bytes; allowed: bytes=START-END")
+    if not first:
+        length = int(last)
+        if length == 0 or size == 0:
+            return None
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        return None
+    return start, end
+
+
+def file_chunks(
+    path: Path, start: int, end: int, checksum: str | None, label: str
+) -> Iterator[bytes]:
+    """Bytes ``start..end`` (inclusive) of a file. When the whole file is sent its CRC-32 is
+    checked as it goes; a mismatch raises CorruptDataError before the last chunk (the
+    response is cut short)."""
+    fd = open_nofollow(path)
+    whole = start == 0 and end == os.fstat(fd).st_size - 1
+    crc = 0
+    with os.fdopen(fd, "rb") as fh:
+        fh.seek(start)
+        left = end - start + 1
+        while left > 0:
+            chunk = fh.read(min(FILE_CHUNK, left))
+            if not chunk:
+                raise CorruptDataError(f"{label}: file {path} ended early")
+            left -= len(chunk)
+            if whole:
+                crc = zlib.crc32(chunk, crc)
+                if left == 0 and checksum is not None and format_crc32(crc) != checksum:
+                    # before the last chunk: the response ends short, never looks whole
+                    raise CorruptDataError(f"{label}: file {path} fails its checksum {checksum}")
+            yield chunk
+
+
+__all__ = [
+    "MEDIA_TYPES",
+    "OUTPUT_FORMATS",
+    "TABLE_SOURCES",
+    "TableSource",
+    "choose_format",
+    "encode",
+    "file_chunks",
+    "inline_json",
+    "parse_columns",
+    "parse_range",
+]

@@ -1,0 +1,51 @@
+"""Run the API on uvicorn: open the catalog, apply the loopback rule, serve until stopped."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from phasekit._optional import require
+from phasekit.catalog import Catalog, open_catalog
+from phasekit.errors import InvalidArgument
+from phasekit.serve.auth import check_bind
+
+log = logging.getLogger("phasekit.serve")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8750
+
+
+def open_served_catalog(
+    results_dir: str | os.PathLike[str] | None, catalog_url: str | None
+) -> Catalog:
+    """The catalog of a results folder, or at ``catalog_url`` with ``results_dir`` as the
+    root its files must lie under (a PostgreSQL catalog needs one to serve files)."""
+    if results_dir is None and catalog_url is None:
+        raise InvalidArgument(
+            "phasekit serve needs a results folder (RESULTS_DIR) or a catalog (--catalog URL)"
+        )
+    if results_dir is not None and not Path(results_dir).is_dir():
+        raise InvalidArgument(f"results folder {os.fspath(results_dir)!r} is not a folder")
+    location = catalog_url if catalog_url is not None else os.fspath(results_dir or "")
+    return open_catalog(location, results_dir=results_dir, create=False)
+
+
+def check_port(port: int) -> int:
+    if not 0 <= port <= 65535:
+        raise InvalidArgument(f"port {port} is not valid; allowed: 0 to 65535 (0: any free port)")
+    return port
+
+
+def serve(catalog: Catalog, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Serve ``catalog`` on ``host``:``port`` until interrupted (blocks)."""
+    require("fastapi", feature="phasekit serve")
+    uvicorn = require("uvicorn", feature="phasekit serve")
+    check_bind(catalog, host)
+    check_port(port)
+    from phasekit.serve.app import create_app
+
+    app = create_app(catalog)
+    log.warning("serving catalog %s on http://%s:%d", catalog.url, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
