@@ -39,6 +39,12 @@ SEQUENCES = ("single_pass", "train_test", "walk_forward", "monte_carlo")
 WALK_FORWARD_MODES = ("rolling", "expanding")
 MONTE_CARLO_METHODS = ("returns", "trades")
 
+#: ``results.layout``: where a run's files go. ``phasekit``: ``<results_dir>/<run id>/
+#: <phase>/[<window>/]...``; ``admf``: the design notes' source project's folders and JSON
+#: files, ``<results_dir>/<run name>/<phase>/`` (``phasekit.workflow.results``).
+RESULTS_LAYOUTS = ("phasekit", "admf")
+DEFAULT_RESULTS_LAYOUT = RESULTS_LAYOUTS[0]
+
 # The defaults of each sequence's settings (config shows them, the runners apply them).
 #: ``data_split`` of ``train_test``: the train fraction.
 DEFAULT_DATA_SPLIT = 0.8

@@ -167,6 +167,7 @@ def print_tables(view: Mapping[str, Any]) -> None:
     run.add_row("cleanup_policy", view["cleanup_policy"])
     stages = view["stages_to_persist"]
     run.add_row("stages_to_persist", escape(_text(stages)) if stages else "all")
+    run.add_row("results_layout", view["results_layout"])
     console.print(run)
     sections = [("run-wide settings", view["base"], view["base_containers"])]
     if view["phases"]:

@@ -19,7 +19,13 @@ from pydantic_core import PydanticCustomError
 
 from phasekit.config.limits import MAX_AMOUNT, MAX_COUNT, MAX_MEMORY_MB, MAX_SECONDS, MAX_SEED
 from phasekit.config.names import name_problem, pattern_problem
-from phasekit.config.vocab import choice_message, show, type_name
+from phasekit.config.vocab import (
+    EVENT_KIND_ALIASES,
+    EVENT_KINDS_REFUSED,
+    choice_message,
+    show,
+    type_name,
+)
 from phasekit.errors import InvalidArgument
 from phasekit.events import EventType, event_kind
 
@@ -160,6 +166,9 @@ def check_event_kind(value: Any) -> str:
     note = " or a kind registered with register_event_kind"
     if not isinstance(value, str):
         fail(choice_message(value, known, note))
+    if value.upper() in EVENT_KINDS_REFUSED:
+        fail(f"{show(value)} is not a phasekit event kind: {EVENT_KINDS_REFUSED[value.upper()]}")
+    value = EVENT_KIND_ALIASES.get(value.upper(), value)
     try:
         event_kind(value)
     except InvalidArgument:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple, Optional
 
+from phasekit.config.admf import STORAGE_MODES, TRACE_LEVELS, ExecutionBlock, ResultsBlock
 from phasekit.config.messages import format_path
 from phasekit.config.model import Settings
 from phasekit.config.provenance import RANK_LEVELS, Level, Provenance
@@ -31,6 +32,7 @@ from phasekit.config.vocab import (
     show,
 )
 from phasekit.errors import ConfigError
+from phasekit.registry import DEFAULT_RESULTS_LAYOUT
 
 
 class Setting(NamedTuple):
@@ -42,7 +44,18 @@ class Setting(NamedTuple):
 
 Patch = dict[str, Setting]
 
-RUN_WIDE = ("cleanup_policy", "stages_to_persist")
+#: Run-wide settings and where the configuration sets them.
+RUN_WIDE: Mapping[str, str] = MappingProxyType(
+    {
+        "cleanup_policy": "the top-level storage_strategy",
+        "stages_to_persist": "the top-level storage_strategy",
+        "results_layout": "the top-level results block",
+    }
+)
+#: The phase ``output`` kinds the results blocks switch (``output.<kind>``): per phase.
+OUTPUT_SWITCHES: Mapping[str, str] = MappingProxyType(
+    {"store_trades": "trades", "store_equity_curve": "equity_curves"}
+)
 
 #: Package defaults, the lowest level. ``data_flow.file.base_path`` defaults to the
 #: results directory; compression and persistence.format default by file format.
@@ -62,6 +75,7 @@ PACKAGE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "sliding_window_size": 1000,
         "cleanup_policy": "keep_all",
         "stages_to_persist": (),
+        "results_layout": DEFAULT_RESULTS_LAYOUT,
     }
 )
 
@@ -87,8 +101,11 @@ class _Builder:
             self.pattern,
         )
         if key in RUN_WIDE and not self.run_wide:
+            raise ConfigError(f"{source}: {key} is a run-wide setting; set it in {RUN_WIDE[key]}")
+        if key.startswith("output.") and self.pattern is not None:
             raise ConfigError(
-                f"{source}: {key} is a run-wide setting; set it in the top-level storage_strategy"
+                f"{source}: which results a phase writes is set per phase, not per container; "
+                "set it in the phase's results_override (or its output list)"
             )
         old = self.patch.get(key)
         if old is None:
@@ -191,16 +208,95 @@ def flatten(
                 "cleanup_policy": "cleanup_policy",
             },
         )
+    b.fields(settings, (), TRACING)
+    _results(b, settings.results, ("results",))
+    _results(b, getattr(settings, "results_override", None), ("results_override",))
+    _execution(b, settings.execution)
+    presets = _Builder(where, label, rank, run_wide, pattern)
+    _trace_level(presets, settings.trace_level, ("trace_level",))
+    if settings.execution is not None:
+        _trace_level(presets, settings.execution.trace_level, ("execution", "trace_level"))
+    # a key written next to a preset wins over the preset's value
+    return {**presets.patch, **b.patch}
+
+
+TRACING = {
+    "event_tracing": "event_tracing",
+    "retention_policy": "retention_policy",
+    "sliding_window_size": "sliding_window_size",
+}
+
+
+def _results(b: _Builder, block: Optional[ResultsBlock], path: tuple[Any, ...]) -> None:
+    """The source project's ``results:`` block (or ``results_override``)."""
+    if block is None:
+        return
     b.fields(
-        settings,
-        (),
+        block,
+        path,
         {
-            "event_tracing": "event_tracing",
             "retention_policy": "retention_policy",
+            "max_events": "sliding_window_size",
             "sliding_window_size": "sliding_window_size",
+            "layout": "results_layout",
         },
     )
-    return b.patch
+    if block.results_storage is not None:
+        mode = RESULTS_STORAGE[block.results_storage]
+        b.put("data_flow.mode", mode, (*path, "results_storage"), block.results_storage)
+    coll = block.collection
+    if coll is not None:
+        for name, kind in OUTPUT_SWITCHES.items():
+            value = getattr(coll, name)
+            if value is not None:
+                b.put(f"output.{kind}", value, (*path, "collection", name))
+    storage = block.storage
+    if storage is not None:
+        where = (*path, "storage")
+        b.fields(
+            storage,
+            where,
+            {"format": "data_flow.file.format", "partition_by": "data_flow.file.partition_by"},
+        )
+        if storage.compress is False:
+            b.put("data_flow.file.compression", None, (*where, "compress"), False)
+    memory = block.memory
+    if memory is not None:
+        where = (*path, "memory")
+        b.fields(memory, where, {"global_limit_mb": "data_flow.memory_limit_mb"})
+        if memory.storage_mode is not None:
+            mode = STORAGE_MODES[memory.storage_mode]
+            b.put("data_flow.mode", mode, (*where, "storage_mode"), memory.storage_mode)
+
+
+def _execution(b: _Builder, block: Optional[ExecutionBlock]) -> None:
+    """The ``execution:`` block: note 002's tracing keys, the tracing switch and
+    ``trace_settings``."""
+    if block is None:
+        return
+    path = ("execution",)
+    b.fields(block, path, TRACING)
+    if block.enable_event_tracing is False:
+        b.put("event_tracing", (), (*path, "enable_event_tracing"), False)
+    ts = block.trace_settings
+    if ts is not None:
+        b.fields(
+            ts,
+            (*path, "trace_settings"),
+            {
+                "max_events": "sliding_window_size",
+                "retention_policy": "retention_policy",
+                "events_to_trace": "event_tracing",
+            },
+        )
+
+
+def _trace_level(b: _Builder, level: Optional[str], path: tuple[Any, ...]) -> None:
+    """A ``trace_level`` preset, as the settings it stands for."""
+    if level is None:
+        return
+    for key, value in TRACE_LEVELS[level].items():
+        b.put(key, value, path, level)
 
 
 def defaults_patch(results_dir: str, results_dir_level: Level = Level.PACKAGE_DEFAULT) -> Patch:

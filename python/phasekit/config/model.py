@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import BeforeValidator, PlainValidator, model_validator
 
+from phasekit.config.admf import ExecutionBlock, MetricsBlock, ResultsBlock, TraceLevel
 from phasekit.config.fields import (
     Bool,
     MegaBytes,
@@ -139,6 +140,10 @@ class Settings(Model):
     event_tracing: Optional[EventList] = None
     retention_policy: Optional[Annotated[str, PlainValidator(choice(RETENTION_POLICIES))]] = None
     sliding_window_size: Optional[PositiveInt] = None
+    # the design notes' source project's spellings (phasekit.config.admf)
+    results: Optional[ResultsBlock] = None
+    execution: Optional[ExecutionBlock] = None
+    trace_level: Optional[TraceLevel] = None
 
 
 SETTINGS_FIELDS = tuple(Settings.model_fields)
@@ -146,6 +151,8 @@ SETTINGS_FIELDS = tuple(Settings.model_fields)
 
 class ContainerSettings(Settings):
     """The body of ``containers.<pattern>``."""
+
+    metrics: Optional[MetricsBlock] = None
 
 
 def _dag_spec(value: Any) -> dict[str, Any]:
@@ -215,6 +222,7 @@ class PhaseBody(PhaseParams):
     description: Optional[Text] = None
     output: Optional[Output] = None
     config: Optional[PhaseParams] = None
+    results_override: Optional[ResultsBlock] = None
 
 
 class PhaseConfig(PhaseBody):

@@ -80,6 +80,7 @@ def resolve(
     config: Source,
     workflow_defaults: Optional[WorkflowDefaults] = None,
     runtime: Optional[Mapping[str, Any]] = None,
+    phase_aliases: Optional[Mapping[str, str]] = None,
 ) -> ResolvedConfig:
     """Resolve a configuration into frozen, alias-free settings per phase and container.
 
@@ -89,6 +90,8 @@ def resolve(
     are those of ``phases:`` and of ``workflow_defaults``; when ``workflow_defaults`` is
     None, phases named only in ``phase_overrides`` are taken as phases too.
     ``runtime`` maps dotted paths to values (see :mod:`phasekit.config.runtime`).
+    ``phase_aliases`` maps other names of the workflow's phases (the source project's
+    ``training``, ``testing``) to them, for ``phase_overrides`` keys.
     """
     config = load_config(config)
     defaults = _check_defaults(workflow_defaults or {})
@@ -96,8 +99,9 @@ def resolve(
     rt = sort_runtime(runtime or {}, [*candidates, *(config.phase_overrides or {})], [])
     if rt.model:
         config = validate(WorkflowConfig, patch_model(config, rt.model), origin="--set")
-    names = _phase_names(config, defaults, workflow_defaults is not None)
-    return _Resolver(config, defaults, names, rt).build()
+    aliases = dict(phase_aliases or {})
+    names = _phase_names(config, defaults, workflow_defaults is not None, aliases)
+    return _Resolver(config, defaults, names, rt, aliases).build()
 
 
 def _check_defaults(raw: WorkflowDefaults) -> dict[str, PhaseDefaults]:
@@ -115,12 +119,15 @@ def _check_defaults(raw: WorkflowDefaults) -> dict[str, PhaseDefaults]:
 
 
 def _phase_names(
-    config: WorkflowConfig, defaults: Mapping[str, PhaseDefaults], strict: bool
+    config: WorkflowConfig,
+    defaults: Mapping[str, PhaseDefaults],
+    strict: bool,
+    aliases: Mapping[str, str],
 ) -> list[str]:
     names = list(defaults)
     names += [p.name for p in config.phases or [] if p.name not in defaults]
     for key in config.phase_overrides or {}:
-        if key not in names:
+        if key not in names and aliases.get(key) not in names:
             if strict or config.phases:
                 raise ConfigError(f"phase_overrides.{key}: " + unknown_phase_message(key, names))
             names.append(key)
@@ -134,8 +141,10 @@ class _Resolver:
         defaults: dict[str, PhaseDefaults],
         names: list[str],
         rt: RuntimeArgs,
+        aliases: Mapping[str, str],
     ) -> None:
         self.config, self.defaults, self.names = config, defaults, names
+        self.overrides = _overrides(config, names, aliases)
         self.user = {p.name: (i, p) for i, p in enumerate(config.phases or [])}
         self.results_dir = config.results_dir or DEFAULT_RESULTS_DIR
         chosen = "results_dir" in config.model_fields_set and config.results_dir is not None
@@ -184,9 +193,9 @@ class _Resolver:
             if phase.config is not None:
                 levels.append(flatten(phase.config, ("phases", i, "config"), rank=5))
             levels.append(flatten(phase, ("phases", i), rank=6))
-        override = (self.config.phase_overrides or {}).get(name)
-        if override is not None:
-            levels.append(flatten(override, ("phase_overrides", name), rank=7))
+        if name in self.overrides:
+            key, override = self.overrides[name]
+            levels.append(flatten(override, ("phase_overrides", key), rank=7))
         if self.config.containers:
             levels.append(self._slot(self.config.containers, ("containers",), 8, ""))
         levels.append(self.rt_patch)
@@ -264,7 +273,7 @@ class _Resolver:
     def param_levels(self, name: str) -> list[PhaseParams]:
         wf, user = self.defaults.get(name), self.user.get(name)
         phase = user[1] if user else None
-        override = (self.config.phase_overrides or {}).get(name)
+        override = self.overrides[name][1] if name in self.overrides else None
         levels = [
             wf.config if wf else None,
             wf,
@@ -331,7 +340,11 @@ class _Resolver:
         settings = self._settings(levels, tuple(None for _ in levels))
         sequence = self.structure(name, "sequence") or "single_pass"
         params = _sequence_params(sequence, self.params(name))
-        output = self.structure(name, "output")
+        output = dict(self.structure(name, "output") or dict.fromkeys(OUTPUT_KINDS, True))
+        switched = merge([lv for lv in levels if not isinstance(lv, _Slot)])
+        for kind in OUTPUT_KINDS:
+            if f"output.{kind}" in switched:
+                output[kind] = switched[f"output.{kind}"].value
         keep = settings.data_flow.persistence
         persist = (
             settings.data_flow.mode == "file"
@@ -344,9 +357,7 @@ class _Resolver:
             topology=self.structure(name, "topology") or "backtest",
             depends_on=tuple(self.structure(name, "depends_on") or ()),
             description=self.structure(name, "description"),
-            output=tuple(
-                k for k in OUTPUT_KINDS if (output or dict.fromkeys(OUTPUT_KINDS, True)).get(k)
-            ),
+            output=tuple(k for k in OUTPUT_KINDS if output.get(k)),
             settings=settings,
             params=params,
             persist=persist,
@@ -387,12 +398,31 @@ class _Resolver:
             workers=self.config.workers,
             cleanup_policy=base_merged["cleanup_policy"].value,
             stages_to_persist=stages,
+            results_layout=base_merged["results_layout"].value,
             base=base,
             base_patterns=MappingProxyType(base_patterns),
             phases=MappingProxyType(phases),
             patterns=patterns,
             _base_containers=self.container_resolver(None, base_levels),
         )
+
+
+def _overrides(
+    config: WorkflowConfig, names: list[str], aliases: Mapping[str, str]
+) -> dict[str, tuple[str, PhaseParams]]:
+    """Each phase's ``phase_overrides`` entry and the key it was written under (a phase's
+    own name, or another name of it from ``aliases``); two entries for one phase are an
+    error."""
+    out: dict[str, tuple[str, PhaseParams]] = {}
+    for key, body in (config.phase_overrides or {}).items():
+        name = key if key in names else aliases.get(key, key)
+        if name in out:
+            raise ConfigError(
+                f"phase_overrides.{key}: phase {name!r} is also overridden as "
+                f"phase_overrides.{out[name][0]}; {key!r} is another name of it, keep one"
+            )
+        out[name] = (key, body)
+    return out
 
 
 def _where(slot: str, phase: Optional[str]) -> str:

@@ -211,6 +211,7 @@ class ResolvedConfig:
     workers: Optional[int]
     cleanup_policy: str
     stages_to_persist: tuple[str, ...]
+    results_layout: str
     base: ResolvedSettings
     base_patterns: Mapping[str, ResolvedSettings]
     phases: Mapping[str, ResolvedPhase]
@@ -252,6 +253,7 @@ class ResolvedConfig:
             "workers": self.workers,
             "cleanup_policy": self.cleanup_policy,
             "stages_to_persist": list(self.stages_to_persist),
+            "results_layout": self.results_layout,
             "base": self.base.to_dict(),
             "patterns": list(self.patterns),
             "base_containers": {p: st.to_dict() for p, st in self.base_patterns.items()},

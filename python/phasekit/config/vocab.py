@@ -48,6 +48,18 @@ OUTPUT_KINDS = (
     "selected_parameters",
 )
 DIRECTIONS = ("maximize", "minimize")
+#: Event kinds of the design notes' source project written in ``event_tracing``: the
+#: phasekit kind each one is, or (``None``) why phasekit has none and what to write.
+EVENT_KIND_ALIASES: dict[str, str] = {
+    # phasekit has no risk step between an order request and an order: one ORDER kind
+    "ORDER_REQUEST": "ORDER",
+}
+EVENT_KINDS_REFUSED: dict[str, str] = {
+    "POSITION_UPDATE": (
+        "phasekit reports position changes as POSITION_OPEN and POSITION_CLOSE events "
+        "(with the FILL that made them); write those instead"
+    ),
+}
 SAMPLINGS = ("grid", "random")
 DATA_SOURCES = ("synthetic", "file")
 

@@ -61,6 +61,19 @@ BUILTIN_WORKFLOWS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+#: The source project's names of a built-in workflow's phases (its own
+#: ``train_test_optimization`` calls them ``training`` and ``testing``), accepted as
+#: ``phase_overrides`` keys.
+PHASE_ALIASES: dict[str, dict[str, str]] = {
+    "train_test_optimization": {"training": "parameter_search", "testing": "validation"},
+}
+
+
+def phase_aliases(name: str | None) -> dict[str, str]:
+    """Other names of the phases of workflow ``name`` (none for a user workflow)."""
+    return PHASE_ALIASES.get(name or "", {})
+
+
 CUSTOM_WORKFLOW = "custom"
 """The workflow type recorded for a config with a ``phases:`` list and no ``workflow``."""
 

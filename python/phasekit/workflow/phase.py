@@ -200,7 +200,9 @@ class PhaseContext:
 
     def _destroyed(self, outcome: Outcome, folder: Optional[str], keep_equity: bool) -> Summary:
         job = outcome.job
-        self.out.put_container(folder, job.container_id, outcome.results, outcome.equity)
+        self.out.put_container(
+            folder, job.container_id, outcome.results, outcome.equity, outcome.trades
+        )
         self.out.add_trades(folder, outcome.trades)
         # a window holds one small summary per container until it is ranked: the
         # parameter set is shared with the phase's list, the metrics are plain JSON

@@ -35,7 +35,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,6 +52,7 @@ from phasekit.stores.factory import (
     open_persist_store,
     open_store,
 )
+from phasekit.workflow.admf import PhaseAggregate, container_record, file_name, trade_records
 from phasekit.workflow.topology import TRADES_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class PhaseResults:
         self._trade_writers: dict[str, Any] = {}
         self._trade_tables: dict[str, list[pa.Table]] = {}
         self._streams: dict[str, list[StreamStore]] = {}
+        self._admf: Optional[AdmfFiles] = None
 
     @property
     def mode(self) -> str:
@@ -223,9 +225,11 @@ class PhaseResults:
         container_id: str,
         results: Mapping[str, Any],
         equity: Optional[pa.Table],
+        trades: Optional[pa.Table] = None,
     ) -> dict[str, Any]:
         """Store one destroyed container's results (and equity curve) through the store of
-        its plan; returns the URIs of what was stored."""
+        its plan; returns the URIs of what was stored. With ``results.layout: admf`` the
+        container's ``<id>_results.json`` (with its ``trades``) is written too."""
         plan = self._plan(container_id)
         mode = plan.flow.mode
         meta = jsonable(
@@ -256,6 +260,66 @@ class PhaseResults:
                 ).uri
         if equity is not None and "equity_curves" in self.outputs:
             uris["equity_curve"] = self._put_equity(window_id, container_id, plan, equity, meta)
+        if self._admf is not None:
+            uris["admf"] = self._put_admf(
+                self._admf, window_id, container_id, results, trades, equity
+            )
+        return uris
+
+    # ------------------------------------------------------------------ admf layout
+
+    def use_admf(self, folder: Path, initial_capital: float) -> None:
+        """Also write the source project's files (``results.layout: admf``, see
+        :mod:`phasekit.workflow.admf`) in ``folder``, the phase's folder there."""
+        self._admf = AdmfFiles(folder, initial_capital)
+
+    def _put_admf(
+        self,
+        admf: AdmfFiles,
+        window_id: Optional[str],
+        container_id: str,
+        results: Mapping[str, Any],
+        trades: Optional[pa.Table],
+        equity: Optional[pa.Table],
+    ) -> str:
+        record = container_record(
+            results,
+            trades if "trades" in self.outputs else None,
+            equity if "equity_curves" in self.outputs else None,
+            admf.initial_capital,
+        )
+        name = file_name(container_id, window_id)
+        admf.aggregate.add(name, record)
+        if trades is not None and trades.num_rows and "trades" in self.outputs:
+            admf.trades.append(trades)
+        path = admf.folder / "containers" / f"{name}_results.json"
+        return self._json_file(path, f"admf_{name}_results", window_id, jsonable(record), None)
+
+    def finish_admf(self, event_tracing: bool) -> dict[str, str]:
+        """The phase's ``aggregate_results.json``, ``all_trades.json`` (when it has trades)
+        and ``phase_summary.json`` in the source project's folder; returns their URIs."""
+        admf = self._admf
+        if admf is None:
+            return {}
+        agg = admf.aggregate
+        uris = {
+            "admf_aggregate_results": self._json_file(
+                admf.folder / "aggregate_results.json",
+                "admf_aggregate_results",
+                None,
+                jsonable(agg.aggregate_results()),
+                None,
+            )
+        }
+        if admf.trades:
+            rows = jsonable(trade_records(pa.concat_tables(admf.trades)))
+            uris["admf_all_trades"] = self._json_file(
+                admf.folder / "all_trades.json", "admf_all_trades", None, rows, None
+            )
+        summary = jsonable(agg.phase_summary(self.phase, self.flow.mode, event_tracing))
+        uris["admf_phase_summary"] = self._json_file(
+            admf.folder / "phase_summary.json", "admf_phase_summary", None, summary, None
+        )
         return uris
 
     def _record(self, store: AnyStore, results: dict[str, Any], window_id: Optional[str]) -> Any:
@@ -421,11 +485,22 @@ class PhaseResults:
         """Write ``<name>.json`` in the window's folder and record it; ``clean``: ``obj``
         holds plain JSON values already (no copy through :func:`jsonable`)."""
         path = self._dir(window_id) / f"{name}.json"
+        return self._json_file(path, name, window_id, obj if clean else jsonable(obj), metadata)
+
+    def _json_file(
+        self,
+        path: Path,
+        entity: str,
+        window_id: Optional[str],
+        value: Any,
+        metadata: Optional[Mapping[str, Any]],
+    ) -> str:
+        """Write ``value`` (plain JSON values) at ``path`` atomically and record it as
+        ``entity``."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        value = obj if clean else jsonable(obj)
-        checksum = write_json(path, value, f"writing {name}.json of phase {self.phase}")
+        checksum = write_json(path, value, f"writing {path.name} of phase {self.phase}")
         info = {"size_bytes": path.stat().st_size, "checksum": checksum}
-        return self._record_file(path, name, window_id, info, None, "json", metadata)
+        return self._record_file(path, entity, window_id, info, None, "json", metadata)
 
     def finish_window(self, window_id: Optional[str]) -> Optional[str]:
         """Finish the window's container streams (streaming mode) and its trades; both
@@ -444,6 +519,17 @@ class PhaseResults:
         self._trade_tables.clear()
         for store in reversed(list(self._stores.values())):  # hybrid views before their root
             store.close()
+
+
+@dataclass
+class AdmfFiles:
+    """What ``results.layout: admf`` gathers over a phase: its folder, the portfolios'
+    initial capital, the running aggregate and the trades for ``all_trades.json``."""
+
+    folder: Path
+    initial_capital: float
+    aggregate: PhaseAggregate = field(default_factory=PhaseAggregate)
+    trades: list[pa.Table] = field(default_factory=list)
 
 
 def _store_key(flow: DataFlow) -> Any:

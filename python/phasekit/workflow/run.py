@@ -20,7 +20,13 @@ import pyarrow as pa
 import phasekit
 from phasekit.catalog.liveness import RunLock, sweep_dead_files
 from phasekit.errors import CatalogError, ConfigError, UnknownKey
-from phasekit.workflow.builtin import CUSTOM_WORKFLOW, check_workflow, workflow_defaults
+from phasekit.workflow.admf import check_admf_target
+from phasekit.workflow.builtin import (
+    CUSTOM_WORKFLOW,
+    check_workflow,
+    phase_aliases,
+    workflow_defaults,
+)
 from phasekit.workflow.executor import DataSpec, Executor
 from phasekit.workflow.sequencer import Observer, PhaseOutcome, Sequencer
 
@@ -135,7 +141,10 @@ def load_and_resolve(
     if results_dir is not None:
         runtime["results_dir"] = str(results_dir)
     resolved = resolve(
-        cfg, workflow_defaults=workflow_defaults(cfg.workflow), runtime=runtime or None
+        cfg,
+        workflow_defaults=workflow_defaults(cfg.workflow),
+        runtime=runtime or None,
+        phase_aliases=phase_aliases(cfg.workflow),
     )
     check_resolved(resolved)
     return resolved
@@ -189,6 +198,7 @@ def run(
     runtime = {key.replace("__", "."): value for key, value in overrides.items()}
     resolved = load_and_resolve(config, runtime, results_dir)
     _check_workers(workers)
+    check_admf_target(resolved, resume is not None)
     if backend is not None:
         phasekit.set_backend(backend)
     executor = Executor(workers or resolved.workers, phasekit.get_backend())

@@ -26,6 +26,7 @@ from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.backtest.strategies import indicator_columns
 from phasekit.errors import ConfigError, WorkflowError
 from phasekit.workflow import analysis, concurrent, streamphase
+from phasekit.workflow.admf import admf_folder
 from phasekit.workflow.executor import DataSpec, Executor, bars_for
 from phasekit.workflow.params import ParameterSpace
 from phasekit.workflow.phase import (
@@ -199,6 +200,9 @@ class Sequencer:
         inputs = self.inputs(phase.name)
         planner = Planner(phase, len(inputs.sets))
         out = self._results(phase, planner)
+        if self.resolved.results_layout == "admf":
+            folder = admf_folder(self.resolved, phase.name)
+            out.use_admf(folder, inputs.portfolio.initial_capital)
         self._store_roles(out, inputs)
         ctx = PhaseContext(
             phase,
@@ -237,6 +241,7 @@ class Sequencer:
                     ", ".join(f"{p}_*" for p in sorted(ctx.prefixes)),
                 )
             outcome.files["phase_summary"] = out.write_json(None, "phase_summary", outcome.summary)
+            outcome.files.update(out.finish_admf(bool(phase.settings.event_tracing)))
         finally:
             out.close()
         return outcome

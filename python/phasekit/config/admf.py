@@ -1,0 +1,268 @@
+"""The configuration vocabulary of the design notes' source project (ADMF-PC), as models.
+
+Each block here is read by :func:`phasekit.config.layers.flatten` into phasekit's own
+settings (docs/migration.md, "Configuration vocabulary"): the ``results:`` block (and a
+phase's ``results_override``), the ``execution:`` block with ``trace_settings``,
+``trace_level`` presets and a container's ``metrics:``. A key phasekit has no
+counterpart for is refused by its validator with a message saying what to write
+instead; nothing is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, NoReturn, Optional
+
+from pydantic import PlainValidator
+
+from phasekit.config.fields import (
+    Bool,
+    MegaBytes,
+    Model,
+    PositiveInt,
+    check_event_kind,
+    check_text,
+    choice,
+    fail,
+    string_list,
+)
+from phasekit.config.vocab import FORMATS, RETENTION_POLICIES, choice_message, show
+from phasekit.registry import RESULTS_LAYOUTS
+
+
+def refused(instead: str) -> Callable[[Any], NoReturn]:
+    """A key phasekit does not support: its validator always fails with ``instead``."""
+
+    def check(value: Any) -> NoReturn:
+        fail(f"not supported by phasekit: {instead}")
+
+    return check
+
+
+def Refused(instead: str) -> Any:
+    """The field type of a refused key (see :func:`refused`)."""
+    return Optional[Annotated[Any, PlainValidator(refused(instead))]]
+
+
+def true_only(what: str) -> Callable[[Any], bool]:
+    """A switch whose only phasekit behaviour is on: ``true`` is accepted, ``false`` is
+    refused with ``what`` (the behaviour that cannot be switched off)."""
+
+    def check(value: Any) -> bool:
+        if value is not True:
+            fail(f"{show(value)} is not supported: {what}; write true or remove the key")
+        return True
+
+    return check
+
+
+# ----------------------------------------------------------------------------- results
+
+#: ``results.memory.storage_mode`` -> ``data_flow.mode``.
+STORAGE_MODES: Mapping[str, str] = MappingProxyType(
+    {"auto": "hybrid", "memory": "memory", "disk": "file"}
+)
+
+STREAMING_ONLY = "phasekit always computes metrics while events stream"
+NO_TRACE_FILES = (
+    "phasekit writes no event trace files; a run's results and catalog hold what it "
+    "keeps (docs/catalog.md); remove the key"
+)
+
+
+class ResultsCollection(Model):
+    """``results.collection``."""
+
+    streaming_metrics: Optional[Annotated[bool, PlainValidator(true_only(STREAMING_ONLY))]] = None
+    store_trades: Optional[Bool] = None
+    store_equity_curve: Optional[Bool] = None
+    snapshot_interval: Refused(
+        "phasekit keeps an equity point per bar when PORTFOLIO_UPDATE is traced; "
+        "remove snapshot_interval (phasekit.compat.tracing takes it for the tracer)"
+    ) = None
+    max_equity_points: Refused("phasekit keeps every equity point; remove the key") = None
+    trade_summary_only: Refused(
+        "trades are one row each in all_trades; write store_trades: false to keep none"
+    ) = None
+    store_order_book: Refused("phasekit keeps no order book; remove the key") = None
+    store_signals: Refused("phasekit stores no signals; remove the key") = None
+
+
+def _storage_format(value: Any) -> str:
+    if not isinstance(value, str) or value not in FORMATS:
+        fail(choice_message(value, FORMATS))
+    return value
+
+
+def _compress(value: Any) -> bool:
+    """``compress: false`` is compression none; ``true`` names no codec."""
+    if value is not False:
+        fail(
+            f"{show(value)} is not supported: name the codec instead, in "
+            "data_flow.file_settings.compression (arrow: lz4, zstd; parquet: snappy, zstd, "
+            "gzip, lz4, brotli), or write compress: false for none"
+        )
+    return False
+
+
+class ResultsStorage(Model):
+    """``results.storage``."""
+
+    format: Optional[Annotated[str, PlainValidator(_storage_format)]] = None
+    compress: Optional[Annotated[bool, PlainValidator(_compress)]] = None
+    partition_by: Optional[Annotated[list[str], PlainValidator(string_list(check_text))]] = None
+    location: Refused(
+        "results go to <results_dir>/<run>/<phase>/ (with results.layout: admf, "
+        "<results_dir>/<run name>/<phase>/); write results_dir instead"
+    ) = None
+
+
+class ResultsMemory(Model):
+    """``results.memory``."""
+
+    global_limit_mb: Optional[MegaBytes] = None
+    storage_mode: Optional[Annotated[str, PlainValidator(choice(tuple(STORAGE_MODES)))]] = None
+    memory_threshold_mb: Refused(
+        "phasekit's hybrid mode spills by one budget; write memory.global_limit_mb "
+        "(data_flow.memory_limit_mb) instead"
+    ) = None
+
+
+class ResultsBlock(Model):
+    """The ``results:`` block (a phase's ``results_override``, a container's ``results``)."""
+
+    layout: Optional[Annotated[str, PlainValidator(choice(RESULTS_LAYOUTS))]] = None
+    retention_policy: Optional[Annotated[str, PlainValidator(choice(RETENTION_POLICIES))]] = None
+    max_events: Optional[PositiveInt] = None
+    sliding_window_size: Optional[PositiveInt] = None
+    results_storage: Optional[Annotated[str, PlainValidator(choice(("memory", "disk")))]] = None
+    streaming_metrics: Optional[Annotated[bool, PlainValidator(true_only(STREAMING_ONLY))]] = None
+    collection: Optional[ResultsCollection] = None
+    storage: Optional[ResultsStorage] = None
+    memory: Optional[ResultsMemory] = None
+    output_dir: Refused("write results_dir (a run-wide folder) instead") = None
+    results_dir: Refused("write results_dir at the top level instead") = None
+    save_trades: Refused("write results.collection.store_trades instead") = None
+    save_equity_curve: Refused("write results.collection.store_equity_curve instead") = None
+    save_metrics: Refused(
+        "every container's metrics are always written (output container_results); remove the key"
+    ) = None
+
+
+# ------------------------------------------------------------------------------ tracing
+
+
+#: ``trace_level`` presets: what each sets, from the source project's presets for its
+#: portfolio containers (``none``, ``minimal``, ``normal``, ``debug``) and the event
+#: kinds of its per-container levels (``metrics``, ``trades``, ``equity``, ``full``).
+TRACE_LEVELS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "none": {"event_tracing": ()},
+        "minimal": {
+            "retention_policy": "trade_complete",
+            "output.trades": False,
+            "output.equity_curves": False,
+        },
+        "normal": {
+            "retention_policy": "trade_complete",
+            "output.trades": True,
+            "output.equity_curves": True,
+        },
+        "debug": {
+            "retention_policy": "sliding_window",
+            "sliding_window_size": 50_000,
+            "output.trades": True,
+            "output.equity_curves": True,
+        },
+        "metrics": {"event_tracing": ("PORTFOLIO_UPDATE", "POSITION_CLOSE")},
+        "trades": {
+            "event_tracing": ("PORTFOLIO_UPDATE", "POSITION_OPEN", "POSITION_CLOSE", "FILL")
+        },
+        "equity": {
+            "event_tracing": (
+                "PORTFOLIO_UPDATE",
+                "POSITION_OPEN",
+                "POSITION_CLOSE",
+                "FILL",
+                "ORDER",
+            )
+        },
+        "full": {"retention_policy": "keep_all"},
+    }
+)
+
+
+def _trace_level(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in TRACE_LEVELS:
+        fail(choice_message(value, TRACE_LEVELS))
+    return value.lower()
+
+
+TraceLevel = Annotated[str, PlainValidator(_trace_level)]
+
+
+EventList = Annotated[list[str], PlainValidator(string_list(check_event_kind, False))]
+RetentionPolicy = Annotated[str, PlainValidator(choice(RETENTION_POLICIES))]
+
+
+class TraceSettings(Model):
+    """``execution.trace_settings``."""
+
+    max_events: Optional[PositiveInt] = None
+    retention_policy: Optional[Annotated[str, PlainValidator(choice(RETENTION_POLICIES))]] = None
+    events_to_trace: Optional[EventList] = None
+    trace_dir: Refused(NO_TRACE_FILES) = None
+    storage_backend: Refused(NO_TRACE_FILES) = None
+    persist_to_disk: Refused(NO_TRACE_FILES) = None
+    batch_size: Refused(NO_TRACE_FILES) = None
+    auto_flush_on_cleanup: Refused(NO_TRACE_FILES) = None
+    use_sparse_storage: Refused(NO_TRACE_FILES) = None
+    storage: Refused(NO_TRACE_FILES) = None
+    enable_console_output: Refused("phasekit logs through `logging`; remove the key") = None
+    console_filter: Refused("phasekit logs through `logging`; remove the key") = None
+    trace_specific: Refused(
+        "write containers: {<pattern>: {event_tracing: [...]}} for the containers to trace"
+    ) = None
+    container_settings: Refused(
+        "write containers: {<pattern>: {retention_policy, sliding_window_size, "
+        "event_tracing}} at the top level"
+    ) = None
+
+
+class ExecutionBlock(Model):
+    """The ``execution:`` block: design note 002's tracing keys, its switch and presets."""
+
+    event_tracing: Optional[EventList] = None
+    retention_policy: Optional[RetentionPolicy] = None
+    sliding_window_size: Optional[PositiveInt] = None
+    enable_event_tracing: Optional[Bool] = None
+    trace_level: Optional[TraceLevel] = None
+    trace_settings: Optional[TraceSettings] = None
+
+
+class MetricsBlock(Model):
+    """A container's ``metrics:`` block."""
+
+    enabled: Optional[
+        Annotated[bool, PlainValidator(true_only("portfolio containers always compute metrics"))]
+    ] = None
+    annualization_factor: Refused(
+        "Sharpe and Sortino are annualised with the phase's data.periods_per_year; "
+        "write that instead"
+    ) = None
+
+
+__all__ = [
+    "STORAGE_MODES",
+    "TRACE_LEVELS",
+    "ExecutionBlock",
+    "MetricsBlock",
+    "ResultsBlock",
+    "ResultsCollection",
+    "ResultsMemory",
+    "ResultsStorage",
+    "TraceLevel",
+    "TraceSettings",
+    "refused",
+]
