@@ -520,3 +520,88 @@ def test_the_layout_names_one_owner(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="allowed: " + ", ".join(RESULTS_LAYOUTS)):
         load_and_resolve(config(tmp_path / "results", results={"layout": "original"}))
+
+
+# ------------------------------------------------------------------ the source project's files
+
+
+FOREIGN = {
+    "strategies": (
+        "workflow: optimization\nresults: {retention_policy: minimal}\nsymbols: [SPY]\n"
+        "strategies:\n  - {type: momentum}\nclassifiers: []\n",
+        "line 4: section 'strategies'",
+    ),
+    "renamed": (
+        "symbols: [SPY]\nexecution: {enable_event_tracing: true}\n",
+        "line 1: section 'symbols'",
+    ),
+    "workflow-mapping": (
+        "workflow:\n  name: x\n  phases: []\nresults: {max_events: 10}\n",
+        "section 'workflow'",
+    ),
+    "data.start_date": (
+        "workflow: optimization\ndata:\n  start_date: '2020-01-01'\n",
+        "line 3: section 'data.start_date'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN))
+def test_a_source_project_section_is_refused_in_one_line(tmp_path: Path, case: str) -> None:
+    text, message = FOREIGN[case]
+    path = tmp_path / "original.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_and_resolve(path)
+    assert "\n" not in str(err.value) and "not supported by phasekit" in str(err.value)
+
+
+def test_a_file_in_the_source_projects_vocabulary_loads_and_runs(tmp_path: Path) -> None:
+    # example_with_results.yaml's keys and structure, with phasekit's data and strategy
+    text = f"""
+workflow: train_test_optimization
+results_dir: {tmp_path / "results"}
+results:
+  retention_policy: trade_complete
+  max_events: 1000
+  collection:
+    streaming_metrics: true
+    store_trades: false
+    store_equity_curve: false
+  storage:
+    format: parquet
+    compress: false
+  memory:
+    global_limit_mb: 2000
+    storage_mode: auto
+phase_overrides:
+  training:
+    results_storage: disk
+    event_tracing: ['POSITION_OPEN', 'POSITION_CLOSE', 'FILL', 'PORTFOLIO_UPDATE']
+    retention_policy: sliding_window
+  testing:
+    results:
+      collection: {{store_trades: true}}
+data: {{n_bars: 400, frequency: 1h, seed: 3}}
+strategy: {{type: sma_crossover}}
+parameter_space: {{strategy.fast: [3, 5], strategy.slow: [20, 40]}}
+execution:
+  enable_event_tracing: true
+  trace_settings:
+    events_to_trace: [ORDER_REQUEST, FILL, POSITION_OPEN, POSITION_CLOSE]
+trace_level: normal
+"""
+    path = tmp_path / "example_with_results.yaml"
+    path.write_text(text)
+    resolved = load_and_resolve(path)
+    assert resolved.phase("parameter_search").data_flow.file.format == "parquet"
+    assert "trades" not in resolved.phase("parameter_search").output
+    assert "trades" in resolved.phase("validation").output
+    res = run(path, workers=1)
+    try:
+        search = phase_dir(res) / "train"
+        assert len(list((search / "containers").glob("*_results.parquet"))) == 4
+        assert not list(search.glob("all_trades.*"))
+        assert list((res.run_dir / "validation" / "test").glob("all_trades.*"))
+    finally:
+        res.close()

@@ -253,7 +253,86 @@ class MetricsBlock(Model):
     ) = None
 
 
+#: Top-level sections of the source project's configurations that are not about results
+#: or tracing, and what phasekit has instead; a file with one is refused in one line.
+FOREIGN_SECTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "strategies": "one strategy type per phase: write strategy: {type: ...} and "
+        "parameter_space:",
+        "classifiers": "phasekit has no regime classifiers",
+        "risk": "phasekit's sizing is portfolio: {fraction, whole_units}",
+        "risk_profiles": "phasekit's sizing is portfolio: {fraction, whole_units}",
+        "features": "strategies compute their own indicators",
+        "feature_config": "strategies compute their own indicators",
+        "feature_configs": "strategies compute their own indicators",
+        "symbols": "write data: {symbols: [...]}",
+        "timeframes": "write data: {frequency: ...}",
+        "timeframe": "write data: {frequency: ...}",
+        "data_source": "write data: {source: synthetic | file, path: ...}",
+        "data_dir": "write data: {source: file, path: ...}",
+        "start_date": "write data: {start: ...}",
+        "end_date": "write data: {end: ...}",
+        "max_bars": "write data: {n_bars: ...}",
+        "signal_filters": "phasekit has no signal filters",
+        "signal_persistence": "phasekit stores no signals",
+        "optimization": "write parameter_space: and objective_function:",
+        "backtest": "write phases: [{name, sequence, topology: backtest}]",
+        "mode": "write phases: [{name, sequence, topology: backtest}]",
+        "topology": "write phases: [{name, topology}]",
+        "initial_capital": "write portfolio: {initial_capital: ...}",
+        "dataset": "write data_split: or walk_forward:",
+        "split_ratio": "write data_split:",
+        "metadata": "write description: or run_name:",
+        "name": "write run_name:",
+    }
+)
+
+
+#: Renamed keys: named only when a file has no section of :data:`FOREIGN_SECTIONS` that
+#: phasekit lacks outright.
+RENAMED = (
+    "symbols",
+    "timeframes",
+    "timeframe",
+    "data_source",
+    "data_dir",
+    "start_date",
+    "end_date",
+    "max_bars",
+    "initial_capital",
+    "split_ratio",
+    "metadata",
+    "name",
+)
+#: Keys of phasekit's ``data`` the source project writes otherwise.
+FOREIGN_DATA = {
+    "start_date": "write data: {start: ...}",
+    "end_date": "write data: {end: ...}",
+    "sources": "write data: {symbols: [...]}",
+}
+
+
+def foreign_section(data: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    """The first top-level section of the source project's that phasekit has no
+    counterpart for (one it lacks outright before a renamed one), and what to write
+    instead (None when there is none)."""
+    keys = [k for k in data if isinstance(k, str) and k in FOREIGN_SECTIONS]
+    lacking = [k for k in keys if k not in RENAMED]
+    if lacking or keys:
+        key = (lacking or keys)[0]
+        return key, FOREIGN_SECTIONS[key]
+    if isinstance(data.get("workflow"), Mapping):
+        return "workflow", "write workflow: <name> and phases: [...] at the top level"
+    section = data.get("data")
+    if isinstance(section, Mapping):
+        for key, instead in FOREIGN_DATA.items():
+            if key in section:
+                return f"data.{key}", instead
+    return None
+
+
 __all__ = [
+    "FOREIGN_SECTIONS",
     "STORAGE_MODES",
     "TRACE_LEVELS",
     "ExecutionBlock",

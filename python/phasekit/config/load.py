@@ -10,6 +10,7 @@ from typing import Any, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError
 
+from phasekit.config.admf import foreign_section
 from phasekit.config.limits import MAX_CONFIG_BYTES, MAX_PROBLEMS, MAX_UNKNOWN_SHOWN, clip
 from phasekit.config.messages import combine, format_path, model_at, problems
 from phasekit.config.model import (
@@ -219,7 +220,25 @@ def load_config(source: Source) -> WorkflowConfig:
             f"a configuration is a path, YAML text or a mapping, got {type_name(source)}"
         )
     data, lines, origin = _read(source)
+    _refuse_foreign(data, lines, origin)
     return validate(WorkflowConfig, data, origin=origin, lines=lines)
+
+
+def _refuse_foreign(data: Any, lines: Lines, origin: str) -> None:
+    """One line for a file of the design notes' source project with a section phasekit
+    does not support (:data:`phasekit.config.admf.FOREIGN_SECTIONS`)."""
+    if not isinstance(data, Mapping):
+        return
+    found = foreign_section(data)
+    if found is None:
+        return
+    key, instead = found
+    line = lines.get(tuple(key.split(".")))
+    where = f"{origin or 'config'}" + (f" line {line}" if line else "")
+    raise ConfigError(
+        f"{where}: section {key!r} (the design notes' source project's) is not supported "
+        f"by phasekit: {instead}"
+    )
 
 
 def load_section(section: str, data: Any) -> BaseModel:

@@ -201,7 +201,7 @@ class PhaseContext:
     def _destroyed(self, outcome: Outcome, folder: Optional[str], keep_equity: bool) -> Summary:
         job = outcome.job
         self.out.put_container(
-            folder, job.container_id, outcome.results, outcome.equity, outcome.trades
+            folder, job.container_id, outcome.results, outcome.equity, trades=outcome.trades
         )
         self.out.add_trades(folder, outcome.trades)
         # a window holds one small summary per container until it is ranked: the

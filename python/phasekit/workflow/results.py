@@ -225,6 +225,7 @@ class PhaseResults:
         container_id: str,
         results: Mapping[str, Any],
         equity: Optional[pa.Table],
+        *,
         trades: Optional[pa.Table] = None,
     ) -> dict[str, Any]:
         """Store one destroyed container's results (and equity curve) through the store of
