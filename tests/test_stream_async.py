@@ -251,3 +251,29 @@ def test_run_async_timeout_and_async_handle_stop() -> None:
         return result
 
     asyncio.run(main())
+
+
+def test_an_async_abort_is_awaited_after_a_failure() -> None:
+    class Sink:
+        aborted = False
+
+        async def process(self, x: int) -> None:
+            await asyncio.sleep(0)
+
+        async def abort(self) -> None:
+            await asyncio.sleep(0)
+            Sink.aborted = True
+
+    def bad(x: int) -> int:
+        if x == 50:
+            raise RuntimeError("no")
+        return x
+
+    dag = Dag("t", capacity=4, batch_size=4)
+    dag.add_source("src", range(100))
+    dag.add_node("bad", bad)
+    dag.add_sink("sink", Sink())
+    dag.chain("src", "bad", "sink")
+    with pytest.raises(StreamError, match="RuntimeError: no"):
+        _no_unawaited_warning(dag.run)
+    assert Sink.aborted

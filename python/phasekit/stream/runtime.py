@@ -496,7 +496,7 @@ class _WorkerInstance(_Instance):
         if release is None or not callable(release):
             return
         try:
-            release()
+            self.proc.awaited(release())
         except Exception as exc:
             log.warning("node %r: releasing after a failure raised %r", self.spec.id, exc)
 
