@@ -37,6 +37,7 @@ OPTIONAL: Mapping[str, OptionalDependency] = {
         OptionalDependency("h5py", extra="hdf5", requirement="h5py"),
         OptionalDependency("fastapi", extra="serve", requirement="fastapi"),
         OptionalDependency("uvicorn", extra="serve", requirement="uvicorn"),
+        OptionalDependency("plotly", extra="report", requirement="plotly"),
     )
 }
 

@@ -39,6 +39,7 @@ from phasekit.workflow.phase import (
 from phasekit.workflow.plans import Planner
 from phasekit.workflow.results import PhaseResults, StreamTap, read_json
 from phasekit.workflow.runners import RUNNERS
+from phasekit.workflow.timeline import TimelineObserver
 from phasekit.workflow.topology import Objective, strategy_params
 from phasekit.workflow.windowagg import public
 
@@ -204,12 +205,13 @@ class Sequencer:
             folder = admf_folder(self.resolved, phase.name)
             out.use_admf(folder, inputs.portfolio.initial_capital)
         self._store_roles(out, inputs)
+        observer = TimelineObserver(self.observer, out.stats)
         ctx = PhaseContext(
             phase,
             inputs,
             out,
             self.executor,
-            self.observer,
+            observer,
             lambda window_id: self._completed(phase.name, window_id),
         )
         started = time.perf_counter()
@@ -229,6 +231,7 @@ class Sequencer:
                     "report": [r.to_dict() for r in outcome.rows],
                     "seconds": round(time.perf_counter() - started, 3),
                     "store_stats": out.stats(),
+                    "memory_timeline": observer.finish(),
                     "unmatched_patterns": planner.unmatched,
                 }
             )
