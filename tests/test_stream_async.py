@@ -277,3 +277,13 @@ def test_an_async_abort_is_awaited_after_a_failure() -> None:
     with pytest.raises(StreamError, match="RuntimeError: no"):
         _no_unawaited_warning(dag.run)
     assert Sink.aborted
+
+
+def test_stateful_map_with_an_async_step() -> None:
+    async def running_sum(state: int, x: int) -> tuple[int, int]:
+        await asyncio.sleep(0)
+        return state + x, state + x
+
+    dag, out = _line(ops.stateful_map(lambda x: x % 2, running_sum, init=0), n=10)
+    _no_unawaited_warning(dag.run)
+    assert out == [0, 1, 2, 4, 6, 9, 12, 16, 20, 25]

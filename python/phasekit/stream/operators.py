@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional
 
 from phasekit.errors import InvalidArgument
+from phasekit.stream.aio import is_async_callable
 from phasekit.stream.eventtime import field_getter, positive_duration, to_ns
 from phasekit.stream.nodes import NodeContext, Out
 from phasekit.stream.ohlc import OhlcResample, ohlc_resample
@@ -369,16 +370,23 @@ class StatefulMap:
 
     @property
     def fn(self) -> Callable[[Any], Any]:
-        return self.apply
+        return self.apply_async if is_async_callable(self.step) else self.apply
+
+    def _state(self, item: Any) -> tuple[Any, Any]:
+        k = self.key(item) if self.key is not None else None
+        if k in self.states:
+            return k, self.states[k]
+        return k, self.init() if callable(self.init) else self.init
 
     def apply(self, item: Any) -> Any:
-        k = self.key(item) if self.key is not None else None
-        states = self.states
-        if k in states:
-            state = states[k]
-        else:
-            state = self.init() if callable(self.init) else self.init
-        states[k], out = self.step(state, item)
+        k, state = self._state(item)
+        self.states[k], out = self.step(state, item)
+        return out
+
+    async def apply_async(self, item: Any) -> Any:
+        """``apply`` for an ``async def`` step (awaited on the run's event loop)."""
+        k, state = self._state(item)
+        self.states[k], out = await self.step(state, item)
         return out
 
 
