@@ -230,6 +230,27 @@ def test_sections_without_data_are_a_note(tmp_path: Path) -> None:
     assert html.count('class="chart"') == 1
 
 
+def test_a_damaged_equity_file_is_left_out_and_counted(tmp_path: Path) -> None:
+    cfg = plain_config(tmp_path)
+    cfg.update(results_storage="disk", event_tracing=EQUITY_EVENTS)
+    res = run(cfg, workers=1)
+    try:
+        best = res.phases["parameter_search"].best
+        assert best is not None
+        html = render_report(tmp_path, res.run_id)
+        assert html.count('class="chart"') == 2  # the best set's curve, the memory timeline
+        path = next(tmp_path.rglob(f"{best['container_id']}_equity.arrow"))
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        html = render_report(tmp_path, res.run_id)
+    finally:
+        res.close()
+    assert html.count('class="chart"') == 1
+    assert "1 stored item(s) could not be read" in html
+    assert "The run kept no equity curve" in html
+
+
 def test_heatmap_needs_two_varying_parameters(full_run: tuple[Path, str]) -> None:
     results, run_id = full_run
     with open_catalog(results, create=False) as catalog:

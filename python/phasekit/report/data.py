@@ -66,15 +66,6 @@ class RunData:
     unreadable: int = 0
 
 
-def _is_equity(item: ItemRow) -> bool:
-    kind = (item.metadata or {}).get("output_type")
-    return kind == "equity_curves" or item.entity_name == "oos_equity"
-
-
-def _wanted(item: ItemRow) -> bool:
-    return item.entity_name in ("phase_summary", "aggregate_results") or _is_equity(item)
-
-
 def _load(catalog: Catalog, item: ItemRow) -> Any:
     ref = LazyRef(
         item.entity_name,
@@ -100,31 +91,67 @@ def resolve(catalog: Catalog, run_id: str) -> ProcessRow:
 
 
 def read_run(catalog: Catalog, run_id: str) -> RunData:
-    """Everything the report shows of run ``run_id`` (see the module docstring)."""
+    """Everything the report shows of run ``run_id`` (see the module docstring): its
+    phases' summaries and aggregates, then only the equity items of their best sets (a
+    run's thousands of container rows are never listed)."""
     run = resolve(catalog, run_id)
+    reader = _Reader(catalog, run.process_id)
+    items = [i for entity in SUMMARIES for i in reader.items(entity)]
     phases: dict[str, PhaseData] = {}
-    unreadable = 0
-    for item in catalog.list_items(run.process_id, states=("present",)):
+    for item in sorted(items, key=lambda i: i.id):
         phase = phases.setdefault(item.stage_name, PhaseData(item.stage_name))
-        if not _wanted(item):
+        value = reader.load(item)
+        if not isinstance(value, Mapping):
             continue
+        if item.entity_name == "phase_summary":
+            phase.summary = dict(value)
+        else:
+            phase.aggregates[item.window_id or "full"] = dict(value)
+    for phase in phases.values():
+        for window, entity in equity_wanted(phase):
+            for item in reader.items(entity, phase.name):
+                if item.window_id != window:
+                    continue
+                table = reader.load(item)
+                if isinstance(table, pa.Table) and {"ts", "equity"} <= set(table.column_names):
+                    phase.equity[(window, entity)] = table
+    return RunData(run, catalog.url, phases, reader.unreadable)
+
+
+SUMMARIES = ("phase_summary", "aggregate_results")
+"""The entities read for every phase."""
+
+
+def equity_wanted(phase: PhaseData) -> list[tuple[Optional[str], str]]:
+    """(window id, entity) of the equity curves the report draws: each window's first
+    ranked container, each walk-forward window's test container, the stitched curve."""
+    wanted: list[tuple[Optional[str], str]] = [(None, "oos_equity")]
+    for window, agg in phase.aggregates.items():
+        wid = None if window == "full" else window
+        ranking = agg.get("ranking") or []
+        for row in (ranking[0] if ranking else None, agg.get("test")):
+            if isinstance(row, Mapping) and row.get("container_id"):
+                wanted.append((wid, f"{row['container_id']}_equity"))
+    return wanted
+
+
+class _Reader:
+    """Lists a run's present items and loads them, counting those it cannot load."""
+
+    def __init__(self, catalog: Catalog, run_id: str) -> None:
+        self.catalog, self.run_id = catalog, run_id
+        self.unreadable = 0
+
+    def items(self, entity: str, stage: Optional[str] = None) -> list[ItemRow]:
+        return self.catalog.list_items(self.run_id, stage=stage, entity=entity, states=("present",))
+
+    def load(self, item: ItemRow) -> Any:
         try:
-            value = _load(catalog, item)
+            return _load(self.catalog, item)
         except (PhasekitError, OSError, ValueError, pa.ArrowException) as exc:
             log.info("report: %s is left out: %s", item.label, exc)
-            unreadable += 1
-            continue
-        _place(phase, item, value)
-    return RunData(run, catalog.url, phases, unreadable)
-
-
-def _place(phase: PhaseData, item: ItemRow, value: Any) -> None:
-    if item.entity_name == "phase_summary" and isinstance(value, Mapping):
-        phase.summary = dict(value)
-    elif item.entity_name == "aggregate_results" and isinstance(value, Mapping):
-        phase.aggregates[item.window_id or "full"] = dict(value)
-    elif isinstance(value, pa.Table) and {"ts", "equity"} <= set(value.column_names):
-        phase.equity[(item.window_id, item.entity_name)] = value
+            self.unreadable += 1
+            return None
 
 
 def open_source(source: CatalogSource) -> tuple[Catalog, bool]:
