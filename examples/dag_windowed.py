@@ -43,17 +43,15 @@ def build() -> Dag:
     dag.add_source("readings", readings)
     dag.add_node(
         "avg10s",
-        ops.tumbling(
-            "10s", timestamp="ts", key="sensor", aggregate=mean, max_out_of_orderness="3s"
-        ),
+        ops.tumbling("10s", timestamp="ts", key="sensor", aggregate=mean, max_delay="3s"),
     )
     dag.add_node(
         "max30s",
         ops.sliding("30s", "10s", timestamp="ts", aggregate=lambda es: max(e["value"] for e in es),
-                    max_out_of_orderness="3s", allowed_lateness="5s"),
+                    max_delay="3s", allowed_lateness="5s"),
     )  # fmt: skip
     dag.add_node("sessions", ops.session("2s", timestamp="ts", key="sensor", aggregate=len,
-                                         max_out_of_orderness="3s"))  # fmt: skip
+                                         max_delay="3s"))  # fmt: skip
     for node in ("avg10s", "max30s", "sessions"):
         dag.connect("readings", node)
         dag.add_sink(f"{node}_out", collect())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,17 @@ class Total:
 
     def close(self) -> int:
         return self.total
+
+
+def polars_ohlc_aggs() -> list[Any]:
+    """The polars aggregations of an OHLCV bar (as ``ohlc_resample`` computes it)."""
+    import polars as pl
+
+    return [
+        pl.col("price").first().alias("open"),
+        pl.col("price").max().alias("high"),
+        pl.col("price").min().alias("low"),
+        pl.col("price").last().alias("close"),
+        pl.col("volume").sum(),
+        pl.len().cast(pl.Int64).alias("trades"),
+    ]

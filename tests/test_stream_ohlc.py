@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from _stream_support import stream_backend  # noqa: F401
+from _stream_support import polars_ohlc_aggs, stream_backend  # noqa: F401
 from phasekit.stream import Dag, Out
 from phasekit.stream.connectors import collect
 from phasekit.stream.ohlc import ohlc_resample
@@ -53,14 +53,7 @@ def _polars(table: pa.Table, every: str, by: Any = None) -> pl.DataFrame:
     df = pl.from_arrow(table)
     if by is not None:
         df = df.sort(by, "ts", maintain_order=True)
-    return df.group_by_dynamic("ts", every=every, group_by=by).agg(
-        pl.col("price").first().alias("open"),
-        pl.col("price").max().alias("high"),
-        pl.col("price").min().alias("low"),
-        pl.col("price").last().alias("close"),
-        pl.col("volume").sum(),
-        pl.len().cast(pl.Int64).alias("trades"),
-    )
+    return df.group_by_dynamic("ts", every=every, group_by=by).agg(*polars_ohlc_aggs())
 
 
 def _assert_frames(mine: pl.DataFrame, ref: pl.DataFrame) -> None:

@@ -52,7 +52,7 @@ def test_watermark_is_max_seen_minus_delay_and_never_decreases() -> None:
 
 
 def test_tumbling_out_of_order_within_delay_and_late_events_to_side_output() -> None:
-    op = tumbling(10, timestamp=lambda e: e[0], aggregate=_sum, max_out_of_orderness=2)
+    op = tumbling(10, timestamp=lambda e: e[0], aggregate=_sum, max_delay=2)
     results, late = _feed(op, TUMBLING_INPUT)
     # W = max ts - 2. (12) -> W=10 fires [0,10) = {1,4}; (9) is then late;
     # (25) -> W=23 fires [10,20) = {12,11,15,13}; (19) is late; the end fires [20,30).
@@ -66,9 +66,7 @@ def test_tumbling_out_of_order_within_delay_and_late_events_to_side_output() -> 
 
 
 def test_allowed_lateness_refires_windows_with_updates() -> None:
-    op = tumbling(
-        10, timestamp=lambda e: e[0], aggregate=_sum, max_out_of_orderness=2, allowed_lateness=5
-    )
+    op = tumbling(10, timestamp=lambda e: e[0], aggregate=_sum, max_delay=2, allowed_lateness=5)
     results, late = _feed(op, TUMBLING_INPUT)
     assert results == [
         WindowResult(None, 0, 10, 3, 2, 0),
@@ -164,9 +162,7 @@ def test_window_arguments_are_checked() -> None:
 def test_windows_in_a_dag_with_the_late_port_connected() -> None:
     dag = Dag("w", capacity=4)
     dag.add_source("events", TUMBLING_INPUT)
-    dag.add_node(
-        "win", tumbling(10, timestamp=lambda e: e[0], aggregate=_sum, max_out_of_orderness=2)
-    )
+    dag.add_node("win", tumbling(10, timestamp=lambda e: e[0], aggregate=_sum, max_delay=2))
     dag.add_sink("results", collect())
     dag.add_sink("late", collect())
     dag.connect("events", "win")
@@ -182,7 +178,7 @@ def test_windows_in_a_dag_with_the_late_port_connected() -> None:
 def test_unconnected_late_port_counts_late_events() -> None:
     dag = Dag("w")
     dag.add_source("events", TUMBLING_INPUT)
-    dag.add_node("win", tumbling(10, timestamp=lambda e: e[0], max_out_of_orderness=2))
+    dag.add_node("win", tumbling(10, timestamp=lambda e: e[0], max_delay=2))
     dag.add_sink("results", collect())
     dag.chain("events", "win", "results")
     result = dag.run()

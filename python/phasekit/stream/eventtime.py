@@ -6,13 +6,35 @@ UTC), ``numpy.datetime64`` or anything with an integer ``.value`` in nanoseconds
 (``pandas.Timestamp``). Durations may be ``int`` (nanoseconds), ``float`` (seconds),
 ``timedelta`` or a string such as ``"500ms"``, ``"5s"``, ``"1m"``, ``"1min"``, ``"2h"``,
 ``"1d"``, ``"1w"``.
+
+Watermarks and lateness (the same in every event-time operator: the windows and
+``ohlc_resample``; ``EventTimePolicy`` owns the two settings and their defaults):
+
+* ``max_delay``: how far behind the largest timestamp seen an item may still arrive.
+  The watermark after an item is ``W = largest timestamp so far - max_delay``; it
+  never goes back. Items are taken in the order the operator reads them, one at a time:
+  an item is judged against the watermark *before* it, whatever the batch it came in,
+  so the output for a given input order does not depend on batch sizes or channel
+  capacities.
+* A window or bar ``[start, end)`` is emitted once ``W >= end`` (and at the end of the
+  input).
+* ``allowed_lateness``: after that it stays open while ``W < end + allowed_lateness``;
+  an item for it arriving meanwhile is added and the window or bar is emitted again
+  with the update (``firing`` 1, 2, ...). An item whose windows are all past
+  ``end + allowed_lateness`` is late: it goes to the ``late`` port and is counted.
+* A node with ``parallelism > 1`` (keyed) or fed by several inputs does not generate
+  its watermark from what each instance happens to read: the watermark is generated on
+  each input edge, before partitioning, from all items of that edge in order, and
+  carried to the instances with the items; a node's watermark is the minimum over its
+  inputs (an input that has ended no longer holds it back).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import re
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional
 
 from phasekit.errors import InvalidArgument
 
@@ -159,3 +181,62 @@ class Watermark:
         if ts > self.value:
             self.value = ts
         return self.value
+
+
+DEFAULT_MAX_DELAY = 0
+"""Default ``max_delay``: items are expected in timestamp order."""
+DEFAULT_ALLOWED_LATENESS = 0
+"""Default ``allowed_lateness``: a window or bar is final once emitted."""
+
+
+@dataclass(frozen=True)
+class EventTimePolicy:
+    """``max_delay`` and ``allowed_lateness`` in nanoseconds (see the module doc)."""
+
+    max_delay: int = DEFAULT_MAX_DELAY
+    allowed_lateness: int = DEFAULT_ALLOWED_LATENESS
+
+    @classmethod
+    def of(cls, max_delay: Any = None, allowed_lateness: Any = None) -> EventTimePolicy:
+        """A policy from user values (durations; None: the default)."""
+        return cls(
+            DEFAULT_MAX_DELAY
+            if max_delay is None
+            else non_negative_duration(max_delay, "max_delay"),
+            DEFAULT_ALLOWED_LATENESS
+            if allowed_lateness is None
+            else non_negative_duration(allowed_lateness, "allowed_lateness"),
+        )
+
+    def watermark(self) -> Watermark:
+        return Watermark(self.max_delay)
+
+
+class Mark(NamedTuple):
+    """A watermark carried in a channel: input ``sender`` promises no item below ``value``
+    (beyond the operator's lateness rules). Only event-time operators receive them."""
+
+    sender: int
+    value: int
+
+
+class CarriedWatermark:
+    """The watermark of an operator whose inputs carry marks: the minimum over its inputs."""
+
+    __slots__ = ("inputs", "value")
+
+    def __init__(self, senders: Any) -> None:
+        self.inputs: dict[int, int] = dict.fromkeys(senders, MIN_TIME)
+        self.value = MIN_TIME
+
+    def update(self, mark: Mark) -> bool:
+        """Take a mark into account; True when the node's watermark advanced."""
+        inputs = self.inputs
+        if mark.value <= inputs.get(mark.sender, MAX_TIME):
+            return False
+        inputs[mark.sender] = mark.value
+        low = min(inputs.values())
+        if low > self.value:
+            self.value = low
+            return True
+        return False

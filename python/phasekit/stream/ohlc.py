@@ -1,19 +1,23 @@
-"""``ohlc_resample``: ticks or bars into OHLCV bars of a fixed interval, vectorised per batch.
+"""``ohlc_resample``: ticks or bars into OHLCV bars of an interval, vectorised per batch.
 
-Bars are aligned to the Unix epoch plus ``offset``, left-closed and labelled by their
-start, as polars ``group_by_dynamic`` does by default (and pandas ``resample`` with
-``origin="epoch"``; for intervals that divide a day, also with its default origin).
-A bar holds open (first price), high, low, close (last price), volume (sum) and trades
-(tick count, or the sum of the input bars' ``trades``); only bars with data are emitted.
+Bars are left-closed and labelled by their start, cut as polars ``group_by_dynamic``
+cuts them (``phasekit.stream.intervals``: fixed durations aligned to the Unix epoch
+plus ``offset``; calendar days, weeks, months in ``time_zone``). A bar holds open
+(first price), high, low, close (last price), volume (sum) and trades (tick count, or
+the sum of the input bars' ``trades``); only bars with data are emitted.
 
 Ticks arrive either one at a time (mappings or objects with the named fields) or in
 batches (pyarrow RecordBatch/Table, polars DataFrame, or a mapping of column arrays);
-a batch is aggregated with numpy in one pass, never tick by tick. A bar is emitted once
-the watermark (largest timestamp seen minus ``max_delay``) reaches its end, and at
-the end of the input. A tick for a bar already emitted is late: it goes to the
-``late`` port and is counted. Lateness is judged against the watermark before each
-incoming batch. Batches in produce a ``pyarrow.RecordBatch`` of bars; single ticks
-produce one dict per bar.
+a batch is aggregated with numpy in one pass, never tick by tick. Watermark and
+lateness follow ``phasekit.stream.eventtime`` (``max_delay``, ``allowed_lateness``):
+each tick is judged against the watermark before it, in input order, whatever the
+batches (the rows of a columnar batch in their order), so the bars do not depend on
+how the input is cut. A bar is emitted once the watermark reaches its end, and at the
+end of the input. With ``allowed_lateness`` an emitted bar takes later ticks until the
+watermark passes ``end + allowed_lateness`` and is emitted again with each, carrying
+a ``firing`` field (0 the first time). A tick for no open bar is late: it goes to the
+``late`` port and is counted. Batches in produce a ``pyarrow.RecordBatch`` of bars;
+single ticks produce one dict per bar.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from phasekit.errors import InvalidArgument
 from phasekit.stream.eventtime import (
     MAX_TIME,
     MIN_TIME,
-    Watermark,
-    non_negative_duration,
-    positive_duration,
+    CarriedWatermark,
+    EventTimePolicy,
+    Mark,
     to_ns,
 )
+from phasekit.stream.intervals import Interval, parse_interval
 from phasekit.stream.nodes import Out
 
 log = logging.getLogger(__name__)
@@ -60,13 +65,14 @@ class _Chunk:
 
 
 class OhlcResample:
-    """OHLCV bars of ``interval`` (e.g. ``"1m"``) from ticks or bars (see the module doc).
+    """OHLCV bars of ``interval`` (e.g. ``"1m"``, ``"1d"``, ``"1mo"``) from ticks or bars
+    (see the module doc).
 
     ``ts``/``price``/``volume``: input field names (``volume=None``: volume 0); ``by``:
-    a key field (one bar series per key); ``max_delay``: out-of-orderness tolerated
-    before a bar is emitted; ``offset``: shift of the bar boundaries from the epoch;
-    ``bars``: force bar input (open/high/low/close/[trades]) or tick input (default:
-    detected from the fields).
+    a key field (one bar series per key); ``max_delay``, ``allowed_lateness``: see
+    ``phasekit.stream.eventtime``; ``offset``: shift of fixed bar boundaries from the
+    epoch; ``time_zone``: the zone of calendar intervals; ``bars``: force bar input
+    (open/high/low/close/[trades]) or tick input (default: detected from the fields).
     """
 
     output_ports = (LATE_PORT,)
@@ -79,29 +85,50 @@ class OhlcResample:
         price: str = "price",
         volume: Optional[str] = "volume",
         by: Optional[str] = None,
-        max_delay: Any = 0,
+        max_delay: Any = None,
+        allowed_lateness: Any = None,
         offset: Any = 0,
+        time_zone: Any = None,
         bars: Optional[bool] = None,
     ) -> None:
-        self.interval = positive_duration(interval, "interval")
-        self.offset = non_negative_duration(offset, "offset") % self.interval
+        self.bins: Interval = parse_interval(
+            interval, time_zone=time_zone, offset=offset, name="ohlc_resample: interval"
+        )
         self.ts_field = ts
         self.price_field = price
         self.volume_field = volume
         self.by = by
         self.bars_in = bars
-        self.wm = Watermark(max_delay)
-        self.counters = {"late": 0, "bars": 0, "ticks": 0}
+        self.policy = EventTimePolicy.of(max_delay, allowed_lateness)
+        self.wm = self.policy.watermark()
+        self._carried: Optional[CarriedWatermark] = None
+        self.counters = {"late": 0, "bars": 0, "ticks": 0, "updates": 0}
         self._state: dict[tuple[int, int], list[Any]] = {}
         self._state_max_bucket = MIN_TIME
+        self._emitted: dict[tuple[int, int], list[Any]] = {}  # open for allowed_lateness
+        self._firings: dict[tuple[int, int], int] = {}
         self._key_ids: dict[Any, int] = {}
         self._key_values: list[Any] = []
         self._ts_type: Any = None
         self._columnar_out = False
 
+    def event_time(self, item: Any) -> int:
+        """The largest timestamp in an input item (a tick, or a columnar batch)."""
+        if self._is_columnar(item):
+            ts = self._from_columns(item).ts
+            return int(ts.max()) if len(ts) else MIN_TIME
+        return to_ns(
+            item[self.ts_field] if isinstance(item, Mapping) else getattr(item, self.ts_field)
+        )
+
+    def expect_watermarks(self, senders: Any) -> None:
+        """Take the watermark from the marks of these inputs (the runtime calls this when
+        the node is partitioned or has several inputs)."""
+        self._carried = CarriedWatermark(senders)
+
     @property
     def watermark(self) -> int:
-        return self.wm.value
+        return self._carried.value if self._carried is not None else self.wm.value
 
     # -------------------------------------------------------------- input
 
@@ -109,7 +136,12 @@ class OhlcResample:
         out: list[Any] = []
         singles: list[Any] = []
         for item in items:
-            if self._is_columnar(item):
+            if type(item) is Mark:
+                if singles:
+                    self._ingest(self._from_items(singles), out)
+                    singles = []
+                self._on_mark(item, out)
+            elif self._is_columnar(item):
                 if singles:
                     self._ingest(self._from_items(singles), out)
                     singles = []
@@ -242,21 +274,81 @@ class OhlcResample:
         if n == 0:
             return
         self.counters["ticks"] += n
-        iv, off = self.interval, self.offset
-        w_before = self.wm.value
-        if w_before > MIN_TIME:
-            # a tick is late when its bar has ended: bar end <= W, i.e. ts < start of W's bar
-            cutoff = w_before - (w_before - off) % iv
-            if int(chunk.ts.min()) < cutoff:
-                late = chunk.ts < cutoff
-                self._late(chunk, late, out)
-                chunk = _select(chunk, ~late)
-                if len(chunk.ts) == 0:
-                    return
-        w = self.wm.observe(int(chunk.ts.max()))
-        parts = _partials(chunk, iv, off)
-        finals = self._merge(parts, w)
+        w_before, w_after = self._watermarks(chunk.ts)
+        buckets = self.bins.floor(chunk.ts)
+        ends = self.bins.end(buckets)
+        late = ends + self.policy.allowed_lateness <= w_before
+        if late.any():
+            self._late(chunk, late, out)
+        update = ~late & (ends <= w_before)  # for a bar already due: emitted again at once
+        if not update.any():
+            self._fold_rows(chunk, ~late, w_after, out)
+            return
+        start = 0
+        for row in np.flatnonzero(update).tolist():
+            keep = ~late[start:row]
+            if keep.any():
+                self._fold_rows(_rows(chunk, start, row), keep, int(w_before[row]), out)
+            self._update(chunk, row, int(buckets[row]), int(ends[row]), out)
+            start = row + 1
+        if start < n:
+            self._fold_rows(_rows(chunk, start, n), ~late[start:], w_after, out)
+        else:
+            self._advance(w_after, chunk, out)
+
+    def _watermarks(self, ts: np.ndarray) -> tuple[np.ndarray, int]:
+        """The watermark before each row, and after the last."""
+        if self._carried is not None:
+            w = self._carried.value
+            return np.full(len(ts), w, dtype=np.int64), w
+        w0 = self.wm.value
+        running = np.maximum.accumulate(ts)
+        before = np.empty(len(ts), dtype=np.int64)
+        before[0] = w0
+        if len(ts) > 1:
+            np.maximum(running[:-1] - self.policy.max_delay, w0, out=before[1:])
+        return before, self.wm.observe(int(running[-1]))
+
+    def _fold_rows(self, chunk: _Chunk, keep: np.ndarray, w: int, out: list[Any]) -> None:
+        """Fold the kept rows (none of them late) into the open bars; emit the bars due at
+        ``w``."""
+        if not keep.all():
+            chunk = _select(chunk, keep)
+        if len(chunk.ts):
+            self._merge(_partials(chunk, self.bins))
+        self._advance(w, chunk, out)
+
+    def _advance(self, w: int, chunk: Optional[_Chunk], out: list[Any]) -> None:
+        finals = self._due(w)
         self._emit(finals, chunk, out)
+        if self._emitted:
+            horizon = self.policy.allowed_lateness
+            for slot in [s for s, bar in self._emitted.items() if bar[8] + horizon <= w]:
+                del self._emitted[slot]
+                self._firings.pop(slot, None)
+
+    def _update(self, chunk: _Chunk, row: int, bucket: int, end: int, out: list[Any]) -> None:
+        """A row for a bar already due (within ``allowed_lateness``): fold it and emit the
+        bar again (or for the first time, if the row opens it)."""
+        parts = _partials(_rows(chunk, row, row + 1), self.bins)
+        key = int(parts["key"][0])
+        slot = (key, bucket)
+        bar = self._emitted.get(slot)
+        if bar is None:
+            bar = self._emitted[slot] = [parts[f][0].item() for f in _PART_FIELDS] + [end]
+        else:
+            _fold(bar, parts, 0)
+        self.counters["updates"] += 1
+        self._emit(_finals_of([(slot, bar)]), chunk, out)
+
+    def _on_mark(self, mark: Mark, out: list[Any]) -> None:
+        if self._carried is None:
+            raise InvalidArgument(
+                "ohlc_resample received a watermark mark but expects none (marks come "
+                "from the runtime)"
+            )
+        if self._carried.update(mark):
+            self._advance(self._carried.value, None, out)
 
     def _late(self, chunk: _Chunk, late: np.ndarray, out: list[Any]) -> None:
         count = int(late.sum())
@@ -268,47 +360,38 @@ class OhlcResample:
                 if is_late:
                     out.append(Out(LATE_PORT, item))
 
-    def _merge(self, parts: dict[str, np.ndarray], w: int) -> dict[str, np.ndarray]:
-        """Fold the batch's partial bars into the open bars; return the bars now final."""
-        iv = self.interval
+    def _merge(self, parts: dict[str, np.ndarray]) -> None:
+        """Fold the partial bars of rows that are not late into the open bars."""
         state = self._state
         buckets, keys = parts["bucket"], parts["key"]
-        final_mask = buckets + iv <= w
+        ends = self.bins.end(buckets)
         candidates = (
             np.flatnonzero(buckets <= self._state_max_bucket) if state else np.empty(0, np.int64)
         )
         handled = np.zeros(len(buckets), dtype=bool)
         for i in candidates.tolist():
-            slot = (int(keys[i]), int(buckets[i]))
-            bar = state.get(slot)
+            bar = state.get((int(keys[i]), int(buckets[i])))
             if bar is not None:
                 _fold(bar, parts, i)
                 handled[i] = True
-        opening = np.flatnonzero(~handled & ~final_mask)
-        for i in opening.tolist():
+        for i in np.flatnonzero(~handled).tolist():
             b = int(buckets[i])
-            state[(int(keys[i]), b)] = [parts[f][i].item() for f in _PART_FIELDS]
+            state[(int(keys[i]), b)] = [parts[f][i].item() for f in _PART_FIELDS] + [int(ends[i])]
             if b > self._state_max_bucket:
                 self._state_max_bucket = b
-        direct = ~handled & final_mask
-        finals = {f: parts[f][direct] for f in ("key", "bucket", *BAR_FIELDS)}
-        closing = [slot for slot in state if slot[1] + iv <= w]
-        if closing:
-            rows = [(slot, state.pop(slot)) for slot in closing]
-            extra = {
-                "key": np.array([s[0] for s, _ in rows], dtype=np.int64),
-                "bucket": np.array([s[1] for s, _ in rows], dtype=np.int64),
-            }
-            for f in BAR_FIELDS:
-                idx = _PART_FIELDS.index(f)
-                extra[f] = np.array([bar[idx] for _, bar in rows])
-            finals = {f: np.concatenate([finals[f], extra[f]]) for f in finals}
-            if not state:
-                self._state_max_bucket = MIN_TIME
-        if len(finals["bucket"]) > 1:
-            order = np.lexsort((finals["key"], finals["bucket"]))
-            finals = {f: v[order] for f, v in finals.items()}
-        return finals
+
+    def _due(self, w: int) -> dict[str, np.ndarray]:
+        """Take the open bars whose end the watermark ``w`` has reached, in (end, key) order."""
+        state = self._state
+        closing = [slot for slot, bar in state.items() if bar[8] <= w]
+        rows = [(slot, state.pop(slot)) for slot in closing]
+        if not state:
+            self._state_max_bucket = MIN_TIME
+        if self.policy.allowed_lateness:
+            for slot, bar in rows:
+                self._emitted[slot] = bar
+        rows.sort(key=lambda row: (row[1][8], row[0][0], row[0][1]))
+        return _finals_of(rows)
 
     # -------------------------------------------------------------- output
 
@@ -317,6 +400,13 @@ class OhlcResample:
         if n == 0:
             return
         self.counters["bars"] += n
+        if self.policy.allowed_lateness:
+            firings = self._firings
+            numbers = []
+            for slot in zip(finals["key"].tolist(), finals["bucket"].tolist()):
+                numbers.append(firings.get(slot, 0))
+                firings[slot] = numbers[-1] + 1
+            finals["firing"] = np.array(numbers, dtype=np.int64)
         columnar = chunk.columnar if chunk is not None else self._columnar_out
         if columnar:
             out.append(self._batch(finals))
@@ -338,11 +428,14 @@ class OhlcResample:
             cols[f] = pa.array(
                 values.astype(np.int64) if f == "trades" else values.astype(np.float64)
             )
+        if "firing" in finals:
+            cols["firing"] = pa.array(finals["firing"], pa.int64())
         return pa.RecordBatch.from_pydict(cols)
 
     def _dicts(self, finals: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         rows = []
         columns = {f: finals[f].tolist() for f in ("key", "bucket", *BAR_FIELDS)}
+        firing = finals["firing"].tolist() if "firing" in finals else None
         for i in range(len(columns["bucket"])):
             row: dict[str, Any] = {}
             if self.by is not None:
@@ -351,21 +444,17 @@ class OhlcResample:
             for f in BAR_FIELDS:
                 row[f] = columns[f][i]
             row["trades"] = int(row["trades"])
+            if firing is not None:
+                row["firing"] = firing[i]
             rows.append(row)
         return rows
 
     def close(self) -> list[Any]:
         """End of input: every open bar is emitted."""
         out: list[Any] = []
-        if self._state:
-            empty = _empty_parts()
-            finals = self._merge_all(empty)
-            self._emit(finals, None, out)
+        self.wm.advance_to(MAX_TIME)
+        self._emit(self._due(MAX_TIME), None, out)
         return out
-
-    def _merge_all(self, empty: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.wm.advance_to(2**63 - 1)
-        return self._merge(empty, MAX_TIME)
 
 
 _PART_FIELDS = ("first_ts", "open", "high", "low", "last_ts", "close", "volume", "trades")
@@ -405,25 +494,35 @@ def _select(chunk: _Chunk, keep: np.ndarray) -> _Chunk:
     )
 
 
-def _empty_parts() -> dict[str, np.ndarray]:
-    parts = {f: np.empty(0) for f in _PART_FIELDS}
-    parts["key"] = np.empty(0, np.int64)
-    parts["bucket"] = np.empty(0, np.int64)
-    parts["first_ts"] = parts["last_ts"] = np.empty(0, np.int64)
-    parts["trades"] = np.empty(0, np.int64)
-    return parts
+def _rows(chunk: _Chunk, start: int, stop: int) -> _Chunk:
+    """Rows ``start:stop`` of a chunk."""
+    keep = np.zeros(len(chunk.ts), dtype=bool)
+    keep[start:stop] = True
+    return _select(chunk, keep)
 
 
-def _run_starts(ts: np.ndarray, iv: int, off: int) -> Optional[np.ndarray]:
+def _finals_of(rows: list[tuple[tuple[int, int], list[Any]]]) -> dict[str, np.ndarray]:
+    """Bars as columns from ((key, bucket), bar state) pairs."""
+    finals = {
+        "key": np.array([s[0] for s, _ in rows], dtype=np.int64),
+        "bucket": np.array([s[1] for s, _ in rows], dtype=np.int64),
+    }
+    for f in BAR_FIELDS:
+        idx = _PART_FIELDS.index(f)
+        finals[f] = np.array([bar[idx] for _, bar in rows], dtype=np.float64)
+    return finals
+
+
+def _run_starts(ts: np.ndarray, bins: Interval) -> Optional[np.ndarray]:
     """Row indices where a new bar starts in time-sorted ``ts`` (None if the span is too
     sparse for a boundary search)."""
     first, last = int(ts[0]), int(ts[-1])
-    b0 = first - (first - off) % iv
-    nbars = (last - b0) // iv + 1
-    if nbars > len(ts):
+    if not bins.calendar and (last - bins.floor1(first)) // bins.size + 1 > len(ts):  # type: ignore[union-attr]
         return None
-    bounds = np.arange(b0 + iv, b0 + nbars * iv, iv, dtype=np.int64)
-    idx = np.searchsorted(ts, bounds, "left")
+    starts_of_bins = bins.starts_between(first, last)
+    if len(starts_of_bins) > len(ts):
+        return None
+    idx = np.searchsorted(ts, starts_of_bins[1:], "left")
     starts = np.concatenate((np.zeros(1, np.int64), idx))
     keep = np.empty(len(starts), dtype=bool)
     keep[0] = True
@@ -432,7 +531,7 @@ def _run_starts(ts: np.ndarray, iv: int, off: int) -> Optional[np.ndarray]:
     return starts[starts < len(ts)]
 
 
-def _partials(chunk: _Chunk, iv: int, off: int) -> dict[str, np.ndarray]:
+def _partials(chunk: _Chunk, bins: Interval) -> dict[str, np.ndarray]:
     """One partial bar per (key, bar) of the chunk, in (key, time) order."""
     ts = chunk.ts
     keys = chunk.keys
@@ -442,7 +541,7 @@ def _partials(chunk: _Chunk, iv: int, off: int) -> dict[str, np.ndarray]:
     starts: Optional[np.ndarray] = None
     order: Optional[np.ndarray] = None
     if ordered and single_key:
-        starts = _run_starts(ts, iv, off)
+        starts = _run_starts(ts, bins)
     elif single_key:
         order = np.argsort(ts, kind="stable")
     else:
@@ -455,7 +554,7 @@ def _partials(chunk: _Chunk, iv: int, off: int) -> dict[str, np.ndarray]:
     t = take(ts)
     k = None if keys is None or single_key else take(keys)
     if starts is None:
-        b = t - (t - off) % iv
+        b = bins.floor(t)
         change = b[1:] != b[:-1]
         if k is not None:
             change |= k[1:] != k[:-1]
@@ -471,7 +570,7 @@ def _partials(chunk: _Chunk, iv: int, off: int) -> dict[str, np.ndarray]:
     trades = ends - starts if chunk.trades is None else np.add.reduceat(take(chunk.trades), starts)
     return {
         "key": key_of,
-        "bucket": first_ts - (first_ts - off) % iv,
+        "bucket": bins.floor(first_ts),
         "first_ts": first_ts,
         "open": take(chunk.open)[starts],
         "high": np.maximum.reduceat(high, starts),

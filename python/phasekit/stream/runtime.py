@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import phasekit
 from phasekit.errors import ChannelClosed, ChannelFull, StreamError, Timeout
 from phasekit.stream.aio import DagLoop
-from phasekit.stream.eventtime import to_ns
+from phasekit.stream.eventtime import MAX_TIME, MIN_TIME, Mark, to_ns
 from phasekit.stream.feedback import Feedback
 from phasekit.stream.metrics import (
     FeedbackSnapshot,
@@ -62,13 +62,14 @@ log = logging.getLogger(__name__)
 class _Queue:
     """One Channel feeding one node instance (or all instances of an unkeyed parallel node)."""
 
-    __slots__ = ("ch", "label", "lock", "markers", "node", "senders")
+    __slots__ = ("ch", "label", "lock", "mark_senders", "markers", "node", "senders")
 
     def __init__(self, ch: Any, node: str, label: str) -> None:
         self.ch = ch
         self.node = node
         self.label = label
         self.senders = 0
+        self.mark_senders: list[int] = []  # inputs whose watermark marks this queue carries
         self.lock = threading.Lock()
         self.markers: deque[tuple[int, float]] = deque()
 
@@ -92,16 +93,40 @@ class _Queue:
         return taken
 
 
+class _Marks:
+    """The watermark of one input edge of an event-time node, generated from the edge's
+    items in order with the node's ``max_delay`` (see ``phasekit.stream.eventtime``)."""
+
+    __slots__ = ("event_time", "last", "sender", "wm")
+
+    def __init__(self, sender: int, event_time: Callable[[Any], int], wm: Any, n: int) -> None:
+        self.sender = sender
+        self.event_time = event_time
+        self.wm = wm
+        self.last = [MIN_TIME] * n  # the last mark sent to each queue
+
+
 class _Route:
-    """The queues of one destination node, chosen by key partition when it has several."""
+    """The queues of one destination node, chosen by key partition when it has several.
 
-    __slots__ = ("part", "queues")
+    With ``marks`` (an event-time destination that is partitioned or has several
+    inputs) the route carries the edge's watermark: a mark goes before an item whose
+    queue has not yet seen the watermark before that item, and to every queue at the end
+    of each batch; ``finish`` sends the end-of-input watermark."""
 
-    def __init__(self, queues: list[_Queue], part: Optional[Partitioner]) -> None:
+    __slots__ = ("marks", "part", "queues")
+
+    def __init__(
+        self, queues: list[_Queue], part: Optional[Partitioner], marks: Optional[_Marks] = None
+    ) -> None:
         self.queues = queues
         self.part = part
+        self.marks = marks
 
     def send(self, values: list[Any]) -> None:
+        if self.marks is not None:
+            self._send_marked(values, self.marks)
+            return
         part = self.part
         if part is None:
             self.queues[0].ch.send_many(values)
@@ -112,6 +137,36 @@ class _Route:
         for q, bucket in zip(self.queues, buckets):
             if bucket:
                 q.ch.send_many(bucket)
+
+    def _send_marked(self, values: list[Any], marks: _Marks) -> None:
+        part, sender, last, wm = self.part, marks.sender, marks.last, marks.wm
+        event_time = marks.event_time
+        buckets: list[list[Any]] = [[] for _ in self.queues]
+        for v in values:
+            j = part(v) if part is not None else 0
+            w = wm.value
+            if w > last[j]:
+                buckets[j].append(Mark(sender, w))
+                last[j] = w
+            buckets[j].append(v)
+            wm.observe(event_time(v))
+        w = wm.value
+        for j, (q, bucket) in enumerate(zip(self.queues, buckets)):
+            if w > last[j]:
+                bucket.append(Mark(sender, w))
+                last[j] = w
+            if bucket:
+                q.ch.send_many(bucket)
+
+    def finish(self) -> None:
+        """The sender has ended: it no longer holds the destination's watermark back."""
+        if self.marks is None:
+            return
+        for q in self.queues:
+            try:
+                q.ch.send(Mark(self.marks.sender, MAX_TIME))
+            except ChannelClosed:
+                return
 
 
 class _Emitter:
@@ -130,7 +185,12 @@ class _Emitter:
                         self.queues.append(q)
         self.unconnected: dict[str, int] = {}
         default = routes.get(DEFAULT_PORT, [])
-        single = not self.multi and len(default) == 1 and default[0].part is None
+        single = (
+            not self.multi
+            and len(default) == 1
+            and default[0].part is None
+            and default[0].marks is None
+        )
         self.fast = default[0].queues[0].ch if single else None
 
     def send(self, outputs: list[Any]) -> None:
@@ -184,6 +244,9 @@ class _Emitter:
             q.add_marker(t0)
 
     def done(self) -> None:
+        for port_routes in self.routes.values():
+            for route in port_routes:
+                route.finish()
         for q in self.queues:
             q.sender_done()
 
@@ -436,6 +499,7 @@ class _WorkerInstance(_Instance):
         last_tick = time.monotonic()
         track_time = self.spec.timestamp is not None
         when_due = bool(getattr(self.impl, "emits_when_due", False))
+        marked = bool(q.mark_senders)
         out: list[Any] = []
         while True:
             try:
@@ -447,7 +511,7 @@ class _WorkerInstance(_Instance):
             if rt.cancelled:
                 return
             if items:
-                self.items_in += len(items)
+                self.items_in += len(items) if not marked else _count_items(items)
                 if when_due:
                     for item in items:  # each output leaves when its operator released it
                         proc.process([item], out)
@@ -499,6 +563,11 @@ class _WorkerInstance(_Instance):
             self.proc.awaited(release())
         except Exception as exc:
             log.warning("node %r: releasing after a failure raised %r", self.spec.id, exc)
+
+
+def _count_items(items: list[Any]) -> int:
+    """The items of a batch, not counting watermark marks."""
+    return sum(1 for x in items if type(x) is not Mark)
 
 
 # ------------------------------------------------------------------ results and handle
@@ -634,6 +703,7 @@ class Runtime:
         self._elapsed: Optional[float] = None
         self._ticker: Optional[threading.Thread] = None
         self._reporters: list[tuple[Feedback, Callable[[], float]]] = []
+        self._senders = itertools.count()
         self._build()
         self._alive = len(self.instances)
         self._alive_lock = threading.Lock()
@@ -648,10 +718,10 @@ class Runtime:
             for fb in spec.feedback:
                 if fb not in self.feedbacks:
                     self.feedbacks.append(fb)
-        routes = self._make_routes()
+        marked = self._marked_nodes()
         for spec in dag.nodes.values():
             for i in range(spec.parallelism):
-                emitter = _Emitter(spec.id, routes.get(spec.id, {}), spec.ports)
+                emitter = _Emitter(spec.id, self._make_routes(spec.id, marked), spec.ports)
                 for q in emitter.queues:
                     q.senders += 1
                 inst: _Instance
@@ -663,6 +733,9 @@ class Runtime:
                     inst = _WorkerInstance(self, spec, i, emitter, qs[i % len(qs)])
                     self._reporters.extend(inst.pressure_reporters())
                 self.instances.append(inst)
+        for inst in self.instances:
+            if isinstance(inst, _WorkerInstance) and inst.queue.mark_senders:
+                inst.impl.expect_watermarks(list(inst.queue.mark_senders))
 
     def _make_queues(self, spec: NodeSpec) -> list[_Queue]:
         default = self.settings.capacity
@@ -680,16 +753,43 @@ class Runtime:
             _Queue(self._channel_cls(capacity), spec.id, str(i)) for i in range(spec.parallelism)
         ]
 
-    def _make_routes(self) -> dict[str, dict[str, list[_Route]]]:
-        routes: dict[str, dict[str, list[_Route]]] = {}
+    def _marked_nodes(self) -> set[str]:
+        """Event-time nodes whose inputs carry watermark marks: keyed parallel ones and
+        those with several inputs (see ``phasekit.stream.eventtime``)."""
+        marked = set()
+        for spec in self.dag.nodes.values():
+            impl = spec.impl
+            if isinstance(impl, type) or not callable(getattr(impl, "expect_watermarks", None)):
+                continue
+            if spec.parallelism > 1 and spec.key is None:
+                continue  # one shared channel: no input order to derive event time from
+            inputs = sum(
+                self.dag.nodes[e.src].parallelism for e in self.dag.edges if e.dst == spec.id
+            )
+            if spec.parallelism > 1 or inputs > 1:
+                marked.add(spec.id)
+        return marked
+
+    def _make_routes(self, src: str, marked: set[str]) -> dict[str, list[_Route]]:
+        """The routes of one instance of ``src`` (their own objects: a route carrying
+        marks keeps the watermark of its sender's items)."""
+        routes: dict[str, list[_Route]] = {}
         for e in self.dag.edges:
+            if e.src != src:
+                continue
             dst = self.dag.nodes[e.dst]
             qs = self.queues[e.dst]
             part = None
             if len(qs) > 1:
                 assert dst.key is not None
                 part = Partitioner(dst.key, len(qs), dst.seed)
-            routes.setdefault(e.src, {}).setdefault(e.port, []).append(_Route(qs, part))
+            marks = None
+            if e.dst in marked:
+                sender = next(self._senders)
+                marks = _Marks(sender, dst.impl.event_time, dst.impl.policy.watermark(), len(qs))
+                for q in qs:
+                    q.mark_senders.append(sender)
+            routes.setdefault(e.port, []).append(_Route(qs, part, marks))
         return routes
 
     # -------------------------------------------------------------- lifecycle

@@ -1,12 +1,17 @@
 """Event-time windows: tumbling, sliding and session windows with watermarks and lateness.
 
-A window operator reads each item's timestamp, keeps a watermark ``W`` = largest
-timestamp seen minus ``max_out_of_orderness`` and fires a window ``[start, end)`` once
-``W >= end``. A window stays open for ``allowed_lateness`` more: an item for it that
-arrives while ``W < end + allowed_lateness`` is added and the window fires again with
-the update (``firing`` counts the emissions). An item all of whose windows are past
-their lateness goes to the ``late`` port and is counted (``counters["late"]``); it is
-never silently dropped. At the end of the input every open window fires.
+A window operator reads each item's timestamp and keeps a watermark; ``max_delay`` and
+``allowed_lateness`` mean what ``phasekit.stream.eventtime`` says (the same as in
+``ohlc_resample``): a window ``[start, end)`` fires once the watermark ``W >= end``;
+it stays open while ``W < end + allowed_lateness``, and an item for it arriving
+meanwhile is added and the window fires again with the update (``firing`` counts the
+emissions). An item all of whose windows are past their lateness goes to the ``late``
+port and is counted (``counters["late"]``); it is never silently dropped. At the end
+of the input every open window fires. Items are taken one at a time in input order, so
+the results do not depend on batch sizes, channel capacities or partitioning.
+
+Tumbling windows take calendar sizes too (``"1d"`` with ``time_zone``, ``"1w"``,
+``"1mo"``; see ``phasekit.stream.intervals``).
 
 Results are ``WindowResult(key, start, end, value, n_items, firing)``, ordered by end,
 then start, then the order in which windows were opened; ``value`` is
@@ -22,12 +27,16 @@ from typing import Any, Callable, NamedTuple, Optional
 from phasekit.errors import InvalidArgument
 from phasekit.stream.eventtime import (
     MAX_TIME,
-    Watermark,
+    MIN_TIME,
+    CarriedWatermark,
+    EventTimePolicy,
+    Mark,
     field_getter,
     non_negative_duration,
     positive_duration,
     to_ns,
 )
+from phasekit.stream.intervals import parse_interval
 from phasekit.stream.nodes import Out
 
 LATE_PORT = "late"
@@ -43,15 +52,15 @@ class WindowResult(NamedTuple):
 
 
 class TumblingWindows:
-    """Fixed, non-overlapping windows of ``size``, aligned to ``offset`` (epoch by default)."""
+    """Non-overlapping windows of ``size``: a duration aligned to ``offset`` (epoch by
+    default), or a calendar interval (``"1d"`` with ``time_zone``, ``"1w"``, ``"1mo"``)."""
 
-    def __init__(self, size: Any, offset: Any = 0) -> None:
-        self.size = positive_duration(size, "size")
-        self.offset = non_negative_duration(offset, "offset") % self.size
+    def __init__(self, size: Any, offset: Any = 0, time_zone: Any = None) -> None:
+        self.bins = parse_interval(size, time_zone=time_zone, offset=offset, name="size")
 
     def assign(self, ts: int) -> list[tuple[int, int]]:
-        start = ts - (ts - self.offset) % self.size
-        return [(start, start + self.size)]
+        start = self.bins.floor1(ts)
+        return [(start, self.bins.end1(start))]
 
 
 class SlidingWindows:
@@ -110,10 +119,11 @@ class WindowOperator:
         timestamp: Any,
         key: Any = None,
         aggregate: Optional[Callable[[list[Any]], Any]] = None,
-        max_out_of_orderness: Any = 0,
-        allowed_lateness: Any = 0,
+        max_delay: Any = None,
+        allowed_lateness: Any = None,
         idle_timeout: Any = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        max_out_of_orderness: Any = None,
     ) -> None:
         if not isinstance(assigner, (TumblingWindows, SlidingWindows, SessionWindows)):
             raise InvalidArgument(
@@ -125,8 +135,16 @@ class WindowOperator:
         self.timestamp = field_getter(timestamp, "timestamp")
         self.key = field_getter(key, "key")
         self.aggregate = aggregate
-        self.wm = Watermark(max_out_of_orderness)
-        self.lateness = non_negative_duration(allowed_lateness, "allowed_lateness")
+        if max_out_of_orderness is not None:  # the former name of max_delay
+            if max_delay is not None:
+                raise InvalidArgument(
+                    "window: give max_delay or its former name max_out_of_orderness, not both"
+                )
+            max_delay = max_out_of_orderness
+        self.policy = EventTimePolicy.of(max_delay, allowed_lateness)
+        self.wm = self.policy.watermark()
+        self.lateness = self.policy.allowed_lateness
+        self._carried: Optional[CarriedWatermark] = None
         self.idle_timeout = (
             None if idle_timeout is None else positive_duration(idle_timeout, "idle_timeout")
         )
@@ -144,6 +162,15 @@ class WindowOperator:
     def watermark(self) -> int:
         return self.wm.value
 
+    def event_time(self, item: Any) -> int:
+        """An item's timestamp (the runtime generates marks with it)."""
+        return to_ns(self.timestamp(item))  # type: ignore[misc]
+
+    def expect_watermarks(self, senders: Any) -> None:
+        """Take the watermark from the marks of these inputs (the runtime calls this when
+        the node is partitioned or has several inputs)."""
+        self._carried = CarriedWatermark(senders)
+
     @property
     def fn(self) -> Callable[[Any], Optional[list[Any]]]:
         return self.process
@@ -151,6 +178,8 @@ class WindowOperator:
     # -------------------------------------------------------------- per item
 
     def process(self, item: Any) -> Optional[list[Any]]:
+        if type(item) is Mark:
+            return self._on_mark(item)
         ts = to_ns(self.timestamp(item))  # type: ignore[misc]
         key = self.key(item) if self.key is not None else None
         if self.idle_timeout is not None:
@@ -164,9 +193,23 @@ class WindowOperator:
         if not accepted:
             self.counters["late"] += 1
             out.append(Out(LATE_PORT, item))
-        before = self.wm.value
-        if self.wm.observe(ts) != before:
-            self._advance(out)
+        if self._carried is None:
+            before = self.wm.value
+            if self.wm.observe(ts) != before:
+                self._advance(out)
+        return out or None
+
+    def _on_mark(self, mark: Mark) -> Optional[list[Any]]:
+        if self._carried is None:
+            raise InvalidArgument(
+                "window operator received a watermark mark but expects none (marks come "
+                "from the runtime)"
+            )
+        if not self._carried.update(mark):
+            return None
+        self.wm.advance_to(self._carried.value)
+        out: list[Any] = []
+        self._advance(out)
         return out or None
 
     def _add_fixed(self, key: Any, ts: int, item: Any, out: list[Any]) -> bool:
@@ -254,7 +297,7 @@ class WindowOperator:
     def on_tick(self, now_ns: int) -> Optional[list[Any]]:
         """With ``idle_timeout``: when no item came for that long (processing time), move
         the watermark on by the time elapsed so that open windows fire without new input."""
-        if self.idle_timeout is None or self.wm.max_seen == -(2**63):
+        if self.idle_timeout is None or self.wm.max_seen == MIN_TIME or self._carried is not None:
             return None
         idle = self.clock() - self._last_event_clock
         if idle < self.idle_timeout:
@@ -293,10 +336,12 @@ def window(assigner: Any, *, timestamp: Any, **options: Any) -> WindowOperator:
     return WindowOperator(assigner, timestamp=timestamp, **options)
 
 
-def tumbling(size: Any, *, timestamp: Any, offset: Any = 0, **options: Any) -> WindowOperator:
-    """Tumbling windows of ``size``; options: key, aggregate, max_out_of_orderness,
-    allowed_lateness, idle_timeout."""
-    return WindowOperator(TumblingWindows(size, offset), timestamp=timestamp, **options)
+def tumbling(
+    size: Any, *, timestamp: Any, offset: Any = 0, time_zone: Any = None, **options: Any
+) -> WindowOperator:
+    """Tumbling windows of ``size`` (a duration or a calendar interval in ``time_zone``);
+    options: key, aggregate, max_delay, allowed_lateness, idle_timeout."""
+    return WindowOperator(TumblingWindows(size, offset, time_zone), timestamp=timestamp, **options)
 
 
 def sliding(
