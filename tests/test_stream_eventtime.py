@@ -364,3 +364,12 @@ def test_bad_intervals_and_time_zones_say_what_is_allowed(make: Any, match: str)
 def test_calendar_interval_numbers_are_checked() -> None:
     with pytest.raises(InvalidArgument, match="positive"):
         ohlc_resample("0mo")
+
+
+def test_bar_length_is_fixed_or_read_per_bar() -> None:
+    assert ohlc_resample("5m").interval == 300 * S
+    monthly = ohlc_resample("1mo", time_zone="UTC")
+    feb = int(dt.datetime(2024, 2, 1, tzinfo=dt.UTC).timestamp()) * S
+    assert monthly.bar_end(feb) - feb == 29 * 86_400 * S  # a leap year's February
+    with pytest.raises(InvalidArgument, match="bar_end"):
+        monthly.interval  # noqa: B018

@@ -38,7 +38,7 @@ from phasekit.stream.eventtime import (
     Mark,
     to_ns,
 )
-from phasekit.stream.intervals import Interval, parse_interval
+from phasekit.stream.intervals import FixedInterval, Interval, parse_interval
 from phasekit.stream.nodes import Out
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,20 @@ class OhlcResample:
         self._key_values: list[Any] = []
         self._ts_type: Any = None
         self._columnar_out = False
+
+    @property
+    def interval(self) -> int:
+        """The length of every bar in nanoseconds, for fixed intervals (calendar bars vary
+        in length: use ``bar_end``)."""
+        if isinstance(self.bins, FixedInterval):
+            return self.bins.size
+        raise InvalidArgument(
+            f"ohlc_resample: {self.bins!r} bars have no single length; use bar_end(start)"
+        )
+
+    def bar_end(self, start: int) -> int:
+        """The end (exclusive, UTC nanoseconds) of the bar starting at ``start``."""
+        return self.bins.end1(start)
 
     def event_time(self, item: Any) -> int:
         """The largest timestamp in an input item (a tick, or a columnar batch)."""
