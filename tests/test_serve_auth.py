@@ -317,6 +317,8 @@ def _attempts(setup: Setup, value: str) -> list[tuple[str, str, dict[str, object
         ("GET", "/runs", {"params": {"cursor": value}}),
         ("GET", "/runs", {"params": {"cursor": _cursor([value, value])}}),
         ("GET", "/runs/opt-a/items", {"params": {"cursor": _cursor(value)}}),
+        ("GET", "/runs/opt-a/items", {"params": {"cursor": _cursor(2**70)}}),
+        ("GET", "/search", {"params": {"q": value, "cursor": _cursor(-1)}}),
     ]
     for name in ("workflow", "status", "since"):
         out.append(("GET", "/runs", {"params": {name: value}}))

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from phasekit.catalog import Catalog, ItemRow, ProcessRow
+from phasekit.catalog import PROCESS_STATUSES, Catalog, ItemRow, ProcessRow
 from phasekit.catalog.encode import parse_meta, parse_since
 from phasekit.catalog.export import source_format
 from phasekit.catalog.tokens import list_tokens, revoke_token
@@ -59,6 +59,8 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 MAX_PAGE = 1000
+BIGINT = 2**63 - 1
+"""The largest id or count the catalogs store (a signed 64-bit integer)."""
 DEFAULT_PAGE = 100
 
 
@@ -252,7 +254,9 @@ class Api:
         cursor: str | None,
     ) -> models.Page[models.Item]:
         start = decode_cursor(cursor)
-        if start is not None and (isinstance(start, bool) or not isinstance(start, int)):
+        if start is not None and (
+            isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= BIGINT
+        ):
             raise InvalidArgument("cursor is not an item cursor; pass a next_cursor of this list")
         rows, nxt = paged(query, access.may_see_item, lambda r: r.id, start, limit)
         return models.Page[models.Item](
@@ -365,6 +369,7 @@ Since = Annotated[
     Query(max_length=100, description="ISO-8601 time or an age such as 30m, 2h, 7d"),
 ]
 Name = Annotated[str | None, Query(max_length=500)]
+ItemId = Annotated[int, Path(ge=0, le=BIGINT)]
 
 
 def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
@@ -385,7 +390,9 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
     def get_runs(
         access: Access = read,
         workflow: Name = None,
-        status: Name = None,
+        status: Annotated[
+            str | None, Query(json_schema_extra={"enum": list(PROCESS_STATUSES)})
+        ] = None,
         since: Since = None,
         limit: Limit = DEFAULT_PAGE,
         cursor: Cursor = None,
@@ -455,7 +462,7 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
         return api.item_page(access, query, limit, cursor)
 
     @router.get("/items/{item_id}", response_model=models.Item)
-    def get_item(item_id: Annotated[int, Path(ge=0)], access: Access = read) -> models.Item:
+    def get_item(item_id: ItemId, access: Access = read) -> models.Item:
         """One item's record."""
         return item_body(catalog, api.item_for(access, item_id))
 
@@ -465,13 +472,16 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
         responses={200: {"content": {media: BINARY for media in MEDIA_TYPES.values()}}},
     )
     def get_data(
-        item_id: Annotated[int, Path(ge=0)],
+        item_id: ItemId,
         access: Access = read,
         format: Annotated[
-            str | None, Query(description=f"one of {', '.join(OUTPUT_FORMATS)} (else Accept)")
+            str | None,
+            Query(description="else by Accept", json_schema_extra={"enum": list(OUTPUT_FORMATS)}),
         ] = None,
         columns: Annotated[str | None, Query(max_length=5000, description="a,b,c")] = None,
-        limit: Annotated[int | None, Query(ge=0, description="at most this many rows")] = None,
+        limit: Annotated[
+            int | None, Query(ge=0, le=BIGINT, description="at most this many rows")
+        ] = None,
         accept: Annotated[str | None, Header()] = None,
     ) -> Response:
         """An item's data, streamed: Arrow IPC stream by default; Parquet, CSV or JSON by
@@ -490,7 +500,7 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
         },
     )
     def get_file(
-        item_id: Annotated[int, Path(ge=0)],
+        item_id: ItemId,
         access: Access = read,
         range: Annotated[str | None, Header(max_length=200)] = None,
     ) -> Response:
@@ -498,7 +508,7 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
         return api.item_file(api.item_for(access, item_id), range)
 
     @router.delete("/items/{item_id}", response_model=models.Removal)
-    def delete_item(item_id: Annotated[int, Path(ge=0)], access: Access = write) -> models.Removal:
+    def delete_item(item_id: ItemId, access: Access = write) -> models.Removal:
         """Delete an item: its file (unless other rows record it), then its row."""
         item = api.item_for(access, item_id)
         report = catalog.remove_items([item.id])
