@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class Browser:
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
+                "--disable-dev-shm-usage",
                 "--no-first-run",
                 "--disable-extensions",
                 "--disable-background-networking",
@@ -62,6 +64,7 @@ class Browser:
         self._id = 0
         self.ws: Any = None
         self._stack = contextlib.ExitStack()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
         try:
             port = self._port()
             self.ws = self._connect(port)
@@ -78,8 +81,15 @@ class Browser:
                 break
             match = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
             if match:
+                # keep reading its log, so a full pipe never blocks the browser
+                self._drainer.start()
                 return int(match.group(1))
         raise RuntimeError("chromium did not start its DevTools endpoint")
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for _line in self.proc.stderr:
+            pass
 
     def _connect(self, port: int) -> Any:
         from websockets.sync.client import connect
@@ -137,7 +147,9 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stderr is not None:
+        if self._drainer.is_alive():
+            self._drainer.join(timeout=10)
+        if self.proc.stderr is not None and not self._drainer.is_alive():
             self.proc.stderr.close()
 
 
