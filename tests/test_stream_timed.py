@@ -145,3 +145,39 @@ def test_a_transform_can_report_pressure() -> None:
     dag.chain("src", "stage", "sink")
     dag.start().wait(timeout=20)
     assert seen == list(range(50)) and fb.episodes == 1 and not fb.throttled
+
+
+def test_a_partial_batch_leaves_when_its_timeout_is_due_not_at_the_next_tick() -> None:
+    from phasekit.stream import StreamSettings
+
+    def feed() -> Any:
+        yield from range(3)
+        time.sleep(1.0)  # a quiet feed: the partial list must not wait for more items
+
+    dag = Dag("b", settings=StreamSettings(tick_interval=0.5))
+    dag.add_source("src", feed)
+    dag.add_node("batch", ops.batch(1000, timeout=0.05))
+    dag.add_sink("sink", _Arrivals())
+    dag.chain("src", "batch", "sink")
+    t0 = time.perf_counter()
+    times = dag.run().results["sink"]
+    assert len(times) == 1
+    assert 0.04 <= times[0] - t0 <= 0.3, times[0] - t0  # due at 0.05 s; the tick is 0.5 s
+
+
+def test_an_idle_window_fires_when_the_idle_timeout_is_due() -> None:
+    from phasekit.stream import StreamSettings
+
+    def feed() -> Any:
+        yield {"ts": 0}
+        time.sleep(1.0)
+
+    dag = Dag("w", settings=StreamSettings(tick_interval=0.5))
+    dag.add_source("src", feed)
+    dag.add_node("win", ops.tumbling("50ms", timestamp="ts", idle_timeout=0.1, aggregate=len))
+    dag.add_sink("sink", _Arrivals())
+    dag.chain("src", "win", "sink")
+    t0 = time.perf_counter()
+    times = dag.run().results["sink"]
+    assert len(times) == 1  # [0, 50 ms) fires once the feed is idle for 0.1 s
+    assert times[0] - t0 <= 0.4, times[0] - t0  # idle at 0.1 s; the tick is 0.5 s

@@ -96,6 +96,13 @@ class Batch:
         self.counters["batches"] += 1
         return items
 
+    def next_due(self) -> Optional[float]:
+        """When (``time.monotonic()`` seconds) the partial list is due, if there is one: the
+        runtime wakes the node then rather than at its next tick."""
+        if not self._items or self.timeout is None:
+            return None
+        return time.monotonic() + self._since + self.timeout - self.clock()
+
     def on_tick(self, now_ns: int) -> Optional[list[list[Any]]]:
         if self._items and self.timeout is not None:
             if self.clock() - self._since >= self.timeout:

@@ -500,10 +500,16 @@ class _WorkerInstance(_Instance):
         track_time = self.spec.timestamp is not None
         when_due = bool(getattr(self.impl, "emits_when_due", False))
         marked = bool(q.mark_senders)
+        next_due = getattr(self.impl, "next_due", None) if tick is not None else None
         out: list[Any] = []
         while True:
+            wait = tick
+            if next_due is not None:  # wake up when the operator's next output is due
+                due = next_due()
+                if due is not None:
+                    wait = min(tick, max(0.0005, due - time.monotonic()))
             try:
-                items = ch.recv_many(batch) if tick is None else ch.recv_many(batch, tick)
+                items = ch.recv_many(batch) if wait is None else ch.recv_many(batch, wait)
             except Timeout:
                 items = None
             except ChannelClosed:
@@ -529,7 +535,8 @@ class _WorkerInstance(_Instance):
                     self._markers()
             if tick is not None:
                 now = time.monotonic()
-                if items is None or now - last_tick >= tick:
+                due = next_due() if next_due is not None else None
+                if items is None or now - last_tick >= tick or (due is not None and now >= due):
                     last_tick = now
                     proc.tick(time.time_ns(), out)
                     if out:

@@ -294,6 +294,14 @@ class WindowOperator:
                     if not sessions:
                         del self._sessions[win.key]
 
+    def next_due(self) -> Optional[float]:
+        """With ``idle_timeout``: when (``time.monotonic()`` seconds) the feed counts as
+        idle, so that the runtime wakes the node then rather than at its next tick."""
+        if self.idle_timeout is None or self.wm.max_seen == MIN_TIME or self._carried is not None:
+            return None
+        left = self.idle_timeout - (self.clock() - self._last_event_clock)
+        return time.monotonic() + left / 1e9
+
     def on_tick(self, now_ns: int) -> Optional[list[Any]]:
         """With ``idle_timeout``: when no item came for that long (processing time), move
         the watermark on by the time elapsed so that open windows fire without new input."""
