@@ -20,7 +20,7 @@ import pytest
 
 from phasekit.backend import backend_module
 
-BAR, FILL, OPEN, CLOSE = 1, 4, 5, 6
+BAR, ORDER, FILL, OPEN, CLOSE = 1, 3, 4, 5, 6
 APPENDS = 50_000
 EXTEND_ROWS = 1_000_000
 EXTEND_TRACKED_ROWS = 200_000
@@ -40,7 +40,7 @@ def columns(n: int, seed: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
         "ts": np.arange(n, dtype=np.int64),
-        "kind": rng.choice([BAR, FILL, OPEN, CLOSE], size=n).astype(np.uint16),
+        "kind": rng.choice([BAR, ORDER, OPEN, CLOSE], size=n).astype(np.uint16),
         "key": rng.integers(-1, 1000, size=n),
         "symbol": rng.integers(0, 50, size=n).astype(np.int32),
         "price": rng.random(n),
@@ -174,7 +174,7 @@ def test_close_position(benchmark: Any, impl: str) -> None:
 
 
 def workload(positions: int = 2000, concurrent: int = 50, seed: int = 3) -> list[tuple[Any, ...]]:
-    """A trading trace: ``concurrent`` positions at a time, each OPEN, 7 fills/bars, CLOSE,
+    """A trading trace: ``concurrent`` positions at a time, each OPEN, 7 orders/bars, CLOSE,
     with a market bar (key -1) between position events."""
     rng = np.random.default_rng(seed)
     events: list[tuple[Any, ...]] = []
@@ -186,7 +186,7 @@ def workload(positions: int = 2000, concurrent: int = 50, seed: int = 3) -> list
         key = int(rng.choice(list(stage)))
         step = stage[key]
         price = float(100 + rng.standard_normal())
-        kind = OPEN if step == 0 else CLOSE if step == 8 else FILL if step % 2 else BAR
+        kind = OPEN if step == 0 else CLOSE if step == 8 else ORDER if step % 2 else BAR
         events.append((ts, kind, key, key % 20, price, 1.0, 0.5 if kind == CLOSE else 0.0))
         events.append((ts + 1, BAR, -1, key % 20, price, 0.0, 0.0))
         ts += 2

@@ -6,13 +6,21 @@
 //! log with a per-key index, so closing a position does not scan the log: each log
 //! row carries the id of its position, a close flips one flag, and closed rows are
 //! compacted away once they outnumber the live ones.
+//!
+//! Every policy keeps a position book from FILL events ([`book`]): a lot per symbol,
+//! a trade per closing fill. Under `trade_complete`/`minimal` a lot's fills are
+//! retained while it is open and dropped, with the events of the keyed positions its
+//! fills touched, once it is flat.
 
 pub mod batches;
+pub mod book;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+
+use book::{moves, Closed, Lot, Outcome, Realized, Step};
 
 /// Column names of an exported event batch, in order.
 pub const EVENT_FIELDS: [&str; 7] = ["ts", "kind", "key", "symbol", "price", "quantity", "value"];
@@ -36,6 +44,8 @@ pub const TRADE_BYTES: usize = 68;
 pub const POSITION_OPEN: u16 = 5;
 /// `EventType.POSITION_CLOSE`.
 pub const POSITION_CLOSE: u16 = 6;
+/// `EventType.FILL`.
+pub const FILL: u16 = 4;
 
 /// Closed rows are compacted out of the position log once there are at least this
 /// many of them and at least `COMPACT_RATIO` times as many as live rows (the log then
@@ -539,6 +549,8 @@ struct Position {
     open_quantity: Option<f64>,
     /// Retained events of the position.
     n_events: u64,
+    /// Whether a fill tied the position to a lot of the book (it closes with the lot).
+    linked: bool,
 }
 
 /// The arrival-order log of trade_complete/minimal with its per-key index.
@@ -564,6 +576,7 @@ impl Positions {
             entry_price: f64::NAN,
             open_quantity: None,
             n_events: 0,
+            linked: false,
         });
         if pos.id == next_id {
             self.open.push(true);
@@ -576,37 +589,51 @@ impl Positions {
         self.pos_of.push(pos.id);
         self.log.push(e);
         self.live += 1;
-        if self.open.len() >= u32::MAX as usize {
-            self.compact();
+    }
+
+    /// A new position id (for a lot of the book).
+    fn new_id(&mut self) -> u32 {
+        self.open.push(true);
+        (self.open.len() - 1) as u32
+    }
+
+    /// Retains `e` as a row of position `id`.
+    fn push_row(&mut self, e: &Event, id: u32) {
+        self.pos_of.push(id);
+        self.log.push(e);
+        self.live += 1;
+    }
+
+    /// Marks position `id` (with `rows` retained rows) closed.
+    fn close_id(&mut self, id: u32, rows: u64) {
+        if let Some(flag) = self.open.get_mut(id as usize) {
+            *flag = false;
+        }
+        self.live -= rows as usize;
+    }
+
+    /// Closes the keyed position of `e.key` (>= 0): how it opened and its retained rows.
+    #[inline]
+    fn close(&mut self, e: &Event) -> Opened {
+        match self.by_key.remove(&e.key) {
+            Some(p) => {
+                self.close_id(p.id, p.n_events);
+                Opened {
+                    ts: p.open_ts,
+                    entry_price: p.entry_price,
+                    quantity: p.open_quantity,
+                    events: p.n_events + 1,
+                }
+            }
+            None => Opened::lone(e),
         }
     }
 
-    /// Closes the position of `e.key` (>= 0) and returns its summary row.
-    #[inline]
-    fn close(&mut self, e: &Event) -> Trade {
-        let (open_ts, entry_price, open_quantity, retained) = match self.by_key.remove(&e.key) {
-            Some(p) => {
-                self.open[p.id as usize] = false;
-                self.live -= p.n_events as usize;
-                (p.open_ts, p.entry_price, p.open_quantity, p.n_events)
-            }
-            None => (e.ts, f64::NAN, None, 0),
-        };
+    /// Whether closed rows should be compacted away (or position ids run out).
+    fn should_compact(&self) -> bool {
         let dead = self.log.len() - self.live;
-        if dead >= COMPACT_MIN_DEAD && dead >= COMPACT_RATIO * self.live {
-            self.compact();
-        }
-        Trade {
-            key: e.key,
-            symbol: e.symbol,
-            open_ts,
-            close_ts: e.ts,
-            entry_price,
-            exit_price: e.price,
-            quantity: open_quantity.unwrap_or(e.quantity),
-            pnl: e.value,
-            n_events: retained as i64 + 1,
-        }
+        (dead >= COMPACT_MIN_DEAD && dead >= COMPACT_RATIO * self.live)
+            || self.open.len() >= (u32::MAX - 1) as usize
     }
 
     /// Indices of the live log rows (rows of open positions), in order.
@@ -620,8 +647,9 @@ impl Positions {
         rows
     }
 
-    /// Drops the rows of closed positions and renumbers the open ones.
-    fn compact(&mut self) {
+    /// Drops the rows of closed positions and renumbers the open ones; returns the new
+    /// id of each old one (`u32::MAX`: closed).
+    fn compact(&mut self) -> Vec<u32> {
         let rows = self.live_rows();
         self.log.gather_in_place(&rows);
         let mut remap = vec![u32::MAX; self.open.len()];
@@ -640,6 +668,7 @@ impl Positions {
         for p in self.by_key.values_mut() {
             p.id = remap[p.id as usize];
         }
+        remap
     }
 
     /// The retained events in arrival order.
@@ -659,6 +688,124 @@ impl Positions {
         self.by_key.clear();
         self.live = 0;
     }
+}
+
+/// How a keyed position opened (for the summary of its POSITION_CLOSE).
+#[derive(Debug, Clone, Copy)]
+struct Opened {
+    ts: i64,
+    entry_price: f64,
+    quantity: Option<f64>,
+    /// Events of the position including its close.
+    events: u64,
+}
+
+impl Opened {
+    /// A close without retained events: a one-event position.
+    fn lone(e: &Event) -> Opened {
+        Opened {
+            ts: e.ts,
+            entry_price: f64::NAN,
+            quantity: None,
+            events: 1,
+        }
+    }
+}
+
+/// A lot of the book and, under trade_complete/minimal, its retention.
+#[derive(Debug, Clone, Default)]
+struct BookLot {
+    lot: Lot,
+    /// Position id of the lot's retained fills (valid while `retained > 0`).
+    id: u32,
+    retained: u64,
+    /// Keyed positions (key, id) tied to the lot by its fills.
+    keys: Vec<(i64, u32)>,
+}
+
+impl BookLot {
+    /// Drops the lot's retained fills and its keyed positions that are still open.
+    fn drop_events(&mut self, p: &mut Positions) {
+        if self.retained > 0 {
+            p.close_id(self.id, self.retained);
+            self.retained = 0;
+        }
+        for (key, id) in self.keys.drain(..) {
+            if p.by_key.get(&key).map(|k| k.id) == Some(id) {
+                if let Some(k) = p.by_key.remove(&key) {
+                    p.close_id(k.id, k.n_events);
+                }
+            }
+        }
+    }
+
+    fn retain(&mut self, e: &Event, p: &mut Positions) {
+        if self.retained == 0 {
+            self.id = p.new_id();
+        }
+        p.push_row(e, self.id);
+        self.retained += 1;
+    }
+
+    /// Applies a moving fill; `p` is the retention under trade_complete/minimal.
+    fn fill(&mut self, e: &Event, mut p: Option<&mut Positions>) -> Option<Closed> {
+        if let Some(p) = p.as_deref_mut() {
+            if e.key >= 0 {
+                if let Some(k) = p.by_key.get_mut(&e.key) {
+                    if !k.linked {
+                        k.linked = true;
+                        self.keys.push((e.key, k.id));
+                    }
+                }
+            }
+        }
+        let outcome = self.lot.apply(e.ts, e.quantity, e.price, e.value);
+        let Some(p) = p else {
+            return match outcome {
+                Outcome::Closed(c) => Some(c),
+                Outcome::Added => None,
+            };
+        };
+        match outcome {
+            Outcome::Added => {
+                self.retain(e, p);
+                None
+            }
+            Outcome::Closed(c) => {
+                match c.step {
+                    Step::Partial => self.retain(e, p),
+                    Step::Flat => self.drop_events(p),
+                    Step::Reversed => {
+                        self.drop_events(p);
+                        self.retain(e, p);
+                    }
+                }
+                Some(c)
+            }
+        }
+    }
+
+    /// New ids after a compaction.
+    fn remap(&mut self, remap: &[u32]) {
+        let new_id = |id: u32| remap.get(id as usize).copied().unwrap_or(u32::MAX);
+        if self.retained > 0 {
+            self.id = new_id(self.id);
+        }
+        self.keys.retain_mut(|(_, id)| {
+            *id = new_id(*id);
+            *id != u32::MAX
+        });
+    }
+}
+
+/// One open lot of the book (`EventRing::positions`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BookPosition {
+    pub symbol: i32,
+    pub quantity: f64,
+    pub avg_price: f64,
+    pub open_ts: i64,
+    pub n_events: u64,
 }
 
 /// One closed-trade summary row.
@@ -700,6 +847,9 @@ pub struct EventRing {
     max_events: usize,
     store: Store,
     trades: TradeColumns,
+    keep_trades: bool,
+    book: HashMap<i32, BookLot>,
+    realized: Realized,
     seen: u64,
 }
 
@@ -720,8 +870,21 @@ impl EventRing {
             max_events,
             store: Self::empty_store(policy, capacity, max_events),
             trades: TradeColumns::default(),
+            keep_trades: policy == Policy::TradeComplete,
+            book: HashMap::new(),
+            realized: Realized::default(),
             seen: 0,
         })
+    }
+
+    /// Whether closed-trade summaries are kept (by default under trade_complete only).
+    pub fn with_keep_trades(mut self, keep: bool) -> EventRing {
+        self.keep_trades = keep;
+        self
+    }
+
+    pub fn keep_trades(&self) -> bool {
+        self.keep_trades
     }
 
     fn empty_store(policy: Policy, capacity: usize, max_events: usize) -> Store {
@@ -760,19 +923,84 @@ impl EventRing {
     #[inline]
     pub fn append(&mut self, e: &Event) {
         self.seen += 1;
-        match &mut self.store {
-            Store::Window(w) => w.push(e),
-            Store::Positions(p) => {
-                if e.key < 0 {
-                    return;
+        if let Store::Window(w) = &mut self.store {
+            w.push(e);
+        }
+        self.apply(e);
+    }
+
+    /// Applies an event (already counted and, under a window policy, stored) to the
+    /// book and the keyed positions.
+    #[inline]
+    fn apply(&mut self, e: &Event) {
+        let positions = match &mut self.store {
+            Store::Positions(p) => Some(p),
+            Store::Window(_) => None,
+        };
+        if e.kind == FILL && moves(e.quantity) {
+            let lot = self.book.entry(e.symbol).or_default();
+            if let Some(c) = lot.fill(e, positions) {
+                self.realized.record(c.pnl);
+                if self.keep_trades {
+                    self.push_trade(&Trade {
+                        key: e.key,
+                        symbol: e.symbol,
+                        open_ts: c.open_ts,
+                        close_ts: e.ts,
+                        entry_price: c.entry_price,
+                        exit_price: e.price,
+                        quantity: c.quantity,
+                        pnl: c.pnl,
+                        n_events: c.n_events as i64,
+                    });
                 }
-                if e.kind != POSITION_CLOSE {
-                    p.retain(e);
-                    return;
-                }
-                let trade = p.close(e);
-                if self.policy == Policy::TradeComplete {
-                    self.push_trade(&trade);
+            }
+            self.maybe_compact();
+            return;
+        }
+        if e.key < 0 {
+            return;
+        }
+        let opened = match positions {
+            None if e.kind == POSITION_CLOSE => Opened::lone(e),
+            None => return,
+            Some(p) if e.kind != POSITION_CLOSE => {
+                p.retain(e);
+                self.maybe_compact();
+                return;
+            }
+            Some(p) => p.close(e),
+        };
+        // a symbol the book trades counts its trades from its fills
+        if !self.book.contains_key(&e.symbol) {
+            self.record_close(e, &opened);
+        }
+        self.maybe_compact();
+    }
+
+    fn record_close(&mut self, e: &Event, o: &Opened) {
+        self.realized.record(e.value);
+        if self.keep_trades {
+            self.push_trade(&Trade {
+                key: e.key,
+                symbol: e.symbol,
+                open_ts: o.ts,
+                close_ts: e.ts,
+                entry_price: o.entry_price,
+                exit_price: e.price,
+                quantity: o.quantity.unwrap_or(e.quantity),
+                pnl: e.value,
+                n_events: o.events as i64,
+            });
+        }
+    }
+
+    fn maybe_compact(&mut self) {
+        if let Store::Positions(p) = &mut self.store {
+            if p.should_compact() {
+                let remap = p.compact();
+                for lot in self.book.values_mut() {
+                    lot.remap(&remap);
                 }
             }
         }
@@ -783,11 +1011,40 @@ impl EventRing {
         if let Store::Window(w) = &mut self.store {
             w.extend(batch);
             self.seen += batch.len() as u64;
+            for i in 0..batch.len() {
+                let e = batch.row(i);
+                if e.kind == FILL || e.kind == POSITION_CLOSE {
+                    self.apply(&e);
+                }
+            }
             return;
         }
         for i in 0..batch.len() {
             self.append(&batch.row(i));
         }
+    }
+
+    /// The book's open lots, by symbol.
+    pub fn positions(&self) -> Vec<BookPosition> {
+        let mut out: Vec<BookPosition> = self
+            .book
+            .iter()
+            .filter(|(_, b)| b.lot.qty != 0.0)
+            .map(|(&symbol, b)| BookPosition {
+                symbol,
+                quantity: b.lot.qty,
+                avg_price: b.lot.avg,
+                open_ts: b.lot.open_ts,
+                n_events: b.lot.n_events,
+            })
+            .collect();
+        out.sort_by_key(|p| p.symbol);
+        out
+    }
+
+    /// Counters of every closed trade.
+    pub fn realized(&self) -> Realized {
+        self.realized
     }
 
     fn push_trade(&mut self, t: &Trade) {
@@ -810,6 +1067,8 @@ impl EventRing {
             Store::Positions(p) => p.clear(),
         }
         self.trades.clear();
+        self.book.clear();
+        self.realized = Realized::default();
         self.seen = 0;
     }
 
@@ -956,8 +1215,8 @@ mod tests {
             quantity: 3.0,
             ..ev(3, POSITION_OPEN, 10)
         });
-        r.append(&ev(4, 4, 11));
-        r.append(&ev(5, 4, 10));
+        r.append(&ev(4, 3, 11));
+        r.append(&ev(5, 3, 10));
         assert_eq!(ts_of(&r), vec![2, 3, 4, 5]);
         assert_eq!(r.stats().open_positions, 2);
         r.append(&Event {
@@ -983,7 +1242,7 @@ mod tests {
     #[test]
     fn close_without_open_has_nan_entry_and_close_quantity() {
         let mut r = ring("trade_complete", 1, 1);
-        r.append(&ev(1, 4, 3));
+        r.append(&ev(1, 3, 3));
         r.append(&Event {
             quantity: 8.0,
             ..ev(2, POSITION_CLOSE, 3)
@@ -1006,7 +1265,7 @@ mod tests {
         let mut r = ring("trade_complete", 1, 1);
         r.append(&ev(1, POSITION_OPEN, 1));
         r.append(&ev(2, POSITION_CLOSE, 1));
-        r.append(&ev(3, 4, 1));
+        r.append(&ev(3, 3, 1));
         r.append(&ev(4, POSITION_CLOSE, 1));
         let t = r.trades();
         assert_eq!(t.open_ts, vec![1, 3]);
@@ -1037,7 +1296,7 @@ mod tests {
             expect.push(t);
             t += 1;
             for _ in 0..3 {
-                r.append(&ev(t, 4, round));
+                r.append(&ev(t, 3, round));
                 t += 1;
             }
             r.append(&ev(t, POSITION_CLOSE, round));
@@ -1089,5 +1348,113 @@ mod tests {
             r.append(&ev(4, 1, 2));
             assert_eq!(ts_of(&r), vec![4]);
         }
+    }
+
+    fn fill(ts: i64, key: i64, symbol: i32, price: f64, quantity: f64) -> Event {
+        Event {
+            ts,
+            kind: FILL,
+            key,
+            symbol,
+            price,
+            quantity,
+            value: 0.0,
+        }
+    }
+
+    #[test]
+    fn fills_close_trades_and_flat_lots_drop_their_events() {
+        let mut r = ring("trade_complete", 1, 1);
+        r.append(&ev(1, 3, 20)); // an order of key 20
+        r.append(&fill(2, 20, 1, 10.0, 100.0)); // opens 100 long, ties key 20 to the lot
+        r.append(&fill(3, 21, 1, 12.0, 100.0)); // adds: average 11
+        r.append(&fill(4, -1, 2, 50.0, -10.0)); // a short in symbol 2
+        assert_eq!(ts_of(&r), vec![1, 2, 3, 4]);
+        r.append(&fill(5, 22, 1, 15.0, -50.0)); // partial close at the average entry
+        assert_eq!(ts_of(&r), vec![1, 2, 3, 4, 5]);
+        r.append(&fill(6, 23, 1, 9.0, -150.0)); // flat: the lot's events and key 20 go
+        assert_eq!(ts_of(&r), vec![4]);
+        let t = r.trades();
+        assert_eq!(t.quantity, vec![50.0, 150.0]);
+        assert_eq!(t.entry_price, vec![11.0, 11.0]);
+        assert_eq!(t.pnl, vec![200.0, -300.0]);
+        assert_eq!(t.n_events, vec![3, 4]);
+        assert_eq!((t.open_ts[1], t.close_ts[1], t.key[1]), (2, 6, 23));
+        let pos = r.positions();
+        assert_eq!(pos.len(), 1);
+        assert_eq!(
+            (pos[0].symbol, pos[0].quantity, pos[0].avg_price),
+            (2, -10.0, 50.0)
+        );
+        let real = r.realized();
+        assert_eq!((real.trades, real.winning, real.losing), (2, 1, 1));
+        assert_eq!(
+            (real.pnl, real.gross_profit, real.gross_loss),
+            (-100.0, 200.0, 300.0)
+        );
+    }
+
+    #[test]
+    fn a_reversal_keeps_only_the_new_lot() {
+        let mut r = ring("minimal", 1, 1);
+        r.append(&fill(1, 0, 5, 50.0, -10.0));
+        r.append(&fill(2, 1, 5, 40.0, 30.0));
+        assert_eq!(ts_of(&r), vec![2]);
+        assert!(r.trades().is_empty());
+        let pos = r.positions();
+        assert_eq!(
+            (pos[0].quantity, pos[0].avg_price, pos[0].open_ts),
+            (20.0, 40.0, 2)
+        );
+        assert_eq!(r.realized().pnl, 100.0);
+    }
+
+    #[test]
+    fn a_close_of_a_traded_symbol_is_not_a_second_trade() {
+        for policy in ["trade_complete", "sliding_window"] {
+            let mut r = ring(policy, 10, 1).with_keep_trades(true);
+            r.append(&fill(1, 7, 3, 10.0, 1.0));
+            r.append(&Event {
+                price: 10.0,
+                quantity: 1.0,
+                ..ev(1, POSITION_OPEN, 7)
+            });
+            r.append(&fill(2, 7, 3, 11.0, -1.0));
+            r.append(&Event {
+                symbol: 3,
+                value: 1.0,
+                ..ev(2, POSITION_CLOSE, 7)
+            });
+            // another symbol without fills: its close is a trade
+            r.append(&Event {
+                symbol: 4,
+                value: -2.0,
+                ..ev(3, POSITION_CLOSE, 8)
+            });
+            assert_eq!(r.trades().pnl, vec![1.0, -2.0], "{policy}");
+            assert_eq!(r.realized().trades, 2);
+            if policy == "trade_complete" {
+                assert!(r.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn many_round_trips_stay_bounded() {
+        let mut r = ring("trade_complete", 1, 1);
+        let mut t = 0;
+        for k in 0..5000i64 {
+            let sym = (k % 3) as i32;
+            let side = if k % 2 == 0 { 1.0 } else { -1.0 };
+            r.append(&ev(t, 3, k));
+            r.append(&fill(t + 1, k, sym, 100.0, side * 5.0));
+            r.append(&fill(t + 2, k, sym, 101.0, -side * 5.0));
+            t += 3;
+        }
+        r.append(&fill(t, 9999, 1, 1.0, 2.0)); // one open position
+        assert_eq!(ts_of(&r), vec![t]);
+        let s = r.stats();
+        assert_eq!((s.seen, s.retained, s.trades), (15001, 1, 5000));
+        assert_eq!(r.realized().winning, 2500);
     }
 }

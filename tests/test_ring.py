@@ -23,6 +23,7 @@ OPEN = int(EventType.POSITION_OPEN)
 CLOSE = int(EventType.POSITION_CLOSE)
 BAR = int(EventType.BAR)
 FILL = int(EventType.FILL)
+ORDER = int(EventType.ORDER)
 NAN = float("nan")
 
 EVENT_SCHEMA = pa.schema(
@@ -134,8 +135,8 @@ def test_trade_complete_keeps_open_positions_and_summaries(backend: ModuleType) 
     ring.append(1, BAR, -1)  # no position: evicted at once
     ring.append(2, int(EventType.SIGNAL), 10, 3)  # first event of position 10
     ring.append(3, OPEN, 10, 3, 100.0, 5.0)
-    ring.append(4, FILL, 11, 4)
-    ring.append(5, FILL, 10, 3, 100.5, 5.0)
+    ring.append(4, ORDER, 11, 4)
+    ring.append(5, ORDER, 10, 3, 100.5, 5.0)
     assert ts_of(ring) == [2, 3, 4, 5]
     assert ring.stats() == stats(5, 4, open_positions=2)
     ring.append(6, CLOSE, 10, 9, 110.0, 4.0, 50.0)
@@ -158,7 +159,7 @@ def test_trade_complete_keeps_open_positions_and_summaries(backend: ModuleType) 
 
 def test_trade_complete_edge_cases(backend: ModuleType) -> None:
     ring = backend.EventRing("trade_complete")
-    ring.append(1, FILL, 3, 0, 1.0, 7.0)
+    ring.append(1, ORDER, 3, 0, 1.0, 7.0)
     ring.append(2, CLOSE, 3, 1, 2.0, 8.0, -1.0)  # no POSITION_OPEN: NaN entry, close quantity
     ring.append(3, CLOSE, 4, 2, 3.0, 9.0, 1.0)  # a lone close is a one-event position
     ring.append(4, CLOSE, -1, 2, 3.0, 9.0, 1.0)  # negative key: evicted, no summary
@@ -492,13 +493,23 @@ def test_backends_agree_on_a_large_workload(
 
 events = st.tuples(
     st.integers(-(2**63), 2**63 - 1),
-    st.sampled_from([0, BAR, 2, FILL, OPEN, OPEN, CLOSE, CLOSE, 7, 65535]),
+    st.sampled_from([0, BAR, 2, FILL, FILL, FILL, OPEN, OPEN, CLOSE, CLOSE, 7, 65535]),
     st.integers(-2, 4),
-    st.integers(-(2**31), 2**31 - 1),
+    # few symbols, so fills meet in the book; any int32 now and then
+    st.one_of(st.integers(0, 2), st.integers(-(2**31), 2**31 - 1)),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.floats(allow_nan=True, allow_infinity=True),
+    # sizes that add, close, reverse; any float now and then
+    st.one_of(
+        st.sampled_from([1.0, -1.0, 2.0, -2.0, 3.0, -0.5, 0.0]),
+        st.floats(allow_nan=True, allow_infinity=True),
+    ),
     st.floats(allow_nan=True, allow_infinity=True),
 )
+
+
+def book_of(ring: Any) -> str:
+    """The book's positions and counters, printed (NaN compares equal as text)."""
+    return repr((ring.positions(), ring.realized()))
 
 
 def as_columns(batch: list[tuple[Any, ...]], form: str) -> Any:
@@ -525,10 +536,11 @@ class RingsAgree(RuleBasedStateMachine):
         policy=st.sampled_from(["sliding_window", "trade_complete", "minimal", "keep_all"]),
         capacity=st.integers(1, 6),
         max_events=st.integers(1, 8),
+        keep_trades=st.sampled_from([None, True, False]),
     )
-    def build(self, policy: str, capacity: int, max_events: int) -> None:
+    def build(self, policy: str, capacity: int, max_events: int, keep_trades: Any) -> None:
         self.rings = [
-            backend_module(name).EventRing(policy, capacity, max_events)
+            backend_module(name).EventRing(policy, capacity, max_events, keep_trades)
             for name in ("rust", "python")
         ]
 
@@ -558,6 +570,7 @@ class RingsAgree(RuleBasedStateMachine):
         assert rows(rust.to_arrow()) == rows(python.to_arrow())
         assert rust.to_arrow().schema == python.to_arrow().schema
         assert rows(rust.trades()) == rows(python.trades())
+        assert book_of(rust) == book_of(python)
 
 
 RingsAgree.TestCase.settings = settings(

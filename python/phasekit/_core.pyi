@@ -6,7 +6,7 @@ here and in ``docs/primitives.md``.
 """
 
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from typing_extensions import Self, final
 
@@ -45,6 +45,12 @@ TRADE_BYTES: int
 """Bytes of one closed-trade summary (68)."""
 POLICIES: tuple[str, ...]
 """Retention policies: sliding_window, trade_complete, minimal, keep_all."""
+POSITION_FIELDS: tuple[str, ...]
+"""Keys of a ``positions()`` row: symbol, quantity, avg_price, open_ts, n_events."""
+REALIZED_FIELDS: tuple[str, ...]
+"""Keys of ``realized()``: trades, winning, losing, pnl, gross_profit, gross_loss."""
+FLAT_TOLERANCE: float
+"""A closing fill within this fraction of the lot's size makes it flat (1e-9)."""
 
 @final
 class EventRing:
@@ -59,6 +65,10 @@ class EventRing:
     * ``keep_all``: every event up to ``max_events``; past it the oldest are dropped
       and counted as evicted.
 
+    Every policy keeps a position book from FILL events (docs/primitives.md): a lot
+    per symbol, one trade per closing fill; under ``trade_complete``/``minimal`` a
+    lot's events are dropped once it is flat.
+
     Retained events keep arrival order.
     """
 
@@ -67,7 +77,14 @@ class EventRing:
         policy: str = "sliding_window",
         capacity: int = 1000,
         max_events: int = 1_000_000,
+        keep_trades: Optional[bool] = None,
     ) -> Self: ...
+    @property
+    def keep_trades(self) -> bool: ...
+    def positions(self) -> list[dict[str, Union[int, float]]]:
+        """The book's open lots by symbol (keys: POSITION_FIELDS)."""
+    def realized(self) -> dict[str, Union[int, float]]:
+        """Counters of every closed trade (keys: REALIZED_FIELDS)."""
     @property
     def policy(self) -> str: ...
     @property
@@ -94,8 +111,9 @@ class EventRing:
         """Keys: seen, retained, evicted, retained_bytes, open_positions, trades."""
     def to_arrow(self) -> Any:
         """The retained events as a ``pyarrow.RecordBatch`` (schema of EVENT_FIELDS)."""
-    def trades(self) -> Any:
-        """Closed-trade summaries (``trade_complete`` only) as a ``pyarrow.RecordBatch``."""
+    def trades(self, start: int = 0) -> Any:
+        """Closed-trade summaries from row ``start`` on (kept when ``keep_trades``; by
+        default under ``trade_complete`` only) as a ``pyarrow.RecordBatch``."""
     def __arrow_c_schema__(self) -> object: ...
     def __arrow_c_array__(
         self, requested_schema: Optional[object] = None

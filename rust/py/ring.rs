@@ -14,6 +14,7 @@ use pyo3::{intern, Borrowed};
 use super::arrow;
 use super::errors::InvalidArgument;
 use crate::ring::batches::{event_schema, events_batch, import, trades_batch};
+use crate::ring::book::{FLAT_TOLERANCE, POSITION_FIELDS, REALIZED_FIELDS};
 use crate::ring::{
     Event, EventRing as Ring, Policy, RingError, EVENT_BYTES, EVENT_FIELDS, TRADE_BYTES,
     TRADE_FIELDS,
@@ -229,6 +230,26 @@ impl<'a, 'py, const C: usize> FromPyObject<'a, 'py> for CountArg<C> {
     }
 }
 
+/// `keep_trades`: None (the policy's default) or a bool.
+struct KeepTradesArg(Option<bool>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for KeepTradesArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            return Ok(KeepTradesArg(None));
+        }
+        if obj.is_exact_instance_of::<pyo3::types::PyBool>() {
+            return Ok(KeepTradesArg(Some(obj.is_truthy()?)));
+        }
+        Err(InvalidArgument::new_err(format!(
+            "keep_trades must be True, False or None, got {}",
+            type_name(&obj)
+        )))
+    }
+}
+
 /// Columnar retention of traced events under a policy (see docs/primitives.md).
 #[pyclass(module = "phasekit._core", name = "EventRing")]
 pub struct EventRing {
@@ -298,11 +319,56 @@ impl EventRing {
         policy=PolicyArg(Policy::SlidingWindow),
         capacity=CountArg(1000),
         max_events=CountArg(1_000_000),
+        keep_trades=KeepTradesArg(None),
     ))]
-    #[pyo3(text_signature = "(policy='sliding_window', capacity=1000, max_events=1000000)")]
-    fn new(policy: PolicyArg, capacity: CountArg<0>, max_events: CountArg<1>) -> PyResult<Self> {
-        let ring = Ring::new(policy.0, capacity.0, max_events.0).map_err(invalid)?;
+    #[pyo3(
+        text_signature = "(policy='sliding_window', capacity=1000, max_events=1000000, \
+                          keep_trades=None)"
+    )]
+    fn new(
+        policy: PolicyArg,
+        capacity: CountArg<0>,
+        max_events: CountArg<1>,
+        keep_trades: KeepTradesArg,
+    ) -> PyResult<Self> {
+        let mut ring = Ring::new(policy.0, capacity.0, max_events.0).map_err(invalid)?;
+        if let Some(keep) = keep_trades.0 {
+            ring = ring.with_keep_trades(keep);
+        }
         Ok(EventRing { ring })
+    }
+
+    #[getter]
+    fn keep_trades(&self) -> bool {
+        self.ring.keep_trades()
+    }
+
+    /// The book's open positions, by symbol.
+    fn positions<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let mut out = Vec::new();
+        for p in self.ring.positions() {
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "symbol"), p.symbol)?;
+            d.set_item(intern!(py, "quantity"), p.quantity)?;
+            d.set_item(intern!(py, "avg_price"), p.avg_price)?;
+            d.set_item(intern!(py, "open_ts"), p.open_ts)?;
+            d.set_item(intern!(py, "n_events"), p.n_events)?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Counters of every closed trade.
+    fn realized<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = self.ring.realized();
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "trades"), r.trades)?;
+        d.set_item(intern!(py, "winning"), r.winning)?;
+        d.set_item(intern!(py, "losing"), r.losing)?;
+        d.set_item(intern!(py, "pnl"), r.pnl)?;
+        d.set_item(intern!(py, "gross_profit"), r.gross_profit)?;
+        d.set_item(intern!(py, "gross_loss"), r.gross_loss)?;
+        Ok(d)
     }
 
     #[getter]
@@ -403,10 +469,15 @@ impl EventRing {
         arrow::to_pyarrow(py, self.events_batch()?)
     }
 
-    /// Closed-trade summaries as a `pyarrow.RecordBatch`.
-    fn trades<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Closed-trade summaries from row `start` on (0: all) as a `pyarrow.RecordBatch`.
+    #[pyo3(signature = (start=0))]
+    fn trades<'py>(&self, py: Python<'py>, start: i64) -> PyResult<Bound<'py, PyAny>> {
+        let n = self.ring.trades().len();
+        let from = usize::try_from(start)
+            .map_err(|_| InvalidArgument::new_err(format!("start must be >= 0, got {start}")))?;
         let batch = trades_batch(self.ring.trades()).map_err(export_error)?;
-        arrow::to_pyarrow(py, batch)
+        let from = from.min(n);
+        arrow::to_pyarrow(py, batch.slice(from, n - from))
     }
 
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
@@ -461,6 +532,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_BYTES", EVENT_BYTES)?;
     m.add("TRADE_FIELDS", PyTuple::new(py, TRADE_FIELDS)?)?;
     m.add("TRADE_BYTES", TRADE_BYTES)?;
+    m.add("POSITION_FIELDS", PyTuple::new(py, POSITION_FIELDS)?)?;
+    m.add("REALIZED_FIELDS", PyTuple::new(py, REALIZED_FIELDS)?)?;
+    m.add("FLAT_TOLERANCE", FLAT_TOLERANCE)?;
     let policies: Vec<&str> = Policy::ALL.iter().map(|p| p.name()).collect();
     m.add("POLICIES", PyTuple::new(py, policies)?)?;
     Ok(())

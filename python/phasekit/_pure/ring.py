@@ -4,6 +4,10 @@ The behaviour is specified in docs/primitives.md; ``phasekit._core.EventRing`` i
 drop-in fast version. Events are kept as 7-tuples: a ``deque(maxlen=N)`` for
 ``sliding_window``/``keep_all``; for ``trade_complete``/``minimal`` an insertion-ordered
 dict (arrival order) plus, per open position, the sequence numbers of its events.
+
+Every policy keeps a position book from FILL events (signed quantity: buy > 0, sell < 0):
+per symbol a lot with its quantity and average entry price; a fill that reduces a lot
+closes a trade at the average entry price (see :class:`_Lot`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ POLICIES = RETENTION_POLICIES
 
 POSITION_OPEN = int(EventType.POSITION_OPEN)
 POSITION_CLOSE = int(EventType.POSITION_CLOSE)
+FILL = int(EventType.FILL)
+#: A fill whose size is within this fraction of the lot's closes it exactly.
+FLAT_TOLERANCE = 1e-9
+#: Keys of ``EventRing.positions()`` rows, and of ``EventRing.realized()``.
+POSITION_FIELDS = ("symbol", "quantity", "avg_price", "open_ts", "n_events")
+REALIZED_FIELDS = ("trades", "winning", "losing", "pnl", "gross_profit", "gross_loss")
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -109,6 +119,21 @@ def _count_arg(name: str, x: Any) -> int:
     if v < 1:
         raise InvalidArgument(f"{name} must be >= 1, got {v}")
     return v
+
+
+def _keep_trades_arg(keep_trades: Any, policy: str) -> bool:
+    if keep_trades is None:
+        return policy == "trade_complete"
+    if not isinstance(keep_trades, bool):
+        raise InvalidArgument(
+            f"keep_trades must be True, False or None, got {type(keep_trades).__name__}"
+        )
+    return keep_trades
+
+
+def _moves(quantity: float) -> bool:
+    """Whether a FILL of this quantity moves the book (non-zero and finite)."""
+    return quantity != 0.0 and quantity - quantity == 0.0
 
 
 def _policy_arg(policy: Any) -> str:
@@ -242,15 +267,69 @@ def _tail(column: Iterable[Any], start: int) -> Iterable[Any]:
 
 
 class _Position:
-    """An open position: when it started, its POSITION_OPEN values, its event numbers."""
+    """An open keyed position: when it started, its POSITION_OPEN values, its event
+    numbers, whether a fill linked it to a lot of the book."""
 
-    __slots__ = ("entry_price", "open_quantity", "open_ts", "seqs")
+    __slots__ = ("entry_price", "linked", "open_quantity", "open_ts", "seqs")
 
     def __init__(self, open_ts: int) -> None:
         self.open_ts = open_ts
         self.entry_price = float("nan")
         self.open_quantity: Optional[float] = None
         self.seqs: list[int] = []
+        self.linked = False
+
+
+class _Lot:
+    """The book's position in one symbol: signed quantity, average entry price, when it
+    opened, the cash of its opening fills (``value``, e.g. -commission) not yet assigned
+    to a trade, its event count and (trade_complete/minimal) its retained events and the
+    keyed positions its fills touched."""
+
+    __slots__ = ("avg", "cost", "keys", "n_events", "open_ts", "qty", "seqs")
+
+    def __init__(self) -> None:
+        self.qty = 0.0
+        self.avg = 0.0
+        self.open_ts = 0
+        self.cost = 0.0
+        self.n_events = 0
+        self.seqs: list[int] = []
+        self.keys: list[tuple[int, _Position]] = []
+
+    def open(self, ts: int, q: float, p: float, v: float) -> None:
+        self.qty = q
+        self.avg = p
+        self.open_ts = ts
+        self.cost = v
+        self.n_events = 0
+
+
+class _Realized:
+    """Counters of closed trades (every policy)."""
+
+    __slots__ = ("gross_loss", "gross_profit", "losing", "pnl", "trades", "winning")
+
+    def __init__(self) -> None:
+        self.trades = 0
+        self.winning = 0
+        self.losing = 0
+        self.pnl = 0.0
+        self.gross_profit = 0.0
+        self.gross_loss = 0.0
+
+    def record(self, pnl: float) -> None:
+        self.trades += 1
+        self.pnl += pnl
+        if pnl > 0.0:
+            self.winning += 1
+            self.gross_profit += pnl
+        elif pnl < 0.0:
+            self.losing += 1
+            self.gross_loss -= pnl
+
+    def as_dict(self) -> dict[str, Union[int, float]]:
+        return {name: getattr(self, name) for name in REALIZED_FIELDS}
 
 
 class EventRing:
@@ -261,6 +340,7 @@ class EventRing:
         policy: str = "sliding_window",
         capacity: int = 1000,
         max_events: int = 1_000_000,
+        keep_trades: Optional[bool] = None,
     ) -> None:
         self._policy = _policy_arg(policy)
         self._capacity = _count_arg("capacity", capacity)
@@ -268,8 +348,10 @@ class EventRing:
         self._window: Optional[deque[Event]] = None
         self._events: dict[int, Event] = {}
         self._positions: dict[int, _Position] = {}
+        self._lots: dict[int, _Lot] = {}
+        self._realized = _Realized()
         self._trades: list[Trade] = []
-        self._keep_trades = self._policy == "trade_complete"
+        self._keep_trades = _keep_trades_arg(keep_trades, self._policy)
         self._seq = 0
         self._seen = 0
         self._reset()
@@ -281,9 +363,15 @@ class EventRing:
             self._window = deque(maxlen=self._max_events)
         self._events = {}
         self._positions = {}
+        self._lots = {}
+        self._realized = _Realized()
         self._trades = []
         self._seq = 0
         self._seen = 0
+
+    @property
+    def keep_trades(self) -> bool:
+        return self._keep_trades
 
     @property
     def policy(self) -> str:
@@ -319,11 +407,23 @@ class EventRing:
         self._seen += 1
         if self._window is not None:
             self._window.append(event)
+            self._book_only(event)
         else:
             self._track(event)
 
+    def _book_only(self, e: Event) -> None:
+        """The book's part of an event under sliding_window/keep_all."""
+        kind = e[1]
+        if kind == FILL and _moves(e[5]):
+            self._fill(e, retain=False)
+        elif kind == POSITION_CLOSE and e[2] >= 0 and e[3] not in self._lots:
+            self._record_close(e, (e[0], float("nan"), None), 1)
+
     def _track(self, e: Event) -> None:
         """Applies one event under trade_complete/minimal (``seen`` already counted)."""
+        if e[1] == FILL and _moves(e[5]):
+            self._fill(e, retain=True)
+            return
         key = e[2]
         if key < 0:
             return
@@ -345,11 +445,128 @@ class EventRing:
         events = self._events
         for seq in pos.seqs:
             del events[seq]
+        if e[3] not in self._lots:  # a symbol the book trades counts its trades from fills
+            self._record_close(
+                e, (pos.open_ts, pos.entry_price, pos.open_quantity), len(pos.seqs) + 1
+            )
+
+    def _record_close(
+        self, e: Event, opened: tuple[int, float, Optional[float]], n_events: int
+    ) -> None:
+        """The trade of a POSITION_CLOSE (pnl in ``value``)."""
+        self._realized.record(e[6])
         if self._keep_trades:
-            quantity = e[5] if pos.open_quantity is None else pos.open_quantity
-            n_events = len(pos.seqs) + 1
-            trade = (key, e[3], pos.open_ts, e[0], pos.entry_price, e[4], quantity, e[6], n_events)
+            open_ts, entry_price, open_quantity = opened
+            quantity = e[5] if open_quantity is None else open_quantity
+            trade = (e[2], e[3], open_ts, e[0], entry_price, e[4], quantity, e[6], n_events)
             self._trades.append(trade)
+
+    # ------------------------------------------------------------ the position book
+
+    def _retain(self, e: Event, seqs: list[int]) -> None:
+        seq = self._seq
+        self._seq = seq + 1
+        self._events[seq] = e
+        seqs.append(seq)
+
+    def _drop_lot_events(self, lot: _Lot) -> None:
+        events = self._events
+        for seq in lot.seqs:
+            del events[seq]
+        lot.seqs = []
+        positions = self._positions
+        for key, pos in lot.keys:
+            if positions.get(key) is pos:
+                del positions[key]
+                for seq in pos.seqs:
+                    del events[seq]
+        lot.keys = []
+
+    def _fill(self, e: Event, retain: bool) -> None:
+        """Applies a FILL of non-zero quantity to the symbol's lot."""
+        ts, _, key, symbol, p, q, v = e
+        lot = self._lots.get(symbol)
+        if lot is None:
+            lot = self._lots[symbol] = _Lot()
+        if retain and key >= 0:
+            pos = self._positions.get(key)
+            if pos is not None and not pos.linked:
+                pos.linked = True
+                lot.keys.append((key, pos))
+        qty = lot.qty
+        if qty == 0.0:
+            lot.open(ts, q, p, v)
+        elif (q > 0.0) == (qty > 0.0):
+            a = abs(qty)
+            b = abs(q)
+            lot.avg = (a * lot.avg + b * p) / (a + b)
+            lot.qty = qty + q
+            lot.cost = lot.cost + v
+        else:
+            self._reduce(lot, e, retain)
+            return
+        lot.n_events += 1
+        if retain:
+            self._retain(e, lot.seqs)
+
+    def _reduce(self, lot: _Lot, e: Event, retain: bool) -> None:
+        """A fill against the lot: a partial close, a full close or a reversal."""
+        ts, _, key, symbol, p, q, v = e
+        a = abs(lot.qty)
+        b = abs(q)
+        side = 1.0 if lot.qty > 0.0 else -1.0
+        if abs(b - a) <= FLAT_TOLERANCE * a:
+            closed, pos_share, fill_share, step = a, 1.0, 1.0, 0
+        elif b < a:
+            closed, pos_share, fill_share, step = b, b / a, 1.0, -1
+        else:
+            closed, pos_share, fill_share, step = a, 1.0, a / b, 1
+        pnl = side * (p - lot.avg) * closed + lot.cost * pos_share + v * fill_share
+        self._realized.record(pnl)
+        n_events = lot.n_events + 1
+        if self._keep_trades:
+            trade = (key, symbol, lot.open_ts, ts, lot.avg, p, side * closed, pnl, n_events)
+            self._trades.append(trade)
+        if step < 0:  # partial close: the rest keeps its average entry
+            lot.qty = lot.qty + q
+            lot.cost = lot.cost - lot.cost * pos_share
+            lot.n_events = n_events
+            if retain:
+                self._retain(e, lot.seqs)
+            return
+        if retain:
+            self._drop_lot_events(lot)
+        if step == 0:
+            lot.qty = 0.0
+            lot.avg = 0.0
+            lot.cost = 0.0
+            lot.n_events = 0
+            return
+        rest = b - a
+        lot.open(ts, rest if q > 0.0 else -rest, p, v - v * fill_share)
+        lot.n_events = 1
+        if retain:
+            self._retain(e, lot.seqs)
+
+    def positions(self) -> list[dict[str, Union[int, float]]]:
+        """The book's open positions, by symbol: symbol, signed quantity, average entry
+        price, open_ts (first fill of the position) and n_events (its fills)."""
+        return [
+            {
+                "symbol": symbol,
+                "quantity": lot.qty,
+                "avg_price": lot.avg,
+                "open_ts": lot.open_ts,
+                "n_events": lot.n_events,
+            }
+            for symbol, lot in sorted(self._lots.items())
+            if lot.qty != 0.0
+        ]
+
+    def realized(self) -> dict[str, Union[int, float]]:
+        """Counters of every closed trade (fills and POSITION_CLOSE): trades, winning,
+        losing, pnl, gross_profit, gross_loss (kept under every policy)."""
+        return self._realized.as_dict()
 
     def extend(self, batch: Any) -> int:
         """Appends every row of an Arrow batch/table or a mapping of columns; returns the
@@ -359,6 +576,10 @@ class EventRing:
         if self._window is not None:
             start = max(0, n - (self._window.maxlen or 0))
             self._window.extend(zip(*(_tail(c, start) for c in columns)))
+            book = self._book_only
+            for e in zip(*columns):
+                if e[1] == FILL or e[1] == POSITION_CLOSE:
+                    book(e)
         else:
             track = self._track
             for e in zip(*columns):
@@ -394,9 +615,13 @@ class EventRing:
         """The retained events as a ``pyarrow.RecordBatch`` (schema of EVENT_FIELDS)."""
         return _record_batch(list(self._retained()), EVENT_FIELDS, _EVENT_TYPES)
 
-    def trades(self) -> pa.RecordBatch:
-        """Closed-trade summaries (``trade_complete`` only) as a ``pyarrow.RecordBatch``."""
-        return _record_batch(self._trades, TRADE_FIELDS, _TRADE_TYPES)
+    def trades(self, start: int = 0) -> pa.RecordBatch:
+        """Closed-trade summaries from row ``start`` on (when ``keep_trades``; by default
+        under ``trade_complete`` only) as a ``pyarrow.RecordBatch``."""
+        first = _as_int("start", start)
+        if first < 0:
+            raise InvalidArgument(f"start must be >= 0, got {first}")
+        return _record_batch(self._trades[first:], TRADE_FIELDS, _TRADE_TYPES)
 
     def __arrow_c_schema__(self) -> object:
         return _schema(EVENT_FIELDS, _EVENT_TYPES).__arrow_c_schema__()
@@ -434,7 +659,10 @@ def _record_batch(
 __all__ = [
     "EVENT_BYTES",
     "EVENT_FIELDS",
+    "FLAT_TOLERANCE",
     "POLICIES",
+    "POSITION_FIELDS",
+    "REALIZED_FIELDS",
     "TRADE_BYTES",
     "TRADE_FIELDS",
     "EventRing",

@@ -231,7 +231,7 @@ class MetricsEventTracer:
             self._open.add(key)
         elif kind == CLOSE:
             self._open.discard(key)
-            self.tracer.on_trades([value])
+            self.tracer.metrics.on_trade(value)
         elif equity is not None:
             self._equity.append((ts, equity, len(self._open)))
             if len(self._equity) >= EQUITY_BATCH:

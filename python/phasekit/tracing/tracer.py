@@ -1,8 +1,13 @@
-"""The per-container tracer: retention through an EventRing, metrics while events stream."""
+"""The per-container tracer: retention through an EventRing, metrics while events stream.
+
+Closed trades come from the ring's position book (FILL events, docs/primitives.md):
+the traced ring's own when it traces FILL and keeps trade summaries, else a second
+ring under ``minimal`` fed only FILL and POSITION_CLOSE events (its memory is bounded
+by the open positions)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +19,8 @@ from phasekit.backtest.metrics import StreamingMetrics
 from phasekit.events import EventType, event_kind
 
 DEFAULT_TRACED = ("POSITION_OPEN", "POSITION_CLOSE", "FILL")
+#: The kinds the position book reads, traced or not.
+BOOK_KINDS = frozenset({int(EventType.FILL), int(EventType.POSITION_CLOSE)})
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,11 @@ class TracerSettings:
     @property
     def kinds(self) -> frozenset[int]:
         return frozenset(event_kind(k) for k in self.event_tracing)
+
+    @property
+    def subscribed(self) -> frozenset[int]:
+        """The kinds a container delivers to its tracer: the traced ones and the book's."""
+        return self.kinds | BOOK_KINDS
 
     @property
     def keeps_equity(self) -> bool:
@@ -48,17 +60,33 @@ class ContainerTracer:
             max_events=max(1, settings.max_events),
         )
         self.metrics = StreamingMetrics(settings.initial_capital, settings.periods_per_year)
+        own_book = int(EventType.FILL) in settings.kinds and self.ring.keep_trades
+        self.book = self.ring if own_book else phasekit.EventRing("minimal", keep_trades=True)
+        self._folded = 0
         self._equity_ts: list[np.ndarray] = []
         self._equity: list[np.ndarray] = []
 
     def trace(self, events: Mapping[str, np.ndarray]) -> int:
-        """Trace a batch of event columns; only the traced kinds reach the ring."""
+        """Trace a batch of event columns: the traced kinds reach the ring, FILL and
+        POSITION_CLOSE the position book; the book's new trades reach the metrics.
+        Returns the events the ring read."""
         kind = np.asarray(events["kind"])
+        read = 0
         keep = np.isin(kind, self._kinds)
-        if not keep.any():
-            return 0
-        batch = {name: np.asarray(col)[keep] for name, col in events.items()}
-        return int(self.ring.extend(batch))
+        if keep.any():
+            read = int(self.ring.extend(_rows(events, keep)))
+        if self.book is not self.ring:
+            to_book = np.isin(kind, np.array(sorted(BOOK_KINDS), dtype=np.uint16))
+            if to_book.any():
+                self.book.extend(_rows(events, to_book))
+        self._fold_trades()
+        return read
+
+    def _fold_trades(self) -> None:
+        trades = self.book.trades(self._folded)
+        for value in trades.column("pnl").to_pylist():
+            self.metrics.on_trade(value)
+        self._folded += trades.num_rows
 
     def on_equity(
         self,
@@ -77,10 +105,6 @@ class ContainerTracer:
             self._equity_ts.append(np.asarray(ts))
             self._equity.append(np.asarray(equity))
 
-    def on_trades(self, pnl: Sequence[float]) -> None:
-        for value in pnl:
-            self.metrics.on_trade(value)
-
     def equity_curve(self) -> pa.Table | None:
         if not self.settings.keeps_equity:
             return None
@@ -93,3 +117,7 @@ class ContainerTracer:
             "metrics": self.metrics.result(),
             "events": self.ring.stats(),
         }
+
+
+def _rows(events: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: np.asarray(col)[mask] for name, col in events.items()}

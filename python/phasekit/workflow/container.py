@@ -91,7 +91,7 @@ class Container:
         self._on_destroy = on_destroy
         if tracer_settings is not None:
             self.tracer = ContainerTracer(tracer_settings)
-            for kind in tracer_settings.kinds:
+            for kind in tracer_settings.subscribed:
                 self.bus.subscribe(kind, self.tracer.trace)
 
     def _move(self, to: State) -> None:

@@ -134,7 +134,6 @@ def run_portfolio(bars: Bars, job: PortfolioJob, sink: ResultSink) -> None:
             container.bus.publish(portfolio_updates(window, SimResult(run.equity, run.position)))
         assert container.tracer is not None
         container.tracer.on_equity(window.ts, run.equity, run.position, run.summary)
-        container.tracer.on_trades(run.trades["pnl"])
         container.outputs["trades"] = trades_table(job, run.trades)
         curve = container.tracer.equity_curve()
         if curve is not None:
