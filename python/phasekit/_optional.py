@@ -38,6 +38,7 @@ OPTIONAL: Mapping[str, OptionalDependency] = {
         OptionalDependency("fastapi", extra="serve", requirement="fastapi"),
         OptionalDependency("uvicorn", extra="serve", requirement="uvicorn"),
         OptionalDependency("plotly", extra="report", requirement="plotly"),
+        OptionalDependency("cryptography", extra="crypto", requirement="cryptography"),
     )
 }
 

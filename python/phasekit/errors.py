@@ -92,6 +92,11 @@ class NotAuthenticated(AccessDenied):
     """A request to a server that requires API tokens carries no valid token."""
 
 
+class KeyUnavailable(PhasekitError):
+    """Encrypted data cannot be read: its master key is missing or another one is
+    configured (the message names the key id), or its data key was destroyed."""
+
+
 __all__ = [
     "AccessDenied",
     "BackendUnavailable",
@@ -103,6 +108,7 @@ __all__ = [
     "CoreVersionMismatch",
     "CorruptDataError",
     "InvalidArgument",
+    "KeyUnavailable",
     "MissingDependency",
     "NotAuthenticated",
     "PhasekitError",

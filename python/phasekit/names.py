@@ -16,6 +16,13 @@ TMP_SUFFIX = ".phasekit-tmp"
 MANIFEST_DIR = ".phasekit"
 """The folder of a file store's manifests, ``<folder>/.phasekit/<key>.json``."""
 
+KEYS_DIR = "keys"
+"""Below :data:`MANIFEST_DIR`: the wrapped data keys of encrypted files,
+``<folder>/.phasekit/keys/<file name>.<16 hex>.key`` (see :mod:`phasekit.crypt`)."""
+
+KEY_SUFFIX = ".key"
+"""The suffix of a wrapped data key file."""
+
 NAME_MAX_BYTES = 255
 """The filesystems' limit on one path component, in bytes (``NAME_MAX`` on Linux, macOS)."""
 

@@ -73,6 +73,47 @@ def open_nofollow(path: str | os.PathLike[str], flags: int = os.O_RDONLY, mode: 
     return os.open(path, flags | O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
 
 
+PRIVATE_DIR_MODE = 0o700
+"""Folders phasekit creates: only their owner may list or enter them."""
+PRIVATE_FILE_MODE = 0o600
+"""Files phasekit creates: only their owner may read or write them."""
+
+
+def make_private_dir(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` and any missing parent folder with mode 0700 (existing folders are
+    left as they are)."""
+    missing = []
+    current = os.path.abspath(os.fspath(path))
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+        else:
+            os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
+
+
+def make_private(path: str | os.PathLike[str]) -> None:
+    """Give a file phasekit wrote mode 0600 (a folder 0700, with what is inside it)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        for folder, _dirs, files in os.walk(path):
+            os.chmod(folder, PRIVATE_DIR_MODE)
+            for name in files:
+                full = os.path.join(folder, name)
+                if not os.path.islink(full):
+                    os.chmod(full, PRIVATE_FILE_MODE)
+        return
+    if not os.path.islink(path):
+        os.chmod(path, PRIVATE_FILE_MODE)
+
+
 def read_bytes_nofollow(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a regular file, refusing a symlink as its final component."""
     fd = open_nofollow(path)
@@ -84,6 +125,8 @@ __all__ = [
     "O_NOFOLLOW",
     "check_not_symlink",
     "contained",
+    "make_private",
+    "make_private_dir",
     "open_nofollow",
     "read_bytes_nofollow",
 ]

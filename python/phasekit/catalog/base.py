@@ -601,6 +601,7 @@ class Catalog(abc.ABC):
             item.phase,
             item.window_id,
             item.container_id,
+            item.key_id,
             "present",
         )
 
@@ -665,6 +666,7 @@ class Catalog(abc.ABC):
         created_at: datetime | None = None,
         storage_type: str | None = None,
         replace: bool = False,
+        key_id: str | None = None,
     ) -> int:
         """Record one stored item (see the module docstring); returns its id. With
         ``replace``, the run's earlier rows of the same ``data_reference`` (a file written
@@ -684,6 +686,7 @@ class Catalog(abc.ABC):
             container_id=container_id,
             created_at=created_at,
             storage_type=storage_type,
+            key_id=key_id,
         )
         return self.record_items([item], replace=replace)[0]
 
@@ -871,6 +874,30 @@ class Catalog(abc.ABC):
                     params.extend(from_states)
                 changed.extend(int(r[0]) for r in execute(sql + " RETURNING id", params))
         return sorted(changed)
+
+    def set_key_id(self, old_key_ids: Sequence[str], new_key_id: str) -> int:
+        """Record that the items encrypted under ``old_key_ids`` now have their data keys
+        wrapped with ``new_key_id`` (``phasekit keys rotate``); returns how many rows."""
+        old = [str(k) for k in old_key_ids if k != new_key_id]
+        if not old:
+            return 0
+        with self._lock, self._transaction() as execute:
+            ids = [
+                int(r[0])
+                for r in execute(
+                    f"UPDATE intermediate_data SET key_id = ? WHERE key_id IN ({_marks(len(old))}) "
+                    "RETURNING id",
+                    [new_key_id, *old],
+                )
+            ]
+            if self.row_checks:
+                for item_id in ids:
+                    stored = execute(f"{self._item_select} WHERE id = ?", (item_id,))[0]
+                    check = row_check(stored[:-2])  # all but the state (and the check)
+                    execute(
+                        "UPDATE intermediate_data SET row_check = ? WHERE id = ?", (check, item_id)
+                    )
+        return len(ids)
 
     def delete_item_rows(self, ids: Sequence[int], *, state: str | None = None) -> int:
         """Delete rows only (no file is touched); with ``state``, only rows in that state."""

@@ -15,7 +15,9 @@ never deleted while a row that is not being deleted records it. Crash tests stop
 at each of these steps through :mod:`phasekit.failpoints` (inert unless asked).
 
 A file a store wrote comes with a manifest ``<folder>/.phasekit/<key>.json`` (its
-metadata and metrics); the manifest goes with the file.
+metadata and metrics); the manifest goes with the file. An encrypted file's data keys
+(``<folder>/.phasekit/keys/<file name>.<token>.key``) are destroyed with it
+(crypto-shredding: copies of the file left elsewhere cannot be decrypted either).
 
 Policies: ``keep_all`` deletes nothing; ``keep_latest`` deletes the items of every run
 except the most recently started completed run of each run name (a failed or
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from phasekit import failpoints
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ITEM_STATES, ItemRow
+from phasekit.crypt.keyring import destroy_keys_for
 from phasekit.errors import CatalogError, InvalidArgument
 from phasekit.fsync import fsync_dir
 from phasekit.names import MANIFEST_DIR
@@ -169,8 +172,11 @@ def _delete_files(
         if ref in live:
             continue
         try:
+            was_folder = path.is_dir() and not path.is_symlink()
             _delete_path(path)
             report.files_deleted.append(str(path))
+            shredded = destroy_keys_for(path, was_folder)
+            report.files_deleted.extend(str(k) for k in shredded)
             _delete_manifest(path, ref, ref_rows[0].entity_name, report)
             failpoints.reach("cleanup.mid_delete")
         except FileNotFoundError:

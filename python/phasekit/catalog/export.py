@@ -25,7 +25,7 @@ from phasekit.catalog.integrity import reference_checksum, reference_size
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ItemRow, ProcessRow
 from phasekit.errors import CatalogError, InvalidArgument, StorageError, UnsafePath
-from phasekit.paths import contained
+from phasekit.paths import contained, make_private, make_private_dir
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -120,10 +120,11 @@ def write_table(table: pa.Table, path: Path, fmt: str) -> None:
 
 def _atomic(target: Path, produce: Callable[[Path], object]) -> None:
     """Run ``produce(tmp)`` then rename the result to ``target`` (a file or a folder)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(target.parent)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
     try:
         produce(tmp)
+        make_private(tmp)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -225,7 +226,7 @@ def export_run(
             )
     proc = catalog.resolve_run(run)
     out = Path(to_dir).absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    make_private_dir(out)
     exporter = _Exporter(catalog, proc, out, fmt)
     report = ExportReport(proc.process_id, str(out), fmt)
     for item in catalog.list_items(proc.process_id):

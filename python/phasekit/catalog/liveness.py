@@ -22,6 +22,7 @@ from typing import Any, Optional, Protocol
 
 from phasekit.errors import CatalogError
 from phasekit.names import TMP_SUFFIX
+from phasekit.paths import make_private_dir
 
 log = logging.getLogger("phasekit.catalog.liveness")
 
@@ -63,9 +64,9 @@ class FileRunLock:
         import fcntl
 
         self.path = folder / LOCK_NAME
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(folder)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-        self._fd: Optional[int] = os.open(self.path, flags, 0o644)
+        self._fd: Optional[int] = os.open(self.path, flags, 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -63,6 +63,7 @@ class CatalogRecorder:
             container_id=self.container_id or _name_or_none(metadata.get("container_id")),
             created_at=datetime.fromtimestamp(created, UTC) if created else None,
             replace=True,  # a put under a key already stored replaces its item
+            key_id=getattr(ref, "key_id", None),
         )
 
     def forget_item(self, ref: Any) -> None:
@@ -94,4 +95,5 @@ def ref_fields(item: ItemRow) -> dict[str, Any]:
         "checksum": item.checksum,
         "metadata": metadata,
         "created_at": item.created_at.timestamp(),
+        **({"key_id": item.key_id} if item.key_id is not None else {}),
     }

@@ -82,7 +82,7 @@ def check_item_fields(values: dict[str, Any], what: str) -> None:
     _need(values["state"] in ITEM_STATES, what, "its state is not valid")
     size = values["size_bytes"]
     _need(type(size) is int and size >= 0, what, f"its size_bytes {size!r} is not a count")
-    for field in ("format", "checksum", "data_reference"):
+    for field in ("format", "checksum", "data_reference", "key_id"):
         value = values[field]
         _need(value is None or isinstance(value, str), what, f"its {field} is not text")
     if values["storage_type"] == "reference":

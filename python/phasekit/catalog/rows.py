@@ -66,6 +66,8 @@ class ItemRow:
     window_id: str | None
     container_id: str | None
     state: str = "present"
+    key_id: str | None = None
+    """The master key id of an encrypted item (None: not encrypted)."""
 
     @property
     def path(self) -> Path | None:
@@ -99,6 +101,7 @@ class NewItem:
     container_id: str | None = None
     created_at: datetime | None = None
     storage_type: str | None = None
+    key_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """2: ``processes.run_name`` (``workflow`` holds the workflow type); item state
 ``released`` (an in-memory item whose process has ended).
 3: ``row_check`` on both tables (see :mod:`phasekit.catalog.rowcheck`).
 4: ``processes.pid`` and ``processes.host``, the process that runs (or last ran) the run.
-5: ``api_tokens``, the API tokens of ``phasekit serve`` (salted scrypt hashes only)."""
+5: ``api_tokens``, the API tokens of ``phasekit serve`` (salted scrypt hashes only).
+6: ``intermediate_data.key_id``, the master key id of an encrypted item (NULL: not
+encrypted); item row checks cover it, so the checks of version 5 item rows are dropped."""
 
 _STATUS = "status IN ('running', 'completed', 'failed', 'interrupted')"
 _STORAGE = "storage_type IN ('inline', 'reference')"
@@ -68,6 +70,7 @@ def _tables(ts: str, json_meta: str, json_text: str, item_id: str, bigint: str) 
             phase          TEXT,
             window_id      TEXT,
             container_id   TEXT,
+            key_id         TEXT,
             state          TEXT NOT NULL DEFAULT 'present' CHECK ({_STATE}),
             row_check      TEXT
         )""",
@@ -122,6 +125,7 @@ ITEM_COLUMNS = (
     "phase",
     "window_id",
     "container_id",
+    "key_id",
     "state",
 )
 
@@ -164,7 +168,8 @@ def _sqlite_v2() -> tuple[str, ...]:
     create = next(t for t in SQLITE_DDL if "TABLE IF NOT EXISTS intermediate_data" in t)
     create = create.replace("TABLE IF NOT EXISTS intermediate_data", "TABLE intermediate_data_v2")
     create = re.sub(r",\s*row_check\s+TEXT", "", create)  # a version 3 column
-    columns = ", ".join(ITEM_COLUMNS)
+    create = re.sub(r",\s*key_id\s+TEXT", "", create)  # a version 6 column
+    columns = ", ".join(c for c in ITEM_COLUMNS if c != "key_id")
     return (
         *(
             sql.format(workflow_of_config="json_extract(config, '$.workflow')")
@@ -191,11 +196,19 @@ _PROCESS_OWNER_V4 = (
     "UPDATE processes SET row_check = NULL",
 )
 
+# An item's row check covers its columns: the checks of version 5 rows (without key_id)
+# no longer apply and are dropped.
+_KEY_ID_V6 = (
+    "ALTER TABLE intermediate_data ADD COLUMN key_id TEXT",
+    "UPDATE intermediate_data SET row_check = NULL",
+)
+
 SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _sqlite_v2(),
     2: _ROW_CHECK_V3,
     3: _PROCESS_OWNER_V4,
     4: (_tokens_table("TEXT"),),
+    5: _KEY_ID_V6,
 }
 """Statements that bring a SQLite catalog of schema version N to N + 1."""
 
@@ -208,6 +221,7 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: tuple(sql.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for sql in _ROW_CHECK_V3),
     3: tuple(sql.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for sql in _PROCESS_OWNER_V4),
     4: (_tokens_table("TIMESTAMPTZ"),),
+    5: tuple(sql.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for sql in _KEY_ID_V6),
 }
 """Statements that bring a PostgreSQL catalog of schema version N to N + 1."""
 

@@ -26,6 +26,7 @@ from phasekit.catalog.encode import ts_text
 from phasekit.catalog.schema import SQLITE_DDL, SQLITE_MIGRATIONS
 from phasekit.catalog.uris import CatalogLocation
 from phasekit.errors import CatalogError
+from phasekit.paths import make_private_dir
 
 log = logging.getLogger("phasekit.catalog")
 
@@ -68,9 +69,10 @@ class SqliteCatalog(Catalog):
         path = Path(location.target)
         self.path = path
         _refuse_damaged(path, create)
-        if not path.exists():
+        new = not path.exists()
+        if new:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(path.parent)
             except OSError as exc:
                 raise CatalogError(f"cannot create the folder of catalog {path}: {exc}") from None
         try:
@@ -79,6 +81,12 @@ class SqliteCatalog(Catalog):
             )
         except sqlite3.Error as exc:
             raise CatalogError(f"cannot open catalog {path}: {exc}") from None
+        if new:  # still empty: 0600 before anything is written (SQLite gives its -wal
+            try:  # and -shm files the mode of this file)
+                os.chmod(path, 0o600)
+            except OSError as exc:
+                self._conn.close()
+                raise CatalogError(f"cannot open catalog {path}: {exc}") from None
         try:
             self._setup(timeout, synchronous, wal)
             self._check_on_open(check)

@@ -24,7 +24,7 @@ from phasekit.errors import BackendUnavailable, PhasekitError
 log = logging.getLogger("phasekit.cli")
 
 # module name (in this package) -> registers its subcommands
-COMMAND_MODULES: tuple[str, ...] = ("run", "catalog", "config", "serve", "report")
+COMMAND_MODULES: tuple[str, ...] = ("run", "catalog", "config", "serve", "report", "keys")
 
 
 def version_report() -> tuple[list[str], int]:

@@ -164,6 +164,10 @@ def print_tables(view: Mapping[str, Any]) -> None:
         run.add_row(key, escape(_text(view[key])))
     catalog = view["catalog"]
     run.add_row("catalog", escape(f"{catalog['backend']}: {catalog['location']}"))
+    encryption = view["encryption"]
+    state = f"on, key {encryption['key']}" if encryption["enabled"] else "off"
+    source = encryption["source"]
+    run.add_row("encryption", escape(f"{state} ({source['level']}: {source['path']})"))
     run.add_row("cleanup_policy", view["cleanup_policy"])
     stages = view["stages_to_persist"]
     run.add_row("stages_to_persist", escape(_text(stages)) if stages else "all")

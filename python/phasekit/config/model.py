@@ -59,6 +59,7 @@ from phasekit.config.vocab import (
     show,
     suggest,
 )
+from phasekit.crypt.master import KEY_SOURCES
 from phasekit.stores.formats import UNCOMPRESSED
 
 Mode = Annotated[str, PlainValidator(choice(MODES, MODE_HINTS))]
@@ -270,6 +271,34 @@ def _catalog(value: Any) -> str:
     return text
 
 
+def _key_spec(value: Any) -> str:
+    """``env:NAME`` or ``file:PATH`` (the sources :mod:`phasekit.crypt.master` knows)."""
+    text = check_text(value)
+    source, _, name = text.partition(":")
+    if source not in KEY_SOURCES or not name.strip():
+        allowed = ", ".join(f"{s}:..." for s in KEY_SOURCES)
+        fail(f"{show(text)} is not a key source; allowed: {allowed} (env:NAME or file:PATH)")
+    return text
+
+
+class EncryptionConfig(Model):
+    """``encryption``: files, spill segments and stream parts encrypted at rest."""
+
+    enabled: Optional[Bool] = None
+    key: Optional[Annotated[str, PlainValidator(_key_spec)]] = None
+
+    @model_validator(mode="after")
+    def _key_needed(self) -> EncryptionConfig:
+        if self.enabled and self.key is None:
+            fail("enabled: true needs a key (key: env:NAME or key: file:PATH)", ("key",))
+        if not self.enabled and self.key is not None:
+            fail(
+                "a key is given but enabled is not true; set enabled: true (or remove key)",
+                ("enabled",),
+            )
+        return self
+
+
 class WorkflowConfig(PhaseParams):
     """A whole configuration file."""
 
@@ -282,6 +311,7 @@ class WorkflowConfig(PhaseParams):
     results_dir: Optional[PathText] = None
     catalog: Optional[Annotated[str, PlainValidator(_catalog)]] = None
     allow_pickle: Optional[Bool] = None
+    encryption: Optional[EncryptionConfig] = None
     workers: Optional[Annotated[Union[int, None], PlainValidator(_workers)]] = None
 
     @model_validator(mode="after")

@@ -46,9 +46,10 @@ from phasekit.config.model import (
 )
 from phasekit.config.names import name_problem, pattern_problem
 from phasekit.config.patterns import best_match
-from phasekit.config.provenance import Level
+from phasekit.config.provenance import Level, Provenance
 from phasekit.config.resolved import (
     CatalogTarget,
+    EncryptionTarget,
     ResolvedConfig,
     ResolvedContainer,
     ResolvedPhase,
@@ -395,6 +396,7 @@ class _Resolver:
             results_dir=self.results_dir,
             catalog=_catalog(self.config.catalog, self.results_dir),
             allow_pickle=self.allow_pickle,
+            encryption=_encryption(self.config),
             workers=self.config.workers,
             cleanup_policy=base_merged["cleanup_policy"].value,
             stages_to_persist=stages,
@@ -442,6 +444,18 @@ def _sequence_params(sequence: str, params: RunParams) -> RunParams:
     if sequence == "train_test" and params.data_split is None:
         return params.model_copy(update={"data_split": DEFAULT_DATA_SPLIT})
     return params
+
+
+def _encryption(config: WorkflowConfig) -> EncryptionTarget:
+    """Encryption is off unless the configuration turns it on."""
+    block = config.encryption
+    if block is None or not block.enabled:
+        chosen = block is not None
+        level = Level.USER_GLOBAL if chosen else Level.PACKAGE_DEFAULT
+        return EncryptionTarget(
+            False, None, Provenance(level, "encryption" if chosen else "default")
+        )
+    return EncryptionTarget(True, block.key, Provenance(Level.USER_GLOBAL, "encryption"))
 
 
 def _catalog(spec: Optional[str], results_dir: str) -> CatalogTarget:

@@ -194,6 +194,19 @@ class CatalogTarget:
 
 
 @dataclass(frozen=True)
+class EncryptionTarget:
+    """``encryption``: on with a master key source (``env:NAME`` / ``file:PATH``) or off;
+    ``provenance`` says who chose it."""
+
+    enabled: bool
+    key: Optional[str]
+    provenance: Provenance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "key": self.key, "source": self.provenance.to_dict()}
+
+
+@dataclass(frozen=True)
 class ResolvedConfig:
     """The whole resolved configuration; built by :func:`phasekit.config.resolve`.
 
@@ -208,6 +221,7 @@ class ResolvedConfig:
     results_dir: str
     catalog: CatalogTarget
     allow_pickle: bool
+    encryption: EncryptionTarget
     workers: Optional[int]
     cleanup_policy: str
     stages_to_persist: tuple[str, ...]
@@ -250,6 +264,7 @@ class ResolvedConfig:
             "results_dir": self.results_dir,
             "catalog": {"backend": self.catalog.backend, "location": self.catalog.display()},
             "allow_pickle": self.allow_pickle,
+            "encryption": self.encryption.to_dict(),
             "workers": self.workers,
             "cleanup_policy": self.cleanup_policy,
             "stages_to_persist": list(self.stages_to_persist),

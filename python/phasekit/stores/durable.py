@@ -29,7 +29,7 @@ from phasekit.checksum import tree_checksum as _tree_checksum
 from phasekit.errors import CorruptDataError, StorageError
 from phasekit.fsync import fsync_dir
 from phasekit.fsync import fsync_file as _fsync_file
-from phasekit.paths import O_NOFOLLOW, open_nofollow
+from phasekit.paths import O_NOFOLLOW, make_private, open_nofollow
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ def atomic_file(final: Path, what: str) -> Iterator[Path]:
     tmp = tmp_name(final)
     try:
         yield tmp
+        make_private(tmp)
         fsync_file(tmp)
         os.replace(tmp, final)
         fsync_dir(final.parent)
@@ -166,8 +167,9 @@ def atomic_dir(final: Path, what: str) -> Iterator[Path]:
     tmp = tmp_name(final)
     old: Optional[Path] = None
     try:
-        tmp.mkdir()
+        tmp.mkdir(mode=0o700)
         yield tmp
+        make_private(tmp)
         _fsync_tree(tmp)
         if final.exists():
             old = tmp_name(final, OLD_SUFFIX)

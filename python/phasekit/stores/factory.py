@@ -24,13 +24,14 @@ hybrid (spilling to a temporary folder) and streaming (not persisted); file mode
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol, Union
 
+from phasekit.crypt import Encryption
 from phasekit.errors import InvalidArgument
+from phasekit.paths import make_private_dir
 from phasekit.stores.file import FileStore
 from phasekit.stores.hybrid import HybridStore
 from phasekit.stores.memory import MemoryStore
@@ -95,6 +96,8 @@ class StorePlace:
     namespace: tuple[str, ...] = ()
     spill_folder: Optional[Path] = None
     stream_folder: Optional[Path] = None
+    encryption: Optional[Encryption] = None
+    """Encrypt what the store writes (files, spill segments, stream parts); None: off."""
 
     def spill_dir(self) -> Optional[Path]:
         """Where a hybrid store spills (None: a temporary folder)."""
@@ -138,6 +141,7 @@ def open_store(
             namespace=place.namespace,
             run=place.run,
             phase=place.phase,
+            encryption=place.encryption,
         )
     if mode == "streaming":
         return StreamStore(
@@ -149,6 +153,7 @@ def open_store(
             namespace=place.namespace,
             run=place.run,
             phase=place.phase,
+            encryption=place.encryption,
         )
     raise InvalidArgument(f"data_flow.mode {mode!r} is not allowed; allowed: {', '.join(MODES)}")
 
@@ -174,6 +179,7 @@ def open_file_store(
         recorder=place.recorder,
         run=place.run,
         phase=place.phase,
+        encryption=place.encryption,
     )
 
 
@@ -186,5 +192,5 @@ def open_persist_store(flow: DataFlow, place: StorePlace) -> FileStore:
 
 
 def _folder(path: Path) -> Path:
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    make_private_dir(path)
     return path

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import pyarrow as pa
 
 from phasekit.checksum import seal_problem
+from phasekit.crypt import Encryption, Keyring, destroy_keys
 from phasekit.errors import (
     CorruptDataError,
     InvalidArgument,
@@ -30,7 +31,13 @@ from phasekit.errors import (
     UnsafePath,
 )
 from phasekit.names import MANIFEST_DIR
-from phasekit.paths import check_not_symlink, contained, read_bytes_nofollow
+from phasekit.paths import (
+    check_not_symlink,
+    contained,
+    make_private,
+    make_private_dir,
+    read_bytes_nofollow,
+)
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
 from phasekit.stores.durable import (
@@ -59,6 +66,7 @@ from phasekit.stores.groupcommit import commit_group, manifest_body
 from phasekit.stores.names import check_name
 from phasekit.stores.recorder import ItemRecorder
 from phasekit.stores.ref import Ref, file_uri
+from phasekit.stores.sealed import INFO_KEY, read_sealed, sealed_key_id, write_sealed
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +97,9 @@ class FileStore(StoreBase):
     ``{"metrics": "json", "signals": "parquet"}``); a put uses, in order, its
     ``format=`` argument, ``formats[metadata["output_type"]]``, ``formats[key]``, then
     ``format``. Pickle files are written and loaded only with ``allow_pickle=True``.
-    ``verify=False`` skips the checksum check on reads.
+    ``verify=False`` skips the checksum check on reads. With ``encryption`` (see
+    :mod:`phasekit.crypt`) every file is written encrypted under its own data key and
+    read back decrypted; deleting an item destroys its data key.
     """
 
     scheme = "file"
@@ -107,6 +117,7 @@ class FileStore(StoreBase):
         run: str = DEFAULT_RUN,
         phase: str = DEFAULT_PHASE,
         recorder: Optional[ItemRecorder] = None,
+        encryption: Optional[Encryption] = None,
     ) -> None:
         super().__init__(run=run, phase=phase, recorder=recorder)
         self.format = get_format(format)
@@ -125,10 +136,19 @@ class FileStore(StoreBase):
         self.verify = bool(verify)
         self.base_path = Path(os.path.abspath(os.fspath(base_path)))
         self.manifest_dir = self.base_path / MANIFEST_DIR
+        self.encryption = encryption
+        self._keyring: Optional[Keyring] = (
+            encryption.keyring(self.base_path) if encryption is not None else None
+        )
+        if self._keyring is not None and self.partition_by:
+            raise InvalidArgument(
+                "partition_by (folders of Parquet files) cannot be combined with encryption; "
+                "turn one of them off"
+            )
         check_not_symlink(self.manifest_dir, "the manifest folder")
         try:
             if not self.manifest_dir.exists():
-                self.manifest_dir.mkdir(parents=True, exist_ok=True)
+                make_private_dir(self.manifest_dir)
                 fsync_dir(self.base_path)
                 fsync_dir(self.base_path.parent)
         except OSError as exc:
@@ -336,7 +356,7 @@ class FileStore(StoreBase):
         keys = [p.key for p in plans]
         if len(set(keys)) != len(keys):
             raise InvalidArgument("put_many: a key appears more than once")
-        grouped = [p for p in plans if p.fmt.groupable(p.kind, p.options)]
+        grouped = [p for p in plans if self._keyring is None and p.fmt.groupable(p.kind, p.options)]
         refs = {
             p.key: self.put(p.key, p.data, p.meta, format=p.fmt.name)
             for p in plans
@@ -375,7 +395,15 @@ class FileStore(StoreBase):
         meta: dict[str, Any],
     ) -> Ref:
         """The data file, then the manifest that commits it; returns the item's Ref."""
-        written = fmt.write(data, kind, path, options, what)
+        token: Optional[str] = None
+        if self._keyring is not None:
+            written, token = write_sealed(fmt, data, kind, path, options, what, self._keyring)
+        else:
+            written = fmt.write(data, kind, path, options, what)
+            try:
+                make_private(written.path)
+            except OSError as exc:
+                raise storage_error(exc, what) from exc
         ref = Ref(
             uri=file_uri(written.path),
             key=key,
@@ -384,9 +412,12 @@ class FileStore(StoreBase):
             size_bytes=written.size_bytes,
             checksum=written.checksum,
             metadata=meta,
+            key_id=sealed_key_id(written.info),
         )
         manifest = manifest_body(ref, written.info)
         write_json(self._manifest_path(key), manifest, f"{what} (its manifest)")
+        if self._keyring is not None and token is not None:
+            self._keyring.settle(path.name, token)  # committed: older data keys go
         return ref
 
     @staticmethod
@@ -397,6 +428,7 @@ class FileStore(StoreBase):
         old = Ref.from_dict(previous["ref"]).path  # checked by _read_manifest
         if old is not None and old != path:
             remove_path(old)
+            destroy_keys(old.parent, old.name)
 
     # ---------------------------------------------------------------- get
 
@@ -438,7 +470,13 @@ class FileStore(StoreBase):
         try:
             if self.verify:
                 verify(path, current.checksum, key)
-            value = fmt.read(path, current.kind, manifest.get("info") or {}, options)
+            info = manifest.get("info") or {}
+            if INFO_KEY in info:
+                value = read_sealed(
+                    fmt, path, current.kind, info, options, self._keyring, f"item {key!r} ({path})"
+                )
+            else:
+                value = fmt.read(path, current.kind, info, options)
         except CorruptDataError:
             self._counts["corrupt_reads"] += 1
             raise
@@ -485,6 +523,7 @@ class FileStore(StoreBase):
                 raise storage_error(exc, f"deleting item {key!r}") from exc
             if current.path is not None:
                 remove_path(current.path)
+                destroy_keys(current.path.parent, current.path.name)
             self._counts["deletes"] += 1
         self._forget(current)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from phasekit.checksum import seal
 from phasekit.errors import StorageError
+from phasekit.paths import make_private
 from phasekit.stores.durable import (
     OLD_SUFFIX,
     file_checksum,
@@ -49,6 +50,7 @@ def _stage(
         tmp = tmp_name(p.path)
         tmps.append(tmp)
         info = p.fmt.encode(p.data, p.kind, tmp, p.options)
+        make_private(tmp)
         ref = Ref(
             uri=file_uri(p.path),
             key=p.key,
@@ -63,6 +65,7 @@ def _stage(
         tmps.append(manifest_tmp)
         body = manifest_body(ref, info)
         manifest_tmp.write_bytes(json.dumps(body, indent=1, sort_keys=True).encode())
+        make_private(manifest_tmp)
         staged.append((tmp, p.path, manifest_tmp, ref))
     fsync_many(tmps)
     return staged

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import phasekit
+from phasekit.crypt import Encryption, MemoryKeyring
 from phasekit.errors import CorruptDataError, InvalidArgument, StorageError
+from phasekit.paths import make_private_dir
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
 from phasekit.stores.durable import is_disk_full
@@ -66,6 +68,8 @@ class _Core:
     """key -> why its spilled bytes are lost (a corrupt extent); ``get`` raises that."""
     compaction_failures: int = 0
     closed: bool = False
+    keyring: Optional[MemoryKeyring] = None
+    """The data keys of encrypted spills (None: encryption off)."""
 
 
 def _check_budget(budget_bytes: Any) -> int:
@@ -79,9 +83,9 @@ def _private_folder(spill_dir: Optional[str | os.PathLike[str]]) -> Path:
         return Path(tempfile.mkdtemp(prefix="phasekit-spill-"))
     base = Path(os.path.abspath(os.fspath(spill_dir)))
     try:
-        base.mkdir(parents=True, exist_ok=True)
+        make_private_dir(base)
         folder = base / f"phasekit-spill-{secrets.token_hex(6)}"
-        folder.mkdir()
+        folder.mkdir(mode=0o700)
     except OSError as exc:
         raise StorageError(f"cannot create a spill folder in {base}: {exc}") from exc
     return folder
@@ -110,6 +114,7 @@ class HybridStore(StoreBase):
         recorder: Optional[ItemRecorder] = None,
         segment_bytes: int = 64 << 20,
         compact_below: float = 0.5,
+        encryption: Optional[Encryption] = None,
     ) -> None:
         super().__init__(run=run, phase=phase, namespace=namespace, recorder=recorder)
         budget = _check_budget(budget_bytes)
@@ -119,6 +124,8 @@ class HybridStore(StoreBase):
             raise InvalidArgument(f"compact_below must be in 0..1, got {compact_below!r}")
         folder = _private_folder(spill_dir)
         self._core = _Core(SegmentLog(folder, segment_bytes, float(compact_below)))
+        # spill segments die with the process: their data keys live in memory only
+        self._core.keyring = MemoryKeyring() if encryption is not None else None
         self._ledger = phasekit.SpillLedger(budget, name="/".join(self._names))
         self._chain: tuple[Any, ...] = (self._ledger,)
         self._core.counts[self._prefix] = dict.fromkeys(_COUNTS, 0)
@@ -228,6 +235,8 @@ class HybridStore(StoreBase):
             entry = core.spilled.pop(ikey)
             core.log.release(ikey, entry.extent)
             core.chains.pop(ikey, None)
+            if core.keyring is not None:
+                core.keyring.shred(ikey)
         elif ikey in core.corrupt:
             del core.corrupt[ikey]
             core.chains.pop(ikey, None)
@@ -254,7 +263,7 @@ class HybridStore(StoreBase):
         owner = core.chains[ikey][0]
         view_counts = core.counts[ikey.rsplit("/", 1)[0]]
         try:
-            entry = spill(core.log, ikey, value, kind)
+            entry = spill(core.log, ikey, value, kind, core.keyring)
         except OSError as exc:
             view_counts["spill_failures"] += 1
             reason = "the disk is full" if is_disk_full(exc) else str(exc)
@@ -316,7 +325,7 @@ class HybridStore(StoreBase):
     def _reload(self, ikey: str, entry: Spilled) -> Any:
         core = self._core
         try:
-            value = load(core.log, ikey, entry)
+            value = load(core.log, ikey, entry, core.keyring)
         except CorruptDataError as exc:
             core.log.release(ikey, entry.extent)
             self._lost(ikey, exc)
@@ -329,6 +338,8 @@ class HybridStore(StoreBase):
             return value  # larger than its budget on its own: it stays on disk
         core.log.release(ikey, entry.extent)
         del core.spilled[ikey]
+        if core.keyring is not None:
+            core.keyring.shred(ikey)
         core.memory[ikey] = value
         chain[0].track(ikey, nbytes)
         self._enforce(chain)

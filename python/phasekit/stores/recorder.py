@@ -48,7 +48,7 @@ class JsonLinesRecorder:
 
     def _append(self, line: bytes) -> None:
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, line)
                 os.fsync(fd)

@@ -104,6 +104,8 @@ class Ref:
     checksum: Optional[str] = None
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     created_at: float = field(default_factory=time.time, compare=False)
+    key_id: Optional[str] = field(default=None, compare=False)
+    """The master key id of an encrypted item (None: not encrypted)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", _frozen(self.metadata))
@@ -133,6 +135,7 @@ class Ref:
             "checksum": self.checksum,
             "metadata": dict(self.metadata),
             "created_at": self.created_at,
+            **({"key_id": self.key_id} if self.key_id is not None else {}),
         }
 
     @classmethod
@@ -148,6 +151,7 @@ class Ref:
                 checksum=data.get("checksum"),
                 metadata=data.get("metadata") or {},
                 created_at=float(data.get("created_at", 0.0)),
+                key_id=str(data["key_id"]) if data.get("key_id") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"not a ref description: {exc} in {dict(data)!r}") from exc

@@ -2,7 +2,9 @@
 
 numpy arrays are written as their raw bytes (dtype and shape kept in the index);
 Arrow tables and batches, polars and pandas frames as one Arrow IPC stream; JSON-like
-values as UTF-8 JSON text.
+values as UTF-8 JSON text. With a keyring (encryption on) the value's bytes are
+encoded in memory and sealed by :mod:`phasekit.crypt` under a data key of its own
+before they are appended; ``load`` opens them again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
+from phasekit.crypt import MemoryKeyring
 from phasekit.errors import InvalidArgument
 from phasekit.stores import values
 from phasekit.stores.segments import Extent, SegmentLog, Writer
@@ -30,6 +33,7 @@ class Spilled:
     kind: str
     codec: str
     numpy: Optional[dict[str, Any]] = None
+    sealed: bool = False
 
 
 def check_spillable(value: Any, kind: str) -> None:
@@ -63,8 +67,35 @@ class _Sink:
         pass
 
 
-def spill(log: SegmentLog, owner: str, value: Any, kind: str) -> Spilled:
-    """Append ``value`` to the log; the caller drops its in-memory copy afterwards."""
+def _encode(value: Any, kind: str) -> tuple[Any, str]:
+    """The bytes a value spills as, in memory, and their codec."""
+    if kind == values.NUMPY:
+        import numpy as np
+
+        return np.ascontiguousarray(value).reshape(-1).view(np.uint8), RAW
+    if kind == values.JSON:
+        return json.dumps(value).encode(), JSON_TEXT
+    table = values.to_arrow(value, kind)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue(), ARROW_STREAM
+
+
+def spill(
+    log: SegmentLog,
+    owner: str,
+    value: Any,
+    kind: str,
+    keyring: Optional[MemoryKeyring] = None,
+) -> Spilled:
+    """Append ``value`` to the log (encrypted with a ``keyring``); the caller drops its
+    in-memory copy afterwards."""
+    numpy = values.numpy_info(value) if kind == values.NUMPY else None
+    if keyring is not None:
+        data, codec = _encode(value, kind)
+        extent = log.append(owner, [keyring.seal(owner, data)])
+        return Spilled(extent, kind, codec, numpy, sealed=True)
     if kind == values.NUMPY:
         import numpy as np
 
@@ -84,9 +115,15 @@ def spill(log: SegmentLog, owner: str, value: Any, kind: str) -> Spilled:
     return Spilled(log.append_with(owner, produce), kind, ARROW_STREAM)
 
 
-def load(log: SegmentLog, owner: str, entry: Spilled) -> Any:
-    """Read a spilled value back (checksum verified by the log)."""
-    buf = log.read(owner, entry.extent)
+def load(
+    log: SegmentLog, owner: str, entry: Spilled, keyring: Optional[MemoryKeyring] = None
+) -> Any:
+    """Read a spilled value back (checksum verified by the log, decrypted when sealed)."""
+    buf: Any = log.read(owner, entry.extent)
+    if entry.sealed:
+        if keyring is None:
+            raise InvalidArgument(f"spilled item {owner!r} is encrypted; its store has no keys")
+        buf = keyring.open(owner, buf, f"spilled item {owner!r}")
     if entry.codec == RAW:
         import numpy as np
 

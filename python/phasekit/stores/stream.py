@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import phasekit
+from phasekit.crypt import Encryption
+from phasekit.crypt.keyring import destroy_keys_for
 from phasekit.errors import ChannelClosed, InvalidArgument, StorageError, Timeout, UnknownKey
-from phasekit.paths import contained
+from phasekit.paths import contained, make_private_dir
 from phasekit.stores import values
 from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_metadata
 from phasekit.stores.durable import (
@@ -360,8 +362,10 @@ class StreamStore(StoreBase):
         phase: str = DEFAULT_PHASE,
         namespace: tuple[str, ...] = (),
         recorder: Optional[ItemRecorder] = None,
+        encryption: Optional[Encryption] = None,
     ) -> None:
         super().__init__(run=run, phase=phase, namespace=namespace, recorder=recorder)
+        self.encryption = encryption
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise InvalidArgument(f"buffer_size must be an int >= 1, got {buffer_size!r}")
         if (
@@ -380,7 +384,7 @@ class StreamStore(StoreBase):
         self.base_path = None if base_path is None else Path(os.path.abspath(os.fspath(base_path)))
         if self.base_path is not None:
             try:
-                self.base_path.mkdir(parents=True, exist_ok=True)
+                make_private_dir(self.base_path)
             except OSError as exc:
                 raise storage_error(exc, f"creating the stream folder {self.base_path}") from exc
         self._streams: dict[str, _Stream] = {}
@@ -397,7 +401,7 @@ class StreamStore(StoreBase):
     def _load(self, key: str) -> Optional[StreamFolder]:
         if self.base_path is None:
             return None
-        return StreamFolder.load(self._folder_of(key), key)
+        return StreamFolder.load(self._folder_of(key), key, self.encryption)
 
     def _stream(self, key: str, create: bool) -> Optional[_Stream]:
         with self._lock:
@@ -412,7 +416,7 @@ class StreamStore(StoreBase):
                 )
             if folder is None:
                 path = self._folder_of(key) if self.base_path is not None else None
-                folder = StreamFolder(path, key, self.compression)
+                folder = StreamFolder(path, key, self.compression, self.encryption)
             stream = self._streams[key] = _Stream(self, key, folder)
             return stream
 
@@ -485,7 +489,8 @@ class StreamStore(StoreBase):
             checksum = tree_checksum(folder.folder)
             size = folder.size_bytes()
         kind = values.JSON if stream.kind in (None, ROW) else str(stream.kind)
-        return Ref(self.uri(key), key, kind, self.format_name, size, checksum, meta)
+        key_id = self.encryption.key_id if self.encryption is not None and folder.parts else None
+        return Ref(self.uri(key), key, kind, self.format_name, size, checksum, meta, key_id=key_id)
 
     def _record_part(self, stream: _Stream, part: Any) -> None:
         if self.recorder is None or stream.folder.folder is None:
@@ -500,6 +505,7 @@ class StreamStore(StoreBase):
             size_bytes=part.size_bytes,
             checksum=part.checksum,
             metadata={"stream": self.uri(stream.key), "rows": part.rows, "items": part.item_count},
+            key_id=self.encryption.key_id if self.encryption is not None else None,
         )
         try:
             self._record(ref)
@@ -591,6 +597,7 @@ class StreamStore(StoreBase):
             except OSError as exc:
                 raise storage_error(exc, f"deleting stream {key!r}") from exc
             remove_path(doomed)
+            destroy_keys_for(folder, was_folder=True)  # crypto-shredding of its parts
         self._forget(old)
 
     def stats(self) -> dict[str, Any]:

@@ -24,6 +24,8 @@ import pyarrow as pa
 
 import phasekit
 from phasekit.checksum import seal, seal_problem
+from phasekit.crypt import Encryption
+from phasekit.crypt.keyring import nested_name
 from phasekit.errors import (
     CorruptDataError,
     InvalidArgument,
@@ -31,11 +33,18 @@ from phasekit.errors import (
     UnsafePath,
     WriterError,
 )
-from phasekit.paths import contained, open_nofollow, read_bytes_nofollow
+from phasekit.paths import (
+    contained,
+    make_private,
+    make_private_dir,
+    open_nofollow,
+    read_bytes_nofollow,
+)
 from phasekit.stores import values
 from phasekit.stores.durable import fsync_dir, storage_error, verify, write_json
 from phasekit.stores.formats.arrow import ArrowFormat
 from phasekit.stores.formats.base import decode_schema, encode_schema
+from phasekit.stores.sealed import read_plain, write_sealed_bytes
 
 ROW = "row"
 """Stream item kind of dicts (one row each); their Ref kind is ``json``."""
@@ -175,7 +184,7 @@ class Reserve:
 
     def _open(self) -> int:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.path.parent)
             self._fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
             os.ftruncate(self._fd, 0)
         return self._fd
@@ -222,10 +231,17 @@ def _allocate(fd: int, start: int, end: int) -> None:
 class StreamFolder:
     """The parts and manifest of one stream (not thread-safe: its stream serialises calls)."""
 
-    def __init__(self, folder: Optional[Path], key: str, compression: Optional[str]) -> None:
+    def __init__(
+        self,
+        folder: Optional[Path],
+        key: str,
+        compression: Optional[str],
+        encryption: Optional[Encryption] = None,
+    ) -> None:
         self.folder = folder
         self.key = key
         self.compression = compression
+        self.encryption = encryption
         self.kind: Optional[str] = None
         self.schema: Optional[pa.Schema] = None
         self.parts: list[Part] = []
@@ -239,7 +255,9 @@ class StreamFolder:
         return contained(name, self.folder, f"file {name!r} of stream {self.key!r}")
 
     @classmethod
-    def load(cls, folder: Path, key: str) -> Optional[StreamFolder]:
+    def load(
+        cls, folder: Path, key: str, encryption: Optional[Encryption] = None
+    ) -> Optional[StreamFolder]:
         """The stream persisted in ``folder``, or None when it has no manifest.
 
         A manifest that is not what this module writes (a part outside the folder, a
@@ -256,7 +274,9 @@ class StreamFolder:
                 f"stream {key!r}: its manifest {path} is unreadable: {exc}"
             ) from exc
         try:
-            return cls._from_manifest(raw, folder, key)
+            stream = cls._from_manifest(raw, folder, key)
+            stream.encryption = encryption
+            return stream
         except (
             KeyError,
             TypeError,
@@ -319,9 +339,14 @@ class StreamFolder:
         name = f"part-{len(self.parts) + 1:06d}.arrow"
         path = self._path(name)
         if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
             fsync_dir(path.parent.parent)
         what = f"writing part {name} of stream {self.key!r}"
+        if self.encryption is not None:
+            part = self._write_sealed(table, name, path, counts, what)
+            self._write_manifest([*self.parts, part])
+            self.parts.append(part)
+            return part
         try:
             with phasekit.IpcWriter(
                 str(path), schema=self.schema, compression=self.compression
@@ -329,16 +354,41 @@ class StreamFolder:
                 for batch in table.to_batches():
                     w.write(batch)
                 result = w.close()
+            make_private(path)
         except WriterError as exc:
             raise storage_error(exc, what) from exc
         except InvalidArgument as exc:
             raise StorageError(f"{what} failed: {exc}") from exc
+        except OSError as exc:  # the mode of the finished part
+            raise storage_error(exc, what) from exc
         part = Part(
             name, str(result["checksum"]), int(result["size_bytes"]), table.num_rows, counts
         )
         self._write_manifest([*self.parts, part])
         self.parts.append(part)
         return part
+
+    def _write_sealed(
+        self, table: pa.Table, name: str, path: Path, counts: Optional[list[int]], what: str
+    ) -> Part:
+        """The part as an encrypted Arrow IPC file (encoded in memory, then sealed)."""
+        assert self.encryption is not None and self.schema is not None
+        sink = pa.BufferOutputStream()
+        options = pa.ipc.IpcWriteOptions(compression=self.compression)
+        with pa.ipc.new_file(sink, self.schema, options=options) as writer:
+            for batch in table.to_batches():
+                writer.write_batch(batch)
+        size, checksum = write_sealed_bytes(
+            path, sink.getvalue(), self.encryption, what, self.key_place(name)
+        )
+        return Part(name, checksum, size, table.num_rows, counts)
+
+    def key_place(self, part: str) -> tuple[Path, str]:
+        """Where the data key of ``part`` lives: next to the stream's folder (so the
+        folder's checksum does not change when keys are re-wrapped), named
+        ``<folder name>.<part>``."""
+        assert self.folder is not None
+        return self.folder.parent, nested_name(self.folder, part)
 
     def finish(self) -> None:
         self.finished = True
@@ -349,7 +399,11 @@ class StreamFolder:
         """One part's table, verified against its checksum."""
         path = self._path(part.file)
         verify(path, part.checksum, f"{self.key}/{part.file}")
+        what = f"part {part.file} of stream {self.key!r}"
         try:
+            plain = read_plain(path, self.encryption, what)
+            if plain is not None:
+                return pa.ipc.open_file(pa.py_buffer(plain)).read_all()
             with pa.memory_map(str(path)) as source:
                 return pa.ipc.open_file(source).read_all()
         except (OSError, pa.ArrowException) as exc:

@@ -426,7 +426,7 @@ def _persisted(seq: Sequencer, producer: str) -> Iterator[dict[str, Any]]:
         if item.format != "stream" or not isinstance(path, str):
             continue
         folder = contained(path, root, f"the container stream of phase {producer!r}")
-        store = StreamStore(folder.parent)
+        store = StreamStore(folder.parent, encryption=seq.encryption)
         try:
             source = f"{producer}/{item.window_id or 'full'}"
             for row in store.items(STREAM_KEY):

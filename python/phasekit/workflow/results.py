@@ -42,6 +42,8 @@ from typing import Any, Optional
 import pyarrow as pa
 
 import phasekit
+from phasekit.crypt import Encryption, open_encryption
+from phasekit.paths import make_private, make_private_dir
 from phasekit.stores import FileStore, HybridStore, StreamStore
 from phasekit.stores.durable import write_json
 from phasekit.stores.factory import (
@@ -52,6 +54,7 @@ from phasekit.stores.factory import (
     open_persist_store,
     open_store,
 )
+from phasekit.stores.sealed import read_plain, write_sealed_bytes
 from phasekit.workflow.admf import PhaseAggregate, container_record, file_name, trade_records
 from phasekit.workflow.topology import TRADES_SCHEMA
 
@@ -133,8 +136,10 @@ class PhaseResults:
         allow_pickle: bool = False,
         base_path: Optional[str] = None,
         tap: Optional[StreamTap] = None,
+        encryption: Optional[Encryption] = None,
     ) -> None:
         self.run_id, self.phase, self.flow = run_id, phase, flow
+        self.encryption = encryption
         self.tap = tap
         self.phase_dir = run_dir / phase
         self.store_dir = Path(base_path or run_dir.parent) / run_id / phase
@@ -176,7 +181,12 @@ class PhaseResults:
 
     def _place(self, folder: Path, window_id: Optional[str]) -> StorePlace:
         return StorePlace(
-            folder, self.run_id, self.phase, self._recorder(window_id), self.allow_pickle
+            folder,
+            self.run_id,
+            self.phase,
+            self._recorder(window_id),
+            self.allow_pickle,
+            encryption=self.encryption,
         )
 
     def store(self, window_id: Optional[str], flow: Optional[DataFlow] = None) -> AnyStore:
@@ -375,11 +385,12 @@ class PhaseResults:
         if "trades" not in self.outputs:
             return
         key = window_id or ""
-        if self._role_plan("execution") is None and self.flow.file.format == "arrow":
+        streamed = self.encryption is None and self.flow.file.format == "arrow"
+        if self._role_plan("execution") is None and streamed:
             writer = self._trade_writers.get(key)
             if writer is None:
                 folder = self._dir(window_id)
-                folder.mkdir(parents=True, exist_ok=True)
+                make_private_dir(folder)
                 writer = phasekit.IpcWriter(
                     str(folder / "all_trades.arrow"),
                     schema=TRADES_SCHEMA,
@@ -396,6 +407,7 @@ class PhaseResults:
         writer = self._trade_writers.pop(key, None)
         if writer is not None:
             info = writer.close()
+            make_private(Path(info["path"]))
             return self._record_file(
                 Path(info["path"]),
                 "all_trades",
@@ -425,12 +437,10 @@ class PhaseResults:
         return self._write_table(self._dir(window_id) / f"{name}.arrow", table, name, window_id)
 
     def read_table(self, uri: str) -> pa.Table:
-        """A table this run wrote (an Arrow IPC file, by its URI)."""
-        import pyarrow.feather as feather
-
+        """A table this run wrote (an Arrow IPC file, by its URI; decrypted if need be)."""
         from phasekit.catalog import uri_to_path
 
-        return feather.read_table(uri_to_path(uri))
+        return read_arrow(Path(uri_to_path(uri)), self.encryption)
 
     def _write_table(
         self,
@@ -440,11 +450,21 @@ class PhaseResults:
         window_id: Optional[str],
         container_id: Optional[str] = None,
     ) -> str:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
+        if self.encryption is not None:
+            sink = pa.BufferOutputStream()
+            options = pa.ipc.IpcWriteOptions(compression="lz4")
+            with pa.ipc.new_file(sink, table.schema, options=options) as ipc:
+                ipc.write_table(table)
+            what = f"writing {path.name} of phase {self.phase}"
+            size, checksum = write_sealed_bytes(path, sink.getvalue(), self.encryption, what)
+            info: Mapping[str, Any] = {"size_bytes": size, "checksum": checksum}
+            return self._record_file(path, entity, window_id, info, container_id, "arrow")
         with phasekit.IpcWriter(str(path), schema=table.schema, compression="lz4") as writer:
             if table.num_rows:
                 writer.write(table)
             info = writer.close()
+        make_private(path)
         return self._record_file(Path(info["path"]), entity, window_id, info, container_id, "arrow")
 
     def _record_file(
@@ -472,6 +492,7 @@ class PhaseResults:
             container_id=container_id,
             storage_type="reference",
             replace=True,  # a file written again (on --resume) replaces its row
+            key_id=self.encryption.key_id if self.encryption is not None else None,
         )
         return uri
 
@@ -498,8 +519,14 @@ class PhaseResults:
     ) -> str:
         """Write ``value`` (plain JSON values) at ``path`` atomically and record it as
         ``entity``."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        checksum = write_json(path, value, f"writing {path.name} of phase {self.phase}")
+        make_private_dir(path.parent)
+        what = f"writing {path.name} of phase {self.phase}"
+        if self.encryption is not None:
+            text = json.dumps(value, indent=1, sort_keys=True).encode()
+            size, checksum = write_sealed_bytes(path, text, self.encryption, what)
+            info = {"size_bytes": size, "checksum": checksum}
+            return self._record_file(path, entity, window_id, info, None, "json", metadata)
+        checksum = write_json(path, value, what)
         info = {"size_bytes": path.stat().st_size, "checksum": checksum}
         return self._record_file(path, entity, window_id, info, None, "json", metadata)
 
@@ -547,6 +574,28 @@ def _store_key(flow: DataFlow) -> Any:
     )
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, encryption: Optional[Encryption] = None) -> Any:
+    """A JSON file a run wrote (decrypted with ``encryption`` when it is encrypted)."""
+    plain = read_plain(path, encryption, f"results file {path}")
+    if plain is not None:
+        return json.loads(plain)
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def read_arrow(path: Path, encryption: Optional[Encryption] = None) -> pa.Table:
+    """An Arrow IPC file a run wrote (decrypted with ``encryption`` when it is encrypted)."""
+    import pyarrow.feather as feather
+
+    plain = read_plain(path, encryption, f"results file {path}")
+    if plain is not None:
+        return pa.ipc.open_file(pa.py_buffer(plain)).read_all()
+    return feather.read_table(path)
+
+
+def run_encryption(target: Any) -> Optional[Encryption]:
+    """The encryption of a resolved configuration's ``encryption`` (an ``EncryptionTarget``
+    or its ``to_dict()`` as a run records it): its master key loaded, or None when off."""
+    enabled = target.get("enabled") if isinstance(target, Mapping) else target.enabled
+    key = target.get("key") if isinstance(target, Mapping) else target.key
+    return open_encryption(key) if enabled else None

@@ -20,6 +20,7 @@ import pyarrow as pa
 import phasekit
 from phasekit.catalog.liveness import RunLock, sweep_dead_files
 from phasekit.errors import CatalogError, ConfigError, UnknownKey
+from phasekit.stores.sealed import read_plain
 from phasekit.workflow.admf import check_admf_target
 from phasekit.workflow.builtin import (
     CUSTOM_WORKFLOW,
@@ -28,6 +29,7 @@ from phasekit.workflow.builtin import (
     workflow_defaults,
 )
 from phasekit.workflow.executor import DataSpec, Executor
+from phasekit.workflow.results import read_arrow, read_json, run_encryption
 from phasekit.workflow.sequencer import Observer, PhaseOutcome, Sequencer
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,11 @@ class LazyRef:
     size_bytes: int
     _catalog: Any = field(repr=False)
     _item: Any = field(repr=False)
+    _encryption: Any = field(default=None, repr=False)
 
     def load(self) -> Any:
-        """The item's value: a pyarrow Table for Arrow files, parsed JSON for JSON."""
+        """The item's value: a pyarrow Table for Arrow files, parsed JSON for JSON
+        (decrypted when the run encrypted it)."""
         item = self._catalog.verify_item(self._item)
         if item.inline_data is not None:
             return item.inline_data
@@ -67,15 +71,15 @@ class LazyRef:
                 f"{self.entity}: {self.uri} is not a file; it lived in memory during the run"
             )
         if self.format == "arrow":
-            import pyarrow.feather as feather
-
-            return feather.read_table(path)
+            return read_arrow(Path(path), self._encryption)
         if self.format == "json":
-            import json
-
-            return json.loads(Path(path).read_text())
+            return read_json(Path(path), self._encryption)
         import pyarrow.parquet as pq
 
+        if self._encryption is not None:
+            plain = read_plain(Path(path), self._encryption, f"item {self.entity}")
+            if plain is not None:
+                return pq.read_table(pa.BufferReader(plain))
         return pq.read_table(path)
 
 
@@ -87,6 +91,7 @@ class RunResult:
     status: str
     phases: dict[str, PhaseOutcome]
     _catalog: Any = field(repr=False)
+    _encryption: Any = field(default=None, repr=False)
 
     def outputs(self, phase: str) -> list[LazyRef]:
         """The items a phase stored, as lazy refs."""
@@ -100,6 +105,7 @@ class RunResult:
                 i.size_bytes,
                 self._catalog,
                 i,
+                self._encryption,
             )
             for i in items
         ]
@@ -236,13 +242,16 @@ def run(
     if status == "interrupted":
         raise RunInterrupted(run_id)
     _cleanup(catalog, resolved, run_id)
-    return RunResult(run_id, run_dir, catalog.url, status, phases, catalog)
+    encryption = sequencer.encryption
+    return RunResult(run_id, run_dir, catalog.url, status, phases, catalog, encryption)
 
 
 def _preflight(resolved: Any, executor: Executor) -> None:
-    """What must work before the run is recorded: every phase's bars load, its windows
-    fit them (the run's plan, :mod:`phasekit.workflow.plan`) and the worker processes
-    start. A run that fails here leaves nothing in the catalog."""
+    """What must work before the run is recorded: the master key loads (with encryption
+    on), every phase's bars load, its windows fit them (the run's plan,
+    :mod:`phasekit.workflow.plan`) and the worker processes start. A run that fails here
+    leaves nothing in the catalog."""
+    run_encryption(resolved.encryption)
     from phasekit.workflow.plan import plan_run
 
     plan_run(resolved)

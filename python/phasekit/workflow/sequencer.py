@@ -37,7 +37,7 @@ from phasekit.workflow.phase import (
     QuietObserver,
 )
 from phasekit.workflow.plans import Planner
-from phasekit.workflow.results import PhaseResults, StreamTap, read_json
+from phasekit.workflow.results import PhaseResults, StreamTap, read_json, run_encryption
 from phasekit.workflow.runners import RUNNERS
 from phasekit.workflow.timeline import TimelineObserver
 from phasekit.workflow.topology import Objective, strategy_params
@@ -93,6 +93,7 @@ class Sequencer:
         self.resume = resume
         self.outcomes: dict[str, PhaseOutcome] = {}
         self.taps: dict[str, StreamTap] = {}
+        self.encryption = run_encryption(resolved.encryption)
 
     # ------------------------------------------------------------------ catalog reads
 
@@ -100,7 +101,7 @@ class Sequencer:
         from phasekit.catalog import uri_to_path
 
         item = self.catalog.verify_item(item)
-        return read_json(Path(uri_to_path(item.data_reference)))
+        return read_json(Path(uri_to_path(item.data_reference)), self.encryption)
 
     def _items(self, stage: str, entity: str) -> Iterator[Any]:
         yield from self.catalog.list_items(self.run_id, stage=stage, entity=entity)
@@ -182,6 +183,7 @@ class Sequencer:
             allow_pickle=self.resolved.allow_pickle,
             base_path=phase.data_flow.file.base_path,
             tap=self.taps.get(phase.name),
+            encryption=self.encryption,
         )
 
     def run_phase(self, name: str) -> PhaseOutcome:

@@ -54,3 +54,15 @@ class ArrowFormat(Format):
         with pa.memory_map(str(path)) as source:
             table = pa.ipc.open_file(source).read_all()
         return values.from_arrow(table, kind, info.get("numpy"))
+
+    def to_bytes(self, value: Any, kind: str, options: WriteOptions) -> tuple[Any, dict[str, Any]]:
+        table = values.to_arrow(value, kind)
+        sink = pa.BufferOutputStream()
+        ipc_options = pa.ipc.IpcWriteOptions(compression=options.compression)
+        with pa.ipc.new_file(sink, table.schema, options=ipc_options) as writer:
+            writer.write_table(table)
+        return sink.getvalue(), {}
+
+    def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        return values.from_arrow(table, kind, info.get("numpy"))

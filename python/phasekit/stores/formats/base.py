@@ -73,6 +73,15 @@ class Format:
     def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         raise NotImplementedError
 
+    def to_bytes(self, value: Any, kind: str, options: WriteOptions) -> tuple[Any, dict[str, Any]]:
+        """The file's bytes (a bytes-like object) in memory, and what restoring it needs:
+        what an encrypted store seals, so no plaintext reaches the disk."""
+        raise NotImplementedError
+
+    def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+        """Inverse of :meth:`to_bytes` (``data``: the decrypted file's bytes)."""
+        raise NotImplementedError
+
 
 def check_kind(fmt: Format, kind: str) -> None:
     if kind not in fmt.kinds:

@@ -7,8 +7,8 @@ with the Arrow schema recorded at write time; JSON-like values one string datase
 
 from __future__ import annotations
 
+import io
 import json
-from pathlib import Path
 from typing import Any, Optional
 
 import pyarrow as pa
@@ -70,7 +70,16 @@ class Hdf5Format(Format):
         super().check(kind, options)
         _h5py()
 
-    def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
+    def to_bytes(self, value: Any, kind: str, options: WriteOptions) -> tuple[Any, dict[str, Any]]:
+        buf = io.BytesIO()
+        info = self.encode(value, kind, buf, options)
+        return buf.getbuffer(), info
+
+    def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+        return self.read(io.BytesIO(data), kind, info, options)
+
+    def encode(self, value: Any, kind: str, path: Any, options: WriteOptions) -> dict[str, Any]:
+        """Write ``value`` to ``path`` (a path, or a binary file object)."""
         h5py = _h5py()
         info: dict[str, Any] = {}
         columns = []
@@ -95,7 +104,7 @@ class Hdf5Format(Format):
                     ds.attrs["name"] = name
         return info
 
-    def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+    def read(self, path: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         h5py = _h5py()
         with h5py.File(path, "r") as f:
             if kind == values.NUMPY:

@@ -83,6 +83,11 @@ class JsonFormat(Format):
         return folder / (f"{key}.jsonl" if kind in values.TABULAR else f"{key}.json")
 
     def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
+        data, info = self.to_bytes(value, kind, options)
+        path.write_bytes(data)
+        return info
+
+    def to_bytes(self, value: Any, kind: str, options: WriteOptions) -> tuple[Any, dict[str, Any]]:
         info: dict[str, Any] = {}
         if kind == values.JSON:
             data = json.dumps(value).encode()
@@ -94,22 +99,25 @@ class JsonFormat(Format):
             info = tabular_info(table, kind)
             rows = _friendly(table).to_pylist()
             data = "".join(json.dumps(r, default=_default) + "\n" for r in rows).encode()
-        path.write_bytes(data)
-        return info
+        return data, info
 
     def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+        return self.from_bytes(path.read_bytes(), kind, info, options)
+
+    def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         if kind == values.JSON:
-            return json.loads(path.read_bytes())
+            return json.loads(data)
         if kind == values.NUMPY:
             import numpy as np
 
             meta = info["numpy"]
             dtype = values.dtype_from_info(meta)
-            return np.asarray(json.loads(path.read_bytes()), dtype=dtype).reshape(meta["shape"])
+            return np.asarray(json.loads(data), dtype=dtype).reshape(meta["shape"])
         schema = decode_schema(info["schema"])
-        if path.stat().st_size == 0:
+        if len(data) == 0:
             return restore(schema.empty_table(), kind, info)
         table = pj.read_json(
-            str(path), parse_options=pj.ParseOptions(explicit_schema=_read_schema(schema))
+            pa.BufferReader(data),
+            parse_options=pj.ParseOptions(explicit_schema=_read_schema(schema)),
         )
         return restore(table, kind, info)

@@ -87,6 +87,21 @@ class ParquetFormat(Format):
         table = pq.read_table(str(path), page_checksum_verification=True)
         return values.from_arrow(table, kind, info.get("numpy"))
 
+    def to_bytes(self, value: Any, kind: str, options: WriteOptions) -> tuple[Any, dict[str, Any]]:
+        if options.partition_by:
+            raise InvalidArgument(
+                "partition_by (a folder of Parquet files) cannot be combined with encryption; "
+                "turn one of them off"
+            )
+        sink = pa.BufferOutputStream()
+        table = values.to_arrow(value, kind)
+        pq.write_table(table, sink, compression=_codec(options), write_page_checksum=True)
+        return sink.getvalue(), {}
+
+    def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+        table = pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
+        return values.from_arrow(table, kind, info.get("numpy"))
+
     @staticmethod
     def _read_dataset(path: Path, info: dict[str, Any]) -> pa.Table:
         import pyarrow.dataset as ds

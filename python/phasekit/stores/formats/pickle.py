@@ -32,12 +32,20 @@ class PickleFormat(Format):
             raise InvalidArgument(f"format 'pickle' needs allow_pickle=True; {REFUSAL}")
 
     def encode(self, value: Any, kind: str, path: Path, options: WriteOptions) -> dict[str, Any]:
+        data, info = self.to_bytes(value, kind, options)
+        path.write_bytes(data)
+        return info
+
+    def to_bytes(self, value: Any, kind: str, options: WriteOptions) -> tuple[Any, dict[str, Any]]:
         try:
-            data = pickle.dumps(value, protocol=5)
+            return pickle.dumps(value, protocol=5), {}
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise InvalidArgument(f"the value cannot be pickled: {exc}") from exc
-        path.write_bytes(data)
-        return {}
+
+    def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+        if not options.allow_pickle:
+            raise InvalidArgument(f"a pickle value needs allow_pickle=True; {REFUSAL}")
+        return pickle.loads(data)
 
     def read(self, path: Path, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         if not options.allow_pickle:

@@ -1,0 +1,228 @@
+"""The encrypted file format: AES-256-GCM in chunks, each bound to its item and place.
+
+Layout: a 28-byte header, then the chunks.
+
+* header: ``PKCRYPT`` and version byte 1, chunk size (4 bytes, big-endian), the token
+  naming the item's data key (8 bytes), a random nonce prefix (8 bytes);
+* chunk ``i``: ``chunk size`` bytes of plaintext (the last chunk: the rest, possibly
+  none) encrypted with the item's data key under nonce ``prefix || i`` (4 bytes), with
+  associated data ``header || item id || NUL || i (8 bytes) || final flag (1 byte)``,
+  followed by its 16-byte tag.
+
+So a flipped bit fails the tag of its chunk; a cut at a chunk boundary leaves a last
+chunk that was not written as the final one; moving chunks changes their index; a file
+moved to another item's name has the wrong item id (and another data key).
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from phasekit._optional import require
+from phasekit.errors import CorruptDataError, InvalidArgument
+
+MAGIC = b"PKCRYPT\x01"
+CHUNK_BYTES = 1 << 20
+"""Plaintext bytes per chunk (1 MiB)."""
+MAX_CHUNK_BYTES = 64 << 20
+TAG_BYTES = 16
+TOKEN_BYTES = 8
+_HEADER = struct.Struct(">8sI8s8s")
+HEADER_BYTES = _HEADER.size
+
+
+def aesgcm(key: bytes) -> Any:
+    """An AES-GCM cipher of ``key`` (the ``cryptography`` package, extra ``crypto``)."""
+    require("cryptography", feature="encryption at rest")
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
+
+
+@dataclass(frozen=True)
+class Header:
+    chunk_bytes: int
+    token: bytes
+    prefix: bytes
+    raw: bytes
+
+    @property
+    def token_hex(self) -> str:
+        return self.token.hex()
+
+
+def new_header(token: bytes, chunk_bytes: int = CHUNK_BYTES) -> Header:
+    if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
+        raise InvalidArgument(f"chunk_bytes {chunk_bytes} must be in 1..{MAX_CHUNK_BYTES}")
+    prefix = secrets.token_bytes(8)
+    return Header(chunk_bytes, token, prefix, _HEADER.pack(MAGIC, chunk_bytes, token, prefix))
+
+
+def is_sealed(head: bytes) -> bool:
+    """Whether bytes start like an encrypted phasekit file."""
+    return bytes(head[: len(MAGIC)]) == MAGIC
+
+
+def read_header(blob: bytes | memoryview, what: str) -> Header:
+    """The header of an encrypted file; CorruptDataError when there is none."""
+    if len(blob) < HEADER_BYTES or not is_sealed(blob):
+        raise CorruptDataError(f"{what} is not an encrypted phasekit file (no header)")
+    _magic, chunk_bytes, token, prefix = _HEADER.unpack_from(blob)
+    if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
+        raise CorruptDataError(f"{what}: its header is damaged (chunk size {chunk_bytes})")
+    return Header(chunk_bytes, token, prefix, bytes(blob[:HEADER_BYTES]))
+
+
+def _nonce(header: Header, index: int) -> bytes:
+    return header.prefix + struct.pack(">I", index & 0xFFFFFFFF)
+
+
+def _ad(header: Header, item: bytes, index: int, final: bool) -> bytes:
+    return b"".join((header.raw, item, b"\x00", struct.pack(">QB", index, final)))
+
+
+class Sink(Protocol):
+    def write(self, data: Any, /) -> Any: ...
+
+
+class ChunkWriter:
+    """Encrypts what is written to it chunk by chunk into ``sink``; :meth:`close` writes
+    the final chunk. ``tell`` counts plaintext bytes (for writers that ask)."""
+
+    closed = False
+
+    def __init__(self, sink: Sink, key: bytes, item_id: str, header: Header) -> None:
+        self._sink = sink
+        self._aead = aesgcm(key)
+        self._item = item_id.encode()
+        self._header = header
+        self._buf = bytearray()
+        self._index = 0
+        self._plain = 0
+        sink.write(header.raw)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._buf += view
+        self._plain += view.nbytes
+        size = self._header.chunk_bytes
+        if len(self._buf) > size:
+            whole = (len(self._buf) - 1) // size * size  # keep a non-empty tail back
+            buf = memoryview(self._buf)
+            for start in range(0, whole, size):
+                self._emit(buf[start : start + size], final=False)
+            buf.release()
+            del self._buf[:whole]
+        return view.nbytes
+
+    def _emit(self, chunk: Any, final: bool) -> None:
+        ad = _ad(self._header, self._item, self._index, final)
+        self._sink.write(self._aead.encrypt(_nonce(self._header, self._index), chunk, ad))
+        self._index += 1
+
+    def tell(self) -> int:
+        return self._plain
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._emit(bytes(self._buf), final=True)
+        self._buf = bytearray()
+        self.closed = True
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
+def seal(data: Any, key: bytes, item_id: str, header: Header) -> bytes:
+    """``data`` (bytes-like) encrypted as one file body, header included."""
+    out = _Collect()
+    writer = ChunkWriter(out, key, item_id, header)
+    view = memoryview(data).cast("B")
+    size = header.chunk_bytes
+    # whole chunks straight from the view (no staging copy), the rest through close()
+    n_whole = max(0, (view.nbytes - 1) // size)
+    for i in range(n_whole):
+        writer._emit(view[i * size : (i + 1) * size], final=False)
+    writer._buf += view[n_whole * size :]
+    writer.close()
+    return b"".join(out.parts)
+
+
+def unseal(
+    blob: bytes | memoryview,
+    item_id: str,
+    key_of: Callable[[Header], bytes],
+    what: str,
+) -> bytes:
+    """The plaintext of an encrypted file body; ``key_of`` gives the data key its header
+    names. CorruptDataError when any chunk fails (tampered, truncated, reordered, swapped)."""
+    view = memoryview(blob).cast("B")
+    header = read_header(view, what)
+    aead = aesgcm(key_of(header))
+    bad = invalid_tag()
+    item = item_id.encode()
+    step = header.chunk_bytes + TAG_BYTES
+    body = view[HEADER_BYTES:]
+    total = body.nbytes
+    if total < TAG_BYTES:
+        raise CorruptDataError(f"{what} is truncated (no final chunk)")
+    parts: list[bytes] = []
+    start, index = 0, 0
+    while True:
+        end = min(start + step, total)
+        final = end == total
+        if end - start < TAG_BYTES:
+            raise CorruptDataError(f"{what} is truncated inside chunk {index}")
+        try:
+            parts.append(
+                aead.decrypt(
+                    _nonce(header, index), body[start:end], _ad(header, item, index, final)
+                )
+            )
+        except bad:
+            raise CorruptDataError(
+                f"{what}: chunk {index} fails authentication (the file was changed, "
+                f"truncated, reordered or belongs to another item)"
+            ) from None
+        if final:
+            break
+        start, index = end, index + 1
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def new_token() -> bytes:
+    return secrets.token_bytes(TOKEN_BYTES)
+
+
+__all__ = [
+    "CHUNK_BYTES",
+    "HEADER_BYTES",
+    "MAGIC",
+    "ChunkWriter",
+    "Header",
+    "aesgcm",
+    "is_sealed",
+    "new_header",
+    "new_token",
+    "read_header",
+    "seal",
+    "unseal",
+]

@@ -1,0 +1,361 @@
+"""Encryption at rest: the chunked format, every kind of file it covers, keys.
+
+Tampering is checked in memory: the encrypted bytes of a real file of each kind (a file
+store's file, a hybrid spill segment, a stream part, a results file) get 1,000 single
+bit flips and 1,000 truncations, and each must fail to decrypt. Keys: a wrong or missing
+master key is ``KeyUnavailable`` naming the key id; ``phasekit keys rotate`` re-wraps
+without rewriting data; deleting an item destroys its data key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pyarrow as pa
+import pytest
+
+from phasekit.cli import main as cli_main
+from phasekit.crypt import (
+    Encryption,
+    MemoryKeyring,
+    generate_key,
+    key_files,
+    load_master_key,
+    open_encryption,
+)
+from phasekit.crypt.aead import ChunkWriter, new_header, new_token, seal, unseal
+from phasekit.crypt.keyring import key_place, nested_name
+from phasekit.errors import CorruptDataError, InvalidArgument, KeyUnavailable
+from phasekit.stores import FileStore, HybridStore, StreamStore
+
+SECRET = "top-secret-value-7f3a"
+TABLE = pa.table({"x": list(range(300)), "s": [SECRET] * 300})
+N = 1000
+
+
+@pytest.fixture
+def enc(monkeypatch: pytest.MonkeyPatch) -> Encryption:
+    monkeypatch.setenv("PK_TEST_MASTER", generate_key())
+    return open_encryption("env:PK_TEST_MASTER")
+
+
+def other_key(monkeypatch: pytest.MonkeyPatch, name: str = "PK_TEST_OTHER") -> Encryption:
+    monkeypatch.setenv(name, generate_key())
+    return open_encryption(f"env:{name}")
+
+
+def assert_tamper_detected(blob: bytes, open_: Callable[[bytes], bytes], seed: int) -> None:
+    """N single-bit flips and N truncations of ``blob``: every one fails to decrypt."""
+    assert open_(blob)  # the untouched bytes decrypt
+    rng = random.Random(seed)
+    for _ in range(N):
+        flipped = bytearray(blob)
+        pos = rng.randrange(len(blob))
+        flipped[pos] ^= 1 << rng.randrange(8)
+        with pytest.raises((CorruptDataError, KeyUnavailable)):
+            open_(bytes(flipped))
+    for _ in range(N):
+        cut = rng.randrange(len(blob))
+        with pytest.raises((CorruptDataError, KeyUnavailable)):
+            open_(blob[:cut])
+
+
+# ---------------------------------------------------------------- the format
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096, 3 * 4096 + 5])
+def test_chunked_roundtrip_at_every_boundary(size: int) -> None:
+    key = os.urandom(32)
+    data = os.urandom(size)
+    header = new_header(new_token(), chunk_bytes=4096)
+    blob = seal(data, key, "item", header)
+    assert unseal(blob, "item", lambda h: key, "item") == data
+    streamed: list[bytes] = []
+
+    class Sink:
+        def write(self, b: bytes) -> None:
+            streamed.append(bytes(b))
+
+    writer = ChunkWriter(Sink(), key, "item", header)
+    for i in range(0, size, 1000):
+        writer.write(data[i : i + 1000])
+    writer.close()
+    assert unseal(b"".join(streamed), "item", lambda h: key, "item") == data
+
+
+def chunks_of(blob: bytes, chunk: int) -> tuple[bytes, list[bytes]]:
+    from phasekit.crypt.aead import HEADER_BYTES, TAG_BYTES
+
+    body = blob[HEADER_BYTES:]
+    step = chunk + TAG_BYTES
+    return blob[:HEADER_BYTES], [body[i : i + step] for i in range(0, len(body), step)]
+
+
+def test_reordered_dropped_and_swapped_chunks_are_detected() -> None:
+    key = os.urandom(32)
+    data = os.urandom(4 * 4096 + 100)
+    blob = seal(data, key, "a", new_header(new_token(), chunk_bytes=4096))
+    head, parts = chunks_of(blob, 4096)
+    assert len(parts) == 5
+
+    def opens(b: bytes, item: str = "a") -> bool:
+        try:
+            unseal(b, item, lambda h: key, "a")
+        except CorruptDataError:
+            return False
+        return True
+
+    assert opens(blob)
+    assert not opens(head + parts[1] + parts[0] + b"".join(parts[2:]))  # reordered
+    assert not opens(head + b"".join(parts[:-1]))  # last chunk dropped (cut at a boundary)
+    assert not opens(head + b"".join(parts[:2] + parts[3:]))  # a middle chunk dropped
+    assert not opens(blob, item="b")  # the same bytes under another item
+    other = seal(data, key, "a", new_header(new_token(), chunk_bytes=4096))
+    _, other_parts = chunks_of(other, 4096)
+    assert not opens(head + other_parts[0] + b"".join(parts[1:]))  # a chunk of another file
+
+
+# ---------------------------------------------------------------- file kinds
+
+
+def test_file_store_files_detect_tampering_and_hide_plaintext(
+    backend: ModuleType, tmp_path: Path, enc: Encryption
+) -> None:
+    store = FileStore(tmp_path / "s", encryption=enc)
+    ref = store.put("t", TABLE)
+    assert store.get("t").equals(TABLE)
+    assert ref.key_id == enc.key_id
+    blob = ref.path.read_bytes()
+    assert SECRET.encode() not in blob and b"ARROW1" not in blob
+    keyring = enc.keyring(ref.path.parent)
+    assert_tamper_detected(blob, lambda b: keyring.open(ref.path.name, b, "t"), seed=1)
+
+
+@pytest.mark.parametrize("fmt", ["arrow", "parquet", "json", "csv", "hdf5", "pickle"])
+def test_every_format_roundtrips_encrypted(tmp_path: Path, enc: Encryption, fmt: str) -> None:
+    store = FileStore(tmp_path / "s", format=fmt, encryption=enc, allow_pickle=True)
+    ref = store.put("t", TABLE)
+    assert store.get("t").equals(TABLE)
+    assert SECRET.encode() not in ref.path.read_bytes()
+    assert (
+        FileStore(tmp_path / "s", format=fmt, encryption=enc, allow_pickle=True)
+        .get("t")
+        .equals(TABLE)
+    )
+
+
+def test_spill_segments_detect_tampering_and_hide_plaintext(
+    backend: ModuleType, tmp_path: Path, enc: Encryption
+) -> None:
+    store = HybridStore(0, tmp_path / "spill", encryption=enc)
+    store.put("t", TABLE)  # a budget of 0 spills it at once
+    core = store._core
+    (ikey,) = core.spilled
+    assert isinstance(core.keyring, MemoryKeyring)
+    on_disk = b"".join(p.read_bytes() for p in core.log.folder.iterdir() if p.is_file())
+    assert on_disk and SECRET.encode() not in on_disk
+    blob = bytes(core.log.read(ikey, core.spilled[ikey].extent))
+    keyring = core.keyring
+    assert_tamper_detected(blob, lambda b: keyring.open(ikey, b, ikey), seed=2)
+    assert store.get("t").equals(TABLE)  # larger than the budget: it stays on disk
+    store.delete("t")  # its data key is destroyed with it
+    assert ikey not in keyring.keys
+    with pytest.raises(KeyUnavailable):
+        keyring.open(ikey, blob, ikey)
+    store.close()
+
+
+def test_stream_parts_detect_tampering_and_hide_plaintext(
+    backend: ModuleType, tmp_path: Path, enc: Encryption
+) -> None:
+    rows = [{"x": i, "s": SECRET} for i in range(50)]
+    store = StreamStore(tmp_path / "streams", buffer_size=25, encryption=enc)
+    for row in rows:
+        store.put("s", row)
+    store.finish("s")
+    folder = tmp_path / "streams" / "s.stream"
+    parts = sorted(folder.glob("part-*.arrow"))
+    assert len(parts) == 2
+    assert list(store.items("s")) == rows
+    reopened = StreamStore(tmp_path / "streams", encryption=enc)
+    assert list(reopened.items("s")) == rows
+    blob = parts[0].read_bytes()
+    assert SECRET.encode() not in blob
+    keyring = enc.keyring(folder.parent)
+    name = nested_name(folder, parts[0].name)
+    assert_tamper_detected(blob, lambda b: keyring.open(name, b, name), seed=3)
+    with pytest.raises(KeyUnavailable, match=enc.key_id):
+        list(StreamStore(tmp_path / "streams").items("s"))
+    reopened.delete("s")
+    assert not key_files(tmp_path / "streams")  # the parts' data keys are destroyed
+    store.close()
+    reopened.close()
+
+
+def run_config(results: Path, **extra: object) -> dict[str, object]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_settings_effect import config
+
+    return config(results, **extra)
+
+
+def test_results_files_detect_tampering_and_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phasekit.workflow import run
+
+    monkeypatch.setenv("PK_RUN_KEY", generate_key())
+    res = run(
+        run_config(
+            tmp_path / "results",
+            **{"data_flow.mode": "file", "encryption": {"enabled": True, "key": "env:PK_RUN_KEY"}},
+        )
+    )
+    enc = open_encryption("env:PK_RUN_KEY")
+    summary = res.run_dir / "parameter_search" / "phase_summary.json"
+    blob = summary.read_bytes()
+    assert blob.startswith(b"PKCRYPT")
+    keyring = enc.keyring(summary.parent)
+    assert_tamper_detected(blob, lambda b: keyring.open(summary.name, b, "summary"), seed=4)
+    # every API reads it back: metrics (aggregate results), each output's load
+    assert res.metrics("parameter_search").num_rows == 6
+    loaded = [o.load() for o in res.outputs("parameter_search") if o.uri.startswith("file:")]
+    assert loaded and all(v is not None for v in loaded)
+    rows = {o.entity: o for o in res.outputs("parameter_search")}
+    catalog_rows = [o._item for o in rows.values() if o.uri.startswith("file:")]
+    assert {r.key_id for r in catalog_rows} == {enc.key_id}
+    res.close()
+
+
+# ---------------------------------------------------------------- keys
+
+
+def test_wrong_and_missing_keys_name_the_key_id(
+    tmp_path: Path, enc: Encryption, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FileStore(tmp_path / "s", encryption=enc).put("t", TABLE)
+    other = other_key(monkeypatch)
+    with pytest.raises(KeyUnavailable, match=f"{enc.key_id}.*{other.key_id}"):
+        FileStore(tmp_path / "s", encryption=other).get("t")
+    with pytest.raises(KeyUnavailable, match=enc.key_id):
+        FileStore(tmp_path / "s").get("t")
+    monkeypatch.delenv("PK_TEST_OTHER")
+    with pytest.raises(KeyUnavailable, match="PK_TEST_OTHER is not set"):
+        open_encryption("env:PK_TEST_OTHER")
+    with pytest.raises(KeyUnavailable, match="cannot read the key file"):
+        load_master_key(f"file:{tmp_path / 'absent.key'}")
+    (tmp_path / "short.key").write_text("abc")
+    with pytest.raises(InvalidArgument, match=r"not a 32-byte key"):
+        load_master_key(f"file:{tmp_path / 'short.key'}")
+    with pytest.raises(InvalidArgument, match=r"allowed: env:\.\.\. or file:\.\.\."):
+        load_master_key("vault:x")
+
+
+def test_a_key_file_and_a_key_variable_are_the_same_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = generate_key()
+    monkeypatch.setenv("PK_SAME", text)
+    (tmp_path / "k").write_text(text + "\n")
+    raw = tmp_path / "raw"
+    import base64
+
+    raw.write_bytes(base64.b64decode(text))
+    ids = {load_master_key(s).key_id for s in ("env:PK_SAME", f"file:{tmp_path / 'k'}")}
+    ids.add(load_master_key(f"file:{raw}").key_id)
+    assert len(ids) == 1
+
+
+def test_rotation_rewraps_keys_without_rewriting_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phasekit.catalog import open_catalog
+    from phasekit.workflow import run
+
+    monkeypatch.setenv("PK_OLD", generate_key())
+    monkeypatch.setenv("PK_NEW", generate_key())
+    results = tmp_path / "results"
+    cfg = run_config(
+        results, **{"data_flow.mode": "file", "encryption": {"enabled": True, "key": "env:PK_OLD"}}
+    )
+    res = run(cfg)
+    old, new = load_master_key("env:PK_OLD"), load_master_key("env:PK_NEW")
+    data = {
+        p: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in results.rglob("*")
+        if p.is_file() and p.read_bytes()[:7] == b"PKCRYPT"
+    }
+    assert len(data) > 6
+    before = {p: p.read_bytes() for p in key_files(results)}
+    assert cli_main(["keys", "rotate", "--results-dir", str(results), "--old", "env:PK_OLD",
+                     "--new", "env:PK_NEW"]) == 0  # fmt: skip
+    after = {p: p.read_bytes() for p in key_files(results)}
+    assert after.keys() == before.keys() and all(after[p] != before[p] for p in after)
+    for p, digest in data.items():  # the data files are untouched
+        assert hashlib.sha256(p.read_bytes()).hexdigest() == digest
+    with open_catalog(res.catalog_url) as catalog:
+        ids = {
+            i.key_id for i in catalog.list_items(res.run_id) if i.data_reference.startswith("file:")
+        }
+        assert ids == {new.key_id}
+    res.close()
+    store = next(results.rglob("containers"))
+    with pytest.raises(KeyUnavailable, match=f"under master key {new.key_id}.*is {old.key_id}"):
+        FileStore(store, encryption=Encryption(old)).get("portfolio_00000_results")
+    value = FileStore(store, encryption=Encryption(new)).get("portfolio_00000_results")
+    assert value.num_rows == 1
+    # a second rotation with a key that wrapped nothing here changes nothing
+    monkeypatch.setenv("PK_STRAY", generate_key())
+    assert cli_main(["keys", "rotate", "--results-dir", str(results), "--old", "env:PK_STRAY",
+                     "--new", "env:PK_OLD"]) == 1  # fmt: skip
+    assert {p: p.read_bytes() for p in key_files(results)} == after
+
+
+def test_deleting_an_item_shreds_its_data_key(tmp_path: Path, enc: Encryption) -> None:
+    store = FileStore(tmp_path / "s", encryption=enc)
+    ref = store.put("t", TABLE)
+    backup = tmp_path / "copy.arrow"
+    shutil.copy(ref.path, backup)
+    assert len(key_files(tmp_path / "s")) == 1
+    store.delete("t")
+    assert not key_files(tmp_path / "s")
+    shutil.copy(backup, ref.path)  # the data is back, the master key is at hand
+    with pytest.raises(KeyUnavailable, match="does not exist"):
+        enc.keyring(ref.path.parent).read(ref.path, "t")
+
+
+def test_overwriting_an_item_keeps_one_data_key(tmp_path: Path, enc: Encryption) -> None:
+    store = FileStore(tmp_path / "s", encryption=enc)
+    old = store.put("t", TABLE).path.read_bytes()
+    store.put("t", TABLE.slice(0, 10))
+    assert len(key_files(tmp_path / "s")) == 1
+    assert store.get("t").num_rows == 10
+    with pytest.raises(KeyUnavailable):  # the old version's key is gone
+        enc.keyring(tmp_path / "s").open("t.arrow", old, "t")
+
+
+def test_encryption_refuses_partitioned_folders(tmp_path: Path, enc: Encryption) -> None:
+    with pytest.raises(
+        InvalidArgument, match=r"partition_by .* cannot be combined with encryption"
+    ):
+        FileStore(tmp_path / "s", format="parquet", partition_by=["x"], encryption=enc)
+
+
+def test_key_place_finds_nested_keys(tmp_path: Path, enc: Encryption) -> None:
+    store = StreamStore(tmp_path / "st", buffer_size=1, encryption=enc)
+    store.put("k", {"a": 1})
+    store.finish("k")
+    part = next((tmp_path / "st" / "k.stream").glob("part-*.arrow"))
+    from phasekit.crypt.aead import read_header
+
+    folder, name = key_place(part, read_header(part.read_bytes(), "p"))
+    assert folder == tmp_path / "st" and name == "k.stream." + part.name
+    store.close()
