@@ -539,6 +539,10 @@ FOREIGN = {
         "workflow:\n  name: x\n  phases: []\nresults: {max_events: 10}\n",
         "section 'workflow'",
     ),
+    "strategy-list": (
+        "workflow: optimization\nstrategy:\n  - {type: momentum}\n",
+        "line 2: section 'strategy'",
+    ),
     "data.start_date": (
         "workflow: optimization\ndata:\n  start_date: '2020-01-01'\n",
         "line 3: section 'data.start_date'",

@@ -40,11 +40,6 @@ def refused(instead: str) -> Callable[[Any], NoReturn]:
     return check
 
 
-def Refused(instead: str) -> Any:
-    """The field type of a refused key (see :func:`refused`)."""
-    return Optional[Annotated[Any, PlainValidator(refused(instead))]]
-
-
 def true_only(what: str) -> Callable[[Any], bool]:
     """A switch whose only phasekit behaviour is on: ``true`` is accepted, ``false`` is
     refused with ``what`` (the behaviour that cannot be switched off)."""
@@ -77,16 +72,36 @@ class ResultsCollection(Model):
     streaming_metrics: Optional[Annotated[bool, PlainValidator(true_only(STREAMING_ONLY))]] = None
     store_trades: Optional[Bool] = None
     store_equity_curve: Optional[Bool] = None
-    snapshot_interval: Refused(
-        "phasekit keeps an equity point per bar when PORTFOLIO_UPDATE is traced; "
-        "remove snapshot_interval (phasekit.compat.tracing takes it for the tracer)"
-    ) = None
-    max_equity_points: Refused("phasekit keeps every equity point; remove the key") = None
-    trade_summary_only: Refused(
-        "trades are one row each in all_trades; write store_trades: false to keep none"
-    ) = None
-    store_order_book: Refused("phasekit keeps no order book; remove the key") = None
-    store_signals: Refused("phasekit stores no signals; remove the key") = None
+    snapshot_interval: Optional[
+        Annotated[
+            Any,
+            PlainValidator(
+                refused(
+                    "phasekit keeps an equity point per bar when PORTFOLIO_UPDATE is traced; "
+                    "remove snapshot_interval (phasekit.compat.tracing takes it for the tracer)"
+                )
+            ),
+        ]
+    ] = None
+    max_equity_points: Optional[
+        Annotated[Any, PlainValidator(refused("phasekit keeps every equity point; remove the key"))]
+    ] = None
+    trade_summary_only: Optional[
+        Annotated[
+            Any,
+            PlainValidator(
+                refused(
+                    "trades are one row each in all_trades; write store_trades: false to keep none"
+                )
+            ),
+        ]
+    ] = None
+    store_order_book: Optional[
+        Annotated[Any, PlainValidator(refused("phasekit keeps no order book; remove the key"))]
+    ] = None
+    store_signals: Optional[
+        Annotated[Any, PlainValidator(refused("phasekit stores no signals; remove the key"))]
+    ] = None
 
 
 def _storage_format(value: Any) -> str:
@@ -112,10 +127,17 @@ class ResultsStorage(Model):
     format: Optional[Annotated[str, PlainValidator(_storage_format)]] = None
     compress: Optional[Annotated[bool, PlainValidator(_compress)]] = None
     partition_by: Optional[Annotated[list[str], PlainValidator(string_list(check_text))]] = None
-    location: Refused(
-        "results go to <results_dir>/<run>/<phase>/ (with results.layout: admf, "
-        "<results_dir>/<run name>/<phase>/); write results_dir instead"
-    ) = None
+    location: Optional[
+        Annotated[
+            Any,
+            PlainValidator(
+                refused(
+                    "results go to <results_dir>/<run>/<phase>/ (with results.layout: admf, "
+                    "<results_dir>/<run name>/<phase>/); write results_dir instead"
+                )
+            ),
+        ]
+    ] = None
 
 
 class ResultsMemory(Model):
@@ -123,10 +145,17 @@ class ResultsMemory(Model):
 
     global_limit_mb: Optional[MegaBytes] = None
     storage_mode: Optional[Annotated[str, PlainValidator(choice(tuple(STORAGE_MODES)))]] = None
-    memory_threshold_mb: Refused(
-        "phasekit's hybrid mode spills by one budget; write memory.global_limit_mb "
-        "(data_flow.memory_limit_mb) instead"
-    ) = None
+    memory_threshold_mb: Optional[
+        Annotated[
+            Any,
+            PlainValidator(
+                refused(
+                    "phasekit's hybrid mode spills by one budget; write memory.global_limit_mb "
+                    "(data_flow.memory_limit_mb) instead"
+                )
+            ),
+        ]
+    ] = None
 
 
 class ResultsBlock(Model):
@@ -141,13 +170,30 @@ class ResultsBlock(Model):
     collection: Optional[ResultsCollection] = None
     storage: Optional[ResultsStorage] = None
     memory: Optional[ResultsMemory] = None
-    output_dir: Refused("write results_dir (a run-wide folder) instead") = None
-    results_dir: Refused("write results_dir at the top level instead") = None
-    save_trades: Refused("write results.collection.store_trades instead") = None
-    save_equity_curve: Refused("write results.collection.store_equity_curve instead") = None
-    save_metrics: Refused(
-        "every container's metrics are always written (output container_results); remove the key"
-    ) = None
+    output_dir: Optional[
+        Annotated[Any, PlainValidator(refused("write results_dir (a run-wide folder) instead"))]
+    ] = None
+    results_dir: Optional[
+        Annotated[Any, PlainValidator(refused("write results_dir at the top level instead"))]
+    ] = None
+    save_trades: Optional[
+        Annotated[Any, PlainValidator(refused("write results.collection.store_trades instead"))]
+    ] = None
+    save_equity_curve: Optional[
+        Annotated[
+            Any, PlainValidator(refused("write results.collection.store_equity_curve instead"))
+        ]
+    ] = None
+    save_metrics: Optional[
+        Annotated[
+            Any,
+            PlainValidator(
+                refused(
+                    "every container's metrics are always written (output container_results); remove the key"
+                )
+            ),
+        ]
+    ] = None
 
 
 # ------------------------------------------------------------------------------ tracing
@@ -212,22 +258,40 @@ class TraceSettings(Model):
     max_events: Optional[PositiveInt] = None
     retention_policy: Optional[Annotated[str, PlainValidator(choice(RETENTION_POLICIES))]] = None
     events_to_trace: Optional[EventList] = None
-    trace_dir: Refused(NO_TRACE_FILES) = None
-    storage_backend: Refused(NO_TRACE_FILES) = None
-    persist_to_disk: Refused(NO_TRACE_FILES) = None
-    batch_size: Refused(NO_TRACE_FILES) = None
-    auto_flush_on_cleanup: Refused(NO_TRACE_FILES) = None
-    use_sparse_storage: Refused(NO_TRACE_FILES) = None
-    storage: Refused(NO_TRACE_FILES) = None
-    enable_console_output: Refused("phasekit logs through `logging`; remove the key") = None
-    console_filter: Refused("phasekit logs through `logging`; remove the key") = None
-    trace_specific: Refused(
-        "write containers: {<pattern>: {event_tracing: [...]}} for the containers to trace"
-    ) = None
-    container_settings: Refused(
-        "write containers: {<pattern>: {retention_policy, sliding_window_size, "
-        "event_tracing}} at the top level"
-    ) = None
+    trace_dir: Optional[Annotated[Any, PlainValidator(refused(NO_TRACE_FILES))]] = None
+    storage_backend: Optional[Annotated[Any, PlainValidator(refused(NO_TRACE_FILES))]] = None
+    persist_to_disk: Optional[Annotated[Any, PlainValidator(refused(NO_TRACE_FILES))]] = None
+    batch_size: Optional[Annotated[Any, PlainValidator(refused(NO_TRACE_FILES))]] = None
+    auto_flush_on_cleanup: Optional[Annotated[Any, PlainValidator(refused(NO_TRACE_FILES))]] = None
+    use_sparse_storage: Optional[Annotated[Any, PlainValidator(refused(NO_TRACE_FILES))]] = None
+    storage: Optional[Annotated[Any, PlainValidator(refused(NO_TRACE_FILES))]] = None
+    enable_console_output: Optional[
+        Annotated[Any, PlainValidator(refused("phasekit logs through `logging`; remove the key"))]
+    ] = None
+    console_filter: Optional[
+        Annotated[Any, PlainValidator(refused("phasekit logs through `logging`; remove the key"))]
+    ] = None
+    trace_specific: Optional[
+        Annotated[
+            Any,
+            PlainValidator(
+                refused(
+                    "write containers: {<pattern>: {event_tracing: [...]}} for the containers to trace"
+                )
+            ),
+        ]
+    ] = None
+    container_settings: Optional[
+        Annotated[
+            Any,
+            PlainValidator(
+                refused(
+                    "write containers: {<pattern>: {retention_policy, sliding_window_size, "
+                    "event_tracing}} at the top level"
+                )
+            ),
+        ]
+    ] = None
 
 
 class ExecutionBlock(Model):
@@ -247,10 +311,17 @@ class MetricsBlock(Model):
     enabled: Optional[
         Annotated[bool, PlainValidator(true_only("portfolio containers always compute metrics"))]
     ] = None
-    annualization_factor: Refused(
-        "Sharpe and Sortino are annualised with the phase's data.periods_per_year; "
-        "write that instead"
-    ) = None
+    annualization_factor: Optional[
+        Annotated[
+            Any,
+            PlainValidator(
+                refused(
+                    "Sharpe and Sortino are annualised with the phase's data.periods_per_year; "
+                    "write that instead"
+                )
+            ),
+        ]
+    ] = None
 
 
 #: Top-level sections of the source project's configurations that are not about results
@@ -278,12 +349,15 @@ FOREIGN_SECTIONS: Mapping[str, str] = MappingProxyType(
         "optimization": "write parameter_space: and objective_function:",
         "backtest": "write phases: [{name, sequence, topology: backtest}]",
         "mode": "write phases: [{name, sequence, topology: backtest}]",
-        "topology": "write phases: [{name, topology}]",
+        "topology": "phasekit's topologies are backtest, analysis and stream, set per "
+        "phase: write phases: [{name, topology}]",
         "initial_capital": "write portfolio: {initial_capital: ...}",
         "dataset": "write data_split: or walk_forward:",
         "split_ratio": "write data_split:",
         "metadata": "write description: or run_name:",
         "name": "write run_name:",
+        "parameter_grid": "write parameter_space:",
+        "strategy_template": "write strategy: {type: ...} and parameter_space:",
     }
 )
 
@@ -312,17 +386,34 @@ FOREIGN_DATA = {
 }
 
 
+#: phasekit sections the source project writes in another shape: the type it uses
+#: there and what to write instead.
+FOREIGN_SHAPES: Mapping[str, tuple[type, str]] = MappingProxyType(
+    {
+        "workflow": (dict, "write workflow: <name> and phases: [...] at the top level"),
+        "phases": (dict, "write phases: as a list of {name: ..., ...}"),
+        "strategy": (list, "one strategy per phase: write strategy: {type: ..., <param>: ...}"),
+        "data": (str, "write data: {symbols: [...], source: synthetic | file, path: ...}"),
+    }
+)
+
+
 def foreign_section(data: Mapping[str, Any]) -> Optional[tuple[str, str]]:
-    """The first top-level section of the source project's that phasekit has no
-    counterpart for (one it lacks outright before a renamed one), and what to write
-    instead (None when there is none)."""
-    keys = [k for k in data if isinstance(k, str) and k in FOREIGN_SECTIONS]
-    lacking = [k for k in keys if k not in RENAMED]
-    if lacking or keys:
-        key = (lacking or keys)[0]
-        return key, FOREIGN_SECTIONS[key]
-    if isinstance(data.get("workflow"), Mapping):
-        return "workflow", "write workflow: <name> and phases: [...] at the top level"
+    """The first section of the source project's that phasekit has no counterpart for
+    (one it lacks outright before a renamed key), and what to write instead (None when
+    there is none)."""
+    renamed: list[str] = []
+    for key, value in data.items():
+        if not isinstance(key, str):
+            continue
+        if key in FOREIGN_SECTIONS:
+            if key not in RENAMED:
+                return key, FOREIGN_SECTIONS[key]
+            renamed.append(key)
+        elif key in FOREIGN_SHAPES and isinstance(value, FOREIGN_SHAPES[key][0]):
+            return key, FOREIGN_SHAPES[key][1]
+    if renamed:
+        return renamed[0], FOREIGN_SECTIONS[renamed[0]]
     section = data.get("data")
     if isinstance(section, Mapping):
         for key, instead in FOREIGN_DATA.items():
