@@ -279,6 +279,12 @@ def test_phase_overrides_take_the_source_projects_phase_names(tmp_path: Path) ->
         assert list((res.run_dir / "validation" / "test" / "containers").glob("*_results.arrow"))
     finally:
         res.close()
+    at_runtime = load_and_resolve(cfg, {"phase_overrides.testing.retention_policy": "keep_all"})
+    testing = at_runtime.phase("validation").settings
+    assert testing.retention_policy == "keep_all"
+    assert testing.provenance("retention_policy").path == (
+        "--set phase_overrides.testing.retention_policy"
+    )
     both = {**cfg, "phase_overrides": {"training": {}, "parameter_search": {}}}
     with pytest.raises(ConfigError, match="another name of it, keep one"):
         load_and_resolve(both)

@@ -97,7 +97,8 @@ def resolve(
     config = load_config(config)
     defaults = _check_defaults(workflow_defaults or {})
     candidates = [*(p.name for p in config.phases or []), *defaults]
-    rt = sort_runtime(runtime or {}, [*candidates, *(config.phase_overrides or {})], [])
+    overridden = [*(config.phase_overrides or {}), *(phase_aliases or {})]
+    rt = sort_runtime(runtime or {}, [*candidates, *overridden], [])
     if rt.model:
         config = validate(WorkflowConfig, patch_model(config, rt.model), origin="--set")
     aliases = dict(phase_aliases or {})
@@ -154,13 +155,16 @@ class _Resolver:
         self.allow_pickle = bool(config.allow_pickle)
         self.everywhere = validate(PhaseParams, rt.everywhere, origin="--set")
         self.rt_phases = {}
-        for name, raw in rt.phases.items():
+        self.rt_keys: dict[str, str] = {}
+        for key, raw in rt.phases.items():
+            name = key if key in names else aliases.get(key, key)
             if name not in names:
                 raise ConfigError(
-                    f"--set phase_overrides.{name}: " + unknown_phase_message(name, names)
+                    f"--set phase_overrides.{key}: " + unknown_phase_message(key, names)
                 )
+            self.rt_keys[name] = key
             self.rt_phases[name] = validate(
-                PhaseParams, raw, origin="--set", prefix=("phase_overrides", name)
+                PhaseParams, raw, origin="--set", prefix=("phase_overrides", key)
             )
         self.rt_containers = {}
         for pattern, raw in rt.containers.items():
@@ -201,7 +205,7 @@ class _Resolver:
             levels.append(self._slot(self.config.containers, ("containers",), 8, ""))
         levels.append(self.rt_patch)
         if name in self.rt_phases:
-            where = ("phase_overrides", name)
+            where = ("phase_overrides", self.rt_keys[name])
             levels.append(flatten(self.rt_phases[name], where, rank=10, label="--set "))
         if self.rt_containers:
             levels.append(self._slot(self.rt_containers, ("containers",), 11, "--set "))
