@@ -194,9 +194,14 @@ def parse_interval(
                 f"{', '.join(CALENDAR_UNITS)}, e.g. '1d', '1w', '1mo'); {value!r} is a fixed "
                 "duration, binned from the epoch in UTC"
             )
-        return FixedInterval(
-            positive_duration(value, name), non_negative_duration(offset, "offset")
-        )
+        try:
+            size = positive_duration(value, name)
+        except InvalidArgument as exc:
+            raise InvalidArgument(
+                f"{exc}; or a calendar interval 'N' + one of {', '.join(CALENDAR_UNITS)} "
+                "(e.g. '1d', '1w', '1mo', '1q', '1y'; days in a time zone with time_zone=)"
+            ) from None
+        return FixedInterval(size, non_negative_duration(offset, "offset"))
     assert unit is not None
     n = int(match.group(1))
     if n < 1:

@@ -328,12 +328,22 @@ class OhlcResample:
         ``w``."""
         if not keep.all():
             chunk = _select(chunk, keep)
-        if len(chunk.ts):
-            self._merge(_partials(chunk, self.bins))
-        self._advance(w, chunk, out)
+        direct = self._merge(_partials(chunk, self.bins), w) if len(chunk.ts) else None
+        self._advance(w, chunk, out, direct)
 
-    def _advance(self, w: int, chunk: Optional[_Chunk], out: list[Any]) -> None:
+    def _advance(
+        self,
+        w: int,
+        chunk: Optional[_Chunk],
+        out: list[Any],
+        direct: Optional[dict[str, np.ndarray]] = None,
+    ) -> None:
         finals = self._due(w)
+        if direct is not None and len(direct["bucket"]):
+            finals = {f: np.concatenate([finals[f], direct[f]]) for f in finals}
+            if len(finals["bucket"]) > 1:
+                order = np.lexsort((finals["bucket"], finals["key"], finals["end"]))
+                finals = {f: v[order] for f, v in finals.items()}
         self._emit(finals, chunk, out)
         if self._emitted:
             horizon = self.policy.allowed_lateness
@@ -374,8 +384,9 @@ class OhlcResample:
                 if is_late:
                     out.append(Out(LATE_PORT, item))
 
-    def _merge(self, parts: dict[str, np.ndarray]) -> None:
-        """Fold the partial bars of rows that are not late into the open bars."""
+    def _merge(self, parts: dict[str, np.ndarray], w: int) -> dict[str, np.ndarray]:
+        """Fold the partial bars of rows that are not late into the open bars; return the
+        partial bars that are whole bars already due at ``w`` (no open bar, vectorised)."""
         state = self._state
         buckets, keys = parts["bucket"], parts["key"]
         ends = self.bins.end(buckets)
@@ -388,11 +399,20 @@ class OhlcResample:
             if bar is not None:
                 _fold(bar, parts, i)
                 handled[i] = True
-        for i in np.flatnonzero(~handled).tolist():
+        due = ends <= w
+        for i in np.flatnonzero(~handled & ~due).tolist():
             b = int(buckets[i])
             state[(int(keys[i]), b)] = [parts[f][i].item() for f in _PART_FIELDS] + [int(ends[i])]
             if b > self._state_max_bucket:
                 self._state_max_bucket = b
+        direct = ~handled & due
+        finals = {f: parts[f][direct] for f in ("key", "bucket", *BAR_FIELDS)}
+        finals["end"] = ends[direct]
+        if self.policy.allowed_lateness:
+            for i in np.flatnonzero(direct).tolist():
+                slot = (int(keys[i]), int(buckets[i]))
+                self._emitted[slot] = [parts[f][i].item() for f in _PART_FIELDS] + [int(ends[i])]
+        return finals
 
     def _due(self, w: int) -> dict[str, np.ndarray]:
         """Take the open bars whose end the watermark ``w`` has reached, in (end, key) order."""
@@ -520,6 +540,7 @@ def _finals_of(rows: list[tuple[tuple[int, int], list[Any]]]) -> dict[str, np.nd
     finals = {
         "key": np.array([s[0] for s, _ in rows], dtype=np.int64),
         "bucket": np.array([s[1] for s, _ in rows], dtype=np.int64),
+        "end": np.array([bar[8] for _, bar in rows], dtype=np.int64),
     }
     for f in BAR_FIELDS:
         idx = _PART_FIELDS.index(f)

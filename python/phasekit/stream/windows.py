@@ -67,8 +67,8 @@ class SlidingWindows:
     """Windows of ``size`` starting every ``slide``; an item belongs to ``size/slide`` of them."""
 
     def __init__(self, size: Any, slide: Any, offset: Any = 0) -> None:
-        self.size = positive_duration(size, "size")
-        self.slide = positive_duration(slide, "slide")
+        self.size = positive_duration(size, "sliding window size (a fixed duration)")
+        self.slide = positive_duration(slide, "sliding window slide (a fixed duration)")
         if self.slide > self.size:
             raise InvalidArgument(
                 f"slide ({self.slide} ns) must not exceed size ({self.size} ns): items "
