@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
@@ -234,6 +235,38 @@ def test_the_defaults_keep_what_the_cases_change(tmp_path: Path) -> None:
         res.close()
 
 
+def equity_rows(res: RunResult) -> list[int]:
+    files = sorted((phase_dir(res) / "containers").glob("*_equity.arrow"))
+    assert len(files) == 4
+    return [feather.read_table(f).num_rows for f in files]
+
+
+@pytest.mark.parametrize(
+    ("settings", "interval"),
+    [
+        ({"results": {"collection": {"snapshot_interval": 7}}}, 7),
+        ({"trace_level": "normal"}, 100),
+        ({"execution": {"trace_level": "debug"}}, 10),
+    ],
+)
+def test_snapshot_interval_keeps_every_nth_equity_point(
+    tmp_path: Path, settings: dict[str, Any], interval: int
+) -> None:
+    files = {"data_flow": {"mode": "file"}, **TRACED_EQUITY}
+    base = run(config(tmp_path / "a", **files), workers=1)
+    every = run(config(tmp_path / "b", **files, **settings), workers=1)
+    try:
+        full, kept = equity_rows(base), equity_rows(every)
+        assert all(k == n // interval for n, k in zip(full, kept)) and min(full) > interval
+        first = sorted((phase_dir(base) / "containers").glob("*_equity.arrow"))[0]
+        again = sorted((phase_dir(every) / "containers").glob("*_equity.arrow"))[0]
+        want = feather.read_table(first).column("equity").to_pylist()[interval - 1 :: interval]
+        assert feather.read_table(again).column("equity").to_pylist() == want
+    finally:
+        base.close()
+        every.close()
+
+
 def test_results_override_sets_one_phase(tmp_path: Path) -> None:
     cfg = config(
         tmp_path / "results",
@@ -312,9 +345,9 @@ REFUSED = {
         {"results": {"collection": {"streaming_metrics": False}}},
         "always computes metrics while events stream",
     ),
-    "snapshot_interval": (
-        {"results": {"collection": {"snapshot_interval": 100}}},
-        "remove snapshot_interval",
+    "max_equity_points": (
+        {"results": {"collection": {"max_equity_points": 100}}},
+        "keeps every equity point",
     ),
     "compress-true": ({"results": {"storage": {"compress": True}}}, "name the codec"),
     "location": ({"results": {"storage": {"location": "./r/{phase_name}/"}}}, "write results_dir"),

@@ -72,17 +72,7 @@ class ResultsCollection(Model):
     streaming_metrics: Optional[Annotated[bool, PlainValidator(true_only(STREAMING_ONLY))]] = None
     store_trades: Optional[Bool] = None
     store_equity_curve: Optional[Bool] = None
-    snapshot_interval: Optional[
-        Annotated[
-            Any,
-            PlainValidator(
-                refused(
-                    "phasekit keeps an equity point per bar when PORTFOLIO_UPDATE is traced; "
-                    "remove snapshot_interval (phasekit.compat.tracing takes it for the tracer)"
-                )
-            ),
-        ]
-    ] = None
+    snapshot_interval: Optional[PositiveInt] = None
     max_equity_points: Optional[
         Annotated[Any, PlainValidator(refused("phasekit keeps every equity point; remove the key"))]
     ] = None
@@ -214,12 +204,14 @@ TRACE_LEVELS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "retention_policy": "trade_complete",
             "output.trades": True,
             "output.equity_curves": True,
+            "snapshot_interval": 100,
         },
         "debug": {
             "retention_policy": "sliding_window",
             "sliding_window_size": 50_000,
             "output.trades": True,
             "output.equity_curves": True,
+            "snapshot_interval": 10,
         },
         "metrics": {"event_tracing": ("PORTFOLIO_UPDATE", "POSITION_CLOSE")},
         "trades": {

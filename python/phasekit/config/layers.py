@@ -73,6 +73,7 @@ PACKAGE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "event_tracing": ("POSITION_OPEN", "POSITION_CLOSE", "FILL"),
         "retention_policy": "trade_complete",
         "sliding_window_size": 1000,
+        "snapshot_interval": 1,
         "cleanup_policy": "keep_all",
         "stages_to_persist": (),
         "results_layout": DEFAULT_RESULTS_LAYOUT,
@@ -246,6 +247,7 @@ def _results(b: _Builder, block: Optional[ResultsBlock], path: tuple[Any, ...]) 
         b.put("data_flow.mode", mode, (*path, "results_storage"), block.results_storage)
     coll = block.collection
     if coll is not None:
+        b.fields(coll, (*path, "collection"), {"snapshot_interval": "snapshot_interval"})
         for name, kind in OUTPUT_SWITCHES.items():
             value = getattr(coll, name)
             if value is not None:
@@ -405,5 +407,6 @@ def build_settings(merged: Patch, allow_pickle: bool) -> ResolvedSettings:
         event_tracing=tuple(v["event_tracing"]),
         retention_policy=v["retention_policy"],
         sliding_window_size=v["sliding_window_size"],
+        snapshot_interval=v["snapshot_interval"],
         sources=MappingProxyType(dict(sorted(sources.items()))),
     )

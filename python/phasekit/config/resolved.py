@@ -68,6 +68,8 @@ class ResolvedSettings:
     event_tracing: tuple[str, ...]
     retention_policy: str
     sliding_window_size: int
+    snapshot_interval: int
+    """Every how many equity points one is stored (1: every point)."""
     sources: Mapping[str, Provenance] = field(compare=False)
 
     def provenance(self, key: str) -> Provenance:
@@ -122,6 +124,7 @@ class ResolvedSettings:
             "event_tracing": list(self.event_tracing),
             "retention_policy": self.retention_policy,
             "sliding_window_size": self.sliding_window_size,
+            "snapshot_interval": self.snapshot_interval,
             "sources": {key: p.to_dict() for key, p in self.sources.items()},
         }
 

@@ -75,7 +75,7 @@ class Planner:
         elif self.sweep_default and mode == "hybrid":
             budget = HYBRID_CONTAINER_MB * MB
         persist = self.phase.persist or own.persistence.on_completion
-        return ContainerPlan(flow, budget, persist)
+        return ContainerPlan(flow, budget, persist, settings.snapshot_interval)
 
     def role(self, role: str) -> Optional[ContainerPlan]:
         """The plan of a role container (``data``, ``features``, ``execution``) when a

@@ -89,6 +89,14 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def snapshots(equity: Optional[pa.Table], interval: int) -> Optional[pa.Table]:
+    """Every ``interval``-th point of an equity curve (the ``interval``-th, the
+    ``2 * interval``-th...), as the source project's tracer snapshots it."""
+    if equity is None or interval <= 1:
+        return equity
+    return equity.take(pa.array(range(interval - 1, equity.num_rows, interval), pa.int64()))
+
+
 def result_row(results: Mapping[str, Any], window_id: Optional[str]) -> pa.Table:
     """A container's results as a one-row table: its id and window, ``param.<name>``
     per parameter, one column per metric, other scalars as they are (anything else as
@@ -117,6 +125,8 @@ class ContainerPlan:
     flow: DataFlow
     budget_bytes: Optional[int] = None
     persist: bool = False
+    snapshot_interval: int = 1
+    """Every how many equity points one is stored."""
 
 
 class PhaseResults:
@@ -242,6 +252,7 @@ class PhaseResults:
         its plan; returns the URIs of what was stored. With ``results.layout: admf`` the
         container's ``<id>_results.json`` (with its ``trades``) is written too."""
         plan = self._plan(container_id)
+        equity = snapshots(equity, plan.snapshot_interval)
         mode = plan.flow.mode
         meta = jsonable(
             {
