@@ -227,3 +227,32 @@ def test_trades_from_a_start_row(backend: ModuleType) -> None:
     assert ring.trades(99).num_rows == 0
     with pytest.raises(InvalidArgument, match="start must be >= 0"):
         ring.trades(-1)
+
+
+@pytest.mark.parametrize("traced", [("FILL", "POSITION_CLOSE"), ("PORTFOLIO_UPDATE",)])
+def test_container_tracer_takes_trades_from_the_book(backend_name: str, traced: Any) -> None:
+    """Whether or not FILL is traced, the tracer's metrics count the book's trades
+    (a second, minimal ring holds the book when the traced ring does not)."""
+    from phasekit.tracing import ContainerTracer, TracerSettings
+
+    tracer = ContainerTracer(TracerSettings(event_tracing=traced))
+    # long 2 at 10 then 20: a +20 trade; short 1 at 30, covered at 35: a -5 trade
+    tracer.trace(
+        {
+            "ts": np.arange(4, dtype=np.int64),
+            "kind": np.full(4, FILL, dtype=np.uint16),
+            "key": np.arange(4),
+            "symbol": np.zeros(4, dtype=np.int32),
+            "price": np.array([10.0, 20.0, 30.0, 35.0]),
+            "quantity": np.array([2.0, -2.0, -1.0, 1.0]),
+            "value": np.zeros(4),
+        }
+    )
+    metrics = tracer.metrics.result()
+    assert (metrics["trade_count"], metrics["win_rate"], metrics["profit_factor"]) == (
+        2,
+        0.5,
+        4.0,
+    )
+    assert (tracer.book is tracer.ring) == ("FILL" in traced)
+    assert len(tracer.ring) == 0

@@ -9,8 +9,10 @@ and config layer, so changing an import is all a migration needs:
 * :mod:`phasekit.compat.datamanagers` (seed 001): ``MemoryDataManager``,
   ``StreamingDataManager``, ``FileDataManager``, ``HybridDataManager`` and
   ``DataFlowContainerMixin`` (``store_result``/``get_stored_result``).
-* :mod:`phasekit.compat.tracing` (seed 002): ``MetricsEventTracer`` and
-  ``StandardPhaseConfigs``.
+* :mod:`phasekit.compat.tracing` (seed 002): ``MetricsEventTracer``,
+  ``MetricsObserver``, ``BasicMetricsCalculator`` and ``StandardPhaseConfigs``;
+  :mod:`phasekit.compat.containers`: the portfolio ``Container`` with its event bus and
+  observer hooks, ``ContainerConfig``, ``Event``, ``EventType``.
 * :mod:`phasekit.compat.stagedata` (seed 004): ``BaseDataContainer``.
 * :mod:`phasekit.compat.market_data_pipeline` (seed 003): the DAG runtime of
   ``market-data-pipeline`` (``Dag``, ``Node``, ``DagRuntime``, ``Channel``,
