@@ -1,6 +1,7 @@
 """Event time that does not depend on batching: bars and windows are the same whatever the
 batch sizes, channel capacities and partitions, equal polars ``group_by_dynamic`` for input
-in order or out of order within ``max_delay``; calendar intervals in a time zone."""
+in order or out of order within ``max_delay``; calendar intervals in a time zone. Tests that
+run a Dag run on both Channel backends (``backend_name``)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,7 @@ def test_a_slightly_late_tick_is_late_whether_fed_as_one_list_or_one_by_one() ->
     assert [(b["ts"], b["trades"]) for b in bars] == [(0, 1), (60 * S, 2)]
 
 
+@pytest.mark.usefixtures("backend_name")
 def test_shuffled_ticks_give_the_same_bars_for_every_batch_size() -> None:
     ticks = _ticks(10_000, seed=11, span_s=86_400)
     random.Random(3).shuffle(ticks)
@@ -121,6 +123,7 @@ def test_shuffled_ticks_give_the_same_bars_for_every_batch_size() -> None:
     assert sum(b["trades"] for b in bars) + len(late) == 10_000
 
 
+@pytest.mark.usefixtures("backend_name")
 def test_shuffled_ticks_within_max_delay_equal_polars() -> None:
     ticks = _ticks(10_000, seed=12, span_s=86_400)
     shuffled = ticks[:]
@@ -162,7 +165,12 @@ def test_bars_do_not_depend_on_batch_cuts(
         assert _frame(bars).equals(_polars(ticks, "1m"))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.usefixtures("backend_name")  # the backend is chosen once per test, not per example
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     seed=st.integers(0, 10_000),
     batch_size=st.integers(1, 64),
@@ -186,6 +194,7 @@ def test_bars_in_a_dag_do_not_depend_on_batches_capacities_or_partitions(
         assert late == [] and _frame(bars).equals(_polars(ticks, "1m"))
 
 
+@pytest.mark.usefixtures("backend_name")
 def test_partitioned_windows_equal_one_instance() -> None:
     events = _disorder(_ticks(2000, 5, span_s=3600, symbols="ABCDEFG"), 40 * S, 5)
 
@@ -211,6 +220,7 @@ def test_partitioned_windows_equal_one_instance() -> None:
         assert run(parallelism, batch_size) == reference
 
 
+@pytest.mark.usefixtures("backend_name")
 def test_two_inputs_hold_the_watermark_at_their_minimum() -> None:
     fast = [{"ts": t * S, "symbol": "A", "price": 1.0, "volume": 1.0} for t in range(0, 600, 10)]
     slow = [{"ts": t * S, "symbol": "B", "price": 1.0, "volume": 1.0} for t in range(0, 600, 60)]
