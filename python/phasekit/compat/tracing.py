@@ -48,6 +48,7 @@ import numpy as np
 
 import phasekit
 from phasekit.errors import InvalidArgument
+from phasekit.events import RETENTION_POLICIES as RING_POLICIES
 from phasekit.events import EventType, event_kind, register_event_kind
 from phasekit.workflow.builtin import BUILTIN_WORKFLOWS
 
@@ -61,10 +62,7 @@ ORDER = int(EventType.ORDER)
 
 #: The source's retention names and the EventRing policy each one is.
 RETENTION_POLICIES = {
-    "trade_complete": "trade_complete",
-    "sliding_window": "sliding_window",
-    "minimal": "minimal",
-    "keep_all": "keep_all",
+    **{policy: policy for policy in RING_POLICIES},
     "all": "keep_all",
     "full": "keep_all",
     "none": "minimal",
