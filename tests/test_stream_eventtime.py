@@ -383,3 +383,25 @@ def test_bar_length_is_fixed_or_read_per_bar() -> None:
     assert monthly.bar_end(feb) - feb == 29 * 86_400 * S  # a leap year's February
     with pytest.raises(InvalidArgument, match="bar_end"):
         monthly.interval  # noqa: B018
+
+
+@pytest.mark.usefixtures("backend_name")
+def test_two_columnar_inputs_give_the_bars_of_polars() -> None:
+    ticks = _ticks(4000, seed=21, span_s=7200)
+    frame = pl.DataFrame(ticks).with_columns(pl.col("ts").cast(pl.Datetime("ns")))
+    per_symbol = {s: frame.filter(pl.col("symbol") == s).to_arrow() for s in "AB"}
+    dag = Dag("cols", capacity=2)
+    for s, table in per_symbol.items():
+        dag.add_source(s, table.to_batches(max_chunksize=97), chunk=1)
+    dag.add_node("bars", ohlc_resample("1m", by="symbol"))
+    dag.add_sink("out", collect())
+    dag.add_sink("late", collect())
+    for s in per_symbol:
+        dag.connect(s, "bars")
+    dag.chain("bars", "out")
+    dag.connect("bars", "late", port="late")
+    result = dag.run()
+    assert result.results["late"] == []
+    mine = pl.concat([pl.from_arrow(b) for b in result.results["out"]])
+    mine = mine.with_columns(pl.col("ts").dt.replace_time_zone("UTC").dt.cast_time_unit("ns"))
+    assert mine.select(BAR_COLUMNS).sort("symbol", "ts").equals(_polars(ticks, "1m"))

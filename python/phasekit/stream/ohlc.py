@@ -128,8 +128,14 @@ class OhlcResample:
 
     def event_time(self, item: Any) -> int:
         """The largest timestamp in an input item (a tick, or a columnar batch)."""
-        if self._is_columnar(item):
-            ts = self._from_columns(item).ts
+        if self._is_columnar(item):  # no state touched: the runtime calls this elsewhere
+            table = _as_table(item)
+            if self.ts_field not in table.schema.names:
+                raise InvalidArgument(
+                    f"ohlc_resample: input batch has no column {self.ts_field!r} "
+                    f"(columns: {table.schema.names})"
+                )
+            ts = _ts_ns(table, self.ts_field)[0]
             return int(ts.max()) if len(ts) else MIN_TIME
         return to_ns(
             item[self.ts_field] if isinstance(item, Mapping) else getattr(item, self.ts_field)
@@ -223,29 +229,14 @@ class OhlcResample:
         return _Chunk(ts, o, h, lo, c, vol, trades, keys, items, False)
 
     def _from_columns(self, item: Any) -> _Chunk:
-        import pyarrow as pa
-
-        if isinstance(item, Mapping):
-            table = pa.table(
-                {k: np.asarray(v) if isinstance(v, list) else v for k, v in item.items()}
-            )
-        elif isinstance(item, (pa.RecordBatch, pa.Table)):
-            table = item
-        elif hasattr(item, "to_arrow") and type(item).__module__.startswith("polars"):
-            table = item.to_arrow()
-        else:
-            table = pa.table(item)
+        table = _as_table(item)
         names = table.schema.names
         for name in (self.ts_field, self.price_field if not self._is_bars(names) else "open"):
             if name not in names:
                 raise InvalidArgument(
                     f"ohlc_resample: input batch has no column {name!r} (columns: {names})"
                 )
-        ts_col = table.column(self.ts_field)
-        ts_type = ts_col.type
-        if pa.types.is_timestamp(ts_type):
-            ts_col = ts_col.cast(pa.timestamp("ns", ts_type.tz)).cast(pa.int64())
-        ts = _np(ts_col, np.int64)
+        ts, ts_type = _ts_ns(table, self.ts_field)
         n = len(ts)
         if self._is_bars(names):
             o, h, lo, c = (
@@ -492,6 +483,30 @@ class OhlcResample:
 
 
 _PART_FIELDS = ("first_ts", "open", "high", "low", "last_ts", "close", "volume", "trades")
+
+
+def _as_table(item: Any) -> Any:
+    """A columnar input item as a pyarrow Table or RecordBatch."""
+    import pyarrow as pa
+
+    if isinstance(item, Mapping):
+        return pa.table({k: np.asarray(v) if isinstance(v, list) else v for k, v in item.items()})
+    if isinstance(item, (pa.RecordBatch, pa.Table)):
+        return item
+    if hasattr(item, "to_arrow") and type(item).__module__.startswith("polars"):
+        return item.to_arrow()
+    return pa.table(item)
+
+
+def _ts_ns(table: Any, field: str) -> tuple[np.ndarray, Any]:
+    """The timestamps of a table as int64 nanoseconds, and the column's Arrow type."""
+    import pyarrow as pa
+
+    column = table.column(field)
+    ts_type = column.type
+    if pa.types.is_timestamp(ts_type):
+        column = column.cast(pa.timestamp("ns", ts_type.tz)).cast(pa.int64())
+    return _np(column, np.int64), ts_type
 
 
 def _np(column: Any, dtype: Any) -> np.ndarray:
