@@ -36,6 +36,7 @@ from phasekit.errors import (
     InvalidArgument,
     StreamError,
 )
+from phasekit.stream.dag import StreamSettings
 from phasekit.stream.eventtime import field_getter, non_negative_duration, positive_duration, to_ns
 from phasekit.stream.nodes import Out
 from phasekit.stream.ohlc import OhlcResample
@@ -692,6 +693,48 @@ async def _pull(
             pending.cancel()
 
 
+async def _available(source: AsyncIterator[T], most: int) -> AsyncIterator[list[T]]:
+    """The items of ``source`` in lists of what has arrived (at most ``most``), so that a
+    vectorised operator takes them at once: an item never waits for others (a source that
+    awaits between items gives lists of one), while a source that does not pause fills
+    lists of ``most``. The source's error is raised after the items before it."""
+    buf: list[T] = []
+    more, room = asyncio.Event(), asyncio.Event()
+    state: dict[str, Any] = {"done": False, "error": None}
+
+    async def pump() -> None:
+        try:
+            async for item in source:
+                buf.append(item)
+                more.set()
+                if len(buf) >= most:
+                    room.clear()
+                    await room.wait()
+        except Exception as exc:
+            state["error"] = exc
+        finally:
+            state["done"] = True
+            more.set()
+
+    task = asyncio.ensure_future(pump())
+    try:
+        while True:
+            if not buf:
+                if state["done"]:
+                    break
+                more.clear()
+                await more.wait()
+                continue
+            batch = buf[:]
+            buf.clear()
+            room.set()
+            yield batch
+        if state["error"] is not None:
+            raise state["error"]
+    finally:
+        task.cancel()
+
+
 # ------------------------------------------------------------------ contrib operators
 
 
@@ -721,7 +764,8 @@ async def resample_ohlc(
     close are the prices of the earliest and latest tick by time; a bar is emitted once
     the watermark (latest time - ``watermark_lag``) passes its end, and at the end of the
     input. Getters are callables or field names. Late ticks go to ``on_late`` (default:
-    dropped and logged at debug level)."""
+    dropped and logged at debug level). The ticks that have arrived are aggregated
+    together (vectorised); a tick never waits for more to arrive."""
     sym, price, ts = (
         field_getter(g, f"resample_ohlc: {n}")
         for g, n in ((get_symbol, "get_symbol"), (get_price, "get_price"), (get_time, "get_time"))
@@ -730,9 +774,9 @@ async def resample_ohlc(
     op = OhlcResample(window, ts="ts", price="price", volume=None, by="symbol",
                       max_delay=non_negative_duration(watermark_lag, "watermark_lag"))  # fmt: skip
     span = op.interval
-    async for tick in src:
-        row = {"ts": to_ns(ts(tick)), "price": price(tick), "symbol": sym(tick), "tick": tick}
-        for out in op.process_batch([row]):
+    async for ticks in _available(src, StreamSettings().batch_size):
+        rows = [{"ts": to_ns(ts(t)), "price": price(t), "symbol": sym(t), "tick": t} for t in ticks]
+        for out in op.process_batch(rows):
             if type(out) is Out:
                 _late(on_late, out.value["tick"], "resample_ohlc")
             else:
