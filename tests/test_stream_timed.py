@@ -181,3 +181,23 @@ def test_an_idle_window_fires_when_the_idle_timeout_is_due() -> None:
     times = dag.run().results["sink"]
     assert len(times) == 1  # [0, 50 ms) fires once the feed is idle for 0.1 s
     assert times[0] - t0 <= 0.4, times[0] - t0  # idle at 0.1 s; the tick is 0.5 s
+
+
+def test_idle_timeout_fires_partitioned_windows_too() -> None:
+    from phasekit.stream import StreamSettings
+
+    def feed() -> Any:
+        yield {"ts": 0, "k": "a"}
+        yield {"ts": 10**6, "k": "b"}
+        time.sleep(1.0)
+
+    dag = Dag("w", settings=StreamSettings(tick_interval=0.5))
+    dag.add_source("src", feed)
+    window = ops.tumbling("50ms", timestamp="ts", key="k", idle_timeout=0.1, aggregate=len)
+    dag.add_node("win", window, parallelism=2, key="k")
+    dag.add_sink("sink", _Arrivals())
+    dag.chain("src", "win", "sink")
+    t0 = time.perf_counter()
+    times = dag.run().results["sink"]
+    assert len(times) == 2  # one window per key, each fired by its idle instance
+    assert max(times) - t0 <= 0.4, [t - t0 for t in times]

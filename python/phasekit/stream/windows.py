@@ -197,6 +197,8 @@ class WindowOperator:
             before = self.wm.value
             if self.wm.observe(ts) != before:
                 self._advance(out)
+        elif ts > self.wm.max_seen:  # the inputs' marks set the watermark; idle_timeout
+            self.wm.max_seen = ts  # still measures from the largest timestamp seen
         return out or None
 
     def _on_mark(self, mark: Mark) -> Optional[list[Any]]:
@@ -297,7 +299,7 @@ class WindowOperator:
     def next_due(self) -> Optional[float]:
         """With ``idle_timeout``: when (``time.monotonic()`` seconds) the feed counts as
         idle, so that the runtime wakes the node then rather than at its next tick."""
-        if self.idle_timeout is None or self.wm.max_seen == MIN_TIME or self._carried is not None:
+        if self.idle_timeout is None or self.wm.max_seen == MIN_TIME:
             return None
         left = self.idle_timeout - (self.clock() - self._last_event_clock)
         return time.monotonic() + left / 1e9
@@ -305,7 +307,7 @@ class WindowOperator:
     def on_tick(self, now_ns: int) -> Optional[list[Any]]:
         """With ``idle_timeout``: when no item came for that long (processing time), move
         the watermark on by the time elapsed so that open windows fire without new input."""
-        if self.idle_timeout is None or self.wm.max_seen == MIN_TIME or self._carried is not None:
+        if self.idle_timeout is None or self.wm.max_seen == MIN_TIME:
             return None
         idle = self.clock() - self._last_event_clock
         if idle < self.idle_timeout:
