@@ -201,3 +201,14 @@ def test_idle_timeout_fires_partitioned_windows_too() -> None:
     times = dag.run().results["sink"]
     assert len(times) == 2  # one window per key, each fired by its idle instance
     assert max(times) - t0 <= 0.4, [t - t0 for t in times]
+
+
+def test_feedback_polls_the_largest_of_its_probe_and_the_nodes_pressure() -> None:
+    fb = Feedback(high=10, low=2, probe=lambda: 1.0)
+    store = [30.0]
+    fb.attach(lambda: store[0])
+    fb.poll()
+    assert fb.pressure == 30.0 and fb.throttled
+    store[0] = 0.0
+    fb.poll()
+    assert fb.pressure == 1.0 and not fb.throttled
