@@ -169,7 +169,7 @@ class _Sink(io.RawIOBase):
         return len(chunk)
 
     def take(self) -> bytes:
-        out = b"".join(self.parts)
+        out = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         self.parts.clear()
         return out
 
