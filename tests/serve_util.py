@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,3 +121,38 @@ def fill(catalog: Catalog) -> Filled:
     )
     catalog.finish_process("opt-a")
     return Filled(arrow, parquet, csv, json_file, inline, memory, folder, other, table)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(*args: str, host: str = "127.0.0.1", port: int) -> Iterator[str]:
+    """``phasekit serve ARGS`` in a subprocess; yields its URL once /health answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "phasekit.cli", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://{host}:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"phasekit serve exited: {proc.communicate()[1]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("phasekit serve did not answer")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

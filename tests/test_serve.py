@@ -16,16 +16,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
 from catalog_util import sample_table, store
-from phasekit.catalog import Catalog, open_catalog
+from phasekit.catalog import Catalog, CatalogRecorder, open_catalog
 from phasekit.checksum import bytes_checksum
+from phasekit.crypt import Encryption, generate_key, open_encryption
 from phasekit.serve import create_app
-from serve_util import Filled, LiveServer, fill
+from phasekit.stores import FileStore
+from serve_util import Filled, LiveServer, fill, free_port, serving
 
 pytest_plugins = ["conftest_pg"]
 
@@ -312,6 +315,18 @@ def test_delete_item_removes_file_and_row(fresh: Served) -> None:
     assert c.get(f"/items/{f.csv}").status_code == 404
 
 
+def test_report_page_of_a_run(served: Served) -> None:
+    from phasekit.report import render_report
+
+    response = served.client.get("/runs/opt-a/report")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    # the page of a run is the same each time it is rendered: compared whole
+    assert response.text == render_report(served.catalog, "opt-a")
+    assert "opt-a" in response.text
+    assert served.client.get("/runs/nope/report").status_code == 404
+
+
 # ------------------------------------------------------------------ health, metrics, schema
 def test_health_metrics_and_openapi(served: Served) -> None:
     c = served.client
@@ -359,3 +374,51 @@ def test_items_recorded_later_are_listed(fresh: Served) -> None:
     store(fresh.catalog, "val-b", "validate", "late", sample_table(5), "csv")
     names = [row["entity_name"] for row in fresh.client.get("/runs/val-b/items").json()["items"]]
     assert names == ["containers", "late"]
+
+
+# ------------------------------------------------------------------ encrypted items
+def _encrypted_item(catalog: Catalog, results: Path, table: pa.Table, enc: Encryption) -> int:
+    catalog.start_process("wfenc", process_id="enc-run")
+    recorder = CatalogRecorder(catalog, "enc-run", "p")
+    store = FileStore(
+        results / "enc-run", run="enc-run", phase="p", recorder=recorder, encryption=enc
+    )
+    store.put("t", table)
+    return catalog.list_items("enc-run")[0].id
+
+
+def test_encrypted_item_is_decrypted_with_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PK_SERVE_KEY", generate_key())
+    enc = open_encryption("env:PK_SERVE_KEY")
+    results = tmp_path / "results"
+    catalog = open_catalog(results, results_dir=results)
+    table = sample_table(300)
+    item = _encrypted_item(catalog, results, table, enc)
+    with LiveServer(create_app(catalog, enc)) as server, server.client() as c:
+        got = c.get(f"/items/{item}/data", params={"columns": "s,i", "limit": 20})
+        assert got.status_code == 200, got.text
+        assert (
+            pa.ipc.open_stream(got.content).read_all().equals(table.select(["s", "i"]).slice(0, 20))
+        )
+        stored = c.get(f"/items/{item}/file").content  # the bytes as stored: encrypted
+        assert b"r299" not in stored and stored == catalog.get_item(item).path.read_bytes()  # type: ignore[union-attr]
+    with LiveServer(create_app(catalog)) as server, server.client() as c:
+        refused = c.get(f"/items/{item}/data")
+        assert refused.status_code == 409
+        assert refused.json()["error"] == "KeyUnavailable"
+        assert enc.key_id in refused.json()["message"]
+    catalog.close()
+
+
+def test_serve_key_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PK_SERVE_FLAG_KEY", generate_key())  # the server process inherits it
+    enc = open_encryption("env:PK_SERVE_FLAG_KEY")
+    results = tmp_path / "results"
+    with open_catalog(results, results_dir=results) as catalog:
+        item = _encrypted_item(catalog, results, sample_table(50), enc)
+    for args, status in ((["--key", "env:PK_SERVE_FLAG_KEY"], 200), ([], 409)):
+        port = free_port()
+        with serving(str(results), "--port", str(port), *args, port=port) as url:
+            assert httpx.get(f"{url}/items/{item}/data", timeout=30).status_code == status

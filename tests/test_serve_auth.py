@@ -150,6 +150,7 @@ ENDPOINTS = (
     ("GET", "/items/{arrow}/file", "read"),
     ("GET", "/compare?a=opt-a&b=val-b", "read"),
     ("GET", "/runs/opt-a/export", "read"),
+    ("GET", "/runs/opt-a/report", "read"),
     ("GET", "/metrics", "read"),
     ("DELETE", "/items/999999", "write"),
     ("GET", "/tokens", "admin"),
@@ -202,6 +203,7 @@ def test_run_pattern_hides_other_runs(setup: Setup) -> None:
             c.get("/items/999999"),  # missing: a limited token cannot tell
             c.get("/compare", params={"a": "opt-a", "b": "val-b"}),
             c.get("/runs/val-b/export"),
+            c.get("/runs/val-b/report"),
             c.get("/search", params={"q": "sharpe", "run": "val-b"}),
         ]
         for response in forbidden:
@@ -220,6 +222,8 @@ def test_stage_pattern_filters_items(setup: Setup) -> None:
         assert listed == [f.other_run]
         assert c.get(f"/items/{f.arrow}").status_code == 403
         assert c.get(f"/items/{f.other_run}/data").status_code == 200
+        # a report draws every stage of its run: not for a token limited to stages
+        assert c.get("/runs/val-b/report").status_code == 403
         metrics = c.get("/compare", params={"a": "opt-a", "b": "val-b"}).json()["metrics"]
         assert {m["stage_name"] for m in metrics} == {"validate"}
         page = c.get("/runs/opt-a/items", params={"limit": 1}).json()
@@ -299,6 +303,7 @@ def _attempts(setup: Setup, value: str) -> list[tuple[str, str, dict[str, object
             ("GET", f"/runs/{segment}", q),
             ("GET", f"/runs/{segment}/items", q),
             ("GET", f"/runs/{segment}/export", q),
+            ("GET", f"/runs/{segment}/report", q),
             ("GET", f"/items/{segment}", q),
             ("GET", f"/items/{segment}/data", q),
             ("GET", f"/items/{segment}/file", q),

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import pytest
 
 from phasekit.catalog import open_catalog
 from phasekit.serve import create_app
-from serve_util import LiveServer, fill
+from serve_util import LiveServer, fill, free_port, serving
 
 pytest_plugins = ["conftest_pg"]
 
@@ -35,41 +32,6 @@ def cli(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
     )
     assert proc.returncode == expect, (proc.stdout, proc.stderr)
     return proc
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serving(*args: str, host: str = "127.0.0.1", port: int) -> Iterator[str]:
-    """``phasekit serve ARGS`` in a subprocess; yields its URL once /health answers."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "phasekit.cli", "serve", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://{host}:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"phasekit serve exited: {proc.communicate()[1]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("phasekit serve did not answer")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)
 
 
 @pytest.fixture

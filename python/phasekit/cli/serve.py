@@ -8,12 +8,14 @@ from typing import Any
 
 from phasekit.catalog.tokens import SCOPES, create_token, list_tokens, revoke_token
 from phasekit.cli.catalog import _common, _console, _emit_json, _open, _table, _when
+from phasekit.crypt import open_encryption
 from phasekit.serve import DEFAULT_HOST, DEFAULT_PORT, open_served_catalog, serve
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    encryption = open_encryption(args.key, "--key") if args.key is not None else None
     with open_served_catalog(args.results_dir, args.catalog) as catalog:
-        serve(catalog, host=args.host, port=args.port)
+        serve(catalog, host=args.host, port=args.port, encryption=encryption)
     return 0
 
 
@@ -84,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     p.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)"
+    )
+    p.add_argument(
+        "--key",
+        metavar="SPEC",
+        help="master key that decrypts encrypted items: env:NAME or file:PATH",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -16,16 +16,17 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from phasekit.catalog import Catalog
+    from phasekit.crypt import Encryption
 
 
-def create_app(catalog: Catalog) -> FastAPI:
+def create_app(catalog: Catalog, encryption: Encryption | None = None) -> FastAPI:
     """The FastAPI application serving ``catalog`` (see :mod:`phasekit.serve.app`)."""
     from phasekit._optional import require
 
     require("fastapi", feature="phasekit serve")
     from phasekit.serve.app import create_app as build
 
-    return build(catalog)
+    return build(catalog, encryption)
 
 
 __all__ = [

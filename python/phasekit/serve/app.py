@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,32 +26,37 @@ from phasekit.catalog.encode import parse_meta, parse_since
 from phasekit.catalog.export import source_format
 from phasekit.catalog.tokens import list_tokens, revoke_token
 from phasekit.catalog.uris import reference_scheme
+from phasekit.crypt import Encryption
 from phasekit.errors import (
     AccessDenied,
     CatalogError,
     ConfigError,
     CorruptDataError,
     InvalidArgument,
+    KeyUnavailable,
+    MissingDependency,
     NotAuthenticated,
     PhasekitError,
     UnknownKey,
     UnsafePath,
 )
+from phasekit.report import render_report
 from phasekit.serve import archive, models
 from phasekit.serve.auth import FORBIDDEN, Access, Gate
 from phasekit.serve.data import (
     MEDIA_TYPES,
     OUTPUT_FORMATS,
     TABLE_SOURCES,
-    TableSource,
     choose_format,
     encode,
     file_chunks,
     inline_json,
+    open_table,
     parse_columns,
     parse_range,
 )
 from phasekit.serve.metrics import Metrics, MetricsMiddleware
+from phasekit.stores.sealed import read_plain
 
 log = logging.getLogger("phasekit.serve")
 
@@ -78,6 +83,8 @@ STATUS: tuple[tuple[type[PhasekitError], int], ...] = (
     (UnsafePath, 400),
     (CorruptDataError, 409),
     (CatalogError, 409),
+    (KeyUnavailable, 409),
+    (MissingDependency, 501),
 )
 """HTTP status of each phasekit error (first match); anything else is 500."""
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -180,10 +187,12 @@ def _stored_headers(item: ItemRow) -> dict[str, str]:
 
 
 class Api:
-    """The request handlers over one catalog (the routes are added by :func:`create_app`)."""
+    """The request handlers over one catalog (the routes are added by :func:`create_app`);
+    ``encryption``: the master key that decrypts encrypted items for ``/data``."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, encryption: Encryption | None = None) -> None:
         self.catalog = catalog
+        self.encryption = encryption
         self.gate = Gate(catalog)
 
     # --------------------------------------------------------------- access
@@ -290,12 +299,17 @@ class Api:
             )
         self.catalog.verify_item(item)
         kind = "parquet" if path.is_dir() else source_format(item, path)
+        plain = None if path.is_dir() else read_plain(path, self.encryption, item.label)
         if kind in TABLE_SOURCES:
-            source = TableSource(path, kind, columns)
+            source = open_table(path, kind, columns, plain, item.label)
             body: Iterator[bytes] = encode(fmt, source, limit)
         elif kind == "json" and fmt == "json" and columns is None and limit is None:
             size = path.stat().st_size
-            body = file_chunks(path, 0, size - 1, item.checksum, item.label)
+            body = (
+                iter([plain])
+                if plain is not None
+                else file_chunks(path, 0, size - 1, item.checksum, item.label)
+            )
         else:
             raise InvalidArgument(
                 f"{item.label} is a {kind or 'unknown'} file, not a table; allowed: "
@@ -536,6 +550,22 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
         """A run's files, inline values and a manifest as one tar stream."""
         return api.export(access, api.run_for(access, run_id))
 
+    @router.get(
+        "/runs/{run_id}/report",
+        response_class=Response,  # errors stay JSON in the schema; the page is text/html
+        responses={
+            200: {"content": {"text/html": {"schema": {"type": "string"}}}},
+            501: {"model": models.ErrorBody, "description": "plotly is not installed"},
+        },
+    )
+    def report(run_id: Annotated[str, Path(max_length=500)], access: Access = read) -> Response:
+        """The run's HTML report (`phasekit report`): one offline page. A token limited to
+        stages gets 403: the page draws every stage of the run."""
+        run = api.run_for(access, run_id)
+        if access.token is not None and access.token.stages is not None:
+            raise AccessDenied(FORBIDDEN)
+        return HTMLResponse(render_report(catalog, run.process_id))
+
     @router.get("/tokens", response_model=list[models.Token])
     def get_tokens(access: Access = admin) -> list[models.Token]:
         """Every API token (never its secret)."""
@@ -549,8 +579,9 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
         return models.Token(**revoke_token(catalog, token_id).to_dict())
 
 
-def create_app(catalog: Catalog) -> FastAPI:
-    """The FastAPI application serving ``catalog`` (the caller keeps it open and closes it)."""
+def create_app(catalog: Catalog, encryption: Encryption | None = None) -> FastAPI:
+    """The FastAPI application serving ``catalog`` (the caller keeps it open and closes it);
+    ``encryption`` decrypts encrypted items (else reading one is a KeyUnavailable, 409)."""
     from phasekit import __version__
 
     app = FastAPI(
@@ -560,7 +591,7 @@ def create_app(catalog: Catalog) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    api = Api(catalog)
+    api = Api(catalog, encryption)
     metrics = Metrics()
     router = APIRouter(responses=ERROR_RESPONSES)
 

@@ -84,10 +84,17 @@ def _sliced(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 
 
 class TableSource:
-    """The schema and batches of a stored table (a file, or a partitioned Parquet folder)."""
+    """The schema and batches of a stored table (a file, or a partitioned Parquet folder);
+    ``plain``: the decrypted bytes of an encrypted file, read instead of the file."""
 
-    def __init__(self, path: Path, fmt: str, columns: Sequence[str] | None) -> None:
-        self.schema, self._batches = _open(path, fmt, columns)
+    def __init__(
+        self, path: Path, fmt: str, columns: Sequence[str] | None, plain: bytes | None = None
+    ) -> None:
+        source: str | pa.NativeFile = str(path) if plain is None else pa.BufferReader(plain)
+        if plain is None and path.is_dir():
+            self.schema, self._batches = _dataset(path, columns)
+        else:
+            self.schema, self._batches = _open(source, fmt, columns)
 
     def batches(self, limit: int | None) -> Iterator[pa.RecordBatch]:
         left = limit
@@ -100,26 +107,28 @@ class TableSource:
             yield batch
 
 
-def _open(
-    path: Path, fmt: str, columns: Sequence[str] | None
+def _dataset(
+    path: Path, columns: Sequence[str] | None
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    if path.is_dir():
-        import pyarrow.dataset as ds
+    import pyarrow.dataset as ds
 
-        dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
-        _check_columns(dataset.schema, columns)
-        schema = (
-            dataset.schema
-            if columns is None
-            else pa.schema([dataset.schema.field(c) for c in columns])
-        )
-        return schema, iter(dataset.to_batches(columns=list(columns) if columns else None))
+    dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+    _check_columns(dataset.schema, columns)
+    schema = dataset.schema
+    if columns is not None:
+        schema = pa.schema([dataset.schema.field(c) for c in columns])
+    return schema, iter(dataset.to_batches(columns=list(columns) if columns else None))
+
+
+def _open(
+    source: str | pa.NativeFile, fmt: str, columns: Sequence[str] | None
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     if fmt == "arrow":
-        return _arrow(path, columns)
+        return _arrow(source, columns)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        pfile = pq.ParquetFile(str(path))
+        pfile = pq.ParquetFile(source)
         schema = pfile.schema_arrow
         _check_columns(schema, columns)
         if columns is not None:
@@ -127,7 +136,7 @@ def _open(
         return schema, pfile.iter_batches(batch_size=65536, columns=columns)
     import pyarrow.csv as pcsv
 
-    reader = pcsv.open_csv(str(path))
+    reader = pcsv.open_csv(source)
     _check_columns(reader.schema, columns)
     return _projected(reader.schema, iter(reader), columns)
 
@@ -140,8 +149,10 @@ def _projected(
     return pa.schema([schema.field(c) for c in columns]), (b.select(columns) for b in batches)
 
 
-def _arrow(path: Path, columns: Sequence[str] | None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    source = pa.memory_map(str(path), "r")
+def _arrow(
+    where: str | pa.NativeFile, columns: Sequence[str] | None
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    source = pa.memory_map(where, "r") if isinstance(where, str) else where
     try:
         reader = pa.ipc.open_file(source)
     except pa.ArrowInvalid:
@@ -152,6 +163,16 @@ def _arrow(path: Path, columns: Sequence[str] | None) -> tuple[pa.Schema, Iterat
     _check_columns(reader.schema, columns)
     batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
     return _projected(reader.schema, batches, columns)
+
+
+def open_table(
+    path: Path, fmt: str, columns: Sequence[str] | None, plain: bytes | None, label: str
+) -> TableSource:
+    """A :class:`TableSource`; a file that does not read as ``fmt`` is CorruptDataError."""
+    try:
+        return TableSource(path, fmt, columns, plain)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptDataError(f"{label}: file {path} does not read as {fmt}: {exc}") from None
 
 
 class _Sink(io.RawIOBase):
@@ -281,6 +302,7 @@ __all__ = [
     "encode",
     "file_chunks",
     "inline_json",
+    "open_table",
     "parse_columns",
     "parse_range",
 ]

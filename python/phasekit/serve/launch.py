@@ -8,6 +8,7 @@ from pathlib import Path
 
 from phasekit._optional import require
 from phasekit.catalog import Catalog, open_catalog
+from phasekit.crypt import Encryption
 from phasekit.errors import InvalidArgument
 from phasekit.serve.auth import check_bind
 
@@ -38,14 +39,20 @@ def check_port(port: int) -> int:
     return port
 
 
-def serve(catalog: Catalog, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serve ``catalog`` on ``host``:``port`` until interrupted (blocks)."""
+def serve(
+    catalog: Catalog,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    encryption: Encryption | None = None,
+) -> None:
+    """Serve ``catalog`` on ``host``:``port`` until interrupted (blocks); ``encryption``
+    decrypts encrypted items."""
     require("fastapi", feature="phasekit serve")
     uvicorn = require("uvicorn", feature="phasekit serve")
     check_bind(catalog, host)
     check_port(port)
     from phasekit.serve.app import create_app
 
-    app = create_app(catalog)
+    app = create_app(catalog, encryption)
     log.warning("serving catalog %s on http://%s:%d", catalog.url, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
