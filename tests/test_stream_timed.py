@@ -47,7 +47,7 @@ def test_throttled_items_reach_the_sink_spaced_by_the_rate() -> None:
     assert len(times) == 5
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # 5/s: one item every 0.2 s; generous bounds for a loaded machine
-    assert all(0.15 <= g <= 0.45 for g in gaps), gaps
+    assert all(0.1 <= g <= 0.5 for g in gaps), gaps
     assert times[0] - t0 < 0.15  # the bucket starts full: the first item passes at once
 
 
