@@ -194,6 +194,26 @@ RUN_CASES: dict[str, tuple[dict[str, Any], Callable[[RunResult], None]]] = {
         },
         _retained_at_most(2),
     ),
+    "execution.trace_settings.container_settings": (
+        {
+            **JSON_FILES,
+            "execution": {
+                "trace_settings": {
+                    "container_settings": {
+                        "portfolio*": {"max_events": 2, "retention_policy": "sliding_window"}
+                    }
+                }
+            },
+        },
+        _retained_at_most(2),
+    ),
+    "container_settings-enabled": (
+        {
+            **JSON_FILES,
+            "execution": {"trace_settings": {"container_settings": {"*": {"enabled": False}}}},
+        },
+        _no_events,
+    ),
     "trace_level-none": ({**JSON_FILES, "trace_level": "none"}, _no_events),
     "trace_level-minimal": ({**JSON_FILES, "trace_level": "minimal"}, _no_trades_file),
     "execution.trace_level-debug": (
@@ -356,9 +376,17 @@ REFUSED = {
         "memory.global_limit_mb",
     ),
     "trace_dir": ({"execution": {"trace_settings": {"trace_dir": "./traces"}}}, "no event trace"),
-    "container_settings": (
-        {"execution": {"trace_settings": {"container_settings": {"portfolio*": {}}}}},
-        "containers:",
+    "phase-container_settings": (
+        {
+            "phase_overrides": {
+                PHASE: {"execution": {"trace_settings": {"container_settings": {"p*": {}}}}}
+            }
+        },
+        "set it in the top-level execution.trace_settings",
+    ),
+    "container_settings-save_to_disk": (
+        {"execution": {"trace_settings": {"container_settings": {"p*": {"save_to_disk": True}}}}},
+        "no event trace files",
     ),
     "container-store_trades": (
         {"containers": {"portfolio_*": {"results": {"collection": {"store_trades": False}}}}},
@@ -385,6 +413,28 @@ def test_unsupported_keys_say_what_to_write(tmp_path: Path, case: str) -> None:
     extra, message = REFUSED[case]
     with pytest.raises(ConfigError, match=message):
         load_and_resolve(config(tmp_path / "results", **extra))
+
+
+def test_containers_win_over_container_settings(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path / "results",
+        execution={
+            "trace_settings": {
+                "container_settings": {
+                    "portfolio_*": {"max_events": 50, "trace_level": "full"},
+                    "portfolio_00001": {"enabled": False},
+                }
+            }
+        },
+        containers={"portfolio_*": {"sliding_window_size": 60}},
+    )
+    phase = load_and_resolve(cfg).phase(PHASE)
+    one = phase.container("portfolio_00000").settings
+    assert one.sliding_window_size == 60 and one.retention_policy == "keep_all"
+    assert one.provenance("retention_policy").path == (
+        "execution.trace_settings.container_settings.portfolio_*.trace_level"
+    )
+    assert phase.container("portfolio_00001").settings.event_tracing == ()
 
 
 def test_true_switches_load(tmp_path: Path) -> None:

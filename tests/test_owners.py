@@ -240,7 +240,7 @@ def test_checksums_agree_across_backends_and_layers(tmp_path: Path, backend: Mod
 
 def test_docs_config_lists_every_allowed_value() -> None:
     from phasekit.catalog.cleanup import POLICIES
-    from phasekit.config import vocab
+    from phasekit.config import admf, vocab
     from phasekit.stores.formats import FORMATS
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
@@ -262,6 +262,10 @@ def test_docs_config_lists_every_allowed_value() -> None:
         "topologies": vocab.TOPOLOGIES,
         "output kinds": vocab.OUTPUT_KINDS,
         "data sources": vocab.DATA_SOURCES,
+        "results layouts": registry.RESULTS_LAYOUTS,
+        "trace levels": tuple(admf.TRACE_LEVELS),
+        "results storage modes": tuple(admf.STORAGE_MODES),
+        "event kind aliases": tuple(vocab.EVENT_KIND_ALIASES),
     }
     for what, values in lists.items():
         missing = sorted(str(v) for v in values if str(v) not in quoted)

@@ -20,6 +20,7 @@ from phasekit.config.fields import (
     Bool,
     MegaBytes,
     Model,
+    Pattern,
     PositiveInt,
     check_event_kind,
     check_text,
@@ -244,6 +245,16 @@ EventList = Annotated[list[str], PlainValidator(string_list(check_event_kind, Fa
 RetentionPolicy = Annotated[str, PlainValidator(choice(RETENTION_POLICIES))]
 
 
+class ContainerTrace(Model):
+    """One pattern of ``execution.trace_settings.container_settings``."""
+
+    enabled: Optional[Bool] = None
+    max_events: Optional[PositiveInt] = None
+    retention_policy: Optional[RetentionPolicy] = None
+    trace_level: Optional[TraceLevel] = None
+    save_to_disk: Optional[Annotated[Any, PlainValidator(refused(NO_TRACE_FILES))]] = None
+
+
 class TraceSettings(Model):
     """``execution.trace_settings``."""
 
@@ -273,17 +284,7 @@ class TraceSettings(Model):
             ),
         ]
     ] = None
-    container_settings: Optional[
-        Annotated[
-            Any,
-            PlainValidator(
-                refused(
-                    "write containers: {<pattern>: {retention_policy, sliding_window_size, "
-                    "event_tracing}} at the top level"
-                )
-            ),
-        ]
-    ] = None
+    container_settings: Optional[dict[Pattern, ContainerTrace]] = None
 
 
 class ExecutionBlock(Model):
@@ -418,6 +419,7 @@ __all__ = [
     "FOREIGN_SECTIONS",
     "STORAGE_MODES",
     "TRACE_LEVELS",
+    "ContainerTrace",
     "ExecutionBlock",
     "MetricsBlock",
     "ResultsBlock",

@@ -12,7 +12,13 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple, Optional
 
-from phasekit.config.admf import STORAGE_MODES, TRACE_LEVELS, ExecutionBlock, ResultsBlock
+from phasekit.config.admf import (
+    STORAGE_MODES,
+    TRACE_LEVELS,
+    ContainerTrace,
+    ExecutionBlock,
+    ResultsBlock,
+)
 from phasekit.config.messages import format_path
 from phasekit.config.model import Settings
 from phasekit.config.provenance import RANK_LEVELS, Level, Provenance
@@ -281,6 +287,13 @@ def _execution(b: _Builder, block: Optional[ExecutionBlock]) -> None:
     if block.enable_event_tracing is False:
         b.put("event_tracing", (), (*path, "enable_event_tracing"), False)
     ts = block.trace_settings
+    if ts is not None and ts.container_settings is not None:
+        if not b.run_wide or b.label or b.pattern is not None:
+            where = b.label + format_path((*b.where, *path, "trace_settings", "container_settings"))
+            raise ConfigError(
+                f"{where}: container_settings selects containers of every phase; set it in "
+                "the top-level execution.trace_settings (or write containers.<pattern> there)"
+            )
     if ts is not None:
         b.fields(
             ts,
@@ -291,6 +304,26 @@ def _execution(b: _Builder, block: Optional[ExecutionBlock]) -> None:
                 "events_to_trace": "event_tracing",
             },
         )
+
+
+def trace_patterns(
+    entries: Mapping[str, ContainerTrace], where: tuple[Any, ...], rank: int
+) -> dict[str, Patch]:
+    """The patch of each pattern of ``execution.trace_settings.container_settings``:
+    ``enabled: false`` traces nothing, ``max_events`` is ``sliding_window_size``,
+    ``retention_policy`` and ``trace_level`` as anywhere."""
+    out: dict[str, Patch] = {}
+    for pattern, entry in entries.items():
+        b = _Builder((*where, pattern), "", rank, False, pattern)
+        b.fields(
+            entry, (), {"max_events": "sliding_window_size", "retention_policy": "retention_policy"}
+        )
+        if entry.enabled is False:
+            b.put("event_tracing", (), ("enabled",), False)
+        presets = _Builder((*where, pattern), "", rank, False, pattern)
+        _trace_level(presets, entry.trace_level, ("trace_level",))
+        out[pattern] = {**presets.patch, **b.patch}
+    return out
 
 
 def _trace_level(b: _Builder, level: Optional[str], path: tuple[Any, ...]) -> None:

@@ -31,7 +31,14 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel
 
-from phasekit.config.layers import Patch, build_settings, defaults_patch, flatten, merge
+from phasekit.config.layers import (
+    Patch,
+    build_settings,
+    defaults_patch,
+    flatten,
+    merge,
+    trace_patterns,
+)
 from phasekit.config.load import Source, load_config, validate
 from phasekit.config.model import (
     RUN_PARAM_FIELDS,
@@ -201,8 +208,7 @@ class _Resolver:
         if name in self.overrides:
             key, override = self.overrides[name]
             levels.append(flatten(override, ("phase_overrides", key), rank=7))
-        if self.config.containers:
-            levels.append(self._slot(self.config.containers, ("containers",), 8, ""))
+        levels.extend(self._user_slots())
         levels.append(self.rt_patch)
         if name in self.rt_phases:
             where = ("phase_overrides", self.rt_keys[name])
@@ -212,13 +218,25 @@ class _Resolver:
         return levels
 
     def _run_wide_levels(self) -> list[Layer]:
-        levels: list[Layer] = [self.package, self.global_patch]
-        if self.config.containers:
-            levels.append(self._slot(self.config.containers, ("containers",), 8, ""))
+        levels: list[Layer] = [self.package, self.global_patch, *self._user_slots()]
         levels.append(self.rt_patch)
         if self.rt_containers:
             levels.append(self._slot(self.rt_containers, ("containers",), 11, "--set "))
         return levels
+
+    def _user_slots(self) -> list[_Slot]:
+        """The container levels of the file: the source project's
+        ``execution.trace_settings.container_settings``, then ``containers`` (which wins)."""
+        slots = []
+        execution = self.config.execution
+        traced = execution.trace_settings if execution is not None else None
+        if traced is not None and traced.container_settings:
+            where = ("execution", "trace_settings", "container_settings")
+            patches = trace_patterns(traced.container_settings, where, 8)
+            slots.append(_Slot(".".join(where), MappingProxyType(patches)))
+        if self.config.containers:
+            slots.append(self._slot(self.config.containers, ("containers",), 8, ""))
+        return slots
 
     @staticmethod
     def _slot(
