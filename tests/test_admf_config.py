@@ -698,3 +698,30 @@ trace_level: normal
         assert list((res.run_dir / "validation" / "test").glob("all_trades.*"))
     finally:
         res.close()
+
+
+def test_config_show_loads_the_vocabulary_and_refuses_a_foreign_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phasekit.cli import main
+
+    good = tmp_path / "with_results.yaml"
+    good.write_text(
+        "workflow: optimization\nresults:\n  max_events: 500\n  retention_policy: sliding_window\n"
+        "phase_overrides:\n  parameter_search:\n    execution: {trace_level: debug}\n"
+    )
+    assert main(["config", "show", str(good), "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    settings = view["phases"][PHASE]["settings"]
+    # the phase's preset wins over the top level; the top level's max_events is below it
+    assert settings["sliding_window_size"] == 50_000
+    assert settings["sources"]["sliding_window_size"]["path"] == (
+        "phase_overrides.parameter_search.execution.trace_level"
+    )
+    assert view["base"]["sources"]["sliding_window_size"]["path"] == "results.max_events"
+    bad = tmp_path / "original.yaml"
+    bad.write_text("workflow: optimization\nresults: {max_events: 5}\nclassifiers: []\n")
+    for command in (["config", "show", str(bad)], ["run", str(bad)]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "section 'classifiers'" in err and "line 3" in err
