@@ -194,15 +194,23 @@ def test_bars_in_a_dag_do_not_depend_on_batches_capacities_or_partitions(
         assert late == [] and _frame(bars).equals(_polars(ticks, "1m"))
 
 
+_WINDOWS = {
+    "tumbling": lambda **kw: ops.tumbling("1m", **kw),
+    "sliding": lambda **kw: ops.sliding("1m", "20s", **kw),
+    "session": lambda **kw: ops.session("8s", **kw),
+}
+
+
 @pytest.mark.usefixtures("backend_name")
-def test_partitioned_windows_equal_one_instance() -> None:
-    events = _disorder(_ticks(2000, 5, span_s=3600, symbols="ABCDEFG"), 40 * S, 5)
+@pytest.mark.parametrize("kind", sorted(_WINDOWS))
+def test_partitioned_windows_equal_one_instance(kind: str) -> None:
+    events = _disorder(_ticks(2000, 5, span_s=3600, symbols="ABCDEFG"), 80 * S, 5)
 
     def run(parallelism: int, batch_size: int) -> tuple[list[Any], list[Any]]:
         dag = Dag("w", batch_size=batch_size, capacity=8)
         dag.add_source("src", events)
-        window = ops.tumbling(
-            "1m", timestamp="ts", key="symbol", max_delay="10s", allowed_lateness="15s",
+        window = _WINDOWS[kind](
+            timestamp="ts", key="symbol", max_delay="10s", allowed_lateness="15s",
             aggregate=lambda items: sum(i["volume"] for i in items),
         )  # fmt: skip
         dag.add_node("win", window, parallelism=parallelism, key="symbol")
