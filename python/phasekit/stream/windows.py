@@ -56,7 +56,9 @@ class TumblingWindows:
     default), or a calendar interval (``"1d"`` with ``time_zone``, ``"1w"``, ``"1mo"``)."""
 
     def __init__(self, size: Any, offset: Any = 0, time_zone: Any = None) -> None:
-        self.bins = parse_interval(size, time_zone=time_zone, offset=offset, name="size")
+        self.bins = parse_interval(
+            size, time_zone=time_zone, offset=offset, name="tumbling window size"
+        )
 
     def assign(self, ts: int) -> list[tuple[int, int]]:
         start = self.bins.floor1(ts)
