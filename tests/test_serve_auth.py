@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from phasekit.catalog import Catalog, open_catalog
+from phasekit.catalog.schema import SCHEMA_VERSION, TOKEN_COLUMNS
 from phasekit.catalog.tokens import (
     UNAUTHENTICATED,
     authenticate,
@@ -378,3 +379,17 @@ def test_catalog_row_pointing_outside_the_root_is_refused(tmp_path: Path) -> Non
             assert MARKER not in response.text
             assert "outside its root" in response.text or "symbolic link" in response.text
     catalog.close()
+
+
+def test_a_version_4_catalog_gains_the_tokens_table(catalog_url: str, results_dir: Path) -> None:
+    with open_catalog(catalog_url, results_dir=results_dir) as cat:
+        cat.start_process("wf", process_id="old")
+        cat._write("DROP TABLE api_tokens")
+        cat._write("ALTER TABLE intermediate_data DROP COLUMN key_id")
+        cat._write("UPDATE phasekit_schema SET version = 4")
+        assert cat.table_columns("api_tokens") == []
+    with open_catalog(catalog_url, results_dir=results_dir, create=False) as cat:
+        assert cat.table_columns("api_tokens") == list(TOKEN_COLUMNS)
+        token, row = create_token(cat, "admin", runs="old")
+        assert authenticate(cat, token).token_id == row.token_id
+        assert cat._read("SELECT version FROM phasekit_schema")[0][0] == SCHEMA_VERSION

@@ -167,5 +167,9 @@ def test_token_revoke(results: Path) -> None:
     ):
         with server.client(created["token"]) as c:
             assert c.get("/runs").status_code == 401
+    other = json.loads(cli("token", "create", "--json", *where).stdout)
+    revoked = json.loads(cli("token", "revoke", other["token_id"], "--json", *where).stdout)
+    assert revoked["token_id"] == other["token_id"] and revoked["status"] == "revoked"
+    assert revoked["revoked_at"] is not None and "token" not in revoked
     missing = cli("token", "revoke", "0" * 16, *where, expect=1)
     assert "API token '0000000000000000' is not in catalog" in missing.stderr
