@@ -1012,9 +1012,9 @@ impl EventRing {
             w.extend(batch);
             self.seen += batch.len() as u64;
             for i in 0..batch.len() {
-                let e = batch.row(i);
-                if e.kind == FILL || e.kind == POSITION_CLOSE {
-                    self.apply(&e);
+                let kind = batch.kind.get(i);
+                if kind == FILL || kind == POSITION_CLOSE {
+                    self.apply(&batch.row(i));
                 }
             }
             return;

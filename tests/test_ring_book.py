@@ -256,3 +256,18 @@ def test_container_tracer_takes_trades_from_the_book(backend_name: str, traced: 
     )
     assert (tracer.book is tracer.ring) == ("FILL" in traced)
     assert len(tracer.ring) == 0
+
+
+@pytest.mark.parametrize("policy", ["sliding_window", "trade_complete"])
+def test_extend_with_default_columns_reaches_the_book(backend: ModuleType, policy: str) -> None:
+    """Columns left out (symbol, value) take their defaults in the book too."""
+    ring = backend.EventRing(policy, capacity=2, keep_trades=True)
+    ring.extend(
+        {
+            "ts": np.arange(3, dtype=np.int64),
+            "kind": np.array([FILL, ORDER, FILL], dtype=np.uint16),
+            "price": np.array([10.0, 0.0, 13.0]),
+            "quantity": np.array([3.0, 0.0, -3.0]),
+        }
+    )
+    assert trade_rows(ring) == [(-1, 0, 0, 2, 10.0, 13.0, 3.0, 9.0, 2)]

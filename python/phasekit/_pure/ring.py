@@ -257,6 +257,21 @@ def _read_events(batch: Any) -> tuple[int, list[Iterable[Any]]]:
     return n, columns
 
 
+def _rows_of_kinds(columns: list[Iterable[Any]], kinds: tuple[int, ...]) -> Iterator[Event]:
+    """The events of a batch whose kind is one of ``kinds``, in row order."""
+    kind_column = columns[1]
+    if not isinstance(kind_column, list):
+        return
+    rows = [i for i, kind in enumerate(kind_column) if kind in kinds]
+    if not rows:
+        return
+    # a column not given is a repeat() of its default
+    lists = [c if isinstance(c, list) else None for c in columns]
+    defaults = [_DEFAULTS.get(name, 0.0) for name in EVENT_FIELDS]
+    for i in rows:
+        yield tuple(c[i] if c is not None else d for c, d in zip(lists, defaults))  # type: ignore[misc]
+
+
 def _tail(column: Iterable[Any], start: int) -> Iterable[Any]:
     if isinstance(column, list):
         return column[start:]
@@ -577,9 +592,8 @@ class EventRing:
             start = max(0, n - (self._window.maxlen or 0))
             self._window.extend(zip(*(_tail(c, start) for c in columns)))
             book = self._book_only
-            for e in zip(*columns):
-                if e[1] == FILL or e[1] == POSITION_CLOSE:
-                    book(e)
+            for e in _rows_of_kinds(columns, (FILL, POSITION_CLOSE)):
+                book(e)
         else:
             track = self._track
             for e in zip(*columns):
