@@ -106,6 +106,7 @@ class ChunkWriter:
         self._item = item_id.encode()
         self._header = header
         self._buf = bytearray()
+        self._out = bytearray(header.chunk_bytes + TAG_BYTES)  # reused for every chunk
         self._index = 0
         self._plain = 0
         sink.write(header.raw)
@@ -119,14 +120,22 @@ class ChunkWriter:
             whole = (len(self._buf) - 1) // size * size  # keep a non-empty tail back
             buf = memoryview(self._buf)
             for start in range(0, whole, size):
-                self._emit(buf[start : start + size], final=False)
+                self.emit(buf[start : start + size], final=False)
             buf.release()
             del self._buf[:whole]
         return view.nbytes
 
-    def _emit(self, chunk: Any, final: bool) -> None:
+    @property
+    def chunk_bytes(self) -> int:
+        return self._header.chunk_bytes
+
+    def emit(self, chunk: Any, final: bool) -> None:
+        """Encrypt and write one chunk (nothing may be buffered before it)."""
         ad = _ad(self._header, self._item, self._index, final)
-        self._sink.write(self._aead.encrypt(_nonce(self._header, self._index), chunk, ad))
+        n = memoryview(chunk).nbytes + TAG_BYTES
+        with memoryview(self._out) as out:
+            self._aead.encrypt_into(_nonce(self._header, self._index), chunk, ad, out[:n])
+            self._sink.write(out[:n])
         self._index += 1
 
     def tell(self) -> int:
@@ -138,64 +147,100 @@ class ChunkWriter:
     def close(self) -> None:
         if self.closed:
             return
-        self._emit(bytes(self._buf), final=True)
+        self.emit(self._buf, final=True)
         self._buf = bytearray()
         self.closed = True
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.parts.append(data)
+def sealed_size(plain_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """The size of the encrypted file of ``plain_bytes`` bytes."""
+    chunks = max(1, -(-plain_bytes // chunk_bytes))
+    return HEADER_BYTES + plain_bytes + chunks * TAG_BYTES
 
 
-def seal(data: Any, key: bytes, item_id: str, header: Header) -> bytes:
-    """``data`` (bytes-like) encrypted as one file body, header included."""
-    out = _Collect()
-    writer = ChunkWriter(out, key, item_id, header)
+class _Into:
+    """A sink filling a preallocated buffer."""
+
+    def __init__(self, size: int) -> None:
+        self.buf = bytearray(size)
+        self.pos = 0
+
+    def write(self, data: Any) -> None:
+        n = memoryview(data).nbytes
+        self.buf[self.pos : self.pos + n] = data
+        self.pos += n
+
+
+def seal_into(data: Any, writer: ChunkWriter) -> None:
+    """Encrypt all of ``data`` (bytes-like) through ``writer`` and close it: whole chunks
+    straight from ``data`` (no staging copy), the rest through :meth:`ChunkWriter.close`."""
     view = memoryview(data).cast("B")
-    size = header.chunk_bytes
-    # whole chunks straight from the view (no staging copy), the rest through close()
+    size = writer.chunk_bytes
     n_whole = max(0, (view.nbytes - 1) // size)
     for i in range(n_whole):
-        writer._emit(view[i * size : (i + 1) * size], final=False)
-    writer._buf += view[n_whole * size :]
+        writer.emit(view[i * size : (i + 1) * size], final=False)
+    writer.write(view[n_whole * size :])
     writer.close()
-    return b"".join(out.parts)
+
+
+def seal(data: Any, key: bytes, item_id: str, header: Header) -> bytearray:
+    """``data`` (bytes-like) encrypted as one file body, header included."""
+    out = _Into(sealed_size(memoryview(data).nbytes, header.chunk_bytes))
+    seal_into(data, ChunkWriter(out, key, item_id, header))
+    return out.buf
+
+
+Alloc = Callable[[int], Any]
+"""Makes a writable buffer of n bytes for a plaintext (``bytearray`` by default)."""
 
 
 def unseal(
-    blob: bytes | memoryview,
+    blob: Any,
     item_id: str,
     key_of: Callable[[Header], bytes],
     what: str,
-) -> bytes:
-    """The plaintext of an encrypted file body; ``key_of`` gives the data key its header
-    names. CorruptDataError when any chunk fails (tampered, truncated, reordered, swapped)."""
-    view = memoryview(blob).cast("B")
-    header = read_header(view, what)
-    aead = aesgcm(key_of(header))
+    alloc: Alloc = bytearray,
+) -> Any:
+    """The plaintext of an encrypted file body (bytes-like, e.g. a memory map) in a
+    buffer from ``alloc``; ``key_of`` gives the data key its header names.
+    CorruptDataError when any chunk fails (tampered, truncated, reordered, swapped)."""
+    with memoryview(blob) as raw, raw.cast("B") as view:
+        header = read_header(view, what)
+        aead = aesgcm(key_of(header))
+        step = header.chunk_bytes + TAG_BYTES
+        total = view.nbytes - HEADER_BYTES
+        if total < TAG_BYTES:
+            raise CorruptDataError(f"{what} is truncated (no final chunk)")
+        chunks = -(-total // step)
+        if total - (chunks - 1) * step < TAG_BYTES:
+            raise CorruptDataError(f"{what} is truncated inside chunk {chunks - 1}")
+        plain = alloc(total - chunks * TAG_BYTES)
+        with (
+            memoryview(plain) as plain_view,
+            plain_view.cast("B") as out,
+            view[HEADER_BYTES:] as body,
+        ):
+            _open_chunks(aead, body, out, header, item_id.encode(), what)
+    return plain
+
+
+def _open_chunks(
+    aead: Any, body: memoryview, out: memoryview, header: Header, item: bytes, what: str
+) -> None:
     bad = invalid_tag()
-    item = item_id.encode()
     step = header.chunk_bytes + TAG_BYTES
-    body = view[HEADER_BYTES:]
     total = body.nbytes
-    if total < TAG_BYTES:
-        raise CorruptDataError(f"{what} is truncated (no final chunk)")
-    parts: list[bytes] = []
-    start, index = 0, 0
+    start, pos, index = 0, 0, 0
     while True:
         end = min(start + step, total)
         final = end == total
-        if end - start < TAG_BYTES:
-            raise CorruptDataError(f"{what} is truncated inside chunk {index}")
+        n = end - start - TAG_BYTES
         try:
-            parts.append(
-                aead.decrypt(
-                    _nonce(header, index), body[start:end], _ad(header, item, index, final)
-                )
+            aead.decrypt_into(
+                _nonce(header, index),
+                body[start:end],
+                _ad(header, item, index, final),
+                out[pos : pos + n],
             )
         except bad:
             raise CorruptDataError(
@@ -203,9 +248,8 @@ def unseal(
                 f"truncated, reordered or belongs to another item)"
             ) from None
         if final:
-            break
-        start, index = end, index + 1
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+            return
+        start, pos, index = end, pos + n, index + 1
 
 
 def new_token() -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import mmap
 import os
 import secrets
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from phasekit.crypt.aead import (
+    Alloc,
     ChunkWriter,
     Header,
     Sink,
@@ -32,6 +34,7 @@ from phasekit.crypt.aead import (
     new_token,
     read_header,
     seal,
+    seal_into,
     unseal,
 )
 from phasekit.crypt.master import KEY_BYTES, MasterKey
@@ -139,23 +142,34 @@ class Keyring:
         path = self._key_path(name, header.token_hex)
         return unwrap(self.master, read_key_file(path, what), name, header.token_hex, what)
 
-    def seal(self, name: str, data: Any) -> tuple[bytes, str]:
-        """``data`` encrypted for file ``name``, and the token of its new key."""
+    def seal_to(self, name: str, data: Any, sink: Sink) -> str:
+        """Encrypt ``data`` for file ``name`` straight into ``sink`` (a file, say);
+        returns the token of its new key."""
         data_key, header = self.new_key(name)
-        return seal(data, data_key, name, header), header.token_hex
+        seal_into(data, ChunkWriter(sink, data_key, name, header))
+        return header.token_hex
 
     def writer(self, name: str, sink: Sink) -> tuple[ChunkWriter, str]:
         """A streaming encrypter for file ``name`` writing into ``sink``."""
         data_key, header = self.new_key(name)
         return ChunkWriter(sink, data_key, name, header), header.token_hex
 
-    def open(self, name: str, blob: bytes | memoryview, what: str) -> bytes:
-        """The plaintext of file ``name``'s encrypted bytes."""
-        return unseal(blob, name, lambda h: self.key_for(name, h, what), what)
+    def open(self, name: str, blob: Any, what: str, alloc: Alloc = bytearray) -> Any:
+        """The plaintext of file ``name``'s encrypted bytes (any bytes-like object), in a
+        buffer from ``alloc``."""
+        return unseal(blob, name, lambda h: self.key_for(name, h, what), what, alloc)
 
-    def read(self, path: Path, what: str) -> bytes:
-        """Read and decrypt the file at ``path`` (one of this folder's)."""
-        return self.open(path.name, read_bytes_nofollow(path), what)
+    def read(self, path: Path, what: str, name: str | None = None, alloc: Alloc = bytearray) -> Any:
+        """Read (through a memory map) and decrypt the file at ``path``, whose data keys
+        are this folder's under ``name`` (default: its file name)."""
+        fd = open_nofollow(path)
+        try:
+            if os.fstat(fd).st_size == 0:
+                return self.open(name or path.name, b"", what, alloc)
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                return self.open(name or path.name, mapped, what, alloc)
+        finally:
+            os.close(fd)
 
     def tokens(self, name: str) -> list[str]:
         return _tokens(self.dir, name)
@@ -274,13 +288,13 @@ class MemoryKeyring:
 
     keys: dict[str, bytes] = field(default_factory=dict, repr=False)
 
-    def seal(self, name: str, data: Any) -> bytes:
+    def seal(self, name: str, data: Any) -> bytearray:
         data_key = secrets.token_bytes(KEY_BYTES)
         header = new_header(new_token())
         self.keys[name] = data_key
         return seal(data, data_key, name, header)
 
-    def open(self, name: str, blob: bytes | memoryview, what: str) -> bytes:
+    def open(self, name: str, blob: Any, what: str) -> bytearray:
         def key_of(_header: Header) -> bytes:
             try:
                 return self.keys[name]

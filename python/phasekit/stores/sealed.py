@@ -12,24 +12,28 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from phasekit.checksum import bytes_checksum
+import pyarrow as pa
+
 from phasekit.crypt import HEADER_BYTES, Encryption, Keyring, is_sealed, key_id_of_file
-from phasekit.crypt.aead import read_header
+from phasekit.crypt.aead import Alloc, read_header
 from phasekit.crypt.keyring import key_place
 from phasekit.errors import KeyUnavailable
-from phasekit.paths import open_nofollow, read_bytes_nofollow
-from phasekit.stores.durable import atomic_file
+from phasekit.paths import open_nofollow
+from phasekit.stores.durable import atomic_file, file_checksum, path_size
 from phasekit.stores.formats import Format, WriteOptions, Written
 
 INFO_KEY = "encryption"
 """The manifest ``info`` entry of an encrypted item: ``{"key_id": ..., "token": ...}``."""
 
 
-def write_private(tmp: Path, data: Any) -> None:
-    """Write ``data`` to a new file ``tmp`` of mode 0600."""
-    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+def _seal_file(path: Path, data: Any, keyring: Keyring, name: str, what: str) -> str:
+    """Encrypt ``data`` chunk by chunk into a new file at ``path`` (the atomic protocol,
+    mode 0600); returns the token of its data key."""
+    with atomic_file(path, what) as tmp:
+        fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb", buffering=0) as fh:
+            token = keyring.seal_to(name, data, fh)
+    return token
 
 
 def write_sealed(
@@ -45,11 +49,9 @@ def write_sealed(
     and the token of its data key (to :meth:`Keyring.settle` once committed)."""
     fmt.check(kind, options)
     data, info = fmt.to_bytes(value, kind, options)
-    blob, token = keyring.seal(path.name, data)
-    with atomic_file(path, what) as tmp:
-        write_private(tmp, blob)
+    token = _seal_file(path, data, keyring, path.name, what)
     info = {**info, INFO_KEY: {"key_id": keyring.master.key_id, "token": token}}
-    return Written(path, len(blob), bytes_checksum(blob), info), token
+    return Written(path, path_size(path), file_checksum(path), info), token
 
 
 def sealed_key_id(info: dict[str, Any]) -> Optional[str]:
@@ -73,13 +75,22 @@ def read_sealed(
             f"{what} is encrypted under master key {sealed_key_id(info)}; no key is configured "
             "(set encryption: {enabled: true, key: env:NAME | file:PATH})"
         )
-    return fmt.from_bytes(keyring.read(path, what), kind, info, options)
+    return fmt.from_bytes(keyring.read(path, what, alloc=arrow_buffer), kind, info, options)
 
 
-def read_plain(path: Path, encryption: Optional[Encryption], what: str) -> Optional[bytes]:
-    """The decrypted bytes of ``path`` when it is an encrypted file, None when it is not
-    (the caller reads it as usual); KeyUnavailable when it is and no key is given. Its
-    data key is found where :func:`phasekit.crypt.keyring.key_place` says."""
+def arrow_buffer(size: int) -> pa.Buffer:
+    """A writable Arrow buffer for a plaintext (from Arrow's pool: a large one is reused
+    rather than faulted in page by page); Arrow readers use it without a copy."""
+    return pa.allocate_buffer(size)
+
+
+def read_plain(
+    path: Path, encryption: Optional[Encryption], what: str, alloc: Alloc = bytearray
+) -> Optional[Any]:
+    """The decrypted bytes of ``path`` (in a buffer from ``alloc``) when it is an
+    encrypted file, None when it is not (the caller reads it as usual); KeyUnavailable
+    when it is and no key is given. Its data key is found where
+    :func:`phasekit.crypt.keyring.key_place` says."""
     fd = open_nofollow(path)
     with os.fdopen(fd, "rb") as fh:
         head = fh.read(HEADER_BYTES)
@@ -91,7 +102,7 @@ def read_plain(path: Path, encryption: Optional[Encryption], what: str) -> Optio
             "configured (set encryption: {enabled: true, key: env:NAME | file:PATH})"
         )
     folder, name = key_place(path, read_header(head, what))
-    return encryption.keyring(folder).open(name, read_bytes_nofollow(path), what)
+    return encryption.keyring(folder).read(path, what, name, alloc)
 
 
 def write_sealed_bytes(
@@ -106,11 +117,9 @@ def write_sealed_bytes(
     :func:`phasekit.crypt.keyring.key_place` (default: beside the file)."""
     folder, name = place or (path.parent, path.name)
     keyring = encryption.keyring(folder)
-    blob, token = keyring.seal(name, data)
-    with atomic_file(path, what) as tmp:
-        write_private(tmp, blob)
+    token = _seal_file(path, data, keyring, name, what)
     keyring.settle(name, token)
-    return len(blob), bytes_checksum(blob)
+    return path_size(path), file_checksum(path)
 
 
 __all__ = [
@@ -118,7 +127,6 @@ __all__ = [
     "read_plain",
     "read_sealed",
     "sealed_key_id",
-    "write_private",
     "write_sealed",
     "write_sealed_bytes",
 ]

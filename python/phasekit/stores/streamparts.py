@@ -42,9 +42,9 @@ from phasekit.paths import (
 )
 from phasekit.stores import values
 from phasekit.stores.durable import fsync_dir, storage_error, verify, write_json
-from phasekit.stores.formats.arrow import ArrowFormat
+from phasekit.stores.formats.arrow import ArrowFormat, ipc_file_bytes
 from phasekit.stores.formats.base import decode_schema, encode_schema
-from phasekit.stores.sealed import read_plain, write_sealed_bytes
+from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
 
 ROW = "row"
 """Stream item kind of dicts (one row each); their Ref kind is ``json``."""
@@ -373,14 +373,8 @@ class StreamFolder:
     ) -> Part:
         """The part as an encrypted Arrow IPC file (encoded in memory, then sealed)."""
         assert self.encryption is not None and self.schema is not None
-        sink = pa.BufferOutputStream()
-        options = pa.ipc.IpcWriteOptions(compression=self.compression)
-        with pa.ipc.new_file(sink, self.schema, options=options) as writer:
-            for batch in table.to_batches():
-                writer.write_batch(batch)
-        size, checksum = write_sealed_bytes(
-            path, sink.getvalue(), self.encryption, what, self.key_place(name)
-        )
+        data = ipc_file_bytes(table, self.compression, self.schema)
+        size, checksum = write_sealed_bytes(path, data, self.encryption, what, self.key_place(name))
         return Part(name, checksum, size, table.num_rows, counts)
 
     def key_place(self, part: str) -> tuple[Path, str]:
@@ -401,7 +395,7 @@ class StreamFolder:
         verify(path, part.checksum, f"{self.key}/{part.file}")
         what = f"part {part.file} of stream {self.key!r}"
         try:
-            plain = read_plain(path, self.encryption, what)
+            plain = read_plain(path, self.encryption, what, arrow_buffer)
             if plain is not None:
                 return pa.ipc.open_file(pa.py_buffer(plain)).read_all()
             with pa.memory_map(str(path)) as source:

@@ -54,7 +54,8 @@ from phasekit.stores.factory import (
     open_persist_store,
     open_store,
 )
-from phasekit.stores.sealed import read_plain, write_sealed_bytes
+from phasekit.stores.formats.arrow import ipc_file_bytes
+from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
 from phasekit.workflow.admf import PhaseAggregate, container_record, file_name, trade_records
 from phasekit.workflow.topology import TRADES_SCHEMA
 
@@ -463,12 +464,9 @@ class PhaseResults:
     ) -> str:
         make_private_dir(path.parent)
         if self.encryption is not None:
-            sink = pa.BufferOutputStream()
-            options = pa.ipc.IpcWriteOptions(compression="lz4")
-            with pa.ipc.new_file(sink, table.schema, options=options) as ipc:
-                ipc.write_table(table)
             what = f"writing {path.name} of phase {self.phase}"
-            size, checksum = write_sealed_bytes(path, sink.getvalue(), self.encryption, what)
+            data = ipc_file_bytes(table, "lz4")
+            size, checksum = write_sealed_bytes(path, data, self.encryption, what)
             info: Mapping[str, Any] = {"size_bytes": size, "checksum": checksum}
             return self._record_file(path, entity, window_id, info, container_id, "arrow")
         with phasekit.IpcWriter(str(path), schema=table.schema, compression="lz4") as writer:
@@ -598,7 +596,7 @@ def read_arrow(path: Path, encryption: Optional[Encryption] = None) -> pa.Table:
     """An Arrow IPC file a run wrote (decrypted with ``encryption`` when it is encrypted)."""
     import pyarrow.feather as feather
 
-    plain = read_plain(path, encryption, f"results file {path}")
+    plain = read_plain(path, encryption, f"results file {path}", arrow_buffer)
     if plain is not None:
         return pa.ipc.open_file(pa.py_buffer(plain)).read_all()
     return feather.read_table(path)

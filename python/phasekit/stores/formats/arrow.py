@@ -15,6 +15,31 @@ from phasekit.stores.durable import storage_error
 from phasekit.stores.formats.base import Format, WriteOptions, Written
 
 
+def _write_ipc(sink: Any, table: pa.Table, schema: pa.Schema, compression: Optional[str]) -> None:
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_file(sink, schema, options=options) as writer:
+        for batch in table.to_batches():
+            writer.write_batch(batch)
+
+
+def ipc_file_bytes(
+    table: pa.Table, compression: Optional[str] = None, schema: Optional[pa.Schema] = None
+) -> pa.Buffer:
+    """``table`` (its batches, under ``schema``, the table's by default) as the bytes of
+    an Arrow IPC file, in memory. Uncompressed, the size is measured first (nothing is
+    copied) and the file written into a buffer of that size."""
+    schema = schema or table.schema
+    if compression is not None:
+        sink = pa.BufferOutputStream()
+        _write_ipc(sink, table, schema, compression)
+        return sink.getvalue()
+    mock = pa.MockOutputStream()
+    _write_ipc(mock, table, schema, None)
+    buffer = pa.allocate_buffer(mock.size())
+    _write_ipc(pa.FixedSizeBufferWriter(buffer), table, schema, None)
+    return buffer
+
+
 class ArrowFormat(Format):
     """Every value kind, as an Arrow IPC file (``.arrow``), optionally lz4/zstd compressed.
 
@@ -56,12 +81,7 @@ class ArrowFormat(Format):
         return values.from_arrow(table, kind, info.get("numpy"))
 
     def to_bytes(self, value: Any, kind: str, options: WriteOptions) -> tuple[Any, dict[str, Any]]:
-        table = values.to_arrow(value, kind)
-        sink = pa.BufferOutputStream()
-        ipc_options = pa.ipc.IpcWriteOptions(compression=options.compression)
-        with pa.ipc.new_file(sink, table.schema, options=ipc_options) as writer:
-            writer.write_table(table)
-        return sink.getvalue(), {}
+        return ipc_file_bytes(values.to_arrow(value, kind), options.compression), {}
 
     def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         table = pa.ipc.open_file(pa.py_buffer(data)).read_all()

@@ -105,6 +105,8 @@ class JsonFormat(Format):
         return self.from_bytes(path.read_bytes(), kind, info, options)
 
     def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
+        if not isinstance(data, (bytes, bytearray)):
+            data = memoryview(data).tobytes()  # json reads bytes only
         if kind == values.JSON:
             return json.loads(data)
         if kind == values.NUMPY:
