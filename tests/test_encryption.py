@@ -359,3 +359,31 @@ def test_key_place_finds_nested_keys(tmp_path: Path, enc: Encryption) -> None:
     folder, name = key_place(part, read_header(part.read_bytes(), "p"))
     assert folder == tmp_path / "st" and name == "k.stream." + part.name
     store.close()
+
+
+def test_a_reader_without_the_key_uses_the_runs_recorded_key_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the report and other catalog readers do: a LazyRef made from a catalog row
+    decrypts with the key source the run recorded (the key itself is never recorded)."""
+    from phasekit.catalog import open_catalog
+    from phasekit.workflow import LazyRef, run
+
+    monkeypatch.setenv("PK_RECORDED", generate_key())
+    enc = {"enabled": True, "key": "env:PK_RECORDED"}
+    res = run(run_config(tmp_path / "results", **{"data_flow.mode": "file", "encryption": enc}))
+    res.close()
+    with open_catalog(res.catalog_url) as catalog:
+        row = next(
+            i for i in catalog.list_items(res.run_id) if i.entity_name == "aggregate_results"
+        )
+        assert row.key_id == load_master_key("env:PK_RECORDED").key_id
+
+        def lazy() -> LazyRef:
+            fields = (row.data_reference, row.window_id, row.format, row.size_bytes)
+            return LazyRef(row.entity_name, *fields, catalog, row)
+
+        assert lazy().load()["ranking"]
+        monkeypatch.delenv("PK_RECORDED")
+        with pytest.raises(KeyUnavailable, match="PK_RECORDED is not set"):
+            lazy().load()

@@ -61,7 +61,8 @@ class LazyRef:
 
     def load(self) -> Any:
         """The item's value: a pyarrow Table for Arrow files, parsed JSON for JSON
-        (decrypted when the run encrypted it)."""
+        (decrypted when the run encrypted it: with the run's key, or, for a reader that
+        has none, the key source its run recorded, ``encryption.key``)."""
         item = self._catalog.verify_item(self._item)
         if item.inline_data is not None:
             return item.inline_data
@@ -70,17 +71,26 @@ class LazyRef:
             raise UnknownKey(
                 f"{self.entity}: {self.uri} is not a file; it lived in memory during the run"
             )
+        encryption = self._encryption
+        if encryption is None and item.key_id is not None:
+            encryption = recorded_encryption(self._catalog, item.process_id)
         if self.format == "arrow":
-            return read_arrow(Path(path), self._encryption)
+            return read_arrow(Path(path), encryption)
         if self.format == "json":
-            return read_json(Path(path), self._encryption)
+            return read_json(Path(path), encryption)
         import pyarrow.parquet as pq
 
-        if self._encryption is not None:
-            plain = read_plain(Path(path), self._encryption, f"item {self.entity}")
-            if plain is not None:
-                return pq.read_table(pa.BufferReader(plain))
+        plain = read_plain(Path(path), encryption, f"item {self.entity}")
+        if plain is not None:
+            return pq.read_table(pa.BufferReader(plain))
         return pq.read_table(path)
+
+
+def recorded_encryption(catalog: Any, run_id: str) -> Any:
+    """The encryption a run recorded in its configuration (its key loaded from the
+    recorded ``env:``/``file:`` source), or None when the run did not encrypt."""
+    target = catalog.get_process(run_id).config.get("encryption")
+    return run_encryption(target) if isinstance(target, Mapping) else None
 
 
 @dataclass
