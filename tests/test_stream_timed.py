@@ -212,3 +212,28 @@ def test_feedback_polls_the_largest_of_its_probe_and_the_nodes_pressure() -> Non
     store[0] = 0.0
     fb.poll()
     assert fb.pressure == 1.0 and not fb.throttled
+
+
+def test_a_pause_nothing_can_end_is_reported_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    fb = Feedback(high=5, low=1, name="blind")
+
+    class Reporter:
+        def open(self, ctx: NodeContext) -> None:
+            self.ctx = ctx
+
+        def process(self, item: int) -> None:
+            if item == 10:
+                self.ctx.report_pressure(9)  # and never again: no pressure(), no probe
+
+    dag = Dag("t", capacity=2)
+    dag.add_source("src", lambda: iter(range(40)), feedback=fb)
+    dag.add_sink("sink", Reporter(), feedback=fb)
+    dag.chain("src", "sink")
+    with caplog.at_level("WARNING", logger="phasekit.stream.runtime"):
+        handle = dag.start()
+        deadline = time.monotonic() + 10
+        while "keeps its sources paused" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "feedback 'blind' keeps its sources paused" in caplog.text
+        fb.report(0)
+        assert handle.wait(timeout=20).items_in("sink") == 40

@@ -577,6 +577,44 @@ def _count_items(items: list[Any]) -> int:
     return sum(1 for x in items if type(x) is not Mark)
 
 
+class _PauseWatch:
+    """Warns once per pause when a Feedback with nothing to poll keeps its sources paused
+    while every node reporting to it has an empty input: only ``report()`` can end it."""
+
+    AFTER = 1.0  # seconds of such a stall before the warning
+
+    def __init__(self, rt: Runtime, feedbacks: list[Feedback]) -> None:
+        self.queues = {
+            fb: [
+                inst.queue
+                for inst in rt.instances
+                if isinstance(inst, _WorkerInstance) and fb in inst.spec.feedback
+            ]
+            for fb in feedbacks
+        }
+        self.since: dict[Feedback, float] = {}
+        self.warned: dict[Feedback, int] = {}
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for fb, queues in self.queues.items():
+            idle = fb.throttled and all(q.ch.stats()["depth"] == 0 for q in queues)
+            if not idle:
+                self.since.pop(fb, None)
+                continue
+            since = self.since.setdefault(fb, now)
+            if now - since >= self.AFTER and self.warned.get(fb) != fb.episodes:
+                self.warned[fb] = fb.episodes
+                log.warning(
+                    "feedback %r keeps its sources paused (pressure %s >= low %s) while the "
+                    "nodes reporting to it have no items left; give those nodes a pressure() "
+                    "method or the Feedback a probe, or call report(), so that it can end",
+                    fb.name,
+                    fb.pressure,
+                    fb.low,
+                )
+
+
 # ------------------------------------------------------------------ results and handle
 
 
@@ -818,11 +856,13 @@ class Runtime:
     def _tick(self) -> None:
         interval = self.settings.latency_interval
         probes = [fb for fb in self.feedbacks if fb.polled]
+        stalls = _PauseWatch(self, [fb for fb in self.feedbacks if not fb.polled])
         while not self.finished.wait(interval):
             for src in self.sources:
                 src.marker_due = True
             for fb in probes:
                 fb.poll()
+            stalls.check()
 
     def instance_done(self) -> None:
         with self._alive_lock:
