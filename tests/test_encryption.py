@@ -387,3 +387,26 @@ def test_a_reader_without_the_key_uses_the_runs_recorded_key_source(
         monkeypatch.delenv("PK_RECORDED")
         with pytest.raises(KeyUnavailable, match="PK_RECORDED is not set"):
             lazy().load()
+
+
+def test_export_writes_decrypted_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    from phasekit.catalog import open_catalog
+    from phasekit.workflow import run
+
+    monkeypatch.setenv("PK_EXPORT", generate_key())
+    enc = {"enabled": True, "key": "env:PK_EXPORT"}
+    res = run(run_config(tmp_path / "results", **{"data_flow.mode": "file", "encryption": enc}))
+    res.close()
+    with open_catalog(res.catalog_url) as catalog:
+        copied = catalog.export(res.run_id, tmp_path / "copy")
+        converted = catalog.export(res.run_id, tmp_path / "pq", "parquet")
+    files = {e.entity_name: tmp_path / "copy" / e.target for e in copied.exported}
+    assert json.loads(files["aggregate_results"].read_bytes())["ranking"]
+    assert feather.read_table(files["portfolio_00000_results"]).num_rows == 1
+    tables = [e for e in converted.exported if e.converted]
+    assert tables and all(pq.read_table(tmp_path / "pq" / e.target) for e in tables)

@@ -3,7 +3,9 @@
 Each file is verified against its recorded checksum first (a mismatch raises
 ``CorruptDataError`` naming the item and file). Tables (arrow, parquet, csv; a
 partitioned parquet folder too) are converted to the requested format with pyarrow;
-other files (json, pickle, ...) are copied and the copy is verified. Inline values are
+other files (json, pickle, ...) are copied and the copy is verified. Encrypted files
+(docs/security.md) are exported decrypted, with the key source the run recorded: the
+export is for use elsewhere (its files are 0600 in 0700 folders). Inline values are
 written as JSON. Items held only in memory or in a stream have no bytes on disk and are
 listed as skipped. Files keep their place under ``<results_dir>/<run>/``; others go to
 ``<stage>/<entity>-<id><suffix>``. ``manifest.json`` lists every exported file with
@@ -24,6 +26,7 @@ from phasekit.catalog.encode import to_json
 from phasekit.catalog.integrity import reference_checksum, reference_size
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ItemRow, ProcessRow
+from phasekit.crypt import Encryption, decrypt_file, recorded_encryption
 from phasekit.errors import CatalogError, InvalidArgument, StorageError, UnsafePath
 from phasekit.paths import contained, make_private, make_private_dir
 
@@ -83,23 +86,27 @@ def source_format(item: ItemRow, path: Path) -> str | None:
     return _FORMAT_ALIASES.get(fmt, fmt) if fmt else None
 
 
-def read_table(path: Path, fmt: str) -> pa.Table:
+def read_table(path: Path | Any, fmt: str) -> pa.Table:
+    """A table from a file (``path``) or from a file's bytes (a bytes-like object)."""
     import pyarrow as pa
 
+    def source() -> Any:
+        return pa.OSFile(str(path), "rb") if isinstance(path, Path) else pa.BufferReader(path)
+
     if fmt == "arrow":
-        with pa.OSFile(str(path), "rb") as source:
+        with source() as raw:
             try:
-                return pa.ipc.open_file(source).read_all()
+                return pa.ipc.open_file(raw).read_all()
             except pa.ArrowInvalid:
-                source.seek(0)
-                return pa.ipc.open_stream(source).read_all()
+                raw.seek(0)
+                return pa.ipc.open_stream(raw).read_all()
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(str(path))
+        return pq.read_table(str(path) if isinstance(path, Path) else source())
     import pyarrow.csv as pcsv
 
-    return pcsv.read_csv(str(path))
+    return pcsv.read_csv(str(path) if isinstance(path, Path) else source())
 
 
 def write_table(table: pa.Table, path: Path, fmt: str) -> None:
@@ -143,6 +150,7 @@ class _Exporter:
         self.to_dir = to_dir
         self.fmt = fmt
         self.used: set[Path] = set()
+        self._encryption: Encryption | None = None
         rdir = proc.results_dir or (str(catalog.results_dir) if catalog.results_dir else None)
         self.run_dir = Path(rdir) / proc.process_id if rdir else None
 
@@ -186,15 +194,24 @@ class _Exporter:
         _atomic(self.to_dir / rel, lambda tmp: tmp.write_text(text))
         return self._record(item, "inline", rel, "json", False)
 
+    def _plaintext(self, item: ItemRow, path: Path) -> Any:
+        """The decrypted bytes of an encrypted item's file (None: it is not encrypted)."""
+        if item.key_id is None:
+            return None
+        if self._encryption is None:
+            self._encryption = recorded_encryption(self.proc.config)
+        return decrypt_file(path, self._encryption, item.label)
+
     def file(self, item: ItemRow, path: Path) -> ExportedItem:
         self.catalog.verify_item(item)
         src_fmt = source_format(item, path)
         convert = self.fmt is not None and src_fmt in FORMATS and src_fmt != self.fmt
+        plain = self._plaintext(item, path)
         if convert and self.fmt is not None and src_fmt is not None:
             rel = self._target(item, path, SUFFIXES[self.fmt])
             out_fmt, in_fmt = self.fmt, src_fmt
             try:
-                table = read_table(path, in_fmt)
+                table = read_table(path if plain is None else plain, in_fmt)
                 _atomic(self.to_dir / rel, lambda tmp: write_table(table, tmp, out_fmt))
             except (OSError, ValueError, NotImplementedError) as exc:
                 raise StorageError(
@@ -202,6 +219,9 @@ class _Exporter:
                 ) from exc
             return self._record(item, item.data_reference or "", rel, out_fmt, True)
         rel = self._target(item, path, "")
+        if plain is not None:
+            _atomic(self.to_dir / rel, lambda tmp: tmp.write_bytes(plain))
+            return self._record(item, item.data_reference or "", rel, src_fmt, False)
         copy: Callable[[Path], Any] = (
             (lambda tmp: shutil.copytree(path, tmp))
             if path.is_dir()

@@ -12,11 +12,12 @@ stores, formats or the catalog. See docs/security.md.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from phasekit.crypt.aead import CHUNK_BYTES, HEADER_BYTES, is_sealed
+from phasekit.crypt.aead import CHUNK_BYTES, HEADER_BYTES, Alloc, is_sealed, read_header
 from phasekit.crypt.keyring import (
     Keyring,
     MemoryKeyring,
@@ -24,6 +25,7 @@ from phasekit.crypt.keyring import (
     destroy_keys,
     key_files,
     key_id_of_file,
+    key_place,
     keys_dir,
     rewrap_tree,
 )
@@ -35,6 +37,8 @@ from phasekit.crypt.master import (
     load_master_key,
     parse_key_spec,
 )
+from phasekit.errors import InvalidArgument, KeyUnavailable
+from phasekit.paths import open_nofollow
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,40 @@ class Encryption:
         return Keyring(folder, self.master)
 
 
+def decrypt_file(
+    path: Path, encryption: Optional[Encryption], what: str, alloc: Alloc = bytearray
+) -> Optional[Any]:
+    """The decrypted bytes of ``path`` (in a buffer from ``alloc``) when it is an
+    encrypted file, None when it is not (the caller reads it as usual); KeyUnavailable
+    when it is and ``encryption`` is None. Its data key is found where
+    :func:`~phasekit.crypt.keyring.key_place` says."""
+    fd = open_nofollow(path)
+    with os.fdopen(fd, "rb") as fh:
+        head = fh.read(HEADER_BYTES)
+    if not is_sealed(head):
+        return None
+    if encryption is None:
+        raise KeyUnavailable(
+            f"{what} is encrypted under master key {key_id_of_file(path)}; no key is "
+            "configured (set encryption: {enabled: true, key: env:NAME | file:PATH})"
+        )
+    folder, name = key_place(path, read_header(head, what))
+    return encryption.keyring(folder).read(path, what, name, alloc)
+
+
+def recorded_encryption(config: Any) -> Optional[Encryption]:
+    """The encryption a run recorded in its configuration (``{"enabled", "key", ...}``,
+    what ``ResolvedConfig.to_dict()`` holds under ``encryption``), its key loaded from
+    the recorded source; None when the run did not encrypt."""
+    block = config.get("encryption") if isinstance(config, dict) else None
+    if not isinstance(block, dict) or not block.get("enabled"):
+        return None
+    return open_encryption(block.get("key"))
+
+
 def open_encryption(key_spec: Optional[str], what: str = "encryption.key") -> Encryption:
     """The encryption of master key ``key_spec`` (loaded now: a missing key fails early)."""
     if key_spec is None:
-        from phasekit.errors import InvalidArgument
-
         raise InvalidArgument(
             f"{what} is required when encryption is enabled (env:NAME or file:PATH)"
         )
@@ -72,6 +105,7 @@ __all__ = [
     "MasterKey",
     "MemoryKeyring",
     "RotateReport",
+    "decrypt_file",
     "destroy_keys",
     "generate_key",
     "is_sealed",
@@ -82,5 +116,6 @@ __all__ = [
     "load_master_key",
     "open_encryption",
     "parse_key_spec",
+    "recorded_encryption",
     "rewrap_tree",
 ]

@@ -14,9 +14,8 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
-from phasekit.crypt import HEADER_BYTES, Encryption, Keyring, is_sealed, key_id_of_file
-from phasekit.crypt.aead import Alloc, read_header
-from phasekit.crypt.keyring import key_place
+from phasekit.crypt import Encryption, Keyring, decrypt_file
+from phasekit.crypt.aead import Alloc
 from phasekit.errors import KeyUnavailable
 from phasekit.paths import open_nofollow
 from phasekit.stores.durable import atomic_file, file_checksum, path_size
@@ -87,22 +86,9 @@ def arrow_buffer(size: int) -> pa.Buffer:
 def read_plain(
     path: Path, encryption: Optional[Encryption], what: str, alloc: Alloc = bytearray
 ) -> Optional[Any]:
-    """The decrypted bytes of ``path`` (in a buffer from ``alloc``) when it is an
-    encrypted file, None when it is not (the caller reads it as usual); KeyUnavailable
-    when it is and no key is given. Its data key is found where
-    :func:`phasekit.crypt.keyring.key_place` says."""
-    fd = open_nofollow(path)
-    with os.fdopen(fd, "rb") as fh:
-        head = fh.read(HEADER_BYTES)
-    if not is_sealed(head):
-        return None
-    if encryption is None:
-        raise KeyUnavailable(
-            f"{what} is encrypted under master key {key_id_of_file(path)}; no key is "
-            "configured (set encryption: {enabled: true, key: env:NAME | file:PATH})"
-        )
-    folder, name = key_place(path, read_header(head, what))
-    return encryption.keyring(folder).read(path, what, name, alloc)
+    """:func:`phasekit.crypt.decrypt_file`: the decrypted bytes of an encrypted file, None
+    for a plain one."""
+    return decrypt_file(path, encryption, what, alloc)
 
 
 def write_sealed_bytes(

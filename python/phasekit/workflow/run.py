@@ -89,8 +89,9 @@ class LazyRef:
 def recorded_encryption(catalog: Any, run_id: str) -> Any:
     """The encryption a run recorded in its configuration (its key loaded from the
     recorded ``env:``/``file:`` source), or None when the run did not encrypt."""
-    target = catalog.get_process(run_id).config.get("encryption")
-    return run_encryption(target) if isinstance(target, Mapping) else None
+    from phasekit.crypt import recorded_encryption as of_config
+
+    return of_config(catalog.get_process(run_id).config)
 
 
 @dataclass
