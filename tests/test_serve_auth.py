@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from phasekit.catalog import Catalog, open_catalog
+from phasekit.catalog import Catalog, open_catalog, reference_checksum, reference_size
 from phasekit.catalog.schema import SCHEMA_VERSION, TOKEN_COLUMNS
 from phasekit.catalog.tokens import (
     UNAUTHENTICATED,
@@ -366,8 +366,15 @@ def test_catalog_row_pointing_outside_the_root_is_refused(tmp_path: Path) -> Non
     )
     (results / "opt-a" / "optimize" / "w001" / "params.json").unlink()
     (results / "opt-a" / "optimize" / "w001" / "params.json").symlink_to(outside)
+    parts = results / "opt-a" / "optimize" / "parts"
+    (parts / "year=2021" / "x.parquet").symlink_to(outside)
+    catalog._write(  # recorded with the link: only the containment check can refuse it
+        "UPDATE intermediate_data SET size_bytes = ?, checksum = ?, row_check = NULL WHERE id = ?",
+        (reference_size(parts), reference_checksum(parts), filled.folder),
+    )
     with LiveServer(create_app(catalog)) as server, server.client() as c:
         for url in (
+            f"/items/{filled.folder}/data?format=json",
             f"/items/{filled.csv}/data?format=csv",
             f"/items/{filled.csv}/file",
             f"/items/{filled.json_file}/data?format=json",

@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from phasekit.catalog import Catalog, ItemRow, ProcessRow
-from phasekit.checksum import bytes_checksum, tree_files
-from phasekit.serve.data import file_chunks, inline_json
+from phasekit.checksum import bytes_checksum
+from phasekit.serve.data import file_chunks, folder_files, inline_json
 
 BLOCK = 512
 
@@ -58,8 +58,7 @@ def _file_members(catalog: Catalog, run: ProcessRow, item: ItemRow, path: Path) 
         return [Member(f"{run.process_id}/{rel}", path, item.size_bytes, item.checksum)]
     return [
         Member(f"{run.process_id}/{rel}/{sub}", full, full.stat().st_size, None)
-        for sub, full in tree_files(path)
-        if not full.is_symlink()
+        for sub, full in folder_files(path, item.label)
     ]
 
 

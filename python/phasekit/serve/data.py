@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 
 from phasekit.catalog.encode import to_json
-from phasekit.checksum import format_crc32
-from phasekit.errors import CorruptDataError, InvalidArgument
-from phasekit.paths import open_nofollow
+from phasekit.checksum import format_crc32, tree_files
+from phasekit.errors import CatalogError, CorruptDataError, InvalidArgument, UnsafePath
+from phasekit.paths import contained, open_nofollow
 
 OUTPUT_FORMATS = ("arrow", "parquet", "csv", "json")
 """What ``/items/{id}/data`` returns; the first is the default."""
@@ -107,12 +107,29 @@ class TableSource:
             yield batch
 
 
+def folder_files(path: Path, label: str) -> list[tuple[str, Path]]:
+    """``(relative path, path)`` of the files of a folder item, each checked to lie in it
+    and not to be a symbolic link (CatalogError naming the item otherwise)."""
+    found = []
+    for rel, full in tree_files(path):
+        try:
+            found.append((rel, contained(full, path, f"{label}: file")))
+        except UnsafePath as exc:
+            raise CatalogError(str(exc)) from None
+    return found
+
+
 def _dataset(
     path: Path, columns: Sequence[str] | None
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     import pyarrow.dataset as ds
 
-    dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+    files = [
+        str(full)
+        for rel, full in folder_files(path, f"folder {path}")
+        if not any(part.startswith((".", "_")) for part in rel.split("/"))
+    ]
+    dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(path))
     _check_columns(dataset.schema, columns)
     schema = dataset.schema
     if columns is not None:
@@ -301,6 +318,7 @@ __all__ = [
     "choose_format",
     "encode",
     "file_chunks",
+    "folder_files",
     "inline_json",
     "open_table",
     "parse_columns",
