@@ -564,6 +564,35 @@ def test_observer_settings_and_hooks(caplog: pytest.LogCaptureFixture) -> None:
         MetricsObserver(calculator, retention_policy="sometimes")
 
 
+def test_container_settings_reach_the_observer() -> None:
+    """initial_capital, metrics.annualization_factor, results.retention_policy and
+    results.max_events of a portfolio container's config."""
+    c = portfolio(
+        initial_capital=1000,
+        metrics={"annualization_factor": 4.0},
+        results={"retention_policy": "sliding_window", "max_events": 2},
+    )
+    for n in range(3):  # trades of +10, +20, +30 from POSITION_OPEN / POSITION_CLOSE
+        opening = {"symbol": "GLD", "price": 10.0, "quantity": 1}
+        c.event_bus.publish(Event(EventType.POSITION_OPEN, opening, correlation_id=f"t{n}"))
+        closing = {"symbol": "GLD", "price": 20.0 + 10 * n, "pnl": 10.0 + 10 * n}
+        c.event_bus.publish(Event(EventType.POSITION_CLOSE, closing, correlation_id=f"t{n}"))
+    metrics = c.get_metrics()
+    assert metrics["observer_stats"]["events_pruned"] == 4  # 6 events, a window of 2
+    m = metrics["metrics"]
+    assert (m["total_pnl"], m["current_capital"]) == (60.0, 1060.0)
+    returns = [10.0 / 1000.0, 20.0 / 1010.0, 30.0 / 1030.0]
+    mean = sum(returns) / 3
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / 2)
+    assert m["sharpe_ratio"] == pytest.approx(mean / std * math.sqrt(4.0))
+
+
+def test_initial_capital_sets_the_returns() -> None:
+    m = replay([update(0, 1100.0), update(1, 990.0)], initial_capital=1000.0).get_metrics()
+    assert m["total_return"] == pytest.approx(-0.01)  # 990 / 1000 - 1
+    assert m["max_drawdown"] == pytest.approx(0.1)  # 110 below the peak 1100
+
+
 # ---------------------------------------------------------------- phase configs
 
 

@@ -829,13 +829,12 @@ class MetricsObserver:
         quantity = record["quantity"]
         exit_price = record["exit_price"]
         entry = record["entry_price"]
+        direction = record["direction"]
         if entry is None:  # a POSITION_CLOSE without its open: the entry its pnl implies
-            if quantity == 0:
-                log.warning("trade of %s has no quantity and no entry; not counted", row)
-                return
-            move = row["pnl"] / quantity
-            entry = exit_price - move if record["direction"] == "long" else exit_price + move
-        self.calculator.update_from_trade(entry, exit_price, quantity, record["direction"])
+            quantity = quantity or 1.0
+            entry = exit_price - row["pnl"] / quantity
+            direction = "long"
+        self.calculator.update_from_trade(entry, exit_price, quantity, direction)
         self.trades_closed += 1
         self.completed_trades.append(
             {
