@@ -209,6 +209,16 @@ def test_data_of_folder_json_file_and_inline(served: Served) -> None:
     }
 
 
+def test_a_format_that_cannot_hold_the_table_is_refused_before_sending(fresh: Served) -> None:
+    nested = pa.table({"k": pa.array([[1, 2], [3]], pa.list_(pa.int64()))})
+    item = store(fresh.catalog, "val-b", "validate", "nested", nested, "arrow")
+    refused = fresh.client.get(f"/items/{item}/data", params={"format": "csv"})
+    assert refused.status_code == 400
+    assert refused.json()["message"].startswith("format csv cannot hold this table")
+    as_json = fresh.client.get(f"/items/{item}/data", params={"format": "json"}).json()
+    assert as_json == [{"k": [1, 2]}, {"k": [3]}]
+
+
 def test_data_errors_name_what_is_allowed(served: Served) -> None:
     c, f = served.client, served.filled
     bad_column = c.get(f"/items/{f.arrow}/data", params={"columns": "i,nope"})

@@ -213,13 +213,23 @@ class _Sink(io.RawIOBase):
 
 
 def encode(fmt: str, source: TableSource, limit: int | None) -> Iterator[bytes]:
-    """The table in ``fmt``, one chunk per batch."""
+    """The table in ``fmt``, one chunk per batch. The writer is made before anything is
+    sent: a schema ``fmt`` cannot hold is an InvalidArgument (400), not a cut-short body."""
     if fmt == "json":
-        yield from _json(source, limit)
-        return
+        return _json(source, limit)
     sink = _Sink()
     out = pa.PythonFile(sink, mode="w")
-    writer = _writer(fmt, out, source.schema)
+    try:
+        writer = _writer(fmt, out, source.schema)
+    except pa.ArrowException as exc:
+        raise InvalidArgument(
+            f"format {fmt} cannot hold this table ({exc}); allowed: "
+            f"{', '.join(f for f in OUTPUT_FORMATS if f != fmt)}"
+        ) from None
+    return _written(sink, writer, source, limit)
+
+
+def _written(sink: _Sink, writer: Any, source: TableSource, limit: int | None) -> Iterator[bytes]:
     for batch in source.batches(limit):
         writer.write_batch(batch)
         chunk = sink.take()
