@@ -410,3 +410,52 @@ def test_export_writes_decrypted_copies(tmp_path: Path, monkeypatch: pytest.Monk
     assert feather.read_table(files["portfolio_00000_results"]).num_rows == 1
     tables = [e for e in converted.exported if e.converted]
     assert tables and all(pq.read_table(tmp_path / "pq" / e.target) for e in tables)
+
+
+def test_keys_generate_prints_a_new_key_each_time(capsys: pytest.CaptureFixture[str]) -> None:
+    import base64
+
+    keys = []
+    for _ in range(2):
+        assert cli_main(["keys", "generate"]) == 0
+        keys.append(capsys.readouterr().out.strip())
+    assert keys[0] != keys[1]
+    assert all(len(base64.b64decode(k, validate=True)) == 32 for k in keys)
+
+
+def test_keys_rotate_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--old`` twice (two runs under two keys), ``--catalog`` (a catalog outside the
+    results folder: without the flag its rows are not touched), ``--json``."""
+    import json
+
+    from phasekit.catalog import open_catalog
+    from phasekit.workflow import run
+
+    results, catalog = tmp_path / "results", tmp_path / "elsewhere" / "cat.sqlite"
+    ids = {}
+    for name in ("PK_A", "PK_B", "PK_C"):
+        monkeypatch.setenv(name, generate_key())
+        ids[name] = load_master_key(f"env:{name}").key_id
+    for name in ("PK_A", "PK_B"):
+        enc = {"enabled": True, "key": f"env:{name}"}
+        cfg = run_config(results, **{"data_flow.mode": "file", "encryption": enc})
+        run({**cfg, "catalog": str(catalog)}).close()
+    base = ["keys", "rotate", "--results-dir", str(results), "--old", "env:PK_A"]
+    assert cli_main([*base, "--old", "env:PK_B", "--new", "env:PK_C", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rewrapped"] == len(key_files(results)) > 0
+    assert sorted(out["old_key_ids"]) == sorted([ids["PK_A"], ids["PK_B"]])
+    assert out["catalog_rows"] == 0  # no catalog.sqlite in the results folder
+    with open_catalog(str(catalog)) as cat:
+        assert {i.key_id for i in cat.list_items() if i.key_id} == {ids["PK_A"], ids["PK_B"]}
+    args = ["--old", "env:PK_A", "--old", "env:PK_B", "--new", "env:PK_C"]
+    assert cli_main([*base[:4], *args, "--catalog", str(catalog), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rewrapped"] == 0 and out["already_current"] == len(key_files(results))
+    assert out["catalog_rows"] > 0
+    with open_catalog(str(catalog)) as cat:
+        assert {i.key_id for i in cat.list_items() if i.key_id} == {ids["PK_C"]}
+    assert cli_main([*base[:4], *args]) == 0  # text output
+    assert "re-wrapped 0 data keys with " + ids["PK_C"] in capsys.readouterr().out

@@ -26,7 +26,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     from phasekit.catalog import open_catalog
-    from phasekit.catalog.factory import default_location
+    from phasekit.catalog.uris import CATALOG_FILENAME
     from phasekit.crypt import load_master_key, rewrap_tree
 
     folder = Path(args.results_dir)
@@ -36,7 +36,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     new = load_master_key(args.new, "--new")
     report = rewrap_tree(folder, old, new)
     rows = 0
-    location = args.catalog or default_location(args.results_dir)
+    location = args.catalog or str(folder / CATALOG_FILENAME)
     if args.catalog or Path(location).exists():
         with open_catalog(location, results_dir=args.results_dir, create=False) as catalog:
             rows = catalog.set_key_id([k.key_id for k in old], new.key_id)
