@@ -370,19 +370,134 @@ pub fn run(
     Ok(sim.finish())
 }
 
+/// Cash and position of one portfolio: [`Account::fill`] turns a change of target into
+/// its fills (a close, then an open), with the arithmetic of portfolio.py.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Account {
+    slip: f64,
+    comm: f64,
+    fraction: f64,
+    whole_units: bool,
+    pub(crate) cash: f64,
+    pub(crate) qty: f64,
+    /// bar, price, signed quantity, commission of the open position
+    entry: Option<(usize, f64, f64, f64)>,
+}
+
+/// A position closed by [`Account::fill`]: its entry (bar, price, signed quantity,
+/// commission) and its exit fill.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Closed {
+    pub(crate) entry: (usize, f64, f64, f64),
+    pub(crate) exit: Fill,
+    pub(crate) pnl: f64,
+}
+
+impl Account {
+    pub(crate) fn new(settings: &Settings) -> Self {
+        Account {
+            slip: settings.slippage_bps / 1e4,
+            comm: settings.commission_bps / 1e4,
+            fraction: settings.fraction,
+            whole_units: settings.whole_units,
+            cash: settings.initial_capital,
+            qty: 0.0,
+            entry: None,
+        }
+    }
+
+    /// Fills the target `want` at `open_px` on `bar`: closes the open position (if any),
+    /// then opens `want` (if not flat and cash buys some).
+    pub(crate) fn fill(
+        &mut self,
+        bar: usize,
+        want: i8,
+        open_px: f64,
+    ) -> (Option<Closed>, Option<Fill>) {
+        let (slip, comm) = (self.slip, self.comm);
+        let mut closed = None;
+        if self.qty != 0.0 {
+            if let Some(entry) = self.entry.take() {
+                let (_, e_px, e_qty, e_fee) = entry;
+                let qty = self.qty;
+                let side = if qty > 0.0 { 1.0 } else { -1.0 };
+                let px = open_px * (1.0 - side * slip);
+                let fee = qty.abs() * px * comm;
+                self.cash += qty * px - fee;
+                let pnl = e_qty * (px - e_px) - e_fee - fee;
+                let exit = Fill {
+                    bar,
+                    quantity: -qty,
+                    price: px,
+                    commission: fee,
+                };
+                closed = Some(Closed { entry, exit, pnl });
+                self.qty = 0.0;
+            }
+        }
+        let mut opened = None;
+        if want != 0 {
+            let w = f64::from(want);
+            let px = open_px * (1.0 + w * slip);
+            let mut size = self.fraction * self.cash / (px * (1.0 + comm));
+            if self.whole_units {
+                size = size.floor();
+            }
+            if size > 0.0 {
+                let q = w * size;
+                let fee = size * px * comm;
+                self.cash -= q * px + fee;
+                self.qty = q;
+                self.entry = Some((bar, px, q, fee));
+                opened = Some(Fill {
+                    bar,
+                    quantity: q,
+                    price: px,
+                    commission: fee,
+                });
+            }
+        }
+        (closed, opened)
+    }
+}
+
+impl Trades {
+    /// Appends the trades of `other`.
+    pub fn append(&mut self, other: &Trades) {
+        self.entry_ts.extend_from_slice(&other.entry_ts);
+        self.exit_ts.extend_from_slice(&other.exit_ts);
+        self.entry_price.extend_from_slice(&other.entry_price);
+        self.exit_price.extend_from_slice(&other.exit_price);
+        self.direction.extend_from_slice(&other.direction);
+        self.quantity.extend_from_slice(&other.quantity);
+        self.pnl.extend_from_slice(&other.pnl);
+        self.ret.extend_from_slice(&other.ret);
+        self.bars_held.extend_from_slice(&other.bars_held);
+    }
+
+    /// Appends a closed position (`ts`: the window's timestamps).
+    pub(crate) fn push(&mut self, ts: &[i64], c: &Closed) {
+        let (e_bar, e_px, e_qty, _) = c.entry;
+        let side = if c.exit.quantity < 0.0 { 1i8 } else { -1i8 };
+        self.entry_ts.push(ts[e_bar]);
+        self.exit_ts.push(ts[c.exit.bar]);
+        self.entry_price.push(e_px);
+        self.exit_price.push(c.exit.price);
+        self.direction.push(side);
+        self.quantity.push(e_qty.abs());
+        self.pnl.push(c.pnl);
+        self.ret.push(c.pnl / (e_qty.abs() * e_px));
+        self.bars_held.push((c.exit.bar - e_bar) as i64);
+    }
+}
+
 /// The portfolio of one window, bar by bar: [`Simulator::bar`] fills the previous
 /// decision at the bar's open and marks equity at its close; [`Simulator::decide`]
 /// records the decision taken on that close.
 struct Simulator<'a> {
     ts: &'a [i64],
-    settings: Settings,
-    slip: f64,
-    comm: f64,
-    cash: f64,
-    qty: f64,
-    /// bar, price, signed quantity, commission of the open position
-    entry: Option<(usize, f64, f64, f64)>,
-    /// the decision of the previous bar (None before the first) and the one before it
+    account: Account,
+    /// the decision of the previous bar (None before the first)
     decided: Option<i8>,
     held: i8,
     curves: bool,
@@ -395,12 +510,7 @@ impl<'a> Simulator<'a> {
         let cap = if curves { ts.len() } else { 0 };
         Simulator {
             ts,
-            settings: *settings,
-            slip: settings.slippage_bps / 1e4,
-            comm: settings.commission_bps / 1e4,
-            cash: settings.initial_capital,
-            qty: 0.0,
-            entry: None,
+            account: Account::new(settings),
             decided: None,
             held: 0,
             curves,
@@ -416,72 +526,28 @@ impl<'a> Simulator<'a> {
     fn bar(&mut self, bar: usize, open: f64, close: f64) {
         if let Some(want) = self.decided {
             if want != self.held {
-                self.fill(bar, want, open);
+                let (closed, opened) = self.account.fill(bar, want, open);
+                if let Some(c) = closed {
+                    self.sim.trades.push(self.ts, &c);
+                    self.sim.fills.push(c.exit);
+                }
+                if let Some(f) = opened {
+                    self.sim.fills.push(f);
+                }
             }
             self.held = want;
         }
-        let equity = self.cash + self.qty * close;
-        self.fold.push(equity, self.qty);
+        let qty = self.account.qty;
+        let equity = self.account.cash + qty * close;
+        self.fold.push(equity, qty);
         if self.curves {
-            self.sim.position.push(self.qty);
+            self.sim.position.push(qty);
             self.sim.equity.push(equity);
         }
     }
 
     fn decide(&mut self, want: i8) {
         self.decided = Some(want);
-    }
-
-    fn fill(&mut self, bar: usize, want: i8, open_px: f64) {
-        let (slip, comm) = (self.slip, self.comm);
-        if self.qty != 0.0 {
-            if let Some((e_bar, e_px, e_qty, e_fee)) = self.entry.take() {
-                let qty = self.qty;
-                let side = if qty > 0.0 { 1.0 } else { -1.0 };
-                let px = open_px * (1.0 - side * slip);
-                let fee = qty.abs() * px * comm;
-                self.cash += qty * px - fee;
-                let pnl = e_qty * (px - e_px) - e_fee - fee;
-                let t = &mut self.sim.trades;
-                t.entry_ts.push(self.ts[e_bar]);
-                t.exit_ts.push(self.ts[bar]);
-                t.entry_price.push(e_px);
-                t.exit_price.push(px);
-                t.direction.push(side as i8);
-                t.quantity.push(e_qty.abs());
-                t.pnl.push(pnl);
-                t.ret.push(pnl / (e_qty.abs() * e_px));
-                t.bars_held.push((bar - e_bar) as i64);
-                self.sim.fills.push(Fill {
-                    bar,
-                    quantity: -qty,
-                    price: px,
-                    commission: fee,
-                });
-                self.qty = 0.0;
-            }
-        }
-        if want != 0 {
-            let w = f64::from(want);
-            let px = open_px * (1.0 + w * slip);
-            let mut size = self.settings.fraction * self.cash / (px * (1.0 + comm));
-            if self.settings.whole_units {
-                size = size.floor();
-            }
-            if size > 0.0 {
-                let q = w * size;
-                let fee = size * px * comm;
-                self.cash -= q * px + fee;
-                self.qty = q;
-                self.entry = Some((bar, px, q, fee));
-                self.sim.fills.push(Fill {
-                    bar,
-                    quantity: q,
-                    price: px,
-                    commission: fee,
-                });
-            }
-        }
     }
 
     fn finish(self) -> (Simulation, EquitySummary) {

@@ -8,6 +8,7 @@
 //! The PyO3 wrappers live in `py/` and are compiled only with the `python` feature.
 
 pub mod backtest;
+pub mod block;
 pub mod channel;
 pub mod checksum;
 pub mod ipc;

@@ -290,3 +290,36 @@ def backtest(
     ``summary``, the ``equity_summary`` dict that ``StreamingMetrics.fold`` takes.
     ``ConfigError`` for bad settings or targets; ``InvalidArgument`` for bad columns or a
     window outside the bars."""
+
+def backtest_block(
+    bars: Any,
+    kind: str,
+    params: Any,
+    start: int = 0,
+    stop: Optional[int] = None,
+    *,
+    traced: Optional[list[bool]] = None,
+    initial_capital: float = 100000.0,
+    fraction: float = 1.0,
+    whole_units: bool = False,
+    commission_bps: float = 0.0,
+    slippage_bps: float = 0.0,
+    periods_per_year: float = 252.0,
+    threads: Optional[int] = None,
+) -> dict[str, Any]:
+    """A block of parameter sets of one built-in strategy over one window, in one call
+    with the GIL released.
+
+    ``kind``: ``sma_crossover`` (``params`` columns int64 ``fast``, ``slow``),
+    ``momentum`` (int64 ``lookback``, float64 ``threshold``) or ``mean_reversion``
+    (int64 ``window``, float64 ``entry_z``, ``exit_z``); every kind also reads int8
+    ``long_short`` (0: long_only, 1: long_short). A row of ``params`` is a set. Signals
+    are computed over ``bars[:stop]``, positions inside ``[start, stop)`` as ``backtest``
+    does; each distinct indicator is computed once for the block. ``traced[i]`` keeps set
+    ``i``'s equity curve. ``threads`` (default: the machine's cores) run groups of sets.
+    Returns ``results`` (``set``, ``bars`` and the metrics of ``StreamingMetrics``;
+    ``profit_factor`` null where no trade lost), ``trades`` (``set`` and the trade
+    columns of ``backtest``), ``curves`` (``set``, ``bar``, ``equity``, ``position``) as
+    ``pyarrow.RecordBatch``, ``indicators`` (distinct indicators computed) and
+    ``threads`` (threads that ran sets). A set that cannot run fails the block with a
+    ``ConfigError`` whose ``set_index`` names it."""

@@ -19,9 +19,11 @@ use pyo3::types::PyDict;
 
 use super::arrow::{import_batches, to_pyarrow};
 use super::errors::{ConfigError, InvalidArgument};
-use crate::backtest::{position_events, run, sma_crossover, BacktestError, Settings, Signal};
+use crate::backtest::{
+    position_events, run, sma_crossover, BacktestError, Settings, Signal, Trades,
+};
 
-fn to_py(err: BacktestError) -> PyErr {
+pub(super) fn to_py(err: BacktestError) -> PyErr {
     match err {
         BacktestError::Span(..) => InvalidArgument::new_err(err.to_string()),
         _ => ConfigError::new_err(err.to_string()),
@@ -29,8 +31,9 @@ fn to_py(err: BacktestError) -> PyErr {
 }
 
 /// One column of the batches as a slice (borrowed when there is one batch).
-fn column<'a, T: ArrowPrimitiveType>(
+pub(super) fn column<'a, T: ArrowPrimitiveType>(
     batches: &'a [RecordBatch],
+    what: &str,
     name: &str,
     accept: fn(&DataType) -> bool,
     expected: &str,
@@ -39,7 +42,7 @@ fn column<'a, T: ArrowPrimitiveType>(
     for b in batches {
         let col = b.column_by_name(name).ok_or_else(|| {
             InvalidArgument::new_err(format!(
-                "bars: no column '{name}'; columns are {:?}",
+                "{what}: no column '{name}'; columns are {:?}",
                 b.schema()
                     .fields()
                     .iter()
@@ -49,13 +52,13 @@ fn column<'a, T: ArrowPrimitiveType>(
         })?;
         if !accept(col.data_type()) {
             return Err(InvalidArgument::new_err(format!(
-                "bars: column '{name}' is {}, expected {expected}",
+                "{what}: column '{name}' is {}, expected {expected}",
                 col.data_type()
             )));
         }
         if col.null_count() > 0 {
             return Err(InvalidArgument::new_err(format!(
-                "bars: column '{name}' has {} nulls",
+                "{what}: column '{name}' has {} nulls",
                 col.null_count()
             )));
         }
@@ -84,18 +87,18 @@ fn timestamp_values<T: ArrowPrimitiveType>(col: &dyn Array) -> PyResult<&[T::Nat
     Ok(unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) })
 }
 
-fn is_ts(t: &DataType) -> bool {
+pub(super) fn is_ts(t: &DataType) -> bool {
     matches!(
         t,
         DataType::Int64 | DataType::Timestamp(TimeUnit::Nanosecond, _)
     )
 }
 
-fn is_f64(t: &DataType) -> bool {
+pub(super) fn is_f64(t: &DataType) -> bool {
     *t == DataType::Float64
 }
 
-fn is_i8(t: &DataType) -> bool {
+pub(super) fn is_i8(t: &DataType) -> bool {
     *t == DataType::Int8
 }
 
@@ -111,6 +114,21 @@ fn batch(fields: Vec<(&str, ArrayRef)>) -> PyResult<RecordBatch> {
         fields.into_iter().map(|(_, a)| a).collect(),
     )
     .map_err(|e| InvalidArgument::new_err(format!("cannot build the result batch: {e}")))
+}
+
+/// The columns of closed trades (`TRADE_COLUMNS` of portfolio.py).
+pub(super) fn trade_columns(t: Trades) -> Vec<(&'static str, ArrayRef)> {
+    vec![
+        ("entry_ts", Arc::new(Int64Array::from(t.entry_ts))),
+        ("exit_ts", Arc::new(Int64Array::from(t.exit_ts))),
+        ("entry_price", Arc::new(Float64Array::from(t.entry_price))),
+        ("exit_price", Arc::new(Float64Array::from(t.exit_price))),
+        ("direction", Arc::new(Int8Array::from(t.direction))),
+        ("quantity", Arc::new(Float64Array::from(t.quantity))),
+        ("pnl", Arc::new(Float64Array::from(t.pnl))),
+        ("return", Arc::new(Float64Array::from(t.ret))),
+        ("bars_held", Arc::new(Int64Array::from(t.bars_held))),
+    ]
 }
 
 fn window(start: usize, stop: Option<usize>, n: usize) -> Result<(usize, usize), BacktestError> {
@@ -133,7 +151,7 @@ fn sma_crossover_signals<'py>(
     long_short: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (_, batches) = import_batches(bars)?;
-    let close = column::<Float64Type>(&batches, "close", is_f64, "float64")?;
+    let close = column::<Float64Type>(&batches, "bars", "close", is_f64, "float64")?;
     let target = py
         .detach(|| sma_crossover(&close, fast, slow, long_short))
         .map_err(to_py)?;
@@ -189,11 +207,13 @@ fn backtest<'py>(
         slippage_bps,
     };
     let (_, batches) = import_batches(bars)?;
-    let ts = column::<Int64Type>(&batches, "ts", is_ts, "int64 or timestamp[ns]")?;
-    let open = column::<Float64Type>(&batches, "open", is_f64, "float64")?;
-    let close = column::<Float64Type>(&batches, "close", is_f64, "float64")?;
+    let ts = column::<Int64Type>(&batches, "bars", "ts", is_ts, "int64 or timestamp[ns]")?;
+    let open = column::<Float64Type>(&batches, "bars", "open", is_f64, "float64")?;
+    let close = column::<Float64Type>(&batches, "bars", "close", is_f64, "float64")?;
     let given = match sma {
-        None => Some(column::<Int8Type>(&batches, "target", is_i8, "int8")?),
+        None => Some(column::<Int8Type>(
+            &batches, "bars", "target", is_i8, "int8",
+        )?),
         Some(_) => None,
     };
     let (start, stop) = window(start, stop, close.len()).map_err(to_py)?;
@@ -225,26 +245,7 @@ fn backtest<'py>(
     } else {
         out.set_item("bars", py.None())?;
     }
-    out.set_item(
-        "trades",
-        to_pyarrow(
-            py,
-            batch(vec![
-                (
-                    "entry_ts",
-                    Arc::new(Int64Array::from(t.entry_ts)) as ArrayRef,
-                ),
-                ("exit_ts", Arc::new(Int64Array::from(t.exit_ts))),
-                ("entry_price", Arc::new(Float64Array::from(t.entry_price))),
-                ("exit_price", Arc::new(Float64Array::from(t.exit_price))),
-                ("direction", Arc::new(Int8Array::from(t.direction))),
-                ("quantity", Arc::new(Float64Array::from(t.quantity))),
-                ("pnl", Arc::new(Float64Array::from(t.pnl))),
-                ("return", Arc::new(Float64Array::from(t.ret))),
-                ("bars_held", Arc::new(Int64Array::from(t.bars_held))),
-            ])?,
-        )?,
-    )?;
+    out.set_item("trades", to_pyarrow(py, batch(trade_columns(t))?)?)?;
     let fills = &sim.fills;
     out.set_item(
         "fills",

@@ -5,6 +5,7 @@ use pyo3::types::PyTuple;
 
 pub mod arrow;
 mod backtest;
+mod block;
 mod channel;
 mod errors;
 mod ipc;
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ipc::register(m)?;
     util::register(m)?;
     backtest::register(m)?;
+    block::register(m)?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ It is the reference implementation; ``phasekit._core`` is the drop-in fast one.
 
 from __future__ import annotations
 
-from phasekit._pure.backtest import backtest, sma_crossover_signals
+from phasekit._pure.backtest import backtest, backtest_block, sma_crossover_signals
 from phasekit._pure.channel import Channel
 from phasekit._pure.checksum import crc32, file_checksum
 from phasekit._pure.ipc import COMPRESSIONS, TMP_SUFFIX, IpcWriter
@@ -39,6 +39,7 @@ __all__ = [
     "IpcWriter",
     "SpillLedger",
     "backtest",
+    "backtest_block",
     "crc32",
     "file_checksum",
     "size_of",
