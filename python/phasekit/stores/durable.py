@@ -20,11 +20,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 from phasekit._pure.ipc import TMP_SUFFIX
 from phasekit.backend import backend_module
-from phasekit.checksum import bytes_checksum
+from phasekit.checksum import bytes_checksum, crc32, format_crc32
 from phasekit.checksum import tree_checksum as _tree_checksum
 from phasekit.errors import CorruptDataError, StorageError
 from phasekit.fsync import fsync_dir
@@ -257,9 +257,37 @@ def write_bytes(final: Path, data: bytes, what: str) -> str:
     return bytes_checksum(data)
 
 
+_JSON_BUFFER = 1 << 16
+
+
 def write_json(final: Path, obj: Any, what: str) -> str:
-    """Write ``obj`` as JSON atomically to ``final``; returns its checksum."""
-    return write_bytes(final, json.dumps(obj, indent=1, sort_keys=True).encode(), what)
+    """Write ``obj`` as JSON atomically to ``final``; returns its checksum.
+
+    The text is encoded piece by piece into a buffered file, so a large document (a
+    window's ranking of thousands of containers) never exists whole as one string."""
+    crc = 0
+    with atomic_file(final, what) as tmp:
+        fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with os.fdopen(fd, "wb", buffering=0) as raw:
+            pending: list[bytes] = []
+            size = 0
+            for piece in json.JSONEncoder(indent=1, sort_keys=True).iterencode(obj):
+                data = piece.encode()
+                pending.append(data)
+                size += len(data)
+                if size >= _JSON_BUFFER:
+                    crc = _flush(raw, pending, crc)
+                    size = 0
+            crc = _flush(raw, pending, crc)
+    return format_crc32(crc)
+
+
+def _flush(raw: BinaryIO, pending: list[bytes], crc: int) -> int:
+    """Write the ``pending`` pieces as one block; returns the CRC-32 continued over them."""
+    block = b"".join(pending)
+    pending.clear()
+    raw.write(block)
+    return crc32(block, crc)
 
 
 def file_checksum(path: Path) -> str:

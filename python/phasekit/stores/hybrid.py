@@ -18,11 +18,12 @@ import functools
 import logging
 import os
 import secrets
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import phasekit
 from phasekit.crypt import Encryption, MemoryKeyring
@@ -33,9 +34,10 @@ from phasekit.stores.base import DEFAULT_PHASE, DEFAULT_RUN, StoreBase, check_me
 from phasekit.stores.durable import is_disk_full
 from phasekit.stores.names import check_name
 from phasekit.stores.recorder import ItemRecorder
-from phasekit.stores.ref import Ref
+from phasekit.stores.ref import Ref, named_uri
 from phasekit.stores.segments import Extent, SegmentLog
 from phasekit.stores.spillcodec import Spilled, check_spillable, load, spill
+from phasekit.stores.trim import Trimmer
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,22 @@ _COUNTS = (
 )
 
 
+class _Folded(NamedTuple):
+    """A spilled item's Ref less what its key gives back (URI, key, format): the index
+    of a store holds one per spilled item, thousands of them, so each keeps only this."""
+
+    kind: str
+    size_bytes: int
+    metadata: Mapping[str, Any]
+    created_at: float
+
+
+def _fold(ref: Ref | _Folded) -> _Folded:
+    if isinstance(ref, _Folded):
+        return ref
+    return _Folded(ref.kind, ref.size_bytes, ref.metadata, ref.created_at)
+
+
 @dataclass
 class _Core:
     """State shared by a store and its container views (guarded by ``lock``)."""
@@ -60,7 +78,8 @@ class _Core:
     log: SegmentLog
     memory: dict[str, Any] = field(default_factory=dict)
     spilled: dict[str, Spilled] = field(default_factory=dict)
-    refs: dict[str, Ref] = field(default_factory=dict)
+    refs: dict[str, Union[Ref, _Folded]] = field(default_factory=dict)
+    """key -> its Ref; folded (:class:`_Folded`) while the item is on disk."""
     chains: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     """key -> the ledgers it counts under: its view's, then the view's ancestors'."""
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -70,6 +89,8 @@ class _Core:
     closed: bool = False
     keyring: Optional[MemoryKeyring] = None
     """The data keys of encrypted spills (None: encryption off)."""
+    trimmer: Trimmer = field(default_factory=Trimmer)
+    """Returns the heap's free space to the system as spills free memory."""
 
 
 def _check_budget(budget_bytes: Any) -> int:
@@ -199,7 +220,9 @@ class HybridStore(StoreBase):
     def put(self, key: str, data: Any, metadata: Optional[Mapping[str, Any]] = None) -> Ref:
         """Hold ``data`` in memory (spilling older items past the budget); returns its Ref."""
         self._check_open()
-        ikey = self._ikey(key)
+        # interned: the ledger hands keys back as new strings when it picks items to
+        # spill; the spilled index then keys on this one object, not a second copy
+        ikey = sys.intern(self._ikey(key))
         meta = check_metadata(metadata)
         kind = values.kind_of(data)
         check_spillable(data, kind)
@@ -253,7 +276,7 @@ class HybridStore(StoreBase):
                 if not candidates:
                     break
                 for ikey in candidates:
-                    if not self._spill_one(ikey):
+                    if not self._spill_one(sys.intern(ikey)):
                         return  # keep what failed in memory; try again at the next put
 
     def _spill_one(self, ikey: str) -> bool:
@@ -276,8 +299,10 @@ class HybridStore(StoreBase):
             )
             return False
         del core.memory[ikey]
+        del value
         core.spilled[ikey] = entry
-        owner.forget(ikey)
+        core.refs[ikey] = _fold(core.refs[ikey])
+        core.trimmer.freed(owner.forget(ikey))
         view_counts["spills"] += 1
         view_counts["spilled_bytes"] += entry.extent.length
         return True
@@ -354,7 +379,22 @@ class HybridStore(StoreBase):
             ref = self._core.refs.get(ikey)
         if ref is None:
             raise self._missing(key)
-        return ref
+        return self._unfold(ikey, ref)
+
+    def _unfold(self, ikey: str, ref: Ref | _Folded) -> Ref:
+        """The Ref of ``ikey`` (rebuilt when folded: equal to the one ``put`` returned)."""
+        if isinstance(ref, Ref):
+            return ref
+        names = ikey.split("/")
+        return Ref(
+            uri=named_uri(self.scheme, names),
+            key=names[-1],
+            kind=ref.kind,
+            format=self.format_name,
+            size_bytes=ref.size_bytes,
+            metadata=ref.metadata,
+            created_at=ref.created_at,
+        )
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self._ikey(key) in self._core.refs
@@ -362,16 +402,17 @@ class HybridStore(StoreBase):
     def list(self) -> list[Ref]:
         """Refs of the items of this store or view (and its containers), oldest put first."""
         with self._lock:
-            return [r for k, r in self._core.refs.items() if self._in_view(k)]
+            return [self._unfold(k, r) for k, r in self._core.refs.items() if self._in_view(k)]
 
     def delete(self, ref: Ref | str) -> None:
         """Drop the item from memory or disk; ``UnknownKey`` if absent."""
         self._check_open()
         ikey = self._ikey(ref)
         with self._lock:
-            old = self._core.refs.get(ikey)
-            if old is None or not self._drop(ikey):
+            folded = self._core.refs.get(ikey)
+            if folded is None or not self._drop(ikey):
                 raise self._missing(ikey.rsplit("/", 1)[1])
+            old = self._unfold(ikey, folded)
             self._count("deletes")
             self._maybe_compact()
         self._forget(old)
@@ -403,6 +444,7 @@ class HybridStore(StoreBase):
                 "bytes_on_disk": sum(e.extent.length for e in on_disk),
                 **counts,
                 "compaction_failures": core.compaction_failures,
+                "memory_trims": core.trimmer.trims,
                 "corrupt_items": sorted(k for k in core.corrupt if self._in_view(k)),
                 "spill_dir": str(core.log.folder),
             }

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol, overload
 
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.portfolio import PortfolioSettings
@@ -121,6 +121,28 @@ CompletedLookup = Callable[[Optional[str]], Optional[dict[str, Any]]]
 """The aggregate of a window an earlier attempt of the run completed (None if not)."""
 
 
+class JobList(Sequence[PortfolioJob]):
+    """Jobs built on access from their parameter-set indices (what the executor slices)."""
+
+    def __init__(self, make: Callable[[int], PortfolioJob], indices: Sequence[int]) -> None:
+        self._make = make
+        self._indices = indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @overload
+    def __getitem__(self, i: int) -> PortfolioJob: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[PortfolioJob]: ...
+
+    def __getitem__(self, i: int | slice) -> PortfolioJob | list[PortfolioJob]:
+        if isinstance(i, slice):
+            return [self._make(j) for j in self._indices[i]]
+        return self._make(self._indices[i])
+
+
 class PhaseContext:
     """A phase of a run while it runs; the sequence runners drive it."""
 
@@ -142,13 +164,14 @@ class PhaseContext:
         self.completed = completed
         self.outcome = PhaseOutcome(phase.name, phase.sequence)
         self.prefixes: set[str] = set()
+        self._tracers: dict[TracerSettings, TracerSettings] = {}
 
     # ------------------------------------------------------------------ jobs
 
     def tracer(self, container_id: str) -> TracerSettings:
         settings = self.phase.container(container_id).settings
         policy = settings.retention_policy
-        return TracerSettings(
+        tracer = TracerSettings(
             event_tracing=tuple(settings.event_tracing),
             retention_policy=policy,
             sliding_window_size=settings.sliding_window_size,
@@ -156,36 +179,38 @@ class PhaseContext:
             initial_capital=self.inputs.portfolio.initial_capital,
             periods_per_year=self.inputs.bars.periods_per_year,
         )
+        # containers of one pattern share one (frozen) settings object
+        return self._tracers.setdefault(tracer, tracer)
 
     def jobs(
         self, window: Window, span: Span, indices: Sequence[int], prefix: str = "portfolio"
-    ) -> list[PortfolioJob]:
-        """One portfolio job per parameter set ``indices`` over ``span``."""
+    ) -> JobList:
+        """One portfolio job per parameter set ``indices`` over ``span``, each built when
+        it is taken (a window of 10,000 containers never holds 10,000 jobs at once)."""
         inputs = self.inputs
         self.prefixes.add(prefix)
-        jobs = []
-        for i in indices:
+
+        def job(i: int) -> PortfolioJob:
             cid = f"{prefix}_{i:05d}"
             params = inputs.sets[i]
-            jobs.append(
-                PortfolioJob(
-                    container_id=cid,
-                    window_id=window.window_id,
-                    span=span,
-                    strategy_type=inputs.strategy_type,
-                    strategy_params=strategy_params(inputs.strategy_base, params),
-                    parameters=params,
-                    portfolio=inputs.portfolio,
-                    tracer=self.tracer(cid),
-                    symbol=inputs.bars.symbol,
-                )
+            return PortfolioJob(
+                container_id=cid,
+                window_id=window.window_id,
+                span=span,
+                strategy_type=inputs.strategy_type,
+                strategy_params=strategy_params(inputs.strategy_base, params),
+                parameters=params,
+                portfolio=inputs.portfolio,
+                tracer=self.tracer(cid),
+                symbol=inputs.bars.symbol,
             )
-        return jobs
+
+        return JobList(job, indices)
 
     # ------------------------------------------------------------------ containers
 
     def run_containers(
-        self, jobs: list[PortfolioJob], folder: Optional[str], keep_equity: bool = False
+        self, jobs: Sequence[PortfolioJob], folder: Optional[str], keep_equity: bool = False
     ) -> list[Summary]:
         """Run and store the containers; their summaries hold the equity curve (under
         ``_equity``) and the trades' pnl (``_pnl``) only with ``keep_equity``, so a window
@@ -200,16 +225,23 @@ class PhaseContext:
 
     def _destroyed(self, outcome: Outcome, folder: Optional[str], keep_equity: bool) -> Summary:
         job = outcome.job
+        # a window holds one small summary per container until it is ranked: the
+        # parameter set is shared with the phase's list, the metrics (plain JSON) with
+        # the stored items' metadata
+        metrics = jsonable(outcome.results["metrics"])
         self.out.put_container(
-            folder, job.container_id, outcome.results, outcome.equity, trades=outcome.trades
+            folder,
+            job.container_id,
+            outcome.results,
+            outcome.equity,
+            metrics,
+            trades=outcome.trades,
         )
         self.out.add_trades(folder, outcome.trades)
-        # a window holds one small summary per container until it is ranked: the
-        # parameter set is shared with the phase's list, the metrics are plain JSON
         summary: Summary = {
             "container_id": job.container_id,
             "parameters": self.inputs.sets[id_index(job.container_id)],
-            "metrics": jsonable(outcome.results["metrics"]),
+            "metrics": metrics,
         }
         if keep_equity:
             if outcome.equity is not None:

@@ -246,23 +246,24 @@ class PhaseResults:
         container_id: str,
         results: Mapping[str, Any],
         equity: Optional[pa.Table],
+        metrics: Optional[dict[str, Any]] = None,
         *,
         trades: Optional[pa.Table] = None,
     ) -> dict[str, Any]:
         """Store one destroyed container's results (and equity curve) through the store of
-        its plan; returns the URIs of what was stored. With ``results.layout: admf`` the
-        container's ``<id>_results.json`` (with its ``trades``) is written too."""
+        its plan; returns the URIs of what was stored. ``metrics``: the results' metrics as
+        plain JSON already (the caller keeps the same dict, so the items' metadata and the
+        caller's summary share one copy). With ``results.layout: admf`` the container's
+        ``<id>_results.json`` (with its ``trades``) is written too."""
         plan = self._plan(container_id)
         equity = snapshots(equity, plan.snapshot_interval)
         mode = plan.flow.mode
-        meta = jsonable(
-            {
-                "container_id": container_id,
-                "window_id": window_id,
-                "output_type": "container_results",
-                "metrics": results.get("metrics", {}),
-            }
-        )
+        meta = {
+            "container_id": container_id,
+            "window_id": window_id,
+            "output_type": "container_results",
+            "metrics": jsonable(results.get("metrics", {})) if metrics is None else metrics,
+        }
         clean = jsonable(results)
         uris: dict[str, Any] = {}
         if "container_results" in self.outputs:
