@@ -412,6 +412,7 @@ impl Env<'_> {
         SetState {
             signal,
             state: 0,
+            tick: Tick::new(self.settings),
             book: Book::new(self.settings, traced, self.ts.len()),
         }
     }
@@ -444,15 +445,24 @@ struct SetState<'a> {
     signal: Signal<'a>,
     /// the target decided on the last close
     state: i8,
+    tick: Tick,
     book: Book,
 }
 
 impl SetState<'_> {
     /// Steps over bars `[t0, t1)`: the target of each close, and the portfolio inside the
-    /// window.
+    /// window. The states that change every bar are copied to locals for the tile, so
+    /// they stay in registers.
     fn advance(&mut self, env: &Env<'_>, t0: usize, t1: usize) {
         let start = env.start;
         let mut state = self.state;
+        let mut tick = self.tick;
+        let book = &mut self.book;
+        let mut step = |i: usize, state: i8, tick: &mut Tick| {
+            if i >= start {
+                book.step(tick, env, i - start, state);
+            }
+        };
         match &mut self.signal {
             Signal::Sma {
                 f,
@@ -461,40 +471,35 @@ impl SetState<'_> {
                 prev_lt,
                 prev_gt,
             } => {
+                let (mut was_lt, mut was_gt, down) = (*prev_lt, *prev_gt, *down);
                 let (f, s) = (&f[t0..t1], &s[t0..t1]);
                 for (k, (fv, sv)) in f.iter().zip(s.iter()).enumerate() {
-                    let lt = fv < sv;
-                    let gt = fv > sv;
-                    if *prev_lt && gt {
+                    let (lt, gt) = (fv < sv, fv > sv);
+                    if was_lt && gt {
                         state = 1;
-                    } else if *prev_gt && lt {
-                        state = *down;
+                    } else if was_gt && lt {
+                        state = down;
                     }
-                    *prev_lt = lt;
-                    *prev_gt = gt;
-                    let i = t0 + k;
-                    if i >= start {
-                        self.book.step(env, i - start, state);
-                    }
+                    (was_lt, was_gt) = (lt, gt);
+                    step(t0 + k, state, &mut tick);
                 }
+                (*prev_lt, *prev_gt) = (was_lt, was_gt);
             }
             Signal::Momentum {
                 r,
                 threshold,
                 long_short,
             } => {
+                let (threshold, long_short) = (*threshold, *long_short);
                 for (k, rv) in r[t0..t1].iter().enumerate() {
-                    state = if *long_short && *rv < -*threshold {
+                    state = if long_short && *rv < -threshold {
                         -1
-                    } else if *rv > *threshold {
+                    } else if *rv > threshold {
                         1
                     } else {
                         0
                     };
-                    let i = t0 + k;
-                    if i >= start {
-                        self.book.step(env, i - start, state);
-                    }
+                    step(t0 + k, state, &mut tick);
                 }
             }
             Signal::MeanReversion {
@@ -503,27 +508,45 @@ impl SetState<'_> {
                 exit,
                 long_short,
             } => {
+                let (entry, exit, long_short) = (*entry, *exit, *long_short);
                 for (k, zv) in z[t0..t1].iter().enumerate() {
                     // later rules win, as the assignments of strategies.py
-                    if *long_short && *zv > *entry {
+                    if long_short && *zv > entry {
                         state = -1;
-                    } else if *zv < -*entry {
+                    } else if *zv < -entry {
                         state = 1;
-                    } else if zv.abs() <= *exit {
+                    } else if zv.abs() <= exit {
                         state = 0;
                     }
-                    let i = t0 + k;
-                    if i >= start {
-                        self.book.step(env, i - start, state);
-                    }
+                    step(t0 + k, state, &mut tick);
                 }
             }
         }
         self.state = state;
+        self.tick = tick;
     }
 
     fn finish(self, env: &Env<'_>) -> SetResult {
-        self.book.finish(env)
+        self.book.finish(&self.tick, env)
+    }
+}
+
+/// What a set's portfolio changes at every bar: the equity fold and the decisions.
+#[derive(Debug, Clone, Copy)]
+struct Tick {
+    fold: Fold,
+    /// the decision of the previous bar (None before the window's first)
+    decided: Option<i8>,
+    held: i8,
+}
+
+impl Tick {
+    fn new(settings: &Settings) -> Self {
+        Tick {
+            fold: Fold::new(settings.initial_capital),
+            decided: None,
+            held: 0,
+        }
     }
 }
 
@@ -531,11 +554,8 @@ impl SetState<'_> {
 struct Book {
     account: Account,
     initial: f64,
-    decided: Option<i8>,
-    held: i8,
     traced: bool,
     out: SetResult,
-    fold: Fold,
 }
 
 impl Book {
@@ -544,55 +564,50 @@ impl Book {
         Book {
             account: Account::new(settings),
             initial: settings.initial_capital,
-            decided: None,
-            held: 0,
             traced,
             out: SetResult {
                 equity: Vec::with_capacity(cap),
                 position: Vec::with_capacity(cap),
                 ..SetResult::default()
             },
-            fold: Fold::new(settings.initial_capital),
         }
     }
 
     /// Window bar `bar`: fill the previous decision at its open, mark its close, record
     /// the decision `want` taken on that close.
     #[inline(always)]
-    fn step(&mut self, env: &Env<'_>, bar: usize, want: i8) {
+    fn step(&mut self, t: &mut Tick, env: &Env<'_>, bar: usize, want: i8) {
         let i = bar + env.start;
-        if let Some(prev) = self.decided {
-            if prev != self.held {
+        if let Some(prev) = t.decided {
+            if prev != t.held {
                 self.fill(env, bar, prev, env.open[i]);
             }
-            self.held = prev;
+            t.held = prev;
         }
         let (cash, qty) = (self.account.cash, self.account.qty);
         if qty == 0.0 && env.finite {
             // flat: equity is the cash, which is the last equity (return 0)
-            self.fold.push_flat(cash);
+            t.fold.push_flat(cash);
         } else {
-            self.fold.push(cash + qty * env.close[i], qty);
+            t.fold.push(cash + qty * env.close[i], qty);
         }
         if self.traced {
-            self.out.equity.push(self.fold.last);
+            self.out.equity.push(t.fold.last);
             self.out.position.push(qty);
         }
-        self.decided = Some(want);
+        t.decided = Some(want);
     }
 
     #[cold]
+    #[inline(never)]
     fn fill(&mut self, env: &Env<'_>, bar: usize, want: i8, open_px: f64) {
         if let (Some(closed), _) = self.account.fill(bar, want, open_px) {
             self.out.trades.push(env.ts, &closed);
         }
     }
 
-    fn finish(mut self, env: &Env<'_>) -> SetResult {
-        self.out.metrics = Some(
-            self.fold
-                .metrics(self.initial, env.ppy, &self.out.trades.pnl),
-        );
+    fn finish(mut self, t: &Tick, env: &Env<'_>) -> SetResult {
+        self.out.metrics = Some(t.fold.metrics(self.initial, env.ppy, &self.out.trades.pnl));
         self.out
     }
 }
