@@ -385,7 +385,8 @@ def test_a_reader_without_the_key_uses_the_runs_recorded_key_source(
 
         assert lazy().load()["ranking"]
         monkeypatch.delenv("PK_RECORDED")
-        with pytest.raises(KeyUnavailable, match="PK_RECORDED is not set"):
+        key_id = row.key_id
+        with pytest.raises(KeyUnavailable, match=f"master key {key_id}: .*PK_RECORDED is not set"):
             lazy().load()
 
 

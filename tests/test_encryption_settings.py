@@ -118,7 +118,7 @@ def test_a_missing_master_key_fails_before_the_run_is_recorded(
 
 
 def test_config_show_tells_where_encryption_comes_from(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import yaml
 
@@ -129,6 +129,10 @@ def test_config_show_tells_where_encryption_comes_from(
     shown = json.loads(capsys.readouterr().out)["encryption"]
     assert shown["enabled"] is True and shown["key"] == "env:PK_SHOWN"
     assert shown["source"]["level"] == "user global"
+    monkeypatch.setenv("COLUMNS", "200")  # the row on one line
+    assert cli_main(["config", "show", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "on, key env:PK_SHOWN (user global: encryption)" in " ".join(table.split())
     path.write_text(yaml.safe_dump(config(tmp_path / "r")))
     assert cli_main(["config", "show", str(path), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)["encryption"]

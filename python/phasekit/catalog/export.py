@@ -199,7 +199,7 @@ class _Exporter:
         if item.key_id is None:
             return None
         if self._encryption is None:
-            self._encryption = recorded_encryption(self.proc.config)
+            self._encryption = recorded_encryption(self.proc.config, item.key_id)
         return decrypt_file(path, self._encryption, item.label)
 
     def file(self, item: ItemRow, path: Path) -> ExportedItem:

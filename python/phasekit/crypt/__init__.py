@@ -77,14 +77,20 @@ def decrypt_file(
     return encryption.keyring(folder).read(path, what, name, alloc)
 
 
-def recorded_encryption(config: Any) -> Optional[Encryption]:
+def recorded_encryption(config: Any, key_id: Optional[str] = None) -> Optional[Encryption]:
     """The encryption a run recorded in its configuration (``{"enabled", "key", ...}``,
     what ``ResolvedConfig.to_dict()`` holds under ``encryption``), its key loaded from
-    the recorded source; None when the run did not encrypt."""
+    the recorded source; None when the run did not encrypt. ``key_id``: the key the
+    data needs, named when the key cannot be loaded."""
     block = config.get("encryption") if isinstance(config, dict) else None
     if not isinstance(block, dict) or not block.get("enabled"):
         return None
-    return open_encryption(block.get("key"))
+    try:
+        return open_encryption(block.get("key"))
+    except KeyUnavailable as exc:
+        if key_id is None:
+            raise
+        raise KeyUnavailable(f"the data is encrypted under master key {key_id}: {exc}") from None
 
 
 def open_encryption(key_spec: Optional[str], what: str = "encryption.key") -> Encryption:

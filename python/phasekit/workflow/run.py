@@ -73,7 +73,7 @@ class LazyRef:
             )
         encryption = self._encryption
         if encryption is None and item.key_id is not None:
-            encryption = recorded_encryption(self._catalog, item.process_id)
+            encryption = recorded_encryption(self._catalog, item.process_id, item.key_id)
         if self.format == "arrow":
             return read_arrow(Path(path), encryption)
         if self.format == "json":
@@ -86,12 +86,12 @@ class LazyRef:
         return pq.read_table(path)
 
 
-def recorded_encryption(catalog: Any, run_id: str) -> Any:
+def recorded_encryption(catalog: Any, run_id: str, key_id: Optional[str] = None) -> Any:
     """The encryption a run recorded in its configuration (its key loaded from the
     recorded ``env:``/``file:`` source), or None when the run did not encrypt."""
     from phasekit.crypt import recorded_encryption as of_config
 
-    return of_config(catalog.get_process(run_id).config)
+    return of_config(catalog.get_process(run_id).config, key_id)
 
 
 @dataclass
