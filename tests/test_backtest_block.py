@@ -223,3 +223,35 @@ def test_container_ids_must_match_the_sets(backend_name: str, bars: Bars) -> Non
 def test_an_empty_block(backend_name: str, bars: Bars) -> None:
     block = run_block(bars, 0, 100, "momentum", [], COSTS, [], "w")
     assert block.results.num_rows == block.trades.num_rows == block.curves.num_rows == 0
+
+
+def crafted_bars() -> Bars:
+    """Closes 10, 12, 11 repeated: the 3-bar z-score is exactly 0 on every 11 (so an
+    exit at ``exit_z: 0`` needs ``|z| <= 0``); then 11 held, a rise by 1 a bar to 30
+    (3-bar returns from 27% falling below 12% on the way) and 30 held."""
+    close = np.concatenate(
+        [np.tile([10.0, 12.0, 11.0], 20), np.full(5, 11.0), np.arange(12.0, 31.0), np.full(5, 30.0)]
+    )
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    ts = np.arange(close.shape[0], dtype=np.int64) * 3_600_000_000_000
+    return Bars("C", ts, open_, close, close, close, np.ones_like(close), ppy=8760.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "trades"),
+    [
+        ("mean_reversion", {"window": 3, "entry_z": 1.0, "exit_z": 0.0}, 19),
+        ("mean_reversion", {"window": 3, "entry_z": 1.0, "exit_z": 0.0, "mode": "long_short"}, 38),
+        ("momentum", {"lookback": 3, "threshold": 0.12}, 1),
+    ],
+)
+def test_crafted_exits_and_a_single_trade(
+    backend_name: str, kind: str, params: dict[str, Any], trades: int
+) -> None:
+    bars = crafted_bars()
+    block = run_block(bars, 0, len(bars), kind, [params], COSTS, ["c"], "w")
+    run, want = per_set(bars, 0, len(bars), kind, params)
+    row = block.results.to_pylist()[0]
+    assert row["trade_count"] == len(run.trades["pnl"]) == trades
+    assert_metrics_close(row, want, kind)
+    np.testing.assert_array_equal(block.trades["pnl"].to_numpy(), run.trades["pnl"])
