@@ -93,8 +93,12 @@ DESELECT_BOTH_ENV = "PHASEKIT_TEST_DESELECT_BOTH_BACKENDS"
 
 
 def runs_on_both_backends(item: pytest.Item) -> bool:
-    """True for a test parametrised over the backend names or using ``both_backends``."""
+    """True for a test parametrised over the backend names or using ``both_backends``,
+    and for a test marked ``one_pass`` (its subject, such as a cluster, does not depend
+    on the backend: it runs in the first pass only)."""
     if "both_backends" in getattr(item, "fixturenames", ()):
+        return True
+    if item.get_closest_marker("one_pass") is not None:
         return True
     callspec = getattr(item, "callspec", None)
     if callspec is None:

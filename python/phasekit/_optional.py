@@ -39,6 +39,7 @@ OPTIONAL: Mapping[str, OptionalDependency] = {
         OptionalDependency("uvicorn", extra="serve", requirement="uvicorn"),
         OptionalDependency("plotly", extra="report", requirement="plotly"),
         OptionalDependency("cryptography", extra="crypto", requirement="cryptography"),
+        OptionalDependency("distributed", extra="dask", requirement="distributed"),
     )
 }
 

@@ -39,6 +39,16 @@ SEQUENCES = ("single_pass", "train_test", "walk_forward", "monte_carlo")
 WALK_FORWARD_MODES = ("rolling", "expanding")
 MONTE_CARLO_METHODS = ("returns", "trades")
 
+#: ``executor``: where a run's batches of containers execute: ``local`` (worker processes
+#: of this machine, ``workers`` of them) or ``{dask: ADDRESS}`` (the workers of a
+#: ``distributed`` scheduler); ``workflow.executors`` implements each.
+EXECUTORS = ("local", "dask")
+#: Engines named in ``executor`` that phasekit has no executor for, and why.
+EXECUTORS_REFUSED = {
+    "ray": "phasekit has no Ray executor; run on a Dask cluster (executor: {dask: ADDRESS}) "
+    "or locally (executor: local)",
+}
+
 #: ``results.layout``: where a run's files go. ``phasekit``: ``<results_dir>/<run id>/
 #: <phase>/[<window>/]...``; ``admf``: the design notes' source project's folders and JSON
 #: files, ``<results_dir>/<run name>/<phase>/`` (``phasekit.workflow.results``).

@@ -168,6 +168,10 @@ def print_tables(view: Mapping[str, Any]) -> None:
     state = f"on, key {encryption['key']}" if encryption["enabled"] else "off"
     source = encryption["source"]
     run.add_row("encryption", escape(f"{state} ({source['level']}: {source['path']})"))
+    executor = view["executor"]
+    where = executor["source"]
+    target = executor["kind"] + (f" {executor['address']}" if executor["address"] else "")
+    run.add_row("executor", escape(f"{target} ({where['level']}: {where['path']})"))
     run.add_row("cleanup_policy", view["cleanup_policy"])
     stages = view["stages_to_persist"]
     run.add_row("stages_to_persist", escape(_text(stages)) if stages else "all")

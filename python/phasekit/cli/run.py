@@ -55,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--backend", choices=("rust", "python"), help="primitive backend")
     p.add_argument("--workers", type=int, help="worker processes (default: cores)")
+    p.add_argument(
+        "--executor",
+        type=executor_arg,
+        metavar="local|dask=ADDRESS",
+        help="where batches run: local worker processes, or the Dask scheduler at ADDRESS "
+        "(e.g. dask=tcp://host:8786); replaces the config's executor",
+    )
     p.add_argument("--results-dir", help="where results and the catalog go")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
     p.add_argument(
@@ -64,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
+
+
+def executor_arg(text: str) -> str | dict[str, str]:
+    """``--executor local`` -> ``"local"``; ``--executor dask=ADDR`` -> ``{"dask": ADDR}``
+    (the configuration checks the names)."""
+    kind, sep, address = text.partition("=")
+    return {kind: address} if sep else text
 
 
 class RateColumn(ProgressColumn):
@@ -196,6 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run(
             args.config,
             workers=args.workers,
+            executor=args.executor,
             results_dir=args.results_dir,
             backend=args.backend,
             resume=args.resume,

@@ -46,6 +46,8 @@ from phasekit.config.params import (
 from phasekit.config.vocab import (
     CLEANUP_POLICIES,
     COMPRESSIONS,
+    EXECUTORS,
+    EXECUTORS_REFUSED,
     FORMATS,
     MODE_HINTS,
     MODES,
@@ -250,6 +252,34 @@ def _workers(value: Any) -> Optional[int]:
     return value
 
 
+def _executor(value: Any) -> Union[str, dict[str, str]]:
+    """``local`` or ``{dask: ADDRESS}`` (a scheduler address such as ``tcp://host:8786``)."""
+    if isinstance(value, dict):
+        if len(value) != 1:
+            expected("local or a mapping of one engine to its address, e.g. {dask: ADDRESS}", value)
+        ((kind, address),) = value.items()
+    else:
+        kind, address = value, None
+    if not isinstance(kind, str):
+        expected("local or {dask: ADDRESS}", value)
+    if kind in EXECUTORS_REFUSED:
+        fail(f"{show(kind)}: {EXECUTORS_REFUSED[kind]}")
+    if kind not in EXECUTORS:
+        near = suggest(kind, [*EXECUTORS, *EXECUTORS_REFUSED])
+        hint = f"; did you mean {near!r}?" if near else ""
+        fail(f"{show(kind)} is not an executor; allowed: local, {{dask: ADDRESS}}{hint}")
+    if kind == "local":
+        if address is not None:
+            fail("local takes no address: write executor: local")
+        return "local"
+    if address is None:
+        fail(f"{kind} needs the scheduler's address, e.g. executor: {{{kind}: tcp://host:8786}}")
+    text = check_text(address)
+    if not text.strip() or any(c.isspace() for c in text):
+        fail(f"{kind}: {show(text)} is not a scheduler address (e.g. tcp://host:8786)", (kind,))
+    return {kind: text}
+
+
 _SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
 
@@ -313,6 +343,7 @@ class WorkflowConfig(PhaseParams):
     allow_pickle: Optional[Bool] = None
     encryption: Optional[EncryptionConfig] = None
     workers: Optional[Annotated[Union[int, None], PlainValidator(_workers)]] = None
+    executor: Optional[Annotated[Union[str, dict[str, str]], PlainValidator(_executor)]] = None
 
     @model_validator(mode="after")
     def _phase_graph(self) -> WorkflowConfig:

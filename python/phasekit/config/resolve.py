@@ -57,6 +57,7 @@ from phasekit.config.provenance import Level, Provenance
 from phasekit.config.resolved import (
     CatalogTarget,
     EncryptionTarget,
+    ExecutorTarget,
     ResolvedConfig,
     ResolvedContainer,
     ResolvedPhase,
@@ -160,6 +161,7 @@ class _Resolver:
         level = Level.USER_GLOBAL if chosen else Level.PACKAGE_DEFAULT
         self.package = defaults_patch(self.results_dir, level)
         self.allow_pickle = bool(config.allow_pickle)
+        self.executor_at_runtime = any(parts[0] == "executor" for _, parts, _ in rt.model)
         self.everywhere = validate(PhaseParams, rt.everywhere, origin="--set")
         self.rt_phases = {}
         self.rt_keys: dict[str, str] = {}
@@ -420,6 +422,7 @@ class _Resolver:
             allow_pickle=self.allow_pickle,
             encryption=_encryption(self.config),
             workers=self.config.workers,
+            executor=_executor(self.config, self.executor_at_runtime),
             cleanup_policy=base_merged["cleanup_policy"].value,
             stages_to_persist=stages,
             results_layout=base_merged["results_layout"].value,
@@ -478,6 +481,22 @@ def _encryption(config: WorkflowConfig) -> EncryptionTarget:
             False, None, Provenance(level, "encryption" if chosen else "default")
         )
     return EncryptionTarget(True, block.key, Provenance(Level.USER_GLOBAL, "encryption"))
+
+
+def _executor(config: WorkflowConfig, at_runtime: bool) -> ExecutorTarget:
+    """The executor: ``local`` unless the configuration or a runtime argument names one."""
+    value = config.executor
+    if value is None:
+        return ExecutorTarget("local", None, Provenance(Level.PACKAGE_DEFAULT, "default"))
+    where = (
+        Provenance(Level.RUNTIME, "--set executor")
+        if at_runtime
+        else Provenance(Level.USER_GLOBAL, "executor")
+    )
+    if isinstance(value, str):
+        return ExecutorTarget(value, None, where)
+    ((kind, address),) = value.items()
+    return ExecutorTarget(kind, address, where)
 
 
 def _catalog(spec: Optional[str], results_dir: str) -> CatalogTarget:

@@ -197,6 +197,23 @@ class CatalogTarget:
 
 
 @dataclass(frozen=True)
+class ExecutorTarget:
+    """``executor``: ``kind`` is ``local`` (worker processes here) or ``dask`` (the workers
+    of the scheduler at ``address``); ``provenance`` says who chose it."""
+
+    kind: str
+    address: Optional[str]
+    provenance: Provenance
+
+    def display(self) -> str:
+        """``local`` or ``dask tcp://host:8786``."""
+        return self.kind if self.address is None else f"{self.kind} {self.address}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "address": self.address, "source": self.provenance.to_dict()}
+
+
+@dataclass(frozen=True)
 class EncryptionTarget:
     """``encryption``: on with a master key source (``env:NAME`` / ``file:PATH``) or off;
     ``provenance`` says who chose it."""
@@ -226,6 +243,7 @@ class ResolvedConfig:
     allow_pickle: bool
     encryption: EncryptionTarget
     workers: Optional[int]
+    executor: ExecutorTarget
     cleanup_policy: str
     stages_to_persist: tuple[str, ...]
     results_layout: str
@@ -269,6 +287,7 @@ class ResolvedConfig:
             "allow_pickle": self.allow_pickle,
             "encryption": self.encryption.to_dict(),
             "workers": self.workers,
+            "executor": self.executor.to_dict(),
             "cleanup_policy": self.cleanup_policy,
             "stages_to_persist": list(self.stages_to_persist),
             "results_layout": self.results_layout,

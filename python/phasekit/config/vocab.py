@@ -8,16 +8,24 @@ from typing import Any, Optional
 
 from phasekit.catalog.cleanup import POLICIES as CLEANUP_POLICIES
 from phasekit.events import RETENTION_POLICIES
-from phasekit.registry import MONTE_CARLO_METHODS, SEQUENCES, WALK_FORWARD_MODES
+from phasekit.registry import (
+    EXECUTORS,
+    EXECUTORS_REFUSED,
+    MONTE_CARLO_METHODS,
+    SEQUENCES,
+    WALK_FORWARD_MODES,
+)
 from phasekit.stores.factory import MODES
 from phasekit.stores.formats import FORMATS as STORE_FORMATS
 from phasekit.stores.formats import allowed_compressions, partitioned_formats
 
-# Owned below and re-exported here for the model: sequences and their modes and methods
-# (registry), cleanup policies (catalog.cleanup), retention policies (events), data-flow
+# Owned below and re-exported here for the model: sequences and their modes and methods,
+# executors (registry), cleanup policies (catalog.cleanup), retention policies (events), data-flow
 # modes (stores.factory).
 __all__ = [
     "CLEANUP_POLICIES",
+    "EXECUTORS",
+    "EXECUTORS_REFUSED",
     "MODES",
     "MONTE_CARLO_METHODS",
     "RETENTION_POLICIES",

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol, overload
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.tracing import TracerSettings
-from phasekit.workflow.executor import DataSpec, Executor, Outcome
+from phasekit.workflow.executor import DataSpec, Outcome
+from phasekit.workflow.executors import BatchExecutor
 from phasekit.workflow.results import PhaseResults, jsonable
 from phasekit.workflow.sequences import Span, Window
 from phasekit.workflow.topology import Objective, PortfolioJob, rank, strategy_params
@@ -151,7 +152,7 @@ class PhaseContext:
         phase: ResolvedPhase,
         inputs: PhaseInputs,
         out: PhaseResults,
-        executor: Executor,
+        executor: BatchExecutor,
         observer: Observer,
         completed: CompletedLookup,
     ) -> None:

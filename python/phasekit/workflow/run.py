@@ -28,7 +28,8 @@ from phasekit.workflow.builtin import (
     phase_aliases,
     workflow_defaults,
 )
-from phasekit.workflow.executor import DataSpec, Executor
+from phasekit.workflow.executor import DataSpec
+from phasekit.workflow.executors import BatchExecutor, ExecutorSpec, make_executor
 from phasekit.workflow.results import read_arrow, read_json, run_encryption
 from phasekit.workflow.sequencer import Observer, PhaseOutcome, Sequencer
 
@@ -203,32 +204,36 @@ def run(
     backend: Optional[str] = None,
     resume: Optional[str] = None,
     observer: Optional[Observer] = None,
+    executor: Optional[ExecutorSpec] = None,
     **overrides: Any,
 ) -> RunResult:
     """Run a workflow from a YAML path, YAML text or a dict.
 
     ``overrides`` are runtime settings by dotted path with ``__`` for dots (e.g.
-    ``data_flow__mode="file"``) and win over everything in the config.
+    ``data_flow__mode="file"``) and win over everything in the config. ``executor``
+    (``"local"`` or ``{"dask": "tcp://host:8786"}``) replaces the config's ``executor``.
     """
     from phasekit.catalog import open_catalog
 
     runtime = {key.replace("__", "."): value for key, value in overrides.items()}
+    if executor is not None:
+        runtime["executor"] = executor
     resolved = load_and_resolve(config, runtime, results_dir)
     _check_workers(workers)
     check_admf_target(resolved, resume is not None)
     if backend is not None:
         phasekit.set_backend(backend)
-    executor = Executor(workers or resolved.workers, phasekit.get_backend())
+    pool = make_executor(resolved.executor, workers or resolved.workers, phasekit.get_backend())
     try:
-        _preflight(resolved, executor)
+        _preflight(resolved, pool)
         catalog = open_catalog(resolved.catalog.location, results_dir=resolved.results_dir)
     except BaseException:
-        executor.close()
+        pool.close()
         raise
     try:
         run_id, lock = _start(catalog, resolved, resume)
     except BaseException:
-        executor.close()
+        pool.close()
         catalog.close()
         raise
     run_dir = Path(resolved.results_dir) / run_id
@@ -236,14 +241,14 @@ def run(
     try:
         _sweep_interrupted(catalog, resolved)
         sequencer = Sequencer(
-            resolved, run_id, run_dir, catalog, executor, observer, resume=resume is not None
+            resolved, run_id, run_dir, catalog, pool, observer, resume=resume is not None
         )
         phases = sequencer.run()
         status = "completed"
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through `phasekit run`
         status = "interrupted"
     finally:
-        executor.close(abort=status != "completed")
+        pool.close(abort=status != "completed")
         try:
             catalog.finish_process(run_id, status)
         finally:
@@ -257,7 +262,7 @@ def run(
     return RunResult(run_id, run_dir, catalog.url, status, phases, catalog, encryption)
 
 
-def _preflight(resolved: Any, executor: Executor) -> None:
+def _preflight(resolved: Any, executor: BatchExecutor) -> None:
     """What must work before the run is recorded: the master key loads (with encryption
     on), every phase's bars load, its windows fit them (the run's plan,
     :mod:`phasekit.workflow.plan`) and the worker processes start. A run that fails here

@@ -27,7 +27,8 @@ from phasekit.backtest.strategies import indicator_columns
 from phasekit.errors import ConfigError, WorkflowError
 from phasekit.workflow import analysis, concurrent, streamphase
 from phasekit.workflow.admf import admf_folder
-from phasekit.workflow.executor import DataSpec, Executor, bars_for
+from phasekit.workflow.executor import DataSpec, bars_for
+from phasekit.workflow.executors import BatchExecutor
 from phasekit.workflow.params import ParameterSpace
 from phasekit.workflow.phase import (
     Observer,
@@ -80,7 +81,7 @@ class Sequencer:
         run_id: str,
         run_dir: Path,
         catalog: Any,
-        executor: Executor,
+        executor: BatchExecutor,
         observer: Optional[Observer] = None,
         resume: bool = False,
     ) -> None:

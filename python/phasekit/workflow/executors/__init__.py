@@ -1,0 +1,62 @@
+"""Executors: where a run's batches of portfolio containers execute.
+
+Every executor takes the same unit of work, a batch of containers over one data window
+(:func:`phasekit.workflow.executor.run_batch`), and hands their outcomes back in job
+order; the run writes them and commits their catalog rows as they arrive. ``local``
+runs batches in worker processes of this machine
+(:class:`phasekit.workflow.executor.Executor`); ``dask`` on the workers of a
+``distributed`` scheduler (:class:`phasekit.workflow.executors.dask.DaskExecutor`).
+The allowed names are :data:`phasekit.registry.EXECUTORS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Optional, Protocol, Union
+
+from phasekit.config.resolved import ExecutorTarget
+from phasekit.errors import ConfigError
+from phasekit.registry import EXECUTORS
+from phasekit.workflow.executor import DataSpec, Executor, Outcome
+from phasekit.workflow.topology import PortfolioJob
+
+ExecutorSpec = Union[str, dict[str, str]]
+"""An ``executor`` setting as written: ``"local"`` or ``{"dask": ADDRESS}``."""
+
+
+class BatchExecutor(Protocol):
+    """What the run asks of an executor."""
+
+    def start(self) -> None:
+        """Make sure the workers can be reached before anything is recorded."""
+
+    def map(
+        self,
+        spec: DataSpec,
+        jobs: Sequence[PortfolioJob],
+        on_batch: Optional[Callable[[int], None]] = None,
+    ) -> Iterator[Outcome]:
+        """Outcomes of ``jobs`` in job order; ``on_batch(n)`` after each batch of ``n``."""
+        ...
+
+    def close(self, *, abort: bool = False) -> None:
+        """Release the workers (``abort``: the batches in flight are not wanted)."""
+
+
+def make_executor(
+    target: ExecutorTarget, workers: Optional[int], backend: Optional[str]
+) -> BatchExecutor:
+    """The executor ``target`` names. ``workers``: local worker processes, or with Dask
+    the batches in flight (2 x ``workers``; default 2 x the cluster's threads)."""
+    if target.kind == "local":
+        return Executor(workers, backend)
+    if target.kind == "dask" and target.address is not None:
+        from phasekit.workflow.executors.dask import DaskExecutor
+
+        return DaskExecutor(target.address, backend, workers)
+    raise ConfigError(
+        f"executor: {target.display()!r} is not an executor; allowed: {', '.join(EXECUTORS)}"
+    )
+
+
+__all__ = ["BatchExecutor", "ExecutorSpec", "make_executor"]

@@ -1,0 +1,216 @@
+"""``executor: {dask: ADDRESS}``: batches of containers on a real Dask cluster (a
+scheduler and two workers on 127.0.0.1, :mod:`conftest_dask`).
+
+A run on the cluster equals the local run; the setting and ``--executor`` take effect and
+show their origin; batches in flight stay bounded; an unreachable scheduler and engines
+phasekit has no executor for are errors. The cluster tests run once, not per backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dask_util import DaskCluster, free_port
+from phasekit.backtest.portfolio import PortfolioSettings
+from phasekit.catalog import open_catalog
+from phasekit.errors import ConfigError, WorkflowError
+from phasekit.tracing import TracerSettings
+from phasekit.workflow import run
+from phasekit.workflow.executor import DataSpec
+from phasekit.workflow.executors import dask as dask_executor
+from phasekit.workflow.executors.dask import DaskExecutor
+from phasekit.workflow.sequences import Span
+from phasekit.workflow.topology import PortfolioJob
+
+pytest_plugins = ["conftest_dask"]
+
+CONFIG: dict[str, Any] = {
+    "run_name": "dk",
+    "workers": 2,
+    "data": {"n_bars": 400, "seed": 11, "frequency": "1h"},
+    "data_flow": {"mode": "file"},
+    "phases": [
+        {
+            "name": "search",
+            "sequence": "walk_forward",
+            "walk_forward": {"train": 120, "test": 60},
+            "parameter_space": {"strategy.fast": [2, 3, 4], "strategy.slow": [10, 20, 30]},
+            "top_k": 2,
+        },
+        {"name": "check", "depends_on": ["search"], "sequence": "train_test"},
+    ],
+}
+
+
+def config(seed: int, **extra: Any) -> dict[str, Any]:
+    return {**CONFIG, "data": {**CONFIG["data"], "seed": seed}, **extra}
+
+
+def outputs(result: Any) -> dict[str, Any]:
+    """What a run computed: every phase's per-container metrics and its selection."""
+    return {
+        name: (result.metrics(name).to_pylist(), phase.selected)
+        for name, phase in result.phases.items()
+    }
+
+
+def seeds_on_workers(cluster: DaskCluster) -> set[int]:
+    """The data seeds of the windows the cluster's workers loaded (and keep)."""
+    from distributed import Client
+
+    def seeds() -> list[int]:
+        from phasekit.workflow.executor import _CACHE
+
+        return [int(dict(spec.settings).get("seed", -1)) for spec in _CACHE]
+
+    with Client(cluster.address, timeout=30, set_as_default=False) as client:
+        return {s for found in client.run(seeds).values() for s in found}
+
+
+pytestmark = pytest.mark.one_pass
+
+
+def test_a_dask_run_equals_the_local_run(
+    dask_cluster: DaskCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    local = run({**config(11), "results_dir": str(tmp_path / "local")})
+    with caplog.at_level(logging.INFO, logger="phasekit.workflow.executors.dask"):
+        remote = run(
+            {**config(11), "results_dir": str(tmp_path / "dask")},
+            executor={"dask": dask_cluster.address},
+        )
+    try:
+        assert outputs(remote) == outputs(local)
+        assert 11 in seeds_on_workers(dask_cluster)
+        done = [
+            re.match(r"dask: batch of (\d+) containers done on (\S+) ", r.getMessage())
+            for r in caplog.records
+        ]
+        sizes = [int(m.group(1)) for m in done if m]
+        workers = {m.group(2) for m in done if m}
+        assert sum(sizes) == sum(p.containers for p in remote.phases.values())
+        assert workers <= set(dask_cluster.worker_pids())
+    finally:
+        local.close()
+        remote.close()
+
+
+def test_the_config_setting_runs_on_the_cluster(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    result = run(
+        {**config(12, executor={"dask": dask_cluster.address}), "results_dir": str(tmp_path)}
+    )
+    result.close()
+    assert 12 in seeds_on_workers(dask_cluster)
+    # the local executor (the default) does not touch the cluster
+    run({**config(13), "results_dir": str(tmp_path / "l"), "workers": 1}).close()
+    assert 13 not in seeds_on_workers(dask_cluster)
+
+
+def test_the_cli_flag_runs_on_the_cluster(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config(14)))
+    cmd = [sys.executable, "-m", "phasekit.cli", "run", str(path), "--json"]
+    cmd += ["--results-dir", str(tmp_path / "r"), "--executor", f"dask={dask_cluster.address}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "completed"
+    assert 14 in seeds_on_workers(dask_cluster)
+
+
+def jobs(count: int) -> list[PortfolioJob]:
+    return [
+        PortfolioJob(
+            f"portfolio_{i:05d}",
+            "full",
+            Span(0, 300),
+            "sma_crossover",
+            {"fast": 2 + i % 5, "slow": 20},
+            {"strategy.fast": 2 + i % 5},
+            PortfolioSettings(),
+            TracerSettings(),
+            "SYN",
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize(("workers", "bound"), [(1, 2), (None, 4)])
+def test_batches_in_flight_are_bounded(
+    dask_cluster: DaskCluster, workers: int | None, bound: int
+) -> None:
+    spec = DataSpec.from_config({"n_bars": 300, "seed": 15, "frequency": "1h"})
+    executor = DaskExecutor(dask_cluster.address, workers=workers)
+    try:
+        batches: list[int] = []
+        got = [o.job.container_id for o in executor.map(spec, jobs(40), batches.append)]
+    finally:
+        executor.close()
+    assert got == [j.container_id for j in jobs(40)]  # in job order
+    assert sum(batches) == 40 and len(batches) > bound
+    assert executor.max_in_flight == bound  # 2 x workers, or 2 x the cluster's threads
+    assert sum(executor.batches.values()) == len(batches)
+
+
+def test_an_unreachable_scheduler_fails_before_anything_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dask_executor, "CONNECT_SECONDS", 1.0)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(WorkflowError, match=re.escape(f"Dask scheduler at '{address}'")):
+        run({**config(16), "results_dir": str(tmp_path)}, executor={"dask": address})
+    with open_catalog(str(tmp_path), results_dir=tmp_path) as catalog:
+        assert catalog.list_processes() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("ray", "no Ray executor"),
+        ({"ray": "ray://h:10001"}, "no Ray executor"),
+        ("dask", "needs the scheduler's address"),
+        ("dsak", "did you mean 'dask'"),
+        ({"dask": "tcp://a:1", "ray": "x"}, "mapping of one engine"),
+        ({"local": "x"}, "local takes no address"),
+        ({"dask": "tcp://a :1"}, "is not a scheduler address"),
+        (7, "expected local or"),
+    ],
+)
+def test_bad_executors_are_refused(tmp_path: Path, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run({**config(17), "results_dir": str(tmp_path)}, executor=value)
+
+
+def test_config_show_names_the_executor_and_its_origin(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config(18, executor={"dask": "tcp://h:8786"})))
+
+    def show(*extra: str) -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "phasekit.cli", "config", "show", str(path), "--json", *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return dict(json.loads(proc.stdout)["executor"])
+
+    assert show() == {
+        "kind": "dask",
+        "address": "tcp://h:8786",
+        "source": {"level": "user global", "path": "executor"},
+    }
+    assert show("--set", "executor=local") == {
+        "kind": "local",
+        "address": None,
+        "source": {"level": "runtime", "path": "--set executor"},
+    }
+    path.write_text(yaml.safe_dump(config(18)))
+    assert show()["source"] == {"level": "package default", "path": "default"}
