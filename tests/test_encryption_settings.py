@@ -185,3 +185,19 @@ def test_cleanup_removes_manifests_inline_rows_and_data_keys(
     with open_catalog(str(root / "catalog.sqlite"), results_dir=str(root)) as catalog:
         states = ("present", "deleting", "missing", "corrupt", "released")
         assert catalog.list_items(res.run_id, states=states) == []
+
+
+def test_a_stream_dags_ipc_sink_file_is_private(tmp_path: Path) -> None:
+    import pyarrow.feather as feather
+
+    from phasekit.stream import Dag
+    from phasekit.stream.connectors import ipc_sink
+
+    path = tmp_path / "out.arrow"
+    dag = Dag("t")
+    dag.add_source("src", ({"x": i} for i in range(10)))
+    dag.add_sink("sink", ipc_sink(str(path), rows_per_batch=4))
+    dag.chain("src", "sink")
+    dag.run()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert feather.read_table(path).column("x").to_pylist() == list(range(10))

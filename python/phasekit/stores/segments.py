@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Optional
 
 from phasekit.backend import backend_module
 from phasekit.errors import CorruptDataError
+from phasekit.paths import make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class SegmentLog:
         self.compactions = 0
         self.corrupt_extents = 0
         self.bytes_appended = 0
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(folder)
 
     # ---------------------------------------------------------------- writing
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import phasekit
 from phasekit.errors import ChannelClosed, InvalidArgument, Timeout
+from phasekit.paths import make_private
 from phasekit.stream.nodes import NodeContext
 
 
@@ -131,7 +132,9 @@ class IpcSink:
 
     def close(self) -> dict[str, Any]:
         self._flush_rows()
-        return dict(self._writer.close())
+        info = dict(self._writer.close())
+        make_private(str(info.get("path") or self.path))  # 0600 like every file phasekit writes
+        return info
 
     def abort(self) -> None:
         if self._writer is not None:
