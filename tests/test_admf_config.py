@@ -700,7 +700,7 @@ trace_level: normal
         res.close()
 
 
-def test_config_show_loads_the_vocabulary_and_refuses_a_foreign_file_in_one_line(
+def test_config_show_loads_the_vocabulary_and_lists_a_foreign_section_run_refuses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from phasekit.cli import main
@@ -721,7 +721,10 @@ def test_config_show_loads_the_vocabulary_and_refuses_a_foreign_file_in_one_line
     assert view["base"]["sources"]["sliding_window_size"]["path"] == "results.max_events"
     bad = tmp_path / "original.yaml"
     bad.write_text("workflow: optimization\nresults: {max_events: 5}\nclassifiers: []\n")
-    for command in (["config", "show", str(bad)], ["run", str(bad)]):
-        assert main(command) == 1
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "section 'classifiers'" in err and "line 3" in err
+    assert main(["config", "show", str(bad), "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert view["base"]["sliding_window_size"] == 5
+    assert [(u["path"], u["line"]) for u in view["unsupported"]] == [("classifiers", 3)]
+    assert main(["run", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "section 'classifiers'" in err and "line 3" in err

@@ -6,8 +6,13 @@ from. ``--phase`` and ``--container`` (a pattern or a container id) narrow it; `
 path=value`` applies runtime arguments; ``--json`` prints the same as JSON.
 
 A built-in workflow's per-phase defaults (``phasekit.workflow.builtin``) are the
-workflow level of precedence, as in ``phasekit run``; the configuration is checked by
-the function ``run`` checks it with, so both refuse the same files with the same exit code.
+workflow level of precedence, as in ``phasekit run``, and the configuration is checked as
+``run`` checks it, with two differences (:func:`phasekit.workflow.run.resolve_shown`):
+what phasekit does not support (the design notes' source project's sections, keys and
+values, :func:`phasekit.config.load.load_config_shown`) is listed in its own block (in
+``--json`` under ``unsupported``) instead of refused, and a configuration that defines no
+workflow (a fragment) shows its run-wide settings and says so (``no_workflow``). ``run``
+refuses both.
 """
 
 from __future__ import annotations
@@ -45,12 +50,14 @@ def register(sub: Any) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    """Validate exactly as ``phasekit run`` does (:func:`phasekit.workflow.run.load_and_resolve`,
-    the same errors and exit code), then print."""
-    from phasekit.workflow.run import load_and_resolve
+    """Validate as ``phasekit run`` does, listing what phasekit does not support instead
+    of refusing it (:func:`phasekit.workflow.run.resolve_shown`), then print."""
+    from phasekit.workflow.run import resolve_shown
 
-    resolved = load_and_resolve(args.file, parse_set_args(args.sets))
-    view = select(resolved, args.phase, args.container)
+    shown = resolve_shown(args.file, parse_set_args(args.sets))
+    view = select(shown.resolved, args.phase, args.container)
+    view["no_workflow"] = shown.no_workflow
+    view["unsupported"] = [item.to_dict() for item in shown.unsupported]
     if args.json:
         sys.stdout.write(json.dumps(view, indent=2) + "\n")
         return 0
@@ -187,6 +194,11 @@ def print_tables(view: Mapping[str, Any]) -> None:
             f"depends on {deps}, persist {_text(phase['persist'])}"
         )
         sections.append((title, phase["settings"], phase["containers"]))
+    if view["no_workflow"]:
+        console.print(
+            escape(f"no workflow is defined: {view['no_workflow']}; run-wide settings only"),
+            style="yellow",
+        )
     for title, settings, containers in sections:
         console.print(settings_table(title, settings, console.width))
         if containers:
@@ -199,3 +211,18 @@ def print_tables(view: Mapping[str, Any]) -> None:
                     console.width,
                 )
             )
+    if view["unsupported"]:
+        console.print(unsupported_table(view["unsupported"], console.width))
+
+
+def unsupported_table(items: list[Mapping[str, Any]], width: int = 200) -> Any:
+    """The sections phasekit does not support: path, line and what phasekit offers."""
+    rows = [
+        (item["path"], "" if item["line"] is None else str(item["line"]), item["reason"])
+        for item in items
+    ]
+    title = f"not supported by phasekit ({len(rows)}; phasekit run refuses this file)"
+    return fit_table(title, ("section", "line", "instead"), rows, UNSUPPORTED_LAYOUT, width)
+
+
+UNSUPPORTED_LAYOUT = Layout(ids=("section",), drop=("line",))

@@ -10,9 +10,11 @@ instead; nothing is accepted and ignored.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional, Union
 
 from pydantic import PlainValidator
 
@@ -26,9 +28,17 @@ from phasekit.config.fields import (
     check_text,
     choice,
     fail,
+    is_import_spec,
     string_list,
+    unsupported,
 )
-from phasekit.config.vocab import FORMATS, RETENTION_POLICIES, choice_message, show
+from phasekit.config.vocab import (
+    FORMATS,
+    RETENTION_POLICIES,
+    TOPOLOGIES,
+    choice_message,
+    show,
+)
 from phasekit.registry import RESULTS_LAYOUTS
 
 
@@ -36,7 +46,7 @@ def refused(instead: str) -> Callable[[Any], NoReturn]:
     """A key phasekit does not support: its validator always fails with ``instead``."""
 
     def check(value: Any) -> NoReturn:
-        fail(f"not supported by phasekit: {instead}")
+        unsupported(f"not supported by phasekit: {instead}")
 
     return check
 
@@ -47,7 +57,7 @@ def true_only(what: str) -> Callable[[Any], bool]:
 
     def check(value: Any) -> bool:
         if value is not True:
-            fail(f"{show(value)} is not supported: {what}; write true or remove the key")
+            unsupported(f"{show(value)} is not supported: {what}; write true or remove the key")
         return True
 
     return check
@@ -104,7 +114,7 @@ def _storage_format(value: Any) -> str:
 def _compress(value: Any) -> bool:
     """``compress: false`` is compression none; ``true`` names no codec."""
     if value is not False:
-        fail(
+        unsupported(
             f"{show(value)} is not supported: name the codec instead, in "
             "data_flow.file_settings.compression (arrow: lz4, zstd; parquet: snappy, zstd, "
             "gzip, lz4, brotli), or write compress: false for none"
@@ -391,28 +401,130 @@ FOREIGN_SHAPES: Mapping[str, tuple[type, str]] = MappingProxyType(
 )
 
 
-def foreign_section(data: Mapping[str, Any]) -> Optional[tuple[str, str]]:
-    """The first section of the source project's that phasekit has no counterpart for
-    (one it lacks outright before a renamed key), and what to write instead (None when
-    there is none)."""
-    renamed: list[str] = []
+@dataclass(frozen=True)
+class Unsupported:
+    """A section of a configuration phasekit does not support: where (``path``, as
+    ``phases[0]`` or ``results.storage.location``) and what phasekit offers instead."""
+
+    path: tuple[Union[str, int], ...]
+    reason: str
+    line: Optional[int] = None
+
+    @property
+    def where(self) -> str:
+        from phasekit.config.messages import format_path
+
+        return format_path(self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.where, "reason": self.reason, "line": self.line}
+
+
+def _foreign_topology(phase: Any) -> Optional[str]:
+    """A phase entry's topology when it names one phasekit does not have."""
+    if not isinstance(phase, Mapping):
+        return None
+    topology = phase.get("topology")
+    if not isinstance(topology, str) or topology in TOPOLOGIES or is_import_spec(topology):
+        return None
+    return topology
+
+
+def foreign_phases(data: Mapping[str, Any]) -> list[Unsupported]:
+    """The ``phases`` entries whose topology is the source project's (``signal_generation``,
+    ``signal_replay``, ...), not one of phasekit's."""
+    phases = data.get("phases")
+    if not isinstance(phases, list):
+        return []
+    found = []
+    for index, phase in enumerate(phases):
+        topology = _foreign_topology(phase)
+        if topology is not None:
+            name = phase.get("name")
+            label = f" ({name})" if isinstance(name, str) else ""
+            found.append(
+                Unsupported(
+                    ("phases", index),
+                    f"phase{label}: topology {topology!r} is not one of phasekit's "
+                    f"({', '.join(TOPOLOGIES)}); the phase is not shown, nor named in "
+                    "others' depends_on",
+                )
+            )
+    overrides = data.get("phase_overrides")
+    if found and isinstance(overrides, Mapping):
+        dropped = {phases[int(f.path[1])].get("name") for f in found}
+        found += [
+            Unsupported(("phase_overrides", key), f"the phase {key!r} is set aside (its topology)")
+            for key in overrides
+            if key in dropped
+        ]
+    return found
+
+
+def unsupported_sections(data: Mapping[str, Any]) -> list[Unsupported]:
+    """Every section of the source project's that phasekit has no counterpart for, in the
+    order of :func:`foreign_section`'s preference, then phases with the source project's
+    topologies (:func:`foreign_phases`)."""
+    return [*_sections(data), *foreign_phases(data)]
+
+
+def _sections(data: Mapping[str, Any]) -> list[Unsupported]:
+    """The source project's sections: lacked outright, then renamed keys, then keys of
+    ``data``."""
+    outright: list[Unsupported] = []
+    renamed: list[Unsupported] = []
     for key, value in data.items():
         if not isinstance(key, str):
             continue
         if key in FOREIGN_SECTIONS:
-            if key not in RENAMED:
-                return key, FOREIGN_SECTIONS[key]
-            renamed.append(key)
+            found = Unsupported((key,), FOREIGN_SECTIONS[key])
+            (renamed if key in RENAMED else outright).append(found)
         elif key in FOREIGN_SHAPES and isinstance(value, FOREIGN_SHAPES[key][0]):
-            return key, FOREIGN_SHAPES[key][1]
-    if renamed:
-        return renamed[0], FOREIGN_SECTIONS[renamed[0]]
+            outright.append(Unsupported((key,), FOREIGN_SHAPES[key][1]))
     section = data.get("data")
-    if isinstance(section, Mapping):
-        for key, instead in FOREIGN_DATA.items():
-            if key in section:
-                return f"data.{key}", instead
+    inside: list[Unsupported] = []
+    if isinstance(section, Mapping) and not isinstance(section, str):
+        inside = [
+            Unsupported(("data", key), instead)
+            for key, instead in FOREIGN_DATA.items()
+            if key in section
+        ]
+    return [*outright, *renamed, *inside]
+
+
+def foreign_section(data: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    """The first section of the source project's that phasekit has no counterpart for
+    (one it lacks outright before a renamed key), and what to write instead (None when
+    there is none)."""
+    for found in _sections(data):
+        return ".".join(map(str, found.path)), found.reason
     return None
+
+
+def without(data: Mapping[str, Any], found: list[Unsupported]) -> dict[str, Any]:
+    """A copy of ``data`` without the sections of ``found``; phases removed for their
+    topology are also removed from the other phases' ``depends_on``."""
+    out: Any = copy.deepcopy(dict(data))
+    dropped_phases: set[str] = set()
+    # indices of a list are removed from the last, so earlier ones stay valid
+    for item in sorted(found, key=lambda f: [str(p).zfill(12) for p in f.path], reverse=True):
+        parent = out
+        for part in item.path[:-1]:
+            parent = parent[part]
+        last = item.path[-1]
+        if item.path[:1] == ("phases",) and len(item.path) == 2:
+            name = parent[last].get("name") if isinstance(parent[last], Mapping) else None
+            if isinstance(name, str):
+                dropped_phases.add(name)
+        del parent[last]
+    if dropped_phases and isinstance(out.get("phases"), list):
+        for phase in out["phases"]:
+            deps = phase.get("depends_on") if isinstance(phase, dict) else None
+            if isinstance(deps, list):
+                phase["depends_on"] = [d for d in deps if d not in dropped_phases]
+            elif isinstance(deps, str) and deps in dropped_phases:
+                phase["depends_on"] = []
+    return out
 
 
 __all__ = [
@@ -428,5 +540,9 @@ __all__ = [
     "ResultsStorage",
     "TraceLevel",
     "TraceSettings",
+    "Unsupported",
+    "foreign_section",
     "refused",
+    "unsupported_sections",
+    "without",
 ]

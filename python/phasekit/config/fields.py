@@ -37,6 +37,21 @@ def fail(message: str, sub: tuple[Any, ...] = ()) -> NoReturn:
     raise PydanticCustomError(ERROR_TYPE, "{message}", {"message": message, "sub": sub})
 
 
+def unsupported(message: str) -> NoReturn:
+    """Raise a validation error for a key or value phasekit does not support (one it knows
+    from the design notes' source project); ``phasekit config show`` lists these instead of
+    failing, ``phasekit run`` refuses them."""
+    raise PydanticCustomError(
+        ERROR_TYPE, "{message}", {"message": message, "sub": (), "unsupported": True}
+    )
+
+
+def is_unsupported(error: Mapping[str, Any]) -> bool:
+    """Whether a pydantic error (an item of ``ValidationError.errors()``) came from
+    :func:`unsupported`."""
+    return error.get("type") == ERROR_TYPE and bool((error.get("ctx") or {}).get("unsupported"))
+
+
 def expected(what: str, value: Any) -> NoReturn:
     fail(f"expected {what}, got {show(value)} ({type_name(value)})")
 

@@ -6,13 +6,14 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, NamedTuple, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError
 
-from phasekit.config.admf import foreign_section
+from phasekit.config.admf import Unsupported, foreign_section, unsupported_sections, without
+from phasekit.config.fields import is_unsupported
 from phasekit.config.limits import MAX_CONFIG_BYTES, MAX_PROBLEMS, MAX_UNKNOWN_SHOWN, clip
-from phasekit.config.messages import combine, format_path, model_at, problems
+from phasekit.config.messages import combine, describe, format_path, model_at, problems
 from phasekit.config.model import (
     ContainerSettings,
     DataFlowConfig,
@@ -222,6 +223,118 @@ def load_config(source: Source) -> WorkflowConfig:
     data, lines, origin = _read(source)
     _refuse_foreign(data, lines, origin)
     return validate(WorkflowConfig, data, origin=origin, lines=lines)
+
+
+#: How many rounds of setting keys aside :func:`load_config_shown` makes (a key inside a
+#: section only shows once the section around it validates).
+_SHOWN_ROUNDS = 8
+
+_NOT_SUPPORTED = "not supported by phasekit: "
+
+
+class ShownLoad(NamedTuple):
+    """What :func:`load_config_shown` returns: the configuration without what phasekit
+    does not support, that (in the file's paths) and the index in the file of each
+    phase left (for the paths of provenance)."""
+
+    config: WorkflowConfig
+    unsupported: tuple[Unsupported, ...]
+    phase_positions: Optional[tuple[int, ...]]
+
+
+def load_config_shown(source: Source) -> ShownLoad:
+    """Load a configuration for ``phasekit config show``: what phasekit does not support is
+    set aside and returned, each with what phasekit offers instead, and the rest is
+    validated as :func:`load_config` validates it.
+
+    Set aside: the design notes' source project's sections
+    (:func:`phasekit.config.admf.unsupported_sections`), the keys and values its
+    vocabulary maps to nothing (refused by their validators) and, in a file that has one
+    of those (a file of the source project's), any other key or value phasekit does not
+    accept. In any other file every problem is still a ConfigError, as in ``run``.
+    """
+    if isinstance(source, WorkflowConfig):
+        return ShownLoad(source, (), None)
+    lines: Optional[Lines] = None
+    if isinstance(source, Mapping):
+        data: Any = source
+        origin = ""
+    elif isinstance(source, (str, os.PathLike)):
+        data, lines, origin = _read(source)
+    else:
+        raise ConfigError(
+            f"a configuration is a path, YAML text or a mapping, got {type_name(source)}"
+        )
+    if not isinstance(data, Mapping):
+        return ShownLoad(validate(WorkflowConfig, data, origin=origin, lines=lines), (), None)
+    found = [_at_line(item, lines) for item in unsupported_sections(data)]
+    kept = _kept_phases(data, found)
+    data = without(data, found)
+    for _ in range(_SHOWN_ROUNDS):
+        _many_unknown(WorkflowConfig, data, origin, ())
+        try:
+            config = WorkflowConfig.model_validate(data)
+            return ShownLoad(config, tuple(found), tuple(kept) if config.phases else None)
+        except ValidationError as exc:
+            keys = _set_aside(exc, data, source_project=bool(found))
+            if keys is None:
+                raise ConfigError(_message(exc, WorkflowConfig, (), lines, origin)) from None
+            data = without(data, keys)
+            found.extend(_at_line(_in_file(item, kept), lines) for item in keys)
+    raise ConfigError(f"{origin or 'config'}: too many unsupported keys nested in each other")
+
+
+def _at_line(item: Unsupported, lines: Optional[Lines]) -> Unsupported:
+    line = lines.get(item.path) if lines else None
+    return Unsupported(item.path, item.reason, line)
+
+
+def _kept_phases(data: Mapping[str, Any], found: list[Unsupported]) -> list[int]:
+    """The index in the file of each phase left once ``found`` is set aside."""
+    phases = data.get("phases")
+    if not isinstance(phases, list):
+        return []
+    gone = {f.path[1] for f in found if len(f.path) == 2 and f.path[0] == "phases"}
+    return [i for i in range(len(phases)) if i not in gone]
+
+
+def _in_file(item: Unsupported, kept: list[int]) -> Unsupported:
+    """``item`` with its path in the file (a phase's index before phases were set aside)."""
+    path = item.path
+    if len(path) > 1 and path[0] == "phases" and isinstance(path[1], int) and path[1] < len(kept):
+        path = ("phases", kept[path[1]], *path[2:])
+    return Unsupported(path, item.reason, item.line)
+
+
+def _present(data: Any, path: tuple[Any, ...]) -> bool:
+    for part in path:
+        if isinstance(data, Mapping) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return False
+    return bool(path)
+
+
+def _set_aside(
+    exc: ValidationError, data: Any, *, source_project: bool
+) -> Optional[list[Unsupported]]:
+    """The keys of ``exc``'s problems to set aside, or None when one of them cannot be:
+    a problem of the unsupported vocabulary always can; any other only in a file of the
+    source project's, and only where a key holds it (a missing key cannot be set aside)."""
+    errors = exc.errors()
+    marked = [is_unsupported(e) for e in errors]
+    if not all(marked) and not (source_project or any(marked)):
+        return None
+    out = []
+    for error in errors:
+        loc = tuple(p for p in error["loc"] if p != "[key]")
+        if not _present(data, loc):
+            return None
+        _parts, text, _line = describe(error, WorkflowConfig)
+        out.append(Unsupported(loc, text.removeprefix(_NOT_SUPPORTED)))
+    return out
 
 
 def _refuse_foreign(data: Any, lines: Lines, origin: str) -> None:

@@ -117,6 +117,14 @@ def _line(lines: Lines, parts: tuple[Any, ...]) -> Optional[int]:
     return None
 
 
+def describe(
+    error: Any, root: type[BaseModel], lines: Optional[Lines] = None
+) -> tuple[tuple[Any, ...], str, Optional[int]]:
+    """One pydantic error as ``(path, message, line)`` (line None when unknown)."""
+    parts, text = _describe(error, root)
+    return parts, text, _line(lines, parts) if lines else None
+
+
 def problems(
     exc: ValidationError,
     root: type[BaseModel],

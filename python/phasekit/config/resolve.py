@@ -24,7 +24,7 @@ merge key by key, everything else is replaced.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Optional, Union
@@ -90,6 +90,7 @@ def resolve(
     workflow_defaults: Optional[WorkflowDefaults] = None,
     runtime: Optional[Mapping[str, Any]] = None,
     phase_aliases: Optional[Mapping[str, str]] = None,
+    phase_positions: Optional[Sequence[int]] = None,
 ) -> ResolvedConfig:
     """Resolve a configuration into frozen, alias-free settings per phase and container.
 
@@ -101,6 +102,8 @@ def resolve(
     ``runtime`` maps dotted paths to values (see :mod:`phasekit.config.runtime`).
     ``phase_aliases`` maps other names of the workflow's phases (the source project's
     ``training``, ``testing``) to them, for ``phase_overrides`` keys.
+    ``phase_positions`` gives each entry of ``phases:`` its index in the file, for the
+    paths in provenance, when entries were set aside before (``phasekit config show``).
     """
     config = load_config(config)
     defaults = _check_defaults(workflow_defaults or {})
@@ -111,7 +114,7 @@ def resolve(
         config = validate(WorkflowConfig, patch_model(config, rt.model), origin="--set")
     aliases = dict(phase_aliases or {})
     names = _phase_names(config, defaults, workflow_defaults is not None, aliases)
-    return _Resolver(config, defaults, names, rt, aliases).build()
+    return _Resolver(config, defaults, names, rt, aliases, phase_positions).build()
 
 
 def _check_defaults(raw: WorkflowDefaults) -> dict[str, PhaseDefaults]:
@@ -152,10 +155,13 @@ class _Resolver:
         names: list[str],
         rt: RuntimeArgs,
         aliases: Mapping[str, str],
+        positions: Optional[Sequence[int]] = None,
     ) -> None:
         self.config, self.defaults, self.names = config, defaults, names
         self.overrides = _overrides(config, names, aliases)
-        self.user = {p.name: (i, p) for i, p in enumerate(config.phases or [])}
+        phases = config.phases or []
+        at = list(positions) if positions is not None else list(range(len(phases)))
+        self.user = {p.name: (at[i], p) for i, p in enumerate(phases)}
         self.results_dir = config.results_dir or DEFAULT_RESULTS_DIR
         chosen = "results_dir" in config.model_fields_set and config.results_dir is not None
         level = Level.USER_GLOBAL if chosen else Level.PACKAGE_DEFAULT

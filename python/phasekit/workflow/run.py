@@ -168,6 +168,45 @@ def load_and_resolve(
     return resolved
 
 
+@dataclass(frozen=True)
+class ShownConfig:
+    """What ``phasekit config show`` prints: the resolved settings, the sections phasekit
+    does not support (set aside, each with what phasekit offers instead) and, when the
+    configuration defines no workflow phasekit can run, why (``run`` refuses it)."""
+
+    resolved: Any
+    unsupported: tuple[Any, ...]
+    no_workflow: Optional[str]
+
+
+def resolve_shown(config: ConfigSource, runtime: Optional[Mapping[str, Any]] = None) -> ShownConfig:
+    """Load and resolve a configuration as :func:`load_and_resolve` does, except that the
+    sections phasekit does not support are listed instead of refused and a configuration
+    without a workflow or phases (a fragment) resolves to its run-wide settings."""
+    from phasekit.config import resolve
+    from phasekit.config.load import load_config_shown
+
+    cfg, unsupported, positions = load_config_shown(
+        config if isinstance(config, Mapping) else os.fspath(config)
+    )
+    no_workflow: Optional[str] = None
+    try:
+        check_workflow(cfg.workflow, bool(cfg.phases))
+    except ConfigError as exc:
+        no_workflow = str(exc)
+    name = cfg.workflow if no_workflow is None else None
+    resolved = resolve(
+        cfg,
+        workflow_defaults=workflow_defaults(name),
+        runtime=dict(runtime) if runtime else None,
+        phase_aliases=phase_aliases(name),
+        phase_positions=positions,
+    )
+    if no_workflow is None:
+        check_resolved(resolved)
+    return ShownConfig(resolved, unsupported, no_workflow)
+
+
 def check_resolved(resolved: Any) -> None:
     """What only the merged settings of a phase show: its data (a bar count the run can
     hold, one regular data file), the size of its parameter grid and where its files go
