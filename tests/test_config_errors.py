@@ -14,8 +14,9 @@ from phasekit.errors import ConfigError
 
 TOP_KEYS = (
     " (allowed keys: allow_pickle, catalog, containers, dag, data, data_flow, data_split, "
-    "description, encryption, event_tracing, execution, monte_carlo, objective_function, parameter_space, "
-    "phase_overrides, phases, portfolio, results, results_dir, results_storage, "
+    "description, encryption, event_tracing, execution, executor, monte_carlo, "
+    "objective_function, parameter_space, phase_overrides, phases, portfolio, results, "
+    "results_dir, results_storage, "
     "retention_policy, run_name, sliding_window_size, storage_strategy, strategy, top_k, "
     "trace_level, walk_forward, workers, workflow)"
 )
