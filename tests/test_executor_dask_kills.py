@@ -1,0 +1,166 @@
+"""Resume anywhere on a Dask cluster: a worker killed in the middle of a batch (its batch
+runs again on a worker that is alive) and the client killed at a random moment
+(``phasekit run --resume`` continues from the catalog) leave results equal to an
+uninterrupted run's. Real processes, SIGKILL, random moments: 12 worker kills and 10
+client kills."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dask_util import DaskCluster
+from phasekit.catalog import open_catalog
+from phasekit.workflow import run
+
+pytest_plugins = ["conftest_dask"]
+pytestmark = [pytest.mark.one_pass, pytest.mark.slow]
+
+WORKER_KILLS = 12
+CLIENT_KILLS = 10
+SEED = 1414
+
+CONFIG: dict[str, Any] = {
+    "run_name": "kills",
+    "data": {"n_bars": 3000, "seed": 21, "frequency": "1h"},
+    "data_flow": {"mode": "file"},
+    "phases": [
+        {
+            "name": "search",
+            "sequence": "walk_forward",
+            "walk_forward": {"train": 1200, "test": 600},
+            "parameter_space": {"strategy.fast": [2, 3, 4, 5], "strategy.slow": [10, 20, 30]},
+            "top_k": 2,
+        },
+        {"name": "check", "depends_on": ["search"], "sequence": "train_test"},
+    ],
+}
+
+
+def outputs(result: Any) -> dict[str, Any]:
+    """What a run computed: every phase's per-container metrics and its selection."""
+    return {
+        name: (result.metrics(name).to_pylist(), phase.selected)
+        for name, phase in result.phases.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The uninterrupted run's outputs (local executor)."""
+    result = run({**CONFIG, "results_dir": str(tmp_path_factory.mktemp("baseline"))}, workers=1)
+    try:
+        return outputs(result)
+    finally:
+        result.close()
+
+
+class WorkerKiller(threading.Thread):
+    """After ``delay`` seconds, SIGKILLs the first worker seen running a batch."""
+
+    def __init__(self, cluster: DaskCluster, delay: float) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.delay = cluster, delay
+        self.pids = cluster.worker_pids()
+        self.killed: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from distributed import Client
+
+        with Client(self.cluster.address, timeout=30, set_as_default=False) as client:
+            self.stop.wait(self.delay)
+            while not self.stop.is_set():
+                busy = [
+                    worker
+                    for worker, keys in client.processing().items()
+                    if any("phasekit-batch" in str(key) for key in keys)
+                ]
+                if busy:
+                    os.kill(self.pids[busy[0]], signal.SIGKILL)
+                    self.killed = busy[0]
+                    return
+                time.sleep(0.005)
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(
+    dask_cluster: DaskCluster, tmp_path: Path, expected: dict[str, Any]
+) -> None:
+    rng = random.Random(SEED)
+    killed = 0
+    for trial in range(WORKER_KILLS):
+        dask_cluster.wait_for_workers()
+        killer = WorkerKiller(dask_cluster, rng.uniform(0.0, 0.6))
+        killer.start()
+        try:
+            result = run(
+                {**CONFIG, "results_dir": str(tmp_path / f"t{trial}")},
+                executor={"dask": dask_cluster.address},
+            )
+        finally:
+            killer.stop.set()
+            killer.join(timeout=30)
+        try:
+            assert outputs(result) == expected, f"trial {trial}"
+        finally:
+            result.close()
+        killed += killer.killed is not None
+    assert killed == WORKER_KILLS
+
+
+def test_a_killed_client_resumes_from_the_catalog(
+    dask_cluster: DaskCluster, tmp_path: Path, expected: dict[str, Any]
+) -> None:
+    rng = random.Random(SEED + 1)
+    interrupted = 0
+    for trial in range(CLIENT_KILLS):
+        dask_cluster.wait_for_workers()
+        folder = tmp_path / f"t{trial}"
+        folder.mkdir()
+        path = folder / "run.yaml"
+        path.write_text(yaml.safe_dump({**CONFIG, "results_dir": str(folder / "results")}))
+        cmd = [sys.executable, "-m", "phasekit.cli", "run", str(path), "--json"]
+        cmd += ["--executor", f"dask={dask_cluster.address}"]
+        client = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            run_id = wait_for_run(folder / "results", client)
+            time.sleep(rng.uniform(0.0, 1.0))
+        finally:
+            client.kill()
+            client.wait(timeout=30)
+        with open_catalog(str(folder / "results"), results_dir=folder / "results") as catalog:
+            status = catalog.get_process(run_id).status
+        if status == "completed":
+            continue  # finished before the kill: nothing to resume
+        interrupted += 1
+        result = run(path, resume=run_id, executor={"dask": dask_cluster.address})
+        try:
+            assert result.run_id == run_id
+            assert outputs(result) == expected, f"trial {trial}"
+        finally:
+            result.close()
+    assert interrupted >= CLIENT_KILLS // 2
+
+
+def wait_for_run(results: Path, client: subprocess.Popen[bytes]) -> str:
+    """The id of the run the client recorded (it is running then)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert client.poll() is None, "the client ended before it recorded its run"
+        if (results / "catalog.sqlite").exists():
+            with open_catalog(str(results), results_dir=results) as catalog:
+                runs = catalog.list_processes()
+            if runs:
+                return str(runs[0].process_id)
+        time.sleep(0.02)
+    raise AssertionError("the client recorded no run within 60 s")
