@@ -61,7 +61,14 @@ from phasekit.catalog.rows import (
 )
 from phasekit.catalog.schema import ITEM_COLUMNS, PROCESS_COLUMNS, SCHEMA_VERSION
 from phasekit.catalog.uris import CatalogLocation, check_reference, redact, uri_to_path
-from phasekit.errors import CatalogError, InvalidArgument, UnknownKey, UnsafePath
+from phasekit.errors import (
+    CatalogError,
+    CorruptDataError,
+    InvalidArgument,
+    UnknownKey,
+    UnsafePath,
+)
+from phasekit.objstore import ObjectRoot, is_object_url
 from phasekit.paths import contained
 
 if TYPE_CHECKING:
@@ -339,7 +346,7 @@ class Catalog(abc.ABC):
             "running",
             self._ts_param(started),
             None,
-            None if rdir is None else str(Path(rdir).absolute()),
+            None if rdir is None else _results_dir_text(rdir),
             run_name,
             os.getpid(),
             this_host(),
@@ -607,6 +614,17 @@ class Catalog(abc.ABC):
 
     def _check_file(self, item: NewItem) -> None:
         ref = check_reference(item.data_reference or "")
+        if is_object_url(ref):
+            if item.checksum is None:
+                raise InvalidArgument(
+                    f"data reference {ref} is an object; record it with its checksum"
+                )
+            what = f"data reference of {item.stage_name}/{item.entity_name}"
+            try:
+                self._object_root(item.process_id, what).relative(ref)
+            except UnsafePath as exc:
+                raise CatalogError(f"{what}: {exc}") from None
+            return
         path = uri_to_path(ref)
         if path is None:
             return
@@ -636,6 +654,36 @@ class Catalog(abc.ABC):
             return contained(path, self.results_dir, f"{what}: file")
         except UnsafePath as exc:
             raise CatalogError(str(exc)) from None
+
+    def _object_root(self, process_id: str, what: str) -> ObjectRoot:
+        """The object storage root of a run (its recorded ``results_dir``)."""
+        rdir = self.get_process(process_id).results_dir
+        if not is_object_url(rdir):
+            raise CatalogError(
+                f"{what}: an s3:// reference, but run {process_id} keeps its results in "
+                f"{rdir!r}, not on object storage"
+            )
+        return ObjectRoot.from_url(str(rdir))
+
+    def item_object(self, row: ItemRow) -> tuple[ObjectRoot, str] | None:
+        """The object root and key of a row's ``s3://`` reference, checked to lie under the
+        run's results prefix (``CatalogError`` otherwise); ``None`` for other references."""
+        if not is_object_url(row.data_reference):
+            return None
+        root = self._object_root(row.process_id, row.label)
+        try:
+            return root, root.relative(str(row.data_reference))
+        except UnsafePath as exc:
+            raise CatalogError(f"{row.label}: {exc}") from None
+
+    def item_local(self, row: ItemRow, cache: Path) -> Path | None:
+        """A local file holding the row's bytes: its own file, or its object fetched (and
+        verified) into ``cache``; ``None`` for references that are not files."""
+        found = self.item_object(row)
+        if found is None:
+            return self.item_path(row)
+        root, rel = found
+        return root.download(rel, contained(rel, cache, row.label), row.checksum, row.label)
 
     def item_path(self, row: ItemRow) -> Path | None:
         """The local file of a row's ``file://`` reference, checked to lie under the results
@@ -931,6 +979,15 @@ class Catalog(abc.ABC):
         from phasekit.catalog.integrity import verify_file
 
         row = item if isinstance(item, ItemRow) else self.get_item(item)
+        found = self.item_object(row)
+        if found is not None:
+            data = found[0].read(found[1], row.checksum, row.label)
+            if len(data) != row.size_bytes:
+                raise CorruptDataError(
+                    f"{row.label}: {row.data_reference} has {len(data)} bytes, the catalog "
+                    f"recorded {row.size_bytes}"
+                )
+            return row
         path = self.item_path(row)
         if path is not None:
             verify_file(path, row.size_bytes, row.checksum, row.label)
@@ -996,3 +1053,11 @@ def _optional_int(value: Any, what: str, field: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise CatalogError(f"{what} is damaged: {field} {str(value)[:40]!r} is not an integer")
     return value
+
+
+def _results_dir_text(rdir: str | Path) -> str:
+    """How a run's results folder is recorded: an object storage URL as given, a local
+    folder as an absolute path."""
+    if is_object_url(rdir):
+        return ObjectRoot.from_url(str(rdir)).url
+    return str(Path(rdir).absolute())

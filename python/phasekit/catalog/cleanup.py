@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import secrets
 import shutil
 from collections import defaultdict
@@ -44,9 +45,10 @@ from phasekit import failpoints
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ITEM_STATES, ItemRow
 from phasekit.crypt.keyring import destroy_keys_for
-from phasekit.errors import CatalogError, InvalidArgument
+from phasekit.errors import CatalogError, InvalidArgument, StorageError
 from phasekit.fsync import fsync_dir
 from phasekit.names import MANIFEST_DIR
+from phasekit.objstore import ObjectRoot
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -155,17 +157,22 @@ def _delete_files(
     by_ref: dict[str, list[ItemRow]] = defaultdict(list)
     paths: dict[str, Path] = {}
     failed: set[int] = set()
+    objects: dict[str, tuple[ObjectRoot, str, str]] = {}
     for row in rows:
         try:
+            found = catalog.item_object(row)
             path = catalog.item_path(row)
         except CatalogError as exc:
             failed.add(row.id)
             report.failed.append((row.id, str(exc)))
             continue
+        if found is not None and row.data_reference:
+            objects[row.data_reference] = (*found, row.entity_name)
         if path is not None and row.data_reference:
             by_ref[row.data_reference].append(row)
             paths[row.data_reference] = path
-    live = catalog.live_references(list(by_ref))
+    live = catalog.live_references([*by_ref, *objects])
+    _delete_objects(objects, live, rows, failed, report)
     folders: set[Path] = set()
     for ref, ref_rows in by_ref.items():
         path = paths[ref]
@@ -191,6 +198,32 @@ def _delete_files(
     for folder in folders:
         fsync_dir(folder, best_effort=True)
     return failed, folders
+
+
+def _delete_objects(
+    objects: dict[str, tuple[ObjectRoot, str, str]],
+    live: set[str],
+    rows: Sequence[ItemRow],
+    failed: set[int],
+    report: RemovalReport,
+) -> None:
+    """Delete the objects (and a file store's manifest object) no other row records."""
+    for ref, (root, rel, entity) in objects.items():
+        if ref in live:
+            continue
+        manifest = posixpath.join(posixpath.dirname(rel), MANIFEST_DIR, f"{entity}.json")
+        try:
+            root.delete(rel)
+            report.files_deleted.append(ref)
+            if root.exists(manifest):
+                root.delete(manifest)
+                report.files_deleted.append(root.uri(manifest))
+            failpoints.reach("cleanup.mid_delete")
+        except StorageError as exc:
+            for row in rows:
+                if row.data_reference == ref:
+                    failed.add(row.id)
+                    report.failed.append((row.id, str(exc)))
 
 
 def remove_items(

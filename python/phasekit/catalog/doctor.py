@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phasekit.catalog.base import MEMORY_PREFIX, OWNER_HOST_KEY, OWNER_PID_KEY
-from phasekit.catalog.integrity import problem_with
+from phasekit.catalog.integrity import object_problem, problem_with
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ItemRow, ProcessRow
 from phasekit.catalog.schema import TABLES
@@ -114,21 +114,25 @@ def _check_rows(catalog: Catalog, rows: list[ItemRow], report: DoctorReport, ver
         if row.state == "deleting" or row.data_reference is None:
             continue
         try:
+            found = catalog.item_object(row)
             path = catalog.item_path(row)
         except CatalogError as exc:
             report.findings.append(Finding("bad_reference", "error", str(exc), item_id=row.id))
             continue
+        if found is not None:
+            report.items_checked += 1
+            problem = object_problem(found[0], found[1], row.size_bytes, row.checksum)
+            _judge(catalog, row, str(row.data_reference), problem, report)
         if path is None:
             continue
         report.items_checked += 1
         problem = problem_with(path, row.size_bytes, row.checksum, full=verify)
-        _judge(catalog, row, path, problem, report)
+        _judge(catalog, row, str(path), problem, report)
 
 
 def _judge(
-    catalog: Catalog, row: ItemRow, path: Path, problem: str | None, report: DoctorReport
+    catalog: Catalog, row: ItemRow, where: str, problem: str | None, report: DoctorReport
 ) -> None:
-    where = str(path)
     if row.state in ("missing", "corrupt"):
         if problem is None:
             finding = Finding(

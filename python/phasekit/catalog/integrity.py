@@ -12,6 +12,7 @@ from pathlib import Path
 
 from phasekit.checksum import path_checksum, tree_files
 from phasekit.errors import CorruptDataError
+from phasekit.objstore import ObjectRoot
 
 
 def reference_checksum(path: str | os.PathLike[str]) -> str:
@@ -50,6 +51,22 @@ def problem_with(
             return f"cannot be read ({exc})"
         if actual != checksum:
             return f"fails its checksum: {actual}, recorded {checksum}"
+    return None
+
+
+def object_problem(
+    root: ObjectRoot, rel: str, size_bytes: int | None, checksum: str | None
+) -> str | None:
+    """Why the object ``rel`` of ``root`` does not hold the recorded bytes (``None`` when it
+    does); an object is always read whole, so its checksum is always checked."""
+    if not root.exists(rel):
+        return "is missing"
+    try:
+        data = root.read(rel, checksum)
+    except CorruptDataError as exc:
+        return f"fails its check ({exc})"
+    if size_bytes is not None and len(data) != size_bytes:
+        return f"has {len(data)} bytes, recorded {size_bytes}"
     return None
 
 

@@ -2,8 +2,9 @@
 
 A data reference is the URI a store returned: ``file:///abs/path`` for files and folders
 on disk, ``memory://run/phase/key`` for values held by a running process and
-``stream://...`` for streams. Only ``file://`` references point at bytes the catalog can
-check, export and delete.
+``stream://...`` for streams, and ``s3://bucket/key`` for objects of a run whose results
+live on object storage (:mod:`phasekit.objstore`). ``file://`` and ``s3://`` references
+point at bytes the catalog can check.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from phasekit.errors import CatalogError
+from phasekit.objstore import OBJECT_SCHEMES
 
 CATALOG_FILENAME = "catalog.sqlite"
 CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres")
-REFERENCE_SCHEMES = ("file", "memory", "stream")
+REFERENCE_SCHEMES = ("file", "memory", "stream", *OBJECT_SCHEMES)
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 

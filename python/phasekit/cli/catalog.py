@@ -184,7 +184,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         verified = None
         if args.verify:
             catalog.verify_item(item)
-            verified = "ok" if item.path is not None else "nothing on disk to verify"
+            stored = item.path is not None or catalog.item_object(item) is not None
+            verified = "ok" if stored else "nothing on disk to verify"
     if args.json:
         return _emit_json({**item.to_dict(), "verified": verified})
     fields = item.to_dict()

@@ -62,7 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="where batches run: local worker processes, or the Dask scheduler at ADDRESS "
         "(e.g. dask=tcp://host:8786); replaces the config's executor",
     )
-    p.add_argument("--results-dir", help="where results and the catalog go")
+    p.add_argument(
+        "--results-dir",
+        help="where results and the catalog go (a folder, or s3://BUCKET/PREFIX with --local-dir)",
+    )
+    p.add_argument(
+        "--local-dir",
+        help="with --results-dir s3://...: the local folder of the catalog (by default), "
+        "spills and files before their upload",
+    )
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
     p.add_argument(
         "--dry-run",
@@ -148,9 +156,9 @@ def _store(plan: Any) -> str:
 def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -> int:
     """Print what the run would do (see :mod:`phasekit.workflow.plan`) and stop."""
     from phasekit.workflow.plan import plan_run
-    from phasekit.workflow.run import load_and_resolve
+    from phasekit.workflow.run import resolve_target
 
-    resolved = load_and_resolve(args.config, runtime, args.results_dir)
+    resolved = resolve_target(args.config, runtime, args.results_dir, args.local_dir)[0]
     plans = plan_run(resolved)
     if args.json:
         payload = {
@@ -182,14 +190,14 @@ def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -
 
 def cmd_run(args: argparse.Namespace) -> int:
     from phasekit.config import parse_set_args
-    from phasekit.workflow.run import RunInterrupted, load_and_resolve, run
+    from phasekit.workflow.run import RunInterrupted, resolve_target, run
 
     console = Console(stderr=args.json)
     runtime = parse_set_args(args.sets)
     if args.dry_run:
         return _plan(args, runtime, console)
     # the checks of `config show`, before any progress is drawn: a bad file gives one line
-    resolved = load_and_resolve(args.config, runtime, args.results_dir)
+    resolved = resolve_target(args.config, runtime, args.results_dir, args.local_dir)[0]
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run is marked interrupted
     started = time.perf_counter()
     columns = (
@@ -215,6 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             backend=args.backend,
             resume=args.resume,
             observer=observer,
+            local_dir=args.local_dir,
             **overrides,
         )
         n_phases = len(result.phases)

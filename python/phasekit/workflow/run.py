@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ import pyarrow as pa
 
 import phasekit
 from phasekit.catalog.liveness import RunLock, sweep_dead_files
+from phasekit.catalog.publish import PublishingCatalog
 from phasekit.errors import CatalogError, ConfigError, UnknownKey
+from phasekit.objstore import ObjectRoot, is_object_url, refuse
 from phasekit.stores.sealed import read_plain
 from phasekit.workflow.admf import check_admf_target
 from phasekit.workflow.builtin import (
@@ -67,7 +70,12 @@ class LazyRef:
         item = self._catalog.verify_item(self._item)
         if item.inline_data is not None:
             return item.inline_data
-        path = item.path
+        if self._catalog.item_object(item) is not None:
+            with tempfile.TemporaryDirectory(prefix="phasekit-object-") as cache:
+                return self._read(item, self._catalog.item_local(item, Path(cache)))
+        return self._read(item, item.path)
+
+    def _read(self, item: Any, path: Optional[Path]) -> Any:
         if path is None:
             raise UnknownKey(
                 f"{self.entity}: {self.uri} is not a file; it lived in memory during the run"
@@ -151,6 +159,18 @@ def load_and_resolve(
 ) -> Any:
     """Load, validate and resolve a configuration: every check ``run`` makes before it
     starts (``phasekit config show`` makes the same ones)."""
+    return resolve_target(config, runtime, results_dir)[0]
+
+
+def resolve_target(
+    config: ConfigSource,
+    runtime: Optional[Mapping[str, Any]] = None,
+    results_dir: Optional[str] = None,
+    local_dir: Optional[str] = None,
+) -> tuple[Any, Optional[ObjectRoot]]:
+    """:func:`load_and_resolve`, and the object storage root when ``results_dir`` is an
+    object URL (``s3://bucket/prefix``): the run then resolves its folders under
+    ``local_dir`` (its catalog by default, spills, stream buffers, files before upload)."""
     from phasekit.config import load_config, resolve
 
     cfg = load_config(config if isinstance(config, Mapping) else os.fspath(config))
@@ -158,6 +178,22 @@ def load_and_resolve(
     runtime = dict(runtime or {})
     if results_dir is not None:
         runtime["results_dir"] = str(results_dir)
+    target = runtime.get("results_dir", cfg.results_dir)
+    root: Optional[ObjectRoot] = None
+    if is_object_url(target):
+        root = ObjectRoot.from_url(str(target))
+        if local_dir is None:
+            raise ConfigError(
+                f"results_dir {target!r} is on object storage; give a local folder for the "
+                "catalog (unless catalog: names one), spills and files before upload "
+                "(--local-dir, run(local_dir=...))"
+            )
+        runtime["results_dir"] = str(local_dir)
+    elif local_dir is not None:
+        raise ConfigError(
+            f"local_dir {local_dir!r} is only used with results_dir on object storage "
+            f"(s3://...), not with {target!r}"
+        )
     resolved = resolve(
         cfg,
         workflow_defaults=workflow_defaults(cfg.workflow),
@@ -165,7 +201,21 @@ def load_and_resolve(
         phase_aliases=phase_aliases(cfg.workflow),
     )
     check_resolved(resolved)
-    return resolved
+    if root is not None:
+        check_object_storage(resolved)
+    return resolved, root
+
+
+def check_object_storage(resolved: Any) -> None:
+    """Settings object storage cannot honour: folders of files (``partition_by``) and
+    HDF5 files (written in place) are refused (:func:`phasekit.objstore.refuse`)."""
+    for name in resolved.phase_names:
+        file = resolved.phase(name).data_flow.file
+        where = f"phases.{name}.data_flow.file_settings"
+        if file.partition_by:
+            raise refuse(f"{where}.partition_by", "it writes a folder of files, not one object")
+        if file.format == "hdf5":
+            raise refuse(f"{where}.format: hdf5", "HDF5 files are updated in place")
 
 
 @dataclass(frozen=True)
@@ -244,6 +294,7 @@ def run(
     resume: Optional[str] = None,
     observer: Optional[Observer] = None,
     executor: Optional[ExecutorSpec] = None,
+    local_dir: Optional[str] = None,
     **overrides: Any,
 ) -> RunResult:
     """Run a workflow from a YAML path, YAML text or a dict.
@@ -251,13 +302,15 @@ def run(
     ``overrides`` are runtime settings by dotted path with ``__`` for dots (e.g.
     ``data_flow__mode="file"``) and win over everything in the config. ``executor``
     (``"local"`` or ``{"dask": "tcp://host:8786"}``) replaces the config's ``executor``.
+    With ``results_dir`` on object storage (``s3://bucket/prefix``), ``local_dir`` is the
+    local folder of the run's catalog (by default), spills and files before their upload.
     """
     from phasekit.catalog import open_catalog
 
     runtime = {key.replace("__", "."): value for key, value in overrides.items()}
     if executor is not None:
         runtime["executor"] = executor
-    resolved = load_and_resolve(config, runtime, results_dir)
+    resolved, root = resolve_target(config, runtime, results_dir, local_dir)
     _check_workers(workers)
     check_admf_target(resolved, resume is not None)
     if backend is not None:
@@ -270,17 +323,19 @@ def run(
         pool.close()
         raise
     try:
-        run_id, lock = _start(catalog, resolved, resume)
+        run_id, lock = _start(catalog, resolved, resume, root)
     except BaseException:
         pool.close()
         catalog.close()
         raise
     run_dir = Path(resolved.results_dir) / run_id
+    publisher = None if root is None else PublishingCatalog(catalog, run_dir.parent, root)
+    writer = catalog if publisher is None else publisher
     status = "failed"
     try:
         _sweep_interrupted(catalog, resolved)
         sequencer = Sequencer(
-            resolved, run_id, run_dir, catalog, pool, observer, resume=resume is not None
+            resolved, run_id, run_dir, writer, pool, observer, resume=resume is not None
         )
         phases = sequencer.run()
         status = "completed"
@@ -296,6 +351,8 @@ def run(
                 catalog.close()
     if status == "interrupted":
         raise RunInterrupted(run_id)
+    if publisher is not None:
+        publisher.remove_local(run_id)  # every file of the run is an object now
     _cleanup(catalog, resolved, run_id)
     encryption = sequencer.encryption
     return RunResult(run_id, run_dir, catalog.url, status, phases, catalog, encryption)
@@ -367,7 +424,9 @@ def _sweep_interrupted(catalog: Any, resolved: Any) -> None:
             lock.release()
 
 
-def _start(catalog: Any, resolved: Any, resume: Optional[str]) -> tuple[str, RunLock]:
+def _start(
+    catalog: Any, resolved: Any, resume: Optional[str], root: Optional[ObjectRoot] = None
+) -> tuple[str, RunLock]:
     """The run id and its lock: a new run, or ``resume`` (refused while another process
     runs it), running again by this process, its dead attempt's temporary files removed."""
     if resume is not None:
@@ -389,7 +448,7 @@ def _start(catalog: Any, resolved: Any, resume: Optional[str]) -> tuple[str, Run
             run_name=resolved.run_name or workflow,
             config=resolved.to_dict(),
             backend=phasekit.get_backend(),
-            results_dir=resolved.results_dir,
+            results_dir=resolved.results_dir if root is None else root.url,
         )
     )
     return run_id, catalog.lock_run(run_id, Path(resolved.results_dir) / run_id)

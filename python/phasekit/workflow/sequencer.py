@@ -25,6 +25,7 @@ import pyarrow as pa
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.backtest.strategies import indicator_columns
 from phasekit.errors import ConfigError, WorkflowError
+from phasekit.objstore import CACHE_DIR
 from phasekit.workflow import analysis, concurrent, streamphase
 from phasekit.workflow.admf import admf_folder
 from phasekit.workflow.executor import DataSpec, bars_for
@@ -99,10 +100,9 @@ class Sequencer:
     # ------------------------------------------------------------------ catalog reads
 
     def _read(self, item: Any) -> Any:
-        from phasekit.catalog import uri_to_path
-
         item = self.catalog.verify_item(item)
-        return read_json(Path(uri_to_path(item.data_reference)), self.encryption)
+        path = self.catalog.item_local(item, self.run_dir / CACHE_DIR)
+        return read_json(Path(path), self.encryption)
 
     def _items(self, stage: str, entity: str) -> Iterator[Any]:
         yield from self.catalog.list_items(self.run_id, stage=stage, entity=entity)

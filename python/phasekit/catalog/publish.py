@@ -1,0 +1,111 @@
+"""A run's catalog when its results live on object storage.
+
+The stores and the results writer of a run write their files by the local protocol
+into the run's local folder (``--local-dir``; spills and stream buffers stay there too)
+and report each durable file to the catalog. :class:`PublishingCatalog` stands between
+them and the catalog: before a ``file://`` row under the local folder is committed, it
+uploads the file once under its final key (its path relative to the local folder, below
+the results prefix), with the file store's manifest of the item when there is one, and
+commits the row with the ``s3://`` URI instead. So an object exists, complete and
+checked, before any row names it. Everything else is the wrapped catalog's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from phasekit.catalog.rows import ItemRow, NewItem
+from phasekit.catalog.uris import uri_to_path
+from phasekit.names import MANIFEST_DIR
+from phasekit.objstore import ObjectRoot, refuse
+from phasekit.paths import contained
+
+log = logging.getLogger(__name__)
+
+
+class PublishingCatalog:
+    """``catalog`` with every file under ``local_root`` uploaded to ``root`` before its
+    row is committed (see the module docstring)."""
+
+    def __init__(self, catalog: Any, local_root: Path, root: ObjectRoot) -> None:
+        self._catalog = catalog
+        self.local_root = Path(local_root).absolute()
+        self.root = root
+        self.uploaded_bytes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._catalog, name)
+
+    # ------------------------------------------------------------------ mapping
+
+    def object_uri(self, reference: Optional[str]) -> Optional[str]:
+        """The ``s3://`` URI a local ``file://`` reference is published under (others
+        unchanged)."""
+        rel = self._relative(reference)
+        return reference if rel is None else self.root.uri(rel)
+
+    def _relative(self, reference: Optional[str]) -> Optional[str]:
+        path = uri_to_path(reference) if reference else None
+        if path is None:
+            return None
+        checked = contained(path, self.local_root, "a file of the run")
+        return checked.relative_to(self.local_root).as_posix()
+
+    def _publish(self, reference: Optional[str], checksum: Optional[str], entity: str) -> Any:
+        rel = self._relative(reference)
+        if rel is None:
+            return reference
+        path = self.local_root / rel
+        if path.is_dir():
+            raise refuse(
+                f"{entity}: a folder of files ({rel}; partition_by writes one)",
+                "an object is one file",
+            )
+        size = self.root.put_file(rel, path, checksum)
+        self.uploaded_bytes += size
+        manifest = path.parent / MANIFEST_DIR / f"{entity}.json"
+        if manifest.is_file():
+            rel_manifest = manifest.relative_to(self.local_root).as_posix()
+            self.uploaded_bytes += self.root.put_file(rel_manifest, manifest, None)
+        log.debug("published %s as %s", path, self.root.uri(rel))
+        return self.root.uri(rel)
+
+    # ------------------------------------------------------------------ catalog calls
+
+    def record_item(self, process_id: str, stage_name: str, entity_name: str, **fields: Any) -> int:
+        fields["data_reference"] = self._publish(
+            fields.get("data_reference"), fields.get("checksum"), entity_name
+        )
+        return int(self._catalog.record_item(process_id, stage_name, entity_name, **fields))
+
+    def record_items(self, items: Sequence[NewItem], *, replace: bool = False) -> list[int]:
+        published = [
+            dataclasses.replace(
+                item,
+                data_reference=self._publish(item.data_reference, item.checksum, item.entity_name),
+            )
+            for item in items
+        ]
+        return list(self._catalog.record_items(published, replace=replace))
+
+    def items_by_reference(self, reference: str) -> list[ItemRow]:
+        return list(self._catalog.items_by_reference(self.object_uri(reference)))
+
+    def remove_local(self, run_id: str) -> None:
+        """Remove the run's local copies once the run completed (the objects stay)."""
+        import shutil
+
+        folder = self.local_root / run_id
+        if not folder.is_dir():
+            return
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            log.warning("cannot remove the local copies %s: %s", folder, exc)
+
+
+__all__ = ["PublishingCatalog"]

@@ -1,0 +1,309 @@
+"""Results on object storage, against a real S3-compatible server (moto in server mode on
+127.0.0.1): the URL and key rules, the write-once protocol (a failed upload leaves no
+object), checksums on read, and a full ``phasekit run`` whose files are objects read back
+by pyarrow, polars and DuckDB and checked by the catalog commands."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pytest
+
+from phasekit.catalog import open_catalog
+from phasekit.catalog.publish import PublishingCatalog
+from phasekit.cli import main
+from phasekit.errors import (
+    CatalogError,
+    ConfigError,
+    CorruptDataError,
+    InvalidArgument,
+    StorageError,
+    UnsafePath,
+)
+from phasekit.objstore import PART_BYTES, ObjectRoot, check_relative, is_object_url
+from phasekit.workflow.run import resolve_target
+
+if TYPE_CHECKING:
+    from s3_util import S3Server
+
+pytest_plugins = ["s3_util"]
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "small_workflow_memory.yaml"
+
+
+# ---------------------------------------------------------------- URLs and keys
+
+
+def test_only_object_schemes_are_object_urls() -> None:
+    assert is_object_url("s3://bucket/prefix")
+    assert is_object_url("S3://bucket")
+    for other in ("memory://run/phase/key", "file:///tmp/x", "stream://a/b", "results", "/abs"):
+        assert not is_object_url(other), other
+    root = ObjectRoot.from_url("s3://bkt/a/b/")
+    assert (root.bucket, root.prefix, root.url) == ("bkt", "a/b", "s3://bkt/a/b")
+    assert root.uri("run/x.arrow") == "s3://bkt/a/b/run/x.arrow"
+    for bad in ("s3:///no-bucket", "s3://bkt/p?x=1", "memory://bkt/p"):
+        with pytest.raises(InvalidArgument):
+            ObjectRoot.from_url(bad)
+    with pytest.raises(UnsafePath):
+        ObjectRoot.from_url("s3://bkt/a/../b")
+
+
+@pytest.mark.parametrize(
+    "key", ["../x", "a/../../b", "/abs", "a//b", "a/./b", "a\\b", "a\x00b", "", "run/..", "a\nb"]
+)
+def test_keys_cannot_leave_the_prefix(key: str) -> None:
+    with pytest.raises(UnsafePath):
+        check_relative(key, "key")
+    with pytest.raises(UnsafePath):
+        ObjectRoot("bkt", "runs").key(key)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["s3://bkt/other/x", "s3://elsewhere/runs/x", "s3://bkt/runs/../x", "s3://bkt/runsx/y",
+     "file:///bkt/runs/x"],
+)  # fmt: skip
+def test_uris_outside_the_root_are_refused(uri: str) -> None:
+    with pytest.raises(UnsafePath):
+        ObjectRoot("bkt", "runs").relative(uri)
+
+
+# ---------------------------------------------------------------- write once, verify on read
+
+
+def test_put_read_and_a_corrupt_object(bucket: str, tmp_path: Path) -> None:
+    root = ObjectRoot.from_url(f"s3://{bucket}/p")
+    src = tmp_path / "x.bin"
+    src.write_bytes(b"phasekit" * 1000)
+    from phasekit.checksum import file_checksum
+
+    sum_ = file_checksum(src)
+    assert root.put_file("run/x.bin", src, sum_) == 8000
+    assert root.read("run/x.bin", sum_) == src.read_bytes()
+    assert list(root.list()) == ["run/x.bin"]
+    boto3.client("s3").put_object(Bucket=bucket, Key="p/run/x.bin", Body=b"phasekiT" * 1000)
+    with pytest.raises(CorruptDataError, match="fails its checksum"):
+        root.read("run/x.bin", sum_)
+    with pytest.raises(CorruptDataError, match="changed"):
+        root.put_file("run/y.bin", src, "crc32:00000000")
+    assert not root.exists("run/y.bin")
+
+
+class _Breaks(io.BytesIO):
+    """A source that fails after its first part was read (a disk error mid-upload)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        if self.reads > 1:
+            raise OSError(5, "Input/output error")
+        return super().read(size)
+
+
+def _pending_uploads(bucket: str) -> list[Any]:
+    return list(boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def test_a_failure_mid_upload_leaves_no_object(bucket: str) -> None:
+    root = ObjectRoot(bucket, "p")
+    data = bytes(range(256)) * ((PART_BYTES + (1 << 20)) // 256)
+    source = _Breaks(data)
+    with pytest.raises(StorageError, match="no object was made visible"):
+        root.put_stream("big.bin", source, None)
+    assert source.reads == 2  # the first part went up before the failure
+    assert not root.exists("big.bin")
+    assert _pending_uploads(bucket) == []  # the multipart upload was aborted
+    with pytest.raises(CorruptDataError):  # a wrong checksum at the end: aborted too
+        root.put_stream("big.bin", io.BytesIO(data), "crc32:00000000")
+    assert not root.exists("big.bin") and _pending_uploads(bucket) == []
+    import zlib
+
+    from phasekit.checksum import format_crc32
+
+    assert root.put_stream("big.bin", io.BytesIO(data), format_crc32(zlib.crc32(data))) == len(data)
+    assert root.read("big.bin", format_crc32(zlib.crc32(data))) == data
+
+
+def test_publishing_refuses_files_outside_the_local_folder(bucket: str, tmp_path: Path) -> None:
+    with open_catalog(tmp_path / "catalog.sqlite", results_dir=tmp_path) as catalog:
+        run_id = catalog.start_process("w", results_dir=f"s3://{bucket}/runs")
+        pub = PublishingCatalog(catalog, tmp_path / "local", ObjectRoot(bucket, "runs"))
+        outside = tmp_path / "outside.json"
+        outside.write_text("{}")
+        with pytest.raises(UnsafePath):
+            pub.record_item(run_id, "s", "e", data_reference=outside.as_uri(), checksum="x")
+        # a row naming an object outside the run's prefix is refused by the catalog
+        with pytest.raises(CatalogError, match="outside"):
+            _record(catalog, run_id, f"s3://{bucket}/other/x.json")
+        local = tmp_path / "other-run"
+        local.mkdir()
+        run_b = catalog.start_process("w", results_dir=str(local))
+        with pytest.raises(CatalogError, match="not on object storage"):
+            _record(catalog, run_b, f"s3://{bucket}/runs/x.json")
+
+
+def _record(catalog: Any, run_id: str, reference: str) -> None:
+    catalog.record_item(run_id, "s", "e", data_reference=reference, checksum="crc32:00000000")
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_settings_object_storage_refuses_or_needs(bucket: str, tmp_path: Path) -> None:
+    url = f"s3://{bucket}/runs"
+    with pytest.raises(ConfigError, match="--local-dir"):
+        resolve_target(str(EXAMPLE), None, url)
+    with pytest.raises(ConfigError, match="only used with results_dir on object storage"):
+        resolve_target(str(EXAMPLE), None, str(tmp_path / "r"), str(tmp_path / "local"))
+    parted = {
+        "data_flow.mode": "file",
+        "data_flow.file_settings.format": "parquet",
+        "data_flow.file_settings.partition_by": ["symbol"],
+    }
+    with pytest.raises(InvalidArgument, match="partition_by is not supported with results on"):
+        resolve_target(str(EXAMPLE), parted, url, str(tmp_path / "local"))
+    hdf5 = {"data_flow.mode": "file", "data_flow.file_settings.format": "hdf5"}
+    with pytest.raises(InvalidArgument, match="hdf5 is not supported with results on"):
+        resolve_target(str(EXAMPLE), hdf5, url, str(tmp_path / "local"))
+    resolved, root = resolve_target(str(EXAMPLE), None, url, str(tmp_path / "local"))
+    assert root is not None and root.url == url
+    # local_dir takes effect: the run's folders and its default catalog live there
+    assert Path(resolved.results_dir) == tmp_path / "local"
+    assert resolved.catalog.display().endswith(str(tmp_path / "local" / "catalog.sqlite"))
+
+
+# ---------------------------------------------------------------- a full run
+
+
+def _cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _s3fs(server: S3Server) -> pafs.S3FileSystem:
+    env = server.env()
+    return pafs.S3FileSystem(
+        endpoint_override=server.endpoint,
+        access_key=env["AWS_ACCESS_KEY_ID"],
+        secret_key=env["AWS_SECRET_ACCESS_KEY"],
+        region=env["AWS_DEFAULT_REGION"],
+        allow_bucket_creation=False,
+    )
+
+
+@pytest.mark.parametrize("mode", ["file", "streaming"])
+def test_phasekit_run_with_results_on_s3(
+    mode: str,
+    bucket: str,
+    s3_env: S3Server,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    local = tmp_path / "local"
+    url = f"s3://{bucket}/team/results"
+    args = ["run", str(EXAMPLE), "--results-dir", url, "--local-dir", str(local), "--workers", "1"]
+    assert main([*args, "--set", f"data_flow.mode={mode}", "--set", "data.n_bars=1500"]) == 0
+    where = ["--results-dir", str(local)]
+    (run_row,) = _cli_json(capsys, "runs", *where)
+    assert run_row["results_dir"] == url
+    items = _cli_json(capsys, "ls", "latest", *where)
+    refs = [i["data_reference"] for i in items if i["data_reference"]]
+    objects = [r for r in refs if r.startswith("s3://")]
+    assert objects and not [r for r in refs if r.startswith("file://")]
+    assert all(r.startswith(f"{url}/{run_row['process_id']}/") for r in objects)
+    # every file of the run is an object now; the local folder keeps only the catalog
+    assert not (local / run_row["process_id"]).exists()
+    client = boto3.client("s3")
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {r[len(f"s3://{bucket}/") :] for r in objects} <= keys
+    if mode == "file":  # the file store's manifests went along
+        assert any("/.phasekit/" in k for k in keys)
+    else:  # the stream's parts are objects
+        assert any(i["format"] == "arrow" and "stream" in i["data_reference"] for i in items)
+
+    # read back by pyarrow (its own S3 client), polars and DuckDB
+    fs = _s3fs(s3_env)
+    arrow_refs = [i for i in items if i["format"] == "arrow" and i["size_bytes"] > 0]
+    assert arrow_refs
+    first = arrow_refs[0]
+    with fs.open_input_file(first["data_reference"][len("s3://") :]) as fh:
+        table = pa.ipc.open_file(fh).read_all()
+    assert table.num_rows > 0
+    import polars as pl
+
+    frame = pl.read_ipc(
+        first["data_reference"],
+        storage_options={
+            "aws_endpoint_url": s3_env.endpoint,
+            "aws_access_key_id": s3_env.env()["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": s3_env.env()["AWS_SECRET_ACCESS_KEY"],
+            "aws_region": "us-east-1",
+            "aws_allow_http": "true",
+        },
+    )
+    assert frame.height == table.num_rows
+    import duckdb
+
+    # DuckDB's httpfs extension is downloaded on first use; read through pyarrow instead
+    con = duckdb.connect()
+    con.register("results", table)
+    assert con.execute("SELECT count(*) FROM results").fetchall() == [(table.num_rows,)]
+
+    # the catalog commands: show --verify, doctor; a corrupt object is found
+    shown = _cli_json(capsys, "show", str(first["id"]), "--verify", *where)
+    assert shown["verified"] == "ok"
+    assert _cli_json(capsys, "doctor", *where)["ok"] is True
+    key = first["data_reference"][len(f"s3://{bucket}/") :]
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=key, Body=body[:-1] + bytes([body[-1] ^ 0xFF]))
+    capsys.readouterr()
+    assert main(["show", str(first["id"]), "--verify", *where]) != 0
+    assert "fails its checksum" in capsys.readouterr().err
+    report = _cli_json_status(capsys, ["doctor", *where])
+    assert [f["kind"] for f in report["findings"] if f.get("item_id") == first["id"]] == [
+        "corrupt_file"
+    ]
+    # cleanup removes the objects (and the manifests with them) along with the rows
+    removal = _cli_json(capsys, "cleanup", "--policy", "keep_none", *where)["removal"]
+    assert removal["failed"] == [] and len(removal["removed"]) == len(items)
+    assert client.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+    assert _cli_json(capsys, "ls", "latest", *where) == []
+
+
+def test_run_result_loads_its_objects(bucket: str, tmp_path: Path) -> None:
+    from phasekit.workflow import run
+
+    url = f"s3://{bucket}/api"
+    result = run(
+        str(EXAMPLE), workers=1, results_dir=url, local_dir=str(tmp_path / "local"),
+        data_flow__mode="file", data__n_bars=1500,
+    )  # fmt: skip
+    try:
+        ranked = result.metrics("optimization")  # aggregate_results.json, fetched and verified
+        assert ranked.num_rows > 0
+        arrow = [r for r in result.outputs("optimization") if r.format == "arrow"]
+        assert arrow and all(r.uri.startswith(f"{url}/{result.run_id}/") for r in arrow)
+        table = arrow[0].load()
+        root = ObjectRoot.from_url(url)
+        raw = root.read(root.relative(arrow[0].uri), None)
+        assert pa.ipc.open_file(pa.py_buffer(raw)).read_all().equals(table)
+    finally:
+        result.close()
+
+
+def _cli_json_status(capsys: pytest.CaptureFixture[str], args: list[str]) -> Any:
+    capsys.readouterr()
+    main([*args, "--json"])
+    return json.loads(capsys.readouterr().out)
