@@ -32,7 +32,7 @@ from phasekit.workflow.run import resolve_target
 if TYPE_CHECKING:
     from s3_util import S3Server
 
-pytest_plugins = ["s3_util"]
+pytest_plugins = ["s3_util", "conftest_pg"]
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "small_workflow_memory.yaml"
@@ -176,6 +176,9 @@ def test_settings_object_storage_refuses_or_needs(bucket: str, tmp_path: Path) -
     hdf5 = {"data_flow.mode": "file", "data_flow.file_settings.format": "hdf5"}
     with pytest.raises(InvalidArgument, match="hdf5 is not supported with results on"):
         resolve_target(str(EXAMPLE), hdf5, url, str(tmp_path / "local"))
+    admf = {"results.layout": "admf"}
+    with pytest.raises(InvalidArgument, match="admf is not supported with results on"):
+        resolve_target(str(EXAMPLE), admf, url, str(tmp_path / "local"))
     resolved, root = resolve_target(str(EXAMPLE), None, url, str(tmp_path / "local"))
     assert root is not None and root.url == url
     # local_dir takes effect: the run's folders and its default catalog live there
@@ -282,15 +285,24 @@ def test_phasekit_run_with_results_on_s3(
     assert _cli_json(capsys, "ls", "latest", *where) == []
 
 
-def test_run_result_loads_its_objects(bucket: str, tmp_path: Path) -> None:
+def test_run_result_loads_its_objects(
+    bucket: str, tmp_path: Path, backend_name: str, catalog_url: str
+) -> None:
+    """Both backends, both catalogs (SQLite in the local folder, the suite's PostgreSQL)."""
     from phasekit.workflow import run
 
     url = f"s3://{bucket}/api"
     result = run(
         str(EXAMPLE), workers=1, results_dir=url, local_dir=str(tmp_path / "local"),
-        data_flow__mode="file", data__n_bars=1500,
+        data_flow__mode="file", data__n_bars=1500, catalog=catalog_url,
     )  # fmt: skip
     try:
+        items = result._catalog.list_items(result.run_id)
+        pg = catalog_url.startswith("postgresql")
+        assert result.catalog_url.startswith("postgresql") == pg
+        for item in items:  # every file row is an object, verified against its checksum
+            assert result._catalog.verify_item(item) == item
+        assert result._catalog.doctor().ok
         ranked = result.metrics("optimization")  # aggregate_results.json, fetched and verified
         assert ranked.num_rows > 0
         arrow = [r for r in result.outputs("optimization") if r.format == "arrow"]
@@ -301,6 +313,27 @@ def test_run_result_loads_its_objects(bucket: str, tmp_path: Path) -> None:
         assert pa.ipc.open_file(pa.py_buffer(raw)).read_all().equals(table)
     finally:
         result.close()
+
+
+def test_a_failed_upload_leaves_no_row_and_no_object(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bucket of the results URL does not exist: the first upload fails, the run
+    fails with StorageError, and no row names an object."""
+    from phasekit.workflow import run
+
+    local = tmp_path / "local"
+    with pytest.raises(StorageError, match="no object was made visible"):
+        run(
+            str(EXAMPLE), workers=1, results_dir=f"s3://{bucket}-missing/x",
+            local_dir=str(local), data_flow__mode="file", data__n_bars=1500,
+        )  # fmt: skip
+    with open_catalog(local / "catalog.sqlite", results_dir=local) as catalog:
+        (proc,) = catalog.list_processes()
+        assert proc.status == "failed"
+        refs = [i.data_reference or "" for i in catalog.list_items(proc.process_id)]
+        assert not [r for r in refs if r.startswith("s3://")]
+    assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
 def _cli_json_status(capsys: pytest.CaptureFixture[str], args: list[str]) -> Any:

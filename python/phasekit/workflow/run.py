@@ -207,8 +207,12 @@ def resolve_target(
 
 
 def check_object_storage(resolved: Any) -> None:
-    """Settings object storage cannot honour: folders of files (``partition_by``) and
-    HDF5 files (written in place) are refused (:func:`phasekit.objstore.refuse`)."""
+    """Settings object storage cannot honour: folders of files (``partition_by``), HDF5
+    files (written in place) and ``results.layout: admf`` (its run-name folders are
+    written over by the next run of the name) are refused
+    (:func:`phasekit.objstore.refuse`)."""
+    if resolved.results_layout == "admf":
+        raise refuse("results.layout: admf", "it writes over the folders of a run name")
     for name in resolved.phase_names:
         file = resolved.phase(name).data_flow.file
         where = f"phases.{name}.data_flow.file_settings"
