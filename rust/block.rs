@@ -100,6 +100,8 @@ pub enum BlockError {
     Set(usize, String),
     /// `threads` of 0.
     Threads,
+    /// Traced flags that are not one per set: (flags, sets).
+    Traced(usize, usize),
 }
 
 impl fmt::Display for BlockError {
@@ -108,6 +110,10 @@ impl fmt::Display for BlockError {
             BlockError::Block(err) => write!(f, "{err}"),
             BlockError::Set(set, why) => write!(f, "parameter set {set}: {why}"),
             BlockError::Threads => write!(f, "threads: 0 must be at least 1"),
+            BlockError::Traced(flags, sets) => write!(
+                f,
+                "traced: {flags} flags for {sets} parameter sets (give one per set or none)"
+            ),
         }
     }
 }
@@ -198,14 +204,7 @@ pub fn run_block(
         return Err(BlockError::Threads);
     }
     if !traced.is_empty() && traced.len() != sets.len() {
-        return Err(BlockError::Set(
-            traced.len().min(sets.len()),
-            format!(
-                "traced flags: {} for {} parameter sets",
-                traced.len(),
-                sets.len()
-            ),
-        ));
+        return Err(BlockError::Traced(traced.len(), sets.len()));
     }
     for (i, set) in sets.iter().enumerate() {
         set.check().map_err(|why| BlockError::Set(i, why))?;
@@ -1122,7 +1121,8 @@ mod tests {
             ),
             Err(BlockError::Block(BacktestError::Span(50, 50, 100)))
         );
-        assert!(matches!(
+        let flags = [true];
+        assert_eq!(
             run_block(
                 &ts,
                 &open,
@@ -1130,12 +1130,12 @@ mod tests {
                 0,
                 100,
                 &sets,
-                &[true],
+                &flags,
                 &costs(),
                 &options(1)
             ),
-            Err(BlockError::Set(..))
-        ));
+            Err(BlockError::Traced(1, 2))
+        );
         let broke = Settings {
             fraction: 0.0,
             ..costs()

@@ -176,7 +176,7 @@ def test_bad_block_arguments(backend: ModuleType, bars: Bars) -> None:
         backend.backtest_block(columns, "momentum", params, threads=0)
     with pytest.raises(InvalidArgument, match=r"window 9\.\.9 is not inside the 3000 bars"):
         backend.backtest_block(columns, "momentum", params, 9, 9)
-    with pytest.raises(ConfigError, match="traced flags: 1 for 2 parameter sets"):
+    with pytest.raises(InvalidArgument, match="traced: 1 flags for 2 parameter sets"):
         backend.backtest_block(columns, "momentum", params, traced=[True])
     with pytest.raises(InvalidArgument, match="params: no column 'threshold'"):
         backend.backtest_block(columns, "momentum", params.drop_columns(["threshold"]))

@@ -23,7 +23,7 @@ const KINDS: &str = "sma_crossover (fast, slow, long_short), momentum (lookback,
 fn block_err(py: Python<'_>, err: BlockError) -> PyErr {
     match err {
         BlockError::Block(e) => to_py(e),
-        BlockError::Threads => InvalidArgument::new_err(err.to_string()),
+        BlockError::Threads | BlockError::Traced(..) => InvalidArgument::new_err(err.to_string()),
         BlockError::Set(set, _) => {
             let e = ConfigError::new_err(err.to_string());
             // the Python layer names the container from the set's index

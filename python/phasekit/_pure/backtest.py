@@ -519,7 +519,9 @@ def _traced_flags(traced: Optional[list[bool]], n: int) -> np.ndarray:
     if traced is None or len(traced) == 0:
         return np.zeros(n, dtype=bool)
     if len(traced) != n:
-        raise _SetError(min(len(traced), n), f"traced flags: {len(traced)} for {n} parameter sets")
+        raise InvalidArgument(
+            f"traced: {len(traced)} flags for {n} parameter sets (give one per set or none)"
+        )
     return np.asarray(traced, dtype=bool)
 
 
