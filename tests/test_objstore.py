@@ -268,6 +268,23 @@ def test_phasekit_run_with_results_on_s3(
     shown = _cli_json(capsys, "show", str(first["id"]), "--verify", *where)
     assert shown["verified"] == "ok"
     assert _cli_json(capsys, "doctor", *where)["ok"] is True
+    # du counts the objects' bytes; export fetches, verifies and copies them
+    stored = {i["data_reference"]: i["size_bytes"] for i in items if i in _objects(items)}
+    assert _cli_json(capsys, "du", *where)["total_bytes"] == sum(stored.values())
+    out = tmp_path / "export"
+    exported = _cli_json(capsys, "export", "latest", "--to", str(out), *where)
+    by_source = {e["source"]: e for e in exported["exported"]}
+    assert set(stored) <= set(by_source)
+    copy = out / by_source[first["data_reference"]]["target"]
+    assert pa.ipc.open_file(pa.memory_map(str(copy))).read_all().equals(table)
+    assert by_source[first["data_reference"]]["target"].startswith("optimization/")
+    # an object no row names (an upload whose row never came) is reported, left alone
+    stray = f"team/results/{run_row['process_id']}/optimization/stray.arrow"
+    client.put_object(Bucket=bucket, Key=stray, Body=b"x")
+    report = _cli_json(capsys, "doctor", *where)
+    unreferenced = [f["path"] for f in report["findings"] if f["kind"] == "unreferenced_object"]
+    assert report["ok"] is True and unreferenced == [f"s3://{bucket}/{stray}"]
+    client.delete_object(Bucket=bucket, Key=stray)
     key = first["data_reference"][len(f"s3://{bucket}/") :]
     body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     client.put_object(Bucket=bucket, Key=key, Body=body[:-1] + bytes([body[-1] ^ 0xFF]))
@@ -334,6 +351,10 @@ def test_a_failed_upload_leaves_no_row_and_no_object(
         refs = [i.data_reference or "" for i in catalog.list_items(proc.process_id)]
         assert not [r for r in refs if r.startswith("s3://")]
     assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def _objects(items: list[Any]) -> list[Any]:
+    return [i for i in items if (i["data_reference"] or "").startswith("s3://")]
 
 
 def _cli_json_status(capsys: pytest.CaptureFixture[str], args: list[str]) -> Any:

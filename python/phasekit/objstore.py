@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 import zlib
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 from phasekit._optional import require
 from phasekit.checksum import format_crc32
 from phasekit.errors import CorruptDataError, InvalidArgument, StorageError, UnsafePath
+from phasekit.names import MANIFEST_DIR
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,12 @@ def check_relative(rel: str, what: str) -> str:
             "writes and deletes only below the results prefix"
         )
     return rel
+
+
+def manifest_of(rel: str, key: str) -> str:
+    """The key of the FileStore manifest of item ``key`` whose data object is ``rel``
+    (``<folder>/.phasekit/<key>.json``, as the store writes it)."""
+    return posixpath.join(posixpath.dirname(rel), MANIFEST_DIR, f"{key}.json")
 
 
 def refuse(setting: str, why: str = "") -> InvalidArgument:
@@ -269,11 +277,14 @@ class ObjectRoot:
         except Exception as exc:
             raise StorageError(f"deleting {self.uri(rel)} failed: {exc}") from exc
 
-    def list(self) -> Iterator[str]:
-        """The keys below the root, relative to it."""
+    def list(self, below: str = "") -> Iterator[str]:
+        """The keys below the root (and below ``below``, a folder ending in ``/``),
+        relative to the root."""
+        if below:
+            check_relative(below.rstrip("/"), "listed folder")
         head = f"{self.prefix}/" if self.prefix else ""
         pages = self.client.get_paginator("list_objects_v2").paginate(  # type: ignore[attr-defined]
-            Bucket=self.bucket, Prefix=head
+            Bucket=self.bucket, Prefix=head + below
         )
         for page in pages:
             for obj in page.get("Contents", []):
@@ -287,5 +298,6 @@ __all__ = [
     "ObjectRoot",
     "check_relative",
     "is_object_url",
+    "manifest_of",
     "refuse",
 ]

@@ -68,7 +68,7 @@ from phasekit.errors import (
     UnknownKey,
     UnsafePath,
 )
-from phasekit.objstore import ObjectRoot, is_object_url
+from phasekit.objstore import OBJECT_SCHEMES, ObjectRoot, is_object_url
 from phasekit.paths import contained
 
 if TYPE_CHECKING:
@@ -82,6 +82,8 @@ log = logging.getLogger("phasekit.catalog")
 INLINE_MAX_BYTES = 64 * 1024
 LISTED_STATES = ("present", "missing", "corrupt", "released")
 MEMORY_PREFIX = "memory://"
+STORED_PREFIXES = ("file://", *(f"{scheme}://" for scheme in OBJECT_SCHEMES))
+"""References whose bytes a run stored (files and objects): what ``usage`` counts."""
 _CHECKSUM = re.compile(r"^crc32:[0-9a-f]{8}$")
 _CHUNK = 500
 _ITEM_FIELDS = f"SELECT {', '.join(ITEM_COLUMNS)}, row_check FROM intermediate_data"
@@ -863,20 +865,23 @@ class Catalog(abc.ABC):
             return [self._item(r) for r in self._read(sql, params)]
 
     def usage(self, process_id: str | None = None) -> list[UsageRow]:
-        """Items, bytes on disk (of ``file://`` items only: not in-memory or inline items;
-        a stream's persisted parts are ``file://`` items of their own, so its ``stream://``
-        item is not counted twice) and files per run and stage (rows being deleted are
-        left out).
+        """Items, bytes stored (of ``file://`` and ``s3://`` items only: not in-memory or
+        inline items; a stream's persisted parts are items of their own, so its
+        ``stream://`` item is not counted twice) and files (or objects) per run and stage
+        (rows being deleted are left out).
 
         Where rows carry row checks, the sums are made over checked rows (a damaged row
         raises ``CatalogError`` instead of changing a total).
         """
         if self.row_checks:
             return self._usage_of(self.list_items(process_id, states=LISTED_STATES))
+        stored = " OR ".join(
+            f"substr(data_reference, 1, {len(p)}) = '{p}'" for p in STORED_PREFIXES
+        )
         sql = (
             "SELECT process_id, stage_name, COUNT(*), COALESCE(SUM(CASE WHEN "
-            "substr(data_reference, 1, 7) = 'file://' THEN size_bytes ELSE 0 END), 0), "
-            "COUNT(DISTINCT CASE WHEN substr(data_reference, 1, 7) = 'file://' "
+            f"{stored} THEN size_bytes ELSE 0 END), 0), "
+            f"COUNT(DISTINCT CASE WHEN {stored} "
             "THEN data_reference END) FROM intermediate_data WHERE state <> 'deleting'"
         )
         params: list[Any] = []
@@ -896,7 +901,7 @@ class Catalog(abc.ABC):
         out = []
         for (run, stage), rows in sorted(groups.items()):
             on_disk = [
-                r for r in rows if r.data_reference and r.data_reference.startswith("file://")
+                r for r in rows if r.data_reference and r.data_reference.startswith(STORED_PREFIXES)
             ]
             files = {r.data_reference for r in on_disk}
             size = sum(r.size_bytes for r in on_disk)

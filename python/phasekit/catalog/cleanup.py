@@ -32,7 +32,6 @@ import contextlib
 import json
 import logging
 import os
-import posixpath
 import secrets
 import shutil
 from collections import defaultdict
@@ -48,7 +47,7 @@ from phasekit.crypt.keyring import destroy_keys_for
 from phasekit.errors import CatalogError, InvalidArgument, StorageError
 from phasekit.fsync import fsync_dir
 from phasekit.names import MANIFEST_DIR
-from phasekit.objstore import ObjectRoot
+from phasekit.objstore import ObjectRoot, manifest_of
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -211,7 +210,7 @@ def _delete_objects(
     for ref, (root, rel, entity) in objects.items():
         if ref in live:
             continue
-        manifest = posixpath.join(posixpath.dirname(rel), MANIFEST_DIR, f"{entity}.json")
+        manifest = manifest_of(rel, entity)
         try:
             root.delete(rel)
             report.files_deleted.append(ref)

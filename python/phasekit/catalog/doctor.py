@@ -33,6 +33,9 @@ Kinds of finding (severity; what ``repair`` does):
   left alone (nothing is deleted that might be wanted). Hidden files and folders (a
   store's own manifests) are only searched for temp files; a folder holding its own
   catalog (a results folder nested in this one) is another catalog's and is skipped.
+- ``unreferenced_object`` (info): an object under the results prefix of a run on object
+  storage (not running) that no row records, such as an upload whose row was never
+  committed (a crash between the two); left alone, like ``unreferenced_file``.
 - ``ended_memory`` (warning): an in-memory (``memory://``) item still ``present`` though
   its run has ended or the process that held it is gone (a crash); marked ``released``.
 """
@@ -57,6 +60,7 @@ from phasekit.catalog.schema import TABLES
 from phasekit.catalog.uris import CATALOG_FILENAME, uri_to_path
 from phasekit.checksum import seal_problem
 from phasekit.errors import CatalogError, UnsafePath
+from phasekit.objstore import ObjectRoot, is_object_url, manifest_of
 from phasekit.paths import contained, read_bytes_nofollow
 
 if TYPE_CHECKING:
@@ -405,9 +409,36 @@ def run_doctor(
     for root in sorted(roots):
         if root.is_dir():
             _scan(root, referenced, runs, report, grace_seconds, verify)
+    _scan_objects(catalog, processes, rows, report)
     for finding in report.problems:
         log.warning("%s: %s", finding.kind, finding.detail)
     return report
+
+
+def _scan_objects(
+    catalog: Catalog, processes: list[ProcessRow], rows: list[ItemRow], report: DoctorReport
+) -> None:
+    """Report objects under the prefix of a finished run on object storage that no row
+    (nor a row's store manifest) names."""
+    named: set[tuple[str, str]] = set()
+    for row in rows:
+        try:
+            found = catalog.item_object(row)
+        except CatalogError:
+            continue
+        if found is not None:
+            root, rel = found
+            manifest = manifest_of(rel, row.entity_name)
+            named.update({(root.url, rel), (root.url, manifest)})
+    for proc in processes:
+        if proc.status == "running" or not is_object_url(proc.results_dir):
+            continue
+        root = ObjectRoot.from_url(str(proc.results_dir))
+        for rel in root.list(f"{proc.process_id}/"):
+            if (root.url, rel) not in named:
+                uri = root.uri(rel)
+                detail = f"object {uri} of run {proc.process_id} is recorded by no row"
+                report.findings.append(Finding("unreferenced_object", "info", detail, uri))
 
 
 def doctor_location(

@@ -6,8 +6,9 @@ partitioned parquet folder too) are converted to the requested format with pyarr
 other files (json, pickle, ...) are copied and the copy is verified. Encrypted files
 (docs/security.md) are exported decrypted, with the key source the run recorded: the
 export is for use elsewhere (its files are 0600 in 0700 folders). Inline values are
-written as JSON. Items held only in memory or in a stream have no bytes on disk and are
-listed as skipped. Files keep their place under ``<results_dir>/<run>/``; others go to
+written as JSON. Objects (a run's results on object storage) are fetched and verified
+first. Items held only in memory or in a stream have no bytes on disk and are listed as
+skipped. Files keep their place under ``<results_dir>/<run>/``; others go to
 ``<stage>/<entity>-<id><suffix>``. ``manifest.json`` lists every exported file with
 its checksum. Every file appears under its final name only once complete.
 """
@@ -18,6 +19,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -28,6 +30,7 @@ from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ItemRow, ProcessRow
 from phasekit.crypt import Encryption, decrypt_file, recorded_encryption
 from phasekit.errors import CatalogError, InvalidArgument, StorageError, UnsafePath
+from phasekit.objstore import is_object_url
 from phasekit.paths import contained, make_private, make_private_dir
 
 if TYPE_CHECKING:
@@ -152,7 +155,8 @@ class _Exporter:
         self.used: set[Path] = set()
         self._encryption: Encryption | None = None
         rdir = proc.results_dir or (str(catalog.results_dir) if catalog.results_dir else None)
-        self.run_dir = Path(rdir) / proc.process_id if rdir else None
+        local = rdir is not None and not is_object_url(rdir)
+        self.run_dir: Path | None = Path(str(rdir)) / proc.process_id if local else None
 
     def _target(self, item: ItemRow, path: Path | None, suffix: str) -> Path:
         rel: Path | None = None
@@ -234,6 +238,22 @@ class _Exporter:
         return done
 
 
+def _export_item(
+    catalog: Catalog, exporter: _Exporter, item: ItemRow, cache: Path, report: ExportReport
+) -> None:
+    if item.state != "present":
+        report.skipped.append((item.id, f"marked {item.state} by doctor"))
+        return
+    if item.storage_type == "inline":
+        report.exported.append(exporter.inline(item))
+        return
+    path = catalog.item_local(item, cache)
+    if path is None:
+        report.skipped.append((item.id, f"{item.data_reference} has no bytes on disk"))
+    else:
+        report.exported.append(exporter.file(item, path))
+
+
 def export_run(
     catalog: Catalog, run: str, to_dir: str | Path, fmt: str | None = None
 ) -> ExportReport:
@@ -249,18 +269,12 @@ def export_run(
     make_private_dir(out)
     exporter = _Exporter(catalog, proc, out, fmt)
     report = ExportReport(proc.process_id, str(out), fmt)
-    for item in catalog.list_items(proc.process_id):
-        if item.state != "present":
-            report.skipped.append((item.id, f"marked {item.state} by doctor"))
-            continue
-        if item.storage_type == "inline":
-            report.exported.append(exporter.inline(item))
-            continue
-        path = catalog.item_path(item)
-        if path is None:
-            report.skipped.append((item.id, f"{item.data_reference} has no bytes on disk"))
-        else:
-            report.exported.append(exporter.file(item, path))
+    with tempfile.TemporaryDirectory(prefix="phasekit-export-") as fetched:
+        cache = Path(fetched)  # objects (results on object storage) are fetched here first
+        if is_object_url(proc.results_dir):
+            exporter.run_dir = cache / proc.process_id
+        for item in catalog.list_items(proc.process_id):
+            _export_item(catalog, exporter, item, cache, report)
     manifest = {
         "run": proc.to_dict(),
         "format": fmt,

@@ -20,8 +20,7 @@ from typing import Any, Optional
 
 from phasekit.catalog.rows import ItemRow, NewItem
 from phasekit.catalog.uris import uri_to_path
-from phasekit.names import MANIFEST_DIR
-from phasekit.objstore import ObjectRoot, refuse
+from phasekit.objstore import ObjectRoot, manifest_of, refuse
 from phasekit.paths import contained
 
 log = logging.getLogger(__name__)
@@ -67,9 +66,9 @@ class PublishingCatalog:
             )
         size = self.root.put_file(rel, path, checksum)
         self.uploaded_bytes += size
-        manifest = path.parent / MANIFEST_DIR / f"{entity}.json"
+        rel_manifest = manifest_of(rel, entity)
+        manifest = self.local_root / rel_manifest
         if manifest.is_file():
-            rel_manifest = manifest.relative_to(self.local_root).as_posix()
             self.uploaded_bytes += self.root.put_file(rel_manifest, manifest, None)
         log.debug("published %s as %s", path, self.root.uri(rel))
         return self.root.uri(rel)
