@@ -22,10 +22,9 @@ from phasekit._pure.backtest import BLOCK_KINDS
 from phasekit.backend import backend_module
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.portfolio import PortfolioSettings
-from phasekit.backtest.strategies import STRATEGIES
+from phasekit.backtest.strategies import MODES, STRATEGIES
 from phasekit.errors import ConfigError, InvalidArgument
 
-MODES = {"long_only": 0, "long_short": 1}
 _NAMED = ("container_id", "window_id")
 
 
@@ -82,7 +81,7 @@ def params_batch(kind: str, param_sets: Sequence[Mapping[str, object]]) -> pa.Re
                 f"parameter set {i}: strategy.mode: {mode!r} is not allowed; "
                 f"use {' or '.join(MODES)}"
             )
-    cols["long_short"] = np.asarray([MODES[str(m)] for m in modes], dtype=np.int8)
+    cols["long_short"] = np.asarray([MODES.index(str(m)) for m in modes], dtype=np.int8)
     return pa.record_batch(cols)
 
 
@@ -107,8 +106,8 @@ def _results(
     for name in params.schema.names:
         col = params.column(params.schema.get_field_index(name))
         if name == "long_short":
-            modes = np.asarray(list(MODES), dtype=object)
-            cols["mode"] = pa.array(modes[col.to_numpy()], pa.string())
+            names = np.asarray(MODES, dtype=object)
+            cols["mode"] = pa.array(names[col.to_numpy()], pa.string())
         else:
             cols[name] = col
     cols.update({k: v for k, v in named.items() if k not in _NAMED})

@@ -33,9 +33,13 @@ class Strategy(Protocol):
     def signals(self, bars: Bars) -> np.ndarray: ...
 
 
+MODES = ("long_only", "long_short")
+"""The strategies' modes; a mode's index is its ``long_short`` flag."""
+
+
 def _check_mode(mode: str) -> bool:
-    if mode not in ("long_only", "long_short"):
-        raise ConfigError(f"strategy.mode: {mode!r} is not allowed; use long_only or long_short")
+    if mode not in MODES:
+        raise ConfigError(f"strategy.mode: {mode!r} is not allowed; use {' or '.join(MODES)}")
     return mode == "long_short"
 
 
