@@ -1,0 +1,139 @@
+"""The Dask executor on a loopback cluster (a scheduler and two single-threaded workers on
+127.0.0.1, started here as in the tests: ``tests/dask_util.py``).
+
+Groups (``items`` = containers):
+
+* ``dask:grid``: ``phasekit run examples/optimization_1000_containers.yaml`` (1,000 SMA
+  sets over 100,000 minute bars) in a subprocess, ``--workers 2`` (``local``) against
+  ``--executor dask=ADDRESS`` (``dask``, the two workers); rust backend; the goal is a
+  dask median at most 1.3x the local one.
+* ``dask:batch-costs``: the same run in this process on the cluster, with the
+  scheduler's task stream: per batch, the worker's compute seconds, the pickled bytes
+  of its results and the catalog rows the client commits, and the client's CPU seconds
+  per container (``extra_info``; docs/scaling.md projects from them).
+"""
+
+from __future__ import annotations
+
+import pickle
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench_workflow import GRID_EXAMPLE, ROOT, _rounds, cli_run
+
+sys.path.insert(0, str(ROOT / "tests"))
+from dask_util import DaskCluster, start_cluster
+from phasekit.catalog import open_catalog
+from phasekit.workflow import run
+from phasekit.workflow.executor import DataSpec, run_batch
+
+SETS = 1000
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[DaskCluster]:
+    folder = Path(tempfile.mkdtemp(prefix="phasekit-bench-dask-"))
+    started = start_cluster(folder)
+    try:
+        yield started
+    finally:
+        started.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_grid_on_the_cluster(
+    benchmark: Any, executor: str, cluster: DaskCluster, tmp_path: Path
+) -> None:
+    benchmark.group = "dask:grid"
+    args = ["--backend", "rust", "--workers", "2"]
+    if executor == "dask":
+        args = ["--backend", "rust", "--executor", f"dask={cluster.address}"]
+
+    def once() -> dict[str, Any]:
+        summary, _ = cli_run(GRID_EXAMPLE, Path(tempfile.mkdtemp(dir=tmp_path)), *args)
+        return summary
+
+    summary = _rounds(benchmark, once, 3)
+    phase = summary["phases"]["parameter_search"]
+    assert summary["status"] == "completed" and phase["containers"] == SETS
+    benchmark.extra_info.update(items=SETS, unit="containers", bars=100_000, workers=2)
+
+
+def test_batch_costs(benchmark: Any, cluster: DaskCluster, tmp_path: Path) -> None:
+    benchmark.group = "dask:batch-costs"
+    import yaml
+    from distributed import Client, get_task_stream
+
+    config = yaml.safe_load(GRID_EXAMPLE.read_text())
+    config["results_dir"] = str(tmp_path / "results")
+    with Client(cluster.address, set_as_default=False) as client:
+        with get_task_stream(client=client) as stream:
+            cpu = resource.getrusage(resource.RUSAGE_SELF)
+            start = time.perf_counter()
+            result = run(config, backend="rust", executor={"dask": cluster.address})
+            wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_SELF)
+        tasks = [t for t in stream.data if str(t["key"]).startswith("phasekit-batch")]
+    try:
+        with open_catalog(str(tmp_path / "results"), results_dir=tmp_path / "results") as cat:
+            rows = len(cat.list_items(result.run_id))
+    finally:
+        result.close()
+    compute = [
+        sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
+        for t in tasks
+    ]
+    batches = len(tasks)
+    # the pickled results of one average batch (what travels from a worker to the client)
+    spec = DataSpec.from_config(config["data"])
+    jobs = _sample_jobs(spec, max(1, round(SETS / batches)))
+    batch_bytes = len(pickle.dumps(run_batch(spec, jobs, "rust")))
+    client_cpu = (after.ru_utime + after.ru_stime) - (cpu.ru_utime + cpu.ru_stime)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        items=SETS,
+        unit="containers",
+        batches=batches,
+        containers_per_batch=round(SETS / batches, 1),
+        compute_s_per_batch=round(sum(compute) / batches, 4),
+        compute_s_per_container=round(sum(compute) / SETS, 5),
+        result_bytes_per_batch=batch_bytes,
+        catalog_rows_per_batch=round(rows / batches, 1),
+        catalog_rows=rows,
+        client_cpu_s_per_container=round(client_cpu / SETS, 5),
+        wall_s=round(wall, 2),
+    )
+
+
+def _sample_jobs(spec: DataSpec, count: int) -> list[Any]:
+    from phasekit.backtest.portfolio import PortfolioSettings
+    from phasekit.tracing import TracerSettings
+    from phasekit.workflow.executor import bars_for
+    from phasekit.workflow.sequences import Span
+    from phasekit.workflow.topology import PortfolioJob
+
+    bars = bars_for(spec)
+    tracer = TracerSettings(periods_per_year=bars.periods_per_year)
+    return [
+        PortfolioJob(
+            f"portfolio_{i:05d}",
+            "full",
+            Span(0, len(bars)),
+            "sma_crossover",
+            {"fast": 5 + 5 * (i % 20), "slow": 110 + 10 * (i % 50)},
+            {"strategy.fast": 5 + 5 * (i % 20), "strategy.slow": 110 + 10 * (i % 50)},
+            PortfolioSettings(commission_bps=1, slippage_bps=1),
+            tracer,
+            bars.symbol,
+        )
+        for i in range(count)
+    ]
