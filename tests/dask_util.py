@@ -1,7 +1,7 @@
 """A real Dask cluster on 127.0.0.1: a ``dask scheduler`` and two ``dask worker``
 processes (one thread each, each under a nanny that restarts it, no dashboard, random
 free ports). The workers import the phasekit under test (its folder is put first on
-their ``PYTHONPATH``) and keep their files in the cluster's temporary folder.
+their ``PYTHONPATH``, then this folder, for :mod:`dask_support`) and keep their files in the cluster's temporary folder.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def start_cluster(folder: Path) -> DaskCluster:
     address = f"tcp://127.0.0.1:{port}"
     env = dict(os.environ)
     here = str(Path(phasekit.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    tests = str(Path(__file__).resolve().parent)  # dask_support's strategies
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, tests, env.get("PYTHONPATH")) if p)
     cluster = DaskCluster(address, folder)
     common = {"cwd": folder, "env": env, "stdout": subprocess.DEVNULL}
     log = open(folder / "cluster.log", "ab")

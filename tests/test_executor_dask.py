@@ -161,6 +161,37 @@ def test_batches_in_flight_are_bounded(
     assert sum(executor.batches.values()) == len(batches)
 
 
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_batch_that_raises_is_retried(
+    dask_cluster: DaskCluster, tmp_path: Path, retries: int
+) -> None:
+    marker = tmp_path / "failed-once"
+    job = PortfolioJob(
+        "portfolio_00000",
+        "full",
+        Span(0, 300),
+        "dask_support:FailsOnce",
+        {"marker": str(marker), "fast": 2, "slow": 20},
+        {},
+        PortfolioSettings(),
+        TracerSettings(),
+        "SYN",
+    )
+    spec = DataSpec.from_config({"n_bars": 300, "seed": 19, "frequency": "1h"})
+    executor = DaskExecutor(dask_cluster.address, retries=retries)
+    try:
+        if retries == 0:
+            with pytest.raises(RuntimeError, match="the first run fails"):
+                list(executor.map(spec, [job]))
+        else:
+            (outcome,) = executor.map(spec, [job])
+            assert outcome.job.container_id == "portfolio_00000"
+            assert "sharpe_ratio" in outcome.results["metrics"]
+    finally:
+        executor.close()
+    assert marker.exists()
+
+
 def test_an_unreachable_scheduler_fails_before_anything_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
