@@ -148,6 +148,7 @@ def jobs(count: int) -> list[PortfolioJob]:
 def test_batches_in_flight_are_bounded(
     dask_cluster: DaskCluster, workers: int | None, bound: int
 ) -> None:
+    dask_cluster.wait_for_workers()  # both: the default bound counts their threads
     spec = DataSpec.from_config({"n_bars": 300, "seed": 15, "frequency": "1h"})
     executor = DaskExecutor(dask_cluster.address, workers=workers)
     try:
