@@ -44,8 +44,17 @@ EXAMPLE = ROOT / "examples" / "small_workflow_memory.yaml"
 def test_only_object_schemes_are_object_urls() -> None:
     assert is_object_url("s3://bucket/prefix")
     assert is_object_url("S3://bucket")
-    for other in ("memory://run/phase/key", "file:///tmp/x", "stream://a/b", "results", "/abs"):
+    assert is_object_url("fsspec+memory://bucket/prefix")  # fsspec's memory://, prefixed
+    others = ("memory://run/phase/key", "file:///tmp/x", "stream://a/b", "results", "/abs",
+              "fsspec+://b/p", "gs://b/p")  # fmt: skip
+    for other in others:
         assert not is_object_url(other), other
+    fs_root = ObjectRoot.from_url("fsspec+memory://bkt/p")
+    assert (fs_root.scheme, fs_root.uri("r/x")) == ("fsspec+memory", "fsspec+memory://bkt/p/r/x")
+    with pytest.raises(UnsafePath):  # same bucket and key, another scheme: not this root's
+        fs_root.relative("memory://bkt/p/r/x")
+    with pytest.raises(InvalidArgument, match="no usable filesystem"):
+        ObjectRoot.from_url("fsspec+nosuchfs://bkt/p").exists("x")
     root = ObjectRoot.from_url("s3://bkt/a/b/")
     assert (root.bucket, root.prefix, root.url) == ("bkt", "a/b", "s3://bkt/a/b")
     assert root.uri("run/x.arrow") == "s3://bkt/a/b/run/x.arrow"
@@ -164,6 +173,9 @@ def test_settings_object_storage_refuses_or_needs(bucket: str, tmp_path: Path) -
     url = f"s3://{bucket}/runs"
     with pytest.raises(ConfigError, match="--local-dir"):
         resolve_target(str(EXAMPLE), None, url)
+    for other in ("memory://bucket/p", "gs://bucket/p", "file:///tmp/x"):  # not folders either
+        with pytest.raises(ConfigError, match="fsspec\\+PROTOCOL://BUCKET/PREFIX"):
+            resolve_target(str(EXAMPLE), None, other, str(tmp_path / "local"))
     with pytest.raises(ConfigError, match="only used with results_dir on object storage"):
         resolve_target(str(EXAMPLE), None, str(tmp_path / "r"), str(tmp_path / "local"))
     parted = {
@@ -355,6 +367,70 @@ def test_a_failed_upload_leaves_no_row_and_no_object(
 
 def _objects(items: list[Any]) -> list[Any]:
     return [i for i in items if (i["data_reference"] or "").startswith("s3://")]
+
+
+# ---------------------------------------------------------------- any fsspec filesystem
+
+
+@pytest.fixture
+def memfs() -> Any:
+    """fsspec's in-process memory filesystem, emptied after the test."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    yield fs
+    fs.rm("/phasekit-test", recursive=True) if fs.exists("/phasekit-test") else None
+
+
+def test_fsspec_upload_is_all_or_nothing(memfs: Any) -> None:
+    root = ObjectRoot.from_url("fsspec+memory://phasekit-test/p")
+    data = bytes(range(256)) * ((PART_BYTES + (1 << 20)) // 256)
+    with pytest.raises(StorageError, match="no object was made visible"):
+        root.put_stream("big.bin", _Breaks(data), None)
+    assert not root.exists("big.bin") and not memfs.exists("/phasekit-test/p/big.bin")
+    with pytest.raises(CorruptDataError):
+        root.put_stream("big.bin", io.BytesIO(data), "crc32:00000000")
+    assert not root.exists("big.bin")
+    import zlib
+
+    from phasekit.checksum import format_crc32
+
+    sum_ = format_crc32(zlib.crc32(data))
+    assert root.put_stream("big.bin", io.BytesIO(data), sum_) == len(data)
+    assert memfs.cat_file("/phasekit-test/p/big.bin") == data
+    assert list(root.list()) == ["big.bin"]
+    memfs.pipe_file("/phasekit-test/p/big.bin", data[:-1] + b"?")
+    with pytest.raises(CorruptDataError, match="fails its checksum"):
+        root.read("big.bin", sum_)
+    root.delete("big.bin")
+    assert list(root.list()) == []
+
+
+def test_run_on_an_fsspec_filesystem(memfs: Any, tmp_path: Path) -> None:
+    from phasekit.workflow import run
+
+    url = "fsspec+memory://phasekit-test/results"
+    result = run(
+        str(EXAMPLE), workers=1, results_dir=url, local_dir=str(tmp_path / "local"),
+        data_flow__mode="file", data__n_bars=1500,
+    )  # fmt: skip
+    try:
+        catalog = result._catalog
+        items = catalog.list_items(result.run_id)
+        refs = [i.data_reference for i in items if i.data_reference]
+        assert refs and all(r.startswith(f"{url}/{result.run_id}/") for r in refs if "://" in r)
+        files = [i for i in items if (i.data_reference or "").startswith(url)]
+        assert files and all(catalog.verify_item(i) == i for i in files)
+        arrow = next(i for i in files if i.format == "arrow")
+        path = "/phasekit-test/results/" + arrow.data_reference[len(url) + 1 :]
+        with memfs.open(path, "rb") as fh:
+            assert pa.ipc.open_file(fh).read_all().num_rows > 0
+        assert result.metrics("optimization").num_rows > 0
+        memfs.pipe_file(path, b"not arrow")
+        with pytest.raises(CorruptDataError):
+            catalog.verify_item(arrow)
+    finally:
+        result.close()
 
 
 def _cli_json_status(capsys: pytest.CaptureFixture[str], args: list[str]) -> Any:

@@ -41,6 +41,7 @@ OPTIONAL: Mapping[str, OptionalDependency] = {
         OptionalDependency("cryptography", extra="crypto", requirement="cryptography"),
         OptionalDependency("distributed", extra="dask", requirement="distributed"),
         OptionalDependency("boto3", extra="s3", requirement="boto3"),
+        OptionalDependency("fsspec", extra="fsspec", requirement="fsspec"),
     )
 }
 

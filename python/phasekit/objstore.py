@@ -1,15 +1,17 @@
 """Object storage: results under ``s3://bucket/prefix`` instead of a local folder.
 
 An object store has no rename, so the local write protocol (temporary name, fsync,
-rename) becomes: every object is written **once under its final key** (a single
+rename) becomes: every object is written **once under its final key** (on S3 a single
 ``PutObject``, or a multipart upload completed only after its last part and its
-checksum check; any failure aborts the upload, so a partial object never becomes
-visible), and only then is its catalog row committed. Reads verify the recorded
-``crc32:...`` checksum (:mod:`phasekit.checksum`).
+checksum check; through fsspec a transaction committed after the check; any failure
+aborts the upload, so a partial object never becomes visible), and only then is its
+catalog row committed. Reads verify the recorded ``crc32:...`` checksum
+(:mod:`phasekit.checksum`).
 
-URLs: only the schemes in :data:`OBJECT_SCHEMES` name object storage. phasekit's own
-reference schemes (``memory://``, ``file://``, ``stream://``) never do, so a results
-folder can never be mistaken for one of them. The endpoint, region and credentials come
+URLs: the schemes in :data:`OBJECT_SCHEMES` (S3, through boto3) and
+``fsspec+PROTOCOL://`` (any fsspec filesystem, :data:`FSSPEC_PREFIX`) name object storage.
+phasekit's own reference schemes (``memory://``, ``file://``, ``stream://``) never do, so
+a results folder can never be mistaken for one of them. The endpoint, region and credentials come
 from the environment as for any AWS client (``AWS_ENDPOINT_URL``,
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``).
 
@@ -26,8 +28,9 @@ import logging
 import os
 import posixpath
 import re
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Optional, Protocol
@@ -35,13 +38,23 @@ from urllib.parse import urlsplit
 
 from phasekit._optional import require
 from phasekit.checksum import format_crc32
-from phasekit.errors import CorruptDataError, InvalidArgument, StorageError, UnsafePath
+from phasekit.errors import (
+    CorruptDataError,
+    InvalidArgument,
+    MissingDependency,
+    StorageError,
+    UnsafePath,
+)
 from phasekit.names import MANIFEST_DIR
 
 log = logging.getLogger(__name__)
 
 OBJECT_SCHEMES = ("s3",)
 """URL schemes that name object storage (the one owner of this list)."""
+FSSPEC_PREFIX = "fsspec+"
+"""``fsspec+PROTOCOL://bucket/prefix`` names storage through fsspec's PROTOCOL filesystem
+(``fsspec+memory://``, ``fsspec+gcs://``...): the prefix keeps fsspec's own schemes apart
+from phasekit's reference schemes (``memory://``, ``file://``, ``stream://``)."""
 PART_BYTES = 8 << 20
 """Objects up to this size are one ``PutObject``; larger ones are multipart uploads of
 parts this size (S3 needs at least 5 MiB per part but the last)."""
@@ -57,8 +70,14 @@ def url_scheme(text: str) -> Optional[str]:
 
 
 def is_object_url(text: object) -> bool:
-    """True when ``text`` is a URL of object storage (see :data:`OBJECT_SCHEMES`)."""
-    return isinstance(text, str) and url_scheme(text) in OBJECT_SCHEMES
+    """True when ``text`` is a URL of object storage: a scheme of :data:`OBJECT_SCHEMES`,
+    or ``fsspec+PROTOCOL`` (any fsspec filesystem)."""
+    scheme = url_scheme(text) if isinstance(text, str) else None
+    if scheme is None:
+        return False
+    return scheme in OBJECT_SCHEMES or (
+        scheme.startswith(FSSPEC_PREFIX) and len(scheme) > len(FSSPEC_PREFIX)
+    )
 
 
 def check_relative(rel: str, what: str) -> str:
@@ -105,35 +124,168 @@ class _Client(Protocol):  # the part of boto3's S3 client phasekit uses
     def get_paginator(self, name: str) -> object: ...
 
 
+Check = Callable[[int], None]
+"""Called with the CRC-32 of every byte uploaded before the object is made visible;
+raises to abort."""
+
+
+class _Transport(Protocol):
+    def put(self, bucket: str, key: str, source: BinaryIO, check: Check) -> int: ...
+    def get(self, bucket: str, key: str) -> bytes: ...
+    def exists(self, bucket: str, key: str) -> bool: ...
+    def delete(self, bucket: str, key: str) -> None: ...
+    def keys(self, bucket: str, prefix: str) -> Iterator[str]: ...
+
+
+class _S3:
+    """S3 through boto3: one ``PutObject`` up to :data:`PART_BYTES`, else a multipart
+    upload completed after ``check`` and aborted on any failure."""
+
+    def __init__(self) -> None:
+        boto3 = require("boto3", feature="results on object storage (s3://)")
+        self.client: _Client = boto3.client("s3")
+
+    def put(self, bucket: str, key: str, source: BinaryIO, check: Check) -> int:
+        first = source.read(PART_BYTES)
+        if len(first) < PART_BYTES:
+            check(zlib.crc32(first))
+            self.client.put_object(Bucket=bucket, Key=key, Body=first)
+            return len(first)
+        upload = self.client.create_multipart_upload(Bucket=bucket, Key=key)
+        upload_id = str(upload["UploadId"])
+        try:
+            parts, size, crc = self._parts(bucket, key, upload_id, first, source)
+            check(crc)
+            self.client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            self._abort(bucket, key, upload_id)
+            raise
+        return size
+
+    def _parts(
+        self, bucket: str, key: str, upload_id: str, chunk: bytes, source: BinaryIO
+    ) -> tuple[list[dict[str, object]], int, int]:
+        parts: list[dict[str, object]] = []
+        size = crc = 0
+        while chunk:
+            crc = zlib.crc32(chunk, crc)
+            number = len(parts) + 1
+            done = self.client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk
+            )
+            parts.append({"PartNumber": number, "ETag": done["ETag"]})
+            size += len(chunk)
+            chunk = source.read(PART_BYTES)
+        return parts, size, crc
+
+    def _abort(self, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:  # the bucket's lifecycle rule must reap it then
+            log.warning("cannot abort the upload %s of %s: %s", upload_id, key, exc)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        return bytes(body.read())  # type: ignore[attr-defined]
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except Exception:
+            return False
+        return True
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+    def keys(self, bucket: str, prefix: str) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(  # type: ignore[attr-defined]
+            Bucket=bucket, Prefix=prefix
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield str(obj["Key"])
+
+
+class _Fsspec:
+    """Any fsspec filesystem: each upload in a transaction of its own (files open with
+    ``autocommit`` off), committed after ``check``, discarded on any failure. Uploads to
+    one filesystem are serialised (an fsspec transaction is the filesystem's state)."""
+
+    def __init__(self, protocol: str) -> None:
+        fsspec = require("fsspec", feature=f"results on {FSSPEC_PREFIX}{protocol}:// storage")
+        try:
+            self.fs = fsspec.filesystem(protocol)
+        except (ImportError, ValueError) as exc:
+            raise InvalidArgument(f"fsspec has no usable filesystem {protocol!r}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def put(self, bucket: str, key: str, source: BinaryIO, check: Check) -> int:
+        size = crc = 0
+        with self._lock, self.fs.transaction, self.fs.open(f"{bucket}/{key}", "wb") as out:
+            while chunk := source.read(PART_BYTES):
+                crc = zlib.crc32(chunk, crc)
+                out.write(chunk)
+                size += len(chunk)
+            check(crc)
+        return size
+
+    def get(self, bucket: str, key: str) -> bytes:
+        return bytes(self.fs.cat_file(f"{bucket}/{key}"))
+
+    def exists(self, bucket: str, key: str) -> bool:
+        return bool(self.fs.isfile(f"{bucket}/{key}"))
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.fs.rm_file(f"{bucket}/{key}")
+
+    def keys(self, bucket: str, prefix: str) -> Iterator[str]:
+        folder = f"{bucket}/{prefix}".rstrip("/")
+        if not self.fs.isdir(folder):
+            return
+        for path in sorted(self.fs.find(folder)):
+            full = str(path).lstrip("/")
+            if full.startswith(f"{bucket}/"):
+                yield full[len(bucket) + 1 :]
+
+
 @dataclass
 class ObjectRoot:
-    """``s3://bucket/prefix``: the root every key of a run's results lies under."""
+    """``s3://bucket/prefix`` (or ``fsspec+PROTOCOL://bucket/prefix``): the root every
+    key of a run's results lies under."""
 
     bucket: str
     prefix: str
-    _client: Optional[_Client] = field(default=None, repr=False, compare=False)
+    scheme: str = "s3"
+    _transport: Optional[_Transport] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_url(cls, url: str) -> ObjectRoot:
         scheme = url_scheme(url) if isinstance(url, str) else None
-        if scheme not in OBJECT_SCHEMES:
+        if not is_object_url(url) or scheme is None:
             raise InvalidArgument(
                 f"results_dir {url!r} is not an object storage URL; allowed: "
                 + ", ".join(f"{s}://BUCKET/PREFIX" for s in OBJECT_SCHEMES)
+                + f", {FSSPEC_PREFIX}PROTOCOL://BUCKET/PREFIX (any fsspec filesystem)"
             )
         parts = urlsplit(url)
         if not parts.netloc or parts.query or parts.fragment:
             raise InvalidArgument(
-                f"results_dir {url!r} must be s3://BUCKET/PREFIX (a bucket, no query or fragment)"
+                f"results_dir {url!r} must be {scheme}://BUCKET/PREFIX (a bucket, no query "
+                "or fragment)"
             )
+        check_relative(parts.netloc, f"the bucket of {url!r}")
         prefix = parts.path.strip("/")
         if prefix:
             check_relative(prefix, f"the prefix of {url!r}")
-        return cls(parts.netloc, prefix)
+        return cls(parts.netloc, prefix, scheme)
 
     @property
     def url(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        base = f"{self.scheme}://{self.bucket}"
+        return f"{base}/{self.prefix}" if self.prefix else base
 
     def key(self, rel: str) -> str:
         """The full key of ``rel`` (checked by :func:`check_relative`)."""
@@ -141,28 +293,26 @@ class ObjectRoot:
         return f"{self.prefix}/{rel}" if self.prefix else rel
 
     def uri(self, rel: str) -> str:
-        return f"s3://{self.bucket}/{self.key(rel)}"
+        return f"{self.scheme}://{self.bucket}/{self.key(rel)}"
 
     def relative(self, uri: str) -> str:
         """The key of ``uri`` below this root; UnsafePath when it lies elsewhere."""
         parts = urlsplit(uri)
         head = f"{self.prefix}/" if self.prefix else ""
         full = parts.path.lstrip("/")
-        if url_scheme(uri) != "s3" or parts.netloc != self.bucket or not full.startswith(head):
+        same = url_scheme(uri) == self.scheme and parts.netloc == self.bucket
+        if not same or not full.startswith(head):
             raise UnsafePath(f"object {uri!r} lies outside the results root {self.url}")
         return check_relative(full[len(head) :], f"the key of {uri!r}")
 
-    # ------------------------------------------------------------------ client
-
     @property
-    def client(self) -> _Client:
-        if self._client is None:
-            boto3 = require("boto3", feature="results on object storage (s3://)")
-            self._client = boto3.client("s3")
-        return self._client
-
-    def _fail(self, exc: Exception, what: str) -> StorageError:
-        return StorageError(f"{what} failed: {exc}; no object was made visible")
+    def transport(self) -> _Transport:
+        if self._transport is None:
+            if self.scheme.startswith(FSSPEC_PREFIX):
+                self._transport = _fsspec(self.scheme[len(FSSPEC_PREFIX) :])
+            else:
+                self._transport = _S3()
+        return self._transport
 
     # ------------------------------------------------------------------ write
 
@@ -175,71 +325,32 @@ class ObjectRoot:
     def put_stream(self, rel: str, source: BinaryIO, checksum: Optional[str]) -> int:
         """Upload what ``source`` reads once under ``rel`` (see :meth:`put_file`)."""
         key = self.key(rel)
-        first = source.read(PART_BYTES)
-        crc = zlib.crc32(first)
-        if len(first) < PART_BYTES:
-            self._check(crc, checksum, rel)
-            try:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=first)
-            except Exception as exc:  # botocore's errors share no base we can name lazily
-                raise self._fail(exc, f"writing {self.uri(rel)}") from exc
-            return len(first)
-        return self._multipart(rel, key, first, crc, source, checksum)
 
-    def _multipart(
-        self, rel: str, key: str, first: bytes, crc: int, source: BinaryIO, sum_: Optional[str]
-    ) -> int:
-        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
-        upload_id = str(upload["UploadId"])
-        parts: list[dict[str, object]] = []
-        size = 0
-        try:
-            chunk = first
-            while chunk:
-                number = len(parts) + 1
-                done = self.client.upload_part(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk
+        def check(crc: int) -> None:
+            if checksum is not None and format_crc32(crc) != checksum:
+                raise CorruptDataError(
+                    f"object {rel!r}: the bytes to upload checksum to {format_crc32(crc)}, "
+                    f"not {checksum} (the local file changed); nothing was made visible"
                 )
-                parts.append({"PartNumber": number, "ETag": done["ETag"]})
-                size += len(chunk)
-                chunk = source.read(PART_BYTES)
-                crc = zlib.crc32(chunk, crc)
-            self._check(crc, sum_, rel)
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except BaseException as exc:
-            self._abort(key, upload_id)
-            if isinstance(exc, (CorruptDataError, KeyboardInterrupt, SystemExit)):
-                raise
-            if isinstance(exc, Exception):
-                raise self._fail(exc, f"writing {self.uri(rel)}") from exc
-            raise
-        return size
 
-    def _abort(self, key: str, upload_id: str) -> None:
         try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except Exception as exc:  # the bucket's lifecycle rule must reap it then
-            log.warning("cannot abort the upload %s of %s: %s", upload_id, key, exc)
-
-    @staticmethod
-    def _check(crc: int, expected: Optional[str], rel: str) -> None:
-        if expected is not None and format_crc32(crc) != expected:
-            raise CorruptDataError(
-                f"object {rel!r}: the bytes to upload checksum to {format_crc32(crc)}, not "
-                f"{expected} (the local file changed); nothing was made visible"
-            )
+            return self.transport.put(self.bucket, key, source, check)
+        except (CorruptDataError, InvalidArgument, MissingDependency):
+            raise
+        except Exception as exc:  # the stores' errors share no base we can name lazily
+            raise StorageError(
+                f"writing {self.uri(rel)} failed: {exc}; no object was made visible"
+            ) from exc
 
     # ------------------------------------------------------------------ read, list, delete
 
     def read(self, rel: str, checksum: Optional[str], what: str = "") -> bytes:
         """The bytes of ``rel``, verified against ``checksum`` (CorruptDataError if not)."""
         label = what or repr(rel)
+        key = self.key(rel)
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"]
-            data: bytes = body.read()  # type: ignore[attr-defined]
-        except UnsafePath:
+            data = self.transport.get(self.bucket, key)
+        except (InvalidArgument, MissingDependency):
             raise
         except Exception as exc:
             raise CorruptDataError(f"{label}: cannot read {self.uri(rel)}: {exc}") from exc
@@ -261,19 +372,12 @@ class ObjectRoot:
         return dest
 
     def exists(self, rel: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.key(rel))
-        except UnsafePath:
-            raise
-        except Exception:
-            return False
-        return True
+        return self.transport.exists(self.bucket, self.key(rel))
 
     def delete(self, rel: str) -> None:
+        key = self.key(rel)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key(rel))
-        except UnsafePath:
-            raise
+            self.transport.delete(self.bucket, key)
         except Exception as exc:
             raise StorageError(f"deleting {self.uri(rel)} failed: {exc}") from exc
 
@@ -283,16 +387,26 @@ class ObjectRoot:
         if below:
             check_relative(below.rstrip("/"), "listed folder")
         head = f"{self.prefix}/" if self.prefix else ""
-        pages = self.client.get_paginator("list_objects_v2").paginate(  # type: ignore[attr-defined]
-            Bucket=self.bucket, Prefix=head + below
-        )
-        for page in pages:
-            for obj in page.get("Contents", []):
-                yield str(obj["Key"])[len(head) :]
+        for key in self.transport.keys(self.bucket, head + below):
+            yield key[len(head) :]
+
+
+_FSSPEC: dict[str, _Fsspec] = {}
+_FSSPEC_LOCK = threading.Lock()
+
+
+def _fsspec(protocol: str) -> _Fsspec:
+    """One transport per fsspec protocol (fsspec caches its filesystem instances too)."""
+    with _FSSPEC_LOCK:
+        found = _FSSPEC.get(protocol)
+        if found is None:
+            found = _FSSPEC[protocol] = _Fsspec(protocol)
+        return found
 
 
 __all__ = [
     "CACHE_DIR",
+    "FSSPEC_PREFIX",
     "OBJECT_SCHEMES",
     "PART_BYTES",
     "ObjectRoot",
@@ -300,4 +414,5 @@ __all__ = [
     "is_object_url",
     "manifest_of",
     "refuse",
+    "url_scheme",
 ]

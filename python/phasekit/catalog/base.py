@@ -68,7 +68,7 @@ from phasekit.errors import (
     UnknownKey,
     UnsafePath,
 )
-from phasekit.objstore import OBJECT_SCHEMES, ObjectRoot, is_object_url
+from phasekit.objstore import FSSPEC_PREFIX, OBJECT_SCHEMES, ObjectRoot, is_object_url
 from phasekit.paths import contained
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ log = logging.getLogger("phasekit.catalog")
 INLINE_MAX_BYTES = 64 * 1024
 LISTED_STATES = ("present", "missing", "corrupt", "released")
 MEMORY_PREFIX = "memory://"
-STORED_PREFIXES = ("file://", *(f"{scheme}://" for scheme in OBJECT_SCHEMES))
+STORED_PREFIXES = ("file://", *(f"{scheme}://" for scheme in OBJECT_SCHEMES), FSSPEC_PREFIX)
 """References whose bytes a run stored (files and objects): what ``usage`` counts."""
 _CHECKSUM = re.compile(r"^crc32:[0-9a-f]{8}$")
 _CHUNK = 500
@@ -865,7 +865,7 @@ class Catalog(abc.ABC):
             return [self._item(r) for r in self._read(sql, params)]
 
     def usage(self, process_id: str | None = None) -> list[UsageRow]:
-        """Items, bytes stored (of ``file://`` and ``s3://`` items only: not in-memory or
+        """Items, bytes stored (of file and object items only: not in-memory or
         inline items; a stream's persisted parts are items of their own, so its
         ``stream://`` item is not counted twice) and files (or objects) per run and stage
         (rows being deleted are left out).

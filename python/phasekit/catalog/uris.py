@@ -2,8 +2,8 @@
 
 A data reference is the URI a store returned: ``file:///abs/path`` for files and folders
 on disk, ``memory://run/phase/key`` for values held by a running process and
-``stream://...`` for streams, and ``s3://bucket/key`` for objects of a run whose results
-live on object storage (:mod:`phasekit.objstore`). ``file://`` and ``s3://`` references
+``stream://...`` for streams, and ``s3://bucket/key`` (or ``fsspec+PROTOCOL://...``) for
+objects of a run whose results live on object storage (:mod:`phasekit.objstore`). ``file://`` and object references
 point at bytes the catalog can check.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from phasekit.errors import CatalogError
-from phasekit.objstore import OBJECT_SCHEMES
+from phasekit.objstore import FSSPEC_PREFIX, OBJECT_SCHEMES, is_object_url
 
 CATALOG_FILENAME = "catalog.sqlite"
 CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres")
@@ -119,10 +119,11 @@ def check_reference(reference: str) -> str:
     if not isinstance(reference, str) or "\x00" in reference:
         raise CatalogError(f"data reference {reference!r} is not a valid URI string")
     scheme = reference_scheme(reference)
-    if scheme not in REFERENCE_SCHEMES:
+    if scheme not in REFERENCE_SCHEMES and not is_object_url(reference):
         raise CatalogError(
             f"data reference {reference!r} has an unsupported scheme; allowed: "
             + ", ".join(f"{s}://" for s in REFERENCE_SCHEMES)
+            + f", {FSSPEC_PREFIX}PROTOCOL://"
         )
     if scheme == "file":
         path = uri_to_path(reference)
