@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -367,6 +368,76 @@ def test_a_failed_upload_leaves_no_row_and_no_object(
 
 def _objects(items: list[Any]) -> list[Any]:
     return [i for i in items if (i["data_reference"] or "").startswith("s3://")]
+
+
+# ---------------------------------------------------------------- resume
+
+
+def _tt_config(results: str) -> dict[str, Any]:
+    return {
+        "workflow": "train_test_optimization",
+        "run_name": "s3resume",
+        "results_dir": results,
+        "data": {"n_bars": 3000, "frequency": "1h", "seed": 5, "volatility": 0.004},
+        "parameter_space": {"strategy.fast": [3, 5, 8, 13], "strategy.slow": [20, 40, 60]},
+        "data_flow": {"mode": "file"},
+        "top_k": 3,
+    }
+
+
+class _StopAfter:
+    """An observer that stops the run (as Ctrl-C does) once ``at`` is done."""
+
+    def __init__(self, at: tuple[str, str]) -> None:
+        self.at = at
+        self.windows: list[tuple[str, str, bool]] = []
+
+    def phase_started(self, phase: str, windows: int, containers: int) -> None:
+        pass
+
+    def containers_done(self, phase: str, count: int) -> None:
+        pass
+
+    def window_done(self, phase: str, window_id: str, resumed: bool) -> None:
+        self.windows.append((phase, window_id, resumed))
+        if (phase, window_id) == self.at and not resumed:
+            raise KeyboardInterrupt
+
+    def phase_done(self, phase: str, outcome: Any) -> None:
+        pass
+
+
+def _rankings(result: Any) -> dict[tuple[str, str], list[Any]]:
+    windows = [("parameter_search", "train"), ("parameter_search", "test"), ("validation", "test")]
+    return {(p, w): result.metrics(p, w).to_pylist() for p, w in windows}
+
+
+def test_resume_a_run_on_s3_equals_an_uninterrupted_one(bucket: str, tmp_path: Path) -> None:
+    from phasekit.workflow import run
+    from phasekit.workflow.run import RunInterrupted
+
+    reference = run(_tt_config(str(tmp_path / "reference")), workers=1)
+    try:
+        expected = _rankings(reference)
+    finally:
+        reference.close()
+    cfg = _tt_config(f"s3://{bucket}/resume")
+    local = str(tmp_path / "local")
+    stop = _StopAfter(("parameter_search", "train"))
+    with pytest.raises(RunInterrupted) as interrupted:
+        run(cfg, workers=1, local_dir=local, observer=stop)
+    run_id = interrupted.value.run_id
+    shutil.rmtree(Path(local) / run_id)  # resumed where only the catalog and the objects are
+    again = _StopAfter(("", ""))
+    result = run(cfg, workers=1, local_dir=local, resume=run_id, observer=again)
+    try:
+        assert ("parameter_search", "train", True) in again.windows  # kept, not recomputed
+        assert _rankings(result) == expected
+        for item in result._catalog.list_items(run_id):
+            assert not (item.data_reference or "").startswith("file://")
+            result._catalog.verify_item(item)
+    finally:
+        result.close()
 
 
 # ---------------------------------------------------------------- any fsspec filesystem
