@@ -13,6 +13,7 @@ import logging
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from phasekit.workflow import run
 from phasekit.workflow.executor import DataSpec
 from phasekit.workflow.executors import dask as dask_executor
 from phasekit.workflow.executors.dask import DaskExecutor
+from phasekit.workflow.phase import QuietObserver
 from phasekit.workflow.sequences import Span
 from phasekit.workflow.topology import PortfolioJob
 
@@ -101,6 +103,44 @@ def test_a_dask_run_equals_the_local_run(
     finally:
         local.close()
         remote.close()
+
+
+class WorkerCounts(QuietObserver):
+    def __init__(self) -> None:
+        self.containers: Counter[str] = Counter()
+
+    def worker_batch_done(self, worker: str, containers: int) -> None:
+        self.containers[worker] += containers
+
+
+def test_an_observer_hears_of_each_batch_and_its_worker(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    observer = WorkerCounts()
+    result = run(
+        {**config(20), "results_dir": str(tmp_path)},
+        executor={"dask": dask_cluster.address},
+        observer=observer,
+    )
+    result.close()
+    assert sum(observer.containers.values()) == sum(p.containers for p in result.phases.values())
+    assert set(observer.containers) <= set(dask_cluster.worker_pids())
+    local = WorkerCounts()
+    run({**config(20), "results_dir": str(tmp_path / "l"), "workers": 1}, observer=local).close()
+    assert not local.containers  # local batches name no worker
+
+
+def test_the_progress_display_has_a_bar_per_worker() -> None:
+    from rich.progress import Progress
+
+    from phasekit.cli.run import ProgressObserver
+
+    progress = Progress(disable=True)
+    observer = ProgressObserver(progress, 1)
+    for worker, containers in [("tcp://a:1", 40), ("tcp://b:2", 30), ("tcp://a:1", 25)]:
+        observer.worker_batch_done(worker, containers)
+    bars = {t.description: t.completed for t in progress.tasks}
+    assert bars == {"worker tcp://a:1 (65 containers)": 2, "worker tcp://b:2 (30 containers)": 1}
 
 
 def test_the_config_setting_runs_on_the_cluster(dask_cluster: DaskCluster, tmp_path: Path) -> None:

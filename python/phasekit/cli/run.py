@@ -97,14 +97,17 @@ class RateColumn(ProgressColumn):
 
 
 class ProgressObserver:
-    """Rich progress: one bar for phases, one per running phase's containers. Nothing is
-    shown before the first phase starts (a config or data error prints alone)."""
+    """Rich progress: one bar for phases, one per running phase's containers, and on a
+    Dask cluster one per worker (its batches). Nothing is shown before the first phase
+    starts (a config or data error prints alone)."""
 
     def __init__(self, progress: Progress, n_phases: int) -> None:
         self.progress = progress
         self.n_phases = n_phases
         self.phases: TaskID | None = None
         self.tasks: dict[str, TaskID] = {}
+        self.workers: dict[str, TaskID] = {}
+        self.worker_containers: dict[str, int] = {}
 
     def _phases(self) -> TaskID:
         if self.phases is None:
@@ -128,6 +131,16 @@ class ProgressObserver:
 
     def containers_done(self, phase: str, count: int) -> None:
         self.progress.advance(self.tasks[phase], count)
+
+    def worker_batch_done(self, worker: str, containers: int) -> None:
+        """A bar per Dask worker: the batches it finished (and their containers)."""
+        task = self.workers.get(worker)
+        if task is None:
+            task = self.workers[worker] = self.progress.add_task(f"worker {worker}", total=None)
+        self.progress.advance(task, 1)
+        self.worker_containers[worker] = self.worker_containers.get(worker, 0) + containers
+        done = self.worker_containers[worker]
+        self.progress.update(task, description=f"worker {worker} ({done:,} containers)")
 
     def window_done(self, phase: str, window_id: str, resumed: bool) -> None:
         if resumed:

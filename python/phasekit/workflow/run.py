@@ -312,7 +312,9 @@ def run(
 
     ``overrides`` are runtime settings by dotted path with ``__`` for dots (e.g.
     ``data_flow__mode="file"``) and win over everything in the config. ``executor``
-    (``"local"`` or ``{"dask": "tcp://host:8786"}``) replaces the config's ``executor``.
+    (``"local"`` or ``{"dask": "tcp://host:8786"}``) replaces the config's ``executor``;
+    an ``observer`` with a ``worker_batch_done(worker, containers)`` method hears of each
+    batch a Dask worker finished.
     With ``results_dir`` on object storage (``s3://bucket/prefix``), ``local_dir`` is the
     local folder of the run's catalog (by default), spills and files before their upload.
     """
@@ -326,7 +328,12 @@ def run(
     check_admf_target(resolved, resume is not None)
     if backend is not None:
         phasekit.set_backend(backend)
-    pool = make_executor(resolved.executor, workers or resolved.workers, phasekit.get_backend())
+    pool = make_executor(
+        resolved.executor,
+        workers or resolved.workers,
+        phasekit.get_backend(),
+        getattr(observer, "worker_batch_done", None),
+    )
     try:
         _preflight(resolved, pool)
         catalog = open_catalog(resolved.catalog.location, results_dir=resolved.results_dir)

@@ -24,6 +24,11 @@ ExecutorSpec = Union[str, dict[str, str]]
 """An ``executor`` setting as written: ``"local"`` or ``{"dask": ADDRESS}``."""
 
 
+WorkerProgress = Callable[[str, int], None]
+"""Called after each batch with the worker that ran it and its number of containers
+(the Dask executor's workers; the local executor reports none)."""
+
+
 class BatchExecutor(Protocol):
     """What the run asks of an executor."""
 
@@ -44,19 +49,23 @@ class BatchExecutor(Protocol):
 
 
 def make_executor(
-    target: ExecutorTarget, workers: Optional[int], backend: Optional[str]
+    target: ExecutorTarget,
+    workers: Optional[int],
+    backend: Optional[str],
+    on_worker: Optional[WorkerProgress] = None,
 ) -> BatchExecutor:
     """The executor ``target`` names. ``workers``: local worker processes, or with Dask
-    the batches in flight (2 x ``workers``; default 2 x the cluster's threads)."""
+    the batches in flight (2 x ``workers``; default 2 x the cluster's threads).
+    ``on_worker``: see :data:`WorkerProgress`."""
     if target.kind == "local":
         return Executor(workers, backend)
     if target.kind == "dask" and target.address is not None:
         from phasekit.workflow.executors.dask import DaskExecutor
 
-        return DaskExecutor(target.address, backend, workers)
+        return DaskExecutor(target.address, backend, workers, on_worker=on_worker)
     raise ConfigError(
         f"executor: {target.display()!r} is not an executor; allowed: {', '.join(EXECUTORS)}"
     )
 
 
-__all__ = ["BatchExecutor", "ExecutorSpec", "make_executor"]
+__all__ = ["BatchExecutor", "ExecutorSpec", "WorkerProgress", "make_executor"]

@@ -7,7 +7,8 @@ window once and keeps it (:func:`phasekit.workflow.executor.bars_for`: synthetic
 generated, a data file is read, by the worker itself). A batch lost with its worker is
 run again on another one by the scheduler; a batch that raises is retried ``retries``
 times. Outcomes come back in job order and the client writes them and commits their
-catalog rows as today, batch by batch; batches done per worker are logged.
+catalog rows as today, batch by batch; batches done per worker are logged and reported
+to ``on_worker`` (the progress display's bar per worker).
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ class DaskExecutor:
         backend: Optional[str] = None,
         workers: Optional[int] = None,
         retries: int = RETRIES,
+        on_worker: Optional[Callable[[str, int], None]] = None,
     ) -> None:
         self.address = address
         self.backend = backend
         self.workers = workers
         self.retries = retries
+        self.on_worker = on_worker
         self.batches: Counter[str] = Counter()
         """Batches done per worker address."""
         self.max_in_flight = 0
@@ -128,6 +131,8 @@ class DaskExecutor:
                     worker,
                     self.batches[worker],
                 )
+                if self.on_worker:
+                    self.on_worker(worker, len(done))
                 if on_batch:
                     on_batch(len(done))
                 yield from done
