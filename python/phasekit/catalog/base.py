@@ -678,6 +678,20 @@ class Catalog(abc.ABC):
         except UnsafePath as exc:
             raise CatalogError(f"{row.label}: {exc}") from None
 
+    def read_object(self, row: ItemRow) -> bytes | None:
+        """The bytes of a row's object, checked against its size and checksum
+        (``CorruptDataError`` naming the row otherwise); ``None`` for other references."""
+        found = self.item_object(row)
+        if found is None:
+            return None
+        data = found[0].read(found[1], row.checksum, row.label)
+        if len(data) != row.size_bytes:
+            raise CorruptDataError(
+                f"{row.label}: {row.data_reference} has {len(data)} bytes, the catalog "
+                f"recorded {row.size_bytes}"
+            )
+        return data
+
     def item_local(self, row: ItemRow, cache: Path) -> Path | None:
         """A local file holding the row's bytes: its own file, or its object fetched (and
         verified) into ``cache``; ``None`` for references that are not files."""
@@ -984,14 +998,7 @@ class Catalog(abc.ABC):
         from phasekit.catalog.integrity import verify_file
 
         row = item if isinstance(item, ItemRow) else self.get_item(item)
-        found = self.item_object(row)
-        if found is not None:
-            data = found[0].read(found[1], row.checksum, row.label)
-            if len(data) != row.size_bytes:
-                raise CorruptDataError(
-                    f"{row.label}: {row.data_reference} has {len(data)} bytes, the catalog "
-                    f"recorded {row.size_bytes}"
-                )
+        if self.read_object(row) is not None:
             return row
         path = self.item_path(row)
         if path is not None:

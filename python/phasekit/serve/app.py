@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path as LocalPath
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
@@ -186,6 +187,36 @@ def _stored_headers(item: ItemRow) -> dict[str, str]:
     return headers
 
 
+def object_bytes(catalog: Catalog, item: ItemRow) -> tuple[str, bytes] | None:
+    """``(key, verified bytes)`` of an item stored as an object (results on object
+    storage), else None (:meth:`Catalog.read_object`)."""
+    data = catalog.read_object(item)
+    found = catalog.item_object(item) if data is not None else None
+    return None if found is None or data is None else (found[1], data)
+
+
+def _bytes_response(item: ItemRow, data: bytes, range_header: str | None) -> Response:
+    """``GET /items/{id}/file`` of an object's verified bytes (a ``Range`` honoured)."""
+    headers = {**_stored_headers(item), "Accept-Ranges": "bytes"}
+    if item.checksum:
+        headers["ETag"] = f'"{item.checksum}"'
+    if range_header is None:
+        return Response(data, media_type="application/octet-stream", headers=headers)
+    span = parse_range(range_header, len(data))
+    if span is None:
+        raise RangeError(
+            f"Range {range_header!r} lies outside {item.label}, which has {len(data)} bytes"
+        )
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+    return Response(
+        data[start : end + 1],
+        status_code=206,
+        media_type="application/octet-stream",
+        headers=headers,
+    )
+
+
 class Api:
     """The request handlers over one catalog (the routes are added by :func:`create_app`);
     ``encryption``: the master key that decrypts encrypted items for ``/data``."""
@@ -291,20 +322,24 @@ class Api:
             return Response(
                 inline_json(item.inline_data), media_type="application/json", headers=headers
             )
-        path = self.catalog.item_path(item)
+        fetched = object_bytes(self.catalog, item)
+        path = self.catalog.item_path(item) if fetched is None else LocalPath(fetched[0])
         if path is None:
             raise InvalidArgument(
                 f"{item.label} has no bytes on disk ({item.data_reference}); allowed: file "
                 "and inline items"
             )
-        self.catalog.verify_item(item)
-        kind = "parquet" if path.is_dir() else source_format(item, path)
-        plain = None if path.is_dir() else read_plain(path, self.encryption, item.label)
+        if fetched is None:
+            self.catalog.verify_item(item)
+        kind = "parquet" if fetched is None and path.is_dir() else source_format(item, path)
+        plain = fetched[1] if fetched is not None else None
+        if fetched is None and not path.is_dir():
+            plain = read_plain(path, self.encryption, item.label)
         if kind in TABLE_SOURCES:
             source = open_table(path, kind, columns, plain, item.label)
             body: Iterator[bytes] = encode(fmt, source, limit)
         elif kind == "json" and fmt == "json" and columns is None and limit is None:
-            size = path.stat().st_size
+            size = item.size_bytes if plain is not None else path.stat().st_size
             body = (
                 iter([plain])
                 if plain is not None
@@ -319,6 +354,9 @@ class Api:
         return StreamingResponse(body, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     def item_file(self, item: ItemRow, range_header: str | None) -> Response:
+        fetched = object_bytes(self.catalog, item)
+        if fetched is not None:
+            return _bytes_response(item, fetched[1], range_header)
         path = self.catalog.item_path(item)
         if path is None or path.is_dir():
             what = "a folder" if path is not None else "not a file"

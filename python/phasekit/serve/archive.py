@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -30,6 +30,7 @@ class Member:
     size: int
     checksum: str | None
     data: bytes = b""
+    fetch: Callable[[], bytes] | None = None  # an object's verified bytes, read when streamed
 
 
 def _header(name: str, size: int) -> bytes:
@@ -49,6 +50,19 @@ def _relative(path: Path, root: Path) -> str | None:
         return path.relative_to(root).as_posix()
     except ValueError:
         return None
+
+
+def _object_member(catalog: Catalog, rel: str, run: ProcessRow, item: ItemRow) -> Member:
+    """An object of the run, under its place in the run (``<run>/<phase>/...``), its
+    verified bytes read when the archive is streamed."""
+    name = rel
+    if not rel.startswith(f"{run.process_id}/"):
+        name = f"{run.process_id}/{item.stage_name}/{item.entity_name}-{item.id}"
+
+    def fetch() -> bytes:
+        return catalog.read_object(item) or b""
+
+    return Member(name, None, item.size_bytes, item.checksum, fetch=fetch)
 
 
 def _file_members(catalog: Catalog, run: ProcessRow, item: ItemRow, path: Path) -> list[Member]:
@@ -74,6 +88,10 @@ def plan(
             name = f"{run.process_id}/inline/{item.stage_name}/{item.entity_name}-{item.id}.json"
             members.append(Member(name, None, len(data), bytes_checksum(data), data))
             continue
+        found = catalog.item_object(item)
+        if found is not None:  # an object: its place in the run, bytes read when streamed
+            members.append(_object_member(catalog, found[1], run, item))
+            continue
         path = catalog.item_path(item)
         if path is None:
             skipped.append({"id": item.id, "reason": "no bytes on disk (memory or stream)"})
@@ -95,7 +113,9 @@ def stream(
     listed = []
     for member in members:
         yield _header(member.name, member.size)
-        if member.path is None:
+        if member.fetch is not None:
+            yield member.fetch()
+        elif member.path is None:
             yield member.data
         else:
             yield from file_chunks(member.path, 0, member.size - 1, member.checksum, member.name)
