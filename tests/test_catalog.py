@@ -240,9 +240,14 @@ def test_record_checks_the_file(catalog: Catalog, results_dir: Path) -> None:
     with pytest.raises(InvalidArgument, match="checksum 'md5:x' is not valid"):
         catalog.record_item(run, "p", "e", data_reference=uri, size_bytes=9, checksum="md5:x")
     with pytest.raises(
-        CatalogError, match="unsupported scheme; allowed: file://, memory://, stream://"
+        CatalogError, match="unsupported scheme; allowed: file://, memory://, stream://, s3://"
     ):
+        catalog.record_item(run, "p", "e", data_reference="ftp://bucket/x", size_bytes=9)
+    # an object (results on object storage) needs its checksum and a run on object storage
+    with pytest.raises(InvalidArgument, match="object; record it with its checksum"):
         catalog.record_item(run, "p", "e", data_reference="s3://bucket/x", size_bytes=9)
+    with pytest.raises(CatalogError, match="not on object storage"):
+        catalog.record_item(run, "p", "e", data_reference="s3://bucket/x", checksum=crc)
     with pytest.raises(CatalogError, match="names host"):
         catalog.record_item(run, "p", "e", data_reference="file://remote/x", checksum=crc)
     with pytest.raises(InvalidArgument, match="size_bytes -1"):
