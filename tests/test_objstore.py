@@ -275,7 +275,8 @@ def test_phasekit_run_with_results_on_s3(
     assert frame.height == table.num_rows
     import duckdb
 
-    # DuckDB's httpfs extension is downloaded on first use; read through pyarrow instead
+    # DuckDB reads s3:// through its httpfs extension, which is not bundled and is
+    # downloaded on first use (no network here): it gets the table pyarrow read instead
     con = duckdb.connect()
     con.register("results", table)
     assert con.execute("SELECT count(*) FROM results").fetchall() == [(table.num_rows,)]
