@@ -34,7 +34,6 @@ class PublishingCatalog:
         self._catalog = catalog
         self.local_root = Path(local_root).absolute()
         self.root = root
-        self.uploaded_bytes = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._catalog, name)
@@ -64,12 +63,11 @@ class PublishingCatalog:
                 f"{entity}: a folder of files ({rel}; partition_by writes one)",
                 "an object is one file",
             )
-        size = self.root.put_file(rel, path, checksum)
-        self.uploaded_bytes += size
+        self.root.put_file(rel, path, checksum)
         rel_manifest = manifest_of(rel, entity)
         manifest = self.local_root / rel_manifest
         if manifest.is_file():
-            self.uploaded_bytes += self.root.put_file(rel_manifest, manifest, None)
+            self.root.put_file(rel_manifest, manifest, None)
         log.debug("published %s as %s", path, self.root.uri(rel))
         return self.root.uri(rel)
 
