@@ -412,8 +412,9 @@ def test_encrypted_item_is_decrypted_with_the_key(
         assert (
             pa.ipc.open_stream(got.content).read_all().equals(table.select(["s", "i"]).slice(0, 20))
         )
-        stored = c.get(f"/items/{item}/file").content  # the bytes as stored: encrypted
-        assert b"r299" not in stored and stored == catalog.get_item(item).path.read_bytes()  # type: ignore[union-attr]
+        sent = c.get(f"/items/{item}/file")  # decrypted too
+        assert sent.headers["X-Phasekit-Decrypted"] == "true"
+        assert pa.ipc.open_file(sent.content).read_all().equals(table)
     with LiveServer(create_app(catalog)) as server, server.client() as c:
         refused = c.get(f"/items/{item}/data")
         assert refused.status_code == 409

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -252,6 +253,55 @@ def _open_chunks(
         start, pos, index = end, pos + n, index + 1
 
 
+def plain_size(sealed_bytes: int, chunk_bytes: int, what: str) -> int:
+    """The plaintext size of an encrypted file of ``sealed_bytes`` bytes (header included);
+    CorruptDataError when no final chunk can fit."""
+    step = chunk_bytes + TAG_BYTES
+    total = sealed_bytes - HEADER_BYTES
+    if total < TAG_BYTES:
+        raise CorruptDataError(f"{what} is truncated (no final chunk)")
+    chunks = -(-total // step)
+    if total - (chunks - 1) * step < TAG_BYTES:
+        raise CorruptDataError(f"{what} is truncated inside chunk {chunks - 1}")
+    return total - chunks * TAG_BYTES
+
+
+def plain_chunks(
+    read_at: Callable[[int, int], bytes],
+    sealed_bytes: int,
+    header: Header,
+    key: bytes,
+    item_id: str,
+    span: tuple[int, int],
+    what: str,
+) -> Iterator[bytes]:
+    """Plaintext bytes ``span`` (inclusive, within :func:`plain_size`) of an encrypted file,
+    one decrypted chunk at a time; ``read_at(offset, n)`` reads the file's bytes. Only the
+    chunks holding the span are read; each is authenticated (CorruptDataError otherwise)."""
+    aead = aesgcm(key)
+    bad = invalid_tag()
+    size = header.chunk_bytes
+    step = size + TAG_BYTES
+    total = sealed_bytes - HEADER_BYTES
+    last_index = -(-total // step) - 1
+    start, end = span
+    item = item_id.encode()
+    for index in range(start // size, max(end, start) // size + 1):  # empty: auth chunk 0
+        offset = index * step
+        blob = read_at(HEADER_BYTES + offset, min(step, total - offset))
+        final = index == last_index
+        try:
+            plain = aead.decrypt(_nonce(header, index), blob, _ad(header, item, index, final))
+        except bad:
+            raise CorruptDataError(
+                f"{what}: chunk {index} fails authentication (the file was changed, "
+                f"truncated, reordered or belongs to another item)"
+            ) from None
+        first = index * size
+        lo, hi = max(start - first, 0), min(end - first + 1, len(plain))
+        yield plain if (lo, hi) == (0, len(plain)) else plain[lo:hi]
+
+
 def new_token() -> bytes:
     return secrets.token_bytes(TOKEN_BYTES)
 
@@ -266,6 +316,8 @@ __all__ = [
     "is_sealed",
     "new_header",
     "new_token",
+    "plain_chunks",
+    "plain_size",
     "read_header",
     "seal",
     "unseal",

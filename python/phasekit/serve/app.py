@@ -10,12 +10,14 @@ the text the CLI prints.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path as LocalPath
 from typing import Annotated, Any, TypeVar
 
+import pyarrow as pa
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -27,7 +29,7 @@ from phasekit.catalog.encode import parse_meta, parse_since
 from phasekit.catalog.export import source_format
 from phasekit.catalog.tokens import list_tokens, revoke_token
 from phasekit.catalog.uris import reference_scheme
-from phasekit.crypt import Encryption
+from phasekit.crypt import Encryption, SealedReader, open_sealed
 from phasekit.errors import (
     AccessDenied,
     CatalogError,
@@ -57,7 +59,6 @@ from phasekit.serve.data import (
     parse_range,
 )
 from phasekit.serve.metrics import Metrics, MetricsMiddleware
-from phasekit.stores.sealed import read_plain
 
 log = logging.getLogger("phasekit.serve")
 
@@ -219,7 +220,8 @@ def _bytes_response(item: ItemRow, data: bytes, range_header: str | None) -> Res
 
 class Api:
     """The request handlers over one catalog (the routes are added by :func:`create_app`);
-    ``encryption``: the master key that decrypts encrypted items for ``/data``."""
+    ``encryption``: the master key that decrypts encrypted items (``/data``, ``/file``,
+    export), streamed chunk by chunk."""
 
     def __init__(self, catalog: Catalog, encryption: Encryption | None = None) -> None:
         self.catalog = catalog
@@ -332,19 +334,25 @@ class Api:
         if fetched is None:
             self.catalog.verify_item(item)
         kind = "parquet" if fetched is None and path.is_dir() else source_format(item, path)
-        plain = fetched[1] if fetched is not None else None
+        sealed = None
         if fetched is None and not path.is_dir():
-            plain = read_plain(path, self.encryption, item.label)
+            sealed = open_sealed(path, self.encryption, item.label)
         if kind in TABLE_SOURCES:
+            plain: pa.NativeFile | None = None
+            if fetched is not None:
+                plain = pa.BufferReader(fetched[1])
+            elif sealed is not None:  # decrypted chunk by chunk as the table is read
+                plain = pa.PythonFile(io.BufferedReader(SealedReader(sealed)), mode="r")
             source = open_table(path, kind, columns, plain, item.label)
             body: Iterator[bytes] = encode(fmt, source, limit)
         elif kind == "json" and fmt == "json" and columns is None and limit is None:
-            size = item.size_bytes if plain is not None else path.stat().st_size
-            body = (
-                iter([plain])
-                if plain is not None
-                else file_chunks(path, 0, size - 1, item.checksum, item.label)
-            )
+            if fetched is not None:
+                body = iter([fetched[1]])
+            elif sealed is not None:
+                body = sealed.chunks()
+            else:
+                size = path.stat().st_size
+                body = file_chunks(path, 0, size - 1, item.checksum, item.label)
         else:
             raise InvalidArgument(
                 f"{item.label} is a {kind or 'unknown'} file, not a table; allowed: "
@@ -372,10 +380,21 @@ class Api:
         headers = {**_stored_headers(item), "Accept-Ranges": "bytes"}
         if item.checksum:
             headers["ETag"] = f'"{item.checksum}"'
+        sealed = open_sealed(path, self.encryption, item.label)
+        if sealed is not None:  # sent decrypted; Range counts plaintext bytes
+            size = sealed.size
+            headers["X-Phasekit-Decrypted"] = "true"  # size and checksum: the stored bytes
+
+        def chunks_of(start: int, end: int) -> Iterator[bytes]:
+            if sealed is not None:
+                return sealed.chunks(start, end)
+            return file_chunks(path, start, end, item.checksum, item.label)
+
         if range_header is None:
             headers["Content-Length"] = str(size)
-            chunks = file_chunks(path, 0, size - 1, item.checksum, item.label)
-            return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+            return StreamingResponse(
+                chunks_of(0, size - 1), media_type="application/octet-stream", headers=headers
+            )
         span = parse_range(range_header, size)
         if span is None:
             raise RangeError(
@@ -384,14 +403,16 @@ class Api:
         start, end = span
         headers["Content-Length"] = str(end - start + 1)
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        chunks = file_chunks(path, start, end, item.checksum, item.label)
         return StreamingResponse(
-            chunks, status_code=206, media_type="application/octet-stream", headers=headers
+            chunks_of(start, end),
+            status_code=206,
+            media_type="application/octet-stream",
+            headers=headers,
         )
 
     def export(self, access: Access, run: ProcessRow) -> StreamingResponse:
         items = [i for i in self.catalog.list_items(run.process_id) if access.may_see_item(i)]
-        members, skipped = archive.plan(self.catalog, run, items)
+        members, skipped = archive.plan(self.catalog, run, items, self.encryption)
         headers = {"Content-Disposition": f'attachment; filename="{run.process_id}.tar"'}
         return StreamingResponse(
             archive.stream(run, members, skipped), media_type="application/x-tar", headers=headers

@@ -3,7 +3,10 @@ as JSON, and ``manifest.json`` (every member with its checksum, and the items sk
 
 Headers and bytes are written as they are read, one file chunk at a time; each file's
 CRC-32 is checked as it goes (a mismatch raises CorruptDataError, which cuts the
-archive short rather than end it as if it were whole).
+archive short rather than end it as if it were whole). An encrypted file is archived
+decrypted, chunk by chunk, with the server's key (each chunk authenticated by AES-GCM);
+its manifest entry carries the checksum of the archived bytes and ``"decrypted": true``.
+Without the key the export is refused (KeyUnavailable) before anything is sent.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from __future__ import annotations
 import json
 import tarfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from phasekit.catalog import Catalog, ItemRow, ProcessRow
-from phasekit.checksum import bytes_checksum
+from phasekit.checksum import bytes_checksum, format_crc32
+from phasekit.crypt import Encryption, SealedFile, open_sealed
 from phasekit.serve.data import file_chunks, folder_files, inline_json
 
 BLOCK = 512
@@ -31,6 +36,7 @@ class Member:
     checksum: str | None
     data: bytes = b""
     fetch: Callable[[], bytes] | None = None  # an object's verified bytes, read when streamed
+    sealed: SealedFile | None = None  # an encrypted file, archived decrypted (``size``: plain)
 
 
 def _header(name: str, size: int) -> bytes:
@@ -65,21 +71,36 @@ def _object_member(catalog: Catalog, rel: str, run: ProcessRow, item: ItemRow) -
     return Member(name, None, item.size_bytes, item.checksum, fetch=fetch)
 
 
-def _file_members(catalog: Catalog, run: ProcessRow, item: ItemRow, path: Path) -> list[Member]:
+def _file_member(
+    name: str, path: Path, size: int, checksum: str | None, encryption: Encryption | None
+) -> Member:
+    """A file's member; an encrypted file is archived decrypted (KeyUnavailable without
+    its key: raised here, before anything is sent)."""
+    sealed = open_sealed(path, encryption, name)
+    if sealed is None:
+        return Member(name, path, size, checksum)
+    return Member(name, path, sealed.size, None, sealed=sealed)
+
+
+def _file_members(
+    catalog: Catalog, run: ProcessRow, item: ItemRow, path: Path, encryption: Encryption | None
+) -> list[Member]:
     base = Path(catalog.results_dir or path.parent) / run.process_id
     rel = _relative(path, base) or f"{item.stage_name}/{item.entity_name}-{item.id}{path.suffix}"
     if not path.is_dir():
-        return [Member(f"{run.process_id}/{rel}", path, item.size_bytes, item.checksum)]
+        name = f"{run.process_id}/{rel}"
+        return [_file_member(name, path, item.size_bytes, item.checksum, encryption)]
     return [
-        Member(f"{run.process_id}/{rel}/{sub}", full, full.stat().st_size, None)
+        _file_member(f"{run.process_id}/{rel}/{sub}", full, full.stat().st_size, None, encryption)
         for sub, full in folder_files(path, item.label)
     ]
 
 
 def plan(
-    catalog: Catalog, run: ProcessRow, items: list[ItemRow]
+    catalog: Catalog, run: ProcessRow, items: list[ItemRow], encryption: Encryption | None = None
 ) -> tuple[list[Member], list[dict[str, Any]]]:
-    """The members of the archive (checked paths only) and the items it leaves out."""
+    """The members of the archive (checked paths only) and the items it leaves out;
+    encrypted files are decrypted with ``encryption`` (KeyUnavailable without it)."""
     members: list[Member] = []
     skipped: list[dict[str, Any]] = []
     for item in items:
@@ -96,7 +117,7 @@ def plan(
         if path is None:
             skipped.append({"id": item.id, "reason": "no bytes on disk (memory or stream)"})
             continue
-        members.extend(_file_members(catalog, run, item, path))
+        members.extend(_file_members(catalog, run, item, path, encryption))
     seen: set[str] = set()
     unique = []
     for member in members:  # a file recorded by several rows is archived once
@@ -113,14 +134,28 @@ def stream(
     listed = []
     for member in members:
         yield _header(member.name, member.size)
-        if member.fetch is not None:
+        checksum = member.checksum
+        if member.sealed is not None:
+            crc = 0
+            for chunk in member.sealed.chunks():
+                crc = zlib.crc32(chunk, crc)
+                yield chunk
+            checksum = format_crc32(crc)  # of the archived (decrypted) bytes
+        elif member.fetch is not None:
             yield member.fetch()
         elif member.path is None:
             yield member.data
         else:
             yield from file_chunks(member.path, 0, member.size - 1, member.checksum, member.name)
         yield _padding(member.size)
-        listed.append({"name": member.name, "size_bytes": member.size, "checksum": member.checksum})
+        entry: dict[str, Any] = {
+            "name": member.name,
+            "size_bytes": member.size,
+            "checksum": checksum,
+        }
+        if member.sealed is not None:
+            entry["decrypted"] = True
+        listed.append(entry)
     manifest = json.dumps(
         {"run": run.process_id, "files": listed, "skipped": skipped}, indent=2
     ).encode()

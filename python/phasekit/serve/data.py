@@ -85,12 +85,17 @@ def _sliced(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 
 class TableSource:
     """The schema and batches of a stored table (a file, or a partitioned Parquet folder);
-    ``plain``: the decrypted bytes of an encrypted file, read instead of the file."""
+    ``plain``: a file of its bytes read instead of ``path`` (an object's bytes, or an
+    encrypted file's plaintext decrypted as it is read)."""
 
     def __init__(
-        self, path: Path, fmt: str, columns: Sequence[str] | None, plain: bytes | None = None
+        self,
+        path: Path,
+        fmt: str,
+        columns: Sequence[str] | None,
+        plain: pa.NativeFile | None = None,
     ) -> None:
-        source: str | pa.NativeFile = str(path) if plain is None else pa.BufferReader(plain)
+        source: str | pa.NativeFile = str(path) if plain is None else plain
         if plain is None and path.is_dir():
             self.schema, self._batches = _dataset(path, columns)
         else:
@@ -183,7 +188,7 @@ def _arrow(
 
 
 def open_table(
-    path: Path, fmt: str, columns: Sequence[str] | None, plain: bytes | None, label: str
+    path: Path, fmt: str, columns: Sequence[str] | None, plain: pa.NativeFile | None, label: str
 ) -> TableSource:
     """A :class:`TableSource`; a file that does not read as ``fmt`` is CorruptDataError."""
     try:
