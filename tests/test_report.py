@@ -9,6 +9,7 @@ import builtins
 import io
 import json
 import os
+import stat
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,7 +22,7 @@ from browser_util import Browser, find_browser
 from phasekit.catalog import open_catalog
 from phasekit.cli import main
 from phasekit.errors import MissingDependency, UnknownKey
-from phasekit.report import render_report
+from phasekit.report import render_report, write_report
 from phasekit.report.data import read_run
 from phasekit.report.sections import build_sections
 from phasekit.workflow import run
@@ -435,6 +436,29 @@ def test_cli_output_flag_and_its_default(
         == 0
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.html", f"report-{first}.html"]
+
+
+def test_report_files_are_mode_0600_whatever_the_umask(
+    two_runs: tuple[Path, str, str], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results, first, _ = two_runs
+    existing = in_tmp / "existing.html"
+    existing.write_text("old")
+    existing.chmod(0o644)  # a file that is there is made private too
+    old = os.umask(0o022)
+    try:
+        assert _cli(["report", first, "--results-dir", str(results)], capsys)[0] == 0
+        assert (
+            _cli(["report", first, "--results-dir", str(results), "-o", str(existing)], capsys)[0]
+            == 0
+        )
+        write_report(results, first, in_tmp / "api.html")
+    finally:
+        os.umask(old)
+    for name in (f"report-{first}.html", "existing.html", "api.html"):
+        path = in_tmp / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+        assert "phasekit report" in path.read_text(encoding="utf-8")
 
 
 def test_cli_catalog_and_results_dir_flags(

@@ -114,6 +114,15 @@ def make_private(path: str | os.PathLike[str]) -> None:
         os.chmod(path, PRIVATE_FILE_MODE)
 
 
+def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to the file ``path`` with mode 0600 whatever the umask (a file that is
+    there is replaced in place and made 0600; a symbolic link is refused)."""
+    fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), PRIVATE_FILE_MODE)  # the open mode is masked by the umask
+        fh.write(data)
+
+
 def read_bytes_nofollow(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a regular file, refusing a symlink as its final component."""
     fd = open_nofollow(path)
@@ -129,4 +138,5 @@ __all__ = [
     "make_private_dir",
     "open_nofollow",
     "read_bytes_nofollow",
+    "write_private_file",
 ]

@@ -35,15 +35,13 @@ def register(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from phasekit.report import render_report  # the workflow layer, loaded only here
+    from phasekit.report import write_report  # the workflow layer, loaded only here
 
     location = args.catalog or default_location(args.results_dir)
     with open_catalog(location, results_dir=args.results_dir, create=False) as catalog:
         run_id = catalog.resolve_run(args.run).process_id if args.run == "latest" else args.run
-        text = render_report(catalog, run_id)
-    # the default file is named after the run: a name that stays in the current folder
-    out = args.output or DEFAULT_OUTPUT.format(run=check_name("run id", run_id))
-    with open(out, "w", encoding="utf-8") as fh:
-        fh.write(text)
+        # the default file is named after the run: a name that stays in the current folder
+        out = args.output or DEFAULT_OUTPUT.format(run=check_name("run id", run_id))
+        write_report(catalog, run_id, out)  # mode 0600
     sys.stdout.write(f"report of run {run_id} written to {out}\n")
     return 0

@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from phasekit.paths import write_private_file
 from phasekit.report.data import CatalogSource, RunData, open_source, read_run
 from phasekit.report.html import page
 from phasekit.report.sections import Section, build_sections
@@ -39,10 +40,10 @@ def render_report(source: CatalogSource, run_id: str) -> str:
 
 
 def write_report(source: CatalogSource, run_id: str, out: str | os.PathLike[str]) -> Path:
-    """Write :func:`render_report`'s page to ``out``; returns the path written."""
+    """Write :func:`render_report`'s page to ``out`` (mode 0600); returns the path written."""
     text = render_report(source, run_id)
     path = Path(out)
-    path.write_text(text, encoding="utf-8")
+    write_private_file(path, text.encode("utf-8"))  # mode 0600, like every file phasekit writes
     log.info("report of run %s written to %s (%d bytes)", run_id, path, len(text))
     return path
 
