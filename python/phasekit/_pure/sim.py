@@ -28,9 +28,14 @@ from phasekit.events import EventType
 class PriceBars(Protocol):
     """What the simulation reads of bars: times and open and close prices, per bar."""
 
-    ts: np.ndarray
-    open: np.ndarray
-    close: np.ndarray
+    @property
+    def ts(self) -> np.ndarray: ...
+
+    @property
+    def open(self) -> np.ndarray: ...
+
+    @property
+    def close(self) -> np.ndarray: ...
 
     def __len__(self) -> int: ...
 

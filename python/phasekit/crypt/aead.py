@@ -68,7 +68,7 @@ def new_header(token: bytes, chunk_bytes: int = CHUNK_BYTES) -> Header:
     return Header(chunk_bytes, token, prefix, _HEADER.pack(MAGIC, chunk_bytes, token, prefix))
 
 
-def is_sealed(head: bytes) -> bool:
+def is_sealed(head: bytes | memoryview) -> bool:
     """Whether bytes start like an encrypted phasekit file."""
     return bytes(head[: len(MAGIC)]) == MAGIC
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Optional, Protocol, Self, runtime_checkable
 from urllib.parse import quote
 
 from phasekit.errors import InvalidArgument, StorageError, UnknownKey
@@ -125,7 +125,7 @@ class StoreBase:
     def close(self) -> None:
         self._closed = True
 
-    def __enter__(self) -> StoreBase:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -18,7 +18,8 @@ from phasekit.tracing import ContainerTracer, TracerSettings
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Mapping[str, np.ndarray]], None]
+Handler = Callable[[Mapping[str, np.ndarray]], object]
+"""A subscriber; what it returns is ignored."""
 
 
 class Role(enum.StrEnum):

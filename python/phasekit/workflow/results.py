@@ -43,6 +43,7 @@ import pyarrow as pa
 
 import phasekit
 from phasekit.crypt import Encryption, open_encryption
+from phasekit.errors import InvalidArgument
 from phasekit.paths import make_private, make_private_dir
 from phasekit.stores import FileStore, HybridStore, StreamStore
 from phasekit.stores.durable import write_json
@@ -453,7 +454,10 @@ class PhaseResults:
         """A table this run wrote (an Arrow IPC file, by its URI; decrypted if need be)."""
         from phasekit.catalog import uri_to_path
 
-        return read_arrow(Path(uri_to_path(uri)), self.encryption)
+        path = uri_to_path(uri)
+        if path is None:
+            raise InvalidArgument(f"{uri!r} is not a file this run wrote (a file:// URI)")
+        return read_arrow(path, self.encryption)
 
     def _write_table(
         self,
