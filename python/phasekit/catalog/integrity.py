@@ -8,6 +8,7 @@ sum of its files' sizes.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from phasekit.checksum import path_checksum, tree_files
@@ -29,11 +30,16 @@ def reference_size(path: str | os.PathLike[str]) -> int:
 
 
 def problem_with(
-    path: Path, size_bytes: int | None, checksum: str | None, full: bool = True
+    path: Path,
+    size_bytes: int | None,
+    checksum: str | None,
+    full: bool = True,
+    checksum_of: Callable[[Path], str] = reference_checksum,
 ) -> str | None:
     """Why ``path`` does not hold the recorded bytes (``None`` when it does).
 
-    ``full=False`` checks existence and size only.
+    ``full=False`` checks existence and size only; ``checksum_of`` computes the checksum
+    (the same value by any backend: the Rust one is faster for a large file).
     """
     if not path.exists():
         return "is missing"
@@ -46,7 +52,7 @@ def problem_with(
         return f"is {kind}: {actual_size} bytes, recorded {size_bytes}"
     if full and checksum is not None:
         try:
-            actual = reference_checksum(path)
+            actual = checksum_of(path)
         except OSError as exc:
             return f"cannot be read ({exc})"
         if actual != checksum:
@@ -70,8 +76,14 @@ def object_problem(
     return None
 
 
-def verify_file(path: Path, size_bytes: int | None, checksum: str | None, what: str) -> None:
+def verify_file(
+    path: Path,
+    size_bytes: int | None,
+    checksum: str | None,
+    what: str,
+    checksum_of: Callable[[Path], str] = reference_checksum,
+) -> None:
     """Raise :class:`CorruptDataError` naming ``what`` and ``path`` if the bytes differ."""
-    problem = problem_with(path, size_bytes, checksum)
+    problem = problem_with(path, size_bytes, checksum, checksum_of=checksum_of)
     if problem is not None:
         raise CorruptDataError(f"{what}: file {path} {problem}")

@@ -50,6 +50,7 @@ from phasekit.serve.data import (
     MEDIA_TYPES,
     OUTPUT_FORMATS,
     TABLE_SOURCES,
+    arrow_stream_bytes,
     choose_format,
     encode,
     file_chunks,
@@ -57,8 +58,10 @@ from phasekit.serve.data import (
     open_table,
     parse_columns,
     parse_range,
+    sent_in_pieces,
 )
 from phasekit.serve.metrics import Metrics, MetricsMiddleware
+from phasekit.serve.verified import VerifiedFiles
 
 log = logging.getLogger("phasekit.serve")
 
@@ -227,6 +230,7 @@ class Api:
         self.catalog = catalog
         self.encryption = encryption
         self.gate = Gate(catalog)
+        self.verified = VerifiedFiles()
 
     # --------------------------------------------------------------- access
     def access(self, scope: str) -> Callable[..., Access]:
@@ -332,19 +336,31 @@ class Api:
                 "and inline items"
             )
         if fetched is None:
-            self.catalog.verify_item(item)
+            self.verified.verify(self.catalog, item, path)
         kind = "parquet" if fetched is None and path.is_dir() else source_format(item, path)
         sealed = None
         if fetched is None and not path.is_dir():
             sealed = open_sealed(path, self.encryption, item.label)
-        if kind in TABLE_SOURCES:
+        as_stored = None
+        if (kind, fmt, columns, limit, fetched, sealed) == (
+            "arrow",
+            "arrow",
+            None,
+            None,
+            None,
+            None,
+        ):
+            as_stored = arrow_stream_bytes(path, item.label)  # already Arrow: not re-encoded
+        if as_stored is not None:
+            body: Iterator[bytes] = as_stored
+        elif kind in TABLE_SOURCES:
             plain: pa.NativeFile | None = None
             if fetched is not None:
                 plain = pa.BufferReader(fetched[1])
             elif sealed is not None:  # decrypted chunk by chunk as the table is read
                 plain = pa.PythonFile(io.BufferedReader(SealedReader(sealed)), mode="r")
             source = open_table(path, kind, columns, plain, item.label)
-            body: Iterator[bytes] = encode(fmt, source, limit)
+            body = encode(fmt, source, limit)
         elif kind == "json" and fmt == "json" and columns is None and limit is None:
             if fetched is not None:
                 body = iter([fetched[1]])
@@ -359,7 +375,7 @@ class Api:
                 f"{', '.join(TABLE_SOURCES)} tables in any of {', '.join(OUTPUT_FORMATS)}, a json "
                 "file as json; GET /items/{id}/file sends any file's bytes"
             )
-        return StreamingResponse(body, media_type=MEDIA_TYPES[fmt], headers=headers)
+        return StreamingResponse(sent_in_pieces(body), media_type=MEDIA_TYPES[fmt], headers=headers)
 
     def item_file(self, item: ItemRow, range_header: str | None) -> Response:
         fetched = object_bytes(self.catalog, item)
@@ -393,7 +409,9 @@ class Api:
         if range_header is None:
             headers["Content-Length"] = str(size)
             return StreamingResponse(
-                chunks_of(0, size - 1), media_type="application/octet-stream", headers=headers
+                sent_in_pieces(chunks_of(0, size - 1)),
+                media_type="application/octet-stream",
+                headers=headers,
             )
         span = parse_range(range_header, size)
         if span is None:
@@ -404,7 +422,7 @@ class Api:
         headers["Content-Length"] = str(end - start + 1)
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         return StreamingResponse(
-            chunks_of(start, end),
+            sent_in_pieces(chunks_of(start, end)),
             status_code=206,
             media_type="application/octet-stream",
             headers=headers,
@@ -415,7 +433,9 @@ class Api:
         members, skipped = archive.plan(self.catalog, run, items, self.encryption)
         headers = {"Content-Disposition": f'attachment; filename="{run.process_id}.tar"'}
         return StreamingResponse(
-            archive.stream(run, members, skipped), media_type="application/x-tar", headers=headers
+            sent_in_pieces(archive.stream(run, members, skipped)),
+            media_type="application/x-tar",
+            headers=headers,
         )
 
     def compare(self, access: Access, a: str, b: str) -> models.Comparison:

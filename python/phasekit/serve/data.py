@@ -11,7 +11,7 @@ import io
 import os
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,10 @@ MEDIA_TYPES = {
 TABLE_SOURCES = ("arrow", "parquet", "csv")
 """Stored formats read as tables."""
 CHUNK_BYTES = 4 << 20
-FILE_CHUNK = 1 << 20
+FILE_CHUNK = 8 << 20
+"""Bytes read from a file at a time (in a worker thread: fewer hand-offs to it)."""
+SEND_BYTES = 1 << 20
+"""Bytes given to the socket at a time (larger writes only grow the transport's buffer)."""
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -307,7 +310,7 @@ def file_chunks(
     checked as it goes; a mismatch raises CorruptDataError before the last chunk (the
     response is cut short)."""
     fd = open_nofollow(path)
-    whole = start == 0 and end == os.fstat(fd).st_size - 1
+    whole = checksum is not None and start == 0 and end == os.fstat(fd).st_size - 1
     crc = 0
     with os.fdopen(fd, "rb") as fh:
         fh.seek(start)
@@ -325,11 +328,81 @@ def file_chunks(
             yield chunk
 
 
+ARROW_FILE_MAGIC = b"ARROW1"
+ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+"""The end-of-stream marker of the Arrow IPC stream format."""
+
+
+def arrow_stream_bytes(path: Path, label: str) -> Iterator[bytes] | None:
+    """The bytes of a stored Arrow file as an IPC stream, sent as stored (no decoding):
+    a stream file whole; of a file-format file, the messages between its magic (and
+    any zero padding after it: writers align messages to 8 or 64 bytes) and its footer,
+    an end-of-stream marker added when they lack one. The span is checked to read as a
+    stream of the file's schema and batch count (metadata only, through a memory map);
+    None when it does not (the caller decodes the file and reports any problem). The
+    file must have been verified against its record."""
+    try:
+        span = _stream_span(path)
+    except (pa.ArrowException, OSError):
+        return None
+    if span is None:
+        return None
+    start, end, has_eos = span
+    chunks = file_chunks(path, start, end - 1, None, label)
+    return chunks if has_eos else _with_eos(chunks)
+
+
+def _stream_span(path: Path) -> tuple[int, int, bool] | None:
+    """``(start, end, ends with EOS)`` of the IPC stream inside a stored Arrow file."""
+    with pa.memory_map(str(path), "r") as source:
+        size = source.size()
+        try:
+            reader = pa.ipc.open_file(source)
+        except pa.ArrowInvalid:
+            source.seek(0)
+            pa.ipc.open_stream(source).schema  # noqa: B018  it reads as a stream
+            return 0, size, True
+        schema, batches = reader.schema, reader.num_record_batches
+        tail = source.read_at(10, size - 10)
+        end = size - 10 - int.from_bytes(tail[:4], "little", signed=True)  # the footer
+        if tail[4:] != ARROW_FILE_MAGIC or not 8 <= end <= size - 10:
+            return None
+        head = source.read_at(min(4096, end - 8), 8)
+        start = 8 + (len(head) - len(head.lstrip(b"\0"))) // 8 * 8
+        source.seek(start)
+        body = pa.ipc.open_stream(source.read_buffer(end - start))  # zero-copy from the map
+        if not body.schema.equals(schema) or sum(1 for _ in body) != batches:
+            return None
+        has_eos = end - start >= 8 and source.read_at(8, end - 8) == ARROW_EOS
+    return start, end, has_eos
+
+
+def _with_eos(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    yield from chunks
+    yield ARROW_EOS
+
+
+async def sent_in_pieces(chunks: Iterator[bytes]) -> AsyncIterator[bytes | memoryview]:
+    """``chunks`` (made in a worker thread: they read files, decrypt, encode) as pieces of
+    at most :data:`SEND_BYTES` for the socket (slices of each chunk, not copies)."""
+    from starlette.concurrency import iterate_in_threadpool
+
+    async for chunk in iterate_in_threadpool(chunks):
+        if len(chunk) <= SEND_BYTES:
+            yield chunk
+            continue
+        view = memoryview(chunk)
+        for start in range(0, len(view), SEND_BYTES):
+            yield view[start : start + SEND_BYTES]
+
+
 __all__ = [
+    "ARROW_EOS",
     "MEDIA_TYPES",
     "OUTPUT_FORMATS",
     "TABLE_SOURCES",
     "TableSource",
+    "arrow_stream_bytes",
     "choose_format",
     "encode",
     "file_chunks",
@@ -338,4 +411,5 @@ __all__ = [
     "open_table",
     "parse_columns",
     "parse_range",
+    "sent_in_pieces",
 ]

@@ -1,0 +1,149 @@
+"""The fast paths of ``/items/{id}/data``: a stored file's checksum verified once per
+version of the file, and an Arrow file sent as stored (no decoding and re-encoding)
+when an Arrow stream of all of it is asked for. Both backends write the stored files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from phasekit.catalog import Catalog, CatalogRecorder, open_catalog
+from phasekit.serve import create_app
+from phasekit.serve.data import ARROW_EOS
+from phasekit.serve.verified import VerifiedFiles
+from phasekit.stores import FileStore
+from serve_util import LiveServer
+
+
+@dataclass
+class Stored:
+    catalog: Catalog
+    item: int
+    path: Path
+    table: pa.Table
+
+
+def _table() -> pa.Table:
+    batches = [
+        pa.record_batch({"x": np.arange(i * 50, (i + 1) * 50), "s": [f"r{j}" for j in range(50)]})
+        for i in range(7)
+    ]
+    return pa.Table.from_batches(batches)
+
+
+@pytest.fixture
+def stored(tmp_path: Path, backend_name: str) -> Iterator[Stored]:
+    """An Arrow table of seven batches written by a FileStore of the backend."""
+    results = tmp_path / "results"
+    catalog = open_catalog(results, results_dir=results)
+    catalog.start_process("wf", process_id="r1")
+    store = FileStore(
+        results / "r1", run="r1", phase="p", recorder=CatalogRecorder(catalog, "r1", "p")
+    )
+    table = _table()
+    store.put("t", table)
+    row = catalog.list_items("r1")[0]
+    assert row.path is not None and row.format == "arrow"
+    yield Stored(catalog, row.id, row.path, table)
+    catalog.close()
+
+
+def _stream_part(raw: bytes) -> bytes:
+    """What an Arrow file holds between its magic (and zero padding) and its footer."""
+    if not raw.startswith(b"ARROW1"):
+        return raw
+    footer = int.from_bytes(raw[-10:-6], "little")
+    start = 8
+    while raw[start : start + 8] == bytes(8):
+        start += 8
+    return raw[start : len(raw) - 10 - footer]
+
+
+def test_an_arrow_file_is_sent_as_stored(stored: Stored) -> None:
+    raw = stored.path.read_bytes()
+    with LiveServer(create_app(stored.catalog)) as server, server.client() as c:
+        whole = c.get(f"/items/{stored.item}/data")
+        some = c.get(f"/items/{stored.item}/data", params={"columns": "x"})
+    assert whole.status_code == 200, whole.text
+    sent = whole.content
+    part = _stream_part(raw)
+    assert sent in (part, part + ARROW_EOS)  # its own bytes, not re-encoded batches
+    reader = pa.ipc.open_stream(sent)
+    assert reader.read_all().equals(stored.table)
+    assert pa.ipc.open_stream(sent).read_all().to_batches().__len__() == 7
+    # a column selection is decoded and re-encoded
+    assert some.status_code == 200
+    assert pa.ipc.open_stream(some.content).read_all().equals(stored.table.select(["x"]))
+
+
+def test_a_stream_file_without_its_end_marker_gets_one(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    with open_catalog(results, results_dir=results) as catalog:
+        catalog.start_process("wf", process_id="r1")
+        table = _table()
+        path = results / "r1" / "t.arrow"
+        path.parent.mkdir(parents=True)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        raw = sink.getvalue().to_pybytes()
+        footer = int.from_bytes(raw[-10:-6], "little")
+        end = len(raw) - 10 - footer
+        assert raw[end - 8 : end] == ARROW_EOS
+        # the same file without the end marker before its footer (older writers)
+        path.write_bytes(raw[: end - 8] + raw[end:])
+        from phasekit.catalog import path_to_uri, reference_checksum, reference_size
+
+        item = catalog.record_item(
+            "r1",
+            "s",
+            "t",
+            data_reference=path_to_uri(path),
+            size_bytes=reference_size(path),
+            checksum=reference_checksum(path),
+            format="arrow",
+        )
+        with LiveServer(create_app(catalog)) as server, server.client() as c:
+            sent = c.get(f"/items/{item}/data").content
+    assert sent == raw[8 : end - 8] + ARROW_EOS
+    assert pa.ipc.open_stream(sent).read_all().equals(table)
+
+
+def test_checksum_is_verified_once_per_version_of_the_file(stored: Stored) -> None:
+    app = create_app(stored.catalog)
+    verified: VerifiedFiles = app.state.phasekit_api.verified
+    with LiveServer(app) as server, server.client() as c:
+        for _ in range(3):
+            assert c.get(f"/items/{stored.item}/data").status_code == 200
+        assert verified.checked == 1
+        # a byte changed, its size and modification time put back: still seen (ctime)
+        st = stored.path.stat()
+        raw = bytearray(stored.path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        stored.path.write_bytes(bytes(raw))
+        os.utime(stored.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        bad = c.get(f"/items/{stored.item}/data")
+        assert bad.status_code == 409 and "fails its checksum" in bad.json()["message"]
+        raw[len(raw) // 2] ^= 0xFF
+        stored.path.write_bytes(bytes(raw))
+        assert c.get(f"/items/{stored.item}/data").status_code == 200
+        assert verified.checked == 2  # the failed check is not remembered
+
+
+def test_verified_files_forget_the_least_recent(stored: Stored) -> None:
+    row = stored.catalog.get_item(stored.item)
+    verified = VerifiedFiles(limit=1)
+    other = stored.path.with_name("copy.arrow")
+    other.write_bytes(stored.path.read_bytes())
+    copy = row.__class__(**{**row.__dict__, "data_reference": other.as_uri()})
+    for item, path in ((row, stored.path), (copy, other), (row, stored.path)):
+        verified.verify(stored.catalog, item, path)
+    assert verified.checked == 3  # the limit of one dropped the first file's check
+    verified.verify(stored.catalog, row, stored.path)
+    assert verified.checked == 3
