@@ -36,14 +36,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from catalog_util import write_table
+from catalog_util import record_file, write_table
 from phasekit.catalog import (
     Catalog,
     NewItem,
     open_catalog,
-    path_to_uri,
-    reference_checksum,
-    reference_size,
 )
 
 ITEMS = 10_000
@@ -89,15 +86,7 @@ def _fill(catalog: Catalog, results: Path) -> tuple[int, Path, pa.Table]:
     table = pa.table({f"c{i}": rng.random(TABLE_ROWS) for i in range(4)})
     path = results / "big" / "table.arrow"
     write_table(path, table, "arrow")
-    item = catalog.record_item(
-        "big",
-        "data",
-        "table",
-        data_reference=path_to_uri(path),
-        size_bytes=reference_size(path),
-        checksum=reference_checksum(path),
-        format="arrow",
-    )
+    item = record_file(catalog, "big", "data", "table", path, "arrow")
     return item, path, table
 
 

@@ -73,6 +73,13 @@ def store(
         folder = folder / "containers"
     path = folder / f"{kwargs.get('container_id') or entity}{SUFFIX[fmt]}"
     write_table(path, table if table is not None else sample_table(), fmt)
+    return record_file(catalog, run, stage, entity, path, fmt, **kwargs)
+
+
+def record_file(
+    catalog: Catalog, run: str, stage: str, entity: str, path: Path, fmt: str, **kwargs: Any
+) -> int:
+    """Record the file or folder at ``path`` (its size and checksum) as an item."""
     return catalog.record_item(
         run,
         stage,

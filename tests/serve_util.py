@@ -17,8 +17,8 @@ import httpx
 import pyarrow as pa
 import uvicorn
 
-from catalog_util import sample_table, store, write_durable
-from phasekit.catalog import Catalog, path_to_uri, reference_checksum, reference_size
+from catalog_util import record_file, sample_table, store, write_durable
+from phasekit.catalog import Catalog
 
 
 class LiveServer:
@@ -101,15 +101,7 @@ def fill(catalog: Catalog) -> Filled:
             pq.write_table(sample_table(10, seed=part * 100), str(tmp))
 
         write_durable(target, write)
-    folder = catalog.record_item(
-        "opt-a",
-        "optimize",
-        "parts",
-        data_reference=path_to_uri(folder_path),
-        size_bytes=reference_size(folder_path),
-        checksum=reference_checksum(folder_path),
-        format="parquet",
-    )
+    folder = record_file(catalog, "opt-a", "optimize", "parts", folder_path, "parquet")
     other = store(
         catalog,
         "val-b",

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from catalog_util import record_file
 from phasekit.catalog import Catalog, CatalogRecorder, open_catalog
 from phasekit.serve import create_app
 from phasekit.serve.data import ARROW_EOS
@@ -98,17 +99,7 @@ def test_a_stream_file_without_its_end_marker_gets_one(tmp_path: Path) -> None:
         assert raw[end - 8 : end] == ARROW_EOS
         # the same file without the end marker before its footer (older writers)
         path.write_bytes(raw[: end - 8] + raw[end:])
-        from phasekit.catalog import path_to_uri, reference_checksum, reference_size
-
-        item = catalog.record_item(
-            "r1",
-            "s",
-            "t",
-            data_reference=path_to_uri(path),
-            size_bytes=reference_size(path),
-            checksum=reference_checksum(path),
-            format="arrow",
-        )
+        item = record_file(catalog, "r1", "s", "t", path, "arrow")
         with LiveServer(create_app(catalog)) as server, server.client() as c:
             sent = c.get(f"/items/{item}/data").content
     assert sent == raw[8 : end - 8] + ARROW_EOS
