@@ -139,3 +139,21 @@ def test_sealed_reader_seeks_and_reads_any_span(sealed: Sealed) -> None:
         assert reader.read(n) == sealed.plain[start : start + n]
     reader.seek(-4, io.SEEK_END)
     assert reader.read() == sealed.plain[-4:]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_data_of_encrypted_parquet_and_csv_tables(sealed: Sealed, fmt: str) -> None:
+    """Readers that seek (Parquet's footer first) or read on (CSV) through the
+    decrypting file."""
+    results = sealed.path.parent
+    recorder = CatalogRecorder(sealed.catalog, "enc-run", "p")
+    store = FileStore(results, run="enc-run", phase="p", recorder=recorder, encryption=sealed.enc)
+    table = pa.table({"x": np.arange(200_000, dtype=np.int64), "y": np.arange(200_000) * 0.5})
+    store.put(f"t_{fmt}", table, format=fmt)
+    row = next(i for i in sealed.catalog.list_items("enc-run") if i.format == fmt)
+    assert row.path is not None and b"PKCRYPT" in row.path.read_bytes()[:8]
+    with LiveServer(create_app(sealed.catalog, sealed.enc)) as server, server.client() as c:
+        got = c.get(f"/items/{row.id}/data", params={"columns": "y"})
+    assert got.status_code == 200, got.text
+    sent = pa.ipc.open_stream(got.content).read_all()
+    assert sent.column("y").to_pylist() == table.column("y").to_pylist()
