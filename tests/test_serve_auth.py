@@ -257,6 +257,20 @@ def test_revoked_token_is_refused_at_once(setup: Setup) -> None:
     assert all("secret" not in key and "hash" not in key for t in listed.values() for key in t)
 
 
+def test_a_limited_admin_token_cannot_manage_tokens(setup: Setup) -> None:
+    limited, _ = create_token(setup.catalog, "admin", runs="opt-*")
+    _, victim = create_token(setup.catalog, "read")
+    with setup.server.client(limited) as c:
+        assert c.get("/runs").status_code == 200  # an admin token, limited to some runs
+        listed = c.get("/tokens")
+        revoked = c.delete(f"/tokens/{victim.token_id}")
+    assert listed.status_code == revoked.status_code == 403
+    assert listed.json()["message"] == revoked.json()["message"] == FORBIDDEN
+    with setup.server.client(setup.tokens["admin"]) as admin:
+        listed_all = {t["token_id"]: t for t in admin.get("/tokens").json()}
+    assert listed_all[victim.token_id]["status"] == "active"
+
+
 # ------------------------------------------------------------------ loopback rule
 def test_loopback_rule(tmp_path: Path) -> None:
     catalog = open_catalog(tmp_path, results_dir=tmp_path)

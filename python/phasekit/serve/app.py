@@ -45,7 +45,7 @@ from phasekit.errors import (
 )
 from phasekit.report import render_report
 from phasekit.serve import archive, models
-from phasekit.serve.auth import FORBIDDEN, Access, Gate
+from phasekit.serve.auth import FORBIDDEN, Access, Gate, unlimited
 from phasekit.serve.data import (
     MEDIA_TYPES,
     OUTPUT_FORMATS,
@@ -647,14 +647,17 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
 
     @router.get("/tokens", response_model=list[models.Token])
     def get_tokens(access: Access = admin) -> list[models.Token]:
-        """Every API token (never its secret)."""
+        """Every API token (never its secret); an admin token limited to some runs or
+        stages may not manage tokens, which reach every run."""
+        unlimited(access)
         return [models.Token(**t.to_dict()) for t in list_tokens(catalog)]
 
     @router.delete("/tokens/{token_id}", response_model=models.Token)
     def delete_token(
         token_id: Annotated[str, Path(max_length=100)], access: Access = admin
     ) -> models.Token:
-        """Revoke an API token."""
+        """Revoke an API token (an admin token without run or stage limits)."""
+        unlimited(access)
         return models.Token(**revoke_token(catalog, token_id).to_dict())
 
 

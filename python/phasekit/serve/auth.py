@@ -56,6 +56,13 @@ class Access:
             raise AccessDenied(FORBIDDEN)
 
 
+def unlimited(access: Access) -> None:
+    """AccessDenied for a token that run or stage patterns restrict (token management
+    reaches every run, so it needs a token without limits)."""
+    if access.limited:
+        raise AccessDenied(FORBIDDEN)
+
+
 class Gate:
     """Checks the ``Authorization`` header of each request against the catalog's tokens."""
 
