@@ -364,6 +364,46 @@ def test_calendar_tumbling_windows_equal_polars() -> None:
 
 
 @pytest.mark.parametrize(
+    ("size", "slide", "tz"),
+    [
+        ("1w", "1d", "America/New_York"),  # across the March daylight-saving change
+        ("2d", "1d", "Europe/London"),
+        ("1mo", "1w", "UTC"),
+        ("3q", "1mo", "Asia/Kolkata"),
+    ],
+)
+def test_calendar_sliding_windows_equal_polars(size: str, slide: str, tz: str) -> None:
+    days = 400 if size == "3q" else 60
+    ticks = _calendar_ticks(dt.datetime(2024, 2, 20, tzinfo=dt.UTC), days, 1500, seed=11)
+    op = ops.sliding(size, slide, timestamp="ts", time_zone=tz, aggregate=len)
+    results = [r for t in ticks for r in (op.process(t) or [])] + op.close()
+    ref = (
+        pl.DataFrame(ticks)
+        .with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")).dt.convert_time_zone(tz))
+        .group_by_dynamic("ts", every=slide, period=size)
+        .agg(pl.len())
+    )
+    expected = sorted(
+        zip(ref["ts"].dt.convert_time_zone("UTC").cast(pl.Int64).to_list(), ref["len"].to_list())
+    )
+    # polars starts at the first item's own window (start_by="window"); phasekit also
+    # opens the earlier windows that contain the first items
+    first = expected[0][0]
+    mine = sorted((r.start, r.n_items) for r in results if r.start >= first)
+    assert mine == expected
+    assert len({r.start for r in results}) == len(results)  # each window fires once
+
+
+def test_calendar_sliding_window_lasts_wall_clock_time_across_dst() -> None:
+    new_york = 3_600 * S * 5  # EST is UTC-5
+    start = int(dt.datetime(2024, 3, 9, tzinfo=dt.UTC).timestamp()) * S + new_york
+    op = ops.sliding("2d", "1d", timestamp="ts", time_zone="America/New_York", aggregate=len)
+    results = (op.process({"ts": start + 3_600 * S}) or []) + op.close()
+    lengths = {r.start: r.end - r.start for r in results}
+    assert lengths == {start - 86_400 * S: 48 * 3_600 * S, start: 47 * 3_600 * S}
+
+
+@pytest.mark.parametrize(
     ("make", "match"),
     [
         (lambda: ohlc_resample("1 fortnight"), "interval.*'1 fortnight'.*units.*calendar.*mo"),
@@ -374,7 +414,18 @@ def test_calendar_tumbling_windows_equal_polars() -> None:
             lambda: ops.tumbling("1mo", timestamp="ts", time_zone=3),
             "tumbling window size.*time_zone",
         ),
-        (lambda: ops.sliding("1mo", "1d", timestamp="ts"), "sliding window size.*fixed.*'1mo'"),
+        (
+            lambda: ops.sliding("1mo", "5w", timestamp="ts", time_zone="UTC"),
+            "slide.*'5w'.*must not exceed.*size.*'1mo'",
+        ),
+        (
+            lambda: ops.sliding("25h", "1d", timestamp="ts", time_zone="Europe/Paris"),
+            "need calendar intervals for both size and slide.*'25h'",
+        ),
+        (
+            lambda: ops.sliding("2h", "1h", timestamp="ts", time_zone="UTC"),
+            "need calendar intervals for both",
+        ),
     ],
 )
 def test_bad_intervals_and_time_zones_say_what_is_allowed(make: Any, match: str) -> None:

@@ -85,6 +85,14 @@ class FixedInterval:
     def end1(self, start: int) -> int:
         return start + self.size
 
+    def add1(self, start: int) -> int:
+        """``start`` plus one interval."""
+        return start + self.size
+
+    def bounds(self) -> tuple[int, int]:
+        """The shortest and longest an interval can last (ns)."""
+        return self.size, self.size
+
     def starts_between(self, first: int, last: int) -> np.ndarray:
         """The bin starts from the bin of ``first`` to the bin of ``last``."""
         b0 = self.floor1(first)
@@ -150,6 +158,34 @@ class CalendarInterval:
             self._ends[start] = end
         return end
 
+    def add1(self, start: int) -> int:
+        """``start`` plus ``n`` units of local wall-clock time (a window of this length
+        from any start, as polars' ``period``); a local time that does not exist (a
+        daylight-saving gap) moves forward by the gap."""
+        local = _dt.datetime.fromtimestamp(start // NS_PER_S, self.zone)
+        if self.unit in ("d", "w"):
+            days = self.n * (7 if self.unit == "w" else 1)
+            wall = local.replace(tzinfo=None) + _dt.timedelta(days=days)
+        else:
+            months = local.month - 1 + self.n * _MONTHS[self.unit]
+            year, month = local.year + months // 12, months % 12 + 1
+            day = min(local.day, _days_in_month(year, month))
+            wall = local.replace(tzinfo=None, year=year, month=month, day=day)
+        ts = int(wall.replace(tzinfo=self.zone).timestamp())
+        return ts * NS_PER_S + start % NS_PER_S
+
+    def bounds(self) -> tuple[int, int]:
+        """The shortest and longest an interval can last (ns): a daylight-saving change
+        takes or gives an hour; months have 28 to 31 days."""
+        day, hour = 86_400 * NS_PER_S, 3_600 * NS_PER_S
+        if self.unit in ("d", "w"):
+            days = self.n * (7 if self.unit == "w" else 1)
+            return days * day - hour, days * day + hour
+        months = self.n * _MONTHS[self.unit]
+        low = months * 28 if months < 12 else months // 12 * 365
+        high = months * 31 if months < 12 else months // 12 * 366
+        return low * day - hour, high * day + hour
+
     def starts_between(self, first: int, last: int) -> np.ndarray:
         starts = [self.floor1(first)]
         while True:
@@ -178,6 +214,17 @@ class CalendarInterval:
 
 
 Interval = Union[FixedInterval, CalendarInterval]
+
+
+def _days_in_month(year: int, month: int) -> int:
+    following = _dt.date(year + month // 12, month % 12 + 1, 1)
+    return (following - _dt.timedelta(days=1)).day
+
+
+def is_calendar(value: Any, time_zone: Any = None) -> bool:
+    """Whether ``value`` is a calendar interval string (days count only with a time zone)."""
+    match = _CALENDAR.match(value) if isinstance(value, str) else None
+    return match is not None and (match.group(2).lower() != "d" or time_zone is not None)
 
 
 def parse_interval(

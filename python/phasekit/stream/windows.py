@@ -10,8 +10,8 @@ port and is counted (``counters["late"]``); it is never silently dropped. At the
 of the input every open window fires. Items are taken one at a time in input order, so
 the results do not depend on batch sizes, channel capacities or partitioning.
 
-Tumbling windows take calendar sizes too (``"1d"`` with ``time_zone``, ``"1w"``,
-``"1mo"``; see ``phasekit.stream.intervals``).
+Tumbling and sliding windows take calendar sizes too (``"1d"`` with ``time_zone``,
+``"1w"``, ``"1mo"``; see ``phasekit.stream.intervals``).
 
 Results are ``WindowResult(key, start, end, value, n_items, firing)``, ordered by end,
 then start, then the order in which windows were opened; ``value`` is
@@ -32,11 +32,10 @@ from phasekit.stream.eventtime import (
     EventTimePolicy,
     Mark,
     field_getter,
-    non_negative_duration,
     positive_duration,
     to_ns,
 )
-from phasekit.stream.intervals import parse_interval
+from phasekit.stream.intervals import CALENDAR_UNITS, is_calendar, parse_interval
 from phasekit.stream.nodes import Out
 
 LATE_PORT = "late"
@@ -66,26 +65,46 @@ class TumblingWindows:
 
 
 class SlidingWindows:
-    """Windows of ``size`` starting every ``slide``; an item belongs to ``size/slide`` of them."""
+    """Windows of ``size`` starting every ``slide``; an item belongs to ``size/slide`` of
+    them. With ``time_zone`` both are calendar intervals (``"1d"``, ``"1w"``, ``"1mo"``;
+    ``"1w"``/``"1mo"`` are calendar without it too): windows start on the slide's calendar
+    grid and last ``size`` of local wall-clock time, as polars
+    ``group_by_dynamic(every=slide, period=size)``."""
 
-    def __init__(self, size: Any, slide: Any, offset: Any = 0) -> None:
-        self.size = positive_duration(size, "sliding window size (a fixed duration)")
-        self.slide = positive_duration(slide, "sliding window slide (a fixed duration)")
-        if self.slide > self.size:
+    def __init__(self, size: Any, slide: Any, offset: Any = 0, time_zone: Any = None) -> None:
+        self.starts = parse_interval(
+            slide,
+            time_zone=time_zone if is_calendar(slide, time_zone) else None,
+            offset=offset,
+            name="sliding window slide",
+        )
+        self.length = parse_interval(
+            size,
+            time_zone=time_zone if is_calendar(size, time_zone) else None,
+            name="sliding window size",
+        )
+        if time_zone is not None and not (self.starts.calendar and self.length.calendar):
             raise InvalidArgument(
-                f"slide ({self.slide} ns) must not exceed size ({self.size} ns): items "
-                "between windows would belong to none"
+                f"sliding windows in time_zone {time_zone!r} need calendar intervals for both "
+                f"size and slide (units: {', '.join(CALENDAR_UNITS)}, e.g. '1d', '1w', '1mo'), "
+                f"got size {size!r} and slide {slide!r}; fixed durations slide from the "
+                "epoch in UTC without time_zone"
             )
-        self.offset = non_negative_duration(offset, "offset") % self.slide
+        longest_slide, shortest_size = self.starts.bounds()[1], self.length.bounds()[0]
+        if longest_slide > shortest_size:
+            raise InvalidArgument(
+                f"sliding window slide ({slide!r}, up to {longest_slide} ns) must not exceed "
+                f"its size ({size!r}, at least {shortest_size} ns): items between windows "
+                "would belong to none"
+            )
 
     def assign(self, ts: int) -> list[tuple[int, int]]:
-        last = ts - (ts - self.offset) % self.slide
-        starts = []
-        start = last
-        while start + self.size > ts:
-            starts.append(start)
-            start -= self.slide
-        return [(s, s + self.size) for s in reversed(starts)]
+        windows = []
+        start = self.starts.floor1(ts)
+        while (end := self.length.add1(start)) > ts:
+            windows.append((start, end))
+            start = self.starts.floor1(start - 1)
+        return windows[::-1]
 
 
 class SessionWindows:
@@ -357,10 +376,19 @@ def tumbling(
 
 
 def sliding(
-    size: Any, slide: Any, *, timestamp: Any, offset: Any = 0, **options: Any
+    size: Any,
+    slide: Any,
+    *,
+    timestamp: Any,
+    offset: Any = 0,
+    time_zone: Any = None,
+    **options: Any,
 ) -> WindowOperator:
-    """Sliding windows of ``size`` every ``slide``; options as ``tumbling``."""
-    return WindowOperator(SlidingWindows(size, slide, offset), timestamp=timestamp, **options)
+    """Sliding windows of ``size`` every ``slide`` (durations, or calendar intervals in
+    ``time_zone``); options as ``tumbling``."""
+    return WindowOperator(
+        SlidingWindows(size, slide, offset, time_zone), timestamp=timestamp, **options
+    )
 
 
 def session(gap: Any, *, timestamp: Any, **options: Any) -> WindowOperator:
