@@ -485,3 +485,108 @@ def test_every_processor_resumes_after_a_skipped_error(kind: str) -> None:
     assert seen == [0, 1, 2, 4, 5, 6, 8, 9]
     expected = [] if kind == "sink" else [x for x in seen if kind != "filter" or x]
     assert [o for o in out if type(o) is not Out] == expected
+
+
+def _tick_batches(kind: str) -> list[Any]:
+    import polars as pl
+    import pyarrow as pa
+
+    out: list[Any] = []
+    for b in range(12):
+        rows = range(b * 50, b * 50 + 50)
+        cols = {"symbol": [f"S{(i * 7) % 11}" for i in rows], "seq": list(rows)}
+        if b == 5:
+            cols["symbol"][3] = None  # a null key partitions as None does for one item
+        batch = pa.record_batch(cols)
+        if kind == "table":
+            out.append(pa.Table.from_batches([batch.slice(0, 20), batch.slice(20)]))
+        elif kind == "polars":
+            out.append(pl.from_arrow(batch))
+        else:
+            out.append(batch)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["record_batch", "table", "polars"])
+def test_keyed_parallel_node_splits_columnar_batches_by_row_key(kind: str) -> None:
+    import pyarrow as pa
+
+    lock = threading.Lock()
+    seen: dict[Any, set[int]] = {}
+    order: dict[Any, list[int]] = {}
+
+    class Record:
+        def open(self, ctx: NodeContext) -> None:
+            self.instance = ctx.instance
+
+        def process(self, item: Any) -> None:
+            table = item.to_arrow() if hasattr(item, "to_arrow") else item
+            assert isinstance(table, (pa.RecordBatch, pa.Table)), type(item)
+            with lock:
+                for s, q in zip(
+                    table.column("symbol").to_pylist(), table.column("seq").to_pylist()
+                ):
+                    seen.setdefault(s, set()).add(self.instance)
+                    order.setdefault(s, []).append(q)
+
+    dag = Dag("t", capacity=4)
+    dag.add_source("src", _tick_batches(kind))
+    dag.add_sink("sink", Record, parallelism=3, key="symbol")
+    dag.connect("src", "sink")
+    dag.run(timeout=60)
+    assert sum(len(v) for v in order.values()) == 600
+    assert len(seen) == 12  # 11 symbols and the null key
+    for key, instances in seen.items():
+        # every row of a key on one instance, the one partition() gives a single item
+        assert instances == {partition(key, 3)}, key
+        assert order[key] == sorted(order[key])
+
+
+def test_key_giving_one_value_for_a_batch_sends_it_whole() -> None:
+    import pyarrow as pa
+
+    lock = threading.Lock()
+    got: list[tuple[int, str, int]] = []
+
+    class Record:
+        def open(self, ctx: NodeContext) -> None:
+            self.instance = ctx.instance
+
+        def process(self, item: Any) -> None:
+            with lock:
+                got.append((self.instance, item.schema.metadata[b"symbol"].decode(), item.num_rows))
+
+    batches = [
+        pa.record_batch({"v": list(range(n))}).replace_schema_metadata({"symbol": f"S{n}"})
+        for n in range(1, 9)
+    ]
+    dag = Dag("t")
+    dag.add_source("src", batches)
+    dag.add_sink("sink", Record, parallelism=3, key=lambda b: b.schema.metadata[b"symbol"].decode())
+    dag.connect("src", "sink")
+    dag.run(timeout=60)
+    assert sorted(got, key=lambda g: g[2]) == [
+        (partition(f"S{n}", 3), f"S{n}", n) for n in range(1, 9)
+    ]
+
+
+def test_keyed_parallel_event_time_node_refuses_columnar_batches() -> None:
+    import pyarrow as pa
+
+    from phasekit.stream import operators as ops
+
+    batch = pa.record_batch(
+        {"symbol": ["A", "B"], "ts": [1_000_000_000, 2_000_000_000], "price": [1.0, 2.0]}
+    )
+    dag = Dag("t")
+    dag.add_source("src", [batch])
+    dag.add_node(
+        "bars",
+        ops.ohlc_resample("1s", volume=None, by="symbol"),
+        parallelism=2,
+        key="symbol",
+    )
+    dag.add_sink("sink", collect())
+    dag.chain("src", "bars", "sink")
+    with pytest.raises(StreamError, match="keyed parallel event-time node got a columnar batch"):
+        dag.run(timeout=60)

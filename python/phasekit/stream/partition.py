@@ -6,6 +6,10 @@ import struct
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from phasekit.errors import InvalidArgument
 
 _M32 = 0xFFFFFFFF
@@ -102,6 +106,74 @@ class Partitioner:
             self._cache.clear()
         p = self._cache[k] = murmur3_32(k, self.seed, signed=False) % self.n
         return p
+
+    def split(self, item: Any) -> Optional[list[tuple[int, Any]]]:
+        """A columnar batch (pyarrow RecordBatch or Table, polars DataFrame) cut into the
+        rows of each partition, in row order: ``[(partition, rows), ...]``; None for any
+        other item. The key is taken from the whole batch (``key(batch)``, for a field
+        name its column): a column of one key per row splits the batch row by row; a
+        single value sends the whole batch to that key's partition."""
+        rows = columnar_rows(item)
+        if rows is None:
+            return None
+        keys = self.key(item)
+        per_row = _column_values(keys, rows)
+        if per_row is None:
+            return [(self(item), item)]
+        values, codes = per_row
+        parts = np.fromiter((self._of_key(v) for v in values), np.int64, len(values))[codes]
+        out: list[tuple[int, Any]] = []
+        for j in range(self.n):
+            index = np.flatnonzero(parts == j)
+            if len(index) == rows:
+                return [(j, item)]
+            if len(index):
+                out.append((j, _take(item, index)))
+        return out
+
+    def _of_key(self, k: Any) -> int:
+        p = self._cache.get(k)
+        if p is None:
+            if len(self._cache) >= self.cache_size:
+                self._cache.clear()
+            p = self._cache[k] = murmur3_32(k, self.seed, signed=False) % self.n
+        return p
+
+
+def columnar_rows(item: Any) -> Optional[int]:
+    """The number of rows of a columnar batch (pyarrow RecordBatch or Table, polars
+    DataFrame); None for any other item."""
+    if isinstance(item, (pa.RecordBatch, pa.Table)):
+        return int(item.num_rows)
+    if type(item).__name__ == "DataFrame" and type(item).__module__.startswith("polars"):
+        return int(item.height)
+    return None
+
+
+def _column_values(keys: Any, rows: int) -> Optional[tuple[list[Any], np.ndarray]]:
+    """The distinct keys of a key column of ``rows`` values and each row's index into
+    them; None when ``keys`` is not such a column (one key for the whole batch)."""
+    if type(keys).__name__ == "Series" and type(keys).__module__.startswith("polars"):
+        keys = keys.to_arrow()
+    if isinstance(keys, np.ndarray) and keys.ndim == 1:
+        keys = pa.array(keys)
+    if not isinstance(keys, (pa.Array, pa.ChunkedArray)) or len(keys) != rows:
+        return None
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    encoded = keys if pa.types.is_dictionary(keys.type) else pc.dictionary_encode(keys)
+    values = encoded.dictionary.to_pylist()
+    codes = encoded.indices
+    if codes.null_count:  # null keys hash as None does for a single item
+        values.append(None)
+        codes = pc.fill_null(codes, len(values) - 1)
+    return values, codes.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _take(item: Any, index: np.ndarray) -> Any:
+    if isinstance(item, (pa.RecordBatch, pa.Table)):
+        return item.take(pa.array(index))
+    return item[index]
 
 
 class KeyedState:

@@ -48,7 +48,7 @@ from phasekit.stream.nodes import (
     instantiate,
     make_processor,
 )
-from phasekit.stream.partition import KeyedState, Partitioner
+from phasekit.stream.partition import KeyedState, Partitioner, columnar_rows
 
 if TYPE_CHECKING:
     from phasekit.stream.dag import Dag, NodeSpec
@@ -132,8 +132,14 @@ class _Route:
             self.queues[0].ch.send_many(values)
             return
         buckets: list[list[Any]] = [[] for _ in self.queues]
+        split = part.split
         for v in values:
-            buckets[part(v)].append(v)
+            pieces = None if type(v) is dict else split(v)
+            if pieces is None:
+                buckets[part(v)].append(v)
+                continue
+            for j, rows in pieces:
+                buckets[j].append(rows)
         for q, bucket in zip(self.queues, buckets):
             if bucket:
                 q.ch.send_many(bucket)
@@ -143,6 +149,13 @@ class _Route:
         event_time = marks.event_time
         buckets: list[list[Any]] = [[] for _ in self.queues]
         for v in values:
+            if part is not None and columnar_rows(v) is not None:
+                raise StreamError(
+                    f"a keyed parallel event-time node got a columnar batch "
+                    f"({type(v).__name__}); its rows would be judged against other "
+                    "watermarks than in one instance. Give the node parallelism=1 (batches "
+                    "are processed vectorised) or send it one item per row"
+                )
             j = part(v) if part is not None else 0
             w = wm.value
             if w > last[j]:
