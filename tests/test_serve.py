@@ -27,6 +27,7 @@ from phasekit.catalog import Catalog, CatalogRecorder, open_catalog
 from phasekit.checksum import bytes_checksum
 from phasekit.crypt import Encryption, generate_key, open_encryption
 from phasekit.serve import create_app
+from phasekit.serve.public import public_text, server_paths
 from phasekit.stores import FileStore
 from serve_util import Filled, LiveServer, fill, free_port, serving
 
@@ -369,7 +370,13 @@ def test_errors_carry_the_cli_text(served: Served) -> None:
         timeout=120,
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"phasekit: error: {response.json()['message']}"
+    # the same text, but for the server's paths (docs/serve.md, Errors)
+    location = served.catalog.location
+    paths = server_paths(served.catalog.results_dir, location.dialect, location.target)
+    cli_text = proc.stderr.strip().removeprefix("phasekit: error: ")
+    assert public_text(cli_text, paths) == response.json()["message"]
+    if location.dialect == "sqlite":
+        assert location.target in cli_text and "<catalog>" in response.json()["message"]
     assert response.json()["error"] == "UnknownKey"
 
 

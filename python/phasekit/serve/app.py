@@ -61,7 +61,8 @@ from phasekit.serve.data import (
     sent_in_pieces,
 )
 from phasekit.serve.metrics import Metrics, MetricsMiddleware
-from phasekit.serve.verified import VerifiedFiles
+from phasekit.serve.public import ServerPaths, public_text, server_paths
+from phasekit.serve.verified import VerifiedFiles, unreadable
 
 log = logging.getLogger("phasekit.serve")
 
@@ -115,12 +116,16 @@ def status_of(exc: PhasekitError) -> int:
     return 500
 
 
-def error_response(exc: PhasekitError) -> JSONResponse:
+def error_response(exc: PhasekitError, paths: ServerPaths) -> JSONResponse:
+    """The JSON body of an error: the CLI's text without the server's paths
+    (:func:`~phasekit.serve.public.public_text`); the full text goes to the log."""
     code = status_of(exc)
-    body = models.ErrorBody(error=type(exc).__name__, message=str(exc))
+    body = models.ErrorBody(error=type(exc).__name__, message=public_text(str(exc), paths))
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
     if code >= 500:
         log.error("request failed: %s", exc)
+    else:
+        log.info("request refused (%d): %s", code, exc)
     return JSONResponse(body.model_dump(), status_code=code, headers=headers)
 
 
@@ -388,7 +393,10 @@ class Api:
                 f"{item.label} is {what}; allowed: items stored as one file "
                 "(GET /items/{id}/data reads tables and folders)"
             )
-        size = path.stat().st_size
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise unreadable(item, path, exc) from None
         if size != item.size_bytes:
             raise CorruptDataError(
                 f"{item.label}: file {path} has {size} bytes, recorded {item.size_bytes}"
@@ -685,23 +693,24 @@ def create_app(catalog: Catalog, encryption: Encryption | None = None) -> FastAP
 
     _routes(api, router, metrics)
     app.include_router(router)
-    _handlers(app)
+    location = catalog.location
+    _handlers(app, server_paths(catalog.results_dir, location.dialect, location.target))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.phasekit_api = api
     return app
 
 
-def _handlers(app: FastAPI) -> None:
+def _handlers(app: FastAPI, paths: ServerPaths) -> None:
     @app.exception_handler(PhasekitError)
     async def phasekit_error(request: Request, exc: PhasekitError) -> JSONResponse:
-        return error_response(exc)
+        return error_response(exc, paths)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
         )
-        return error_response(InvalidArgument(f"request is not valid: {problems}"))
+        return error_response(InvalidArgument(f"request is not valid: {problems}"), paths)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from phasekit.catalog import Catalog, ItemRow
 from phasekit.catalog.integrity import verify_file
+from phasekit.errors import CorruptDataError
 from phasekit.stores.durable import file_checksum
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,10 @@ class VerifiedFiles:
             catalog.verify_item(item)
             return
         key = (str(path), item.size_bytes, item.checksum)
-        before = signature(path)
+        try:
+            before = signature(path)
+        except OSError as exc:
+            raise unreadable(item, path, exc) from None
         with self._lock:
             if self._seen.get(key) == before:
                 self._seen.move_to_end(key)
@@ -65,8 +69,15 @@ class VerifiedFiles:
                 self._seen.popitem(last=False)
 
 
+def unreadable(item: ItemRow, path: Path, exc: OSError) -> CorruptDataError:
+    """The error of a recorded file that is gone or cannot be opened."""
+    if isinstance(exc, FileNotFoundError):
+        return CorruptDataError(f"{item.label}: file {path} is missing")
+    return CorruptDataError(f"{item.label}: file {path} cannot be read ({exc.strerror or exc})")
+
+
 def _checksum(path: Path) -> str:
     return file_checksum(path)  # the backend's (Rust) CRC-32: the same value, faster
 
 
-__all__ = ["MAX_REMEMBERED", "VerifiedFiles", "signature"]
+__all__ = ["MAX_REMEMBERED", "VerifiedFiles", "signature", "unreadable"]
