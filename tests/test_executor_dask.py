@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -64,17 +65,27 @@ def outputs(result: Any) -> dict[str, Any]:
     }
 
 
-def seeds_on_workers(cluster: DaskCluster) -> set[int]:
-    """The data seeds of the windows the cluster's workers loaded (and keep)."""
+def arrivals(cluster: DaskCluster) -> dict[str, dict[str, tuple[dict[str, Any], int]]]:
+    """Per worker: each data window it received (by scatter key), with its data settings
+    and how often it arrived there."""
     from distributed import Client
 
-    def seeds() -> list[int]:
-        from phasekit.workflow.executor import _CACHE
+    def received() -> dict[str, tuple[dict[str, Any], int]]:
+        from phasekit.workflow.executors.dask import RECEIVED
 
-        return [int(dict(spec.settings).get("seed", -1)) for spec in _CACHE]
+        return {key: (dict(spec.settings), count) for (key, spec), count in RECEIVED.items()}
 
     with Client(cluster.address, timeout=30, set_as_default=False) as client:
-        return {s for found in client.run(seeds).values() for s in found}
+        return dict(client.run(received))
+
+
+def seeds_on_workers(cluster: DaskCluster) -> set[int]:
+    """The data seeds of the windows the cluster's workers received."""
+    return {
+        int(settings.get("seed", -1))
+        for found in arrivals(cluster).values()
+        for settings, _ in found.values()
+    }
 
 
 pytestmark = pytest.mark.one_pass
@@ -103,6 +114,71 @@ def test_a_dask_run_equals_the_local_run(
     finally:
         local.close()
         remote.close()
+
+
+def test_a_data_file_only_the_client_sees_is_shipped_once_per_worker(
+    dask_cluster: DaskCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import pyarrow.parquet as pq
+    from distributed import Client
+
+    from phasekit.backtest.bars import synthetic_bars
+
+    here = tmp_path / "client"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    name = f"only-here-{tmp_path.name}.parquet"
+    bars = synthetic_bars(["SYN"], n_bars=400, seed=31, frequency="1h")["SYN"]
+    pq.write_table(bars.to_arrow(), name)
+    dask_cluster.wait_for_workers()
+    with Client(dask_cluster.address, timeout=30, set_as_default=False) as client:
+        seen = client.run(os.path.exists, name)
+    assert len(seen) == 2 and not any(seen.values())  # their folder is not the client's
+    settings = {**config(0), "data": {"source": "file", "path": name}}
+    local = run({**settings, "results_dir": str(tmp_path / "local"), "workers": 1})
+    with caplog.at_level(logging.INFO, logger="phasekit.workflow.executors.dask"):
+        remote = run(
+            {**settings, "results_dir": str(tmp_path / "dask")},
+            executor={"dask": dask_cluster.address},
+        )
+    try:
+        assert outputs(remote) == outputs(local)
+    finally:
+        local.close()
+        remote.close()
+    batches = [r for r in caplog.records if r.getMessage().startswith("dask: batch of")]
+    shipped = [r for r in caplog.records if "shipped to the workers" in r.getMessage()]
+    assert len(batches) > 4 and len(shipped) == 1  # two phases, many batches, one window
+    windows = {
+        worker: {k: n for k, (found, n) in got.items() if found.get("path") == (name,)}
+        for worker, got in arrivals(dask_cluster).items()
+    }
+    assert len(windows) == 2
+    for found in windows.values():
+        assert list(found.values()) == [1], windows  # the bars arrived once at each worker
+
+
+def test_bars_lost_with_the_workers_are_shipped_again(dask_cluster: DaskCluster) -> None:
+    dask_cluster.wait_for_workers()
+    spec = DataSpec.from_config({"n_bars": 300, "seed": 32, "frequency": "1h"})
+    executor = DaskExecutor(dask_cluster.address, workers=1)
+    lost: list[int] = []
+
+    def lose_the_bars(count: int) -> None:
+        if not lost:  # as if every worker holding them died: the scheduler forgets them
+            lost.append(count)
+            assert executor._bars is not None
+            executor._bars[1].cancel()
+
+    try:
+        got = [o.job.container_id for o in executor.map(spec, jobs(40), lose_the_bars)]
+    finally:
+        executor.close()
+    assert got == [j.container_id for j in jobs(40)]
+    assert executor.shipped == 2
 
 
 class WorkerCounts(QuietObserver):

@@ -173,13 +173,18 @@ class Outcome:
 def run_batch(
     spec: DataSpec, jobs: Sequence[PortfolioJob], backend: str | None = None
 ) -> list[Outcome]:
-    """Run jobs one container at a time (the function worker processes execute)."""
+    """Run jobs over the bars of ``spec``, loaded once per process (what local worker
+    processes execute)."""
+    return run_jobs(bars_for(spec), jobs, backend)
+
+
+def run_jobs(bars: Bars, jobs: Sequence[PortfolioJob], backend: str | None = None) -> list[Outcome]:
+    """Run jobs one container at a time over ``bars`` (the data window they slice)."""
     if backend is not None:
         import phasekit
 
         if phasekit.get_backend() != backend:
             phasekit.set_backend(backend)
-    bars = bars_for(spec)
     out: list[Outcome] = []
     for job in jobs:
 

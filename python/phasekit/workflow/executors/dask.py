@@ -2,17 +2,22 @@
 
 The client (the run's process) submits batches to the scheduler at ``ADDRESS``, at most
 ``2 x`` the cluster's worker threads at a time (or ``2 x workers`` when ``workers`` is
-set), so a worker holds a bounded number of results. Each worker loads a phase's data
-window once and keeps it (:func:`phasekit.workflow.executor.bars_for`: synthetic bars are
-generated, a data file is read, by the worker itself). A batch lost with its worker is
-run again on another one by the scheduler; a batch that raises is retried ``retries``
-times. Outcomes come back in job order and the client writes them and commits their
-catalog rows as today, batch by batch; batches done per worker are logged and reported
-to ``on_worker`` (the progress display's bar per worker).
+set), so a worker holds a bounded number of results. The data window is the client's:
+it loads the bars (:func:`phasekit.workflow.executor.bars_for`) and ships them once to
+every worker (``client.scatter(..., broadcast=True)`` under a key named after the data
+spec); each batch names that copy, so a worker never reads ``data.path`` itself (the
+file need exist only where the client runs) and a worker that joins later fetches the
+bars once from a peer. Should every copy be lost with its workers, the client ships the
+bars again and submits the batches that needed them again. A batch lost with its worker
+is run again on another one by the scheduler; a batch that raises is retried
+``retries`` times. Outcomes come back in job order and the client writes them and
+commits their catalog rows as today, batch by batch; batches done per worker are logged
+and reported to ``on_worker`` (the progress display's bar per worker).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections import Counter, deque
@@ -20,8 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Optional
 
 from phasekit._optional import require
+from phasekit.backtest.bars import Bars
 from phasekit.errors import WorkflowError
-from phasekit.workflow.executor import MAX_BATCH, DataSpec, Outcome, batch_size, run_batch
+from phasekit.workflow.executor import MAX_BATCH, DataSpec, Outcome, bars_for, batch_size, run_jobs
 from phasekit.workflow.topology import PortfolioJob
 
 if TYPE_CHECKING:
@@ -35,13 +41,49 @@ CONNECT_SECONDS = 30.0
 """How long the client waits for the scheduler."""
 
 
+RESHIPS = 3
+"""Times the client ships a data window again after every worker copy was lost."""
+
+RECEIVED: Counter[tuple[str, DataSpec]] = Counter()
+"""In a worker process: the arrivals of each data window it received, by (key, spec)."""
+
+
+class SharedBars:
+    """A data window as it travels to the workers: the bars of ``spec`` under the scatter
+    ``key``. Each unpickling (a worker receiving it from the client or a peer) counts one
+    arrival in that process's :data:`RECEIVED`."""
+
+    def __init__(self, key: str, spec: DataSpec, bars: Bars) -> None:
+        self.key = key
+        self.spec = spec
+        self.bars = bars
+
+    def __reduce__(
+        self,
+    ) -> tuple[Callable[[str, DataSpec, Bars], SharedBars], tuple[str, DataSpec, Bars]]:
+        return _arrived, (self.key, self.spec, self.bars)
+
+
+def _arrived(key: str, spec: DataSpec, bars: Bars) -> SharedBars:
+    RECEIVED[key, spec] += 1
+    return SharedBars(key, spec, bars)
+
+
+def bars_key(spec: DataSpec) -> str:
+    """The scatter key of a data window: named after its spec, unique to one executor
+    (two runs on one cluster never share a copy, whatever their files hold)."""
+    digest = hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+    return f"phasekit-bars-{digest}-{uuid.uuid4().hex[:8]}"
+
+
 def dask_batch(
-    spec: DataSpec, jobs: Sequence[PortfolioJob], backend: Optional[str]
+    shared: SharedBars, jobs: Sequence[PortfolioJob], backend: Optional[str]
 ) -> tuple[str, list[Outcome]]:
-    """What a Dask worker runs: the batch, and the worker's address (for progress)."""
+    """What a Dask worker runs: the batch over the shipped bars, and the worker's address
+    (for progress)."""
     from distributed import get_worker
 
-    return get_worker().address, run_batch(spec, jobs, backend)
+    return get_worker().address, run_jobs(shared.bars, jobs, backend)
 
 
 class DaskExecutor:
@@ -64,7 +106,10 @@ class DaskExecutor:
         """Batches done per worker address."""
         self.max_in_flight = 0
         """The most batches that were submitted and not yet taken back."""
+        self.shipped = 0
+        """Times a data window was shipped to the workers."""
         self._client: Optional[Client] = None
+        self._bars: Optional[tuple[DataSpec, Future]] = None
 
     def start(self) -> None:
         self._get_client()
@@ -100,8 +145,16 @@ class DaskExecutor:
         client = self._get_client()
         slots = self.workers or self.threads()
         size = max(1, min(MAX_BATCH, -(-len(jobs) // (slots * 4))))
-        pending: deque[Future] = deque()
+        shared = self._shared(spec)
+        pending: deque[tuple[Future, list[PortfolioJob]]] = deque()
         start = 0
+        reships = 0
+
+        def send(chunk: list[PortfolioJob]) -> Future:
+            key = f"phasekit-batch-{uuid.uuid4().hex}"
+            return client.submit(
+                dask_batch, shared, chunk, self.backend, key=key, retries=self.retries, pure=False
+            )
 
         def submit() -> bool:
             nonlocal start
@@ -109,11 +162,7 @@ class DaskExecutor:
                 return False
             chunk = list(jobs[start : start + size])
             start += len(chunk)
-            key = f"phasekit-batch-{uuid.uuid4().hex}"
-            future = client.submit(
-                dask_batch, spec, chunk, self.backend, key=key, retries=self.retries, pure=False
-            )
-            pending.append(future)
+            pending.append((send(chunk), chunk))
             self.max_in_flight = max(self.max_in_flight, len(pending))
             return True
 
@@ -121,7 +170,20 @@ class DaskExecutor:
             pass
         try:
             while pending:
-                worker, done = self._take(pending.popleft())
+                taken = self._take(pending[0][0], shared)
+                if taken is None:  # the bars were lost with every worker that held them
+                    reships += 1
+                    if reships > RESHIPS:
+                        raise WorkflowError(
+                            f"executor: the data window was lost with every Dask worker "
+                            f"{reships} times; the run can be resumed with --resume"
+                        )
+                    shared = self._shared(spec, again=True)
+                    for i, (_, chunk) in enumerate(pending):
+                        pending[i] = (send(chunk), chunk)
+                    continue
+                pending.popleft()
+                worker, done = taken
                 size = batch_size(done, size)
                 submit()
                 self.batches[worker] += 1
@@ -137,11 +199,35 @@ class DaskExecutor:
                     on_batch(len(done))
                 yield from done
         finally:
-            for future in pending:
+            for future, _ in pending:
                 future.cancel()
 
-    def _take(self, future: Future) -> tuple[str, list[Outcome]]:
+    def _shared(self, spec: DataSpec, *, again: bool = False) -> Future:
+        """The workers' copy of the bars of ``spec``: shipped to every worker the first
+        time (or ``again``, after every copy was lost), kept for later phases over the
+        same data and released when another data window is shipped."""
+        if self._bars is not None and self._bars[0] == spec and not again:
+            return self._bars[1]
+        self._release_bars()
+        key = bars_key(spec)
+        client = self._get_client()
+        shared = SharedBars(key, spec, bars_for(spec))
+        future: Future = client.scatter({key: shared}, broadcast=True, hash=False)[key]
+        self.shipped += 1
+        log.info("dask: data window %s shipped to the workers", key)
+        self._bars = (spec, future)
+        return future
+
+    def _release_bars(self) -> None:
+        found, self._bars = self._bars, None
+        if found is not None:
+            found[1].release()
+
+    def _take(self, future: Future, shared: Future) -> Optional[tuple[str, list[Outcome]]]:
+        """A batch's worker and outcomes; None when it was cancelled because its bars
+        were lost."""
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
         try:
             result: tuple[str, list[Outcome]] = future.result()
@@ -150,11 +236,17 @@ class DaskExecutor:
                 f"executor: a batch was lost with every Dask worker that took it ({exc}); "
                 "the run can be resumed with --resume"
             ) from None
+        except FutureCancelledError:
+            if shared.status == "finished":
+                raise
+            log.warning("dask: the data window was lost with its workers; shipping it again")
+            return None
         finally:
             future.release()
         return result
 
     def close(self, *, abort: bool = False) -> None:
+        self._release_bars()
         client, self._client = self._client, None
         if client is not None:
             client.close()
