@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,14 @@ from phasekit.errors import (
     StorageError,
     UnsafePath,
 )
-from phasekit.objstore import PART_BYTES, ObjectRoot, check_relative, is_object_url
+from phasekit.objstore import (
+    PART_BYTES,
+    ObjectRoot,
+    check_relative,
+    is_object_url,
+    is_storage_url,
+    storage_schemes,
+)
 from phasekit.workflow.run import resolve_target
 
 if TYPE_CHECKING:
@@ -59,7 +67,7 @@ def test_only_object_schemes_are_object_urls() -> None:
     root = ObjectRoot.from_url("s3://bkt/a/b/")
     assert (root.bucket, root.prefix, root.url) == ("bkt", "a/b", "s3://bkt/a/b")
     assert root.uri("run/x.arrow") == "s3://bkt/a/b/run/x.arrow"
-    for bad in ("s3:///no-bucket", "s3://bkt/p?x=1", "memory://bkt/p"):
+    for bad in ("s3:///no-bucket", "s3://bkt/p?x=1", "nosuchfs://bkt/p", "file:///tmp/x"):
         with pytest.raises(InvalidArgument):
             ObjectRoot.from_url(bad)
     with pytest.raises(UnsafePath):
@@ -174,9 +182,12 @@ def test_settings_object_storage_refuses_or_needs(bucket: str, tmp_path: Path) -
     url = f"s3://{bucket}/runs"
     with pytest.raises(ConfigError, match="--local-dir"):
         resolve_target(str(EXAMPLE), None, url)
-    for other in ("memory://bucket/p", "gs://bucket/p", "file:///tmp/x"):  # not folders either
-        with pytest.raises(ConfigError, match="fsspec\\+PROTOCOL://BUCKET/PREFIX"):
+    for other in ("nosuchfs://bucket/p", "file:///tmp/x", "https://h/p"):  # not folders either
+        with pytest.raises(ConfigError, match="no storage phasekit writes to") as refused:
             resolve_target(str(EXAMPLE), None, other, str(tmp_path / "local"))
+        for allowed in ("s3://", "memory://", "gs://", "fsspec+PROTOCOL://"):
+            assert allowed in str(refused.value)
+        assert "file://" not in str(refused.value).split("allowed:")[1]
     with pytest.raises(ConfigError, match="only used with results_dir on object storage"):
         resolve_target(str(EXAMPLE), None, str(tmp_path / "r"), str(tmp_path / "local"))
     parted = {
@@ -200,6 +211,29 @@ def test_settings_object_storage_refuses_or_needs(bucket: str, tmp_path: Path) -
     # local_dir takes effect: the run's folders and its default catalog live there
     assert Path(resolved.results_dir) == tmp_path / "local"
     assert resolved.catalog.display().endswith(str(tmp_path / "local" / "catalog.sqlite"))
+
+
+def test_bare_fsspec_urls_name_object_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url, scheme in [
+        ("memory://bkt/p", "fsspec+memory"),
+        ("gs://bkt/p", "fsspec+gs"),  # a pyarrow.fs URI too
+        ("hdfs://bkt/p", "fsspec+hdfs"),
+        ("fsspec+memory://bkt/p", "fsspec+memory"),
+        ("S3://bkt/p", "s3"),
+    ]:
+        assert is_storage_url(url), url
+        root = ObjectRoot.from_url(url)
+        assert (root.scheme, root.bucket, root.prefix) == (scheme, "bkt", "p")
+        assert root.url == f"{scheme}://bkt/p"  # what catalog rows and the run record
+    assert not is_object_url("memory://bkt/p")  # a row's memory:// is phasekit's own
+    for other in ("file:///tmp/x", "zip://a/b", "nosuchfs://b/p", "results", "/abs"):
+        assert not is_storage_url(other), other
+    assert {"memory", "gs", "abfs", "hdfs"} <= set(storage_schemes())
+    assert not {"file", "local", "http", "zip"} & set(storage_schemes())
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # without fsspec: S3 only
+    assert storage_schemes() == ("s3",)
+    with pytest.raises(InvalidArgument, match="allowed: BUCKET/PREFIX under s3:// or"):
+        ObjectRoot.from_url("memory://bkt/p")
 
 
 # ---------------------------------------------------------------- a full run
@@ -524,16 +558,20 @@ def test_fsspec_upload_is_all_or_nothing(memfs: Any) -> None:
     assert list(root.list()) == []
 
 
-def test_run_on_an_fsspec_filesystem(memfs: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", ["fsspec+memory", "memory"])
+def test_run_on_an_fsspec_filesystem(memfs: Any, tmp_path: Path, given: str) -> None:
+    """The prefixed URL and the bare one (fsspec's memory://) name the same storage; rows
+    name objects by the prefixed form (never phasekit's own memory:// references)."""
     from phasekit.workflow import run
 
     url = "fsspec+memory://phasekit-test/results"
     result = run(
-        str(EXAMPLE), workers=1, results_dir=url, local_dir=str(tmp_path / "local"),
-        data_flow__mode="file", data__n_bars=1500,
+        str(EXAMPLE), workers=1, results_dir=f"{given}://phasekit-test/results",
+        local_dir=str(tmp_path / "local"), data_flow__mode="file", data__n_bars=1500,
     )  # fmt: skip
     try:
         catalog = result._catalog
+        assert catalog.get_process(result.run_id).results_dir == url
         items = catalog.list_items(result.run_id)
         refs = [i.data_reference for i in items if i.data_reference]
         assert refs and all(r.startswith(f"{url}/{result.run_id}/") for r in refs if "://" in r)

@@ -8,10 +8,14 @@ aborts the upload, so a partial object never becomes visible), and only then is 
 catalog row committed. Reads verify the recorded ``crc32:...`` checksum
 (:mod:`phasekit.checksum`).
 
-URLs: the schemes in :data:`OBJECT_SCHEMES` (S3, through boto3) and
-``fsspec+PROTOCOL://`` (any fsspec filesystem, :data:`FSSPEC_PREFIX`) name object storage.
-phasekit's own reference schemes (``memory://``, ``file://``, ``stream://``) never do, so
-a results folder can never be mistaken for one of them. The endpoint, region and credentials come
+URLs: a ``results_dir`` may be ``s3://`` (:data:`OBJECT_SCHEMES`, S3 through boto3), a bare
+URL of any protocol fsspec's registry knows (``memory://``, ``gs://``, ``abfs://``,
+``hdfs://``...: :func:`storage_schemes`; pyarrow.fs's URI schemes ``gs``, ``hdfs`` and
+``abfs`` are among them) or ``fsspec+PROTOCOL://`` (:data:`FSSPEC_PREFIX`, the same
+filesystem). A bare fsspec URL is recorded in its prefixed form (``memory://b/p`` becomes
+``fsspec+memory://b/p``, :meth:`ObjectRoot.from_url`), so the references in catalog rows
+(:func:`is_object_url`) are only ``s3://`` and ``fsspec+...://`` and never one of
+phasekit's own reference schemes (``memory://``, ``file://``, ``stream://``). The endpoint, region and credentials come
 from the environment as for any AWS client (``AWS_ENDPOINT_URL``,
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``).
 
@@ -60,6 +64,16 @@ PART_BYTES = 8 << 20
 parts this size (S3 needs at least 5 MiB per part but the last)."""
 CACHE_DIR = ".phasekit-objects"
 """The folder (in a run's local folder) where objects a run reads back are fetched to."""
+NOT_STORAGE = frozenset(
+    {
+        *("file", "local", "asynclocal"),  # a local folder: give its path
+        *("cached", "filecache", "simplecache", "blockcache", "dir", "generic", "reference"),
+        *("async_wrapper", "asyncwrapper"),  # wrappers of another filesystem
+        *("http", "https", "data", "zip", "tar", "libarchive", "github", "gist", "git"),
+    }
+)
+"""fsspec protocols that are not a place to write results (local files, wrappers and
+caches of another filesystem, read-only sources)."""
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -78,6 +92,36 @@ def is_object_url(text: object) -> bool:
     return scheme in OBJECT_SCHEMES or (
         scheme.startswith(FSSPEC_PREFIX) and len(scheme) > len(FSSPEC_PREFIX)
     )
+
+
+def storage_schemes() -> tuple[str, ...]:
+    """The schemes a ``results_dir`` URL may have: :data:`OBJECT_SCHEMES` and every
+    protocol fsspec knows (its registry, ``fsspec.available_protocols()``) but those of
+    :data:`NOT_STORAGE`; only :data:`OBJECT_SCHEMES` when fsspec is not installed."""
+    try:
+        import fsspec
+    except ImportError:
+        return OBJECT_SCHEMES
+    known = {str(p).lower() for p in fsspec.available_protocols()} - NOT_STORAGE
+    return (*OBJECT_SCHEMES, *sorted(known - set(OBJECT_SCHEMES)))
+
+
+def allowed_storage() -> str:
+    """The forms of an object storage ``results_dir``, for error messages."""
+    bare = ", ".join(f"{s}://" for s in storage_schemes())
+    return (
+        f"BUCKET/PREFIX under {bare} or {FSSPEC_PREFIX}PROTOCOL:// (PROTOCOL one of the "
+        "same fsspec protocols)"
+    )
+
+
+def is_storage_url(text: object) -> bool:
+    """True when ``text`` is a URL of object storage as a ``results_dir`` may name it: an
+    object URL (:func:`is_object_url`) or a bare URL of :func:`storage_schemes`."""
+    scheme = url_scheme(text) if isinstance(text, str) else None
+    if scheme is None:
+        return False
+    return is_object_url(text) or scheme in storage_schemes()
 
 
 def check_relative(rel: str, what: str) -> str:
@@ -253,8 +297,8 @@ class _Fsspec:
 
 @dataclass
 class ObjectRoot:
-    """``s3://bucket/prefix`` (or ``fsspec+PROTOCOL://bucket/prefix``): the root every
-    key of a run's results lies under."""
+    """``s3://bucket/prefix`` (or ``fsspec+PROTOCOL://bucket/prefix``, also written
+    ``PROTOCOL://bucket/prefix``): the root every key of a run's results lies under."""
 
     bucket: str
     prefix: str
@@ -263,13 +307,15 @@ class ObjectRoot:
 
     @classmethod
     def from_url(cls, url: str) -> ObjectRoot:
+        """The root ``url`` names (see :func:`is_storage_url`); a bare fsspec URL gets the
+        ``fsspec+`` prefix (``memory://b/p`` -> ``fsspec+memory://b/p``)."""
         scheme = url_scheme(url) if isinstance(url, str) else None
-        if not is_object_url(url) or scheme is None:
+        if not is_storage_url(url) or scheme is None:
             raise InvalidArgument(
-                f"results_dir {url!r} is not an object storage URL; allowed: "
-                + ", ".join(f"{s}://BUCKET/PREFIX" for s in OBJECT_SCHEMES)
-                + f", {FSSPEC_PREFIX}PROTOCOL://BUCKET/PREFIX (any fsspec filesystem)"
+                f"results_dir {url!r} is not an object storage URL; allowed: {allowed_storage()}"
             )
+        if not is_object_url(url):
+            scheme = FSSPEC_PREFIX + scheme
         parts = urlsplit(url)
         if not parts.netloc or parts.query or parts.fragment:
             raise InvalidArgument(
@@ -407,12 +453,16 @@ def _fsspec(protocol: str) -> _Fsspec:
 __all__ = [
     "CACHE_DIR",
     "FSSPEC_PREFIX",
+    "NOT_STORAGE",
     "OBJECT_SCHEMES",
     "PART_BYTES",
     "ObjectRoot",
+    "allowed_storage",
     "check_relative",
     "is_object_url",
+    "is_storage_url",
     "manifest_of",
     "refuse",
+    "storage_schemes",
     "url_scheme",
 ]

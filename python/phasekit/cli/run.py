@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--results-dir",
-        help="where results and the catalog go (a folder, or s3://BUCKET/PREFIX with --local-dir)",
+        help="where results and the catalog go (a folder, or s3://BUCKET/PREFIX or any fsspec "
+        "URL such as gs://BUCKET/PREFIX, with --local-dir)",
     )
     p.add_argument(
         "--local-dir",

@@ -22,7 +22,7 @@ import phasekit
 from phasekit.catalog.liveness import RunLock, sweep_dead_files
 from phasekit.catalog.publish import PublishingCatalog
 from phasekit.errors import CatalogError, ConfigError, UnknownKey
-from phasekit.objstore import FSSPEC_PREFIX, ObjectRoot, is_object_url, refuse, url_scheme
+from phasekit.objstore import ObjectRoot, allowed_storage, is_storage_url, refuse, url_scheme
 from phasekit.stores.sealed import read_plain
 from phasekit.workflow.admf import check_admf_target
 from phasekit.workflow.builtin import (
@@ -180,7 +180,7 @@ def resolve_target(
         runtime["results_dir"] = str(results_dir)
     target = runtime.get("results_dir", cfg.results_dir)
     root: Optional[ObjectRoot] = None
-    if is_object_url(target):
+    if is_storage_url(target):
         root = ObjectRoot.from_url(str(target))
         if local_dir is None:
             raise ConfigError(
@@ -192,7 +192,7 @@ def resolve_target(
     elif url_scheme(str(target or "")) is not None:
         raise ConfigError(
             f"results_dir {target!r} is a URL of no storage phasekit writes to; allowed: a "
-            f"folder path, s3://BUCKET/PREFIX or {FSSPEC_PREFIX}PROTOCOL://BUCKET/PREFIX"
+            f"folder path, or {allowed_storage()}"
         )
     elif local_dir is not None:
         raise ConfigError(
