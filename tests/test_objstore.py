@@ -200,9 +200,6 @@ def test_settings_object_storage_refuses_or_needs(bucket: str, tmp_path: Path) -
     hdf5 = {"data_flow.mode": "file", "data_flow.file_settings.format": "hdf5"}
     with pytest.raises(InvalidArgument, match="hdf5 is not supported with results on"):
         resolve_target(str(EXAMPLE), hdf5, url, str(tmp_path / "local"))
-    encrypted = {"encryption": {"enabled": True, "key": "env:PHASEKIT_TEST_NO_SUCH_KEY"}}
-    with pytest.raises(InvalidArgument, match="encryption is not supported with results on"):
-        resolve_target(str(EXAMPLE), encrypted, url, str(tmp_path / "local"))
     admf = {"results.layout": "admf"}
     with pytest.raises(InvalidArgument, match="admf is not supported with results on"):
         resolve_target(str(EXAMPLE), admf, url, str(tmp_path / "local"))

@@ -61,6 +61,7 @@ from phasekit.catalog.rows import (
 )
 from phasekit.catalog.schema import ITEM_COLUMNS, PROCESS_COLUMNS, SCHEMA_VERSION
 from phasekit.catalog.uris import CatalogLocation, check_reference, redact, uri_to_path
+from phasekit.crypt.objects import fetch_key
 from phasekit.errors import (
     CatalogError,
     CorruptDataError,
@@ -694,12 +695,15 @@ class Catalog(abc.ABC):
 
     def item_local(self, row: ItemRow, cache: Path) -> Path | None:
         """A local file holding the row's bytes: its own file, or its object fetched (and
-        verified) into ``cache``; ``None`` for references that are not files."""
+        verified) into ``cache`` (with its key object when it is encrypted, so that it
+        decrypts like a local file); ``None`` for references that are not files."""
         found = self.item_object(row)
         if found is None:
             return self.item_path(row)
         root, rel = found
-        return root.download(rel, contained(rel, cache, row.label), row.checksum, row.label)
+        local = root.download(rel, contained(rel, cache, row.label), row.checksum, row.label)
+        fetch_key(root, rel, cache, row.label)  # an encrypted object's wrapped data key
+        return local
 
     def item_path(self, row: ItemRow) -> Path | None:
         """The local file of a row's ``file://`` reference, checked to lie under the results

@@ -44,6 +44,7 @@ from phasekit import failpoints
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ITEM_STATES, ItemRow
 from phasekit.crypt.keyring import destroy_keys_for
+from phasekit.crypt.objects import shred_object_keys
 from phasekit.errors import CatalogError, InvalidArgument, StorageError
 from phasekit.fsync import fsync_dir
 from phasekit.names import MANIFEST_DIR
@@ -206,7 +207,8 @@ def _delete_objects(
     failed: set[int],
     report: RemovalReport,
 ) -> None:
-    """Delete the objects (and a file store's manifest object) no other row records."""
+    """Delete the objects (with a file store's manifest object and the key objects of an
+    encrypted one) no other row records."""
     for ref, (root, rel, entity) in objects.items():
         if ref in live:
             continue
@@ -214,6 +216,7 @@ def _delete_objects(
         try:
             root.delete(rel)
             report.files_deleted.append(ref)
+            report.files_deleted.extend(shred_object_keys(root, rel))  # crypto-shredding
             if root.exists(manifest):
                 root.delete(manifest)
                 report.files_deleted.append(root.uri(manifest))

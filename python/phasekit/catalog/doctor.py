@@ -59,6 +59,7 @@ from phasekit.catalog.rows import ItemRow, ProcessRow
 from phasekit.catalog.schema import TABLES
 from phasekit.catalog.uris import CATALOG_FILENAME, uri_to_path
 from phasekit.checksum import seal_problem
+from phasekit.crypt.objects import key_stem, key_stems
 from phasekit.errors import CatalogError, UnsafePath
 from phasekit.objstore import ObjectRoot, is_object_url, manifest_of
 from phasekit.paths import contained, read_bytes_nofollow
@@ -419,7 +420,7 @@ def _scan_objects(
     catalog: Catalog, processes: list[ProcessRow], rows: list[ItemRow], report: DoctorReport
 ) -> None:
     """Report objects under the prefix of a finished run on object storage that no row
-    (nor a row's store manifest) names."""
+    (nor a row's store manifest, nor the key object of a row's encrypted object) names."""
     named: set[tuple[str, str]] = set()
     for row in rows:
         try:
@@ -430,12 +431,14 @@ def _scan_objects(
             root, rel = found
             manifest = manifest_of(rel, row.entity_name)
             named.update({(root.url, rel), (root.url, manifest)})
+            named.update((root.url, stem) for stem in key_stems(rel))
     for proc in processes:
         if proc.status == "running" or not is_object_url(proc.results_dir):
             continue
         root = ObjectRoot.from_url(str(proc.results_dir))
         for rel in root.list(f"{proc.process_id}/"):
-            if (root.url, rel) not in named:
+            stem = key_stem(rel)  # a key object is named when its data object is
+            if (root.url, rel) not in named and (stem is None or (root.url, stem) not in named):
                 uri = root.uri(rel)
                 detail = f"object {uri} of run {proc.process_id} is recorded by no row"
                 report.findings.append(Finding("unreferenced_object", "info", detail, uri))

@@ -5,8 +5,10 @@ into the run's local folder (``--local-dir``; spills and stream buffers stay the
 and report each durable file to the catalog. :class:`PublishingCatalog` stands between
 them and the catalog: before a ``file://`` row under the local folder is committed, it
 uploads the file once under its final key (its path relative to the local folder, below
-the results prefix), with the file store's manifest of the item when there is one, and
-commits the row with the ``s3://`` URI instead. So an object exists, complete and
+the results prefix), with the file store's manifest of the item when there is one and,
+for an encrypted file, the key file of its wrapped data key first
+(:func:`phasekit.crypt.objects.publish_key`), and commits the row with the ``s3://``
+URI instead. So an object exists, complete and
 checked, before any row names it. Everything else is the wrapped catalog's.
 """
 
@@ -20,6 +22,7 @@ from typing import Any, Optional
 
 from phasekit.catalog.rows import ItemRow, NewItem
 from phasekit.catalog.uris import uri_to_path
+from phasekit.crypt.objects import publish_key
 from phasekit.objstore import ObjectRoot, manifest_of, refuse
 from phasekit.paths import contained
 
@@ -63,6 +66,7 @@ class PublishingCatalog:
                 f"{entity}: a folder of files ({rel}; partition_by writes one)",
                 "an object is one file",
             )
+        publish_key(self.root, self.local_root, rel)  # an encrypted file's key goes first
         self.root.put_file(rel, path, checksum)
         rel_manifest = manifest_of(rel, entity)
         manifest = self.local_root / rel_manifest

@@ -3,7 +3,9 @@
 * ``keys generate`` prints a new random master key (base64 of 32 bytes);
 * ``keys rotate --results-dir DIR --old SPEC --new SPEC`` re-wraps every data key under
   the folder with the new master key (the data files are not rewritten) and records the
-  new key id in the catalog.
+  new key id in the catalog. ``DIR`` may be ``s3://BUCKET/PREFIX``: the key objects under
+  the prefix are re-wrapped, and the catalog is the one ``--catalog`` names (its run's
+  local folder holds it: ``--local-dir``).
 """
 
 from __future__ import annotations
@@ -28,17 +30,27 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     from phasekit.catalog import open_catalog
     from phasekit.catalog.uris import CATALOG_FILENAME
     from phasekit.crypt import load_master_key, rewrap_tree
+    from phasekit.crypt.objects import rewrap_objects
+    from phasekit.objstore import ObjectRoot, is_object_url
 
+    on_objects = is_object_url(args.results_dir)
     folder = Path(args.results_dir)
-    if not folder.is_dir():
-        raise InvalidArgument(f"--results-dir {folder} is not a folder")
+    if not on_objects and not folder.is_dir():
+        raise InvalidArgument(
+            f"--results-dir {folder} is not a folder; allowed: a results folder or "
+            "s3://BUCKET/PREFIX (results on object storage)"
+        )
     old = [load_master_key(spec, "--old") for spec in args.old]
     new = load_master_key(args.new, "--new")
-    report = rewrap_tree(folder, old, new)
+    if on_objects:
+        report = rewrap_objects(ObjectRoot.from_url(args.results_dir), old, new)
+    else:
+        report = rewrap_tree(folder, old, new)
     rows = 0
     location = args.catalog or str(folder / CATALOG_FILENAME)
-    if args.catalog or Path(location).exists():
-        with open_catalog(location, results_dir=args.results_dir, create=False) as catalog:
+    if args.catalog or (not on_objects and Path(location).exists()):
+        catalog_dir = None if on_objects else args.results_dir
+        with open_catalog(location, results_dir=catalog_dir, create=False) as catalog:
             rows = catalog.set_key_id([k.key_id for k in old], new.key_id)
     payload: dict[str, Any] = {**report.to_dict(), "new_key_id": new.key_id, "catalog_rows": rows}
     if args.json:
@@ -59,9 +71,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = keys_sub.add_parser(
         "rotate", help="re-wrap the data keys under a results folder with a new master key"
     )
-    p.add_argument("--results-dir", required=True, metavar="DIR", help="the results folder")
     p.add_argument(
-        "--catalog", metavar="URL_OR_PATH", help="catalog (default: DIR/catalog.sqlite if any)"
+        "--results-dir",
+        required=True,
+        metavar="DIR",
+        help="the results folder, or s3://BUCKET/PREFIX (results on object storage)",
+    )
+    p.add_argument(
+        "--catalog",
+        metavar="URL_OR_PATH",
+        help="catalog (default: DIR/catalog.sqlite if any; with s3:// results, give it)",
     )
     p.add_argument(
         "--old",

@@ -339,6 +339,29 @@ def _split_key_name(path: Path) -> tuple[str, str]:
     return name, token
 
 
+def needs_rewrap(
+    body: dict[str, Any],
+    place: str,
+    by_id: dict[str, MasterKey],
+    new: MasterKey,
+    report: RotateReport,
+) -> bool:
+    """Whether the wrapped key ``body`` (at ``place``: a key file's path or a key
+    object's URI) is to be re-wrapped with ``new`` (False: it already is, recorded in
+    ``report``); KeyUnavailable when it is wrapped with a key that is neither ``new``
+    nor one of ``by_id`` (nothing was changed yet)."""
+    key_id = body.get("key_id")
+    if key_id == new.key_id:
+        report.already.append(place)
+        return False
+    if key_id not in by_id:
+        raise KeyUnavailable(
+            f"the data key {place} is wrapped with master key {key_id}, which is not among "
+            f"the old keys given ({', '.join(by_id) or 'none'}); nothing was changed"
+        )
+    return True
+
+
 def rewrap_tree(root: Path, old: Sequence[MasterKey], new: MasterKey) -> RotateReport:
     """Re-wrap every data key under ``root`` with ``new`` (data files are not touched).
 
@@ -350,16 +373,8 @@ def rewrap_tree(root: Path, old: Sequence[MasterKey], new: MasterKey) -> RotateR
     plan: list[tuple[Path, dict[str, Any]]] = []
     for path in key_files(root):
         body = read_key_file(path, f"key file {path}")
-        key_id = body.get("key_id")
-        if key_id == new.key_id:
-            report.already.append(str(path))
-            continue
-        if key_id not in by_id:
-            raise KeyUnavailable(
-                f"key file {path} is wrapped with master key {key_id}, which is not among "
-                f"the old keys given ({', '.join(by_id) or 'none'}); nothing was changed"
-            )
-        plan.append((path, body))
+        if needs_rewrap(body, str(path), by_id, new, report):
+            plan.append((path, body))
     for path, body in plan:
         name, token = _split_key_name(path)
         master = by_id[str(body["key_id"])]
@@ -381,6 +396,7 @@ __all__ = [
     "key_id_of_file",
     "key_place",
     "keys_dir",
+    "needs_rewrap",
     "nested_name",
     "rewrap_tree",
 ]

@@ -30,6 +30,7 @@ from phasekit.catalog.export import source_format
 from phasekit.catalog.tokens import list_tokens, revoke_token
 from phasekit.catalog.uris import reference_scheme
 from phasekit.crypt import Encryption, SealedReader, open_sealed
+from phasekit.crypt.objects import open_object
 from phasekit.errors import (
     AccessDenied,
     CatalogError,
@@ -196,19 +197,33 @@ def _stored_headers(item: ItemRow) -> dict[str, str]:
     return headers
 
 
-def object_bytes(catalog: Catalog, item: ItemRow) -> tuple[str, bytes] | None:
-    """``(key, verified bytes)`` of an item stored as an object (results on object
-    storage), else None (:meth:`Catalog.read_object`)."""
+def object_bytes(
+    catalog: Catalog, item: ItemRow, encryption: Encryption | None
+) -> tuple[str, bytes, bool] | None:
+    """``(key, bytes, decrypted)`` of an item stored as an object (results on object
+    storage), else None: its bytes verified (:meth:`Catalog.read_object`) and, when it is
+    encrypted, decrypted with ``encryption`` (:func:`phasekit.crypt.objects.open_object`;
+    KeyUnavailable naming the key id without the right key)."""
     data = catalog.read_object(item)
     found = catalog.item_object(item) if data is not None else None
-    return None if found is None or data is None else (found[1], data)
+    if found is None or data is None:
+        return None
+    root, rel = found
+    master = None if encryption is None else encryption.master
+    plain = open_object(root, rel, data, master, item.label)
+    return (rel, data, False) if plain is None else (rel, bytes(plain), True)
 
 
-def _bytes_response(item: ItemRow, data: bytes, range_header: str | None) -> Response:
-    """``GET /items/{id}/file`` of an object's verified bytes (a ``Range`` honoured)."""
+def _bytes_response(
+    item: ItemRow, data: bytes, decrypted: bool, range_header: str | None
+) -> Response:
+    """``GET /items/{id}/file`` of an object's verified (and, ``decrypted``, decrypted)
+    bytes (a ``Range`` honoured, counting plaintext bytes)."""
     headers = {**_stored_headers(item), "Accept-Ranges": "bytes"}
     if item.checksum:
         headers["ETag"] = f'"{item.checksum}"'
+    if decrypted:
+        headers["X-Phasekit-Decrypted"] = "true"  # size and checksum: the stored bytes
     if range_header is None:
         return Response(data, media_type="application/octet-stream", headers=headers)
     span = parse_range(range_header, len(data))
@@ -333,7 +348,7 @@ class Api:
             return Response(
                 inline_json(item.inline_data), media_type="application/json", headers=headers
             )
-        fetched = object_bytes(self.catalog, item)
+        fetched = object_bytes(self.catalog, item, self.encryption)
         path = self.catalog.item_path(item) if fetched is None else LocalPath(fetched[0])
         if path is None:
             raise InvalidArgument(
@@ -383,9 +398,9 @@ class Api:
         return StreamingResponse(sent_in_pieces(body), media_type=MEDIA_TYPES[fmt], headers=headers)
 
     def item_file(self, item: ItemRow, range_header: str | None) -> Response:
-        fetched = object_bytes(self.catalog, item)
+        fetched = object_bytes(self.catalog, item, self.encryption)
         if fetched is not None:
-            return _bytes_response(item, fetched[1], range_header)
+            return _bytes_response(item, fetched[1], fetched[2], range_header)
         path = self.catalog.item_path(item)
         if path is None or path.is_dir():
             what = "a folder" if path is not None else "not a file"

@@ -22,7 +22,11 @@ from typing import Any
 
 from phasekit.catalog import Catalog, ItemRow, ProcessRow
 from phasekit.checksum import bytes_checksum, format_crc32
-from phasekit.crypt import Encryption, SealedFile, open_sealed
+from phasekit.crypt import CHUNK_BYTES, Encryption, SealedFile, open_sealed
+from phasekit.crypt.aead import plain_size
+from phasekit.crypt.objects import open_object
+from phasekit.errors import CorruptDataError, KeyUnavailable
+from phasekit.objstore import ObjectRoot
 from phasekit.serve.data import file_chunks, folder_files, inline_json
 
 BLOCK = 512
@@ -37,6 +41,7 @@ class Member:
     data: bytes = b""
     fetch: Callable[[], bytes] | None = None  # an object's verified bytes, read when streamed
     sealed: SealedFile | None = None  # an encrypted file, archived decrypted (``size``: plain)
+    decrypted: bool = False  # ``fetch`` gives an encrypted object's plaintext
 
 
 def _header(name: str, size: int) -> bytes:
@@ -58,17 +63,38 @@ def _relative(path: Path, root: Path) -> str | None:
         return None
 
 
-def _object_member(catalog: Catalog, rel: str, run: ProcessRow, item: ItemRow) -> Member:
+def _object_member(
+    catalog: Catalog,
+    found: tuple[ObjectRoot, str],
+    run: ProcessRow,
+    item: ItemRow,
+    encryption: Encryption | None,
+) -> Member:
     """An object of the run, under its place in the run (``<run>/<phase>/...``), its
-    verified bytes read when the archive is streamed."""
+    verified bytes read when the archive is streamed; an encrypted one (its row has a
+    key id) archived decrypted: without the key, or under another master key than the
+    row's, KeyUnavailable is raised here, before anything is sent."""
+    root, rel = found
     name = rel
     if not rel.startswith(f"{run.process_id}/"):
         name = f"{run.process_id}/{item.stage_name}/{item.entity_name}-{item.id}"
+    master = None if encryption is None else encryption.master
+    decrypt = item.key_id is not None
+    if decrypt and (master is None or master.key_id != item.key_id):
+        given = "no key is configured" if master is None else f"the key given is {master.key_id}"
+        raise KeyUnavailable(f"{item.label} is encrypted under master key {item.key_id}; {given}")
+    size = plain_size(item.size_bytes, CHUNK_BYTES, item.label) if decrypt else item.size_bytes
 
     def fetch() -> bytes:
-        return catalog.read_object(item) or b""
+        data = catalog.read_object(item) or b""
+        plain = open_object(root, rel, data, master, item.label)
+        out = data if plain is None else bytes(plain)
+        if len(out) != size:
+            raise CorruptDataError(f"{item.label}: {len(out)} bytes to archive, planned {size}")
+        return out
 
-    return Member(name, None, item.size_bytes, item.checksum, fetch=fetch)
+    checksum = None if decrypt else item.checksum
+    return Member(name, None, size, checksum, fetch=fetch, decrypted=decrypt)
 
 
 def _file_member(
@@ -111,7 +137,7 @@ def plan(
             continue
         found = catalog.item_object(item)
         if found is not None:  # an object: its place in the run, bytes read when streamed
-            members.append(_object_member(catalog, found[1], run, item))
+            members.append(_object_member(catalog, found, run, item, encryption))
             continue
         path = catalog.item_path(item)
         if path is None:
@@ -142,7 +168,10 @@ def stream(
                 yield chunk
             checksum = format_crc32(crc)  # of the archived (decrypted) bytes
         elif member.fetch is not None:
-            yield member.fetch()
+            data = member.fetch()
+            if member.decrypted:
+                checksum = format_crc32(zlib.crc32(data))  # of the archived (decrypted) bytes
+            yield data
         elif member.path is None:
             yield member.data
         else:
@@ -153,7 +182,7 @@ def stream(
             "size_bytes": member.size,
             "checksum": checksum,
         }
-        if member.sealed is not None:
+        if member.sealed is not None or member.decrypted:
             entry["decrypted"] = True
         listed.append(entry)
     manifest = json.dumps(

@@ -213,13 +213,12 @@ def resolve_target(
 
 def check_object_storage(resolved: Any) -> None:
     """Settings object storage cannot honour: folders of files (``partition_by``), HDF5
-    files (written in place), ``results.layout: admf`` (its run-name folders are written
-    over by the next run of the name) and ``encryption`` (its data keys live in local key
-    folders next to the files) are refused (:func:`phasekit.objstore.refuse`)."""
+    files (written in place) and ``results.layout: admf`` (its run-name folders are written
+    over by the next run of the name) are refused (:func:`phasekit.objstore.refuse`).
+    Encryption is honoured: files are sealed locally and uploaded sealed, with their
+    wrapped data keys (:mod:`phasekit.crypt.objects`)."""
     if resolved.results_layout == "admf":
         raise refuse("results.layout: admf", "it writes over the folders of a run name")
-    if resolved.encryption.enabled:
-        raise refuse("encryption", "the data keys of its files live in local key folders")
     for name in resolved.phase_names:
         file = resolved.phase(name).data_flow.file
         where = f"phases.{name}.data_flow.file_settings"
