@@ -401,6 +401,70 @@ def test_a_failed_upload_leaves_no_row_and_no_object(
     assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
+def _unreferenced(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["path"]: f for f in report["findings"] if f["kind"] == "unreferenced_object"}
+
+
+def test_doctor_repair_deletes_old_unreferenced_objects_of_a_run_only(
+    bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An object a crash left unrecorded is deleted by ``doctor --repair`` once older than
+    the object grace (by default an hour: kept; ``--object-grace 0``: deleted), a running
+    run's young objects are not touched, and nothing outside a run's prefix is."""
+    from phasekit.workflow import run
+
+    local = tmp_path / "local"
+    url = f"s3://{bucket}/team/results"
+    result = run(
+        str(EXAMPLE), workers=1, results_dir=url, local_dir=str(local),
+        data_flow__mode="file", data__n_bars=1500,
+    )  # fmt: skip
+    result.close()
+    client = boto3.client("s3")
+    stray = f"team/results/{result.run_id}/optimization/stray.arrow"
+    outside = [  # no run of the catalog has these prefixes
+        "team/results/no-such-run/stray.arrow",
+        f"elsewhere/{result.run_id}/optimization/stray.arrow",
+        "team/results/stray.arrow",
+    ]
+    for key in [stray, *outside]:
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    with open_catalog(local / "catalog.sqlite", results_dir=local) as catalog:
+        live = catalog.start_process("optimization", results_dir=url)  # a run in progress
+    in_flight = f"team/results/{live}/optimization/uploading.arrow"
+    client.put_object(Bucket=bucket, Key=in_flight, Body=b"y")
+
+    def keys() -> set[str]:
+        return {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+
+    recorded = keys() - {stray, in_flight, *outside}
+    where = ["--results-dir", str(local)]
+    report = _cli_json(capsys, "doctor", "--repair", *where)  # the default grace: an hour
+    found = _unreferenced(report)
+    assert list(found) == [f"s3://{bucket}/{stray}"]  # the live run's young upload: unseen
+    assert found[f"s3://{bucket}/{stray}"]["repaired"] is False
+    assert "younger than the grace of 3600 s" in found[f"s3://{bucket}/{stray}"]["action"]
+    assert keys() == recorded | {stray, in_flight, *outside}
+    report = _cli_json(capsys, "doctor", "--repair", "--object-grace", "0", *where)
+    found = _unreferenced(report)
+    assert set(found) == {f"s3://{bucket}/{stray}", f"s3://{bucket}/{in_flight}"}
+    assert all(f["repaired"] and f["action"].startswith("deleted") for f in found.values())
+    assert keys() == recorded | set(outside)  # every recorded object and the others stay
+    report = _cli_json(capsys, "doctor", *where)
+    assert report["ok"] is True and not _unreferenced(report)
+
+
+def test_fsspec_objects_carry_their_modification_time(memfs: Any) -> None:
+    import time
+
+    root = ObjectRoot.from_url("memory://phasekit-test/p")
+    before = time.time()
+    root.put_stream("run/x.bin", io.BytesIO(b"x"), None)
+    ((rel, modified),) = root.entries("run/")
+    assert rel == "run/x.bin" and modified is not None
+    assert before - 2 <= modified <= time.time() + 2
+
+
 def _objects(items: list[Any]) -> list[Any]:
     return [i for i in items if (i["data_reference"] or "").startswith("s3://")]
 

@@ -34,8 +34,9 @@ import posixpath
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Optional, Protocol
 from urllib.parse import urlsplit
@@ -178,7 +179,7 @@ class _Transport(Protocol):
     def get(self, bucket: str, key: str) -> bytes: ...
     def exists(self, bucket: str, key: str) -> bool: ...
     def delete(self, bucket: str, key: str) -> None: ...
-    def keys(self, bucket: str, prefix: str) -> Iterator[str]: ...
+    def entries(self, bucket: str, prefix: str) -> Iterator[tuple[str, Optional[float]]]: ...
 
 
 class _S3:
@@ -244,13 +245,13 @@ class _S3:
     def delete(self, bucket: str, key: str) -> None:
         self.client.delete_object(Bucket=bucket, Key=key)
 
-    def keys(self, bucket: str, prefix: str) -> Iterator[str]:
+    def entries(self, bucket: str, prefix: str) -> Iterator[tuple[str, Optional[float]]]:
         pages = self.client.get_paginator("list_objects_v2").paginate(  # type: ignore[attr-defined]
             Bucket=bucket, Prefix=prefix
         )
         for page in pages:
             for obj in page.get("Contents", []):
-                yield str(obj["Key"])
+                yield str(obj["Key"]), _epoch(obj.get("LastModified"))
 
 
 class _Fsspec:
@@ -285,14 +286,43 @@ class _Fsspec:
     def delete(self, bucket: str, key: str) -> None:
         self.fs.rm_file(f"{bucket}/{key}")
 
-    def keys(self, bucket: str, prefix: str) -> Iterator[str]:
+    def entries(self, bucket: str, prefix: str) -> Iterator[tuple[str, Optional[float]]]:
         folder = f"{bucket}/{prefix}".rstrip("/")
         if not self.fs.isdir(folder):
             return
-        for path in sorted(self.fs.find(folder)):
+        found = self.fs.find(folder, detail=True)
+        for path in sorted(found):
             full = str(path).lstrip("/")
             if full.startswith(f"{bucket}/"):
-                yield full[len(bucket) + 1 :]
+                yield full[len(bucket) + 1 :], _modified(found[path])
+
+
+_TIME_FIELDS = ("mtime", "LastModified", "last_modified", "modified", "updated", "created")
+"""Where fsspec filesystems put an entry's modification time (the first found is used)."""
+
+
+def _modified(info: Mapping[str, object]) -> Optional[float]:
+    """The modification time (seconds since the epoch) an fsspec entry carries, if any."""
+    for name in _TIME_FIELDS:
+        found = _epoch(info.get(name))
+        if found is not None:
+            return found
+    return None
+
+
+def _epoch(value: object) -> Optional[float]:
+    """Seconds since the epoch of a time as stores give it (a datetime, a number or an
+    ISO 8601 text); None when there is none."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return _epoch(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
 
 
 @dataclass
@@ -430,11 +460,21 @@ class ObjectRoot:
     def list(self, below: str = "") -> Iterator[str]:
         """The keys below the root (and below ``below``, a folder ending in ``/``),
         relative to the root."""
+        for rel, _ in self.entries(below):
+            yield rel
+
+    def entries(self, below: str = "") -> Iterator[tuple[str, Optional[float]]]:
+        """:meth:`list` with each object's modification time (seconds since the epoch, as
+        the store records it; None when the store gives none). A key the store lists
+        outside ``below`` is skipped."""
         if below:
             check_relative(below.rstrip("/"), "listed folder")
         head = f"{self.prefix}/" if self.prefix else ""
-        for key in self.transport.keys(self.bucket, head + below):
-            yield key[len(head) :]
+        for key, modified in self.transport.entries(self.bucket, head + below):
+            if not key.startswith(head + below):
+                log.warning("%s listed %r outside %r; skipped", self.url, key, head + below)
+                continue
+            yield key[len(head) :], modified
 
 
 _FSSPEC: dict[str, _Fsspec] = {}

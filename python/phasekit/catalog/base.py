@@ -1032,12 +1032,28 @@ class Catalog(abc.ABC):
         )
 
     def doctor(
-        self, repair: bool = False, *, verify: bool = True, grace_seconds: float = 300.0
+        self,
+        repair: bool = False,
+        *,
+        verify: bool = True,
+        grace_seconds: float | None = None,
+        object_grace_seconds: float | None = None,
     ) -> DoctorReport:
-        """Find (and with ``repair`` fix what is safe) inconsistencies; see :mod:`.doctor`."""
-        from phasekit.catalog.doctor import run_doctor
+        """Find (and with ``repair`` fix what is safe) inconsistencies; see :mod:`.doctor`
+        (its ``GRACE_SECONDS`` and ``OBJECT_GRACE_SECONDS`` when a grace is None)."""
+        from phasekit.catalog import doctor
 
-        return run_doctor(self, repair=repair, verify=verify, grace_seconds=grace_seconds)
+        return doctor.run_doctor(
+            self,
+            repair=repair,
+            verify=verify,
+            grace_seconds=doctor.GRACE_SECONDS if grace_seconds is None else grace_seconds,
+            object_grace_seconds=(
+                doctor.OBJECT_GRACE_SECONDS
+                if object_grace_seconds is None
+                else object_grace_seconds
+            ),
+        )
 
     def compare(self, run_a: str, run_b: str) -> Comparison:
         """Metrics of two runs side by side; see :mod:`.compare`."""

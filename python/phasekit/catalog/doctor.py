@@ -34,8 +34,13 @@ Kinds of finding (severity; what ``repair`` does):
   store's own manifests) are only searched for temp files; a folder holding its own
   catalog (a results folder nested in this one) is another catalog's and is skipped.
 - ``unreferenced_object`` (info): an object under the results prefix of a run on object
-  storage (not running) that no row records, such as an upload whose row was never
-  committed (a crash between the two); left alone, like ``unreferenced_file``.
+  storage (below ``PREFIX/<run id>/``) that no row (nor a row's store manifest) records,
+  such as an upload whose row was never committed (a crash between the two). ``repair``
+  deletes it when it is older than ``object_grace_seconds`` (:data:`OBJECT_GRACE_SECONDS`
+  by default; by the store's modification time), after checking again that no row names
+  it; a younger one (perhaps an upload whose row is about to be committed) or one whose
+  store gives no time is kept. A running run's objects younger than the grace are not
+  even reported. Nothing outside a run's recorded prefix is listed or deleted.
 - ``ended_memory`` (warning): an in-memory (``memory://``) item still ``present`` though
   its run has ended or the process that held it is gone (a crash); marked ``released``.
 """
@@ -60,7 +65,7 @@ from phasekit.catalog.schema import TABLES
 from phasekit.catalog.uris import CATALOG_FILENAME, uri_to_path
 from phasekit.checksum import seal_problem
 from phasekit.crypt.objects import key_stem, key_stems
-from phasekit.errors import CatalogError, UnsafePath
+from phasekit.errors import CatalogError, StorageError, UnsafePath
 from phasekit.objstore import ObjectRoot, is_object_url, manifest_of
 from phasekit.paths import contained, read_bytes_nofollow
 
@@ -70,6 +75,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("phasekit.catalog.doctor")
 
 SEVERITIES = ("error", "warning", "info")
+GRACE_SECONDS = 300.0
+"""``grace_seconds``: a running run's temporary files younger than this are kept."""
+OBJECT_GRACE_SECONDS = 3600.0
+"""``object_grace_seconds``: unreferenced objects younger than this are kept by ``repair``
+(an upload is committed to the catalog right after it completes; an hour leaves room for
+slow batches and clock skew between the store and this host)."""
 _CATALOG_FILES = {CATALOG_FILENAME + s for s in ("", "-wal", "-shm", "-journal")}
 _DAMAGED = CATALOG_FILENAME + ".damaged-"
 
@@ -379,11 +390,17 @@ def _check_database(catalog: Catalog, report: DoctorReport) -> bool:
 
 
 def run_doctor(
-    catalog: Catalog, *, repair: bool = False, verify: bool = True, grace_seconds: float = 300.0
+    catalog: Catalog,
+    *,
+    repair: bool = False,
+    verify: bool = True,
+    grace_seconds: float = GRACE_SECONDS,
+    object_grace_seconds: float = OBJECT_GRACE_SECONDS,
 ) -> DoctorReport:
     """Check the database (integrity, schema), every row, every file row (size, and
     checksum unless ``verify=False``) and scan the results folders, store manifests
-    included; with ``repair`` fix what is safe (see the module docstring)."""
+    included, and the runs' object prefixes; with ``repair`` fix what is safe (see the
+    module docstring)."""
     report = DoctorReport(repair=repair)
     if not _check_database(catalog, report):
         return report
@@ -410,17 +427,22 @@ def run_doctor(
     for root in sorted(roots):
         if root.is_dir():
             _scan(root, referenced, runs, report, grace_seconds, verify)
-    _scan_objects(catalog, processes, rows, report)
+    _scan_objects(catalog, processes, rows, report, object_grace_seconds)
     for finding in report.problems:
         log.warning("%s: %s", finding.kind, finding.detail)
     return report
 
 
 def _scan_objects(
-    catalog: Catalog, processes: list[ProcessRow], rows: list[ItemRow], report: DoctorReport
+    catalog: Catalog,
+    processes: list[ProcessRow],
+    rows: list[ItemRow],
+    report: DoctorReport,
+    grace: float,
 ) -> None:
-    """Report objects under the prefix of a finished run on object storage that no row
-    (nor a row's store manifest, nor the key object of a row's encrypted object) names."""
+    """Report (and with ``repair`` delete, past ``grace`` seconds) objects under a run's
+    prefix on object storage that no row (nor a row's store manifest, nor the key object
+    of a row's encrypted object) names."""
     named: set[tuple[str, str]] = set()
     for row in rows:
         try:
@@ -433,15 +455,50 @@ def _scan_objects(
             named.update({(root.url, rel), (root.url, manifest)})
             named.update((root.url, stem) for stem in key_stems(rel))
     for proc in processes:
-        if proc.status == "running" or not is_object_url(proc.results_dir):
+        if not is_object_url(proc.results_dir):
             continue
         root = ObjectRoot.from_url(str(proc.results_dir))
-        for rel in root.list(f"{proc.process_id}/"):
+        for rel, modified in root.entries(f"{proc.process_id}/"):
             stem = key_stem(rel)  # a key object is named when its data object is
-            if (root.url, rel) not in named and (stem is None or (root.url, stem) not in named):
-                uri = root.uri(rel)
-                detail = f"object {uri} of run {proc.process_id} is recorded by no row"
-                report.findings.append(Finding("unreferenced_object", "info", detail, uri))
+            if (root.url, rel) in named or (stem is not None and (root.url, stem) in named):
+                continue
+            age = None if modified is None else time.time() - modified
+            if proc.status == "running" and (age is None or age < grace):
+                continue  # perhaps an upload whose row is about to be committed
+            uri = root.uri(rel)
+            detail = f"object {uri} of run {proc.process_id} is recorded by no row"
+            finding = Finding("unreferenced_object", "info", detail, uri)
+            if report.repair:
+                _delete_object(catalog, root, rel, stem, age, grace, finding)
+            report.findings.append(finding)
+
+
+def _delete_object(
+    catalog: Catalog,
+    root: ObjectRoot,
+    rel: str,
+    stem: str | None,
+    age: float | None,
+    grace: float,
+    finding: Finding,
+) -> None:
+    """Delete an unreferenced object (the key object of ``stem`` when that is given) older
+    than ``grace`` seconds that still no row names."""
+    if age is None:
+        finding.action = "kept: the store gives no modification time"
+        return
+    if age < grace:
+        finding.action = f"kept: {age:.0f} s old, younger than the grace of {grace:.0f} s"
+        return
+    if catalog.items_by_reference(root.uri(rel if stem is None else stem)):
+        finding.action = "kept: a row records it now"
+        return
+    try:
+        root.delete(rel)
+    except StorageError as exc:
+        finding.action = f"cannot delete: {exc}"
+        return
+    finding.repaired, finding.action = True, f"deleted ({age:.0f} s old)"
 
 
 def doctor_location(
@@ -450,7 +507,8 @@ def doctor_location(
     results_dir: str | os.PathLike[str] | None = None,
     repair: bool = False,
     verify: bool = True,
-    grace_seconds: float = 300.0,
+    grace_seconds: float = GRACE_SECONDS,
+    object_grace_seconds: float = OBJECT_GRACE_SECONDS,
 ) -> DoctorReport:
     """Doctor a catalog by location, reporting a catalog that cannot be opened (missing or
     empty next to run folders, not a database) as a ``catalog_unreadable`` finding instead
@@ -471,4 +529,9 @@ def doctor_location(
             finding.action = rebuilt.summary
         return report
     with catalog:
-        return catalog.doctor(repair=repair, verify=verify, grace_seconds=grace_seconds)
+        return catalog.doctor(
+            repair=repair,
+            verify=verify,
+            grace_seconds=grace_seconds,
+            object_grace_seconds=object_grace_seconds,
+        )

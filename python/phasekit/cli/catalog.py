@@ -24,6 +24,7 @@ from phasekit.catalog import (
     default_location,
     open_catalog,
 )
+from phasekit.catalog.doctor import GRACE_SECONDS, OBJECT_GRACE_SECONDS
 from phasekit.catalog.encode import parse_meta
 from phasekit.cli.tables import Layout, console, fit_table
 from phasekit.errors import UnknownKey
@@ -327,6 +328,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         repair=args.repair,
         verify=not args.quick,
         grace_seconds=args.grace,
+        object_grace_seconds=args.object_grace,
     )
     if args.json:
         _emit_json(report.to_dict())
@@ -438,7 +440,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--grace",
         type=float,
-        default=300.0,
+        default=GRACE_SECONDS,
         metavar="SECONDS",
-        help="keep temp files of running runs younger than this",
+        help=f"keep temp files of running runs younger than this (default {GRACE_SECONDS:.0f})",
+    )
+    p.add_argument(
+        "--object-grace",
+        type=float,
+        default=OBJECT_GRACE_SECONDS,
+        metavar="SECONDS",
+        help="with --repair, delete objects no row records only when older than this "
+        f"(default {OBJECT_GRACE_SECONDS:.0f})",
     )
