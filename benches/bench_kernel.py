@@ -12,6 +12,15 @@ Group ``kernel:block`` (``items`` = parameter sets):
   total return, max drawdown and trade count; run over chunks of 250 sets, since all
   1,000 at once needs about 10 GB.
 
+* ``rust-user-numpy``: the same sets as a user strategy (``SmaUser``) whose vectorised
+  ``signals_block`` computes the crossover targets with numpy (each SMA once, sets in
+  chunks), folded by ``run_block_signals`` on the rust backend, 2 threads;
+* ``rust-user-given``: ``run_block_signals`` with targets computed before (``Given``
+  hands back the same int8 array): the block path's own cost, the targets' check, their
+  hand-over to Rust and the fold, without the strategy's numpy work.
+
+Both user rows check their results and trades equal to the built-in block's.
+
 ``extra_info`` of the rust rows: ``ns_per_bar_step_core`` (wall time x threads / (sets x
 bars)) and ``bar_steps_per_s_per_core``, against the 1-2 ns per bar per set of an SMA
 crossover with running sums. Before timing, one pair's closed trades (entry and exit bar,
@@ -28,10 +37,12 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+from numpy.typing import NDArray
 
 import phasekit
+from phasekit._pure.sim import sma
 from phasekit.backtest.bars import Bars, synthetic_bars
-from phasekit.backtest.block import BlockRun, run_block
+from phasekit.backtest.block import BlockRun, run_block, run_block_signals
 from phasekit.backtest.portfolio import PortfolioSettings
 
 N_BARS = 100_000
@@ -43,6 +54,62 @@ COSTS = PortfolioSettings(commission_bps=1.0, slippage_bps=1.0)
 VBT_CHUNK = 250
 IDS = [f"portfolio_{i:04d}" for i in range(len(PAIRS))]
 SETS = [{"fast": f, "slow": s} for f, s in PAIRS]
+USER_CHUNK = 50  # sets whose averages are stacked at once (50 x 100,000 float64: 40 MB)
+
+
+def _crossover_rows(
+    smas: dict[int, NDArray[np.float64]], fast: NDArray[np.int64], slow: NDArray[np.int64]
+) -> NDArray[np.int8]:
+    """Long-only crossover targets of a few sets from their averages."""
+    f = np.stack([smas[int(n)] for n in fast])
+    s = np.stack([smas[int(n)] for n in slow])
+    decided = np.zeros(f.shape, dtype=bool)
+    up = np.zeros(f.shape, dtype=bool)
+    decided[:, 1:] = ((f[:, :-1] < s[:, :-1]) & (f[:, 1:] > s[:, 1:])) | (
+        (f[:, :-1] > s[:, :-1]) & (f[:, 1:] < s[:, 1:])
+    )
+    up[:, 1:] = f[:, 1:] > s[:, 1:]
+    idx = np.where(decided, np.arange(f.shape[1]), 0)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    held = np.take_along_axis(up & decided, idx, axis=1)
+    return held.astype(np.int8)
+
+
+class SmaUser:
+    """The SMA crossover (long only) as a user strategy with a vectorised block method."""
+
+    def __init__(self, fast: int = 10, slow: int = 30) -> None:
+        self.fast, self.slow = fast, slow
+
+    def signals(self, bars: Bars) -> NDArray[np.int8]:
+        smas = {n: sma(bars.close, n) for n in (self.fast, self.slow)}
+        return _crossover_rows(smas, np.array([self.fast]), np.array([self.slow]))[0]
+
+    @classmethod
+    def signals_block(cls, bars: Bars, params: dict[str, NDArray[Any]]) -> NDArray[np.int8]:
+        fast, slow = params["fast"], params["slow"]
+        smas = {int(n): sma(bars.close, int(n)) for n in np.unique(np.r_[fast, slow])}
+        out = np.empty((fast.shape[0], len(bars)), dtype=np.int8)
+        for lo in range(0, fast.shape[0], USER_CHUNK):
+            hi = lo + USER_CHUNK
+            out[lo:hi] = _crossover_rows(smas, fast[lo:hi], slow[lo:hi])
+        return out
+
+
+class Given:
+    """A user strategy whose block targets were computed before (``targets``)."""
+
+    targets: NDArray[np.int8] = np.empty((0, 0), dtype=np.int8)
+
+    def __init__(self, fast: int = 10, slow: int = 30) -> None:
+        self.fast, self.slow = fast, slow
+
+    def signals(self, bars: Bars) -> NDArray[np.int8]:
+        raise NotImplementedError("Given runs as a block only")
+
+    @classmethod
+    def signals_block(cls, bars: Bars, params: dict[str, NDArray[Any]]) -> NDArray[np.int8]:
+        return cls.targets
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +125,18 @@ def _block(bars: Bars, backend: str, threads: int | None) -> Callable[[], BlockR
             return run_block(
                 bars, 0, N_BARS, "sma_crossover", SETS, COSTS, IDS, "w0", threads=threads
             )
+        finally:
+            phasekit.set_backend(before)
+
+    return once
+
+
+def _user_block(bars: Bars, strategy: type) -> Callable[[], BlockRun]:
+    def once() -> BlockRun:
+        before = phasekit.get_backend()
+        phasekit.set_backend("rust")
+        try:
+            return run_block_signals(bars, 0, N_BARS, strategy, SETS, COSTS, IDS, "w0", threads=2)
         finally:
             phasekit.set_backend(before)
 
@@ -160,4 +239,32 @@ def test_block_1000_sets(benchmark: Any, impl: str, bars: Bars, same_trades: int
             )
     benchmark.extra_info.update(
         impl=impl, items=len(PAIRS), unit="containers", bars=N_BARS, checked_trades=same_trades
+    )
+
+
+@pytest.mark.parametrize("impl", ["rust-user-numpy", "rust-user-given"])
+def test_user_block_1000_sets(benchmark: Any, impl: str, bars: Bars) -> None:
+    """A user strategy's block against the built-in block (one run each)."""
+    benchmark.group = "kernel:block"
+    built_in = _block(bars, "rust", 2)()
+    if impl == "rust-user-given":
+        Given.targets = SmaUser.signals_block(
+            bars, {"fast": np.array([f for f, _ in PAIRS]), "slow": np.array([s for _, s in PAIRS])}
+        )
+    strategy = SmaUser if impl == "rust-user-numpy" else Given
+    block = benchmark.pedantic(_user_block(bars, strategy), rounds=1, iterations=1)
+    Given.targets = np.empty((0, 0), dtype=np.int8)
+    for name in ("total_return", "sharpe_ratio", "max_drawdown", "trade_count"):
+        assert block.results[name].equals(built_in.results[name]), name
+    assert block.trades.equals(built_in.trades)
+    seconds = benchmark.stats.stats.median
+    ns = seconds * block.threads / (len(PAIRS) * N_BARS) * 1e9
+    benchmark.extra_info.update(
+        impl=impl,
+        items=len(PAIRS),
+        unit="containers",
+        bars=N_BARS,
+        threads=block.threads,
+        ns_per_bar_step_core=ns,
+        bar_steps_per_s_per_core=1e9 / ns,
     )

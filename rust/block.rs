@@ -8,6 +8,10 @@
 //! [`crate::backtest::run`] (same operations in the same order), so a set's trades and
 //! equity summary are the bits the per-set kernel gives.
 //!
+//! [`run_block_signals`] folds targets computed elsewhere (a user strategy's signals, one
+//! row per set) through the same per-set state: only where a bar's target comes from
+//! differs.
+//!
 //! Sets are handed to worker threads (scoped threads, no pool) in groups; inside a
 //! group the bars are walked in tiles so the prices and indicators of a tile stay in
 //! cache while every set of the group steps over it.
@@ -17,7 +21,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::backtest::{sma, Account, BacktestError, Settings, Trades};
+use crate::backtest::{check_targets, sma, Account, BacktestError, Settings, Trades};
 
 /// One parameter set of a built-in strategy (`phasekit/backtest/strategies.py`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,6 +106,8 @@ pub enum BlockError {
     Threads,
     /// Traced flags that are not one per set: (flags, sets).
     Traced(usize, usize),
+    /// Given targets that are not one row of `bars` per set: (targets, sets, bars).
+    Targets(usize, usize, usize),
 }
 
 impl fmt::Display for BlockError {
@@ -113,6 +119,11 @@ impl fmt::Display for BlockError {
             BlockError::Traced(flags, sets) => write!(
                 f,
                 "traced: {flags} flags for {sets} parameter sets (give one per set or none)"
+            ),
+            BlockError::Targets(len, sets, bars) => write!(
+                f,
+                "signals: {len} targets for {sets} parameter sets of {bars} bars \
+                 (expected one row of {bars} targets per set)"
             ),
         }
     }
@@ -189,81 +200,119 @@ pub fn run_block(
     settings: &Settings,
     options: &BlockOptions,
 ) -> Result<BlockResult, BlockError> {
-    settings.validate()?;
-    let n = close.len();
-    if ts.len() != n {
-        return Err(BacktestError::Length("timestamps", ts.len(), n).into());
-    }
-    if open.len() != n {
-        return Err(BacktestError::Length("opens", open.len(), n).into());
-    }
-    if start >= stop || stop > n {
-        return Err(BacktestError::Span(start, stop, n).into());
-    }
-    if options.threads == 0 {
-        return Err(BlockError::Threads);
-    }
-    if !traced.is_empty() && traced.len() != sets.len() {
-        return Err(BlockError::Traced(traced.len(), sets.len()));
-    }
+    check_block(sets.len(), traced, settings, options)?;
+    let bars = Bars::check(ts, open, close, start, stop)?;
     for (i, set) in sets.iter().enumerate() {
         set.check().map_err(|why| BlockError::Set(i, why))?;
     }
-    let close = &close[..stop];
-    let table = Indicators::compute(close, sets);
-    let groups = sets.len().div_ceil(GROUP);
-    let threads = options.threads.min(groups).max(1);
-    let env = Env {
-        ts: &ts[start..stop],
-        open: &open[..stop],
-        close,
-        start,
-        settings,
-        table: &table,
+    let table = Indicators::compute(bars.close, sets);
+    let source = Source::Params {
         sets,
-        traced,
-        ppy: options.periods_per_year,
-        finite: close.iter().all(|c| c.is_finite()),
+        table: &table,
     };
-    let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<(usize, Vec<SetResult>)>> = Mutex::new(Vec::with_capacity(groups));
-    let work = || loop {
-        let g = next.fetch_add(1, Ordering::Relaxed);
-        if g >= groups {
-            break;
-        }
-        let lo = g * GROUP;
-        let hi = (lo + GROUP).min(sets.len());
-        let out = env.run_group(lo, hi);
-        let mut guard = match done.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        guard.push((g, out));
-    };
-    if threads == 1 {
-        work();
-    } else {
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(work);
-            }
-        });
-    }
-    let mut parts = match done.into_inner() {
-        Ok(parts) => parts,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    parts.sort_by_key(|(g, _)| *g);
-    let mut out = Vec::with_capacity(sets.len());
-    for (_, part) in parts {
-        out.extend(part);
-    }
+    let (out, threads) = Env::new(&bars, source, traced, settings, options).run(options.threads);
     Ok(BlockResult {
         sets: out,
         indicators: table.values.len(),
         threads,
     })
+}
+
+/// Runs `sets` sets whose targets are given: `targets` holds one row of `stop` targets
+/// (-1, 0 or 1, decided on each close of bars `[0, stop)`) per set, set after set. The
+/// fills, costs, positions, equity and metrics are those of [`run_block`] for the same
+/// targets. The first row with a target outside -1..=1 fails the block, named by its set.
+#[allow(clippy::too_many_arguments)]
+pub fn run_block_signals(
+    ts: &[i64],
+    open: &[f64],
+    close: &[f64],
+    start: usize,
+    stop: usize,
+    targets: &[i8],
+    sets: usize,
+    traced: &[bool],
+    settings: &Settings,
+    options: &BlockOptions,
+) -> Result<BlockResult, BlockError> {
+    check_block(sets, traced, settings, options)?;
+    let bars = Bars::check(ts, open, close, start, stop)?;
+    if sets.checked_mul(stop) != Some(targets.len()) {
+        return Err(BlockError::Targets(targets.len(), sets, stop));
+    }
+    for (i, row) in targets.chunks_exact(stop).enumerate() {
+        if !all_targets(row) {
+            check_targets(row).map_err(|e| BlockError::Set(i, e.to_string()))?;
+        }
+    }
+    let source = Source::Targets { targets, row: stop };
+    let (out, threads) = Env::new(&bars, source, traced, settings, options).run(options.threads);
+    Ok(BlockResult {
+        sets: out,
+        indicators: 0,
+        threads,
+    })
+}
+
+/// Every target of `row` is -1, 0 or 1 (a branch-free pass the compiler vectorises).
+fn all_targets(row: &[i8]) -> bool {
+    row.chunks(256).all(|chunk| {
+        chunk
+            .iter()
+            .fold(true, |ok, t| ok & ((t.wrapping_add(1) as u8) <= 2))
+    })
+}
+
+/// The checks every block makes of its settings, threads and traced flags.
+fn check_block(
+    sets: usize,
+    traced: &[bool],
+    settings: &Settings,
+    options: &BlockOptions,
+) -> Result<(), BlockError> {
+    settings.validate()?;
+    if options.threads == 0 {
+        return Err(BlockError::Threads);
+    }
+    if !traced.is_empty() && traced.len() != sets {
+        return Err(BlockError::Traced(traced.len(), sets));
+    }
+    Ok(())
+}
+
+/// The bars of a block, checked: the columns up to `stop` and the window's timestamps.
+struct Bars<'a> {
+    ts: &'a [i64],
+    open: &'a [f64],
+    close: &'a [f64],
+    start: usize,
+}
+
+impl<'a> Bars<'a> {
+    fn check(
+        ts: &'a [i64],
+        open: &'a [f64],
+        close: &'a [f64],
+        start: usize,
+        stop: usize,
+    ) -> Result<Self, BlockError> {
+        let n = close.len();
+        if ts.len() != n {
+            return Err(BacktestError::Length("timestamps", ts.len(), n).into());
+        }
+        if open.len() != n {
+            return Err(BacktestError::Length("opens", open.len(), n).into());
+        }
+        if start >= stop || stop > n {
+            return Err(BacktestError::Span(start, stop, n).into());
+        }
+        Ok(Bars {
+            ts: &ts[start..stop],
+            open: &open[..stop],
+            close: &close[..stop],
+            start,
+        })
+    }
 }
 
 /// The distinct indicators of a block, each computed once over the closes.
@@ -341,6 +390,27 @@ pub fn zscore(close: &[f64], squares: &[f64], window: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Where the sets of a block take their targets from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Parameter sets of built-in strategies and the block's indicators.
+    Params {
+        sets: &'a [ParamSet],
+        table: &'a Indicators,
+    },
+    /// Given targets, one row of `row` bars per set, set after set.
+    Targets { targets: &'a [i8], row: usize },
+}
+
+impl Source<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Params { sets, .. } => sets.len(),
+            Source::Targets { targets, row } => targets.len() / (*row).max(1),
+        }
+    }
+}
+
 /// What every set of a block reads.
 struct Env<'a> {
     /// The window's timestamps.
@@ -349,19 +419,85 @@ struct Env<'a> {
     close: &'a [f64],
     start: usize,
     settings: &'a Settings,
-    table: &'a Indicators,
-    sets: &'a [ParamSet],
+    source: Source<'a>,
     traced: &'a [bool],
     ppy: f64,
     /// every close is finite (a flat bar's equity is then its cash)
     finite: bool,
 }
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    fn new(
+        bars: &Bars<'a>,
+        source: Source<'a>,
+        traced: &'a [bool],
+        settings: &'a Settings,
+        options: &BlockOptions,
+    ) -> Self {
+        Env {
+            ts: bars.ts,
+            open: bars.open,
+            close: bars.close,
+            start: bars.start,
+            settings,
+            source,
+            traced,
+            ppy: options.periods_per_year,
+            finite: bars.close.iter().all(|c| c.is_finite()),
+        }
+    }
+
+    /// Every set, in groups handed to at most `threads` threads; the results in the
+    /// order of the sets and the threads that ran.
+    fn run(&self, threads: usize) -> (Vec<SetResult>, usize) {
+        let sets = self.source.len();
+        let groups = sets.div_ceil(GROUP);
+        let threads = threads.min(groups).max(1);
+        let next = AtomicUsize::new(0);
+        let done: Mutex<Vec<(usize, Vec<SetResult>)>> = Mutex::new(Vec::with_capacity(groups));
+        let work = || loop {
+            let g = next.fetch_add(1, Ordering::Relaxed);
+            if g >= groups {
+                break;
+            }
+            let lo = g * GROUP;
+            let hi = (lo + GROUP).min(sets);
+            let out = self.run_group(lo, hi);
+            let mut guard = match done.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            guard.push((g, out));
+        };
+        if threads == 1 {
+            work();
+        } else {
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(work);
+                }
+            });
+        }
+        let mut parts = match done.into_inner() {
+            Ok(parts) => parts,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        parts.sort_by_key(|(g, _)| *g);
+        let mut out = Vec::with_capacity(sets);
+        for (_, part) in parts {
+            out.extend(part);
+        }
+        (out, threads)
+    }
+
     fn run_group(&self, lo: usize, hi: usize) -> Vec<SetResult> {
         let mut states: Vec<SetState<'_>> = (lo..hi).map(|i| self.state(i)).collect();
         let n = self.close.len();
-        let mut t0 = 0;
+        // given targets need no bar before the window; indicators' states do
+        let mut t0 = match self.source {
+            Source::Params { .. } => 0,
+            Source::Targets { .. } => self.start,
+        };
         while t0 < n {
             let t1 = (t0 + TILE).min(n);
             for s in states.iter_mut() {
@@ -372,16 +508,31 @@ impl Env<'_> {
         states.into_iter().map(|s| s.finish(self)).collect()
     }
 
-    fn state(&self, i: usize) -> SetState<'_> {
-        let set = self.sets[i];
-        let signal = match set {
+    fn state(&self, i: usize) -> SetState<'a> {
+        let signal = match self.source {
+            Source::Params { sets, table } => Self::param_signal(sets[i], table),
+            Source::Targets { targets, row } => Signal::Given {
+                t: &targets[i * row..(i + 1) * row],
+            },
+        };
+        let traced = self.traced.get(i).copied().unwrap_or(false);
+        SetState {
+            signal,
+            state: 0,
+            tick: Tick::new(self.settings),
+            book: Book::new(self.settings, traced, self.ts.len()),
+        }
+    }
+
+    fn param_signal(set: ParamSet, table: &'a Indicators) -> Signal<'a> {
+        match set {
             ParamSet::Sma {
                 fast,
                 slow,
                 long_short,
             } => Signal::Sma {
-                f: self.table.get(Indicator::Sma(fast as usize)),
-                s: self.table.get(Indicator::Sma(slow as usize)),
+                f: table.get(Indicator::Sma(fast as usize)),
+                s: table.get(Indicator::Sma(slow as usize)),
                 down: if long_short { -1 } else { 0 },
                 prev_lt: false,
                 prev_gt: false,
@@ -391,7 +542,7 @@ impl Env<'_> {
                 threshold,
                 long_short,
             } => Signal::Momentum {
-                r: self.table.get(Indicator::Momentum(lookback as usize)),
+                r: table.get(Indicator::Momentum(lookback as usize)),
                 threshold,
                 long_short,
             },
@@ -401,18 +552,11 @@ impl Env<'_> {
                 exit_z,
                 long_short,
             } => Signal::MeanReversion {
-                z: self.table.get(Indicator::ZScore(window as usize)),
+                z: table.get(Indicator::ZScore(window as usize)),
                 entry: entry_z,
                 exit: exit_z,
                 long_short,
             },
-        };
-        let traced = self.traced.get(i).copied().unwrap_or(false);
-        SetState {
-            signal,
-            state: 0,
-            tick: Tick::new(self.settings),
-            book: Book::new(self.settings, traced, self.ts.len()),
         }
     }
 }
@@ -438,6 +582,8 @@ enum Signal<'a> {
         exit: f64,
         long_short: bool,
     },
+    /// Targets given for every bar of `[0, stop)`.
+    Given { t: &'a [i8] },
 }
 
 struct SetState<'a> {
@@ -517,6 +663,12 @@ impl SetState<'_> {
                     } else if zv.abs() <= exit {
                         state = 0;
                     }
+                    step(t0 + k, state, &mut tick);
+                }
+            }
+            Signal::Given { t } => {
+                for (k, tv) in t[t0..t1].iter().enumerate() {
+                    state = *tv;
                     step(t0 + k, state, &mut tick);
                 }
             }
@@ -1181,5 +1333,134 @@ mod tests {
         let peak = cash + q * 13.0;
         assert!((m.max_drawdown - ((cash + q * 12.0) / peak - 1.0)).abs() < 1e-15);
         assert!((m.total_return - (last / 1000.0 - 1.0)).abs() < 1e-15);
+    }
+
+    /// The built-in targets of `sets` over `close`, one row per set.
+    fn target_rows(close: &[f64], sets: &[ParamSet]) -> Vec<i8> {
+        sets.iter().flat_map(|set| targets(close, set)).collect()
+    }
+
+    #[test]
+    fn given_targets_fold_as_the_built_in_block() {
+        let (ts, open, close) = prices(5000, 17);
+        let sets = sets();
+        let traced: Vec<bool> = (0..sets.len()).map(|i| i % 4 == 1).collect();
+        let s = costs();
+        for (start, stop) in [(0, 5000), (900, 3100)] {
+            let rows = target_rows(&close[..stop], &sets);
+            for threads in [1, 2, 3] {
+                let want = run_block(
+                    &ts,
+                    &open,
+                    &close,
+                    start,
+                    stop,
+                    &sets,
+                    &traced,
+                    &s,
+                    &options(threads),
+                )
+                .unwrap();
+                let got = run_block_signals(
+                    &ts[..stop],
+                    &open[..stop],
+                    &close[..stop],
+                    start,
+                    stop,
+                    &rows,
+                    sets.len(),
+                    &traced,
+                    &s,
+                    &options(threads),
+                )
+                .unwrap();
+                assert_eq!(got.sets, want.sets, "{start}..{stop}, {threads} threads");
+                assert_eq!(got.indicators, 0);
+                assert_eq!(got.threads, want.threads);
+                assert!(got.sets.iter().any(|r| !r.trades.is_empty()));
+            }
+        }
+    }
+
+    #[test]
+    fn given_targets_are_checked_by_set() {
+        let (ts, open, close) = prices(200, 23);
+        let sets = sets();
+        let mut rows = target_rows(&close, &sets);
+        let run = |rows: &[i8], n: usize| {
+            run_block_signals(
+                &ts,
+                &open,
+                &close,
+                10,
+                200,
+                rows,
+                n,
+                &[],
+                &costs(),
+                &options(2),
+            )
+        };
+        assert!(run(&rows, sets.len()).is_ok());
+        // a bad target before the window still fails its set, as in the per-set kernel
+        rows[3 * 200 + 5] = 2;
+        rows[7 * 200 + 1] = -128;
+        let err = run(&rows, sets.len()).unwrap_err();
+        assert_eq!(
+            err,
+            BlockError::Set(3, BacktestError::Target(5, 2).to_string())
+        );
+        assert_eq!(
+            err.to_string(),
+            "parameter set 3: strategy returned target 2 at bar 5; allowed: -1, 0, 1"
+        );
+        rows[3 * 200 + 5] = 1;
+        assert_eq!(
+            run(&rows, sets.len()),
+            Err(BlockError::Set(
+                7,
+                BacktestError::Target(1, -128).to_string()
+            ))
+        );
+        rows[7 * 200 + 1] = 0;
+        assert_eq!(
+            run(&rows[..rows.len() - 1], sets.len()),
+            Err(BlockError::Targets(rows.len() - 1, sets.len(), 200))
+        );
+        assert!(run(&rows, sets.len() + 1)
+            .unwrap_err()
+            .to_string()
+            .contains("expected one row of 200 targets per set"));
+        assert_eq!(run(&[], 0).map(|b| b.sets.len()), Ok(0));
+        assert_eq!(
+            run_block_signals(
+                &ts,
+                &open,
+                &close,
+                0,
+                200,
+                &rows,
+                sets.len(),
+                &[true],
+                &costs(),
+                &options(1)
+            ),
+            Err(BlockError::Traced(1, sets.len()))
+        );
+    }
+
+    #[test]
+    fn all_targets_agrees_with_the_per_bar_check() {
+        for v in i8::MIN..=i8::MAX {
+            for at in [0, 255, 256, 700] {
+                let mut row = vec![1i8; 701];
+                row[at] = v;
+                assert_eq!(
+                    all_targets(&row),
+                    check_targets(&row).is_ok(),
+                    "{v} at {at}"
+                );
+            }
+        }
     }
 }

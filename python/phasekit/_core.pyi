@@ -323,3 +323,28 @@ def backtest_block(
     ``pyarrow.RecordBatch``, ``indicators`` (distinct indicators computed) and
     ``threads`` (threads that ran sets). A set that cannot run fails the block with a
     ``ConfigError`` whose ``set_index`` names it."""
+
+def backtest_block_signals(
+    bars: Any,
+    signals: Any,
+    sets: int,
+    start: int = 0,
+    stop: Optional[int] = None,
+    *,
+    traced: Optional[list[bool]] = None,
+    initial_capital: float = 100000.0,
+    fraction: float = 1.0,
+    whole_units: bool = False,
+    commission_bps: float = 0.0,
+    slippage_bps: float = 0.0,
+    periods_per_year: float = 252.0,
+    threads: Optional[int] = None,
+) -> dict[str, Any]:
+    """A block of ``sets`` sets whose targets are given, in one call with the GIL
+    released: the int8 column ``target`` of ``signals`` holds one row of ``stop``
+    targets (-1, 0 or 1, decided on the closes of ``bars[:stop]``) per set, set after
+    set. Fills, costs, positions, equity and metrics over ``bars[start:stop]`` are those
+    of ``backtest_block`` for the same targets; returns what it returns (``indicators``
+    0). Targets that are not ``sets`` rows of ``stop`` raise ``InvalidArgument``; a row
+    with a value other than -1, 0, 1 fails the block with a ``ConfigError`` whose
+    ``set_index`` names the set."""

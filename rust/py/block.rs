@@ -1,6 +1,7 @@
 //! `backtest_block`: a block of parameter sets over one window in one call
-//! ([`crate::block::run_block`]), results and trades as Arrow record batches. The GIL is
-//! released while the block runs.
+//! ([`crate::block::run_block`]), results and trades as Arrow record batches; and
+//! `backtest_block_signals`, the same for targets computed elsewhere (a user strategy's,
+//! [`crate::block::run_block_signals`]). The GIL is released while the block runs.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use super::arrow::{import_batches, to_pyarrow};
 use super::backtest::{column, is_f64, is_i8, is_ts, to_py, trade_columns};
 use super::errors::{ConfigError, InvalidArgument};
 use crate::backtest::{Settings, Trades};
-use crate::block::{run_block, BlockError, BlockOptions, BlockResult, ParamSet};
+use crate::block::{run_block, run_block_signals, BlockError, BlockOptions, BlockResult, ParamSet};
 
 /// The strategy kinds a block runs and the parameter columns each reads.
 const KINDS: &str = "sma_crossover (fast, slow, long_short), momentum (lookback, threshold, \
@@ -23,7 +24,9 @@ const KINDS: &str = "sma_crossover (fast, slow, long_short), momentum (lookback,
 fn block_err(py: Python<'_>, err: BlockError) -> PyErr {
     match err {
         BlockError::Block(e) => to_py(e),
-        BlockError::Threads | BlockError::Traced(..) => InvalidArgument::new_err(err.to_string()),
+        BlockError::Threads | BlockError::Traced(..) | BlockError::Targets(..) => {
+            InvalidArgument::new_err(err.to_string())
+        }
         BlockError::Set(set, _) => {
             let e = ConfigError::new_err(err.to_string());
             // the Python layer names the container from the set's index
@@ -170,6 +173,71 @@ fn curves_batch(out: &BlockResult) -> PyResult<RecordBatch> {
     ])
 }
 
+/// The bars' columns the block kernel reads.
+struct Columns<'a> {
+    ts: std::borrow::Cow<'a, [i64]>,
+    open: std::borrow::Cow<'a, [f64]>,
+    close: std::borrow::Cow<'a, [f64]>,
+}
+
+fn bar_columns(batches: &[RecordBatch]) -> PyResult<Columns<'_>> {
+    Ok(Columns {
+        ts: column::<Int64Type>(batches, "bars", "ts", is_ts, "int64 or timestamp[ns]")?,
+        open: column::<Float64Type>(batches, "bars", "open", is_f64, "float64")?,
+        close: column::<Float64Type>(batches, "bars", "close", is_f64, "float64")?,
+    })
+}
+
+/// The keyword arguments both block calls take, as the kernel's settings and options.
+struct Knobs {
+    settings: Settings,
+    options: BlockOptions,
+    traced: Vec<bool>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn knobs(
+    traced: Option<Vec<bool>>,
+    initial_capital: f64,
+    fraction: f64,
+    whole_units: bool,
+    commission_bps: f64,
+    slippage_bps: f64,
+    periods_per_year: f64,
+    threads: Option<usize>,
+) -> Knobs {
+    let threads = match threads {
+        Some(t) => t,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    Knobs {
+        settings: Settings {
+            initial_capital,
+            fraction,
+            whole_units,
+            commission_bps,
+            slippage_bps,
+        },
+        options: BlockOptions {
+            periods_per_year,
+            threads,
+        },
+        traced: traced.unwrap_or_default(),
+    }
+}
+
+fn block_dict<'py>(py: Python<'py>, out: &BlockResult) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("results", to_pyarrow(py, results_batch(out)?)?)?;
+    dict.set_item("trades", to_pyarrow(py, trades_batch(out)?)?)?;
+    dict.set_item("curves", to_pyarrow(py, curves_batch(out)?)?)?;
+    dict.set_item("indicators", out.indicators)?;
+    dict.set_item("threads", out.threads)?;
+    Ok(dict)
+}
+
 /// `backtest_block(bars, kind, params, start=0, stop=None, *, traced=None, ...)`: every
 /// parameter set (a row of `params`) of the strategy `kind` over `bars[start:stop]`
 /// (signals over `bars[:stop]`). Returns a dict of `results` (one row per set: `set`,
@@ -210,47 +278,112 @@ fn backtest_block<'py>(
     periods_per_year: f64,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let settings = Settings {
+    let k = knobs(
+        traced,
         initial_capital,
         fraction,
         whole_units,
         commission_bps,
         slippage_bps,
-    };
-    let sets = param_sets(kind, params)?;
-    let (_, batches) = import_batches(bars)?;
-    let ts = column::<Int64Type>(&batches, "bars", "ts", is_ts, "int64 or timestamp[ns]")?;
-    let open = column::<Float64Type>(&batches, "bars", "open", is_f64, "float64")?;
-    let close = column::<Float64Type>(&batches, "bars", "close", is_f64, "float64")?;
-    let stop = stop.unwrap_or(close.len());
-    let threads = match threads {
-        Some(t) => t,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-    };
-    let options = BlockOptions {
         periods_per_year,
         threads,
-    };
-    let traced = traced.unwrap_or_default();
+    );
+    let sets = param_sets(kind, params)?;
+    let (_, batches) = import_batches(bars)?;
+    let c = bar_columns(&batches)?;
+    let stop = stop.unwrap_or(c.close.len());
     let out = py
         .detach(|| {
             run_block(
-                &ts, &open, &close, start, stop, &sets, &traced, &settings, &options,
+                &c.ts,
+                &c.open,
+                &c.close,
+                start,
+                stop,
+                &sets,
+                &k.traced,
+                &k.settings,
+                &k.options,
             )
         })
         .map_err(|e| block_err(py, e))?;
-    let dict = PyDict::new(py);
-    dict.set_item("results", to_pyarrow(py, results_batch(&out)?)?)?;
-    dict.set_item("trades", to_pyarrow(py, trades_batch(&out)?)?)?;
-    dict.set_item("curves", to_pyarrow(py, curves_batch(&out)?)?)?;
-    dict.set_item("indicators", out.indicators)?;
-    dict.set_item("threads", out.threads)?;
-    Ok(dict)
+    block_dict(py, &out)
+}
+
+/// `backtest_block_signals(bars, signals, sets, start=0, stop=None, *, traced=None,
+/// ...)`: `sets` sets whose targets are given in the int8 column `target` of `signals`,
+/// one row of `stop` targets (bars `[0, stop)`) per set, set after set, over
+/// `bars[start:stop]`. Returns what `backtest_block` returns (`indicators` 0).
+#[pyfunction]
+#[pyo3(signature = (
+    bars,
+    signals,
+    sets,
+    start=0,
+    stop=None,
+    *,
+    traced=None,
+    initial_capital=100_000.0,
+    fraction=1.0,
+    whole_units=false,
+    commission_bps=0.0,
+    slippage_bps=0.0,
+    periods_per_year=252.0,
+    threads=None,
+))]
+#[allow(clippy::too_many_arguments)]
+fn backtest_block_signals<'py>(
+    py: Python<'py>,
+    bars: &Bound<'py, PyAny>,
+    signals: &Bound<'py, PyAny>,
+    sets: usize,
+    start: usize,
+    stop: Option<usize>,
+    traced: Option<Vec<bool>>,
+    initial_capital: f64,
+    fraction: f64,
+    whole_units: bool,
+    commission_bps: f64,
+    slippage_bps: f64,
+    periods_per_year: f64,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let k = knobs(
+        traced,
+        initial_capital,
+        fraction,
+        whole_units,
+        commission_bps,
+        slippage_bps,
+        periods_per_year,
+        threads,
+    );
+    let (_, batches) = import_batches(bars)?;
+    let c = bar_columns(&batches)?;
+    let (_, signal_batches) = import_batches(signals)?;
+    let targets = column::<Int8Type>(&signal_batches, "signals", "target", is_i8, "int8")?;
+    let stop = stop.unwrap_or(c.close.len());
+    let out = py
+        .detach(|| {
+            run_block_signals(
+                &c.ts,
+                &c.open,
+                &c.close,
+                start,
+                stop,
+                &targets,
+                sets,
+                &k.traced,
+                &k.settings,
+                &k.options,
+            )
+        })
+        .map_err(|e| block_err(py, e))?;
+    block_dict(py, &out)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backtest_block, m)?)?;
+    m.add_function(wrap_pyfunction!(backtest_block_signals, m)?)?;
     Ok(())
 }

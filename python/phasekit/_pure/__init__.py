@@ -5,7 +5,12 @@ It is the reference implementation; ``phasekit._core`` is the drop-in fast one.
 
 from __future__ import annotations
 
-from phasekit._pure.backtest import backtest, backtest_block, sma_crossover_signals
+from phasekit._pure.backtest import (
+    backtest,
+    backtest_block,
+    backtest_block_signals,
+    sma_crossover_signals,
+)
 from phasekit._pure.channel import Channel
 from phasekit._pure.checksum import crc32, file_checksum
 from phasekit._pure.ipc import COMPRESSIONS, TMP_SUFFIX, IpcWriter
@@ -40,6 +45,7 @@ __all__ = [
     "SpillLedger",
     "backtest",
     "backtest_block",
+    "backtest_block_signals",
     "crc32",
     "file_checksum",
     "size_of",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -566,6 +567,54 @@ def _block_batches(
     }
 
 
+def _settings(
+    initial_capital: float,
+    fraction: float,
+    whole_units: bool,
+    commission_bps: float,
+    slippage_bps: float,
+) -> PortfolioSettings:
+    return PortfolioSettings(
+        initial_capital=float(initial_capital),
+        fraction=float(fraction),
+        whole_units=bool(whole_units),
+        commission_bps=float(commission_bps),
+        slippage_bps=float(slippage_bps),
+    )
+
+
+def _check_threads(threads: Optional[int]) -> None:
+    if threads is not None and int(threads) < 1:
+        raise InvalidArgument(f"threads: {threads} must be at least 1")
+
+
+def _run_sets(
+    targets: Callable[[slice], np.ndarray],
+    n_sets: int,
+    warm: _Bars,
+    start: int,
+    settings: PortfolioSettings,
+    ppy: float,
+    keep: np.ndarray,
+) -> dict[str, Any]:
+    """The fold of every set in chunks: ``targets(rows)`` gives the targets of the sets
+    ``rows`` over the window (sets x window bars)."""
+    stop = len(warm)
+    window = warm.slice(start, stop)
+    chunk = max(1, _CHUNK_CELLS // stop)
+    results, trades, curves = [], [], []
+    for lo in range(0, n_sets, chunk):
+        rows = slice(lo, min(n_sets, lo + chunk))
+        metrics, chunk_trades, (eq, pos) = _run_chunk(
+            targets(rows), window, settings, ppy, keep[rows]
+        )
+        chunk_trades["set"] = chunk_trades["set"] + lo
+        results.append(metrics)
+        trades.append(chunk_trades)
+        curves.append((np.flatnonzero(keep[rows]) + lo, eq, pos))
+    return _block_batches(results, trades, curves, n_sets, stop - start)
+
+
 def backtest_block(
     bars: Any,
     kind: str,
@@ -585,37 +634,78 @@ def backtest_block(
     """Every parameter set (a row of ``params``) of the strategy ``kind`` over
     ``bars[start:stop]``; the same call as ``phasekit._core.backtest_block``. The sets
     are vectorised with numpy in one thread (``threads`` is checked, and 1 is used)."""
-    settings = PortfolioSettings(
-        initial_capital=float(initial_capital),
-        fraction=float(fraction),
-        whole_units=bool(whole_units),
-        commission_bps=float(commission_bps),
-        slippage_bps=float(slippage_bps),
-    )
+    settings = _settings(initial_capital, fraction, whole_units, commission_bps, slippage_bps)
     p = _block_params(kind, params)
     table = _table(bars)
     start, stop = _span(int(start), stop if stop is None else int(stop), table.num_rows)
-    if threads is not None and int(threads) < 1:
-        raise InvalidArgument(f"threads: {threads} must be at least 1")
+    _check_threads(threads)
     n_sets = int(p["long_short"].shape[0])
     keep = _traced_flags(traced, n_sets)
     _check_sets(kind, p)
     warm = _bars(table, stop)
-    window = warm.slice(start, stop)
     ind = _indicators(kind, p, warm.close)
-    chunk = max(1, _CHUNK_CELLS // stop)
-    results, trades, curves = [], [], []
-    for lo in range(0, n_sets, chunk):
-        rows = slice(lo, min(n_sets, lo + chunk))
-        target = _block_targets(kind, p, ind, rows)[:, start:]
-        metrics, chunk_trades, (eq, pos) = _run_chunk(
-            target, window, settings, float(periods_per_year), keep[rows]
-        )
-        chunk_trades["set"] = chunk_trades["set"] + lo
-        results.append(metrics)
-        trades.append(chunk_trades)
-        curves.append((np.flatnonzero(keep[rows]) + lo, eq, pos))
-    out: dict[str, Any] = _block_batches(results, trades, curves, n_sets, stop - start)
+
+    def targets(rows: slice) -> np.ndarray:
+        return _block_targets(kind, p, ind, rows)[:, start:]
+
+    out = _run_sets(targets, n_sets, warm, start, settings, float(periods_per_year), keep)
     out["indicators"] = len(ind)
+    out["threads"] = 1
+    return out
+
+
+def _target_rows(signals: Any, n_sets: int, stop: int) -> np.ndarray:
+    """The ``target`` column of ``signals`` as sets x ``stop`` rows, each checked."""
+    target = _column(_table(signals), "target", "int8", "signals")
+    if n_sets * stop != target.shape[0]:
+        raise InvalidArgument(
+            f"signals: {target.shape[0]} targets for {n_sets} parameter sets of {stop} bars "
+            f"(expected one row of {stop} targets per set)"
+        )
+    rows = target.reshape(n_sets, stop)
+    if rows.size and (int(rows.min()) < -1 or int(rows.max()) > 1):
+        i = int(np.flatnonzero(((rows < -1) | (rows > 1)).any(axis=1))[0])
+        try:
+            _check_targets(rows[i])
+        except ConfigError as exc:
+            raise _SetError(i, str(exc)) from None
+    return rows
+
+
+def backtest_block_signals(
+    bars: Any,
+    signals: Any,
+    sets: int,
+    start: int = 0,
+    stop: Optional[int] = None,
+    *,
+    traced: Optional[list[bool]] = None,
+    initial_capital: float = 100_000.0,
+    fraction: float = 1.0,
+    whole_units: bool = False,
+    commission_bps: float = 0.0,
+    slippage_bps: float = 0.0,
+    periods_per_year: float = 252.0,
+    threads: Optional[int] = None,
+) -> dict[str, Any]:
+    """``sets`` sets whose targets are the int8 column ``target`` of ``signals`` (one
+    row of ``stop`` targets per set, set after set) over ``bars[start:stop]``; the same
+    call as ``phasekit._core.backtest_block_signals``."""
+    settings = _settings(initial_capital, fraction, whole_units, commission_bps, slippage_bps)
+    _check_threads(threads)
+    n_sets = int(sets)
+    if n_sets < 0:
+        raise InvalidArgument(f"sets: {n_sets} must be at least 0")
+    keep = _traced_flags(traced, n_sets)
+    table = _table(bars)
+    start, stop = _span(int(start), stop if stop is None else int(stop), table.num_rows)
+    warm = _bars(table, stop)
+    rows = _target_rows(signals, n_sets, stop)
+
+    def targets(chunk: slice) -> np.ndarray:
+        return rows[chunk, start:]
+
+    out = _run_sets(targets, n_sets, warm, start, settings, float(periods_per_year), keep)
+    out["indicators"] = 0
     out["threads"] = 1
     return out

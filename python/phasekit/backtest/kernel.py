@@ -18,8 +18,8 @@ import pyarrow as pa
 from phasekit.backend import backend_module
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.portfolio import Fill, PortfolioSettings, SimResult
+from phasekit.backtest.signals import as_targets
 from phasekit.backtest.strategies import SmaCrossover, make_strategy
-from phasekit.errors import ConfigError
 
 
 @dataclass
@@ -50,18 +50,7 @@ def _columns(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
 
 def _targets(bars: Bars, stop: int, strategy_type: str, params: Mapping[str, Any]) -> np.ndarray:
     strategy = make_strategy(strategy_type, dict(params))
-    target = np.asarray(strategy.signals(bars.slice(0, stop)))
-    if target.shape != (stop,):
-        raise ConfigError(f"strategy returned {target.shape} signals for {stop} bars")
-    if target.dtype != np.int8:
-        as_int = target.astype(np.int8)
-        if not np.array_equal(as_int, target):
-            bad = int(np.flatnonzero(as_int != target)[0])
-            raise ConfigError(
-                f"strategy returned target {target[bad].item()} at bar {bad}; allowed: -1, 0, 1"
-            )
-        target = as_int
-    return target
+    return as_targets(strategy.signals(bars.slice(0, stop)), (stop,))
 
 
 def run_kernel(

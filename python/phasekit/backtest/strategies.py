@@ -13,6 +13,9 @@ of length ``len(bars)`` with values in {-1, 0, 1}::
 
         def signals(self, bars):
             ...
+
+A user strategy may also compute the targets of a whole block of parameter sets in one
+call (``signals_block``, see :mod:`phasekit.backtest.signals`).
 """
 
 from __future__ import annotations
@@ -125,29 +128,39 @@ def _import(spec: str) -> Callable[..., Strategy]:
         raise ConfigError(f"strategy.type: cannot import {spec!r}: {exc}") from exc
 
 
+def strategy_factory(kind: str) -> Callable[..., Strategy]:
+    """The class (or factory) of a strategy named ``sma_crossover``, ``momentum``,
+    ``mean_reversion`` or ``module:Class``."""
+    if ":" in kind:
+        return _import(kind)
+    if kind in STRATEGIES:
+        return STRATEGIES[kind]
+    import difflib
+
+    close = difflib.get_close_matches(kind, STRATEGIES, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"strategy.type: unknown strategy {kind!r}; allowed: "
+        f"{', '.join(STRATEGIES)} or module:Class{hint}"
+    )
+
+
 def make_strategy(kind: str, params: dict[str, Any]) -> Strategy:
     """Build a strategy by name (``sma_crossover``, ``momentum``, ``mean_reversion``) or
     ``module:Class``, with keyword parameters."""
-    if ":" in kind:
-        factory = _import(kind)
-    elif kind in STRATEGIES:
-        factory = STRATEGIES[kind]
-    else:
-        import difflib
+    return build_strategy(strategy_factory(kind), kind, params)
 
-        close = difflib.get_close_matches(kind, STRATEGIES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"strategy.type: unknown strategy {kind!r}; allowed: "
-            f"{', '.join(STRATEGIES)} or module:Class{hint}"
-        )
+
+def build_strategy(factory: Callable[..., Strategy], name: str, params: dict[str, Any]) -> Strategy:
+    """``factory(**params)``, its parameters checked against its signature and the
+    result's ``signals`` method checked; ``name`` names the strategy in errors."""
     try:
         inspect.signature(factory).bind(**params)
     except TypeError as exc:
-        raise ConfigError(f"strategy {kind!r}: bad parameters {params}: {exc}") from exc
+        raise ConfigError(f"strategy {name!r}: bad parameters {params}: {exc}") from exc
     strategy = factory(**params)
     if not callable(getattr(strategy, "signals", None)):
-        raise ConfigError(f"strategy {kind!r} has no signals(bars) method")
+        raise ConfigError(f"strategy {name!r} has no signals(bars) method")
     return strategy
 
 
