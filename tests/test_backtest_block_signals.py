@@ -296,6 +296,8 @@ class PerSet:
             return out
         if self.how == "three":
             return np.full(n, 3)
+        if self.how == "boom":
+            raise RuntimeError("the strategy broke")
         return np.full(n, self.level, dtype=np.int64)
 
 
@@ -372,6 +374,14 @@ def test_bad_per_set_targets_and_parameters_are_named(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         user_block(bars, "PerSet", sets)
+
+
+def test_a_failing_set_keeps_its_error_and_is_named(backend_name: str, bars: Bars) -> None:
+    with pytest.raises(RuntimeError, match="the strategy broke") as info:
+        user_block(bars, "PerSet", [{}, {"how": "boom"}])
+    notes = info.value.__notes__
+    assert notes[0].startswith(f"parameter set 1: strategy '{MOD}:PerSet'")
+    assert notes[1] == "container c001 {'how': 'boom'}"
 
 
 def test_per_set_values_reach_the_fold(backend_name: str, bars: Bars) -> None:

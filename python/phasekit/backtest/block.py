@@ -281,16 +281,19 @@ def _kernel_options(
 def _naming(
     container_ids: Sequence[str], param_sets: Sequence[Mapping[str, object]]
 ) -> Iterator[None]:
-    """A ``ConfigError`` of one set (``set_index``) re-raised naming its container."""
+    """A ``ConfigError`` of one set (``set_index``) re-raised naming its container; any
+    other exception of one set gets a note naming it."""
     try:
         yield
-    except ConfigError as exc:
+    except Exception as exc:
         index = getattr(exc, "set_index", None)
-        if index is None or not 0 <= index < len(container_ids):
+        if not isinstance(index, int) or not 0 <= index < len(container_ids):
             raise
-        raise ConfigError(
-            f"container {container_ids[index]} {dict(param_sets[index])}: {exc}"
-        ) from exc
+        where = f"container {container_ids[index]} {dict(param_sets[index])}"
+        if not isinstance(exc, ConfigError):
+            exc.add_note(where)
+            raise
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _block_run(

@@ -55,7 +55,8 @@ VECTORISED = "signals_block"
 
 def set_error(index: int, why: str) -> ConfigError:
     """A ``ConfigError`` of parameter set ``index`` (``set_index``, as the block kernels
-    raise, so the block's caller can name the set's container)."""
+    raise, so the block's caller can name the set's container). Other exceptions a
+    strategy raises for one set keep their type and get ``set_index`` and a note."""
     err = ConfigError(f"parameter set {index}: {why}")
     err.set_index = index  # type: ignore[attr-defined]
     return err
@@ -188,6 +189,10 @@ def _per_set(block: BlockParams, bars: Bars) -> np.ndarray:
             out[i] = as_targets(strategy.signals(bars), (len(bars),), f"strategy {block.name!r}")
         except ConfigError as exc:
             raise set_error(i, str(exc)) from exc
+        except Exception as exc:  # the strategy's own failure keeps its type
+            exc.add_note(f"parameter set {i}: strategy {block.name!r} {dict(params)}")
+            exc.set_index = i  # type: ignore[attr-defined]
+            raise
     return out
 
 
