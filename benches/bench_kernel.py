@@ -63,16 +63,13 @@ def _crossover_rows(
     """Long-only crossover targets of a few sets from their averages."""
     f = np.stack([smas[int(n)] for n in fast])
     s = np.stack([smas[int(n)] for n in slow])
-    decided = np.zeros(f.shape, dtype=bool)
-    up = np.zeros(f.shape, dtype=bool)
-    decided[:, 1:] = ((f[:, :-1] < s[:, :-1]) & (f[:, 1:] > s[:, 1:])) | (
-        (f[:, :-1] > s[:, :-1]) & (f[:, 1:] < s[:, 1:])
-    )
-    up[:, 1:] = f[:, 1:] > s[:, 1:]
-    idx = np.where(decided, np.arange(f.shape[1]), 0)
+    up, down = f > s, f < s
+    crossed = np.zeros(f.shape, dtype=bool)
+    crossed[:, 1:] = (down[:, :-1] & up[:, 1:]) | (up[:, :-1] & down[:, 1:])
+    idx = np.where(crossed, np.arange(f.shape[1], dtype=np.int32), np.int32(0))
     np.maximum.accumulate(idx, axis=1, out=idx)
-    held = np.take_along_axis(up & decided, idx, axis=1)
-    return held.astype(np.int8)
+    held = np.take_along_axis(up & crossed, idx, axis=1)
+    return held.view(np.int8)
 
 
 class SmaUser:
