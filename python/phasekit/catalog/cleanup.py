@@ -29,6 +29,7 @@ run. Runs still ``running`` are never touched, and items of a stage listed in
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -43,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 from phasekit import failpoints
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.rows import ITEM_STATES, ItemRow
-from phasekit.crypt.keyring import destroy_keys_for
+from phasekit.crypt import is_sealed
+from phasekit.crypt.keyring import destroy_keys, destroy_keys_for, nested_name
 from phasekit.crypt.objects import shred_object_keys
 from phasekit.errors import CatalogError, InvalidArgument, StorageError
 from phasekit.fsync import fsync_dir
@@ -118,20 +120,41 @@ def _delete_path(path: Path) -> None:
 
 
 def _delete_manifest(path: Path, reference: str, key: str, report: RemovalReport) -> None:
-    """Delete ``<folder>/.phasekit/<key>.json`` when it describes ``reference``."""
+    """Delete ``<folder>/.phasekit/<key>.json`` when it describes ``reference`` (and the
+    data key of an encrypted one)."""
     manifest = path.parent / MANIFEST_DIR / f"{key}.json"
     try:
         if manifest.is_symlink() or manifest.parent.is_symlink():
             return
-        body = json.loads(manifest.read_bytes())
+        raw = manifest.read_bytes()
+        if is_sealed(raw):
+            if not _sealed_manifest_is_of(path, key):
+                return
+        else:
+            body = json.loads(raw)
+            ref = body.get("ref") if isinstance(body, dict) else None
+            if not isinstance(ref, dict) or ref.get("uri") != reference:
+                return
     except (OSError, ValueError):
-        return
-    ref = body.get("ref") if isinstance(body, dict) else None
-    if not isinstance(ref, dict) or ref.get("uri") != reference:
         return
     with contextlib.suppress(FileNotFoundError):
         manifest.unlink()
         report.files_deleted.append(str(manifest))
+    shredded = destroy_keys(path.parent, nested_name(manifest.parent, manifest.name))
+    report.files_deleted.extend(str(k) for k in shredded)
+
+
+def _sealed_manifest_is_of(path: Path, key: str) -> bool:
+    """Whether the encrypted manifest of ``key`` (unreadable without the master key) can
+    only describe the deleted file ``path``: a FileStore names an item's file
+    ``<key>.<suffix>`` in its folder, so it does unless another such file is there (the
+    item rewritten in another format)."""
+    others = [
+        p
+        for p in path.parent.glob(f"{glob.escape(key)}.*")
+        if p != path and p.name.split(".", 1)[0] == key and not p.name.endswith(TMP_SUFFIX)
+    ]
+    return not others
 
 
 def _prune_empty(folders: set[Path], stops: set[Path]) -> None:
@@ -220,6 +243,7 @@ def _delete_objects(
             if root.exists(manifest):
                 root.delete(manifest)
                 report.files_deleted.append(root.uri(manifest))
+                report.files_deleted.extend(shred_object_keys(root, manifest))
             failpoints.reach("cleanup.mid_delete")
         except StorageError as exc:
             for row in rows:

@@ -53,9 +53,10 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from phasekit.catalog.base import MEMORY_PREFIX, OWNER_HOST_KEY, OWNER_PID_KEY
 from phasekit.catalog.integrity import object_problem, problem_with
@@ -64,8 +65,24 @@ from phasekit.catalog.rows import ItemRow, ProcessRow
 from phasekit.catalog.schema import TABLES
 from phasekit.catalog.uris import CATALOG_FILENAME, uri_to_path
 from phasekit.checksum import seal_problem
-from phasekit.crypt.objects import key_stem, key_stems
-from phasekit.errors import CatalogError, StorageError, UnsafePath
+from phasekit.crypt import (
+    HEADER_BYTES,
+    Encryption,
+    decrypt_file,
+    is_sealed,
+    key_id_of_file,
+    recorded_encryption,
+)
+from phasekit.crypt.aead import read_header
+from phasekit.crypt.objects import key_owners, key_stem, key_stems
+from phasekit.errors import (
+    CatalogError,
+    CorruptDataError,
+    InvalidArgument,
+    KeyUnavailable,
+    StorageError,
+    UnsafePath,
+)
 from phasekit.objstore import ObjectRoot, is_object_url, manifest_of
 from phasekit.paths import contained, read_bytes_nofollow
 
@@ -266,12 +283,18 @@ def _temp_finding(
     report.findings.append(finding)
 
 
-def _manifest_problem(path: Path, root: Path, verify: bool) -> str | None:
+KeyOf = Callable[[Path], Optional[Encryption]]
+"""The master key that reads an encrypted manifest (its run's recorded key), if at hand."""
+
+
+def _manifest_problem(path: Path, root: Path, verify: bool, key_of: KeyOf) -> str | None:
     """What is wrong with a store manifest (None when ``path`` is none or it is sound).
 
     A FileStore manifest ``<store>/.phasekit/<key>.json`` names its data file in
     ``ref.uri`` (a file directly in ``<store>``); a stream's ``<key>.stream/manifest.json``
-    lists part files of its folder. The files must exist with the recorded checksum.
+    lists part files of its folder. The files must exist with the recorded checksum. An
+    encrypted manifest is read with ``key_of(path)``; without a key only its envelope
+    is checked (:func:`_sealed_manifest_problem`).
     """
     folder = path.parent
     if folder.name == ".phasekit" and path.suffix == ".json" and not path.name.startswith("."):
@@ -281,7 +304,19 @@ def _manifest_problem(path: Path, root: Path, verify: bool) -> str | None:
     else:
         return None
     try:
-        raw = json.loads(read_bytes_nofollow(path))
+        body = read_bytes_nofollow(path)
+        if is_sealed(body):
+            envelope = _sealed_manifest_problem(path)
+            encryption = key_of(path) if envelope is None else None
+            if encryption is None:
+                return envelope
+            body = bytes(decrypt_file(path, encryption, f"manifest {path}") or b"")
+        raw = json.loads(body)
+    except KeyUnavailable as exc:  # the run's recorded key is another one now: unread
+        log.info("doctor: %s", exc)
+        return None
+    except CorruptDataError as exc:
+        return str(exc)
     except (OSError, ValueError) as exc:
         return f"does not parse ({exc})"
     problem = seal_problem(raw)
@@ -312,6 +347,41 @@ def _manifest_problem(path: Path, root: Path, verify: bool) -> str | None:
     return None
 
 
+def _recorded_keys(root: Path, runs: dict[str, ProcessRow]) -> KeyOf:
+    """The key of a file of a run folder under ``root``: the master key its run recorded
+    (``encryption.key``), loaded once per run; None when the run did not encrypt or the
+    key cannot be loaded here."""
+    loaded: dict[str, Encryption | None] = {}
+
+    def key_of(path: Path) -> Encryption | None:
+        parts = path.relative_to(root).parts
+        proc = runs.get(parts[0]) if parts else None
+        if proc is None:
+            return None
+        if proc.process_id not in loaded:
+            try:
+                loaded[proc.process_id] = recorded_encryption(proc.config)
+            except (KeyUnavailable, InvalidArgument) as exc:
+                log.info("doctor: encrypted manifests of run %s unread: %s", proc.process_id, exc)
+                loaded[proc.process_id] = None
+        return loaded[proc.process_id]
+
+    return key_of
+
+
+def _sealed_manifest_problem(path: Path) -> str | None:
+    """An encrypted manifest (a run with encryption on): its content cannot be read
+    without the master key; its envelope must be sound and its data key present (its
+    item's file is checked through the item's row)."""
+    try:
+        read_header(read_bytes_nofollow(path)[:HEADER_BYTES], f"manifest {path}")
+    except CorruptDataError as exc:
+        return str(exc)
+    if key_id_of_file(path) is None:
+        return "is encrypted, but its data key is missing or damaged (it cannot be read)"
+    return None
+
+
 def _scan(
     root: Path,
     referenced: set[Path],
@@ -325,6 +395,7 @@ def _scan(
     Hidden entries (a store's own manifests, say) are searched for temp files only:
     item names never start with '.', so they are never items.
     """
+    key_of = _recorded_keys(root, runs)
     for folder, dirs, files in os.walk(root):
         base = Path(folder)
         hidden = any(part.startswith(".") for part in base.relative_to(root).parts)
@@ -343,7 +414,7 @@ def _scan(
             if base == root and (name in _CATALOG_FILES or name.startswith(_DAMAGED)):
                 continue
             report.files_scanned += 1
-            problem = _manifest_problem(path, root, verify)
+            problem = _manifest_problem(path, root, verify, key_of)
             if problem is not None:
                 report.findings.append(
                     Finding("corrupt_manifest", "error", f"manifest {path}: {problem}", str(path))
@@ -453,7 +524,7 @@ def _scan_objects(
             root, rel = found
             manifest = manifest_of(rel, row.entity_name)
             named.update({(root.url, rel), (root.url, manifest)})
-            named.update((root.url, stem) for stem in key_stems(rel))
+            named.update((root.url, stem) for stem in [*key_stems(rel), *key_stems(manifest)])
     for proc in processes:
         if not is_object_url(proc.results_dir):
             continue
@@ -490,7 +561,8 @@ def _delete_object(
     if age < grace:
         finding.action = f"kept: {age:.0f} s old, younger than the grace of {grace:.0f} s"
         return
-    if catalog.items_by_reference(root.uri(rel if stem is None else stem)):
+    owners = [rel] if stem is None else key_owners(stem)  # a key object: its data's rows
+    if any(catalog.items_by_reference(root.uri(owner)) for owner in owners):
         finding.action = "kept: a row records it now"
         return
     try:
@@ -509,10 +581,12 @@ def doctor_location(
     verify: bool = True,
     grace_seconds: float = GRACE_SECONDS,
     object_grace_seconds: float = OBJECT_GRACE_SECONDS,
+    encryption: Encryption | None = None,
 ) -> DoctorReport:
     """Doctor a catalog by location, reporting a catalog that cannot be opened (missing or
     empty next to run folders, not a database) as a ``catalog_unreadable`` finding instead
-    of raising; with ``repair`` such a catalog is rebuilt from the results."""
+    of raising; with ``repair`` such a catalog is rebuilt from the results (``encryption``
+    reads the encrypted manifests of runs that encrypted, see :mod:`.rebuild`)."""
     from phasekit.catalog.factory import open_catalog
 
     try:
@@ -524,7 +598,7 @@ def doctor_location(
         if repair:
             from phasekit.catalog.rebuild import rebuild_catalog
 
-            rebuilt = rebuild_catalog(location, results_dir=results_dir)
+            rebuilt = rebuild_catalog(location, results_dir=results_dir, encryption=encryption)
             finding.repaired = True
             finding.action = rebuilt.summary
         return report

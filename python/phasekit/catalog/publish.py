@@ -71,6 +71,7 @@ class PublishingCatalog:
         rel_manifest = manifest_of(rel, entity)
         manifest = self.local_root / rel_manifest
         if manifest.is_file():
+            publish_key(self.root, self.local_root, rel_manifest)  # an encrypted manifest's
             self.root.put_file(rel_manifest, manifest, None)
         log.debug("published %s as %s", path, self.root.uri(rel))
         return self.root.uri(rel)

@@ -9,7 +9,10 @@ phase folder holds its ``phase_summary.json``, else ``interrupted``; started at 
 oldest file) and one item per file (stage and phase: the phase folder; window: the
 folder below it, ``containers`` excepted; entity: the file name without its suffix;
 size and checksum computed now; metadata ``{"rebuilt": true}``, plus, for a file of a
-FileStore, the key, kind, format and metadata its sealed manifest records). Items held only in
+FileStore, the key, kind, format and metadata its sealed manifest records; an encrypted
+file's key id from its key file). A run that encrypted has encrypted manifests: they are
+read with the master key given (``encryption``; ``phasekit doctor --repair --key``),
+else their items come back without their metadata. Items held only in
 memory or streams are not on disk and cannot come back; nor can metadata (metrics)
 that lived only in the lost rows. Hidden files (store manifests) and temporary files
 are not items.
@@ -32,8 +35,9 @@ from phasekit.catalog.recorder import KIND_KEY
 from phasekit.catalog.rows import NewItem
 from phasekit.catalog.uris import parse_location, path_to_uri
 from phasekit.checksum import seal_problem
-from phasekit.errors import CatalogError
-from phasekit.names import is_valid_name
+from phasekit.crypt import Encryption, decrypt_file, is_sealed, key_id_of_file
+from phasekit.errors import CatalogError, CorruptDataError, KeyUnavailable
+from phasekit.names import MANIFEST_DIR, is_valid_name
 from phasekit.paths import read_bytes_nofollow
 
 log = logging.getLogger("phasekit.catalog.rebuild")
@@ -49,11 +53,22 @@ class RebuildReport:
     runs: list[str] = field(default_factory=list)
     items: int = 0
     skipped: list[str] = field(default_factory=list)
+    sealed_manifests: list[str] = field(default_factory=list)
+    """Encrypted manifests not read (no key, or another one): their items came back
+    without their metadata."""
 
     @property
     def summary(self) -> str:
         kept = f"; the damaged file is kept as {self.kept_as}" if self.kept_as else ""
-        return f"rebuilt {len(self.runs)} runs and {self.items} items from the results{kept}"
+        sealed = ""
+        if self.sealed_manifests:
+            sealed = (
+                f"; {len(self.sealed_manifests)} encrypted manifests were not read (give the "
+                "master key to restore their metadata)"
+            )
+        return (
+            f"rebuilt {len(self.runs)} runs and {self.items} items from the results{kept}{sealed}"
+        )
 
 
 def _set_aside(path: Path) -> str | None:
@@ -68,13 +83,24 @@ def _set_aside(path: Path) -> str | None:
     return kept
 
 
-def _manifest_ref(path: Path) -> dict[str, Any] | None:
+def _manifest_ref(
+    path: Path, encryption: Encryption | None, report: RebuildReport
+) -> dict[str, Any] | None:
     """The ref a FileStore manifest ``.phasekit/<stem>.json`` next to ``path`` records for
-    it (metadata, key, kind, format), when the manifest is sound and names this file."""
-    manifest = path.parent / ".phasekit" / f"{path.name.split('.', 1)[0]}.json"
+    it (metadata, key, kind, format), when the manifest is sound and names this file. An
+    encrypted manifest is read with ``encryption``; without it (or with another key) it
+    is listed in ``report.sealed_manifests`` and the item is rebuilt without it."""
+    manifest = path.parent / MANIFEST_DIR / f"{path.name.split('.', 1)[0]}.json"
     try:
-        raw = json.loads(read_bytes_nofollow(manifest))
-    except (OSError, ValueError):
+        body = read_bytes_nofollow(manifest)
+        if is_sealed(body):
+            body = bytes(decrypt_file(manifest, encryption, f"manifest {manifest}") or b"")
+        raw = json.loads(body)
+    except KeyUnavailable as exc:
+        report.sealed_manifests.append(str(manifest))
+        log.warning("rebuild: %s", exc)
+        return None
+    except (OSError, ValueError, CorruptDataError):
         return None
     if seal_problem(raw) is not None or not isinstance(raw.get("ref"), dict):
         return None
@@ -84,7 +110,9 @@ def _manifest_ref(path: Path) -> dict[str, Any] | None:
     return ref
 
 
-def _items_of(run_dir: Path, run: str, report: RebuildReport) -> list[NewItem]:
+def _items_of(
+    run_dir: Path, run: str, report: RebuildReport, encryption: Encryption | None
+) -> list[NewItem]:
     items = []
     for folder, dirs, files in os.walk(run_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(TMP_SUFFIX))
@@ -101,7 +129,7 @@ def _items_of(run_dir: Path, run: str, report: RebuildReport) -> list[NewItem]:
             if not names_ok:
                 report.skipped.append(str(path))
                 continue
-            ref = _manifest_ref(path)
+            ref = _manifest_ref(path, encryption, report)
             metadata = dict(ref.get("metadata") or {}) if ref else {}
             if ref and ref.get("kind"):
                 metadata[KIND_KEY] = ref["kind"]
@@ -120,15 +148,21 @@ def _items_of(run_dir: Path, run: str, report: RebuildReport) -> list[NewItem]:
                     phase=rel[0],
                     window_id=window,
                     created_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
+                    key_id=key_id_of_file(path),  # an encrypted file's, from its key file
                 )
             )
     return items
 
 
 def rebuild_catalog(
-    location: str | os.PathLike[str], *, results_dir: str | os.PathLike[str] | None = None
+    location: str | os.PathLike[str],
+    *,
+    results_dir: str | os.PathLike[str] | None = None,
+    encryption: Encryption | None = None,
 ) -> RebuildReport:
-    """Set a damaged SQLite catalog aside and rebuild it from its results folder."""
+    """Set a damaged SQLite catalog aside and rebuild it from its results folder;
+    ``encryption`` reads the encrypted manifests of runs that encrypted (their metadata
+    and metrics come back only with it)."""
     from phasekit.catalog.factory import open_catalog
     from phasekit.catalog.sqlite import run_folders
 
@@ -144,7 +178,7 @@ def rebuild_catalog(
             if not is_valid_name(run):
                 report.skipped.append(str(run_dir))
                 continue
-            items = _items_of(run_dir, run, report)
+            items = _items_of(run_dir, run, report, encryption)
             match = _RUN_NAME.match(run)
             workflow = match.group("workflow") if match else "recovered"
             phases = {item.stage_name for item in items}

@@ -27,7 +27,7 @@ from phasekit.catalog import (
 from phasekit.catalog.doctor import GRACE_SECONDS, OBJECT_GRACE_SECONDS
 from phasekit.catalog.encode import parse_meta
 from phasekit.cli.tables import Layout, console, fit_table
-from phasekit.errors import UnknownKey
+from phasekit.errors import InvalidArgument, UnknownKey
 
 # identifiers are never split; columns go, first listed first, when the width is short
 LAYOUT = Layout(
@@ -321,7 +321,12 @@ def cmd_du(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from phasekit.catalog.doctor import doctor_location
+    from phasekit.crypt import open_encryption
 
+    if args.key is not None and not args.repair:
+        raise InvalidArgument(
+            "--key is used only with --repair (a rebuild reads encrypted manifests with it)"
+        )
     report = doctor_location(
         args.catalog or default_location(args.results_dir),
         results_dir=args.results_dir,
@@ -329,6 +334,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         verify=not args.quick,
         grace_seconds=args.grace,
         object_grace_seconds=args.object_grace,
+        encryption=open_encryption(args.key, "--key") if args.key is not None else None,
     )
     if args.json:
         _emit_json(report.to_dict())
@@ -437,6 +443,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = add("doctor", cmd_doctor, "find (and repair) temp files, missing and corrupt files")
     p.add_argument("--repair", action="store_true", help="repair what is safe")
     p.add_argument("--quick", action="store_true", help="check sizes only, not checksums")
+    p.add_argument(
+        "--key",
+        metavar="SPEC",
+        help="with --repair: master key (env:NAME or file:PATH) a rebuild reads encrypted "
+        "manifests with",
+    )
     p.add_argument(
         "--grace",
         type=float,

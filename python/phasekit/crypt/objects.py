@@ -72,6 +72,19 @@ def key_stem(key_rel: str) -> Optional[str]:
     return posixpath.join(folder, match.group("stem"))
 
 
+def key_owners(stem: str) -> list[str]:
+    """The keys of the objects a key object of ``stem`` (:func:`key_stem`) may belong to:
+    the file of its name beside the key folder, or a file inside a folder item
+    (``<folder>.<file>``, every split of the name)."""
+    folder, name = posixpath.split(stem)
+    base = folder[: -len(KEYS_FOLDER)].rstrip("/")
+    owners = [posixpath.join(base, name)]
+    for at, char in enumerate(name):
+        if char == "." and 0 < at < len(name) - 1:
+            owners.append(posixpath.join(base, name[:at], name[at + 1 :]))
+    return owners
+
+
 def _header_of(path: Path) -> Optional[bytes]:
     fd = open_nofollow(path)
     with open(fd, "rb", closefd=True) as fh:
@@ -213,6 +226,7 @@ def rewrap_objects(root: ObjectRoot, old: Sequence[MasterKey], new: MasterKey) -
 __all__ = [
     "KEYS_FOLDER",
     "fetch_key",
+    "key_owners",
     "key_stem",
     "key_stems",
     "open_object",

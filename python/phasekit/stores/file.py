@@ -22,7 +22,8 @@ from typing import Any, Optional
 import pyarrow as pa
 
 from phasekit.checksum import seal_problem
-from phasekit.crypt import Encryption, Keyring, destroy_keys
+from phasekit.crypt import Encryption, Keyring, destroy_keys, is_sealed
+from phasekit.crypt.keyring import nested_name
 from phasekit.errors import (
     CorruptDataError,
     InvalidArgument,
@@ -66,7 +67,14 @@ from phasekit.stores.groupcommit import commit_group, manifest_body
 from phasekit.stores.names import check_name
 from phasekit.stores.recorder import ItemRecorder
 from phasekit.stores.ref import Ref, file_uri
-from phasekit.stores.sealed import INFO_KEY, read_sealed, sealed_key_id, write_sealed
+from phasekit.stores.sealed import (
+    INFO_KEY,
+    read_plain,
+    read_sealed,
+    sealed_key_id,
+    write_sealed,
+    write_sealed_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -246,10 +254,27 @@ class FileStore(StoreBase):
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
 
+    def _manifest_key_place(self, key: str) -> tuple[Path, str]:
+        """Where the data key of ``key``'s encrypted manifest lives: beside the manifest
+        folder (:func:`phasekit.crypt.keyring.nested_name`, found by ``key_place``)."""
+        return self.base_path, nested_name(self.manifest_dir, f"{key}.json")
+
+    def _write_manifest(self, key: str, manifest: dict[str, Any], what: str) -> None:
+        """Write ``key``'s manifest durably: encrypted when the store encrypts (its
+        metadata and metrics are no less private than its data), else as JSON."""
+        path = self._manifest_path(key)
+        if self.encryption is None:
+            write_json(path, manifest, what)
+            return
+        text = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        write_sealed_bytes(path, text, self.encryption, what, self._manifest_key_place(key))
+
     def _read_manifest(self, key: str) -> Optional[dict[str, Any]]:
         path = self._manifest_path(key)
         try:
             raw = read_bytes_nofollow(path)
+            if is_sealed(raw):  # an encrypted manifest (KeyUnavailable without the key)
+                raw = bytes(read_plain(path, self.encryption, f"the manifest of item {key!r}"))
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -415,7 +440,7 @@ class FileStore(StoreBase):
             key_id=sealed_key_id(written.info),
         )
         manifest = manifest_body(ref, written.info)
-        write_json(self._manifest_path(key), manifest, f"{what} (its manifest)")
+        self._write_manifest(key, manifest, f"{what} (its manifest)")
         if self._keyring is not None and token is not None:
             self._keyring.settle(path.name, token)  # committed: older data keys go
         return ref
@@ -521,6 +546,7 @@ class FileStore(StoreBase):
                 fsync_dir(self.manifest_dir)
             except OSError as exc:
                 raise storage_error(exc, f"deleting item {key!r}") from exc
+            destroy_keys(*self._manifest_key_place(key))
             if current.path is not None:
                 remove_path(current.path)
                 destroy_keys(current.path.parent, current.path.name)
