@@ -274,7 +274,8 @@ class FileStore(StoreBase):
         try:
             raw = read_bytes_nofollow(path)
             if is_sealed(raw):  # an encrypted manifest (KeyUnavailable without the key)
-                raw = bytes(read_plain(path, self.encryption, f"the manifest of item {key!r}"))
+                plain = read_plain(path, self.encryption, f"the manifest of item {key!r}")
+                raw = raw if plain is None else bytes(plain)
         except FileNotFoundError:
             return None
         except OSError as exc:
