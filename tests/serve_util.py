@@ -22,10 +22,13 @@ from phasekit.catalog import Catalog
 
 
 class LiveServer:
-    """A uvicorn server for ``app`` on ``host`` and a free port, run in a thread."""
+    """A uvicorn server for ``app`` on ``host`` and a free port, run in a thread;
+    ``options``: more ``uvicorn.Config`` arguments (``loop``, ``http``)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
-        config = uvicorn.Config(app, host=host, port=0, log_level="warning", access_log=False)
+    def __init__(self, app: Any, host: str = "127.0.0.1", **options: Any) -> None:
+        config = uvicorn.Config(
+            app, host=host, port=0, log_level="warning", access_log=False, **options
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.host = host

@@ -1,9 +1,12 @@
 """The fast paths of ``/items/{id}/data``: a stored file's checksum verified once per
-version of the file, and an Arrow file sent as stored (no decoding and re-encoding)
-when an Arrow stream of all of it is asked for. Both backends write the stored files."""
+version of the file, and an Arrow file sent as stored (no decoding and re-encoding, from
+a memory map, with a Content-Length) when an Arrow stream of all of it is asked for. Both
+backends write the stored files."""
 
 from __future__ import annotations
 
+import asyncio
+import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,11 +15,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import uvloop
 
 from catalog_util import record_file
 from phasekit.catalog import Catalog, CatalogRecorder, open_catalog
+from phasekit.errors import CorruptDataError
 from phasekit.serve import create_app
-from phasekit.serve.data import ARROW_EOS
+from phasekit.serve.data import (
+    ARROW_EOS,
+    SEND_BYTES,
+    UVLOOP_PIECE,
+    _mapped,
+    arrow_stream_bytes,
+    piece_bytes,
+)
 from phasekit.serve.verified import VerifiedFiles
 from phasekit.stores import FileStore
 from serve_util import LiveServer
@@ -81,6 +93,59 @@ def test_an_arrow_file_is_sent_as_stored(stored: Stored) -> None:
     # a column selection is decoded and re-encoded
     assert some.status_code == 200
     assert pa.ipc.open_stream(some.content).read_all().equals(stored.table.select(["x"]))
+
+
+@pytest.mark.parametrize(
+    ("loop", "http"), [("asyncio", "h11"), ("uvloop", "httptools"), ("asyncio", "httptools")]
+)
+def test_sent_as_stored_with_its_length_on_each_loop(stored: Stored, loop: str, http: str) -> None:
+    part = _stream_part(stored.path.read_bytes())
+    app = create_app(stored.catalog)
+    with LiveServer(app, loop=loop, http=http) as server, server.client() as c:
+        sent = c.get(f"/items/{stored.item}/data")
+    assert sent.status_code == 200, sent.text
+    assert sent.headers["content-length"] == str(len(sent.content))
+    assert "transfer-encoding" not in sent.headers
+    assert sent.content in (part, part + ARROW_EOS)
+    assert pa.ipc.open_stream(sent.content).read_all().equals(stored.table)
+
+
+def _pieces(path: Path, run: object) -> list[memoryview | bytes]:
+    async def collect() -> list[memoryview | bytes]:
+        found = arrow_stream_bytes(path, "item 1")
+        assert found is not None
+        return [piece async for piece in found.pieces()]
+
+    return run(collect())  # type: ignore[operator, no-any-return]
+
+
+def test_pieces_are_views_of_the_map_sized_for_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "big.arrow"
+    table = pa.table({"x": np.arange(1_500_000, dtype=np.float64)})  # 12 MB: several pieces
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    for run, step in ((asyncio.run, SEND_BYTES), (uvloop.run, UVLOOP_PIECE)):
+        pieces = _pieces(path, run)
+        mapped = [p for p in pieces if isinstance(p, memoryview)]
+        assert all(isinstance(p.obj, mmap.mmap) for p in mapped)  # views, not copies
+        assert [len(p) for p in mapped[:-1]] == [step] * (len(mapped) - 1)
+        assert len(mapped) == -(-sum(len(p) for p in mapped) // step)
+        body = b"".join(pieces)
+        assert pa.ipc.open_stream(body).read_all().equals(table)
+    assert asyncio.run(_loop_piece()) == SEND_BYTES
+    assert uvloop.run(_loop_piece()) == UVLOOP_PIECE
+
+
+async def _loop_piece() -> int:
+    return piece_bytes()
+
+
+def test_a_file_shorter_than_when_checked_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "t.arrow"
+    path.write_bytes(b"x" * 100)
+    assert len(_mapped(path, 100, "item 7")) == 100
+    with pytest.raises(CorruptDataError, match=r"item 7: file .* has 100 bytes, 101 when checked"):
+        _mapped(path, 101, "item 7")
 
 
 def test_a_stream_file_without_its_end_marker_gets_one(tmp_path: Path) -> None:

@@ -361,7 +361,6 @@ class Api:
         sealed = None
         if fetched is None and not path.is_dir():
             sealed = open_sealed(path, self.encryption, item.label)
-        as_stored = None
         if (kind, fmt, columns, limit, fetched, sealed) == (
             "arrow",
             "arrow",
@@ -370,10 +369,14 @@ class Api:
             None,
             None,
         ):
-            as_stored = arrow_stream_bytes(path, item.label)  # already Arrow: not re-encoded
-        if as_stored is not None:
-            body: Iterator[bytes] = as_stored
-        elif kind in TABLE_SOURCES:
+            as_stored = arrow_stream_bytes(path, item.label)  # already Arrow: sent as stored
+            if as_stored is not None:
+                headers["Content-Length"] = str(as_stored.length)
+                return StreamingResponse(
+                    as_stored.pieces(), media_type=MEDIA_TYPES[fmt], headers=headers
+                )
+        body: Iterator[bytes]
+        if kind in TABLE_SOURCES:
             plain: pa.NativeFile | None = None
             if fetched is not None:
                 plain = pa.BufferReader(fetched[1])

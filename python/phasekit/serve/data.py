@@ -7,11 +7,14 @@ batch of about :data:`CHUNK_BYTES`.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import mmap
 import os
 import re
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,9 @@ FILE_CHUNK = 8 << 20
 """Bytes read from a file at a time (in a worker thread: fewer hand-offs to it)."""
 SEND_BYTES = 1 << 20
 """Bytes given to the socket at a time (larger writes only grow the transport's buffer)."""
+UVLOOP_PIECE = 4 << 20
+"""Bytes of a memory-mapped file given to the socket at a time under uvloop, which keeps a
+partly written view rather than copying its rest (asyncio copies it: SEND_BYTES there)."""
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -333,14 +339,56 @@ ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 """The end-of-stream marker of the Arrow IPC stream format."""
 
 
-def arrow_stream_bytes(path: Path, label: str) -> Iterator[bytes] | None:
-    """The bytes of a stored Arrow file as an IPC stream, sent as stored (no decoding):
-    a stream file whole; of a file-format file, the messages between its magic (and
-    any zero padding after it: writers align messages to 8 or 64 bytes) and its footer,
-    an end-of-stream marker added when they lack one. The span is checked to read as a
-    stream of the file's schema and batch count (metadata only, through a memory map);
-    None when it does not (the caller decodes the file and reports any problem). The
-    file must have been verified against its record."""
+@dataclass(frozen=True)
+class StoredStream:
+    """Bytes ``start..end`` (end exclusive) of a memory-mapped, verified file followed by
+    ``tail``: a stored Arrow file sent as an IPC stream. Its length is known before it is
+    sent (the response has a ``Content-Length``); the pieces handed to the socket are views
+    of the map, never copies."""
+
+    mapped: memoryview
+    start: int
+    end: int
+    tail: bytes
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + len(self.tail)
+
+    async def pieces(self) -> AsyncIterator[bytes | memoryview]:
+        step = piece_bytes()
+        for start in range(self.start, self.end, step):
+            yield self.mapped[start : min(start + step, self.end)]
+        if self.tail:
+            yield self.tail
+
+
+def piece_bytes() -> int:
+    """Bytes of a mapped file handed to the running event loop's transport at a time."""
+    loop = type(asyncio.get_running_loop())
+    return UVLOOP_PIECE if loop.__module__.partition(".")[0] == "uvloop" else SEND_BYTES
+
+
+def _mapped(path: Path, end: int, label: str) -> memoryview:
+    """A read-only map of ``path``, which must still hold at least ``end`` bytes."""
+    fd = open_nofollow(path)
+    try:
+        size = os.fstat(fd).st_size
+        if size < end:
+            raise CorruptDataError(f"{label}: file {path} has {size} bytes, {end} when checked")
+        return memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ))
+    finally:
+        os.close(fd)
+
+
+def arrow_stream_bytes(path: Path, label: str) -> StoredStream | None:
+    """A stored Arrow file as an IPC stream, sent as stored (no decoding): a stream file
+    whole; of a file-format file, the messages between its magic (and any zero padding
+    after it: writers align messages to 8 or 64 bytes) and its footer, an end-of-stream
+    marker added when they lack one. The span is checked to read as a stream of the
+    file's schema and batch count (metadata only, through a memory map); None when it does
+    not (the caller decodes the file and reports any problem). The file must have been
+    verified against its record."""
     try:
         span = _stream_span(path)
     except (pa.ArrowException, OSError):
@@ -348,8 +396,8 @@ def arrow_stream_bytes(path: Path, label: str) -> Iterator[bytes] | None:
     if span is None:
         return None
     start, end, has_eos = span
-    chunks = file_chunks(path, start, end - 1, None, label)
-    return chunks if has_eos else _with_eos(chunks)
+    mapped = _mapped(path, end, label)
+    return StoredStream(mapped, start, end, b"" if has_eos else ARROW_EOS)
 
 
 def _stream_span(path: Path) -> tuple[int, int, bool] | None:
@@ -377,11 +425,6 @@ def _stream_span(path: Path) -> tuple[int, int, bool] | None:
     return start, end, has_eos
 
 
-def _with_eos(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    yield from chunks
-    yield ARROW_EOS
-
-
 async def sent_in_pieces(chunks: Iterator[bytes]) -> AsyncIterator[bytes | memoryview]:
     """``chunks`` (made in a worker thread: they read files, decrypt, encode) as pieces of
     at most :data:`SEND_BYTES` for the socket (slices of each chunk, not copies)."""
@@ -401,6 +444,7 @@ __all__ = [
     "MEDIA_TYPES",
     "OUTPUT_FORMATS",
     "TABLE_SOURCES",
+    "StoredStream",
     "TableSource",
     "arrow_stream_bytes",
     "choose_format",
