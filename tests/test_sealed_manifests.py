@@ -1,10 +1,11 @@
 """With encryption on, a FileStore's manifests (``.phasekit/<key>.json``: the item's
-metadata and metrics) are encrypted like its data, read back transparently, checked by
+metadata and metrics) and a stream's (its schema) are encrypted like their data, read back transparently, checked by
 ``doctor`` with the run's recorded key, read by a catalog rebuild given the key, and
 destroyed (with their data keys) by ``delete`` and ``cleanup``."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -19,7 +20,7 @@ from phasekit.cli import main
 from phasekit.crypt import Encryption, generate_key, key_files, open_encryption
 from phasekit.crypt.aead import MAGIC
 from phasekit.errors import KeyUnavailable
-from phasekit.stores import FileStore
+from phasekit.stores import FileStore, StreamStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "small_workflow_memory.yaml"
@@ -62,6 +63,34 @@ def test_a_stores_manifest_is_encrypted_and_read_back(
     assert len(key_files(tmp_path / "s")) == 2
     store.delete("t")
     assert key_files(tmp_path / "s") == []
+
+
+def test_a_streams_manifest_is_encrypted(
+    backend_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream's manifest names its columns (its schema): encrypted like its parts."""
+    enc = _key(monkeypatch)
+    rows = [{"secret_column_q": i * 1.5} for i in range(30)]
+    store = StreamStore(tmp_path / "st", buffer_size=10, encryption=enc)
+    for row in rows:
+        store.put("s", row)
+    store.finish("s")
+    manifest = (tmp_path / "st" / "s.stream" / "manifest.json").read_bytes()
+    assert manifest.startswith(MAGIC)
+    assert b"secret_column_q" not in manifest and b'"schema"' not in manifest
+    reopened = StreamStore(tmp_path / "st", encryption=enc)
+    assert list(reopened.items("s")) == rows
+    with pytest.raises(KeyUnavailable, match=enc.key_id):
+        list(StreamStore(tmp_path / "st").items("s"))
+    plain = StreamStore(tmp_path / "plain", buffer_size=10)
+    plain.put("s", rows[0])
+    plain.finish("s")
+    shown = json.loads((tmp_path / "plain" / "s.stream" / "manifest.json").read_bytes())
+    assert b"secret_column_q" in base64.b64decode(shown["schema"])  # what plain ones show
+    reopened.delete("s")
+    assert key_files(tmp_path / "st") == []  # the parts' and the manifest's keys
+    for opened in (store, reopened, plain):
+        opened.close()
 
 
 def _metric_markers(items: list[Any]) -> set[bytes]:

@@ -244,6 +244,8 @@ def key_id_of_file(path: Path) -> str | None:
 NESTED_PREFIX = "part-"
 """Files inside a folder item (a stream's parts) keep their keys beside the folder, named
 ``<folder name>.<file name>`` with file names starting with this prefix."""
+NESTED_MANIFEST = "manifest.json"
+"""The manifest of a folder item (a stream's), whose key lives beside the folder too."""
 
 
 def nested_name(folder: Path, name: str) -> str:
@@ -253,10 +255,12 @@ def nested_name(folder: Path, name: str) -> str:
 
 def destroy_keys_for(path: Path, was_folder: bool) -> list[Path]:
     """Destroy the data keys of a deleted file or folder item: its own, those of the
-    files inside a folder item (beside it), and a file's inside a folder item."""
+    files inside a folder item and of its manifest (beside it), and a file's inside a
+    folder item."""
     done = destroy_keys(path.parent, path.name)
     done += destroy_keys(path.parent.parent, nested_name(path.parent, path.name))
     if was_folder:
+        done += destroy_keys(path.parent, nested_name(path, NESTED_MANIFEST))
         kdir = keys_dir(path.parent)
         prefix = nested_name(path, NESTED_PREFIX)
         try:
@@ -386,6 +390,7 @@ def rewrap_tree(root: Path, old: Sequence[MasterKey], new: MasterKey) -> RotateR
 
 
 __all__ = [
+    "NESTED_MANIFEST",
     "Keyring",
     "MemoryKeyring",
     "RotateReport",

@@ -24,8 +24,8 @@ import pyarrow as pa
 
 import phasekit
 from phasekit.checksum import seal, seal_problem
-from phasekit.crypt import Encryption
-from phasekit.crypt.keyring import nested_name
+from phasekit.crypt import Encryption, is_sealed
+from phasekit.crypt.keyring import NESTED_MANIFEST, nested_name
 from phasekit.errors import (
     CorruptDataError,
     InvalidArgument,
@@ -49,7 +49,8 @@ from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
 ROW = "row"
 """Stream item kind of dicts (one row each); their Ref kind is ``json``."""
 STREAM_KINDS = (*values.TABULAR, ROW)
-MANIFEST = "manifest.json"
+MANIFEST = NESTED_MANIFEST
+"""A stream folder's manifest (its name owned by the keyring, which keeps its key)."""
 SUFFIX = ".stream"
 PART_NAME = re.compile(r"part-[0-9]{6}\.arrow")
 """The only file names a stream manifest may list as parts."""
@@ -266,7 +267,11 @@ class StreamFolder:
         """
         path = contained(MANIFEST, folder, f"the manifest of stream {key!r}")
         try:
-            raw = json.loads(read_bytes_nofollow(path))
+            body = read_bytes_nofollow(path)
+            if is_sealed(body):  # encrypted (KeyUnavailable without the key)
+                plain = read_plain(path, encryption, f"the manifest of stream {key!r}")
+                body = body if plain is None else bytes(plain)
+            raw = json.loads(body)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -329,7 +334,13 @@ class StreamFolder:
         manifest = seal(manifest)
         text = json.dumps(manifest, indent=1, sort_keys=True)
         self.manifest_bytes = len(text)
-        write_json(self._path(MANIFEST), manifest, f"writing the manifest of stream {self.key!r}")
+        what = f"writing the manifest of stream {self.key!r}"
+        if self.encryption is None:
+            write_json(self._path(MANIFEST), manifest, what)
+            return
+        # encrypted like the parts: its schema names the stream's columns
+        place = self.key_place(MANIFEST)
+        write_sealed_bytes(self._path(MANIFEST), text.encode(), self.encryption, what, place)
 
     def write_part(self, items: list[Any], kind: str) -> Part:
         """Persist ``items`` as the next part (durable before the manifest lists it)."""
@@ -378,9 +389,9 @@ class StreamFolder:
         return Part(name, checksum, size, table.num_rows, counts)
 
     def key_place(self, part: str) -> tuple[Path, str]:
-        """Where the data key of ``part`` lives: next to the stream's folder (so the
-        folder's checksum does not change when keys are re-wrapped), named
-        ``<folder name>.<part>``."""
+        """Where the data key of ``part`` (or of the manifest) lives: next to the
+        stream's folder (so the folder's checksum does not change when keys are
+        re-wrapped), named ``<folder name>.<part>``."""
         assert self.folder is not None
         return self.folder.parent, nested_name(self.folder, part)
 
