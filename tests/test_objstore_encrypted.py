@@ -198,6 +198,9 @@ def test_encrypted_run_on_s3(
     monkeypatch.setenv(NEW_VAR, generate_key())
     new_id = load_master_key(f"env:{NEW_VAR}").key_id
     catalog_file = str(local / "catalog.sqlite")
+    keys = ["--old", f"env:{KEY_VAR}", "--new", f"env:{NEW_VAR}"]
+    err = _cli_fails(capsys, "keys", "rotate", "--results-dir", url, *keys)
+    assert "give --catalog" in err  # the rows' key ids must change with the keys
     rotate = ["keys", "rotate", "--results-dir", url, "--catalog", catalog_file]
     rotated = _cli_json(capsys, *rotate, "--old", f"env:{KEY_VAR}", "--new", f"env:{NEW_VAR}")
     assert rotated["rewrapped"] == len(key_objects) and rotated["old_key_ids"] == [key_id]

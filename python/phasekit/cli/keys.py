@@ -4,8 +4,8 @@
 * ``keys rotate --results-dir DIR --old SPEC --new SPEC`` re-wraps every data key under
   the folder with the new master key (the data files are not rewritten) and records the
   new key id in the catalog. ``DIR`` may be ``s3://BUCKET/PREFIX``: the key objects under
-  the prefix are re-wrapped, and the catalog is the one ``--catalog`` names (its run's
-  local folder holds it: ``--local-dir``).
+  the prefix are re-wrapped, and ``--catalog`` (required then) names the catalog (by
+  default in the runs' local folder, ``--local-dir``).
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             f"--results-dir {folder} is not a folder; allowed: a results folder or "
             "s3://BUCKET/PREFIX (results on object storage)"
         )
+    if on_objects and not args.catalog:
+        raise InvalidArgument(
+            f"--results-dir {args.results_dir} is on object storage: give --catalog (the "
+            "catalog of its runs, e.g. LOCAL_DIR/catalog.sqlite) so that their key ids are "
+            "updated with the keys"
+        )
     old = [load_master_key(spec, "--old") for spec in args.old]
     new = load_master_key(args.new, "--new")
     if on_objects:
@@ -48,7 +54,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         report = rewrap_tree(folder, old, new)
     rows = 0
     location = args.catalog or str(folder / CATALOG_FILENAME)
-    if args.catalog or (not on_objects and Path(location).exists()):
+    if args.catalog or Path(location).exists():
         catalog_dir = None if on_objects else args.results_dir
         with open_catalog(location, results_dir=catalog_dir, create=False) as catalog:
             rows = catalog.set_key_id([k.key_id for k in old], new.key_id)
@@ -80,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--catalog",
         metavar="URL_OR_PATH",
-        help="catalog (default: DIR/catalog.sqlite if any; with s3:// results, give it)",
+        help="catalog (default: DIR/catalog.sqlite if any; required with s3:// results)",
     )
     p.add_argument(
         "--old",
