@@ -30,6 +30,10 @@ JSON_FILES = {"data_flow": {"mode": "file", "file_settings": {"format": "json"}}
 
 
 def config(folder: Path, /, **extra: Any) -> dict[str, Any]:
+    """A small optimization; the cases look at each container's own items, so these are
+    asked for (``results.collection.store_container_items``)."""
+    results = dict(extra.pop("results", {}))
+    results["collection"] = {"store_container_items": True, **results.get("collection", {})}
     return {
         "workflow": "optimization",
         "run_name": "vocab",
@@ -38,6 +42,7 @@ def config(folder: Path, /, **extra: Any) -> dict[str, Any]:
         "strategy": {"type": "sma_crossover"},
         "parameter_space": {"strategy.fast": [3, 5], "strategy.slow": [20, 40]},
         "top_k": 2,
+        "results": results,
         **extra,
     }
 
@@ -78,6 +83,7 @@ def _no_events(res: RunResult) -> None:
 
 def _no_trades_file(res: RunResult) -> None:
     assert not list(phase_dir(res).glob("all_trades.*"))
+    assert not list(phase_dir(res).glob("trades.*"))
     assert list(phase_dir(res).glob("containers/*_results.json"))
 
 
@@ -248,7 +254,7 @@ def test_the_defaults_keep_what_the_cases_change(tmp_path: Path) -> None:
     # the baseline the cases differ from: trades written, events retained, no equity
     res = go(tmp_path, **JSON_FILES)
     try:
-        assert list(phase_dir(res).glob("all_trades.*"))
+        assert list(phase_dir(res).glob("trades.*"))
         assert all(e["evicted"] > 0 for e in events_of(res))
         _equity_files(False)(res)
     finally:
@@ -661,6 +667,7 @@ results:
     streaming_metrics: true
     store_trades: false
     store_equity_curve: false
+    store_container_items: true
   storage:
     format: parquet
     compress: false
@@ -694,8 +701,8 @@ trace_level: normal
     try:
         search = phase_dir(res) / "train"
         assert len(list((search / "containers").glob("*_results.parquet"))) == 4
-        assert not list(search.glob("all_trades.*"))
-        assert list((res.run_dir / "validation" / "test").glob("all_trades.*"))
+        assert not list(search.glob("trades.*"))
+        assert list((res.run_dir / "validation" / "test").glob("trades.*"))
     finally:
         res.close()
 

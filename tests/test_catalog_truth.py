@@ -68,11 +68,14 @@ def test_workflow_type_and_run_name(
     ]
 
 
+@pytest.mark.parametrize("items", [True, False])
 def test_container_items_carry_container_and_window_ids(
-    catalog_url: str, results_dir: Path
+    catalog_url: str, results_dir: Path, items: bool
 ) -> None:
-    # memory results (validation) and file results (the search) alike
-    res = small_run(catalog_url, results_dir)
+    # each container's own items: memory results (validation) and file results (the
+    # search) alike; without them, a block window's inline row per container
+    extra = {"results": {"collection": {"store_container_items": items}}}
+    res = small_run(catalog_url, results_dir, **extra)
     try:
         catalog = open_catalog(catalog_url, results_dir=str(results_dir))
         try:
@@ -83,10 +86,12 @@ def test_container_items_carry_container_and_window_ids(
             ]
         finally:
             catalog.close()
-        assert rows and {r.data_reference.split(":")[0] for r in rows} == {"file", "memory"}
+        kinds = {(r.data_reference or r.storage_type).split(":")[0] for r in rows}
+        assert rows and kinds == ({"file", "memory"} if items else {"inline"})
         for row in rows:
             assert row.container_id == row.entity_name.rsplit("_", 1)[0], row.entity_name
             assert row.window_id in ("train", "test"), row.entity_name
+            assert "sharpe_ratio" in row.metadata["metrics"]
         found = {(r.stage_name, r.window_id) for r in rows}
         assert found == {
             ("parameter_search", "train"),

@@ -14,7 +14,7 @@ from phasekit.errors import ConfigError
 
 TOP_KEYS = (
     " (allowed keys: allow_pickle, catalog, containers, dag, data, data_flow, data_split, "
-    "description, encryption, event_tracing, execution, executor, monte_carlo, "
+    "description, encryption, engine, event_tracing, execution, executor, monte_carlo, "
     "objective_function, parameter_space, phase_overrides, phases, portfolio, results, "
     "results_dir, results_storage, "
     "retention_policy, run_name, sliding_window_size, storage_strategy, strategy, top_k, "
@@ -311,7 +311,7 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
     (
         "output_typo",
         {"phases": [{"name": "a", "output": ["trade"]}]},
-        "phases[0].output[0]: 'trade' is not allowed; allowed: container_results, aggregate_metrics, trades, equity_curves, selected_parameters; did you mean 'trades'?",
+        "phases[0].output[0]: 'trade' is not allowed; allowed: container_results, aggregate_metrics, trades, equity_curves, selected_parameters, container_items; did you mean 'trades'?",
     ),
     (
         "topology_typo",

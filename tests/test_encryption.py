@@ -227,10 +227,12 @@ def test_results_files_detect_tampering_and_read_back(
     assert_tamper_detected(blob, lambda b: keyring.open(summary.name, b, "summary"), seed=4)
     # every API reads it back: metrics (aggregate results), each output's load
     assert res.metrics("parameter_search").num_rows == 6
-    loaded = [o.load() for o in res.outputs("parameter_search") if o.uri.startswith("file:")]
+    loaded = [
+        o.load() for o in res.outputs("parameter_search") if (o.uri or "").startswith("file:")
+    ]
     assert loaded and all(v is not None for v in loaded)
     rows = {o.entity: o for o in res.outputs("parameter_search")}
-    catalog_rows = [o._item for o in rows.values() if o.uri.startswith("file:")]
+    catalog_rows = [o._item for o in rows.values() if (o.uri or "").startswith("file:")]
     assert {r.key_id for r in catalog_rows} == {enc.key_id}
     res.close()
 

@@ -137,7 +137,7 @@ def test_walk_forward_stitches_trades_and_reports_efficiency(
         oos = summary["out_of_sample"]
         pnl = []
         for window in summary["windows_detail"]:
-            trades = feather.read_table(phase_dir / window["window_id"] / "all_trades.arrow")
+            trades = feather.read_table(phase_dir / window["window_id"] / "trades.arrow")
             test_id = window["test"]["container_id"]
             mine = trades.filter(np_equal(trades.column("container_id"), test_id))
             assert mine.num_rows == window["test"]["metrics"]["trade_count"]

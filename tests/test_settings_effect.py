@@ -37,6 +37,8 @@ def config(results: Path, **extra: Any) -> dict[str, Any]:
         "parameter_space": {"strategy.fast": [3, 5, 8], "strategy.slow": [20, 40]},
         "portfolio": {"commission_bps": 1},
         "top_k": 2,
+        # the cases look at each container's own items too: asked for explicitly
+        "results": {"collection": {"store_container_items": True}},
     }
     for key, value in extra.items():
         node = cfg
@@ -92,7 +94,7 @@ def mode_file(res: RunResult, tmp: Path) -> None:
     rows = items(res)
     assert len(rows) == 6 and all(r.data_reference.startswith("file://") for r in rows)
     assert len(results_files(phase_dir(res), "arrow")) == 6
-    assert LZ4_FRAME not in (phase_dir(res) / "all_trades.arrow").read_bytes()  # uncompressed
+    assert LZ4_FRAME not in (phase_dir(res) / "trades.arrow").read_bytes()  # uncompressed
 
 
 def mode_streaming(res: RunResult, tmp: Path) -> None:
@@ -133,15 +135,15 @@ def parquet_zstd(res: RunResult, tmp: Path) -> None:
     con = duckdb.connect()
     got = con.execute(f"select count(*) from read_parquet('{phase_dir(res)}/containers/*.parquet')")
     assert got.fetchone() == (6,)
-    trades = pq.read_table(phase_dir(res) / "all_trades.parquet")
-    assert trades.num_rows > 0 and not (phase_dir(res) / "all_trades.arrow").exists()
+    trades = pq.read_table(phase_dir(res) / "trades.parquet")
+    assert trades.num_rows > 0 and not (phase_dir(res) / "trades.arrow").exists()
 
 
 def csv_results(res: RunResult, tmp: Path) -> None:
     files = results_files(phase_dir(res), "csv")
     assert len(files) == 6
     assert pl.read_csv(files[0]).height == 1
-    assert (phase_dir(res) / "all_trades.csv").exists()
+    assert (phase_dir(res) / "trades.csv").exists()
 
 
 def arrow_lz4(res: RunResult, tmp: Path) -> None:
@@ -149,7 +151,7 @@ def arrow_lz4(res: RunResult, tmp: Path) -> None:
     assert len(files) == 6
     assert feather.read_table(files[0]).num_rows == 1
     # the trades file's buffers are LZ4 frames (Arrow's LZ4_FRAME codec)
-    path = phase_dir(res) / "all_trades.arrow"
+    path = phase_dir(res) / "trades.arrow"
     assert feather.read_table(path).num_rows > 0
     assert LZ4_FRAME in path.read_bytes()
 
@@ -186,12 +188,12 @@ def persistence_formats(res: RunResult, tmp: Path) -> None:
 
 def output_aggregate_only(res: RunResult, tmp: Path) -> None:
     assert not items(res)
-    assert not list(phase_dir(res).glob("all_trades.*"))
+    assert not list(phase_dir(res).glob("trades.*"))
     assert (phase_dir(res) / "aggregate_results.json").exists()
 
 
 def output_without_trades(res: RunResult, tmp: Path) -> None:
-    assert not list(phase_dir(res).glob("all_trades.*"))
+    assert not list(phase_dir(res).glob("trades.*"))
     assert len(results_files(phase_dir(res), "arrow")) == 6
 
 
@@ -212,7 +214,7 @@ def roles(res: RunResult, tmp: Path) -> None:
     assert entities["features_indicators"].data_reference.startswith("memory://")
     bars = feather.read_table(Path(entities["data_bars"].data_reference[len("file://") :]))
     assert bars.num_rows == 800 and "close" in bars.column_names
-    trades = phase_dir(res) / "containers" / "all_trades.parquet"
+    trades = phase_dir(res) / "containers" / "trades.parquet"
     assert pq.read_table(trades).num_rows > 0  # the execution container's fills
 
 
@@ -416,7 +418,7 @@ def process_row(res: RunResult) -> Any:
 
 
 def trades_of(res: RunResult) -> Any:
-    return feather.read_table(phase_dir(res) / "all_trades.arrow")
+    return feather.read_table(phase_dir(res) / "trades.arrow")
 
 
 JSON_FILES = {**FILE, "data_flow.file_settings.format": "json"}

@@ -23,11 +23,11 @@ from phasekit.errors import ConfigError, PhasekitError
 from phasekit.workflow import run
 
 
-def small_config(results: Path, **extra: Any) -> dict[str, Any]:
+def small_config(folder: Path, **extra: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "workflow": "train_test_optimization",
         "run_name": "t",
-        "results_dir": str(results),
+        "results_dir": str(folder),
         "data": {"n_bars": 3000, "frequency": "1h", "seed": 5, "volatility": 0.004},
         "strategy": {"type": "sma_crossover"},
         "parameter_space": {
@@ -42,15 +42,20 @@ def small_config(results: Path, **extra: Any) -> dict[str, Any]:
     return cfg
 
 
+ITEMS = {"collection": {"store_container_items": True}}
+"""``results``: each container's own results item too (besides the window tables)."""
+
+
 def test_train_test_layout_and_catalog(tmp_path: Path, backend_name: str) -> None:
-    res = run(small_config(tmp_path), workers=1)
+    res = run(small_config(tmp_path, results=ITEMS), workers=1)
     try:
         assert res.status == "completed"
         ps = res.run_dir / "parameter_search"
         assert (ps / "phase_summary.json").exists()
         for window in ("train", "test"):
             assert (ps / window / "aggregate_results.json").exists()
-            assert (ps / window / "all_trades.arrow").exists()
+            assert (ps / window / "trades.arrow").exists()
+            assert (ps / window / "containers.arrow").exists()
         # file mode in the default format (Arrow): one row per container's results
         containers = sorted((ps / "train" / "containers").glob("*_results.arrow"))
         assert len(containers) == 12
@@ -89,7 +94,7 @@ def test_train_test_layout_and_catalog(tmp_path: Path, backend_name: str) -> Non
         windows = {i.window_id for i in items if i.stage_name == "parameter_search"}
         assert {"train", "test"} <= windows
         catalog.close()
-        trades = feather.read_table(ps / "train" / "all_trades.arrow")
+        trades = feather.read_table(ps / "train" / "trades.arrow")
         assert trades.num_rows > 0
         assert set(trades.column("container_id").to_pylist()) <= {
             f"portfolio_{i:05d}" for i in range(12)
@@ -104,11 +109,12 @@ def test_metrics_match_written_equity_and_trades(tmp_path: Path, backend_name: s
         workflow="optimization",
         event_tracing=["POSITION_OPEN", "POSITION_CLOSE", "FILL", "PORTFOLIO_UPDATE"],
         results_storage="disk",
+        results=ITEMS,
     )
     res = run(cfg, workers=1)
     try:
         phase = res.run_dir / "parameter_search"
-        trades = feather.read_table(phase / "all_trades.arrow").to_pandas()
+        trades = feather.read_table(phase / "trades.arrow").to_pandas()
         for path in sorted((phase / "containers").glob("*_results.arrow"))[:4]:
             cid = path.name.replace("_results.arrow", "")
             m = feather.read_table(path).to_pylist()[0]  # one row: the metrics as columns
@@ -153,9 +159,10 @@ def test_workers_one_equals_two(tmp_path: Path) -> None:
             ("validation", "test"),
         ):
             assert _ranking(a, phase, window) == _ranking(b, phase, window)
-        ta = feather.read_table(a.run_dir / "parameter_search" / "train" / "all_trades.arrow")
-        tb = feather.read_table(b.run_dir / "parameter_search" / "train" / "all_trades.arrow")
-        assert ta.equals(tb)
+        for name in ("trades", "containers"):
+            ta = feather.read_table(a.run_dir / "parameter_search" / "train" / f"{name}.arrow")
+            tb = feather.read_table(b.run_dir / "parameter_search" / "train" / f"{name}.arrow")
+            assert ta.equals(tb)
     finally:
         a.close()
         b.close()
@@ -243,9 +250,11 @@ def _spawn(cfg: dict[str, Any], pause_at: str = "", resume: str = "") -> subproc
 
 def _resume_config(results: Path) -> dict[str, Any]:
     """A run long enough that a kill after its first batch of 64 containers (of 143)
-    lands while it still works."""
+    lands while it still works (one container at a time: the block engine's resume is
+    tested in test_workflow_blocks.py)."""
     return small_config(
         results,
+        engine="container",
         data={"n_bars": 20_000, "frequency": "1h", "seed": 5, "volatility": 0.004},
         parameter_space={
             "strategy.fast": list(range(2, 22)),
@@ -414,6 +423,7 @@ def test_container_patterns_choose_the_store(tmp_path: Path) -> None:
         workflow="optimization",
         results_storage="memory",
         containers={"portfolio_0000[0-4]": {"data_flow": {"mode": "file"}}},
+        results=ITEMS,
     )
     res = run(cfg, workers=1)
     try:

@@ -22,7 +22,8 @@ SPACE = {"strategy.fast": [3, 5, 8, 13], "strategy.slow": [20, 40, 60]}
 
 
 def config(results: Path, space: bool = True, **extra: Any) -> dict[str, Any]:
-    phase: dict[str, Any] = {"name": "search"}
+    # the rules are those of each container's own results items: asked for explicitly
+    phase: dict[str, Any] = {"name": "search", "output": {"container_items": True}}
     if space:
         phase["parameter_space"] = SPACE
     cfg: dict[str, Any] = {

@@ -49,6 +49,13 @@ EXECUTORS_REFUSED = {
     "or locally (executor: local)",
 }
 
+#: ``engine``: how a backtest phase's windows run their portfolio containers. ``block``:
+#: blocks of parameter sets, each in one call of the block kernel
+#: (``workflow.blocks``); ``container``: one container at a time (``workflow.topology``);
+#: ``auto``: blocks where the phase is eligible (``workflow.phase.block_refusal``).
+ENGINES = ("auto", "block", "container")
+DEFAULT_ENGINE = ENGINES[0]
+
 #: ``results.layout``: where a run's files go. ``phasekit``: ``<results_dir>/<run id>/
 #: <phase>/[<window>/]...``; ``admf``: the design notes' source project's folders and JSON
 #: files, ``<results_dir>/<run name>/<phase>/`` (``phasekit.workflow.results``).

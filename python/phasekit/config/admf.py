@@ -83,6 +83,7 @@ class ResultsCollection(Model):
     streaming_metrics: Optional[Annotated[bool, PlainValidator(true_only(STREAMING_ONLY))]] = None
     store_trades: Optional[Bool] = None
     store_equity_curve: Optional[Bool] = None
+    store_container_items: Optional[Bool] = None
     snapshot_interval: Optional[PositiveInt] = None
     max_equity_points: Optional[
         Annotated[Any, PlainValidator(refused("phasekit keeps every equity point; remove the key"))]

@@ -60,7 +60,11 @@ RUN_WIDE: Mapping[str, str] = MappingProxyType(
 )
 #: The phase ``output`` kinds the results blocks switch (``output.<kind>``): per phase.
 OUTPUT_SWITCHES: Mapping[str, str] = MappingProxyType(
-    {"store_trades": "trades", "store_equity_curve": "equity_curves"}
+    {
+        "store_trades": "trades",
+        "store_equity_curve": "equity_curves",
+        "store_container_items": "container_items",
+    }
 )
 
 #: Package defaults, the lowest level. ``data_flow.file.base_path`` defaults to the

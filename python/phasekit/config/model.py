@@ -46,11 +46,13 @@ from phasekit.config.params import (
 from phasekit.config.vocab import (
     CLEANUP_POLICIES,
     COMPRESSIONS,
+    ENGINES,
     EXECUTORS,
     EXECUTORS_REFUSED,
     FORMATS,
     MODE_HINTS,
     MODES,
+    OUTPUT_DEFAULTS,
     OUTPUT_KINDS,
     RESULTS_STORAGE,
     RETENTION_POLICIES,
@@ -192,7 +194,7 @@ class PhaseParams(Settings, RunParams):
 
 def _output(value: Any) -> dict[str, bool]:
     """Which results a phase collects: a list of kinds (exactly those) or a mapping
-    kind -> bool (kinds it does not name stay on)."""
+    kind -> bool (kinds it does not name keep their default, :data:`OUTPUT_DEFAULTS`)."""
     if isinstance(value, list):
         for i, kind in enumerate(value):
             if kind not in OUTPUT_KINDS:
@@ -200,7 +202,7 @@ def _output(value: Any) -> dict[str, bool]:
         value = {kind: kind in value for kind in OUTPUT_KINDS}
     if not isinstance(value, dict):
         expected(f"a list or a mapping of output kinds ({', '.join(OUTPUT_KINDS)})", value)
-    out = dict.fromkeys(OUTPUT_KINDS, True)
+    out = dict(OUTPUT_DEFAULTS)
     for key, flag in value.items():
         if key not in OUTPUT_KINDS:
             fail(choice_message(key, OUTPUT_KINDS), (key,))
@@ -344,6 +346,7 @@ class WorkflowConfig(PhaseParams):
     encryption: Optional[EncryptionConfig] = None
     workers: Optional[Annotated[Union[int, None], PlainValidator(_workers)]] = None
     executor: Optional[Annotated[Union[str, dict[str, str]], PlainValidator(_executor)]] = None
+    engine: Optional[Annotated[str, PlainValidator(choice(ENGINES))]] = None
 
     @model_validator(mode="after")
     def _phase_graph(self) -> WorkflowConfig:

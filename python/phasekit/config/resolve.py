@@ -64,9 +64,9 @@ from phasekit.config.resolved import (
     ResolvedSettings,
 )
 from phasekit.config.runtime import RuntimeArgs, patch_model, raw_of, sort_runtime
-from phasekit.config.vocab import OUTPUT_KINDS
+from phasekit.config.vocab import OUTPUT_DEFAULTS, OUTPUT_KINDS
 from phasekit.errors import ConfigError
-from phasekit.registry import DEFAULT_DATA_SPLIT
+from phasekit.registry import DEFAULT_DATA_SPLIT, DEFAULT_ENGINE
 
 DEFAULT_RESULTS_DIR = "./results"
 _MERGED_PARAMS = ("data", "strategy", "portfolio", "walk_forward", "monte_carlo")
@@ -371,7 +371,7 @@ class _Resolver:
         settings = self._settings(levels, tuple(None for _ in levels))
         sequence = self.structure(name, "sequence") or "single_pass"
         params = _sequence_params(sequence, self.params(name))
-        output = dict(self.structure(name, "output") or dict.fromkeys(OUTPUT_KINDS, True))
+        output = dict(self.structure(name, "output") or OUTPUT_DEFAULTS)
         switched = merge([lv for lv in levels if not isinstance(lv, _Slot)])
         for kind in OUTPUT_KINDS:
             if f"output.{kind}" in switched:
@@ -429,6 +429,7 @@ class _Resolver:
             encryption=_encryption(self.config),
             workers=self.config.workers,
             executor=_executor(self.config, self.executor_at_runtime),
+            engine=self.config.engine or DEFAULT_ENGINE,
             cleanup_policy=base_merged["cleanup_policy"].value,
             stages_to_persist=stages,
             results_layout=base_merged["results_layout"].value,

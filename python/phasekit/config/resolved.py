@@ -244,6 +244,8 @@ class ResolvedConfig:
     encryption: EncryptionTarget
     workers: Optional[int]
     executor: ExecutorTarget
+    engine: str
+    """``engine`` (:data:`phasekit.registry.ENGINES`)."""
     cleanup_policy: str
     stages_to_persist: tuple[str, ...]
     results_layout: str
@@ -288,6 +290,7 @@ class ResolvedConfig:
             "encryption": self.encryption.to_dict(),
             "workers": self.workers,
             "executor": self.executor.to_dict(),
+            "engine": self.engine,
             "cleanup_policy": self.cleanup_policy,
             "stages_to_persist": list(self.stages_to_persist),
             "results_layout": self.results_layout,

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from phasekit.catalog.cleanup import POLICIES as CLEANUP_POLICIES
 from phasekit.events import RETENTION_POLICIES
 from phasekit.registry import (
+    ENGINES,
     EXECUTORS,
     EXECUTORS_REFUSED,
     MONTE_CARLO_METHODS,
@@ -20,10 +21,11 @@ from phasekit.stores.formats import FORMATS as STORE_FORMATS
 from phasekit.stores.formats import allowed_compressions, partitioned_formats
 
 # Owned below and re-exported here for the model: sequences and their modes and methods,
-# executors (registry), cleanup policies (catalog.cleanup), retention policies (events), data-flow
+# executors and engines (registry), cleanup policies (catalog.cleanup), retention policies (events), data-flow
 # modes (stores.factory).
 __all__ = [
     "CLEANUP_POLICIES",
+    "ENGINES",
     "EXECUTORS",
     "EXECUTORS_REFUSED",
     "MODES",
@@ -54,7 +56,12 @@ OUTPUT_KINDS = (
     "trades",
     "equity_curves",
     "selected_parameters",
+    "container_items",
 )
+#: The output kinds a phase collects unless its ``output`` says otherwise. Every kind but
+#: ``container_items`` (each container's own results item, ``<id>_results``, through its
+#: store, besides the window's ``containers`` table of a block window).
+OUTPUT_DEFAULTS: dict[str, bool] = {kind: kind != "container_items" for kind in OUTPUT_KINDS}
 DIRECTIONS = ("maximize", "minimize")
 #: Event kinds of the design notes' source project written in ``event_tracing``: the
 #: phasekit kind each one is, or (``None``) why phasekit has none and what to write.

@@ -108,6 +108,7 @@ def read_run(catalog: Catalog, run_id: str) -> RunData:
         else:
             phase.aggregates[item.window_id or "full"] = dict(value)
     for phase in phases.values():
+        tables: dict[Optional[str], Optional[pa.Table]] = {}
         for window, entity in equity_wanted(phase):
             for item in reader.items(entity, phase.name):
                 if item.window_id != window:
@@ -115,7 +116,35 @@ def read_run(catalog: Catalog, run_id: str) -> RunData:
                 table = reader.load(item)
                 if isinstance(table, pa.Table) and {"ts", "equity"} <= set(table.column_names):
                     phase.equity[(window, entity)] = table
+            if (window, entity) not in phase.equity and entity != "oos_equity":
+                if window not in tables:
+                    tables[window] = _window_equity(reader, phase.name, window)
+                curve = _curve_of(tables[window], entity.removesuffix("_equity"))
+                if curve is not None:
+                    phase.equity[(window, entity)] = curve
     return RunData(run, catalog.url, phases, reader.unreadable)
+
+
+def _window_equity(reader: _Reader, phase: str, window: Optional[str]) -> Optional[pa.Table]:
+    """A block window's ``equity`` table (``container_id``, ``ts``, ``equity``), if any."""
+    for item in reader.items("equity", phase):
+        if item.window_id == window:
+            table = reader.load(item)
+            if isinstance(table, pa.Table) and {"container_id", "ts", "equity"} <= set(
+                table.column_names
+            ):
+                return table
+    return None
+
+
+def _curve_of(table: Optional[pa.Table], container_id: str) -> Optional[pa.Table]:
+    """One container's curve (``ts``, ``equity``) from a window's ``equity`` table."""
+    if table is None:
+        return None
+    import pyarrow.compute as pc
+
+    mine = table.filter(pc.equal(table.column("container_id"), container_id))
+    return mine.select(["ts", "equity"]) if mine.num_rows else None
 
 
 SUMMARIES = ("phase_summary", "aggregate_results")

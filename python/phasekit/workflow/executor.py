@@ -24,7 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import context as mp_context
 from multiprocessing import popen_forkserver, popen_spawn_posix, spawn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +42,9 @@ from phasekit.catalog.liveness import pid_alive
 from phasekit.config.limits import MAX_BARS, clip
 from phasekit.errors import ConfigError
 from phasekit.workflow.topology import PortfolioJob, run_portfolio
+
+if TYPE_CHECKING:
+    from phasekit.workflow.blocks import BlockJob, BlockOutcome
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +401,45 @@ class Executor:
             if on_batch:
                 on_batch(len(done))
             yield from done
+
+    def map_blocks(
+        self,
+        spec: DataSpec,
+        blocks: Sequence[BlockJob],
+        on_block: Callable[[BlockOutcome], None] | None = None,
+    ) -> Iterator[BlockOutcome]:
+        """Outcomes of ``blocks`` in order (in this process with one worker; else at
+        most 2 x ``workers`` blocks in flight); ``on_block`` hears of each."""
+        from phasekit.workflow.blocks import run_block_job
+
+        if self.workers == 1:
+            for block in blocks:
+                outcome = run_block_job(spec, block)
+                if on_block:
+                    on_block(outcome)
+                yield outcome
+            return
+        pool = self._get_pool()
+        pending: deque[Future[BlockOutcome]] = deque()
+        todo = iter(blocks)
+
+        def submit() -> None:
+            block = next(todo, None)
+            if block is not None:
+                pending.append(pool.submit(run_block_job, spec, block, self.backend))
+
+        for _ in range(2 * self.workers):
+            submit()
+        try:
+            while pending:
+                outcome = pending.popleft().result()
+                submit()
+                if on_block:
+                    on_block(outcome)
+                yield outcome
+        finally:
+            for future in pending:
+                future.cancel()
 
     def close(self, *, abort: bool = False) -> None:
         """Stop the workers: after the batches in flight, or at once with ``abort`` (an

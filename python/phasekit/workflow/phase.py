@@ -5,16 +5,20 @@ window, select the sets the next phase runs)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Protocol, overload
 
 from phasekit.backtest.bars import Bars
+from phasekit.backtest.block import supports_block
 from phasekit.backtest.portfolio import PortfolioSettings
+from phasekit.errors import ConfigError, WorkflowError
+from phasekit.registry import DEFAULT_ENGINE
 from phasekit.tracing import TracerSettings
+from phasekit.workflow.blocks import BLOCK_KINDS, BlockJob, block_sizes, executor_slots
 from phasekit.workflow.executor import DataSpec, Outcome
 from phasekit.workflow.executors import BatchExecutor
-from phasekit.workflow.results import PhaseResults, jsonable
+from phasekit.workflow.results import BlockRows, PhaseResults, jsonable, keep_curves
 from phasekit.workflow.sequences import Span, Window
 from phasekit.workflow.topology import Objective, PortfolioJob, rank, strategy_params
 from phasekit.workflow.windowagg import aggregate, public
@@ -155,8 +159,10 @@ class PhaseContext:
         executor: BatchExecutor,
         observer: Observer,
         completed: CompletedLookup,
+        engine: str = DEFAULT_ENGINE,
     ) -> None:
         self.name = phase.name
+        self.engine = engine
         self.phase = phase
         self.inputs = inputs
         self.out = out
@@ -216,6 +222,8 @@ class PhaseContext:
         """Run and store the containers; their summaries hold the equity curve (under
         ``_equity``) and the trades' pnl (``_pnl``) only with ``keep_equity``, so a window
         holds no curves once stored."""
+        if self.uses_blocks():
+            return self.run_blocks(jobs, folder, keep_equity)
         summaries: list[Summary] = []
         name = self.name
         for outcome in self.executor.map(
@@ -249,6 +257,83 @@ class PhaseContext:
                 summary["_equity"] = outcome.equity
             summary["_pnl"] = outcome.trades.column("pnl").to_numpy()
         return summary
+
+    # ------------------------------------------------------------------ blocks
+
+    def block_refusal(self) -> Optional[str]:
+        """Why this phase's windows cannot run as blocks (None when they can)."""
+        kind = self.inputs.strategy_type
+        if not supports_block(kind):
+            return (
+                f"strategy.type {kind!r} has no block kernel (built-in kinds: "
+                f"{', '.join(BLOCK_KINDS)})"
+            )
+        return None
+
+    def uses_blocks(self) -> bool:
+        """The phase runs its windows as blocks: ``engine`` is ``block`` (refused where
+        the phase is not eligible) or ``auto`` and the phase is eligible."""
+        if self.engine == "container":
+            return False
+        why = self.block_refusal()
+        if why is not None and self.engine == "block":
+            raise ConfigError(f"engine: block: phase {self.name!r} cannot run as blocks: {why}")
+        return why is None
+
+    def blocks(self, jobs: Sequence[PortfolioJob]) -> Iterator[BlockJob]:
+        """The blocks of a window's jobs (in their order, cut in blocks of
+        :func:`~phasekit.workflow.blocks.block_sizes`), built as they are taken."""
+        size = block_sizes(len(jobs), executor_slots(self.executor))
+        for k, lo in enumerate(range(0, len(jobs), size)):
+            part = list(jobs[lo : lo + size])
+            first = part[0]
+            if any(j.span != first.span or j.window_id != first.window_id for j in part):
+                raise WorkflowError("a block's containers must share one window and span")
+            yield BlockJob(
+                window_id=first.window_id,
+                span=first.span,
+                strategy_type=first.strategy_type,
+                param_sets=tuple(j.strategy_params for j in part),
+                portfolio=first.portfolio,
+                container_ids=tuple(j.container_id for j in part),
+                tracers=tuple(j.tracer for j in part),
+                symbol=first.symbol,
+                index=k,
+                parameters=tuple(j.parameters for j in part),
+            )
+
+    def run_blocks(
+        self, jobs: Sequence[PortfolioJob], folder: Optional[str], keep_equity: bool = False
+    ) -> list[Summary]:
+        """Run a window's containers as blocks; their rows go to the window's tables
+        (and each container's own items when asked); returns their summaries (with
+        ``_equity`` and ``_pnl`` under ``keep_equity``, as :meth:`run_containers`)."""
+        if not jobs:
+            return []
+        span = jobs[0].span
+        bars = self.inputs.bars
+        window = {
+            "window_id": jobs[0].window_id,
+            "start": int(bars.ts[span.start]),
+            "end": int(bars.ts[span.stop - 1]),
+            "bars": len(span),
+        }
+        ts = bars.ts[span.start : span.stop]
+        summaries: list[Summary] = []
+        for outcome in self.executor.map_blocks(self.inputs.spec, list(self.blocks(jobs))):
+            results, trades, curves = outcome.tables()
+            job = outcome.job
+            rows = BlockRows(job, job.parameters, results, trades, curves, window, ts)
+            metrics = self.out.put_block(folder, rows)
+            block = [
+                {"container_id": cid, "parameters": p, "metrics": m}
+                for cid, p, m in zip(job.container_ids, job.parameters, metrics)
+            ]
+            if keep_equity:
+                keep_curves(block, rows)
+            summaries.extend(block)
+            self.observer.containers_done(self.name, len(job))
+        return summaries
 
     # ------------------------------------------------------------------ windows
 

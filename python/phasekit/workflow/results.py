@@ -34,12 +34,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import phasekit
 from phasekit.crypt import Encryption, open_encryption
@@ -58,6 +60,7 @@ from phasekit.stores.factory import (
 from phasekit.stores.formats.arrow import ipc_file_bytes
 from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
 from phasekit.workflow.admf import PhaseAggregate, container_record, file_name, trade_records
+from phasekit.workflow.blocks import BlockJob, container_results
 from phasekit.workflow.topology import TRADES_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -166,6 +169,8 @@ class PhaseResults:
         self._trade_tables: dict[str, list[pa.Table]] = {}
         self._streams: dict[str, list[StreamStore]] = {}
         self._admf: Optional[AdmfFiles] = None
+        self._block_tables: dict[str, dict[str, list[pa.Table]]] = {}
+        self._block_rows: dict[str, int] = {}
 
     @property
     def mode(self) -> str:
@@ -289,6 +294,130 @@ class PhaseResults:
             uris["admf"] = self._put_admf(
                 self._admf, window_id, container_id, results, trades, equity
             )
+        return uris
+
+    # ------------------------------------------------------------------ blocks
+
+    def plan(self, container_id: str) -> ContainerPlan:
+        """The plan of a container's results."""
+        return self._plan(container_id)
+
+    def put_block(
+        self,
+        window_id: Optional[str],
+        block: BlockRows,
+    ) -> list[dict[str, Any]]:
+        """Store a block's rows: the window's ``containers``, ``trades`` and ``equity``
+        tables (written at the window's end) and a catalog row per container, in one
+        transaction; or, when each container's own items are wanted (output
+        ``container_items``, ``results.layout: admf`` or a ``streaming`` flow), those
+        through each container's store. Returns the containers' metrics (plain JSON)."""
+        key = window_id or ""
+        job = block.job
+        metrics = _plain_rows(block.results.select(metric_names(block.results.schema.names)))
+        trades = _trades_table(block.trades, job.symbol)
+        plans = [self._plan(cid) for cid in job.container_ids]
+        intervals = [p.snapshot_interval for p in plans]
+        equity = _equity_table(block.curves, block.ts, job.container_ids, intervals)
+        tables = self._block_tables.setdefault(key, {})
+        if "container_results" in self.outputs:
+            tables.setdefault("containers", []).append(block.results)
+        if "trades" in self.outputs:
+            tables.setdefault("trades", []).append(trades)
+        if equity.num_rows and "equity_curves" in self.outputs:
+            tables.setdefault("equity", []).append(equity)
+        first = self._block_rows.get(key, 0)
+        self._block_rows[key] = first + block.results.num_rows
+        if self._items_wanted(plans):
+            self._put_items(window_id, block, trades, metrics)
+        elif "container_results" in self.outputs:
+            self._record_rows(window_id, job.container_ids, metrics, first)
+        return metrics
+
+    def _items_wanted(self, plans: list[ContainerPlan]) -> bool:
+        return (
+            "container_items" in self.outputs
+            or self._admf is not None
+            or any(p.flow.mode == "streaming" for p in plans)
+        )
+
+    def _record_rows(
+        self,
+        window_id: Optional[str],
+        container_ids: Sequence[str],
+        metrics: list[dict[str, Any]],
+        first: int,
+    ) -> None:
+        """A catalog row per container of a block (its metrics; where its row of the
+        window's ``containers`` table is), in one transaction."""
+        from phasekit.catalog.rows import NewItem
+
+        items = [
+            NewItem(
+                process_id=self.run_id,
+                stage_name=self.phase,
+                entity_name=f"{cid}_results",
+                inline_data={"table": "containers", "row": first + i},
+                metadata={
+                    "container_id": cid,
+                    "window_id": window_id,
+                    "output_type": "container_results",
+                    "metrics": m,
+                },
+                phase=self.phase,
+                window_id=window_id,
+                container_id=cid,
+                storage_type="inline",
+            )
+            for i, (cid, m) in enumerate(zip(container_ids, metrics))
+        ]
+        self.catalog.record_items(items)
+
+    def _put_items(
+        self,
+        window_id: Optional[str],
+        block: BlockRows,
+        trades: pa.Table,
+        metrics: list[dict[str, Any]],
+    ) -> None:
+        """Each container's own items from its block rows, as the container path stores
+        them."""
+        job = block.job
+        names = metric_names(block.results.schema.names)
+        trade_rows = _slices(trades, job.container_ids)
+        curve_rows = _slices(block.curves, job.container_ids)
+        for i, row in enumerate(block.results.to_pylist()):
+            cid = job.container_ids[i]
+            record = container_results(row, block.parameters[i], names, block.window)
+            if not record["parameters"]:  # as a container without parameters reports
+                del record["parameters"]
+            record["metrics"] = metrics[i]
+            equity = None
+            if job.tracers[i].keeps_equity:
+                lo, hi = curve_rows[i]
+                equity = _curve_table(block.curves.slice(lo, hi - lo), block.ts)
+            lo, hi = trade_rows[i]
+            self.put_container(
+                window_id, cid, record, equity, metrics[i], trades=trades.slice(lo, hi - lo)
+            )
+
+    def finish_blocks(self, window_id: Optional[str]) -> dict[str, str]:
+        """Write the window's block tables (``containers``, ``trades``, ``equity``) in the
+        phase's file format and record them; returns their URIs by name."""
+        key = window_id or ""
+        tables = self._block_tables.pop(key, {})
+        self._block_rows.pop(key, None)
+        uris: dict[str, str] = {}
+        for name, parts in tables.items():
+            table = pa.concat_tables(parts)
+            meta = {"rows": table.num_rows, "output_type": _TABLE_OUTPUTS[name]}
+            plan = self._role_plan("execution") if name == "trades" else None
+            if plan is not None:
+                uris[name] = self.store(window_id, plan.flow).put(name, table, meta).uri
+                continue
+            place = self._place(self._dir(window_id), window_id)
+            with open_file_store(self.flow.file, place) as files:
+                uris[name] = files.put(name, table, meta).uri
         return uris
 
     # ------------------------------------------------------------------ admf layout
@@ -549,6 +678,7 @@ class PhaseResults:
         are recorded. Returns the trades' URI (None when none were written)."""
         for store in self._streams.pop(window_id or "", []):
             store.finish(STREAM_KEY)
+        self.finish_blocks(window_id)
         return self._finish_trades(window_id)
 
     def stats(self) -> dict[str, Any]:
@@ -559,6 +689,7 @@ class PhaseResults:
             writer.abort()
         self._trade_writers.clear()
         self._trade_tables.clear()
+        self._block_tables.clear()
         for store in reversed(list(self._stores.values())):  # hybrid views before their root
             store.close()
 
@@ -572,6 +703,112 @@ class AdmfFiles:
     initial_capital: float
     aggregate: PhaseAggregate = field(default_factory=PhaseAggregate)
     trades: list[pa.Table] = field(default_factory=list)
+
+
+def keep_curves(summaries: list[dict[str, Any]], block: BlockRows) -> None:
+    """Add each container's equity curve (``_equity``, when traced) and its trades' pnl
+    (``_pnl``) to its summary, as the container path keeps them."""
+    trade_rows = _slices(block.trades, block.job.container_ids)
+    curve_rows = _slices(block.curves, block.job.container_ids)
+    pnl = block.trades.column("pnl").to_numpy()
+    for i, summary in enumerate(summaries):
+        if block.job.tracers[i].keeps_equity:
+            lo, hi = curve_rows[i]
+            summary["_equity"] = _curve_table(block.curves.slice(lo, hi - lo), block.ts)
+        lo, hi = trade_rows[i]
+        summary["_pnl"] = pnl[lo:hi]
+
+
+@dataclass(frozen=True)
+class BlockRows:
+    """A block's outcome as the parent stores it: its job, the sets' parameters (as the
+    phase lists them), its results, trades and curves, the window (``window_id``,
+    ``start``, ``end``, ``bars``) and the window's bar times."""
+
+    job: BlockJob
+    parameters: Sequence[Mapping[str, Any]]
+    results: pa.Table
+    trades: pa.Table
+    curves: pa.Table
+    window: Mapping[str, Any]
+    ts: np.ndarray
+
+
+_TABLE_OUTPUTS = {
+    "containers": "container_results",
+    "trades": "trades",
+    "equity": "equity_curves",
+}
+"""The window tables of block windows and the output kind each one is."""
+
+
+def metric_names(columns: Sequence[str]) -> list[str]:
+    """The metric columns of a block's results: those after ``bars`` but the ``events.*``."""
+    names = list(columns)
+    return [c for c in names[names.index("bars") + 1 :] if not c.startswith("events.")]
+
+
+def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The rows of a table of numbers as plain JSON (NaN and infinities as None)."""
+    cols = {}
+    for name in table.schema.names:
+        col = table.column(name)
+        if pa.types.is_floating(col.type):
+            col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, col.type))
+        cols[name] = col
+    return pa.table(cols).to_pylist()
+
+
+def _trades_table(trades: pa.Table, symbol: str) -> pa.Table:
+    """A block's trades in :data:`TRADES_SCHEMA` (the symbol added)."""
+    cols = {name: trades.column(name) for name in trades.schema.names}
+    cols["symbol"] = pa.array(np.full(trades.num_rows, symbol, dtype=object), pa.string())
+    return pa.table({f.name: cols[f.name] for f in TRADES_SCHEMA}, schema=TRADES_SCHEMA)
+
+
+def _slices(table: pa.Table, container_ids: Sequence[str]) -> list[tuple[int, int]]:
+    """Per container: its rows ``[lo, hi)`` of a table grouped by container in the order
+    of ``container_ids``."""
+    if not table.num_rows:
+        return [(0, 0)] * len(container_ids)
+    index = pc.index_in(table.column("container_id"), value_set=pa.array(container_ids))
+    sets = index.to_numpy(zero_copy_only=False)
+    counts = np.bincount(sets, minlength=len(container_ids))
+    edges = np.concatenate(([0], np.cumsum(counts)))
+    return [(int(edges[i]), int(edges[i + 1])) for i in range(len(container_ids))]
+
+
+_UTC = pa.timestamp("ns", tz="UTC")
+
+
+def _curve_table(part: pa.Table, ts: np.ndarray) -> pa.Table:
+    """One container's equity curve as its tracer keeps it (``ts``, ``equity``)."""
+    bar = part.column("bar").to_numpy()
+    return pa.table(
+        {"ts": pa.array(ts[bar], _UTC), "equity": part.column("equity").combine_chunks()}
+    )
+
+
+def _equity_table(
+    curves: pa.Table, ts: np.ndarray, container_ids: Sequence[str], intervals: Sequence[int]
+) -> pa.Table:
+    """The block's equity curves as a window table (``container_id``, ``ts``,
+    ``equity``, ``position``): every ``intervals[i]``-th point of container ``i``'s
+    curve (its ``snapshot_interval``, the points :func:`snapshots` keeps)."""
+    bar = curves.column("bar").to_numpy()
+    if curves.num_rows and any(i > 1 for i in intervals):
+        index = pc.index_in(curves.column("container_id"), value_set=pa.array(container_ids))
+        every = np.asarray(intervals, dtype=np.int64)[index.to_numpy(zero_copy_only=False)]
+        keep = (bar + 1) % every == 0
+        curves, bar = curves.filter(pa.array(keep)), bar[keep]
+    return pa.table(
+        {
+            "container_id": curves.column("container_id"),
+            "ts": pa.array(ts[bar], _UTC),
+            "equity": curves.column("equity"),
+            "position": curves.column("position"),
+        }
+    )
 
 
 def _store_key(flow: DataFlow) -> Any:

@@ -216,6 +216,7 @@ class Sequencer:
             self.executor,
             observer,
             lambda window_id: self._completed(phase.name, window_id),
+            self.resolved.engine,
         )
         started = time.perf_counter()
         try:

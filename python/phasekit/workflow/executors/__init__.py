@@ -1,8 +1,9 @@
 """Executors: where a run's batches of portfolio containers execute.
 
-Every executor takes the same unit of work, a batch of containers over one data window
-(:func:`phasekit.workflow.executor.run_batch`), and hands their outcomes back in job
-order; the run writes them and commits their catalog rows as they arrive. ``local``
+Every executor takes the same units of work, a batch of containers over one data window
+(:func:`phasekit.workflow.executor.run_batch`) or a block of containers evaluated in one
+kernel call (:func:`phasekit.workflow.blocks.run_block_job`), and hands their outcomes
+back in order; the run writes them and commits their catalog rows as they arrive. ``local``
 runs batches in worker processes of this machine
 (:class:`phasekit.workflow.executor.Executor`); ``dask`` on the workers of a
 ``distributed`` scheduler (:class:`phasekit.workflow.executors.dask.DaskExecutor`).
@@ -17,6 +18,7 @@ from typing import Optional, Protocol, Union
 from phasekit.config.resolved import ExecutorTarget
 from phasekit.errors import ConfigError
 from phasekit.registry import EXECUTORS
+from phasekit.workflow.blocks import BlockJob, BlockOutcome
 from phasekit.workflow.executor import DataSpec, Executor, Outcome
 from phasekit.workflow.topology import PortfolioJob
 
@@ -42,6 +44,16 @@ class BatchExecutor(Protocol):
         on_batch: Optional[Callable[[int], None]] = None,
     ) -> Iterator[Outcome]:
         """Outcomes of ``jobs`` in job order; ``on_batch(n)`` after each batch of ``n``."""
+        ...
+
+    def map_blocks(
+        self,
+        spec: DataSpec,
+        blocks: Sequence[BlockJob],
+        on_block: Optional[Callable[[BlockOutcome], None]] = None,
+    ) -> Iterator[BlockOutcome]:
+        """Outcomes of ``blocks`` (:mod:`phasekit.workflow.blocks`) in block order;
+        ``on_block`` after each."""
         ...
 
     def close(self, *, abort: bool = False) -> None:

@@ -22,11 +22,12 @@ import logging
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from phasekit._optional import require
 from phasekit.backtest.bars import Bars
 from phasekit.errors import WorkflowError
+from phasekit.workflow.blocks import BlockJob, BlockOutcome, run_block_bars
 from phasekit.workflow.executor import MAX_BATCH, DataSpec, Outcome, bars_for, batch_size, run_jobs
 from phasekit.workflow.topology import PortfolioJob
 
@@ -84,6 +85,16 @@ def dask_batch(
     from distributed import get_worker
 
     return get_worker().address, run_jobs(shared.bars, jobs, backend)
+
+
+def dask_block(
+    shared: SharedBars, block: BlockJob, backend: Optional[str]
+) -> tuple[str, BlockOutcome]:
+    """What a Dask worker runs for a block: its outcome over the shipped bars, and the
+    worker's address."""
+    from distributed import get_worker
+
+    return get_worker().address, run_block_bars(shared.bars, block, backend)
 
 
 class DaskExecutor:
@@ -202,6 +213,71 @@ class DaskExecutor:
             for future, _ in pending:
                 future.cancel()
 
+    def map_blocks(
+        self,
+        spec: DataSpec,
+        blocks: Sequence[BlockJob],
+        on_block: Optional[Callable[[BlockOutcome], None]] = None,
+    ) -> Iterator[BlockOutcome]:
+        """Outcomes of ``blocks`` in order, over the shipped bars as batches are (at most
+        2 x the slots in flight, each retried ``retries`` times; shipped again when every
+        copy of the bars was lost)."""
+        if not blocks:
+            return
+        client = self._get_client()
+        slots = self.workers or self.threads()
+        shared = self._shared(spec)
+        pending: deque[tuple[Future, BlockJob]] = deque()
+        todo = iter(blocks)
+        reships = 0
+
+        def send(block: BlockJob) -> Future:
+            key = f"phasekit-block-{uuid.uuid4().hex}"
+            return client.submit(
+                dask_block, shared, block, self.backend, key=key, retries=self.retries, pure=False
+            )
+
+        def submit() -> None:
+            block = next(todo, None)
+            if block is not None:
+                pending.append((send(block), block))
+                self.max_in_flight = max(self.max_in_flight, len(pending))
+
+        for _ in range(2 * slots):
+            submit()
+        try:
+            while pending:
+                taken = self._take(pending[0][0], shared)
+                if taken is None:
+                    reships += 1
+                    if reships > RESHIPS:
+                        raise WorkflowError(
+                            f"executor: the data window was lost with every Dask worker "
+                            f"{reships} times; the run can be resumed with --resume"
+                        )
+                    shared = self._shared(spec, again=True)
+                    for i, (_, block) in enumerate(pending):
+                        pending[i] = (send(block), block)
+                    continue
+                pending.popleft()
+                worker, outcome = taken
+                submit()
+                self.batches[worker] += 1
+                log.info(
+                    "dask: block of %d containers done on %s (%d batches there)",
+                    len(outcome.job),
+                    worker,
+                    self.batches[worker],
+                )
+                if self.on_worker:
+                    self.on_worker(worker, len(outcome.job))
+                if on_block:
+                    on_block(outcome)
+                yield outcome
+        finally:
+            for future, _ in pending:
+                future.cancel()
+
     def _shared(self, spec: DataSpec, *, again: bool = False) -> Future:
         """The workers' copy of the bars of ``spec``: shipped to every worker the first
         time (or ``again``, after every copy was lost), kept for later phases over the
@@ -223,14 +299,14 @@ class DaskExecutor:
         if found is not None:
             found[1].release()
 
-    def _take(self, future: Future, shared: Future) -> Optional[tuple[str, list[Outcome]]]:
-        """A batch's worker and outcomes; None when it was cancelled because its bars
-        were lost."""
+    def _take(self, future: Future, shared: Future) -> Optional[tuple[str, Any]]:
+        """A batch's (or block's) worker and outcomes; None when it was cancelled because
+        its bars were lost."""
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
 
         try:
-            result: tuple[str, list[Outcome]] = future.result()
+            result: tuple[str, Any] = future.result()
         except KilledWorker as exc:
             raise WorkflowError(
                 f"executor: a batch was lost with every Dask worker that took it ({exc}); "

@@ -1,0 +1,400 @@
+"""Blocks: many portfolio containers of one window as one unit of work.
+
+A :class:`BlockJob` names a window, its span of bars, a built-in strategy, the block's
+parameter sets (the strategy's keyword arguments), the portfolio settings and, per
+container, its id and tracer settings. :func:`run_block_job` (what a worker runs)
+evaluates the whole block in one call of the backend's block kernel
+(:func:`phasekit.backtest.block.run_block`, one thread) and hands back three Arrow IPC
+streams: the results (a row per container: ``container_id``, ``window_id``, the
+strategy's parameters, ``bars``, every metric and the ``events.*`` statistics of the
+container's event ring), the closed trades and the equity curves of the traced
+containers.
+
+The ``events.*`` columns are what each container's tracer would report
+(``EventRing.stats()``): the kernel's FILL, POSITION_OPEN and POSITION_CLOSE events
+of a set follow from its closed trades and from whether a position is still open at the
+window's end (the bars the set held a position, ``exposure * bars``, exceed the bars
+its closed trades held); they go through an :class:`~phasekit.EventRing` under the
+container's retention policy, kind by kind as a container's event bus delivers them,
+PORTFOLIO_UPDATE (a bar each) last when it is traced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import phasekit
+from phasekit.backtest.bars import Bars
+from phasekit.backtest.block import BLOCK_KINDS, run_block
+from phasekit.backtest.metrics import _trade_metrics
+from phasekit.backtest.portfolio import PortfolioSettings
+from phasekit.errors import ConfigError
+from phasekit.events import EventType
+from phasekit.tracing import TracerSettings
+from phasekit.workflow.executor import DataSpec, bars_for
+from phasekit.workflow.sequences import Span
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BLOCK_KINDS",
+    "BlockJob",
+    "BlockOutcome",
+    "block_sizes",
+    "run_block_bars",
+    "run_block_job",
+]
+
+EVENT_STATS = ("seen", "retained", "evicted", "retained_bytes", "open_positions", "trades")
+"""The statistics of a container's event ring, as ``events.<name>`` result columns."""
+EVENT_COLUMNS = tuple(f"events.{name}" for name in EVENT_STATS)
+MIN_BLOCK = 64
+"""The fewest sets a block holds when a window is cut into blocks (unless it has fewer)."""
+MAX_BLOCK = 2_000
+"""The most sets a block holds."""
+
+_FILL = int(EventType.FILL)
+_OPEN = int(EventType.POSITION_OPEN)
+_CLOSE = int(EventType.POSITION_CLOSE)
+_UPDATE = int(EventType.PORTFOLIO_UPDATE)
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """One block: picklable for worker processes (containers of one pattern share one
+    :class:`TracerSettings`, pickled once)."""
+
+    window_id: str
+    span: Span
+    strategy_type: str
+    param_sets: tuple[Mapping[str, Any], ...]
+    portfolio: PortfolioSettings
+    container_ids: tuple[str, ...]
+    tracers: tuple[TracerSettings, ...]
+    symbol: str
+    index: int = 0
+    """The block's position in its window (0, 1, ...)."""
+    parameters: tuple[Mapping[str, Any], ...] = ()
+    """The sets as the phase lists them (the containers' ``parameters``)."""
+
+    def __len__(self) -> int:
+        return len(self.container_ids)
+
+    @property
+    def traced(self) -> tuple[bool, ...]:
+        """Per container: its equity curve is kept (PORTFOLIO_UPDATE traced)."""
+        return tuple(t.keeps_equity for t in self.tracers)
+
+
+@dataclass(frozen=True)
+class BlockOutcome:
+    """What a block hands back: its three batches as Arrow IPC stream bytes."""
+
+    job: BlockJob
+    results: bytes
+    trades: bytes
+    curves: bytes
+
+    def tables(self) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """The results, trades and curves as tables."""
+        return read_stream(self.results), read_stream(self.trades), read_stream(self.curves)
+
+
+def stream_bytes(batch: pa.RecordBatch) -> bytes:
+    """A batch as Arrow IPC stream bytes."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def read_stream(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def block_sizes(n_sets: int, slots: int) -> int:
+    """How many sets a block of a window of ``n_sets`` holds: at least 2 blocks per
+    slot (worker) when there are enough sets, between :data:`MIN_BLOCK` and
+    :data:`MAX_BLOCK`."""
+    per = -(-n_sets // max(1, 2 * slots))
+    return max(1, min(MAX_BLOCK, max(MIN_BLOCK, per), n_sets))
+
+
+def executor_slots(executor: object) -> int:
+    """The blocks an executor runs at once: its ``workers``, else (Dask) its cluster's
+    threads, else 1."""
+    workers = getattr(executor, "workers", None)
+    if isinstance(workers, int) and workers > 0:
+        return workers
+    threads = getattr(executor, "threads", None)
+    return max(1, int(threads())) if callable(threads) else 1
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def run_block_job(spec: DataSpec, job: BlockJob, backend: Optional[str] = None) -> BlockOutcome:
+    """Run a block over the bars of ``spec``, loaded once per process (what local worker
+    processes execute)."""
+    return run_block_bars(bars_for(spec), job, backend)
+
+
+def run_block_bars(bars: Bars, job: BlockJob, backend: Optional[str] = None) -> BlockOutcome:
+    """Run a block over ``bars`` (the data window it slices) in this process."""
+    if backend is not None and phasekit.get_backend() != backend:
+        phasekit.set_backend(backend)
+    try:
+        run = run_block(
+            bars,
+            job.span.start,
+            job.span.stop,
+            job.strategy_type,
+            job.param_sets,
+            job.portfolio,
+            job.container_ids,
+            job.window_id,
+            traced=job.traced,
+            threads=1,
+        )
+    except ConfigError as exc:
+        index = getattr(exc.__cause__, "set_index", None)
+        if not isinstance(index, int) or not 0 <= index < len(job.parameters):
+            raise
+        # the set as the phase lists it, as the container path names it
+        raise ConfigError(
+            f"container {job.container_ids[index]} {dict(job.parameters[index])}: {exc.__cause__}"
+        ) from exc
+    stats, trade_metrics = event_stats(
+        job, run.results, run.trades, run.curves, bars.ts[job.span.start :]
+    )
+    results = run.results
+    for name, values in trade_metrics.items():
+        i = results.schema.get_field_index(name)
+        results = results.set_column(i, results.schema.field(i), values)
+    for name, column in zip(EVENT_COLUMNS, stats):
+        results = results.append_column(name, pa.array(column, pa.int64()))
+    return BlockOutcome(
+        job, stream_bytes(results), stream_bytes(run.trades), stream_bytes(run.curves)
+    )
+
+
+def open_at_end(results: pa.RecordBatch, trades: pa.RecordBatch) -> np.ndarray:
+    """Per set: a position is still open at the window's end. The bars a set held a
+    position (``exposure * bars``, exactly an integer count) exceed those its closed
+    trades held exactly when one is open: a closed trade holds its position from its
+    entry bar to the bar before its exit."""
+    n = results.num_rows
+    bars = results.column("bars").to_numpy()
+    held = np.rint(results.column("exposure").to_numpy() * bars).astype(np.int64)
+    sets = _set_index(results, trades)
+    closed = np.bincount(sets, weights=trades.column("bars_held").to_numpy(), minlength=n)
+    return held > np.rint(closed).astype(np.int64)
+
+
+def _set_index(results: pa.RecordBatch, trades: pa.RecordBatch) -> np.ndarray:
+    """The row of ``results`` each trade belongs to."""
+    if not trades.num_rows:
+        return np.zeros(0, dtype=np.int64)
+    index = pc.index_in(trades.column("container_id"), value_set=results.column("container_id"))
+    return index.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def event_stats(
+    job: BlockJob,
+    results: pa.RecordBatch,
+    trades: pa.RecordBatch,
+    curves: pa.RecordBatch,
+    ts: np.ndarray,
+) -> tuple[list[np.ndarray], dict[str, pa.Array]]:
+    """The ``events.*`` columns (see the module docstring), and the trade metrics
+    (``win_rate``, ``trade_count``, ``profit_factor``) as a container's tracer folds them:
+    from the pnl of its position book (entry and exit fills at the trade's prices, each
+    paying its commission), summed as :class:`StreamingMetrics` sums them."""
+    n = results.num_rows
+    out = [np.zeros(n, dtype=np.int64) for _ in EVENT_STATS]
+    folded: dict[str, list[Any]] = {"win_rate": [], "trade_count": [], "profit_factor": []}
+    if n == 0:
+        return out, _trade_columns(folded)
+    is_open = open_at_end(results, trades)
+    sets = _set_index(results, trades)
+    if sets.shape[0] and np.any(np.diff(sets) < 0):
+        trades = trades.take(pa.array(np.argsort(sets, kind="stable")))
+        sets = np.sort(sets, kind="stable")
+    counts = np.bincount(sets, minlength=n)
+    edges = np.concatenate(([0], np.cumsum(counts)))
+    cols = {
+        name: trades.column(name).to_numpy()
+        for name in ("entry_time", "exit_time", "direction", "quantity", "pnl")
+    }
+    entry = cols["entry_time"].astype("datetime64[ns]").astype(np.int64)
+    exit_ = cols["exit_time"].astype("datetime64[ns]").astype(np.int64)
+    side = cols["direction"].astype(np.float64)
+    qty = side * cols["quantity"]
+    book_pnl = _book_pnl(trades, side, job.portfolio.commission_bps / 1e4)
+    bars = results.column("bars").to_numpy()
+    curve_rows = _curve_rows(curves)
+    empty: dict[TracerSettings, dict[str, int]] = {}
+    for i, tracer in enumerate(job.tracers):
+        kinds = tracer.kinds
+        if not kinds & {_FILL, _OPEN, _CLOSE, _UPDATE}:
+            stats = empty.get(tracer)
+            if stats is None:
+                stats = empty[tracer] = _ring(tracer).stats()
+        else:
+            lo, hi = int(edges[i]), int(edges[i + 1])
+            ring = _ring(tracer)
+            last_ts = int(ts[int(bars[i]) - 1]) if bars[i] else 0
+            for kind, events in _set_events(
+                entry[lo:hi],
+                exit_[lo:hi],
+                qty[lo:hi],
+                cols["pnl"][lo:hi],
+                bool(is_open[i]),
+                last_ts,
+            ):
+                if kind in kinds:
+                    ring.extend(events)
+            if _UPDATE in kinds:
+                ring.extend(_updates(curves, curve_rows.get(job.container_ids[i]), ts))
+            stats = ring.stats()
+        for column, name in zip(out, EVENT_STATS):
+            column[i] = int(stats[name])
+        for name, value in _trade_metrics(book_pnl[edges[i] : edges[i + 1]]).items():
+            folded[name].append(value)
+    return out, _trade_columns(folded)
+
+
+def _book_pnl(trades: pa.RecordBatch, side: np.ndarray, comm: float) -> np.ndarray:
+    """Each trade's pnl as a position book computes it from its two fills (the formula
+    and order of operations of ``EventRing``'s book)."""
+    entry = trades.column("entry_price").to_numpy()
+    exit_ = trades.column("exit_price").to_numpy()
+    quantity = trades.column("quantity").to_numpy()
+    open_fee = quantity * entry * comm
+    close_fee = quantity * exit_ * comm
+    return side * (exit_ - entry) * quantity + (-open_fee) * 1.0 + (-close_fee) * 1.0
+
+
+def _trade_columns(folded: Mapping[str, list[Any]]) -> dict[str, pa.Array]:
+    return {
+        "win_rate": pa.array(folded["win_rate"], pa.float64()),
+        "trade_count": pa.array(folded["trade_count"], pa.int64()),
+        "profit_factor": pa.array(folded["profit_factor"], pa.float64()),
+    }
+
+
+def _ring(tracer: TracerSettings) -> Any:
+    policy = tracer.retention_policy
+    return phasekit.EventRing(
+        policy,
+        capacity=max(1, tracer.sliding_window_size),
+        max_events=max(1, tracer.max_events),
+    )
+
+
+def _events(
+    ts: np.ndarray,
+    kind: int,
+    key: np.ndarray,
+    price: np.ndarray,
+    qty: np.ndarray,
+    value: np.ndarray,
+) -> dict[str, np.ndarray]:
+    n = ts.shape[0]
+    return {
+        "ts": ts.astype(np.int64),
+        "kind": np.full(n, kind, dtype=np.uint16),
+        "key": key.astype(np.int64),
+        "symbol": np.zeros(n, dtype=np.int32),
+        "price": price.astype(np.float64),
+        "quantity": qty.astype(np.float64),
+        "value": value.astype(np.float64),
+    }
+
+
+def _set_events(
+    entry: np.ndarray,
+    exit_: np.ndarray,
+    qty: np.ndarray,
+    pnl: np.ndarray,
+    is_open: bool,
+    last_ts: int,
+) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """A set's FILL, POSITION_OPEN and POSITION_CLOSE events, one batch per kind in the
+    order a container's event bus delivers them (by kind). Prices and values do not
+    change a ring's statistics and are left at zero (the close carries the pnl)."""
+    t = entry.shape[0]
+    keys = np.arange(t + int(is_open), dtype=np.int64)
+    fill_ts = np.empty(2 * t, dtype=np.int64)
+    fill_ts[0::2], fill_ts[1::2] = entry, exit_
+    fill_q = np.empty(2 * t)
+    fill_q[0::2], fill_q[1::2] = qty, -qty
+    fill_key = np.repeat(keys[:t], 2)
+    open_ts, open_q = entry, qty
+    if is_open:
+        fill_ts = np.append(fill_ts, last_ts)
+        fill_q = np.append(fill_q, 1.0)
+        fill_key = np.append(fill_key, t)
+        open_ts = np.append(entry, last_ts)
+        open_q = np.append(qty, 1.0)
+    out = []
+    zeros = np.zeros(fill_ts.shape[0])
+    if fill_ts.shape[0]:
+        out.append((_FILL, _events(fill_ts, _FILL, fill_key, zeros, fill_q, zeros)))
+        zo = np.zeros(open_ts.shape[0])
+        out.append((_OPEN, _events(open_ts, _OPEN, keys, zo, open_q, zo)))
+    if t:
+        out.append((_CLOSE, _events(exit_, _CLOSE, keys[:t], np.zeros(t), -qty, pnl)))
+    return out
+
+
+def _curve_rows(curves: pa.RecordBatch) -> dict[str, tuple[int, int]]:
+    """Per traced container: its rows of the curves batch."""
+    if not curves.num_rows:
+        return {}
+    runs = pc.run_end_encode(curves.column("container_id"))
+    ends = runs.run_ends.to_numpy()
+    starts = np.concatenate(([0], ends[:-1]))
+    return {cid: (int(lo), int(hi)) for cid, lo, hi in zip(runs.values.to_pylist(), starts, ends)}
+
+
+def _updates(
+    curves: pa.RecordBatch, rows: Optional[tuple[int, int]], ts: np.ndarray
+) -> dict[str, np.ndarray]:
+    """A traced set's PORTFOLIO_UPDATE events (a bar each, no key)."""
+    lo, hi = rows or (0, 0)
+    bar = curves.column("bar").to_numpy()[lo:hi]
+    n = hi - lo
+    return _events(
+        ts[bar],
+        _UPDATE,
+        np.full(n, -1),
+        np.zeros(n),
+        curves.column("position").to_numpy()[lo:hi],
+        curves.column("equity").to_numpy()[lo:hi],
+    )
+
+
+def container_results(
+    row: Mapping[str, Any],
+    parameters: Mapping[str, Any],
+    metric_names: Sequence[str],
+    window: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A container's results mapping (as its tracer and destroy give it) from its row of a
+    block's results."""
+    return {
+        "container_id": row["container_id"],
+        "role": "portfolio",
+        "parameters": dict(parameters),
+        "metrics": {name: row[name] for name in metric_names},
+        "events": {name: row[f"events.{name}"] for name in EVENT_STATS},
+        "window": dict(window),
+    }

@@ -1,0 +1,416 @@
+"""Blocks: a window's containers in one block-kernel call per block reproduce what the
+container path produces (metrics, events statistics, trades, equity curves) on both
+backends and every sequence; the window tables, catalog rows and settings of block
+windows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+import pytest
+
+from phasekit.backtest.portfolio import PortfolioSettings
+from phasekit.catalog import open_catalog
+from phasekit.config.vocab import OUTPUT_KINDS
+from phasekit.errors import ConfigError
+from phasekit.tracing import TracerSettings
+from phasekit.workflow import run
+from phasekit.workflow.blocks import (
+    EVENT_STATS,
+    BlockJob,
+    block_sizes,
+    open_at_end,
+    read_stream,
+    run_block_job,
+)
+from phasekit.workflow.executor import DataSpec, Executor, bars_for, run_batch
+from phasekit.workflow.sequences import Span
+from phasekit.workflow.topology import PortfolioJob, run_portfolio
+
+SPEC = DataSpec.from_config(
+    {"source": "synthetic", "n_bars": 2500, "frequency": "1min", "seed": 3, "volatility": 0.002}
+)
+SETS = [
+    {"fast": f, "slow": s, "mode": m}
+    for f in (3, 5, 8)
+    for s in (20, 45)
+    for m in ("long_only", "long_short")
+]
+PORTFOLIO = PortfolioSettings(commission_bps=2, slippage_bps=1)
+SPAN = Span(400, 2500)
+TRACERS = {
+    "default": {},
+    "sliding": {"retention_policy": "sliding_window", "sliding_window_size": 40, "max_events": 40},
+    "keep_all": {"retention_policy": "keep_all", "max_events": 90},
+    "minimal": {"retention_policy": "minimal"},
+    "fills_only": {"event_tracing": ("FILL",)},
+    "close_and_updates": {
+        "event_tracing": ("POSITION_CLOSE", "PORTFOLIO_UPDATE"),
+        "retention_policy": "sliding_window",
+        "sliding_window_size": 3000,
+        "max_events": 3000,
+    },
+    "nothing": {"event_tracing": ()},
+}
+
+
+def _tracer(name: str) -> TracerSettings:
+    ppy = bars_for(SPEC).periods_per_year
+    return TracerSettings(periods_per_year=ppy, **TRACERS[name])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tracer", sorted(TRACERS))
+def test_a_block_equals_its_containers(backend_name: str, tracer: str) -> None:
+    """Every container's metrics and ring statistics, its trades (those of the ring's
+    position book too) and its equity curve where traced."""
+    settings = _tracer(tracer)
+    ids = tuple(f"portfolio_{i:05d}" for i in range(len(SETS)))
+    job = BlockJob(
+        "w", SPAN, "sma_crossover", tuple(SETS), PORTFOLIO, ids, (settings,) * len(ids), "SYN"
+    )
+    outcome = run_block_job(SPEC, job)
+    results, trades, curves = outcome.tables()
+    bars = bars_for(SPEC)
+    books: dict[str, pa.RecordBatch] = {}
+    outs = []
+    for cid, params in zip(ids, SETS):
+        pjob = PortfolioJob(
+            cid, "w", SPAN, "sma_crossover", params, params, PORTFOLIO, settings, "SYN"
+        )
+
+        def sink(container: Any, res: dict[str, Any], cid: str = cid) -> None:
+            assert container.tracer is not None
+            books[cid] = container.tracer.book.trades()
+
+        run_portfolio(bars, pjob, sink)
+        outs.extend(run_batch(SPEC, [pjob]))
+    opened: set[int] = set()
+    for out, row in zip(outs, results.to_pylist()):
+        cid = out.job.container_id
+        assert {k: row[f"events.{k}"] for k in EVENT_STATS} == out.results["events"], cid
+        for name, value in out.results["metrics"].items():
+            mine = row[name]
+            assert (
+                mine == value
+                or (mine is None and value is None)
+                or (np.isnan(mine) and np.isnan(value))
+            ), (cid, name, mine, value)
+        opened.add(out.results["events"]["open_positions"])
+        # the trades, column by column
+        own = trades.filter(pa.compute.equal(trades.column("container_id"), cid))
+        for name in own.schema.names:
+            assert own.column(name).to_pylist() == out.trades.column(name).to_pylist(), name
+        # the ring's position book closed the same trades
+        book = books[cid]
+        assert book.column("open_ts").to_pylist() == [
+            int(t.value) for t in own.column("entry_time").to_pylist()
+        ]
+        assert book.column("close_ts").to_numpy().tolist() == (
+            own.column("exit_time").cast(pa.int64()).to_pylist()
+        )
+        assert book.column("entry_price").to_pylist() == own.column("entry_price").to_pylist()
+        assert book.column("exit_price").to_pylist() == own.column("exit_price").to_pylist()
+        signed = own.column("quantity").to_numpy() * own.column("direction").to_numpy()
+        assert np.array_equal(book.column("quantity").to_numpy(), signed)
+        np.testing.assert_allclose(
+            book.column("pnl").to_numpy(), own.column("pnl").to_numpy(), rtol=1e-9, atol=1e-9
+        )
+        # the equity curve where PORTFOLIO_UPDATE is traced
+        curve = curves.filter(pa.compute.equal(curves.column("container_id"), cid))
+        if settings.keeps_equity:
+            assert out.equity is not None
+            assert curve.column("equity").to_pylist() == out.equity.column("equity").to_pylist()
+        else:
+            assert out.equity is None and curve.num_rows == 0
+    # the block has sets with and without a position open at its end
+    ends = open_at_end(results.to_batches()[0], trades.combine_chunks().to_batches()[0])
+    assert set(ends.tolist()) == {True, False}
+    if tracer == "default":
+        assert opened == {0, 1}
+
+
+def test_open_at_end_counts_the_bars_held(backend_name: str) -> None:
+    ids = tuple(f"p_{i}" for i in range(len(SETS)))
+    job = BlockJob(
+        "w",
+        SPAN,
+        "sma_crossover",
+        tuple(SETS),
+        PORTFOLIO,
+        ids,
+        (_tracer("default"),) * len(ids),
+        "SYN",
+    )
+    results, trades, _ = run_block_job(SPEC, job).tables()
+    is_open = open_at_end(results.to_batches()[0], trades.combine_chunks().to_batches()[0])
+    outs = run_batch(
+        SPEC,
+        [
+            PortfolioJob(
+                cid, "w", SPAN, "sma_crossover", p, p, PORTFOLIO, _tracer("default"), "SYN"
+            )
+            for cid, p in zip(ids, SETS)
+        ],
+    )
+    assert is_open.tolist() == [bool(o.results["events"]["open_positions"]) for o in outs]
+
+
+def test_block_outcomes_are_arrow_streams_in_order() -> None:
+    ids = tuple(f"p_{i}" for i in range(len(SETS)))
+    tracers = (_tracer("default"),) * len(SETS)
+    blocks = [
+        BlockJob(
+            "w",
+            SPAN,
+            "sma_crossover",
+            tuple(SETS[k : k + 4]),
+            PORTFOLIO,
+            ids[k : k + 4],
+            tracers[k : k + 4],
+            "SYN",
+            index=k // 4,
+        )
+        for k in range(0, len(SETS), 4)
+    ]
+    seen: list[int] = []
+    executor = Executor(workers=2)
+    try:
+        outcomes = list(executor.map_blocks(SPEC, blocks, lambda o: seen.append(o.job.index)))
+    finally:
+        executor.close()
+    assert seen == [0, 1, 2]
+    assert [o.job.index for o in outcomes] == [0, 1, 2]
+    for outcome, block in zip(outcomes, blocks):
+        assert isinstance(outcome.results, bytes)
+        table = read_stream(outcome.results)
+        assert table.column("container_id").to_pylist() == list(block.container_ids)
+        alone = run_block_job(SPEC, block).tables()[0]
+        assert table.equals(alone)
+
+
+def test_block_sizes() -> None:
+    assert block_sizes(10, 2) == 10  # fewer sets than a block holds
+    assert block_sizes(1000, 2) == 250  # at least 2 blocks per worker
+    assert block_sizes(100_000, 2) == 2000  # at most MAX_BLOCK
+    assert block_sizes(300, 8) == 64  # at least MIN_BLOCK
+
+
+# ---------------------------------------------------------------- workflows
+
+
+def _config(results: Path, sequence: str, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "run_name": f"b-{sequence}",
+        "results_dir": str(results),
+        "data_flow": {"mode": "file"},
+        "data": {"n_bars": 1500, "frequency": "1h", "seed": 5, "volatility": 0.004},
+        "strategy": {"type": "sma_crossover"},
+        "parameter_space": {
+            "strategy.fast": [3, 5, 8],
+            "strategy.slow": [20, 40],
+            "strategy.mode": ["long_only", "long_short"],
+        },
+        "portfolio": {"commission_bps": 2, "slippage_bps": 1},
+        "top_k": 2,
+        "phases": [{"name": "search", "sequence": sequence}],
+    }
+    if sequence == "walk_forward":
+        cfg["walk_forward"] = {"train": 600, "test": 300}
+    if sequence == "monte_carlo":
+        cfg["monte_carlo"] = {"n": 20, "batch": 10}
+    cfg.update(extra)
+    return cfg
+
+
+ITEMS = list(OUTPUT_KINDS)  # every output, each container's own items too
+TRACED = {"event_tracing": ["FILL", "POSITION_OPEN", "POSITION_CLOSE", "PORTFOLIO_UPDATE"]}
+
+
+def _files(run_dir: Path, pattern: str) -> dict[str, Any]:
+    """The files matching ``pattern`` by path under the run's folder (URIs in JSON
+    files relative to it)."""
+    out = {}
+    for path in sorted(run_dir.rglob(pattern)):
+        if ".phasekit" in path.parts:
+            continue
+        rel = str(path.relative_to(run_dir))
+        if path.suffix == ".json":
+            out[rel] = json.loads(path.read_text().replace(run_dir.resolve().as_uri(), "RUN"))
+        else:
+            out[rel] = feather.read_table(path)
+    return out
+
+
+def _same_tables(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert sorted(a) == sorted(b)
+    for name in a:
+        if isinstance(a[name], pa.Table):
+            assert a[name].to_pylist() == b[name].to_pylist(), name
+        else:
+            assert a[name] == b[name], name
+
+
+def _sorted_trades(table: pa.Table) -> list[dict[str, Any]]:
+    return sorted(table.to_pylist(), key=lambda r: (r["container_id"], r["exit_time"]))
+
+
+@pytest.mark.parametrize("sequence", ["single_pass", "train_test", "walk_forward", "monte_carlo"])
+def test_block_and_container_engines_agree(
+    tmp_path: Path, backend_name: str, sequence: str
+) -> None:
+    """Per-container items written from block rows equal the container path's, and so
+    do the rankings, the window tables and the trades."""
+    runs = {}
+    for engine in ("block", "container"):
+        # the even sets trace PORTFOLIO_UPDATE (their equity curves are kept)
+        pattern = "*_0*[02468]"
+        cfg = _config(tmp_path / engine, sequence, engine=engine, containers={pattern: TRACED})
+        cfg["phases"][0]["output"] = ITEMS
+        res = run(cfg, workers=1)
+        assert res.status == "completed"
+        runs[engine] = res
+        res.close()
+    block, container = runs["block"].run_dir, runs["container"].run_dir
+    for pattern in (
+        "*_results.arrow",
+        "*_equity.arrow",
+        "aggregate_results.json",
+        "selected_parameters.json",
+        "oos_equity.arrow",
+    ):
+        _same_tables(_files(block, pattern), _files(container, pattern))
+    if sequence == "monte_carlo":
+        return
+    assert _files(block, "*_results.arrow")  # the items were written
+    # the window tables hold the same rows as the container path's files
+    for window_dir in sorted(p.parent for p in container.rglob("all_trades.arrow")):
+        rel = window_dir.relative_to(container)
+        mine = block / rel
+        if not (mine / "trades.arrow").exists():  # a walk-forward test part: one container
+            continue
+        assert _sorted_trades(feather.read_table(mine / "trades.arrow")) == _sorted_trades(
+            feather.read_table(window_dir / "all_trades.arrow")
+        )
+        table = feather.read_table(mine / "containers.arrow")
+        for row in table.to_pylist():
+            item = feather.read_table(
+                container / rel / "containers" / f"{row['container_id']}_results.arrow"
+            ).to_pylist()[0]
+            for name in ("total_return", "sharpe_ratio", "trade_count", "profit_factor"):
+                assert row[name] == item[name] or (row[name] != row[name] and item[name] is None)
+            assert {k: row[f"events.{k}"] for k in EVENT_STATS} == json.loads(item["events"])
+        if not (mine / "equity.arrow").exists():
+            assert not list((window_dir / "containers").glob("*_equity.arrow"))
+            continue
+        equity = feather.read_table(mine / "equity.arrow")
+        for cid in set(equity.column("container_id").to_pylist()):
+            own = equity.filter(pa.compute.equal(equity.column("container_id"), cid))
+            item = feather.read_table(container / rel / "containers" / f"{cid}_equity.arrow")
+            assert own.column("equity").to_pylist() == item.column("equity").to_pylist()
+            assert own.column("ts").to_pylist() == item.column("ts").to_pylist()
+
+
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_window_tables_read_by_pyarrow_polars_duckdb(tmp_path: Path, fmt: str) -> None:
+    import duckdb
+    import polars
+    import pyarrow.parquet as pq
+
+    cfg = _config(tmp_path, "single_pass")
+    cfg["data_flow"]["file_settings"] = {"format": fmt}
+    res = run(cfg, workers=1)
+    res.close()
+    folder = res.run_dir / "search"
+    read = feather.read_table if fmt == "arrow" else pq.read_table
+    for name in ("containers", "trades"):
+        path = folder / f"{name}.{fmt}"
+        table = read(path)
+        frame = polars.read_ipc(path) if fmt == "arrow" else polars.read_parquet(path)
+        assert frame.height == table.num_rows > 0
+        assert frame.columns == table.schema.names
+        con = duckdb.connect()
+        if fmt == "parquet":
+            count = con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()
+        else:
+            con.register("t", table)
+            count = con.execute("SELECT count(*) FROM t").fetchone()
+        assert count is not None and count[0] == table.num_rows
+    containers = read(folder / f"containers.{fmt}")
+    assert containers.num_rows == 12
+    names = set(containers.schema.names)
+    assert {"container_id", "window_id", "fast", "slow", "mode", "sharpe_ratio"} <= names
+    assert {f"events.{k}" for k in EVENT_STATS} <= names
+    assert not (folder / "containers").exists()  # no per-container items by default
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _layout(res: Any) -> set[str]:
+    folder = res.run_dir / "search"
+    return {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+@pytest.mark.parametrize("where", ["config", "runtime"])
+def test_engine_chooses_blocks_or_containers(tmp_path: Path, where: str) -> None:
+    seen = {}
+    for engine in ("auto", "block", "container"):
+        cfg = _config(tmp_path / engine, "single_pass")
+        if where == "config":
+            cfg["engine"] = engine
+            res = run(cfg, workers=1)
+        else:
+            res = run(cfg, workers=1, engine=engine)
+        res.close()
+        seen[engine] = _layout(res)
+    assert {"containers.arrow", "trades.arrow"} <= seen["block"]
+    assert seen["auto"] == seen["block"]  # a built-in strategy: blocks
+    assert "containers.arrow" not in seen["container"]
+    assert {"all_trades.arrow", "containers"} <= seen["container"]
+
+
+def test_engine_block_refuses_a_phase_without_a_block_kernel(tmp_path: Path) -> None:
+    user = {"type": "phasekit.backtest.strategies:SmaCrossover", "fast": 3, "slow": 20}
+    cfg = _config(tmp_path / "auto", "single_pass", strategy=user, parameter_space=None)
+    res = run(cfg, workers=1)  # auto: one container at a time
+    res.close()
+    assert "containers.arrow" not in _layout(res) and "all_trades.arrow" in _layout(res)
+    cfg = _config(tmp_path / "block", "single_pass", strategy=user, parameter_space=None)
+    with pytest.raises(ConfigError, match="engine: block: phase 'search' cannot run as blocks"):
+        run(cfg, workers=1, engine="block")
+
+
+def test_container_items_are_written_only_when_asked(tmp_path: Path) -> None:
+    found = {}
+    for asked in (False, True):
+        cfg = _config(tmp_path / str(asked), "single_pass")
+        cfg["phases"][0]["output"] = {"container_items": asked}
+        res = run(cfg, workers=1)
+        res.close()
+        folder = res.run_dir / "search" / "containers"
+        found[asked] = sorted(p.name for p in folder.glob("*_results.arrow"))
+        assert (res.run_dir / "search" / "containers.arrow").exists()
+    assert found[False] == []
+    assert found[True] == [f"portfolio_{i:05d}_results.arrow" for i in range(12)]
+
+
+def test_block_windows_record_a_row_per_container(tmp_path: Path) -> None:
+    res = run(_config(tmp_path, "train_test"), workers=1)
+    res.close()
+    with open_catalog(res.catalog_url) as catalog:
+        rows = catalog.list_items(res.run_id, container="portfolio_00003", window="train")
+        tables = catalog.list_items(res.run_id, entity="containers", window="train")
+    assert [(r.entity_name, r.window_id, r.storage_type) for r in rows] == [
+        ("portfolio_00003_results", "train", "inline")
+    ]
+    assert rows[0].inline_data == {"table": "containers", "row": 3}
+    assert set(rows[0].metadata["metrics"]) >= {"sharpe_ratio", "total_return"}
+    assert len(tables) == 1 and tables[0].path is not None
+    table = feather.read_table(tables[0].path)
+    assert table.column("container_id")[3].as_py() == "portfolio_00003"
+    assert table.column("sharpe_ratio")[3].as_py() == rows[0].metadata["metrics"]["sharpe_ratio"]
