@@ -15,17 +15,17 @@ Groups:
   - ``direct_mmap``: the same through ``pa.memory_map``: nothing is read (the table's
     buffers point into the map until touched), so it is no throughput to compare with;
     reported to show what it costs.
-  - ``server_python``: ``/items/{id}/data`` (Arrow IPC stream) read with http.client
-    straight into a pyarrow buffer of the response's Content-Length (one copy out of the
-    socket), then decoded without a copy. The comparison the goal is judged on: the same
-    table in memory, through the server.
+  - ``server_python``: ``phasekit.serve.client.read_table``: ``/items/{id}/data`` (Arrow
+    IPC stream) read with http.client straight into a pyarrow buffer of the response's
+    Content-Length (one copy out of the socket), then decoded without a copy. The
+    comparison the goal is judged on: the same table in memory, through the server.
   - ``server_httpx``: the same stream with httpx (``iter_raw`` chunks joined: the client
     copies the bytes twice more).
   - ``server_curl``: curl writing the stream to /dev/null (the server without a Python
     client; the time includes starting curl).
   - ``socket_raw``: no server, the ceiling of loopback TCP here: a bare Python socket
     server in its own process sends the same stream bytes (a copy in a file) from a memory
-    map, 4 MiB per ``sendall``, read as ``server_python`` reads.
+    map, 4 MiB per ``sendall``, read by the same ``read_table``.
 
   The rate is bytes/s of the table; each server row's extra_info holds
   ``throughput_vs_direct`` (direct's median over its own); the goal is server_python >=
@@ -36,7 +36,6 @@ Each benchmark checks its result (the ids listed, the table's rows and values).
 
 from __future__ import annotations
 
-import http.client
 import shutil
 import socket
 import subprocess
@@ -61,6 +60,7 @@ from phasekit.catalog import (
     NewItem,
     open_catalog,
 )
+from phasekit.serve.client import read_table
 
 ITEMS = 10_000
 PAGE = 1000
@@ -239,34 +239,11 @@ def _read_mapped(setup: Setup) -> pa.Table:
 
 
 def _read_python(setup: Setup) -> pa.Table:
-    return _table_at(setup.url, f"/items/{setup.table_item}/data")
+    return read_table(setup.url, setup.table_item)
 
 
 def _read_raw(setup: Setup) -> pa.Table:
-    return _table_at(setup.raw_url, "/")
-
-
-def _table_at(url: str, path: str) -> pa.Table:
-    """http.client into one pyarrow buffer of Content-Length, decoded in place."""
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=300)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        if response.status != 200:
-            raise RuntimeError(f"{path} answered {response.status}: {response.read()[:200]!r}")
-        size = int(response.headers["Content-Length"])
-        buffer = pa.allocate_buffer(size)
-        view = memoryview(buffer).cast("B")
-        got = 0
-        while got < size:
-            n = response.readinto(view[got:])
-            if not n:
-                raise RuntimeError(f"{path} ended after {got} of {size} bytes")
-            got += n
-    finally:
-        conn.close()
-    return pa.ipc.open_stream(buffer).read_all()
+    return read_table(setup.raw_url, setup.table_item)  # the bare server ignores the path
 
 
 def _read_httpx(setup: Setup) -> pa.Table:

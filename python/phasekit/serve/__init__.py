@@ -2,7 +2,9 @@
 
 :func:`create_app` builds the application for an open catalog; :func:`serve` runs it,
 bound to 127.0.0.1 unless the catalog holds an active API token. See docs/serve.md.
-FastAPI and uvicorn come with the ``serve`` extra (``pip install 'phasekit[serve]'``).
+FastAPI, uvicorn, uvloop and httptools come with the ``serve`` extra (``pip install
+'phasekit[serve]'``). :func:`phasekit.serve.client.read_table` reads an item's table from
+a running server (no extra needed).
 """
 
 from __future__ import annotations

@@ -1,0 +1,149 @@
+"""phasekit.serve.client.read_table against a live server (uvicorn on 127.0.0.1), and
+against bare sockets for answers a server of ours does not give (a cut-short body, a
+silence, an error that is not JSON)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from phasekit.catalog import Catalog, open_catalog
+from phasekit.catalog.tokens import create_token
+from phasekit.errors import (
+    CorruptDataError,
+    InvalidArgument,
+    NotAuthenticated,
+    PhasekitError,
+    Timeout,
+    UnknownKey,
+)
+from phasekit.serve import client, create_app
+from serve_util import Filled, LiveServer, fill
+
+
+@dataclass
+class Served:
+    url: str
+    catalog: Catalog
+    filled: Filled
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    results = tmp_path_factory.mktemp("client") / "results"
+    catalog = open_catalog(results, results_dir=results)
+    filled = fill(catalog)
+    with LiveServer(create_app(catalog)) as server:
+        yield Served(server.url, catalog, filled)
+    catalog.close()
+
+
+def test_a_stored_arrow_file_is_read_into_one_buffer(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    read = client._read_into_buffer
+
+    def counted(response: object, size: int) -> pa.Buffer:
+        sizes.append(size)
+        return read(response, size)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client, "_read_into_buffer", counted)
+    table = client.read_table(served.url, served.filled.arrow)
+    assert table.equals(served.filled.table)
+    assert len(sizes) == 1 and sizes[0] > served.filled.table.nbytes  # with its framing
+    # a parquet item is re-encoded and sent chunked: decoded as it arrives
+    assert client.read_table(served.url, served.filled.parquet).equals(served.filled.table)
+    assert len(sizes) == 1
+
+
+def test_columns_and_limit_are_asked_for(served: Served) -> None:
+    some = client.read_table(served.url, served.filled.arrow, columns=["x", "i"], limit=7)
+    assert some.equals(served.filled.table.select(["x", "i"]).slice(0, 7))
+    assert client.read_table(served.url + "/", served.filled.csv, limit=3).num_rows == 3
+
+
+def test_server_errors_raise_their_class(served: Served) -> None:
+    with pytest.raises(UnknownKey, match="999999"):
+        client.read_table(served.url, 999999)
+    with pytest.raises(InvalidArgument, match="column 'nope' is not in the table"):
+        client.read_table(served.url, served.filled.arrow, columns=["nope"])
+    with pytest.raises(InvalidArgument, match="inline JSON value"):
+        client.read_table(served.url, served.filled.inline)
+
+
+def test_a_token_is_sent(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    with open_catalog(results, results_dir=results) as catalog:
+        filled = fill(catalog)
+        token, _ = create_token(catalog, "read")
+        with LiveServer(create_app(catalog)) as server:
+            with pytest.raises(NotAuthenticated):
+                client.read_table(server.url, filled.arrow)
+            with pytest.raises(NotAuthenticated):
+                client.read_table(server.url, filled.arrow, token=token + "x")
+            table = client.read_table(server.url, filled.arrow, token=token)
+    assert table.equals(filled.table)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:1", "127.0.0.1:8750", "http://"])
+def test_a_url_it_cannot_speak_is_refused(url: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"allowed: http or https://HOST\[:PORT\]"):
+        client.read_table(url, 1)
+
+
+@pytest.fixture
+def bare() -> Iterator[tuple[str, list[bytes]]]:
+    """A socket on 127.0.0.1 answering each connection with the next canned bytes (None:
+    silence until the client leaves)."""
+    answers: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                answer = answers.pop(0)
+                if answer:
+                    conn.sendall(answer)
+                else:
+                    time.sleep(1.0)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", answers
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_answers_no_server_of_ours_gives(bare: tuple[str, list[bytes]]) -> None:
+    url, answers = bare
+    answers.append(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n" + b"x" * 10
+    )
+    with pytest.raises(CorruptDataError, match="ended after 10 of its 1000 bytes"):
+        client.read_table(url, 1)
+    answers.append(
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops"
+    )
+    with pytest.raises(PhasekitError, match="answered 502: b'oops'"):
+        client.read_table(url, 1)
+    answers.append(b"")
+    started = time.monotonic()
+    with pytest.raises(Timeout, match=r"did not answer within 0.3 s"):
+        client.read_table(url, 1, timeout=0.3)
+    assert time.monotonic() - started < 0.9  # the timeout was applied, not the silence's end
