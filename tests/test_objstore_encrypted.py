@@ -24,7 +24,7 @@ import pytest
 
 from phasekit.catalog import open_catalog
 from phasekit.cli import main
-from phasekit.crypt import generate_key, load_master_key
+from phasekit.crypt import generate_key, load_master_key, open_encryption
 from phasekit.crypt.aead import MAGIC
 from phasekit.crypt.objects import key_stem, open_object
 from phasekit.errors import KeyUnavailable
@@ -187,6 +187,20 @@ def test_encrypted_run_on_s3(
                 assert not [m for m in markers if m in refused.content]
             refused = c.get(f"/runs/{run_id}/export")
             assert refused.status_code == 409 and key_id in refused.json()["message"]
+        monkeypatch.setenv("PHASEKIT_TEST_S3_WRONG", generate_key())
+        wrong = open_encryption("env:PHASEKIT_TEST_S3_WRONG")
+        with LiveServer(create_app(catalog, wrong)) as server, server.client() as c:
+            for path in (
+                f"/items/{arrow.id}/data",
+                f"/items/{arrow.id}/file",
+                f"/runs/{run_id}/export",
+            ):
+                refused = c.get(path)
+                assert refused.status_code == 409, (path, refused.text)
+                assert (
+                    key_id in refused.json()["message"]
+                    and wrong.key_id in refused.json()["message"]
+                )
 
     # ---- a wrong key: the CLI export names the key id the data needs
     monkeypatch.setenv(KEY_VAR, generate_key())
