@@ -21,6 +21,7 @@ PORTFOLIO_UPDATE (a bar each) last when it is traced.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -240,13 +241,17 @@ def event_stats(
     book_pnl = _book_pnl(trades, side, job.portfolio.commission_bps / 1e4)
     bars = results.column("bars").to_numpy()
     curve_rows = _curve_rows(curves)
-    empty: dict[TracerSettings, dict[str, int]] = {}
+    lines: dict[tuple[TracerSettings, bool], Optional[StatsLine]] = {}
     for i, tracer in enumerate(job.tracers):
         kinds = tracer.kinds
-        if not kinds & {_FILL, _OPEN, _CLOSE, _UPDATE}:
-            stats = empty.get(tracer)
-            if stats is None:
-                stats = empty[tracer] = _ring(tracer).stats()
+        line = None
+        if _UPDATE not in kinds and tracer.retention_policy in LINEAR_POLICIES:
+            key = (tracer, bool(is_open[i]))
+            if key not in lines:
+                lines[key] = stats_line(tracer, key[1])
+            line = lines[key]
+        if line is not None:
+            stats = line.at(int(counts[i]))
         else:
             lo, hi = int(edges[i]), int(edges[i + 1])
             ring = _ring(tracer)
@@ -269,6 +274,43 @@ def event_stats(
         for name, value in _trade_metrics(book_pnl[edges[i] : edges[i + 1]]).items():
             folded[name].append(value)
     return out, _trade_columns(folded)
+
+
+LINEAR_POLICIES = ("trade_complete", "minimal")
+"""Policies under which a ring's statistics grow by the same amount with each closed
+trade of a set (no cap: a closed trade's events are dropped with it)."""
+
+
+@dataclass(frozen=True)
+class StatsLine:
+    """A ring's statistics as a function of a set's closed trades ``t``:
+    ``base + t * step``."""
+
+    base: dict[str, int]
+    step: dict[str, int]
+
+    def at(self, t: int) -> dict[str, int]:
+        return {k: self.base[k] + t * self.step[k] for k in EVENT_STATS}
+
+
+def stats_line(tracer: TracerSettings, is_open: bool, probes: int = 4) -> Optional[StatsLine]:
+    """The statistics of ``tracer``'s ring for a set with 0, 1, 2... closed trades (and a
+    position open at the end or not), measured on the ring itself; a line when they grow
+    by the same step from each count to the next (None otherwise: each set then goes
+    through its own ring)."""
+    measured = []
+    for t in range(probes):
+        ring = _ring(tracer)
+        times = np.arange(t, dtype=np.int64) * 2
+        for kind, events in _set_events(times, times + 1, np.ones(t), np.zeros(t), is_open, 2 * t):
+            if kind in tracer.kinds:
+                ring.extend(events)
+        measured.append({k: int(v) for k, v in ring.stats().items() if k in EVENT_STATS})
+    step = {k: measured[1][k] - measured[0][k] for k in EVENT_STATS}
+    for before, after in itertools.pairwise(measured):
+        if any(after[k] - before[k] != step[k] for k in EVENT_STATS):
+            return None
+    return StatsLine(measured[0], step)
 
 
 def _book_pnl(trades: pa.RecordBatch, side: np.ndarray, comm: float) -> np.ndarray:

@@ -762,7 +762,7 @@ def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:
 def _trades_table(trades: pa.Table, symbol: str) -> pa.Table:
     """A block's trades in :data:`TRADES_SCHEMA` (the symbol added)."""
     cols = {name: trades.column(name) for name in trades.schema.names}
-    cols["symbol"] = pa.array(np.full(trades.num_rows, symbol, dtype=object), pa.string())
+    cols["symbol"] = pa.repeat(pa.scalar(symbol, pa.string()), trades.num_rows)
     return pa.table({f.name: cols[f.name] for f in TRADES_SCHEMA}, schema=TRADES_SCHEMA)
 
 
