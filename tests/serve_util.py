@@ -19,16 +19,19 @@ import uvicorn
 
 from catalog_util import record_file, sample_table, store, write_durable
 from phasekit.catalog import Catalog
+from phasekit.serve.launch import server_config
 
 
 class LiveServer:
-    """A uvicorn server for ``app`` on ``host`` and a free port, run in a thread;
-    ``options``: more ``uvicorn.Config`` arguments (``loop``, ``http``)."""
+    """A uvicorn server for ``app`` on ``host`` and a free port, run in a thread, set up as
+    ``phasekit serve`` sets it up (:func:`server_config`); ``parser`` (``httptools``,
+    ``h11``) and ``loop`` (``asyncio``, ``uvloop``) choose other than the installed ones."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", **options: Any) -> None:
-        config = uvicorn.Config(
-            app, host=host, port=0, log_level="warning", access_log=False, **options
-        )
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", parser: str | None = None, loop: str = "auto"
+    ) -> None:
+        config = server_config(app, host, 0, parser)
+        config.loop = loop
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.host = host

@@ -96,12 +96,14 @@ def test_an_arrow_file_is_sent_as_stored(stored: Stored) -> None:
 
 
 @pytest.mark.parametrize(
-    ("loop", "http"), [("asyncio", "h11"), ("uvloop", "httptools"), ("asyncio", "httptools")]
+    ("loop", "parser"), [("asyncio", "h11"), ("uvloop", "httptools"), ("asyncio", "httptools")]
 )
-def test_sent_as_stored_with_its_length_on_each_loop(stored: Stored, loop: str, http: str) -> None:
+def test_sent_as_stored_with_its_length_on_each_loop(
+    stored: Stored, loop: str, parser: str
+) -> None:
     part = _stream_part(stored.path.read_bytes())
     app = create_app(stored.catalog)
-    with LiveServer(app, loop=loop, http=http) as server, server.client() as c:
+    with LiveServer(app, parser=parser, loop=loop) as server, server.client() as c:
         sent = c.get(f"/items/{stored.item}/data")
     assert sent.status_code == 200, sent.text
     assert sent.headers["content-length"] == str(len(sent.content))

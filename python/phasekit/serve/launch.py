@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phasekit._optional import require
 from phasekit.catalog import Catalog, open_catalog
 from phasekit.crypt import Encryption
 from phasekit.errors import InvalidArgument
 from phasekit.serve.auth import check_bind
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
 log = logging.getLogger("phasekit.serve")
 
@@ -55,4 +60,23 @@ def serve(
 
     app = create_app(catalog, encryption)
     log.warning("serving catalog %s on http://%s:%d", catalog.url, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(server_config(app, host, port)).run()
+
+
+def server_config(app: FastAPI, host: str, port: int, parser: str | None = None) -> uvicorn.Config:
+    """The ``uvicorn.Config`` :func:`serve` runs ``app`` with: uvloop's event loop and the
+    httptools parser when they are installed (uvicorn's ``auto``), else asyncio and h11;
+    a request the parser refuses gets a JSON error (:mod:`phasekit.serve.protocol`).
+    ``parser``: ``httptools`` or ``h11`` instead of the installed choice."""
+    import uvicorn
+
+    from phasekit.serve.protocol import http_protocol
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=http_protocol(parser),
+        log_level="warning",
+        access_log=False,
+    )
