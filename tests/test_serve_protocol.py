@@ -14,6 +14,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from phasekit.catalog import open_catalog
 from phasekit.errors import InvalidArgument
 from phasekit.serve import create_app
+from phasekit.serve.launch import server_config
 from phasekit.serve.protocol import http_protocol
 from serve_util import LiveServer
 
@@ -61,7 +62,7 @@ def test_a_request_the_parser_refuses_gets_a_json_error(
     assert ok[0] == b"HTTP/1.1 200 OK"
 
 
-def test_protocol_classes() -> None:
+def test_protocol_classes(tmp_path: Path) -> None:
     assert issubclass(http_protocol(), HttpToolsProtocol)  # installed: httptools chosen
     assert issubclass(http_protocol("httptools"), HttpToolsProtocol)
     assert issubclass(http_protocol("h11"), H11Protocol)
@@ -69,3 +70,7 @@ def test_protocol_classes() -> None:
         InvalidArgument, match="HTTP parser 'h2' is not known; allowed: httptools, h11"
     ):
         http_protocol("h2")
+    with open_catalog(tmp_path / "r", results_dir=tmp_path / "r") as catalog:
+        app = create_app(catalog)
+        assert server_config(app, "127.0.0.1", 0).http is http_protocol()
+        assert server_config(app, "127.0.0.1", 0, "h11").http is http_protocol("h11")
