@@ -11,16 +11,28 @@ Groups (``items`` = containers):
   scheduler's task stream: per batch, the worker's compute seconds, the pickled bytes
   of its results and the catalog rows the client commits, and the client's CPU seconds
   per container (``extra_info``; docs/scaling.md projects from them).
+* ``dask:memory-per-worker``: :data:`MANY_SETS` (100,000) SMA sets over
+  :data:`MANY_BARS` hourly bars on a loopback cluster whose two workers each have a
+  ``--memory-limit`` of :data:`WORKER_BUDGET`; a thread samples the RSS of each worker
+  process every :data:`SAMPLE_SECONDS` (psutil) and the peak of each is reported against
+  the budget (``extra_info``), with the wall time and the batches each worker ran. The
+  budget must hold and no worker may be restarted. Slow (minutes): select it with
+  ``-k memory_per_worker``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import pickle
+import re
 import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +149,128 @@ def _sample_jobs(spec: DataSpec, count: int) -> list[Any]:
         )
         for i in range(count)
     ]
+
+
+MANY_SETS = 100_000
+MANY_BARS = 1_000
+WORKER_BUDGET = "512MiB"
+"""Each worker's ``--memory-limit`` in ``dask:memory-per-worker`` (the nanny restarts a
+worker past 95% of it)."""
+SAMPLE_SECONDS = 0.1
+
+
+class RssSampler(threading.Thread):
+    """Samples the resident memory of processes (by name) until stopped; keeps the peak
+    of each."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.peak: dict[str, int] = dict.fromkeys(pids, 0)
+        self.samples = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            for name, process in self.processes.items():
+                try:
+                    self.peak[name] = max(self.peak[name], process.memory_info().rss)
+                except Exception:  # the process is gone (a restart shows in the pids)
+                    continue
+            self.samples += 1
+            self.halt.wait(SAMPLE_SECONDS)
+
+
+def many_sets_config(results: Path) -> dict[str, Any]:
+    """:data:`MANY_SETS` sets: 100 fast x 1,000 slow windows (every fast below every slow).
+    Containers in memory (``data_flow.mode: memory``): the workers' memory is measured
+    here, not the client's file per container (its cost is in ``dask:batch-costs``)."""
+    return {
+        "workflow": "optimization",
+        "run_name": "many_sets",
+        "results_dir": str(results),
+        "data_flow": {"mode": "memory"},
+        "data": {"n_bars": MANY_BARS, "seed": 3, "frequency": "1h", "volatility": 0.01},
+        "strategy": {"type": "sma_crossover", "mode": "long_only"},
+        "parameter_space": {
+            "strategy.fast": {"range": [2, 102, 1]},
+            "strategy.slow": {"range": [110, 110 + MANY_SETS // 100, 1]},
+        },
+        "objective_function": {"name": "sharpe_ratio", "direction": "maximize"},
+        "top_k": 25,
+    }
+
+
+@pytest.fixture(scope="module")
+def limited_cluster() -> Iterator[DaskCluster]:
+    folder = Path(tempfile.mkdtemp(prefix="phasekit-bench-dask-mem-"))
+    started = start_cluster(folder, memory_limit=WORKER_BUDGET)
+    try:
+        yield started
+    finally:
+        started.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.timeout(3600)  # 100,000 sets take minutes
+def test_memory_per_worker(
+    benchmark: Any,
+    limited_cluster: DaskCluster,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    benchmark.group = "dask:memory-per-worker"
+    from distributed import Client
+
+    with Client(limited_cluster.address, set_as_default=False) as client:
+        info = client.scheduler_info()["workers"]
+        budget = {addr: int(w["memory_limit"]) for addr, w in info.items()}
+    pids = limited_cluster.worker_pids()
+    sampler = RssSampler({**pids, "client": os.getpid()})
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        with caplog.at_level(logging.INFO, logger="phasekit.workflow.executors.dask"):
+            result = run(
+                many_sets_config(tmp_path / "results"),
+                backend="rust",
+                executor={"dask": limited_cluster.address},
+            )
+        wall = time.perf_counter() - start
+    finally:
+        sampler.halt.set()
+        sampler.join(timeout=10)
+    try:
+        containers = sum(p.containers for p in result.phases.values())
+    finally:
+        result.close()
+    batches: Counter[str] = Counter()
+    for record in caplog.records:
+        found = re.match(r"dask: batch of \d+ containers done on (\S+) ", record.getMessage())
+        if found:
+            batches[found.group(1)] += 1
+    restarted = limited_cluster.worker_pids() != pids
+    mib = 1 << 20
+    peaks = {addr: round(sampler.peak[addr] / mib, 1) for addr in pids}
+    client_peak = round(sampler.peak["client"] / mib, 1)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        items=containers,
+        unit="containers",
+        sets=MANY_SETS,
+        bars=MANY_BARS,
+        budget_mib={a: round(b / mib) for a, b in budget.items()},
+        peak_rss_mib=peaks,
+        client_peak_rss_mib=client_peak,
+        samples=sampler.samples,
+        batches_per_worker=dict(batches),
+        wall_s=round(wall, 1),
+        restarted=restarted,
+    )
+    assert containers >= MANY_SETS
+    assert not restarted, "a worker was restarted (its nanny saw it past the budget)"
+    for addr in pids:
+        peak = sampler.peak[addr]
+        assert 0 < peak <= budget[addr], f"{addr}: peak RSS {peak / mib:.0f} MiB"

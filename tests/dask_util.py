@@ -72,9 +72,13 @@ class DaskCluster:
                 process.wait(timeout=10)
 
 
-def start_cluster(folder: Path) -> DaskCluster:
+def start_cluster(folder: Path, memory_limit: str | None = None) -> DaskCluster:
+    """Start the cluster; ``memory_limit`` (e.g. ``"768MiB"``) is each worker's
+    ``--memory-limit`` (by default Dask's: the machine's memory shared by the workers)."""
+
     def where(i: int) -> list[str]:
-        return [*QUIET, "--host", "127.0.0.1", "--local-directory", str(folder / f"w{i}")]
+        limit = ["--memory-limit", memory_limit] if memory_limit else []
+        return [*QUIET, "--host", "127.0.0.1", "--local-directory", str(folder / f"w{i}"), *limit]
 
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
