@@ -305,7 +305,9 @@ def test_rotation_rewraps_keys_without_rewriting_data(
         assert hashlib.sha256(p.read_bytes()).hexdigest() == digest
     with open_catalog(res.catalog_url) as catalog:
         ids = {
-            i.key_id for i in catalog.list_items(res.run_id) if i.data_reference.startswith("file:")
+            i.key_id
+            for i in catalog.list_items(res.run_id)
+            if (i.data_reference or "").startswith("file:")
         }
         assert ids == {new.key_id}
     res.close()

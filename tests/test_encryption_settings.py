@@ -43,7 +43,9 @@ def data_files(root: Path) -> list[Path]:
 def catalog_key_ids(res: Any) -> set[Any]:
     with open_catalog(res.catalog_url) as catalog:
         return {
-            i.key_id for i in catalog.list_items(res.run_id) if i.data_reference.startswith("file:")
+            i.key_id
+            for i in catalog.list_items(res.run_id)
+            if (i.data_reference or "").startswith("file:")
         }
 
 

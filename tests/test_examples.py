@@ -29,8 +29,13 @@ CLI = (sys.executable, "-m", "phasekit.cli", "run")
 CONTAINER_RESULTS = re.compile(r"^[a-z]+_\d{5}_results$")
 
 
+ITEMS = "results.collection.store_container_items=true"
+"""The cases check each container's own results items, which are asked for explicitly
+(a block window writes its containers' rows in one ``containers`` table otherwise)."""
+
+
 def phasekit_run(config: Path, results: Path, *sets: str, workers: int = 1) -> dict[str, Any]:
-    args = [*CLI, str(config), "--json"]
+    args = [*CLI, str(config), "--json", "--set", ITEMS]
     args += ["--results-dir", str(results), "--workers", str(workers)]
     for item in sets:
         args += ["--set", item]
@@ -93,7 +98,8 @@ class Run:
         folder = self.dir / phase / window if window else self.dir / phase
         # in the phase's file format; in the execution container's store when a
         # `containers: execution` pattern gives it one
-        (path,) = [*folder.glob("all_trades.*"), *folder.glob("containers/all_trades.*")]
+        # (a block window's ``trades`` table)
+        (path,) = [*folder.glob("trades.*"), *folder.glob("containers/trades.*")]
         return pq.read_table(path) if path.suffix == ".parquet" else feather.read_table(path)
 
 
@@ -108,7 +114,7 @@ def check_backtest_phase(run: Run, phase: str, windows: list[str | None]) -> Non
         assert set(table.column_names) >= {"entry_time", "exit_time", "pnl", "bars_held"}
         rows = [r for r in run.rows(phase, "aggregate_results") if r.window_id == window]
         assert len(rows) == 1, (phase, window)
-        assert [r for r in run.rows(phase, "all_trades") if r.window_id == window]
+        assert [r for r in run.rows(phase, "trades") if r.window_id == window]
 
 
 # ---------------------------------------------------------------- one check per use case
@@ -124,7 +130,7 @@ def small_workflow(runs: list[Run]) -> None:
     assert len(rows) == 25 and all(r.data_reference.startswith("memory://") for r in rows)
     assert {r.state for r in rows} == {"released"}  # only while the run lasted
     assert not (run.dir / "optimization" / "containers").exists()  # nothing written
-    for name in ("aggregate_results.json", "all_trades.arrow", "phase_summary.json"):
+    for name in ("aggregate_results.json", "trades.arrow", "phase_summary.json"):
         assert (run.dir / "optimization" / name).exists()  # the phase files, catalogued
         assert run.rows("optimization", name.split(".")[0])
     analysis = run.phase_summary("analysis")
@@ -143,13 +149,13 @@ def large_optimization(runs: list[Run]) -> None:
     row = pq.read_table(files[0]).to_pylist()[0]
     assert {"sharpe_ratio", "max_drawdown", "param.strategy.fast"} <= set(row)
     assert pq.read_table(files[0]).num_rows == 1  # one row: parameters and metrics
-    trades = pq.ParquetFile(run.dir / "parameter_search" / "all_trades.parquet")
+    trades = pq.ParquetFile(run.dir / "parameter_search" / "trades.parquet")
     assert trades.metadata.row_group(0).column(0).compression == "SNAPPY"
     assert not list((run.dir / "parameter_search").rglob("*.json.*"))
     rows = run.container_rows("parameter_search")
     # file mode (and save_all_phases): nothing stays in memory only
     assert len(rows) == 14 and all(r.data_reference.startswith("file://") for r in rows)
-    assert not [r for r in run.items if r.data_reference.startswith("memory://")]
+    assert not [r for r in run.items if (r.data_reference or "").startswith("memory://")]
     aggregate = run.aggregate("parameter_search")
     assert aggregate["objective"] == {"name": "sortino_ratio", "direction": "maximize"}
     sortino = [r["metrics"]["sortino_ratio"] for r in aggregate["ranking"]]
@@ -274,8 +280,8 @@ def memory_constrained(runs: list[Run]) -> None:
     assert stats["-/hybrid"]["peak_bytes_in_memory"] <= 50 * 1024 * 1024 + 8192
     # the execution container's file store holds each window's trades
     for window in windows:
-        assert list((run.dir / "walk_forward" / window / "containers").glob("all_trades.*"))
-        assert [r for r in run.rows("walk_forward", "all_trades") if r.window_id == window]
+        assert list((run.dir / "walk_forward" / window / "containers").glob("trades.*"))
+        assert [r for r in run.rows("walk_forward", "trades") if r.window_id == window]
     oos = feather.read_table(run.dir / "walk_forward" / "oos_equity.arrow")
     assert oos.num_rows == 7 * 400  # every test window stitched
     assert run.rows("walk_forward", "oos_equity")

@@ -459,3 +459,67 @@ def test_ring_statistics_lines_equal_the_ring(backend_name: str, policy: str) ->
                             ring.extend(batch)
                     got = {k: v for k, v in ring.stats().items() if k in EVENT_STATS}
                     assert line.at(t) == got, (traced, is_open, t)
+
+
+def _big_config(results: Path) -> dict[str, Any]:
+    """200 sets: two blocks of 100 with one worker."""
+    cfg = _config(results, "train_test")
+    cfg["data"] = {"n_bars": 600, "frequency": "1h", "seed": 5, "volatility": 0.004}
+    cfg["parameter_space"] = {
+        "strategy.fast": list(range(2, 22)),
+        "strategy.slow": list(range(30, 130, 10)),
+    }
+    return cfg
+
+
+KILL = """
+import json, sys
+from phasekit.workflow import run
+run(json.loads(sys.argv[1]), workers=1)
+"""
+
+
+def test_resume_skips_the_blocks_a_killed_run_completed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = _big_config(tmp_path / "killed")
+    env = {**os.environ, "PHASEKIT_FAILPOINT": "blocks.after_block@1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL, json.dumps(cfg)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr  # killed after the first block
+    with open_catalog(str(tmp_path / "killed")) as catalog:
+        (killed,) = catalog.list_processes()
+        rows = catalog.list_items(killed.process_id, stage="search", window="train")
+    assert len([r for r in rows if r.container_id]) == 100  # the first block's rows
+    with caplog.at_level(logging.INFO, logger="phasekit.workflow.results"):
+        resumed = run(cfg, workers=1, resume=killed.process_id)
+    reference = run(_big_config(tmp_path / "whole"), workers=1)
+    try:
+        assert resumed.metrics("search", "train").equals(reference.metrics("search", "train"))
+    finally:
+        resumed.close()
+        reference.close()
+    assert "window train: 1 block(s) reused" in caplog.text
+    for window in ("train", "test"):
+        got = feather.read_table(resumed.run_dir / "search" / window / "containers.arrow")
+        want = feather.read_table(reference.run_dir / "search" / window / "containers.arrow")
+        assert got.equals(want), window
+        got = feather.read_table(resumed.run_dir / "search" / window / "trades.arrow")
+        want = feather.read_table(reference.run_dir / "search" / window / "trades.arrow")
+        assert got.equals(want), window
+        assert not (resumed.run_dir / "search" / window / ".blocks").exists()
+    with open_catalog(str(tmp_path / "killed")) as catalog:
+        rows = catalog.list_items(killed.process_id, stage="search", window="train")
+    ids = [r.container_id for r in rows if r.container_id]
+    assert sorted(ids) == [f"portfolio_{i:05d}" for i in range(200)]  # once each
+    assert sorted(r.entity_name for r in rows if r.entity_name.startswith("block_")) == [
+        "block_00000",
+        "block_00001",
+    ]

@@ -12,7 +12,9 @@ Failpoints (see :mod:`phasekit.catalog.cleanup` for the steps of a removal):
 * ``cleanup.after_rename``: a folder item was renamed to its temporary name, not removed;
 * ``cleanup.mid_delete``: reached after each file or folder deleted (``@N``: the N-th);
 * ``cleanup.before_commit``: the files are deleted, the rows still marked ``deleting``;
-* ``cleanup.after_commit``: the rows are deleted, empty folders not yet pruned.
+* ``cleanup.after_commit``: the rows are deleted, empty folders not yet pruned;
+* ``blocks.after_block``: a block of a window is stored (its batches kept, its catalog
+  rows and marker committed); ``@N``: the N-th block of the run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ FAILPOINTS = (
     "cleanup.mid_delete",
     "cleanup.before_commit",
     "cleanup.after_commit",
+    "blocks.after_block",
 )
 _reached: dict[str, int] = {}
 

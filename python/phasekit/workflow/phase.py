@@ -9,13 +9,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Protocol, overload
 
+from phasekit import failpoints
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.block import supports_block
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.errors import ConfigError, WorkflowError
 from phasekit.registry import DEFAULT_ENGINE
 from phasekit.tracing import TracerSettings
-from phasekit.workflow.blocks import BLOCK_KINDS, BlockJob, block_sizes, executor_slots
+from phasekit.workflow.blocks import (
+    BLOCK_KINDS,
+    BlockJob,
+    BlockOutcome,
+    block_sizes,
+    executor_slots,
+)
 from phasekit.workflow.executor import DataSpec, Outcome
 from phasekit.workflow.executors import BatchExecutor
 from phasekit.workflow.results import BlockRows, PhaseResults, jsonable, keep_curves
@@ -320,11 +327,17 @@ class PhaseContext:
         }
         ts = bars.ts[span.start : span.stop]
         summaries: list[Summary] = []
-        for outcome in self.executor.map_blocks(self.inputs.spec, list(self.blocks(jobs))):
+        blocks = list(self.blocks(jobs))
+        done = self.out.done_blocks(folder, blocks)
+        for outcome in self._outcomes(blocks, done):
+            reused = outcome.job.index in done
+            if not reused:
+                self.out.save_block(folder, outcome)
             results, trades, curves = outcome.tables()
             job = outcome.job
             rows = BlockRows(job, job.parameters, results, trades, curves, window, ts)
-            metrics = self.out.put_block(folder, rows)
+            metrics = self.out.put_block(folder, rows, reused)
+            failpoints.reach("blocks.after_block")
             block = [
                 {"container_id": cid, "parameters": p, "metrics": m}
                 for cid, p, m in zip(job.container_ids, job.parameters, metrics)
@@ -334,6 +347,16 @@ class PhaseContext:
             summaries.extend(block)
             self.observer.containers_done(self.name, len(job))
         return summaries
+
+    def _outcomes(
+        self, blocks: list[BlockJob], done: Mapping[int, BlockOutcome]
+    ) -> Iterator[BlockOutcome]:
+        """The blocks' outcomes in order: those ``done`` read back, the others run."""
+        todo = [b for b in blocks if b.index not in done]
+        ran = self.executor.map_blocks(self.inputs.spec, todo)
+        for block in blocks:
+            found = done.get(block.index)
+            yield found if found is not None else next(ran)
 
     # ------------------------------------------------------------------ windows
 

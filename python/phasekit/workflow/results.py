@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,10 @@ import pyarrow.compute as pc
 
 import phasekit
 from phasekit.crypt import Encryption, open_encryption
-from phasekit.errors import InvalidArgument
+from phasekit.errors import InvalidArgument, PhasekitError
 from phasekit.paths import make_private, make_private_dir
 from phasekit.stores import FileStore, HybridStore, StreamStore
-from phasekit.stores.durable import write_json
+from phasekit.stores.durable import write_bytes, write_json
 from phasekit.stores.factory import (
     AnyStore,
     DataFlow,
@@ -60,7 +61,7 @@ from phasekit.stores.factory import (
 from phasekit.stores.formats.arrow import ipc_file_bytes
 from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
 from phasekit.workflow.admf import PhaseAggregate, container_record, file_name, trade_records
-from phasekit.workflow.blocks import BlockJob, container_results
+from phasekit.workflow.blocks import BlockJob, BlockOutcome, container_results, read_stream
 from phasekit.workflow.topology import TRADES_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -306,12 +307,16 @@ class PhaseResults:
         self,
         window_id: Optional[str],
         block: BlockRows,
+        reused: bool = False,
     ) -> list[dict[str, Any]]:
         """Store a block's rows: the window's ``containers``, ``trades`` and ``equity``
         tables (written at the window's end) and a catalog row per container, in one
         transaction; or, when each container's own items are wanted (output
         ``container_items``, ``results.layout: admf`` or a ``streaming`` flow), those
-        through each container's store. Returns the containers' metrics (plain JSON)."""
+        through each container's store. The catalog rows end with the block's marker
+        (``block_<index>``, what a resumed run reuses the block by); a ``reused`` block
+        (its rows recorded by an earlier attempt) records none. Returns the containers'
+        metrics (plain JSON)."""
         key = window_id or ""
         job = block.job
         metrics = _plain_rows(block.results.select(metric_names(block.results.schema.names)))
@@ -328,11 +333,98 @@ class PhaseResults:
             tables.setdefault("equity", []).append(equity)
         first = self._block_rows.get(key, 0)
         self._block_rows[key] = first + block.results.num_rows
+        marker = [] if reused else [self._marker(window_id, job)]
         if self._items_wanted(plans):
             self._put_items(window_id, block, trades, metrics)
-        elif "container_results" in self.outputs:
-            self._record_rows(window_id, job.container_ids, metrics, first)
+            self.catalog.record_items(marker)
+        elif "container_results" in self.outputs and not reused:
+            self._record_rows(window_id, job.container_ids, metrics, first, marker)
+        else:
+            self.catalog.record_items(marker)
         return metrics
+
+    def _marker(self, window_id: Optional[str], job: BlockJob) -> Any:
+        from phasekit.catalog.rows import NewItem
+
+        return NewItem(
+            process_id=self.run_id,
+            stage_name=self.phase,
+            entity_name=block_entity(job.index),
+            inline_data=block_marker(job),
+            metadata={"output_type": "block", "window_id": window_id},
+            phase=self.phase,
+            window_id=window_id,
+            storage_type="inline",
+        )
+
+    # ------------------------------------------------------------------ block resume
+
+    def _parts_dir(self, window_id: Optional[str]) -> Path:
+        return self._dir(window_id) / BLOCK_PARTS
+
+    def save_block(self, window_id: Optional[str], outcome: BlockOutcome) -> None:
+        """Keep a block's batches (Arrow IPC streams as the worker sent them; sealed when
+        the run encrypts) until its window is complete: a resumed run reads them back."""
+        folder = self._parts_dir(window_id)
+        make_private_dir(folder)
+        for name, data in zip(PART_NAMES, (outcome.results, outcome.trades, outcome.curves)):
+            path = folder / f"{block_entity(outcome.job.index)}.{name}.arrows"
+            what = f"writing {path.name} of phase {self.phase}"
+            if self.encryption is not None:
+                write_sealed_bytes(path, data, self.encryption, what)
+            else:
+                write_bytes(path, data, what)
+
+    def done_blocks(
+        self, window_id: Optional[str], blocks: Sequence[BlockJob]
+    ) -> dict[int, BlockOutcome]:
+        """The blocks of ``blocks`` an earlier attempt of the run completed (its marker
+        recorded, its batches kept), read back; the rows of any other block of that
+        attempt in this window are deleted (they are computed again)."""
+        rows = [
+            r
+            for r in self.catalog.list_items(self.run_id, stage=self.phase)
+            if r.window_id == window_id and r.storage_type == "inline"
+        ]
+        markers = {r.entity_name: r for r in rows if r.metadata.get("output_type") == "block"}
+        if not markers:
+            return {}
+        done: dict[int, BlockOutcome] = {}
+        for job in blocks:
+            marker = markers.get(block_entity(job.index))
+            if marker is None or marker.inline_data != block_marker(job):
+                continue
+            outcome = self._read_block(window_id, job)
+            if outcome is not None:
+                done[job.index] = outcome
+        kept = {cid for i in done for cid in blocks[i].container_ids}
+        kept_markers = {block_entity(i) for i in done}
+        stale = [
+            r.id
+            for r in rows
+            if (r.entity_name in markers and r.entity_name not in kept_markers)
+            or (r.container_id is not None and r.container_id not in kept)
+        ]
+        if stale:
+            self.catalog.delete_item_rows(stale)
+        log.info("phase %s: window %s: %d block(s) reused", self.phase, window_id, len(done))
+        return done
+
+    def _read_block(self, window_id: Optional[str], job: BlockJob) -> Optional[BlockOutcome]:
+        parts = []
+        for name in PART_NAMES:
+            path = self._parts_dir(window_id) / f"{block_entity(job.index)}.{name}.arrows"
+            try:
+                plain = read_plain(path, self.encryption, f"block part {path.name}")
+                data = bytes(plain) if plain is not None else path.read_bytes()
+                read_stream(data)
+            except (OSError, ValueError, pa.ArrowException, PhasekitError) as exc:
+                log.warning(
+                    "block %s of window %s is computed again: %s", job.index, window_id, exc
+                )
+                return None
+            parts.append(data)
+        return BlockOutcome(job, *parts)
 
     def _items_wanted(self, plans: list[ContainerPlan]) -> bool:
         return (
@@ -347,6 +439,7 @@ class PhaseResults:
         container_ids: Sequence[str],
         metrics: list[dict[str, Any]],
         first: int,
+        marker: Sequence[Any] = (),
     ) -> None:
         """A catalog row per container of a block (its metrics; where its row of the
         window's ``containers`` table is), in one transaction."""
@@ -371,7 +464,7 @@ class PhaseResults:
             )
             for i, (cid, m) in enumerate(zip(container_ids, metrics))
         ]
-        self.catalog.record_items(items)
+        self.catalog.record_items([*items, *marker])
 
     def _put_items(
         self,
@@ -407,6 +500,7 @@ class PhaseResults:
         key = window_id or ""
         tables = self._block_tables.pop(key, {})
         self._block_rows.pop(key, None)
+        shutil.rmtree(self._parts_dir(window_id), ignore_errors=True)
         uris: dict[str, str] = {}
         for name, parts in tables.items():
             table = pa.concat_tables(parts)
@@ -732,6 +826,23 @@ class BlockRows:
     curves: pa.Table
     window: Mapping[str, Any]
     ts: np.ndarray
+
+
+BLOCK_PARTS = ".blocks"
+"""The folder (in a window's folder) of the batches of the window's completed blocks,
+kept until the window is complete."""
+PART_NAMES = ("results", "trades", "curves")
+
+
+def block_entity(index: int) -> str:
+    """The catalog entity of a block's marker."""
+    return f"block_{index:05d}"
+
+
+def block_marker(job: BlockJob) -> dict[str, Any]:
+    """What a block's marker records: its containers (first, last, count)."""
+    ids = job.container_ids
+    return {"first": ids[0], "last": ids[-1], "containers": len(ids)}
 
 
 _TABLE_OUTPUTS = {
