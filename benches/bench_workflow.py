@@ -3,6 +3,11 @@ and the same SMA grid in backtesting.py and vectorbt.
 
 Groups (``items`` = containers, i.e. parameter sets run):
 
+* ``workflow:engines``: ``phasekit run`` of 1,000 SMA sets over 100,000 minute bars,
+  single pass, file mode, 2 workers, rust: ``engine: block`` (blocks of sets, one block
+  kernel call each, per-window tables) vs ``engine: container`` (one container at a
+  time).
+
 * ``workflow:grid`` (2 workers) and ``workflow:grid-1-worker``: ``phasekit run
   examples/optimization_1000_containers.yaml``, 1,000 SMA sets over 100,000 minute bars,
   in a subprocess, ``--backend rust`` vs ``python``; ``extra_info`` has the peak RSS of
@@ -128,6 +133,62 @@ def test_grid_end_to_end(benchmark: Any, backend: str, tmp_path: Path) -> None:
 def test_grid_one_worker(benchmark: Any, backend: str, tmp_path: Path) -> None:
     benchmark.group = "workflow:grid-1-worker"
     grid(benchmark, backend, 1, tmp_path)
+
+
+SWEEP: dict[str, Any] = {
+    "workflow": "optimization",
+    "run_name": "sweep",
+    "data_flow": {"mode": "file"},
+    "data": {
+        "symbols": ["SPY"],
+        "start": "2020-01-02",
+        "n_bars": 100_000,
+        "frequency": "1min",
+        "seed": 1,
+        "volatility": 0.001,
+    },
+    "strategy": {"type": "sma_crossover", "mode": "long_only"},
+    "portfolio": {"initial_capital": 100_000, "commission_bps": 1, "slippage_bps": 1},
+    "parameter_space": {
+        "strategy.fast": {"range": [5, 105, 5]},
+        "strategy.slow": {"range": [110, 610, 10]},
+        "constraints": ["strategy.fast < strategy.slow"],
+    },
+    "objective_function": {"name": "sharpe_ratio", "direction": "maximize"},
+    "top_k": 25,
+}
+"""The sweep of ``workflow:engines``: the grid example's 1,000 sets over 100,000 minute
+bars, single pass, results in files (the phase's tables and catalog rows written)."""
+
+
+@pytest.mark.parametrize("engine", ["block", "container"])
+def test_sweep_engines(benchmark: Any, engine: str, tmp_path: Path) -> None:
+    """``workflow:engines``: ``phasekit run`` (CLI, rust, 2 workers) of :data:`SWEEP`
+    with ``engine: block`` (blocks of sets, one kernel call each, window tables) and
+    ``engine: container`` (one container at a time, its own files)."""
+    benchmark.group = "workflow:engines"
+    config = tmp_path / "sweep.yaml"
+    config.write_text(json.dumps({**SWEEP, "engine": engine}))
+    rss: list[float] = []
+
+    def once() -> dict[str, Any]:
+        results = Path(tempfile.mkdtemp(dir=tmp_path))
+        summary, peak = cli_run(config, results, "--backend", "rust", "--workers", "2")
+        rss.append(peak)
+        return summary
+
+    summary = _rounds(benchmark, once, 3 if engine == "block" else 1)
+    phase = summary["phases"]["parameter_search"]
+    assert summary["status"] == "completed" and phase["containers"] == 1000
+    benchmark.extra_info.update(
+        items=1000,
+        unit="containers",
+        bars=100_000,
+        workers=2,
+        engine=engine,
+        peak_rss_mb=round(max(rss), 1),
+        best_sharpe=phase["best"]["metrics"]["sharpe_ratio"],
+    )
 
 
 # ---------------------------------------------------------------- the worker side

@@ -523,3 +523,35 @@ def test_resume_skips_the_blocks_a_killed_run_completed(
         "block_00000",
         "block_00001",
     ]
+
+
+def test_cli_ls_show_compare_find_a_block_runs_containers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phasekit.cli import main
+
+    def cli_json(*args: str) -> Any:
+        assert main([*args, "--json", "--results-dir", str(tmp_path)]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    block = run(_config(tmp_path, "single_pass", engine="block"), workers=1)
+    container = run(_config(tmp_path, "single_pass", engine="container"), workers=1)
+    costly = _config(tmp_path, "single_pass", engine="block")
+    costly["portfolio"] = {"commission_bps": 20, "slippage_bps": 1}
+    other = run(costly, workers=1)
+    for res in (block, container, other):
+        res.close()
+    (row,) = cli_json("ls", block.run_id, "--container", "portfolio_00003")
+    assert row["entity_name"] == "portfolio_00003_results" and row["storage_type"] == "inline"
+    shown = cli_json("show", str(row["id"]))
+    assert shown["inline_data"] == {"table": "containers", "row": 3}
+    assert "sharpe_ratio" in shown["metadata"]["metrics"]
+    # the same containers through either engine: every container metric is equal
+    same = cli_json("compare", block.run_id, container.run_id)
+    mine = [m for m in same["metrics"] if m["container_id"] == "portfolio_00003"]
+    assert {m["metric"] for m in mine} >= {"sharpe_ratio", "total_return", "trade_count"}
+    assert all(m["diff"] == 0 for m in mine if m["a"] is not None)
+    # higher costs: the container's metrics differ
+    changed = cli_json("compare", block.run_id, other.run_id)
+    mine = {m["metric"]: m for m in changed["metrics"] if m["container_id"] == "portfolio_00003"}
+    assert mine["total_return"]["diff"] < 0

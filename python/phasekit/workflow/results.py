@@ -1,10 +1,18 @@
 """Where a phase's results go, each stored item recorded in the catalog::
 
+    <results_dir>/<run>/<phase>/[<window>/]{containers.<ext>, trades.<ext>, equity.<ext>}
     <base_path>/<run>/<phase>/[<window>/]containers/<container_id>_results.<ext>
     <base_path>/<run>/<phase>/[<window>/]containers/<container_id>_equity.<ext>
     <results_dir>/<run>/<phase>/[<window>/]{all_trades.<ext>, aggregate_results.json,
                                              window_complete.json}
     <results_dir>/<run>/<phase>/{phase_summary.json, selected_parameters.json}
+
+A block window (:mod:`phasekit.workflow.blocks`, :meth:`PhaseResults.put_block`) writes
+its containers' rows, trades and traced equity curves as the three window tables, a
+catalog row per container (inline, with its metrics) and a block marker per block;
+each container's own items only with the output ``container_items`` or where
+``results.layout: admf`` or a ``streaming`` flow needs them. A window run one container
+at a time (``engine: container``) writes each container's items and ``all_trades``.
 
 A container's results go through the store of the container's own resolved data flow
 (:class:`ContainerPlan`, from :func:`phasekit.stores.factory.open_store`): ``file``
@@ -20,7 +28,8 @@ container's ``persistence.on_completion``) results kept in memory are also writt
 files in ``persistence.format``.
 
 The phase's ``output`` list says what is written at all: ``container_results``,
-``equity_curves``, ``trades``, ``aggregate_metrics``, ``selected_parameters``.
+``equity_curves``, ``trades``, ``aggregate_metrics``, ``selected_parameters``,
+``container_items``.
 
 Role containers of design note 001: when a ``containers:`` pattern selects ``data``,
 the bars the phase runs on are stored through its flow; ``features``, the indicator
