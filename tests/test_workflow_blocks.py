@@ -6,6 +6,7 @@ windows."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -555,3 +556,14 @@ def test_cli_ls_show_compare_find_a_block_runs_containers(
     changed = cli_json("compare", block.run_id, other.run_id)
     mine = {m["metric"]: m for m in changed["metrics"] if m["container_id"] == "portfolio_00003"}
     assert mine["total_return"]["diff"] < 0
+
+
+def test_config_show_names_the_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from phasekit.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({**_config(tmp_path, "single_pass"), "engine": "container"}))
+    assert main(["config", "show", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == "container"
+    assert main(["config", "show", str(path), "--set", "engine=block"]) == 0
+    assert re.search(r"engine\W+block", capsys.readouterr().out)

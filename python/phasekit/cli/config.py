@@ -179,6 +179,7 @@ def print_tables(view: Mapping[str, Any]) -> None:
     where = executor["source"]
     target = executor["kind"] + (f" {executor['address']}" if executor["address"] else "")
     run.add_row("executor", escape(f"{target} ({where['level']}: {where['path']})"))
+    run.add_row("engine", view["engine"])
     run.add_row("cleanup_policy", view["cleanup_policy"])
     stages = view["stages_to_persist"]
     run.add_row("stages_to_persist", escape(_text(stages)) if stages else "all")

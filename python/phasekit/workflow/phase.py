@@ -376,6 +376,7 @@ class PhaseContext:
             agg.update(extra)
         self.out.write_json(folder, "aggregate_results", agg, clean=True)
         self.out.write_json(folder, "window_complete", {"window_id": window.window_id})
+        self.out.drop_block_parts(folder)
         self.observer.window_done(self.name, window.window_id, False)
         return agg
 

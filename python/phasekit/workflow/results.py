@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ from phasekit.crypt import Encryption, open_encryption
 from phasekit.errors import InvalidArgument, PhasekitError
 from phasekit.paths import make_private, make_private_dir
 from phasekit.stores import FileStore, HybridStore, StreamStore
-from phasekit.stores.durable import write_bytes, write_json
+from phasekit.stores.durable import write_json
 from phasekit.stores.factory import (
     AnyStore,
     DataFlow,
@@ -382,14 +383,27 @@ class PhaseResults:
             if self.encryption is not None:
                 write_sealed_bytes(path, data, self.encryption, what)
             else:
-                write_bytes(path, data, what)
+                # not synced: a part a crash damages fails to read back and its block is
+                # computed again
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(data)
+                make_private(tmp)
+                os.replace(tmp, path)
+
+    def drop_block_parts(self, window_id: Optional[str]) -> None:
+        """Delete a window's kept block batches (once the window is complete)."""
+        shutil.rmtree(self._parts_dir(window_id), ignore_errors=True)
 
     def done_blocks(
         self, window_id: Optional[str], blocks: Sequence[BlockJob]
     ) -> dict[int, BlockOutcome]:
         """The blocks of ``blocks`` an earlier attempt of the run completed (its marker
         recorded, its batches kept), read back; the rows of any other block of that
-        attempt in this window are deleted (they are computed again)."""
+        attempt in this window are deleted (they are computed again). Nothing to read
+        without kept batches: a window's rows are committed after its batches are kept,
+        and the batches are deleted only once the window is complete."""
+        if not self._parts_dir(window_id).is_dir():
+            return {}
         rows = [
             r
             for r in self.catalog.list_items(self.run_id, stage=self.phase)
@@ -509,7 +523,6 @@ class PhaseResults:
         key = window_id or ""
         tables = self._block_tables.pop(key, {})
         self._block_rows.pop(key, None)
-        shutil.rmtree(self._parts_dir(window_id), ignore_errors=True)
         uris: dict[str, str] = {}
         for name, parts in tables.items():
             table = pa.concat_tables(parts)
