@@ -567,3 +567,35 @@ def test_config_show_names_the_engine(tmp_path: Path, capsys: pytest.CaptureFixt
     assert json.loads(capsys.readouterr().out)["engine"] == "container"
     assert main(["config", "show", str(path), "--set", "engine=block"]) == 0
     assert re.search(r"engine\W+block", capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+@pytest.mark.parametrize("keep_order", [False, True])
+def test_ranking_by_columns_equals_ranking_by_dicts(direction: str, keep_order: bool) -> None:
+    from phasekit.workflow.topology import Objective, Summaries, rank
+
+    values = [0.5, float("nan"), -1.0, 0.5, 2.0, float("nan"), 0.0, -0.0]
+    ids = ["c_3", "c_1", "c_0", "c_2", "c_7", "c_4", "c_6", "c_5"]
+
+    def summaries() -> list[dict[str, Any]]:
+        return [
+            {"container_id": i, "metrics": {"sharpe_ratio": None if v != v else v}}
+            for i, v in zip(ids, values)
+        ]
+
+    objective = Objective("sharpe_ratio", direction)
+    by_dicts = rank(summaries(), objective, keep_order=keep_order)
+    columns = Summaries(summaries(), {"sharpe_ratio": np.array(values)})
+    by_columns = rank(columns, objective, keep_order=keep_order)
+    assert by_columns == by_dicts
+    # a module:function objective ranks the dicts
+    custom = Objective("test_workflow_blocks:negated_sharpe", direction)
+    by_dicts = rank(summaries(), custom, keep_order=keep_order)
+    columns = Summaries(summaries(), {"sharpe_ratio": np.array(values)})
+    assert rank(columns, custom, keep_order=keep_order) == by_dicts
+
+
+def negated_sharpe(metrics: dict[str, Any]) -> float:
+    """An objective as ``module:function`` (for the ranking test)."""
+    value = metrics["sharpe_ratio"]
+    return float("nan") if value is None else -float(value)

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Protocol, overload
 
+import numpy as np
+
 from phasekit import failpoints
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.block import supports_block
@@ -25,9 +27,21 @@ from phasekit.workflow.blocks import (
 )
 from phasekit.workflow.executor import DataSpec, Outcome
 from phasekit.workflow.executors import BatchExecutor
-from phasekit.workflow.results import BlockRows, PhaseResults, jsonable, keep_curves
+from phasekit.workflow.results import (
+    BlockRows,
+    PhaseResults,
+    jsonable,
+    keep_curves,
+    metric_columns,
+)
 from phasekit.workflow.sequences import Span, Window
-from phasekit.workflow.topology import Objective, PortfolioJob, rank, strategy_params
+from phasekit.workflow.topology import (
+    Objective,
+    PortfolioJob,
+    Summaries,
+    rank,
+    strategy_params,
+)
 from phasekit.workflow.windowagg import aggregate, public
 
 if TYPE_CHECKING:
@@ -327,6 +341,7 @@ class PhaseContext:
         }
         ts = bars.ts[span.start : span.stop]
         summaries: list[Summary] = []
+        columns: list[dict[str, np.ndarray]] = []
         blocks = list(self.blocks(jobs))
         done = self.out.done_blocks(folder, blocks)
         for outcome in self._outcomes(blocks, done):
@@ -337,6 +352,7 @@ class PhaseContext:
             job = outcome.job
             rows = BlockRows(job, job.parameters, results, trades, curves, window, ts)
             metrics = self.out.put_block(folder, rows, reused)
+            columns.append(metric_columns(results))
             failpoints.reach("blocks.after_block")
             block = [
                 {"container_id": cid, "parameters": p, "metrics": m}
@@ -346,7 +362,8 @@ class PhaseContext:
                 keep_curves(block, rows)
             summaries.extend(block)
             self.observer.containers_done(self.name, len(job))
-        return summaries
+        names = columns[0].keys() if columns else ()
+        return Summaries(summaries, {k: np.concatenate([c[k] for c in columns]) for k in names})
 
     def _outcomes(
         self, blocks: list[BlockJob], done: Mapping[int, BlockOutcome]

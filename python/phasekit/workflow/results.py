@@ -881,6 +881,16 @@ def metric_names(columns: Sequence[str]) -> list[str]:
     return [c for c in names[names.index("bars") + 1 :] if not c.startswith("events.")]
 
 
+def metric_columns(results: pa.Table) -> dict[str, np.ndarray]:
+    """A block's metrics as float64 columns, NaN where a value is missing or not finite
+    (as a summary's plain JSON metric reads to :func:`~phasekit.workflow.topology.rank`)."""
+    out = {}
+    for name in metric_names(results.schema.names):
+        col = results.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        out[name] = np.where(np.isfinite(col), col, np.nan)
+    return out
+
+
 def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:
     """The rows of a table of numbers as plain JSON (NaN and infinities as None)."""
     cols = {}

@@ -200,6 +200,39 @@ class Objective:
         return metric
 
 
+class Summaries(list[dict[str, Any]]):
+    """Container summaries with their metrics as columns too (``columns``: metric name ->
+    float64 array, NaN where a value is missing), what a block window hands to
+    :func:`rank`, which then sorts by the objective's column."""
+
+    def __init__(
+        self, items: Sequence[dict[str, Any]] = (), columns: Mapping[str, np.ndarray] | None = None
+    ) -> None:
+        super().__init__(items)
+        self.columns: dict[str, np.ndarray] = dict(columns or {})
+
+
+def _rank_columns(
+    results: Summaries, objective: Objective, keep_order: bool
+) -> list[dict[str, Any]] | None:
+    """:func:`rank` by the objective's column (None when the objective is not a column:
+    a ``module:function``, or summaries without columns)."""
+    score = results.columns.get(objective.name)
+    if score is None or ":" in objective.name or len(score) != len(results):
+        return None
+    sign = -1.0 if objective.direction == "maximize" else 1.0
+    nan = np.isnan(score)
+    if keep_order:
+        order = np.arange(len(results))
+    else:
+        ids = np.array([r["container_id"] for r in results], dtype=str)
+        order = np.lexsort((ids, np.where(nan, 0.0, sign * score), nan))
+    values = [None if n else float(v) for n, v in zip(nan.tolist(), score.tolist())]
+    for entry, value in zip(results, values):
+        entry["objective"] = value
+    return [results[i] for i in order.tolist()]
+
+
 def rank(
     results: Sequence[Mapping[str, Any]],
     objective: Objective,
@@ -208,7 +241,12 @@ def rank(
 ) -> list[dict[str, Any]]:
     """Container results sorted best first by the objective (NaN last; ties by id),
     each given its ``objective`` score (None for NaN) in place; ``keep_order`` scores them without sorting (an
-    order chosen elsewhere, such as in-sample, stands)."""
+    order chosen elsewhere, such as in-sample, stands). :class:`Summaries` are sorted by
+    the objective's column (numpy) when the objective is a metric."""
+    if isinstance(results, Summaries):
+        ranked_columns = _rank_columns(results, objective, keep_order)
+        if ranked_columns is not None:
+            return ranked_columns[:top_k] if top_k else ranked_columns
     fn = objective.function()
     sign = -1.0 if objective.direction == "maximize" else 1.0
     scored = []
