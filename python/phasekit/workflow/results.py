@@ -181,6 +181,7 @@ class PhaseResults:
         self._streams: dict[str, list[StreamStore]] = {}
         self._admf: Optional[AdmfFiles] = None
         self._block_tables: dict[str, dict[str, list[pa.Table]]] = {}
+        self._block_writers: dict[str, dict[str, tuple[Any, pa.Schema]]] = {}
         self._block_rows: dict[str, int] = {}
 
     @property
@@ -334,13 +335,12 @@ class PhaseResults:
         plans = [self._plan(cid) for cid in job.container_ids]
         intervals = [p.snapshot_interval for p in plans]
         equity = _equity_table(block.curves, block.ts, job.container_ids, intervals)
-        tables = self._block_tables.setdefault(key, {})
         if "container_results" in self.outputs:
-            tables.setdefault("containers", []).append(block.results)
+            self._add_table(window_id, "containers", block.results)
         if "trades" in self.outputs:
-            tables.setdefault("trades", []).append(trades)
+            self._add_table(window_id, "trades", trades)
         if equity.num_rows and "equity_curves" in self.outputs:
-            tables.setdefault("equity", []).append(equity)
+            self._add_table(window_id, "equity", equity)
         first = self._block_rows.get(key, 0)
         self._block_rows[key] = first + block.results.num_rows
         marker = [] if reused else [self._marker(window_id, job)]
@@ -517,6 +517,35 @@ class PhaseResults:
                 window_id, cid, record, equity, metrics[i], trades=trades.slice(lo, hi - lo)
             )
 
+    def _streams_tables(self, name: str) -> bool:
+        """A window table is streamed block by block to an Arrow file (the phase's format
+        is Arrow, unencrypted, unpartitioned, and no ``execution`` store takes trades);
+        it is gathered for the window's end otherwise."""
+        file = self.flow.file
+        plain = self.encryption is None and file.format == "arrow" and not file.partition_by
+        return plain and not (name == "trades" and self._role_plan("execution") is not None)
+
+    def _add_table(self, window_id: Optional[str], name: str, table: pa.Table) -> None:
+        key = window_id or ""
+        if not self._streams_tables(name):
+            self._block_tables.setdefault(key, {}).setdefault(name, []).append(table)
+            return
+        writers = self._block_writers.setdefault(key, {})
+        writer = writers.get(name)
+        if writer is None:
+            folder = self._dir(window_id)
+            make_private_dir(folder)
+            writer = writers[name] = (
+                phasekit.IpcWriter(
+                    str(folder / f"{name}.arrow"),
+                    schema=table.schema,
+                    compression=self.flow.file.compression,
+                ),
+                table.schema,
+            )
+        if table.num_rows:
+            writer[0].write(table if table.schema == writer[1] else table.cast(writer[1]))
+
     def finish_blocks(self, window_id: Optional[str]) -> dict[str, str]:
         """Write the window's block tables (``containers``, ``trades``, ``equity``) in the
         phase's file format and record them; returns their URIs by name."""
@@ -524,6 +553,13 @@ class PhaseResults:
         tables = self._block_tables.pop(key, {})
         self._block_rows.pop(key, None)
         uris: dict[str, str] = {}
+        for name, (writer, _) in self._block_writers.pop(key, {}).items():
+            info = writer.close()
+            make_private(Path(info["path"]))
+            meta = {"rows": info["rows"], "output_type": _TABLE_OUTPUTS[name]}
+            uris[name] = self._record_file(
+                Path(info["path"]), name, window_id, info, None, "arrow", meta
+            )
         for name, parts in tables.items():
             table = pa.concat_tables(parts)
             meta = {"rows": table.num_rows, "output_type": _TABLE_OUTPUTS[name]}
@@ -806,6 +842,10 @@ class PhaseResults:
         self._trade_writers.clear()
         self._trade_tables.clear()
         self._block_tables.clear()
+        for writers in self._block_writers.values():
+            for writer, _ in writers.values():
+                writer.abort()
+        self._block_writers.clear()
         for store in reversed(list(self._stores.values())):  # hybrid views before their root
             store.close()
 
