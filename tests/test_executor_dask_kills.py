@@ -65,8 +65,13 @@ def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         result.close()
 
 
+UNITS = ("phasekit-batch", "phasekit-block")
+"""The keys of the units of work a worker runs: batches and blocks of containers."""
+
+
 class WorkerKiller(threading.Thread):
-    """After ``delay`` seconds, SIGKILLs the first worker seen running a batch."""
+    """After ``delay`` seconds, SIGKILLs the first worker seen running a batch or a
+    block."""
 
     def __init__(self, cluster: DaskCluster, delay: float) -> None:
         super().__init__(daemon=True)
@@ -84,7 +89,7 @@ class WorkerKiller(threading.Thread):
                 busy = [
                     worker
                     for worker, keys in client.processing().items()
-                    if any("phasekit-batch" in str(key) for key in keys)
+                    if any(str(key).startswith(UNITS) for key in keys)
                 ]
                 if busy:
                     os.kill(self.pids[busy[0]], signal.SIGKILL)
