@@ -3,12 +3,14 @@
 The client (the run's process) submits batches to the scheduler at ``ADDRESS``, at most
 ``2 x`` the cluster's worker threads at a time (or ``2 x workers`` when ``workers`` is
 set), so a worker holds a bounded number of results. The data window is the client's:
-it loads the bars (:func:`phasekit.workflow.executor.bars_for`) and ships them once to
-every worker (``client.scatter(..., broadcast=True)`` under a key named after the data
-spec); each batch names that copy, so a worker never reads ``data.path`` itself (the
-file need exist only where the client runs) and a worker that joins later fetches the
-bars once from a peer. Should every copy be lost with its workers, the client ships the
-bars again and submits the batches that needed them again. A batch lost with its worker
+it loads the bars (:func:`phasekit.workflow.executor.bars_for`) and scatters them to the
+cluster once (under a key named after the data spec, :func:`bars_key`); each batch names
+that key, and a worker fetches the bars the first time it needs them and keeps them in
+its process (:func:`window`, the last :data:`WINDOWS_KEPT` windows), so the bars travel
+once to each worker that runs batches, whatever the scheduler later does with its copies,
+and a worker never reads ``data.path`` itself (the file need exist only where the client
+runs). Should every copy be lost with its workers before a worker fetched it, the client
+ships the bars again and submits the batches that needed them again. A batch lost with its worker
 is run again on another one by the scheduler; a batch that raises is retried
 ``retries`` times. Outcomes come back in job order and the client writes them and
 commits their catalog rows as today, batch by batch; batches done per worker are logged
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import uuid
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -45,8 +48,20 @@ CONNECT_SECONDS = 30.0
 RESHIPS = 3
 """Times the client ships a data window again after every worker copy was lost."""
 
+FETCH_SECONDS = 300.0
+"""How long a worker waits for the bars it fetches from a peer."""
+WINDOWS_KEPT = 4
+"""Data windows a worker process keeps (the most recently used); concurrent runs on one
+cluster each have theirs."""
+
 RECEIVED: Counter[tuple[str, DataSpec]] = Counter()
 """In a worker process: the arrivals of each data window it received, by (key, spec)."""
+_WINDOWS: OrderedDict[str, Bars] = OrderedDict()
+_WINDOWS_LOCK = threading.Lock()
+
+
+class WindowLost(WorkflowError):
+    """Raised on a worker: the bars a batch names are held by no worker any more."""
 
 
 class SharedBars:
@@ -77,24 +92,65 @@ def bars_key(spec: DataSpec) -> str:
     return f"phasekit-bars-{digest}-{uuid.uuid4().hex[:8]}"
 
 
+def window(key: str) -> Bars:
+    """On a worker: the bars scattered under ``key``, fetched once (from this worker's
+    memory when the scatter put them here, else from a peer) and kept in the process."""
+    with _WINDOWS_LOCK:
+        bars = _WINDOWS.get(key)
+        if bars is None:
+            bars = _WINDOWS[key] = _fetch(key)
+            while len(_WINDOWS) > WINDOWS_KEPT:
+                _WINDOWS.popitem(last=False)
+        else:
+            _WINDOWS.move_to_end(key)
+        return bars
+
+
+def _fetch(key: str) -> Bars:
+    from distributed import Future, get_client, get_worker
+
+    worker = get_worker()
+    if key in worker.data:
+        return _bars_of(worker.data[key], key)
+    client = get_client()
+    # a future bound in state "memory" (the client's handler name) is gathered from a peer
+    future: Future = Future(key, client, state="memory")  # type: ignore[arg-type]
+    try:
+        if not client.who_has([future]).get(key):
+            raise WindowLost(f"executor: the data window {key} is held by no Dask worker")
+        return _bars_of(future.result(timeout=FETCH_SECONDS), key)
+    finally:
+        future.release()
+
+
+def _bars_of(found: object, key: str) -> Bars:
+    if not isinstance(found, SharedBars):
+        raise WorkflowError(f"executor: {key} holds {type(found).__name__}, not a data window")
+    return found.bars
+
+
+def forget_window(key: str) -> None:
+    """On a worker: drop the bars of ``key`` (their run is over)."""
+    with _WINDOWS_LOCK:
+        _WINDOWS.pop(key, None)
+
+
 def dask_batch(
-    shared: SharedBars, jobs: Sequence[PortfolioJob], backend: Optional[str]
+    key: str, jobs: Sequence[PortfolioJob], backend: Optional[str]
 ) -> tuple[str, list[Outcome]]:
-    """What a Dask worker runs: the batch over the shipped bars, and the worker's address
-    (for progress)."""
+    """What a Dask worker runs: the batch over the bars scattered under ``key``, and the
+    worker's address (for progress)."""
     from distributed import get_worker
 
-    return get_worker().address, run_jobs(shared.bars, jobs, backend)
+    return get_worker().address, run_jobs(window(key), jobs, backend)
 
 
-def dask_block(
-    shared: SharedBars, block: BlockJob, backend: Optional[str]
-) -> tuple[str, BlockOutcome]:
-    """What a Dask worker runs for a block: its outcome over the shipped bars, and the
-    worker's address."""
+def dask_block(key: str, block: BlockJob, backend: Optional[str]) -> tuple[str, BlockOutcome]:
+    """What a Dask worker runs for a block: its outcome over the bars scattered under
+    ``key``, and the worker's address."""
     from distributed import get_worker
 
-    return get_worker().address, run_block_bars(shared.bars, block, backend)
+    return get_worker().address, run_block_bars(window(key), block, backend)
 
 
 class DaskExecutor:
@@ -162,10 +218,7 @@ class DaskExecutor:
         reships = 0
 
         def send(chunk: list[PortfolioJob]) -> Future:
-            key = f"phasekit-batch-{uuid.uuid4().hex}"
-            return client.submit(
-                dask_batch, shared, chunk, self.backend, key=key, retries=self.retries, pure=False
-            )
+            return self._submit(client, "batch", dask_batch, shared, chunk)
 
         def submit() -> bool:
             nonlocal start
@@ -232,10 +285,7 @@ class DaskExecutor:
         reships = 0
 
         def send(block: BlockJob) -> Future:
-            key = f"phasekit-block-{uuid.uuid4().hex}"
-            return client.submit(
-                dask_block, shared, block, self.backend, key=key, retries=self.retries, pure=False
-            )
+            return self._submit(client, "block", dask_block, shared, block)
 
         def submit() -> None:
             block = next(todo, None)
@@ -278,26 +328,44 @@ class DaskExecutor:
             for future, _ in pending:
                 future.cancel()
 
+    def _submit(
+        self, client: Client, kind: str, task: Callable[..., Any], shared: Future, work: object
+    ) -> Future:
+        """Submit ``task(window key, work, backend)`` under a fresh ``phasekit-<kind>-`` key,
+        retried ``retries`` times."""
+        key = f"phasekit-{kind}-{uuid.uuid4().hex}"
+        return client.submit(
+            task, shared.key, work, self.backend, key=key, retries=self.retries, pure=False
+        )
+
     def _shared(self, spec: DataSpec, *, again: bool = False) -> Future:
-        """The workers' copy of the bars of ``spec``: shipped to every worker the first
-        time (or ``again``, after every copy was lost), kept for later phases over the
-        same data and released when another data window is shipped."""
+        """The cluster's copy of the bars of ``spec``: scattered the first time (or
+        ``again``, after every copy was lost), kept for later phases over the same data
+        and released (and dropped by the workers) when another window is shipped."""
         if self._bars is not None and self._bars[0] == spec and not again:
             return self._bars[1]
         self._release_bars()
         key = bars_key(spec)
         client = self._get_client()
         shared = SharedBars(key, spec, bars_for(spec))
-        future: Future = client.scatter({key: shared}, broadcast=True, hash=False)[key]
+        future: Future = client.scatter({key: shared}, hash=False)[key]
         self.shipped += 1
-        log.info("dask: data window %s shipped to the workers", key)
+        log.info("dask: data window %s shipped to the cluster", key)
         self._bars = (spec, future)
         return future
 
     def _release_bars(self) -> None:
         found, self._bars = self._bars, None
-        if found is not None:
-            found[1].release()
+        if found is None:
+            return
+        key = str(found[1].key)
+        found[1].release()
+        client = self._client
+        try:
+            if client is not None:
+                client.run(forget_window, key, wait=False)
+        except Exception as exc:  # workers gone: their processes took the bars along
+            log.debug("dask: cannot tell the workers to drop %s: %s", key, exc)
 
     def _take(self, future: Future, shared: Future) -> Optional[tuple[str, Any]]:
         """A batch's (or block's) worker and outcomes; None when it was cancelled because
@@ -312,6 +380,9 @@ class DaskExecutor:
                 f"executor: a batch was lost with every Dask worker that took it ({exc}); "
                 "the run can be resumed with --resume"
             ) from None
+        except WindowLost:
+            log.warning("dask: the data window was lost with its workers; shipping it again")
+            return None
         except FutureCancelledError:
             if shared.status == "finished":
                 raise
