@@ -4,7 +4,9 @@ Tampering is checked in memory: the encrypted bytes of a real file of each kind 
 store's file, a hybrid spill segment, a stream part, a results file) get 1,000 single
 bit flips and 1,000 truncations, and each must fail to decrypt. Keys: a wrong or missing
 master key is ``KeyUnavailable`` naming the key id; ``phasekit keys rotate`` re-wraps
-without rewriting data; deleting an item destroys its data key.
+without rewriting data; deleting an item destroys its data key. The format and tamper
+tests run on both backends (``backend_name``: the package's backend is switched, so
+the chunks are sealed and opened by Rust or by ``cryptography``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pyarrow as pa
 import pytest
@@ -70,7 +71,7 @@ def assert_tamper_detected(blob: bytes, open_: Callable[[bytes], bytes], seed: i
 
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096, 3 * 4096 + 5])
-def test_chunked_roundtrip_at_every_boundary(size: int) -> None:
+def test_chunked_roundtrip_at_every_boundary(backend_name: str, size: int) -> None:
     key = os.urandom(32)
     data = os.urandom(size)
     header = new_header(new_token(), chunk_bytes=4096)
@@ -97,7 +98,7 @@ def chunks_of(blob: bytes, chunk: int) -> tuple[bytes, list[bytes]]:
     return blob[:HEADER_BYTES], [body[i : i + step] for i in range(0, len(body), step)]
 
 
-def test_reordered_dropped_and_swapped_chunks_are_detected() -> None:
+def test_reordered_dropped_and_swapped_chunks_are_detected(backend_name: str) -> None:
     key = os.urandom(32)
     data = os.urandom(4 * 4096 + 100)
     blob = seal(data, key, "a", new_header(new_token(), chunk_bytes=4096))
@@ -125,7 +126,7 @@ def test_reordered_dropped_and_swapped_chunks_are_detected() -> None:
 
 
 def test_file_store_files_detect_tampering_and_hide_plaintext(
-    backend: ModuleType, tmp_path: Path, enc: Encryption
+    backend_name: str, tmp_path: Path, enc: Encryption
 ) -> None:
     store = FileStore(tmp_path / "s", encryption=enc)
     ref = store.put("t", TABLE)
@@ -151,7 +152,7 @@ def test_every_format_roundtrips_encrypted(tmp_path: Path, enc: Encryption, fmt:
 
 
 def test_spill_segments_detect_tampering_and_hide_plaintext(
-    backend: ModuleType, tmp_path: Path, enc: Encryption
+    backend_name: str, tmp_path: Path, enc: Encryption
 ) -> None:
     store = HybridStore(0, tmp_path / "spill", encryption=enc)
     store.put("t", TABLE)  # a budget of 0 spills it at once
@@ -172,7 +173,7 @@ def test_spill_segments_detect_tampering_and_hide_plaintext(
 
 
 def test_stream_parts_detect_tampering_and_hide_plaintext(
-    backend: ModuleType, tmp_path: Path, enc: Encryption
+    backend_name: str, tmp_path: Path, enc: Encryption
 ) -> None:
     rows = [{"x": i, "s": SECRET} for i in range(50)]
     store = StreamStore(tmp_path / "streams", buffer_size=25, encryption=enc)
@@ -208,7 +209,7 @@ def run_config(results: Path, **extra: object) -> dict[str, object]:
 
 
 def test_results_files_detect_tampering_and_read_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from phasekit.workflow import run
 

@@ -254,6 +254,28 @@ def crc32(data: Any, value: int = 0) -> int:
 def file_checksum(path: Any) -> str:
     """``"crc32:<8 hex digits>"`` of a file's bytes (what IpcWriter.close reports)."""
 
+# ---------------------------------------------------------------- encrypted chunks
+
+@final
+class AeadChunks:
+    """AES-GCM over the chunks of one encrypted file: chunk ``i`` under the nonce
+    ``nonce_prefix || i`` (4 bytes) with the associated data ``ad_prefix || i (8 bytes)
+    || final flag``; ``key`` has 16 or 32 bytes. ``seal`` and ``open`` release the GIL
+    and spread the chunks of a run over threads."""
+
+    def __new__(
+        cls, key: bytes, nonce_prefix: bytes, ad_prefix: bytes, chunk_bytes: int
+    ) -> Self: ...
+    def seal(self, first: int, last: bool, plain: Any, out: Any) -> int:
+        """Seal ``plain`` as chunks ``first, first + 1, ...`` (the last one final when
+        ``last``) into the writable ``out`` (exactly the sealed size); returns the
+        number of chunks."""
+
+    def open(self, first: int, last: bool, body: Any, out: Any) -> int | None:
+        """Open the encrypted chunks ``first, first + 1, ...`` in ``body`` into the
+        writable ``out`` (exactly the plaintext size): None when every chunk is
+        authentic, else the index of the first that is not (``out`` is then zeroed)."""
+
 # ---------------------------------------------------------------- backtest kernel
 
 def sma_crossover_signals(bars: Any, fast: int, slow: int, long_short: bool = False) -> Any:

@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+mod aead;
 pub mod arrow;
 mod backtest;
 mod block;
@@ -26,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     util::register(m)?;
     backtest::register(m)?;
     block::register(m)?;
+    aead::register(m)?;
     Ok(())
 }
 

@@ -23,7 +23,7 @@ fn file_checksum(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 #[pyfunction]
 #[pyo3(signature = (data, value=0))]
 fn crc32(py: Python<'_>, data: &Bound<'_, PyAny>, value: u32) -> PyResult<u32> {
-    let buffer = byte_buffer(py, data)?;
+    let buffer = byte_buffer(py, data, "crc32")?;
     // SAFETY: the buffer is C-contiguous, of u8 items, and held for the whole call.
     let bytes =
         unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
@@ -41,10 +41,15 @@ fn crc32(py: Python<'_>, data: &Bound<'_, PyAny>, value: u32) -> PyResult<u32> {
 
 /// A contiguous byte view of any buffer-protocol object (bytes, memoryview, numpy,
 /// pyarrow.Buffer); other item formats are viewed as bytes through `memoryview.cast`.
-fn byte_buffer(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
+/// `what` names the argument in the error.
+pub(super) fn byte_buffer(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    what: &str,
+) -> PyResult<PyBuffer<u8>> {
     let not_bytes = || {
         InvalidArgument::new_err(format!(
-            "crc32 needs a contiguous bytes-like object (bytes, bytearray, memoryview, numpy \
+            "{what} needs a contiguous bytes-like object (bytes, bytearray, memoryview, numpy \
              array, pyarrow.Buffer), got {}",
             data.get_type()
                 .name()

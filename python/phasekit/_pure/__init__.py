@@ -5,6 +5,7 @@ It is the reference implementation; ``phasekit._core`` is the drop-in fast one.
 
 from __future__ import annotations
 
+from phasekit._pure.aead import AeadChunks
 from phasekit._pure.backtest import (
     backtest,
     backtest_block,
@@ -39,6 +40,7 @@ __all__ = [
     "TMP_SUFFIX",
     "TRADE_BYTES",
     "TRADE_FIELDS",
+    "AeadChunks",
     "Channel",
     "EventRing",
     "IpcWriter",

@@ -12,6 +12,11 @@ Layout: a 28-byte header, then the chunks.
 So a flipped bit fails the tag of its chunk; a cut at a chunk boundary leaves a last
 chunk that was not written as the final one; moving chunks changes their index; a file
 moved to another item's name has the wrong item id (and another data key).
+
+The chunks are sealed and opened by the ``AeadChunks`` of the backend in use
+(:func:`phasekit.backend.backend_module`): ``phasekit._core``'s (Rust, the GIL released,
+the chunks of a run spread over threads) or ``phasekit._pure``'s (the ``cryptography``
+package, the reference). Both are standard AES-GCM: each reads the other's files.
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from phasekit._optional import require
+from phasekit.backend import backend_module
 from phasekit.errors import CorruptDataError, InvalidArgument
 
 MAGIC = b"PKCRYPT\x01"
 CHUNK_BYTES = 1 << 20
 """Plaintext bytes per chunk (1 MiB)."""
 MAX_CHUNK_BYTES = 64 << 20
+BATCH_BYTES = 8 << 20
+"""Plaintext bytes sealed in one backend call when writing (whole chunks, at least one)."""
 TAG_BYTES = 16
 TOKEN_BYTES = 8
 _HEADER = struct.Struct(">8sI8s8s")
@@ -36,7 +44,8 @@ HEADER_BYTES = _HEADER.size
 
 
 def aesgcm(key: bytes) -> Any:
-    """An AES-GCM cipher of ``key`` (the ``cryptography`` package, extra ``crypto``)."""
+    """An AES-GCM cipher of ``key`` (the ``cryptography`` package, extra ``crypto``): the
+    key wrapping's."""
     require("cryptography", feature="encryption at rest")
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -83,12 +92,23 @@ def read_header(blob: bytes | memoryview, what: str) -> Header:
     return Header(chunk_bytes, token, prefix, bytes(blob[:HEADER_BYTES]))
 
 
-def _nonce(header: Header, index: int) -> bytes:
-    return header.prefix + struct.pack(">I", index & 0xFFFFFFFF)
+def _chunks(key: bytes, header: Header, item_id: str) -> Any:
+    """The backend's ``AeadChunks`` of a file: its data key, its header's nonce prefix,
+    and the associated data of every chunk before its index and final flag."""
+    require("cryptography", feature="encryption at rest")
+    ad_prefix = b"".join((header.raw, item_id.encode(), b"\x00"))
+    return backend_module().AeadChunks(key, header.prefix, ad_prefix, header.chunk_bytes)
 
 
-def _ad(header: Header, item: bytes, index: int, final: bool) -> bytes:
-    return b"".join((header.raw, item, b"\x00", struct.pack(">QB", index, final)))
+def _chunk_failed(what: str, index: int) -> CorruptDataError:
+    return CorruptDataError(
+        f"{what}: chunk {index} fails authentication (the file was changed, "
+        f"truncated, reordered or belongs to another item)"
+    )
+
+
+def _batch_chunks(chunk_bytes: int) -> int:
+    return max(1, BATCH_BYTES // chunk_bytes)
 
 
 class Sink(Protocol):
@@ -103,11 +123,10 @@ class ChunkWriter:
 
     def __init__(self, sink: Sink, key: bytes, item_id: str, header: Header) -> None:
         self._sink = sink
-        self._aead = aesgcm(key)
-        self._item = item_id.encode()
+        self._chunks = _chunks(key, header, item_id)
         self._header = header
         self._buf = bytearray()
-        self._out = bytearray(header.chunk_bytes + TAG_BYTES)  # reused for every chunk
+        self._out = bytearray()  # grown to the largest run sealed, then reused
         self._index = 0
         self._plain = 0
         sink.write(header.raw)
@@ -119,10 +138,8 @@ class ChunkWriter:
         size = self._header.chunk_bytes
         if len(self._buf) > size:
             whole = (len(self._buf) - 1) // size * size  # keep a non-empty tail back
-            buf = memoryview(self._buf)
-            for start in range(0, whole, size):
-                self.emit(buf[start : start + size], final=False)
-            buf.release()
+            with memoryview(self._buf) as buf:
+                self.emit_whole(buf[:whole])
             del self._buf[:whole]
         return view.nbytes
 
@@ -130,14 +147,32 @@ class ChunkWriter:
     def chunk_bytes(self) -> int:
         return self._header.chunk_bytes
 
-    def emit(self, chunk: Any, final: bool) -> None:
-        """Encrypt and write one chunk (nothing may be buffered before it)."""
-        ad = _ad(self._header, self._item, self._index, final)
-        n = memoryview(chunk).nbytes + TAG_BYTES
-        with memoryview(self._out) as out:
-            self._aead.encrypt_into(_nonce(self._header, self._index), chunk, ad, out[:n])
-            self._sink.write(out[:n])
-        self._index += 1
+    def emit_whole(self, data: memoryview) -> None:
+        """Encrypt and write whole chunks (nothing may be buffered before them), a batch
+        of them (:data:`BATCH_BYTES`) per backend call."""
+        step = _batch_chunks(self.chunk_bytes) * self.chunk_bytes
+        for start in range(0, data.nbytes, step):
+            self.emit(data[start : start + step], final=False)
+
+    def emit(self, chunks: Any, final: bool) -> None:
+        """Encrypt and write a run of chunks (nothing may be buffered before it): whole
+        chunks, or when ``final`` the rest of the file."""
+        with self._seal_run(chunks, final) as out:
+            self._sink.write(out)
+
+    def _seal_run(self, chunks: Any, final: bool) -> memoryview:
+        """Seal a run of chunks into the reused output buffer (grown when too small);
+        returns the view of the sealed bytes."""
+        size = self.chunk_bytes
+        with memoryview(chunks) as raw, raw.cast("B") as plain:
+            count = max(1, -(-plain.nbytes // size)) if final else plain.nbytes // size
+            n = plain.nbytes + count * TAG_BYTES
+            if len(self._out) < n:
+                self._out = bytearray(n)
+            out = memoryview(self._out)[:n]
+            self._chunks.seal(self._index, final, plain, out)
+        self._index += count
+        return out
 
     def tell(self) -> int:
         return self._plain
@@ -175,12 +210,11 @@ class _Into:
 def seal_into(data: Any, writer: ChunkWriter) -> None:
     """Encrypt all of ``data`` (bytes-like) through ``writer`` and close it: whole chunks
     straight from ``data`` (no staging copy), the rest through :meth:`ChunkWriter.close`."""
-    view = memoryview(data).cast("B")
-    size = writer.chunk_bytes
-    n_whole = max(0, (view.nbytes - 1) // size)
-    for i in range(n_whole):
-        writer.emit(view[i * size : (i + 1) * size], final=False)
-    writer.write(view[n_whole * size :])
+    with memoryview(data) as raw, raw.cast("B") as view:
+        size = writer.chunk_bytes
+        whole = max(0, (view.nbytes - 1) // size) * size
+        writer.emit_whole(view[:whole])
+        writer.write(view[whole:])
     writer.close()
 
 
@@ -207,50 +241,23 @@ def unseal(
     CorruptDataError when any chunk fails (tampered, truncated, reordered, swapped)."""
     with memoryview(blob) as raw, raw.cast("B") as view:
         header = read_header(view, what)
-        aead = aesgcm(key_of(header))
-        step = header.chunk_bytes + TAG_BYTES
-        total = view.nbytes - HEADER_BYTES
-        if total < TAG_BYTES:
-            raise CorruptDataError(f"{what} is truncated (no final chunk)")
-        chunks = -(-total // step)
-        if total - (chunks - 1) * step < TAG_BYTES:
-            raise CorruptDataError(f"{what} is truncated inside chunk {chunks - 1}")
-        plain = alloc(total - chunks * TAG_BYTES)
+        key = key_of(header)
+        plain = alloc(plain_size(view.nbytes, header.chunk_bytes, what))
         with (
             memoryview(plain) as plain_view,
             plain_view.cast("B") as out,
             view[HEADER_BYTES:] as body,
         ):
-            _open_chunks(aead, body, out, header, item_id.encode(), what)
+            _open_run(_chunks(key, header, item_id), 0, True, body, out, what)
     return plain
 
 
-def _open_chunks(
-    aead: Any, body: memoryview, out: memoryview, header: Header, item: bytes, what: str
-) -> None:
-    bad = invalid_tag()
-    step = header.chunk_bytes + TAG_BYTES
-    total = body.nbytes
-    start, pos, index = 0, 0, 0
-    while True:
-        end = min(start + step, total)
-        final = end == total
-        n = end - start - TAG_BYTES
-        try:
-            aead.decrypt_into(
-                _nonce(header, index),
-                body[start:end],
-                _ad(header, item, index, final),
-                out[pos : pos + n],
-            )
-        except bad:
-            raise CorruptDataError(
-                f"{what}: chunk {index} fails authentication (the file was changed, "
-                f"truncated, reordered or belongs to another item)"
-            ) from None
-        if final:
-            return
-        start, pos, index = end, pos + n, index + 1
+def _open_run(chunks: Any, first: int, last: bool, body: Any, out: Any, what: str) -> None:
+    """Open encrypted chunks ``first, ...`` into ``out`` (``chunks``: see :func:`_chunks`);
+    CorruptDataError naming the first chunk that fails."""
+    failed = chunks.open(first, last, body, out)
+    if failed is not None:
+        raise _chunk_failed(what, failed)
 
 
 def plain_size(sealed_bytes: int, chunk_bytes: int, what: str) -> int:
@@ -278,28 +285,23 @@ def plain_chunks(
     """Plaintext bytes ``span`` (inclusive, within :func:`plain_size`) of an encrypted file,
     one decrypted chunk at a time; ``read_at(offset, n)`` reads the file's bytes. Only the
     chunks holding the span are read; each is authenticated (CorruptDataError otherwise)."""
-    aead = aesgcm(key)
-    bad = invalid_tag()
     size = header.chunk_bytes
     step = size + TAG_BYTES
     total = sealed_bytes - HEADER_BYTES
     last_index = -(-total // step) - 1
     start, end = span
-    item = item_id.encode()
+    chunks = _chunks(key, header, item_id)
     for index in range(start // size, max(end, start) // size + 1):  # empty: auth chunk 0
         offset = index * step
         blob = read_at(HEADER_BYTES + offset, min(step, total - offset))
-        final = index == last_index
-        try:
-            plain = aead.decrypt(_nonce(header, index), blob, _ad(header, item, index, final))
-        except bad:
-            raise CorruptDataError(
-                f"{what}: chunk {index} fails authentication (the file was changed, "
-                f"truncated, reordered or belongs to another item)"
-            ) from None
+        if len(blob) < TAG_BYTES:
+            raise _chunk_failed(what, index)
+        plain = bytearray(len(blob) - TAG_BYTES)
+        _open_run(chunks, index, index == last_index, blob, plain, what)
         first = index * size
         lo, hi = max(start - first, 0), min(end - first + 1, len(plain))
-        yield plain if (lo, hi) == (0, len(plain)) else plain[lo:hi]
+        with memoryview(plain) as view:
+            yield bytes(view[lo:hi])
 
 
 def new_token() -> bytes:

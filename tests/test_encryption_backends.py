@@ -1,0 +1,186 @@
+"""The encrypted format sealed and opened by each backend: ``phasekit._core`` (Rust,
+chunks spread over threads) and ``phasekit._pure`` (``cryptography``, the reference).
+
+Both are standard AES-GCM under the same nonces and associated data, so each writes
+exactly the bytes the other does and reads the other's files; a damaged chunk is the
+same ``CorruptDataError`` naming the same (first) chunk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pyarrow as pa
+import pytest
+
+import phasekit
+from phasekit.crypt import Encryption, generate_key, open_encryption
+from phasekit.crypt.aead import (
+    HEADER_BYTES,
+    TAG_BYTES,
+    ChunkWriter,
+    new_header,
+    new_token,
+    plain_chunks,
+    seal,
+    unseal,
+)
+from phasekit.errors import CorruptDataError, InvalidArgument
+from phasekit.stores import FileStore
+
+CHUNK = 4096
+# 40 chunks and a partial one: the Rust backend spreads them over its threads
+DATA = os.urandom(40 * CHUNK + 123)
+KEY = os.urandom(32)
+HEADER = new_header(new_token(), chunk_bytes=CHUNK)
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend() -> Iterator[None]:
+    before = phasekit.get_backend()
+    yield
+    phasekit.set_backend(before)
+
+
+@pytest.fixture
+def enc(monkeypatch: pytest.MonkeyPatch) -> Encryption:
+    monkeypatch.setenv("PK_TEST_MASTER", generate_key())
+    return open_encryption("env:PK_TEST_MASTER")
+
+
+def sealed_by(name: str, data: bytes = DATA) -> bytes:
+    before = phasekit.set_backend(name)
+    try:
+        return bytes(seal(data, KEY, "item", HEADER))
+    finally:
+        phasekit.set_backend(before)
+
+
+def opened_by(name: str, blob: bytes) -> bytes:
+    before = phasekit.set_backend(name)
+    try:
+        return bytes(unseal(blob, "item", lambda _h: KEY, "item"))
+    finally:
+        phasekit.set_backend(before)
+
+
+def error_of(name: str, blob: bytes) -> str:
+    with pytest.raises(CorruptDataError) as caught:
+        opened_by(name, blob)
+    return str(caught.value)
+
+
+def test_both_backends_write_the_same_bytes_and_read_each_other() -> None:
+    rust, python = sealed_by("rust"), sealed_by("python")
+    assert rust == python
+    assert len(rust) == HEADER_BYTES + len(DATA) + 41 * TAG_BYTES
+    for reader in ("rust", "python"):
+        assert opened_by(reader, rust) == DATA
+        assert opened_by(reader, python) == DATA
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, b: bytes) -> None:
+        self.parts.append(bytes(b))
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK])
+def test_streamed_writes_are_the_same_bytes_on_both_backends(size: int) -> None:
+    data = DATA[:size]
+    streams: dict[str, bytes] = {}
+    for name in ("rust", "python"):
+        sink = Sink()
+        phasekit.set_backend(name)
+        writer = ChunkWriter(sink, KEY, "item", HEADER)
+        for i in range(0, size, 1000):
+            writer.write(data[i : i + 1000])
+        writer.close()
+        streams[name] = b"".join(sink.parts)
+    assert streams["rust"] == streams["python"] == sealed_by("python", data)
+
+
+def test_a_damaged_chunk_is_the_same_error_naming_the_first_bad_chunk() -> None:
+    blob = bytearray(sealed_by("rust"))
+    step = CHUNK + TAG_BYTES
+    for bad in (0, 17, 40):
+        damaged = bytearray(blob)
+        damaged[HEADER_BYTES + bad * step + 5] ^= 0x10
+        damaged[HEADER_BYTES + 40 * step + 1] ^= 0x01  # the final chunk fails too
+        rust, python = error_of("rust", bytes(damaged)), error_of("python", bytes(damaged))
+        assert rust == python
+        assert f"chunk {bad} fails authentication" in rust
+    # a cut at a chunk boundary: the new last chunk was not sealed as the final one
+    cut = bytes(blob[: HEADER_BYTES + 20 * step])
+    assert error_of("rust", cut) == error_of("python", cut)
+    assert "chunk 19 fails authentication" in error_of("rust", cut)
+
+
+def test_ranges_of_either_backends_file_read_on_both() -> None:
+    blob = sealed_by("rust")
+    for name in ("rust", "python"):
+        phasekit.set_backend(name)
+        got = b"".join(
+            plain_chunks(
+                lambda offset, n: blob[offset : offset + n],
+                len(blob),
+                HEADER,
+                KEY,
+                "item",
+                (CHUNK - 10, 3 * CHUNK + 9),
+                "item",
+            )
+        )
+        assert got == DATA[CHUNK - 10 : 3 * CHUNK + 10]
+
+
+@pytest.mark.parametrize(("writer", "reader"), [("rust", "python"), ("python", "rust")])
+def test_a_file_stores_file_written_by_one_backend_is_read_by_the_other(
+    tmp_path: Path, enc: Encryption, writer: str, reader: str
+) -> None:
+    table = pa.table({"x": pa.array(range(300_000), pa.float64())})  # 2.4 MB: many chunks
+    phasekit.set_backend(writer)
+    ref = FileStore(tmp_path, encryption=enc).put("t", table)
+    written = ref.path.read_bytes()
+    phasekit.set_backend(reader)
+    assert FileStore(tmp_path, encryption=enc).get("t").equals(table)
+    assert ref.path.read_bytes() == written  # reading changed nothing
+
+
+def test_aead_chunks_refuse_bad_arguments_alike(backend: ModuleType) -> None:
+    ad = HEADER.raw + b"item\x00"
+    chunks = backend.AeadChunks(KEY, HEADER.prefix, ad, CHUNK)
+    out = bytearray(len(DATA) + 41 * TAG_BYTES)
+    assert chunks.seal(0, True, DATA, out) == 41
+    back = bytearray(len(DATA))
+    assert chunks.open(0, True, out, back) is None
+    assert back == DATA
+    with pytest.raises(InvalidArgument, match="16 or 32 bytes, got 24"):
+        backend.AeadChunks(KEY[:24], HEADER.prefix, ad, CHUNK)
+    with pytest.raises(InvalidArgument, match="nonce prefix has 8 bytes, got 7"):
+        backend.AeadChunks(KEY, HEADER.prefix[:7], ad, CHUNK)
+    with pytest.raises(InvalidArgument, match="chunk_bytes must be at least 1"):
+        backend.AeadChunks(KEY, HEADER.prefix, ad, 0)
+    with pytest.raises(InvalidArgument, match="are not whole chunks of 4096 bytes"):
+        chunks.seal(0, False, DATA, out)
+    with pytest.raises(InvalidArgument, match=f"has {len(out) - 1} bytes, {len(out)} are needed"):
+        chunks.seal(0, True, DATA, memoryview(out)[:-1])
+    with pytest.raises(InvalidArgument, match="writable"):
+        chunks.open(0, True, out, bytes(len(DATA)))
+    with pytest.raises(InvalidArgument, match="too few for a final chunk"):
+        chunks.open(0, True, out[: CHUNK + 20], bytearray(CHUNK))
+    # a failing chunk is reported by index and leaves no plaintext behind
+    out[5] ^= 1
+    back = bytearray(b"\xff" * len(DATA))
+    assert chunks.open(0, True, out, back) == 0
+    assert back == bytes(len(DATA))
+    # into a pyarrow buffer (what a read decrypts into)
+    out[5] ^= 1
+    buf = pa.allocate_buffer(len(DATA))
+    assert chunks.open(0, True, out, buf) is None
+    assert buf.to_pybytes() == DATA
