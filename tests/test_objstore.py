@@ -264,7 +264,13 @@ def test_phasekit_run_with_results_on_s3(
     local = tmp_path / "local"
     url = f"s3://{bucket}/team/results"
     args = ["run", str(EXAMPLE), "--results-dir", url, "--local-dir", str(local), "--workers", "1"]
-    assert main([*args, "--set", f"data_flow.mode={mode}", "--set", "data.n_bars=1500"]) == 0
+    # each container's own items too (file stores with their manifests; a block window's
+    # tables are files of their own)
+    items_too = ["--set", "results.collection.store_container_items=true"]
+    assert (
+        main([*args, "--set", f"data_flow.mode={mode}", "--set", "data.n_bars=1500", *items_too])
+        == 0
+    )
     where = ["--results-dir", str(local)]
     (run_row,) = _cli_json(capsys, "runs", *where)
     assert run_row["results_dir"] == url
