@@ -10,16 +10,18 @@
 //!
 //! [`Chunks::seal`] and [`Chunks::open`] take a run of consecutive chunks starting at
 //! any index, write into a buffer the caller gives, and spread the chunks over scoped
-//! threads (at most [`threads_for`]). AWS-LC (`aws-lc-rs`) runs AES and GHASH on the
-//! CPU's instructions (AES-NI/VAES, PCLMULQDQ/VPCLMULQDQ) chosen at run time, reading
-//! one buffer and writing the other (no staging copy).
+//! threads (at most [`threads_for`]) that take them one at a time. AWS-LC
+//! (`aws-lc-rs`) runs AES and GHASH on the CPU's instructions (AES-NI/VAES,
+//! PCLMULQDQ/VPCLMULQDQ) chosen at run time, reading one buffer and writing the other
+//! (no staging copy).
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
+use parking_lot::Mutex;
 
 /// Bytes of a chunk's authentication tag.
 pub const TAG_BYTES: usize = 16;
@@ -310,46 +312,53 @@ fn overlaps(a: Range<*const u8>, b: Range<*const u8>) -> bool {
     a.start < b.end && b.start < a.end
 }
 
-/// Runs `one` over the jobs on up to [`threads_for`] threads, each over a contiguous
-/// share; the error of the lowest chunk index wins (what a serial run reports).
-fn run<F>(mut jobs: Vec<Job<'_, '_>>, one: F) -> Result<(), AeadError>
+/// Runs `one` over the jobs on up to [`threads_for`] threads, which take the chunks in
+/// order one at a time (a thread the OS delays takes fewer); the error of the lowest
+/// chunk index wins (what a serial run reports).
+fn run<F>(jobs: Vec<Job<'_, '_>>, one: F) -> Result<(), AeadError>
 where
     F: Fn(&mut Job<'_, '_>, &mut Vec<u8>) -> Result<(), AeadError> + Sync,
 {
     let threads = threads_for(jobs.len());
-    // the lowest failing index so far: shares skip their chunks above it
+    let jobs: Vec<Mutex<Job<'_, '_>>> = jobs.into_iter().map(Mutex::new).collect();
+    let next = AtomicUsize::new(0);
+    // the lowest failing index so far: chunks after it are not opened
     let failed = AtomicU64::new(u64::MAX);
-    let errors: Vec<Option<AeadError>> = {
-        let share = |part: &mut [Job<'_, '_>]| {
-            let mut ad = Vec::new();
-            for job in part.iter_mut() {
-                if job.index > failed.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Err(err) = one(job, &mut ad) {
-                    failed.fetch_min(job.index, Ordering::Relaxed);
-                    return Some(err);
+    let error: Mutex<Option<AeadError>> = Mutex::new(None);
+    let work = || {
+        let mut ad = Vec::new();
+        while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let mut job = job.lock();
+            // chunks are handed out in order: every one before a failure is already taken
+            if job.index > failed.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Err(err) = one(&mut job, &mut ad) {
+                failed.fetch_min(job.index, Ordering::Relaxed);
+                let mut slot = error.lock();
+                if slot
+                    .as_ref()
+                    .is_none_or(|e| error_rank(&err) < error_rank(e))
+                {
+                    *slot = Some(err);
                 }
             }
-            None
-        };
-        if threads == 1 {
-            vec![share(&mut jobs)]
-        } else {
-            let per = jobs.len().div_ceil(threads);
-            let mut parts = jobs.chunks_mut(per);
-            let head = parts.next();
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = parts.map(|part| scope.spawn(|| share(part))).collect();
-                let mut errors = vec![head.and_then(&share)];
-                for handle in handles {
-                    errors.push(handle.join().unwrap_or(Some(AeadError::Panicked)));
-                }
-                errors
-            })
         }
     };
-    match errors.into_iter().flatten().min_by_key(error_rank) {
+    if threads > 1 {
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            work();
+            for helper in helpers {
+                if helper.join().is_err() {
+                    *error.lock() = Some(AeadError::Panicked);
+                }
+            }
+        });
+    } else {
+        work();
+    }
+    match error.into_inner() {
         Some(err) => Err(err),
         None => Ok(()),
     }
