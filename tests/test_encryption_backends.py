@@ -9,6 +9,7 @@ same ``CorruptDataError`` naming the same (first) chunk.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +31,7 @@ from phasekit.crypt.aead import (
 )
 from phasekit.errors import CorruptDataError, InvalidArgument
 from phasekit.stores import FileStore
+from phasekit.stores.durable import ChecksummedSink
 
 CHUNK = 4096
 # 40 chunks and a partial one: the Rust backend spreads them over its threads
@@ -150,6 +152,28 @@ def test_a_file_stores_file_written_by_one_backend_is_read_by_the_other(
     phasekit.set_backend(reader)
     assert FileStore(tmp_path, encryption=enc).get("t").equals(table)
     assert ref.path.read_bytes() == written  # reading changed nothing
+    # the checksum computed while writing is that of the file's (encrypted) bytes
+    assert ref.checksum == f"crc32:{zlib.crc32(written):08x}"
+
+
+class Trickle:
+    """A raw file that takes at most 1,000 bytes per write (as an unbuffered write may)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, b: memoryview) -> int:
+        self.data += b[:1000]
+        return min(len(b), 1000)
+
+
+def test_a_checksummed_sink_writes_everything_through_short_writes(backend_name: str) -> None:
+    raw = Trickle()
+    sink = ChecksummedSink(raw)  # type: ignore[arg-type]
+    assert sink.write(DATA[:2500]) == 2500
+    sink.write(memoryview(DATA)[2500:])
+    assert raw.data == DATA
+    assert sink.checksum == f"crc32:{zlib.crc32(DATA):08x}"
 
 
 def test_aead_chunks_refuse_bad_arguments_alike(backend: ModuleType) -> None:

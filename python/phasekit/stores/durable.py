@@ -290,6 +290,32 @@ def _flush(raw: BinaryIO, pending: list[bytes], crc: int) -> int:
     return crc32(block, crc)
 
 
+class ChecksummedSink:
+    """Writes every buffer given to it whole to an unbuffered file and continues the
+    CRC-32 of what was written (the backend's ``crc32``: Rust releases the GIL), so the
+    file's checksum needs no second read."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._crc32 = backend_module().crc32
+        self._crc = 0
+
+    def write(self, data: Any) -> int:
+        with memoryview(data) as view, view.cast("B") as block:
+            self._crc = self._crc32(block, self._crc)
+            done = 0
+            while done < block.nbytes:  # an unbuffered write may take part of it
+                n = self._raw.write(block[done:])
+                if not n:
+                    raise OSError(errno.EIO, f"the file took none of {block.nbytes - done} bytes")
+                done += n
+            return done
+
+    @property
+    def checksum(self) -> str:
+        return format_crc32(self._crc)
+
+
 def file_checksum(path: Path) -> str:
     """``crc32:xxxxxxxx`` of a file (through the backend in use)."""
     return str(backend_module().file_checksum(os.fspath(path)))

@@ -18,21 +18,23 @@ from phasekit.crypt import Encryption, Keyring, decrypt_file
 from phasekit.crypt.aead import Alloc
 from phasekit.errors import KeyUnavailable
 from phasekit.paths import open_nofollow
-from phasekit.stores.durable import atomic_file, file_checksum, path_size
+from phasekit.stores.durable import ChecksummedSink, atomic_file, path_size
 from phasekit.stores.formats import Format, WriteOptions, Written
 
 INFO_KEY = "encryption"
 """The manifest ``info`` entry of an encrypted item: ``{"key_id": ..., "token": ...}``."""
 
 
-def _seal_file(path: Path, data: Any, keyring: Keyring, name: str, what: str) -> str:
+def _seal_file(path: Path, data: Any, keyring: Keyring, name: str, what: str) -> tuple[str, str]:
     """Encrypt ``data`` chunk by chunk into a new file at ``path`` (the atomic protocol,
-    mode 0600); returns the token of its data key."""
+    mode 0600); returns the token of its data key and the file's checksum (of the
+    encrypted bytes, computed as they are written)."""
     with atomic_file(path, what) as tmp:
         fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb", buffering=0) as fh:
-            token = keyring.seal_to(name, data, fh)
-    return token
+            sink = ChecksummedSink(fh)
+            token = keyring.seal_to(name, data, sink)
+    return token, sink.checksum
 
 
 def write_sealed(
@@ -48,9 +50,9 @@ def write_sealed(
     and the token of its data key (to :meth:`Keyring.settle` once committed)."""
     fmt.check(kind, options)
     data, info = fmt.to_bytes(value, kind, options)
-    token = _seal_file(path, data, keyring, path.name, what)
+    token, checksum = _seal_file(path, data, keyring, path.name, what)
     info = {**info, INFO_KEY: {"key_id": keyring.master.key_id, "token": token}}
-    return Written(path, path_size(path), file_checksum(path), info), token
+    return Written(path, path_size(path), checksum, info), token
 
 
 def sealed_key_id(info: dict[str, Any]) -> Optional[str]:
@@ -103,9 +105,9 @@ def write_sealed_bytes(
     :func:`phasekit.crypt.keyring.key_place` (default: beside the file)."""
     folder, name = place or (path.parent, path.name)
     keyring = encryption.keyring(folder)
-    token = _seal_file(path, data, keyring, name, what)
+    token, checksum = _seal_file(path, data, keyring, name, what)
     keyring.settle(name, token)
-    return path_size(path), file_checksum(path)
+    return path_size(path), checksum
 
 
 __all__ = [
