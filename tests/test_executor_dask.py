@@ -167,6 +167,25 @@ def test_a_data_file_only_the_client_sees_is_shipped_once_per_worker(
     for worker, found in windows.items():
         # the bars arrived once at each worker that ran a block, at most once elsewhere
         assert list(found.values()) == [1] if worker in ran else len(found) <= 1, windows
+    keys = {k for found in windows.values() for k in found}
+    assert keys
+    deadline = time.monotonic() + 30  # the run is over: the workers were told to drop them
+    while keys & kept_windows(dask_cluster) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not keys & kept_windows(dask_cluster)
+
+
+def kept_windows(cluster: DaskCluster) -> set[str]:
+    """The keys of the data windows the cluster's workers keep."""
+    from distributed import Client
+
+    def kept() -> list[str]:
+        from phasekit.workflow.executors.dask import _WINDOWS
+
+        return list(_WINDOWS)
+
+    with Client(cluster.address, timeout=30, set_as_default=False) as client:
+        return {key for found in client.run(kept).values() for key in found}
 
 
 def test_bars_lost_before_a_worker_fetched_them_are_shipped_again(

@@ -363,7 +363,7 @@ class DaskExecutor:
         client = self._client
         try:
             if client is not None:
-                client.run(forget_window, key, wait=False)
+                client.run(forget_window, key, on_error="ignore")
         except Exception as exc:  # workers gone: their processes took the bars along
             log.debug("dask: cannot tell the workers to drop %s: %s", key, exc)
 
