@@ -15,7 +15,8 @@ Groups (``items`` = containers):
   :data:`MANY_BARS` hourly bars on a loopback cluster whose two workers each have a
   ``--memory-limit`` of :data:`WORKER_BUDGET`; a thread samples the RSS of each worker
   process every :data:`SAMPLE_SECONDS` (psutil) and the peak of each is reported against
-  the budget (``extra_info``), with the wall time and the batches each worker ran. The
+  the budget (``extra_info``), with the wall time and the batches (or blocks) each
+  worker ran, once with each ``engine`` (``block``, ``container``). The
   budget must hold and no worker may be restarted. Slow (minutes): select it with
   ``-k memory_per_worker``.
 """
@@ -183,7 +184,7 @@ class RssSampler(threading.Thread):
             self.halt.wait(SAMPLE_SECONDS)
 
 
-def many_sets_config(results: Path) -> dict[str, Any]:
+def many_sets_config(results: Path, engine: str = "auto") -> dict[str, Any]:
     """:data:`MANY_SETS` sets: 100 fast x 1,000 slow windows (every fast below every slow).
     Containers in memory (``data_flow.mode: memory``): the workers' memory is measured
     here, not the client's file per container (its cost is in ``dask:batch-costs``)."""
@@ -192,6 +193,7 @@ def many_sets_config(results: Path) -> dict[str, Any]:
         "run_name": "many_sets",
         "results_dir": str(results),
         "data_flow": {"mode": "memory"},
+        "engine": engine,
         "data": {"n_bars": MANY_BARS, "seed": 3, "frequency": "1h", "volatility": 0.01},
         "strategy": {"type": "sma_crossover", "mode": "long_only"},
         "parameter_space": {
@@ -203,8 +205,9 @@ def many_sets_config(results: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def limited_cluster() -> Iterator[DaskCluster]:
+    """A fresh cluster per measurement: one run's leftovers are not the next one's peak."""
     folder = Path(tempfile.mkdtemp(prefix="phasekit-bench-dask-mem-"))
     started = start_cluster(folder, memory_limit=WORKER_BUDGET)
     try:
@@ -215,7 +218,9 @@ def limited_cluster() -> Iterator[DaskCluster]:
 
 
 @pytest.mark.timeout(3600)  # 100,000 sets take minutes
+@pytest.mark.parametrize("engine", ["block", "container"])
 def test_memory_per_worker(
+    engine: str,
     benchmark: Any,
     limited_cluster: DaskCluster,
     tmp_path: Path,
@@ -234,7 +239,7 @@ def test_memory_per_worker(
     try:
         with caplog.at_level(logging.INFO, logger="phasekit.workflow.executors.dask"):
             result = run(
-                many_sets_config(tmp_path / "results"),
+                many_sets_config(tmp_path / "results", engine),
                 backend="rust",
                 executor={"dask": limited_cluster.address},
             )
@@ -248,7 +253,9 @@ def test_memory_per_worker(
         result.close()
     batches: Counter[str] = Counter()
     for record in caplog.records:
-        found = re.match(r"dask: batch of \d+ containers done on (\S+) ", record.getMessage())
+        found = re.match(
+            r"dask: (?:batch|block) of \d+ containers done on (\S+) ", record.getMessage()
+        )
         if found:
             batches[found.group(1)] += 1
     restarted = limited_cluster.worker_pids() != pids
@@ -261,6 +268,7 @@ def test_memory_per_worker(
         unit="containers",
         sets=MANY_SETS,
         bars=MANY_BARS,
+        engine=engine,
         budget_mib={a: round(b / mib) for a, b in budget.items()},
         peak_rss_mib=peaks,
         client_peak_rss_mib=client_peak,
