@@ -7,10 +7,11 @@ Groups (``items`` = containers):
   sets over 100,000 minute bars) in a subprocess, ``--workers 2`` (``local``) against
   ``--executor dask=ADDRESS`` (``dask``, the two workers); rust backend; the goal is a
   dask median at most 1.3x the local one.
-* ``dask:batch-costs``: the same run in this process on the cluster, with the
-  scheduler's task stream: per batch, the worker's compute seconds, the pickled bytes
-  of its results and the catalog rows the client commits, and the client's CPU seconds
-  per container (``extra_info``; docs/scaling.md projects from them).
+* ``dask:batch-costs``: the same run (``engine: container``) in this process on the
+  cluster, with the scheduler's task stream: per batch, the worker's compute seconds,
+  the pickled bytes of its results and the catalog rows the client commits, and the
+  client's CPU seconds per container (``extra_info``; docs/scaling.md projects from
+  them).
 * ``dask:memory-per-worker``: :data:`MANY_SETS` (100,000) SMA sets over
   :data:`MANY_BARS` hourly bars on a loopback cluster whose two workers each have a
   ``--memory-limit`` of :data:`WORKER_BUDGET`; a thread samples the RSS of each worker
@@ -88,6 +89,7 @@ def test_batch_costs(benchmark: Any, cluster: DaskCluster, tmp_path: Path) -> No
 
     config = yaml.safe_load(GRID_EXAMPLE.read_text())
     config["results_dir"] = str(tmp_path / "results")
+    config["engine"] = "container"  # batches of containers (blocks are measured apart)
     with Client(cluster.address, set_as_default=False) as client:
         with get_task_stream(client=client) as stream:
             cpu = resource.getrusage(resource.RUSAGE_SELF)
