@@ -5,12 +5,18 @@ Groups (``items`` in extra_info: bytes of the table):
 * ``crypto:write``: one 64 MiB Arrow table (8 float64 columns) put into a FileStore in
   the arrow format, plain (``impl=plain``: through the backend's IpcWriter) and
   encrypted (``impl=aes-256-gcm``: encoded in memory, sealed in 1 MiB chunks under a new
-  data key, written by the same atomic protocol); both fsync and checksum the file.
+  data key, 8 MiB of chunks per call, written by the same atomic protocol); both fsync
+  the file and checksum it while writing.
 * ``crypto:read``: getting it back (plain: its CRC verified, then memory-mapped;
-  encrypted: decrypted, each chunk's authentication tag verified).
+  encrypted: decrypted from a memory map into one Arrow buffer in one call, each
+  chunk's authentication tag verified).
+
+The chunks are sealed and opened by the backend in use (``PHASEKIT_BACKEND``): with the
+Rust core, AWS-LC with the GIL released and the chunks spread over the cores; with the
+Python backend, the ``cryptography`` package on one core.
 
 The goal (issue 13): encrypted at most 1.3x the plain time in both groups. Each round
-checks what it wrote or read.
+checks what it wrote or read. Measured medians are in docs/security.md (Cost).
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+import pyarrow as pa
+
 from phasekit._optional import require
 from phasekit.backend import backend_module
 from phasekit.errors import CorruptDataError, InvalidArgument
@@ -126,7 +128,9 @@ class ChunkWriter:
         self._chunks = _chunks(key, header, item_id)
         self._header = header
         self._buf = bytearray()
-        self._out = bytearray()  # grown to the largest run sealed, then reused
+        # grown to the largest run sealed, then reused; from Arrow's pool, whose large
+        # blocks are reused rather than faulted in page by page for every file
+        self._out = pa.allocate_buffer(0)
         self._index = 0
         self._plain = 0
         sink.write(header.raw)
@@ -167,8 +171,8 @@ class ChunkWriter:
         with memoryview(chunks) as raw, raw.cast("B") as plain:
             count = max(1, -(-plain.nbytes // size)) if final else plain.nbytes // size
             n = plain.nbytes + count * TAG_BYTES
-            if len(self._out) < n:
-                self._out = bytearray(n)
+            if self._out.size < n:
+                self._out = pa.allocate_buffer(n)
             out = memoryview(self._out)[:n]
             self._chunks.seal(self._index, final, plain, out)
         self._index += count
