@@ -29,6 +29,8 @@ pub const TAG_BYTES: usize = 16;
 pub const NONCE_PREFIX_BYTES: usize = 8;
 /// Most threads one call uses.
 pub const MAX_THREADS: usize = 8;
+/// The longest chunk GCM can seal under one nonce (2**36 - 32 bytes).
+pub const MAX_CHUNK_BYTES: u64 = (1 << 36) - 32;
 
 /// What a call refuses; [`AeadError::Chunk`] is a chunk failing authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +39,10 @@ pub enum AeadError {
     Key(usize),
     /// A nonce prefix of this many bytes.
     NoncePrefix(usize),
-    /// A chunk size of 0.
-    ChunkBytes,
+    /// A chunk size of 0 or over [`MAX_CHUNK_BYTES`].
+    ChunkBytes(usize),
+    /// Chunk indexes past 2**64.
+    Index { first: u64, chunks: usize },
     /// Input that is not whole chunks although the run does not end the file.
     NotWhole { len: usize, step: usize },
     /// An encrypted run too short for its final chunk's tag.
@@ -65,7 +69,13 @@ impl fmt::Display for AeadError {
                     "the nonce prefix has {NONCE_PREFIX_BYTES} bytes, got {n}"
                 )
             }
-            Self::ChunkBytes => write!(f, "chunk_bytes must be at least 1"),
+            Self::ChunkBytes(n) => {
+                write!(f, "chunk_bytes must be in 1..{MAX_CHUNK_BYTES}, got {n}")
+            }
+            Self::Index { first, chunks } => write!(
+                f,
+                "{chunks} chunks from index {first} pass the largest index (2**64 - 1)"
+            ),
             Self::NotWhole { len, step } => write!(
                 f,
                 "{len} bytes are not whole chunks of {step} bytes (only the last run of a \
@@ -139,8 +149,8 @@ impl Chunks {
         let nonce_prefix: [u8; NONCE_PREFIX_BYTES] = nonce_prefix
             .try_into()
             .map_err(|_| AeadError::NoncePrefix(nonce_prefix.len()))?;
-        if chunk_bytes == 0 {
-            return Err(AeadError::ChunkBytes);
+        if chunk_bytes == 0 || chunk_bytes as u64 > MAX_CHUNK_BYTES {
+            return Err(AeadError::ChunkBytes(chunk_bytes));
         }
         Ok(Self {
             key: LessSafeKey::new(unbound),
@@ -208,6 +218,7 @@ impl Chunks {
         out: &mut [u8],
     ) -> Result<usize, AeadError> {
         let chunks = self.plain_chunks(plain.len(), last)?;
+        check_indexes(first, chunks)?;
         check_output(plain.len() + chunks * TAG_BYTES, plain, out)?;
         let jobs = self.jobs(first, last, chunks, plain, self.chunk_bytes, out, |n| {
             n + TAG_BYTES
@@ -227,6 +238,7 @@ impl Chunks {
         out: &mut [u8],
     ) -> Result<(), AeadError> {
         let chunks = self.sealed_chunks(body.len(), last)?;
+        check_indexes(first, chunks)?;
         check_output(body.len() - chunks * TAG_BYTES, body, out)?;
         let step = self.chunk_bytes + TAG_BYTES;
         let jobs = self.jobs(first, last, chunks, body, step, out, |n| n - TAG_BYTES);
@@ -292,6 +304,13 @@ impl Chunks {
                 job.output,
             )
             .map_err(|_| AeadError::Chunk(job.index))
+    }
+}
+
+fn check_indexes(first: u64, chunks: usize) -> Result<(), AeadError> {
+    match first.checked_add((chunks as u64).saturating_sub(1)) {
+        Some(_) => Ok(()),
+        None => Err(AeadError::Index { first, chunks }),
     }
 }
 
@@ -513,7 +532,11 @@ mod tests {
         );
         assert_eq!(
             Chunks::new(&KEY, &PREFIX, AD, 0).err(),
-            Some(AeadError::ChunkBytes)
+            Some(AeadError::ChunkBytes(0))
+        );
+        assert_eq!(
+            Chunks::new(&KEY, &PREFIX, AD, 1 << 36).err(),
+            Some(AeadError::ChunkBytes(1 << 36))
         );
         let chunks = Chunks::new(&KEY, &PREFIX, AD, 8).unwrap();
         assert_eq!(
@@ -527,6 +550,16 @@ mod tests {
                 got: 40
             })
         );
+        assert_eq!(
+            chunks.seal(u64::MAX, true, &[0u8; 9], &mut [0u8; 41]),
+            Err(AeadError::Index {
+                first: u64::MAX,
+                chunks: 2
+            })
+        );
+        assert!(chunks
+            .seal(u64::MAX, true, &[0u8; 8], &mut [0u8; 24])
+            .is_ok());
         let buf = [0u8; 64];
         assert!(overlaps(buf[..10].as_ptr_range(), buf[9..].as_ptr_range()));
         assert!(!overlaps(

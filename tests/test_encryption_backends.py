@@ -188,8 +188,14 @@ def test_aead_chunks_refuse_bad_arguments_alike(backend: ModuleType) -> None:
         backend.AeadChunks(KEY[:24], HEADER.prefix, ad, CHUNK)
     with pytest.raises(InvalidArgument, match="nonce prefix has 8 bytes, got 7"):
         backend.AeadChunks(KEY, HEADER.prefix[:7], ad, CHUNK)
-    with pytest.raises(InvalidArgument, match="chunk_bytes must be at least 1"):
-        backend.AeadChunks(KEY, HEADER.prefix, ad, 0)
+    for size in (0, 1 << 36):
+        with pytest.raises(InvalidArgument, match=rf"chunk_bytes must be in 1\.\.\d+, got {size}"):
+            backend.AeadChunks(KEY, HEADER.prefix, ad, size)
+    with pytest.raises(InvalidArgument, match=f"42 chunks from index {2**64 - 41} pass"):
+        plain = DATA + bytes(CHUNK)
+        chunks.seal(2**64 - 41, True, plain, bytearray(len(plain) + 42 * TAG_BYTES))
+    last = bytearray(CHUNK + TAG_BYTES)
+    assert chunks.seal(2**64 - 1, True, DATA[:CHUNK], last) == 1  # the largest index
     with pytest.raises(InvalidArgument, match="are not whole chunks of 4096 bytes"):
         chunks.seal(0, False, DATA, out)
     with pytest.raises(InvalidArgument, match=f"has {len(out) - 1} bytes, {len(out)} are needed"):

@@ -18,6 +18,9 @@ from phasekit.errors import InvalidArgument
 
 TAG_BYTES = 16
 NONCE_PREFIX_BYTES = 8
+MAX_CHUNK_BYTES = (1 << 36) - 32
+"""The longest chunk GCM can seal under one nonce."""
+MAX_INDEX = (1 << 64) - 1
 
 
 def nonce(prefix: bytes, index: int) -> bytes:
@@ -48,6 +51,13 @@ def _pieces(n: int, step: int, last: bool, tail: int) -> list[tuple[int, int]]:
     return [(s, min(s + step, n)) for s in range(0, count * step, step)]
 
 
+def _check_indexes(first: int, chunks: int) -> None:
+    if first + max(chunks, 1) - 1 > MAX_INDEX:
+        raise InvalidArgument(
+            f"{chunks} chunks from index {first} pass the largest index (2**64 - 1)"
+        )
+
+
 def _check_out(out: memoryview, expected: int) -> None:
     if out.readonly:
         raise InvalidArgument(
@@ -71,8 +81,8 @@ class AeadChunks:
             raise InvalidArgument(
                 f"the nonce prefix has {NONCE_PREFIX_BYTES} bytes, got {len(nonce_prefix)}"
             )
-        if chunk_bytes < 1:
-            raise InvalidArgument("chunk_bytes must be at least 1")
+        if not 1 <= chunk_bytes <= MAX_CHUNK_BYTES:
+            raise InvalidArgument(f"chunk_bytes must be in 1..{MAX_CHUNK_BYTES}, got {chunk_bytes}")
         self._aead = AESGCM(bytes(key))
         self._prefix = bytes(nonce_prefix)
         self._ad_prefix = bytes(ad_prefix)
@@ -83,6 +93,7 @@ class AeadChunks:
         sealed size); returns the number of chunks."""
         with memoryview(plain) as p, p.cast("B") as src, memoryview(out) as o, o.cast("B") as dst:
             pieces = _pieces(src.nbytes, self._size, last, 0)
+            _check_indexes(first, len(pieces))
             _check_out(dst, src.nbytes + len(pieces) * TAG_BYTES)
             for i, (start, end) in enumerate(pieces):
                 index = first + i
@@ -104,6 +115,7 @@ class AeadChunks:
         step = self._size + TAG_BYTES
         with memoryview(body) as b, b.cast("B") as src, memoryview(out) as o, o.cast("B") as dst:
             pieces = _pieces(src.nbytes, step, last, TAG_BYTES)
+            _check_indexes(first, len(pieces))
             _check_out(dst, src.nbytes - len(pieces) * TAG_BYTES)
             for i, (start, end) in enumerate(pieces):
                 index = first + i
