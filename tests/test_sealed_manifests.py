@@ -111,8 +111,10 @@ def _run(results: Path, encrypted: bool) -> tuple[str, list[Any]]:
     extra = {"encryption": {"enabled": True, "key": f"env:{KEY_VAR}"}} if encrypted else {}
     result = run(
         str(EXAMPLE), workers=1, results_dir=str(results), data_flow__mode="file",
-        data__n_bars=1500, **extra,
+        data__n_bars=1500, results__collection__store_container_items=True, **extra,
     )  # fmt: skip
+    # each container's own results item (a FileStore item with a manifest holding its
+    # metrics), which block windows write only when asked
     try:
         return result.run_id, result._catalog.list_items(result.run_id)
     finally:

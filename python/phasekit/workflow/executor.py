@@ -1,7 +1,9 @@
-"""Runs portfolio jobs locally: in this process (``workers=1``) or batched across worker
-processes. Results come back in job order whatever the number of workers, so a run's
-output does not depend on it; at most ``2 x workers`` batches are in flight, which
-bounds the memory held for results not yet written.
+"""Runs portfolio jobs locally: containers in this process (``workers=1``) or batched
+across worker processes; blocks of parameter sets in this process, on ``workers``
+threads (the block kernel releases the GIL). Results come back in job order whatever the
+number of workers, so a run's output does not depend on it; at most ``2 x workers``
+batches or blocks are in flight, which bounds the memory held for results not yet
+written.
 
 Worker processes start from a fork server on Linux (``spawn`` elsewhere) and never
 import the caller's ``__main__``: a script that calls ``phasekit.run`` without an
@@ -20,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import context as mp_context
 from multiprocessing import popen_forkserver, popen_spawn_posix, spawn
@@ -336,17 +338,20 @@ def batch_size(done: Sequence[Outcome], current: int) -> int:
 
 
 class Executor:
-    """Local execution with ``workers`` processes (1: in this process)."""
+    """Local execution: containers in ``workers`` processes (1: in this process), blocks
+    in this process on ``workers`` threads."""
 
     def __init__(self, workers: int | None = None, backend: str | None = None) -> None:
         self.workers = max(1, int(workers or os.cpu_count() or 1))
         self.backend = backend
         self._pool: ProcessPoolExecutor | None = None
+        self._threads: ThreadPoolExecutor | None = None
 
-    def start(self) -> None:
-        """Start the worker processes now (a no-op with one worker) so that a pool that
-        cannot start fails before anything is recorded."""
-        if self.workers > 1:
+    def start(self, *, containers: bool = True) -> None:
+        """Start the worker processes now (a no-op with one worker, or when the run
+        has no ``containers`` to run one at a time: blocks run in this process) so that
+        a pool that cannot start fails before anything is recorded."""
+        if containers and self.workers > 1:
             self._get_pool().submit(_ready).result()
 
     def _get_pool(self) -> ProcessPoolExecutor:
@@ -408,25 +413,27 @@ class Executor:
         blocks: Sequence[BlockJob],
         on_block: Callable[[BlockOutcome], None] | None = None,
     ) -> Iterator[BlockOutcome]:
-        """Outcomes of ``blocks`` in order (in this process with one worker; else at
-        most 2 x ``workers`` blocks in flight); ``on_block`` hears of each."""
-        from phasekit.workflow.blocks import run_block_job
+        """Outcomes of ``blocks`` in order, computed in this process: one block kernel
+        call each, which releases the GIL, on ``workers`` threads (at most 2 x
+        ``workers`` blocks in flight). No worker process is started or sent the bars."""
+        from phasekit.workflow.blocks import run_block_bars
 
+        bars = bars_for(spec)
         if self.workers == 1:
             for block in blocks:
-                outcome = run_block_job(spec, block)
+                outcome = run_block_bars(bars, block)
                 if on_block:
                     on_block(outcome)
                 yield outcome
             return
-        pool = self._get_pool()
+        threads = self._get_threads()
         pending: deque[Future[BlockOutcome]] = deque()
         todo = iter(blocks)
 
         def submit() -> None:
             block = next(todo, None)
             if block is not None:
-                pending.append(pool.submit(run_block_job, spec, block, self.backend))
+                pending.append(threads.submit(run_block_bars, bars, block))
 
         for _ in range(2 * self.workers):
             submit()
@@ -441,9 +448,19 @@ class Executor:
             for future in pending:
                 future.cancel()
 
+    def _get_threads(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="phasekit-block"
+            )
+        return self._threads
+
     def close(self, *, abort: bool = False) -> None:
         """Stop the workers: after the batches in flight, or at once with ``abort`` (an
         interrupted run: what they computed is not wanted)."""
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=True, cancel_futures=True)
         pool, self._pool = self._pool, None
         if pool is None:
             return

@@ -378,13 +378,16 @@ def run(
 def _preflight(resolved: Any, executor: BatchExecutor) -> None:
     """What must work before the run is recorded: the master key loads (with encryption
     on), every phase's bars load, its windows fit them (the run's plan,
-    :mod:`phasekit.workflow.plan`) and the worker processes start. A run that fails here
+    :mod:`phasekit.workflow.plan`) and the worker processes start (with ``engine: container``;
+    else when a phase first runs containers). A run that fails here
     leaves nothing in the catalog."""
     run_encryption(resolved.encryption)
     from phasekit.workflow.plan import plan_run
 
     plan_run(resolved)
-    executor.start()
+    # with the block engine a local run's windows run in this process: no worker
+    # process is started unless a phase runs containers one at a time
+    executor.start(containers=resolved.engine == "container")
 
 
 def _cleanup(catalog: Any, resolved: Any, run_id: str) -> None:

@@ -34,8 +34,9 @@ WorkerProgress = Callable[[str, int], None]
 class BatchExecutor(Protocol):
     """What the run asks of an executor."""
 
-    def start(self) -> None:
-        """Make sure the workers can be reached before anything is recorded."""
+    def start(self, *, containers: bool = True) -> None:
+        """Make sure the workers can be reached before anything is recorded
+        (``containers``: the run may run containers one at a time, not only blocks)."""
 
     def map(
         self,

@@ -178,7 +178,8 @@ class DaskExecutor:
         self._client: Optional[Client] = None
         self._bars: Optional[tuple[DataSpec, Future]] = None
 
-    def start(self) -> None:
+    def start(self, *, containers: bool = True) -> None:
+        """Connect to the scheduler (blocks and containers both run on its workers)."""
         self._get_client()
 
     def _get_client(self) -> Client:
