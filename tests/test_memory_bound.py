@@ -94,7 +94,24 @@ def test_write_json_streams_the_same_bytes(tmp_path: Path) -> None:
     checksum = write_json(tmp_path / "x.json", obj, "a test file")
     data = (tmp_path / "x.json").read_bytes()
     assert len(data) > 1 << 20  # several buffers
-    assert data == json.dumps(obj, indent=1, sort_keys=True).encode()
+    assert data == json.dumps(obj, sort_keys=True).encode()  # compact when large
+    assert checksum == f"crc32:{zlib.crc32(data):08x}"
+    odd = {"k": [{"z": 1, "a": [2.5, float("inf")]}, "x"], "e": [], "n": None}
+    for value in (
+        odd,
+        {2: "b", 1: "a"},
+        {"k": [[1], {"b": {"a": 1}}], "a": "é"},
+        [1, {"b": 2, "a": 1}],
+    ):
+        big = {"pad": list(range(20_000)), "value": value}  # past one buffer: compact
+        for doc, indent in ((value, 1), (big, None)):
+            write_json(tmp_path / "o.json", doc, "a test file")
+            expected = json.dumps(doc, indent=indent, sort_keys=True).encode()
+            assert (tmp_path / "o.json").read_bytes() == expected
+    small = {"b": [1, 2], "a": {"x": None}}
+    checksum = write_json(tmp_path / "s.json", small, "a test file")
+    data = (tmp_path / "s.json").read_bytes()
+    assert data == json.dumps(small, indent=1, sort_keys=True).encode()  # indented
     assert checksum == f"crc32:{zlib.crc32(data):08x}"
 
 

@@ -17,7 +17,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
@@ -258,28 +258,54 @@ def write_bytes(final: Path, data: bytes, what: str) -> str:
 
 
 _JSON_BUFFER = 1 << 16
+"""Bytes of JSON text gathered before a write; also the size up to which a document is
+written indented (larger ones are written compact, see :func:`write_json`)."""
 
 
 def write_json(final: Path, obj: Any, what: str) -> str:
-    """Write ``obj`` as JSON atomically to ``final``; returns its checksum.
+    """Write ``obj`` as JSON (keys sorted) atomically to ``final``; returns its checksum.
 
-    The text is encoded piece by piece into a buffered file, so a large document (a
-    window's ranking of thousands of containers) never exists whole as one string."""
+    A document up to 64 KiB is written with an indent of 1, for reading; a larger one
+    (a window's ranking of thousands of containers) compact, by the C encoder, and piece
+    by piece into the file, so it never exists whole as one string."""
     crc = 0
+    pending: list[bytes] = []
+    size = 0
     with atomic_file(final, what) as tmp:
         fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         with os.fdopen(fd, "wb", buffering=0) as raw:
-            pending: list[bytes] = []
-            size = 0
-            for piece in json.JSONEncoder(indent=1, sort_keys=True).iterencode(obj):
+            flushed = False
+            for piece in _json_pieces(obj):
                 data = piece.encode()
                 pending.append(data)
                 size += len(data)
                 if size >= _JSON_BUFFER:
                     crc = _flush(raw, pending, crc)
-                    size = 0
+                    size, flushed = 0, True
+            if not flushed:  # small: indented instead
+                pending = [json.dumps(obj, indent=1, sort_keys=True).encode()]
             crc = _flush(raw, pending, crc)
     return format_crc32(crc)
+
+
+def _json_pieces(obj: Any) -> Iterator[str]:
+    """The text of ``json.dumps(obj, sort_keys=True)`` in pieces: a mapping with string
+    keys by key, and a list value by element, each piece by the C encoder."""
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+        yield json.dumps(obj, sort_keys=True)
+        return
+    yield "{"
+    for i, key in enumerate(sorted(obj)):
+        value = obj[key]
+        yield (", " if i else "") + json.dumps(key) + ": "
+        if isinstance(value, list):
+            yield "["
+            for j, element in enumerate(value):
+                yield (", " if j else "") + json.dumps(element, sort_keys=True)
+            yield "]"
+        else:
+            yield json.dumps(value, sort_keys=True)
+    yield "}"
 
 
 def _flush(raw: BinaryIO, pending: list[bytes], crc: int) -> int:
