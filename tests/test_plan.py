@@ -28,6 +28,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "workflow": "train_test_optimization",
         "data": {"n_bars": 1500, "frequency": "1h", "seed": 3, "start": "2020-01-01"},
         "data_split": "2020-08-03",
+        "data_flow": {"mode": "memory"},
         "parameter_space": SEARCH,
         "top_k": 2,
     },
@@ -72,23 +73,60 @@ def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
 
 
 def _recorded(results: Path, run_id: str) -> dict[str, Any]:
-    """Per phase: containers per window, and the (scheme, format) of their items."""
+    """Per phase: containers per window, the (scheme, format) of the items their rows
+    are (or, for an inline row, of the table item its ``uri`` points at), how the rows
+    are kept (``table``: inline rows pointing at a table; ``items``), and per window
+    table the (scheme, format) of its items."""
     windows: dict[str, dict[str | None, set[str]]] = defaultdict(lambda: defaultdict(set))
     stores: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
+    rows: dict[str, set[str]] = defaultdict(set)
+    tables: dict[str, dict[str, set[tuple[str, str | None]]]] = defaultdict(
+        lambda: defaultdict(set)
+    )
     with open_catalog(results) as catalog:
-        for item in catalog.list_items(run_id, states=("present", "released")):
-            if item.container_id and item.phase:
-                windows[item.phase][item.window_id].add(item.container_id)
-                scheme = (item.data_reference or "inline").split(":")[0]
-                stores[item.phase].add((scheme, item.format))
-    return {"windows": windows, "stores": stores}
+        items = catalog.list_items(run_id, states=("present", "released"))
+    by_uri = {i.data_reference: i for i in items if i.data_reference}
+    for item in items:
+        if item.phase and item.entity_name in ("containers", "equity", "trades"):
+            scheme = (item.data_reference or "inline").split(":")[0]
+            tables[item.phase][item.entity_name].add((scheme, item.format))
+        if not (item.container_id and item.phase):
+            continue
+        windows[item.phase][item.window_id].add(item.container_id)
+        ref = item.data_reference
+        if item.storage_type == "inline":
+            ref = item.inline_data["uri"]
+            table = by_uri[ref]  # the row points at a recorded table item
+            assert table.entity_name == item.inline_data["table"] == "containers"
+            assert table.window_id == item.window_id
+            stores[item.phase].add((ref.split(":")[0], table.format))
+            rows[item.phase].add("table")
+        else:
+            stores[item.phase].add((ref.split(":")[0], item.format))
+            rows[item.phase].add("items")
+    return {"windows": windows, "stores": stores, "rows": rows, "tables": tables}
 
 
+def _allowed(store: str, fmt: str | None) -> set[tuple[str, str | None]]:
+    """The (scheme, format) of items a store keeps (a hybrid store's spill as files)."""
+    return {
+        "memory": {("memory", "memory")},
+        "file": {("file", fmt)},
+        "hybrid": {("memory", "hybrid"), ("file", fmt)},
+    }[store]
+
+
+@pytest.mark.parametrize("engine", ["auto", "container"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_the_plan_is_what_the_run_does(
-    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    name: str, engine: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = {**CONFIGS[name], "run_name": name, "results_dir": str(tmp_path / "results")}
+    cfg = {
+        **CONFIGS[name],
+        "engine": engine,
+        "run_name": name,
+        "results_dir": str(tmp_path / "results"),
+    }
     path = tmp_path / "run.yaml"
     path.write_text(json.dumps(cfg))
     plan = cli_json(capsys, "run", str(path), "--dry-run")
@@ -101,15 +139,22 @@ def test_the_plan_is_what_the_run_does(
         assert ran["windows"] == [w["window"] for w in phase["windows"]], phase["phase"]
         if phase["topology"] != "backtest":
             continue
+        # built-in strategies have a block path: auto runs blocks but for Monte Carlo
+        # simulations, which are containers of their own
+        blocks = engine == "auto" and phase["sequence"] != "monte_carlo"
+        assert phase["engine"] == ("block" if blocks else "container"), phase
         by_window = recorded["windows"][phase["phase"]]
         planned = {w["window"]: w["containers"] for w in phase["windows"]}
         if list(by_window) == [None]:  # one window, recorded without its id
             assert len(planned) == 1
             by_window = {next(iter(planned)): by_window[None]}
         assert {w: len(ids) for w, ids in by_window.items()} == planned, phase["phase"]
-        allowed = {
-            "memory": {("memory", "memory")},
-            "file": {("file", phase["format"])},
-            "hybrid": {("memory", "hybrid"), ("file", phase["format"])},
-        }[phase["store"]]
+        assert recorded["rows"][phase["phase"]] == {phase["rows"]}, phase
+        allowed = _allowed(phase["store"], phase["format"])
         assert recorded["stores"][phase["phase"]] <= allowed, (phase, recorded["stores"])
+        tables = recorded["tables"][phase["phase"]]
+        # equity only where a container traces it
+        assert set(phase["tables"]) - {"equity"} <= set(tables) <= set(phase["tables"]), phase
+        for table, where in phase["tables"].items():
+            allowed = _allowed(where["store"], where["format"])
+            assert tables[table] <= allowed, (phase, table, tables)

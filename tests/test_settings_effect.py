@@ -85,6 +85,7 @@ def mode_memory(res: RunResult, tmp: Path) -> None:
     rows = items(res)
     assert len(rows) == 6 and all(r.data_reference.startswith("memory://") for r in rows)
     assert not (phase_dir(res) / "containers").exists()
+    assert not list(phase_dir(res).glob("containers.*"))  # the window table is in memory
 
 
 LZ4_FRAME = b"\x04\x22\x4d\x18"  # the magic number of an LZ4 frame
@@ -94,6 +95,7 @@ def mode_file(res: RunResult, tmp: Path) -> None:
     rows = items(res)
     assert len(rows) == 6 and all(r.data_reference.startswith("file://") for r in rows)
     assert len(results_files(phase_dir(res), "arrow")) == 6
+    assert (phase_dir(res) / "containers.arrow").exists()  # the window table
     assert LZ4_FRAME not in (phase_dir(res) / "trades.arrow").read_bytes()  # uncompressed
 
 
@@ -105,7 +107,8 @@ def mode_streaming(res: RunResult, tmp: Path) -> None:
 
 def mode_hybrid(res: RunResult, tmp: Path) -> None:
     stats = summary(res)["store_stats"]["-/hybrid"]
-    assert stats["items"] == 6 and stats["store"] == "hybrid"
+    # the 6 containers' results and the window's containers table
+    assert stats["items"] == 7 and stats["store"] == "hybrid"
 
 
 def tiny_memory_limit(res: RunResult, tmp: Path) -> None:

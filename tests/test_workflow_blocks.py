@@ -380,9 +380,9 @@ def test_engine_block_refuses_a_phase_without_a_block_kernel(
 ) -> None:
     # every strategy phasekit runs has a block path today: a strategy without one is
     # made here by saying so
-    from phasekit.workflow import phase
+    from phasekit.workflow import blocks
 
-    monkeypatch.setattr(phase, "supports_block", lambda kind: False)
+    monkeypatch.setattr(blocks, "supports_block", lambda kind: False)
     res = run(_config(tmp_path / "auto", "single_pass"), workers=1)  # auto: containers
     res.close()
     assert "containers.arrow" not in _layout(res) and "all_trades.arrow" in _layout(res)
@@ -427,9 +427,14 @@ def test_block_windows_record_a_row_per_container(tmp_path: Path) -> None:
     assert [(r.entity_name, r.window_id, r.storage_type) for r in rows] == [
         ("portfolio_00003_results", "train", "inline")
     ]
-    assert rows[0].inline_data == {"table": "containers", "row": 3}
-    assert set(rows[0].metadata["metrics"]) >= {"sharpe_ratio", "total_return"}
     assert len(tables) == 1 and tables[0].path is not None
+    # the row points at the table item it lives in
+    assert rows[0].inline_data == {
+        "table": "containers",
+        "row": 3,
+        "uri": tables[0].data_reference,
+    }
+    assert set(rows[0].metadata["metrics"]) >= {"sharpe_ratio", "total_return"}
     table = feather.read_table(tables[0].path)
     assert table.column("container_id")[3].as_py() == "portfolio_00003"
     assert table.column("sharpe_ratio")[3].as_py() == rows[0].metadata["metrics"]["sharpe_ratio"]
@@ -545,7 +550,8 @@ def test_cli_ls_show_compare_find_a_block_runs_containers(
     (row,) = cli_json("ls", block.run_id, "--container", "portfolio_00003")
     assert row["entity_name"] == "portfolio_00003_results" and row["storage_type"] == "inline"
     shown = cli_json("show", str(row["id"]))
-    assert shown["inline_data"] == {"table": "containers", "row": 3}
+    table = (block.run_dir / "search" / "containers.arrow").resolve().as_uri()
+    assert shown["inline_data"] == {"table": "containers", "row": 3, "uri": table}
     assert "sharpe_ratio" in shown["metadata"]["metrics"]
     # the same containers through either engine: every container metric is equal
     same = cli_json("compare", block.run_id, container.run_id)

@@ -52,7 +52,7 @@ EXECUTORS_REFUSED = {
 #: ``engine``: how a backtest phase's windows run their portfolio containers. ``block``:
 #: blocks of parameter sets, each in one call of the block kernel
 #: (``workflow.blocks``); ``container``: one container at a time (``workflow.topology``);
-#: ``auto``: blocks where the phase is eligible (``workflow.phase.block_refusal``).
+#: ``auto``: blocks where the phase is eligible (``workflow.blocks.phase_engine``).
 ENGINES = ("auto", "block", "container")
 DEFAULT_ENGINE = ENGINES[0]
 

@@ -182,8 +182,8 @@ def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -
         }
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
         return 0
-    names = ("phase", "sequence", "topology", "depends on", "windows", "containers", "store",
-             "tracing")  # fmt: skip
+    names = ("phase", "sequence", "topology", "depends on", "windows", "containers", "engine",
+             "store", "tracing")  # fmt: skip
     rows = [
         (
             p.name,
@@ -192,6 +192,7 @@ def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -
             ", ".join(p.depends_on) or "-",
             ", ".join(f"{w.window_id} {w.containers}" for w in p.windows),
             str(p.containers),
+            p.engine,
             _store(p),
             p.tracing,
         )

@@ -334,6 +334,10 @@ class FileStore(StoreBase):
         path = self._data_path(fmt.path_for(self.base_path, key, kind, options), key, "its name")
         return _Plan(key, data, meta, fmt, kind, options, path, f"writing item {key!r} to {path}")
 
+    def path_for(self, key: str, data: Any, metadata: Optional[Mapping[str, Any]] = None) -> Path:
+        """The path ``put(key, data, metadata)`` would write (nothing is written)."""
+        return self._plan(key, data, metadata, None).path
+
     def put(
         self,
         key: str,

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 import phasekit
 from phasekit.backtest.bars import Bars
-from phasekit.backtest.block import BLOCK_KINDS, run_block
+from phasekit.backtest.block import BLOCK_KINDS, run_block, supports_block
 from phasekit.backtest.metrics import _trade_metrics
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.errors import ConfigError
@@ -48,7 +48,9 @@ __all__ = [
     "BLOCK_KINDS",
     "BlockJob",
     "BlockOutcome",
+    "block_refusal",
     "block_sizes",
+    "phase_engine",
     "run_block_bars",
     "run_block_job",
 ]
@@ -60,6 +62,43 @@ MIN_BLOCK = 64
 """The fewest sets a block holds when a window is cut into blocks (unless it has fewer)."""
 MAX_BLOCK = 2_000
 """The most sets a block holds."""
+
+DEFAULT_STRATEGY = "sma_crossover"
+"""The strategy a phase runs when its ``strategy.type`` is not set."""
+ENGINE_SEQUENCES = ("single_pass", "train_test", "walk_forward")
+"""The sequences whose windows run parameter sets as containers (or blocks); a
+``monte_carlo`` phase stores each simulation as a container of its own."""
+
+
+def strategy_type_of(params: Any) -> str:
+    """The strategy a phase's ``config`` (its resolved params) runs."""
+    strategy = getattr(params, "strategy", None)
+    return (strategy.type if strategy is not None and strategy.type else None) or DEFAULT_STRATEGY
+
+
+def block_refusal(strategy_type: str) -> Optional[str]:
+    """Why a phase running ``strategy_type`` cannot run its windows as blocks (None
+    when it can)."""
+    if not supports_block(strategy_type):
+        return (
+            f"strategy.type {strategy_type!r} has no block kernel (built-in kinds: "
+            f"{', '.join(BLOCK_KINDS)})"
+        )
+    return None
+
+
+def phase_engine(engine: str, sequence: str, strategy_type: str, phase: str) -> str:
+    """How a phase runs its windows' parameter sets, ``block`` or ``container``: the
+    run's ``engine`` (``container``; ``block``, ``ConfigError`` where the phase's strategy
+    has no block path; ``auto``: blocks where it has one). The one decision the run
+    (:meth:`~phasekit.workflow.phase.PhaseContext.uses_blocks`) and its plan share."""
+    if engine == "container" or sequence not in ENGINE_SEQUENCES:
+        return "container"
+    why = block_refusal(strategy_type)
+    if why is not None and engine == "block":
+        raise ConfigError(f"engine: block: phase {phase!r} cannot run as blocks: {why}")
+    return "container" if why is not None else "block"
+
 
 _FILL = int(EventType.FILL)
 _OPEN = int(EventType.POSITION_OPEN)

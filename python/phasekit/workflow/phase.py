@@ -13,17 +13,17 @@ import numpy as np
 
 from phasekit import failpoints
 from phasekit.backtest.bars import Bars
-from phasekit.backtest.block import supports_block
 from phasekit.backtest.portfolio import PortfolioSettings
-from phasekit.errors import ConfigError, WorkflowError
+from phasekit.errors import WorkflowError
 from phasekit.registry import DEFAULT_ENGINE
 from phasekit.tracing import TracerSettings
 from phasekit.workflow.blocks import (
-    BLOCK_KINDS,
     BlockJob,
     BlockOutcome,
+    block_refusal,
     block_sizes,
     executor_slots,
+    phase_engine,
 )
 from phasekit.workflow.executor import DataSpec, Outcome
 from phasekit.workflow.executors import BatchExecutor
@@ -193,6 +193,9 @@ class PhaseContext:
         self.outcome = PhaseOutcome(phase.name, phase.sequence)
         self.prefixes: set[str] = set()
         self._tracers: dict[TracerSettings, TracerSettings] = {}
+        self._next_block: dict[Optional[str], int] = {}
+        """Per window folder: the index of its next block (a walk-forward window runs
+        its train sets, then its test set: their blocks are numbered on)."""
 
     # ------------------------------------------------------------------ jobs
 
@@ -283,27 +286,19 @@ class PhaseContext:
 
     def block_refusal(self) -> Optional[str]:
         """Why this phase's windows cannot run as blocks (None when they can)."""
-        kind = self.inputs.strategy_type
-        if not supports_block(kind):
-            return (
-                f"strategy.type {kind!r} has no block kernel (built-in kinds: "
-                f"{', '.join(BLOCK_KINDS)})"
-            )
-        return None
+        return block_refusal(self.inputs.strategy_type)
 
     def uses_blocks(self) -> bool:
-        """The phase runs its windows as blocks: ``engine`` is ``block`` (refused where
-        the phase is not eligible) or ``auto`` and the phase is eligible."""
-        if self.engine == "container":
-            return False
-        why = self.block_refusal()
-        if why is not None and self.engine == "block":
-            raise ConfigError(f"engine: block: phase {self.name!r} cannot run as blocks: {why}")
-        return why is None
+        """The phase runs its windows as blocks (:func:`~phasekit.workflow.blocks.phase_engine`:
+        ``engine: block``, refused where the phase is not eligible, or ``auto`` and the
+        phase is eligible)."""
+        kind = self.inputs.strategy_type
+        return phase_engine(self.engine, self.phase.sequence, kind, self.name) == "block"
 
-    def blocks(self, jobs: Sequence[PortfolioJob]) -> Iterator[BlockJob]:
+    def blocks(self, jobs: Sequence[PortfolioJob], start: int = 0) -> Iterator[BlockJob]:
         """The blocks of a window's jobs (in their order, cut in blocks of
-        :func:`~phasekit.workflow.blocks.block_sizes`), built as they are taken."""
+        :func:`~phasekit.workflow.blocks.block_sizes`, numbered from ``start``), built as
+        they are taken."""
         size = block_sizes(len(jobs), executor_slots(self.executor))
         for k, lo in enumerate(range(0, len(jobs), size)):
             part = list(jobs[lo : lo + size])
@@ -319,7 +314,7 @@ class PhaseContext:
                 container_ids=tuple(j.container_id for j in part),
                 tracers=tuple(j.tracer for j in part),
                 symbol=first.symbol,
-                index=k,
+                index=start + k,
                 parameters=tuple(j.parameters for j in part),
             )
 
@@ -342,7 +337,8 @@ class PhaseContext:
         ts = bars.ts[span.start : span.stop]
         summaries: list[Summary] = []
         columns: list[dict[str, np.ndarray]] = []
-        blocks = list(self.blocks(jobs))
+        blocks = list(self.blocks(jobs, self._next_block.get(folder, 0)))
+        self._next_block[folder] = blocks[-1].index + 1
         done = self.out.done_blocks(folder, blocks)
         for outcome in self._outcomes(blocks, done):
             reused = outcome.job.index in done

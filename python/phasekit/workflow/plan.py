@@ -1,5 +1,16 @@
 """What a run will do, without running it (``phasekit run --dry-run``): per phase its
-windows, the containers each window runs, and the store and format of its results.
+windows, the containers each window runs, the engine that runs them and the store and
+format of its results.
+
+``engine`` is :func:`~phasekit.workflow.blocks.phase_engine`, the decision the run
+takes. ``rows`` says how the containers' catalog rows are kept: ``table`` (a block
+window: an inline row per container pointing at the window's ``containers`` table,
+``store`` and ``format`` being that table's), ``items`` (each container's own items in
+``store``, as ``engine: container``, output ``container_items``, ``results.layout:
+admf`` or a ``streaming`` flow store them) or ``none`` (no ``container_results``
+output). ``tables`` gives, for a block phase, the store and format of each window table its
+outputs ask for (:func:`~phasekit.workflow.results.window_table_store`; ``equity`` is
+written only where a container traces its equity).
 
 The plan uses what the sequencer and its runners use: the bars (``bars_for``), the
 parameter sets (``ParameterSpace``), the windows (``windows_for``, ``default_lengths``),
@@ -17,10 +28,17 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from phasekit.backtest.bars import Bars
-from phasekit.registry import DEFAULT_BATCH, DEFAULT_DATA_SPLIT, DEFAULT_SIMULATIONS
+from phasekit.registry import (
+    DEFAULT_BATCH,
+    DEFAULT_DATA_SPLIT,
+    DEFAULT_ENGINE,
+    DEFAULT_SIMULATIONS,
+)
+from phasekit.workflow.blocks import phase_engine, strategy_type_of
 from phasekit.workflow.executor import DataSpec, bars_for
 from phasekit.workflow.params import ParameterSpace
 from phasekit.workflow.plans import Planner
+from phasekit.workflow.results import WINDOW_TABLES, items_wanted, window_table_store
 from phasekit.workflow.sequencer import DEFAULT_TOP_K, phase_order
 from phasekit.workflow.sequences import default_lengths, windows_for
 
@@ -46,6 +64,10 @@ class PhasePlan:
     format: Optional[str] = None
     memory_limit_mb: float = 0.0
     tracing: str = ""
+    engine: str = "container"
+    rows: str = "items"
+    tables: dict[str, dict[str, Optional[str]]] = field(default_factory=dict)
+    """Per window table of a block phase: its ``store`` and ``format``."""
 
     @property
     def containers(self) -> int:
@@ -67,6 +89,9 @@ class PhasePlan:
             "parameter_sets": self.sets,
             "windows": [{"window": w.window_id, "containers": w.containers} for w in self.windows],
             "containers": self.containers,
+            "engine": self.engine,
+            "rows": self.rows,
+            "tables": {k: dict(v) for k, v in self.tables.items()},
             "store": self.store,
             "format": self.format,
             "memory_limit_mb": self.memory_limit_mb,
@@ -118,7 +143,11 @@ def _windows(phase: Any, bars: Bars, n_sets: int, selected: bool) -> list[Window
     ]
 
 
-def plan_phase(phase: Any, upstream: dict[str, PhasePlan]) -> PhasePlan:
+def plan_phase(
+    phase: Any, upstream: dict[str, PhasePlan], engine: str = DEFAULT_ENGINE, admf: bool = False
+) -> PhasePlan:
+    """The plan of one phase under the run's ``engine`` (``admf``: ``results.layout:
+    admf``)."""
     settings = phase.settings
     plan = PhasePlan(
         phase.name,
@@ -132,6 +161,7 @@ def plan_phase(phase: Any, upstream: dict[str, PhasePlan]) -> PhasePlan:
     if phase.topology != "backtest":
         plan.windows = [WindowPlan("full", 1)]
         plan.store, plan.memory_limit_mb = "memory", flow.memory_limit_mb
+        plan.engine = "none"
         return plan
     n_sets, selected = _sets(phase, upstream)
     data = phase.params.data.model_dump(exclude_none=True) if phase.params.data else {}
@@ -140,7 +170,18 @@ def plan_phase(phase: Any, upstream: dict[str, PhasePlan]) -> PhasePlan:
     plan.windows = _windows(phase, bars, n_sets, selected)
     planned = Planner(phase, n_sets).flow
     plan.store, plan.memory_limit_mb = planned.mode, planned.memory_limit_mb
-    plan.format = None if planned.mode == "memory" else planned.file.format
+    plan.engine = phase_engine(engine, phase.sequence, strategy_type_of(phase.params), phase.name)
+    if plan.engine == "block":
+        for name, output in WINDOW_TABLES.items():
+            if output in phase.output:
+                store = window_table_store(planned.mode, name)
+                fmt = None if store == "memory" else planned.file.format
+                plan.tables[name] = {"store": store, "format": fmt}
+    if "container_results" not in phase.output:
+        plan.rows = "none"
+    elif plan.engine == "block" and not items_wanted(phase.output, admf, (planned.mode,)):
+        plan.rows, plan.store = "table", str(plan.tables["containers"]["store"])
+    plan.format = None if plan.store == "memory" else planned.file.format
     return plan
 
 
@@ -148,5 +189,7 @@ def plan_run(resolved: Any) -> list[PhasePlan]:
     """The plan of every phase, in the order they run."""
     plans: dict[str, PhasePlan] = {}
     for name in phase_order(resolved.phases):
-        plans[name] = plan_phase(resolved.phase(name), plans)
+        phase = resolved.phase(name)
+        admf = resolved.results_layout == "admf"
+        plans[name] = plan_phase(phase, plans, resolved.engine, admf)
     return list(plans.values())

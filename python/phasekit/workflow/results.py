@@ -9,9 +9,17 @@
 
 A block window (:mod:`phasekit.workflow.blocks`, :meth:`PhaseResults.put_block`) writes
 its containers' rows, trades and traced equity curves as the three window tables, a
-catalog row per container (inline, with its metrics) and a block marker per block;
-each container's own items only with the output ``container_items`` or where
-``results.layout: admf`` or a ``streaming`` flow needs them. A window run one container
+catalog row per container (inline, with its metrics, pointing at its row of the
+``containers`` item: ``{"table", "row", "uri"}``) and a block marker per block. Where
+the tables go follows the phase's data flow (:func:`window_table_store`): ``file`` and
+``streaming``: files in the phase's file format (Arrow streamed block by block);
+``memory``: ``containers`` and ``equity`` are items of the window's MemoryStore (no
+files); ``hybrid``: items of the window's view of the phase's HybridStore, spilled past
+the phase's budget; ``trades`` is a file in every mode, as ``all_trades`` is. A table
+kept in memory is also written to files when the phase persists. Each container's own
+items are written only with the output ``container_items`` or where
+``results.layout: admf`` or a ``streaming`` flow needs them (the stream store takes
+each container's results; its rows are then those items'). A window run one container
 at a time (``engine: container``) writes each container's items and ``all_trades``.
 
 A container's results go through the store of the container's own resolved data flow
@@ -45,7 +53,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -69,6 +77,7 @@ from phasekit.stores.factory import (
     open_store,
 )
 from phasekit.stores.formats.arrow import ipc_file_bytes
+from phasekit.stores.ref import file_uri
 from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
 from phasekit.workflow.admf import PhaseAggregate, container_record, file_name, trade_records
 from phasekit.workflow.blocks import BlockJob, BlockOutcome, container_results, read_stream
@@ -183,6 +192,8 @@ class PhaseResults:
         self._block_tables: dict[str, dict[str, list[pa.Table]]] = {}
         self._block_writers: dict[str, dict[str, tuple[Any, pa.Schema]]] = {}
         self._block_rows: dict[str, int] = {}
+        self._table_uris: dict[str, str] = {}
+        self._persist_tables: set[str] = set()
 
     @property
     def mode(self) -> str:
@@ -208,13 +219,16 @@ class PhaseResults:
             container_id=container_id,
         )
 
-    def _place(self, folder: Path, window_id: Optional[str]) -> StorePlace:
+    def _place(
+        self, folder: Path, window_id: Optional[str], namespace: tuple[str, ...] = ()
+    ) -> StorePlace:
         return StorePlace(
             folder,
             self.run_id,
             self.phase,
             self._recorder(window_id),
             self.allow_pickle,
+            namespace=namespace,
             encryption=self.encryption,
         )
 
@@ -231,7 +245,10 @@ class PhaseResults:
             store = self._stores[key] = root.container(window_id, flow.memory_limit_bytes)
         elif store is None:
             folder = self._store_dir(window_id) / "containers"
-            store = self._stores[key] = open_store(flow, self._place(folder, window_id))
+            # a window's memory store is named after it: two windows' items (the same
+            # container ids in train and test) have two URIs
+            names = (window_id,) if window_id and flow.mode == "memory" else ()
+            store = self._stores[key] = open_store(flow, self._place(folder, window_id, names))
         return store
 
     def _persist_store(self, window_id: Optional[str], flow: DataFlow) -> FileStore:
@@ -334,6 +351,8 @@ class PhaseResults:
         trades = _trades_table(block.trades, job.symbol)
         plans = [self._plan(cid) for cid in job.container_ids]
         intervals = [p.snapshot_interval for p in plans]
+        if any(p.persist for p in plans):
+            self._persist_tables.add(key)
         equity = _equity_table(block.curves, block.ts, job.container_ids, intervals)
         if "container_results" in self.outputs:
             self._add_table(window_id, "containers", block.results)
@@ -348,7 +367,8 @@ class PhaseResults:
             self._put_items(window_id, block, trades, metrics)
             self.catalog.record_items(marker)
         elif "container_results" in self.outputs and not reused:
-            self._record_rows(window_id, job.container_ids, metrics, first, marker)
+            uri = self._table_uri(window_id, block.results)
+            self._record_rows(window_id, job.container_ids, metrics, first, uri, marker)
         else:
             self.catalog.record_items(marker)
         return metrics
@@ -420,13 +440,18 @@ class PhaseResults:
             outcome = self._read_block(window_id, job)
             if outcome is not None:
                 done[job.index] = outcome
-        kept = {cid for i in done for cid in blocks[i].container_ids}
+        by_index = {job.index: job for job in blocks}
+        kept = {cid for i in done for cid in by_index[i].container_ids}
         kept_markers = {block_entity(i) for i in done}
+        # only these blocks' rows: an earlier call in the window (a walk-forward
+        # window's train sets before its test set) keeps its own
+        mine = {cid for job in blocks for cid in job.container_ids}
+        names = {block_entity(job.index) for job in blocks}
         stale = [
             r.id
             for r in rows
-            if (r.entity_name in markers and r.entity_name not in kept_markers)
-            or (r.container_id is not None and r.container_id not in kept)
+            if (r.entity_name in names and r.entity_name not in kept_markers)
+            or (r.container_id in mine and r.container_id not in kept)
         ]
         if stale:
             self.catalog.delete_item_rows(stale)
@@ -450,11 +475,8 @@ class PhaseResults:
         return BlockOutcome(job, *parts)
 
     def _items_wanted(self, plans: list[ContainerPlan]) -> bool:
-        return (
-            "container_items" in self.outputs
-            or self._admf is not None
-            or any(p.flow.mode == "streaming" for p in plans)
-        )
+        modes = {p.flow.mode for p in plans}
+        return items_wanted(self.outputs, self._admf is not None, modes)
 
     def _record_rows(
         self,
@@ -462,10 +484,12 @@ class PhaseResults:
         container_ids: Sequence[str],
         metrics: list[dict[str, Any]],
         first: int,
+        uri: str,
         marker: Sequence[Any] = (),
     ) -> None:
         """A catalog row per container of a block (its metrics; where its row of the
-        window's ``containers`` table is), in one transaction."""
+        window's ``containers`` table is: the table and its item's ``uri``), in one
+        transaction."""
         from phasekit.catalog.rows import NewItem
 
         items = [
@@ -473,7 +497,7 @@ class PhaseResults:
                 process_id=self.run_id,
                 stage_name=self.phase,
                 entity_name=f"{cid}_results",
-                inline_data={"table": "containers", "row": first + i},
+                inline_data={"table": "containers", "row": first + i, "uri": uri},
                 metadata={
                     "container_id": cid,
                     "window_id": window_id,
@@ -518,12 +542,33 @@ class PhaseResults:
             )
 
     def _streams_tables(self, name: str) -> bool:
-        """A window table is streamed block by block to an Arrow file (the phase's format
-        is Arrow, unencrypted, unpartitioned, and no ``execution`` store takes trades);
-        it is gathered for the window's end otherwise."""
+        """A window table is streamed block by block to an Arrow file (it goes to a file,
+        the phase's format is Arrow, unencrypted, unpartitioned, and no ``execution``
+        store takes trades); it is gathered for the window's end otherwise."""
+        if window_table_store(self.flow.mode, name) != "file":
+            return False
         file = self.flow.file
         plain = self.encryption is None and file.format == "arrow" and not file.partition_by
         return plain and not (name == "trades" and self._role_plan("execution") is not None)
+
+    def _table_uri(self, window_id: Optional[str], table: pa.Table) -> str:
+        """The URI the window's ``containers`` table has (or will have once written at
+        the window's end): what its containers' catalog rows point at."""
+        key = window_id or ""
+        uri = self._table_uris.get(key)
+        if uri is None:
+            uri = self._table_uris[key] = self._locate_table(window_id, table)
+        return uri
+
+    def _locate_table(self, window_id: Optional[str], table: pa.Table) -> str:
+        name = "containers"
+        if window_table_store(self.flow.mode, name) != "file":
+            return self.store(window_id).uri(name)
+        if self._streams_tables(name):
+            return (self._dir(window_id) / f"{name}.arrow").resolve().as_uri()
+        meta = {"output_type": _TABLE_OUTPUTS[name]}
+        with open_file_store(self.flow.file, self._place(self._dir(window_id), window_id)) as files:
+            return file_uri(files.path_for(name, table, meta))
 
     def _add_table(self, window_id: Optional[str], name: str, table: pa.Table) -> None:
         key = window_id or ""
@@ -552,6 +597,9 @@ class PhaseResults:
         key = window_id or ""
         tables = self._block_tables.pop(key, {})
         self._block_rows.pop(key, None)
+        self._table_uris.pop(key, None)
+        persist = key in self._persist_tables
+        self._persist_tables.discard(key)
         uris: dict[str, str] = {}
         for name, (writer, _) in self._block_writers.pop(key, {}).items():
             info = writer.close()
@@ -566,6 +614,11 @@ class PhaseResults:
             plan = self._role_plan("execution") if name == "trades" else None
             if plan is not None:
                 uris[name] = self.store(window_id, plan.flow).put(name, table, meta).uri
+                continue
+            if window_table_store(self.flow.mode, name) != "file":
+                uris[name] = self.store(window_id).put(name, table, meta).uri
+                if persist:  # kept in memory, and written as its containers' items are
+                    self._persist_store(window_id, self.flow).put(name, table, meta)
                 continue
             place = self._place(self._dir(window_id), window_id)
             with open_file_store(self.flow.file, place) as files:
@@ -907,12 +960,29 @@ def block_marker(job: BlockJob) -> dict[str, Any]:
     return {"first": ids[0], "last": ids[-1], "containers": len(ids)}
 
 
+def items_wanted(outputs: Iterable[str], admf: bool, modes: Iterable[str]) -> bool:
+    """A block's containers get their own items (and no rows pointing at the window's
+    table): output ``container_items``, ``results.layout: admf`` (``admf``), or one of
+    the containers' data-flow ``modes`` is ``streaming`` (a stream store takes each
+    container's results while the phase runs)."""
+    return "container_items" in outputs or admf or "streaming" in modes
+
+
+def window_table_store(mode: str, name: str) -> str:
+    """Where a block window's table ``name`` goes under the phase's data-flow ``mode``:
+    ``containers`` and ``equity`` as items of the phase's ``memory`` or ``hybrid`` store,
+    files in the phase's file format otherwise (``file``, ``streaming``); ``trades``, like
+    a container window's ``all_trades``, is a phase file in every mode."""
+    return mode if name != "trades" and mode in ("memory", "hybrid") else "file"
+
+
 _TABLE_OUTPUTS = {
     "containers": "container_results",
     "trades": "trades",
     "equity": "equity_curves",
 }
 """The window tables of block windows and the output kind each one is."""
+WINDOW_TABLES: Mapping[str, str] = _TABLE_OUTPUTS
 
 
 def metric_names(columns: Sequence[str]) -> list[str]:

@@ -28,6 +28,7 @@ from phasekit.errors import ConfigError, WorkflowError
 from phasekit.objstore import CACHE_DIR
 from phasekit.workflow import analysis, concurrent, streamphase
 from phasekit.workflow.admf import admf_folder
+from phasekit.workflow.blocks import strategy_type_of
 from phasekit.workflow.executor import DataSpec, bars_for
 from phasekit.workflow.executors import BatchExecutor
 from phasekit.workflow.params import ParameterSpace
@@ -133,7 +134,7 @@ class Sequencer:
         data = params.data.model_dump(exclude_none=True) if params.data else {}
         spec = DataSpec.from_config(data)
         strategy = params.strategy
-        strategy_type = (strategy.type if strategy and strategy.type else None) or "sma_crossover"
+        strategy_type = strategy_type_of(params)
         base = dict(strategy.model_extra or {}) if strategy else {}
         selected = self._selected_from(phase.depends_on) if phase.depends_on else []
         if selected:
