@@ -8,6 +8,10 @@ Groups (``items`` = containers, i.e. parameter sets run):
   kernel call each, per-window tables) vs ``engine: container`` (one container at a
   time).
 
+* ``workflow:sweep``: the same sweep through ``phasekit.run`` in this process (imports
+  warm), rust and python backends, against vectorbt doing the same (the goal of issue
+  11: at most 1.0 s, at least 50x vectorbt, rust at least 5x python).
+
 * ``workflow:grid`` (2 workers) and ``workflow:grid-1-worker``: ``phasekit run
   examples/optimization_1000_containers.yaml``, 1,000 SMA sets over 100,000 minute bars,
   in a subprocess, ``--backend rust`` vs ``python``; ``extra_info`` has the peak RSS of
@@ -189,6 +193,41 @@ def test_sweep_engines(benchmark: Any, engine: str, tmp_path: Path) -> None:
         peak_rss_mb=round(max(rss), 1),
         best_sharpe=phase["best"]["metrics"]["sharpe_ratio"],
     )
+
+
+@pytest.mark.parametrize("impl", ["rust", "python", "vectorbt"])
+def test_sweep_in_process(benchmark: Any, impl: str, tmp_path: Path) -> None:
+    """``workflow:sweep``: :data:`SWEEP` through ``phasekit.run`` in this process (2
+    workers, block engine, results and catalog written; imports warm, as for vectorbt)
+    on each backend, against vectorbt computing the same grid's signals, portfolio with
+    fees and slippage, Sharpe, total return, drawdown and trade count
+    (``bench_kernel._vectorbt_all``, in chunks of 250 sets; ``kernel:block`` checks one
+    pair's trades equal)."""
+    benchmark.group = "workflow:sweep"
+    if impl == "vectorbt":
+        pytest.importorskip("vectorbt")
+        from bench_kernel import PAIRS, _vectorbt, _vectorbt_all
+
+        bars = bars_for(DataSpec.from_config(SWEEP["data"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _vectorbt(bars, PAIRS[:2])  # warm: numba compilation
+            stats = _rounds(benchmark, lambda: _vectorbt_all(bars), 1)
+        assert stats["trade_count"].shape == (1000,)
+    else:
+        from phasekit.workflow import run
+
+        def once() -> Any:
+            res = run(SWEEP, workers=2, results_dir=tempfile.mkdtemp(dir=tmp_path), backend=impl)
+            phase = res.phases["parameter_search"]
+            assert res.status == "completed" and phase.containers == 1000
+            res.close()
+            return res
+
+        if impl == "rust":
+            once()  # warm: imports, the bars' cache
+        _rounds(benchmark, once, 5 if impl == "rust" else 1)
+    benchmark.extra_info.update(items=1000, unit="containers", bars=100_000, impl=impl)
 
 
 # ---------------------------------------------------------------- the worker side
