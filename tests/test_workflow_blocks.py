@@ -194,6 +194,64 @@ def test_block_outcomes_are_arrow_streams_in_order() -> None:
         assert table.equals(alone)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_local_blocks_run_in_this_process_on_workers_threads(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import threading
+
+    import phasekit.workflow.blocks as blocks_module
+
+    ran: list[tuple[int, str]] = []
+    both = threading.Barrier(2, timeout=10) if workers == 2 else None
+    real = blocks_module.run_block_bars
+
+    def spy(bars: Any, job: BlockJob, backend: Any = None) -> Any:
+        ran.append((os.getpid(), threading.current_thread().name))
+        if both is not None and job.index < 2:
+            both.wait()  # the first two blocks run at once, or this times out
+        return real(bars, job, backend)
+
+    monkeypatch.setattr(blocks_module, "run_block_bars", spy)
+    ids = tuple(f"p_{i}" for i in range(len(SETS)))
+    tracers = (_tracer("default"),) * len(SETS)
+    blocks = [
+        BlockJob(
+            "w",
+            SPAN,
+            "sma_crossover",
+            (SETS[k],),
+            PORTFOLIO,
+            (ids[k],),
+            (tracers[k],),
+            "SYN",
+            index=k,
+        )
+        for k in range(4)
+    ]
+    executor = Executor(workers=workers)
+    try:
+        executor.start(containers=False)
+        outcomes = list(executor.map_blocks(SPEC, blocks))
+        assert executor._pool is None  # no worker process for blocks
+    finally:
+        executor.close()
+    assert [o.job.index for o in outcomes] == [0, 1, 2, 3]
+    assert {pid for pid, _ in ran} == {os.getpid()}
+    names = {name for _, name in ran}
+    if workers == 1:
+        assert names == {threading.current_thread().name}
+    else:
+        assert len(names) == 2 and all(n.startswith("phasekit-block") for n in names)
+        containers = Executor(workers=workers)
+        try:
+            containers.start()  # a run that may run containers starts its processes
+            assert containers._pool is not None
+        finally:
+            containers.close()
+
+
 def test_block_sizes() -> None:
     assert block_sizes(10, 2) == 10  # fewer sets than a block holds
     assert block_sizes(1000, 2) == 250  # at least 2 blocks per worker
