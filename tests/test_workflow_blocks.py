@@ -525,9 +525,9 @@ def test_ring_statistics_lines_equal_the_ring(backend_name: str, policy: str) ->
                     assert line.at(t) == got, (traced, is_open, t)
 
 
-def _big_config(results: Path) -> dict[str, Any]:
+def _big_config(results: Path, mode: str = "file") -> dict[str, Any]:
     """200 sets: two blocks of 100 with one worker."""
-    cfg = _config(results, "train_test")
+    cfg = _config(results, "train_test", data_flow={"mode": mode})
     cfg["data"] = {"n_bars": 600, "frequency": "1h", "seed": 5, "volatility": 0.004}
     cfg["parameter_space"] = {
         "strategy.fast": list(range(2, 22)),
@@ -543,8 +543,9 @@ run(json.loads(sys.argv[1]), workers=1)
 """
 
 
+@pytest.mark.parametrize("mode", ["file", "memory"])
 def test_resume_skips_the_blocks_a_killed_run_completed(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
     import logging
     import os
@@ -552,7 +553,7 @@ def test_resume_skips_the_blocks_a_killed_run_completed(
     import subprocess
     import sys
 
-    cfg = _big_config(tmp_path / "killed")
+    cfg = _big_config(tmp_path / "killed", mode)
     env = {**os.environ, "PHASEKIT_FAILPOINT": "blocks.after_block@1"}
     proc = subprocess.run(
         [sys.executable, "-c", KILL, json.dumps(cfg)], env=env, capture_output=True, text=True
@@ -564,14 +565,21 @@ def test_resume_skips_the_blocks_a_killed_run_completed(
     assert len([r for r in rows if r.container_id]) == 100  # the first block's rows
     with caplog.at_level(logging.INFO, logger="phasekit.workflow.results"):
         resumed = run(cfg, workers=1, resume=killed.process_id)
-    reference = run(_big_config(tmp_path / "whole"), workers=1)
+    reference = run(_big_config(tmp_path / "whole", mode), workers=1)
     try:
         assert resumed.metrics("search", "train").equals(reference.metrics("search", "train"))
     finally:
         resumed.close()
         reference.close()
     assert "window train: 1 block(s) reused" in caplog.text
-    for window in ("train", "test"):
+    if mode == "memory":  # the tables were items of the run's memory: their rows
+        with open_catalog(str(tmp_path / "killed")) as catalog:
+            items = catalog.list_items(killed.process_id, stage="search", entity="containers")
+        rows_of = {i.window_id: i.metadata["rows"] for i in items}
+        assert rows_of == {"train": 200, "test": 2}  # the reused block's rows too
+        assert all(i.data_reference.startswith("memory://") for i in items)
+        assert not list(resumed.run_dir.rglob("containers.arrow"))
+    for window in ("train", "test") if mode == "file" else ():
         got = feather.read_table(resumed.run_dir / "search" / window / "containers.arrow")
         want = feather.read_table(reference.run_dir / "search" / window / "containers.arrow")
         assert got.equals(want), window
@@ -663,3 +671,63 @@ def negated_sharpe(metrics: dict[str, Any]) -> float:
     """An objective as ``module:function`` (for the ranking test)."""
     value = metrics["sharpe_ratio"]
     return float("nan") if value is None else -float(value)
+
+
+def _tables_and_rows(res: Any) -> tuple[dict[str, Any], list[Any]]:
+    """The catalog rows of the run's window tables (by ``<window>/<table>``) and its
+    containers' rows."""
+    with open_catalog(res.catalog_url) as catalog:
+        items = catalog.list_items(res.run_id, states=("present", "released"))
+    tables = {
+        f"{i.window_id}/{i.entity_name}": i
+        for i in items
+        if i.entity_name in ("containers", "trades", "equity")
+    }
+    return tables, [i for i in items if i.container_id]
+
+
+@pytest.mark.parametrize("mode", ["file", "memory", "hybrid", "streaming"])
+def test_the_data_flow_decides_where_a_block_windows_tables_go(tmp_path: Path, mode: str) -> None:
+    cfg = _config(tmp_path, "train_test", data_flow={"mode": mode})
+    cfg["containers"] = {"portfolio_00001": TRACED}  # one traced curve: an equity table
+    res = run(cfg, workers=1)
+    res.close()
+    tables, rows = _tables_and_rows(res)
+    window = res.run_dir / "search" / "train"
+    files = {p.name for p in window.iterdir()}
+    assert "trades.arrow" in files  # trades are a phase file in every mode
+    assert tables["train/trades"].data_reference.startswith("file://")
+    if mode in ("file", "streaming"):
+        assert {"containers.arrow", "equity.arrow"} <= files
+        for name in ("containers", "equity"):
+            assert tables[f"train/{name}"].data_reference == (window / f"{name}.arrow").as_uri()
+    else:
+        assert not {"containers.arrow", "equity.arrow"} & files  # no files for them
+        for name in ("containers", "equity"):
+            item = tables[f"train/{name}"]
+            assert item.data_reference == f"memory://{res.run_id}/search/train/{name}"
+            assert item.format == mode  # memory, hybrid
+    if mode == "streaming":  # the stream store takes each container's results
+        assert {r.storage_type for r in rows} == {"reference"}
+        assert list((res.run_dir / "search" / "train" / "containers" / ".stream").rglob("*"))
+        return
+    # a row per container, inline, pointing at the containers item of its window
+    assert {r.storage_type for r in rows} == {"inline"}
+    for r in rows:
+        assert r.inline_data["uri"] == tables[f"{r.window_id}/containers"].data_reference
+
+
+@pytest.mark.parametrize(("limit_mb", "spilled"), [(0.001, True), (100, False)])
+def test_a_hybrid_block_window_keeps_its_tables_under_the_phase_budget(
+    tmp_path: Path, limit_mb: float, spilled: bool
+) -> None:
+    cfg = _config(
+        tmp_path, "single_pass", data_flow={"mode": "hybrid", "memory_limit_mb": limit_mb}
+    )
+    res = run(cfg, workers=1)
+    res.close()
+    summary = json.loads((res.run_dir / "search" / "phase_summary.json").read_text())
+    stats = summary["store_stats"]["-/hybrid"]
+    assert stats["items"] == 1  # the containers table (no equity traced, no items asked)
+    assert (stats["items_on_disk"] == 1) is spilled
+    assert not list((res.run_dir / "search").glob("containers.*"))

@@ -243,6 +243,7 @@ class PhaseResults:
             root = self.store(None, flow)
             assert isinstance(root, HybridStore)
             store = self._stores[key] = root.container(window_id, flow.memory_limit_bytes)
+            store.recorder = self._recorder(window_id)  # its items are the window's
         elif store is None:
             folder = self._store_dir(window_id) / "containers"
             # a window's memory store is named after it: two windows' items (the same
