@@ -238,12 +238,7 @@ class DaskExecutor:
                 taken = self._take(pending[0][0], shared)
                 if taken is None:  # the bars were lost with every worker that held them
                     reships += 1
-                    if reships > RESHIPS:
-                        raise WorkflowError(
-                            f"executor: the data window was lost with every Dask worker "
-                            f"{reships} times; the run can be resumed with --resume"
-                        )
-                    shared = self._shared(spec, again=True)
+                    shared = self._reship(spec, reships)
                     for i, (_, chunk) in enumerate(pending):
                         pending[i] = (send(chunk), chunk)
                     continue
@@ -266,6 +261,16 @@ class DaskExecutor:
         finally:
             for future, _ in pending:
                 future.cancel()
+
+    def _reship(self, spec: DataSpec, reships: int) -> Future:
+        """Ship the bars again after every copy was lost (the ``reships``-th time);
+        WorkflowError past :data:`RESHIPS`."""
+        if reships > RESHIPS:
+            raise WorkflowError(
+                f"executor: the data window was lost with every Dask worker "
+                f"{reships} times; the run can be resumed with --resume"
+            )
+        return self._shared(spec, again=True)
 
     def map_blocks(
         self,
@@ -301,12 +306,7 @@ class DaskExecutor:
                 taken = self._take(pending[0][0], shared)
                 if taken is None:
                     reships += 1
-                    if reships > RESHIPS:
-                        raise WorkflowError(
-                            f"executor: the data window was lost with every Dask worker "
-                            f"{reships} times; the run can be resumed with --resume"
-                        )
-                    shared = self._shared(spec, again=True)
+                    shared = self._reship(spec, reships)
                     for i, (_, block) in enumerate(pending):
                         pending[i] = (send(block), block)
                     continue
