@@ -22,7 +22,9 @@ import numpy as np
 from phasekit._pure.sim import equity_summary
 
 
-def _trade_metrics(pnl: np.ndarray) -> dict[str, Any]:
+def trade_metrics(pnl: np.ndarray) -> dict[str, Any]:
+    """``win_rate``, ``trade_count`` and ``profit_factor`` of closed trades' pnl (the
+    metrics a container's tracer and a block's rows share)."""
     count = int(pnl.shape[0])
     wins = float(pnl[pnl > 0].sum())
     losses = float(-pnl[pnl < 0].sum())
@@ -58,7 +60,7 @@ def compute_metrics(
         else 0.0,
         "final_equity": float(eq[-1]),
     }
-    out.update(_trade_metrics(np.asarray(trade_pnl, dtype=np.float64)))
+    out.update(trade_metrics(np.asarray(trade_pnl, dtype=np.float64)))
     return out
 
 
@@ -117,7 +119,7 @@ class StreamingMetrics:
             "exposure": self.bars_in_market / self.n if self.n else 0.0,
             "final_equity": self.last,
         }
-        out.update(_trade_metrics(np.asarray(self.pnl, dtype=np.float64)))
+        out.update(trade_metrics(np.asarray(self.pnl, dtype=np.float64)))
         return out
 
 

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import phasekit
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.block import BLOCK_KINDS, run_block, supports_block
-from phasekit.backtest.metrics import _trade_metrics
+from phasekit.backtest.metrics import trade_metrics
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.errors import ConfigError
 from phasekit.events import EventType
@@ -310,7 +310,7 @@ def event_stats(
             stats = ring.stats()
         for column, name in zip(out, EVENT_STATS):
             column[i] = int(stats[name])
-        for name, value in _trade_metrics(book_pnl[edges[i] : edges[i + 1]]).items():
+        for name, value in trade_metrics(book_pnl[edges[i] : edges[i + 1]]).items():
             folded[name].append(value)
     return out, _trade_columns(folded)
 
