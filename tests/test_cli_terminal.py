@@ -156,8 +156,12 @@ def test_no_progress_before_a_config_error(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_in_one_line_and_the_run_resumes(tmp_path: Path) -> None:
-    # 200 sets over 60,000 bars: a run of many seconds, so the interrupt lands mid-run
-    space = {"strategy.fast": {"range": [2, 42, 2]}, "strategy.slow": {"range": [50, 150, 10]}}
+    # 10,000 sets over 60,000 bars: blocks of up to 2,000 sets, a run of many seconds, so
+    # the interrupt lands mid-run (after the first block's rows, before the last block)
+    space = {
+        "strategy.fast": {"range": [2, 202, 2]},
+        "strategy.slow": {"range": [210, 1210, 10]},
+    }
     cfg = config(tmp_path, n_bars=60_000, space=space)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "COLUMNS": "80"}
     cmd = [sys.executable, "-m", "phasekit.cli", "run", str(cfg), "--workers", "2"]
