@@ -47,6 +47,9 @@ CONNECT_SECONDS = 30.0
 
 RESHIPS = 3
 """Times the client ships a data window again after every worker copy was lost."""
+RELEASE_SECONDS = 10.0
+"""How long the client waits for the workers to drop a released data window (they
+keep it, harmlessly, when they do not answer in time)."""
 
 FETCH_SECONDS = 300.0
 """How long a worker waits for the bars it fetches from a peer."""
@@ -363,8 +366,14 @@ class DaskExecutor:
         found[1].release()
         client = self._client
         try:
-            if client is not None:
-                client.run(forget_window, key, on_error="ignore")
+            if client is not None:  # at most RELEASE_SECONDS: a stuck worker holds no run up
+                client.sync(
+                    client._run,
+                    forget_window,
+                    key,
+                    on_error="ignore",
+                    callback_timeout=RELEASE_SECONDS,
+                )
         except Exception as exc:  # workers gone: their processes took the bars along
             log.debug("dask: cannot tell the workers to drop %s: %s", key, exc)
 
