@@ -2,7 +2,9 @@
 
 :func:`read_table` asks ``/items/{id}/data`` for an Arrow IPC stream. A body with a
 ``Content-Length`` (a stored Arrow file, sent as stored) is read straight into one
-pyarrow buffer and decoded in place: one copy out of the socket, none after. A body
+pyarrow buffer and decoded in place: one copy out of the socket, none after; the socket
+wakes the reader only once :data:`WAKE_BYTES` have arrived (SO_RCVLOWAT), so the copy
+goes in few large reads rather than one per loopback packet. A body
 without one (a re-encoded table, sent chunked) is decoded batch by batch as it arrives.
 Only the standard library's http.client and pyarrow are used (no extra needed). An error
 answer raises the :mod:`phasekit.errors` class the server names, with its message.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 from collections.abc import Sequence
 from urllib.parse import urlencode, urlsplit
 
@@ -26,6 +29,9 @@ log = logging.getLogger(__name__)
 SCHEMES = ("http", "https")
 """URL schemes :func:`read_table` speaks."""
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+WAKE_BYTES = 4 << 20
+"""Bytes of a body with a Content-Length that must have arrived before a read returns
+(SO_RCVLOWAT), but for its last WAKE_BYTES."""
 
 
 def read_table(
@@ -58,7 +64,8 @@ def read_table(
         length = response.getheader("Content-Length")
         if length is None:
             return pa.ipc.open_stream(pa.PythonFile(response, mode="r")).read_all()
-        return pa.ipc.open_stream(_read_into_buffer(response, int(length))).read_all()
+        body = _read_into_buffer(response, int(length), conn.sock)
+        return pa.ipc.open_stream(body).read_all()
     except TimeoutError:
         raise errors.Timeout(
             f"the server at {url} did not answer within {timeout} s (timeout)"
@@ -78,19 +85,46 @@ def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
 
 
-def _read_into_buffer(response: http.client.HTTPResponse, size: int) -> pa.Buffer:
-    """The body, read into one buffer of pyarrow's memory pool."""
+def _read_into_buffer(
+    response: http.client.HTTPResponse, size: int, sock: socket.socket | None
+) -> pa.Buffer:
+    """The body, read into one buffer of pyarrow's memory pool. ``sock``: the connection's
+    socket, asked to wake this reader only once :data:`WAKE_BYTES` have arrived (fewer,
+    larger reads than one per loopback packet) until the body's last WAKE_BYTES, read
+    without it (a wait for bytes that never come would end only at the timeout)."""
     buffer = pa.allocate_buffer(size)
     view = memoryview(buffer).cast("B")
     got = 0
-    while got < size:
-        n = response.readinto(view[got:])
+    if sock is not None and size > 2 * WAKE_BYTES and _set_lowat(sock, WAKE_BYTES):
+        got = _fill(response, view, got, size - WAKE_BYTES)
+        _set_lowat(sock, 1)
+    _fill(response, view, got, size)
+    return buffer
+
+
+def _fill(response: http.client.HTTPResponse, view: memoryview, got: int, end: int) -> int:
+    """``view[got:end]`` read from the body; ``end``."""
+    while got < end:
+        n = response.readinto(view[got:end])
         if not n:
             raise errors.CorruptDataError(
-                f"the server's answer ended after {got} of its {size} bytes"
+                f"the server's answer ended after {got} of its {len(view)} bytes"
             )
         got += n
-    return buffer
+    return got
+
+
+def _set_lowat(sock: socket.socket, wanted: int) -> bool:
+    """Ask ``sock`` to wake a reader once ``wanted`` bytes are queued; False when the
+    platform cannot."""
+    option = getattr(socket, "SO_RCVLOWAT", None)
+    if option is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, wanted)
+    except OSError:
+        return False
+    return True
 
 
 def _error(status: int, body: bytes) -> PhasekitError:
