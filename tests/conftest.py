@@ -13,6 +13,8 @@ import pytest
 import phasekit
 from phasekit.backend import backend_module
 
+pytest.register_assert_rewrite("s3_util")  # its checks are imported by the test modules
+
 BACKEND_NAMES = ("rust", "python")
 
 

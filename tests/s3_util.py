@@ -3,10 +3,13 @@ port), with the client settings a test needs in its environment (and only there)
 
 from __future__ import annotations
 
+import io
+import json
 import secrets
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -23,11 +26,67 @@ class S3Server:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
+    def polars_options(self) -> dict[str, str]:
+        """``storage_options`` for polars' own object store reader (``pl.read_ipc("s3://...")``)."""
+        env = self.env()
+        return {
+            "aws_endpoint_url": self.endpoint,
+            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+            "aws_region": env["AWS_DEFAULT_REGION"],
+            "aws_allow_http": "true",
+        }
+
+
+class Breaks(io.BytesIO):
+    """A source that fails after its first part was read (a disk error mid-upload)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        if self.reads > 1:
+            raise OSError(5, "Input/output error")
+        return super().read(size)
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *args: str, ok: bool = True) -> Any:
+    """The ``--json`` answer of a phasekit command (which must succeed when ``ok``)."""
+    from phasekit.cli import main
+
+    capsys.readouterr()
+    status = main([*args, "--json"])
+    assert status == 0 or not ok, status
+    return json.loads(capsys.readouterr().out)
+
+
+def corrupt_and_check(
+    capsys: pytest.CaptureFixture[str], bucket: str, key: str, item_id: int, where: list[str]
+) -> None:
+    """Flip the last byte of object ``key``: ``show --verify`` of its item fails on the
+    checksum and ``doctor`` reports it ``corrupt_file``."""
+    import boto3
+
+    from phasekit.cli import main
+
+    client = boto3.client("s3")
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=key, Body=body[:-1] + bytes([body[-1] ^ 0xFF]))
+    capsys.readouterr()
+    assert main(["show", str(item_id), "--verify", *where]) != 0
+    assert "fails its checksum" in capsys.readouterr().err
+    report = cli_json(capsys, "doctor", *where, ok=False)
+    assert [f["kind"] for f in report["findings"] if f.get("item_id") == item_id] == [
+        "corrupt_file"
+    ]
 
 
 @pytest.fixture(scope="session")

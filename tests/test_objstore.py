@@ -6,7 +6,6 @@ by pyarrow, polars and DuckDB and checked by the catalog commands."""
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -37,6 +36,7 @@ from phasekit.objstore import (
     storage_schemes,
 )
 from phasekit.workflow.run import resolve_target
+from s3_util import Breaks, cli_json, corrupt_and_check
 
 if TYPE_CHECKING:
     from s3_util import S3Server
@@ -115,20 +115,6 @@ def test_put_read_and_a_corrupt_object(bucket: str, tmp_path: Path) -> None:
     assert not root.exists("run/y.bin")
 
 
-class _Breaks(io.BytesIO):
-    """A source that fails after its first part was read (a disk error mid-upload)."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.reads = 0
-
-    def read(self, size: int | None = -1) -> bytes:
-        self.reads += 1
-        if self.reads > 1:
-            raise OSError(5, "Input/output error")
-        return super().read(size)
-
-
 def _pending_uploads(bucket: str) -> list[Any]:
     return list(boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
@@ -136,7 +122,7 @@ def _pending_uploads(bucket: str) -> list[Any]:
 def test_a_failure_mid_upload_leaves_no_object(bucket: str) -> None:
     root = ObjectRoot(bucket, "p")
     data = bytes(range(256)) * ((PART_BYTES + (1 << 20)) // 256)
-    source = _Breaks(data)
+    source = Breaks(data)
     with pytest.raises(StorageError, match="no object was made visible"):
         root.put_stream("big.bin", source, None)
     assert source.reads == 2  # the first part went up before the failure
@@ -229,17 +215,13 @@ def test_bare_fsspec_urls_name_object_storage(monkeypatch: pytest.MonkeyPatch) -
     assert not {"file", "local", "http", "zip"} & set(storage_schemes())
     monkeypatch.setitem(sys.modules, "fsspec", None)  # without fsspec: S3 only
     assert storage_schemes() == ("s3",)
-    with pytest.raises(InvalidArgument, match="allowed: BUCKET/PREFIX under s3:// or"):
+    with pytest.raises(
+        InvalidArgument, match="allowed: a folder path, or BUCKET/PREFIX under s3://, f"
+    ):
         ObjectRoot.from_url("memory://bkt/p")
 
 
 # ---------------------------------------------------------------- a full run
-
-
-def _cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
-    capsys.readouterr()
-    assert main([*args, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
 
 
 def _s3fs(server: S3Server) -> pafs.S3FileSystem:
@@ -272,9 +254,9 @@ def test_phasekit_run_with_results_on_s3(
         == 0
     )
     where = ["--results-dir", str(local)]
-    (run_row,) = _cli_json(capsys, "runs", *where)
+    (run_row,) = cli_json(capsys, "runs", *where)
     assert run_row["results_dir"] == url
-    items = _cli_json(capsys, "ls", "latest", *where)
+    items = cli_json(capsys, "ls", "latest", *where)
     refs = [i["data_reference"] for i in items if i["data_reference"]]
     objects = [r for r in refs if r.startswith("s3://")]
     assert objects and not [r for r in refs if r.startswith("file://")]
@@ -301,13 +283,7 @@ def test_phasekit_run_with_results_on_s3(
 
     frame = pl.read_ipc(
         first["data_reference"],
-        storage_options={
-            "aws_endpoint_url": s3_env.endpoint,
-            "aws_access_key_id": s3_env.env()["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": s3_env.env()["AWS_SECRET_ACCESS_KEY"],
-            "aws_region": "us-east-1",
-            "aws_allow_http": "true",
-        },
+        storage_options=s3_env.polars_options(),
     )
     assert frame.height == table.num_rows
     import duckdb
@@ -319,14 +295,14 @@ def test_phasekit_run_with_results_on_s3(
     assert con.execute("SELECT count(*) FROM results").fetchall() == [(table.num_rows,)]
 
     # the catalog commands: show --verify, doctor; a corrupt object is found
-    shown = _cli_json(capsys, "show", str(first["id"]), "--verify", *where)
+    shown = cli_json(capsys, "show", str(first["id"]), "--verify", *where)
     assert shown["verified"] == "ok"
-    assert _cli_json(capsys, "doctor", *where)["ok"] is True
+    assert cli_json(capsys, "doctor", *where)["ok"] is True
     # du counts the objects' bytes; export fetches, verifies and copies them
     stored = {i["data_reference"]: i["size_bytes"] for i in items if i in _objects(items)}
-    assert _cli_json(capsys, "du", *where)["total_bytes"] == sum(stored.values())
+    assert cli_json(capsys, "du", *where)["total_bytes"] == sum(stored.values())
     out = tmp_path / "export"
-    exported = _cli_json(capsys, "export", "latest", "--to", str(out), *where)
+    exported = cli_json(capsys, "export", "latest", "--to", str(out), *where)
     by_source = {e["source"]: e for e in exported["exported"]}
     assert set(stored) <= set(by_source)
     copy = out / by_source[first["data_reference"]]["target"]
@@ -335,25 +311,17 @@ def test_phasekit_run_with_results_on_s3(
     # an object no row names (an upload whose row never came) is reported, left alone
     stray = f"team/results/{run_row['process_id']}/optimization/stray.arrow"
     client.put_object(Bucket=bucket, Key=stray, Body=b"x")
-    report = _cli_json(capsys, "doctor", *where)
+    report = cli_json(capsys, "doctor", *where)
     unreferenced = [f["path"] for f in report["findings"] if f["kind"] == "unreferenced_object"]
     assert report["ok"] is True and unreferenced == [f"s3://{bucket}/{stray}"]
     client.delete_object(Bucket=bucket, Key=stray)
     key = first["data_reference"][len(f"s3://{bucket}/") :]
-    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    client.put_object(Bucket=bucket, Key=key, Body=body[:-1] + bytes([body[-1] ^ 0xFF]))
-    capsys.readouterr()
-    assert main(["show", str(first["id"]), "--verify", *where]) != 0
-    assert "fails its checksum" in capsys.readouterr().err
-    report = _cli_json_status(capsys, ["doctor", *where])
-    assert [f["kind"] for f in report["findings"] if f.get("item_id") == first["id"]] == [
-        "corrupt_file"
-    ]
+    corrupt_and_check(capsys, bucket, key, first["id"], where)
     # cleanup removes the objects (and the manifests with them) along with the rows
-    removal = _cli_json(capsys, "cleanup", "--policy", "keep_none", *where)["removal"]
+    removal = cli_json(capsys, "cleanup", "--policy", "keep_none", *where)["removal"]
     assert removal["failed"] == [] and len(removal["removed"]) == len(items)
     assert client.list_objects_v2(Bucket=bucket).get("Contents", []) == []
-    assert _cli_json(capsys, "ls", "latest", *where) == []
+    assert cli_json(capsys, "ls", "latest", *where) == []
 
 
 def test_run_result_loads_its_objects(
@@ -445,18 +413,18 @@ def test_doctor_repair_deletes_old_unreferenced_objects_of_a_run_only(
 
     recorded = keys() - {stray, in_flight, *outside}
     where = ["--results-dir", str(local)]
-    report = _cli_json(capsys, "doctor", "--repair", *where)  # the default grace: an hour
+    report = cli_json(capsys, "doctor", "--repair", *where)  # the default grace: an hour
     found = _unreferenced(report)
     assert list(found) == [f"s3://{bucket}/{stray}"]  # the live run's young upload: unseen
     assert found[f"s3://{bucket}/{stray}"]["repaired"] is False
     assert "younger than the grace of 3600 s" in found[f"s3://{bucket}/{stray}"]["action"]
     assert keys() == recorded | {stray, in_flight, *outside}
-    report = _cli_json(capsys, "doctor", "--repair", "--object-grace", "0", *where)
+    report = cli_json(capsys, "doctor", "--repair", "--object-grace", "0", *where)
     found = _unreferenced(report)
     assert set(found) == {f"s3://{bucket}/{stray}", f"s3://{bucket}/{in_flight}"}
     assert all(f["repaired"] and f["action"].startswith("deleted") for f in found.values())
     assert keys() == recorded | set(outside)  # every recorded object and the others stay
-    report = _cli_json(capsys, "doctor", *where)
+    report = cli_json(capsys, "doctor", *where)
     assert report["ok"] is True and not _unreferenced(report)
 
 
@@ -605,7 +573,7 @@ def test_fsspec_upload_is_all_or_nothing(memfs: Any) -> None:
     root = ObjectRoot.from_url("fsspec+memory://phasekit-test/p")
     data = bytes(range(256)) * ((PART_BYTES + (1 << 20)) // 256)
     with pytest.raises(StorageError, match="no object was made visible"):
-        root.put_stream("big.bin", _Breaks(data), None)
+        root.put_stream("big.bin", Breaks(data), None)
     assert not root.exists("big.bin") and not memfs.exists("/phasekit-test/p/big.bin")
     with pytest.raises(CorruptDataError):
         root.put_stream("big.bin", io.BytesIO(data), "crc32:00000000")
@@ -654,9 +622,3 @@ def test_run_on_an_fsspec_filesystem(memfs: Any, tmp_path: Path, given: str) -> 
             catalog.verify_item(arrow)
     finally:
         result.close()
-
-
-def _cli_json_status(capsys: pytest.CaptureFixture[str], args: list[str]) -> Any:
-    capsys.readouterr()
-    main([*args, "--json"])
-    return json.loads(capsys.readouterr().out)

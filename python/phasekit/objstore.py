@@ -12,12 +12,15 @@ URLs: a ``results_dir`` may be ``s3://`` (:data:`OBJECT_SCHEMES`, S3 through bot
 URL of any protocol fsspec's registry knows (``memory://``, ``gs://``, ``abfs://``,
 ``hdfs://``...: :func:`storage_schemes`; pyarrow.fs's URI schemes ``gs``, ``hdfs`` and
 ``abfs`` are among them) or ``fsspec+PROTOCOL://`` (:data:`FSSPEC_PREFIX`, the same
-filesystem). A bare fsspec URL is recorded in its prefixed form (``memory://b/p`` becomes
+filesystem), or ``pyarrow+SCHEME://`` (:data:`PYARROW_PREFIX`, SCHEME one of
+:data:`PYARROW_SCHEMES`): the filesystem ``pyarrow.fs.FileSystem.from_uri`` opens for
+``SCHEME://`` (pyarrow's own S3, GCS, Azure and HDFS clients, no fsspec needed). A bare fsspec URL is recorded in its prefixed form (``memory://b/p`` becomes
 ``fsspec+memory://b/p``, :meth:`ObjectRoot.from_url`), so the references in catalog rows
-(:func:`is_object_url`) are only ``s3://`` and ``fsspec+...://`` and never one of
+(:func:`is_object_url`) are only ``s3://``, ``fsspec+...://`` and ``pyarrow+...://``, never one of
 phasekit's own reference schemes (``memory://``, ``file://``, ``stream://``). The endpoint, region and credentials come
 from the environment as for any AWS client (``AWS_ENDPOINT_URL``,
-``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``).
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``); pyarrow's S3
+client reads the same variables.
 
 Containment: a key phasekit builds from a manifest, a catalog row or a name is
 relative to the root's prefix and may hold no empty, ``.`` or ``..`` segment, no
@@ -32,9 +35,11 @@ import logging
 import os
 import posixpath
 import re
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +65,16 @@ FSSPEC_PREFIX = "fsspec+"
 """``fsspec+PROTOCOL://bucket/prefix`` names storage through fsspec's PROTOCOL filesystem
 (``fsspec+memory://``, ``fsspec+gcs://``...): the prefix keeps fsspec's own schemes apart
 from phasekit's reference schemes (``memory://``, ``file://``, ``stream://``)."""
+PYARROW_PREFIX = "pyarrow+"
+"""``pyarrow+SCHEME://bucket/prefix`` names storage through the filesystem pyarrow.fs opens
+for ``SCHEME://bucket/prefix`` (``pyarrow.fs.FileSystem.from_uri``)."""
+PYARROW_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
+"""The schemes a ``pyarrow+`` URL may have: pyarrow.fs's remote filesystems (its ``file``
+and ``local`` are a local folder, give its path; its ``mock`` lives in one process)."""
+OBJECT_PREFIXES = (FSSPEC_PREFIX, PYARROW_PREFIX)
+"""The prefixes of a scheme that names the library a filesystem is opened through."""
+LOCAL_SCHEMES = frozenset({"file", "local", "asynclocal"})
+"""Schemes of a local folder (refused as URLs: a folder is given by its path)."""
 PART_BYTES = 8 << 20
 """Objects up to this size are one ``PutObject``; larger ones are multipart uploads of
 parts this size (S3 needs at least 5 MiB per part but the last)."""
@@ -67,7 +82,7 @@ CACHE_DIR = ".phasekit-objects"
 """The folder (in a run's local folder) where objects a run reads back are fetched to."""
 NOT_STORAGE = frozenset(
     {
-        *("file", "local", "asynclocal"),  # a local folder: give its path
+        *LOCAL_SCHEMES,  # a local folder: give its path
         *("cached", "filecache", "simplecache", "blockcache", "dir", "generic", "reference"),
         *("async_wrapper", "asyncwrapper"),  # wrappers of another filesystem
         *("http", "https", "data", "zip", "tar", "libarchive", "github", "gist", "git"),
@@ -84,15 +99,34 @@ def url_scheme(text: str) -> Optional[str]:
     return match.group(1).lower() if match else None
 
 
+def _unprefixed(scheme: str, prefix: str) -> Optional[str]:
+    """The scheme after ``prefix`` (``fsspec+gcs`` -> ``gcs``); None without it."""
+    if scheme.startswith(prefix) and len(scheme) > len(prefix):
+        return scheme[len(prefix) :]
+    return None
+
+
 def is_object_url(text: object) -> bool:
     """True when ``text`` is a URL of object storage: a scheme of :data:`OBJECT_SCHEMES`,
-    or ``fsspec+PROTOCOL`` (any fsspec filesystem)."""
+    ``fsspec+PROTOCOL`` (any fsspec filesystem) or ``pyarrow+SCHEME`` (SCHEME one of
+    :data:`PYARROW_SCHEMES`)."""
     scheme = url_scheme(text) if isinstance(text, str) else None
     if scheme is None:
         return False
-    return scheme in OBJECT_SCHEMES or (
-        scheme.startswith(FSSPEC_PREFIX) and len(scheme) > len(FSSPEC_PREFIX)
+    return (
+        scheme in OBJECT_SCHEMES
+        or _unprefixed(scheme, FSSPEC_PREFIX) is not None
+        or _unprefixed(scheme, PYARROW_PREFIX) in PYARROW_SCHEMES
     )
+
+
+def names_local(text: str) -> bool:
+    """True when ``text`` is a URL of a local folder (``file://``, ``pyarrow+file://``,
+    ``fsspec+local://``...): such a results_dir is given by its path."""
+    scheme = url_scheme(text) or ""
+    for prefix in OBJECT_PREFIXES:
+        scheme = _unprefixed(scheme, prefix) or scheme
+    return scheme in LOCAL_SCHEMES
 
 
 def storage_schemes() -> tuple[str, ...]:
@@ -110,9 +144,11 @@ def storage_schemes() -> tuple[str, ...]:
 def allowed_storage() -> str:
     """The forms of an object storage ``results_dir``, for error messages."""
     bare = ", ".join(f"{s}://" for s in storage_schemes())
+    arrow = ", ".join(PYARROW_SCHEMES)
     return (
-        f"BUCKET/PREFIX under {bare} or {FSSPEC_PREFIX}PROTOCOL:// (PROTOCOL one of the "
-        "same fsspec protocols)"
+        f"BUCKET/PREFIX under {bare}, {FSSPEC_PREFIX}PROTOCOL:// (PROTOCOL one of the "
+        f"same fsspec protocols) or {PYARROW_PREFIX}SCHEME:// (pyarrow.fs; SCHEME one of "
+        f"{arrow})"
     )
 
 
@@ -123,6 +159,15 @@ def is_storage_url(text: object) -> bool:
     if scheme is None:
         return False
     return is_object_url(text) or scheme in storage_schemes()
+
+
+def not_storage(url: str) -> str:
+    """Why ``url`` is no ``results_dir``, naming what is allowed (for error messages)."""
+    hint = " (it names a local folder: give the folder's path instead)" if names_local(url) else ""
+    return (
+        f"results_dir {url!r} is a URL of no storage phasekit writes to{hint}; allowed: a "
+        f"folder path, or {allowed_storage()}"
+    )
 
 
 def check_relative(rel: str, what: str) -> str:
@@ -297,6 +342,87 @@ class _Fsspec:
                 yield full[len(bucket) + 1 :], _modified(found[path])
 
 
+class _Pyarrow:
+    """The filesystem ``pyarrow.fs.FileSystem.from_uri`` opens for ``SCHEME://BUCKET``,
+    bound to that bucket (its paths are ``<bucket path>/<key>``).
+
+    pyarrow offers no way to abandon an output stream from Python: closing one (even by
+    dropping it) completes the upload. So the bytes are read and checked before the stream
+    opens (held in memory up to :data:`PART_BYTES`, spooled to a local temporary file
+    beyond) and sent by one write: a read error or a checksum mismatch opens nothing, and
+    a failed write fails the stream's close, which then completes nothing."""
+
+    def __init__(self, scheme: str, bucket: str) -> None:
+        import pyarrow.fs as pafs
+
+        self._fs_mod = pafs
+        try:
+            self.fs, base = pafs.FileSystem.from_uri(f"{scheme}://{bucket}/")
+        except (OSError, ValueError, ImportError) as exc:
+            raise InvalidArgument(
+                f"pyarrow.fs cannot open {PYARROW_PREFIX}{scheme}://{bucket}: {exc}"
+            ) from exc
+        self.base = base.rstrip("/")
+
+    def _path(self, key: str) -> str:
+        return f"{self.base}/{key}"
+
+    def put(self, bucket: str, key: str, source: BinaryIO, check: Check) -> int:
+        with _checked_bytes(source, check) as (data, size):
+            out = self.fs.open_output_stream(self._path(key))
+            try:
+                out.write(data)
+            finally:
+                out.close()
+        return size
+
+    def get(self, bucket: str, key: str) -> bytes:
+        with self.fs.open_input_stream(self._path(key)) as fh:
+            return bytes(fh.read())
+
+    def exists(self, bucket: str, key: str) -> bool:
+        found = self.fs.get_file_info(self._path(key))
+        return bool(found.type == self._fs_mod.FileType.File)
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.fs.delete_file(self._path(key))
+
+    def entries(self, bucket: str, prefix: str) -> Iterator[tuple[str, Optional[float]]]:
+        head = f"{self.base}/"
+        folder = (head + prefix).rstrip("/")
+        chosen = self._fs_mod.FileSelector(folder, recursive=True, allow_not_found=True)
+        found = [i for i in self.fs.get_file_info(chosen) if i.type == self._fs_mod.FileType.File]
+        for info in sorted(found, key=lambda i: str(i.path)):
+            path = str(info.path)
+            if path.startswith(head):  # directories (S3 folder markers) are not objects
+                yield path[len(head) :], _epoch(info.mtime)
+
+
+@contextmanager
+def _checked_bytes(source: BinaryIO, check: Check) -> Iterator[tuple[object, int]]:
+    """All of ``source`` once ``check`` accepted its CRC-32: bytes up to
+    :data:`PART_BYTES`, else a memory map of a temporary file it was spooled to."""
+    first = source.read(PART_BYTES)
+    if len(first) < PART_BYTES:
+        check(zlib.crc32(first))
+        yield first, len(first)
+        return
+    import pyarrow as pa
+
+    with tempfile.NamedTemporaryFile(prefix="phasekit-upload-") as spool:
+        crc = size = 0
+        chunk = first
+        while chunk:
+            crc = zlib.crc32(chunk, crc)
+            spool.write(chunk)
+            size += len(chunk)
+            chunk = source.read(PART_BYTES)
+        spool.flush()
+        check(crc)
+        with pa.memory_map(spool.name) as mapped:
+            yield mapped.read_buffer(), size
+
+
 _TIME_FIELDS = ("mtime", "LastModified", "last_modified", "modified", "updated", "created")
 """Where fsspec filesystems put an entry's modification time (the first found is used)."""
 
@@ -328,7 +454,8 @@ def _epoch(value: object) -> Optional[float]:
 @dataclass
 class ObjectRoot:
     """``s3://bucket/prefix`` (or ``fsspec+PROTOCOL://bucket/prefix``, also written
-    ``PROTOCOL://bucket/prefix``): the root every key of a run's results lies under."""
+    ``PROTOCOL://bucket/prefix``, or ``pyarrow+SCHEME://bucket/prefix``): the root every key
+    of a run's results lies under."""
 
     bucket: str
     prefix: str
@@ -341,9 +468,7 @@ class ObjectRoot:
         ``fsspec+`` prefix (``memory://b/p`` -> ``fsspec+memory://b/p``)."""
         scheme = url_scheme(url) if isinstance(url, str) else None
         if not is_storage_url(url) or scheme is None:
-            raise InvalidArgument(
-                f"results_dir {url!r} is not an object storage URL; allowed: {allowed_storage()}"
-            )
+            raise InvalidArgument(not_storage(str(url)))
         if not is_object_url(url):
             scheme = FSSPEC_PREFIX + scheme
         parts = urlsplit(url)
@@ -384,8 +509,11 @@ class ObjectRoot:
     @property
     def transport(self) -> _Transport:
         if self._transport is None:
+            arrow = _unprefixed(self.scheme, PYARROW_PREFIX)
             if self.scheme.startswith(FSSPEC_PREFIX):
                 self._transport = _fsspec(self.scheme[len(FSSPEC_PREFIX) :])
+            elif arrow is not None:
+                self._transport = _Pyarrow(arrow, self.bucket)
             else:
                 self._transport = _S3()
         return self._transport
@@ -493,15 +621,21 @@ def _fsspec(protocol: str) -> _Fsspec:
 __all__ = [
     "CACHE_DIR",
     "FSSPEC_PREFIX",
+    "LOCAL_SCHEMES",
     "NOT_STORAGE",
+    "OBJECT_PREFIXES",
     "OBJECT_SCHEMES",
     "PART_BYTES",
+    "PYARROW_PREFIX",
+    "PYARROW_SCHEMES",
     "ObjectRoot",
     "allowed_storage",
     "check_relative",
     "is_object_url",
     "is_storage_url",
     "manifest_of",
+    "names_local",
+    "not_storage",
     "refuse",
     "storage_schemes",
     "url_scheme",

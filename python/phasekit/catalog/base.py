@@ -69,7 +69,7 @@ from phasekit.errors import (
     UnknownKey,
     UnsafePath,
 )
-from phasekit.objstore import FSSPEC_PREFIX, OBJECT_SCHEMES, ObjectRoot, is_object_url
+from phasekit.objstore import OBJECT_PREFIXES, OBJECT_SCHEMES, ObjectRoot, is_object_url
 from phasekit.paths import contained
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ log = logging.getLogger("phasekit.catalog")
 INLINE_MAX_BYTES = 64 * 1024
 LISTED_STATES = ("present", "missing", "corrupt", "released")
 MEMORY_PREFIX = "memory://"
-STORED_PREFIXES = ("file://", *(f"{scheme}://" for scheme in OBJECT_SCHEMES), FSSPEC_PREFIX)
+STORED_PREFIXES = ("file://", *(f"{scheme}://" for scheme in OBJECT_SCHEMES), *OBJECT_PREFIXES)
 """References whose bytes a run stored (files and objects): what ``usage`` counts."""
 _CHECKSUM = re.compile(r"^crc32:[0-9a-f]{8}$")
 _CHUNK = 500

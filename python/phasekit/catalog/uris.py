@@ -2,9 +2,10 @@
 
 A data reference is the URI a store returned: ``file:///abs/path`` for files and folders
 on disk, ``memory://run/phase/key`` for values held by a running process and
-``stream://...`` for streams, and ``s3://bucket/key`` (or ``fsspec+PROTOCOL://...``) for
-objects of a run whose results live on object storage (:mod:`phasekit.objstore`). ``file://`` and object references
-point at bytes the catalog can check.
+``stream://...`` for streams, and ``s3://bucket/key`` (or ``fsspec+PROTOCOL://...``,
+``pyarrow+SCHEME://...``) for objects of a run whose results live on object storage
+(:mod:`phasekit.objstore`). ``file://`` and object references point at bytes the catalog
+can check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from phasekit.errors import CatalogError
-from phasekit.objstore import FSSPEC_PREFIX, OBJECT_SCHEMES, is_object_url
+from phasekit.objstore import FSSPEC_PREFIX, OBJECT_SCHEMES, PYARROW_PREFIX, is_object_url
 
 CATALOG_FILENAME = "catalog.sqlite"
 CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres")
@@ -123,7 +124,7 @@ def check_reference(reference: str) -> str:
         raise CatalogError(
             f"data reference {reference!r} has an unsupported scheme; allowed: "
             + ", ".join(f"{s}://" for s in REFERENCE_SCHEMES)
-            + f", {FSSPEC_PREFIX}PROTOCOL://"
+            + f", {FSSPEC_PREFIX}PROTOCOL://, {PYARROW_PREFIX}SCHEME://"
         )
     if scheme == "file":
         path = uri_to_path(reference)

@@ -64,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--results-dir",
-        help="where results and the catalog go (a folder, or s3://BUCKET/PREFIX or any fsspec "
-        "URL such as gs://BUCKET/PREFIX, with --local-dir)",
+        help="where results and the catalog go (a folder, or s3://BUCKET/PREFIX, any fsspec "
+        "URL such as gs://BUCKET/PREFIX, or pyarrow+SCHEME://BUCKET/PREFIX through pyarrow.fs, "
+        "with --local-dir)",
     )
     p.add_argument(
         "--local-dir",

@@ -22,7 +22,7 @@ import phasekit
 from phasekit.catalog.liveness import RunLock, sweep_dead_files
 from phasekit.catalog.publish import PublishingCatalog
 from phasekit.errors import CatalogError, ConfigError, UnknownKey
-from phasekit.objstore import ObjectRoot, allowed_storage, is_storage_url, refuse, url_scheme
+from phasekit.objstore import ObjectRoot, is_storage_url, not_storage, refuse, url_scheme
 from phasekit.stores.sealed import read_plain
 from phasekit.workflow.admf import check_admf_target
 from phasekit.workflow.builtin import (
@@ -190,10 +190,7 @@ def resolve_target(
             )
         runtime["results_dir"] = str(local_dir)
     elif url_scheme(str(target or "")) is not None:
-        raise ConfigError(
-            f"results_dir {target!r} is a URL of no storage phasekit writes to; allowed: a "
-            f"folder path, or {allowed_storage()}"
-        )
+        raise ConfigError(not_storage(str(target)))
     elif local_dir is not None:
         raise ConfigError(
             f"local_dir {local_dir!r} is only used with results_dir on object storage "
