@@ -10,6 +10,7 @@ the ``report`` extra (``pip install 'phasekit[report]'``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -22,10 +23,11 @@ from phasekit.report.sections import Section, build_sections
 log = logging.getLogger(__name__)
 
 
-def render_report(source: CatalogSource, run_id: str) -> str:
+def render_report(source: CatalogSource, run_id: str, catalog_label: str | None = None) -> str:
     """The HTML report of run ``run_id`` (``latest`` for the newest) of the catalog
     ``source``: an open :class:`~phasekit.catalog.Catalog` (left open), a results folder,
-    a catalog file or a catalog URL.
+    a catalog file or a catalog URL. ``catalog_label``: shown as the catalog instead of
+    its URL (the server's page names no path of the server).
 
     Raises :class:`phasekit.errors.UnknownKey` naming a run the catalog does not hold,
     :class:`phasekit.errors.MissingDependency` without plotly.
@@ -36,6 +38,8 @@ def render_report(source: CatalogSource, run_id: str) -> str:
     finally:
         if opened:
             catalog.close()
+    if catalog_label is not None:
+        data = dataclasses.replace(data, catalog_url=catalog_label)
     return page(data, build_sections(data))
 
 

@@ -62,7 +62,7 @@ from phasekit.serve.data import (
     sent_in_pieces,
 )
 from phasekit.serve.metrics import Metrics, MetricsMiddleware
-from phasekit.serve.public import ServerPaths, public_text, server_paths
+from phasekit.serve.public import ServerPaths, public_text, public_value, server_paths
 from phasekit.serve.verified import VerifiedFiles, unreadable
 
 log = logging.getLogger("phasekit.serve")
@@ -169,12 +169,15 @@ def paged(
 
 
 # ------------------------------------------------------------------ rows to bodies
-def run_body(row: ProcessRow) -> models.Run:
-    return models.Run.model_validate(row, from_attributes=True)
+def run_body(row: ProcessRow, paths: ServerPaths) -> models.Run:
+    """The run's record; server paths in its config rewritten (:func:`public_value`)."""
+    body = models.Run.model_validate(row, from_attributes=True)
+    return body.model_copy(update={"config": public_value(row.config, paths)})
 
 
-def item_body(catalog: Catalog, row: ItemRow) -> models.Item:
-    """The item's record; a file's path relative to the results folder, never absolute."""
+def item_body(catalog: Catalog, row: ItemRow, paths: ServerPaths) -> models.Item:
+    """The item's record; a file's path relative to the results folder, never absolute,
+    and server paths in its metadata rewritten (:func:`public_value`)."""
     location = "inline" if row.storage_type == "inline" else "file"
     rel: str | None = None
     if row.data_reference:
@@ -185,9 +188,10 @@ def item_body(catalog: Catalog, row: ItemRow) -> models.Item:
                 rel = path.relative_to(catalog.results_dir).as_posix()
         except (CatalogError, ValueError):
             rel = None
-    own = ("location", "path")  # ItemRow.path is the absolute path: not sent
+    own = ("location", "path", "metadata")  # ItemRow.path is the absolute path: not sent
     shared = {name: getattr(row, name) for name in models.Item.model_fields if name not in own}
-    return models.Item(**shared, location=location, path=rel)
+    metadata = public_value(row.metadata, paths)
+    return models.Item(**shared, location=location, path=rel, metadata=metadata)
 
 
 def _stored_headers(item: ItemRow) -> dict[str, str]:
@@ -249,6 +253,9 @@ class Api:
     def __init__(self, catalog: Catalog, encryption: Encryption | None = None) -> None:
         self.catalog = catalog
         self.encryption = encryption
+        location = catalog.location
+        self.paths = server_paths(catalog.results_dir, location.dialect, location.target)
+        """The server's places, rewritten in what a client is sent (:mod:`.public`)."""
         self.gate = Gate(catalog)
         self.verified = VerifiedFiles()
 
@@ -308,7 +315,7 @@ class Api:
             limit,
         )
         return models.Page[models.Run](
-            items=[run_body(r) for r in rows],
+            items=[run_body(r, self.paths) for r in rows],
             next_cursor=None if nxt is None else encode_cursor(nxt),
         )
 
@@ -326,7 +333,7 @@ class Api:
             raise InvalidArgument("cursor is not an item cursor; pass a next_cursor of this list")
         rows, nxt = paged(query, access.may_see_item, lambda r: r.id, start, limit)
         return models.Page[models.Item](
-            items=[item_body(self.catalog, r) for r in rows],
+            items=[item_body(self.catalog, r, self.paths) for r in rows],
             next_cursor=None if nxt is None else encode_cursor(nxt),
         )
 
@@ -468,14 +475,16 @@ class Api:
         run_a, run_b = self.run_for(access, a), self.run_for(access, b)
         result = self.catalog.compare(run_a.process_id, run_b.process_id)
         return models.Comparison(
-            run_a=run_body(result.run_a),
-            run_b=run_body(result.run_b),
+            run_a=run_body(result.run_a, self.paths),
+            run_b=run_body(result.run_b, self.paths),
             metrics=[
                 models.MetricDiff(**m.to_dict())
                 for m in result.metrics
                 if access.token is None or access.token.allows_stage(m.stage_name)
             ],
-            config=[models.ConfigDiff(**c.to_dict()) for c in result.config],
+            config=[
+                models.ConfigDiff(**public_value(c.to_dict(), self.paths)) for c in result.config
+            ],
         )
 
 
@@ -522,7 +531,7 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
     @router.get("/runs/{run_id}", response_model=models.Run)
     def get_run(run_id: Annotated[str, Path(max_length=500)], access: Access = read) -> models.Run:
         """One run (``latest`` names the newest)."""
-        return run_body(api.run_for(access, run_id))
+        return run_body(api.run_for(access, run_id), api.paths)
 
     @router.get("/runs/{run_id}/items", response_model=models.Page[models.Item])
     def get_items(
@@ -583,7 +592,7 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
     @router.get("/items/{item_id}", response_model=models.Item)
     def get_item(item_id: ItemId, access: Access = read) -> models.Item:
         """One item's record."""
-        return item_body(catalog, api.item_for(access, item_id))
+        return item_body(catalog, api.item_for(access, item_id), api.paths)
 
     @router.get(
         "/items/{item_id}/data",
@@ -634,7 +643,7 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
         return models.Removal(
             removed=report.removed,
             freed_bytes=report.freed_bytes,
-            failed=[{"id": i, "reason": r} for i, r in report.failed],
+            failed=[{"id": i, "reason": public_text(r, api.paths)} for i, r in report.failed],
         )
 
     @router.get("/compare", response_model=models.Comparison)
@@ -669,7 +678,8 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
         run = api.run_for(access, run_id)
         if access.token is not None and access.token.stages is not None:
             raise AccessDenied(FORBIDDEN)
-        return HTMLResponse(render_report(catalog, run.process_id))
+        label = public_text(catalog.url, api.paths)  # no server path on the page
+        return HTMLResponse(render_report(catalog, run.process_id, catalog_label=label))
 
     @router.get("/tokens", response_model=list[models.Token])
     def get_tokens(access: Access = admin) -> list[models.Token]:
@@ -711,8 +721,7 @@ def create_app(catalog: Catalog, encryption: Encryption | None = None) -> FastAP
 
     _routes(api, router, metrics)
     app.include_router(router)
-    location = catalog.location
-    _handlers(app, server_paths(catalog.results_dir, location.dialect, location.target))
+    _handlers(app, api.paths)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.phasekit_api = api
     return app

@@ -31,7 +31,10 @@ class Run(BaseModel):
     backend: str | None
     started_at: datetime
     finished_at: datetime | None
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(
+        description="the run's configuration; server paths rewritten: <results>, a path "
+        "relative to the results folder, or <server path>"
+    )
 
 
 class Item(BaseModel):
@@ -42,7 +45,9 @@ class Item(BaseModel):
     storage_type: str
     location: str = Field(description="where the bytes are: file, memory, stream or inline")
     path: str | None = Field(description="a file's path under the results folder")
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = Field(
+        description="what was recorded with the item; server paths rewritten as in a run's config"
+    )
     created_at: datetime
     size_bytes: int
     format: str | None
@@ -74,9 +79,9 @@ class MetricDiff(BaseModel):
 
 
 class ConfigDiff(BaseModel):
-    path: str
-    a: Any = None
-    b: Any = None
+    path: str = Field(description="the dotted key of the setting, e.g. data.path")
+    a: Any = Field(default=None, description="its value in run a (server paths rewritten)")
+    b: Any = Field(default=None, description="its value in run b (server paths rewritten)")
 
 
 class Comparison(BaseModel):

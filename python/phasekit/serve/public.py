@@ -1,8 +1,9 @@
-"""Error texts for remote clients: the CLI's text without the server's filesystem paths.
+"""What remote clients are sent, without the server's filesystem paths.
 
 The CLI prints an error in full (the paths help whoever runs it). A remote client of
-``phasekit serve`` gets the same text with every absolute path of the server rewritten
-(:func:`public_text`): a path under the results folder becomes its path relative to that
+``phasekit serve`` gets the same text, and every run's config, item's metadata and
+config difference (:func:`public_value`), with every absolute path of the server
+rewritten (:func:`public_text`): a path under the results folder becomes its path relative to that
 folder (``run-1/optimize/x.arrow``: the run and item it names), the results folder
 itself and the catalog file become ``<results>`` and ``<catalog>``, and any other
 absolute path (a key file, a temporary folder) becomes ``<server path>``. ``file://``
@@ -16,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 RESULTS_LABEL = "<results>"
 CATALOG_LABEL = "<catalog>"
@@ -68,11 +70,23 @@ def public_text(text: str, paths: ServerPaths) -> str:
             name = scheme[:-1].lower()
             if name not in LOCAL_SCHEMES:
                 return match.group(0)
-        if len(path) < 2:
+        if len(path) < 2 or "{" in path:  # "/items/{id}/file": an API route, not a file
             return match.group(0)
         return _rewrite(path, paths) + tail
 
     return _TOKEN.sub(replace, text)
+
+
+def public_value(value: Any, paths: ServerPaths) -> Any:
+    """A JSON value (a run's config, an item's metadata) with :func:`public_text` applied
+    to every string in it; keys, numbers and the shape stay."""
+    if isinstance(value, str):
+        return public_text(value, paths)
+    if isinstance(value, dict):
+        return {key: public_value(item, paths) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public_value(item, paths) for item in value]
+    return value
 
 
 def server_paths(results_dir: Path | None, dialect: str, target: str) -> ServerPaths:
@@ -87,5 +101,6 @@ __all__ = [
     "RESULTS_LABEL",
     "ServerPaths",
     "public_text",
+    "public_value",
     "server_paths",
 ]
