@@ -20,6 +20,7 @@ import pytest
 
 from catalog_util import store
 from phasekit.catalog import Catalog, open_catalog
+from phasekit.catalog.blockrows import container_rows
 from phasekit.catalog.recorder import CatalogRecorder
 from phasekit.catalog.schema import POSTGRES_DDL, SQLITE_DDL
 from phasekit.cli import main
@@ -73,15 +74,18 @@ def test_container_items_carry_container_and_window_ids(
     catalog_url: str, results_dir: Path, items: bool
 ) -> None:
     # each container's own items: memory results (validation) and file results (the
-    # search) alike; without them, a block window's inline row per container
+    # search) alike; without them, each container within its block's row
     extra = {"results": {"collection": {"store_container_items": items}}}
     res = small_run(catalog_url, results_dir, **extra)
     try:
         catalog = open_catalog(catalog_url, results_dir=str(results_dir))
         try:
+            listed = catalog.list_items(res.run_id)
+            # a block row's containers as their own rows would be
+            listed += [r for i in listed for r in container_rows(i)]
             rows = [
                 i
-                for i in catalog.list_items(res.run_id)
+                for i in listed
                 if re.fullmatch(r"portfolio_\d{5}_(results|equity)", i.entity_name)
             ]
         finally:

@@ -17,6 +17,7 @@ import pytest
 from rich.cells import cell_len
 
 from phasekit.catalog import open_catalog
+from phasekit.catalog.blockrows import container_rows
 from phasekit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,12 +88,15 @@ def test_catalog_tables_fit_and_keep_ids_whole(
     with open_catalog(results) as catalog:
         items = catalog.list_items(runs[0])
     entities = sorted({i.entity_name for i in items})
-    containers = sorted({i.container_id for i in items if i.container_id})
-    assert containers, "container rows carry their container id"
+    # a block's containers are in its row (as their own rows would be)
+    containers = sorted({r.container_id for i in items for r in container_rows(i)})
+    assert containers, "block rows carry their containers' ids"
     text = output(capsys, monkeypatch, width, "runs", *where)
     assert_fits(text, width, runs)
     assert ("not shown at this width" in text) == (width == 80)
     assert_fits(output(capsys, monkeypatch, width, "ls", runs[0], *where), width, entities)
+    text = output(capsys, monkeypatch, width, "ls", runs[0], "--container", containers[0], *where)
+    assert_fits(text, width, [containers[0], f"{containers[0]}_results"])
     assert_fits(output(capsys, monkeypatch, width, "du", *where), width, runs)
     text = output(capsys, monkeypatch, width, "compare", runs[1], runs[0], "--all", *where)
     assert_fits(text, width, runs)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from phasekit.catalog import open_catalog
+from phasekit.catalog.blockrows import container_rows
 from phasekit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +75,8 @@ def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
 
 def _recorded(results: Path, run_id: str) -> dict[str, Any]:
     """Per phase: containers per window, the (scheme, format) of the items their rows
-    are (or, for an inline row, of the table item its ``uri`` points at), how the rows
-    are kept (``table``: inline rows pointing at a table; ``items``), and per window
+    are (or, for a container of a block row, of the table item its ``uri`` points at),
+    how the rows are kept (``table``: block rows pointing at a table; ``items``), and per window
     table the (scheme, format) of its items."""
     windows: dict[str, dict[str | None, set[str]]] = defaultdict(lambda: defaultdict(set))
     stores: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
@@ -86,6 +87,8 @@ def _recorded(results: Path, run_id: str) -> dict[str, Any]:
     with open_catalog(results) as catalog:
         items = catalog.list_items(run_id, states=("present", "released"))
     by_uri = {i.data_reference: i for i in items if i.data_reference}
+    # a block row's containers as their own rows would be
+    items = [*items, *(r for i in items for r in container_rows(i))]
     for item in items:
         if item.phase and item.entity_name in ("containers", "equity", "trades"):
             scheme = (item.data_reference or "inline").split(":")[0]

@@ -17,6 +17,7 @@ import pytest
 
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.catalog import open_catalog
+from phasekit.catalog.blockrows import container_rows
 from phasekit.config.vocab import OUTPUT_KINDS
 from phasekit.errors import ConfigError
 from phasekit.tracing import TracerSettings
@@ -476,53 +477,56 @@ def test_container_items_are_written_only_when_asked(tmp_path: Path) -> None:
     assert found[True] == [f"portfolio_{i:05d}_results.arrow" for i in range(12)]
 
 
-def test_block_windows_record_a_row_per_container(tmp_path: Path) -> None:
-    res = run(_config(tmp_path, "train_test"), workers=1)
+def test_block_windows_record_a_row_per_block(tmp_path: Path, backend_name: str) -> None:
+    """A block window's catalog rows are one per block (with its containers as
+    columns) and the window's table items; a container is found in its block's row."""
+    cfg = _big_config(tmp_path)  # train: 200 sets, two blocks of 100 with one worker
+    res = run(cfg, workers=1)
+    reference = run({**_big_config(tmp_path / "containers"), "engine": "container"}, workers=1)
     res.close()
+    reference.close()
     with open_catalog(res.catalog_url) as catalog:
-        rows = catalog.list_items(res.run_id, container="portfolio_00003", window="train")
+        window = catalog.list_items(res.run_id, stage="search", window="train")
+        rows = catalog.list_items(res.run_id, container="portfolio_00103", window="train")
         tables = catalog.list_items(res.run_id, entity="containers", window="train")
-    assert [(r.entity_name, r.window_id, r.storage_type) for r in rows] == [
-        ("portfolio_00003_results", "train", "inline")
+    with open_catalog(reference.catalog_url) as catalog:
+        (theirs,) = catalog.list_items(
+            reference.run_id, container="portfolio_00103", window="train"
+        )
+    names = sorted(r.entity_name for r in window)
+    blocks = ["block_00000", "block_00001"]
+    assert names == ["aggregate_results", *blocks, "containers", "trades", "window_complete"]
+    assert not [r for r in window if r.container_id]  # no row per container
+    block = next(r for r in window if r.entity_name == "block_00001")
+    assert block.metadata["columns"]["container_id"][3] == "portfolio_00103"
+    assert len(block.metadata["columns"]["sharpe_ratio"]) == 100
+    # the container as its own row would be: in block_00001, row 103 of the table
+    assert [(r.entity_name, r.window_id, r.storage_type, r.id) for r in rows] == [
+        ("portfolio_00103_results", "train", "inline", block.id)
     ]
     assert len(tables) == 1 and tables[0].path is not None
-    # the row points at the table item it lives in
     assert rows[0].inline_data == {
         "table": "containers",
-        "row": 3,
+        "row": 103,
         "uri": tables[0].data_reference,
     }
-    assert set(rows[0].metadata["metrics"]) >= {"sharpe_ratio", "total_return"}
+    # its metrics equal the container engine's
+    assert rows[0].metadata["metrics"] == pytest.approx(theirs.metadata["metrics"], nan_ok=True)
+    # the other filters apply to the container's row
+    count = rows[0].metadata["metrics"]["trade_count"]
+    with open_catalog(res.catalog_url) as catalog:
+
+        def found(**filters: Any) -> int:
+            return len(catalog.list_items(res.run_id, container="portfolio_00103", **filters))
+
+        assert found(entity="portfolio_00103_results", meta={"metrics.trade_count": count}) == 1
+        assert found(entity="block_00001") == 0
+        assert found(meta={"metrics.trade_count": count + 1}) == 0
+        assert found(text=["sharpe_ratio"]) == 1 and found(text=["no_such_word"]) == 0
+        assert found(window="test") == 0 and found(stage="search") == 1
     table = feather.read_table(tables[0].path)
-    assert table.column("container_id")[3].as_py() == "portfolio_00003"
-    assert table.column("sharpe_ratio")[3].as_py() == rows[0].metadata["metrics"]["sharpe_ratio"]
-
-
-@pytest.mark.parametrize("policy", ["trade_complete", "minimal"])
-def test_ring_statistics_lines_equal_the_ring(backend_name: str, policy: str) -> None:
-    """Under trade_complete and minimal a set's ring statistics are a line in its closed
-    trades: checked against the ring itself up to 3,000 trades, every traced subset of
-    FILL, POSITION_OPEN, POSITION_CLOSE, with max_events below the events retained."""
-    from itertools import combinations
-
-    from phasekit.workflow.blocks import _ring, _set_events, stats_line
-
-    kinds = ("FILL", "POSITION_OPEN", "POSITION_CLOSE", "ORDER")
-    for r in range(len(kinds) + 1):
-        for traced in combinations(kinds, r):
-            tracer = TracerSettings(event_tracing=traced, retention_policy=policy, max_events=7)
-            for is_open in (False, True):
-                line = stats_line(tracer, is_open)
-                assert line is not None, (traced, is_open)
-                for t in (0, 5, 64, 3000):
-                    ring = _ring(tracer)
-                    times = np.arange(t, dtype=np.int64) * 10
-                    events = _set_events(times, times + 5, -np.ones(t), np.zeros(t), is_open, 1)
-                    for kind, batch in events:
-                        if kind in tracer.kinds:
-                            ring.extend(batch)
-                    got = {k: v for k, v in ring.stats().items() if k in EVENT_STATS}
-                    assert line.at(t) == got, (traced, is_open, t)
+    assert table.column("container_id")[103].as_py() == "portfolio_00103"
+    assert table.column("sharpe_ratio")[103].as_py() == rows[0].metadata["metrics"]["sharpe_ratio"]
 
 
 def _big_config(results: Path, mode: str = "file") -> dict[str, Any]:
@@ -562,7 +566,9 @@ def test_resume_skips_the_blocks_a_killed_run_completed(
     with open_catalog(str(tmp_path / "killed")) as catalog:
         (killed,) = catalog.list_processes()
         rows = catalog.list_items(killed.process_id, stage="search", window="train")
-    assert len([r for r in rows if r.container_id]) == 100  # the first block's rows
+    (first,) = [r for r in rows if r.entity_name.startswith("block_")]  # the first block's
+    assert len(first.metadata["columns"]["container_id"]) == 100
+    assert not [r for r in rows if r.container_id]
     with caplog.at_level(logging.INFO, logger="phasekit.workflow.results"):
         resumed = run(cfg, workers=1, resume=killed.process_id)
     reference = run(_big_config(tmp_path / "whole", mode), workers=1)
@@ -589,8 +595,10 @@ def test_resume_skips_the_blocks_a_killed_run_completed(
         assert not (resumed.run_dir / "search" / window / ".blocks").exists()
     with open_catalog(str(tmp_path / "killed")) as catalog:
         rows = catalog.list_items(killed.process_id, stage="search", window="train")
-    ids = [r.container_id for r in rows if r.container_id]
+        found = catalog.list_items(killed.process_id, container="portfolio_00150", window="train")
+    ids = [c for r in rows for c in r.metadata.get("columns", {}).get("container_id", [])]
     assert sorted(ids) == [f"portfolio_{i:05d}" for i in range(200)]  # once each
+    assert [r.inline_data["row"] for r in found] == [150]
     assert sorted(r.entity_name for r in rows if r.entity_name.startswith("block_")) == [
         "block_00000",
         "block_00001",
@@ -615,10 +623,29 @@ def test_cli_ls_show_compare_find_a_block_runs_containers(
         res.close()
     (row,) = cli_json("ls", block.run_id, "--container", "portfolio_00003")
     assert row["entity_name"] == "portfolio_00003_results" and row["storage_type"] == "inline"
-    shown = cli_json("show", str(row["id"]))
+    shown = cli_json("show", str(row["id"]), "--container", "portfolio_00003")
     table = (block.run_dir / "search" / "containers.arrow").resolve().as_uri()
     assert shown["inline_data"] == {"table": "containers", "row": 3, "uri": table}
-    assert "sharpe_ratio" in shown["metadata"]["metrics"]
+    (theirs,) = cli_json("ls", container.run_id, "--container", "portfolio_00003")
+    assert shown["metadata"]["metrics"] == pytest.approx(theirs["metadata"]["metrics"])
+    # the id alone is the block's row: its containers as columns
+    whole = cli_json("show", str(row["id"]))
+    assert whole["entity_name"] == "block_00000"
+    assert whole["metadata"]["columns"]["container_id"][3] == "portfolio_00003"
+    assert (
+        main(
+            [
+                "show",
+                str(row["id"]),
+                "--container",
+                "portfolio_09999",
+                "--results-dir",
+                str(tmp_path),
+            ]
+        )
+        != 0
+    )
+    capsys.readouterr()
     # the same containers through either engine: every container metric is equal
     same = cli_json("compare", block.run_id, container.run_id)
     mine = [m for m in same["metrics"] if m["container_id"] == "portfolio_00003"]
@@ -644,27 +671,36 @@ def test_config_show_names_the_engine(tmp_path: Path, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 @pytest.mark.parametrize("keep_order", [False, True])
 def test_ranking_by_columns_equals_ranking_by_dicts(direction: str, keep_order: bool) -> None:
-    from phasekit.workflow.topology import Objective, Summaries, rank
+    from phasekit.workflow.ranking import SummaryColumns
+    from phasekit.workflow.topology import Objective, rank
 
     values = [0.5, float("nan"), -1.0, 0.5, 2.0, float("nan"), 0.0, -0.0]
     ids = ["c_3", "c_1", "c_0", "c_2", "c_7", "c_4", "c_6", "c_5"]
 
     def summaries() -> list[dict[str, Any]]:
         return [
-            {"container_id": i, "metrics": {"sharpe_ratio": None if v != v else v}}
+            {
+                "container_id": i,
+                "parameters": {},
+                "metrics": {"sharpe_ratio": None if v != v else v},
+            }
             for i, v in zip(ids, values)
         ]
 
+    def columns() -> SummaryColumns:
+        metrics = pa.table({"sharpe_ratio": pa.array(values, pa.float64())})
+        return SummaryColumns(np.array(ids), [{}] * len(ids), metrics)
+
     objective = Objective("sharpe_ratio", direction)
     by_dicts = rank(summaries(), objective, keep_order=keep_order)
-    columns = Summaries(summaries(), {"sharpe_ratio": np.array(values)})
-    by_columns = rank(columns, objective, keep_order=keep_order)
-    assert by_columns == by_dicts
+    by_columns = rank(columns(), objective, keep_order=keep_order)
+    assert isinstance(by_columns, SummaryColumns)  # no dicts made
+    assert list(by_columns) == by_dicts
+    assert by_columns[:3] == by_dicts[:3] and by_columns[-1] == by_dicts[-1]
     # a module:function objective ranks the dicts
     custom = Objective("test_workflow_blocks:negated_sharpe", direction)
     by_dicts = rank(summaries(), custom, keep_order=keep_order)
-    columns = Summaries(summaries(), {"sharpe_ratio": np.array(values)})
-    assert rank(columns, custom, keep_order=keep_order) == by_dicts
+    assert rank(columns(), custom, keep_order=keep_order) == by_dicts
 
 
 def negated_sharpe(metrics: dict[str, Any]) -> float:
@@ -683,7 +719,8 @@ def _tables_and_rows(res: Any) -> tuple[dict[str, Any], list[Any]]:
         for i in items
         if i.entity_name in ("containers", "trades", "equity")
     }
-    return tables, [i for i in items if i.container_id]
+    rows = [r for i in items for r in container_rows(i)]  # the containers of block rows
+    return tables, [i for i in items if i.container_id] + rows
 
 
 @pytest.mark.parametrize("mode", ["file", "memory", "hybrid", "streaming"])
@@ -711,8 +748,9 @@ def test_the_data_flow_decides_where_a_block_windows_tables_go(tmp_path: Path, m
         assert {r.storage_type for r in rows} == {"reference"}
         assert list((res.run_dir / "search" / "train" / "containers" / ".stream").rglob("*"))
         return
-    # a row per container, inline, pointing at the containers item of its window
+    # a row per block, its containers pointing at the containers item of their window
     assert {r.storage_type for r in rows} == {"inline"}
+    assert len(rows) == 12 + 2  # train's 12 sets, test's top 2
     for r in rows:
         assert r.inline_data["uri"] == tables[f"{r.window_id}/containers"].data_reference
 

@@ -840,7 +840,8 @@ class Catalog(abc.ABC):
         ``states`` defaults to present, missing and corrupt (rows being deleted are left out).
         ``after_id`` pages: only items with a larger id. ``text``: words that must all
         occur in the item's metadata (its JSON text, keys and values, case-insensitive
-        for ASCII letters).
+        for ASCII letters). ``container``: that container's rows, and its row within a
+        block row (:mod:`.blockrows`; the block row's id, in id order with the others).
         """
         where: list[str] = []
         params: list[Any] = []
@@ -880,7 +881,25 @@ class Catalog(abc.ABC):
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
-            return [self._item(r) for r in self._read(sql, params)]
+            rows = [self._item(r) for r in self._read(sql, params)]
+        if container is None:
+            return rows
+        from phasekit.catalog.blockrows import BLOCK_OUTPUT, container_rows, matches
+
+        blocks = self.list_items(
+            process_id, stage, None, since, {"output_type": BLOCK_OUTPUT},
+            phase=phase, window=window, states=states, after_id=after_id,
+        )  # fmt: skip
+        found = [
+            r
+            for b in blocks
+            for r in container_rows(b, container)
+            if matches(r, entity, meta or {}, text)
+        ]
+        if not found:
+            return rows
+        merged = sorted([*rows, *found], key=lambda r: r.id)
+        return merged[:limit] if limit is not None else merged
 
     def usage(self, process_id: str | None = None) -> list[UsageRow]:
         """Items, bytes stored (of file and object items only: not in-memory or

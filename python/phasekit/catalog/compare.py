@@ -2,7 +2,9 @@
 
 An item's metrics are the numbers in ``metadata["metrics"]`` (nested mappings flattened
 to dotted names). Items of the two runs are joined on (phase, stage, entity, window,
-container); when a run recorded the same key twice, its latest item counts.
+container); when a run recorded the same key twice, its latest item counts. The
+containers of a block row (:mod:`.blockrows`) are joined as their own rows would be
+(entity ``<container_id>_results``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from phasekit.catalog.blockrows import container_metrics
 from phasekit.catalog.rows import ItemRow, ProcessRow
 
 if TYPE_CHECKING:
@@ -89,11 +92,7 @@ def metrics_of(item: ItemRow) -> dict[str, float | None]:
     raw = item.metadata.get("metrics")
     if not isinstance(raw, Mapping):
         return {}
-    return {
-        name: (float(v) if v is not None else None)
-        for name, v in flatten(raw).items()
-        if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-    }
+    return _numbers(raw)
 
 
 def _key(item: ItemRow) -> Key:
@@ -106,12 +105,26 @@ def _key(item: ItemRow) -> Key:
     )
 
 
+def _numbers(raw: Mapping[str, Any]) -> dict[str, float | None]:
+    return {
+        name: (float(v) if v is not None else None)
+        for name, v in flatten(raw).items()
+        if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    }
+
+
 def _by_key(items: list[ItemRow]) -> dict[Key, dict[str, float | None]]:
     found: dict[Key, dict[str, float | None]] = {}
     for item in items:  # id order: a later item replaces an earlier one
         metrics = metrics_of(item)
         if metrics:
             found[_key(item)] = metrics
+        # a block row: each of its containers as its own row would be
+        phase, window = item.phase or _NONE, item.window_id or _NONE
+        for cid, raw in container_metrics(item):
+            numbers = _numbers(raw)
+            if numbers:
+                found[(phase, item.stage_name, f"{cid}_results", window, cid)] = numbers
     return found
 
 

@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import PurePath
 from typing import Any
 
+import numpy as np
+
 from phasekit.errors import InvalidArgument
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -33,6 +35,8 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, PurePath):
         return str(value)
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "biuUf":
+        return _plain_array(value)
     item = getattr(value, "item", None)  # numpy scalar
     if callable(item) and getattr(value, "shape", None) == ():
         return _plain(item())
@@ -43,6 +47,19 @@ def _plain(value: Any) -> Any:
         f"value {value!r} of type {type(value).__name__} is not JSON-encodable; allowed: "
         "dicts, lists, strings, numbers, booleans, None, numpy scalars, datetimes and paths"
     )
+
+
+def _plain_array(values: np.ndarray) -> list[Any]:
+    """A 1-D numpy array of numbers or text as a list, non-finite floats as None, by
+    numpy (no Python step per element)."""
+    if values.dtype.kind != "f":
+        return values.tolist()  # type: ignore[no-any-return]
+    finite = np.isfinite(values)
+    if finite.all():
+        return values.tolist()  # type: ignore[no-any-return]
+    out = values.astype(object)
+    out[~finite] = None
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 def to_json(value: Any, field: str = "value") -> str:

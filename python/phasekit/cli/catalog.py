@@ -24,6 +24,7 @@ from phasekit.catalog import (
     default_location,
     open_catalog,
 )
+from phasekit.catalog.blockrows import container_row
 from phasekit.catalog.doctor import GRACE_SECONDS, OBJECT_GRACE_SECONDS
 from phasekit.catalog.encode import parse_meta
 from phasekit.cli.tables import Layout, console, fit_table
@@ -182,6 +183,8 @@ def _find_item(catalog: Catalog, ref: str) -> ItemRow:
 def cmd_show(args: argparse.Namespace) -> int:
     with _open(args) as catalog:
         item = _find_item(catalog, args.item)
+        if args.container is not None:
+            item = container_row(item, args.container)
         verified = None
         if args.verify:
             catalog.verify_item(item)
@@ -412,6 +415,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = add("show", cmd_show, "show one item (by id or data reference)")
     p.add_argument("item", metavar="ITEM")
+    p.add_argument(
+        "--container",
+        help="the row of this container within ITEM (a block row: ls --container gives its id)",
+    )
     p.add_argument("--verify", action="store_true", help="check the file's size and checksum")
 
     p = add("compare", cmd_compare, "compare the metrics and configs of two runs")

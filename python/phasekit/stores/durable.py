@@ -17,10 +17,10 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Optional, Protocol
 
 from phasekit._pure.ipc import TMP_SUFFIX
 from phasekit.backend import backend_module
@@ -283,22 +283,42 @@ def write_json(final: Path, obj: Any, what: str) -> str:
                     crc = _flush(raw, pending, crc)
                     size, flushed = 0, True
             if not flushed:  # small: indented instead
-                pending = [json.dumps(obj, indent=1, sort_keys=True).encode()]
+                pending = [json.dumps(obj, indent=1, sort_keys=True, default=json_default).encode()]
             crc = _flush(raw, pending, crc)
     return format_crc32(crc)
 
 
+class JsonPieces(Protocol):
+    """A value :func:`write_json` takes in pieces (``json_pieces``: its compact text,
+    as ``json.dumps(value, sort_keys=True)`` gives it) or whole (``json_value``: plain
+    JSON values), such as a window's ranking made from columns."""
+
+    def json_pieces(self) -> Iterable[str]: ...
+
+    def json_value(self) -> Any: ...
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s ``default``: a :class:`JsonPieces` as its plain value."""
+    if hasattr(value, "json_value") and hasattr(value, "json_pieces"):
+        return value.json_value()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _json_pieces(obj: Any) -> Iterator[str]:
     """The text of ``json.dumps(obj, sort_keys=True)`` in pieces: a mapping with string
-    keys by key, and a list value by element, each piece by the C encoder."""
+    keys by key, a list value by element (each piece by the C encoder), a
+    :class:`JsonPieces` value by its own pieces."""
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
-        yield json.dumps(obj, sort_keys=True)
+        yield json.dumps(obj, sort_keys=True, default=json_default)
         return
     yield "{"
     for i, key in enumerate(sorted(obj)):
         value = obj[key]
         yield (", " if i else "") + json.dumps(key) + ": "
-        if isinstance(value, list):
+        if hasattr(value, "json_pieces") and hasattr(value, "json_value"):
+            yield from value.json_pieces()
+        elif isinstance(value, list):
             yield "["
             for j, element in enumerate(value):
                 yield (", " if j else "") + json.dumps(element, sort_keys=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Protocol, overload
 
-import numpy as np
+import pyarrow as pa
 
 from phasekit import failpoints
 from phasekit.backtest.bars import Bars
@@ -27,18 +27,18 @@ from phasekit.workflow.blocks import (
 )
 from phasekit.workflow.executor import DataSpec, Outcome
 from phasekit.workflow.executors import BatchExecutor
+from phasekit.workflow.ranking import SummaryColumns
 from phasekit.workflow.results import (
     BlockRows,
     PhaseResults,
     jsonable,
     keep_curves,
-    metric_columns,
+    metric_names,
 )
 from phasekit.workflow.sequences import Span, Window
 from phasekit.workflow.topology import (
     Objective,
     PortfolioJob,
-    Summaries,
     rank,
     strategy_params,
 )
@@ -242,7 +242,7 @@ class PhaseContext:
 
     def run_containers(
         self, jobs: Sequence[PortfolioJob], folder: Optional[str], keep_equity: bool = False
-    ) -> list[Summary]:
+    ) -> Sequence[Summary]:
         """Run and store the containers; their summaries hold the equity curve (under
         ``_equity``) and the trades' pnl (``_pnl``) only with ``keep_equity``, so a window
         holds no curves once stored."""
@@ -320,10 +320,11 @@ class PhaseContext:
 
     def run_blocks(
         self, jobs: Sequence[PortfolioJob], folder: Optional[str], keep_equity: bool = False
-    ) -> list[Summary]:
+    ) -> Sequence[Summary]:
         """Run a window's containers as blocks; their rows go to the window's tables
-        (and each container's own items when asked); returns their summaries (with
-        ``_equity`` and ``_pnl`` under ``keep_equity``, as :meth:`run_containers`)."""
+        (and each container's own items when asked); returns their summaries as columns
+        (:class:`~phasekit.workflow.ranking.SummaryColumns`), or (with ``_equity`` and
+        ``_pnl``, under ``keep_equity``, as :meth:`run_containers`) as dicts."""
         if not jobs:
             return []
         span = jobs[0].span
@@ -335,8 +336,8 @@ class PhaseContext:
             "bars": len(span),
         }
         ts = bars.ts[span.start : span.stop]
+        parts: list[tuple[Sequence[str], Sequence[Mapping[str, Any]], pa.Table]] = []
         summaries: list[Summary] = []
-        columns: list[dict[str, np.ndarray]] = []
         blocks = list(self.blocks(jobs, self._next_block.get(folder, 0)))
         self._next_block[folder] = blocks[-1].index + 1
         done = self.out.done_blocks(folder, blocks)
@@ -347,19 +348,21 @@ class PhaseContext:
             results, trades, curves = outcome.tables()
             job = outcome.job
             rows = BlockRows(job, job.parameters, results, trades, curves, window, ts)
-            metrics = self.out.put_block(folder, rows, reused)
-            columns.append(metric_columns(results))
+            self.out.put_block(folder, rows, reused)
             failpoints.reach("blocks.after_block")
-            block = [
-                {"container_id": cid, "parameters": p, "metrics": m}
-                for cid, p, m in zip(job.container_ids, job.parameters, metrics)
-            ]
-            if keep_equity:
+            parts.append(
+                (
+                    job.container_ids,
+                    job.parameters,
+                    results.select(metric_names(results.schema.names)),
+                )
+            )
+            if keep_equity:  # a summary per container, each with its curve and pnl
+                block = SummaryColumns.concat(parts[-1:])[:]
                 keep_curves(block, rows)
-            summaries.extend(block)
+                summaries.extend(block)
             self.observer.containers_done(self.name, len(job))
-        names = columns[0].keys() if columns else ()
-        return Summaries(summaries, {k: np.concatenate([c[k] for c in columns]) for k in names})
+        return summaries if keep_equity else SummaryColumns.concat(parts)
 
     def _outcomes(
         self, blocks: list[BlockJob], done: Mapping[int, BlockOutcome]
@@ -377,7 +380,7 @@ class PhaseContext:
         self,
         folder: Optional[str],
         window: Window,
-        ranked: list[Summary],
+        ranked: Sequence[Summary],
         objective: Objective,
         extra: Optional[Mapping[str, Any]] = None,
     ) -> dict[str, Any]:
@@ -401,7 +404,7 @@ class PhaseContext:
         folder: Optional[str],
         prefix: str = "portfolio",
         keep_order: bool = False,
-    ) -> list[Summary]:
+    ) -> Sequence[Summary]:
         """Run the sets ``indices`` over ``span``; returns the summaries ranked by the
         objective on this window, or in the order of ``indices`` with ``keep_order`` (an
         out-of-sample window keeps the in-sample ranking). A window completed before a
@@ -418,7 +421,7 @@ class PhaseContext:
         self.close_window(folder, window, ranked, objective, extra)
         return ranked
 
-    def select(self, ranked: list[Summary], top_k: int) -> None:
+    def select(self, ranked: Sequence[Summary], top_k: int) -> None:
         """The best ``top_k`` sets become the phase's ``selected_parameters``."""
         chosen = [r["parameters"] for r in ranked[:top_k]]
         self.outcome.selected = chosen

@@ -4,7 +4,8 @@ format of its results.
 
 ``engine`` is :func:`~phasekit.workflow.blocks.phase_engine`, the decision the run
 takes. ``rows`` says how the containers' catalog rows are kept: ``table`` (a block
-window: an inline row per container pointing at the window's ``containers`` table,
+window: a catalog row per block whose containers point at the window's ``containers``
+table,
 ``store`` and ``format`` being that table's), ``items`` (each container's own items in
 ``store``, as ``engine: container``, output ``container_items``, ``results.layout:
 admf`` or a ``streaming`` flow store them) or ``none`` (no ``container_results``

@@ -8,9 +8,10 @@
     <results_dir>/<run>/<phase>/{phase_summary.json, selected_parameters.json}
 
 A block window (:mod:`phasekit.workflow.blocks`, :meth:`PhaseResults.put_block`) writes
-its containers' rows, trades and traced equity curves as the three window tables, a
-catalog row per container (inline, with its metrics, pointing at its row of the
-``containers`` item: ``{"table", "row", "uri"}``) and a block marker per block. Where
+its containers' rows, trades and traced equity curves as the three window tables and a
+catalog row per block (its marker) that carries the block's containers as columns:
+their ids, their metrics and where their rows of the ``containers`` item are
+(:mod:`phasekit.catalog.blockrows`). Where
 the tables go follows the phase's data flow (:func:`window_table_store`): ``file`` and
 ``streaming``: files in the phase's file format (Arrow streamed block by block);
 ``memory``: ``containers`` and ``equity`` are items of the window's MemoryStore (no
@@ -19,7 +20,8 @@ the phase's budget; ``trades`` is a file in every mode, as ``all_trades`` is. A 
 kept in memory is also written to files when the phase persists. Each container's own
 items are written only with the output ``container_items`` or where
 ``results.layout: admf`` or a ``streaming`` flow needs them (the stream store takes
-each container's results; its rows are then those items'). A window run one container
+each container's results; its rows are then those items', and the block's row has no
+columns). A window run one container
 at a time (``engine: container``) writes each container's items and ``all_trades``.
 
 A container's results go through the store of the container's own resolved data flow
@@ -67,7 +69,7 @@ from phasekit.crypt import Encryption, open_encryption
 from phasekit.errors import InvalidArgument, PhasekitError
 from phasekit.paths import make_private, make_private_dir
 from phasekit.stores import FileStore, HybridStore, StreamStore
-from phasekit.stores.durable import write_json
+from phasekit.stores.durable import json_default, write_json
 from phasekit.stores.factory import (
     AnyStore,
     DataFlow,
@@ -337,20 +339,21 @@ class PhaseResults:
         window_id: Optional[str],
         block: BlockRows,
         reused: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> dict[str, np.ndarray]:
         """Store a block's rows: the window's ``containers``, ``trades`` and ``equity``
-        tables (written at the window's end) and a catalog row per container, in one
-        transaction; or, when each container's own items are wanted (output
-        ``container_items``, ``results.layout: admf`` or a ``streaming`` flow), those
-        through each container's store. The catalog rows end with the block's marker
-        (``block_<index>``, what a resumed run reuses the block by); a ``reused`` block
-        (its rows recorded by an earlier attempt) records none. Returns the containers'
-        metrics (plain JSON)."""
+        tables (written at the window's end) and one catalog row for the block (entity
+        ``block_<index>``, what a resumed run reuses the block by) that carries its
+        containers as columns (their ids, metrics, and where their rows of the window's
+        ``containers`` table are; see :mod:`phasekit.catalog.blockrows`); or, when each
+        container's own items are wanted (output ``container_items``,
+        ``results.layout: admf`` or a ``streaming`` flow), those through each container's
+        store, and the block's row without columns. A ``reused`` block (its row recorded
+        by an earlier attempt) records none. Returns the block's metrics as float64
+        columns (:func:`metric_columns`)."""
         key = window_id or ""
         job = block.job
-        metrics = _plain_rows(block.results.select(metric_names(block.results.schema.names)))
         trades = _trades_table(block.trades, job.symbol)
-        plans = [self._plan(cid) for cid in job.container_ids]
+        plans = self._block_plans(job.container_ids)
         intervals = [p.snapshot_interval for p in plans]
         if any(p.persist for p in plans):
             self._persist_tables.add(key)
@@ -363,18 +366,34 @@ class PhaseResults:
             self._add_table(window_id, "equity", equity)
         first = self._block_rows.get(key, 0)
         self._block_rows[key] = first + block.results.num_rows
-        marker = [] if reused else [self._marker(window_id, job)]
+        names = metric_names(block.results.schema.names)
         if self._items_wanted(plans):
+            metrics = _plain_rows(block.results.select(names))
             self._put_items(window_id, block, trades, metrics)
-            self.catalog.record_items(marker)
-        elif "container_results" in self.outputs and not reused:
+            columns = None
+        elif "container_results" in self.outputs:
             uri = self._table_uri(window_id, block.results)
-            self._record_rows(window_id, job.container_ids, metrics, first, uri, marker)
+            columns = {"table": "containers", "uri": uri, "first_row": first}
+            columns["columns"] = {
+                "container_id": np.asarray(job.container_ids, dtype=str),
+                **_json_columns(block.results.select(names)),
+            }
         else:
-            self.catalog.record_items(marker)
-        return metrics
+            columns = None
+        if not reused:
+            self.catalog.record_items([self._marker(window_id, job, columns)])
+        return metric_columns(block.results)
 
-    def _marker(self, window_id: Optional[str], job: BlockJob) -> Any:
+    def _block_plans(self, container_ids: Sequence[str]) -> list[ContainerPlan]:
+        """The plans of a block's containers."""
+        return [self._plan(cid) for cid in container_ids]
+
+    def _marker(
+        self, window_id: Optional[str], job: BlockJob, columns: Optional[Mapping[str, Any]]
+    ) -> Any:
+        """A block's catalog row: its marker (``inline_data``: :func:`block_marker`) and,
+        with ``columns``, its containers."""
+        from phasekit.catalog.blockrows import BLOCK_OUTPUT
         from phasekit.catalog.rows import NewItem
 
         return NewItem(
@@ -382,7 +401,7 @@ class PhaseResults:
             stage_name=self.phase,
             entity_name=block_entity(job.index),
             inline_data=block_marker(job),
-            metadata={"output_type": "block", "window_id": window_id},
+            metadata={"output_type": BLOCK_OUTPUT, "window_id": window_id, **(columns or {})},
             phase=self.phase,
             window_id=window_id,
             storage_type="inline",
@@ -478,41 +497,6 @@ class PhaseResults:
     def _items_wanted(self, plans: list[ContainerPlan]) -> bool:
         modes = {p.flow.mode for p in plans}
         return items_wanted(self.outputs, self._admf is not None, modes)
-
-    def _record_rows(
-        self,
-        window_id: Optional[str],
-        container_ids: Sequence[str],
-        metrics: list[dict[str, Any]],
-        first: int,
-        uri: str,
-        marker: Sequence[Any] = (),
-    ) -> None:
-        """A catalog row per container of a block (its metrics; where its row of the
-        window's ``containers`` table is: the table and its item's ``uri``), in one
-        transaction."""
-        from phasekit.catalog.rows import NewItem
-
-        items = [
-            NewItem(
-                process_id=self.run_id,
-                stage_name=self.phase,
-                entity_name=f"{cid}_results",
-                inline_data={"table": "containers", "row": first + i, "uri": uri},
-                metadata={
-                    "container_id": cid,
-                    "window_id": window_id,
-                    "output_type": "container_results",
-                    "metrics": m,
-                },
-                phase=self.phase,
-                window_id=window_id,
-                container_id=cid,
-                storage_type="inline",
-            )
-            for i, (cid, m) in enumerate(zip(container_ids, metrics))
-        ]
-        self.catalog.record_items([*items, *marker])
 
     def _put_items(
         self,
@@ -871,7 +855,7 @@ class PhaseResults:
         make_private_dir(path.parent)
         what = f"writing {path.name} of phase {self.phase}"
         if self.encryption is not None:
-            text = json.dumps(value, indent=1, sort_keys=True).encode()
+            text = json.dumps(value, indent=1, sort_keys=True, default=json_default).encode()
             size, checksum = write_sealed_bytes(path, text, self.encryption, what)
             info = {"size_bytes": size, "checksum": checksum}
             return self._record_file(path, entity, window_id, info, None, "json", metadata)
@@ -1011,6 +995,22 @@ def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:
             col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, col.type))
         cols[name] = col
     return pa.table(cols).to_pylist()
+
+
+def _json_columns(table: pa.Table) -> dict[str, Any]:
+    """The columns of a table of numbers as numpy arrays (a list where a value is
+    missing), what :func:`~phasekit.catalog.encode.to_json` writes as plain JSON lists
+    (non-finite floats as null) with no Python step per value."""
+    out: dict[str, Any] = {}
+    for name in table.schema.names:
+        col = table.column(name)
+        if col.null_count and pa.types.is_floating(col.type):
+            out[name] = pc.if_else(pc.is_finite(col), col, pa.scalar(None, col.type)).to_pylist()
+        elif col.null_count:
+            out[name] = col.to_pylist()
+        else:
+            out[name] = col.to_numpy()
+    return out
 
 
 def _trades_table(trades: pa.Table, symbol: str) -> pa.Table:

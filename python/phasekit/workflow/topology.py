@@ -22,6 +22,7 @@ from phasekit.backtest.portfolio import PortfolioSettings, SimResult, portfolio_
 from phasekit.errors import ConfigError
 from phasekit.tracing import TracerSettings
 from phasekit.workflow.container import Container, ResultSink, Role
+from phasekit.workflow.ranking import SummaryColumns
 from phasekit.workflow.sequences import Span
 
 TRADES_SCHEMA = pa.schema(
@@ -200,37 +201,18 @@ class Objective:
         return metric
 
 
-class Summaries(list[dict[str, Any]]):
-    """Container summaries with their metrics as columns too (``columns``: metric name ->
-    float64 array, NaN where a value is missing), what a block window hands to
-    :func:`rank`, which then sorts by the objective's column."""
-
-    def __init__(
-        self, items: Sequence[dict[str, Any]] = (), columns: Mapping[str, np.ndarray] | None = None
-    ) -> None:
-        super().__init__(items)
-        self.columns: dict[str, np.ndarray] = dict(columns or {})
-
-
 def _rank_columns(
-    results: Summaries, objective: Objective, keep_order: bool
-) -> list[dict[str, Any]] | None:
+    results: SummaryColumns, objective: Objective, keep_order: bool
+) -> SummaryColumns | None:
     """:func:`rank` by the objective's column (None when the objective is not a column:
-    a ``module:function``, or summaries without columns)."""
+    a ``module:function``, or a name that is no metric)."""
+    if ":" in objective.name:
+        return None
     score = results.columns.get(objective.name)
-    if score is None or ":" in objective.name or len(score) != len(results):
+    if score is None:
         return None
     sign = -1.0 if objective.direction == "maximize" else 1.0
-    nan = np.isnan(score)
-    if keep_order:
-        order = np.arange(len(results))
-    else:
-        ids = np.array([r["container_id"] for r in results], dtype=str)
-        order = np.lexsort((ids, np.where(nan, 0.0, sign * score), nan))
-    values = [None if n else float(v) for n, v in zip(nan.tolist(), score.tolist())]
-    for entry, value in zip(results, values):
-        entry["objective"] = value
-    return [results[i] for i in order.tolist()]
+    return results.ranked(score, sign, keep_order)
 
 
 def rank(
@@ -240,13 +222,16 @@ def rank(
     keep_order: bool = False,
 ) -> list[dict[str, Any]]:
     """Container results sorted best first by the objective (NaN last; ties by id),
-    each given its ``objective`` score (None for NaN) in place; ``keep_order`` scores them without sorting (an
-    order chosen elsewhere, such as in-sample, stands). :class:`Summaries` are sorted by
-    the objective's column (numpy) when the objective is a metric."""
-    if isinstance(results, Summaries):
+    each given its ``objective`` score (None for NaN) in place; ``keep_order`` scores
+    them without sorting (an order chosen elsewhere, such as in-sample, stands).
+    :class:`~phasekit.workflow.ranking.SummaryColumns` are ranked by the objective's
+    column (numpy) when the objective is a metric, and stay columns (without
+    ``top_k``); their summaries are made as dicts and ranked as such otherwise."""
+    if isinstance(results, SummaryColumns):
         ranked_columns = _rank_columns(results, objective, keep_order)
         if ranked_columns is not None:
-            return ranked_columns[:top_k] if top_k else ranked_columns
+            return ranked_columns[:top_k] if top_k else ranked_columns  # type: ignore[return-value]
+        results = list(results)
     fn = objective.function()
     sign = -1.0 if objective.direction == "maximize" else 1.0
     scored = []
