@@ -389,3 +389,74 @@ def test_config_show_names_the_executor_and_its_origin(tmp_path: Path) -> None:
     }
     path.write_text(yaml.safe_dump(config(18)))
     assert show()["source"] == {"level": "package default", "path": "default"}
+
+
+WORKER_BAR = re.compile(r"worker (tcp://[\d.]+:\d+) \(([\d,]+) containers\)\S*\s+\S*\s*(\d+)/\?")
+
+
+def test_the_cli_shows_blocks_done_per_worker(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    """The progress display of ``phasekit run`` (its final frame, printed when the output
+    is no terminal) has a bar per worker: the blocks (or batches) it finished, ``K/?``, and
+    their containers, which add up to the run's."""
+    import yaml
+
+    dask_cluster.wait_for_workers()
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config(15)))
+    cmd = [sys.executable, "-m", "phasekit.cli", "run", str(path), "--results-dir"]
+    cmd += [str(tmp_path / "r"), "--executor", f"dask={dask_cluster.address}"]
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    bars = {m[1]: (int(m[2].replace(",", "")), int(m[3])) for m in WORKER_BAR.finditer(proc.stdout)}
+    assert bars, proc.stdout
+    assert set(bars) <= set(dask_cluster.worker_pids())
+    local = run({**config(15), "results_dir": str(tmp_path / "l"), "workers": 1})
+    try:
+        containers = sum(p.containers for p in local.phases.values())
+    finally:
+        local.close()
+    assert sum(c for c, _ in bars.values()) == containers  # every container, on some worker
+    blocks = sum(b for _, b in bars.values())
+    assert all(b >= 1 for _, b in bars.values()) and blocks < containers  # blocks, not sets
+
+
+def test_a_stuck_worker_holds_the_release_of_a_window_at_most_release_seconds(
+    dask_cluster: DaskCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telling the workers to drop a released data window waits at most RELEASE_SECONDS:
+    a worker whose window lock is held (its event loop blocked in ``forget_window``) keeps
+    the client no longer than that."""
+    dask_cluster.wait_for_workers()
+    held = 10.0
+
+    def hold_windows(seconds: float) -> None:
+        import time as clock
+
+        from phasekit.workflow.executors.dask import _WINDOWS_LOCK
+
+        with _WINDOWS_LOCK:
+            clock.sleep(seconds)
+
+    monkeypatch.setattr(dask_executor, "RELEASE_SECONDS", 1.0)
+    spec = DataSpec.from_config({"n_bars": 300, "seed": 33, "frequency": "1h"})
+    executor = DaskExecutor(dask_cluster.address)
+    client = executor._get_client()
+    stuck = None
+    try:
+        executor._shared(spec)
+        worker = sorted(dask_cluster.worker_pids())[0]
+        stuck = client.submit(hold_windows, held, workers=[worker], pure=False)
+        deadline = time.monotonic() + 30
+        while not client.processing().get(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the task has the lock
+        started = time.monotonic()
+        executor._release_bars()
+        took = time.monotonic() - started
+        assert stuck.status == "pending"  # the worker is still stuck
+        assert 0.9 <= took < 6.0, took  # the bound (1 s), not the 10 s the worker is held
+    finally:
+        if stuck is not None:
+            stuck.result(timeout=60)  # let the worker go before the next test
+        executor.close()
