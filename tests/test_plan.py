@@ -142,10 +142,12 @@ def test_the_plan_is_what_the_run_does(
         assert ran["windows"] == [w["window"] for w in phase["windows"]], phase["phase"]
         if phase["topology"] != "backtest":
             continue
-        # built-in strategies have a block path: auto runs blocks but for Monte Carlo
-        # simulations, which are containers of their own
-        blocks = engine == "auto" and phase["sequence"] != "monte_carlo"
-        assert phase["engine"] == ("block" if blocks else "container"), phase
+        # built-in strategies have a block path and Monte Carlo simulations run as
+        # blocks under any strategy: auto runs blocks
+        assert phase["engine"] == ("block" if engine == "auto" else "container"), phase
+        if phase["engine"] == "block" and phase["sequence"] == "monte_carlo":
+            # simulations make no trades and keep no curves
+            assert set(phase["tables"]) == {"containers"}, phase
         by_window = recorded["windows"][phase["phase"]]
         planned = {w["window"]: w["containers"] for w in phase["windows"]}
         if list(by_window) == [None]:  # one window, recorded without its id

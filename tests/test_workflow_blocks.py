@@ -345,6 +345,7 @@ def test_block_and_container_engines_agree(
     ):
         _same_tables(_files(block, pattern), _files(container, pattern))
     if sequence == "monte_carlo":
+        _monte_carlo_engines_agree(runs["block"], runs["container"])
         return
     assert _files(block, "*_results.arrow")  # the items were written
     # the window tables hold the same rows as the container path's files
@@ -373,6 +374,39 @@ def test_block_and_container_engines_agree(
             item = feather.read_table(container / rel / "containers" / f"{cid}_equity.arrow")
             assert own.column("equity").to_pylist() == item.column("equity").to_pylist()
             assert own.column("ts").to_pylist() == item.column("ts").to_pylist()
+
+
+def _monte_carlo_engines_agree(block: Any, container: Any) -> None:
+    """A block window's ``containers`` table holds each simulation's metrics as the
+    container path's item has them; the phases' distributions and report rows are
+    equal; simulations write no trades or equity tables."""
+    for name in ("distribution", "method", "report"):
+        assert block.phases["search"].summary.get(name) == (
+            container.phases["search"].summary.get(name)
+        ), name
+    assert [r.to_dict() for r in block.phases["search"].rows] == [
+        r.to_dict() for r in container.phases["search"].rows
+    ]
+    for window in ("mc0000", "mc0001"):
+        mine = block.run_dir / "search" / window
+        assert not (mine / "trades.arrow").exists() and not (mine / "equity.arrow").exists()
+        table = feather.read_table(mine / "containers.arrow")
+        assert table.column("container_id").to_pylist() == [
+            f"simulation_{i:05d}" for i in range(int(window[2:]) * 10, int(window[2:]) * 10 + 10)
+        ]
+        for row in table.to_pylist():
+            item = feather.read_table(
+                container.run_dir
+                / "search"
+                / window
+                / "containers"
+                / f"{row['container_id']}_results.arrow"
+            ).to_pylist()[0]
+            assert row["simulation"] == item["simulation"]
+            metrics = [
+                k for k in item if k not in ("container_id", "window_id", "role", "simulation")
+            ]
+            assert metrics and {k: row[k] for k in metrics} == {k: item[k] for k in metrics}
 
 
 @pytest.mark.parametrize("fmt", ["arrow", "parquet"])
@@ -475,6 +509,104 @@ def test_container_items_are_written_only_when_asked(tmp_path: Path) -> None:
         assert (res.run_dir / "search" / "containers.arrow").exists()
     assert found[False] == []
     assert found[True] == [f"portfolio_{i:05d}_results.arrow" for i in range(12)]
+
+
+def _monte_carlo(results: Path, **extra: Any) -> dict[str, Any]:
+    cfg = _config(results, "monte_carlo", **extra)
+    cfg["monte_carlo"] = {"n": 30, "batch": 12, "seed": 4}
+    return cfg
+
+
+@pytest.mark.parametrize("method", ["returns", "trades"])
+def test_monte_carlo_windows_are_blocks(tmp_path: Path, backend_name: str, method: str) -> None:
+    """A Monte Carlo window is one block: its simulations' rows (id, number, the set's
+    parameters, bars, the metrics) in its ``containers`` table and one catalog row for
+    the block (its simulations as columns); per-simulation items only when asked."""
+    found = {}
+    for asked in (False, True):
+        cfg = _monte_carlo(tmp_path / str(asked))
+        cfg["monte_carlo"]["method"] = method
+        cfg["phases"][0]["output"] = {"container_items": asked}
+        res = run(cfg, workers=1)
+        res.close()
+        assert res.phases["search"].windows == ["mc0000", "mc0001", "mc0002"]
+        folder = res.run_dir / "search" / "mc0002"
+        table = feather.read_table(folder / "containers.arrow")
+        assert table.column("simulation").to_pylist() == list(range(24, 30))
+        assert table.schema.names[:4] == ["container_id", "window_id", "simulation", "fast"]
+        # the phase's first set
+        params = {tuple(r.values()) for r in table.select(["fast", "slow", "mode"]).to_pylist()}
+        assert params == {(3, 20, "long_only")}
+        assert set(table.column("bars").to_pylist()) == {1500}
+        assert table.column("trade_count").to_pylist()[0] > 0
+        found[asked] = sorted(p.name for p in folder.glob("containers/*_results.arrow"))
+        ids = [f"simulation_{i:05d}" for i in range(24, 30)]
+        with open_catalog(res.catalog_url) as catalog:
+            rows = catalog.list_items(res.run_id, stage="search", window="mc0002")
+            one = catalog.list_items(res.run_id, container="simulation_00026", window="mc0002")
+        (block,) = [r for r in rows if r.entity_name.startswith("block_")]
+        assert block.entity_name == "block_00000"
+        if asked:  # each simulation's own item
+            assert sorted(r.container_id for r in rows if r.container_id) == ids
+        else:  # one row for the block, its simulations as columns
+            assert not [r for r in rows if r.container_id]
+            assert list(block.metadata["columns"]["container_id"]) == ids
+            assert [(r.entity_name, r.inline_data["row"]) for r in one] == [
+                ("simulation_00026_results", 2)
+            ]
+    assert found[False] == []
+    assert found[True] == [f"simulation_{i:05d}_results.arrow" for i in range(24, 30)]
+
+
+def test_monte_carlo_resume_reads_back_completed_windows_and_blocks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed after its second window's block (the first window complete), a resumed Monte
+    Carlo phase reads the first window back, reuses the second's block and runs the rest:
+    its tables, distribution and catalog rows equal an uninterrupted run's."""
+    import logging
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = _monte_carlo(tmp_path / "killed")
+    env = {**os.environ, "PHASEKIT_FAILPOINT": "blocks.after_block@2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL, json.dumps(cfg)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with open_catalog(str(tmp_path / "killed")) as catalog:
+        (killed,) = catalog.list_processes()
+    with caplog.at_level(logging.INFO, logger="phasekit.workflow"):
+        resumed = run(cfg, workers=1, resume=killed.process_id)
+    assert "phase search: window mc0000 resumed" in caplog.text
+    assert "window mc0001: 1 block(s) reused" in caplog.text
+    assert "window mc0002: 1 block(s) reused" not in caplog.text
+    whole = run(_monte_carlo(tmp_path / "whole"), workers=1)
+    try:
+        assert (
+            resumed.phases["search"].summary["distribution"]
+            == (whole.phases["search"].summary["distribution"])
+        )
+        for window in ("mc0000", "mc0001", "mc0002"):
+            got = feather.read_table(resumed.run_dir / "search" / window / "containers.arrow")
+            want = feather.read_table(whole.run_dir / "search" / window / "containers.arrow")
+            assert got.equals(want), window
+            assert not (resumed.run_dir / "search" / window / ".blocks").exists()
+    finally:
+        resumed.close()
+        whole.close()
+    with open_catalog(str(tmp_path / "killed")) as catalog:
+        rows = catalog.list_items(killed.process_id, stage="search")
+    blocks = sorted(
+        (r for r in rows if r.entity_name.startswith("block_")), key=lambda r: str(r.window_id)
+    )
+    assert [(r.window_id, r.entity_name) for r in blocks] == [
+        (w, "block_00000") for w in ("mc0000", "mc0001", "mc0002")
+    ]
+    ids = [cid for r in blocks for cid in r.metadata["columns"]["container_id"]]
+    assert ids == [f"simulation_{i:05d}" for i in range(30)]  # once each
 
 
 def test_block_windows_record_a_row_per_block(tmp_path: Path, backend_name: str) -> None:

@@ -14,10 +14,11 @@ Ratios that are undefined (no variation, no trades) are ``0.0``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from phasekit._pure.sim import equity_summary
 
@@ -181,15 +182,173 @@ def bootstrap_metrics(
     return compute_metrics(equity, initial, periods_per_year, pnl)
 
 
+BOOTSTRAP_CELLS = 1 << 20
+"""The most draws (simulations x draws each) :func:`bootstrap_block` holds at once: its
+simulations are computed in chunks of at most this many."""
+
+
+def bootstrap_block(
+    rets: np.ndarray,
+    pnl: np.ndarray,
+    method: str,
+    seed: int,
+    sims: Sequence[int],
+    initial: float,
+    periods_per_year: float,
+) -> pa.Table:
+    """The metrics of :func:`bootstrap_metrics` for every simulation of ``sims``, a row
+    each in their order (a column per metric, as :func:`compute_metrics` names and orders
+    them; ``profit_factor`` null where it is None). Each simulation draws what
+    :func:`bootstrap_metrics` draws for it (a generator seeded by ``(seed, sim)``); the
+    metrics are computed over the simulations at once, on a 2-D array of their draws, by
+    the same operations in the same order per simulation: the values are equal, not
+    merely close."""
+    rets = np.asarray(rets, dtype=np.float64)
+    pnl = np.asarray(pnl, dtype=np.float64)
+    sims = list(sims)
+    if method == "trades":
+        values, ppy = pnl, periods_per_year * pnl.shape[0] / max(1, rets.shape[0])
+    else:
+        values, ppy = rets, periods_per_year
+    per = max(1, BOOTSTRAP_CELLS // max(1, values.shape[0]))
+    parts = [
+        _chunk_metrics(_draws(values, seed, sims[lo : lo + per]), method, pnl, initial, ppy)
+        for lo in range(0, max(1, len(sims)), per)
+    ]
+    columns = {name: np.concatenate([c[name] for c in parts]) for name in parts[0]}
+    defined = columns.pop("_profit_factor_defined")
+    return pa.table(
+        {
+            **{k: pa.array(v) for k, v in columns.items() if k != "profit_factor"},
+            "profit_factor": pa.array(columns["profit_factor"], mask=~defined),
+        }
+    )
+
+
+def _draws(values: np.ndarray, seed: int, sims: Sequence[int]) -> np.ndarray:
+    """A row per simulation: what it draws from ``values`` (as :func:`bootstrap_metrics`)."""
+    sample = np.empty((len(sims), values.shape[0]), dtype=np.float64)
+    if values.shape[0] == 0:
+        return sample  # nothing to draw (no trades: bootstrap_metrics draws nothing either)
+    for row, sim in enumerate(sims):
+        rng = np.random.default_rng([seed, sim])
+        sample[row] = rng.choice(values, size=values.shape[0], replace=True)
+    return sample
+
+
+def _chunk_metrics(
+    sample: np.ndarray, method: str, pnl: np.ndarray, initial: float, ppy: float
+) -> dict[str, np.ndarray]:
+    """The metrics of simulations that drew ``sample`` (a row each)."""
+    m = sample.shape[0]
+    if method == "trades" and pnl.shape[0] == 0:
+        # no trades to draw: every simulation is the flat curve
+        equity = np.full((m, 1), float(initial))
+        return _equity_columns(equity, initial, ppy, _trade_columns(sample))
+    if method == "trades":
+        equity = initial + np.cumsum(sample, axis=1)
+        return _equity_columns(equity, initial, ppy, _trade_columns(sample))
+    equity = initial * np.cumprod(1.0 + sample, axis=1)
+    trades = {k: np.repeat(v, m) for k, v in _trade_columns(pnl[np.newaxis, :]).items()}
+    return _equity_columns(equity, initial, ppy, trades)
+
+
+def _equity_columns(
+    equity: np.ndarray, initial: float, ppy: float, trades: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """:func:`compute_metrics` of each row of ``equity`` (without positions), with the
+    trade metrics ``trades``."""
+    m, n = equity.shape
+    eq = np.empty((m, n + 1), dtype=np.float64)
+    eq[:, 0] = initial
+    eq[:, 1:] = equity
+    rets = eq[:, 1:] / eq[:, :-1] - 1.0
+    ann = math.sqrt(ppy)
+    zeros = np.zeros(m)
+    sd = rets.std(axis=1, ddof=1) if n > 1 else zeros
+    mean = rets.mean(axis=1) if n else zeros
+    down = np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2, axis=1)) if n else zeros
+    peak = np.maximum.accumulate(eq, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sharpe = np.where(sd > 0, mean / sd * ann, 0.0)
+        sortino = np.where(down > 0, mean / down * ann, 0.0)
+    return {
+        "total_return": eq[:, -1] / initial - 1.0,
+        "sharpe_ratio": sharpe,
+        "sortino_ratio": sortino,
+        "max_drawdown": (eq / peak - 1.0).min(axis=1),
+        "exposure": zeros,
+        "final_equity": eq[:, -1].copy(),
+        **trades,
+    }
+
+
+def _trade_columns(pnl: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`trade_metrics` of each row of ``pnl`` (``_profit_factor_defined``: where
+    ``profit_factor`` is not None)."""
+    m, count = pnl.shape
+    wins = _masked_row_sums(pnl, pnl > 0)
+    losses = -_masked_row_sums(pnl, pnl < 0)
+    defined = losses > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(defined, wins / np.where(defined, losses, 1.0), np.nan)
+    return {
+        "win_rate": (pnl > 0).sum(axis=1) / count if count else np.zeros(m),
+        "trade_count": np.full(m, count, dtype=np.int64),
+        "profit_factor": factor,
+        "_profit_factor_defined": defined,
+    }
+
+
+def _masked_row_sums(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the sum of its values where ``mask`` holds, equal to summing that row's
+    selected values as a 1-D array (``values[i][mask[i]].sum()``): the rows with ``k``
+    selected values are summed together as a ``(rows, k)`` array, which numpy sums row by
+    row in the order it sums a 1-D array of ``k``."""
+    out = np.zeros(values.shape[0], dtype=np.float64)
+    counts = mask.sum(axis=1)
+    for k in np.unique(counts):
+        if k == 0:
+            continue
+        rows = np.flatnonzero(counts == k)
+        picked = values[rows][mask[rows]].reshape(rows.shape[0], int(k))
+        out[rows] = picked.sum(axis=1)
+    return out
+
+
 def metric_distribution(
     metrics: Sequence[Mapping[str, Any]], extra: Sequence[str] = ()
 ) -> dict[str, dict[str, float]]:
+    """:func:`column_distribution` of the metrics of simulations given one mapping each."""
+    names = dict.fromkeys([*DISTRIBUTION_METRICS, *extra])
+    return column_distribution(metric_columns_of(metrics, names), extra)
+
+
+def metric_columns_of(
+    metrics: Sequence[Mapping[str, Any]], names: Iterable[str]
+) -> dict[str, np.ndarray]:
+    """The metrics ``names`` of several mappings as float64 columns, NaN where a value is
+    missing (None)."""
+    out = {}
+    for key in names:
+        values = [m.get(key) for m in metrics]
+        out[key] = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return out
+
+
+def column_distribution(
+    columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()
+) -> dict[str, dict[str, float]]:
     """Percentiles (:data:`PERCENTILES`), mean and std (ddof 1) of each of
     :data:`DISTRIBUTION_METRICS` (and the metrics ``extra``, such as the objective) over
-    simulations."""
+    simulations, from a float64 column per metric (a value per simulation; missing and
+    non-finite values are left out)."""
     out: dict[str, dict[str, float]] = {}
     for key in dict.fromkeys([*DISTRIBUTION_METRICS, *extra]):
-        vals = np.array([m[key] for m in metrics if m.get(key) is not None], dtype=float)
+        column = columns.get(key)
+        if column is None:
+            continue
+        vals = np.asarray(column, dtype=float)
         vals = vals[np.isfinite(vals)]
         if vals.size == 0:
             continue

@@ -65,9 +65,10 @@ MAX_BLOCK = 2_000
 
 DEFAULT_STRATEGY = "sma_crossover"
 """The strategy a phase runs when its ``strategy.type`` is not set."""
-ENGINE_SEQUENCES = ("single_pass", "train_test", "walk_forward")
-"""The sequences whose windows run parameter sets as containers (or blocks); a
-``monte_carlo`` phase stores each simulation as a container of its own."""
+BOOTSTRAP_SEQUENCES = ("monte_carlo",)
+"""The sequences whose blocks run no strategy (a window's simulations bootstrap one run
+of the phase's set, :func:`phasekit.backtest.metrics.bootstrap_block`): any strategy
+runs them as blocks."""
 
 
 def strategy_type_of(params: Any) -> str:
@@ -88,12 +89,16 @@ def block_refusal(strategy_type: str) -> Optional[str]:
 
 
 def phase_engine(engine: str, sequence: str, strategy_type: str, phase: str) -> str:
-    """How a phase runs its windows' parameter sets, ``block`` or ``container``: the
-    run's ``engine`` (``container``; ``block``, ``ConfigError`` where the phase's strategy
-    has no block path; ``auto``: blocks where it has one). The one decision the run
-    (:meth:`~phasekit.workflow.phase.PhaseContext.uses_blocks`) and its plan share."""
-    if engine == "container" or sequence not in ENGINE_SEQUENCES:
+    """How a phase runs its windows' parameter sets (a ``monte_carlo`` phase: its
+    simulations), ``block`` or ``container``: the run's ``engine`` (``container``;
+    ``block``, ``ConfigError`` where the phase's strategy has no block path; ``auto``:
+    blocks where it has one). Simulations run as blocks under any strategy. The one
+    decision the run (:meth:`~phasekit.workflow.phase.PhaseContext.uses_blocks`) and its
+    plan share."""
+    if engine == "container":
         return "container"
+    if sequence in BOOTSTRAP_SEQUENCES:
+        return "block"
     why = block_refusal(strategy_type)
     if why is not None and engine == "block":
         raise ConfigError(f"engine: block: phase {phase!r} cannot run as blocks: {why}")
@@ -147,12 +152,16 @@ class BlockOutcome:
         return read_stream(self.results), read_stream(self.trades), read_stream(self.curves)
 
 
-def stream_bytes(batch: pa.RecordBatch) -> bytes:
-    """A batch as Arrow IPC stream bytes."""
+def stream_bytes(batch: pa.RecordBatch | pa.Table) -> bytes:
+    """A batch (or a table) as Arrow IPC stream bytes."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
+        writer.write(batch)
     return sink.getvalue().to_pybytes()
+
+
+NO_BATCH = stream_bytes(pa.table({}))
+"""An IPC stream of no columns: a block's trades or curves where it has none."""
 
 
 def read_stream(data: bytes) -> pa.Table:

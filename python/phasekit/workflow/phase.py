@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Optional, Protocol, overload
 
+import numpy as np
 import pyarrow as pa
 
 from phasekit import failpoints
@@ -18,18 +19,22 @@ from phasekit.errors import WorkflowError
 from phasekit.registry import DEFAULT_ENGINE
 from phasekit.tracing import TracerSettings
 from phasekit.workflow.blocks import (
+    NO_BATCH,
     BlockJob,
     BlockOutcome,
     block_refusal,
     block_sizes,
     executor_slots,
     phase_engine,
+    read_stream,
+    stream_bytes,
 )
 from phasekit.workflow.executor import DataSpec, Outcome
 from phasekit.workflow.executors import BatchExecutor
 from phasekit.workflow.ranking import SummaryColumns
 from phasekit.workflow.results import (
     BlockRows,
+    ItemRecord,
     PhaseResults,
     jsonable,
     keep_curves,
@@ -363,6 +368,39 @@ class PhaseContext:
                 summaries.extend(block)
             self.observer.containers_done(self.name, len(job))
         return summaries if keep_equity else SummaryColumns.concat(parts)
+
+    def run_local_block(
+        self,
+        folder: Optional[str],
+        job: BlockJob,
+        compute: Callable[[BlockJob], pa.Table],
+        window: Mapping[str, Any],
+        record: Optional[ItemRecord] = None,
+    ) -> SummaryColumns:
+        """Run a block this process computes (``compute`` gives its results table: a Monte
+        Carlo window's simulations, which make no trades and keep no curves) through the
+        path of :meth:`run_blocks`: read back when an earlier attempt completed it, kept
+        until its window completes, its rows stored by
+        :meth:`~phasekit.workflow.results.PhaseResults.put_block` (``record``: each
+        container's own results mapping, when its items are written). Returns the
+        containers' summaries as columns."""
+        job = replace(job, index=self._next_block.get(folder, 0))  # numbered on in its window
+        self._next_block[folder] = job.index + 1
+        done = self.out.done_blocks(folder, [job])
+        found = done.get(job.index)
+        if found is not None:
+            results = read_stream(found.results)
+        else:
+            results = compute(job)
+            outcome = BlockOutcome(job, stream_bytes(results), NO_BATCH, NO_BATCH)
+            self.out.save_block(folder, outcome)
+        no_bars = np.zeros(0, dtype="datetime64[ns]")
+        rows = BlockRows(job, job.parameters, results, None, None, window, no_bars, record)
+        self.out.put_block(folder, rows, found is not None)
+        failpoints.reach("blocks.after_block")
+        self.observer.containers_done(self.name, len(job))
+        metrics = results.select(metric_names(results.schema.names))
+        return SummaryColumns.concat([(job.container_ids, job.parameters, metrics)])
 
     def _outcomes(
         self, blocks: list[BlockJob], done: Mapping[int, BlockOutcome]

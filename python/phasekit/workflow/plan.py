@@ -11,7 +11,8 @@ table,
 admf`` or a ``streaming`` flow store them) or ``none`` (no ``container_results``
 output). ``tables`` gives, for a block phase, the store and format of each window table its
 outputs ask for (:func:`~phasekit.workflow.results.window_table_store`; ``equity`` is
-written only where a container traces its equity).
+written only where a container traces its equity; a Monte Carlo window has only
+``containers``, its simulations' rows).
 
 The plan uses what the sequencer and its runners use: the bars (``bars_for``), the
 parameter sets (``ParameterSpace``), the windows (``windows_for``, ``default_lengths``),
@@ -39,7 +40,12 @@ from phasekit.workflow.blocks import phase_engine, strategy_type_of
 from phasekit.workflow.executor import DataSpec, bars_for
 from phasekit.workflow.params import ParameterSpace
 from phasekit.workflow.plans import Planner
-from phasekit.workflow.results import WINDOW_TABLES, items_wanted, window_table_store
+from phasekit.workflow.results import (
+    WINDOW_TABLES,
+    block_tables,
+    items_wanted,
+    window_table_store,
+)
 from phasekit.workflow.sequencer import DEFAULT_TOP_K, phase_order
 from phasekit.workflow.sequences import default_lengths, windows_for
 
@@ -174,7 +180,7 @@ def plan_phase(
     plan.engine = phase_engine(engine, phase.sequence, strategy_type_of(phase.params), phase.name)
     if plan.engine == "block":
         for name, output in WINDOW_TABLES.items():
-            if output in phase.output:
+            if output in phase.output and name in block_tables(phase.sequence):
                 store = window_table_store(planned.mode, name)
                 fmt = None if store == "memory" else planned.file.format
                 plan.tables[name] = {"store": store, "format": fmt}

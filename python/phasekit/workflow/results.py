@@ -8,7 +8,8 @@
     <results_dir>/<run>/<phase>/{phase_summary.json, selected_parameters.json}
 
 A block window (:mod:`phasekit.workflow.blocks`, :meth:`PhaseResults.put_block`) writes
-its containers' rows, trades and traced equity curves as the three window tables and a
+its containers' rows, trades and traced equity curves as the three window tables (a
+Monte Carlo window: its simulations' rows, no trades or curves) and a
 catalog row per block (its marker) that carries the block's containers as columns:
 their ids, their metrics and where their rows of the ``containers`` item are
 (:mod:`phasekit.catalog.blockrows`). Where
@@ -82,7 +83,13 @@ from phasekit.stores.formats.arrow import ipc_file_bytes
 from phasekit.stores.ref import file_uri
 from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
 from phasekit.workflow.admf import PhaseAggregate, container_record, file_name, trade_records
-from phasekit.workflow.blocks import BlockJob, BlockOutcome, container_results, read_stream
+from phasekit.workflow.blocks import (
+    BOOTSTRAP_SEQUENCES,
+    BlockJob,
+    BlockOutcome,
+    container_results,
+    read_stream,
+)
 from phasekit.workflow.topology import TRADES_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -341,7 +348,8 @@ class PhaseResults:
         reused: bool = False,
     ) -> dict[str, np.ndarray]:
         """Store a block's rows: the window's ``containers``, ``trades`` and ``equity``
-        tables (written at the window's end) and one catalog row for the block (entity
+        tables (written at the window's end; no ``trades`` or ``equity`` for a block
+        without them, see :class:`BlockRows`) and one catalog row for the block (entity
         ``block_<index>``, what a resumed run reuses the block by) that carries its
         containers as columns (their ids, metrics, and where their rows of the window's
         ``containers`` table are; see :mod:`phasekit.catalog.blockrows`); or, when each
@@ -352,18 +360,19 @@ class PhaseResults:
         columns (:func:`metric_columns`)."""
         key = window_id or ""
         job = block.job
-        trades = _trades_table(block.trades, job.symbol)
+        trades = None if block.trades is None else _trades_table(block.trades, job.symbol)
         plans = self._block_plans(job.container_ids)
-        intervals = [p.snapshot_interval for p in plans]
         if any(p.persist for p in plans):
             self._persist_tables.add(key)
-        equity = _equity_table(block.curves, block.ts, job.container_ids, intervals)
         if "container_results" in self.outputs:
             self._add_table(window_id, "containers", block.results)
-        if "trades" in self.outputs:
+        if trades is not None and "trades" in self.outputs:
             self._add_table(window_id, "trades", trades)
-        if equity.num_rows and "equity_curves" in self.outputs:
-            self._add_table(window_id, "equity", equity)
+        if block.curves is not None and "equity_curves" in self.outputs:
+            intervals = [p.snapshot_interval for p in plans]
+            equity = _equity_table(block.curves, block.ts, job.container_ids, intervals)
+            if equity.num_rows:
+                self._add_table(window_id, "equity", equity)
         first = self._block_rows.get(key, 0)
         self._block_rows[key] = first + block.results.num_rows
         names = metric_names(block.results.schema.names)
@@ -502,29 +511,34 @@ class PhaseResults:
         self,
         window_id: Optional[str],
         block: BlockRows,
-        trades: pa.Table,
+        trades: Optional[pa.Table],
         metrics: list[dict[str, Any]],
     ) -> None:
         """Each container's own items from its block rows, as the container path stores
         them."""
         job = block.job
         names = metric_names(block.results.schema.names)
-        trade_rows = _slices(trades, job.container_ids)
-        curve_rows = _slices(block.curves, job.container_ids)
+        trade_rows = _slices(trades, job.container_ids) if trades is not None else None
+        curves = block.curves
+        curve_rows = _slices(curves, job.container_ids) if curves is not None else None
         for i, row in enumerate(block.results.to_pylist()):
             cid = job.container_ids[i]
-            record = container_results(row, block.parameters[i], names, block.window)
-            if not record["parameters"]:  # as a container without parameters reports
-                del record["parameters"]
-            record["metrics"] = metrics[i]
+            if block.record is not None:
+                record = block.record(row, metrics[i])
+            else:
+                record = container_results(row, block.parameters[i], names, block.window)
+                if not record["parameters"]:  # as a container without parameters reports
+                    del record["parameters"]
+                record["metrics"] = metrics[i]
             equity = None
-            if job.tracers[i].keeps_equity:
+            if curves is not None and curve_rows is not None and job.tracers[i].keeps_equity:
                 lo, hi = curve_rows[i]
-                equity = _curve_table(block.curves.slice(lo, hi - lo), block.ts)
-            lo, hi = trade_rows[i]
-            self.put_container(
-                window_id, cid, record, equity, metrics[i], trades=trades.slice(lo, hi - lo)
-            )
+                equity = _curve_table(curves.slice(lo, hi - lo), block.ts)
+            own = None
+            if trades is not None and trade_rows is not None:
+                lo, hi = trade_rows[i]
+                own = trades.slice(lo, hi - lo)
+            self.put_container(window_id, cid, record, equity, metrics[i], trades=own)
 
     def _streams_tables(self, name: str) -> bool:
         """A window table is streamed block by block to an Arrow file (it goes to a file,
@@ -902,30 +916,42 @@ class AdmfFiles:
 def keep_curves(summaries: list[dict[str, Any]], block: BlockRows) -> None:
     """Add each container's equity curve (``_equity``, when traced) and its trades' pnl
     (``_pnl``) to its summary, as the container path keeps them."""
-    trade_rows = _slices(block.trades, block.job.container_ids)
-    curve_rows = _slices(block.curves, block.job.container_ids)
-    pnl = block.trades.column("pnl").to_numpy()
+    ids = block.job.container_ids
+    trades, curves = block.trades, block.curves
+    trade_rows = _slices(trades, ids) if trades is not None else [(0, 0)] * len(ids)
+    pnl = trades.column("pnl").to_numpy() if trades is not None else np.zeros(0)
+    curve_rows = _slices(curves, ids) if curves is not None else None
     for i, summary in enumerate(summaries):
-        if block.job.tracers[i].keeps_equity:
+        if curves is not None and curve_rows is not None and block.job.tracers[i].keeps_equity:
             lo, hi = curve_rows[i]
-            summary["_equity"] = _curve_table(block.curves.slice(lo, hi - lo), block.ts)
+            summary["_equity"] = _curve_table(curves.slice(lo, hi - lo), block.ts)
         lo, hi = trade_rows[i]
         summary["_pnl"] = pnl[lo:hi]
+
+
+ItemRecord = Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
+"""A container's own results mapping (what its items hold) from its row of a block's
+results and its metrics (plain JSON)."""
 
 
 @dataclass(frozen=True)
 class BlockRows:
     """A block's outcome as the parent stores it: its job, the sets' parameters (as the
     phase lists them), its results, trades and curves, the window (``window_id``,
-    ``start``, ``end``, ``bars``) and the window's bar times."""
+    ``start``, ``end``, ``bars``) and the window's bar times. ``trades`` and ``curves``
+    are None for a block whose containers make no trades and keep no curves (a Monte
+    Carlo window's simulations): its window has no ``trades`` or ``equity`` table.
+    ``record``: each container's own results mapping, when it is not a portfolio's
+    (:func:`~phasekit.workflow.blocks.container_results`)."""
 
     job: BlockJob
     parameters: Sequence[Mapping[str, Any]]
     results: pa.Table
-    trades: pa.Table
-    curves: pa.Table
+    trades: Optional[pa.Table]
+    curves: Optional[pa.Table]
     window: Mapping[str, Any]
     ts: np.ndarray
+    record: Optional[ItemRecord] = None
 
 
 BLOCK_PARTS = ".blocks"
@@ -968,6 +994,13 @@ _TABLE_OUTPUTS = {
 }
 """The window tables of block windows and the output kind each one is."""
 WINDOW_TABLES: Mapping[str, str] = _TABLE_OUTPUTS
+
+
+def block_tables(sequence: str) -> tuple[str, ...]:
+    """The window tables a block window of ``sequence`` can write: a ``monte_carlo``
+    window's simulations make no trades and keep no curves (their blocks' rows have
+    neither, :class:`BlockRows`), so only ``containers``."""
+    return ("containers",) if sequence in BOOTSTRAP_SEQUENCES else tuple(WINDOW_TABLES)
 
 
 def metric_names(columns: Sequence[str]) -> list[str]:
