@@ -347,6 +347,71 @@ def test_overwriting_an_item_keeps_one_data_key(tmp_path: Path, enc: Encryption)
         enc.keyring(tmp_path / "s").open("t.arrow", old, "t")
 
 
+def test_a_key_file_is_durable_before_its_file_is_renamed_into_place(
+    tmp_path: Path, enc: Encryption, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data key's file is written in a thread while the data is encoded and sealed;
+    the data file and the manifest are renamed into place only once their key files
+    are there (and have been fsynced: the thread's write ended)."""
+    import phasekit.stores.durable as durable
+
+    folder = tmp_path / "s"
+    store = FileStore(folder, encryption=enc)
+    seen: list[tuple[str, int]] = []
+    real_replace = os.replace
+
+    def replace(src: object, dst: object) -> None:
+        name = Path(str(dst)).name
+        if name in ("t.arrow", "t.json"):
+            keys = [
+                p
+                for p in key_files(folder)
+                if p.name.startswith(f"{name}.") or f".{name}." in p.name
+            ]
+            seen.append((name, len(keys)))
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(durable.os, "replace", replace)
+    store.put("t", TABLE)
+    assert [name for name, _ in seen] == ["t.arrow", "t.json"]
+    assert all(count == 1 for _, count in seen), seen
+    assert store.get("t").equals(TABLE)
+
+
+def test_a_failed_put_leaves_no_key_file_and_the_old_version(
+    tmp_path: Path, enc: Encryption, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phasekit.crypt.keyring as keyring
+    from phasekit.errors import StorageError
+    from phasekit.stores.formats.arrow import ArrowFormat
+
+    folder = tmp_path / "s"
+    store = FileStore(folder, encryption=enc)
+    store.put("t", TABLE)
+    before = sorted(p.name for p in key_files(folder))
+
+    def broken(*args: object) -> None:
+        raise ValueError("cannot encode")
+
+    with monkeypatch.context() as m:  # encoding fails after the key files were started
+        m.setattr(ArrowFormat, "to_bytes", broken)
+        with pytest.raises(ValueError, match="cannot encode"):
+            store.put("t", TABLE.slice(0, 5))
+    assert sorted(p.name for p in key_files(folder)) == before
+    assert store.get("t").equals(TABLE)
+
+    def no_disk(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:  # the key file cannot be written: nothing commits
+        m.setattr(keyring, "_write_private", no_disk)
+        with pytest.raises(StorageError, match="No space left"):
+            store.put("t", TABLE.slice(0, 5))
+    assert sorted(p.name for p in key_files(folder)) == before
+    assert store.get("t").equals(TABLE)
+    assert not [p for p in folder.iterdir() if "phasekit-tmp" in p.name]
+
+
 def test_encryption_refuses_partitioned_folders(tmp_path: Path, enc: Encryption) -> None:
     with pytest.raises(
         InvalidArgument, match=r"partition_by .* cannot be combined with encryption"

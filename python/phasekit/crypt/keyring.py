@@ -18,6 +18,7 @@ import logging
 import mmap
 import os
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,51 @@ def destroy_file(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+class PendingKey:
+    """A new data key whose key file (``path``, holding ``body``) is being written
+    durably in a thread while the caller encrypts with the key."""
+
+    def __init__(self, data_key: bytes, header: Header, path: Path, body: bytes) -> None:
+        self.data_key = data_key
+        self.header = header
+        self._path = path
+        self._error: BaseException | None = None
+        self._waited = False
+        self._thread = threading.Thread(
+            target=self._run, args=(body,), name="phasekit-key-file", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, body: bytes) -> None:
+        try:
+            _write_private(self._path, body)
+        except BaseException as exc:  # raised again by wait(), in the caller's thread
+            self._error = exc
+
+    @property
+    def token(self) -> str:
+        return self.header.token_hex
+
+    def seal_to(self, name: str, data: Any, sink: Sink) -> None:
+        """Encrypt ``data`` for file ``name`` with this key into ``sink``."""
+        seal_into(data, ChunkWriter(sink, self.data_key, name, self.header))
+
+    def wait(self) -> None:
+        """Return once the key file is durable (call it before the file it keys is
+        committed); its write's error (OSError) otherwise."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._waited = True
+
+    def discard(self) -> None:
+        """After a failure: wait for the write to end and, when the keyed file was not
+        committed (:meth:`wait` never returned), remove the key file: it keys nothing."""
+        self._thread.join()
+        if not self._waited:
+            self._path.unlink(missing_ok=True)
+
+
 @dataclass
 class Keyring:
     """The data keys of the files directly in ``folder``, under ``master``."""
@@ -127,14 +173,21 @@ class Keyring:
         return self.dir / f"{name}.{token}{KEY_SUFFIX}"
 
     def new_key(self, name: str) -> tuple[bytes, Header]:
-        """A new data key for file ``name``, its wrapped form written; and the header
-        the file is to start with."""
+        """A new data key for file ``name``, its wrapped form written durably; and the
+        header the file is to start with."""
+        pending = self.start_key(name)
+        pending.wait()
+        return pending.data_key, pending.header
+
+    def start_key(self, name: str) -> PendingKey:
+        """A new data key for file ``name``, its wrapped form being written durably in a
+        thread while the caller encrypts with it: :meth:`PendingKey.wait` before the file
+        is committed (renamed into place)."""
         token = new_token()
         data_key = secrets.token_bytes(KEY_BYTES)
         make_private_dir(self.dir)
         body = json.dumps(wrap(self.master, data_key, name, token.hex())).encode()
-        _write_private(self._key_path(name, token.hex()), body)
-        return data_key, new_header(token)
+        return PendingKey(data_key, new_header(token), self._key_path(name, token.hex()), body)
 
     def key_for(self, name: str, header: Header, what: str) -> bytes:
         """The data key a file's header names (KeyUnavailable when destroyed or under
@@ -143,11 +196,16 @@ class Keyring:
         return unwrap(self.master, read_key_file(path, what), name, header.token_hex, what)
 
     def seal_to(self, name: str, data: Any, sink: Sink) -> str:
-        """Encrypt ``data`` for file ``name`` straight into ``sink`` (a file, say);
-        returns the token of its new key."""
-        data_key, header = self.new_key(name)
-        seal_into(data, ChunkWriter(sink, data_key, name, header))
-        return header.token_hex
+        """Encrypt ``data`` for file ``name`` straight into ``sink`` (a file, say) under a
+        new key (durable on return); returns the key's token."""
+        pending = self.start_key(name)
+        try:
+            pending.seal_to(name, data, sink)
+        except BaseException:
+            pending.discard()
+            raise
+        pending.wait()
+        return pending.token
 
     def writer(self, name: str, sink: Sink) -> tuple[ChunkWriter, str]:
         """A streaming encrypter for file ``name`` writing into ``sink``."""
@@ -183,6 +241,29 @@ class Keyring:
     def shred(self, name: str) -> None:
         """Destroy every data key of file ``name``: its data is unreadable from now on."""
         destroy_keys(self.folder, name)
+
+
+def settle_together(settles: Sequence[tuple[Keyring, str, str]]) -> None:
+    """:meth:`Keyring.settle` of each ``(keyring, name, keep)``, side by side (each
+    destroyed key file is fsynced: the waits overlap); the first error is raised once
+    all have ended."""
+    errors: list[BaseException] = []
+
+    def run(keyring: Keyring, name: str, keep: str) -> None:
+        try:
+            keyring.settle(name, keep)
+        except BaseException as exc:  # raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=args) for args in settles[1:]]
+    for thread in threads:
+        thread.start()
+    if settles:
+        run(*settles[0])
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _tokens(kdir: Path, name: str) -> list[str]:
@@ -393,6 +474,7 @@ __all__ = [
     "NESTED_MANIFEST",
     "Keyring",
     "MemoryKeyring",
+    "PendingKey",
     "RotateReport",
     "destroy_file",
     "destroy_keys",
@@ -404,4 +486,5 @@ __all__ = [
     "needs_rewrap",
     "nested_name",
     "rewrap_tree",
+    "settle_together",
 ]

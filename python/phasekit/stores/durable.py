@@ -17,7 +17,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Optional, Protocol
@@ -140,8 +140,12 @@ def remove_path(path: Path) -> None:
 
 
 @contextmanager
-def atomic_file(final: Path, what: str) -> Iterator[Path]:
+def atomic_file(
+    final: Path, what: str, ready: Optional[Callable[[], None]] = None
+) -> Iterator[Path]:
     """Yield a temporary path; on success fsync it, rename it to ``final``, fsync the folder.
+    ``ready``: called after the fsync, before the rename (it waits for what the file needs
+    to be durable first, e.g. its data key).
 
     On any error the temporary file is removed and ``final`` is untouched; ``OSError``
     becomes :class:`StorageError` (``what`` says which item was being written).
@@ -151,6 +155,8 @@ def atomic_file(final: Path, what: str) -> Iterator[Path]:
         yield tmp
         make_private(tmp)
         fsync_file(tmp)
+        if ready is not None:
+            ready()
         os.replace(tmp, final)
         fsync_dir(final.parent)
     except OSError as exc:

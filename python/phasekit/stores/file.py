@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from phasekit.checksum import seal_problem
 from phasekit.crypt import Encryption, Keyring, destroy_keys, is_sealed
-from phasekit.crypt.keyring import nested_name
+from phasekit.crypt.keyring import PendingKey, nested_name, settle_together
 from phasekit.errors import (
     CorruptDataError,
     InvalidArgument,
@@ -58,6 +58,7 @@ from phasekit.stores.formats import (
     FORMAT_DEFAULT,
     Format,
     WriteOptions,
+    Written,
     check_compression,
     get_format,
     partitioned_formats,
@@ -72,6 +73,7 @@ from phasekit.stores.sealed import (
     read_plain,
     read_sealed,
     sealed_key_id,
+    start_sealed_key,
     write_sealed,
     write_sealed_bytes,
 )
@@ -259,15 +261,24 @@ class FileStore(StoreBase):
         folder (:func:`phasekit.crypt.keyring.nested_name`, found by ``key_place``)."""
         return self.base_path, nested_name(self.manifest_dir, f"{key}.json")
 
-    def _write_manifest(self, key: str, manifest: dict[str, Any], what: str) -> None:
+    def _write_manifest(
+        self,
+        key: str,
+        manifest: dict[str, Any],
+        what: str,
+        pending: Optional[PendingKey] = None,
+    ) -> None:
         """Write ``key``'s manifest durably: encrypted when the store encrypts (its
-        metadata and metrics are no less private than its data), else as JSON."""
+        metadata and metrics are no less private than its data), else as JSON.
+        ``pending``: its new data key, started earlier (:func:`start_sealed_key`)."""
         path = self._manifest_path(key)
         if self.encryption is None:
             write_json(path, manifest, what)
             return
         text = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        write_sealed_bytes(path, text, self.encryption, what, self._manifest_key_place(key))
+        place = self._manifest_key_place(key)
+        # a key started for the manifest is settled by the caller, beside the data's
+        write_sealed_bytes(path, text, self.encryption, what, place, pending, pending is None)
 
     def _read_manifest(self, key: str) -> Optional[dict[str, Any]]:
         path = self._manifest_path(key)
@@ -424,31 +435,55 @@ class FileStore(StoreBase):
         what: str,
         meta: dict[str, Any],
     ) -> Ref:
-        """The data file, then the manifest that commits it; returns the item's Ref."""
-        token: Optional[str] = None
-        if self._keyring is not None:
-            written, token = write_sealed(fmt, data, kind, path, options, what, self._keyring)
-        else:
-            written = fmt.write(data, kind, path, options, what)
-            try:
-                make_private(written.path)
-            except OSError as exc:
-                raise storage_error(exc, what) from exc
-        ref = Ref(
-            uri=file_uri(written.path),
-            key=key,
-            kind=kind,
-            format=fmt.name,
-            size_bytes=written.size_bytes,
-            checksum=written.checksum,
-            metadata=meta,
-            key_id=sealed_key_id(written.info),
-        )
-        manifest = manifest_body(ref, written.info)
-        self._write_manifest(key, manifest, f"{what} (its manifest)")
-        if self._keyring is not None and token is not None:
-            self._keyring.settle(path.name, token)  # committed: older data keys go
+        """The data file, then the manifest that commits it; returns the item's Ref.
+        Encrypted, the manifest's new key file is written (in a thread) while the data
+        is encoded and sealed, and the two older keys are destroyed side by side."""
+        manifest_key: Optional[PendingKey] = None
+        if self.encryption is not None:
+            place = self._manifest_key_place(key)
+            manifest_key = start_sealed_key(self._manifest_path(key), self.encryption, place)
+        try:
+            written, token = self._write_data(fmt, data, kind, path, options, what)
+            ref = Ref(
+                uri=file_uri(written.path),
+                key=key,
+                kind=kind,
+                format=fmt.name,
+                size_bytes=written.size_bytes,
+                checksum=written.checksum,
+                metadata=meta,
+                key_id=sealed_key_id(written.info),
+            )
+            manifest = manifest_body(ref, written.info)
+            self._write_manifest(key, manifest, f"{what} (its manifest)", manifest_key)
+        except BaseException:
+            if manifest_key is not None:
+                manifest_key.discard()
+            raise
+        encryption, keyring = self.encryption, self._keyring
+        if manifest_key and encryption is not None and keyring is not None and token:
+            # committed: the older keys of the data file and of the manifest go
+            manifest_folder, manifest_name = self._manifest_key_place(key)
+            settle_together(
+                [
+                    (keyring, path.name, token),
+                    (encryption.keyring(manifest_folder), manifest_name, manifest_key.token),
+                ]
+            )
         return ref
+
+    def _write_data(
+        self, fmt: Format, data: Any, kind: str, path: Path, options: WriteOptions, what: str
+    ) -> tuple[Written, Optional[str]]:
+        """The data file, encrypted when the store encrypts; and its data key's token."""
+        if self._keyring is not None:
+            return write_sealed(fmt, data, kind, path, options, what, self._keyring)
+        written = fmt.write(data, kind, path, options, what)
+        try:
+            make_private(written.path)
+        except OSError as exc:
+            raise storage_error(exc, what) from exc
+        return written, None
 
     @staticmethod
     def _drop_replaced(previous: Optional[dict[str, Any]], path: Path) -> None:

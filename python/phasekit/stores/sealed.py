@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from phasekit.crypt import Encryption, Keyring, decrypt_file
 from phasekit.crypt.aead import Alloc
+from phasekit.crypt.keyring import PendingKey
 from phasekit.errors import KeyUnavailable
 from phasekit.paths import open_nofollow
 from phasekit.stores.durable import ChecksummedSink, atomic_file, path_size
@@ -25,16 +26,29 @@ INFO_KEY = "encryption"
 """The manifest ``info`` entry of an encrypted item: ``{"key_id": ..., "token": ...}``."""
 
 
-def _seal_file(path: Path, data: Any, keyring: Keyring, name: str, what: str) -> tuple[str, str]:
+def _seal_file(
+    path: Path,
+    data: Any,
+    keyring: Keyring,
+    name: str,
+    what: str,
+    pending: Optional[PendingKey] = None,
+) -> tuple[str, str]:
     """Encrypt ``data`` chunk by chunk into a new file at ``path`` (the atomic protocol,
-    mode 0600); returns the token of its data key and the file's checksum (of the
-    encrypted bytes, computed as they are written)."""
-    with atomic_file(path, what) as tmp:
-        fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb", buffering=0) as fh:
-            sink = ChecksummedSink(fh)
-            token = keyring.seal_to(name, data, sink)
-    return token, sink.checksum
+    mode 0600) under a new data key (``pending``: one already started); returns the key's
+    token and the file's checksum (of the encrypted bytes, computed as they are written).
+    The key file is written in a thread meanwhile, durable before the file is renamed."""
+    key = pending if pending is not None else keyring.start_key(name)
+    try:
+        with atomic_file(path, what, ready=key.wait) as tmp:
+            fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb", buffering=0) as fh:
+                sink = ChecksummedSink(fh)
+                key.seal_to(name, data, sink)
+    except BaseException:
+        key.discard()
+        raise
+    return key.token, sink.checksum
 
 
 def write_sealed(
@@ -49,8 +63,13 @@ def write_sealed(
     """Encode, encrypt and durably write ``value`` to ``path``; returns what was written
     and the token of its data key (to :meth:`Keyring.settle` once committed)."""
     fmt.check(kind, options)
-    data, info = fmt.to_bytes(value, kind, options)
-    token, checksum = _seal_file(path, data, keyring, path.name, what)
+    pending = keyring.start_key(path.name)  # its key file is written while value is encoded
+    try:
+        data, info = fmt.to_bytes(value, kind, options)
+    except BaseException:
+        pending.discard()
+        raise
+    token, checksum = _seal_file(path, data, keyring, path.name, what, pending)
     info = {**info, INFO_KEY: {"key_id": keyring.master.key_id, "token": token}}
     return Written(path, path_size(path), checksum, info), token
 
@@ -99,15 +118,31 @@ def write_sealed_bytes(
     encryption: Encryption,
     what: str,
     place: Optional[tuple[Path, str]] = None,
+    pending: Optional[PendingKey] = None,
+    settle: bool = True,
 ) -> tuple[int, str]:
     """Encrypt ``data`` (a file's bytes) and write it durably to ``path``; returns its size
     and checksum (of the encrypted bytes, what is on disk). ``place``: see
-    :func:`phasekit.crypt.keyring.key_place` (default: beside the file)."""
+    :func:`phasekit.crypt.keyring.key_place` (default: beside the file); ``pending``: its
+    new data key, started earlier by :func:`start_sealed_key` with the same place;
+    ``settle``: destroy the file's older keys once it is written (False: the caller
+    does, with :meth:`Keyring.settle`)."""
     folder, name = place or (path.parent, path.name)
     keyring = encryption.keyring(folder)
-    token, checksum = _seal_file(path, data, keyring, name, what)
-    keyring.settle(name, token)
+    token, checksum = _seal_file(path, data, keyring, name, what, pending)
+    if settle:
+        keyring.settle(name, token)
     return path_size(path), checksum
+
+
+def start_sealed_key(
+    path: Path, encryption: Encryption, place: Optional[tuple[Path, str]] = None
+) -> PendingKey:
+    """The new data key :func:`write_sealed_bytes` of ``path`` will use, its key file
+    written from now on (in a thread): started before the bytes exist, its fsyncs overlap
+    the work that makes them."""
+    folder, name = place or (path.parent, path.name)
+    return encryption.keyring(folder).start_key(name)
 
 
 __all__ = [
@@ -115,6 +150,7 @@ __all__ = [
     "read_plain",
     "read_sealed",
     "sealed_key_id",
+    "start_sealed_key",
     "write_sealed",
     "write_sealed_bytes",
 ]
