@@ -122,17 +122,20 @@ def test_encrypted_run_on_s3(
         body = json.loads(stored[key])
         assert body["key_id"] == key_id and set(body) == {"version", "key_id", "wrapped"}
     assert not [k for k, v in stored.items() if secret.encode() in v]
-    # the stores' manifests are encrypted too: no metric value in any of them
+    # the stores' manifests are encrypted too, and no object but the key objects holds a
+    # metric value of the run (its rankings and summaries would in plaintext)
     manifests = [k for k in stored if re.search(r"/\.phasekit/[^/]+\.json$", k)]
     metrics = {
         json.dumps(v).encode()
-        for i in items
-        for v in ((i.metadata or {}).get("metrics") or {}).values()
+        for row in ranked.to_pylist()
+        for v in row.values()
         if isinstance(v, float) and v not in (0.0, 1.0)
     }
     assert manifests and metrics
     for key in manifests:
-        assert stored[key].startswith(MAGIC) and not [m for m in metrics if m in stored[key]]
+        assert stored[key].startswith(MAGIC), key
+    for key in set(stored) - set(key_objects):
+        assert not [m for m in metrics if m in stored[key]], key
 
     # ---- the CLI: show --verify, doctor, export (decrypted)
     assert _cli_json(capsys, "show", str(arrow.id), "--verify", *where)["verified"] == "ok"
