@@ -528,7 +528,10 @@ def _rankings(result: Any) -> dict[tuple[str, str], list[Any]]:
     return {(p, w): result.metrics(p, w).to_pylist() for p, w in windows}
 
 
-def test_resume_a_run_on_s3_equals_an_uninterrupted_one(bucket: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheme", ["s3", "pyarrow+s3"])  # boto3, pyarrow's own S3 client
+def test_resume_a_run_on_s3_equals_an_uninterrupted_one(
+    scheme: str, bucket: str, tmp_path: Path
+) -> None:
     from phasekit.workflow import run
     from phasekit.workflow.run import RunInterrupted
 
@@ -537,7 +540,7 @@ def test_resume_a_run_on_s3_equals_an_uninterrupted_one(bucket: str, tmp_path: P
         expected = _rankings(reference)
     finally:
         reference.close()
-    cfg = _tt_config(f"s3://{bucket}/resume")
+    cfg = _tt_config(f"{scheme}://{bucket}/resume")
     local = str(tmp_path / "local")
     stop = _StopAfter(("parameter_search", "train"))
     with pytest.raises(RunInterrupted) as interrupted:
@@ -549,7 +552,9 @@ def test_resume_a_run_on_s3_equals_an_uninterrupted_one(bucket: str, tmp_path: P
     try:
         assert ("parameter_search", "train", True) in again.windows  # kept, not recomputed
         assert _rankings(result) == expected
-        for item in result._catalog.list_items(run_id):
+        items = result._catalog.list_items(run_id)
+        assert any((i.data_reference or "").startswith(f"{scheme}://{bucket}/") for i in items)
+        for item in items:
             assert not (item.data_reference or "").startswith("file://")
             result._catalog.verify_item(item)
     finally:
