@@ -17,6 +17,7 @@ import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -83,11 +84,19 @@ def test_chunked_roundtrip_at_every_boundary(backend_name: str, size: int) -> No
         def write(self, b: bytes) -> None:
             streamed.append(bytes(b))
 
-    writer = ChunkWriter(Sink(), key, "item", header)
-    for i in range(0, size, 1000):
-        writer.write(data[i : i + 1000])
-    writer.close()
-    assert unseal(b"".join(streamed), "item", lambda h: key, "item") == data
+    # writes smaller than a chunk, of a chunk, across chunks and of several chunks (sealed
+    # straight from the write): the same bytes as sealing the whole at once
+    for pieces in ([1000], [4096], [4097], [9000], [1, 12288, 5, 0, 4095], [3 * 4096 + 5]):
+        streamed.clear()
+        writer = ChunkWriter(Sink(), key, "item", header)
+        at, turn = 0, 0
+        while at < size:
+            n = pieces[turn % len(pieces)]
+            writer.write(data[at : at + n])
+            at, turn = at + n, turn + 1
+        writer.close()
+        assert b"".join(streamed) == blob, pieces
+        assert writer.tell() == size
 
 
 def chunks_of(blob: bytes, chunk: int) -> tuple[bytes, list[bytes]]:
@@ -390,11 +399,12 @@ def test_a_failed_put_leaves_no_key_file_and_the_old_version(
     store.put("t", TABLE)
     before = sorted(p.name for p in key_files(folder))
 
-    def broken(*args: object) -> None:
+    def broken(self: object, value: object, kind: str, options: object, sink: Any) -> None:
+        sink.write(b"x" * (3 << 20))  # some chunks sealed and written, then a failure
         raise ValueError("cannot encode")
 
     with monkeypatch.context() as m:  # encoding fails after the key files were started
-        m.setattr(ArrowFormat, "to_bytes", broken)
+        m.setattr(ArrowFormat, "write_into", broken)
         with pytest.raises(ValueError, match="cannot encode"):
             store.put("t", TABLE.slice(0, 5))
     assert sorted(p.name for p in key_files(folder)) == before

@@ -136,16 +136,28 @@ class ChunkWriter:
         sink.write(header.raw)
 
     def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        self._buf += view
-        self._plain += view.nbytes
-        size = self._header.chunk_bytes
-        if len(self._buf) > size:
-            whole = (len(self._buf) - 1) // size * size  # keep a non-empty tail back
-            with memoryview(self._buf) as buf:
-                self.emit_whole(buf[:whole])
-            del self._buf[:whole]
-        return view.nbytes
+        """Buffer ``data``; whole chunks are sealed once more bytes follow them (the last
+        chunk is sealed by :meth:`close`, as the final one). Whole chunks of a large write
+        are sealed straight from it; only a chunk's part is copied into the buffer."""
+        with memoryview(data) as raw, raw.cast("B") as view:
+            n = view.nbytes
+            if n == 0:
+                return 0
+            self._plain += n
+            size = self._header.chunk_bytes
+            start = 0
+            if self._buf:
+                start = min(n, size - len(self._buf))
+                self._buf += view[:start]
+                if start == n:  # nothing follows the buffered chunk yet
+                    return n
+                self.emit(self._buf, final=False)  # one whole chunk, more bytes follow
+                self._buf = bytearray()
+            whole = (n - start - 1) // size * size  # keep a non-empty tail back
+            if whole > 0:
+                self.emit_whole(view[start : start + whole])
+            self._buf += view[start + whole :]
+        return n
 
     @property
     def chunk_bytes(self) -> int:

@@ -138,9 +138,9 @@ class PendingKey:
     def token(self) -> str:
         return self.header.token_hex
 
-    def seal_to(self, name: str, data: Any, sink: Sink) -> None:
-        """Encrypt ``data`` for file ``name`` with this key into ``sink``."""
-        seal_into(data, ChunkWriter(sink, self.data_key, name, self.header))
+    def writer(self, name: str, sink: Sink) -> ChunkWriter:
+        """A streaming encrypter for file ``name`` under this key, writing into ``sink``."""
+        return ChunkWriter(sink, self.data_key, name, self.header)
 
     def wait(self) -> None:
         """Return once the key file is durable (call it before the file it keys is
@@ -200,7 +200,7 @@ class Keyring:
         new key (durable on return); returns the key's token."""
         pending = self.start_key(name)
         try:
-            pending.seal_to(name, data, sink)
+            seal_into(data, pending.writer(name, sink))
         except BaseException:
             pending.discard()
             raise

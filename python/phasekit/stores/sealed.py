@@ -9,13 +9,14 @@ key id and the data key's token); a read decrypts and decodes (``Format.from_byt
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import pyarrow as pa
 
 from phasekit.crypt import Encryption, Keyring, decrypt_file
-from phasekit.crypt.aead import Alloc
+from phasekit.crypt.aead import Alloc, ChunkWriter, seal_into
 from phasekit.crypt.keyring import PendingKey
 from phasekit.errors import KeyUnavailable
 from phasekit.paths import open_nofollow
@@ -28,23 +29,26 @@ INFO_KEY = "encryption"
 
 def _seal_file(
     path: Path,
-    data: Any,
+    fill: Callable[[ChunkWriter], None],
     keyring: Keyring,
     name: str,
     what: str,
     pending: Optional[PendingKey] = None,
 ) -> tuple[str, str]:
-    """Encrypt ``data`` chunk by chunk into a new file at ``path`` (the atomic protocol,
-    mode 0600) under a new data key (``pending``: one already started); returns the key's
-    token and the file's checksum (of the encrypted bytes, computed as they are written).
-    The key file is written in a thread meanwhile, durable before the file is renamed."""
+    """A new file at ``path`` (the atomic protocol, mode 0600) of what ``fill`` writes
+    into the encrypter it is given, under a new data key (``pending``: one already
+    started); returns the key's token and the file's checksum (of the encrypted bytes,
+    computed as they are written). The key file is written in a thread meanwhile,
+    durable before the file is renamed."""
     key = pending if pending is not None else keyring.start_key(name)
     try:
         with atomic_file(path, what, ready=key.wait) as tmp:
             fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb", buffering=0) as fh:
                 sink = ChecksummedSink(fh)
-                key.seal_to(name, data, sink)
+                writer = key.writer(name, sink)
+                fill(writer)
+                writer.close()
     except BaseException:
         key.discard()
         raise
@@ -61,15 +65,16 @@ def write_sealed(
     keyring: Keyring,
 ) -> tuple[Written, str]:
     """Encode, encrypt and durably write ``value`` to ``path``; returns what was written
-    and the token of its data key (to :meth:`Keyring.settle` once committed)."""
+    and the token of its data key (to :meth:`Keyring.settle` once committed). The format
+    writes into the encrypter (:meth:`Format.write_into`): chunks are sealed as the
+    value is encoded, large buffers straight from the value's memory."""
     fmt.check(kind, options)
-    pending = keyring.start_key(path.name)  # its key file is written while value is encoded
-    try:
-        data, info = fmt.to_bytes(value, kind, options)
-    except BaseException:
-        pending.discard()
-        raise
-    token, checksum = _seal_file(path, data, keyring, path.name, what, pending)
+    info: dict[str, Any] = {}
+
+    def fill(writer: ChunkWriter) -> None:
+        info.update(fmt.write_into(value, kind, options, writer))
+
+    token, checksum = _seal_file(path, fill, keyring, path.name, what)
     info = {**info, INFO_KEY: {"key_id": keyring.master.key_id, "token": token}}
     return Written(path, path_size(path), checksum, info), token
 
@@ -129,7 +134,9 @@ def write_sealed_bytes(
     does, with :meth:`Keyring.settle`)."""
     folder, name = place or (path.parent, path.name)
     keyring = encryption.keyring(folder)
-    token, checksum = _seal_file(path, data, keyring, name, what, pending)
+    token, checksum = _seal_file(
+        path, lambda writer: seal_into(data, writer), keyring, name, what, pending
+    )
     if settle:
         keyring.settle(name, token)
     return path_size(path), checksum

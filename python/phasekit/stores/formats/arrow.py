@@ -83,6 +83,13 @@ class ArrowFormat(Format):
     def to_bytes(self, value: Any, kind: str, options: WriteOptions) -> tuple[Any, dict[str, Any]]:
         return ipc_file_bytes(values.to_arrow(value, kind), options.compression), {}
 
+    def write_into(self, value: Any, kind: str, options: WriteOptions, sink: Any) -> dict[str, Any]:
+        """The IPC file written straight into ``sink``: pyarrow hands it each column
+        buffer as is (no copy of the table in memory first)."""
+        table = values.to_arrow(value, kind)
+        _write_ipc(pa.PythonFile(sink, mode="w"), table, table.schema, options.compression)
+        return {}
+
     def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
         return values.from_arrow(table, kind, info.get("numpy"))

@@ -78,6 +78,14 @@ class Format:
         what an encrypted store seals, so no plaintext reaches the disk."""
         raise NotImplementedError
 
+    def write_into(self, value: Any, kind: str, options: WriteOptions, sink: Any) -> dict[str, Any]:
+        """Write the file's bytes into ``sink`` (an object with ``write``, ``tell``,
+        ``flush`` and ``closed``: an encrypter); returns what restoring it needs. By
+        default :meth:`to_bytes`, written at once; a format that can stream overrides it."""
+        data, info = self.to_bytes(value, kind, options)
+        sink.write(data)
+        return info
+
     def from_bytes(self, data: Any, kind: str, info: dict[str, Any], options: WriteOptions) -> Any:
         """Inverse of :meth:`to_bytes` (``data``: the decrypted file's bytes)."""
         raise NotImplementedError
