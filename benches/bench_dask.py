@@ -5,8 +5,9 @@ Groups (``items`` = containers):
 
 * ``dask:grid``: ``phasekit run examples/optimization_1000_containers.yaml`` (1,000 SMA
   sets over 100,000 minute bars) in a subprocess, ``--workers 2`` (``local``) against
-  ``--executor dask=ADDRESS`` (``dask``, the two workers); rust backend; the goal is a
-  dask median at most 1.3x the local one.
+  ``--executor dask=ADDRESS`` (``dask``, the two workers) and ``--executor ray=ADDRESS``
+  (``ray``, a head node with 2 CPUs started as in the tests: ``tests/ray_util.py``);
+  rust backend; the goal is a dask median at most 1.3x the local one.
 * ``dask:batch-costs``: the same run (``engine: container``) in this process on the
   cluster, with the scheduler's task stream: per batch, the worker's compute seconds,
   the pickled bytes of its results and the catalog rows the client commits, and the
@@ -48,6 +49,7 @@ from dask_util import DaskCluster, start_cluster
 from phasekit.catalog import open_catalog
 from phasekit.workflow import run
 from phasekit.workflow.executor import DataSpec, run_batch
+from ray_util import RayCluster, running_cluster
 
 SETS = 1000
 
@@ -63,14 +65,24 @@ def cluster() -> Iterator[DaskCluster]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.parametrize("executor", ["local", "dask"])
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[RayCluster]:
+    """A Ray head node with 2 CPUs (the Ray row of ``dask:grid``)."""
+    with running_cluster("pkray-bench-") as started:
+        yield started
+
+
+@pytest.mark.parametrize("executor", ["local", "dask", "ray"])
 def test_grid_on_the_cluster(
-    benchmark: Any, executor: str, cluster: DaskCluster, tmp_path: Path
+    benchmark: Any, executor: str, cluster: DaskCluster, request: Any, tmp_path: Path
 ) -> None:
     benchmark.group = "dask:grid"
     args = ["--backend", "rust", "--workers", "2"]
     if executor == "dask":
         args = ["--backend", "rust", "--executor", f"dask={cluster.address}"]
+    if executor == "ray":
+        head: RayCluster = request.getfixturevalue("ray_head")
+        args = ["--backend", "rust", "--executor", f"ray={head.address}"]
 
     def once() -> dict[str, Any]:
         summary, _ = cli_run(GRID_EXAMPLE, Path(tempfile.mkdtemp(dir=tmp_path)), *args)

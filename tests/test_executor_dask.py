@@ -2,8 +2,8 @@
 scheduler and two workers on 127.0.0.1, :mod:`conftest_dask`).
 
 A run on the cluster equals the local run; the setting and ``--executor`` take effect and
-show their origin; batches in flight stay bounded; an unreachable scheduler and engines
-phasekit has no executor for are errors. The cluster tests run once, not per backend.
+show their origin; batches in flight stay bounded; an unreachable scheduler and names
+that are no executor are errors. The cluster tests run once, not per backend.
 """
 
 from __future__ import annotations
@@ -21,49 +21,17 @@ from typing import Any
 
 import pytest
 
+from cluster_support import check_bounded, check_retried, config, jobs, outputs
 from dask_util import DaskCluster, free_port
-from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.catalog import open_catalog
 from phasekit.errors import ConfigError, WorkflowError
-from phasekit.tracing import TracerSettings
 from phasekit.workflow import run
 from phasekit.workflow.executor import DataSpec
 from phasekit.workflow.executors import dask as dask_executor
 from phasekit.workflow.executors.dask import DaskExecutor
 from phasekit.workflow.phase import QuietObserver
-from phasekit.workflow.sequences import Span
-from phasekit.workflow.topology import PortfolioJob
 
 pytest_plugins = ["conftest_dask"]
-
-CONFIG: dict[str, Any] = {
-    "run_name": "dk",
-    "workers": 2,
-    "data": {"n_bars": 400, "seed": 11, "frequency": "1h"},
-    "data_flow": {"mode": "file"},
-    "phases": [
-        {
-            "name": "search",
-            "sequence": "walk_forward",
-            "walk_forward": {"train": 120, "test": 60},
-            "parameter_space": {"strategy.fast": [2, 3, 4], "strategy.slow": [10, 20, 30]},
-            "top_k": 2,
-        },
-        {"name": "check", "depends_on": ["search"], "sequence": "train_test"},
-    ],
-}
-
-
-def config(seed: int, **extra: Any) -> dict[str, Any]:
-    return {**CONFIG, "data": {**CONFIG["data"], "seed": seed}, **extra}
-
-
-def outputs(result: Any) -> dict[str, Any]:
-    """What a run computed: every phase's per-container metrics and its selection."""
-    return {
-        name: (result.metrics(name).to_pylist(), phase.selected)
-        for name, phase in result.phases.items()
-    }
 
 
 def arrivals(cluster: DaskCluster) -> dict[str, dict[str, tuple[dict[str, Any], int]]]:
@@ -270,70 +238,19 @@ def test_the_cli_flag_runs_on_the_cluster(dask_cluster: DaskCluster, tmp_path: P
     assert 14 in seeds_on_workers(dask_cluster)
 
 
-def jobs(count: int) -> list[PortfolioJob]:
-    return [
-        PortfolioJob(
-            f"portfolio_{i:05d}",
-            "full",
-            Span(0, 300),
-            "sma_crossover",
-            {"fast": 2 + i % 5, "slow": 20},
-            {"strategy.fast": 2 + i % 5},
-            PortfolioSettings(),
-            TracerSettings(),
-            "SYN",
-        )
-        for i in range(count)
-    ]
-
-
 @pytest.mark.parametrize(("workers", "bound"), [(1, 2), (None, 4)])
 def test_batches_in_flight_are_bounded(
     dask_cluster: DaskCluster, workers: int | None, bound: int
 ) -> None:
     dask_cluster.wait_for_workers()  # both: the default bound counts their threads
-    spec = DataSpec.from_config({"n_bars": 300, "seed": 15, "frequency": "1h"})
-    executor = DaskExecutor(dask_cluster.address, workers=workers)
-    try:
-        batches: list[int] = []
-        got = [o.job.container_id for o in executor.map(spec, jobs(40), batches.append)]
-    finally:
-        executor.close()
-    assert got == [j.container_id for j in jobs(40)]  # in job order
-    assert sum(batches) == 40 and len(batches) > bound
-    assert executor.max_in_flight == bound  # 2 x workers, or 2 x the cluster's threads
-    assert sum(executor.batches.values()) == len(batches)
+    check_bounded(DaskExecutor(dask_cluster.address, workers=workers), bound)
 
 
 @pytest.mark.parametrize("retries", [0, 1])
 def test_a_batch_that_raises_is_retried(
     dask_cluster: DaskCluster, tmp_path: Path, retries: int
 ) -> None:
-    marker = tmp_path / "failed-once"
-    job = PortfolioJob(
-        "portfolio_00000",
-        "full",
-        Span(0, 300),
-        "dask_support:FailsOnce",
-        {"marker": str(marker), "fast": 2, "slow": 20},
-        {},
-        PortfolioSettings(),
-        TracerSettings(),
-        "SYN",
-    )
-    spec = DataSpec.from_config({"n_bars": 300, "seed": 19, "frequency": "1h"})
-    executor = DaskExecutor(dask_cluster.address, retries=retries)
-    try:
-        if retries == 0:
-            with pytest.raises(RuntimeError, match="the first run fails"):
-                list(executor.map(spec, [job]))
-        else:
-            (outcome,) = executor.map(spec, [job])
-            assert outcome.job.container_id == "portfolio_00000"
-            assert "sharpe_ratio" in outcome.results["metrics"]
-    finally:
-        executor.close()
-    assert marker.exists()
+    check_retried(DaskExecutor(dask_cluster.address, retries=retries), tmp_path / "failed-once")
 
 
 def test_an_unreachable_scheduler_fails_before_anything_is_recorded(
@@ -350,13 +267,11 @@ def test_an_unreachable_scheduler_fails_before_anything_is_recorded(
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("ray", "no Ray executor"),
-        ({"ray": "ray://h:10001"}, "no Ray executor"),
-        ("dask", "needs the scheduler's address"),
+        ("dask", "dask needs the cluster's address, e.g. executor: {dask: tcp://host:8786}"),
         ("dsak", "did you mean 'dask'"),
         ({"dask": "tcp://a:1", "ray": "x"}, "mapping of one engine"),
         ({"local": "x"}, "local takes no address"),
-        ({"dask": "tcp://a :1"}, "is not a scheduler address"),
+        ({"dask": "tcp://a :1"}, "is not a cluster address (e.g. tcp://host:8786)"),
         (7, "expected local or"),
     ],
 )

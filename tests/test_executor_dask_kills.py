@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cluster_support import KILL_CONFIG, kill_trials, outputs
 from dask_util import DaskCluster
 from phasekit.catalog import open_catalog
 from phasekit.workflow import run
@@ -30,35 +31,13 @@ WORKER_KILLS = 12
 CLIENT_KILLS = 10
 SEED = 1414
 
-CONFIG: dict[str, Any] = {
-    "run_name": "kills",
-    "data": {"n_bars": 3000, "seed": 21, "frequency": "1h"},
-    "data_flow": {"mode": "file"},
-    "phases": [
-        {
-            "name": "search",
-            "sequence": "walk_forward",
-            "walk_forward": {"train": 1200, "test": 600},
-            "parameter_space": {"strategy.fast": [2, 3, 4, 5], "strategy.slow": [10, 20, 30]},
-            "top_k": 2,
-        },
-        {"name": "check", "depends_on": ["search"], "sequence": "train_test"},
-    ],
-}
-
-
-def outputs(result: Any) -> dict[str, Any]:
-    """What a run computed: every phase's per-container metrics and its selection."""
-    return {
-        name: (result.metrics(name).to_pylist(), phase.selected)
-        for name, phase in result.phases.items()
-    }
-
 
 @pytest.fixture(scope="module")
 def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The uninterrupted run's outputs (local executor)."""
-    result = run({**CONFIG, "results_dir": str(tmp_path_factory.mktemp("baseline"))}, workers=1)
+    result = run(
+        {**KILL_CONFIG, "results_dir": str(tmp_path_factory.mktemp("baseline"))}, workers=1
+    )
     try:
         return outputs(result)
     finally:
@@ -102,28 +81,18 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     dask_cluster: DaskCluster, tmp_path: Path, expected: dict[str, Any]
 ) -> None:
     rng = random.Random(SEED)
-    killed = trial = 0
-    # a run can end before its killer's random moment comes: trials go on (at most three
-    # times as many) until WORKER_KILLS of them killed a worker mid-batch
-    while killed < WORKER_KILLS and trial < 3 * WORKER_KILLS:
-        trial += 1
+
+    def new_killer() -> WorkerKiller:
         dask_cluster.wait_for_workers()
-        killer = WorkerKiller(dask_cluster, rng.uniform(0.0, 0.6))
-        killer.start()
-        try:
-            result = run(
-                {**CONFIG, "results_dir": str(tmp_path / f"t{trial}")},
-                executor={"dask": dask_cluster.address},
-            )
-        finally:
-            killer.stop.set()
-            killer.join(timeout=30)
-        try:
-            assert outputs(result) == expected, f"trial {trial}"
-        finally:
-            result.close()
-        killed += killer.killed is not None
-    assert killed == WORKER_KILLS
+        return WorkerKiller(dask_cluster, rng.uniform(0.0, 0.6))
+
+    def run_once(trial: int) -> Any:
+        return run(
+            {**KILL_CONFIG, "results_dir": str(tmp_path / f"t{trial}")},
+            executor={"dask": dask_cluster.address},
+        )
+
+    kill_trials(WORKER_KILLS, new_killer, run_once, expected)
 
 
 def test_a_killed_client_resumes_from_the_catalog(
@@ -136,7 +105,7 @@ def test_a_killed_client_resumes_from_the_catalog(
         folder = tmp_path / f"t{trial}"
         folder.mkdir()
         path = folder / "run.yaml"
-        path.write_text(yaml.safe_dump({**CONFIG, "results_dir": str(folder / "results")}))
+        path.write_text(yaml.safe_dump({**KILL_CONFIG, "results_dir": str(folder / "results")}))
         cmd = [sys.executable, "-m", "phasekit.cli", "run", str(path), "--json"]
         cmd += ["--executor", f"dask={dask_cluster.address}"]
         client = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -321,8 +321,9 @@ def test_deselect_env_drops_tests_run_on_both_backends() -> None:
     assert sorted(second_run) == sorted(set(everything) - set(both))
 
 
-def test_deselect_env_drops_one_pass_tests() -> None:
-    # the Dask cluster tests are marked one_pass: the first CI run only
-    path = Path(__file__).parent / "test_executor_dask.py"
+@pytest.mark.parametrize("name", ["test_executor_dask.py", "test_executor_ray.py"])
+def test_deselect_env_drops_one_pass_tests(name: str) -> None:
+    # the Dask and Ray cluster tests are marked one_pass: the first CI run only
+    path = Path(__file__).parent / name
     assert len(_collect(path, PHASEKIT_TEST_DESELECT_BOTH_BACKENDS="0")) > 10
     assert _collect(path, PHASEKIT_TEST_DESELECT_BOTH_BACKENDS="1") == []

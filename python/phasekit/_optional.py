@@ -40,6 +40,7 @@ OPTIONAL: Mapping[str, OptionalDependency] = {
         OptionalDependency("plotly", extra="report", requirement="plotly"),
         OptionalDependency("cryptography", extra="crypto", requirement="cryptography"),
         OptionalDependency("distributed", extra="dask", requirement="distributed"),
+        OptionalDependency("ray", extra="ray", requirement="ray"),
         OptionalDependency("boto3", extra="s3", requirement="boto3"),
         OptionalDependency("fsspec", extra="fsspec", requirement="fsspec"),
     )

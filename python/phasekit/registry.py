@@ -40,14 +40,13 @@ WALK_FORWARD_MODES = ("rolling", "expanding")
 MONTE_CARLO_METHODS = ("returns", "trades")
 
 #: ``executor``: where a run's batches of containers execute: ``local`` (worker processes
-#: of this machine, ``workers`` of them) or ``{dask: ADDRESS}`` (the workers of a
-#: ``distributed`` scheduler); ``workflow.executors`` implements each.
-EXECUTORS = ("local", "dask")
-#: Engines named in ``executor`` that phasekit has no executor for, and why.
-EXECUTORS_REFUSED = {
-    "ray": "phasekit has no Ray executor; run on a Dask cluster (executor: {dask: ADDRESS}) "
-    "or locally (executor: local)",
-}
+#: of this machine, ``workers`` of them), ``{dask: ADDRESS}`` (the workers of a
+#: ``distributed`` scheduler) or ``{ray: ADDRESS}`` (the workers of a Ray cluster);
+#: ``workflow.executors`` implements each.
+EXECUTORS = ("local", "dask", "ray")
+#: The address each cluster executor takes, as messages show it: a Dask scheduler's
+#: address, a Ray cluster's GCS address (``host:port``).
+EXECUTOR_ADDRESSES = {"dask": "tcp://host:8786", "ray": "host:6379"}
 
 #: ``engine``: how a backtest phase's windows run their portfolio containers. ``block``:
 #: blocks of parameter sets, each in one call of the block kernel

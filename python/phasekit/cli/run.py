@@ -58,9 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--executor",
         type=executor_arg,
-        metavar="local|dask=ADDRESS",
-        help="where batches run: local worker processes, or the Dask scheduler at ADDRESS "
-        "(e.g. dask=tcp://host:8786); replaces the config's executor",
+        metavar="local|dask=ADDRESS|ray=ADDRESS",
+        help="where batches run: local worker processes, the Dask scheduler at ADDRESS "
+        "(e.g. dask=tcp://host:8786) or the Ray cluster whose GCS is at ADDRESS "
+        "(e.g. ray=127.0.0.1:6379); replaces the config's executor",
     )
     p.add_argument(
         "--results-dir",
@@ -85,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def executor_arg(text: str) -> str | dict[str, str]:
     """``--executor local`` -> ``"local"``; ``--executor dask=ADDR`` -> ``{"dask": ADDR}``
-    (the configuration checks the names)."""
+    (``ray=ADDR`` likewise; the configuration checks the names)."""
     kind, sep, address = text.partition("=")
     return {kind: address} if sep else text
 
@@ -100,7 +101,7 @@ class RateColumn(ProgressColumn):
 
 class ProgressObserver:
     """Rich progress: one bar for phases, one per running phase's containers, and on a
-    Dask cluster one per worker (its batches). Nothing is shown before the first phase
+    Dask or Ray cluster one per worker (its batches). Nothing is shown before the first phase
     starts (a config or data error prints alone)."""
 
     def __init__(self, progress: Progress, n_phases: int) -> None:

@@ -47,8 +47,8 @@ from phasekit.config.vocab import (
     CLEANUP_POLICIES,
     COMPRESSIONS,
     ENGINES,
+    EXECUTOR_ADDRESSES,
     EXECUTORS,
-    EXECUTORS_REFUSED,
     FORMATS,
     MODE_HINTS,
     MODES,
@@ -255,31 +255,55 @@ def _workers(value: Any) -> Optional[int]:
 
 
 def _executor(value: Any) -> Union[str, dict[str, str]]:
-    """``local`` or ``{dask: ADDRESS}`` (a scheduler address such as ``tcp://host:8786``)."""
+    """``local``, ``{dask: ADDRESS}`` (a scheduler address such as ``tcp://host:8786``) or
+    ``{ray: ADDRESS}`` (a Ray cluster's GCS address ``host:port``)."""
+    engines = " or ".join(f"{{{k}: ADDRESS}}" for k in EXECUTOR_ADDRESSES)
     if isinstance(value, dict):
         if len(value) != 1:
-            expected("local or a mapping of one engine to its address, e.g. {dask: ADDRESS}", value)
+            expected(f"local or a mapping of one engine to its address ({engines})", value)
         ((kind, address),) = value.items()
     else:
         kind, address = value, None
     if not isinstance(kind, str):
-        expected("local or {dask: ADDRESS}", value)
-    if kind in EXECUTORS_REFUSED:
-        fail(f"{show(kind)}: {EXECUTORS_REFUSED[kind]}")
+        expected(f"local or {engines}", value)
     if kind not in EXECUTORS:
-        near = suggest(kind, [*EXECUTORS, *EXECUTORS_REFUSED])
+        near = suggest(kind, list(EXECUTORS))
         hint = f"; did you mean {near!r}?" if near else ""
-        fail(f"{show(kind)} is not an executor; allowed: local, {{dask: ADDRESS}}{hint}")
+        fail(f"{show(kind)} is not an executor; allowed: local, {engines}{hint}")
     if kind == "local":
         if address is not None:
             fail("local takes no address: write executor: local")
         return "local"
+    example = EXECUTOR_ADDRESSES[kind]
     if address is None:
-        fail(f"{kind} needs the scheduler's address, e.g. executor: {{{kind}: tcp://host:8786}}")
+        fail(f"{kind} needs the cluster's address, e.g. executor: {{{kind}: {example}}}")
     text = check_text(address)
     if not text.strip() or any(c.isspace() for c in text):
-        fail(f"{kind}: {show(text)} is not a scheduler address (e.g. tcp://host:8786)", (kind,))
+        fail(f"{kind}: {show(text)} is not a cluster address (e.g. {example})", (kind,))
+    if kind == "ray":
+        try:
+            split_host_port(text)
+        except ValueError as exc:
+            fail(f"ray: {exc}", (kind,))
     return {kind: text}
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """A Ray GCS address ``host:port`` (``[v6]:port`` too) -> (host, port); ValueError
+    naming what is wrong otherwise (a ``ray://`` Ray Client address, a missing port)."""
+    if "://" in address:
+        raise ValueError(
+            f"{show(address)} is a URL; give the cluster's GCS address host:port (e.g. "
+            "127.0.0.1:6379, what `ray start --head` prints): phasekit joins the cluster "
+            "as a driver, not through Ray Client (ray://)"
+        )
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"{show(address)} is not a GCS address host:port (e.g. 127.0.0.1:6379, what "
+            "`ray start --head` prints)"
+        )
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 _SCHEMES = ("sqlite:///", "postgresql://", "postgres://")

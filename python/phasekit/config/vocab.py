@@ -10,8 +10,8 @@ from phasekit.catalog.cleanup import POLICIES as CLEANUP_POLICIES
 from phasekit.events import RETENTION_POLICIES
 from phasekit.registry import (
     ENGINES,
+    EXECUTOR_ADDRESSES,
     EXECUTORS,
-    EXECUTORS_REFUSED,
     MONTE_CARLO_METHODS,
     SEQUENCES,
     WALK_FORWARD_MODES,
@@ -27,7 +27,7 @@ __all__ = [
     "CLEANUP_POLICIES",
     "ENGINES",
     "EXECUTORS",
-    "EXECUTORS_REFUSED",
+    "EXECUTOR_ADDRESSES",
     "MODES",
     "MONTE_CARLO_METHODS",
     "RETENTION_POLICIES",

@@ -177,8 +177,8 @@ def block_sizes(n_sets: int, slots: int) -> int:
 
 
 def executor_slots(executor: object) -> int:
-    """The blocks an executor runs at once: its ``workers``, else (Dask) its cluster's
-    threads, else 1."""
+    """The blocks an executor runs at once: its ``workers``, else (Dask, Ray) its
+    cluster's threads or CPUs, else 1."""
     workers = getattr(executor, "workers", None)
     if isinstance(workers, int) and workers > 0:
         return workers

@@ -308,9 +308,9 @@ def run(
 
     ``overrides`` are runtime settings by dotted path with ``__`` for dots (e.g.
     ``data_flow__mode="file"``) and win over everything in the config. ``executor``
-    (``"local"`` or ``{"dask": "tcp://host:8786"}``) replaces the config's ``executor``;
-    an ``observer`` with a ``worker_batch_done(worker, containers)`` method hears of each
-    batch a Dask worker finished.
+    (``"local"``, ``{"dask": "tcp://host:8786"}`` or ``{"ray": "host:6379"}``) replaces the
+    config's ``executor``; an ``observer`` with a ``worker_batch_done(worker, containers)``
+    method hears of each batch a Dask or Ray worker finished.
     With ``results_dir`` on object storage (``s3://bucket/prefix``), ``local_dir`` is the
     local folder of the run's catalog (by default), spills and files before their upload.
     """

@@ -6,7 +6,9 @@ kernel call (:func:`phasekit.workflow.blocks.run_block_job`), and hands their ou
 back in order; the run writes them and commits their catalog rows as they arrive. ``local``
 runs batches in worker processes of this machine
 (:class:`phasekit.workflow.executor.Executor`); ``dask`` on the workers of a
-``distributed`` scheduler (:class:`phasekit.workflow.executors.dask.DaskExecutor`).
+``distributed`` scheduler (:class:`phasekit.workflow.executors.dask.DaskExecutor`);
+``ray`` as tasks on a Ray cluster (:class:`phasekit.workflow.executors.ray.RayExecutor`).
+The cluster executors share their loop (:mod:`phasekit.workflow.executors.remote`).
 The allowed names are :data:`phasekit.registry.EXECUTORS`.
 """
 
@@ -23,12 +25,13 @@ from phasekit.workflow.executor import DataSpec, Executor, Outcome
 from phasekit.workflow.topology import PortfolioJob
 
 ExecutorSpec = Union[str, dict[str, str]]
-"""An ``executor`` setting as written: ``"local"`` or ``{"dask": ADDRESS}``."""
+"""An ``executor`` setting as written: ``"local"``, ``{"dask": ADDRESS}`` or
+``{"ray": ADDRESS}``."""
 
 
 WorkerProgress = Callable[[str, int], None]
 """Called after each batch with the worker that ran it and its number of containers
-(the Dask executor's workers; the local executor reports none)."""
+(the Dask and Ray executors' workers; the local executor reports none)."""
 
 
 class BatchExecutor(Protocol):
@@ -67,8 +70,9 @@ def make_executor(
     backend: Optional[str],
     on_worker: Optional[WorkerProgress] = None,
 ) -> BatchExecutor:
-    """The executor ``target`` names. ``workers``: local worker processes, or with Dask
-    the batches in flight (2 x ``workers``; default 2 x the cluster's threads).
+    """The executor ``target`` names. ``workers``: local worker processes, or on a
+    cluster the units in flight (2 x ``workers``; default 2 x the cluster's Dask threads
+    or Ray CPUs).
     ``on_worker``: see :data:`WorkerProgress`."""
     if target.kind == "local":
         return Executor(workers, backend)
@@ -76,6 +80,10 @@ def make_executor(
         from phasekit.workflow.executors.dask import DaskExecutor
 
         return DaskExecutor(target.address, backend, workers, on_worker=on_worker)
+    if target.kind == "ray" and target.address is not None:
+        from phasekit.workflow.executors.ray import RayExecutor
+
+        return RayExecutor(target.address, backend, workers, on_worker=on_worker)
     raise ConfigError(
         f"executor: {target.display()!r} is not an executor; allowed: {', '.join(EXECUTORS)}"
     )

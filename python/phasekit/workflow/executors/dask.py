@@ -23,15 +23,16 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Optional
 
 from phasekit._optional import require
 from phasekit.backtest.bars import Bars
 from phasekit.errors import WorkflowError
 from phasekit.workflow.blocks import BlockJob, BlockOutcome, run_block_bars
-from phasekit.workflow.executor import MAX_BATCH, DataSpec, Outcome, bars_for, batch_size, run_jobs
+from phasekit.workflow.executor import DataSpec, Outcome, bars_for, run_jobs
+from phasekit.workflow.executors.remote import RemoteExecutor, Unit
 from phasekit.workflow.topology import PortfolioJob
 
 if TYPE_CHECKING:
@@ -39,14 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RETRIES = 3
-"""Times a batch that raised is submitted again before the run fails."""
 CONNECT_SECONDS = 30.0
 """How long the client waits for the scheduler."""
-
-
-RESHIPS = 3
-"""Times the client ships a data window again after every worker copy was lost."""
 RELEASE_SECONDS = 10.0
 """How long the client waits for the workers to drop a released data window (they
 keep it, harmlessly, when they do not answer in time)."""
@@ -156,30 +151,12 @@ def dask_block(key: str, block: BlockJob, backend: Optional[str]) -> tuple[str, 
     return get_worker().address, run_block_bars(window(key), block, backend)
 
 
-class DaskExecutor:
+class DaskExecutor(RemoteExecutor["Future", "Future"]):
     """Runs batches on the workers of the ``distributed`` scheduler at ``address``."""
 
-    def __init__(
-        self,
-        address: str,
-        backend: Optional[str] = None,
-        workers: Optional[int] = None,
-        retries: int = RETRIES,
-        on_worker: Optional[Callable[[str, int], None]] = None,
-    ) -> None:
-        self.address = address
-        self.backend = backend
-        self.workers = workers
-        self.retries = retries
-        self.on_worker = on_worker
-        self.batches: Counter[str] = Counter()
-        """Batches done per worker address."""
-        self.max_in_flight = 0
-        """The most batches that were submitted and not yet taken back."""
-        self.shipped = 0
-        """Times a data window was shipped to the workers."""
-        self._client: Optional[Client] = None
-        self._bars: Optional[tuple[DataSpec, Future]] = None
+    engine = "dask"
+    title = "Dask"
+    _client: Optional[Client] = None
 
     def start(self, *, containers: bool = True) -> None:
         """Connect to the scheduler (blocks and containers both run on its workers)."""
@@ -204,166 +181,26 @@ class DaskExecutor:
         workers = info.get("workers", {}).values()
         return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
-    def map(
-        self,
-        spec: DataSpec,
-        jobs: Sequence[PortfolioJob],
-        on_batch: Optional[Callable[[int], None]] = None,
-    ) -> Iterator[Outcome]:
-        """Outcomes of ``jobs`` in job order."""
-        if not jobs:
-            return
-        client = self._get_client()
-        slots = self.workers or self.threads()
-        size = max(1, min(MAX_BATCH, -(-len(jobs) // (slots * 4))))
-        shared = self._shared(spec)
-        pending: deque[tuple[Future, list[PortfolioJob]]] = deque()
-        start = 0
-        reships = 0
-
-        def send(chunk: list[PortfolioJob]) -> Future:
-            return self._submit(client, "batch", dask_batch, shared, chunk)
-
-        def submit() -> bool:
-            nonlocal start
-            if start >= len(jobs):
-                return False
-            chunk = list(jobs[start : start + size])
-            start += len(chunk)
-            pending.append((send(chunk), chunk))
-            self.max_in_flight = max(self.max_in_flight, len(pending))
-            return True
-
-        while len(pending) < 2 * slots and submit():
-            pass
-        try:
-            while pending:
-                taken = self._take(pending[0][0], shared)
-                if taken is None:  # the bars were lost with every worker that held them
-                    reships += 1
-                    shared = self._reship(spec, reships)
-                    for i, (_, chunk) in enumerate(pending):
-                        pending[i] = (send(chunk), chunk)
-                    continue
-                pending.popleft()
-                worker, done = taken
-                size = batch_size(done, size)
-                submit()
-                self.batches[worker] += 1
-                log.info(
-                    "dask: batch of %d containers done on %s (%d batches there)",
-                    len(done),
-                    worker,
-                    self.batches[worker],
-                )
-                if self.on_worker:
-                    self.on_worker(worker, len(done))
-                if on_batch:
-                    on_batch(len(done))
-                yield from done
-        finally:
-            for future, _ in pending:
-                future.cancel()
-
-    def _reship(self, spec: DataSpec, reships: int) -> Future:
-        """Ship the bars again after every copy was lost (the ``reships``-th time);
-        WorkflowError past :data:`RESHIPS`."""
-        if reships > RESHIPS:
-            raise WorkflowError(
-                f"executor: the data window was lost with every Dask worker "
-                f"{reships} times; the run can be resumed with --resume"
-            )
-        return self._shared(spec, again=True)
-
-    def map_blocks(
-        self,
-        spec: DataSpec,
-        blocks: Sequence[BlockJob],
-        on_block: Optional[Callable[[BlockOutcome], None]] = None,
-    ) -> Iterator[BlockOutcome]:
-        """Outcomes of ``blocks`` in order, over the shipped bars as batches are (at most
-        2 x the slots in flight, each retried ``retries`` times; shipped again when every
-        copy of the bars was lost)."""
-        if not blocks:
-            return
-        client = self._get_client()
-        slots = self.workers or self.threads()
-        shared = self._shared(spec)
-        pending: deque[tuple[Future, BlockJob]] = deque()
-        todo = iter(blocks)
-        reships = 0
-
-        def send(block: BlockJob) -> Future:
-            return self._submit(client, "block", dask_block, shared, block)
-
-        def submit() -> None:
-            block = next(todo, None)
-            if block is not None:
-                pending.append((send(block), block))
-                self.max_in_flight = max(self.max_in_flight, len(pending))
-
-        for _ in range(2 * slots):
-            submit()
-        try:
-            while pending:
-                taken = self._take(pending[0][0], shared)
-                if taken is None:
-                    reships += 1
-                    shared = self._reship(spec, reships)
-                    for i, (_, block) in enumerate(pending):
-                        pending[i] = (send(block), block)
-                    continue
-                pending.popleft()
-                worker, outcome = taken
-                submit()
-                self.batches[worker] += 1
-                log.info(
-                    "dask: block of %d containers done on %s (%d batches there)",
-                    len(outcome.job),
-                    worker,
-                    self.batches[worker],
-                )
-                if self.on_worker:
-                    self.on_worker(worker, len(outcome.job))
-                if on_block:
-                    on_block(outcome)
-                yield outcome
-        finally:
-            for future, _ in pending:
-                future.cancel()
-
-    def _submit(
-        self, client: Client, kind: str, task: Callable[..., Any], shared: Future, work: object
-    ) -> Future:
+    def _send(self, kind: str, shared: Future, work: object) -> Future:
         """Submit ``task(window key, work, backend)`` under a fresh ``phasekit-<kind>-`` key,
         retried ``retries`` times."""
+        task = dask_block if kind == "block" else dask_batch
         key = f"phasekit-{kind}-{uuid.uuid4().hex}"
-        return client.submit(
+        return self._get_client().submit(
             task, shared.key, work, self.backend, key=key, retries=self.retries, pure=False
         )
 
-    def _shared(self, spec: DataSpec, *, again: bool = False) -> Future:
-        """The cluster's copy of the bars of ``spec``: scattered the first time (or
-        ``again``, after every copy was lost), kept for later phases over the same data
-        and released (and dropped by the workers) when another window is shipped."""
-        if self._bars is not None and self._bars[0] == spec and not again:
-            return self._bars[1]
-        self._release_bars()
+    def _put(self, spec: DataSpec) -> tuple[Future, str]:
+        """Scatter the bars of ``spec`` under a fresh key (:func:`bars_key`)."""
         key = bars_key(spec)
-        client = self._get_client()
         shared = SharedBars(key, spec, bars_for(spec))
-        future: Future = client.scatter({key: shared}, hash=False)[key]
-        self.shipped += 1
-        log.info("dask: data window %s shipped to the cluster", key)
-        self._bars = (spec, future)
-        return future
+        future: Future = self._get_client().scatter({key: shared}, hash=False)[key]
+        return future, key
 
-    def _release_bars(self) -> None:
-        found, self._bars = self._bars, None
-        if found is None:
-            return
-        key = str(found[1].key)
-        found[1].release()
+    def _drop(self, shared: Future) -> None:
+        """Release the scattered bars and tell the workers to drop their copies."""
+        key = str(shared.key)
+        shared.release()
         client = self._client
         try:
             if client is not None:  # at most RELEASE_SECONDS: a stuck worker holds no run up
@@ -377,33 +214,33 @@ class DaskExecutor:
         except Exception as exc:  # workers gone: their processes took the bars along
             log.debug("dask: cannot tell the workers to drop %s: %s", key, exc)
 
-    def _take(self, future: Future, shared: Future) -> Optional[tuple[str, Any]]:
+    def _take(self, task: Future, shared: Future) -> Optional[Unit]:
         """A batch's (or block's) worker and outcomes; None when it was cancelled because
         its bars were lost."""
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
 
         try:
-            result: tuple[str, Any] = future.result()
+            result: Unit = task.result()
         except KilledWorker as exc:
             raise WorkflowError(
                 f"executor: a batch was lost with every Dask worker that took it ({exc}); "
                 "the run can be resumed with --resume"
             ) from None
         except WindowLost:
-            log.warning("dask: the data window was lost with its workers; shipping it again")
             return None
         except FutureCancelledError:
             if shared.status == "finished":
                 raise
-            log.warning("dask: the data window was lost with its workers; shipping it again")
             return None
         finally:
-            future.release()
+            task.release()
         return result
 
-    def close(self, *, abort: bool = False) -> None:
-        self._release_bars()
+    def _cancel(self, task: Future) -> None:
+        task.cancel()
+
+    def _disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             client.close()
