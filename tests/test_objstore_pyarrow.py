@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -65,6 +66,24 @@ def test_pyarrow_urls_name_pyarrow_filesystems() -> None:
         with pytest.raises(UnsafePath):  # same bucket and key, another filesystem
             root.relative(other)
     assert root.relative("pyarrow+s3://bkt/p/run/x") == "run/x"
+
+
+def test_pyarrow_gs_is_pyarrows_gcs_and_an_unusable_one_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = ObjectRoot.from_url("pyarrow+gs://bkt/p")  # no request is made to open it
+    assert root.transport.fs.type_name == "gcs"  # type: ignore[attr-defined]
+    assert root.transport._path(root.key("r/x")) == "bkt/p/r/x"  # type: ignore[attr-defined]
+
+    class NoJvm:  # pyarrow.fs.FileSystem where HDFS has no libjvm
+        @staticmethod
+        def from_uri(uri: str) -> Any:
+            raise OSError(f"Unable to load libjvm for {uri}")
+
+    monkeypatch.setattr(pafs, "FileSystem", NoJvm)
+    opening = re.escape("pyarrow.fs cannot open pyarrow+hdfs://nn:8020: Unable to load libjvm")
+    with pytest.raises(InvalidArgument, match=opening):
+        ObjectRoot.from_url("pyarrow+hdfs://nn:8020/results").exists("x")
 
 
 @pytest.mark.parametrize(
