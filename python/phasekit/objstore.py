@@ -3,8 +3,9 @@
 An object store has no rename, so the local write protocol (temporary name, fsync,
 rename) becomes: every object is written **once under its final key** (on S3 a single
 ``PutObject``, or a multipart upload completed only after its last part and its
-checksum check; through fsspec a transaction committed after the check; any failure
-aborts the upload, so a partial object never becomes visible), and only then is its
+checksum check; through fsspec a transaction committed after the check; through
+pyarrow.fs one write of bytes checked before the stream opens, :class:`_Pyarrow`; any
+failure aborts the upload, so a partial object never becomes visible), and only then is its
 catalog row committed. Reads verify the recorded ``crc32:...`` checksum
 (:mod:`phasekit.checksum`).
 
@@ -14,13 +15,14 @@ URL of any protocol fsspec's registry knows (``memory://``, ``gs://``, ``abfs://
 ``abfs`` are among them) or ``fsspec+PROTOCOL://`` (:data:`FSSPEC_PREFIX`, the same
 filesystem), or ``pyarrow+SCHEME://`` (:data:`PYARROW_PREFIX`, SCHEME one of
 :data:`PYARROW_SCHEMES`): the filesystem ``pyarrow.fs.FileSystem.from_uri`` opens for
-``SCHEME://`` (pyarrow's own S3, GCS, Azure and HDFS clients, no fsspec needed). A bare fsspec URL is recorded in its prefixed form (``memory://b/p`` becomes
+``SCHEME://`` (pyarrow's own S3, GCS, Azure and HDFS clients, no boto3 nor fsspec). A
+bare fsspec URL is recorded in its prefixed form (``memory://b/p`` becomes
 ``fsspec+memory://b/p``, :meth:`ObjectRoot.from_url`), so the references in catalog rows
-(:func:`is_object_url`) are only ``s3://``, ``fsspec+...://`` and ``pyarrow+...://``, never one of
-phasekit's own reference schemes (``memory://``, ``file://``, ``stream://``). The endpoint, region and credentials come
-from the environment as for any AWS client (``AWS_ENDPOINT_URL``,
-``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``); pyarrow's S3
-client reads the same variables.
+(:func:`is_object_url`) are only ``s3://``, ``fsspec+...://`` and ``pyarrow+...://``,
+never one of phasekit's own reference schemes (``memory://``, ``file://``,
+``stream://``). The endpoint, region and credentials come from the environment as for
+any AWS client (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION``); pyarrow's S3 client reads the same variables.
 
 Containment: a key phasekit builds from a manifest, a catalog row or a name is
 relative to the root's prefix and may hold no empty, ``.`` or ``..`` segment, no
