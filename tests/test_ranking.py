@@ -93,3 +93,21 @@ def test_an_aggregate_file_is_the_same_from_columns_or_dicts(tmp_path: Path, n: 
     assert write_json(a, from_columns, "a") == write_json(b, from_dicts, "b")
     assert a.read_bytes() == b.read_bytes()
     assert json.loads(a.read_text())["ranking"] == dicts
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a, b", "c"],  # text holding the separator
+        ["{x}", 'q"uote', "\u00e9"],  # braces, escapes, non-ASCII
+        [1, 2.5, None, True],  # numbers, None and booleans mixed
+        [[1, 2], {"b": 1, "a": 2}, float("nan")],  # nested values, NaN
+    ],
+)
+def test_parameter_sets_sharing_keys_are_written_as_json_dumps(values: list[Any]) -> None:
+    n = len(values)
+    params = [{"{k}": v, "strategy.fast": i} for i, v in enumerate(values)]
+    metrics = pa.table({"sharpe_ratio": pa.array(np.arange(n, dtype=np.float64))})
+    columns = SummaryColumns(np.array([f"c_{i}" for i in range(n)]), params, metrics)
+    ranked = rank(columns, Objective("sharpe_ratio"))
+    assert "".join(ranked.ranking().json_pieces()) == json.dumps(list(ranked), sort_keys=True)

@@ -901,3 +901,26 @@ def test_a_hybrid_block_window_keeps_its_tables_under_the_phase_budget(
     assert stats["items"] == 1  # the containers table (no equity traced, no items asked)
     assert (stats["items_on_disk"] == 1) is spilled
     assert not list((res.run_dir / "search").glob("containers.*"))
+
+
+def test_containers_the_same_patterns_match_resolve_alike(tmp_path: Path) -> None:
+    """A block's containers are resolved once per group of containers the same patterns
+    match: each gets the settings and store plan it resolves to on its own."""
+    from phasekit.workflow.plans import Planner, pattern_groups
+    from phasekit.workflow.run import load_and_resolve
+
+    cfg = _config(tmp_path, "single_pass")
+    cfg["containers"] = {
+        "portfolio_*": {"retention_policy": "minimal"},
+        "portfolio_0000[1-3]": TRACED,
+        "portfolio_00002": {"data_flow": {"mode": "memory"}},
+        "portfolio_001*": {"data_flow": {"memory_limit_mb": 3}},
+    }
+    phase = load_and_resolve(cfg).phase("search")
+    ids = [f"portfolio_{i:05d}" for i in range(150)]
+    first, group = pattern_groups(phase, ids)
+    assert len(first) == 4  # 0 and 4..99; 1 and 3; 2; 100..149
+    alike = [phase.container(ids[first[g]]).settings for g in group.tolist()]
+    assert alike == [phase.container(c).settings for c in ids]
+    assert Planner(phase, 150).containers(ids) == [Planner(phase, 150).container(c) for c in ids]
+    assert len({id(p) for p in Planner(phase, 150).containers(ids)}) == 4

@@ -36,7 +36,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "biuUf":
-        return _plain_array(value)
+        return plain_array(value)
     item = getattr(value, "item", None)  # numpy scalar
     if callable(item) and getattr(value, "shape", None) == ():
         return _plain(item())
@@ -49,7 +49,7 @@ def _plain(value: Any) -> Any:
     )
 
 
-def _plain_array(values: np.ndarray) -> list[Any]:
+def plain_array(values: np.ndarray) -> list[Any]:
     """A 1-D numpy array of numbers or text as a list, non-finite floats as None, by
     numpy (no Python step per element)."""
     if values.dtype.kind != "f":

@@ -31,6 +31,7 @@ from phasekit.workflow.blocks import (
 )
 from phasekit.workflow.executor import DataSpec, Outcome
 from phasekit.workflow.executors import BatchExecutor
+from phasekit.workflow.plans import pattern_groups
 from phasekit.workflow.ranking import SummaryColumns
 from phasekit.workflow.results import (
     BlockRows,
@@ -153,11 +154,25 @@ CompletedLookup = Callable[[Optional[str]], Optional[dict[str, Any]]]
 
 
 class JobList(Sequence[PortfolioJob]):
-    """Jobs built on access from their parameter-set indices (what the executor slices)."""
+    """Jobs built on access from their parameter-set indices (what the executor slices);
+    the window, span and container id prefix they share (what blocks are cut from
+    without a job per container)."""
 
-    def __init__(self, make: Callable[[int], PortfolioJob], indices: Sequence[int]) -> None:
+    def __init__(
+        self,
+        make: Callable[[int], PortfolioJob],
+        indices: Sequence[int],
+        window: Optional[Window] = None,
+        span: Optional[Span] = None,
+        prefix: str = "portfolio",
+    ) -> None:
         self._make = make
         self._indices = indices
+        self.window, self.span, self.prefix = window, span, prefix
+
+    @property
+    def indices(self) -> Sequence[int]:
+        return self._indices
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -218,6 +233,13 @@ class PhaseContext:
         # containers of one pattern share one (frozen) settings object
         return self._tracers.setdefault(tracer, tracer)
 
+    def tracers(self, container_ids: Sequence[str]) -> list[TracerSettings]:
+        """:meth:`tracer` of each container, resolved once per group of containers the
+        same container patterns match (:func:`~phasekit.workflow.plans.pattern_groups`)."""
+        first, group = pattern_groups(self.phase, container_ids)
+        tracers = [self.tracer(container_ids[i]) for i in first]
+        return [tracers[g] for g in group.tolist()]
+
     def jobs(
         self, window: Window, span: Span, indices: Sequence[int], prefix: str = "portfolio"
     ) -> JobList:
@@ -241,7 +263,7 @@ class PhaseContext:
                 symbol=inputs.bars.symbol,
             )
 
-        return JobList(job, indices)
+        return JobList(job, indices, window, span, prefix)
 
     # ------------------------------------------------------------------ containers
 
@@ -305,6 +327,9 @@ class PhaseContext:
         :func:`~phasekit.workflow.blocks.block_sizes`, numbered from ``start``), built as
         they are taken."""
         size = block_sizes(len(jobs), executor_slots(self.executor))
+        if isinstance(jobs, JobList) and jobs.window is not None and jobs.span is not None:
+            yield from self._set_blocks(jobs, size, start)
+            return
         for k, lo in enumerate(range(0, len(jobs), size)):
             part = list(jobs[lo : lo + size])
             first = part[0]
@@ -321,6 +346,28 @@ class PhaseContext:
                 symbol=first.symbol,
                 index=start + k,
                 parameters=tuple(j.parameters for j in part),
+            )
+
+    def _set_blocks(self, jobs: JobList, size: int, start: int) -> Iterator[BlockJob]:
+        """:meth:`blocks` of parameter sets taken straight from a :class:`JobList`'s
+        indices (no job per container; tracers resolved per group of containers)."""
+        inputs = self.inputs
+        assert jobs.window is not None and jobs.span is not None
+        for k, lo in enumerate(range(0, len(jobs), size)):
+            indices = jobs.indices[lo : lo + size]
+            ids = tuple(f"{jobs.prefix}_{i:05d}" for i in indices)
+            parameters = tuple(inputs.sets[i] for i in indices)
+            yield BlockJob(
+                window_id=jobs.window.window_id,
+                span=jobs.span,
+                strategy_type=inputs.strategy_type,
+                param_sets=tuple(strategy_params(inputs.strategy_base, p) for p in parameters),
+                portfolio=inputs.portfolio,
+                container_ids=ids,
+                tracers=tuple(self.tracers(ids)),
+                symbol=inputs.bars.symbol,
+                index=start + k,
+                parameters=parameters,
             )
 
     def run_blocks(

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+
+import numpy as np
 
 from phasekit.config.provenance import Level
 from phasekit.errors import ConfigError
@@ -77,12 +80,38 @@ class Planner:
         persist = self.phase.persist or own.persistence.on_completion
         return ContainerPlan(flow, budget, persist, settings.snapshot_interval)
 
+    def containers(self, container_ids: Sequence[str]) -> list[ContainerPlan]:
+        """:meth:`container` of each container, resolved once per group of containers
+        the same patterns match (:func:`pattern_groups`)."""
+        first, group = pattern_groups(self.phase, container_ids)
+        plans = [self.container(container_ids[i]) for i in first]
+        return [plans[g] for g in group.tolist()]
+
     def role(self, role: str) -> Optional[ContainerPlan]:
         """The plan of a role container (``data``, ``features``, ``execution``) when a
         pattern selects it; None otherwise."""
         if self.phase.container(role).pattern is None:
             return None
         return self.container(role)
+
+
+def pattern_groups(
+    phase: ResolvedPhase, container_ids: Sequence[str]
+) -> tuple[list[int], np.ndarray]:
+    """Containers alike: those the same of the phase's ``containers:`` patterns match
+    resolve to the same settings (a container's settings follow from which patterns
+    match its id). Returns the position of the first container of each group and each
+    container's group."""
+    n = len(container_ids)
+    patterns = list(phase.pattern_settings)
+    if not patterns or not n:
+        return ([0] if n else []), np.zeros(n, dtype=np.int64)
+    keys = np.zeros((n, len(patterns)), dtype=bool)
+    for j, pattern in enumerate(patterns):
+        match = re.compile(fnmatch.translate(pattern)).match  # as fnmatchcase matches
+        keys[:, j] = [match(cid) is not None for cid in container_ids]
+    _, first, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return [int(i) for i in first], group.reshape(-1)
 
 
 def check_base_path(phase: ResolvedPhase, results_dir: str) -> None:

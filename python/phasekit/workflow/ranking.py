@@ -6,14 +6,14 @@ columns) and, once ranked, their order and objective scores. It is a sequence of
 summaries (``container_id``, ``parameters``, ``metrics``, ``objective``), each made only
 when it is taken: the best ``top_k``, a report's row. Its :meth:`SummaryColumns.ranking`
 is the window's ``aggregate_results.json`` ranking, the text of each entry made from the
-columns by numpy's string functions (the same text ``json.dumps(entry, sort_keys=True)``
-gives), never a dict per container.
+columns (each column's values by the C JSON encoder at once, the entries put together by
+``str.format``: the same text ``json.dumps(entry, sort_keys=True)`` gives), never a dict
+per container.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional, overload
 
@@ -21,11 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 from phasekit.backtest.metrics import AVERAGED_METRICS
+from phasekit.catalog.encode import plain_array
 
 PIECE_ROWS = 2_000
 """Entries of a ranking encoded and handed to the writer at a time."""
-_PLAIN_TEXT = re.compile(r'^[^"\\\x00-\x1f\x7f-\U0010ffff]*$')
-"""Text ``json.dumps`` writes as it is, between quotes (no escapes)."""
 
 
 class SummaryColumns(Sequence[dict[str, Any]]):
@@ -142,25 +141,25 @@ class SummaryColumns(Sequence[dict[str, Any]]):
         """The summaries as the ranking of ``aggregate_results.json``."""
         return RankingRows(self)
 
-    def entry_texts(self, lo: int = 0, hi: Optional[int] = None) -> np.ndarray:
+    def entry_texts(self, lo: int = 0, hi: Optional[int] = None) -> list[str]:
         """The JSON text (``json.dumps(summary, sort_keys=True)``) of the summaries
-        ``[lo, hi)``, in order."""
+        ``[lo, hi)``, in order: each column's values encoded at once by the C encoder,
+        the entries put together by ``str.format`` (no Python step per entry)."""
         order = self.order if self.order is not None else np.arange(len(self))
         order = order[lo:hi]
-        ids = self.ids[order]
-        text = _add('{"container_id": ', _quoted(ids))
-        text = _add(text, ', "metrics": {')
-        for j, name in enumerate(sorted(self.metrics.schema.names)):
-            col = self.metrics.column(name).combine_chunks().take(pa.array(order))
-            text = _add(text, (", " if j else "") + json.dumps(name) + ": ")
-            text = _add(text, _metric_texts(col))
-        text = _add(text, "}")
+        take = pa.array(order)
+        names = sorted(self.metrics.schema.names)
+        fields = [_texts(self.ids[order].tolist())]
+        fields += [_texts(_plain(self.metrics.column(n).take(take))) for n in names]
+        metrics = ", ".join(f"{_literal(n)}: {{}}" for n in names)
+        template = f'{{{{"container_id": {{}}, "metrics": {{{{{metrics}}}}}'
         if self.objective is not None:
-            text = _add(text, ', "objective": ')
-            text = _add(text, _float_texts(self.objective[order], "null"))
+            fields.append(_texts(_plain(pa.array(self.objective[order], pa.float64()))))
+            template += ', "objective": {}'
         params = [self.parameters[k] for k in order.tolist()]
-        text = _add(text, ', "parameters": ')
-        return _add(_add(text, _parameter_texts(params)), "}")
+        fields.append(_parameter_texts(params))
+        template += ', "parameters": {}}}'
+        return list(map(template.format, *fields))
 
 
 class RankingRows:
@@ -174,7 +173,7 @@ class RankingRows:
         yield "["
         for lo in range(0, len(self.summaries), PIECE_ROWS):
             texts = self.summaries.entry_texts(lo, lo + PIECE_ROWS)
-            yield (", " if lo else "") + ", ".join(texts.tolist())
+            yield (", " if lo else "") + ", ".join(texts)
         yield "]"
 
     def json_value(self) -> list[dict[str, Any]]:
@@ -184,65 +183,43 @@ class RankingRows:
         return len(self.summaries)
 
 
-def _add(a: Any, b: Any) -> np.ndarray:
-    return np.strings.add(np.asarray(a), np.asarray(b))  # type: ignore[no-any-return]
+def _literal(text: str) -> str:
+    """``text`` as a JSON string, ready to stand in a ``str.format`` template."""
+    return json.dumps(text).replace("{", "{{").replace("}", "}}")
 
 
-def _quoted(values: np.ndarray) -> np.ndarray:
-    """Text values as JSON strings."""
-    if values.shape[0] == 0 or _PLAIN_TEXT.match("".join(values.tolist())):
-        return _add(_add('"', values), '"')
-    return np.array([json.dumps(v) for v in values.tolist()], dtype=str)
+def _plain(values: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """A column as plain JSON values (None where a value is missing or not finite), by
+    numpy and Arrow."""
+    if pa.types.is_floating(values.type):
+        return plain_array(values.to_numpy(zero_copy_only=False).astype(np.float64))
+    return values.to_pylist()  # type: ignore[no-any-return]
 
 
-def _float_texts(values: np.ndarray, missing: str) -> np.ndarray:
-    """Float64 values as ``json.dumps`` writes them; ``missing`` where not finite."""
-    finite = np.isfinite(values)
-    text = values.astype(str)
-    return np.where(finite, text, missing) if not finite.all() else text
+def _texts(values: list[Any]) -> list[str]:
+    """Each value's ``json.dumps`` text: the list encoded at once by the C encoder and
+    cut at its separators when no value's text holds one (numbers, booleans, None,
+    text without ``", "``), one by one otherwise."""
+    if not values:
+        return []
+    plain = all(v is None or isinstance(v, (int, float)) for v in values)
+    if not plain and all(isinstance(v, str) for v in values):
+        plain = ", " not in "\x00".join(values)
+    if plain:
+        return json.dumps(values)[1:-1].split(", ")
+    return [json.dumps(v, sort_keys=True) for v in values]
 
 
-def _metric_texts(col: pa.Array) -> np.ndarray:
-    """A metric column as its summaries' plain JSON values (null where a value is
-    missing or not finite)."""
-    if pa.types.is_floating(col.type):
-        return _float_texts(col.to_numpy(zero_copy_only=False).astype(np.float64), "null")
-    if (pa.types.is_integer(col.type) or pa.types.is_boolean(col.type)) and not col.null_count:
-        values = col.to_numpy(zero_copy_only=False)
-        return np.where(values, "true", "false") if values.dtype == bool else values.astype(str)
-    return np.array([json.dumps(v) for v in col.to_pylist()], dtype=str)
-
-
-def _parameter_texts(params: Sequence[Mapping[str, Any]]) -> np.ndarray:
+def _parameter_texts(params: Sequence[Mapping[str, Any]]) -> list[str]:
     """Each parameter set's JSON text (keys sorted): by column when the sets share
     their keys, one ``json.dumps`` per set otherwise."""
     if not params:
-        return np.array([], dtype=str)
+        return []
     keys = params[0].keys()
     if not all(isinstance(k, str) for k in keys) or any(p.keys() != keys for p in params):
-        return np.array([json.dumps(p, sort_keys=True) for p in params], dtype=str)
-    text = np.full(len(params), "{")
-    for j, key in enumerate(sorted(keys)):
-        text = _add(text, (", " if j else "") + json.dumps(key) + ": ")
-        text = _add(text, _value_texts([p[key] for p in params]))
-    return _add(text, "}")
-
-
-def _value_texts(values: list[Any]) -> np.ndarray:
-    """Values as ``json.dumps`` writes them: numbers, booleans and plain text by numpy,
-    anything else one by one."""
-    kinds = {type(v) for v in values}
-    try:
-        if kinds == {int}:
-            return np.array(values, dtype=np.int64).astype(str)
-        if kinds == {float}:
-            arr = np.array(values, dtype=np.float64)
-            if np.isfinite(arr).all():
-                return arr.astype(str)
-        if kinds == {bool}:
-            return np.where(np.array(values, dtype=bool), "true", "false")
-        if kinds == {str}:
-            return _quoted(np.array(values, dtype=str))
-    except OverflowError:  # an int past 64 bits
-        pass
-    return np.array([json.dumps(v, sort_keys=True) for v in values], dtype=str)
+        return [json.dumps(p, sort_keys=True) for p in params]
+    names = sorted(keys)
+    if not names:
+        return ["{}"] * len(params)
+    template = "{{" + ", ".join(f"{_literal(k)}: {{}}" for k in names) + "}}"
+    return list(map(template.format, *(_texts([p[k] for p in params]) for k in names)))

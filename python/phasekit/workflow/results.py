@@ -175,6 +175,7 @@ class PhaseResults:
         catalog: Any,
         *,
         plan: Optional[Callable[[str], ContainerPlan]] = None,
+        plans: Optional[Callable[[Sequence[str]], list[ContainerPlan]]] = None,
         role_plan: Optional[Callable[[str], Optional[ContainerPlan]]] = None,
         outputs: tuple[str, ...] = OUTPUTS,
         allow_pickle: bool = False,
@@ -191,6 +192,7 @@ class PhaseResults:
         self.outputs = frozenset(outputs)
         self.allow_pickle = allow_pickle
         self._plan = plan or (lambda _cid: ContainerPlan(flow))
+        self._plans = plans or (lambda ids: [self._plan(cid) for cid in ids])
         self._role_plan = role_plan or (lambda _role: None)
         self._stores: dict[tuple[str, str, Any], AnyStore] = {}
         self._views: dict[tuple[str, str], HybridStore] = {}
@@ -361,7 +363,7 @@ class PhaseResults:
         key = window_id or ""
         job = block.job
         trades = None if block.trades is None else _trades_table(block.trades, job.symbol)
-        plans = self._block_plans(job.container_ids)
+        plans = self._plans(job.container_ids)
         if any(p.persist for p in plans):
             self._persist_tables.add(key)
         if "container_results" in self.outputs:
@@ -392,10 +394,6 @@ class PhaseResults:
         if not reused:
             self.catalog.record_items([self._marker(window_id, job, columns)])
         return metric_columns(block.results)
-
-    def _block_plans(self, container_ids: Sequence[str]) -> list[ContainerPlan]:
-        """The plans of a block's containers."""
-        return [self._plan(cid) for cid in container_ids]
 
     def _marker(
         self, window_id: Optional[str], job: BlockJob, columns: Optional[Mapping[str, Any]]

@@ -180,6 +180,7 @@ class Sequencer:
             flow,
             self.catalog,
             plan=planner.container if planner else None,
+            plans=planner.containers if planner else None,
             role_plan=planner.role if planner else None,
             outputs=phase.output,
             allow_pickle=self.resolved.allow_pickle,
