@@ -211,7 +211,9 @@ def _keys(bucket: str) -> dict[str, int]:
     return {o["Key"]: int(o["Size"]) for o in listed}
 
 
+@pytest.mark.parametrize("mode", ["file", "streaming"])
 def test_phasekit_run_with_results_through_pyarrow(
+    mode: str,
     bucket: str,
     s3_env: S3Server,
     tmp_path: Path,
@@ -224,10 +226,8 @@ def test_phasekit_run_with_results_through_pyarrow(
     items_too = ["--set", "results.collection.store_container_items=true"]
     with monkeypatch.context() as blocked:
         _no_other_clients(blocked)  # the run uploads through pyarrow alone
-        assert (
-            main([*args, "--set", "data_flow.mode=file", "--set", "data.n_bars=1500", *items_too])
-            == 0
-        )
+        settings = ["--set", f"data_flow.mode={mode}", "--set", "data.n_bars=1500"]
+        assert main([*args, *settings, *items_too]) == 0
     where = ["--results-dir", str(local)]
     (run_row,) = cli_json(capsys, "runs", *where)
     assert run_row["results_dir"] == url
@@ -240,7 +240,10 @@ def test_phasekit_run_with_results_through_pyarrow(
     stored = _keys(bucket)
     plain = f"pyarrow+s3://{bucket}/"
     assert {i["data_reference"][len(plain) :] for i in objects} <= set(stored)
-    assert any("/.phasekit/" in k for k in stored)  # the file store's manifests
+    if mode == "file":  # the file store's manifests went along
+        assert any("/.phasekit/" in k for k in stored)
+    else:  # the stream's parts are objects
+        assert any(i["format"] == "arrow" and "stream" in i["data_reference"] for i in objects)
 
     # read back by pyarrow (its S3 client pointed at the server), polars and DuckDB
     first = next(i for i in objects if i["format"] == "arrow" and i["size_bytes"] > 0)
