@@ -129,7 +129,11 @@ def test_pieces_are_views_of_the_map_sized_for_the_loop(tmp_path: Path) -> None:
     for run, step in ((asyncio.run, SEND_BYTES), (uvloop.run, UVLOOP_PIECE)):
         pieces = _pieces(path, run)
         mapped = [p for p in pieces if isinstance(p, memoryview)]
-        assert all(isinstance(p.obj, mmap.mmap) for p in mapped)  # views, not copies
+        if run is uvloop.run:
+            assert all(isinstance(p.obj, mmap.mmap) for p in mapped)  # views, not copies
+        else:  # read with pread: asyncio copies unsent bytes, a cut map would be SIGBUS
+            assert not mapped
+            mapped = [memoryview(p) for p in pieces]
         assert [len(p) for p in mapped[:-1]] == [step] * (len(mapped) - 1)
         assert len(mapped) == -(-sum(len(p) for p in mapped) // step)
         body = b"".join(pieces)
@@ -145,7 +149,7 @@ async def _loop_piece() -> int:
 def test_a_file_shorter_than_when_checked_is_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "t.arrow"
     path.write_bytes(b"x" * 100)
-    assert len(_mapped(path, 100, "item 7")) == 100
+    assert len(_mapped(path, 100, "item 7")[0]) == 100
     with pytest.raises(CorruptDataError, match=r"item 7: file .* has 100 bytes, 101 when checked"):
         _mapped(path, 101, "item 7")
 
@@ -205,3 +209,35 @@ def test_verified_files_forget_the_least_recent(stored: Stored) -> None:
     assert verified.checked == 3  # the limit of one dropped the first file's check
     verified.verify(stored.catalog, row, stored.path)
     assert verified.checked == 3
+
+
+def test_a_file_cut_short_or_replaced_while_sent_under_asyncio_ends_the_response(
+    tmp_path: Path,
+) -> None:
+    """asyncio would copy the unsent rest of a mapped piece: its pieces are read with
+    pread from the mapped inode, so a file cut short in place meanwhile (or replaced
+    before the body starts) is a CorruptDataError that ends the body short, never a
+    SIGBUS of the server."""
+    path = tmp_path / "big.arrow"
+    table = pa.table({"x": np.arange(1_500_000, dtype=np.float64)})  # 12 MB: several pieces
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+    async def cut(how: str) -> int:
+        found = arrow_stream_bytes(path, "item 1")
+        assert found is not None
+        got = 0
+        if how == "replaced":  # after the map was made, before the body is sent
+            os.replace(path, tmp_path / "old.arrow")
+            path.write_bytes(b"\0" * found.end)
+        with pytest.raises(CorruptDataError, match=f"item 1: file .* was {how}"):
+            async for piece in found.pieces():
+                got += len(piece)
+                os.truncate(path, SEND_BYTES + 100)  # in place: the same inode
+        return got
+
+    assert asyncio.run(cut("cut short")) == SEND_BYTES  # the first piece, then the error
+    table2 = pa.table({"x": np.arange(1_500_000, dtype=np.float64)})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table2.schema) as writer:
+        writer.write_table(table2)
+    assert asyncio.run(cut("replaced")) == 0

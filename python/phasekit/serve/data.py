@@ -341,15 +341,26 @@ ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 @dataclass(frozen=True)
 class StoredStream:
-    """Bytes ``start..end`` (end exclusive) of a memory-mapped, verified file followed by
-    ``tail``: a stored Arrow file sent as an IPC stream. Its length is known before it is
-    sent (the response has a ``Content-Length``); the pieces handed to the socket are views
-    of the map, never copies."""
+    """Bytes ``start..end`` (end exclusive) of a verified file followed by ``tail``: a
+    stored Arrow file sent as an IPC stream. Its length is known before it is sent (the
+    response has a ``Content-Length``). ``mapped`` is a memory map of the file at
+    ``path``, whose ``(device, inode)`` is ``file_id``.
+
+    Under uvloop the pieces handed to the socket are views of the map, never copies:
+    uvloop gives them to the kernel as they are (a file cut short meanwhile is an error
+    of the write, EFAULT). asyncio copies what the socket did not take into its own
+    buffer, and a copy from a map whose file was cut short would kill the process
+    (SIGBUS): there the pieces are read from the same file with ``pread`` (a cut file
+    reads short, a replaced one is another inode: CorruptDataError, the response ends
+    short)."""
 
     mapped: memoryview
     start: int
     end: int
     tail: bytes
+    path: Path
+    file_id: tuple[int, int]
+    label: str
 
     @property
     def length(self) -> int:
@@ -357,10 +368,32 @@ class StoredStream:
 
     async def pieces(self) -> AsyncIterator[bytes | memoryview]:
         step = piece_bytes()
-        for start in range(self.start, self.end, step):
-            yield self.mapped[start : min(start + step, self.end)]
+        if step == UVLOOP_PIECE:
+            for start in range(self.start, self.end, step):
+                yield self.mapped[start : min(start + step, self.end)]
+        else:
+            fd = self._reopen()
+            try:
+                for start in range(self.start, self.end, step):
+                    yield self._read(fd, start, min(step, self.end - start))
+            finally:
+                os.close(fd)
         if self.tail:
             yield self.tail
+
+    def _reopen(self) -> int:
+        fd = open_nofollow(self.path)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != self.file_id:
+            os.close(fd)
+            raise CorruptDataError(f"{self.label}: file {self.path} was replaced while sent")
+        return fd
+
+    def _read(self, fd: int, start: int, n: int) -> bytes:
+        piece = os.pread(fd, n, start)
+        if len(piece) < n:
+            raise CorruptDataError(f"{self.label}: file {self.path} was cut short while sent")
+        return piece
 
 
 def piece_bytes() -> int:
@@ -369,14 +402,17 @@ def piece_bytes() -> int:
     return UVLOOP_PIECE if loop.__module__.partition(".")[0] == "uvloop" else SEND_BYTES
 
 
-def _mapped(path: Path, end: int, label: str) -> memoryview:
-    """A read-only map of ``path``, which must still hold at least ``end`` bytes."""
+def _mapped(path: Path, end: int, label: str) -> tuple[memoryview, tuple[int, int]]:
+    """A read-only map of ``path``, which must still hold at least ``end`` bytes, and
+    the ``(device, inode)`` of the file mapped."""
     fd = open_nofollow(path)
     try:
-        size = os.fstat(fd).st_size
-        if size < end:
-            raise CorruptDataError(f"{label}: file {path} has {size} bytes, {end} when checked")
-        return memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ))
+        st = os.fstat(fd)
+        if st.st_size < end:
+            raise CorruptDataError(
+                f"{label}: file {path} has {st.st_size} bytes, {end} when checked"
+            )
+        return memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ)), (st.st_dev, st.st_ino)
     finally:
         os.close(fd)
 
@@ -396,8 +432,8 @@ def arrow_stream_bytes(path: Path, label: str) -> StoredStream | None:
     if span is None:
         return None
     start, end, has_eos = span
-    mapped = _mapped(path, end, label)
-    return StoredStream(mapped, start, end, b"" if has_eos else ARROW_EOS)
+    mapped, file_id = _mapped(path, end, label)
+    return StoredStream(mapped, start, end, b"" if has_eos else ARROW_EOS, path, file_id, label)
 
 
 def _stream_span(path: Path) -> tuple[int, int, bool] | None:
