@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from phasekit.catalog import open_catalog
 from phasekit.errors import ConfigError, MissingDependency, WorkflowError
 from phasekit.workflow import run
 from phasekit.workflow.executors.ray import RayExecutor
+from phasekit.workflow.phase import QuietObserver
 from ray_util import RayCluster, free_port
 
 pytest_plugins = ["conftest_ray"]
@@ -79,14 +81,31 @@ def test_a_ray_run_equals_the_local_run(
         remote.close()
 
 
+class WorkerCounts(QuietObserver):
+    def __init__(self) -> None:
+        self.containers: Counter[str] = Counter()
+
+    def worker_batch_done(self, worker: str, containers: int) -> None:
+        self.containers[worker] += containers
+
+
 def test_the_config_setting_runs_on_the_cluster(
     ray_cluster: RayCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    observer = WorkerCounts()
     with caplog.at_level(logging.INFO, logger="phasekit.workflow.executors"):
-        run(
-            {**config(12, executor={"ray": ray_cluster.address}), "results_dir": str(tmp_path)}
-        ).close()
-        assert units_done(caplog)
+        result = run(
+            {**config(12, executor={"ray": ray_cluster.address}), "results_dir": str(tmp_path)},
+            observer=observer,
+        )
+        result.close()
+        done = units_done(caplog)
+        # the observer (the progress display's bar per worker) hears of every unit
+        assert sum(observer.containers.values()) == sum(n for _, n, _ in done)
+        assert sum(observer.containers.values()) == sum(
+            p.containers for p in result.phases.values()
+        )
+        assert set(observer.containers) == {w for _, _, w in done}
         assert any("ray: joined the cluster at" in r.getMessage() for r in caplog.records)
         caplog.clear()
         # the local executor (the default) does not touch the cluster
