@@ -5,6 +5,7 @@ interface (``map``) that hold on every cluster."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -15,6 +16,7 @@ from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.tracing import TracerSettings
 from phasekit.workflow.executor import DataSpec
 from phasekit.workflow.executors.remote import RemoteExecutor
+from phasekit.workflow.phase import QuietObserver
 from phasekit.workflow.sequences import Span
 from phasekit.workflow.topology import PortfolioJob
 
@@ -64,6 +66,16 @@ def outputs(result: Any) -> dict[str, Any]:
         name: (result.metrics(name).to_pylist(), phase.selected)
         for name, phase in result.phases.items()
     }
+
+
+class WorkerCounts(QuietObserver):
+    """An observer counting the containers each cluster worker ran."""
+
+    def __init__(self) -> None:
+        self.containers: Counter[str] = Counter()
+
+    def worker_batch_done(self, worker: str, containers: int) -> None:
+        self.containers[worker] += containers
 
 
 def job(i: int, strategy: str = "sma_crossover", **params: Any) -> PortfolioJob:

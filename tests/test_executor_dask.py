@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from cluster_support import check_bounded, check_retried, config, jobs, outputs
+from cluster_support import WorkerCounts, check_bounded, check_retried, config, jobs, outputs
 from dask_util import DaskCluster, free_port
 from phasekit.catalog import open_catalog
 from phasekit.errors import ConfigError, WorkflowError
@@ -29,7 +29,6 @@ from phasekit.workflow import run
 from phasekit.workflow.executor import DataSpec
 from phasekit.workflow.executors import dask as dask_executor
 from phasekit.workflow.executors.dask import DaskExecutor
-from phasekit.workflow.phase import QuietObserver
 
 pytest_plugins = ["conftest_dask"]
 
@@ -174,14 +173,6 @@ def test_bars_lost_before_a_worker_fetched_them_are_shipped_again(
         executor.close()
     assert got == [j.container_id for j in jobs(40)]
     assert executor.shipped == 2
-
-
-class WorkerCounts(QuietObserver):
-    def __init__(self) -> None:
-        self.containers: Counter[str] = Counter()
-
-    def worker_batch_done(self, worker: str, containers: int) -> None:
-        self.containers[worker] += containers
 
 
 def test_an_observer_hears_of_each_batch_and_its_worker(

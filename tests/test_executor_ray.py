@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import pytest
 
 from cluster_support import (
     KILL_CONFIG,
+    WorkerCounts,
     check_bounded,
     check_retried,
     config,
@@ -39,7 +39,6 @@ from phasekit.catalog import open_catalog
 from phasekit.errors import ConfigError, MissingDependency, WorkflowError
 from phasekit.workflow import run
 from phasekit.workflow.executors.ray import RayExecutor
-from phasekit.workflow.phase import QuietObserver
 from ray_util import RayCluster, free_port
 
 pytest_plugins = ["conftest_ray"]
@@ -79,14 +78,6 @@ def test_a_ray_run_equals_the_local_run(
     finally:
         local.close()
         remote.close()
-
-
-class WorkerCounts(QuietObserver):
-    def __init__(self) -> None:
-        self.containers: Counter[str] = Counter()
-
-    def worker_batch_done(self, worker: str, containers: int) -> None:
-        self.containers[worker] += containers
 
 
 def test_the_config_setting_runs_on_the_cluster(
