@@ -123,20 +123,29 @@ impl Settings {
 /// Simple moving average; NaN for the first `window - 1` values. Differences of one
 /// running sum, as numpy's `cumsum` computes it.
 pub fn sma(values: &[f64], window: usize) -> Vec<f64> {
-    let n = values.len();
+    sma_of_sums(&running_sum(values), window)
+}
+
+/// [`sma`] of the values whose [`running_sum`] is `csum` (so averages of several windows
+/// share one running sum).
+pub(crate) fn sma_of_sums(csum: &[f64], window: usize) -> Vec<f64> {
+    let n = csum.len().saturating_sub(1);
     let mut out = vec![f64::NAN; n];
     if window == 0 || window > n {
         return out;
     }
-    let csum = running_sum(values);
     let w = window as f64;
-    for i in window - 1..n {
-        out[i] = (csum[i + 1] - csum[i + 1 - window]) / w;
+    for (o, (hi, lo)) in out[window - 1..]
+        .iter_mut()
+        .zip(csum[window..].iter().zip(csum.iter()))
+    {
+        *o = (hi - lo) / w;
     }
     out
 }
 
-fn running_sum(values: &[f64]) -> Vec<f64> {
+/// 0 and the running sums of `values` (numpy's `cumsum` with a leading 0).
+pub(crate) fn running_sum(values: &[f64]) -> Vec<f64> {
     let mut csum = Vec::with_capacity(values.len() + 1);
     let mut acc = 0.0;
     csum.push(acc);

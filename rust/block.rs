@@ -21,7 +21,13 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::backtest::{check_targets, sma, Account, BacktestError, Settings, Trades};
+use crate::backtest::{
+    check_targets, running_sum, sma_of_sums, Account, BacktestError, Closed, Settings, Trades,
+};
+
+mod lanes;
+
+use lanes::{Cold, Hot, Lanes, LANES};
 
 /// One parameter set of a built-in strategy (`phasekit/backtest/strategies.py`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -182,9 +188,6 @@ pub struct BlockOptions {
     pub threads: usize,
 }
 
-const GROUP: usize = 8;
-const TILE: usize = 2048;
-
 /// Runs every set of `sets` over the bars `[start, stop)` (signals over `[0, stop)`),
 /// `traced[i]` keeping set `i`'s equity curve. Sets are validated before any runs: the
 /// first bad one fails the block, named by its index.
@@ -200,17 +203,46 @@ pub fn run_block(
     settings: &Settings,
     options: &BlockOptions,
 ) -> Result<BlockResult, BlockError> {
+    run_block_on(
+        Isa::detect(),
+        ts,
+        open,
+        close,
+        start,
+        stop,
+        sets,
+        traced,
+        settings,
+        options,
+    )
+}
+
+/// [`run_block`] with the portfolio lanes on `isa`.
+#[allow(clippy::too_many_arguments)]
+fn run_block_on(
+    isa: Isa,
+    ts: &[i64],
+    open: &[f64],
+    close: &[f64],
+    start: usize,
+    stop: usize,
+    sets: &[ParamSet],
+    traced: &[bool],
+    settings: &Settings,
+    options: &BlockOptions,
+) -> Result<BlockResult, BlockError> {
     check_block(sets.len(), traced, settings, options)?;
     let bars = Bars::check(ts, open, close, start, stop)?;
     for (i, set) in sets.iter().enumerate() {
         set.check().map_err(|why| BlockError::Set(i, why))?;
     }
-    let table = Indicators::compute(bars.close, sets);
+    let table = Indicators::compute(bars.close, sets, options.threads);
     let source = Source::Params {
         sets,
         table: &table,
     };
-    let (out, threads) = Env::new(&bars, source, traced, settings, options).run(options.threads);
+    let (out, threads) =
+        Env::new(&bars, source, traced, settings, options, isa).run(options.threads);
     Ok(BlockResult {
         sets: out,
         indicators: table.values.len(),
@@ -246,7 +278,8 @@ pub fn run_block_signals(
         }
     }
     let source = Source::Targets { targets, row: stop };
-    let (out, threads) = Env::new(&bars, source, traced, settings, options).run(options.threads);
+    let env = Env::new(&bars, source, traced, settings, options, Isa::detect());
+    let (out, threads) = env.run(options.threads);
     Ok(BlockResult {
         sets: out,
         indicators: 0,
@@ -322,7 +355,8 @@ struct Indicators {
 }
 
 impl Indicators {
-    fn compute(close: &[f64], sets: &[ParamSet]) -> Self {
+    /// Every distinct indicator of `sets` over `close`, on at most `threads` threads.
+    fn compute(close: &[f64], sets: &[ParamSet], threads: usize) -> Self {
         let mut index = BTreeMap::new();
         for set in sets {
             for ind in set.indicators().into_iter().flatten() {
@@ -330,17 +364,55 @@ impl Indicators {
                 index.entry(ind).or_insert(k);
             }
         }
-        let mut values = vec![Vec::new(); index.len()];
-        let mut squares: Option<Vec<f64>> = None;
-        for (ind, k) in &index {
-            values[*k] = match *ind {
-                Indicator::Sma(w) => sma(close, w),
-                Indicator::Momentum(lb) => momentum(close, lb),
-                Indicator::ZScore(w) => {
-                    let sq = squares.get_or_insert_with(|| close.iter().map(|c| c * c).collect());
-                    zscore(close, sq, w)
+        let kinds: Vec<(Indicator, usize)> = index.iter().map(|(i, k)| (*i, *k)).collect();
+        // the running sums every SMA (and z-score) of the block takes differences of
+        let sums = running_sum(close);
+        let squares = kinds
+            .iter()
+            .any(|(i, _)| matches!(i, Indicator::ZScore(_)))
+            .then(|| {
+                let sq: Vec<f64> = close.iter().map(|c| c * c).collect();
+                running_sum(&sq)
+            });
+        let one = |ind: Indicator| match ind {
+            Indicator::Sma(w) => sma_of_sums(&sums, w),
+            Indicator::Momentum(lb) => momentum(close, lb),
+            Indicator::ZScore(w) => {
+                zscore_of_sums(close, &sums, squares.as_deref().unwrap_or(&[]), w)
+            }
+        };
+        let mut values = vec![Vec::new(); kinds.len()];
+        let threads = threads.min(kinds.len()).max(1);
+        if threads == 1 {
+            for (ind, k) in &kinds {
+                values[*k] = one(*ind);
+            }
+        } else {
+            let next = AtomicUsize::new(0);
+            let done = Mutex::new(Vec::with_capacity(kinds.len()));
+            let work = || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((ind, k)) = kinds.get(i) else {
+                    break;
+                };
+                let v = one(*ind);
+                match done.lock() {
+                    Ok(mut guard) => guard.push((*k, v)),
+                    Err(poisoned) => poisoned.into_inner().push((*k, v)),
                 }
             };
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(work);
+                }
+            });
+            let done = match done.into_inner() {
+                Ok(done) => done,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for (k, v) in done {
+                values[k] = v;
+            }
         }
         Indicators { index, values }
     }
@@ -368,8 +440,13 @@ pub fn momentum(close: &[f64], lookback: usize) -> Vec<f64> {
 /// `(close - SMA) / std` over `window` (std from the SMA of the squares, clipped at 0),
 /// NaN where the std is not positive (strategies.py's `MeanReversion`).
 pub fn zscore(close: &[f64], squares: &[f64], window: usize) -> Vec<f64> {
-    let mean = sma(close, window);
-    let sq = sma(squares, window);
+    zscore_of_sums(close, &running_sum(close), &running_sum(squares), window)
+}
+
+/// [`zscore`] from the running sums of the closes and of their squares.
+fn zscore_of_sums(close: &[f64], sums: &[f64], squares: &[f64], window: usize) -> Vec<f64> {
+    let mean = sma_of_sums(sums, window);
+    let sq = sma_of_sums(squares, window);
     close
         .iter()
         .zip(mean.iter().zip(sq.iter()))
@@ -411,6 +488,50 @@ impl Source<'_> {
     }
 }
 
+/// The instruction set the lanes of the portfolio pass are compiled for: the same
+/// arithmetic (one IEEE operation per lane, in the same order), only the vector width
+/// differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// Plain arrays (targets other than x86-64).
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    Scalar,
+    /// The x86-64 baseline.
+    #[cfg(target_arch = "x86_64")]
+    Sse2,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Isa {
+    /// The widest this CPU runs.
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+            Isa::Sse2
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Scalar
+    }
+
+    /// Every instruction set this CPU runs (tests compare them).
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
+        let mut out = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            out.push(Isa::Sse2);
+            if std::arch::is_x86_feature_detected!("avx2") {
+                out.push(Isa::Avx2);
+            }
+        }
+        out
+    }
+}
+
 /// What every set of a block reads.
 struct Env<'a> {
     /// The window's timestamps.
@@ -424,6 +545,7 @@ struct Env<'a> {
     ppy: f64,
     /// every close is finite (a flat bar's equity is then its cash)
     finite: bool,
+    isa: Isa,
 }
 
 impl<'a> Env<'a> {
@@ -433,6 +555,7 @@ impl<'a> Env<'a> {
         traced: &'a [bool],
         settings: &'a Settings,
         options: &BlockOptions,
+        isa: Isa,
     ) -> Self {
         Env {
             ts: bars.ts,
@@ -444,30 +567,35 @@ impl<'a> Env<'a> {
             traced,
             ppy: options.periods_per_year,
             finite: bars.close.iter().all(|c| c.is_finite()),
+            isa,
         }
     }
 
-    /// Every set, in groups handed to at most `threads` threads; the results in the
-    /// order of the sets and the threads that ran.
+    /// Every set, in units of whole lane groups handed to at most `threads` threads;
+    /// the results in the order of the sets and the threads that ran.
     fn run(&self, threads: usize) -> (Vec<SetResult>, usize) {
         let sets = self.source.len();
-        let groups = sets.div_ceil(GROUP);
-        let threads = threads.min(groups).max(1);
+        let groups = sets.div_ceil(LANES);
+        // a few units per thread (so the threads even out), as large as that allows:
+        // a unit reads each of its indicators from memory once, tile by tile
+        let per_unit = groups.div_ceil(threads.max(1) * UNITS_PER_THREAD).max(1);
+        let units = groups.div_ceil(per_unit);
+        let threads = threads.min(units).max(1);
         let next = AtomicUsize::new(0);
-        let done: Mutex<Vec<(usize, Vec<SetResult>)>> = Mutex::new(Vec::with_capacity(groups));
+        let done: Mutex<Vec<(usize, Vec<SetResult>)>> = Mutex::new(Vec::with_capacity(units));
         let work = || loop {
-            let g = next.fetch_add(1, Ordering::Relaxed);
-            if g >= groups {
+            let u = next.fetch_add(1, Ordering::Relaxed);
+            if u >= units {
                 break;
             }
-            let lo = g * GROUP;
-            let hi = (lo + GROUP).min(sets);
-            let out = self.run_group(lo, hi);
+            let lo = u * per_unit * LANES;
+            let hi = (lo + per_unit * LANES).min(sets);
+            let out = self.run_unit(lo, hi);
             let mut guard = match done.lock() {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            guard.push((g, out));
+            guard.push((u, out));
         };
         if threads == 1 {
             work();
@@ -482,7 +610,7 @@ impl<'a> Env<'a> {
             Ok(parts) => parts,
             Err(poisoned) => poisoned.into_inner(),
         };
-        parts.sort_by_key(|(g, _)| *g);
+        parts.sort_by_key(|(u, _)| *u);
         let mut out = Vec::with_capacity(sets);
         for (_, part) in parts {
             out.extend(part);
@@ -490,9 +618,40 @@ impl<'a> Env<'a> {
         (out, threads)
     }
 
-    fn run_group(&self, lo: usize, hi: usize) -> Vec<SetResult> {
-        let mut states: Vec<SetState<'_>> = (lo..hi).map(|i| self.state(i)).collect();
+    /// Sets `[lo, hi)` in lane groups, tile by tile: every group steps over a tile
+    /// before the next tile, so the tile's indicators are read from memory once.
+    fn run_unit(&self, lo: usize, hi: usize) -> Vec<SetResult> {
+        let mut groups: Vec<Group<'_>> = (lo..hi)
+            .step_by(LANES)
+            .map(|g| Group::new(self, g, (g + LANES).min(hi)))
+            .collect();
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Isa::detect chose Avx2 only on a CPU with AVX2
+            Isa::Avx2 => unsafe { self.tiles_avx2(&mut groups) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: SSE2 is part of x86-64
+            Isa::Sse2 => unsafe { self.tiles::<lanes::Sse2>(&mut groups) },
+            // SAFETY: plain arrays run anywhere
+            Isa::Scalar => unsafe { self.tiles::<lanes::Scalar>(&mut groups) },
+        }
+        groups.into_iter().flat_map(|g| g.finish(self)).collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn tiles_avx2(&self, groups: &mut [Group<'_>]) {
+        self.tiles::<lanes::Avx>(groups)
+    }
+
+    /// The bars tile by tile, every group stepping over a tile before the next.
+    ///
+    /// # Safety
+    /// The CPU runs the instruction set of `T`.
+    #[inline(always)]
+    unsafe fn tiles<T: Lanes>(&self, groups: &mut [Group<'_>]) {
         let n = self.close.len();
+        let mut fills = vec![0u8; TILE];
         // given targets need no bar before the window; indicators' states do
         let mut t0 = match self.source {
             Source::Params { .. } => 0,
@@ -500,15 +659,14 @@ impl<'a> Env<'a> {
         };
         while t0 < n {
             let t1 = (t0 + TILE).min(n);
-            for s in states.iter_mut() {
-                s.advance(self, t0, t1);
+            for g in groups.iter_mut() {
+                g.advance::<T>(self, t0, t1, &mut fills[..t1 - t0]);
             }
             t0 = t1;
         }
-        states.into_iter().map(|s| s.finish(self)).collect()
     }
 
-    fn state(&self, i: usize) -> SetState<'a> {
+    fn lane(&self, i: usize) -> Lane<'a> {
         let signal = match self.source {
             Source::Params { sets, table } => Self::param_signal(sets[i], table),
             Source::Targets { targets, row } => Signal::Given {
@@ -516,11 +674,21 @@ impl<'a> Env<'a> {
             },
         };
         let traced = self.traced.get(i).copied().unwrap_or(false);
-        SetState {
+        let cap = if traced { self.ts.len() } else { 0 };
+        Lane {
             signal,
             state: 0,
-            tick: Tick::new(self.settings),
-            book: Book::new(self.settings, traced, self.ts.len()),
+            decided: 0,
+            account: Account::new(self.settings),
+            events: Vec::new(),
+            next: 0,
+            closed: Vec::new(),
+            traced,
+            out: SetResult {
+                equity: Vec::with_capacity(cap),
+                position: Vec::with_capacity(cap),
+                ..SetResult::default()
+            },
         }
     }
 
@@ -586,29 +754,12 @@ enum Signal<'a> {
     Given { t: &'a [i8] },
 }
 
-struct SetState<'a> {
-    signal: Signal<'a>,
-    /// the target decided on the last close
-    state: i8,
-    tick: Tick,
-    book: Book,
-}
-
-impl SetState<'_> {
-    /// Steps over bars `[t0, t1)`: the target of each close, and the portfolio inside the
-    /// window. The states that change every bar are copied to locals for the tile, so
-    /// they stay in registers.
-    fn advance(&mut self, env: &Env<'_>, t0: usize, t1: usize) {
-        let start = env.start;
-        let mut state = self.state;
-        let mut tick = self.tick;
-        let book = &mut self.book;
-        let mut step = |i: usize, state: i8, tick: &mut Tick| {
-            if i >= start {
-                book.step(tick, env, i - start, state);
-            }
-        };
-        match &mut self.signal {
+impl Signal<'_> {
+    /// The targets decided on the closes of bars `[t0, t1)`, from `state` (the target of
+    /// bar `t0 - 1`): `each(bar, target)` for every bar; returns the last target.
+    #[inline(always)]
+    fn walk(&mut self, t0: usize, t1: usize, mut state: i8, mut each: impl FnMut(usize, i8)) -> i8 {
+        match self {
             Signal::Sma {
                 f,
                 s,
@@ -626,7 +777,7 @@ impl SetState<'_> {
                         state = down;
                     }
                     (was_lt, was_gt) = (lt, gt);
-                    step(t0 + k, state, &mut tick);
+                    each(t0 + k, state);
                 }
                 (*prev_lt, *prev_gt) = (was_lt, was_gt);
             }
@@ -644,7 +795,7 @@ impl SetState<'_> {
                     } else {
                         0
                     };
-                    step(t0 + k, state, &mut tick);
+                    each(t0 + k, state);
                 }
             }
             Signal::MeanReversion {
@@ -663,109 +814,488 @@ impl SetState<'_> {
                     } else if zv.abs() <= exit {
                         state = 0;
                     }
-                    step(t0 + k, state, &mut tick);
+                    each(t0 + k, state);
                 }
             }
             Signal::Given { t } => {
                 for (k, tv) in t[t0..t1].iter().enumerate() {
                     state = *tv;
-                    step(t0 + k, state, &mut tick);
+                    each(t0 + k, state);
                 }
             }
         }
-        self.state = state;
-        self.tick = tick;
-    }
-
-    fn finish(self, env: &Env<'_>) -> SetResult {
-        self.book.finish(&self.tick, env)
+        state
     }
 }
 
-/// What a set's portfolio changes at every bar: the equity fold and the decisions.
-#[derive(Debug, Clone, Copy)]
-struct Tick {
-    fold: Fold,
-    /// the decision of the previous bar (None before the window's first)
-    decided: Option<i8>,
-    held: i8,
-}
-
-impl Tick {
-    fn new(settings: &Settings) -> Self {
-        Tick {
-            fold: Fold::new(settings.initial_capital),
-            decided: None,
-            held: 0,
-        }
-    }
-}
-
-/// A set's portfolio over the window: `Simulator` of backtest.rs without fills or events.
-struct Book {
+/// One set of a lane group: its signal, its account and what it produces. The equity
+/// fold of the set is lane `l` of its group's [`Pack`].
+struct Lane<'a> {
+    signal: Signal<'a>,
+    /// the target decided on the last close walked
+    state: i8,
+    /// the last decision inside the window (0 before its first bar, which starts flat)
+    decided: i8,
     account: Account,
-    initial: f64,
+    /// this tile's changes of decision inside the window: (bar, new target), in bar order
+    events: Vec<(usize, i8)>,
+    /// the next event to fill
+    next: usize,
+    /// the positions closed, in order (made trade columns at the end)
+    closed: Vec<Closed>,
     traced: bool,
     out: SetResult,
 }
 
-impl Book {
-    fn new(settings: &Settings, traced: bool, bars: usize) -> Self {
-        let cap = if traced { bars } else { 0 };
-        Book {
-            account: Account::new(settings),
-            initial: settings.initial_capital,
-            traced,
-            out: SetResult {
-                equity: Vec::with_capacity(cap),
-                position: Vec::with_capacity(cap),
-                ..SetResult::default()
-            },
-        }
-    }
-
-    /// Window bar `bar`: fill the previous decision at its open, mark its close, record
-    /// the decision `want` taken on that close.
+impl Lane<'_> {
+    /// Walks the signal over `[t0, t1)`; from the window's first bar on, a decision that
+    /// differs from the previous one (the position held) is an event: filled at the next
+    /// bar's open, flagged by `bit` in `fills` (one byte per bar of the tile).
     #[inline(always)]
-    fn step(&mut self, t: &mut Tick, env: &Env<'_>, bar: usize, want: i8) {
-        let i = bar + env.start;
-        if let Some(prev) = t.decided {
-            if prev != t.held {
-                self.fill(env, bar, prev, env.open[i]);
+    fn signal(&mut self, start: usize, t0: usize, t1: usize, bit: u8, fills: &mut [u8]) {
+        self.events.clear();
+        self.next = 0;
+        let mut emit = Emit {
+            start,
+            t0,
+            bit,
+            decided: self.decided,
+            pending: (t0..t1).contains(&start),
+            events: &mut self.events,
+            fills,
+        };
+        match &mut self.signal {
+            Signal::Sma {
+                f,
+                s,
+                down,
+                prev_lt,
+                prev_gt,
+            } => {
+                let (f, s) = (&f[t0..t1], &s[t0..t1]);
+                let mut was = u8::from(*prev_lt) | (u8::from(*prev_gt) << 1);
+                let (mut state, down) = (self.state, *down);
+                // a cross flips the code between 1 (below) and 2 (above); the target only
+                // changes there, or on the window's first bar
+                crossings(f, s, &mut was, |k, code| {
+                    emit.before(t0 + k, state);
+                    state = if code == 2 { 1 } else { down };
+                    emit.at(t0 + k, state);
+                });
+                (*prev_lt, *prev_gt) = (was == 1, was == 2);
+                emit.before(usize::MAX, state);
+                self.state = state;
             }
-            t.held = prev;
+            Signal::Given { t } => {
+                let mut state = self.state;
+                changes(&t[t0..t1], state, |k, target| {
+                    emit.before(t0 + k, state);
+                    state = target;
+                    emit.at(t0 + k, state);
+                });
+                emit.before(usize::MAX, state);
+                self.state = state;
+            }
+            signal => {
+                let mid = start.clamp(t0, t1);
+                let mut state = self.state;
+                if t0 < mid {
+                    state = signal.walk(t0, mid, state, |_, _| {});
+                }
+                if mid < t1 {
+                    state = signal.walk(mid, t1, state, |i, want| emit.at(i, want));
+                }
+                self.state = state;
+            }
         }
-        let (cash, qty) = (self.account.cash, self.account.qty);
-        if qty == 0.0 && env.finite {
-            // flat: equity is the cash, which is the last equity (return 0)
-            t.fold.push_flat(cash);
-        } else {
-            t.fold.push(cash + qty * env.close[i], qty);
-        }
-        if self.traced {
-            self.out.equity.push(t.fold.last);
-            self.out.position.push(qty);
-        }
-        t.decided = Some(want);
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn fill(&mut self, env: &Env<'_>, bar: usize, want: i8, open_px: f64) {
-        if let (Some(closed), _) = self.account.fill(bar, want, open_px) {
-            self.out.trades.push(env.ts, &closed);
-        }
-    }
-
-    fn finish(mut self, t: &Tick, env: &Env<'_>) -> SetResult {
-        self.out.metrics = Some(t.fold.metrics(self.initial, env.ppy, &self.out.trades.pnl));
-        self.out
+        self.decided = emit.decided;
     }
 }
 
-/// The equity fold of backtest.rs (`Fold`), started from the initial capital. A window's
-/// first bar is always flat, so its return (the shift of the sums) is 0.
+/// The decisions of a lane over one tile, as events: a bar inside the window whose
+/// target differs from the last decision.
+struct Emit<'e> {
+    start: usize,
+    t0: usize,
+    bit: u8,
+    /// the last decision (0 before the window's first bar)
+    decided: i8,
+    /// the window's first bar is in the tile and not yet decided
+    pending: bool,
+    events: &'e mut Vec<(usize, i8)>,
+    fills: &'e mut [u8],
+}
+
+impl Emit<'_> {
+    /// The target of bar `j` is `state`.
+    #[inline(always)]
+    fn at(&mut self, j: usize, state: i8) {
+        if j >= self.start {
+            self.pending = false;
+            if state != self.decided {
+                self.decided = state;
+                self.events.push((j, state));
+                self.fills[j - self.t0] |= self.bit;
+            }
+        }
+    }
+
+    /// The target holds `state` on every bar before `j` since the last call: decides
+    /// the window's first bar if it is among them.
+    #[inline(always)]
+    fn before(&mut self, j: usize, state: i8) {
+        if self.pending && self.start < j {
+            self.at(self.start, state);
+        }
+    }
+}
+
+/// The crossings of `f` over `s`: `on(k, code)` for every bar `k` whose code (1 for
+/// `f < s`, 2 for `f > s`, else 0) is 1 after 2 or 2 after 1; `was` is the code of the
+/// bar before the first, then of the last. The codes are computed a block at a time
+/// (compares the compiler vectorises) and searched eight bars at a time.
+#[inline(always)]
+fn crossings(f: &[f64], s: &[f64], was: &mut u8, mut on: impl FnMut(usize, u8)) {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    let mut codes = [0u8; TILE + 8];
+    let n = f.len().min(s.len()).min(TILE);
+    codes[0] = *was;
+    for ((c, a), b) in codes[1..=n].iter_mut().zip(f).zip(s) {
+        *c = u8::from(a < b) | (u8::from(a > b) << 1);
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&codes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let mut k = 0;
+    while k < n {
+        // byte i: the code of bar k + i - 1 xor that of bar k + i; 3 only at a crossing
+        let w = word(k) ^ word(k + 1);
+        let mut hits = w & (w >> 1) & LOW;
+        // bytes past the last bar compare codes of 0
+        while hits != 0 {
+            let i = k + (hits.trailing_zeros() / 8) as usize;
+            if i < n {
+                on(i, codes[i + 1]);
+            }
+            hits &= hits - 1;
+        }
+        k += 8;
+    }
+    *was = codes[n];
+}
+
+/// The changes of a row of targets: `on(k, target)` for every `k` whose target differs
+/// from the previous one (`prev` before the first), eight at a time.
+#[inline(always)]
+fn changes(t: &[i8], prev: i8, mut on: impl FnMut(usize, i8)) {
+    let mut last = prev;
+    let mut chunks = t.chunks_exact(8);
+    let mut k = 0;
+    for chunk in chunks.by_ref() {
+        let mut b = [0u8; 8];
+        for (x, v) in b.iter_mut().zip(chunk) {
+            *x = *v as u8;
+        }
+        let w = u64::from_le_bytes(b);
+        // each byte against the one before it (the previous chunk's last for the first)
+        let shifted = (w << 8) | u64::from(last as u8);
+        if w != shifted {
+            for (i, v) in chunk.iter().enumerate() {
+                if *v != last {
+                    on(k + i, *v);
+                }
+                last = *v;
+            }
+        }
+        last = chunk[7];
+        k += 8;
+    }
+    for (i, v) in chunks.remainder().iter().enumerate() {
+        if *v != last {
+            on(k + i, *v);
+        }
+        last = *v;
+    }
+}
+
+/// Units of work per thread: a unit's sets step over a tile of bars before the next.
+const UNITS_PER_THREAD: usize = 2;
+/// Bars of a tile: one tile of a unit's indicators stays in cache while its groups step.
+const TILE: usize = 1024;
+
+/// The equity folds of a group's lanes ([`Fold`] per lane, structure of arrays), with
+/// each lane's cash and quantity. Lanes past the group's sets fold a flat portfolio
+/// that is never read.
 #[derive(Debug, Clone, Copy)]
+struct Pack {
+    hot: Hot,
+    cold: Cold,
+    mdd: [f64; LANES],
+    /// bars in the market before the current position's first bar
+    in_market: [usize; LANES],
+    /// the first bar of the current position (window bars)
+    since: [usize; LANES],
+    /// bars folded (the same for every lane)
+    n: usize,
+}
+
+impl Pack {
+    fn new(initial: f64, finite: bool) -> Self {
+        let scale = Fold::scale(0.0);
+        Pack {
+            hot: Hot {
+                last: [initial; LANES],
+                sum: [0.0; LANES],
+                sum_sq: [0.0; LANES],
+                down_sq: [0.0; LANES],
+                peak: [initial; LANES],
+                floor: [initial * scale; LANES],
+            },
+            cold: Cold {
+                cash: [initial; LANES],
+                qty: [0.0; LANES],
+                flat: [finite; LANES],
+                shift: [0.0; LANES],
+                scale: [scale; LANES],
+            },
+            mdd: [0.0; LANES],
+            in_market: [0; LANES],
+            since: [0; LANES],
+            n: 0,
+        }
+    }
+
+    /// The window's first bar, lane by lane: `Fold::push` of the first equity (its
+    /// return is the shift of the sums).
+    fn first(&mut self, close: f64) {
+        for l in 0..LANES {
+            let (h, c) = (&mut self.hot, &mut self.cold);
+            let (cash, qty) = (c.cash[l], c.qty[l]);
+            let equity = if c.flat[l] { cash } else { cash + qty * close };
+            let r = equity / h.last[l] - 1.0;
+            c.shift[l] = r;
+            let d = r - c.shift[l];
+            h.sum[l] += d;
+            h.sum_sq[l] += d * d;
+            let neg = if r < 0.0 { r } else { 0.0 };
+            h.down_sq[l] += neg * neg;
+            h.last[l] = equity;
+            if equity >= h.peak[l] {
+                h.peak[l] = equity;
+                h.floor[l] = equity * c.scale[l];
+            } else if equity < h.floor[l] {
+                self.low(l);
+            }
+        }
+        self.n += 1;
+    }
+
+    /// Lane `l`'s equity is below its floor: its drawdown may be a new low.
+    fn low(&mut self, l: usize) {
+        let peak = self.hot.peak[l];
+        let dd = self.hot.last[l] / peak - 1.0;
+        if dd < self.mdd[l] {
+            self.mdd[l] = dd;
+            self.cold.scale[l] = Fold::scale(dd);
+            self.hot.floor[l] = peak * self.cold.scale[l];
+        }
+    }
+
+    /// The lanes of `low` (bit `l` for lane `l`).
+    #[cold]
+    #[inline(never)]
+    fn lows(&mut self, low: u32) {
+        for l in 0..LANES {
+            if low & (1 << l) != 0 {
+                self.low(l);
+            }
+        }
+    }
+
+    /// Lane `l`'s position changes from window bar `bar` on: its new cash and quantity.
+    fn set_position(&mut self, l: usize, bar: usize, cash: f64, qty: f64, finite: bool) {
+        if self.cold.qty[l] != 0.0 {
+            self.in_market[l] += bar - self.since[l];
+        }
+        self.since[l] = bar;
+        self.cold.cash[l] = cash;
+        self.cold.qty[l] = qty;
+        self.cold.flat[l] = qty == 0.0 && finite;
+    }
+
+    /// Lane `l`'s fold.
+    fn fold(&self, l: usize) -> Fold {
+        let h = &self.hot;
+        let mut in_market = self.in_market[l];
+        if self.cold.qty[l] != 0.0 {
+            in_market += self.n - self.since[l];
+        }
+        Fold {
+            n: self.n,
+            last: h.last[l],
+            shift: self.cold.shift[l],
+            sum: h.sum[l],
+            sum_sq: h.sum_sq[l],
+            down_sq: h.down_sq[l],
+            mdd: self.mdd[l],
+            in_market,
+        }
+    }
+}
+
+/// Up to [`LANES`] sets stepping together.
+struct Group<'a> {
+    lanes: Vec<Lane<'a>>,
+    pack: Pack,
+    traced: bool,
+}
+
+impl<'a> Group<'a> {
+    fn new(env: &Env<'a>, lo: usize, hi: usize) -> Self {
+        let lanes: Vec<Lane<'a>> = (lo..hi).map(|i| env.lane(i)).collect();
+        Group {
+            traced: lanes.iter().any(|l| l.traced),
+            lanes,
+            pack: Pack::new(env.settings.initial_capital, env.finite),
+        }
+    }
+
+    /// Bars `[t0, t1)`: every lane's signal, then the portfolios inside the window.
+    ///
+    /// # Safety
+    /// The CPU runs the instruction set of `T`.
+    #[inline(always)]
+    unsafe fn advance<T: Lanes>(&mut self, env: &Env<'_>, t0: usize, t1: usize, fills: &mut [u8]) {
+        fills.fill(0);
+        for (l, lane) in self.lanes.iter_mut().enumerate() {
+            lane.signal(env.start, t0, t1, 1 << l, fills);
+        }
+        let mut j0 = t0.max(env.start);
+        if j0 == env.start && j0 < t1 {
+            self.pack.first(env.close[j0]);
+            if self.traced {
+                trace(&mut self.lanes, &self.pack.hot.last, &self.pack.cold.qty);
+            }
+            self.after(env, j0, t0, fills);
+            j0 += 1;
+        }
+        if j0 < t1 {
+            if self.traced {
+                self.book::<T, true>(env, j0, t1, t0, fills);
+            } else {
+                self.book::<T, false>(env, j0, t1, t0, fills);
+            }
+        }
+    }
+
+    /// The portfolios over window bars `[j0, j1)` (past the window's first) of the tile
+    /// starting at `t0`: the lanes' folds run in registers from one rare bar to the next
+    /// (a drawdown low, a fill), which is then handled lane by lane.
+    ///
+    /// # Safety
+    /// The CPU runs the instruction set of `T`.
+    #[inline(always)]
+    unsafe fn book<T: Lanes, const TRACED: bool>(
+        &mut self,
+        env: &Env<'_>,
+        j0: usize,
+        j1: usize,
+        t0: usize,
+        fills: &[u8],
+    ) {
+        let mut j = j0;
+        while j < j1 {
+            let lanes = &mut self.lanes;
+            let (k, low) = lanes::fold::<T, TRACED>(
+                &mut self.pack.hot,
+                &self.pack.cold,
+                &env.close[j..j1],
+                &fills[j - t0..j1 - t0],
+                |last, qty| trace(lanes, last, qty),
+            );
+            j += k;
+            self.pack.n += k + 1;
+            if low != 0 {
+                self.pack.lows(low);
+            }
+            self.after(env, j, t0, fills);
+            j += 1;
+        }
+    }
+
+    /// After bar `j`'s close (of the tile from `t0`): the lanes that decided a new target
+    /// on it are filled at the next bar's open.
+    #[inline(always)]
+    fn after(&mut self, env: &Env<'_>, j: usize, t0: usize, fills: &[u8]) {
+        let due = fills[j - t0];
+        if due != 0 && j + 1 < env.close.len() {
+            self.fill(env, j, due);
+        }
+    }
+
+    /// The lanes of `due` changed their decision on bar `j`'s close: fill each at the
+    /// open of bar `j + 1`.
+    #[cold]
+    #[inline(never)]
+    fn fill(&mut self, env: &Env<'_>, j: usize, due: u8) {
+        let (bar, open_px) = (j + 1 - env.start, env.open[j + 1]);
+        let mut due = due;
+        while due != 0 {
+            let l = due.trailing_zeros() as usize;
+            due &= due - 1;
+            let Some(lane) = self.lanes.get_mut(l) else {
+                continue;
+            };
+            let Some(&(at, want)) = lane.events.get(lane.next) else {
+                continue;
+            };
+            debug_assert_eq!(at, j);
+            lane.next += 1;
+            lane.account.cash = self.pack.cold.cash[l];
+            lane.account.qty = self.pack.cold.qty[l];
+            if let (Some(closed), _) = lane.account.fill(bar, want, open_px) {
+                lane.closed.push(closed);
+            }
+            let (cash, qty) = (lane.account.cash, lane.account.qty);
+            self.pack.set_position(l, bar, cash, qty, env.finite);
+        }
+    }
+
+    fn finish(self, env: &Env<'_>) -> Vec<SetResult> {
+        let initial = env.settings.initial_capital;
+        let pack = self.pack;
+        self.lanes
+            .into_iter()
+            .enumerate()
+            .map(|(l, lane)| {
+                let mut out = lane.out;
+                for closed in &lane.closed {
+                    out.trades.push(env.ts, closed);
+                }
+                out.metrics = Some(pack.fold(l).metrics(initial, env.ppy, &out.trades.pnl));
+                out
+            })
+            .collect()
+    }
+}
+
+/// The traced lanes' equity and position at a bar's close.
+#[inline(always)]
+fn trace(lanes: &mut [Lane<'_>], last: &[f64; LANES], qty: &[f64; LANES]) {
+    for (l, lane) in lanes.iter_mut().enumerate() {
+        if lane.traced {
+            lane.out.equity.push(last[l]);
+            lane.out.position.push(qty[l]);
+        }
+    }
+}
+
+/// The summary of a set's equity fold (that of backtest.rs), started from the initial
+/// capital: lane `l` of a group's [`Pack`] at the end. A window's first bar is always
+/// flat, so its return (the shift of the sums) is 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Fold {
     n: usize,
     last: f64,
@@ -773,78 +1303,22 @@ struct Fold {
     sum: f64,
     sum_sq: f64,
     down_sq: f64,
-    peak: f64,
     mdd: f64,
-    /// equity at or above which `equity / peak - 1` cannot be below `mdd` ([`Fold::floor`]),
-    /// so the drawdown is divided out only near a new low
-    floor: f64,
     in_market: usize,
 }
 
-/// The margin of [`Fold::floor`], far above the rounding of `equity / peak - 1`.
+/// The margin of the floor of a drawdown (peak x [`Fold::scale`]), far above the rounding
+/// of `equity / peak - 1`.
 const FLOOR_MARGIN: f64 = 1e-9;
 
 impl Fold {
-    /// A little above `peak * (1 + mdd)` (relatively and absolutely): an equity at or
-    /// above it has `equity / peak - 1 > mdd` whatever the rounding.
-    fn floor(peak: f64, mdd: f64) -> f64 {
-        peak * ((1.0 + mdd) * (1.0 + FLOOR_MARGIN) + FLOOR_MARGIN)
-    }
-
-    fn new(initial: f64) -> Self {
-        Fold {
-            n: 0,
-            last: initial,
-            shift: 0.0,
-            sum: 0.0,
-            sum_sq: 0.0,
-            down_sq: 0.0,
-            peak: initial,
-            mdd: 0.0,
-            floor: Fold::floor(initial, 0.0),
-            in_market: 0,
-        }
-    }
-
-    /// A flat bar whose equity (`cash`) is the previous one: [`Fold::push`] of a
-    /// return of 0 (the first bar of a window is flat, so the shift is 0 too).
+    /// The factor of the floor of a drawdown `mdd`: an equity at or above
+    /// `peak * scale(mdd)`, a little above `peak * (1 + mdd)` (relatively and
+    /// absolutely), has `equity / peak - 1 > mdd` whatever the rounding, so the drawdown
+    /// is divided out only near a new low.
     #[inline(always)]
-    fn push_flat(&mut self, cash: f64) {
-        if self.n == 0 || cash != self.last {
-            self.push(cash, 0.0);
-        } else {
-            // r = 0, d = 0 - shift = 0: the sums, the peak and the drawdown stay
-            self.n += 1;
-        }
-    }
-
-    #[inline(always)]
-    fn push(&mut self, equity: f64, position: f64) {
-        let r = equity / self.last - 1.0;
-        if self.n == 0 {
-            self.shift = r;
-        }
-        self.n += 1;
-        let d = r - self.shift;
-        self.sum += d;
-        self.sum_sq += d * d;
-        let neg = r.min(0.0);
-        self.down_sq += neg * neg;
-        if equity >= self.peak {
-            // a new peak: equity / peak - 1 is 0, which leaves the drawdown as it is
-            self.peak = equity;
-            self.floor = Fold::floor(equity, self.mdd);
-        } else if equity < self.floor {
-            let dd = equity / self.peak - 1.0;
-            if dd < self.mdd {
-                self.mdd = dd;
-                self.floor = Fold::floor(self.peak, dd);
-            }
-        }
-        self.last = equity;
-        if position != 0.0 {
-            self.in_market += 1;
-        }
+    fn scale(mdd: f64) -> f64 {
+        (1.0 + mdd) * (1.0 + FLOOR_MARGIN) + FLOOR_MARGIN
     }
 
     /// `StreamingMetrics(initial, ppy)` folded once with this summary, then `result()`.
@@ -1126,6 +1600,289 @@ mod tests {
             let m = got.metrics.unwrap();
             assert!(m.max_drawdown == summary.max_drawdown.min(0.0), "set {k}");
             assert!(same(&[m.final_equity], &[summary.last]), "set {k}");
+        }
+    }
+
+    /// The per-set fold of backtest.rs, bar by bar: what the lanes of a [`Pack`] replicate.
+    struct Reference {
+        fold: Fold,
+        peak: f64,
+        floor: f64,
+    }
+
+    impl Reference {
+        fn floor(peak: f64, mdd: f64) -> f64 {
+            peak * ((1.0 + mdd) * (1.0 + FLOOR_MARGIN) + FLOOR_MARGIN)
+        }
+
+        fn new(initial: f64) -> Self {
+            Reference {
+                fold: Fold {
+                    n: 0,
+                    last: initial,
+                    shift: 0.0,
+                    sum: 0.0,
+                    sum_sq: 0.0,
+                    down_sq: 0.0,
+                    mdd: 0.0,
+                    in_market: 0,
+                },
+                peak: initial,
+                floor: Reference::floor(initial, 0.0),
+            }
+        }
+
+        fn push_flat(&mut self, cash: f64) {
+            if self.fold.n == 0 || cash != self.fold.last {
+                self.push(cash, 0.0);
+            } else {
+                self.fold.n += 1;
+            }
+        }
+
+        fn push(&mut self, equity: f64, position: f64) {
+            let f = &mut self.fold;
+            let r = equity / f.last - 1.0;
+            if f.n == 0 {
+                f.shift = r;
+            }
+            f.n += 1;
+            let d = r - f.shift;
+            f.sum += d;
+            f.sum_sq += d * d;
+            let neg = r.min(0.0);
+            f.down_sq += neg * neg;
+            if equity >= self.peak {
+                self.peak = equity;
+                self.floor = Reference::floor(equity, f.mdd);
+            } else if equity < self.floor {
+                let dd = equity / self.peak - 1.0;
+                if dd < f.mdd {
+                    f.mdd = dd;
+                    self.floor = Reference::floor(self.peak, dd);
+                }
+            }
+            f.last = equity;
+            if position != 0.0 {
+                f.in_market += 1;
+            }
+        }
+    }
+
+    /// The bits of `v`, every NaN as one: Rust leaves a NaN's sign and payload to the
+    /// compiler (which may swap the operands of an addition), so only NaN-ness is a result.
+    fn bit(v: f64) -> u64 {
+        if v.is_nan() {
+            f64::NAN.to_bits()
+        } else {
+            v.to_bits()
+        }
+    }
+
+    fn metric_bits(m: &Metrics) -> Vec<u64> {
+        [
+            m.total_return,
+            m.sharpe_ratio,
+            m.sortino_ratio,
+            m.max_drawdown,
+            m.exposure,
+            m.final_equity,
+            m.win_rate,
+            m.profit_factor.unwrap_or(-1.0),
+        ]
+        .iter()
+        .map(|v| bit(*v))
+        .chain([
+            m.trade_count as u64,
+            m.bars as u64,
+            u64::from(m.profit_factor.is_some()),
+        ])
+        .collect()
+    }
+
+    fn bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| bit(*x)).collect()
+    }
+
+    /// Every bit of two blocks' results.
+    fn assert_same_bits(a: &BlockResult, b: &BlockResult, what: &str) {
+        assert_eq!(a.sets.len(), b.sets.len(), "{what}");
+        for (k, (x, y)) in a.sets.iter().zip(&b.sets).enumerate() {
+            let (mx, my) = (x.metrics.unwrap(), y.metrics.unwrap());
+            assert_eq!(metric_bits(&mx), metric_bits(&my), "{what}: set {k}");
+            assert_eq!(bits(&x.equity), bits(&y.equity), "{what}: set {k}");
+            assert_eq!(bits(&x.position), bits(&y.position), "{what}: set {k}");
+            let (tx, ty) = (&x.trades, &y.trades);
+            assert_eq!(bits(&tx.pnl), bits(&ty.pnl), "{what}: set {k}");
+            assert_eq!(bits(&tx.ret), bits(&ty.ret), "{what}: set {k}");
+            assert_eq!(
+                bits(&tx.entry_price),
+                bits(&ty.entry_price),
+                "{what}: set {k}"
+            );
+            assert_eq!(
+                bits(&tx.exit_price),
+                bits(&ty.exit_price),
+                "{what}: set {k}"
+            );
+            assert_eq!(bits(&tx.quantity), bits(&ty.quantity), "{what}: set {k}");
+            assert_eq!(
+                (&tx.entry_ts, &tx.exit_ts, &tx.direction, &tx.bars_held),
+                (&ty.entry_ts, &ty.exit_ts, &ty.direction, &ty.bars_held),
+                "{what}: set {k}"
+            );
+        }
+    }
+
+    /// Prices that fall 99.9999% and come back, with a NaN, an infinite and a zero close.
+    fn crash_prices(n: usize) -> (Vec<i64>, Vec<f64>, Vec<f64>) {
+        let (ts, mut open, _) = prices(n, 2);
+        let mut close: Vec<f64> = (0..n)
+            .map(|i| 100.0 * (1.0 - 0.999_999 * ((i as f64) / 40.0).sin().abs()) + 1e-6)
+            .collect();
+        for i in 0..n {
+            open[i] = if i == 0 { close[0] } else { close[i - 1] };
+        }
+        close[n / 2] = f64::NAN;
+        close[n / 2 + 50] = f64::INFINITY;
+        close[n / 2 + 51] = 0.0;
+        (ts, open, close)
+    }
+
+    /// The results of every set, traced, with its metrics recomputed by the per-set fold
+    /// from its curves: the lanes give the per-set fold's bits.
+    fn assert_per_set_fold(ts: &[i64], open: &[f64], close: &[f64], start: usize, s: &Settings) {
+        let sets = sets();
+        let stop = close.len();
+        let traced = vec![true; sets.len()];
+        let finite = close.iter().all(|c| c.is_finite());
+        for isa in Isa::available() {
+            let block = run_block_on(
+                isa,
+                ts,
+                open,
+                close,
+                start,
+                stop,
+                &sets,
+                &traced,
+                s,
+                &options(2),
+            )
+            .unwrap();
+            for (k, got) in block.sets.iter().enumerate() {
+                let mut reference = Reference::new(s.initial_capital);
+                for (eq, pos) in got.equity.iter().zip(&got.position) {
+                    if *pos == 0.0 && finite {
+                        reference.push_flat(*eq);
+                    } else {
+                        reference.push(*eq, *pos);
+                    }
+                }
+                let want =
+                    reference
+                        .fold
+                        .metrics(s.initial_capital, 252.0 * 390.0, &got.trades.pnl);
+                let m = got.metrics.unwrap();
+                assert_eq!(metric_bits(&m), metric_bits(&want), "{isa:?}: set {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_lanes_give_the_per_set_fold_bits() {
+        let (ts, open, close) = prices(3000, 29);
+        let whole = Settings {
+            whole_units: true,
+            fraction: 0.5,
+            ..costs()
+        };
+        for s in [costs(), whole, Settings::default()] {
+            for start in [0, 1234, 2999] {
+                assert_per_set_fold(&ts, &open, &close, start, &s);
+            }
+        }
+        let (ts, open, close) = crash_prices(700);
+        for start in [0, 300, 351, 400] {
+            assert_per_set_fold(&ts, &open, &close, start, &costs());
+        }
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let isas = Isa::available();
+        assert!(isas.contains(&Isa::detect()));
+        let sets = sets();
+        let traced: Vec<bool> = (0..sets.len()).map(|i| i % 5 == 2).collect();
+        let mut trades = 0;
+        for (ts, open, close) in [prices(5000, 31), crash_prices(2500)] {
+            for (start, stop) in [(0, close.len()), (1100, 2400), (2047, 2049)] {
+                for threads in [1, 2] {
+                    let run = |isa| {
+                        run_block_on(
+                            isa,
+                            &ts,
+                            &open,
+                            &close,
+                            start,
+                            stop,
+                            &sets,
+                            &traced,
+                            &costs(),
+                            &options(threads),
+                        )
+                        .unwrap()
+                    };
+                    let want = run(Isa::Scalar);
+                    trades += want.sets.iter().map(|r| r.trades.len()).sum::<usize>();
+                    for isa in &isas {
+                        assert_same_bits(&run(*isa), &want, &format!("{isa:?} {start}..{stop}"));
+                    }
+                }
+            }
+        }
+        assert!(trades > 100);
+    }
+
+    #[test]
+    fn crossings_and_changes_find_every_bar() {
+        // codes 0 (equal or NaN), 1 (below), 2 (above) in every order, past a chunk of 8
+        let f: Vec<f64> = (0..203).map(|i| ((i * 7919) % 13) as f64).collect();
+        let mut s: Vec<f64> = (0..203).map(|i| ((i * 104_729) % 11) as f64).collect();
+        s[17] = f64::NAN;
+        for was in 0..3u8 {
+            for len in [0, 1, 7, 8, 9, 64, 203] {
+                let code = |k: usize| u8::from(f[k] < s[k]) | (u8::from(f[k] > s[k]) << 1);
+                let mut prev = was;
+                let mut want = Vec::new();
+                for k in 0..len {
+                    if prev ^ code(k) == 3 {
+                        want.push((k, code(k)));
+                    }
+                    prev = code(k);
+                }
+                let mut got = Vec::new();
+                let mut w = was;
+                crossings(&f[..len], &s[..len], &mut w, |k, c| got.push((k, c)));
+                assert_eq!(got, want, "was {was}, {len} bars");
+                assert_eq!(w, prev);
+            }
+        }
+        let t: Vec<i8> = (0..203).map(|i| ((i * 37 / 5) % 3) as i8 - 1).collect();
+        for prev in [-1i8, 0, 1] {
+            for len in [0, 1, 7, 8, 9, 203] {
+                let mut want = Vec::new();
+                let mut last = prev;
+                for (k, v) in t[..len].iter().enumerate() {
+                    if *v != last {
+                        want.push((k, *v));
+                    }
+                    last = *v;
+                }
+                let mut got = Vec::new();
+                changes(&t[..len], prev, |k, v| got.push((k, v)));
+                assert_eq!(got, want, "prev {prev}, {len} targets");
+            }
         }
     }
 
