@@ -240,35 +240,48 @@ def _chunk_metrics(
     sample: np.ndarray, method: str, pnl: np.ndarray, initial: float, ppy: float
 ) -> dict[str, np.ndarray]:
     """The metrics of simulations that drew ``sample`` (a row each)."""
-    m = sample.shape[0]
+    m, n = sample.shape
     if method == "trades" and pnl.shape[0] == 0:
         # no trades to draw: every simulation is the flat curve
-        equity = np.full((m, 1), float(initial))
-        return _equity_columns(equity, initial, ppy, _trade_columns(sample))
+        eq = np.full((m, 2), float(initial))
+        return _equity_columns(eq, initial, ppy, _trade_columns(sample))
+    # each row: the initial capital, then the equity after each draw (in place, the
+    # operations of bootstrap_metrics: initial + cumsum, initial * cumprod(1 + r))
+    eq = np.empty((m, n + 1), dtype=np.float64)
+    eq[:, 0] = initial
+    curve = eq[:, 1:]
     if method == "trades":
-        equity = initial + np.cumsum(sample, axis=1)
-        return _equity_columns(equity, initial, ppy, _trade_columns(sample))
-    equity = initial * np.cumprod(1.0 + sample, axis=1)
+        np.cumsum(sample, axis=1, out=curve)
+        curve += initial
+        return _equity_columns(eq, initial, ppy, _trade_columns(sample))
+    np.add(sample, 1.0, out=curve)
+    np.cumprod(curve, axis=1, out=curve)
+    curve *= initial
     trades = {k: np.repeat(v, m) for k, v in _trade_columns(pnl[np.newaxis, :]).items()}
-    return _equity_columns(equity, initial, ppy, trades)
+    return _equity_columns(eq, initial, ppy, trades)
 
 
 def _equity_columns(
-    equity: np.ndarray, initial: float, ppy: float, trades: dict[str, np.ndarray]
+    eq: np.ndarray, initial: float, ppy: float, trades: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """:func:`compute_metrics` of each row of ``equity`` (without positions), with the
-    trade metrics ``trades``."""
-    m, n = equity.shape
-    eq = np.empty((m, n + 1), dtype=np.float64)
-    eq[:, 0] = initial
-    eq[:, 1:] = equity
-    rets = eq[:, 1:] / eq[:, :-1] - 1.0
+    """:func:`compute_metrics` of each row of ``eq`` (the initial capital, then the
+    equity at each bar close; without positions), with the trade metrics ``trades``."""
+    m, n = eq.shape[0], eq.shape[1] - 1
+    rets = np.divide(eq[:, 1:], eq[:, :-1])
+    rets -= 1.0
     ann = math.sqrt(ppy)
     zeros = np.zeros(m)
     sd = rets.std(axis=1, ddof=1) if n > 1 else zeros
     mean = rets.mean(axis=1) if n else zeros
-    down = np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2, axis=1)) if n else zeros
-    peak = np.maximum.accumulate(eq, axis=1)
+    if n:
+        np.minimum(rets, 0.0, out=rets)
+        rets *= rets
+        down = np.sqrt(np.mean(rets, axis=1))
+    else:
+        down = zeros
+    drawdown = np.maximum.accumulate(eq, axis=1)
+    np.divide(eq, drawdown, out=drawdown)
+    drawdown -= 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         sharpe = np.where(sd > 0, mean / sd * ann, 0.0)
         sortino = np.where(down > 0, mean / down * ann, 0.0)
@@ -276,7 +289,7 @@ def _equity_columns(
         "total_return": eq[:, -1] / initial - 1.0,
         "sharpe_ratio": sharpe,
         "sortino_ratio": sortino,
-        "max_drawdown": (eq / peak - 1.0).min(axis=1),
+        "max_drawdown": drawdown.min(axis=1),
         "exposure": zeros,
         "final_equity": eq[:, -1].copy(),
         **trades,
