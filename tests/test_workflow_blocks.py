@@ -483,6 +483,26 @@ def test_engine_block_refuses_a_phase_without_a_block_kernel(
         run(_config(tmp_path / "block", "single_pass"), workers=1, engine="block")
 
 
+@pytest.mark.parametrize("engine", ["auto", "block"])
+def test_monte_carlo_simulations_are_blocks_without_a_block_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """Simulations bootstrap one run and run no strategy: a phase whose strategy has no
+    block path still runs its Monte Carlo windows as blocks (and the plan says so)."""
+    from phasekit.workflow import blocks
+    from phasekit.workflow.plan import plan_run
+    from phasekit.workflow.run import load_and_resolve
+
+    monkeypatch.setattr(blocks, "supports_block", lambda kind: False)
+    cfg = _config(tmp_path, "monte_carlo", engine=engine)
+    res = run(cfg, workers=1)
+    res.close()
+    assert (res.run_dir / "search" / "mc0000" / "containers.arrow").exists()
+    assert not list(res.run_dir.rglob("simulation_*_results.*"))
+    (plan,) = plan_run(load_and_resolve(cfg))
+    assert plan.engine == "block" and set(plan.tables) == {"containers"}
+
+
 def test_a_user_strategy_runs_as_blocks_equal_to_containers(tmp_path: Path) -> None:
     user = {"type": "phasekit.backtest.strategies:SmaCrossover"}
     runs = {}
