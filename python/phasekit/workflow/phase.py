@@ -355,8 +355,9 @@ class PhaseContext:
         assert jobs.window is not None and jobs.span is not None
         for k, lo in enumerate(range(0, len(jobs), size)):
             indices = jobs.indices[lo : lo + size]
-            ids = tuple(f"{jobs.prefix}_{i:05d}" for i in indices)
-            parameters = tuple(inputs.sets[i] for i in indices)
+            numbers = np.strings.zfill(np.asarray(indices, dtype=np.int64).astype(str), 5)
+            ids = tuple(np.strings.add(f"{jobs.prefix}_", numbers).tolist())
+            parameters = tuple(map(inputs.sets.__getitem__, indices))
             yield BlockJob(
                 window_id=jobs.window.window_id,
                 span=jobs.span,

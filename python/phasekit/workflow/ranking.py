@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Optional, overload
 
 import numpy as np
@@ -23,6 +24,8 @@ import pyarrow as pa
 from phasekit.backtest.metrics import AVERAGED_METRICS
 from phasekit.catalog.encode import plain_array
 
+_NUMBERS = {int, float, bool, type(None)}
+"""Value types whose ``json.dumps`` text holds no ``", "``."""
 PIECE_ROWS = 2_000
 """Entries of a ranking encoded and handed to the writer at a time."""
 
@@ -156,7 +159,7 @@ class SummaryColumns(Sequence[dict[str, Any]]):
         if self.objective is not None:
             fields.append(_texts(_plain(pa.array(self.objective[order], pa.float64()))))
             template += ', "objective": {}'
-        params = [self.parameters[k] for k in order.tolist()]
+        params = list(map(self.parameters.__getitem__, order.tolist()))
         fields.append(_parameter_texts(params))
         template += ', "parameters": {}}}'
         return list(map(template.format, *fields))
@@ -202,8 +205,9 @@ def _texts(values: list[Any]) -> list[str]:
     text without ``", "``), one by one otherwise."""
     if not values:
         return []
-    plain = all(v is None or isinstance(v, (int, float)) for v in values)
-    if not plain and all(isinstance(v, str) for v in values):
+    kinds = set(map(type, values))
+    plain = kinds <= _NUMBERS
+    if kinds == {str}:
         plain = ", " not in "\x00".join(values)
     if plain:
         return json.dumps(values)[1:-1].split(", ")
@@ -216,10 +220,12 @@ def _parameter_texts(params: Sequence[Mapping[str, Any]]) -> list[str]:
     if not params:
         return []
     keys = params[0].keys()
-    if not all(isinstance(k, str) for k in keys) or any(p.keys() != keys for p in params):
+    shared = set(map(type, params)) == {dict} and all(map(keys.__eq__, map(dict.keys, params)))
+    if not shared or not all(isinstance(k, str) for k in keys):
         return [json.dumps(p, sort_keys=True) for p in params]
     names = sorted(keys)
     if not names:
         return ["{}"] * len(params)
     template = "{{" + ", ".join(f"{_literal(k)}: {{}}" for k in names) + "}}"
-    return list(map(template.format, *(_texts([p[k] for p in params]) for k in names)))
+    columns = (_texts(list(map(itemgetter(k), params))) for k in names)
+    return list(map(template.format, *columns))

@@ -1035,8 +1035,8 @@ def _json_columns(table: pa.Table) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in table.schema.names:
         col = table.column(name)
-        if col.null_count and pa.types.is_floating(col.type):
-            out[name] = pc.if_else(pc.is_finite(col), col, pa.scalar(None, col.type)).to_pylist()
+        if pa.types.is_floating(col.type):  # a missing value as NaN: null in JSON
+            out[name] = col.to_numpy(zero_copy_only=False).astype(np.float64)
         elif col.null_count:
             out[name] = col.to_pylist()
         else:
