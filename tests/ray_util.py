@@ -1,13 +1,16 @@
 """A real Ray cluster on 127.0.0.1: one head node (``ray start --head --block``) with 2
-CPUs (two worker processes run tasks at once), a 200 MB object store, no dashboard,
-free ports for everything that has a fixed default, its files in a temporary folder.
+CPUs (two worker processes run tasks at once), a 200 MB object store,
+``--include-dashboard=false``, free ports for everything that has a fixed default, its
+files in a temporary folder.
 Its workers import the phasekit under test (its folder first on their ``PYTHONPATH``,
 then this folder, for :mod:`dask_support`'s strategies). Stopped by signalling the
-``ray start`` process (which stops the node's processes), then killing its process group.
+``ray start`` process (which stops the node's processes), then killing its process group;
+the ``ray start`` process also gets SIGTERM when the test process dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -90,6 +93,16 @@ class RayCluster:
             pass
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the ``ray start`` process before it runs: SIGTERM when the test process dies
+    (Linux), so a killed test session leaves no cluster behind."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def start_cluster(folder: Path) -> RayCluster:
     """Start the head node and wait until its GCS port answers."""
     port = free_port()
@@ -121,6 +134,7 @@ def start_cluster(folder: Path) -> RayCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
     cluster = RayCluster(f"127.0.0.1:{port}", folder, process)
     try:
