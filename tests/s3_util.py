@@ -117,3 +117,27 @@ def bucket(s3_env: S3Server) -> str:
     name = f"phasekit-{secrets.token_hex(4)}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def versioned_bucket(s3_env: S3Server) -> str:
+    """A fresh bucket that keeps every version of its objects (versioning enabled)."""
+    import boto3
+
+    name = f"phasekit-v-{secrets.token_hex(4)}"
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=name)
+    client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def object_versions(bucket: str, prefix: str = "") -> list[tuple[str, bool]]:
+    """Every version and delete marker under ``prefix``: ``(key, is a delete marker)``."""
+    import boto3
+
+    found: list[tuple[str, bool]] = []
+    pages = boto3.client("s3").get_paginator("list_object_versions")
+    for page in pages.paginate(Bucket=bucket, Prefix=prefix):
+        found += [(v["Key"], False) for v in page.get("Versions", [])]
+        found += [(m["Key"], True) for m in page.get("DeleteMarkers", [])]
+    return sorted(found)

@@ -13,6 +13,8 @@ Failpoints (see :mod:`phasekit.catalog.cleanup` for the steps of a removal):
 * ``cleanup.mid_delete``: reached after each file or folder deleted (``@N``: the N-th);
 * ``cleanup.before_commit``: the files are deleted, the rows still marked ``deleting``;
 * ``cleanup.after_commit``: the rows are deleted, empty folders not yet pruned;
+* ``rotate.before_drop_versions``: ``keys rotate`` on a bucket that keeps versions wrote
+  and confirmed every key object's new wrapping, old versions not yet deleted;
 * ``blocks.after_block``: a block of a window is stored (its batches kept, its catalog
   rows and marker committed); ``@N``: the N-th block of the run.
 """
@@ -35,6 +37,7 @@ FAILPOINTS = (
     "cleanup.before_commit",
     "cleanup.after_commit",
     "blocks.after_block",
+    "rotate.before_drop_versions",
 )
 _reached: dict[str, int] = {}
 

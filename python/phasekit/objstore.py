@@ -24,6 +24,12 @@ never one of phasekit's own reference schemes (``memory://``, ``file://``,
 any AWS client (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_DEFAULT_REGION``); pyarrow's S3 client reads the same variables.
 
+Versions: where a bucket keeps old versions of objects (:attr:`ObjectRoot.keeps_versions`:
+S3 versioning through boto3, for ``s3://`` and ``pyarrow+s3://``), :meth:`ObjectRoot.delete`
+deletes every version and delete marker of the key and :meth:`ObjectRoot.drop_old_versions`
+the noncurrent ones; a transport that cannot tell deletes the current version and says so
+once per bucket (:func:`unknown_versions`).
+
 Containment: a key phasekit builds from a manifest, a catalog row or a name is
 relative to the root's prefix and may hold no empty, ``.`` or ``..`` segment, no
 backslash, NUL or control character (:func:`check_relative`); a URI from a catalog row
@@ -40,7 +46,7 @@ import re
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +98,10 @@ NOT_STORAGE = frozenset(
 )
 """fsspec protocols that are not a place to write results (local files, wrappers and
 caches of another filesystem, read-only sources)."""
+UNVERSIONED_FSSPEC = frozenset({"memory"})
+"""fsspec protocols whose filesystems keep no old versions of an object."""
+UNVERSIONED_PYARROW = frozenset({"hdfs", "viewfs"})
+"""pyarrow.fs schemes whose filesystems keep no old versions of a file."""
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -214,6 +224,8 @@ class _Client(Protocol):  # the part of boto3's S3 client phasekit uses
     def complete_multipart_upload(self, **kw: object) -> dict[str, object]: ...
     def abort_multipart_upload(self, **kw: object) -> dict[str, object]: ...
     def get_paginator(self, name: str) -> object: ...
+    def get_bucket_versioning(self, **kw: object) -> dict[str, object]: ...
+    def delete_objects(self, **kw: object) -> dict[str, object]: ...
 
 
 Check = Callable[[int], None]
@@ -227,6 +239,27 @@ class _Transport(Protocol):
     def exists(self, bucket: str, key: str) -> bool: ...
     def delete(self, bucket: str, key: str) -> None: ...
     def entries(self, bucket: str, prefix: str) -> Iterator[tuple[str, Optional[float]]]: ...
+    def keeps_versions(self, bucket: str) -> Optional[bool]: ...
+    def versions(self, bucket: str, prefix: str) -> Iterator[Version]: ...
+    def delete_versions(self, bucket: str, versions: Sequence[Version]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of an object in a bucket that keeps versions (a delete marker too)."""
+
+    key: str
+    version_id: str
+    latest: bool
+
+
+VERSION_BATCH = 1000
+"""Versions listed per ``ListObjectVersions`` page and deleted per ``DeleteObjects`` call
+(S3's limit for both)."""
+
+
+def _no_versions(what: str) -> NotImplementedError:
+    return NotImplementedError(f"{what} lists and deletes no object versions")
 
 
 class _S3:
@@ -300,6 +333,39 @@ class _S3:
             for obj in page.get("Contents", []):
                 yield str(obj["Key"]), _epoch(obj.get("LastModified"))
 
+    def keeps_versions(self, bucket: str) -> Optional[bool]:
+        """True when versioning is enabled or suspended (a suspended bucket keeps the
+        versions made while it was enabled); None when the bucket does not say."""
+        try:
+            status = self.client.get_bucket_versioning(Bucket=bucket).get("Status")
+        except Exception as exc:  # e.g. no s3:GetBucketVersioning permission
+            log.warning("cannot read the versioning of bucket %s: %s", bucket, exc)
+            return None
+        return status in ("Enabled", "Suspended")
+
+    def versions(self, bucket: str, prefix: str) -> Iterator[Version]:
+        pages = self.client.get_paginator("list_object_versions").paginate(  # type: ignore[attr-defined]
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": VERSION_BATCH}
+        )
+        for page in pages:
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                yield Version(str(entry["Key"]), str(entry["VersionId"]), bool(entry["IsLatest"]))
+
+    def delete_versions(self, bucket: str, versions: Sequence[Version]) -> None:
+        for start in range(0, len(versions), VERSION_BATCH):
+            batch = versions[start : start + VERSION_BATCH]
+            listed = [{"Key": v.key, "VersionId": v.version_id} for v in batch]
+            done = self.client.delete_objects(
+                Bucket=bucket, Delete={"Objects": listed, "Quiet": True}
+            )
+            errors = done.get("Errors") or []
+            if errors:
+                first = errors[0]  # type: ignore[index]
+                raise StorageError(
+                    f"{len(errors)} object versions not deleted (first: {first.get('Key')} "  # type: ignore[union-attr]
+                    f"version {first.get('VersionId')}: {first.get('Message')})"  # type: ignore[union-attr]
+                )
+
 
 class _Fsspec:
     """Any fsspec filesystem: each upload in a transaction of its own (files open with
@@ -313,6 +379,7 @@ class _Fsspec:
         except (ImportError, ValueError) as exc:
             raise InvalidArgument(f"fsspec has no usable filesystem {protocol!r}: {exc}") from exc
         self._lock = threading.Lock()
+        self.protocol = protocol
 
     def put(self, bucket: str, key: str, source: BinaryIO, check: Check) -> int:
         size = crc = 0
@@ -343,6 +410,17 @@ class _Fsspec:
             if full.startswith(f"{bucket}/"):
                 yield full[len(bucket) + 1 :], _modified(found[path])
 
+    def keeps_versions(self, bucket: str) -> Optional[bool]:
+        """False for filesystems that keep no versions (:data:`UNVERSIONED_FSSPEC`); None
+        for the others (phasekit has no version API of theirs)."""
+        return False if self.protocol in UNVERSIONED_FSSPEC else None
+
+    def versions(self, bucket: str, prefix: str) -> Iterator[Version]:
+        raise _no_versions(f"{FSSPEC_PREFIX}{self.protocol}://")
+
+    def delete_versions(self, bucket: str, versions: Sequence[Version]) -> None:
+        raise _no_versions(f"{FSSPEC_PREFIX}{self.protocol}://")
+
 
 class _Pyarrow:
     """The filesystem ``pyarrow.fs.FileSystem.from_uri`` opens for ``SCHEME://BUCKET``,
@@ -365,6 +443,41 @@ class _Pyarrow:
                 f"pyarrow.fs cannot open {PYARROW_PREFIX}{scheme}://{bucket}: {exc}"
             ) from exc
         self.base = base.rstrip("/")
+        self.scheme = scheme
+        self._versions: Optional[_S3] = None
+
+    def _s3(self) -> Optional[_S3]:
+        """boto3's S3 client for the version API of a ``pyarrow+s3://`` bucket (pyarrow.fs
+        has none; both read the endpoint and credentials from the same environment);
+        None for other schemes or without boto3."""
+        if self.scheme != "s3":
+            return None
+        if self._versions is None:
+            try:
+                self._versions = _S3()
+            except MissingDependency:
+                return None
+        return self._versions
+
+    def keeps_versions(self, bucket: str) -> Optional[bool]:
+        """As S3 says through boto3 for ``pyarrow+s3://`` (None without boto3); False for
+        HDFS (:data:`UNVERSIONED_PYARROW`); None for the others."""
+        if self.scheme in UNVERSIONED_PYARROW:
+            return False
+        s3 = self._s3()
+        return None if s3 is None else s3.keeps_versions(bucket)
+
+    def versions(self, bucket: str, prefix: str) -> Iterator[Version]:
+        s3 = self._s3()
+        if s3 is None:
+            raise _no_versions(f"{PYARROW_PREFIX}{self.scheme}://")
+        yield from s3.versions(bucket, prefix)
+
+    def delete_versions(self, bucket: str, versions: Sequence[Version]) -> None:
+        s3 = self._s3()
+        if s3 is None:
+            raise _no_versions(f"{PYARROW_PREFIX}{self.scheme}://")
+        s3.delete_versions(bucket, versions)
 
     def _path(self, key: str) -> str:
         return f"{self.base}/{key}"
@@ -463,6 +576,7 @@ class ObjectRoot:
     prefix: str
     scheme: str = "s3"
     _transport: Optional[_Transport] = field(default=None, repr=False, compare=False)
+    _versioning: Optional[tuple[Optional[bool]]] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_url(cls, url: str) -> ObjectRoot:
@@ -580,12 +694,67 @@ class ObjectRoot:
     def exists(self, rel: str) -> bool:
         return self.transport.exists(self.bucket, self.key(rel))
 
+    @property
+    def keeps_versions(self) -> Optional[bool]:
+        """True when the bucket keeps old versions of an object (S3 versioning enabled or
+        suspended), False when it keeps none, None when the transport cannot tell (logged
+        once per bucket: what phasekit deletes or re-wraps may survive there as old
+        versions). Asked once per root."""
+        if self._versioning is None:
+            self._versioning = (self.transport.keeps_versions(self.bucket),)
+            if self._versioning[0] is None:
+                _warn_unknown_versions(self.scheme, self.bucket)
+        return self._versioning[0]
+
     def delete(self, rel: str) -> None:
+        """Delete ``rel``; where the bucket keeps versions, every version of it and every
+        delete marker, so nothing of it stays behind."""
         key = self.key(rel)
         try:
-            self.transport.delete(self.bucket, key)
+            if self.keeps_versions:
+                self._delete_versions(key, list(self._versions_of(key)))
+            else:
+                self.transport.delete(self.bucket, key)
+        except StorageError:
+            raise
         except Exception as exc:
             raise StorageError(f"deleting {self.uri(rel)} failed: {exc}") from exc
+
+    def drop_old_versions(self, rel: str) -> int:
+        """Delete the noncurrent versions of ``rel`` (and delete markers), keeping its
+        current version; returns how many were deleted (0 where the bucket keeps none).
+        Call it only once the current version is confirmed to be the one to keep."""
+        if not self.keeps_versions:
+            return 0
+        key = self.key(rel)
+        try:
+            old = [v for v in self._versions_of(key) if not v.latest]
+            self._delete_versions(key, old)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"deleting old versions of {self.uri(rel)} failed: {exc}") from exc
+        return len(old)
+
+    def versioned_keys(self, below: str = "") -> list[str]:
+        """The keys below the root (and ``below``) that have any version or delete marker
+        (a key whose current version was deleted too); :meth:`list` where the bucket keeps
+        no versions."""
+        if not self.keeps_versions:
+            return list(self.list(below))
+        if below:
+            check_relative(below.rstrip("/"), "listed folder")
+        head = f"{self.prefix}/" if self.prefix else ""
+        found = {v.key for v in self.transport.versions(self.bucket, head + below)}
+        return sorted(k[len(head) :] for k in found if k.startswith(head + below))
+
+    def _versions_of(self, key: str) -> Iterator[Version]:
+        return (v for v in self.transport.versions(self.bucket, key) if v.key == key)
+
+    def _delete_versions(self, key: str, versions: Sequence[Version]) -> None:
+        if versions:
+            self.transport.delete_versions(self.bucket, versions)
+            log.debug("deleted %d versions of %s", len(versions), key)
 
     def list(self, below: str = "") -> Iterator[str]:
         """The keys below the root (and below ``below``, a folder ending in ``/``),
@@ -605,6 +774,32 @@ class ObjectRoot:
                 log.warning("%s listed %r outside %r; skipped", self.url, key, head + below)
                 continue
             yield key[len(head) :], modified
+
+
+_WARNED: set[tuple[str, str]] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _warn_unknown_versions(scheme: str, bucket: str) -> None:
+    """Say once per bucket that phasekit cannot tell whether it keeps old versions."""
+    with _WARNED_LOCK:
+        if (scheme, bucket) in _WARNED:
+            return
+        _WARNED.add((scheme, bucket))
+    log.warning("%s", unknown_versions(scheme, bucket))
+
+
+def unknown_versions(scheme: str, bucket: str) -> str:
+    """What it means that phasekit cannot tell whether ``bucket`` keeps old versions."""
+    how = (
+        " (install boto3: phasekit reads S3 versioning through it)" if scheme.endswith("s3") else ""
+    )
+    return (
+        f"cannot tell whether {scheme}://{bucket} keeps old versions of objects{how}; if it "
+        "does, objects phasekit deletes (crypto-shredded data keys included) and key "
+        "objects it re-wraps survive there as old versions: delete those with the store's "
+        "own tools or a lifecycle rule"
+    )
 
 
 _FSSPEC: dict[str, _Fsspec] = {}
@@ -630,7 +825,11 @@ __all__ = [
     "PART_BYTES",
     "PYARROW_PREFIX",
     "PYARROW_SCHEMES",
+    "UNVERSIONED_FSSPEC",
+    "UNVERSIONED_PYARROW",
+    "VERSION_BATCH",
     "ObjectRoot",
+    "Version",
     "allowed_storage",
     "check_relative",
     "is_object_url",
@@ -640,5 +839,6 @@ __all__ = [
     "not_storage",
     "refuse",
     "storage_schemes",
+    "unknown_versions",
     "url_scheme",
 ]

@@ -240,9 +240,10 @@ def _delete_objects(
             root.delete(rel)
             report.files_deleted.append(ref)
             report.files_deleted.extend(shred_object_keys(root, rel))  # crypto-shredding
-            if root.exists(manifest):
+            present = root.exists(manifest)
+            if present or root.keeps_versions:  # old versions of it go too
                 root.delete(manifest)
-                report.files_deleted.append(root.uri(manifest))
+                report.files_deleted.extend([root.uri(manifest)] if present else [])
                 report.files_deleted.extend(shred_object_keys(root, manifest))
             failpoints.reach("cleanup.mid_delete")
         except StorageError as exc:

@@ -83,7 +83,7 @@ from phasekit.errors import (
     StorageError,
     UnsafePath,
 )
-from phasekit.objstore import ObjectRoot, is_object_url, manifest_of
+from phasekit.objstore import ObjectRoot, is_object_url, manifest_of, unknown_versions
 from phasekit.paths import contained, read_bytes_nofollow
 
 if TYPE_CHECKING:
@@ -525,10 +525,14 @@ def _scan_objects(
             manifest = manifest_of(rel, row.entity_name)
             named.update({(root.url, rel), (root.url, manifest)})
             named.update((root.url, stem) for stem in [*key_stems(rel), *key_stems(manifest)])
+    buckets: set[tuple[str, str]] = set()
     for proc in processes:
         if not is_object_url(proc.results_dir):
             continue
         root = ObjectRoot.from_url(str(proc.results_dir))
+        if (root.scheme, root.bucket) not in buckets:  # asked once per bucket
+            buckets.add((root.scheme, root.bucket))
+            _report_versions(root, report)
         for rel, modified in root.entries(f"{proc.process_id}/"):
             stem = key_stem(rel)  # a key object is named when its data object is
             if (root.url, rel) in named or (stem is not None and (root.url, stem) in named):
@@ -542,6 +546,14 @@ def _scan_objects(
             if report.repair:
                 _delete_object(catalog, root, rel, stem, age, grace, finding)
             report.findings.append(finding)
+
+
+def _report_versions(root: ObjectRoot, report: DoctorReport) -> None:
+    """An ``object_versions_unknown`` finding when phasekit cannot tell whether the bucket
+    of ``root`` keeps old versions (what cleanup deletes may survive there)."""
+    if root.keeps_versions is None:
+        detail = unknown_versions(root.scheme, root.bucket)
+        report.findings.append(Finding("object_versions_unknown", "info", detail, root.url))
 
 
 def _delete_object(

@@ -399,12 +399,15 @@ class RotateReport:
     rewrapped: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     old_key_ids: set[str] = field(default_factory=set)
+    old_versions_deleted: int = 0
+    """Noncurrent versions of key objects deleted (a bucket that keeps versions)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rewrapped": len(self.rewrapped),
             "already_current": len(self.already),
             "old_key_ids": sorted(self.old_key_ids),
+            "old_versions_deleted": self.old_versions_deleted,
         }
 
 

@@ -7,9 +7,11 @@ same relative key: the bucket holds ciphertext and keys wrapped by the master ke
 never a plaintext or a master key. Reading an object fetches its key object beside it
 (:func:`fetch_key`, for a local copy) or unwraps it directly (:func:`open_object`, for
 bytes in memory); deleting an item deletes its key objects (:func:`shred_object_keys`,
-crypto-shredding: the ciphertext that a versioned bucket or a backup may keep cannot be
-decrypted once no key object is left); :func:`rewrap_objects` rotates the master key of
-every key object under a root without touching the data.
+crypto-shredding: a copy of the ciphertext a backup may keep cannot be decrypted once no
+key object is left; where the bucket keeps versions every version of a key object is
+deleted, :meth:`phasekit.objstore.ObjectRoot.delete`); :func:`rewrap_objects` rotates
+the master key of every key object under a root without touching the data (and then
+deletes the old wrappings a versioned bucket keeps).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from phasekit import failpoints
 from phasekit.crypt.aead import HEADER_BYTES, Header, is_sealed, read_header, unseal
 from phasekit.crypt.keyring import (
     RotateReport,
@@ -119,9 +122,10 @@ def _drop_other_tokens(root: ObjectRoot, key_rel: str) -> None:
 
 
 def _key_objects(root: ObjectRoot, stem: str) -> list[str]:
-    """The key objects of ``stem`` (every token)."""
+    """The key objects of ``stem`` (every token; where the bucket keeps versions, also a
+    key left only as old versions)."""
     folder = posixpath.dirname(stem)
-    return [k for k in root.list(folder + "/") if key_stem(k) == stem]
+    return [k for k in root.versioned_keys(folder + "/") if key_stem(k) == stem]
 
 
 def _find_key(root: ObjectRoot, rel: str, header: Header) -> Optional[tuple[str, str]]:
@@ -197,10 +201,14 @@ def shred_object_keys(root: ObjectRoot, rel: str) -> list[str]:
 def rewrap_objects(root: ObjectRoot, old: Sequence[MasterKey], new: MasterKey) -> RotateReport:
     """Re-wrap every key object under ``root`` with ``new`` (data objects untouched). A key
     wrapped with none of ``old`` (nor ``new``) is KeyUnavailable naming its key id,
-    before anything is changed."""
+    before anything is changed. Where the bucket keeps versions, the noncurrent versions
+    of every key object (the old wrappings) are deleted once all of them are confirmed
+    current under ``new`` (read back and unwrapped): a crash before that leaves each key
+    object readable with ``new``, and running the rotation again deletes them."""
     by_id = {k.key_id: k for k in old}
     report = RotateReport()
     plan: list[tuple[str, dict[str, Any]]] = []
+    current: list[str] = []
     for key_rel in root.list():
         if key_stem(key_rel) is None:
             continue
@@ -208,19 +216,51 @@ def rewrap_objects(root: ObjectRoot, old: Sequence[MasterKey], new: MasterKey) -
         body = _key_body(root.read(key_rel, None, uri), f"key object {uri}")
         if needs_rewrap(body, uri, by_id, new, report):
             plan.append((key_rel, body))
+        else:
+            current.append(key_rel)
     for key_rel, body in plan:
-        match = _KEY_NAME.match(posixpath.basename(key_rel))
-        if match is None:  # not reached: listed above only when it matched
-            continue
-        name, token = match.group("stem"), match.group("token")
+        name, token = _name_token(key_rel)
         master = by_id[str(body["key_id"])]
         uri = root.uri(key_rel)
         data_key = unwrap(master, body, name, token, f"key object {uri}")
         text = json.dumps(wrap(new, data_key, name, token)).encode()
         root.put_stream(key_rel, io.BytesIO(text), None)
+        _confirm(root, key_rel, new, data_key)
         report.rewrapped.append(uri)
         report.old_key_ids.add(master.key_id)
+        current.append(key_rel)
+    if root.keeps_versions:
+        failpoints.reach("rotate.before_drop_versions")
+        for key_rel in current:
+            if _confirm(root, key_rel, new, None):
+                report.old_versions_deleted += root.drop_old_versions(key_rel)
     return report
+
+
+def _name_token(key_rel: str) -> tuple[str, str]:
+    match = _KEY_NAME.match(posixpath.basename(key_rel))
+    if match is None:  # not reached: key objects are listed only when they match
+        raise CorruptDataError(f"{key_rel!r} is not the key of a key object")
+    return match.group("stem"), match.group("token")
+
+
+def _confirm(root: ObjectRoot, key_rel: str, new: MasterKey, data_key: Optional[bytes]) -> bool:
+    """Whether the current version of key object ``key_rel`` unwraps with ``new`` (to
+    ``data_key`` when given: CorruptDataError if it does not, the upload is not what
+    was sent); only then may its old versions go."""
+    uri = root.uri(key_rel)
+    name, token = _name_token(key_rel)
+    try:
+        body = _key_body(root.read(key_rel, None, uri), f"key object {uri}")
+        found = unwrap(new, body, name, token, f"key object {uri}")
+    except (KeyUnavailable, CorruptDataError) as exc:
+        if data_key is not None:
+            raise
+        log.warning("kept the old versions of %s: its current version %s", uri, exc)
+        return False
+    if data_key is not None and bytes(found) != bytes(data_key):
+        raise CorruptDataError(f"key object {uri} reads back another data key than was written")
+    return True
 
 
 __all__ = [
