@@ -358,12 +358,12 @@ class _S3:
             done = self.client.delete_objects(
                 Bucket=bucket, Delete={"Objects": listed, "Quiet": True}
             )
-            errors = done.get("Errors") or []
-            if errors:
-                first = errors[0]  # type: ignore[index]
+            errors = done.get("Errors")
+            if isinstance(errors, list) and errors:
+                first = errors[0] if isinstance(errors[0], dict) else {}
                 raise StorageError(
-                    f"{len(errors)} object versions not deleted (first: {first.get('Key')} "  # type: ignore[union-attr]
-                    f"version {first.get('VersionId')}: {first.get('Message')})"  # type: ignore[union-attr]
+                    f"{len(errors)} object versions not deleted (first: {first.get('Key')} "
+                    f"version {first.get('VersionId')}: {first.get('Message')})"
                 )
 
 
