@@ -29,6 +29,7 @@ from phasekit import objstore
 from phasekit.catalog.doctor import DoctorReport, _report_versions
 from phasekit.crypt import generate_key, load_master_key
 from phasekit.crypt.objects import key_stem
+from phasekit.errors import StorageError
 from phasekit.objstore import ObjectRoot
 from s3_util import cli_json, object_versions
 
@@ -92,6 +93,35 @@ def test_versions_are_listed_and_deleted_in_batches(
     assert calls == [2, 2, 1]
     assert object_versions(versioned_bucket) == []
     assert root.versioned_keys() == []
+
+
+def test_a_suspended_bucket_still_keeps_versions(versioned_bucket: str) -> None:
+    root = ObjectRoot.from_url(f"s3://{versioned_bucket}/p")
+    _put(root, "a.bin", b"made while versioning was enabled")
+    boto3.client("s3").put_bucket_versioning(
+        Bucket=versioned_bucket, VersioningConfiguration={"Status": "Suspended"}
+    )
+    _put(root, "a.bin", b"made while suspended")
+    assert root.keeps_versions is True
+    root.delete("a.bin")
+    assert object_versions(versioned_bucket) == []
+
+
+def test_versions_the_store_refuses_to_delete_are_a_storage_error(
+    versioned_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = ObjectRoot.from_url(f"s3://{versioned_bucket}/p")
+    _put(root, "locked.bin", b"under a retention rule")
+    client = root.transport.client  # type: ignore[attr-defined]
+
+    def refused(**kw: Any) -> dict[str, Any]:
+        listed = kw["Delete"]["Objects"]
+        return {"Errors": [{**o, "Code": "AccessDenied", "Message": "locked"} for o in listed]}
+
+    monkeypatch.setattr(client, "delete_objects", refused)
+    with pytest.raises(StorageError, match=r"1 object versions not deleted .*p/locked.bin.*locked"):
+        root.delete("locked.bin")
+    assert object_versions(versioned_bucket) == [("p/locked.bin", False)]
 
 
 def test_an_unversioned_bucket_is_handled_as_before(bucket: str) -> None:
