@@ -944,3 +944,32 @@ def test_containers_the_same_patterns_match_resolve_alike(tmp_path: Path) -> Non
     assert alike == [phase.container(c).settings for c in ids]
     assert Planner(phase, 150).containers(ids) == [Planner(phase, 150).container(c) for c in ids]
     assert len({id(p) for p in Planner(phase, 150).containers(ids)}) == 4
+
+
+def test_a_memory_runs_block_container_shows_its_metrics_after_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend_name: str
+) -> None:
+    """The tables of a memory run are gone once it ends; its block rows still carry the
+    containers' metrics: ls --container, show --container and compare answer with those
+    of the container engine."""
+    from phasekit.cli import main
+
+    def cli_json(*args: str) -> Any:
+        assert main([*args, "--json", "--results-dir", str(tmp_path)]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    memory = {"mode": "memory"}
+    block = run(_config(tmp_path, "single_pass", data_flow=memory), workers=1)
+    theirs = run(_config(tmp_path, "single_pass", data_flow=memory, engine="container"))
+    block.close()
+    theirs.close()
+    assert not list(block.run_dir.rglob("containers.*"))  # no table file
+    (row,) = cli_json("ls", block.run_id, "--container", "portfolio_00007")
+    assert row["inline_data"]["uri"].startswith("memory://")
+    shown = cli_json("show", str(row["id"]), "--container", "portfolio_00007")
+    (other,) = cli_json("ls", theirs.run_id, "--container", "portfolio_00007")
+    assert shown["metadata"]["metrics"] == pytest.approx(other["metadata"]["metrics"])
+    compared = cli_json("compare", block.run_id, theirs.run_id)
+    mine = [m for m in compared["metrics"] if m["container_id"] == "portfolio_00007"]
+    assert len(mine) == len(other["metadata"]["metrics"])
+    assert all(m["diff"] == pytest.approx(0, abs=1e-12) for m in mine if m["a"] is not None)

@@ -14,7 +14,7 @@ per container.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Optional, overload
 
@@ -124,18 +124,18 @@ class SummaryColumns(Sequence[dict[str, Any]]):
 
     def _summary(self, position: int) -> dict[str, Any]:
         k = int(self.order[position]) if self.order is not None else position
-        metrics = {}
+        metrics: dict[str, Any] = {}
         for name in self.metrics.schema.names:
             value = self.metrics.column(name)[k].as_py()
             metrics[name] = None if isinstance(value, float) and not np.isfinite(value) else value
-        out = {
+        out: dict[str, Any] = {
             "container_id": str(self.ids[k]),
             "parameters": self.parameters[k],
             "metrics": metrics,
         }
         if self.objective is not None:
-            value = float(self.objective[k])
-            out["objective"] = None if np.isnan(value) else value
+            score = float(self.objective[k])
+            out["objective"] = None if np.isnan(score) else score
         return out
 
     # ---------------------------------------------------------------- the ranking file
@@ -220,7 +220,9 @@ def _parameter_texts(params: Sequence[Mapping[str, Any]]) -> list[str]:
     if not params:
         return []
     keys = params[0].keys()
-    shared = set(map(type, params)) == {dict} and all(map(keys.__eq__, map(dict.keys, params)))
+    same: Callable[[Any], bool] = keys.__eq__
+    key_sets: Callable[[Any], Any] = dict.keys
+    shared = set(map(type, params)) == {dict} and all(map(same, map(key_sets, params)))
     if not shared or not all(isinstance(k, str) for k in keys):
         return [json.dumps(p, sort_keys=True) for p in params]
     names = sorted(keys)
