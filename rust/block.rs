@@ -1803,7 +1803,7 @@ mod tests {
             }
         }
         let (ts, open, close) = crash_prices(700);
-        for start in [0, 300, 351, 400] {
+        for start in [0, 300, 350, 351, 400] {
             assert_per_set_fold(&ts, &open, &close, start, &costs());
         }
     }

@@ -87,25 +87,68 @@ impl<T: Lanes> Regs<T> {
     /// equity, nothing (as `Fold::push_flat`). Branch-free; returns the lanes whose
     /// equity fell below their floor (bit `l` for lane `l`): their drawdown may be a
     /// new low, which the caller divides out.
+    ///
+    /// `PLAIN`: every lane's cash is finite and not 0 and its shift is +0, so the push
+    /// of a flat lane whose cash is the last equity changes no bit (its return is
+    /// cash / cash - 1 = +0, and a sum that starts at +0 is never -0, so adding +0 keeps
+    /// it; its peak and floor are rewritten with themselves): the selects that skip it
+    /// are left out, except for the floor test.
     #[inline(always)]
-    unsafe fn bar(&mut self, c: &Consts<T>, close: f64) -> u32 {
+    unsafe fn bar<const PLAIN: bool>(&mut self, c: &Consts<T>, close: f64) -> u32 {
         // a flat lane's quantity is +0 and its cash never -0 (an exact zero sum is +0),
         // so with finite closes cash + 0 x close is its cash
         let equity = c.cash.add(c.qty.mul(T::splat(close)));
         let keep = c.flat_cash.eq(self.last);
         let r = equity.div(self.last).sub(c.one);
-        let d = r.sub(c.shift);
+        // r - (+0) is r, bit for bit
+        let d = if PLAIN { r } else { r.sub(c.shift) };
         let neg = r.lt_or(c.zero);
-        self.sum = keep.pick(self.sum, self.sum.add(d));
-        self.sum_sq = keep.pick(self.sum_sq, self.sum_sq.add(d.mul(d)));
-        self.down_sq = keep.pick(self.down_sq, self.down_sq.add(neg.mul(neg)));
         let ge = equity.ge(self.peak);
-        let top = keep.and_not(ge);
         let below = ge.and_not(keep.and_not(equity.lt(self.floor)));
-        self.peak = top.pick(equity, self.peak);
-        self.floor = top.pick(equity.mul(c.scale), self.floor);
-        self.last = keep.pick(self.last, equity);
+        if PLAIN {
+            self.sum = self.sum.add(d);
+            self.sum_sq = self.sum_sq.add(d.mul(d));
+            self.down_sq = self.down_sq.add(neg.mul(neg));
+            self.peak = ge.pick(equity, self.peak);
+            self.floor = ge.pick(equity.mul(c.scale), self.floor);
+            self.last = equity;
+        } else {
+            self.sum = keep.pick(self.sum, self.sum.add(d));
+            self.sum_sq = keep.pick(self.sum_sq, self.sum_sq.add(d.mul(d)));
+            self.down_sq = keep.pick(self.down_sq, self.down_sq.add(neg.mul(neg)));
+            let top = keep.and_not(ge);
+            self.peak = top.pick(equity, self.peak);
+            self.floor = top.pick(equity.mul(c.scale), self.floor);
+            self.last = keep.pick(self.last, equity);
+        }
         below.bits()
+    }
+
+    /// Folds `close[k]`, k = 0, 1, ..., until a bar after which `rare[k]` is not 0, a
+    /// lane is below its floor, or the last; returns that bar and its lanes below.
+    #[inline(always)]
+    unsafe fn run<const PLAIN: bool, const TRACED: bool>(
+        &mut self,
+        c: &Consts<T>,
+        close: &[f64],
+        rare: &[u8],
+        qty: &[f64; LANES],
+        mut trace: impl FnMut(&[f64; LANES], &[f64; LANES]),
+    ) -> (usize, u32) {
+        let end = close.len() - 1;
+        let mut k = 0;
+        let mut last = [0.0; LANES];
+        loop {
+            let low = self.bar::<PLAIN>(c, close[k]);
+            if TRACED {
+                self.last.store(&mut last);
+                trace(&last, qty);
+            }
+            if low != 0 || rare[k] != 0 || k == end {
+                return (k, low);
+            }
+            k += 1;
+        }
     }
 }
 
@@ -122,7 +165,7 @@ pub(super) unsafe fn fold<T: Lanes, const TRACED: bool>(
     cold: &Cold,
     close: &[f64],
     rare: &[u8],
-    mut trace: impl FnMut(&[f64; LANES], &[f64; LANES]),
+    trace: impl FnMut(&[f64; LANES], &[f64; LANES]),
 ) -> (usize, u32) {
     let mut flat_cash = [f64::NAN; LANES];
     for (m, (f, cash)) in flat_cash
@@ -133,6 +176,11 @@ pub(super) unsafe fn fold<T: Lanes, const TRACED: bool>(
             *m = *cash;
         }
     }
+    let plain = cold
+        .cash
+        .iter()
+        .zip(cold.shift.iter())
+        .all(|(cash, shift)| cash.is_finite() && *cash != 0.0 && shift.to_bits() == 0);
     let c = Consts {
         cash: T::load(&cold.cash),
         qty: T::load(&cold.qty),
@@ -150,19 +198,10 @@ pub(super) unsafe fn fold<T: Lanes, const TRACED: bool>(
         peak: T::load(&hot.peak),
         floor: T::load(&hot.floor),
     };
-    let end = close.len() - 1;
-    let mut k = 0;
-    let mut last = [0.0; LANES];
-    let low = loop {
-        let low = r.bar(&c, close[k]);
-        if TRACED {
-            r.last.store(&mut last);
-            trace(&last, &cold.qty);
-        }
-        if low != 0 || rare[k] != 0 || k == end {
-            break low;
-        }
-        k += 1;
+    let out = if plain {
+        r.run::<true, TRACED>(&c, close, rare, &cold.qty, trace)
+    } else {
+        r.run::<false, TRACED>(&c, close, rare, &cold.qty, trace)
     };
     r.last.store(&mut hot.last);
     r.sum.store(&mut hot.sum);
@@ -170,7 +209,7 @@ pub(super) unsafe fn fold<T: Lanes, const TRACED: bool>(
     r.down_sq.store(&mut hot.down_sq);
     r.peak.store(&mut hot.peak);
     r.floor.store(&mut hot.floor);
-    (k, low)
+    out
 }
 
 /// Plain arrays: any target.
