@@ -324,3 +324,77 @@ def test_peak_resident_memory_stays_within_budget_plus_one_item(tmp_path: Path, 
     assert r["spills"] >= 108 and r["reloads"] >= 108
     assert r["ledger_peak"] <= r["budget"] + r["item"]
     assert r["peak"] - r["baseline"] <= r["budget"] + r["item"] + margin, r
+
+
+def _part(i: int, rows: int = 1000) -> pa.Table:
+    return pa.table({"i": np.arange(i * rows, (i + 1) * rows), "x": np.full(rows, float(i))})
+
+
+PART = int(phasekit.size_of(_part(0)))  # bytes of one part
+
+
+def test_join_writes_a_table_larger_than_the_budget_to_disk_part_by_part(tmp_path: Path) -> None:
+    store = HybridStore(2 * PART, tmp_path)
+    window = store.container("w", 2 * PART)
+    parts = window.container("parts", 2 * PART)
+    refs = [parts.put(f"p{i}", _part(i)) for i in range(8)]  # 4x the budget
+    assert store.stats()["items_on_disk"] == 6  # the older parts spilled as they came
+    peaks = store.ledger.peak
+    ref = window.join("table", refs, {"rows": 8000})
+    assert ref.uri == window.uri("table") and ref.size_bytes == 8 * PART
+    assert ref.metadata == {"rows": 8000}
+    assert where(window, "table") == "disk" and window.ref("table") == ref
+    assert all(r.key not in parts for r in refs)  # the parts are dropped
+    stats = store.stats()
+    assert stats["items"] == 1 and stats["bytes_in_memory"] == 0
+    # joining held one part at a time: the peak is what the puts reached, within budget + a part
+    assert store.ledger.peak == peaks <= 3 * PART
+    table = window.get("table")
+    assert table.equals(pa.concat_tables([_part(i) for i in range(8)]))
+    assert where(window, "table") == "disk"  # larger than its budget: stays on disk after get
+    store.close()
+
+
+def test_join_keeps_a_table_within_the_budget_in_memory(tmp_path: Path) -> None:
+    store = HybridStore(10 * PART, tmp_path)
+    refs = [store.put(f"p{i}", _part(i)) for i in range(3)]
+    ref = store.join("table", [refs[0], "p1", refs[2]])
+    assert where(store, "table") == "memory" and store.stats()["spills"] == 0
+    assert ref.size_bytes == store.stats()["bytes_in_memory"]
+    assert store.get("table").equals(pa.concat_tables([_part(i) for i in range(3)]))
+    assert [r.key for r in store.list()] == ["table"]
+    store.close()
+
+
+def test_join_casts_parts_to_the_first_schema_and_refuses_what_it_cannot_join(
+    tmp_path: Path,
+) -> None:
+    store = HybridStore(0, tmp_path)  # everything on disk
+    store.put("a", _part(0, 10))
+    store.put("b", _part(1, 10).cast(pa.schema([("i", pa.int32()), ("x", pa.float64())])))
+    store.join("t", ["a", "b"])
+    assert store.get("t").schema == _part(0).schema
+    assert store.get("t").column("i").to_pylist() == list(range(20))
+    store.put("n", arr(1))
+    with pytest.raises(
+        phasekit.errors.InvalidArgument, match=r"'run/phase/n'.*numpy.*pyarrow\.Table"
+    ):
+        store.join("u", ["n"])
+    with pytest.raises(UnknownKey, match="'gone'"):
+        store.join("u", ["t", "gone"])
+    assert "t" in store and "n" in store and "u" not in store  # nothing changed
+    store.close()
+
+
+def test_join_with_encryption_keeps_spilled_parts_sealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phasekit.crypt import generate_key, open_encryption
+
+    monkeypatch.setenv("PK_TEST_JOIN", generate_key())
+    store = HybridStore(PART, tmp_path, encryption=open_encryption("env:PK_TEST_JOIN"))
+    refs = [store.put(f"p{i}", _part(i)) for i in range(3)]
+    store.join("t", refs)
+    assert store.get("t").equals(pa.concat_tables([_part(i) for i in range(3)]))
+    assert all(e.sealed for e in store._core.spilled.values())
+    store.close()

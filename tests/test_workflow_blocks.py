@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pytest
 
+import phasekit
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.catalog import open_catalog
 from phasekit.catalog.blockrows import container_rows
@@ -921,6 +922,56 @@ def test_a_hybrid_block_window_keeps_its_tables_under_the_phase_budget(
     assert stats["items"] == 1  # the containers table (no equity traced, no items asked)
     assert (stats["items_on_disk"] == 1) is spilled
     assert not list((res.run_dir / "search").glob("containers.*"))
+
+
+def test_a_hybrid_window_table_several_times_the_budget_is_held_block_by_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each block's part of the window's ``containers`` table goes into the phase's
+    hybrid store as it comes (spilled past the budget), and the table is joined on disk
+    at the window's end: memory never held more than the budget and one part."""
+    from phasekit.stores import HybridStore
+    from phasekit.workflow import phase as phase_module
+    from phasekit.workflow.results import PhaseResults
+
+    monkeypatch.setattr(phase_module, "block_sizes", lambda n, slots: 3)  # 8 blocks
+    space = {"strategy.fast": [3, 5, 8, 10], "strategy.slow": [20, 30, 40]}
+    parts: list[int] = []
+    tables: dict[str, pa.Table] = {}
+    put_part, finish = PhaseResults._put_part, PhaseResults.finish_blocks
+
+    def spy_part(self: PhaseResults, window_id: Any, name: str, table: pa.Table) -> None:
+        parts.append(int(phasekit.size_of(table)))
+        put_part(self, window_id, name, table)
+
+    def spy_finish(self: PhaseResults, window_id: Any) -> dict[str, str]:
+        uris = finish(self, window_id)
+        store = self.store(window_id)
+        if isinstance(store, HybridStore):  # read back before the run closes its stores
+            tables.update({n: store.get(n) for n in uris if n != "trades"})
+        return uris
+
+    monkeypatch.setattr(PhaseResults, "_put_part", spy_part)
+    monkeypatch.setattr(PhaseResults, "finish_blocks", spy_finish)
+    limit_mb = 0.001
+    hybrid = {"mode": "hybrid", "memory_limit_mb": limit_mb}
+    cfg = _config(tmp_path / "h", "single_pass", data_flow=hybrid)
+    cfg["parameter_space"].update(space)
+    res = run(cfg, workers=1)
+    res.close()
+    stats = json.loads((res.run_dir / "search" / "phase_summary.json").read_text())
+    stats = stats["store_stats"]["-/hybrid"]
+    assert len(parts) == 8
+    assert sum(parts) > 4 * stats["budget_bytes"]  # the table is several times the budget
+    assert stats["items"] == stats["items_on_disk"] == 1 and stats["bytes_in_memory"] == 0
+    assert stats["peak_bytes_in_memory"] <= stats["budget_bytes"] + max(parts)
+    assert stats["spills"] >= 6  # the parts spilled as they came
+    cfg = _config(tmp_path / "f", "single_pass")
+    cfg["parameter_space"].update(space)
+    f_res = run(cfg, workers=1)
+    f_res.close()
+    expected = feather.read_table(f_res.run_dir / "search" / "containers.arrow")
+    assert tables["containers"].equals(expected)
 
 
 def test_containers_the_same_patterns_match_resolve_alike(tmp_path: Path) -> None:

@@ -20,10 +20,12 @@ import os
 import secrets
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
+
+import pyarrow as pa
 
 import phasekit
 from phasekit.crypt import Encryption, MemoryKeyring
@@ -36,7 +38,7 @@ from phasekit.stores.names import check_name
 from phasekit.stores.recorder import ItemRecorder
 from phasekit.stores.ref import Ref, named_uri
 from phasekit.stores.segments import Extent, SegmentLog
-from phasekit.stores.spillcodec import Spilled, check_spillable, load, spill
+from phasekit.stores.spillcodec import Spilled, check_spillable, load, spill, spill_tables
 from phasekit.stores.trim import Trimmer
 
 log = logging.getLogger(__name__)
@@ -227,25 +229,116 @@ class HybridStore(StoreBase):
         kind = values.kind_of(data)
         check_spillable(data, kind)
         nbytes = int(phasekit.size_of(data))
-        ref = Ref(
-            uri=self.uri(ikey.rsplit("/", 1)[1]),
-            key=ikey.rsplit("/", 1)[1],
+        ref = self._new_ref(ikey, kind, nbytes, meta)
+        with self._lock:
+            self._drop(ikey)
+            self._hold(ikey, data, ref)
+        self._record(ref)
+        return ref
+
+    def _hold(self, ikey: str, data: Any, ref: Ref) -> None:
+        """Keep a new item in memory and spill past the budgets (lock held)."""
+        core = self._core
+        core.memory[ikey] = data
+        core.refs[ikey] = ref
+        core.chains[ikey] = self._chain
+        self._ledger.track(ikey, ref.size_bytes)
+        self._count("puts")
+        self._enforce(self._chain)
+        self._maybe_compact()
+
+    def join(
+        self,
+        key: str,
+        parts: Sequence[Ref | str],
+        metadata: Optional[Mapping[str, Any]] = None,
+    ) -> Ref:
+        """One Arrow table item ``key`` made of the items ``parts`` (Arrow tables of this
+        store or its views, in order; the first one's schema, the others cast to it),
+        which are dropped: what a table written part by part becomes under the budget.
+        An item within the budget is the parts' chunks (no copy), held as ``put``
+        holds an item. A larger one is written to the spill segments as one Arrow IPC
+        stream, a part at a time (a spilled part read back for its turn only), so it is
+        on disk from the start and memory holds at most one part for it; ``get`` reads
+        it back whole. With encryption on (a sealed item's bytes are sealed whole) the
+        parts are always concatenated and held as ``put`` holds an item. Its size is
+        the parts' sizes summed (in memory: ``phasekit.size_of`` of the table)."""
+        self._check_open()
+        ikey = sys.intern(self._ikey(key))
+        keys = [self._ikey(p) for p in parts]
+        meta = check_metadata(metadata)
+        core = self._core
+        with self._lock:
+            refs = [self._part_ref(k) for k in keys]
+            fits = sum(r.size_bytes for r in refs) <= min(led.budget for led in self._chain)
+            if fits or core.keyring is not None:
+                tables = [self._part_table(k) for k in keys]
+                schema = tables[0].schema if tables else pa.schema([])
+                # the parts' chunks, not copied
+                table = pa.concat_tables([t.cast(schema) for t in tables])
+                ref = self._joined_in_memory(ikey, keys, table, meta)
+            else:
+                ref = self._joined_on_disk(ikey, keys, refs, meta)
+        for old in refs:
+            self._forget(old)
+        self._record(ref)
+        return ref
+
+    def _part_ref(self, ikey: str) -> Ref:
+        ref = self._core.refs.get(ikey)
+        if ref is None or ikey in self._core.corrupt:
+            raise self._missing(ikey.rsplit("/", 1)[1])
+        if ref.kind != values.TABLE:
+            raise InvalidArgument(
+                f"join: item {ikey!r} is a {ref.kind}; only pyarrow.Table items can be joined"
+            )
+        return self._unfold(ikey, ref)
+
+    def _part_table(self, ikey: str) -> pa.Table:
+        """A part's table (lock held): from memory, or read from its extent (not kept)."""
+        core = self._core
+        if ikey in core.memory:
+            return core.memory[ikey]
+        return load(core.log, ikey, core.spilled[ikey], core.keyring)
+
+    def _new_ref(self, ikey: str, kind: str, nbytes: int, meta: Mapping[str, Any]) -> Ref:
+        name = ikey.rsplit("/", 1)[1]
+        return Ref(
+            uri=self.uri(name),
+            key=name,
             kind=kind,
             format=self.format_name,
             size_bytes=nbytes,
             metadata=meta,
         )
+
+    def _joined_on_disk(
+        self, ikey: str, keys: list[str], refs: list[Ref], meta: Mapping[str, Any]
+    ) -> Ref:
         core = self._core
-        with self._lock:
-            self._drop(ikey)
-            core.memory[ikey] = data
-            core.refs[ikey] = ref
-            core.chains[ikey] = self._chain
-            self._ledger.track(ikey, nbytes)
-            self._count("puts")
-            self._enforce(self._chain)
-            self._maybe_compact()
-        self._record(ref)
+        tables = (self._part_table(k) for k in keys)
+        entry = spill_tables(core.log, ikey, tables, values.TABLE)
+        self._drop(ikey)
+        for k in keys:
+            self._drop(k)
+        ref = self._new_ref(ikey, values.TABLE, sum(r.size_bytes for r in refs), meta)
+        core.spilled[ikey] = entry
+        core.refs[ikey] = _fold(ref)
+        core.chains[ikey] = self._chain
+        self._count("puts")
+        self._count("spills")
+        self._count("spilled_bytes", entry.extent.length)
+        self._maybe_compact()
+        return ref
+
+    def _joined_in_memory(
+        self, ikey: str, keys: list[str], table: pa.Table, meta: Mapping[str, Any]
+    ) -> Ref:
+        self._drop(ikey)
+        for k in keys:
+            self._drop(k)
+        ref = self._new_ref(ikey, values.TABLE, int(phasekit.size_of(table)), meta)
+        self._hold(ikey, table, ref)
         return ref
 
     def _drop(self, ikey: str) -> bool:

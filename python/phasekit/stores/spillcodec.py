@@ -10,6 +10,7 @@ before they are appended; ``load`` opens them again.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -115,6 +116,28 @@ def spill(
     return Spilled(log.append_with(owner, produce), kind, ARROW_STREAM)
 
 
+def spill_tables(log: SegmentLog, owner: str, tables: Iterable[pa.Table], kind: str) -> Spilled:
+    """Append the Arrow tables ``tables`` yields (the first one's schema; the others
+    cast to it) as one item: one Arrow IPC stream written table by table, so only the
+    table being written is in memory. Not for a keyring (sealing needs the bytes whole).
+    """
+
+    def produce(write: Writer) -> None:
+        sink = pa.PythonFile(_Sink(write), mode="w")
+        writer: Optional[pa.ipc.RecordBatchStreamWriter] = None
+        schema: Optional[pa.Schema] = None
+        for table in tables:
+            if writer is None or schema is None:
+                schema = table.schema
+                writer = pa.ipc.new_stream(sink, schema)
+            writer.write_table(table if table.schema == schema else table.cast(schema))
+        if writer is None:
+            raise InvalidArgument(f"spilled item {owner!r}: no tables to write")
+        writer.close()
+
+    return Spilled(log.append_with(owner, produce), kind, ARROW_STREAM)
+
+
 def load(
     log: SegmentLog, owner: str, entry: Spilled, keyring: Optional[MemoryKeyring] = None
 ) -> Any:
@@ -136,4 +159,4 @@ def load(
     return values.from_arrow(table, entry.kind)
 
 
-__all__ = ["Spilled", "check_spillable", "load", "spill"]
+__all__ = ["Spilled", "check_spillable", "load", "spill", "spill_tables"]

@@ -16,8 +16,9 @@ their ids, their metrics and where their rows of the ``containers`` item are
 the tables go follows the phase's data flow (:func:`window_table_store`): ``file`` and
 ``streaming``: files in the phase's file format (Arrow streamed block by block);
 ``memory``: ``containers`` and ``equity`` are items of the window's MemoryStore (no
-files); ``hybrid``: items of the window's view of the phase's HybridStore, spilled past
-the phase's budget; ``trades`` is a file in every mode, as ``all_trades`` is. A table
+files); ``hybrid``: items of the window's view of the phase's HybridStore, each block's
+part put into the store as it comes (spilled past the phase's budget) and joined at
+the window's end (:meth:`HybridStore.join`: on disk, part by part, when over it); ``trades`` is a file in every mode, as ``all_trades`` is. A table
 kept in memory is also written to files when the phase persists. Each container's own
 items are written only with the output ``container_items`` or where
 ``results.layout: admf`` or a ``streaming`` flow needs them (the stream store takes
@@ -80,7 +81,7 @@ from phasekit.stores.factory import (
     open_store,
 )
 from phasekit.stores.formats.arrow import ipc_file_bytes
-from phasekit.stores.ref import file_uri
+from phasekit.stores.ref import Ref, file_uri
 from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
 from phasekit.workflow.admf import PhaseAggregate, container_record, file_name, trade_records
 from phasekit.workflow.blocks import (
@@ -201,6 +202,8 @@ class PhaseResults:
         self._streams: dict[str, list[StreamStore]] = {}
         self._admf: Optional[AdmfFiles] = None
         self._block_tables: dict[str, dict[str, list[pa.Table]]] = {}
+        self._part_views: dict[str, HybridStore] = {}
+        self._block_parts: dict[str, dict[str, list[tuple[Ref, int]]]] = {}
         self._block_writers: dict[str, dict[str, tuple[Any, pa.Schema]]] = {}
         self._block_rows: dict[str, int] = {}
         self._table_uris: dict[str, str] = {}
@@ -569,6 +572,9 @@ class PhaseResults:
 
     def _add_table(self, window_id: Optional[str], name: str, table: pa.Table) -> None:
         key = window_id or ""
+        if window_table_store(self.flow.mode, name) == "hybrid":
+            self._put_part(window_id, name, table)
+            return
         if not self._streams_tables(name):
             self._block_tables.setdefault(key, {}).setdefault(name, []).append(table)
             return
@@ -588,6 +594,38 @@ class PhaseResults:
         if table.num_rows:
             writer[0].write(table if table.schema == writer[1] else table.cast(writer[1]))
 
+    def _parts_view(self, window_id: Optional[str]) -> HybridStore:
+        """Where a hybrid window's tables are held block by block until the window's end:
+        a view of the window's store (under the phase's budget, spilled past it) whose
+        items are not recorded (the joined table is)."""
+        key = window_id or ""
+        view = self._part_views.get(key)
+        if view is None:
+            window = self.store(window_id)
+            assert isinstance(window, HybridStore)
+            view = window.container(BLOCK_PART_VIEW, self.flow.memory_limit_bytes)
+            view.recorder = None
+            self._part_views[key] = view
+        return view
+
+    def _put_part(self, window_id: Optional[str], name: str, table: pa.Table) -> None:
+        parts = self._block_parts.setdefault(window_id or "", {}).setdefault(name, [])
+        ref = self._parts_view(window_id).put(f"{name}.{len(parts):06d}", table)
+        parts.append((ref, table.num_rows))
+
+    def _join_parts(
+        self, window_id: Optional[str], name: str, parts: list[tuple[Ref, int]], persist: bool
+    ) -> str:
+        """A hybrid window table from its blocks' parts (:meth:`HybridStore.join`: one
+        item, written to the spill folder part by part)."""
+        meta = {"rows": sum(n for _, n in parts), "output_type": _TABLE_OUTPUTS[name]}
+        store = self.store(window_id)
+        assert isinstance(store, HybridStore)
+        ref = store.join(name, [r for r, _ in parts], meta)
+        if persist:  # written as its containers' items are (read back whole for it)
+            self._persist_store(window_id, self.flow).put(name, store.get(ref), meta)
+        return ref.uri
+
     def finish_blocks(self, window_id: Optional[str]) -> dict[str, str]:
         """Write the window's block tables (``containers``, ``trades``, ``equity``) in the
         phase's file format and record them; returns their URIs by name."""
@@ -598,6 +636,8 @@ class PhaseResults:
         persist = key in self._persist_tables
         self._persist_tables.discard(key)
         uris: dict[str, str] = {}
+        for name, parts in self._block_parts.pop(key, {}).items():
+            uris[name] = self._join_parts(window_id, name, parts, persist)
         for name, (writer, _) in self._block_writers.pop(key, {}).items():
             info = writer.close()
             make_private(Path(info["path"]))
@@ -892,6 +932,10 @@ class PhaseResults:
         self._trade_writers.clear()
         self._trade_tables.clear()
         self._block_tables.clear()
+        self._block_parts.clear()
+        for view in self._part_views.values():
+            view.close()
+        self._part_views.clear()
         for writers in self._block_writers.values():
             for writer, _ in writers.values():
                 writer.abort()
@@ -952,6 +996,9 @@ class BlockRows:
     record: Optional[ItemRecord] = None
 
 
+BLOCK_PART_VIEW = "_block_parts"
+"""The view (of a hybrid window's store) holding its tables' block parts until the
+window's end."""
 BLOCK_PARTS = ".blocks"
 """The folder (in a window's folder) of the batches of the window's completed blocks,
 kept until the window is complete."""
