@@ -140,7 +140,7 @@ def test_encrypted_run_on_s3(
     # ---- the CLI: show --verify, doctor, export (decrypted)
     assert _cli_json(capsys, "show", str(arrow.id), "--verify", *where)["verified"] == "ok"
     report = _cli_json(capsys, "doctor", *where)
-    assert report["ok"] and not [f for f in report["findings"] if f["kind"] != "info"]
+    assert report["ok"] and not [f for f in report["findings"] if f["severity"] != "info"]
     assert not [f for f in report["findings"] if f["kind"] == "unreferenced_object"]
     out = tmp_path / "export"
     exported = _cli_json(capsys, "export", run_id, "--to", str(out), *where)

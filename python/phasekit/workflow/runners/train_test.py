@@ -10,6 +10,8 @@ once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from phasekit.registry import DEFAULT_DATA_SPLIT
 from phasekit.workflow.phase import PhaseContext, Summary, set_index
 from phasekit.workflow.sequences import Window, windows_for
@@ -60,7 +62,7 @@ def _validate(ctx: PhaseContext, test: Window) -> None:
     outcome.report("out", VALIDATED, outcome.best_out_of_sample)
 
 
-def _report_test(ctx: PhaseContext, tested: list[Summary]) -> None:
+def _report_test(ctx: PhaseContext, tested: Sequence[Summary]) -> None:
     """The out-of-sample figures: the in-sample order's first set on test; the best on
     test only under its own label."""
     outcome = ctx.outcome
