@@ -13,6 +13,7 @@ import pytest
 from phasekit.catalog import open_catalog
 from phasekit.catalog.blockrows import container_rows
 from phasekit.cli import main
+from phasekit.stores import StreamStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,3 +164,55 @@ def test_the_plan_is_what_the_run_does(
         for table, where in phase["tables"].items():
             allowed = _allowed(where["store"], where["format"])
             assert tables[table] <= allowed, (phase, table, tables)
+
+
+@pytest.mark.parametrize("engine", ["auto", "container"])
+def test_the_plan_names_the_containers_a_streaming_pattern_gives_their_own_items(
+    engine: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``containers:`` pattern that makes some containers ``streaming`` gives exactly
+    those their own items in a block window (their block's others keep their rows of
+    the window's table, whatever the blocks are); the plan names them per window."""
+    cfg = {
+        "phases": [{"name": "search", "sequence": "train_test", "config": {"top_k": 4}}],
+        "data": {"n_bars": 1500, "frequency": "1h", "seed": 3},
+        "parameter_space": SEARCH,
+        "data_flow": {"mode": "memory"},
+        "containers": {"portfolio_0000[14]": {"data_flow": {"mode": "streaming"}}},
+        "engine": engine,
+        "run_name": "some_streaming",
+        "results_dir": str(tmp_path / "results"),
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(cfg))
+    (phase,) = cli_json(capsys, "run", str(path), "--dry-run")["phases"]
+    summary = cli_json(capsys, "run", str(path), "--workers", "1")
+    with open_catalog(tmp_path / "results") as catalog:
+        items = catalog.list_items(summary["run_id"], states=("present", "released"))
+    own: dict[str, set[str]] = defaultdict(set)  # containers with their own items
+    streamed: dict[str, set[str]] = defaultdict(set)  # those in the window's stream
+    table: dict[str, set[str]] = defaultdict(set)  # containers with a row of a table
+    for item in items:
+        if item.format == "stream":  # the window's stream: a row per container
+            stream = StreamStore(Path(item.metadata["path"]).parent)
+            streamed[item.window_id] |= {r["container_id"] for r in stream.items(item.entity_name)}
+            stream.close()
+        elif item.container_id and item.entity_name.endswith("_results"):
+            own[item.window_id].add(item.container_id)
+        table[item.window_id] |= {r.container_id for r in container_rows(item)}
+    streaming = {"portfolio_00001", "portfolio_00004"}
+    for window in ("train", "test"):  # the stream holds the streaming containers
+        assert streamed[window] == streaming & (streamed[window] | own[window] | table[window])
+        own[window] |= streamed[window]
+    ran = {w: own[w] | table[w] for w in ("train", "test")}
+    assert len(ran["train"]) == 6 and len(ran["test"]) == 4
+    if engine == "container":
+        assert phase["rows"] == "items" and phase["items"] == {}
+        assert not table["train"] and not table["test"]
+        return
+    assert phase["engine"] == "block" and phase["rows"] == "table+items"
+    assert phase["items"] == {w: sorted(streaming) for w in ("train", "test")}
+    for window in ("train", "test"):  # exactly the planned ones that ran there
+        assert own[window] == set(phase["items"][window]) & ran[window], window
+        assert table[window] == ran[window] - own[window], window
+    assert own["train"] == streaming

@@ -908,6 +908,27 @@ def test_the_data_flow_decides_where_a_block_windows_tables_go(tmp_path: Path, m
         assert r.inline_data["uri"] == tables[f"{r.window_id}/containers"].data_reference
 
 
+@pytest.mark.parametrize("engine", ["block", "container"])
+def test_each_windows_stream_is_named_after_it(tmp_path: Path, engine: str) -> None:
+    """A streaming phase's windows each have their own stream (train's is not replaced
+    by test's in the catalog), holding that window's containers."""
+    from phasekit.stores import StreamStore
+
+    cfg = _config(tmp_path, "train_test", data_flow={"mode": "streaming"}, engine=engine)
+    res = run(cfg, workers=1)
+    res.close()
+    with open_catalog(res.catalog_url) as catalog:
+        items = catalog.list_items(res.run_id, states=("present",), entity="container_results")
+    streams = {i.window_id: i for i in items if i.format == "stream"}
+    assert set(streams) == {"train", "test"}
+    for window, item in streams.items():
+        assert item.data_reference == f"stream://{res.run_id}/search/{window}/container_results"
+        stream = StreamStore(Path(item.metadata["path"]).parent)
+        held = [r["container_id"] for r in stream.items("container_results")]
+        stream.close()
+        assert len(held) == len(set(held)) == (12 if window == "train" else 2), window
+
+
 @pytest.mark.parametrize(("limit_mb", "spilled"), [(0.001, True), (100, False)])
 def test_a_hybrid_block_window_keeps_its_tables_under_the_phase_budget(
     tmp_path: Path, limit_mb: float, spilled: bool

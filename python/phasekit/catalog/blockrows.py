@@ -10,6 +10,10 @@ the block's containers as columns::
      "columns": {"container_id": ["portfolio_00200", ...],
                  "sharpe_ratio": [0.4, null, ...], ...}}   # one list per metric
 
+With ``"rows": [200, 202, ...]`` the containers' rows of the table are those (the
+block's other containers have their own items: a ``containers:`` pattern gives them a
+``streaming`` flow), else ``first_row`` on.
+
 A container of a block is seen as the row it would have on its own
 (:func:`container_rows`): entity ``<container_id>_results``, inline data
 ``{"table", "row", "uri"}`` (its row of the window's table), metadata
@@ -30,6 +34,9 @@ from phasekit.errors import CatalogError, UnknownKey
 BLOCK_OUTPUT = "block"
 """``metadata.output_type`` of a block's row."""
 ID_COLUMN = "container_id"
+ROWS_KEY = "rows"
+"""Metadata key of a block row whose containers' rows of the table are not the ones
+from ``first_row`` on (some of the block's containers have their own items instead)."""
 
 
 def block_columns(item: ItemRow) -> Mapping[str, Sequence[Any]] | None:
@@ -73,6 +80,9 @@ def container_rows(item: ItemRow, container: str | None = None) -> list[ItemRow]
     else:
         indices = [i for i, c in enumerate(ids) if c == container]
     first = item.metadata.get("first_row", 0)
+    rows = item.metadata.get(ROWS_KEY)
+    if not isinstance(rows, list) or len(rows) != len(ids):
+        rows = range(first, first + len(ids))
     names = [n for n in columns if n != ID_COLUMN]
     out = []
     for i in indices:
@@ -84,7 +94,7 @@ def container_rows(item: ItemRow, container: str | None = None) -> list[ItemRow]
                 container_id=cid,
                 inline_data={
                     "table": item.metadata.get("table"),
-                    "row": first + i,
+                    "row": rows[i],
                     "uri": item.metadata.get("uri"),
                 },
                 metadata={

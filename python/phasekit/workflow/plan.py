@@ -6,10 +6,12 @@ format of its results.
 takes. ``rows`` says how the containers' catalog rows are kept: ``table`` (a block
 window: a catalog row per block whose containers point at the window's ``containers``
 table,
-``store`` and ``format`` being that table's), ``items`` (each container's own items in
-``store``, as ``engine: container``, output ``container_items``, ``results.layout:
-admf`` or a ``streaming`` flow store them) or ``none`` (no ``container_results``
-output). ``tables`` gives, for a block phase, the store and format of each window table its
+``store`` and ``format`` being that table's), ``table+items`` (so, but for the
+containers ``items`` names per window: a ``containers:`` pattern makes their own flow
+``streaming``, so when they run in that window they get their own items instead),
+``items`` (each container's own items in ``store``, as ``engine: container``, output
+``container_items``, ``results.layout: admf`` or a ``streaming`` flow store them) or
+``none`` (no ``container_results`` output). ``tables`` gives, for a block phase, the store and format of each window table its
 outputs ask for (:func:`~phasekit.workflow.results.window_table_store`; ``equity`` is
 written only where a container traces its equity; a Monte Carlo window has only
 ``containers``, its simulations' rows).
@@ -26,6 +28,7 @@ windows that do not fit the data fail the run before anything is recorded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -46,6 +49,7 @@ from phasekit.workflow.results import (
     items_wanted,
     window_table_store,
 )
+from phasekit.workflow.runners.monte_carlo import PREFIX as SIMULATION_PREFIX
 from phasekit.workflow.sequencer import DEFAULT_TOP_K, phase_order
 from phasekit.workflow.sequences import default_lengths, windows_for
 
@@ -54,6 +58,9 @@ from phasekit.workflow.sequences import default_lengths, windows_for
 class WindowPlan:
     window_id: str
     containers: int
+    candidates: tuple[str, ...] = ()
+    """The ids the window's containers are among (all of them where the window runs
+    every set; a selection's are known only once the run ranks)."""
 
 
 @dataclass
@@ -75,6 +82,9 @@ class PhasePlan:
     rows: str = "items"
     tables: dict[str, dict[str, Optional[str]]] = field(default_factory=dict)
     """Per window table of a block phase: its ``store`` and ``format``."""
+    items: dict[str, list[str]] = field(default_factory=dict)
+    """Per window of a block phase whose rows are a table: the containers that, when
+    they run in it, get their own items instead (their own flow is ``streaming``)."""
 
     @property
     def containers(self) -> int:
@@ -99,6 +109,7 @@ class PhasePlan:
             "engine": self.engine,
             "rows": self.rows,
             "tables": {k: dict(v) for k, v in self.tables.items()},
+            "items": {k: list(v) for k, v in self.items.items()},
             "store": self.store,
             "format": self.format,
             "memory_limit_mb": self.memory_limit_mb,
@@ -120,23 +131,30 @@ def _sets(phase: Any, upstream: dict[str, PhasePlan]) -> tuple[int, bool]:
     return 1, False
 
 
+def _ids(prefix: str, indices: Iterable[int]) -> tuple[str, ...]:
+    """Container ids as the phase names them (``<prefix>_<index:05d>``)."""
+    return tuple(f"{prefix}_{i:05d}" for i in indices)
+
+
 def _windows(phase: Any, bars: Bars, n_sets: int, selected: bool) -> list[WindowPlan]:
     params, sequence, n_bars = phase.params, phase.sequence, len(bars)
+    every = _ids("portfolio", range(n_sets))
     if sequence == "single_pass":
         window = windows_for("single_pass", n_bars, {})[0]
-        return [WindowPlan(window.window_id, n_sets)]
+        return [WindowPlan(window.window_id, n_sets, every)]
     if sequence == "train_test":
         split = params.data_split if params.data_split is not None else DEFAULT_DATA_SPLIT
         train, test = windows_for("train_test", n_bars, {"data_split": split}, bars.index_of)
         k = min(_top_k(params), n_sets)
         if selected:
-            return [WindowPlan(test.window_id, k)]
-        return [WindowPlan(train.window_id, n_sets), WindowPlan(test.window_id, k)]
+            return [WindowPlan(test.window_id, k, every[:k])]
+        return [WindowPlan(train.window_id, n_sets, every), WindowPlan(test.window_id, k, every)]
     if sequence == "walk_forward":
         wf = params.walk_forward
         settings = {**default_lengths(n_bars), **(wf.model_dump(exclude_none=True) if wf else {})}
+        ids = _ids("train", range(n_sets)) + _ids("test", range(n_sets))
         return [
-            WindowPlan(w.window_id, n_sets + 1)
+            WindowPlan(w.window_id, n_sets + 1, ids)
             for w in windows_for("walk_forward", n_bars, {"walk_forward": settings})
         ]
     mc = params.monte_carlo.model_dump(exclude_none=True) if params.monte_carlo else {}
@@ -145,9 +163,25 @@ def _windows(phase: Any, bars: Bars, n_sets: int, selected: bool) -> list[Window
         "batch": mc.get("batch", DEFAULT_BATCH),
     }
     return [
-        WindowPlan(w.window_id, len(w.simulations))
+        WindowPlan(
+            w.window_id,
+            len(w.simulations),
+            _ids("base", [0]) + _ids(SIMULATION_PREFIX, w.simulations),
+        )
         for w in windows_for("monte_carlo", n_bars, {"monte_carlo": settings})
     ]
+
+
+def _own_items(planner: Planner, windows: list[WindowPlan]) -> dict[str, list[str]]:
+    """Per window: its candidates whose own flow is ``streaming`` (they get their own
+    items, :func:`~phasekit.workflow.results.items_wanted`)."""
+    out: dict[str, list[str]] = {}
+    for w in windows:
+        ids = list(w.candidates)
+        streaming = [c for c, p in zip(ids, planner.containers(ids)) if p.flow.mode == "streaming"]
+        if streaming:
+            out[w.window_id] = streaming
+    return out
 
 
 def plan_phase(
@@ -175,7 +209,8 @@ def plan_phase(
     bars = bars_for(DataSpec.from_config(data))
     plan.sets, plan.top_k = n_sets, _top_k(phase.params)
     plan.windows = _windows(phase, bars, n_sets, selected)
-    planned = Planner(phase, n_sets).flow
+    planner = Planner(phase, n_sets)
+    planned = planner.flow
     plan.store, plan.memory_limit_mb = planned.mode, planned.memory_limit_mb
     plan.engine = phase_engine(engine, phase.sequence, strategy_type_of(phase.params), phase.name)
     if plan.engine == "block":
@@ -188,6 +223,9 @@ def plan_phase(
         plan.rows = "none"
     elif plan.engine == "block" and not items_wanted(phase.output, admf, (planned.mode,)):
         plan.rows, plan.store = "table", str(plan.tables["containers"]["store"])
+        plan.items = _own_items(planner, plan.windows)
+        if plan.items:
+            plan.rows = "table+items"
     plan.format = None if plan.store == "memory" else planned.file.format
     return plan
 

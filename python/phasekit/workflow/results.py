@@ -260,9 +260,11 @@ class PhaseResults:
             store.recorder = self._recorder(window_id)  # its items are the window's
         elif store is None:
             folder = self._store_dir(window_id) / "containers"
-            # a window's memory store is named after it: two windows' items (the same
-            # container ids in train and test) have two URIs
-            names = (window_id,) if window_id and flow.mode == "memory" else ()
+            # a window's memory or stream store is named after it: two windows' items
+            # (the same container ids in train and test; each window's stream) have
+            # two URIs
+            named = window_id and flow.mode in ("memory", "streaming")
+            names = (window_id,) if named else ()
             store = self._stores[key] = open_store(flow, self._place(folder, window_id, names))
         return store
 
@@ -357,12 +359,15 @@ class PhaseResults:
         without them, see :class:`BlockRows`) and one catalog row for the block (entity
         ``block_<index>``, what a resumed run reuses the block by) that carries its
         containers as columns (their ids, metrics, and where their rows of the window's
-        ``containers`` table are; see :mod:`phasekit.catalog.blockrows`); or, when each
-        container's own items are wanted (output ``container_items``,
-        ``results.layout: admf`` or a ``streaming`` flow), those through each container's
-        store, and the block's row without columns. A ``reused`` block (its row recorded
+        ``containers`` table are; see :mod:`phasekit.catalog.blockrows`); the containers
+        whose own items are wanted (:func:`items_wanted`: all of them with output
+        ``container_items`` or ``results.layout: admf``, else those whose own flow is
+        ``streaming``) get those through their stores instead, and are not among the
+        block row's columns (with none left, it has none). A ``reused`` block (its row recorded
         by an earlier attempt) records none. Returns the block's metrics as float64
         columns (:func:`metric_columns`)."""
+        from phasekit.catalog.blockrows import ROWS_KEY
+
         key = window_id or ""
         job = block.job
         trades = None if block.trades is None else _trades_table(block.trades, job.symbol)
@@ -381,19 +386,22 @@ class PhaseResults:
         first = self._block_rows.get(key, 0)
         self._block_rows[key] = first + block.results.num_rows
         names = metric_names(block.results.schema.names)
-        if self._items_wanted(plans):
+        items = self._items_wanted(plans)
+        if items.any():
             metrics = _plain_rows(block.results.select(names))
-            self._put_items(window_id, block, trades, metrics)
-            columns = None
-        elif "container_results" in self.outputs:
+            self._put_items(window_id, block, trades, metrics, np.flatnonzero(items))
+        columns = None
+        if "container_results" in self.outputs and not items.all():
             uri = self._table_uri(window_id, block.results)
+            rows = np.flatnonzero(~items)
             columns = {"table": "containers", "uri": uri, "first_row": first}
+            table = block.results.select(names)
             columns["columns"] = {
-                "container_id": np.asarray(job.container_ids, dtype=str),
-                **_json_columns(block.results.select(names)),
+                "container_id": np.asarray(job.container_ids, dtype=str)[rows],
+                **_json_columns(table if not items.any() else table.take(rows)),
             }
-        else:
-            columns = None
+            if items.any():  # the others' rows of the table
+                columns[ROWS_KEY] = (rows + first).tolist()
         if not reused:
             self.catalog.record_items([self._marker(window_id, job, columns)])
         return metric_columns(block.results)
@@ -504,9 +512,12 @@ class PhaseResults:
             parts.append(data)
         return BlockOutcome(job, *parts)
 
-    def _items_wanted(self, plans: list[ContainerPlan]) -> bool:
-        modes = {p.flow.mode for p in plans}
-        return items_wanted(self.outputs, self._admf is not None, modes)
+    def _items_wanted(self, plans: list[ContainerPlan]) -> np.ndarray:
+        """Per container of a block: whether it gets its own items (:func:`items_wanted`
+        of its own flow's mode)."""
+        if items_wanted(self.outputs, self._admf is not None, ()):
+            return np.ones(len(plans), dtype=bool)
+        return np.fromiter((p.flow.mode == "streaming" for p in plans), bool, len(plans))
 
     def _put_items(
         self,
@@ -514,15 +525,17 @@ class PhaseResults:
         block: BlockRows,
         trades: Optional[pa.Table],
         metrics: list[dict[str, Any]],
+        which: np.ndarray,
     ) -> None:
-        """Each container's own items from its block rows, as the container path stores
-        them."""
+        """The own items of the containers ``which`` (indices in the block) from their
+        block rows, as the container path stores them."""
         job = block.job
         names = metric_names(block.results.schema.names)
         trade_rows = _slices(trades, job.container_ids) if trades is not None else None
         curves = block.curves
         curve_rows = _slices(curves, job.container_ids) if curves is not None else None
-        for i, row in enumerate(block.results.to_pylist()):
+        rows = block.results.take(which).to_pylist()
+        for i, row in zip(which.tolist(), rows):
             cid = job.container_ids[i]
             if block.record is not None:
                 record = block.record(row, metrics[i])
@@ -1017,10 +1030,11 @@ def block_marker(job: BlockJob) -> dict[str, Any]:
 
 
 def items_wanted(outputs: Iterable[str], admf: bool, modes: Iterable[str]) -> bool:
-    """A block's containers get their own items (and no rows pointing at the window's
-    table): output ``container_items``, ``results.layout: admf`` (``admf``), or one of
-    the containers' data-flow ``modes`` is ``streaming`` (a stream store takes each
-    container's results while the phase runs)."""
+    """Containers of a block get their own items (and no rows pointing at the window's
+    table): all of them with output ``container_items`` or ``results.layout: admf``
+    (``admf``); else each one whose data-flow mode (of ``modes``) is ``streaming`` (a
+    stream store takes its results while the phase runs), the block's others keeping
+    their rows of the table."""
     return "container_items" in outputs or admf or "streaming" in modes
 
 
