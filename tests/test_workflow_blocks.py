@@ -16,6 +16,7 @@ import pyarrow.feather as feather
 import pytest
 
 import phasekit
+from phasekit.backtest.metrics import segment_trade_metrics, trade_metrics
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.catalog import open_catalog
 from phasekit.catalog.blockrows import container_rows
@@ -65,6 +66,12 @@ TRACERS = {
 def _tracer(name: str) -> TracerSettings:
     ppy = bars_for(SPEC).periods_per_year
     return TracerSettings(periods_per_year=ppy, **TRACERS[name])  # type: ignore[arg-type]
+
+
+def _sets_job(ids: tuple[str, ...], tracers: tuple[TracerSettings, ...]) -> BlockJob:
+    """A block of :data:`SETS` over :data:`SPAN` (container ``ids[i]`` traced by
+    ``tracers[i]``)."""
+    return BlockJob("w", SPAN, "sma_crossover", tuple(SETS), PORTFOLIO, ids, tracers, "SYN")
 
 
 @pytest.mark.parametrize("tracer", sorted(TRACERS))
@@ -139,16 +146,7 @@ def test_a_block_equals_its_containers(backend_name: str, tracer: str) -> None:
 
 def test_open_at_end_counts_the_bars_held(backend_name: str) -> None:
     ids = tuple(f"p_{i}" for i in range(len(SETS)))
-    job = BlockJob(
-        "w",
-        SPAN,
-        "sma_crossover",
-        tuple(SETS),
-        PORTFOLIO,
-        ids,
-        (_tracer("default"),) * len(ids),
-        "SYN",
-    )
+    job = _sets_job(ids, (_tracer("default"),) * len(ids))
     results, trades, _ = run_block_job(SPEC, job).tables()
     is_open = open_at_end(results.to_batches()[0], trades.combine_chunks().to_batches()[0])
     outs = run_batch(
@@ -161,6 +159,49 @@ def test_open_at_end_counts_the_bars_held(backend_name: str) -> None:
         ],
     )
     assert is_open.tolist() == [bool(o.results["events"]["open_positions"]) for o in outs]
+
+
+def test_a_block_of_mixed_tracers_equals_blocks_of_one_tracer(backend_name: str) -> None:
+    """Sets of one block under different tracers (grouped per tracer, some by a line
+    and some by a ring each) get the statistics and trade metrics each gets in a block
+    of its tracer alone (which :func:`test_a_block_equals_its_containers` checks against
+    the containers)."""
+    names = sorted(TRACERS)
+    settings = {name: _tracer(name) for name in names}
+    ids = tuple(f"portfolio_{i:05d}" for i in range(len(SETS)))
+    mixed = tuple(settings[names[i % len(names)]] for i in range(len(SETS)))
+    job = _sets_job(ids, mixed)
+    rows = run_block_job(SPEC, job).tables()[0].to_pylist()
+    columns = [*(f"events.{k}" for k in EVENT_STATS), "win_rate", "trade_count", "profit_factor"]
+    for name in names:
+        alone = _sets_job(ids, (settings[name],) * len(ids))
+        want = run_block_job(SPEC, alone).tables()[0].to_pylist()
+        for i in range(len(SETS)):
+            if mixed[i] is settings[name]:
+                assert {c: rows[i][c] for c in columns} == {c: want[i][c] for c in columns}
+    assert job.traced == tuple(t.keeps_equity for t in mixed)
+    assert set(job.traced) == {True, False}
+
+
+def test_segment_trade_metrics_equal_trade_metrics_per_set() -> None:
+    """Ragged sets of closed trades (none, one, fewer and more than numpy's 8-way
+    unrolled sum, pnl of 0 and exactly cancelling losses): each set's metrics equal
+    :func:`trade_metrics` of its own pnl, bit for bit."""
+    rng = np.random.default_rng(7)
+    counts = np.array([0, 1, 3, 8, 9, 0, 17, 130, 2, 300, 5], dtype=np.int64)
+    pnl = rng.standard_normal(int(counts.sum())) * rng.uniform(1, 1e5, int(counts.sum()))
+    pnl[::7] = 0.0
+    pnl[1:4] = [1.5, 1.5, 2.0]  # a set (3 trades) without a loss
+    got = segment_trade_metrics(pnl, counts)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    for i, (lo, k) in enumerate(zip(starts, counts)):
+        want = trade_metrics(pnl[lo : lo + k])
+        assert got["win_rate"][i] == want["win_rate"], i
+        assert got["trade_count"][i] == want["trade_count"], i
+        if want["profit_factor"] is None:
+            assert not got["_profit_factor_defined"][i], i
+        else:
+            assert got["profit_factor"][i] == want["profit_factor"], i
 
 
 def test_block_outcomes_are_arrow_streams_in_order() -> None:

@@ -329,6 +329,42 @@ def _masked_row_sums(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def segment_trade_metrics(pnl: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`trade_metrics` of each of ``len(counts)`` sets whose closed trades' pnl
+    follow one another in ``pnl`` (set ``i`` owns the next ``counts[i]`` values), the
+    same values: ``win_rate``, ``trade_count``, ``profit_factor`` (NaN where
+    :func:`trade_metrics` gives None) and ``_profit_factor_defined``."""
+    owner = np.repeat(np.arange(counts.shape[0]), counts)
+    wins = _segment_sums(pnl[pnl > 0], owner[pnl > 0], counts.shape[0])
+    losses = -_segment_sums(pnl[pnl < 0], owner[pnl < 0], counts.shape[0])
+    won = np.bincount(owner[pnl > 0], minlength=counts.shape[0])
+    defined = losses > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(defined, wins / np.where(defined, losses, 1.0), np.nan)
+        win_rate = np.where(counts > 0, won / np.maximum(counts, 1), 0.0)
+    return {
+        "win_rate": win_rate,
+        "trade_count": counts.astype(np.int64),
+        "profit_factor": factor,
+        "_profit_factor_defined": defined,
+    }
+
+
+def _segment_sums(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """Per set ``0..n-1``, the sum of its values (``owner``: the set of each value, in
+    order), equal to summing that set's values as a 1-D array: the sets with ``k``
+    values are summed together as a ``(sets, k)`` array (see :func:`_masked_row_sums`)."""
+    out = np.zeros(n, dtype=np.float64)
+    counts = np.bincount(owner, minlength=n)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    for k in np.unique(counts):
+        if k == 0:
+            continue
+        rows = np.flatnonzero(counts == k)
+        out[rows] = values[starts[rows, None] + np.arange(int(k))].sum(axis=1)
+    return out
+
+
 def metric_distribution(
     metrics: Sequence[Mapping[str, Any]], extra: Sequence[str] = ()
 ) -> dict[str, dict[str, float]]:

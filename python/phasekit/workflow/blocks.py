@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import phasekit
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.block import BLOCK_KINDS, run_block, supports_block
-from phasekit.backtest.metrics import trade_metrics
+from phasekit.backtest.metrics import segment_trade_metrics
 from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.errors import ConfigError
 from phasekit.events import EventType
@@ -134,8 +134,11 @@ class BlockJob:
 
     @property
     def traced(self) -> tuple[bool, ...]:
-        """Per container: its equity curve is kept (PORTFOLIO_UPDATE traced)."""
-        return tuple(t.keeps_equity for t in self.tracers)
+        """Per container: its equity curve is kept (PORTFOLIO_UPDATE traced), asked of
+        each distinct tracer once."""
+        tracers, group = tracer_groups(self.tracers)
+        keeps = np.array([t.keeps_equity for t in tracers], dtype=bool)
+        return tuple(keeps[group].tolist())
 
 
 @dataclass(frozen=True)
@@ -265,18 +268,68 @@ def event_stats(
     """The ``events.*`` columns (see the module docstring), and the trade metrics
     (``win_rate``, ``trade_count``, ``profit_factor``) as a container's tracer folds them:
     from the pnl of its position book (entry and exit fills at the trade's prices, each
-    paying its commission), summed as :class:`StreamingMetrics` sums them."""
+    paying its commission), summed as :class:`StreamingMetrics` sums them.
+
+    Both are columns over the block's sets: the statistics of the sets whose tracer
+    keeps no curve under a policy of :data:`LINEAR_POLICIES` from one line per tracer
+    and open position (:func:`stats_line`), those of the other sets from a ring of
+    their own."""
     n = results.num_rows
     out = [np.zeros(n, dtype=np.int64) for _ in EVENT_STATS]
-    folded: dict[str, list[Any]] = {"win_rate": [], "trade_count": [], "profit_factor": []}
     if n == 0:
-        return out, _trade_columns(folded)
+        return out, _trade_columns(segment_trade_metrics(np.zeros(0), np.zeros(0, np.int64)))
     is_open = open_at_end(results, trades)
     sets = _set_index(results, trades)
     if sets.shape[0] and np.any(np.diff(sets) < 0):
         trades = trades.take(pa.array(np.argsort(sets, kind="stable")))
         sets = np.sort(sets, kind="stable")
     counts = np.bincount(sets, minlength=n)
+    side = trades.column("direction").to_numpy().astype(np.float64)
+    book_pnl = _book_pnl(trades, side, job.portfolio.commission_bps / 1e4)
+    folded = segment_trade_metrics(book_pnl, counts)
+    tracers, group = tracer_groups(job.tracers)
+    ringed = np.ones(n, dtype=bool)
+    for g, tracer in enumerate(tracers):
+        if _UPDATE in tracer.kinds or tracer.retention_policy not in LINEAR_POLICIES:
+            continue
+        for opened in (False, True):
+            rows = np.flatnonzero((group == g) & (is_open == opened))
+            line = stats_line(tracer, opened) if rows.shape[0] else None
+            if line is None:
+                continue
+            for column, name in zip(out, EVENT_STATS):
+                column[rows] = line.base[name] + counts[rows] * line.step[name]
+            ringed[rows] = False
+    if ringed.any():
+        bars = results.column("bars").to_numpy()
+        _ring_stats(job, out, np.flatnonzero(ringed), trades, counts, is_open, bars, curves, ts)
+    return out, _trade_columns(folded)
+
+
+def tracer_groups(tracers: Sequence[TracerSettings]) -> tuple[list[TracerSettings], np.ndarray]:
+    """The distinct tracers of a block's sets (containers of one pattern share one
+    settings object) and, per set, the index of its tracer among them."""
+    if not tracers:
+        return [], np.zeros(0, dtype=np.int64)
+    keys = np.fromiter(map(id, tracers), dtype=np.int64, count=len(tracers))
+    _, first, group = np.unique(keys, return_index=True, return_inverse=True)
+    return [tracers[int(i)] for i in first], group.reshape(-1)
+
+
+def _ring_stats(
+    job: BlockJob,
+    out: list[np.ndarray],
+    rows: np.ndarray,
+    trades: pa.RecordBatch,
+    counts: np.ndarray,
+    is_open: np.ndarray,
+    bars: np.ndarray,
+    curves: pa.RecordBatch,
+    ts: np.ndarray,
+) -> None:
+    """The statistics of the sets ``rows`` from a ring each (a traced equity curve, a
+    ring whose statistics do not grow by a line): their events through an
+    :class:`~phasekit.EventRing` under the set's retention policy."""
     edges = np.concatenate(([0], np.cumsum(counts)))
     cols = {
         name: trades.column(name).to_numpy()
@@ -284,44 +337,24 @@ def event_stats(
     }
     entry = cols["entry_time"].astype("datetime64[ns]").astype(np.int64)
     exit_ = cols["exit_time"].astype("datetime64[ns]").astype(np.int64)
-    side = cols["direction"].astype(np.float64)
-    qty = side * cols["quantity"]
-    book_pnl = _book_pnl(trades, side, job.portfolio.commission_bps / 1e4)
-    bars = results.column("bars").to_numpy()
+    qty = cols["direction"].astype(np.float64) * cols["quantity"]
     curve_rows = _curve_rows(curves)
-    lines: dict[tuple[TracerSettings, bool], Optional[StatsLine]] = {}
-    for i, tracer in enumerate(job.tracers):
+    for i in rows.tolist():
+        tracer = job.tracers[i]
         kinds = tracer.kinds
-        line = None
-        if _UPDATE not in kinds and tracer.retention_policy in LINEAR_POLICIES:
-            key = (tracer, bool(is_open[i]))
-            if key not in lines:
-                lines[key] = stats_line(tracer, key[1])
-            line = lines[key]
-        if line is not None:
-            stats = line.at(int(counts[i]))
-        else:
-            lo, hi = int(edges[i]), int(edges[i + 1])
-            ring = _ring(tracer)
-            last_ts = int(ts[int(bars[i]) - 1]) if bars[i] else 0
-            for kind, events in _set_events(
-                entry[lo:hi],
-                exit_[lo:hi],
-                qty[lo:hi],
-                cols["pnl"][lo:hi],
-                bool(is_open[i]),
-                last_ts,
-            ):
-                if kind in kinds:
-                    ring.extend(events)
-            if _UPDATE in kinds:
-                ring.extend(_updates(curves, curve_rows.get(job.container_ids[i]), ts))
-            stats = ring.stats()
+        lo, hi = int(edges[i]), int(edges[i + 1])
+        ring = _ring(tracer)
+        last_ts = int(ts[int(bars[i]) - 1]) if bars[i] else 0
+        for kind, events in _set_events(
+            entry[lo:hi], exit_[lo:hi], qty[lo:hi], cols["pnl"][lo:hi], bool(is_open[i]), last_ts
+        ):
+            if kind in kinds:
+                ring.extend(events)
+        if _UPDATE in kinds:
+            ring.extend(_updates(curves, curve_rows.get(job.container_ids[i]), ts))
+        stats = ring.stats()
         for column, name in zip(out, EVENT_STATS):
             column[i] = int(stats[name])
-        for name, value in trade_metrics(book_pnl[edges[i] : edges[i + 1]]).items():
-            folded[name].append(value)
-    return out, _trade_columns(folded)
 
 
 LINEAR_POLICIES = ("trade_complete", "minimal")
@@ -372,11 +405,14 @@ def _book_pnl(trades: pa.RecordBatch, side: np.ndarray, comm: float) -> np.ndarr
     return side * (exit_ - entry) * quantity + (-open_fee) * 1.0 + (-close_fee) * 1.0
 
 
-def _trade_columns(folded: Mapping[str, list[Any]]) -> dict[str, pa.Array]:
+def _trade_columns(folded: Mapping[str, np.ndarray]) -> dict[str, pa.Array]:
+    defined = folded["_profit_factor_defined"]
     return {
         "win_rate": pa.array(folded["win_rate"], pa.float64()),
         "trade_count": pa.array(folded["trade_count"], pa.int64()),
-        "profit_factor": pa.array(folded["profit_factor"], pa.float64()),
+        "profit_factor": pa.array(
+            np.where(defined, folded["profit_factor"], 0.0), pa.float64(), mask=~defined
+        ),
     }
 
 
