@@ -949,6 +949,38 @@ def test_the_data_flow_decides_where_a_block_windows_tables_go(tmp_path: Path, m
         assert r.inline_data["uri"] == tables[f"{r.window_id}/containers"].data_reference
 
 
+def test_a_block_with_some_streaming_containers_points_the_others_at_their_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Containers a pattern makes ``streaming`` get their own items, each block's others
+    keep their rows of the window's table (which holds every container's row)."""
+    from phasekit.workflow import phase as phase_module
+
+    monkeypatch.setattr(phase_module, "block_sizes", lambda n, slots: 4)  # 3 blocks
+    cfg = _config(tmp_path, "single_pass")
+    cfg["containers"] = {"portfolio_0000[16]": {"data_flow": {"mode": "streaming"}}}
+    res = run(cfg, workers=1)
+    res.close()
+    _, rows = _tables_and_rows(res)
+    table = feather.read_table(res.run_dir / "search" / "containers.arrow")
+    ids = table.column("container_id").to_pylist()
+    assert len(ids) == 12  # every container's row
+    inline = {r.container_id: r.inline_data["row"] for r in rows if r.storage_type == "inline"}
+    assert set(inline) == set(ids) - {"portfolio_00001", "portfolio_00006"}
+    assert all(ids[row] == cid for cid, row in inline.items())
+    blocks = [r for r in _block_rows(res) if "rows" in r.metadata]
+    assert [b.metadata["rows"] for b in blocks] == [[0, 2, 3], [4, 5, 7]]  # not 00001, 00006
+
+
+def _block_rows(res: Any) -> list[Any]:
+    with open_catalog(res.catalog_url) as catalog:
+        items = catalog.list_items(res.run_id, states=("present",))
+    return sorted(
+        (i for i in items if i.metadata.get("output_type") == "block"),
+        key=lambda i: i.entity_name,
+    )
+
+
 @pytest.mark.parametrize("engine", ["block", "container"])
 def test_each_windows_stream_is_named_after_it(tmp_path: Path, engine: str) -> None:
     """A streaming phase's windows each have their own stream (train's is not replaced
