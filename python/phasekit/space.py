@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,16 +63,9 @@ class Constraint:
         """The sides that are not numbers (the parameters the constraint names)."""
         return tuple(side for side in (self.left, self.right) if not is_number(side))
 
-    def holds(self, params: Mapping[str, Any]) -> bool:
-        return bool(_OPS[self.op](_operand(self.left, params), _operand(self.right, params)))
-
-
-def _operand(token: str, params: Mapping[str, Any]) -> Any:
-    if token in params:
-        return params[token]
-    if is_number(token):
-        return float(token)
-    raise ConfigError(f"{token!r} is neither a parameter ({', '.join(params)}) nor a number")
+    def compare(self, left: Any, right: Any) -> Any:
+        """``left op right`` (values, or numpy arrays compared element by element)."""
+        return _OPS[self.op](left, right)
 
 
 def parse_constraint(text: Any) -> Constraint:

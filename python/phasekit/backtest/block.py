@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, overload
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +59,42 @@ class BlockRun:
     threads: int
 
 
+@dataclass(frozen=True)
+class SetColumns(Sequence[Mapping[str, object]]):
+    """A block's parameter sets (a strategy's keyword arguments) as columns: a set's
+    ``keys`` in order, the values every set shares (``fixed``) and, per other key, an
+    object array of each set's value (``varying``). A set is made a dict only when it is
+    taken (an error naming it, a user strategy binding its sets one by one)."""
+
+    keys: tuple[str, ...]
+    fixed: Mapping[str, object]
+    varying: Mapping[str, np.ndarray]
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, object]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, object]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, object] | list[dict[str, object]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.size))]
+        if not -self.size <= i < self.size:
+            raise IndexError(i)
+        row = i % self.size
+        return {k: self.varying[k][row] if k in self.varying else self.fixed[k] for k in self.keys}
+
+    def values(self, name: str, default: object) -> list[object]:
+        """Each set's value of ``name`` (``default`` where the sets have none)."""
+        if name in self.varying:
+            return self.varying[name].tolist()  # type: ignore[no-any-return]
+        return [self.fixed.get(name, default)] * self.size
+
+
 def _defaults(kind: str) -> dict[str, object]:
     sig = inspect.signature(STRATEGIES[kind])
     return {name: p.default for name, p in sig.parameters.items()}
@@ -73,28 +109,36 @@ def params_batch(kind: str, param_sets: Sequence[Mapping[str, object]]) -> pa.Re
             "(other strategies give their targets to run_block_signals)"
         )
     defaults = _defaults(kind)
-    for i, params in enumerate(param_sets):
+    key_sets = [param_sets.keys] if isinstance(param_sets, SetColumns) else param_sets
+    for i, params in enumerate(key_sets):
         unknown = sorted(set(params) - set(defaults))
         if unknown:
             raise ConfigError(
                 f"parameter set {i}: strategy {kind!r} has no parameter {unknown[0]!r}; "
                 f"allowed: {', '.join(defaults)}"
             )
+
+    def values(name: str) -> list[object]:
+        if isinstance(param_sets, SetColumns):
+            return param_sets.values(name, defaults[name])
+        return [params.get(name, defaults[name]) for params in param_sets]
+
     cols: dict[str, np.ndarray] = {}
     for name, dtype in BLOCK_KINDS[kind]:
-        values = [params.get(name, defaults[name]) for params in param_sets]
         try:
-            cols[name] = np.asarray(values, dtype=np.float64).astype(dtype)
+            cols[name] = np.asarray(values(name), dtype=np.float64).astype(dtype)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"strategy.{name}: {exc}; expected numbers") from exc
-    modes = [params.get("mode", defaults["mode"]) for params in param_sets]
-    for i, mode in enumerate(modes):
-        if mode not in MODES:
-            raise ConfigError(
-                f"parameter set {i}: strategy.mode: {mode!r} is not allowed; "
-                f"use {' or '.join(MODES)}"
-            )
-    cols["long_short"] = np.asarray([MODES.index(str(m)) for m in modes], dtype=np.int8)
+    modes = values("mode")
+    allowed = np.fromiter(map(MODES.__contains__, modes), dtype=bool, count=len(modes))
+    if not allowed.all():
+        i = int(np.argmin(allowed))
+        raise ConfigError(
+            f"parameter set {i}: strategy.mode: {modes[i]!r} is not allowed; "
+            f"use {' or '.join(MODES)}"
+        )
+    codes = np.fromiter(map(MODES.index, map(str, modes)), dtype=np.int8, count=len(modes))
+    cols["long_short"] = codes
     return pa.record_batch(cols)
 
 

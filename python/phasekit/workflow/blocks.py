@@ -119,7 +119,9 @@ class BlockJob:
     window_id: str
     span: Span
     strategy_type: str
-    param_sets: tuple[Mapping[str, Any], ...]
+    param_sets: Sequence[Mapping[str, Any]]
+    """The strategy's keyword arguments of each set (a tuple, or
+    :class:`~phasekit.backtest.block.SetColumns` from a parameter space's columns)."""
     portfolio: PortfolioSettings
     container_ids: tuple[str, ...]
     tracers: tuple[TracerSettings, ...]

@@ -16,26 +16,22 @@ Sets come out in a deterministic order (grid order, then sampled by seed).
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 from phasekit.errors import ConfigError
-from phasekit.space import SPACE_RESERVED, Constraint, range_values
+from phasekit.space import SPACE_RESERVED, Constraint, is_number, range_values
 from phasekit.space import parse_constraint as parse
 
 
 def parse_constraint(text: Any) -> Constraint:
     try:
         return parse(text)
-    except ConfigError as exc:
-        raise ConfigError(f"parameter_space.constraints: {exc}") from None
-
-
-def _holds(constraint: Constraint, params: Mapping[str, Any]) -> bool:
-    try:
-        return constraint.holds(params)
     except ConfigError as exc:
         raise ConfigError(f"parameter_space.constraints: {exc}") from None
 
@@ -78,27 +74,100 @@ class ParameterSpace:
         return cls(axes, constraints, sample.get("n"), int(sample.get("seed", 0)))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        names = [name for name, _ in self.axes]
-        sets = (
-            dict(zip(names, combo))
-            for combo in itertools.product(*(values for _, values in self.axes))
-        )
-        kept = [s for s in sets if all(_holds(c, s) for c in self.constraints)]
-        if self.sample_n is not None and self.sample_n < len(kept):
-            rng = random.Random(self.sample_seed)
-            picked = sorted(rng.sample(range(len(kept)), self.sample_n))
-            kept = [kept[i] for i in picked]
-        return iter(kept)
+        return iter(self._select())
 
-    def sets(self) -> list[dict[str, Any]]:
+    def _select(self) -> ParameterSets:
+        """The grid's sets the constraints keep (each constraint compared over columns,
+        only on the sets the constraints before it kept), sampled by seed."""
+        names = [name for name, _ in self.axes]
+        sizes = [len(values) for _, values in self.axes]
+        codes = list(np.unravel_index(np.arange(math.prod(sizes)), sizes)) if names else []
+        rows = np.arange(math.prod(sizes))  # the grid's order: the last axis varies fastest
+        for constraint in self.constraints:
+            if not rows.shape[0]:
+                break
+            picked = {name: (values, c[rows]) for (name, values), c in zip(self.axes, codes)}
+            rows = rows[_holds(constraint, picked, rows.shape[0])]
+        if self.sample_n is not None and self.sample_n < rows.shape[0]:
+            rng = random.Random(self.sample_seed)
+            rows = rows[sorted(rng.sample(range(rows.shape[0]), self.sample_n))]
+        columns = {
+            name: np.asarray(values, dtype=object)[c[rows]]
+            for (name, values), c in zip(self.axes, codes)
+        }
+        return ParameterSets.of_columns(columns, int(rows.shape[0]))
+
+    def sets(self) -> ParameterSets:
         """All parameter sets; ``ConfigError`` when constraints leave none."""
-        out = list(self)
+        out = self._select()
         if not out:
             raise ConfigError(
                 "parameter_space: no parameter set is left"
                 + (" after the constraints" if self.constraints else "")
             )
         return out
+
+
+class ParameterSets(list[dict[str, Any]]):
+    """A space's parameter sets, a dict each, and the same sets as :attr:`columns`
+    (per parameter path, an object array of its values, one per set)."""
+
+    columns: dict[str, np.ndarray]
+
+    @classmethod
+    def of_columns(cls, columns: dict[str, np.ndarray], n: int) -> ParameterSets:
+        names = list(columns)
+        values = [col.tolist() for col in columns.values()]
+        out = cls(map(dict, map(zip, itertools.repeat(names), zip(*values)))) if names else cls()
+        if not names:
+            out.extend({} for _ in range(n))
+        out.columns = columns
+        return out
+
+
+def _holds(
+    constraint: Constraint, picked: Mapping[str, tuple[tuple[Any, ...], np.ndarray]], n: int
+) -> np.ndarray:
+    """Per set, whether ``constraint`` holds: its two sides compared as float64 columns
+    when every value either side can take is a number float64 holds exactly (as Python
+    compares them), else once per distinct pair of values the sets hold."""
+    sides = [_side(token, picked, n) for token in (constraint.left, constraint.right)]
+    (lv, lc), (rv, rc) = sides
+    left, right = _exact_floats(lv), _exact_floats(rv)
+    if left is not None and right is not None:
+        return np.asarray(constraint.compare(left[lc], right[rc]), dtype=bool)
+    pairs, inverse = np.unique(np.stack([lc, rc]), axis=1, return_inverse=True)
+    truth = np.fromiter(
+        (constraint.compare(lv[a], rv[b]) for a, b in pairs.T.tolist()),
+        dtype=bool,
+        count=pairs.shape[1],
+    )
+    return truth[inverse.reshape(-1)]
+
+
+def _side(
+    token: str, picked: Mapping[str, tuple[tuple[Any, ...], np.ndarray]], n: int
+) -> tuple[tuple[Any, ...], np.ndarray]:
+    """A side of a constraint as (its distinct values, the index of each set's value)."""
+    if token in picked:
+        return picked[token]
+    if is_number(token):
+        return (float(token),), np.zeros(n, dtype=np.intp)
+    raise ConfigError(
+        f"parameter_space.constraints: {token!r} is neither a parameter "
+        f"({', '.join(picked)}) nor a number"
+    )
+
+
+def _exact_floats(values: tuple[Any, ...]) -> Optional[np.ndarray]:
+    """``values`` as float64 when each is a bool, an int float64 holds exactly or a
+    float (None otherwise)."""
+    for v in values:
+        if isinstance(v, float) or isinstance(v, bool):
+            continue
+        if not isinstance(v, int) or abs(v) > 2**53:
+            return None
+    return np.asarray(values, dtype=np.float64)
 
 
 def apply_params(base: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from phasekit.workflow.topology import (
     Objective,
     PortfolioJob,
     rank,
+    strategy_columns,
     strategy_params,
 )
 from phasekit.workflow.windowagg import aggregate, public
@@ -362,7 +363,7 @@ class PhaseContext:
                 window_id=jobs.window.window_id,
                 span=jobs.span,
                 strategy_type=inputs.strategy_type,
-                param_sets=tuple(strategy_params(inputs.strategy_base, p) for p in parameters),
+                param_sets=strategy_columns(inputs.strategy_base, inputs.sets, indices),
                 portfolio=inputs.portfolio,
                 container_ids=ids,
                 tracers=tuple(self.tracers(ids)),

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from phasekit.backtest.bars import Bars
+from phasekit.backtest.block import SetColumns
 from phasekit.backtest.kernel import KernelRun, run_kernel
 from phasekit.backtest.metrics import compute_metrics
 from phasekit.backtest.portfolio import PortfolioSettings, SimResult, portfolio_updates
@@ -69,6 +70,27 @@ def strategy_params(base: Mapping[str, Any], parameters: Mapping[str, Any]) -> d
         elif "." not in path:
             out[path] = value
     return out
+
+
+def strategy_columns(
+    base: Mapping[str, Any], sets: Sequence[Mapping[str, Any]], indices: Sequence[int]
+) -> Sequence[Mapping[str, Any]]:
+    """:func:`strategy_params` of the sets ``indices`` of ``sets``: as
+    :class:`~phasekit.backtest.block.SetColumns` taken from the columns of a parameter
+    space's sets (:class:`~phasekit.workflow.params.ParameterSets`), a dict per set for
+    other lists (sets another phase selected)."""
+    columns = getattr(sets, "columns", None)
+    if not isinstance(columns, Mapping):
+        return tuple(strategy_params(base, sets[i]) for i in indices)
+    rows = np.asarray(indices, dtype=np.intp)
+    keys = tuple(strategy_params(base, dict.fromkeys(columns)))
+    varying: dict[str, np.ndarray] = {}
+    for path, column in columns.items():  # later paths win, as in strategy_params
+        key = next(iter(strategy_params({}, {path: None})), None)
+        if key is not None:
+            varying[key] = column[rows]
+    fixed = {k: base[k] for k in keys if k not in varying}
+    return SetColumns(keys, fixed, varying, int(rows.shape[0]))
 
 
 def trades_table(job: PortfolioJob, trades: Mapping[str, np.ndarray]) -> pa.Table:
