@@ -12,9 +12,16 @@
 //! row per set) through the same per-set state: only where a bar's target comes from
 //! differs.
 //!
-//! Sets are handed to worker threads (scoped threads, no pool) in groups; inside a
-//! group the bars are walked in tiles so the prices and indicators of a tile stay in
-//! cache while every set of the group steps over it.
+//! Sets are handed to worker threads (scoped threads, no pool) in units of a few per
+//! thread; a unit walks the bars in tiles, every set of the unit stepping over a tile
+//! before the next, so each indicator is read from memory once per unit. A tile first
+//! finds each set's decisions (an SMA crossover only changes at a crossing, found
+//! eight bars at a time), then the portfolios of eight sets step together, one
+//! vector operation per state for all of them (`lanes.rs`: AVX2 chosen at run time,
+//! SSE2 otherwise), from one rare bar (a fill, a new drawdown low) to the next; the
+//! rare bars are handled set by set. A lane takes the per-set fold's IEEE operations in
+//! the same order, so its bits do not depend on the lanes beside it nor on the
+//! instruction set.
 
 use std::collections::BTreeMap;
 use std::fmt;
