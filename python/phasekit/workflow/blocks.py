@@ -311,11 +311,18 @@ def event_stats(
 def tracer_groups(tracers: Sequence[TracerSettings]) -> tuple[list[TracerSettings], np.ndarray]:
     """The distinct tracers of a block's sets (containers of one pattern share one
     settings object) and, per set, the index of its tracer among them."""
-    if not tracers:
+    first, group = identity_groups(tracers)
+    return [tracers[i] for i in first], group
+
+
+def identity_groups(items: Sequence[object]) -> tuple[list[int], np.ndarray]:
+    """Items grouped by identity (objects shared by many containers): the position of
+    the first item of each group and each item's group."""
+    if not items:
         return [], np.zeros(0, dtype=np.int64)
-    keys = np.fromiter(map(id, tracers), dtype=np.int64, count=len(tracers))
+    keys = np.fromiter(map(id, items), dtype=np.int64, count=len(items))
     _, first, group = np.unique(keys, return_index=True, return_inverse=True)
-    return [tracers[int(i)] for i in first], group.reshape(-1)
+    return first.tolist(), group.reshape(-1)
 
 
 def _ring_stats(

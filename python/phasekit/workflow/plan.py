@@ -32,6 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
+
 from phasekit.backtest.bars import Bars
 from phasekit.registry import (
     DEFAULT_BATCH,
@@ -133,7 +135,10 @@ def _sets(phase: Any, upstream: dict[str, PhasePlan]) -> tuple[int, bool]:
 
 def _ids(prefix: str, indices: Iterable[int]) -> tuple[str, ...]:
     """Container ids as the phase names them (``<prefix>_<index:05d>``)."""
-    return tuple(f"{prefix}_{i:05d}" for i in indices)
+    numbers = np.asarray(list(indices), dtype=np.int64).astype(str)
+    if not numbers.shape[0]:
+        return ()
+    return tuple(np.strings.add(f"{prefix}_", np.strings.zfill(numbers, 5)).tolist())
 
 
 def _windows(phase: Any, bars: Bars, n_sets: int, selected: bool) -> list[WindowPlan]:

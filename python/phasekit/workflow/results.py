@@ -89,6 +89,7 @@ from phasekit.workflow.blocks import (
     BlockJob,
     BlockOutcome,
     container_results,
+    identity_groups,
     read_stream,
 )
 from phasekit.workflow.topology import TRADES_SCHEMA
@@ -372,14 +373,14 @@ class PhaseResults:
         job = block.job
         trades = None if block.trades is None else _trades_table(block.trades, job.symbol)
         plans = self._plans(job.container_ids)
-        if any(p.persist for p in plans):
+        if _per_plan(plans, lambda p: bool(p.persist), bool).any():
             self._persist_tables.add(key)
         if "container_results" in self.outputs:
             self._add_table(window_id, "containers", block.results)
         if trades is not None and "trades" in self.outputs:
             self._add_table(window_id, "trades", trades)
         if block.curves is not None and "equity_curves" in self.outputs:
-            intervals = [p.snapshot_interval for p in plans]
+            intervals = _per_plan(plans, lambda p: int(p.snapshot_interval), np.int64)
             equity = _equity_table(block.curves, block.ts, job.container_ids, intervals)
             if equity.num_rows:
                 self._add_table(window_id, "equity", equity)
@@ -517,7 +518,7 @@ class PhaseResults:
         of its own flow's mode)."""
         if items_wanted(self.outputs, self._admf is not None, ()):
             return np.ones(len(plans), dtype=bool)
-        return np.fromiter((p.flow.mode == "streaming" for p in plans), bool, len(plans))
+        return _per_plan(plans, lambda p: p.flow.mode == "streaming", bool)
 
     def _put_items(
         self,
@@ -1135,14 +1136,23 @@ def _curve_table(part: pa.Table, ts: np.ndarray) -> pa.Table:
     )
 
 
+def _per_plan(
+    plans: Sequence[ContainerPlan], value: Callable[[ContainerPlan], Any], dtype: Any
+) -> np.ndarray:
+    """``value`` of each container's plan, asked once per distinct plan object (the
+    containers the same patterns match share one, :meth:`Planner.containers`)."""
+    first, group = identity_groups(plans)
+    return np.array([value(plans[i]) for i in first], dtype=dtype)[group]
+
+
 def _equity_table(
-    curves: pa.Table, ts: np.ndarray, container_ids: Sequence[str], intervals: Sequence[int]
+    curves: pa.Table, ts: np.ndarray, container_ids: Sequence[str], intervals: np.ndarray
 ) -> pa.Table:
     """The block's equity curves as a window table (``container_id``, ``ts``,
     ``equity``, ``position``): every ``intervals[i]``-th point of container ``i``'s
     curve (its ``snapshot_interval``, the points :func:`snapshots` keeps)."""
     bar = curves.column("bar").to_numpy()
-    if curves.num_rows and any(i > 1 for i in intervals):
+    if curves.num_rows and bool(np.any(intervals > 1)):
         index = pc.index_in(curves.column("container_id"), value_set=pa.array(container_ids))
         every = np.asarray(intervals, dtype=np.int64)[index.to_numpy(zero_copy_only=False)]
         keep = (bar + 1) % every == 0
