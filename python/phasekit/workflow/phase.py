@@ -239,7 +239,7 @@ class PhaseContext:
         same container patterns match (:func:`~phasekit.workflow.plans.pattern_groups`)."""
         first, group = pattern_groups(self.phase, container_ids)
         tracers = [self.tracer(container_ids[i]) for i in first]
-        return [tracers[g] for g in group.tolist()]
+        return list(map(tracers.__getitem__, group.tolist()))
 
     def jobs(
         self, window: Window, span: Span, indices: Sequence[int], prefix: str = "portfolio"

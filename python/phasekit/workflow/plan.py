@@ -44,7 +44,7 @@ from phasekit.registry import (
 from phasekit.workflow.blocks import phase_engine, strategy_type_of
 from phasekit.workflow.executor import DataSpec, bars_for
 from phasekit.workflow.params import ParameterSpace
-from phasekit.workflow.plans import Planner
+from phasekit.workflow.plans import Planner, pattern_groups
 from phasekit.workflow.results import (
     WINDOW_TABLES,
     block_tables,
@@ -183,7 +183,9 @@ def _own_items(planner: Planner, windows: list[WindowPlan]) -> dict[str, list[st
     out: dict[str, list[str]] = {}
     for w in windows:
         ids = list(w.candidates)
-        streaming = [c for c, p in zip(ids, planner.containers(ids)) if p.flow.mode == "streaming"]
+        first, group = pattern_groups(planner.phase, ids)
+        modes = np.array([planner.container(ids[i]).flow.mode for i in first], dtype=object)
+        streaming = np.asarray(ids, dtype=object)[modes[group] == "streaming"].tolist()
         if streaming:
             out[w.window_id] = streaming
     return out

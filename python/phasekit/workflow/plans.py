@@ -85,7 +85,7 @@ class Planner:
         the same patterns match (:func:`pattern_groups`)."""
         first, group = pattern_groups(self.phase, container_ids)
         plans = [self.container(container_ids[i]) for i in first]
-        return [plans[g] for g in group.tolist()]
+        return list(map(plans.__getitem__, group.tolist()))
 
     def role(self, role: str) -> Optional[ContainerPlan]:
         """The plan of a role container (``data``, ``features``, ``execution``) when a
