@@ -16,7 +16,9 @@ of a set follow from its closed trades and from whether a position is still open
 window's end (the bars the set held a position, ``exposure * bars``, exceed the bars
 its closed trades held); they go through an :class:`~phasekit.EventRing` under the
 container's retention policy, kind by kind as a container's event bus delivers them,
-PORTFOLIO_UPDATE (a bar each) last when it is traced.
+PORTFOLIO_UPDATE (a bar each) last when it is traced. A ring's statistics follow from
+how many events of each kind it reads, in that order, so sets alike in those counts
+share one ring's measurement (:func:`stats_line`, :func:`probe_stats`).
 """
 
 from __future__ import annotations
@@ -225,9 +227,7 @@ def run_block_bars(bars: Bars, job: BlockJob, backend: Optional[str] = None) -> 
         raise ConfigError(
             f"container {job.container_ids[index]} {dict(job.parameters[index])}: {exc.__cause__}"
         ) from exc
-    stats, trade_metrics = event_stats(
-        job, run.results, run.trades, run.curves, bars.ts[job.span.start :]
-    )
+    stats, trade_metrics = event_stats(job, run.results, run.trades, run.curves)
     results = run.results
     for name, values in trade_metrics.items():
         i = results.schema.get_field_index(name)
@@ -265,7 +265,6 @@ def event_stats(
     results: pa.RecordBatch,
     trades: pa.RecordBatch,
     curves: pa.RecordBatch,
-    ts: np.ndarray,
 ) -> tuple[list[np.ndarray], dict[str, pa.Array]]:
     """The ``events.*`` columns (see the module docstring), and the trade metrics
     (``win_rate``, ``trade_count``, ``profit_factor``) as a container's tracer folds them:
@@ -274,8 +273,9 @@ def event_stats(
 
     Both are columns over the block's sets: the statistics of the sets whose tracer
     keeps no curve under a policy of :data:`LINEAR_POLICIES` from one line per tracer
-    and open position (:func:`stats_line`), those of the other sets from a ring of
-    their own."""
+    and open position (:func:`stats_line`), those of the other sets from one probe
+    ring per distinct tracer, open position, closed trades and traced equity points
+    (:func:`probe_stats`)."""
     n = results.num_rows
     out = [np.zeros(n, dtype=np.int64) for _ in EVENT_STATS]
     if n == 0:
@@ -303,8 +303,9 @@ def event_stats(
                 column[rows] = line.base[name] + counts[rows] * line.step[name]
             ringed[rows] = False
     if ringed.any():
-        bars = results.column("bars").to_numpy()
-        _ring_stats(job, out, np.flatnonzero(ringed), trades, counts, is_open, bars, curves, ts)
+        rows = np.flatnonzero(ringed)
+        updates = _curve_counts(results, curves)
+        _probed_stats(out, rows, tracers, group, is_open, counts, updates)
     return out, _trade_columns(folded)
 
 
@@ -325,45 +326,43 @@ def identity_groups(items: Sequence[object]) -> tuple[list[int], np.ndarray]:
     return first.tolist(), group.reshape(-1)
 
 
-def _ring_stats(
-    job: BlockJob,
+def _probed_stats(
     out: list[np.ndarray],
     rows: np.ndarray,
-    trades: pa.RecordBatch,
-    counts: np.ndarray,
+    tracers: Sequence[TracerSettings],
+    group: np.ndarray,
     is_open: np.ndarray,
-    bars: np.ndarray,
-    curves: pa.RecordBatch,
-    ts: np.ndarray,
+    counts: np.ndarray,
+    updates: np.ndarray,
 ) -> None:
-    """The statistics of the sets ``rows`` from a ring each (a traced equity curve, a
-    ring whose statistics do not grow by a line): their events through an
-    :class:`~phasekit.EventRing` under the set's retention policy."""
-    edges = np.concatenate(([0], np.cumsum(counts)))
-    cols = {
-        name: trades.column(name).to_numpy()
-        for name in ("entry_time", "exit_time", "direction", "quantity", "pnl")
-    }
-    entry = cols["entry_time"].astype("datetime64[ns]").astype(np.int64)
-    exit_ = cols["exit_time"].astype("datetime64[ns]").astype(np.int64)
-    qty = cols["direction"].astype(np.float64) * cols["quantity"]
-    curve_rows = _curve_rows(curves)
-    for i in rows.tolist():
-        tracer = job.tracers[i]
-        kinds = tracer.kinds
-        lo, hi = int(edges[i]), int(edges[i + 1])
-        ring = _ring(tracer)
-        last_ts = int(ts[int(bars[i]) - 1]) if bars[i] else 0
-        for kind, events in _set_events(
-            entry[lo:hi], exit_[lo:hi], qty[lo:hi], cols["pnl"][lo:hi], bool(is_open[i]), last_ts
-        ):
-            if kind in kinds:
-                ring.extend(events)
-        if _UPDATE in kinds:
-            ring.extend(_updates(curves, curve_rows.get(job.container_ids[i]), ts))
-        stats = ring.stats()
-        for column, name in zip(out, EVENT_STATS):
-            column[i] = int(stats[name])
+    """The statistics of the sets ``rows`` (their ring's statistics do not grow by a
+    line): one probe ring (:func:`probe_stats`) per distinct tracer, open position at
+    the end, closed trades and traced equity points among them."""
+    keys = np.stack([group[rows], is_open[rows], counts[rows], updates[rows]], axis=1)
+    distinct, inverse = np.unique(keys.astype(np.int64), axis=0, return_inverse=True)
+    measured = np.array(
+        [
+            [stats[name] for name in EVENT_STATS]
+            for stats in (
+                probe_stats(tracers[g], bool(o), t, u) for g, o, t, u in distinct.tolist()
+            )
+        ],
+        dtype=np.int64,
+    ).reshape(-1, len(EVENT_STATS))
+    for j, column in enumerate(out):
+        column[rows] = measured[inverse.reshape(-1), j]
+
+
+def _curve_counts(results: pa.RecordBatch, curves: pa.RecordBatch) -> np.ndarray:
+    """Per set: the points of its equity curve in the block's curves (0 untraced)."""
+    out = np.zeros(results.num_rows, dtype=np.int64)
+    if curves.num_rows:
+        runs = pc.run_end_encode(curves.column("container_id"))
+        ends = runs.run_ends.to_numpy().astype(np.int64)
+        sizes = np.diff(ends, prepend=0)
+        owner = pc.index_in(runs.values, value_set=results.column("container_id"))
+        out[owner.to_numpy(zero_copy_only=False).astype(np.int64)] = sizes
+    return out
 
 
 LINEAR_POLICIES = ("trade_complete", "minimal")
@@ -388,19 +387,34 @@ def stats_line(tracer: TracerSettings, is_open: bool, probes: int = 4) -> Option
     position open at the end or not), measured on the ring itself; a line when they grow
     by the same step from each count to the next (None otherwise: each set then goes
     through its own ring)."""
-    measured = []
-    for t in range(probes):
-        ring = _ring(tracer)
-        times = np.arange(t, dtype=np.int64) * 2
-        for kind, events in _set_events(times, times + 1, np.ones(t), np.zeros(t), is_open, 2 * t):
-            if kind in tracer.kinds:
-                ring.extend(events)
-        measured.append({k: int(v) for k, v in ring.stats().items() if k in EVENT_STATS})
+    measured = [probe_stats(tracer, is_open, t) for t in range(probes)]
     step = {k: measured[1][k] - measured[0][k] for k in EVENT_STATS}
     for before, after in itertools.pairwise(measured):
         if any(after[k] - before[k] != step[k] for k in EVENT_STATS):
             return None
     return StatsLine(measured[0], step)
+
+
+def probe_stats(
+    tracer: TracerSettings, is_open: bool, trades: int, updates: int = 0
+) -> dict[str, int]:
+    """The statistics of ``tracer``'s ring for a set with ``trades`` closed trades, a
+    position open at the end or not and ``updates`` equity points traced, measured on
+    a ring fed such a set's events (kind by kind, PORTFOLIO_UPDATE last, as
+    :func:`event_stats` describes). A ring's statistics follow from the kinds, keys and
+    order of its events, not from their times, prices, quantities or values, so the
+    probe's events stand for any set's."""
+    ring = _ring(tracer)
+    kinds = tracer.kinds
+    times = np.arange(trades, dtype=np.int64) * 2
+    ones, zeros = np.ones(trades), np.zeros(trades)
+    for kind, events in _set_events(times, times + 1, ones, zeros, is_open, 2 * trades):
+        if kind in kinds:
+            ring.extend(events)
+    if updates and _UPDATE in kinds:
+        flat = np.zeros(updates)
+        ring.extend(_events(np.arange(updates), _UPDATE, np.full(updates, -1), flat, flat, flat))
+    return {k: int(v) for k, v in ring.stats().items() if k in EVENT_STATS}
 
 
 def _book_pnl(trades: pa.RecordBatch, side: np.ndarray, comm: float) -> np.ndarray:
@@ -488,33 +502,6 @@ def _set_events(
     if t:
         out.append((_CLOSE, _events(exit_, _CLOSE, keys[:t], np.zeros(t), -qty, pnl)))
     return out
-
-
-def _curve_rows(curves: pa.RecordBatch) -> dict[str, tuple[int, int]]:
-    """Per traced container: its rows of the curves batch."""
-    if not curves.num_rows:
-        return {}
-    runs = pc.run_end_encode(curves.column("container_id"))
-    ends = runs.run_ends.to_numpy()
-    starts = np.concatenate(([0], ends[:-1]))
-    return {cid: (int(lo), int(hi)) for cid, lo, hi in zip(runs.values.to_pylist(), starts, ends)}
-
-
-def _updates(
-    curves: pa.RecordBatch, rows: Optional[tuple[int, int]], ts: np.ndarray
-) -> dict[str, np.ndarray]:
-    """A traced set's PORTFOLIO_UPDATE events (a bar each, no key)."""
-    lo, hi = rows or (0, 0)
-    bar = curves.column("bar").to_numpy()[lo:hi]
-    n = hi - lo
-    return _events(
-        ts[bar],
-        _UPDATE,
-        np.full(n, -1),
-        np.zeros(n),
-        curves.column("position").to_numpy()[lo:hi],
-        curves.column("equity").to_numpy()[lo:hi],
-    )
 
 
 def container_results(
