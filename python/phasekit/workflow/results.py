@@ -264,8 +264,8 @@ class PhaseResults:
             # a window's memory or stream store is named after it: two windows' items
             # (the same container ids in train and test; each window's stream) have
             # two URIs
-            named = window_id and flow.mode in ("memory", "streaming")
-            names = (window_id,) if named else ()
+            named = flow.mode in ("memory", "streaming")
+            names = (window_id,) if window_id and named else ()
             store = self._stores[key] = open_store(flow, self._place(folder, window_id, names))
         return store
 
