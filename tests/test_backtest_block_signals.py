@@ -22,7 +22,7 @@ from phasekit.backtest.block import (
     run_block_signals,
     supports_block,
 )
-from phasekit.backtest.signals import as_targets, block_signals
+from phasekit.backtest.signals import SetColumns, as_targets, block_params, block_signals
 from phasekit.errors import ConfigError, InvalidArgument
 from test_backtest_block import COSTS, assert_metrics_close, per_set
 
@@ -296,6 +296,8 @@ class PerSet:
             return out
         if self.how == "three":
             return np.full(n, 3)
+        if self.how == "floats":
+            return [0.0] * n
         if self.how == "boom":
             raise RuntimeError("the strategy broke")
         return np.full(n, self.level, dtype=np.int64)
@@ -389,6 +391,49 @@ def test_per_set_values_reach_the_fold(backend_name: str, bars: Bars) -> None:
     assert block.results["exposure"].to_pylist() == [0.0, 399 / 400]
     assert block.results["level"].to_pylist() == [0, 1]
     assert block.results["how"].to_pylist() == ["ok", "ok"]
+
+
+def _columns(sets: list[dict[str, Any]]) -> SetColumns:
+    """The sets as columns, the first key's value (set 0's) shared by all."""
+    keys = tuple(sets[0])
+    varying = {k: np.fromiter((p[k] for p in sets), dtype=object) for k in keys[1:]}
+    return SetColumns(keys, {keys[0]: sets[0][keys[0]]}, varying, len(sets))
+
+
+@pytest.mark.parametrize("cls", ["SmaPerSet", "SmaBlock"])
+def test_set_columns_give_the_block_of_the_sets_as_dicts(
+    backend_name: str, bars: Bars, cls: str
+) -> None:
+    sets = [{"mode": "long_short", "fast": f, "slow": s} for f, s in [(2, 9), (5, 40), (9, 40)]]
+    columns = _columns(sets)
+    assert list(columns) == sets
+    by_columns = user_block(bars, cls, columns)  # type: ignore[arg-type]
+    assert_same_block(by_columns, user_block(bars, cls, sets))
+    assert by_columns.results["fast"].to_pylist() == [2, 5, 9]
+
+
+def test_set_columns_are_checked_once_and_a_bad_name_names_set_0(bars: Bars) -> None:
+    block = block_params(f"{MOD}:PerSet", _columns([{"how": "ok", "level": 0}, {"level": 1}]))
+    assert block.size == 2 and block.columns["how"].tolist() == ["ok", "ok"]
+    assert block.columns["level"].tolist() == [0, 1]
+    block = block_params(f"{MOD}:PerSet", _columns([{"level": 3}, {"level": 4}]))
+    assert block.columns["how"].tolist() == ["ok", "ok"]  # the default, as a column
+    assert block.columns["level"].tolist() == [3, 3]  # shared by the sets
+    with pytest.raises(ConfigError, match=r"parameter set 0: .*bad parameters \{'levels': 2\}"):
+        block_params(f"{MOD}:PerSet", _columns([{"levels": 2}, {"levels": 3}]))
+
+
+def test_the_first_set_the_constructor_cannot_take_is_named(bars: Bars) -> None:
+    sets = [{}, {"level": 1}, {"level": 2}, {"levels": 2}, {"levels": 3}, {"level": 0}]
+    with pytest.raises(ConfigError, match=r"parameter set 3: .*bad parameters \{'levels': 2\}"):
+        block_params(f"{MOD}:PerSet", sets)
+    with pytest.raises(ConfigError, match=r"parameter set 2: .*no value for 'tag'"):
+        block_params(Keywords, [{"tag": "a"}, {"tag": "b", "window": 2}, {"window": 3}])
+
+
+def test_per_set_targets_of_unlike_types_are_stacked(backend_name: str, bars: Bars) -> None:
+    block = user_block(bars, "PerSet", [{"level": 1}, {"how": "floats"}])
+    assert block.results["exposure"].to_pylist() == [399 / 400, 0.0]
 
 
 def test_signals_block_must_be_called_on_the_class(bars: Bars) -> None:

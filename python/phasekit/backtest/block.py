@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional, overload
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,13 @@ from phasekit._pure.backtest import BLOCK_KINDS
 from phasekit.backend import backend_module
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.portfolio import PortfolioSettings
-from phasekit.backtest.signals import BlockParams, StrategyRef, block_params, signals_of
+from phasekit.backtest.signals import (
+    BlockParams,
+    SetColumns,
+    StrategyRef,
+    block_params,
+    signals_of,
+)
 from phasekit.backtest.strategies import MODES, STRATEGIES
 from phasekit.errors import ConfigError, InvalidArgument
 
@@ -57,42 +63,6 @@ class BlockRun:
     curves: pa.RecordBatch
     indicators: int
     threads: int
-
-
-@dataclass(frozen=True)
-class SetColumns(Sequence[Mapping[str, object]]):
-    """A block's parameter sets (a strategy's keyword arguments) as columns: a set's
-    ``keys`` in order, the values every set shares (``fixed``) and, per other key, an
-    object array of each set's value (``varying``). A set is made a dict only when it is
-    taken (an error naming it, a user strategy binding its sets one by one)."""
-
-    keys: tuple[str, ...]
-    fixed: Mapping[str, object]
-    varying: Mapping[str, np.ndarray]
-    size: int
-
-    def __len__(self) -> int:
-        return self.size
-
-    @overload
-    def __getitem__(self, i: int) -> dict[str, object]: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[dict[str, object]]: ...
-
-    def __getitem__(self, i: int | slice) -> dict[str, object] | list[dict[str, object]]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.size))]
-        if not -self.size <= i < self.size:
-            raise IndexError(i)
-        row = i % self.size
-        return {k: self.varying[k][row] if k in self.varying else self.fixed[k] for k in self.keys}
-
-    def values(self, name: str, default: object) -> list[object]:
-        """Each set's value of ``name`` (``default`` where the sets have none)."""
-        if name in self.varying:
-            return self.varying[name].tolist()  # type: ignore[no-any-return]
-        return [self.fixed.get(name, default)] * self.size
 
 
 def _defaults(kind: str) -> dict[str, object]:
@@ -176,7 +146,7 @@ def _user_params(block: BlockParams) -> dict[str, pa.Array]:
         try:
             cols[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-            cols[name] = pa.array([str(v) for v in values], pa.string())
+            cols[name] = pa.array(list(map(str, values)), pa.string())
     return cols
 
 
@@ -289,7 +259,7 @@ def run_block_signals(
         out = backend_module().backtest_block_signals(
             _bar_columns(bars, stop),
             pa.record_batch({"target": pa.array(targets.reshape(-1), pa.int8())}),
-            len(block.sets),
+            block.size,
             start,
             stop,
             **_kernel_options(bars, portfolio, traced, threads),

@@ -26,6 +26,12 @@ A user strategy (``module:Class``) gives its targets in one of two ways:
   The class is not built per set, so ``signals_block`` checks the values it reads
   (raising :class:`~phasekit.errors.ConfigError` naming the set's index).
 
+The constructor's signature is checked once per block (once per distinct set of names
+the sets give, so a set it cannot take is still named) and the columns come from the
+sets' columns (:class:`SetColumns`) as they are. With ``signals`` per set, the class is
+built and ``signals`` called once per set: that is the strategy's own code; phasekit
+checks the targets of all sets at once.
+
 Either way the targets are -1, 0 or 1 (decided on each bar's close, filled at the next
 open): a row per set and a column per bar of ``bars``, of an integer or bool dtype, or
 floats holding those values (int8 rows are used as they are, others are converted).
@@ -36,14 +42,16 @@ per-set ``signals`` otherwise; the block kernel folds both the same way.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Union, overload
 
 import numpy as np
 
 from phasekit.backtest.bars import Bars
-from phasekit.backtest.strategies import Strategy, build_strategy, strategy_factory
+from phasekit.backtest.strategies import Strategy, strategy_factory
 from phasekit.errors import ConfigError
 
 StrategyRef = Union[str, Callable[..., Strategy]]
@@ -51,6 +59,53 @@ StrategyRef = Union[str, Callable[..., Strategy]]
 
 VECTORISED = "signals_block"
 """The name of the vectorised method of the protocol."""
+
+
+@dataclass(frozen=True)
+class SetColumns(Sequence[Mapping[str, object]]):
+    """A block's parameter sets (a strategy's keyword arguments) as columns: a set's
+    ``keys`` in order, the values every set shares (``fixed``) and, per other key, an
+    object array of each set's value (``varying``). A set is made a dict only when it is
+    taken (an error naming it, a user strategy's per-set ``signals``)."""
+
+    keys: tuple[str, ...]
+    fixed: Mapping[str, object]
+    varying: Mapping[str, np.ndarray]
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, object]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, object]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, object] | list[dict[str, object]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.size))]
+        if not -self.size <= i < self.size:
+            raise IndexError(i)
+        row = i % self.size
+        return {k: self.varying[k][row] if k in self.varying else self.fixed[k] for k in self.keys}
+
+    def __iter__(self) -> Iterator[dict[str, object]]:
+        """Each set as a dict, built by iterators (no Python step per set)."""
+        if not self.keys:
+            return map(dict, itertools.repeat((), self.size))
+        cols = [self.column(k) for k in self.keys]
+        return map(dict, map(zip, itertools.repeat(self.keys), zip(*cols)))
+
+    def column(self, name: str) -> list[object]:
+        """Each set's value of ``name`` (a key of the sets)."""
+        return self.values(name, None)
+
+    def values(self, name: str, default: object) -> list[object]:
+        """Each set's value of ``name`` (``default`` where the sets have none)."""
+        if name in self.varying:
+            return self.varying[name].tolist()  # type: ignore[no-any-return]
+        return [self.fixed.get(name, default)] * self.size
 
 
 def set_error(index: int, why: str) -> ConfigError:
@@ -106,13 +161,14 @@ def as_targets(values: object, shape: tuple[int, ...], what: str = "strategy") -
 
 @dataclass(frozen=True)
 class BlockParams:
-    """The parameter sets of one strategy for a block: each set's keyword arguments with
-    the constructor's defaults filled in (``sets``) and the same as columns."""
+    """The parameter sets of one strategy for a block: as given (``given``, a dict per
+    set or :class:`SetColumns`), their number and, as columns, each set's keyword
+    arguments with the constructor's defaults filled in."""
 
     factory: Callable[..., Strategy]
     name: str
-    given: tuple[Mapping[str, object], ...]
-    sets: tuple[dict[str, object], ...]
+    given: Sequence[Mapping[str, object]]
+    size: int
     columns: dict[str, np.ndarray]
 
     @property
@@ -150,21 +206,46 @@ def _column(values: list[object]) -> np.ndarray:
     return col
 
 
+def _key_sets(param_sets: Sequence[Mapping[str, object]]) -> list[int]:
+    """The index of the first set of each distinct set of keys, in the order of the sets
+    (the sets of :class:`SetColumns` share theirs). Which keys a set gives decides
+    whether the constructor takes it, so binding these sets checks every set."""
+    if isinstance(param_sets, SetColumns):
+        return [0] if len(param_sets) else []
+    keys = list(map(frozenset, param_sets))
+    return list(map(keys.index, dict.fromkeys(keys)))
+
+
+def _default(sig: inspect.Signature, key: str) -> object:
+    param = sig.parameters.get(key)
+    return None if param is None else param.default
+
+
+def _values(param_sets: Sequence[Mapping[str, object]], key: str, default: object) -> list[object]:
+    """Each set's value of ``key``, ``default`` where a set leaves it out."""
+    if isinstance(param_sets, SetColumns):
+        return param_sets.values(key, default)
+    return list(map(operator.methodcaller("get", key, default), param_sets))
+
+
 def block_params(strategy: StrategyRef, param_sets: Sequence[Mapping[str, object]]) -> BlockParams:
-    """The sets bound to the strategy's constructor; a set it cannot take fails, named."""
+    """The sets checked against the strategy's constructor, once per distinct set of keys
+    the sets give, and taken as columns (defaults filled in); a set it cannot take fails,
+    named (the first such set)."""
     factory = strategy_factory(strategy) if isinstance(strategy, str) else strategy
     name = _name(strategy)
     sig = inspect.signature(factory)
-    sets = tuple(_bind(sig, name, i, params) for i, params in enumerate(param_sets))
-    names = list(dict.fromkeys(key for args in sets for key in args))
-    for i, args in enumerate(sets):
+    firsts = _key_sets(param_sets)
+    bound = [(i, _bind(sig, name, i, param_sets[i])) for i in firsts]
+    names = list(dict.fromkeys(key for _, args in bound for key in args))
+    for i, args in bound:
         missing = [key for key in names if key not in args]
         if missing:
             raise set_error(
                 i, f"strategy {name!r}: no value for {missing[0]!r}, which other sets give"
             )
-    columns = {key: _column([args[key] for args in sets]) for key in names}
-    return BlockParams(factory, name, tuple(param_sets), sets, columns)
+    columns = {key: _column(_values(param_sets, key, _default(sig, key))) for key in names}
+    return BlockParams(factory, name, param_sets, len(param_sets), columns)
 
 
 def _vectorised(factory: Callable[..., Strategy], name: str) -> Callable[..., object] | None:
@@ -182,24 +263,48 @@ def _vectorised(factory: Callable[..., Strategy], name: str) -> Callable[..., ob
 
 
 def _per_set(block: BlockParams, bars: Bars) -> np.ndarray:
-    out = np.empty((len(block.sets), len(bars)), dtype=np.int8)
-    for i, params in enumerate(block.given):
+    """Each set's ``signals`` (the class built with the set's parameters, which
+    :func:`block_params` checked), the targets of all sets checked at once."""
+    what = f"strategy {block.name!r}"
+    if not callable(getattr(block.factory, "signals", None)):
+        raise set_error(0, f"{what} has no signals(bars) method")
+    raw: list[object] = []
+    try:
+        for params in block.given:  # the strategy's own code, once per set
+            raw.append(block.factory(**params).signals(bars))
+    except ConfigError as exc:
+        raise set_error(len(raw), str(exc)) from exc
+    except Exception as exc:  # the strategy's own failure keeps its type
+        i = len(raw)
+        exc.add_note(f"parameter set {i}: {what} {dict(block.given[i])}")
+        exc.set_index = i  # type: ignore[attr-defined]
+        raise
+    return _stacked(raw, len(bars), what)
+
+
+def _stacked(raw: list[object], n_bars: int, what: str) -> np.ndarray:
+    """The sets' targets as one array, a ``ConfigError`` naming the first set whose
+    targets are not ``n_bars`` of -1, 0 or 1."""
+    shape = (len(raw), n_bars)
+    try:
+        arr = np.asarray(raw)
+    except ValueError:  # rows of different lengths
+        arr = np.empty(0)
+    if arr.shape == shape and arr.dtype.kind in "biuf":
+        return as_targets(arr, shape, what)
+    rows = []
+    for i, values in enumerate(raw):  # sets of unlike rows: each checked on its own
         try:
-            strategy = build_strategy(block.factory, block.name, dict(params))
-            out[i] = as_targets(strategy.signals(bars), (len(bars),), f"strategy {block.name!r}")
+            rows.append(as_targets(values, (n_bars,), what))
         except ConfigError as exc:
             raise set_error(i, str(exc)) from exc
-        except Exception as exc:  # the strategy's own failure keeps its type
-            exc.add_note(f"parameter set {i}: strategy {block.name!r} {dict(params)}")
-            exc.set_index = i  # type: ignore[attr-defined]
-            raise
-    return out
+    return np.stack(rows)
 
 
 def signals_of(block: BlockParams, bars: Bars) -> np.ndarray:
     """The int8 targets (sets x bars) of the block's sets over ``bars``."""
-    shape = (len(block.sets), len(bars))
-    if not block.sets:
+    shape = (block.size, len(bars))
+    if not block.size:
         return np.empty(shape, dtype=np.int8)
     method = _vectorised(block.factory, block.name)
     if method is None:
