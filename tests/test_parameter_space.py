@@ -13,7 +13,7 @@ import pytest
 
 from phasekit.backtest.block import SetColumns, params_batch
 from phasekit.errors import ConfigError
-from phasekit.workflow.params import ParameterSpace
+from phasekit.workflow.params import ParameterSets, ParameterSpace
 from phasekit.workflow.topology import strategy_columns, strategy_params
 
 
@@ -174,3 +174,29 @@ def test_strategy_columns_equal_strategy_params_per_set() -> None:
             params_batch("sma_crossover", given)
     # a list of sets without columns (another phase's selection): a dict per set
     assert strategy_columns(base, list(sets), [2]) == (strategy_params(base, sets[2]),)
+
+
+def test_a_selection_read_back_becomes_columns_when_its_sets_agree() -> None:
+    """Another phase's ``selected_parameters`` (dicts read from JSON) reach the blocks
+    as columns when every set gives the same paths, as dicts otherwise."""
+    chosen = [
+        {"strategy.fast": 5, "strategy.slow": 40, "strategy.mode": "long_short"},
+        {"strategy.fast": 3, "strategy.slow": 20, "strategy.mode": "long_only"},
+        {"strategy.fast": 8, "strategy.slow": 20, "strategy.mode": "long_short"},
+    ]
+    sets = ParameterSets.of_sets(chosen)
+    assert sets == chosen and isinstance(sets, ParameterSets)
+    assert sets.columns["strategy.fast"].tolist() == [5, 3, 8]
+    base = {"mode": "long_only", "slow": 99}
+    cols = strategy_columns(base, sets, [2, 0])
+    assert isinstance(cols, SetColumns)
+    assert list(cols) == [strategy_params(base, chosen[i]) for i in (2, 0)]
+    assert params_batch("sma_crossover", cols).equals(
+        params_batch("sma_crossover", [strategy_params(base, chosen[i]) for i in (2, 0)])
+    )
+    unlike = [chosen[0], {"strategy.fast": 4}]
+    plain = ParameterSets.of_sets(unlike)
+    assert plain == unlike and not hasattr(plain, "columns")
+    assert strategy_columns(base, plain, [1]) == (strategy_params(base, unlike[1]),)
+    reordered = [chosen[0], dict(reversed(list(chosen[1].items())))]
+    assert not hasattr(ParameterSets.of_sets(reordered), "columns")

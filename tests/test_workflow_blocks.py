@@ -1118,3 +1118,30 @@ def test_a_memory_runs_block_container_shows_its_metrics_after_the_run(
     mine = [m for m in compared["metrics"] if m["container_id"] == "portfolio_00007"]
     assert len(mine) == len(other["metadata"]["metrics"])
     assert all(m["diff"] == pytest.approx(0, abs=1e-12) for m in mine if m["a"] is not None)
+
+
+def test_a_phase_on_another_phases_selection_runs_its_sets_as_columns(
+    tmp_path: Path, backend_name: str
+) -> None:
+    """The sets a phase takes from its dependency's ``selected_parameters`` reach the
+    blocks as columns; the block and container engines rank them alike."""
+    runs = {}
+    for engine in ("block", "container"):
+        cfg = _config(tmp_path / engine, "single_pass", engine=engine, top_k=5)
+        cfg["phases"].append({"name": "again", "sequence": "single_pass", "depends_on": ["search"]})
+        res = run(cfg, workers=1)
+        assert res.status == "completed"
+        runs[engine] = res
+        res.close()
+    block, container = runs["block"].run_dir, runs["container"].run_dir
+    for pattern in ("aggregate_results.json", "selected_parameters.json"):
+        _same_tables(_files(block, pattern), _files(container, pattern))
+    chosen = _files(block, "selected_parameters.json")
+    again, search = (chosen[k]["sets"] for k in sorted(chosen))  # "again" < "search"
+    assert len(search) == 5 and sorted(map(json.dumps, again)) == sorted(map(json.dumps, search))
+    table = feather.read_table(next(block.rglob("again*/**/containers.arrow")))
+    got = sorted(
+        zip(table["fast"].to_pylist(), table["slow"].to_pylist(), table["mode"].to_pylist())
+    )
+    want = sorted((s["strategy.fast"], s["strategy.slow"], s["strategy.mode"]) for s in search)
+    assert got == want

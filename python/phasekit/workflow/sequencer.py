@@ -31,7 +31,7 @@ from phasekit.workflow.admf import admf_folder
 from phasekit.workflow.blocks import strategy_type_of
 from phasekit.workflow.executor import DataSpec, bars_for
 from phasekit.workflow.executors import BatchExecutor
-from phasekit.workflow.params import ParameterSpace
+from phasekit.workflow.params import ParameterSets, ParameterSpace
 from phasekit.workflow.phase import (
     Observer,
     PhaseContext,
@@ -138,7 +138,7 @@ class Sequencer:
         base = dict(strategy.model_extra or {}) if strategy else {}
         selected = self._selected_from(phase.depends_on) if phase.depends_on else []
         if selected:
-            sets = selected
+            sets = ParameterSets.of_sets(selected)
         elif params.parameter_space:
             sets = ParameterSpace.from_config(params.parameter_space).sets()
         elif phase.depends_on:

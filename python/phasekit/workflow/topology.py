@@ -77,8 +77,9 @@ def strategy_columns(
 ) -> Sequence[Mapping[str, Any]]:
     """:func:`strategy_params` of the sets ``indices`` of ``sets``: as
     :class:`~phasekit.backtest.block.SetColumns` taken from the columns of a parameter
-    space's sets (:class:`~phasekit.workflow.params.ParameterSets`), a dict per set for
-    other lists (sets another phase selected)."""
+    space's sets or of another phase's selection
+    (:class:`~phasekit.workflow.params.ParameterSets`), a dict per set for other lists
+    (a selection whose sets give different paths)."""
     columns = getattr(sets, "columns", None)
     if not isinstance(columns, Mapping):
         return tuple(strategy_params(base, sets[i]) for i in indices)
