@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from phasekit.backtest.block import SetColumns, params_batch
+from phasekit.backtest.strategies import indicator_columns
 from phasekit.errors import ConfigError
 from phasekit.workflow.params import ParameterSets, ParameterSpace
 from phasekit.workflow.topology import strategy_columns, strategy_params
@@ -200,3 +201,22 @@ def test_a_selection_read_back_becomes_columns_when_its_sets_agree() -> None:
     assert strategy_columns(base, plain, [1]) == (strategy_params(base, unlike[1]),)
     reordered = [chosen[0], dict(reversed(list(chosen[1].items())))]
     assert not hasattr(ParameterSets.of_sets(reordered), "columns")
+
+
+def test_a_features_container_reads_its_indicators_from_columns() -> None:
+    sets = ParameterSpace.from_config({"strategy.fast": [3, 5], "strategy.slow": [20, 40]}).sets()
+    base = {"mode": "long_only"}
+    cols = strategy_columns(base, sets, range(len(sets)))
+    close = np.linspace(1.0, 2.0, 100)
+    got = indicator_columns("sma_crossover", cols, close)
+    assert sorted(got) == ["sma_20", "sma_3", "sma_40", "sma_5"]
+    want = indicator_columns("sma_crossover", [strategy_params(base, s) for s in sets], close)
+    assert got.keys() == want.keys()
+    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in got)
+    np.testing.assert_allclose(got["sma_3"][2:], np.convolve(close, np.ones(3) / 3, "valid"))
+    # the strategy's default stands in for a parameter no set gives
+    one = ParameterSpace.from_config({"strategy.fast": [4]}).sets()
+    assert sorted(indicator_columns("sma_crossover", strategy_columns({}, one, [0]), close)) == [
+        "sma_30",
+        "sma_4",
+    ]

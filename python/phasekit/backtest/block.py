@@ -28,13 +28,8 @@ from phasekit._pure.backtest import BLOCK_KINDS
 from phasekit.backend import backend_module
 from phasekit.backtest.bars import Bars
 from phasekit.backtest.portfolio import PortfolioSettings
-from phasekit.backtest.signals import (
-    BlockParams,
-    SetColumns,
-    StrategyRef,
-    block_params,
-    signals_of,
-)
+from phasekit.backtest.setcolumns import SetColumns
+from phasekit.backtest.signals import BlockParams, StrategyRef, block_params, signals_of
 from phasekit.backtest.strategies import MODES, STRATEGIES
 from phasekit.errors import ConfigError, InvalidArgument
 

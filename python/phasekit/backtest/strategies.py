@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from phasekit._pure.sim import check_sma, hold_states, sma, sma_crossover_targets
 from phasekit.backtest.bars import Bars
+from phasekit.backtest.setcolumns import SetColumns
 from phasekit.errors import ConfigError
 
 
@@ -183,15 +185,22 @@ def _indicator(close: np.ndarray, name: str, n: int) -> np.ndarray:
     return out
 
 
+def _values(param_sets: Sequence[Mapping[str, Any]], param: str, default: object) -> list[Any]:
+    if isinstance(param_sets, SetColumns):
+        return param_sets.values(param, default)
+    return list(map(operator.methodcaller("get", param, default), param_sets))
+
+
 def indicator_columns(
-    kind: str, param_sets: list[dict[str, Any]], close: np.ndarray
+    kind: str, param_sets: Sequence[Mapping[str, Any]], close: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Each distinct indicator the strategy ``kind`` computes over the parameter sets
     (``sma_20``, ``momentum_5``...), computed once over ``close``; empty for user
-    strategies, whose indicators phasekit does not know."""
+    strategies, whose indicators phasekit does not know. The sets' values are read as
+    columns (:class:`~phasekit.backtest.setcolumns.SetColumns` as they are, a list of
+    dicts by C-level ``map``) and converted once per distinct value."""
     wanted: dict[str, tuple[str, int]] = {}
     for param, name, default in INDICATORS.get(kind, ()):
-        for params in param_sets:
-            n = int(params.get(param, default))
+        for n in map(int, dict.fromkeys(_values(param_sets, param, default))):
             wanted.setdefault(f"{name}_{n}", (name, n))
     return {col: _indicator(close, name, n) for col, (name, n) in sorted(wanted.items())}

@@ -109,7 +109,8 @@ def pattern_groups(
     keys = np.zeros((n, len(patterns)), dtype=bool)
     for j, pattern in enumerate(patterns):
         match = re.compile(fnmatch.translate(pattern)).match  # as fnmatchcase matches
-        keys[:, j] = [match(cid) is not None for cid in container_ids]
+        hits = map(bool, map(match, container_ids))  # a match is truthy, None is not
+        keys[:, j] = np.fromiter(hits, dtype=bool, count=n)
     _, first, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     return [int(i) for i in first], group.reshape(-1)
 

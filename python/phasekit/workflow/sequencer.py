@@ -43,7 +43,7 @@ from phasekit.workflow.plans import Planner
 from phasekit.workflow.results import PhaseResults, StreamTap, read_json, run_encryption
 from phasekit.workflow.runners import RUNNERS
 from phasekit.workflow.timeline import TimelineObserver
-from phasekit.workflow.topology import Objective, strategy_params
+from phasekit.workflow.topology import Objective, strategy_columns
 from phasekit.workflow.windowagg import public
 
 if TYPE_CHECKING:
@@ -261,7 +261,8 @@ class Sequencer:
         bars = inputs.bars
         out.put_role("data", "bars", bars.to_arrow())
         if out.has_role("features"):
-            sets = [strategy_params(inputs.strategy_base, p) for p in inputs.sets]
+            every = range(len(inputs.sets))
+            sets = strategy_columns(inputs.strategy_base, inputs.sets, every)
             columns = indicator_columns(inputs.strategy_type, sets, bars.close)
             out.put_role("features", "indicators", pa.table({"ts": bars.ts, **columns}))
 
