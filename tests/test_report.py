@@ -71,7 +71,7 @@ def full_config(results: Path) -> dict[str, Any]:
                 "sequence": "monte_carlo",
                 "topology": "backtest",
                 "depends_on": ["search"],
-                "monte_carlo": {"n": 40, "batch": 8, "seed": 3},
+                "monte_carlo": {"n": 200, "batch": 40, "seed": 3},
             },
         ],
     }
