@@ -1145,3 +1145,27 @@ def test_a_phase_on_another_phases_selection_runs_its_sets_as_columns(
     )
     want = sorted((s["strategy.fast"], s["strategy.slow"], s["strategy.mode"]) for s in search)
     assert got == want
+
+
+def test_a_bad_set_of_a_later_block_is_named_by_its_container(
+    tmp_path: Path, backend_name: str
+) -> None:
+    # 200 sets in blocks of 100 (workers=1): the last set, which cannot run, is set 99 of
+    # the second block and container 199 of the window
+    config = {
+        "run_name": "bad-set",
+        "results_dir": str(tmp_path),
+        "data": {"n_bars": 400, "seed": 3, "frequency": "1h"},
+        "strategy": {"type": "sma_crossover"},
+        "parameter_space": {
+            "strategy.fast": list(range(2, 22)),
+            "strategy.slow": [*range(30, 39), 21],
+        },
+        "phases": [{"name": "search", "sequence": "single_pass"}],
+    }
+    with pytest.raises(ConfigError) as caught:
+        run(config, workers=1)
+    text = str(caught.value)
+    assert "container portfolio_00199 " in text, text
+    assert "'strategy.fast': 21, 'strategy.slow': 21" in text, text
+    assert "must be smaller than slow" in text and "parameter set" not in text, text

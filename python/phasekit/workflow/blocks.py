@@ -223,9 +223,11 @@ def run_block_bars(bars: Bars, job: BlockJob, backend: Optional[str] = None) -> 
         index = getattr(exc.__cause__, "set_index", None)
         if not isinstance(index, int) or not 0 <= index < len(job.parameters):
             raise
-        # the set as the phase lists it, as the container path names it
+        # the set as the phase lists it, as the container path names it (the kernel's
+        # "parameter set N" counts in the block: the container id replaces it)
+        why = str(exc.__cause__).removeprefix(f"parameter set {index}: ")
         raise ConfigError(
-            f"container {job.container_ids[index]} {dict(job.parameters[index])}: {exc.__cause__}"
+            f"container {job.container_ids[index]} {dict(job.parameters[index])}: {why}"
         ) from exc
     stats, trade_metrics = event_stats(job, run.results, run.trades, run.curves)
     results = run.results
