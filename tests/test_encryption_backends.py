@@ -9,6 +9,7 @@ same ``CorruptDataError`` naming the same (first) chunk.
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,56 @@ def test_streamed_writes_are_the_same_bytes_on_both_backends(size: int) -> None:
         writer.close()
         streams[name] = b"".join(sink.parts)
     assert streams["rust"] == streams["python"] == sealed_by("python", data)
+
+
+class ThreadSink(Sink):
+    """Records which thread wrote each part; fails on part ``fail_at`` when given."""
+
+    def __init__(self, fail_at: int = -1) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.fail_at = fail_at
+
+    def write(self, b: bytes) -> None:
+        if len(self.parts) == self.fail_at:
+            raise OSError(28, "No space left on device")
+        self.threads.append(threading.current_thread().name)
+        super().write(b)
+
+
+def _stream(writer: ChunkWriter, data: bytes, piece: int) -> None:
+    for i in range(0, len(data), piece):
+        writer.write(data[i : i + piece])
+    writer.close()
+
+
+@pytest.mark.parametrize("backend_name", ["rust", "python"])
+def test_overlapped_writes_are_the_same_bytes_written_behind_the_sealing(
+    backend_name: str,
+) -> None:
+    phasekit.set_backend(backend_name)
+    plain, behind = ThreadSink(), ThreadSink()
+    piece = 3 * CHUNK + 7  # runs of whole chunks sealed while the run before is written
+    _stream(ChunkWriter(plain, KEY, "item", HEADER), DATA, piece)
+    _stream(ChunkWriter(behind, KEY, "item", HEADER, overlap=True), DATA, piece)
+    assert b"".join(behind.parts) == b"".join(plain.parts) == sealed_by("python")
+    main = threading.current_thread().name
+    assert set(plain.threads) == {main}
+    # the header and the final chunk from the caller's thread, the runs between from the
+    # writer's own
+    assert behind.threads[0] == behind.threads[-1] == main
+    assert set(behind.threads[1:-1]) == {"phasekit-seal-write"}
+    assert len(behind.threads) > 3
+    assert not any(t.name == "phasekit-seal-write" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("fail_at", [1, 3])
+def test_an_overlapped_write_that_fails_is_raised_and_its_thread_ends(fail_at: int) -> None:
+    writer = ChunkWriter(ThreadSink(fail_at), KEY, "item", HEADER, overlap=True)
+    with pytest.raises(OSError, match="No space left"):
+        _stream(writer, DATA, 3 * CHUNK + 7)
+    writer.abandon()
+    assert not any(t.name == "phasekit-seal-write" for t in threading.enumerate())
 
 
 def test_a_damaged_chunk_is_the_same_error_naming_the_first_bad_chunk() -> None:

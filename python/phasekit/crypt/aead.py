@@ -21,8 +21,10 @@ package, the reference). Both are standard AES-GCM: each reads the other's files
 
 from __future__ import annotations
 
+import queue
 import secrets
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -117,20 +119,78 @@ class Sink(Protocol):
     def write(self, data: Any, /) -> Any: ...
 
 
+class _Behind:
+    """Writes runs to a sink in one thread of its own, one run at a time, while the
+    caller seals the next: :meth:`put` hands a run over once the previous one is written
+    (so at most one is in flight); :meth:`wait` returns once it is, raising its error."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._done = threading.Semaphore(0)
+        self._busy = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="phasekit-seal-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._jobs.get()) is not None:
+            try:
+                if self._error is None:
+                    self._sink.write(data)
+            except BaseException as exc:  # raised again by wait(), in the caller's thread
+                self._error = exc
+            finally:
+                self._done.release()
+
+    def put(self, data: Any) -> None:
+        self.wait()
+        self._busy = True
+        self._jobs.put(data)
+
+    def wait(self) -> None:
+        if self._busy:
+            self._done.acquire()
+            self._busy = False
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """Wait for the run in flight (its error is dropped: the caller is failing or
+        has already called :meth:`wait`) and end the thread."""
+        if self._busy:
+            self._done.acquire()
+            self._busy = False
+        self._jobs.put(None)
+        self._thread.join()
+
+
 class ChunkWriter:
     """Encrypts what is written to it chunk by chunk into ``sink``; :meth:`close` writes
-    the final chunk. ``tell`` counts plaintext bytes (for writers that ask)."""
+    the final chunk. ``tell`` counts plaintext bytes (for writers that ask).
+
+    ``overlap``: runs of whole chunks are written to ``sink`` by a thread of the writer's
+    own while the next run is sealed (into a second buffer), so the sink's work (a
+    file's write and checksum) and the sealing overlap; :meth:`close` (or, after a
+    failure, :meth:`abandon`) waits for it. Off, every run is written before the next
+    is sealed. The bytes written are the same either way."""
 
     closed = False
 
-    def __init__(self, sink: Sink, key: bytes, item_id: str, header: Header) -> None:
+    def __init__(
+        self, sink: Sink, key: bytes, item_id: str, header: Header, overlap: bool = False
+    ) -> None:
         self._sink = sink
         self._chunks = _chunks(key, header, item_id)
         self._header = header
         self._buf = bytearray()
         # grown to the largest run sealed, then reused; from Arrow's pool, whose large
-        # blocks are reused rather than faulted in page by page for every file
-        self._out = pa.allocate_buffer(0)
+        # blocks are reused rather than faulted in page by page for every file. With
+        # overlap, two: one sealed into while the other is written.
+        self._outs = [pa.allocate_buffer(0)] * (2 if overlap else 1)
+        self._slot = 0
+        self._overlap = overlap
+        self._behind: _Behind | None = None
         self._index = 0
         self._plain = 0
         sink.write(header.raw)
@@ -172,20 +232,31 @@ class ChunkWriter:
 
     def emit(self, chunks: Any, final: bool) -> None:
         """Encrypt and write a run of chunks (nothing may be buffered before it): whole
-        chunks, or when ``final`` the rest of the file."""
-        with self._seal_run(chunks, final) as out:
+        chunks, or when ``final`` the rest of the file (written once the runs before it
+        are)."""
+        out = self._seal_run(chunks, final)
+        if self._overlap and not final:
+            if self._behind is None:
+                self._behind = _Behind(self._sink)
+            self._behind.put(out)  # returns once the run before is written
+            self._slot = 1 - self._slot
+            return
+        if self._behind is not None:
+            self._behind.wait()
+        with out:
             self._sink.write(out)
 
     def _seal_run(self, chunks: Any, final: bool) -> memoryview:
-        """Seal a run of chunks into the reused output buffer (grown when too small);
-        returns the view of the sealed bytes."""
+        """Seal a run of chunks into the output buffer of the current slot (grown when
+        too small; with overlap the other slot's may still be being written); returns
+        the view of the sealed bytes."""
         size = self.chunk_bytes
         with memoryview(chunks) as raw, raw.cast("B") as plain:
             count = max(1, -(-plain.nbytes // size)) if final else plain.nbytes // size
             n = plain.nbytes + count * TAG_BYTES
-            if self._out.size < n:
-                self._out = pa.allocate_buffer(n)
-            out = memoryview(self._out)[:n]
+            if self._outs[self._slot].size < n:
+                self._outs[self._slot] = pa.allocate_buffer(n)
+            out = memoryview(self._outs[self._slot])[:n]
             self._chunks.seal(self._index, final, plain, out)
         self._index += count
         return out
@@ -197,11 +268,23 @@ class ChunkWriter:
         pass
 
     def close(self) -> None:
+        """Seal and write the final chunk; returns once everything is written to the
+        sink (the error of any write otherwise)."""
         if self.closed:
             return
-        self.emit(self._buf, final=True)
+        try:
+            self.emit(self._buf, final=True)
+        finally:
+            self.abandon()
         self._buf = bytearray()
         self.closed = True
+
+    def abandon(self) -> None:
+        """Wait for a run still being written (overlap) and end its thread; nothing more
+        is written. For a caller that fails before :meth:`close`."""
+        if self._behind is not None:
+            self._behind.stop()
+            self._behind = None
 
 
 def sealed_size(plain_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> int:

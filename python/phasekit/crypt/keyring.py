@@ -98,8 +98,18 @@ def _write_private(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def _map_whole(fd: int) -> mmap.mmap:
+    """A read-only shared map of the whole file ``fd``, its pages mapped in one pass
+    (``MAP_POPULATE`` where the platform has it): the decrypting threads then take no page
+    fault each on the map, which they would contend for."""
+    return mmap.mmap(
+        fd, 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ
+    )
+
+
 def destroy_file(path: Path) -> None:
-    """Overwrite a key file with zeros, then remove it (missing: nothing to do)."""
+    """Overwrite a key file with zeros, durably (``fdatasync``: its data, not its times,
+    where the platform has it), then remove it (missing: nothing to do)."""
     try:
         fd = open_nofollow(path, os.O_WRONLY)
     except FileNotFoundError:
@@ -107,7 +117,7 @@ def destroy_file(path: Path) -> None:
     try:
         size = os.fstat(fd).st_size
         os.write(fd, b"\x00" * size)
-        os.fsync(fd)
+        getattr(os, "fdatasync", os.fsync)(fd)
     finally:
         os.close(fd)
     path.unlink(missing_ok=True)
@@ -138,9 +148,10 @@ class PendingKey:
     def token(self) -> str:
         return self.header.token_hex
 
-    def writer(self, name: str, sink: Sink) -> ChunkWriter:
-        """A streaming encrypter for file ``name`` under this key, writing into ``sink``."""
-        return ChunkWriter(sink, self.data_key, name, self.header)
+    def writer(self, name: str, sink: Sink, overlap: bool = False) -> ChunkWriter:
+        """A streaming encrypter for file ``name`` under this key, writing into ``sink``
+        (``overlap``: see :class:`ChunkWriter`)."""
+        return ChunkWriter(sink, self.data_key, name, self.header, overlap)
 
     def wait(self) -> None:
         """Return once the key file is durable (call it before the file it keys is
@@ -224,7 +235,7 @@ class Keyring:
         try:
             if os.fstat(fd).st_size == 0:
                 return self.open(name or path.name, b"", what, alloc)
-            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+            with _map_whole(fd) as mapped:
                 return self.open(name or path.name, mapped, what, alloc)
         finally:
             os.close(fd)

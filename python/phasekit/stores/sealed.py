@@ -39,16 +39,20 @@ def _seal_file(
     into the encrypter it is given, under a new data key (``pending``: one already
     started); returns the key's token and the file's checksum (of the encrypted bytes,
     computed as they are written). The key file is written in a thread meanwhile,
-    durable before the file is renamed."""
+    durable before the file is renamed; the file's writes (and checksum) overlap the
+    sealing of the next run (:class:`ChunkWriter`'s ``overlap``)."""
     key = pending if pending is not None else keyring.start_key(name)
     try:
         with atomic_file(path, what, ready=key.wait) as tmp:
             fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb", buffering=0) as fh:
                 sink = ChecksummedSink(fh)
-                writer = key.writer(name, sink)
-                fill(writer)
-                writer.close()
+                writer = key.writer(name, sink, overlap=True)
+                try:
+                    fill(writer)
+                    writer.close()
+                finally:
+                    writer.abandon()  # no write in flight once the file is closed
     except BaseException:
         key.discard()
         raise
