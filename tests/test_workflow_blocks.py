@@ -763,7 +763,7 @@ def test_resume_skips_the_blocks_a_killed_run_completed(
     (first,) = [r for r in rows if r.entity_name.startswith("block_")]  # the first block's
     assert len(first.metadata["columns"]["container_id"]) == 100
     assert not [r for r in rows if r.container_id]
-    with caplog.at_level(logging.INFO, logger="phasekit.workflow.results"):
+    with caplog.at_level(logging.INFO, logger="phasekit.workflow.blockparts"):
         resumed = run(cfg, workers=1, resume=killed.process_id)
     reference = run(_big_config(tmp_path / "whole", mode), workers=1)
     try:
@@ -1026,27 +1026,27 @@ def test_a_hybrid_window_table_several_times_the_budget_is_held_block_by_block(
     at the window's end: memory never held more than the budget and one part."""
     from phasekit.stores import HybridStore
     from phasekit.workflow import phase as phase_module
-    from phasekit.workflow.results import PhaseResults
+    from phasekit.workflow.blocktables import BlockTables
 
     monkeypatch.setattr(phase_module, "block_sizes", lambda n, slots: 3)  # 8 blocks
     space = {"strategy.fast": [3, 5, 8, 10], "strategy.slow": [20, 30, 40]}
     parts: list[int] = []
     tables: dict[str, pa.Table] = {}
-    put_part, finish = PhaseResults._put_part, PhaseResults.finish_blocks
+    put_part, finish = BlockTables._put_part, BlockTables.finish
 
-    def spy_part(self: PhaseResults, window_id: Any, name: str, table: pa.Table) -> None:
+    def spy_part(self: BlockTables, window_id: Any, name: str, table: pa.Table) -> None:
         parts.append(int(phasekit.size_of(table)))
         put_part(self, window_id, name, table)
 
-    def spy_finish(self: PhaseResults, window_id: Any) -> dict[str, str]:
+    def spy_finish(self: BlockTables, window_id: Any) -> dict[str, str]:
         uris = finish(self, window_id)
-        store = self.store(window_id)
+        store = self.out.store(window_id)
         if isinstance(store, HybridStore):  # read back before the run closes its stores
             tables.update({n: store.get(n) for n in uris if n != "trades"})
         return uris
 
-    monkeypatch.setattr(PhaseResults, "_put_part", spy_part)
-    monkeypatch.setattr(PhaseResults, "finish_blocks", spy_finish)
+    monkeypatch.setattr(BlockTables, "_put_part", spy_part)
+    monkeypatch.setattr(BlockTables, "finish", spy_finish)
     limit_mb = 0.001
     hybrid = {"mode": "hybrid", "memory_limit_mb": limit_mb}
     cfg = _config(tmp_path / "h", "single_pass", data_flow=hybrid)

@@ -242,3 +242,14 @@ def check_admf_target(resolved: Any, resume: bool) -> None:
                 f"results.layout: admf: {folder} exists from an earlier run; remove it or "
                 "give this run another run_name"
             )
+
+
+@dataclass
+class AdmfFiles:
+    """What ``results.layout: admf`` gathers over a phase: its folder, the portfolios'
+    initial capital, the running aggregate and the trades for ``all_trades.json``."""
+
+    folder: Path
+    initial_capital: float
+    aggregate: PhaseAggregate = field(default_factory=PhaseAggregate)
+    trades: list[pa.Table] = field(default_factory=list)

@@ -29,18 +29,12 @@ from phasekit.workflow.blocks import (
     read_stream,
     stream_bytes,
 )
+from phasekit.workflow.blocktables import BlockRows, ItemRecord, keep_curves, metric_names
 from phasekit.workflow.executor import DataSpec, Outcome
 from phasekit.workflow.executors import BatchExecutor
 from phasekit.workflow.plans import pattern_groups
 from phasekit.workflow.ranking import SummaryColumns
-from phasekit.workflow.results import (
-    BlockRows,
-    ItemRecord,
-    PhaseResults,
-    jsonable,
-    keep_curves,
-    metric_names,
-)
+from phasekit.workflow.results import PhaseResults, jsonable
 from phasekit.workflow.sequences import Span, Window
 from phasekit.workflow.topology import (
     Objective,
@@ -394,15 +388,15 @@ class PhaseContext:
         summaries: list[Summary] = []
         blocks = list(self.blocks(jobs, self._next_block.get(folder, 0)))
         self._next_block[folder] = blocks[-1].index + 1
-        done = self.out.done_blocks(folder, blocks)
+        done = self.out.parts.done(folder, blocks)
         for outcome in self._outcomes(blocks, done):
             reused = outcome.job.index in done
             if not reused:
-                self.out.save_block(folder, outcome)
+                self.out.parts.save(folder, outcome)
             results, trades, curves = outcome.tables()
             job = outcome.job
             rows = BlockRows(job, job.parameters, results, trades, curves, window, ts)
-            self.out.put_block(folder, rows, reused)
+            self.out.blocks.put(folder, rows, reused)
             failpoints.reach("blocks.after_block")
             parts.append(
                 (
@@ -430,22 +424,22 @@ class PhaseContext:
         Carlo window's simulations, which make no trades and keep no curves) through the
         path of :meth:`run_blocks`: read back when an earlier attempt completed it, kept
         until its window completes, its rows stored by
-        :meth:`~phasekit.workflow.results.PhaseResults.put_block` (``record``: each
+        :meth:`~phasekit.workflow.blocktables.BlockTables.put` (``record``: each
         container's own results mapping, when its items are written). Returns the
         containers' summaries as columns."""
         job = replace(job, index=self._next_block.get(folder, 0))  # numbered on in its window
         self._next_block[folder] = job.index + 1
-        done = self.out.done_blocks(folder, [job])
+        done = self.out.parts.done(folder, [job])
         found = done.get(job.index)
         if found is not None:
             results = read_stream(found.results)
         else:
             results = compute(job)
             outcome = BlockOutcome(job, stream_bytes(results), NO_BATCH, NO_BATCH)
-            self.out.save_block(folder, outcome)
+            self.out.parts.save(folder, outcome)
         no_bars = np.zeros(0, dtype="datetime64[ns]")
         rows = BlockRows(job, job.parameters, results, None, None, window, no_bars, record)
-        self.out.put_block(folder, rows, found is not None)
+        self.out.blocks.put(folder, rows, found is not None)
         failpoints.reach("blocks.after_block")
         self.observer.containers_done(self.name, len(job))
         metrics = results.select(metric_names(results.schema.names))
@@ -479,7 +473,7 @@ class PhaseContext:
             agg.update(extra)
         self.out.write_json(folder, "aggregate_results", agg, clean=True)
         self.out.write_json(folder, "window_complete", {"window_id": window.window_id})
-        self.out.drop_block_parts(folder)
+        self.out.parts.drop(folder)
         self.observer.window_done(self.name, window.window_id, False)
         return agg
 

@@ -12,7 +12,7 @@ containers ``items`` names per window: a ``containers:`` pattern makes their own
 ``items`` (each container's own items in ``store``, as ``engine: container``, output
 ``container_items``, ``results.layout: admf`` or a ``streaming`` flow store them) or
 ``none`` (no ``container_results`` output). ``tables`` gives, for a block phase, the store and format of each window table its
-outputs ask for (:func:`~phasekit.workflow.results.window_table_store`; ``equity`` is
+outputs ask for (:func:`~phasekit.workflow.blocktables.window_table_store`; ``equity`` is
 written only where a container traces its equity; a Monte Carlo window has only
 ``containers``, its simulations' rows).
 
@@ -42,15 +42,15 @@ from phasekit.registry import (
     DEFAULT_SIMULATIONS,
 )
 from phasekit.workflow.blocks import phase_engine, strategy_type_of
-from phasekit.workflow.executor import DataSpec, bars_for
-from phasekit.workflow.params import ParameterSpace
-from phasekit.workflow.plans import Planner, pattern_groups
-from phasekit.workflow.results import (
+from phasekit.workflow.blocktables import (
     WINDOW_TABLES,
     block_tables,
     items_wanted,
     window_table_store,
 )
+from phasekit.workflow.executor import DataSpec, bars_for
+from phasekit.workflow.params import ParameterSpace
+from phasekit.workflow.plans import Planner, pattern_groups
 from phasekit.workflow.runners.monte_carlo import PREFIX as SIMULATION_PREFIX
 from phasekit.workflow.sequencer import DEFAULT_TOP_K, phase_order
 from phasekit.workflow.sequences import default_lengths, windows_for
@@ -179,7 +179,7 @@ def _windows(phase: Any, bars: Bars, n_sets: int, selected: bool) -> list[Window
 
 def _own_items(planner: Planner, windows: list[WindowPlan]) -> dict[str, list[str]]:
     """Per window: its candidates whose own flow is ``streaming`` (they get their own
-    items, :func:`~phasekit.workflow.results.items_wanted`)."""
+    items, :func:`~phasekit.workflow.blocktables.items_wanted`)."""
     out: dict[str, list[str]] = {}
     for w in windows:
         ids = list(w.candidates)

@@ -7,23 +7,10 @@
                                              window_complete.json}
     <results_dir>/<run>/<phase>/{phase_summary.json, selected_parameters.json}
 
-A block window (:mod:`phasekit.workflow.blocks`, :meth:`PhaseResults.put_block`) writes
-its containers' rows, trades and traced equity curves as the three window tables (a
-Monte Carlo window: its simulations' rows, no trades or curves) and a
-catalog row per block (its marker) that carries the block's containers as columns:
-their ids, their metrics and where their rows of the ``containers`` item are
-(:mod:`phasekit.catalog.blockrows`). Where
-the tables go follows the phase's data flow (:func:`window_table_store`): ``file`` and
-``streaming``: files in the phase's file format (Arrow streamed block by block);
-``memory``: ``containers`` and ``equity`` are items of the window's MemoryStore (no
-files); ``hybrid``: items of the window's view of the phase's HybridStore, each block's
-part put into the store as it comes (spilled past the phase's budget) and joined at
-the window's end (:meth:`HybridStore.join`: on disk, part by part, when over it); ``trades`` is a file in every mode, as ``all_trades`` is. A table
-kept in memory is also written to files when the phase persists. Each container's own
-items are written only with the output ``container_items`` or where
-``results.layout: admf`` or a ``streaming`` flow needs them (the stream store takes
-each container's results; its rows are then those items', and the block's row has no
-columns). A window run one container
+A block window's tables and its blocks' catalog rows are written by
+:class:`~phasekit.workflow.blocktables.BlockTables` (``PhaseResults.blocks``), its completed
+blocks kept for a resumed run by :class:`~phasekit.workflow.blockparts.BlockParts`
+(``PhaseResults.parts``). A window run one container
 at a time (``engine: container``) writes each container's items and ``all_trades``.
 
 A container's results go through the store of the container's own resolved data flow
@@ -55,20 +42,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 import phasekit
 from phasekit.crypt import Encryption, open_encryption
-from phasekit.errors import InvalidArgument, PhasekitError
+from phasekit.errors import InvalidArgument
 from phasekit.paths import make_private, make_private_dir
 from phasekit.stores import FileStore, HybridStore, StreamStore
 from phasekit.stores.durable import json_default, write_json
@@ -81,17 +64,10 @@ from phasekit.stores.factory import (
     open_store,
 )
 from phasekit.stores.formats.arrow import ipc_file_bytes
-from phasekit.stores.ref import Ref, file_uri
 from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
-from phasekit.workflow.admf import PhaseAggregate, container_record, file_name, trade_records
-from phasekit.workflow.blocks import (
-    BOOTSTRAP_SEQUENCES,
-    BlockJob,
-    BlockOutcome,
-    container_results,
-    identity_groups,
-    read_stream,
-)
+from phasekit.workflow.admf import AdmfFiles, container_record, file_name, trade_records
+from phasekit.workflow.blockparts import BlockParts
+from phasekit.workflow.blocktables import BlockTables
 from phasekit.workflow.topology import TRADES_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -202,13 +178,8 @@ class PhaseResults:
         self._trade_tables: dict[str, list[pa.Table]] = {}
         self._streams: dict[str, list[StreamStore]] = {}
         self._admf: Optional[AdmfFiles] = None
-        self._block_tables: dict[str, dict[str, list[pa.Table]]] = {}
-        self._part_views: dict[str, HybridStore] = {}
-        self._block_parts: dict[str, dict[str, list[tuple[Ref, int]]]] = {}
-        self._block_writers: dict[str, dict[str, tuple[Any, pa.Schema]]] = {}
-        self._block_rows: dict[str, int] = {}
-        self._table_uris: dict[str, str] = {}
-        self._persist_tables: set[str] = set()
+        self.blocks = BlockTables(self)
+        self.parts = BlockParts(self._dir, run_id, phase, catalog, encryption)
 
     @property
     def mode(self) -> str:
@@ -343,338 +314,9 @@ class PhaseResults:
             )
         return uris
 
-    # ------------------------------------------------------------------ blocks
-
     def plan(self, container_id: str) -> ContainerPlan:
         """The plan of a container's results."""
         return self._plan(container_id)
-
-    def put_block(
-        self,
-        window_id: Optional[str],
-        block: BlockRows,
-        reused: bool = False,
-    ) -> dict[str, np.ndarray]:
-        """Store a block's rows: the window's ``containers``, ``trades`` and ``equity``
-        tables (written at the window's end; no ``trades`` or ``equity`` for a block
-        without them, see :class:`BlockRows`) and one catalog row for the block (entity
-        ``block_<index>``, what a resumed run reuses the block by) that carries its
-        containers as columns (their ids, metrics, and where their rows of the window's
-        ``containers`` table are; see :mod:`phasekit.catalog.blockrows`); the containers
-        whose own items are wanted (:func:`items_wanted`: all of them with output
-        ``container_items`` or ``results.layout: admf``, else those whose own flow is
-        ``streaming``) get those through their stores instead, and are not among the
-        block row's columns (with none left, it has none). A ``reused`` block (its row recorded
-        by an earlier attempt) records none. Returns the block's metrics as float64
-        columns (:func:`metric_columns`)."""
-        from phasekit.catalog.blockrows import ROWS_KEY
-
-        key = window_id or ""
-        job = block.job
-        trades = None if block.trades is None else _trades_table(block.trades, job.symbol)
-        plans = self._plans(job.container_ids)
-        if _per_plan(plans, lambda p: bool(p.persist), bool).any():
-            self._persist_tables.add(key)
-        if "container_results" in self.outputs:
-            self._add_table(window_id, "containers", block.results)
-        if trades is not None and "trades" in self.outputs:
-            self._add_table(window_id, "trades", trades)
-        if block.curves is not None and "equity_curves" in self.outputs:
-            intervals = _per_plan(plans, lambda p: int(p.snapshot_interval), np.int64)
-            equity = _equity_table(block.curves, block.ts, job.container_ids, intervals)
-            if equity.num_rows:
-                self._add_table(window_id, "equity", equity)
-        first = self._block_rows.get(key, 0)
-        self._block_rows[key] = first + block.results.num_rows
-        names = metric_names(block.results.schema.names)
-        items = self._items_wanted(plans)
-        if items.any():
-            metrics = _plain_rows(block.results.select(names))
-            self._put_items(window_id, block, trades, metrics, np.flatnonzero(items))
-        columns = None
-        if "container_results" in self.outputs and not items.all():
-            uri = self._table_uri(window_id, block.results)
-            rows = np.flatnonzero(~items)
-            columns = {"table": "containers", "uri": uri, "first_row": first}
-            table = block.results.select(names)
-            columns["columns"] = {
-                "container_id": np.asarray(job.container_ids, dtype=str)[rows],
-                **_json_columns(table if not items.any() else table.take(rows)),
-            }
-            if items.any():  # the others' rows of the table
-                columns[ROWS_KEY] = (rows + first).tolist()
-        if not reused:
-            self.catalog.record_items([self._marker(window_id, job, columns)])
-        return metric_columns(block.results)
-
-    def _marker(
-        self, window_id: Optional[str], job: BlockJob, columns: Optional[Mapping[str, Any]]
-    ) -> Any:
-        """A block's catalog row: its marker (``inline_data``: :func:`block_marker`) and,
-        with ``columns``, its containers."""
-        from phasekit.catalog.blockrows import BLOCK_OUTPUT
-        from phasekit.catalog.rows import NewItem
-
-        return NewItem(
-            process_id=self.run_id,
-            stage_name=self.phase,
-            entity_name=block_entity(job.index),
-            inline_data=block_marker(job),
-            metadata={"output_type": BLOCK_OUTPUT, "window_id": window_id, **(columns or {})},
-            phase=self.phase,
-            window_id=window_id,
-            storage_type="inline",
-        )
-
-    # ------------------------------------------------------------------ block resume
-
-    def _parts_dir(self, window_id: Optional[str]) -> Path:
-        return self._dir(window_id) / BLOCK_PARTS
-
-    def save_block(self, window_id: Optional[str], outcome: BlockOutcome) -> None:
-        """Keep a block's batches (Arrow IPC streams as the worker sent them; sealed when
-        the run encrypts) until its window is complete: a resumed run reads them back."""
-        folder = self._parts_dir(window_id)
-        make_private_dir(folder)
-        for name, data in zip(PART_NAMES, (outcome.results, outcome.trades, outcome.curves)):
-            path = folder / f"{block_entity(outcome.job.index)}.{name}.arrows"
-            what = f"writing {path.name} of phase {self.phase}"
-            if self.encryption is not None:
-                write_sealed_bytes(path, data, self.encryption, what)
-            else:
-                # not synced: a part a crash damages fails to read back and its block is
-                # computed again
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_bytes(data)
-                make_private(tmp)
-                os.replace(tmp, path)
-
-    def drop_block_parts(self, window_id: Optional[str]) -> None:
-        """Delete a window's kept block batches (once the window is complete)."""
-        shutil.rmtree(self._parts_dir(window_id), ignore_errors=True)
-
-    def done_blocks(
-        self, window_id: Optional[str], blocks: Sequence[BlockJob]
-    ) -> dict[int, BlockOutcome]:
-        """The blocks of ``blocks`` an earlier attempt of the run completed (its marker
-        recorded, its batches kept), read back; the rows of any other block of that
-        attempt in this window are deleted (they are computed again). Nothing to read
-        without kept batches: a window's rows are committed after its batches are kept,
-        and the batches are deleted only once the window is complete."""
-        if not self._parts_dir(window_id).is_dir():
-            return {}
-        rows = [
-            r
-            for r in self.catalog.list_items(self.run_id, stage=self.phase)
-            if r.window_id == window_id and r.storage_type == "inline"
-        ]
-        markers = {r.entity_name: r for r in rows if r.metadata.get("output_type") == "block"}
-        if not markers:
-            return {}
-        done: dict[int, BlockOutcome] = {}
-        for job in blocks:
-            marker = markers.get(block_entity(job.index))
-            if marker is None or marker.inline_data != block_marker(job):
-                continue
-            outcome = self._read_block(window_id, job)
-            if outcome is not None:
-                done[job.index] = outcome
-        by_index = {job.index: job for job in blocks}
-        kept = {cid for i in done for cid in by_index[i].container_ids}
-        kept_markers = {block_entity(i) for i in done}
-        # only these blocks' rows: an earlier call in the window (a walk-forward
-        # window's train sets before its test set) keeps its own
-        mine = {cid for job in blocks for cid in job.container_ids}
-        names = {block_entity(job.index) for job in blocks}
-        stale = [
-            r.id
-            for r in rows
-            if (r.entity_name in names and r.entity_name not in kept_markers)
-            or (r.container_id in mine and r.container_id not in kept)
-        ]
-        if stale:
-            self.catalog.delete_item_rows(stale)
-        log.info("phase %s: window %s: %d block(s) reused", self.phase, window_id, len(done))
-        return done
-
-    def _read_block(self, window_id: Optional[str], job: BlockJob) -> Optional[BlockOutcome]:
-        parts = []
-        for name in PART_NAMES:
-            path = self._parts_dir(window_id) / f"{block_entity(job.index)}.{name}.arrows"
-            try:
-                plain = read_plain(path, self.encryption, f"block part {path.name}")
-                data = bytes(plain) if plain is not None else path.read_bytes()
-                read_stream(data)
-            except (OSError, ValueError, pa.ArrowException, PhasekitError) as exc:
-                log.warning(
-                    "block %s of window %s is computed again: %s", job.index, window_id, exc
-                )
-                return None
-            parts.append(data)
-        return BlockOutcome(job, *parts)
-
-    def _items_wanted(self, plans: list[ContainerPlan]) -> np.ndarray:
-        """Per container of a block: whether it gets its own items (:func:`items_wanted`
-        of its own flow's mode)."""
-        if items_wanted(self.outputs, self._admf is not None, ()):
-            return np.ones(len(plans), dtype=bool)
-        return _per_plan(plans, lambda p: p.flow.mode == "streaming", bool)
-
-    def _put_items(
-        self,
-        window_id: Optional[str],
-        block: BlockRows,
-        trades: Optional[pa.Table],
-        metrics: list[dict[str, Any]],
-        which: np.ndarray,
-    ) -> None:
-        """The own items of the containers ``which`` (indices in the block) from their
-        block rows, as the container path stores them."""
-        job = block.job
-        names = metric_names(block.results.schema.names)
-        trade_rows = _slices(trades, job.container_ids) if trades is not None else None
-        curves = block.curves
-        curve_rows = _slices(curves, job.container_ids) if curves is not None else None
-        rows = block.results.take(which).to_pylist()
-        for i, row in zip(which.tolist(), rows):
-            cid = job.container_ids[i]
-            if block.record is not None:
-                record = block.record(row, metrics[i])
-            else:
-                record = container_results(row, block.parameters[i], names, block.window)
-                if not record["parameters"]:  # as a container without parameters reports
-                    del record["parameters"]
-                record["metrics"] = metrics[i]
-            equity = None
-            if curves is not None and curve_rows is not None and job.tracers[i].keeps_equity:
-                lo, hi = curve_rows[i]
-                equity = _curve_table(curves.slice(lo, hi - lo), block.ts)
-            own = None
-            if trades is not None and trade_rows is not None:
-                lo, hi = trade_rows[i]
-                own = trades.slice(lo, hi - lo)
-            self.put_container(window_id, cid, record, equity, metrics[i], trades=own)
-
-    def _streams_tables(self, name: str) -> bool:
-        """A window table is streamed block by block to an Arrow file (it goes to a file,
-        the phase's format is Arrow, unencrypted, unpartitioned, and no ``execution``
-        store takes trades); it is gathered for the window's end otherwise."""
-        if window_table_store(self.flow.mode, name) != "file":
-            return False
-        file = self.flow.file
-        plain = self.encryption is None and file.format == "arrow" and not file.partition_by
-        return plain and not (name == "trades" and self._role_plan("execution") is not None)
-
-    def _table_uri(self, window_id: Optional[str], table: pa.Table) -> str:
-        """The URI the window's ``containers`` table has (or will have once written at
-        the window's end): what its containers' catalog rows point at."""
-        key = window_id or ""
-        uri = self._table_uris.get(key)
-        if uri is None:
-            uri = self._table_uris[key] = self._locate_table(window_id, table)
-        return uri
-
-    def _locate_table(self, window_id: Optional[str], table: pa.Table) -> str:
-        name = "containers"
-        if window_table_store(self.flow.mode, name) != "file":
-            return self.store(window_id).uri(name)
-        if self._streams_tables(name):
-            return (self._dir(window_id) / f"{name}.arrow").resolve().as_uri()
-        meta = {"output_type": _TABLE_OUTPUTS[name]}
-        with open_file_store(self.flow.file, self._place(self._dir(window_id), window_id)) as files:
-            return file_uri(files.path_for(name, table, meta))
-
-    def _add_table(self, window_id: Optional[str], name: str, table: pa.Table) -> None:
-        key = window_id or ""
-        if window_table_store(self.flow.mode, name) == "hybrid":
-            self._put_part(window_id, name, table)
-            return
-        if not self._streams_tables(name):
-            self._block_tables.setdefault(key, {}).setdefault(name, []).append(table)
-            return
-        writers = self._block_writers.setdefault(key, {})
-        writer = writers.get(name)
-        if writer is None:
-            folder = self._dir(window_id)
-            make_private_dir(folder)
-            writer = writers[name] = (
-                phasekit.IpcWriter(
-                    str(folder / f"{name}.arrow"),
-                    schema=table.schema,
-                    compression=self.flow.file.compression,
-                ),
-                table.schema,
-            )
-        if table.num_rows:
-            writer[0].write(table if table.schema == writer[1] else table.cast(writer[1]))
-
-    def _parts_view(self, window_id: Optional[str]) -> HybridStore:
-        """Where a hybrid window's tables are held block by block until the window's end:
-        a view of the window's store (under the phase's budget, spilled past it) whose
-        items are not recorded (the joined table is)."""
-        key = window_id or ""
-        view = self._part_views.get(key)
-        if view is None:
-            window = self.store(window_id)
-            assert isinstance(window, HybridStore)
-            view = window.container(BLOCK_PART_VIEW, self.flow.memory_limit_bytes)
-            view.recorder = None
-            self._part_views[key] = view
-        return view
-
-    def _put_part(self, window_id: Optional[str], name: str, table: pa.Table) -> None:
-        parts = self._block_parts.setdefault(window_id or "", {}).setdefault(name, [])
-        ref = self._parts_view(window_id).put(f"{name}.{len(parts):06d}", table)
-        parts.append((ref, table.num_rows))
-
-    def _join_parts(
-        self, window_id: Optional[str], name: str, parts: list[tuple[Ref, int]], persist: bool
-    ) -> str:
-        """A hybrid window table from its blocks' parts (:meth:`HybridStore.join`: one
-        item, written to the spill folder part by part)."""
-        meta = {"rows": sum(n for _, n in parts), "output_type": _TABLE_OUTPUTS[name]}
-        store = self.store(window_id)
-        assert isinstance(store, HybridStore)
-        ref = store.join(name, [r for r, _ in parts], meta)
-        if persist:  # written as its containers' items are (read back whole for it)
-            self._persist_store(window_id, self.flow).put(name, store.get(ref), meta)
-        return ref.uri
-
-    def finish_blocks(self, window_id: Optional[str]) -> dict[str, str]:
-        """Write the window's block tables (``containers``, ``trades``, ``equity``) in the
-        phase's file format and record them; returns their URIs by name."""
-        key = window_id or ""
-        tables = self._block_tables.pop(key, {})
-        self._block_rows.pop(key, None)
-        self._table_uris.pop(key, None)
-        persist = key in self._persist_tables
-        self._persist_tables.discard(key)
-        uris: dict[str, str] = {}
-        for name, parts in self._block_parts.pop(key, {}).items():
-            uris[name] = self._join_parts(window_id, name, parts, persist)
-        for name, (writer, _) in self._block_writers.pop(key, {}).items():
-            info = writer.close()
-            make_private(Path(info["path"]))
-            meta = {"rows": info["rows"], "output_type": _TABLE_OUTPUTS[name]}
-            uris[name] = self._record_file(
-                Path(info["path"]), name, window_id, info, None, "arrow", meta
-            )
-        for name, parts in tables.items():
-            table = pa.concat_tables(parts)
-            meta = {"rows": table.num_rows, "output_type": _TABLE_OUTPUTS[name]}
-            plan = self._role_plan("execution") if name == "trades" else None
-            if plan is not None:
-                uris[name] = self.store(window_id, plan.flow).put(name, table, meta).uri
-                continue
-            if window_table_store(self.flow.mode, name) != "file":
-                uris[name] = self.store(window_id).put(name, table, meta).uri
-                if persist:  # kept in memory, and written as its containers' items are
-                    self._persist_store(window_id, self.flow).put(name, table, meta)
-                continue
-            place = self._place(self._dir(window_id), window_id)
-            with open_file_store(self.flow.file, place) as files:
-                uris[name] = files.put(name, table, meta).uri
-        return uris
 
     # ------------------------------------------------------------------ admf layout
 
@@ -934,7 +576,7 @@ class PhaseResults:
         are recorded. Returns the trades' URI (None when none were written)."""
         for store in self._streams.pop(window_id or "", []):
             store.finish(STREAM_KEY)
-        self.finish_blocks(window_id)
+        self.blocks.finish(window_id)
         return self._finish_trades(window_id)
 
     def stats(self) -> dict[str, Any]:
@@ -945,226 +587,9 @@ class PhaseResults:
             writer.abort()
         self._trade_writers.clear()
         self._trade_tables.clear()
-        self._block_tables.clear()
-        self._block_parts.clear()
-        for view in self._part_views.values():
-            view.close()
-        self._part_views.clear()
-        for writers in self._block_writers.values():
-            for writer, _ in writers.values():
-                writer.abort()
-        self._block_writers.clear()
+        self.blocks.close()
         for store in reversed(list(self._stores.values())):  # hybrid views before their root
             store.close()
-
-
-@dataclass
-class AdmfFiles:
-    """What ``results.layout: admf`` gathers over a phase: its folder, the portfolios'
-    initial capital, the running aggregate and the trades for ``all_trades.json``."""
-
-    folder: Path
-    initial_capital: float
-    aggregate: PhaseAggregate = field(default_factory=PhaseAggregate)
-    trades: list[pa.Table] = field(default_factory=list)
-
-
-def keep_curves(summaries: list[dict[str, Any]], block: BlockRows) -> None:
-    """Add each container's equity curve (``_equity``, when traced) and its trades' pnl
-    (``_pnl``) to its summary, as the container path keeps them."""
-    ids = block.job.container_ids
-    trades, curves = block.trades, block.curves
-    trade_rows = _slices(trades, ids) if trades is not None else [(0, 0)] * len(ids)
-    pnl = trades.column("pnl").to_numpy() if trades is not None else np.zeros(0)
-    curve_rows = _slices(curves, ids) if curves is not None else None
-    for i, summary in enumerate(summaries):
-        if curves is not None and curve_rows is not None and block.job.tracers[i].keeps_equity:
-            lo, hi = curve_rows[i]
-            summary["_equity"] = _curve_table(curves.slice(lo, hi - lo), block.ts)
-        lo, hi = trade_rows[i]
-        summary["_pnl"] = pnl[lo:hi]
-
-
-ItemRecord = Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
-"""A container's own results mapping (what its items hold) from its row of a block's
-results and its metrics (plain JSON)."""
-
-
-@dataclass(frozen=True)
-class BlockRows:
-    """A block's outcome as the parent stores it: its job, the sets' parameters (as the
-    phase lists them), its results, trades and curves, the window (``window_id``,
-    ``start``, ``end``, ``bars``) and the window's bar times. ``trades`` and ``curves``
-    are None for a block whose containers make no trades and keep no curves (a Monte
-    Carlo window's simulations): its window has no ``trades`` or ``equity`` table.
-    ``record``: each container's own results mapping, when it is not a portfolio's
-    (:func:`~phasekit.workflow.blocks.container_results`)."""
-
-    job: BlockJob
-    parameters: Sequence[Mapping[str, Any]]
-    results: pa.Table
-    trades: Optional[pa.Table]
-    curves: Optional[pa.Table]
-    window: Mapping[str, Any]
-    ts: np.ndarray
-    record: Optional[ItemRecord] = None
-
-
-BLOCK_PART_VIEW = "_block_parts"
-"""The view (of a hybrid window's store) holding its tables' block parts until the
-window's end."""
-BLOCK_PARTS = ".blocks"
-"""The folder (in a window's folder) of the batches of the window's completed blocks,
-kept until the window is complete."""
-PART_NAMES = ("results", "trades", "curves")
-
-
-def block_entity(index: int) -> str:
-    """The catalog entity of a block's marker."""
-    return f"block_{index:05d}"
-
-
-def block_marker(job: BlockJob) -> dict[str, Any]:
-    """What a block's marker records: its containers (first, last, count)."""
-    ids = job.container_ids
-    return {"first": ids[0], "last": ids[-1], "containers": len(ids)}
-
-
-def items_wanted(outputs: Iterable[str], admf: bool, modes: Iterable[str]) -> bool:
-    """Containers of a block get their own items (and no rows pointing at the window's
-    table): all of them with output ``container_items`` or ``results.layout: admf``
-    (``admf``); else each one whose data-flow mode (of ``modes``) is ``streaming`` (a
-    stream store takes its results while the phase runs), the block's others keeping
-    their rows of the table."""
-    return "container_items" in outputs or admf or "streaming" in modes
-
-
-def window_table_store(mode: str, name: str) -> str:
-    """Where a block window's table ``name`` goes under the phase's data-flow ``mode``:
-    ``containers`` and ``equity`` as items of the phase's ``memory`` or ``hybrid`` store,
-    files in the phase's file format otherwise (``file``, ``streaming``); ``trades``, like
-    a container window's ``all_trades``, is a phase file in every mode."""
-    return mode if name != "trades" and mode in ("memory", "hybrid") else "file"
-
-
-_TABLE_OUTPUTS = {
-    "containers": "container_results",
-    "trades": "trades",
-    "equity": "equity_curves",
-}
-"""The window tables of block windows and the output kind each one is."""
-WINDOW_TABLES: Mapping[str, str] = _TABLE_OUTPUTS
-
-
-def block_tables(sequence: str) -> tuple[str, ...]:
-    """The window tables a block window of ``sequence`` can write: a ``monte_carlo``
-    window's simulations make no trades and keep no curves (their blocks' rows have
-    neither, :class:`BlockRows`), so only ``containers``."""
-    return ("containers",) if sequence in BOOTSTRAP_SEQUENCES else tuple(WINDOW_TABLES)
-
-
-def metric_names(columns: Sequence[str]) -> list[str]:
-    """The metric columns of a block's results: those after ``bars`` but the ``events.*``."""
-    names = list(columns)
-    return [c for c in names[names.index("bars") + 1 :] if not c.startswith("events.")]
-
-
-def metric_columns(results: pa.Table) -> dict[str, np.ndarray]:
-    """A block's metrics as float64 columns, NaN where a value is missing or not finite
-    (as a summary's plain JSON metric reads to :func:`~phasekit.workflow.topology.rank`)."""
-    out = {}
-    for name in metric_names(results.schema.names):
-        col = results.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
-        out[name] = np.where(np.isfinite(col), col, np.nan)
-    return out
-
-
-def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:
-    """The rows of a table of numbers as plain JSON (NaN and infinities as None)."""
-    cols = {}
-    for name in table.schema.names:
-        col = table.column(name)
-        if pa.types.is_floating(col.type):
-            col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, col.type))
-        cols[name] = col
-    return pa.table(cols).to_pylist()
-
-
-def _json_columns(table: pa.Table) -> dict[str, Any]:
-    """The columns of a table of numbers as numpy arrays (a list where a value is
-    missing), what :func:`~phasekit.catalog.encode.to_json` writes as plain JSON lists
-    (non-finite floats as null) with no Python step per value."""
-    out: dict[str, Any] = {}
-    for name in table.schema.names:
-        col = table.column(name)
-        if pa.types.is_floating(col.type):  # a missing value as NaN: null in JSON
-            out[name] = col.to_numpy(zero_copy_only=False).astype(np.float64)
-        elif col.null_count:
-            out[name] = col.to_pylist()
-        else:
-            out[name] = col.to_numpy()
-    return out
-
-
-def _trades_table(trades: pa.Table, symbol: str) -> pa.Table:
-    """A block's trades in :data:`TRADES_SCHEMA` (the symbol added)."""
-    cols = {name: trades.column(name) for name in trades.schema.names}
-    cols["symbol"] = pa.repeat(pa.scalar(symbol, pa.string()), trades.num_rows)
-    return pa.table({f.name: cols[f.name] for f in TRADES_SCHEMA}, schema=TRADES_SCHEMA)
-
-
-def _slices(table: pa.Table, container_ids: Sequence[str]) -> list[tuple[int, int]]:
-    """Per container: its rows ``[lo, hi)`` of a table grouped by container in the order
-    of ``container_ids``."""
-    if not table.num_rows:
-        return [(0, 0)] * len(container_ids)
-    index = pc.index_in(table.column("container_id"), value_set=pa.array(container_ids))
-    sets = index.to_numpy(zero_copy_only=False)
-    counts = np.bincount(sets, minlength=len(container_ids))
-    edges = np.concatenate(([0], np.cumsum(counts)))
-    return [(int(edges[i]), int(edges[i + 1])) for i in range(len(container_ids))]
-
-
-_UTC = pa.timestamp("ns", tz="UTC")
-
-
-def _curve_table(part: pa.Table, ts: np.ndarray) -> pa.Table:
-    """One container's equity curve as its tracer keeps it (``ts``, ``equity``)."""
-    bar = part.column("bar").to_numpy()
-    return pa.table(
-        {"ts": pa.array(ts[bar], _UTC), "equity": part.column("equity").combine_chunks()}
-    )
-
-
-def _per_plan(
-    plans: Sequence[ContainerPlan], value: Callable[[ContainerPlan], Any], dtype: Any
-) -> np.ndarray:
-    """``value`` of each container's plan, asked once per distinct plan object (the
-    containers the same patterns match share one, :meth:`Planner.containers`)."""
-    first, group = identity_groups(plans)
-    return np.array([value(plans[i]) for i in first], dtype=dtype)[group]
-
-
-def _equity_table(
-    curves: pa.Table, ts: np.ndarray, container_ids: Sequence[str], intervals: np.ndarray
-) -> pa.Table:
-    """The block's equity curves as a window table (``container_id``, ``ts``,
-    ``equity``, ``position``): every ``intervals[i]``-th point of container ``i``'s
-    curve (its ``snapshot_interval``, the points :func:`snapshots` keeps)."""
-    bar = curves.column("bar").to_numpy()
-    if curves.num_rows and bool(np.any(intervals > 1)):
-        index = pc.index_in(curves.column("container_id"), value_set=pa.array(container_ids))
-        every = np.asarray(intervals, dtype=np.int64)[index.to_numpy(zero_copy_only=False)]
-        keep = (bar + 1) % every == 0
-        curves, bar = curves.filter(pa.array(keep)), bar[keep]
-    return pa.table(
-        {
-            "container_id": curves.column("container_id"),
-            "ts": pa.array(ts[bar], _UTC),
-            "equity": curves.column("equity"),
-            "position": curves.column("position"),
-        }
-    )
 
 
 def _store_key(flow: DataFlow) -> Any:
