@@ -15,11 +15,17 @@ Groups:
   - ``direct_mmap``: the same through ``pa.memory_map``: nothing is read (the table's
     buffers point into the map until touched), so it is no throughput to compare with;
     reported to show what it costs.
-  - ``server_python``: ``phasekit.serve.client.read_table``: ``/items/{id}/data`` (Arrow
-    IPC stream) read with http.client straight into a pyarrow buffer of the response's
-    Content-Length (one copy out of the socket; SO_RCVLOWAT: a read returns once 4 MiB
-    are there), then decoded without a copy. The
-    comparison the goal is judged on: the same table in memory, through the server.
+  - ``server_python``: ``phasekit.serve.client.read_table`` as it is called by default
+    (one connection): ``/items/{id}/data`` (Arrow IPC stream) read with http.client
+    straight into a pyarrow buffer of the response's Content-Length (one copy out of the
+    socket; SO_RCVLOWAT: a read returns once 4 MiB are there), then decoded without a
+    copy. The comparison the goal is judged on: the same table in memory, through the
+    server.
+  - ``server_python_ranges``: the same with ``connections=min(4, os.cpu_count())``: the
+    stored file's bytes from ``/items/{id}/file`` in byte ranges, the first 16 MiB on one
+    connection, the rest in that many parts over as many connections at once, each read
+    into its slice of one buffer, the CRC-32 of each part computed as it arrives and the
+    whole file's checked, then opened without a copy.
   - ``server_httpx``: the same stream with httpx (``iter_raw`` chunks joined: the client
     copies the bytes twice more).
   - ``server_curl``: curl writing the stream to /dev/null (the server without a Python
@@ -39,6 +45,7 @@ Each benchmark checks its result (the ids listed, the table's rows and values).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -75,6 +82,7 @@ STREAM_IMPLS = (
     "direct_mmap",
     "socket_raw",
     "server_python",
+    "server_python_ranges",
     "server_httpx",
     "server_curl",
 )
@@ -243,6 +251,11 @@ def _read_python(setup: Setup) -> pa.Table:
     return read_table(setup.url, setup.table_item)
 
 
+def _read_python_ranges(setup: Setup) -> pa.Table:
+    connections = min(4, os.cpu_count() or 1)
+    return read_table(setup.url, setup.table_item, connections=connections)
+
+
 def _read_raw(setup: Setup) -> pa.Table:
     return read_table(setup.raw_url, setup.table_item)  # the bare server ignores the path
 
@@ -271,6 +284,7 @@ READERS = {
     "direct_mmap": _read_mapped,
     "socket_raw": _read_raw,
     "server_python": _read_python,
+    "server_python_ranges": _read_python_ranges,
     "server_httpx": _read_httpx,
     "server_curl": _read_curl,
 }

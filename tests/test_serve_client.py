@@ -4,13 +4,16 @@ silence, an error that is not JSON)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pytest
 
@@ -45,23 +48,84 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     catalog.close()
 
 
-def test_a_stored_arrow_file_is_read_into_one_buffer(
+def _requests(url: str, route: str) -> int:
+    """How many GET requests of ``route`` the server counted (its /metrics)."""
+    text = httpx.get(f"{url}/metrics").text
+    found = re.findall(
+        rf'phasekit_http_requests_total\{{method="GET",route="{re.escape(route)}",'
+        r'status="\d+"\} (\d+(?:\.\d+)?)',
+        text,
+    )
+    return int(sum(float(n) for n in found))
+
+
+def _counts(url: str) -> tuple[int, int]:
+    return _requests(url, "/items/{item_id}/file"), _requests(url, "/items/{item_id}/data")
+
+
+def test_a_stored_arrow_file_is_read_in_ranges_into_one_buffer(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sizes: list[int] = []
-    read = client._read_into_buffer
-
-    def counted(response: object, size: int, sock: object) -> pa.Buffer:
-        sizes.append(size)
-        return read(response, size, sock)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(client, "_read_into_buffer", counted)
-    table = client.read_table(served.url, served.filled.arrow)
+    """By default one GET of /data; with ``connections`` > 1 a file under FIRST_PART
+    bytes takes one range request, a larger one the first part, then the rest in up to
+    ``connections`` parts at once."""
+    item = served.filled.arrow
+    size = served.catalog.get_item(item).size_bytes
+    for connections, expected in ((None, (0, 1)), (3, (1, 0))):
+        before = _counts(served.url)
+        asked = {} if connections is None else {"connections": connections}
+        assert client.read_table(served.url, item, **asked).equals(served.filled.table)
+        after = _counts(served.url)
+        assert (after[0] - before[0], after[1] - before[1]) == expected, connections
+    monkeypatch.setattr(client, "FIRST_PART", 4096)
+    assert size > 4 * 4096  # so 3 parts of the rest are each at least FIRST_PART
+    for connections, expected in ((3, (4, 0)), (2, (3, 0)), (1, (0, 1))):
+        before = _counts(served.url)
+        table = client.read_table(served.url, item, connections=connections)
+        assert table.equals(served.filled.table)
+        after = _counts(served.url)
+        assert (after[0] - before[0], after[1] - before[1]) == expected, connections
+    # a parquet item: its first range is not an Arrow file, so it is read from /data
+    before = _counts(served.url)
+    table = client.read_table(served.url, served.filled.parquet, connections=3)
     assert table.equals(served.filled.table)
-    assert len(sizes) == 1 and sizes[0] > served.filled.table.nbytes  # with its framing
-    # a parquet item is re-encoded and sent chunked: decoded as it arrives
-    assert client.read_table(served.url, served.filled.parquet).equals(served.filled.table)
-    assert len(sizes) == 1
+    after = _counts(served.url)
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+
+
+@pytest.mark.parametrize("connections", [0, -1, True, 1.5])
+def test_connections_must_be_a_positive_integer(served: Served, connections: object) -> None:
+    with pytest.raises(InvalidArgument, match="allowed: an integer >= 1"):
+        client.read_table(served.url, served.filled.arrow, connections=connections)  # type: ignore[arg-type]
+
+
+def test_a_changed_byte_of_the_file_fails_the_checksum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte changed on the server (size kept) in a part fetched on another connection:
+    the combined CRC-32 does not match the recorded one."""
+    monkeypatch.setattr(client, "FIRST_PART", 4096)
+    results = tmp_path / "results"
+    with open_catalog(results, results_dir=results) as catalog:
+        filled = fill(catalog)
+        path = catalog.item_path(catalog.get_item(filled.arrow))
+        assert path is not None
+        with LiveServer(create_app(catalog)) as server:
+            assert client.read_table(server.url, filled.arrow, connections=3).equals(filled.table)
+            data = bytearray(path.read_bytes())
+            spot = len(data) * 2 // 3
+            data[spot] ^= 0x01
+            path.chmod(0o600)
+            path.write_bytes(bytes(data))
+            with pytest.raises(CorruptDataError, match=r"checksum crc32:.*record says crc32:"):
+                client.read_table(server.url, filled.arrow, connections=3)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 7, 4096, 99_999])
+def test_crc32_combine_gives_the_crc_of_the_joined_bytes(cut: int) -> None:
+    data = bytes(range(256)) * 400
+    a, b = data[:cut], data[cut:]
+    assert client.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(data)
 
 
 def test_columns_and_limit_are_asked_for(served: Served) -> None:
@@ -79,7 +143,7 @@ def test_server_errors_raise_their_class(served: Served) -> None:
         client.read_table(served.url, served.filled.inline)
 
 
-def test_a_token_is_sent(tmp_path: Path) -> None:
+def test_a_token_is_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = tmp_path / "results"
     with open_catalog(results, results_dir=results) as catalog:
         filled = fill(catalog)
@@ -90,6 +154,12 @@ def test_a_token_is_sent(tmp_path: Path) -> None:
             with pytest.raises(NotAuthenticated):
                 client.read_table(server.url, filled.arrow, token=token + "x")
             table = client.read_table(server.url, filled.arrow, token=token)
+            assert table.equals(filled.table)
+            with monkeypatch.context() as patched:  # the token on every part's request
+                patched.setattr(client, "FIRST_PART", 4096)
+                table = client.read_table(server.url, filled.arrow, token=token, connections=3)
+                with pytest.raises(NotAuthenticated):
+                    client.read_table(server.url, filled.arrow, connections=3)
     assert table.equals(filled.table)
 
 

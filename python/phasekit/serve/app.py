@@ -55,6 +55,7 @@ from phasekit.serve.data import (
     choose_format,
     encode,
     file_chunks,
+    file_range,
     inline_json,
     open_table,
     parse_columns,
@@ -454,6 +455,13 @@ class Api:
         start, end = span
         headers["Content-Length"] = str(end - start + 1)
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        if sealed is None:  # views of a map of the file, not copies read in a thread
+            return StreamingResponse(
+                file_range(path, start, end, item.label).pieces(),
+                status_code=206,
+                media_type="application/octet-stream",
+                headers=headers,
+            )
         return StreamingResponse(
             sent_in_pieces(chunks_of(start, end)),
             status_code=206,
