@@ -98,15 +98,6 @@ def _write_private(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def _map_whole(fd: int) -> mmap.mmap:
-    """A read-only shared map of the whole file ``fd``, its pages mapped in one pass
-    (``MAP_POPULATE`` where the platform has it): the decrypting threads then take no page
-    fault each on the map, which they would contend for."""
-    return mmap.mmap(
-        fd, 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ
-    )
-
-
 def destroy_file(path: Path) -> None:
     """Overwrite a key file with zeros, durably (``fdatasync``: its data, not its times,
     where the platform has it), then remove it (missing: nothing to do)."""
@@ -235,7 +226,7 @@ class Keyring:
         try:
             if os.fstat(fd).st_size == 0:
                 return self.open(name or path.name, b"", what, alloc)
-            with _map_whole(fd) as mapped:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
                 return self.open(name or path.name, mapped, what, alloc)
         finally:
             os.close(fd)
