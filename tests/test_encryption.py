@@ -11,10 +11,12 @@ the chunks are sealed and opened by Rust or by ``cryptography``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,9 @@ from phasekit.crypt import (
 )
 from phasekit.crypt.aead import ChunkWriter, new_header, new_token, seal, unseal
 from phasekit.crypt.keyring import key_place, nested_name
-from phasekit.errors import CorruptDataError, InvalidArgument, KeyUnavailable
+from phasekit.errors import CorruptDataError, InvalidArgument, KeyUnavailable, StorageError
 from phasekit.stores import FileStore, HybridStore, StreamStore
+from phasekit.stores.durable import ChecksummedSink
 
 SECRET = "top-secret-value-7f3a"
 TABLE = pa.table({"x": list(range(300)), "s": [SECRET] * 300})
@@ -245,6 +248,47 @@ def test_results_files_detect_tampering_and_read_back(
     catalog_rows = [o._item for o in rows.values() if (o.uri or "").startswith("file:")]
     assert {r.key_id for r in catalog_rows} == {enc.key_id}
     res.close()
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "phasekit-seal-write"]
+
+
+def test_a_large_encrypted_put_is_written_behind_the_sealing_and_a_failing_write_undone(
+    backend_name: str, enc: Encryption, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of 8 MiB are written (and checksummed) by the file's writer thread while the
+    next is sealed; a write that fails fails the put, leaving the previous value, no
+    temporary file and no thread."""
+    store = FileStore(tmp_path / "s", encryption=enc)
+    big = pa.table({"v": pa.array(range(3 << 20), pa.int64())})  # 24 MiB: 3 runs
+    store.put("t", TABLE)
+    threads: list[str] = []
+    real = ChecksummedSink.write
+
+    def spy(self: ChecksummedSink, data: Any) -> int:
+        threads.append(threading.current_thread().name)
+        return real(self, data)
+
+    monkeypatch.setattr(ChecksummedSink, "write", spy)
+    ref = store.put("t", big)
+    assert store.get("t").equals(big)
+    assert ref.size_bytes > big.nbytes
+    assert threads.count("phasekit-seal-write") >= 2
+    assert not _writer_threads()
+
+    def failing(self: ChecksummedSink, data: Any) -> int:
+        if threading.current_thread().name == "phasekit-seal-write":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(ChecksummedSink, "write", failing)
+    with pytest.raises(StorageError, match="No space left"):
+        store.put("t", big)
+    monkeypatch.setattr(ChecksummedSink, "write", real)
+    assert store.get("t").equals(big)  # the previous value
+    assert not _writer_threads()
+    assert not [p for p in (tmp_path / "s").iterdir() if p.name.endswith("phasekit-tmp")]
 
 
 # ---------------------------------------------------------------- keys
