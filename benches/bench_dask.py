@@ -8,6 +8,10 @@ Groups (``items`` = containers):
   ``--executor dask=ADDRESS`` (``dask``, the two workers) and ``--executor ray=ADDRESS``
   (``ray``, a head node with 2 CPUs started as in the tests: ``tests/ray_util.py``);
   rust backend; the goal is a dask median at most 1.3x the local one.
+* ``dask:grid-paired``: the same runs, local and dask alternately (:data:`PAIRED_ROUNDS`
+  pairs, the first on workers no run has used yet), so a shared machine's load weighs
+  on both alike: the medians of each and their ratio, and the first dask run apart
+  (``extra_info``).
 * ``dask:batch-costs``: the same run (``engine: container``) in this process on the
   cluster, with the scheduler's task stream: per batch, the worker's compute seconds,
   the pickled bytes of its results and the catalog rows the client commits, and the
@@ -31,6 +35,7 @@ import pickle
 import re
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -92,6 +97,46 @@ def test_grid_on_the_cluster(
     phase = summary["phases"]["parameter_search"]
     assert summary["status"] == "completed" and phase["containers"] == SETS
     benchmark.extra_info.update(items=SETS, unit="containers", bars=100_000, workers=2)
+
+
+PAIRED_ROUNDS = 5
+
+
+def test_grid_paired(benchmark: Any, tmp_path: Path) -> None:
+    benchmark.group = "dask:grid-paired"
+    folder = Path(tempfile.mkdtemp(prefix="phasekit-bench-dask-paired-"))
+    started = start_cluster(folder)  # its own: the first dask run meets fresh workers
+    walls: dict[str, list[float]] = {"local": [], "dask": []}
+    args = {
+        "local": ["--backend", "rust", "--workers", "2"],
+        "dask": ["--backend", "rust", "--executor", f"dask={started.address}"],
+    }
+    try:
+        started.wait_for_workers()
+        for _ in range(PAIRED_ROUNDS):
+            for executor, walls_of in walls.items():
+                start = time.perf_counter()
+                summary, _ = cli_run(
+                    GRID_EXAMPLE, Path(tempfile.mkdtemp(dir=tmp_path)), *args[executor]
+                )
+                walls_of.append(time.perf_counter() - start)
+                assert summary["status"] == "completed"
+    finally:
+        started.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    medians = {name: statistics.median(values) for name, values in walls.items()}
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        items=SETS,
+        unit="containers",
+        rounds=PAIRED_ROUNDS,
+        local_s=[round(w, 2) for w in walls["local"]],
+        dask_s=[round(w, 2) for w in walls["dask"]],
+        median_local_s=round(medians["local"], 2),
+        median_dask_s=round(medians["dask"], 2),
+        dask_over_local=round(medians["dask"] / medians["local"], 2),
+        first_dask_over_local=round(walls["dask"][0] / walls["local"][0], 2),
+    )
 
 
 def test_batch_costs(benchmark: Any, cluster: DaskCluster, tmp_path: Path) -> None:
