@@ -23,17 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-import phasekit
-from phasekit.paths import make_private, make_private_dir
 from phasekit.stores import HybridStore
-from phasekit.stores.factory import open_file_store
 from phasekit.stores.ref import Ref, file_uri
 from phasekit.workflow.blockparts import block_entity, block_marker
 from phasekit.workflow.blocks import (
@@ -77,14 +73,14 @@ def keep_curves(summaries: list[dict[str, Any]], block: BlockRows) -> None:
     """Add each container's equity curve (``_equity``, when traced) and its trades' pnl
     (``_pnl``) to its summary, as the container path keeps them."""
     ids = block.job.container_ids
-    trades, curves = block.trades, block.curves
+    trades = block.trades
     trade_rows = _slices(trades, ids) if trades is not None else [(0, 0)] * len(ids)
     pnl = trades.column("pnl").to_numpy() if trades is not None else np.zeros(0)
-    curve_rows = _slices(curves, ids) if curves is not None else None
+    curve = _own_curves(block)
     for i, summary in enumerate(summaries):
-        if curves is not None and curve_rows is not None and block.job.tracers[i].keeps_equity:
-            lo, hi = curve_rows[i]
-            summary["_equity"] = _curve_table(curves.slice(lo, hi - lo), block.ts)
+        equity = curve(i)
+        if equity is not None:
+            summary["_equity"] = equity
         lo, hi = trade_rows[i]
         summary["_pnl"] = pnl[lo:hi]
 
@@ -198,6 +194,23 @@ def _curve_table(part: pa.Table, ts: np.ndarray) -> pa.Table:
     return pa.table(
         {"ts": pa.array(ts[bar], _UTC), "equity": part.column("equity").combine_chunks()}
     )
+
+
+def _own_curves(block: BlockRows) -> Callable[[int], Optional[pa.Table]]:
+    """Container ``i``'s equity curve of a block as its tracer keeps it (``ts``,
+    ``equity``), None when it keeps none."""
+    curves = block.curves
+    if curves is None:
+        return lambda _i: None
+    rows = _slices(curves, block.job.container_ids)
+
+    def curve(i: int) -> Optional[pa.Table]:
+        if not block.job.tracers[i].keeps_equity:
+            return None
+        lo, hi = rows[i]
+        return _curve_table(curves.slice(lo, hi - lo), block.ts)
+
+    return curve
 
 
 def _per_plan(
@@ -343,8 +356,7 @@ class BlockTables:
         job = block.job
         names = metric_names(block.results.schema.names)
         trade_rows = _slices(trades, job.container_ids) if trades is not None else None
-        curves = block.curves
-        curve_rows = _slices(curves, job.container_ids) if curves is not None else None
+        curve = _own_curves(block)
         rows = block.results.take(which).to_pylist()
         for i, row in zip(which.tolist(), rows):
             cid = job.container_ids[i]
@@ -355,10 +367,7 @@ class BlockTables:
                 if not record["parameters"]:  # as a container without parameters reports
                     del record["parameters"]
                 record["metrics"] = metrics[i]
-            equity = None
-            if curves is not None and curve_rows is not None and job.tracers[i].keeps_equity:
-                lo, hi = curve_rows[i]
-                equity = _curve_table(curves.slice(lo, hi - lo), block.ts)
+            equity = curve(i)
             own = None
             if trades is not None and trade_rows is not None:
                 lo, hi = trade_rows[i]
@@ -391,9 +400,7 @@ class BlockTables:
         if self._streams_tables(name):
             return (self.out._dir(window_id) / f"{name}.arrow").resolve().as_uri()
         meta = {"output_type": _TABLE_OUTPUTS[name]}
-        with open_file_store(
-            self.out.flow.file, self.out._place(self.out._dir(window_id), window_id)
-        ) as files:
+        with self.out.window_files(window_id) as files:
             return file_uri(files.path_for(name, table, meta))
 
     def _add_table(self, window_id: Optional[str], name: str, table: pa.Table) -> None:
@@ -407,14 +414,8 @@ class BlockTables:
         writers = self._writers.setdefault(key, {})
         writer = writers.get(name)
         if writer is None:
-            folder = self.out._dir(window_id)
-            make_private_dir(folder)
             writer = writers[name] = (
-                phasekit.IpcWriter(
-                    str(folder / f"{name}.arrow"),
-                    schema=table.schema,
-                    compression=self.out.flow.file.compression,
-                ),
+                self.out.window_writer(window_id, name, table.schema),
                 table.schema,
             )
         if table.num_rows:
@@ -465,27 +466,18 @@ class BlockTables:
         for name, parts in self._parts.pop(key, {}).items():
             uris[name] = self._join_parts(window_id, name, parts, persist)
         for name, (writer, _) in self._writers.pop(key, {}).items():
-            info = writer.close()
-            make_private(Path(info["path"]))
-            meta = {"rows": info["rows"], "output_type": _TABLE_OUTPUTS[name]}
-            uris[name] = self.out._record_file(
-                Path(info["path"]), name, window_id, info, None, "arrow", meta
-            )
+            meta = {"output_type": _TABLE_OUTPUTS[name]}
+            uris[name] = self.out.close_writer(window_id, writer, name, meta)
         for name, parts in tables.items():
             table = pa.concat_tables(parts)
             meta = {"rows": table.num_rows, "output_type": _TABLE_OUTPUTS[name]}
-            plan = self.out._role_plan("execution") if name == "trades" else None
-            if plan is not None:
-                uris[name] = self.out.store(window_id, plan.flow).put(name, table, meta).uri
-                continue
-            if window_table_store(self.out.flow.mode, name) != "file":
+            if window_table_store(self.out.flow.mode, name) != "file":  # never ``trades``
                 uris[name] = self.out.store(window_id).put(name, table, meta).uri
                 if persist:  # kept in memory, and written as its containers' items are
                     self.out._persist_store(window_id, self.out.flow).put(name, table, meta)
                 continue
-            place = self.out._place(self.out._dir(window_id), window_id)
-            with open_file_store(self.out.flow.file, place) as files:
-                uris[name] = files.put(name, table, meta).uri
+            trades = name == "trades"
+            uris[name] = self.out.put_window_file(window_id, name, table, meta, trades=trades)
         return uris
 
     def close(self) -> None:

@@ -430,14 +430,9 @@ class PhaseResults:
         if self._role_plan("execution") is None and streamed:
             writer = self._trade_writers.get(key)
             if writer is None:
-                folder = self._dir(window_id)
-                make_private_dir(folder)
-                writer = phasekit.IpcWriter(
-                    str(folder / "all_trades.arrow"),
-                    schema=TRADES_SCHEMA,
-                    compression=self.flow.file.compression,
+                writer = self._trade_writers[key] = self.window_writer(
+                    window_id, "all_trades", TRADES_SCHEMA
                 )
-                self._trade_writers[key] = writer
             if table.num_rows:
                 writer.write(table)
             return
@@ -447,28 +442,55 @@ class PhaseResults:
         key = window_id or ""
         writer = self._trade_writers.pop(key, None)
         if writer is not None:
-            info = writer.close()
-            make_private(Path(info["path"]))
-            return self._record_file(
-                Path(info["path"]),
-                "all_trades",
-                window_id,
-                info,
-                None,
-                "arrow",
-                {"rows": info["rows"]},
-            )
+            return self.close_writer(window_id, writer, "all_trades", {})
         tables = self._trade_tables.pop(key, None)
         if tables is None:
             return None
         trades = pa.concat_tables(tables) if tables else TRADES_SCHEMA.empty_table()
         meta = {"rows": trades.num_rows, "output_type": "trades"}
-        plan = self._role_plan("execution")
+        return self.put_window_file(window_id, "all_trades", trades, meta, trades=True)
+
+    def window_writer(self, window_id: Optional[str], name: str, schema: pa.Schema) -> Any:
+        """A writer of ``<name>.arrow`` in the window's folder, batch by batch in the
+        phase's file compression (closed by :meth:`close_writer`)."""
+        folder = self._dir(window_id)
+        make_private_dir(folder)
+        return phasekit.IpcWriter(
+            str(folder / f"{name}.arrow"), schema=schema, compression=self.flow.file.compression
+        )
+
+    def close_writer(
+        self, window_id: Optional[str], writer: Any, entity: str, meta: Mapping[str, Any]
+    ) -> str:
+        """Close a :meth:`window_writer`'s file and record it as ``entity`` (its ``rows``
+        and ``meta`` as metadata); returns its URI."""
+        info = writer.close()
+        path = Path(info["path"])
+        make_private(path)
+        metadata = {"rows": info["rows"], **meta}
+        return self._record_file(path, entity, window_id, info, None, "arrow", metadata)
+
+    def put_window_file(
+        self,
+        window_id: Optional[str],
+        name: str,
+        table: pa.Table,
+        meta: Mapping[str, Any],
+        *,
+        trades: bool = False,
+    ) -> str:
+        """Write a window's table ``name`` in the phase's file format and record it;
+        ``trades``: through the ``execution`` role's store instead when a pattern selects
+        it. Returns its URI."""
+        plan = self._role_plan("execution") if trades else None
         if plan is not None:
-            return self.store(window_id, plan.flow).put("all_trades", trades, meta).uri
-        place = self._place(self._dir(window_id), window_id)
-        with open_file_store(self.flow.file, place) as files:
-            return files.put("all_trades", trades, meta).uri
+            return self.store(window_id, plan.flow).put(name, table, meta).uri
+        with self.window_files(window_id) as files:
+            return files.put(name, table, meta).uri
+
+    def window_files(self, window_id: Optional[str]) -> FileStore:
+        """A file store of the window's folder in the phase's file settings."""
+        return open_file_store(self.flow.file, self._place(self._dir(window_id), window_id))
 
     # ------------------------------------------------------------------ phase files
 
