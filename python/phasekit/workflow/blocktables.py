@@ -282,7 +282,7 @@ class BlockTables:
         key = window_id or ""
         job = block.job
         trades = None if block.trades is None else _trades_table(block.trades, job.symbol)
-        plans = self.out._plans(job.container_ids)
+        plans = self.out.plans(job.container_ids)
         if _per_plan(plans, lambda p: bool(p.persist), bool).any():
             self._persist_tables.add(key)
         if "container_results" in self.out.outputs:
@@ -339,7 +339,7 @@ class BlockTables:
     def _items_wanted(self, plans: list[ContainerPlan]) -> np.ndarray:
         """Per container of a block: whether it gets its own items (:func:`items_wanted`
         of its own flow's mode)."""
-        if items_wanted(self.out.outputs, self.out._admf is not None, ()):
+        if items_wanted(self.out.outputs, self.out.writes_admf, ()):
             return np.ones(len(plans), dtype=bool)
         return _per_plan(plans, lambda p: p.flow.mode == "streaming", bool)
 
@@ -382,7 +382,7 @@ class BlockTables:
             return False
         file = self.out.flow.file
         plain = self.out.encryption is None and file.format == "arrow" and not file.partition_by
-        return plain and not (name == "trades" and self.out._role_plan("execution") is not None)
+        return plain and not (name == "trades" and self.out.has_role("execution"))
 
     def _table_uri(self, window_id: Optional[str], table: pa.Table) -> str:
         """The URI the window's ``containers`` table has (or will have once written at
@@ -398,7 +398,7 @@ class BlockTables:
         if window_table_store(self.out.flow.mode, name) != "file":
             return self.out.store(window_id).uri(name)
         if self._streams_tables(name):
-            return (self.out._dir(window_id) / f"{name}.arrow").resolve().as_uri()
+            return (self.out.window_dir(window_id) / f"{name}.arrow").resolve().as_uri()
         meta = {"output_type": _TABLE_OUTPUTS[name]}
         with self.out.window_files(window_id) as files:
             return file_uri(files.path_for(name, table, meta))
@@ -450,7 +450,7 @@ class BlockTables:
         assert isinstance(store, HybridStore)
         ref = store.join(name, [r for r, _ in parts], meta)
         if persist:  # written as its containers' items are (read back whole for it)
-            self.out._persist_store(window_id, self.out.flow).put(name, store.get(ref), meta)
+            self.out.persist_store(window_id, self.out.flow).put(name, store.get(ref), meta)
         return ref.uri
 
     def finish(self, window_id: Optional[str]) -> dict[str, str]:
@@ -474,7 +474,7 @@ class BlockTables:
             if window_table_store(self.out.flow.mode, name) != "file":  # never ``trades``
                 uris[name] = self.out.store(window_id).put(name, table, meta).uri
                 if persist:  # kept in memory, and written as its containers' items are
-                    self.out._persist_store(window_id, self.out.flow).put(name, table, meta)
+                    self.out.persist_store(window_id, self.out.flow).put(name, table, meta)
                 continue
             trades = name == "trades"
             uris[name] = self.out.put_window_file(window_id, name, table, meta, trades=trades)

@@ -179,7 +179,7 @@ class PhaseResults:
         self._streams: dict[str, list[StreamStore]] = {}
         self._admf: Optional[AdmfFiles] = None
         self.blocks = BlockTables(self)
-        self.parts = BlockParts(self._dir, run_id, phase, catalog, encryption)
+        self.parts = BlockParts(self.window_dir, run_id, phase, catalog, encryption)
 
     @property
     def mode(self) -> str:
@@ -187,7 +187,8 @@ class PhaseResults:
 
     # ------------------------------------------------------------------ stores
 
-    def _dir(self, window_id: Optional[str]) -> Path:
+    def window_dir(self, window_id: Optional[str]) -> Path:
+        """The window's folder of phase files (the phase's with None)."""
         return self.phase_dir / window_id if window_id else self.phase_dir
 
     def _store_dir(self, window_id: Optional[str]) -> Path:
@@ -240,7 +241,7 @@ class PhaseResults:
             store = self._stores[key] = open_store(flow, self._place(folder, window_id, names))
         return store
 
-    def _persist_store(self, window_id: Optional[str], flow: DataFlow) -> FileStore:
+    def persist_store(self, window_id: Optional[str], flow: DataFlow) -> FileStore:
         key = (window_id or "", "persist", (flow.persistence.format, _store_key(flow)))
         store = self._stores.get(key)
         if store is None:
@@ -302,7 +303,7 @@ class PhaseResults:
                     streams.append(store)
             uris["results"] = ref.uri
             if plan.persist and mode in ("memory", "hybrid"):
-                persist = self._persist_store(window_id, plan.flow)
+                persist = self.persist_store(window_id, plan.flow)
                 uris["persisted"] = persist.put(
                     f"{container_id}_results", self._record(persist, clean, window_id), meta
                 ).uri
@@ -317,6 +318,16 @@ class PhaseResults:
     def plan(self, container_id: str) -> ContainerPlan:
         """The plan of a container's results."""
         return self._plan(container_id)
+
+    def plans(self, container_ids: Sequence[str]) -> list[ContainerPlan]:
+        """The plans of containers' results (one object for the containers the same
+        patterns match)."""
+        return self._plans(container_ids)
+
+    @property
+    def writes_admf(self) -> bool:
+        """The phase also writes ``results.layout: admf`` files (:meth:`use_admf`)."""
+        return self._admf is not None
 
     # ------------------------------------------------------------------ admf layout
 
@@ -399,7 +410,7 @@ class PhaseResults:
         store = self._container_store(window_id, container_id, plan)
         uri = store.put(key, equity, meta).uri
         if plan.persist and plan.flow.mode in ("memory", "hybrid"):
-            self._persist_store(window_id, plan.flow).put(key, equity, meta)
+            self.persist_store(window_id, plan.flow).put(key, equity, meta)
         return uri
 
     # ------------------------------------------------------------------ roles
@@ -453,7 +464,7 @@ class PhaseResults:
     def window_writer(self, window_id: Optional[str], name: str, schema: pa.Schema) -> Any:
         """A writer of ``<name>.arrow`` in the window's folder, batch by batch in the
         phase's file compression (closed by :meth:`close_writer`)."""
-        folder = self._dir(window_id)
+        folder = self.window_dir(window_id)
         make_private_dir(folder)
         return phasekit.IpcWriter(
             str(folder / f"{name}.arrow"), schema=schema, compression=self.flow.file.compression
@@ -490,14 +501,16 @@ class PhaseResults:
 
     def window_files(self, window_id: Optional[str]) -> FileStore:
         """A file store of the window's folder in the phase's file settings."""
-        return open_file_store(self.flow.file, self._place(self._dir(window_id), window_id))
+        return open_file_store(self.flow.file, self._place(self.window_dir(window_id), window_id))
 
     # ------------------------------------------------------------------ phase files
 
     def write_table(self, window_id: Optional[str], name: str, table: pa.Table) -> str:
         """Write ``<name>.arrow`` in the window's folder (the phase's with None) and
         record it; returns its URI."""
-        return self._write_table(self._dir(window_id) / f"{name}.arrow", table, name, window_id)
+        return self._write_table(
+            self.window_dir(window_id) / f"{name}.arrow", table, name, window_id
+        )
 
     def read_table(self, uri: str) -> pa.Table:
         """A table this run wrote (an Arrow IPC file, by its URI; decrypted if need be)."""
@@ -569,7 +582,7 @@ class PhaseResults:
     ) -> str:
         """Write ``<name>.json`` in the window's folder and record it; ``clean``: ``obj``
         holds plain JSON values already (no copy through :func:`jsonable`)."""
-        path = self._dir(window_id) / f"{name}.json"
+        path = self.window_dir(window_id) / f"{name}.json"
         return self._json_file(path, name, window_id, obj if clean else jsonable(obj), metadata)
 
     def _json_file(
