@@ -174,6 +174,9 @@ def test_filesystems_without_versions_need_no_version_api() -> None:
     report = DoctorReport(repair=False)
     _report_versions(root, report)
     assert report.findings == []
+    # a transport without a version API refuses to be asked, with a phasekit error
+    with pytest.raises(StorageError, match="cannot list or delete object versions"):
+        list(root.transport.versions(root.bucket, "p/"))
 
 
 def _config(tmp_path: Path, encrypted: bool) -> Path:

@@ -258,8 +258,13 @@ VERSION_BATCH = 1000
 (S3's limit for both)."""
 
 
-def _no_versions(what: str) -> NotImplementedError:
-    return NotImplementedError(f"{what} lists and deletes no object versions")
+def _no_versions(what: str) -> StorageError:
+    """Asked for versions of a transport that cannot tell whether its bucket keeps any
+    (:meth:`ObjectRoot.keeps_versions` is then None and never asks)."""
+    return StorageError(
+        f"{what} cannot list or delete object versions (phasekit cannot tell whether its "
+        "buckets keep versions; s3:// and pyarrow+s3:// with boto3 installed can)"
+    )
 
 
 class _S3:
