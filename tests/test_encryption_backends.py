@@ -14,12 +14,13 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Optional
 
 import pyarrow as pa
 import pytest
 
 import phasekit
-from phasekit.crypt import Encryption, generate_key, open_encryption
+from phasekit.crypt import Encryption, aead, generate_key, open_encryption
 from phasekit.crypt.aead import (
     HEADER_BYTES,
     TAG_BYTES,
@@ -31,7 +32,8 @@ from phasekit.crypt.aead import (
     unseal,
 )
 from phasekit.errors import CorruptDataError, InvalidArgument
-from phasekit.stores import FileStore
+from phasekit.stores import FileStore, durable
+from phasekit.stores import sealed as sealed_module
 from phasekit.stores.durable import ChecksummedSink
 
 CHUNK = 4096
@@ -129,26 +131,61 @@ def _stream(writer: ChunkWriter, data: bytes, piece: int) -> None:
     writer.close()
 
 
-@pytest.mark.parametrize("backend_name", ["rust", "python"])
-def test_overlapped_writes_are_the_same_bytes_written_behind_the_sealing(
-    backend_name: str,
-) -> None:
-    phasekit.set_backend(backend_name)
+BATCH = 4  # chunks sealed into one output buffer before it is written (patched below)
+
+
+def _column_like(writer: ChunkWriter, data: bytes) -> None:
+    """Writes the way an Arrow IPC file arrives: a small write, then writes of one batch
+    each (so every batch starts inside a chunk), then the rest."""
+    writer.write(data[:100])
+    at = 100
+    while at + BATCH * CHUNK <= len(data):
+        writer.write(data[at : at + BATCH * CHUNK])
+        at += BATCH * CHUNK
+    writer.write(data[at:])
+    writer.close()
+
+
+@pytest.fixture(params=["rust", "python"])
+def small_batches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each backend in turn, with batches of :data:`BATCH` chunks."""
+    phasekit.set_backend(request.param)
+    monkeypatch.setattr(aead, "BATCH_BYTES", BATCH * CHUNK)
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_sealed_chunks_reach_the_sink_in_whole_batches_behind_the_sealing() -> None:
     plain, behind = ThreadSink(), ThreadSink()
-    piece = 3 * CHUNK + 7  # runs of whole chunks sealed while the run before is written
-    _stream(ChunkWriter(plain, KEY, "item", HEADER), DATA, piece)
-    _stream(ChunkWriter(behind, KEY, "item", HEADER, overlap=True), DATA, piece)
+    _column_like(ChunkWriter(plain, KEY, "item", HEADER), DATA)
+    _column_like(ChunkWriter(behind, KEY, "item", HEADER, overlap=True), DATA)
     assert b"".join(behind.parts) == b"".join(plain.parts) == sealed_by("python")
+    # each batch-sized write is sealed as one chunk from a copy (the one it starts
+    # inside) and three straight from it; the four reach the sink in one write
+    batch = BATCH * (CHUNK + TAG_BYTES)
+    for sink in (plain, behind):
+        assert [len(p) for p in sink.parts] == [HEADER_BYTES] + [batch] * 10 + [123 + TAG_BYTES]
     main = threading.current_thread().name
     assert set(plain.threads) == {main}
-    # the header and the final chunk from the caller's thread, the runs between from the
-    # writer's own
+    # the header and the final chunk from the caller's thread, the batches between from
+    # the writer's own
     assert behind.threads[0] == behind.threads[-1] == main
     assert set(behind.threads[1:-1]) == {"phasekit-seal-write"}
-    assert len(behind.threads) > 3
     assert not any(t.name == "phasekit-seal-write" for t in threading.enumerate())
 
 
+@pytest.mark.usefixtures("small_batches")
+def test_overlapped_writes_of_any_sizes_are_the_same_bytes() -> None:
+    for piece in (1000, CHUNK, 3 * CHUNK + 7, 9 * CHUNK + 1):
+        plain, behind = ThreadSink(), ThreadSink()
+        _stream(ChunkWriter(plain, KEY, "item", HEADER), DATA, piece)
+        _stream(ChunkWriter(behind, KEY, "item", HEADER, overlap=True), DATA, piece)
+        assert b"".join(behind.parts) == b"".join(plain.parts) == sealed_by("python"), piece
+        # never more than a batch in one write (a longer write is sealed a batch at a time)
+        assert max(len(p) for p in behind.parts) <= BATCH * (CHUNK + TAG_BYTES), piece
+
+
+@pytest.mark.usefixtures("small_batches")
 @pytest.mark.parametrize("fail_at", [1, 3])
 def test_an_overlapped_write_that_fails_is_raised_and_its_thread_ends(fail_at: int) -> None:
     writer = ChunkWriter(ThreadSink(fail_at), KEY, "item", HEADER, overlap=True)
@@ -225,6 +262,66 @@ def test_a_checksummed_sink_writes_everything_through_short_writes(backend_name:
     sink.write(memoryview(DATA)[2500:])
     assert raw.data == DATA
     assert sink.checksum == f"crc32:{zlib.crc32(DATA):08x}"
+
+
+class FileWithNo:
+    """A sink's file: what was written and the descriptor it reports."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, b: Any) -> int:
+        self.data += b
+        return memoryview(b).nbytes
+
+    def fileno(self) -> int:
+        return 42
+
+
+@pytest.mark.parametrize(("flush_every", "flushes"), [(None, 0), (3000, 2), (1000, 6)])
+def test_a_checksummed_sink_flushes_the_file_in_the_background_every_so_many_bytes(
+    monkeypatch: pytest.MonkeyPatch, flush_every: Optional[int], flushes: int
+) -> None:
+    done: list[tuple[int, str]] = []
+    monkeypatch.setattr(
+        durable, "_fdatasync", lambda fd: done.append((fd, threading.current_thread().name))
+    )
+    raw = FileWithNo()
+    sink = ChecksummedSink(raw, flush_every=flush_every)  # type: ignore[arg-type]
+    for piece in range(0, 6000, 1000):
+        sink.write(DATA[piece : piece + 1000])
+        sink.finish()  # each flush ends before the next write: none is dropped
+    assert raw.data == DATA[:6000]
+    assert done == [(42, "phasekit-flush")] * flushes
+
+
+def test_a_background_flush_that_fails_is_raised_by_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(durable, "_fdatasync", failing)
+    sink = ChecksummedSink(FileWithNo(), flush_every=100)  # type: ignore[arg-type]
+    sink.write(DATA[:100])
+    with pytest.raises(OSError, match="Input/output error"):
+        sink.finish()
+    with pytest.raises(InvalidArgument, match="flush_every must be a positive byte count, got 0"):
+        ChecksummedSink(FileWithNo(), flush_every=0)  # type: ignore[arg-type]
+
+
+def test_an_encrypted_put_flushes_its_file_before_the_commit(
+    tmp_path: Path, enc: Encryption, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sealed_module, "FLUSH_EVERY", 1 << 20)
+    flushed: list[int] = []
+    real = durable._fdatasync
+    monkeypatch.setattr(durable, "_fdatasync", lambda fd: (flushed.append(fd), real(fd)))
+    table = pa.table({"x": pa.array(range(300_000), pa.float64())})  # 2.4 MB
+    store = FileStore(tmp_path / "s", encryption=enc)
+    store.put("t", table)
+    assert flushed  # the background flush ran on the file being written
+    assert store.get("t").equals(table)
 
 
 def test_aead_chunks_refuse_bad_arguments_alike(backend: ModuleType) -> None:

@@ -169,11 +169,17 @@ class ChunkWriter:
     """Encrypts what is written to it chunk by chunk into ``sink``; :meth:`close` writes
     the final chunk. ``tell`` counts plaintext bytes (for writers that ask).
 
-    ``overlap``: runs of whole chunks are written to ``sink`` by a thread of the writer's
-    own while the next run is sealed (into a second buffer), so the sink's work (a
-    file's write and checksum) and the sealing overlap; :meth:`close` (or, after a
-    failure, :meth:`abandon`) waits for it. Off, every run is written before the next
-    is sealed. The bytes written are the same either way."""
+    Sealed chunks gather in an output buffer until it holds a batch
+    (:data:`BATCH_BYTES` of plaintext), which is then written to ``sink`` in one call;
+    so a format's writes of any sizes (a column buffer starting inside a chunk: one
+    chunk sealed from a copy, the rest straight from the buffer) reach the sink as
+    runs of one batch each.
+
+    ``overlap``: each batch is written to ``sink`` by a thread of the writer's own while
+    the next is sealed (into a second buffer), so the sink's work (a file's write and
+    checksum) and the sealing overlap; :meth:`close` (or, after a failure,
+    :meth:`abandon`) waits for it. Off, every batch is written before the next is
+    sealed. The bytes written are the same either way."""
 
     closed = False
 
@@ -184,11 +190,13 @@ class ChunkWriter:
         self._chunks = _chunks(key, header, item_id)
         self._header = header
         self._buf = bytearray()
-        # grown to the largest run sealed, then reused; from Arrow's pool, whose large
-        # blocks are reused rather than faulted in page by page for every file. With
-        # overlap, two: one sealed into while the other is written.
+        # grown to a batch (or the largest run sealed), then reused; from Arrow's pool,
+        # whose large blocks are reused rather than faulted in page by page for every
+        # file. With overlap, two: one sealed into while the other is written.
         self._outs = [pa.allocate_buffer(0)] * (2 if overlap else 1)
         self._slot = 0
+        self._filled = 0  # sealed bytes in the current output buffer, not yet written
+        self._pending = 0  # chunks among them
         self._overlap = overlap
         self._behind: _Behind | None = None
         self._index = 0
@@ -224,42 +232,66 @@ class ChunkWriter:
         return self._header.chunk_bytes
 
     def emit_whole(self, data: memoryview) -> None:
-        """Encrypt and write whole chunks (nothing may be buffered before them), a batch
-        of them (:data:`BATCH_BYTES`) per backend call."""
+        """Encrypt whole chunks (nothing may be buffered before them), a batch of them
+        (:data:`BATCH_BYTES`) per backend call."""
         step = _batch_chunks(self.chunk_bytes) * self.chunk_bytes
         for start in range(0, data.nbytes, step):
             self.emit(data[start : start + step], final=False)
 
     def emit(self, chunks: Any, final: bool) -> None:
-        """Encrypt and write a run of chunks (nothing may be buffered before it): whole
-        chunks, or when ``final`` the rest of the file (written once the runs before it
-        are)."""
-        out = self._seal_run(chunks, final)
-        if self._overlap and not final:
-            if self._behind is None:
-                self._behind = _Behind(self._sink)
-            self._behind.put(out)  # returns once the run before is written
-            self._slot = 1 - self._slot
-            return
-        if self._behind is not None:
-            self._behind.wait()
-        with out:
-            self._sink.write(out)
-
-    def _seal_run(self, chunks: Any, final: bool) -> memoryview:
-        """Seal a run of chunks into the output buffer of the current slot (grown when
-        too small; with overlap the other slot's may still be being written); returns
-        the view of the sealed bytes."""
+        """Encrypt a run of chunks (nothing may be buffered before it): whole chunks, or
+        when ``final`` the rest of the file. They join the sealed chunks not yet written;
+        a full batch of them is written (``overlap``: handed to the writer's thread), the
+        final run with everything before it."""
         size = self.chunk_bytes
         with memoryview(chunks) as raw, raw.cast("B") as plain:
             count = max(1, -(-plain.nbytes // size)) if final else plain.nbytes // size
-            n = plain.nbytes + count * TAG_BYTES
-            if self._outs[self._slot].size < n:
-                self._outs[self._slot] = pa.allocate_buffer(n)
-            out = memoryview(self._outs[self._slot])[:n]
-            self._chunks.seal(self._index, final, plain, out)
+            if self._pending and self._pending + count > _batch_chunks(size):
+                self._hand_over()  # the run would overfill the batch: write it first
+            self._seal_run(plain, count, final)
+        if final:
+            if self._behind is not None:
+                self._behind.wait()
+            self._write_filled()
+        elif self._pending >= _batch_chunks(size):
+            self._hand_over()
+
+    def _seal_run(self, plain: memoryview, count: int, final: bool) -> None:
+        """Seal ``count`` chunks after the sealed bytes of the current output buffer
+        (grown when too small: to a batch, or just the final run of a file with nothing
+        before it; with overlap the other buffer may still be being written)."""
+        n = plain.nbytes + count * TAG_BYTES
+        end = self._filled + n
+        out = self._outs[self._slot]
+        if out.size < end:
+            batch = _batch_chunks(self.chunk_bytes) * (self.chunk_bytes + TAG_BYTES)
+            grown = pa.allocate_buffer(end if final and not self._filled else max(end, batch))
+            if self._filled:
+                memoryview(grown)[: self._filled] = memoryview(out)[: self._filled]
+            self._outs[self._slot] = out = grown
+        with memoryview(out) as whole, whole[self._filled : end] as into:
+            self._chunks.seal(self._index, final, plain, into)
         self._index += count
-        return out
+        self._filled = end
+        self._pending += count
+
+    def _hand_over(self) -> None:
+        """Write the sealed bytes of the current output buffer: with overlap, in the
+        writer's thread (once the buffer before is written), then seal into the other."""
+        if not self._overlap:
+            self._write_filled()
+            return
+        if self._behind is None:
+            self._behind = _Behind(self._sink)
+        self._behind.put(memoryview(self._outs[self._slot])[: self._filled])
+        self._slot = 1 - self._slot
+        self._filled = self._pending = 0
+
+    def _write_filled(self) -> None:
+        if self._filled:
+            with memoryview(self._outs[self._slot]) as out, out[: self._filled] as sealed:
+                self._sink.write(sealed)
+        self._filled = self._pending = 0
 
     def tell(self) -> int:
         return self._plain

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from phasekit._pure.ipc import TMP_SUFFIX
 from phasekit.backend import backend_module
 from phasekit.checksum import bytes_checksum, crc32, format_crc32
 from phasekit.checksum import tree_checksum as _tree_checksum
-from phasekit.errors import CorruptDataError, StorageError
+from phasekit.errors import CorruptDataError, InvalidArgument, StorageError
 from phasekit.fsync import fsync_dir
 from phasekit.fsync import fsync_file as _fsync_file
 from phasekit.paths import O_NOFOLLOW, make_private, open_nofollow
@@ -342,15 +343,65 @@ def _flush(raw: BinaryIO, pending: list[bytes], crc: int) -> int:
     return crc32(block, crc)
 
 
+FLUSH_EVERY = 32 << 20
+"""A file written through a :class:`ChecksummedSink` with ``flush_every`` on (or the Rust
+``IpcWriter``, its own ``SYNC_EVERY``) has its written pages flushed to disk in the
+background every this many bytes, so the fsync that commits it has little left to wait for."""
+
+
+class _Flusher:
+    """``fdatasync`` of one open file in a thread of its own, started by :meth:`kick`
+    while writing goes on (a kick while one runs is dropped: that flush and the final
+    fsync cover its bytes); :meth:`wait` returns once it ends, raising its error."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[OSError] = None
+
+    def kick(self) -> None:
+        if self._error is None and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._run, name="phasekit-flush", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            _fdatasync(self._fd)
+        except OSError as exc:  # raised again by wait(), in the writer's thread
+            self._error = exc
+
+    def wait(self) -> None:
+        """Return once no flush runs (call it before the file is closed); a flush's
+        error otherwise (a later fsync through another descriptor may not see it)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
 class ChecksummedSink:
     """Writes every buffer given to it whole to an unbuffered file and continues the
     CRC-32 of what was written (the backend's ``crc32``: Rust releases the GIL), so the
-    file's checksum needs no second read."""
+    file's checksum needs no second read.
 
-    def __init__(self, raw: BinaryIO) -> None:
+    ``flush_every``: every this many bytes written, the file's pages are flushed to disk
+    in the background (:data:`FLUSH_EVERY`; None: never), so its commit's fsync waits
+    for less; :meth:`finish` waits for the flush and must be called before the file is
+    closed."""
+
+    def __init__(self, raw: BinaryIO, flush_every: Optional[int] = None) -> None:
+        if flush_every is not None and flush_every <= 0:
+            raise InvalidArgument(f"flush_every must be a positive byte count, got {flush_every}")
         self._raw = raw
         self._crc32 = backend_module().crc32
         self._crc = 0
+        self._flush_every = flush_every
+        self._unflushed = 0
+        self._flusher: Optional[_Flusher] = None
 
     def write(self, data: Any) -> int:
         with memoryview(data) as view, view.cast("B") as block:
@@ -361,7 +412,24 @@ class ChecksummedSink:
                 if not n:
                     raise OSError(errno.EIO, f"the file took none of {block.nbytes - done} bytes")
                 done += n
+            self._wrote(done)
             return done
+
+    def _wrote(self, n: int) -> None:
+        if self._flush_every is None:
+            return
+        self._unflushed += n
+        if self._unflushed >= self._flush_every:
+            self._unflushed = 0
+            if self._flusher is None:
+                self._flusher = _Flusher(self._raw.fileno())
+            self._flusher.kick()
+
+    def finish(self) -> None:
+        """Wait for a background flush (its OSError is raised); the file may be closed
+        then."""
+        if self._flusher is not None:
+            self._flusher.wait()
 
     @property
     def checksum(self) -> str:
