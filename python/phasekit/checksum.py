@@ -81,6 +81,63 @@ def path_checksum(path: PathLike) -> str:
     return tree_checksum(path) if Path(path).is_dir() else file_checksum(path)
 
 
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    out = 0
+    row = 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return out
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, matrix[n]) for n in range(32)]
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of ``A + B`` from ``crc32(A)``, ``crc32(B)`` and ``len(B)`` (zlib's
+    crc32_combine)."""
+    if length2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator of one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four
+    while True:
+        even = _gf2_square(odd)  # one zero byte, then 4, 16, ... (squared each turn)
+        if length2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+        odd = _gf2_square(even)
+        if length2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+    return crc1 ^ crc2
+
+
+def parse_crc32(checksum: str) -> int:
+    """The CRC-32 value of a ``crc32:xxxxxxxx`` checksum; ``ValueError`` for anything else."""
+    if not checksum.startswith(PREFIX) or len(checksum) != len(PREFIX) + 8:
+        raise ValueError(f"{checksum!r} is not a {PREFIX}xxxxxxxx checksum")
+    return int(checksum[len(PREFIX) :], 16)
+
+
+def tree_checksum_of(files: list[tuple[str, str, int]]) -> str:
+    """The checksum :func:`tree_checksum` computes for a folder holding exactly ``files``
+    (``(relative POSIX path, crc32:... of the file, its size)``), without reading them:
+    each file's CRC-32 joined on with :func:`crc32_combine`."""
+    crc = 0
+    for rel, checksum, size in sorted(files):
+        crc = zlib.crc32(rel.encode() + b"\x00", crc)
+        crc = crc32_combine(crc, parse_crc32(checksum), size)
+    return format_crc32(crc)
+
+
 SEAL_KEY = "check"
 """The field of a sealed JSON object (a store manifest) that holds its checksum."""
 
@@ -116,11 +173,14 @@ __all__ = [
     "SEAL_KEY",
     "bytes_checksum",
     "crc32",
+    "crc32_combine",
     "file_checksum",
     "format_crc32",
+    "parse_crc32",
     "path_checksum",
     "seal",
     "seal_problem",
     "tree_checksum",
+    "tree_checksum_of",
     "tree_files",
 ]

@@ -12,7 +12,10 @@ the block's containers as columns::
 
 With ``"rows": [200, 202, ...]`` the containers' rows of the table are those (the
 block's other containers have their own items: a ``containers:`` pattern gives them a
-``streaming`` flow), else ``first_row`` on.
+``streaming`` flow), else ``first_row`` on. Where the window's tables are part sets
+(:mod:`phasekit.workflow.blockwrite`), ``uri`` is the block's own part of the
+``containers`` table (``.../containers.parts/part-000003.arrow``), ``first_row`` 0, and
+``"parts"`` lists the block's part of each table (file, checksum, size, rows).
 
 A container of a block is seen as the row it would have on its own
 (:func:`container_rows`): entity ``<container_id>_results``, inline data

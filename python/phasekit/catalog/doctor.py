@@ -85,6 +85,7 @@ from phasekit.errors import (
 )
 from phasekit.objstore import ObjectRoot, is_object_url, manifest_of, unknown_versions
 from phasekit.paths import contained, read_bytes_nofollow
+from phasekit.stores.partset import SUFFIX as PART_SET
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -299,7 +300,7 @@ def _manifest_problem(path: Path, root: Path, verify: bool, key_of: KeyOf) -> st
     folder = path.parent
     if folder.name == ".phasekit" and path.suffix == ".json" and not path.name.startswith("."):
         kind = "file"
-    elif folder.name.endswith(".stream") and path.name == "manifest.json":
+    elif folder.name.endswith((".stream", PART_SET)) and path.name == "manifest.json":
         kind = "stream"
     else:
         return None

@@ -32,6 +32,7 @@ from phasekit.crypt import Encryption, decrypt_file, recorded_encryption
 from phasekit.errors import CatalogError, InvalidArgument, StorageError, UnsafePath
 from phasekit.objstore import is_object_url
 from phasekit.paths import contained, make_private, make_private_dir
+from phasekit.stores.partset import is_part_set, read_part_set
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -96,6 +97,8 @@ def read_table(path: Path | Any, fmt: str) -> pa.Table:
     def source() -> Any:
         return pa.OSFile(str(path), "rb") if isinstance(path, Path) else pa.BufferReader(path)
 
+    if isinstance(path, Path) and is_part_set(path):  # a table of Arrow parts
+        return read_part_set(path, str(path))
     if fmt == "arrow":
         with source() as raw:
             try:

@@ -65,6 +65,7 @@ from phasekit.serve.data import (
 from phasekit.serve.metrics import Metrics, MetricsMiddleware
 from phasekit.serve.public import ServerPaths, public_text, public_value, server_paths
 from phasekit.serve.verified import VerifiedFiles, unreadable
+from phasekit.stores.partset import is_part_set
 
 log = logging.getLogger("phasekit.serve")
 
@@ -365,11 +366,12 @@ class Api:
             )
         if fetched is None:
             self.verified.verify(self.catalog, item, path)
-        kind = "parquet" if fetched is None and path.is_dir() else source_format(item, path)
+        folder = fetched is None and path.is_dir()
+        kind = source_format(item, path) if not folder or is_part_set(path) else "parquet"
         sealed = None
-        if fetched is None and not path.is_dir():
+        if not folder:
             sealed = open_sealed(path, self.encryption, item.label)
-        if (kind, fmt, columns, limit, fetched, sealed) == (
+        if not folder and (kind, fmt, columns, limit, fetched, sealed) == (
             "arrow",
             "arrow",
             None,

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from phasekit import errors
 from phasekit._core import crc32
-from phasekit.checksum import format_crc32
+from phasekit.checksum import crc32_combine, format_crc32
 from phasekit.errors import InvalidArgument, PhasekitError
 
 log = logging.getLogger(__name__)
@@ -283,45 +283,6 @@ def _fill(response: http.client.HTTPResponse, view: memoryview, got: int, end: i
             )
         got += n
     return got
-
-
-def _gf2_times(matrix: list[int], vector: int) -> int:
-    out = 0
-    row = 0
-    while vector:
-        if vector & 1:
-            out ^= matrix[row]
-        vector >>= 1
-        row += 1
-    return out
-
-
-def _gf2_square(matrix: list[int]) -> list[int]:
-    return [_gf2_times(matrix, matrix[n]) for n in range(32)]
-
-
-def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
-    """The CRC-32 of ``A + B`` from ``crc32(A)``, ``crc32(B)`` and ``len(B)`` (zlib's
-    crc32_combine)."""
-    if length2 <= 0:
-        return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator of one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four
-    while True:
-        even = _gf2_square(odd)  # one zero byte, then 4, 16, ... (squared each turn)
-        if length2 & 1:
-            crc1 = _gf2_times(even, crc1)
-        length2 >>= 1
-        if not length2:
-            break
-        odd = _gf2_square(even)
-        if length2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
-    return crc1 ^ crc2
 
 
 def _set_lowat(sock: socket.socket, wanted: int) -> bool:

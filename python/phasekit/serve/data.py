@@ -24,6 +24,7 @@ from phasekit.catalog.encode import to_json
 from phasekit.checksum import format_crc32, tree_files
 from phasekit.errors import CatalogError, CorruptDataError, InvalidArgument, UnsafePath
 from phasekit.paths import contained, open_nofollow
+from phasekit.stores.partset import is_part_set, part_set_batches
 
 OUTPUT_FORMATS = ("arrow", "parquet", "csv", "json")
 """What ``/items/{id}/data`` returns; the first is the default."""
@@ -93,7 +94,8 @@ def _sliced(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 
 
 class TableSource:
-    """The schema and batches of a stored table (a file, or a partitioned Parquet folder);
+    """The schema and batches of a stored table (a file, a part set of Arrow files, or a
+    partitioned Parquet folder);
     ``plain``: a file of its bytes read instead of ``path`` (an object's bytes, or an
     encrypted file's plaintext decrypted as it is read)."""
 
@@ -105,7 +107,9 @@ class TableSource:
         plain: pa.NativeFile | None = None,
     ) -> None:
         source: str | pa.NativeFile = str(path) if plain is None else plain
-        if plain is None and path.is_dir():
+        if plain is None and is_part_set(path):  # Arrow parts, each verified as it is read
+            self.schema, self._batches = part_set_batches(path, f"folder {path}", columns)
+        elif plain is None and path.is_dir():
             self.schema, self._batches = _dataset(path, columns)
         else:
             self.schema, self._batches = _open(source, fmt, columns)

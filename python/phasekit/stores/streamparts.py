@@ -72,7 +72,7 @@ class Part:
         return self.rows if self.items is None else len(self.items)
 
 
-def _part(raw: Any) -> Part:
+def part_of(raw: Any) -> Part:
     """One manifest entry as a :class:`Part`; ``ValueError`` for anything else."""
     if not isinstance(raw, dict):
         raise ValueError(f"part {raw!r} is not an object")
@@ -229,6 +229,27 @@ def _allocate(fd: int, start: int, end: int) -> None:
     os.fsync(fd)
 
 
+def write_arrow_part(
+    path: Path, table: pa.Table, schema: pa.Schema, compression: Optional[str], what: str
+) -> dict[str, Any]:
+    """Write ``table`` as the Arrow IPC file ``path`` through ``phasekit.IpcWriter``
+    (atomic, fsynced, private); returns the writer's report (``checksum``,
+    ``size_bytes``, ``rows``, ``batches``). StorageError saying ``what`` failed."""
+    try:
+        with phasekit.IpcWriter(str(path), schema=schema, compression=compression) as w:
+            for batch in table.to_batches():
+                w.write(batch)
+            result: dict[str, Any] = w.close()
+        make_private(path)
+    except WriterError as exc:
+        raise storage_error(exc, what) from exc
+    except InvalidArgument as exc:
+        raise StorageError(f"{what} failed: {exc}") from exc
+    except OSError as exc:  # the mode of the finished part
+        raise storage_error(exc, what) from exc
+    return result
+
+
 class StreamFolder:
     """The parts and manifest of one stream (not thread-safe: its stream serialises calls)."""
 
@@ -315,7 +336,7 @@ class StreamFolder:
         parts = raw.get("parts", [])
         if not isinstance(parts, list):
             raise ValueError("parts is not a list")
-        stream.parts = [_part(p) for p in parts]
+        stream.parts = [part_of(p) for p in parts]
         for part in stream.parts:
             stream._path(part.file)
         stream.finished = bool(raw.get("finished"))
@@ -358,20 +379,7 @@ class StreamFolder:
             self._write_manifest([*self.parts, part])
             self.parts.append(part)
             return part
-        try:
-            with phasekit.IpcWriter(
-                str(path), schema=self.schema, compression=self.compression
-            ) as w:
-                for batch in table.to_batches():
-                    w.write(batch)
-                result = w.close()
-            make_private(path)
-        except WriterError as exc:
-            raise storage_error(exc, what) from exc
-        except InvalidArgument as exc:
-            raise StorageError(f"{what} failed: {exc}") from exc
-        except OSError as exc:  # the mode of the finished part
-            raise storage_error(exc, what) from exc
+        result = write_arrow_part(path, table, self.schema, self.compression, what)
         part = Part(
             name, str(result["checksum"]), int(result["size_bytes"]), table.num_rows, counts
         )
@@ -427,7 +435,9 @@ __all__ = [
     "StreamFolder",
     "combine",
     "item_kind",
+    "part_of",
     "reserve_for",
     "split_items",
     "to_batches",
+    "write_arrow_part",
 ]

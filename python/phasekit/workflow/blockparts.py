@@ -1,5 +1,9 @@
 """A block window's completed blocks kept on disk until the window is complete, so a
-resumed run reads them back instead of computing them again (``<window>/.blocks/``)."""
+resumed run reads them back instead of computing them again (``<window>/.blocks/``).
+
+A block whose window tables are part sets (:mod:`phasekit.workflow.blockwrite`) is kept
+by its parts themselves: its catalog row lists them (:data:`PARTS_KEY`), and a resumed
+run reuses it when every part it lists is there with its checksum."""
 
 from __future__ import annotations
 
@@ -8,15 +12,19 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pyarrow as pa
 
 from phasekit.crypt import Encryption
 from phasekit.errors import PhasekitError
-from phasekit.paths import make_private, make_private_dir
+from phasekit.paths import contained, make_private, make_private_dir
+from phasekit.stores.durable import verify
+from phasekit.stores.formats.base import encode_schema
 from phasekit.stores.sealed import read_plain, write_sealed_bytes
-from phasekit.workflow.blocks import BlockJob, BlockOutcome, read_stream
+from phasekit.stores.streamparts import part_of
+from phasekit.workflow.blocks import BlockJob, BlockOutcome, read_stream, stream_bytes
+from phasekit.workflow.blockwrite import WrittenBlock, table_folder
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +32,12 @@ BLOCK_PARTS = ".blocks"
 """The folder (in a window's folder) of the batches of the window's completed blocks,
 kept until the window is complete."""
 PART_NAMES = ("results", "trades", "curves")
+PARTS_KEY = "parts"
+"""Metadata key of a block row whose window tables are part sets: its part of each
+(``{table: {file, checksum, size_bytes, rows, items}}``)."""
+PART_TABLES = ("containers", "trades", "equity")
+"""The window tables a block row's parts may name."""
+Kept = Union[BlockOutcome, WrittenBlock]
 
 
 def block_entity(index: int) -> str:
@@ -79,13 +93,18 @@ class BlockParts:
         """Delete a window's kept block batches (once the window is complete)."""
         shutil.rmtree(self._folder(window_id), ignore_errors=True)
 
-    def done(self, window_id: Optional[str], blocks: Sequence[BlockJob]) -> dict[int, BlockOutcome]:
+    def done(
+        self, window_id: Optional[str], blocks: Sequence[BlockJob], written: bool = True
+    ) -> dict[int, Kept]:
         """The blocks of ``blocks`` an earlier attempt of the run completed (its marker
-        recorded, its batches kept), read back; the rows of any other block of that
-        attempt in this window are deleted (they are computed again). Nothing to read
-        without kept batches: a window's rows are committed after its batches are kept,
-        and the batches are deleted only once the window is complete."""
-        if not self._folder(window_id).is_dir():
+        recorded, its batches kept, or, ``written``, the parts its row lists), read
+        back; the rows of any other block of that attempt in this window are deleted
+        (they are computed again). Nothing to read without kept batches or parts: a
+        window's rows are committed after its batches or parts are kept, and the
+        batches are deleted only once the window is complete."""
+        window = self._window_dir(window_id)
+        parted = written and table_folder(window, "containers").is_dir()
+        if not self._folder(window_id).is_dir() and not parted:
             return {}
         rows = [
             r
@@ -95,12 +114,15 @@ class BlockParts:
         markers = {r.entity_name: r for r in rows if r.metadata.get("output_type") == "block"}
         if not markers:
             return {}
-        done: dict[int, BlockOutcome] = {}
+        done: dict[int, Kept] = {}
         for job in blocks:
             marker = markers.get(block_entity(job.index))
             if marker is None or marker.inline_data != block_marker(job):
                 continue
-            outcome = self._read(window_id, job)
+            outcome: Optional[Kept] = self._read(window_id, job)
+            parts = marker.metadata.get(PARTS_KEY)
+            if outcome is None and parted and parts is not None:
+                outcome = self._read_written(window, job, parts)
             if outcome is not None:
                 done[job.index] = outcome
         by_index = {job.index: job for job in blocks}
@@ -121,7 +143,36 @@ class BlockParts:
         log.info("phase %s: window %s: %d block(s) reused", self.phase, window_id, len(done))
         return done
 
+    def _read_written(self, window: Path, job: BlockJob, listed: Any) -> Optional[WrittenBlock]:
+        """A block whose parts its row lists, when every one is there with its checksum
+        (None, the block computed again, otherwise)."""
+        from phasekit.workflow.blocktables import metric_names
+
+        try:
+            if not isinstance(listed, dict) or not set(listed) <= set(PART_TABLES):
+                raise ValueError(f"its row's parts {sorted(listed)!r} name no window tables")
+            parts = {name: part_of(raw) for name, raw in listed.items()}
+            schemas: dict[str, str] = {}
+            results: Optional[pa.Table] = None
+            for name, part in parts.items():
+                path = contained(part.file, table_folder(window, name), f"part of {name}")
+                verify(path, part.checksum, f"{name}/{part.file}")
+                with pa.memory_map(str(path)) as source:
+                    table = pa.ipc.open_file(source).read_all()
+                schemas[name] = encode_schema(table.schema)
+                if name == "containers":
+                    results = table
+            if results is None:
+                raise ValueError("its row lists no part of the containers table")
+        except (OSError, ValueError, TypeError, pa.ArrowException, PhasekitError) as exc:
+            log.warning("block %s of %s is computed again: %s", job.index, window, exc)
+            return None
+        metrics = stream_bytes(results.select(metric_names(results.schema.names)))
+        return WrittenBlock(job, metrics, parts, schemas)
+
     def _read(self, window_id: Optional[str], job: BlockJob) -> Optional[BlockOutcome]:
+        if not self._folder(window_id).is_dir():
+            return None
         parts = []
         for name in PART_NAMES:
             path = self._folder(window_id) / f"{block_entity(job.index)}.{name}.arrows"

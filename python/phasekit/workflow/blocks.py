@@ -27,7 +27,7 @@ import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +43,9 @@ from phasekit.events import EventType
 from phasekit.tracing import TracerSettings
 from phasekit.workflow.executor import DataSpec, bars_for
 from phasekit.workflow.sequences import Span
+
+if TYPE_CHECKING:
+    from phasekit.workflow.blockwrite import PartSink, WrittenBlock
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,9 @@ class BlockJob:
     """The block's position in its window (0, 1, ...)."""
     parameters: tuple[Mapping[str, Any], ...] = ()
     """The sets as the phase lists them (the containers' ``parameters``)."""
+    sink: Optional[PartSink] = None
+    """Where the process that runs the block writes its window-table parts (a cluster
+    worker, :mod:`phasekit.workflow.blockwrite`); None: its rows go back to the client."""
 
     def __len__(self) -> int:
         return len(self.container_ids)
@@ -196,14 +202,39 @@ def executor_slots(executor: object) -> int:
 # ---------------------------------------------------------------- worker side
 
 
-def run_block_job(spec: DataSpec, job: BlockJob, backend: Optional[str] = None) -> BlockOutcome:
+Ran = Union[BlockOutcome, "WrittenBlock"]
+"""What running a block gives: its rows, or (sent with a sink this process reaches) the
+parts it wrote."""
+
+
+def run_block_job(spec: DataSpec, job: BlockJob, backend: Optional[str] = None) -> Ran:
     """Run a block over the bars of ``spec``, loaded once per process (what local worker
     processes execute)."""
     return run_block_bars(bars_for(spec), job, backend)
 
 
-def run_block_bars(bars: Bars, job: BlockJob, backend: Optional[str] = None) -> BlockOutcome:
-    """Run a block over ``bars`` (the data window it slices) in this process."""
+def run_block_bars(bars: Bars, job: BlockJob, backend: Optional[str] = None) -> Ran:
+    """Run a block over ``bars`` (the data window it slices) in this process: its rows as
+    Arrow IPC streams, or, when the block carries a :class:`~phasekit.workflow.blockwrite.
+    PartSink` this process reaches, its parts written there
+    (:func:`~phasekit.workflow.blockwrite.written_block`)."""
+    results, trades, curves = block_batches(bars, job, backend)
+    sink = job.sink
+    if sink is not None:
+        if sink.reachable():
+            from phasekit.workflow.blockwrite import written_block
+
+            table = pa.Table.from_batches
+            ts = bars.ts[job.span.start : job.span.stop]
+            return written_block(sink, job, table([results]), table([trades]), table([curves]), ts)
+        log.info("block %d: %s is not reachable here; its rows go back", job.index, sink.probe)
+    return BlockOutcome(job, stream_bytes(results), stream_bytes(trades), stream_bytes(curves))
+
+
+def block_batches(
+    bars: Bars, job: BlockJob, backend: Optional[str] = None
+) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+    """A block's results (with its ``events.*`` and trade metrics), trades and curves."""
     if backend is not None and phasekit.get_backend() != backend:
         phasekit.set_backend(backend)
     try:
@@ -236,9 +267,7 @@ def run_block_bars(bars: Bars, job: BlockJob, backend: Optional[str] = None) -> 
         results = results.set_column(i, results.schema.field(i), values)
     for name, column in zip(EVENT_COLUMNS, stats):
         results = results.append_column(name, pa.array(column, pa.int64()))
-    return BlockOutcome(
-        job, stream_bytes(results), stream_bytes(run.trades), stream_bytes(run.curves)
-    )
+    return results, run.trades, run.curves
 
 
 def open_at_end(results: pa.RecordBatch, trades: pa.RecordBatch) -> np.ndarray:

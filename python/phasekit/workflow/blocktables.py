@@ -21,8 +21,10 @@ columns).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -30,13 +32,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from phasekit.stores import HybridStore
+from phasekit.stores.partset import commit
 from phasekit.stores.ref import Ref, file_uri
-from phasekit.workflow.blockparts import block_entity, block_marker
+from phasekit.stores.streamparts import Part
+from phasekit.workflow.blockparts import PARTS_KEY, block_entity, block_marker
 from phasekit.workflow.blocks import (
     BOOTSTRAP_SEQUENCES,
     BlockJob,
     container_results,
     identity_groups,
+)
+from phasekit.workflow.blockwrite import (
+    PartSink,
+    WrittenBlock,
+    block_tables_of,
+    table_folder,
+    write_block_parts,
 )
 from phasekit.workflow.topology import TRADES_SCHEMA
 
@@ -84,6 +95,10 @@ def keep_curves(summaries: list[dict[str, Any]], block: BlockRows) -> None:
         lo, hi = trade_rows[i]
         summary["_pnl"] = pnl[lo:hi]
 
+
+PROBE = ".parts-probe"
+"""The file in a phase's folder a cluster worker reads to learn that it sees the run's
+results folder (:class:`~phasekit.workflow.blockwrite.PartSink`)."""
 
 BLOCK_PART_VIEW = "_block_parts"
 """The view (of a hybrid window's store) holding its tables' block parts until the
@@ -166,7 +181,7 @@ def _json_columns(table: pa.Table) -> dict[str, Any]:
     return out
 
 
-def _trades_table(trades: pa.Table, symbol: str) -> pa.Table:
+def trades_table(trades: pa.Table, symbol: str) -> pa.Table:
     """A block's trades in :data:`TRADES_SCHEMA` (the symbol added)."""
     cols = {name: trades.column(name) for name in trades.schema.names}
     cols["symbol"] = pa.repeat(pa.scalar(symbol, pa.string()), trades.num_rows)
@@ -222,7 +237,7 @@ def _per_plan(
     return np.array([value(plans[i]) for i in first], dtype=dtype)[group]
 
 
-def _equity_table(
+def equity_table(
     curves: pa.Table, ts: np.ndarray, container_ids: Sequence[str], intervals: np.ndarray
 ) -> pa.Table:
     """The block's equity curves as a window table (``container_id``, ``ts``,
@@ -258,6 +273,9 @@ class BlockTables:
         self._row_counts: dict[str, int] = {}
         self._table_uris: dict[str, str] = {}
         self._persist_tables: set[str] = set()
+        self._part_sets: dict[str, dict[str, tuple[list[Part], pa.Schema]]] = {}
+        self._part_mode: Optional[bool] = None
+        self._probe: Optional[tuple[Path, str]] = None
 
     def put(
         self,
@@ -281,21 +299,31 @@ class BlockTables:
 
         key = window_id or ""
         job = block.job
-        trades = None if block.trades is None else _trades_table(block.trades, job.symbol)
+        trades = None if block.trades is None else trades_table(block.trades, job.symbol)
         plans = self.out.plans(job.container_ids)
         if _per_plan(plans, lambda p: bool(p.persist), bool).any():
             self._persist_tables.add(key)
-        if "container_results" in self.out.outputs:
-            self._add_table(window_id, "containers", block.results)
-        if trades is not None and "trades" in self.out.outputs:
-            self._add_table(window_id, "trades", trades)
-        if block.curves is not None and "equity_curves" in self.out.outputs:
+        parts: Optional[dict[str, Part]] = None
+        if self.part_mode:  # this block's part of each table, written here
             intervals = _per_plan(plans, lambda p: int(p.snapshot_interval), np.int64)
-            equity = _equity_table(block.curves, block.ts, job.container_ids, intervals)
-            if equity.num_rows:
-                self._add_table(window_id, "equity", equity)
-        first = self._row_counts.get(key, 0)
-        self._row_counts[key] = first + block.results.num_rows
+            tables = block_tables_of(
+                job,
+                block.results,
+                block.trades,
+                block.curves,
+                block.ts,
+                self._part_tables(),
+                intervals,
+            )
+            parts = write_block_parts(
+                self.out.window_dir(window_id), job, tables, self._compression
+            )
+            self._add_parts(key, parts, {name: t.schema for name, t in tables.items()})
+            first = 0
+        else:
+            self._add_tables(window_id, block, trades, plans)
+            first = self._row_counts.get(key, 0)
+            self._row_counts[key] = first + block.results.num_rows
         names = metric_names(block.results.schema.names)
         items = self._items_wanted(plans)
         if items.any():
@@ -303,9 +331,14 @@ class BlockTables:
             self._put_items(window_id, block, trades, metrics, np.flatnonzero(items))
         columns = None
         if "container_results" in self.out.outputs and not items.all():
-            uri = self._table_uri(window_id, block.results)
+            if parts is not None:
+                uri = self._part_uri(window_id, parts)
+            else:
+                uri = self._table_uri(window_id, block.results)
             rows = np.flatnonzero(~items)
             columns = {"table": "containers", "uri": uri, "first_row": first}
+            if parts is not None:
+                columns[PARTS_KEY] = {name: asdict(part) for name, part in parts.items()}
             table = block.results.select(names)
             columns["columns"] = {
                 "container_id": np.asarray(job.container_ids, dtype=str)[rows],
@@ -316,6 +349,140 @@ class BlockTables:
         if not reused:
             self.out.catalog.record_items([self._marker(window_id, job, columns)])
         return metric_columns(block.results)
+
+    def _add_tables(
+        self,
+        window_id: Optional[str],
+        block: BlockRows,
+        trades: Optional[pa.Table],
+        plans: list[ContainerPlan],
+    ) -> None:
+        """Add a block's rows to the window's tables (written at the window's end)."""
+        job = block.job
+        if "container_results" in self.out.outputs:
+            self._add_table(window_id, "containers", block.results)
+        if trades is not None and "trades" in self.out.outputs:
+            self._add_table(window_id, "trades", trades)
+        if block.curves is not None and "equity_curves" in self.out.outputs:
+            intervals = _per_plan(plans, lambda p: int(p.snapshot_interval), np.int64)
+            equity = equity_table(block.curves, block.ts, job.container_ids, intervals)
+            if equity.num_rows:
+                self._add_table(window_id, "equity", equity)
+
+    # ------------------------------------------------------------------ part sets
+
+    @property
+    def part_mode(self) -> bool:
+        """The window tables are part sets, a part per block
+        (:mod:`phasekit.stores.partset`): the run's blocks run on a cluster whose
+        workers may write them (:meth:`PhaseResults.worker_parts`), every table goes to an
+        Arrow file (:meth:`_streams_tables`: file flow, unencrypted, unpartitioned, no
+        ``execution`` store), the ``containers`` table is written, and no output asks
+        for each container's own items."""
+        if self._part_mode is None:
+            out = self.out
+            self._part_mode = (
+                out.worker_parts
+                and "container_results" in out.outputs
+                and all(self._streams_tables(name) for name in _TABLE_OUTPUTS)
+                and not items_wanted(out.outputs, out.writes_admf, ())
+            )
+        return self._part_mode
+
+    @property
+    def _compression(self) -> Optional[str]:
+        return self.out.flow.file.compression
+
+    def _part_tables(self) -> tuple[str, ...]:
+        return tuple(name for name, kind in _TABLE_OUTPUTS.items() if kind in self.out.outputs)
+
+    def sink_for(self, window_id: Optional[str], job: BlockJob) -> BlockJob:
+        """``job`` with the :class:`~phasekit.workflow.blockwrite.PartSink` its worker
+        writes its parts to (in :attr:`part_mode`, unless some of its containers get
+        their own items: those blocks' rows come back and are written here)."""
+        if not self.part_mode:
+            return job
+        plans = self.out.plans(job.container_ids)
+        if self._items_wanted(plans).any():
+            return job
+        intervals = _per_plan(plans, lambda p: int(p.snapshot_interval), np.int64)
+        probe, token = self._reach_probe()
+        sink = PartSink(
+            window_dir=str(self.out.window_dir(window_id).resolve()),
+            tables=self._part_tables(),
+            compression=self._compression,
+            intervals=None if bool(np.all(intervals <= 1)) else tuple(intervals.tolist()),
+            probe=str(probe),
+            token=token,
+        )
+        return replace(job, sink=sink)
+
+    def _reach_probe(self) -> tuple[Path, str]:
+        """The file a worker reads to learn that it sees the run's results folder (a
+        fresh token in the phase's folder, written once per phase)."""
+        if self._probe is None:
+            from phasekit.paths import make_private_dir
+            from phasekit.stores.durable import write_bytes
+
+            folder = self.out.window_dir(None)
+            make_private_dir(folder)
+            token = secrets.token_hex(16)
+            path = (folder / PROBE).resolve()
+            write_bytes(path, token.encode(), f"writing {PROBE} of phase {self.out.phase}")
+            self._probe = (path, token)
+        return self._probe
+
+    def _add_parts(
+        self, key: str, parts: Mapping[str, Part], schemas: Mapping[str, pa.Schema]
+    ) -> None:
+        sets = self._part_sets.setdefault(key, {})
+        for name, part in parts.items():
+            found = sets.get(name)
+            if found is None:
+                sets[name] = ([part], schemas[name])
+            else:
+                found[0].append(part)
+
+    def _part_uri(self, window_id: Optional[str], parts: Mapping[str, Part]) -> str:
+        """The URI of a block's part of the ``containers`` table (its rows' table)."""
+        folder = table_folder(self.out.window_dir(window_id), "containers")
+        return (folder / parts["containers"].file).resolve().as_uri()
+
+    def put_written(self, window_id: Optional[str], block: WrittenBlock, reused: bool) -> None:
+        """Store a block whose worker wrote its parts (:mod:`phasekit.workflow.blockwrite`):
+        its parts join the window's part sets, and its catalog row (unless ``reused``)
+        points at its ``containers`` part, with its containers and metrics as columns."""
+        job = block.job
+        self._add_parts(window_id or "", block.parts, {n: block.schema(n) for n in block.parts})
+        if reused:
+            return
+        metrics = block.metrics_table()
+        columns: dict[str, Any] = {
+            "table": "containers",
+            "uri": self._part_uri(window_id, block.parts),
+            "first_row": 0,
+            PARTS_KEY: {name: asdict(part) for name, part in block.parts.items()},
+            "columns": {
+                "container_id": np.asarray(job.container_ids, dtype=str),
+                **_json_columns(metrics),
+            },
+        }
+        self.out.catalog.record_items([self._marker(window_id, job, columns)])
+
+    def _commit_parts(self, window_id: Optional[str]) -> dict[str, str]:
+        """Commit the window's part sets (their manifests) and record each as its
+        table; returns their URIs by name."""
+        uris: dict[str, str] = {}
+        for name, (parts, schema) in self._part_sets.pop(window_id or "", {}).items():
+            folder = table_folder(self.out.window_dir(window_id), name)
+            size, checksum = commit(folder, schema, self._compression, parts)
+            meta = {
+                "rows": sum(p.rows for p in parts),
+                "output_type": _TABLE_OUTPUTS[name],
+                "parts": len(parts),
+            }
+            uris[name] = self.out.record_part_set(window_id, name, folder, size, checksum, meta)
+        return uris
 
     def _marker(
         self, window_id: Optional[str], job: BlockJob, columns: Optional[Mapping[str, Any]]
@@ -462,7 +629,7 @@ class BlockTables:
         self._table_uris.pop(key, None)
         persist = key in self._persist_tables
         self._persist_tables.discard(key)
-        uris: dict[str, str] = {}
+        uris = self._commit_parts(window_id)
         for name, parts in self._parts.pop(key, {}).items():
             uris[name] = self._join_parts(window_id, name, parts, persist)
         for name, (writer, _) in self._writers.pop(key, {}).items():
@@ -481,8 +648,13 @@ class BlockTables:
         return uris
 
     def close(self) -> None:
-        """Drop what unfinished windows gathered (their Arrow files aborted)."""
+        """Drop what unfinished windows gathered (their Arrow files aborted; their parts
+        stay for a resumed run)."""
         self._gathered.clear()
+        self._part_sets.clear()
+        if self._probe is not None:
+            self._probe[0].unlink(missing_ok=True)
+            self._probe = None
         self._parts.clear()
         for view in self._part_views.values():
             view.close()

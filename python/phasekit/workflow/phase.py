@@ -22,6 +22,7 @@ from phasekit.workflow.blocks import (
     NO_BATCH,
     BlockJob,
     BlockOutcome,
+    Ran,
     block_refusal,
     block_sizes,
     executor_slots,
@@ -30,6 +31,7 @@ from phasekit.workflow.blocks import (
     stream_bytes,
 )
 from phasekit.workflow.blocktables import BlockRows, ItemRecord, keep_curves, metric_names
+from phasekit.workflow.blockwrite import WrittenBlock
 from phasekit.workflow.executor import DataSpec, Outcome
 from phasekit.workflow.executors import BatchExecutor
 from phasekit.workflow.plans import pattern_groups
@@ -388,13 +390,21 @@ class PhaseContext:
         summaries: list[Summary] = []
         blocks = list(self.blocks(jobs, self._next_block.get(folder, 0)))
         self._next_block[folder] = blocks[-1].index + 1
-        done = self.out.parts.done(folder, blocks)
+        if not keep_equity:  # a worker may write the blocks' parts (their rows stay there)
+            blocks = [self.out.blocks.sink_for(folder, block) for block in blocks]
+        done = self.out.parts.done(folder, blocks, written=not keep_equity)
         for outcome in self._outcomes(blocks, done):
             reused = outcome.job.index in done
+            job = outcome.job
+            if isinstance(outcome, WrittenBlock):
+                self.out.blocks.put_written(folder, outcome, reused)
+                failpoints.reach("blocks.after_block")
+                parts.append((job.container_ids, job.parameters, outcome.metrics_table()))
+                self.observer.containers_done(self.name, len(job))
+                continue
             if not reused:
                 self.out.parts.save(folder, outcome)
             results, trades, curves = outcome.tables()
-            job = outcome.job
             rows = BlockRows(job, job.parameters, results, trades, curves, window, ts)
             self.out.blocks.put(folder, rows, reused)
             failpoints.reach("blocks.after_block")
@@ -429,9 +439,9 @@ class PhaseContext:
         containers' summaries as columns."""
         job = replace(job, index=self._next_block.get(folder, 0))  # numbered on in its window
         self._next_block[folder] = job.index + 1
-        done = self.out.parts.done(folder, [job])
+        done = self.out.parts.done(folder, [job], written=False)
         found = done.get(job.index)
-        if found is not None:
+        if isinstance(found, BlockOutcome):
             results = read_stream(found.results)
         else:
             results = compute(job)
@@ -439,15 +449,13 @@ class PhaseContext:
             self.out.parts.save(folder, outcome)
         no_bars = np.zeros(0, dtype="datetime64[ns]")
         rows = BlockRows(job, job.parameters, results, None, None, window, no_bars, record)
-        self.out.blocks.put(folder, rows, found is not None)
+        self.out.blocks.put(folder, rows, isinstance(found, BlockOutcome))
         failpoints.reach("blocks.after_block")
         self.observer.containers_done(self.name, len(job))
         metrics = results.select(metric_names(results.schema.names))
         return SummaryColumns.concat([(job.container_ids, job.parameters, metrics)])
 
-    def _outcomes(
-        self, blocks: list[BlockJob], done: Mapping[int, BlockOutcome]
-    ) -> Iterator[BlockOutcome]:
+    def _outcomes(self, blocks: list[BlockJob], done: Mapping[int, Ran]) -> Iterator[Ran]:
         """The blocks' outcomes in order: those ``done`` read back, the others run."""
         todo = [b for b in blocks if b.index not in done]
         ran = self.executor.map_blocks(self.inputs.spec, todo)

@@ -64,6 +64,7 @@ from phasekit.stores.factory import (
     open_store,
 )
 from phasekit.stores.formats.arrow import ipc_file_bytes
+from phasekit.stores.partset import is_part_set, read_part_set
 from phasekit.stores.sealed import arrow_buffer, read_plain, write_sealed_bytes
 from phasekit.workflow.admf import AdmfFiles, container_record, file_name, trade_records
 from phasekit.workflow.blockparts import BlockParts
@@ -178,6 +179,10 @@ class PhaseResults:
         self._trade_tables: dict[str, list[pa.Table]] = {}
         self._streams: dict[str, list[StreamStore]] = {}
         self._admf: Optional[AdmfFiles] = None
+        self.worker_parts = False
+        """The run's blocks run on a cluster whose workers may write their window tables'
+        parts (set by the run for a ``dask`` or ``ray`` executor with a local
+        ``results_dir``; :attr:`BlockTables.part_mode`)."""
         self.blocks = BlockTables(self)
         self.parts = BlockParts(self.window_dir, run_id, phase, catalog, encryption)
 
@@ -481,6 +486,20 @@ class PhaseResults:
         metadata = {"rows": info["rows"], **meta}
         return self._record_file(path, entity, window_id, info, None, "arrow", metadata)
 
+    def record_part_set(
+        self,
+        window_id: Optional[str],
+        name: str,
+        folder: Path,
+        size_bytes: int,
+        checksum: str,
+        meta: Mapping[str, Any],
+    ) -> str:
+        """Record a committed part set (:mod:`phasekit.stores.partset`) as the window's
+        table ``name``; returns its URI."""
+        info = {"size_bytes": size_bytes, "checksum": checksum}
+        return self._record_file(folder, name, window_id, info, None, "arrow", meta)
+
     def put_window_file(
         self,
         window_id: Optional[str],
@@ -651,9 +670,12 @@ def read_json(path: Path, encryption: Optional[Encryption] = None) -> Any:
 
 
 def read_arrow(path: Path, encryption: Optional[Encryption] = None) -> pa.Table:
-    """An Arrow IPC file a run wrote (decrypted with ``encryption`` when it is encrypted)."""
+    """An Arrow IPC file a run wrote (decrypted with ``encryption`` when it is encrypted),
+    or a part set of them."""
     import pyarrow.feather as feather
 
+    if is_part_set(path):  # a table of Arrow parts (:mod:`phasekit.stores.partset`)
+        return read_part_set(path, f"results table {path}")
     plain = read_plain(path, encryption, f"results file {path}", arrow_buffer)
     if plain is not None:
         return pa.ipc.open_file(pa.py_buffer(plain)).read_all()

@@ -202,6 +202,16 @@ class Sequencer:
         self.observer.phase_done(name, outcome)
         return outcome
 
+    def _workers_write(self) -> bool:
+        """The executor's workers may write the window tables' parts themselves
+        (:mod:`phasekit.workflow.blockwrite`): a cluster executor, and results in a local
+        folder (on object storage, the client writes and publishes them)."""
+        from phasekit.catalog.publish import PublishingCatalog
+        from phasekit.workflow.executors.remote import RemoteExecutor
+
+        remote = isinstance(self.executor, RemoteExecutor)
+        return remote and not isinstance(self.catalog, PublishingCatalog)
+
     def _backtest(self, phase: ResolvedPhase) -> PhaseOutcome:
         inputs = self.inputs(phase.name)
         planner = Planner(phase, len(inputs.sets))
@@ -210,6 +220,7 @@ class Sequencer:
             folder = admf_folder(self.resolved, phase.name)
             out.use_admf(folder, inputs.portfolio.initial_capital)
         self._store_roles(out, inputs)
+        out.worker_parts = self._workers_write()
         observer = TimelineObserver(self.observer, out.stats)
         ctx = PhaseContext(
             phase,

@@ -1,0 +1,307 @@
+"""Window tables written by the Dask workers (:mod:`phasekit.workflow.blockwrite`).
+
+On the real loopback cluster (:mod:`conftest_dask`), a block window's ``containers``,
+``trades`` and ``equity`` tables are part sets whose parts the worker processes wrote:
+the client gets back only each block's metadata and never calls the writer for those
+blocks. What the run stored reads back (pyarrow, polars, DuckDB, the catalog, the CLI,
+the server) as the local run's single files do; a killed client resumes to the same
+tables; a damaged or missing part is an error for readers and a finding for doctor.
+The cluster tests run once, not per backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.feather as feather
+import pytest
+
+from cluster_support import config, outputs
+from dask_util import DaskCluster
+from phasekit.catalog import open_catalog
+from phasekit.cli import main as cli_main
+from phasekit.errors import CorruptDataError
+from phasekit.stores import partset
+from phasekit.workflow import blocktables, run
+from phasekit.workflow.blockwrite import WrittenBlock
+from phasekit.workflow.executors.remote import RemoteExecutor
+
+pytest_plugins = ["conftest_dask"]
+pytestmark = pytest.mark.one_pass
+
+TABLES = ("containers", "trades", "equity")
+
+
+def _table(window: Path, name: str) -> pa.Table | None:
+    """A window table as the local run (one Arrow file) or the cluster run (a part set)
+    stored it; None when the window has none."""
+    if (window / f"{name}.arrow").is_file():
+        return feather.read_table(window / f"{name}.arrow")
+    if (window / f"{name}{partset.SUFFIX}").is_dir():
+        return partset.read_part_set(window / f"{name}{partset.SUFFIX}")
+    return None
+
+
+def _windows(res: Any, phase: str) -> list[Path]:
+    return sorted(p for p in (res.run_dir / phase).iterdir() if p.is_dir())
+
+
+def _rows(catalog_url: str, run_id: str) -> list[tuple[Any, ...]]:
+    """The run's catalog rows as what they say (not where their files are)."""
+    with open_catalog(catalog_url) as catalog:
+        rows = catalog.list_items(run_id)
+    return sorted(
+        (
+            r.stage_name,
+            str(r.window_id),
+            r.entity_name,
+            r.format,
+            r.metadata.get("rows"),
+            json.dumps(r.metadata.get("columns"), sort_keys=True, default=str),
+        )
+        for r in rows
+    )
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    capsys.readouterr()
+    code = cli_main(list(args))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def pair(
+    dask_cluster: DaskCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, Any, list[tuple[str, int]], list[tuple[int, int]]]]:
+    """A local run and the same run on the cluster, with the blocks whose parts the
+    client wrote (window folder, block index) and, per block a worker wrote, the bytes
+    of what it handed back and of the parts it wrote."""
+    tmp = tmp_path_factory.mktemp("parts")
+    client_wrote: list[tuple[str, int]] = []
+    handed: list[tuple[int, int]] = []
+    write = blocktables.write_block_parts
+    map_blocks = RemoteExecutor.map_blocks
+
+    def counted_write(window_dir: Path, job: Any, tables: Any, compression: Any) -> Any:
+        client_wrote.append((Path(window_dir).name, job.index))
+        return write(window_dir, job, tables, compression)
+
+    def measured(self: RemoteExecutor[Any, Any], *args: Any, **kw: Any) -> Iterator[Any]:
+        for outcome in map_blocks(self, *args, **kw):
+            if isinstance(outcome, WrittenBlock):
+                written = sum(p.size_bytes for p in outcome.parts.values())
+                handed.append((len(pickle.dumps(outcome)), written))
+            yield outcome
+
+    local = run({**config(11), "results_dir": str(tmp / "local")})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(blocktables, "write_block_parts", counted_write)
+        mp.setattr(RemoteExecutor, "map_blocks", measured)
+        remote = run(
+            {**config(11), "results_dir": str(tmp / "dask")},
+            executor={"dask": dask_cluster.address},
+        )
+    try:
+        yield local, remote, client_wrote, handed
+    finally:
+        local.close()
+        remote.close()
+
+
+def test_the_workers_write_the_parts_and_hand_back_metadata(pair: Any) -> None:
+    local, remote, client_wrote, handed = pair
+    assert outputs(remote) == outputs(local)
+    # the search windows' training blocks came back as metadata only: a few KiB, not
+    # their rows
+    assert len(handed) >= 3
+    for size, written in handed:
+        assert size < 16_384 and size < written
+    for window in _windows(remote, "search"):
+        folder = window / "containers.parts"
+        parts = partset.part_files(folder)
+        # block 0 (the training sets) was written by a worker, the test set's block by
+        # the client (its equity curve is kept in the client for the out-of-sample curve)
+        assert (window.name, 0) not in client_wrote
+        assert folder / partset.part_name(0) in parts
+        assert (window.name, 1) in client_wrote
+        assert not (window / "containers.arrow").exists()
+
+
+def test_the_tables_read_as_the_local_run_s(pair: Any) -> None:
+    import duckdb
+    import polars
+    import pyarrow.dataset as ds
+
+    local, remote, _, _ = pair
+    for phase in ("search", "check"):
+        mine, theirs = _windows(remote, phase), _windows(local, phase)
+        assert [w.name for w in mine] == [w.name for w in theirs]
+        for window, want_window in zip(mine, theirs):
+            for name in TABLES:
+                want = _table(want_window, name)
+                folder = window / f"{name}{partset.SUFFIX}"
+                if want is None:  # a window without curves has no equity table
+                    assert name == "equity" and not folder.exists()
+                    continue
+                got = ds.dataset(str(folder), format="arrow", exclude_invalid_files=True)
+                assert got.to_table().to_pylist() == want.to_pylist(), (window, name)
+                frame = polars.scan_ipc(f"{folder}/part-*.arrow").collect()
+                assert (
+                    frame.to_arrow().to_pylist() == polars.from_arrow(want).to_arrow().to_pylist()
+                )
+                con = duckdb.connect()
+                con.register("t", partset.read_part_set(folder))
+                count = con.execute("SELECT count(*) FROM t").fetchone()
+                assert count is not None and count[0] == want.num_rows
+
+
+def test_the_catalog_and_its_readers_see_the_local_run_s_rows(
+    pair: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local, remote, _, _ = pair
+    assert _rows(remote.catalog_url, remote.run_id) == _rows(local.catalog_url, local.run_id)
+    # the run's own reader
+    for ref in remote.outputs("search"):
+        if ref.entity in TABLES:
+            (want,) = [
+                r for r in local.outputs("search")
+                if (r.entity, r.window_id) == (ref.entity, ref.window_id)
+            ]  # fmt: skip
+            assert ref.load().equals(want.load())
+    where = ["--catalog", remote.catalog_url]
+    # ls --container and show --container find a container's row within its block's part
+    listed = json.loads(_cli(capsys, "ls", remote.run_id, "--container", "train_00004",
+                             "--json", *where))  # fmt: skip
+    row = next(r for r in listed if r["window_id"] == "w0000")
+    shown = json.loads(_cli(capsys, "show", str(row["id"]), "--container", "train_00004",
+                            "--json", "--verify", *where))  # fmt: skip
+    assert shown["inline_data"]["uri"].endswith("containers.parts/part-000001.arrow")
+    # export converts a part set like a file; du counts it
+    for res, to in ((local, tmp_path / "local"), (remote, tmp_path / "dask")):
+        _cli(capsys, "export", res.run_id, "--to", str(to), "--format", "parquet",
+             "--catalog", res.catalog_url)  # fmt: skip
+    import pyarrow.parquet as pq
+
+    exported = sorted(
+        p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("containers*.parquet")
+    )
+    assert exported
+    for rel in exported:
+        mine = (
+            tmp_path / "dask" / str(rel).replace("containers.parquet", "containers.parts.parquet")
+        )
+        if not mine.exists():
+            mine = next((tmp_path / "dask" / rel.parent).glob("containers*.parquet"))
+        assert pq.read_table(mine).equals(pq.read_table(tmp_path / "local" / rel))
+    assert remote.run_id in _cli(capsys, "du", *where)
+    doctor = json.loads(_cli(capsys, "doctor", "--json", *where))
+    assert [f for f in doctor["findings"] if f["severity"] == "error"] == []
+
+
+def test_the_server_sends_a_part_set_as_the_local_file(pair: Any) -> None:
+    from phasekit.serve import create_app
+    from serve_util import LiveServer
+
+    local, remote, _, _ = pair
+    got: dict[str, pa.Table] = {}
+    for key, res in (("local", local), ("dask", remote)):
+        with open_catalog(res.catalog_url) as catalog:
+            (item,) = catalog.list_items(
+                res.run_id, stage="search", entity="trades", window="w0001"
+            )
+            with LiveServer(create_app(catalog)) as server, server.client() as client:
+                body = client.get(f"/items/{item.id}/data", params={"format": "arrow"})
+                assert body.status_code == 200, body.text
+                got[key] = pa.ipc.open_stream(body.content).read_all()
+                part = client.get(f"/items/{item.id}/data", params={"format": "json", "limit": 2})
+                assert len(part.json()) == 2
+    assert got["dask"].equals(got["local"])
+
+
+def test_a_damaged_or_missing_part_is_an_error(
+    dask_cluster: DaskCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    res = run({**config(12), "results_dir": str(tmp_path)}, executor={"dask": dask_cluster.address})
+    try:
+        _damage(res, capsys)
+    finally:
+        res.close()
+
+
+def _damage(res: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = res.run_dir / "search" / "w0000" / "containers.parts"
+    first = folder / partset.part_name(0)
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match="fails its checksum"):
+        partset.read_part_set(folder)
+    (ref,) = [
+        r for r in res.outputs("search") if (r.entity, r.window_id) == ("containers", "w0000")
+    ]
+    with pytest.raises(CorruptDataError):
+        ref.load()
+    where = ["--catalog", res.catalog_url]
+    capsys.readouterr()
+    cli_main(["doctor", "--json", *where])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert any(
+        f["kind"] == "corrupt_file" and f["path"].endswith("w0000/containers.parts")
+        for f in findings
+    )
+    first.unlink()
+    with pytest.raises(CorruptDataError, match="missing"):
+        partset.read_part_set(folder)
+
+
+KILL = """
+import json, sys
+from phasekit.workflow import run
+run(json.loads(sys.argv[1]), executor={"dask": sys.argv[2]})
+"""
+
+
+def test_a_killed_client_resumes_to_the_uninterrupted_run(
+    dask_cluster: DaskCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed once the third block is stored (window w0001's training block, whose parts
+    a worker wrote), the resumed run reuses that block from its parts."""
+    import logging
+
+    cfg = {**config(13), "results_dir": str(tmp_path / "killed")}
+    env = {**os.environ, "PHASEKIT_FAILPOINT": "blocks.after_block@3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL, json.dumps(cfg), dask_cluster.address],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with open_catalog(str(tmp_path / "killed")) as catalog:
+        (killed,) = catalog.list_processes()
+    with caplog.at_level(logging.INFO, logger="phasekit.workflow"):
+        resumed = run(cfg, executor={"dask": dask_cluster.address}, resume=killed.process_id)
+    assert "window w0001: 1 block(s) reused" in caplog.text
+    whole = run({**config(13), "results_dir": str(tmp_path / "whole")})
+    try:
+        assert outputs(resumed) == outputs(whole)
+        for phase in ("search", "check"):
+            for window, want in zip(_windows(resumed, phase), _windows(whole, phase)):
+                for name in TABLES:
+                    got, expected = _table(window, name), _table(want, name)
+                    assert (got is None and expected is None) or (
+                        got is not None and expected is not None and got.equals(expected)
+                    ), (window, name)
+        assert _rows(resumed.catalog_url, resumed.run_id) == _rows(whole.catalog_url, whole.run_id)
+    finally:
+        resumed.close()
+        whole.close()
