@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from phasekit.checksum import bytes_checksum
 from phasekit.cli import main as cli_main
 from phasekit.crypt import (
     Encryption,
@@ -37,7 +38,7 @@ from phasekit.crypt.aead import ChunkWriter, new_header, new_token, seal, unseal
 from phasekit.crypt.keyring import key_place, nested_name
 from phasekit.errors import CorruptDataError, InvalidArgument, KeyUnavailable, StorageError
 from phasekit.stores import FileStore, HybridStore, StreamStore
-from phasekit.stores.durable import ChecksummedSink
+from phasekit.stores.durable import FileSink
 
 SECRET = "top-secret-value-7f3a"
 TABLE = pa.table({"x": list(range(300)), "s": [SECRET] * 300})
@@ -257,35 +258,37 @@ def _writer_threads() -> list[threading.Thread]:
 def test_a_large_encrypted_put_is_written_behind_the_sealing_and_a_failing_write_undone(
     backend_name: str, enc: Encryption, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Runs of 8 MiB are written (and checksummed) by the file's writer thread while the
-    next is sealed; a write that fails fails the put, leaving the previous value, no
+    """Batches of 8 MiB are written by the file's writer thread while the next is sealed
+    (and checksummed); a write that fails fails the put, leaving the previous value, no
     temporary file and no thread."""
     store = FileStore(tmp_path / "s", encryption=enc)
     big = pa.table({"v": pa.array(range(3 << 20), pa.int64())})  # 24 MiB: 3 runs
     store.put("t", TABLE)
     threads: list[str] = []
-    real = ChecksummedSink.write
+    real = FileSink.write
 
-    def spy(self: ChecksummedSink, data: Any) -> int:
+    def spy(self: FileSink, data: Any) -> int:
         threads.append(threading.current_thread().name)
         return real(self, data)
 
-    monkeypatch.setattr(ChecksummedSink, "write", spy)
+    monkeypatch.setattr(FileSink, "write", spy)
     ref = store.put("t", big)
     assert store.get("t").equals(big)
     assert ref.size_bytes > big.nbytes
+    assert ref.path is not None
+    assert ref.checksum == bytes_checksum(ref.path.read_bytes())  # summed while sealed
     assert threads.count("phasekit-seal-write") >= 2
     assert not _writer_threads()
 
-    def failing(self: ChecksummedSink, data: Any) -> int:
+    def failing(self: FileSink, data: Any) -> int:
         if threading.current_thread().name == "phasekit-seal-write":
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, data)
 
-    monkeypatch.setattr(ChecksummedSink, "write", failing)
+    monkeypatch.setattr(FileSink, "write", failing)
     with pytest.raises(StorageError, match="No space left"):
         store.put("t", big)
-    monkeypatch.setattr(ChecksummedSink, "write", real)
+    monkeypatch.setattr(FileSink, "write", real)
     assert store.get("t").equals(big)  # the previous value
     assert not _writer_threads()
     assert not [p for p in (tmp_path / "s").iterdir() if p.name.endswith("phasekit-tmp")]

@@ -34,7 +34,7 @@ from phasekit.crypt.aead import (
 from phasekit.errors import CorruptDataError, InvalidArgument
 from phasekit.stores import FileStore, durable
 from phasekit.stores import sealed as sealed_module
-from phasekit.stores.durable import ChecksummedSink
+from phasekit.stores.durable import FileSink
 
 CHUNK = 4096
 # 40 chunks and a partial one: the Rust backend spreads them over its threads
@@ -255,13 +255,28 @@ class Trickle:
         return min(len(b), 1000)
 
 
-def test_a_checksummed_sink_writes_everything_through_short_writes(backend_name: str) -> None:
+def test_a_file_sink_writes_everything_through_short_writes() -> None:
     raw = Trickle()
-    sink = ChecksummedSink(raw)  # type: ignore[arg-type]
+    sink = FileSink(raw)  # type: ignore[arg-type]
     assert sink.write(DATA[:2500]) == 2500
     sink.write(memoryview(DATA)[2500:])
     assert raw.data == DATA
-    assert sink.checksum == f"crc32:{zlib.crc32(DATA):08x}"
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_chunk_writer_checksums_what_it_gives_its_sink(
+    backend_name: str, overlap: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aead, "BATCH_BYTES", BATCH * CHUNK)
+    sink = Sink()
+    writer = ChunkWriter(sink, KEY, "item", HEADER, overlap, checksum=True)
+    assert writer.checksum == f"crc32:{zlib.crc32(HEADER.raw):08x}"  # the header so far
+    _stream(writer, DATA, 3 * CHUNK + 7)
+    assert b"".join(sink.parts) == sealed_by("python")
+    assert writer.checksum == f"crc32:{zlib.crc32(b''.join(sink.parts)):08x}"
+    unsummed = ChunkWriter(Sink(), KEY, "item", HEADER, overlap)
+    with pytest.raises(InvalidArgument, match="computes no checksum"):
+        _ = unsummed.checksum
 
 
 class FileWithNo:
@@ -279,7 +294,7 @@ class FileWithNo:
 
 
 @pytest.mark.parametrize(("flush_every", "flushes"), [(None, 0), (3000, 2), (1000, 6)])
-def test_a_checksummed_sink_flushes_the_file_in_the_background_every_so_many_bytes(
+def test_a_file_sink_flushes_the_file_in_the_background_every_so_many_bytes(
     monkeypatch: pytest.MonkeyPatch, flush_every: Optional[int], flushes: int
 ) -> None:
     done: list[tuple[int, str]] = []
@@ -287,7 +302,7 @@ def test_a_checksummed_sink_flushes_the_file_in_the_background_every_so_many_byt
         durable, "_fdatasync", lambda fd: done.append((fd, threading.current_thread().name))
     )
     raw = FileWithNo()
-    sink = ChecksummedSink(raw, flush_every=flush_every)  # type: ignore[arg-type]
+    sink = FileSink(raw, flush_every=flush_every)  # type: ignore[arg-type]
     for piece in range(0, 6000, 1000):
         sink.write(DATA[piece : piece + 1000])
         sink.finish()  # each flush ends before the next write: none is dropped
@@ -302,12 +317,12 @@ def test_a_background_flush_that_fails_is_raised_by_finish(
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(durable, "_fdatasync", failing)
-    sink = ChecksummedSink(FileWithNo(), flush_every=100)  # type: ignore[arg-type]
+    sink = FileSink(FileWithNo(), flush_every=100)  # type: ignore[arg-type]
     sink.write(DATA[:100])
     with pytest.raises(OSError, match="Input/output error"):
         sink.finish()
     with pytest.raises(InvalidArgument, match="flush_every must be a positive byte count, got 0"):
-        ChecksummedSink(FileWithNo(), flush_every=0)  # type: ignore[arg-type]
+        FileSink(FileWithNo(), flush_every=0)  # type: ignore[arg-type]
 
 
 def test_an_encrypted_put_flushes_its_file_before_the_commit(

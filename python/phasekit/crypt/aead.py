@@ -27,12 +27,13 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import pyarrow as pa
 
 from phasekit._optional import require
 from phasekit.backend import backend_module
+from phasekit.checksum import format_crc32
 from phasekit.errors import CorruptDataError, InvalidArgument
 
 MAGIC = b"PKCRYPT\x01"
@@ -176,17 +177,31 @@ class ChunkWriter:
     runs of one batch each.
 
     ``overlap``: each batch is written to ``sink`` by a thread of the writer's own while
-    the next is sealed (into a second buffer), so the sink's work (a file's write and
-    checksum) and the sealing overlap; :meth:`close` (or, after a failure,
-    :meth:`abandon`) waits for it. Off, every batch is written before the next is
-    sealed. The bytes written are the same either way."""
+    the next is sealed (into a second buffer), so the sink's work (a file's write) and
+    the sealing overlap; :meth:`close` (or, after a failure, :meth:`abandon`) waits for
+    it. Off, every batch is written before the next is sealed. The bytes written are the
+    same either way.
+
+    ``checksum``: the CRC-32 of every byte given to ``sink`` (:attr:`checksum`), computed
+    in the caller's thread as each run is sealed (the backend's ``crc32``: Rust releases
+    the GIL), so the writer's thread only writes."""
 
     closed = False
 
     def __init__(
-        self, sink: Sink, key: bytes, item_id: str, header: Header, overlap: bool = False
+        self,
+        sink: Sink,
+        key: bytes,
+        item_id: str,
+        header: Header,
+        overlap: bool = False,
+        checksum: bool = False,
     ) -> None:
         self._sink = sink
+        self._crc32: Optional[Callable[[Any, int], int]] = (
+            backend_module().crc32 if checksum else None
+        )
+        self._crc = self._crc32(header.raw, 0) if self._crc32 is not None else 0
         self._chunks = _chunks(key, header, item_id)
         self._header = header
         self._buf = bytearray()
@@ -271,6 +286,8 @@ class ChunkWriter:
             self._outs[self._slot] = out = grown
         with memoryview(out) as whole, whole[self._filled : end] as into:
             self._chunks.seal(self._index, final, plain, into)
+            if self._crc32 is not None:
+                self._crc = self._crc32(into, self._crc)
         self._index += count
         self._filled = end
         self._pending += count
@@ -295,6 +312,16 @@ class ChunkWriter:
 
     def tell(self) -> int:
         return self._plain
+
+    @property
+    def checksum(self) -> str:
+        """``crc32:xxxxxxxx`` of the bytes given to the sink so far (all of the file's
+        once closed); for a writer made with ``checksum=True``."""
+        if self._crc32 is None:
+            raise InvalidArgument(
+                "this ChunkWriter computes no checksum (made without checksum=True)"
+            )
+        return format_crc32(self._crc)
 
     def flush(self) -> None:
         pass

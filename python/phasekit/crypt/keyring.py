@@ -139,10 +139,12 @@ class PendingKey:
     def token(self) -> str:
         return self.header.token_hex
 
-    def writer(self, name: str, sink: Sink, overlap: bool = False) -> ChunkWriter:
+    def writer(
+        self, name: str, sink: Sink, overlap: bool = False, checksum: bool = False
+    ) -> ChunkWriter:
         """A streaming encrypter for file ``name`` under this key, writing into ``sink``
-        (``overlap``: see :class:`ChunkWriter`)."""
-        return ChunkWriter(sink, self.data_key, name, self.header, overlap)
+        (``overlap``, ``checksum``: see :class:`ChunkWriter`)."""
+        return ChunkWriter(sink, self.data_key, name, self.header, overlap, checksum)
 
     def wait(self) -> None:
         """Return once the key file is durable (call it before the file it keys is

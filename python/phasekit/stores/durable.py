@@ -344,7 +344,7 @@ def _flush(raw: BinaryIO, pending: list[bytes], crc: int) -> int:
 
 
 FLUSH_EVERY = 32 << 20
-"""A file written through a :class:`ChecksummedSink` with ``flush_every`` on (or the Rust
+"""A file written through a :class:`FileSink` with ``flush_every`` on (or the Rust
 ``IpcWriter``, its own ``SYNC_EVERY``) has its written pages flushed to disk in the
 background every this many bytes, so the fsync that commits it has little left to wait for."""
 
@@ -383,10 +383,9 @@ class _Flusher:
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
-class ChecksummedSink:
-    """Writes every buffer given to it whole to an unbuffered file and continues the
-    CRC-32 of what was written (the backend's ``crc32``: Rust releases the GIL), so the
-    file's checksum needs no second read.
+class FileSink:
+    """Writes every buffer given to it whole to an unbuffered file (its writer computes
+    the checksum, e.g. :class:`phasekit.crypt.aead.ChunkWriter`'s ``checksum``).
 
     ``flush_every``: every this many bytes written, the file's pages are flushed to disk
     in the background (:data:`FLUSH_EVERY`; None: never), so its commit's fsync waits
@@ -397,15 +396,12 @@ class ChecksummedSink:
         if flush_every is not None and flush_every <= 0:
             raise InvalidArgument(f"flush_every must be a positive byte count, got {flush_every}")
         self._raw = raw
-        self._crc32 = backend_module().crc32
-        self._crc = 0
         self._flush_every = flush_every
         self._unflushed = 0
         self._flusher: Optional[_Flusher] = None
 
     def write(self, data: Any) -> int:
         with memoryview(data) as view, view.cast("B") as block:
-            self._crc = self._crc32(block, self._crc)
             done = 0
             while done < block.nbytes:  # an unbuffered write may take part of it
                 n = self._raw.write(block[done:])
@@ -430,10 +426,6 @@ class ChecksummedSink:
         then."""
         if self._flusher is not None:
             self._flusher.wait()
-
-    @property
-    def checksum(self) -> str:
-        return format_crc32(self._crc)
 
 
 def file_checksum(path: Path) -> str:

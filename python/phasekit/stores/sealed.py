@@ -20,7 +20,7 @@ from phasekit.crypt.aead import Alloc, ChunkWriter, seal_into
 from phasekit.crypt.keyring import PendingKey
 from phasekit.errors import KeyUnavailable
 from phasekit.paths import open_nofollow
-from phasekit.stores.durable import FLUSH_EVERY, ChecksummedSink, atomic_file, path_size
+from phasekit.stores.durable import FLUSH_EVERY, FileSink, atomic_file, path_size
 from phasekit.stores.formats import Format, WriteOptions, Written
 
 INFO_KEY = "encryption"
@@ -39,8 +39,8 @@ def _seal_file(
     into the encrypter it is given, under a new data key (``pending``: one already
     started); returns the key's token and the file's checksum (of the encrypted bytes,
     computed as they are written). The key file is written in a thread meanwhile,
-    durable before the file is renamed; the file's writes (and checksum) overlap the
-    sealing of the next batch (:class:`ChunkWriter`'s ``overlap``), and its pages are
+    durable before the file is renamed; the file's writes overlap the sealing (and
+    checksum) of the next batch (:class:`ChunkWriter`'s ``overlap``), and its pages are
     flushed to disk in the background every :data:`FLUSH_EVERY` bytes (as the plain
     path's ``IpcWriter`` does), so the commit's fsync has little left to wait for."""
     key = pending if pending is not None else keyring.start_key(name)
@@ -48,8 +48,8 @@ def _seal_file(
         with atomic_file(path, what, ready=key.wait) as tmp:
             fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb", buffering=0) as fh:
-                sink = ChecksummedSink(fh, flush_every=FLUSH_EVERY)
-                writer = key.writer(name, sink, overlap=True)
+                sink = FileSink(fh, flush_every=FLUSH_EVERY)
+                writer = key.writer(name, sink, overlap=True, checksum=True)
                 try:
                     fill(writer)
                     writer.close()
@@ -59,7 +59,7 @@ def _seal_file(
     except BaseException:
         key.discard()
         raise
-    return key.token, sink.checksum
+    return key.token, str(writer.checksum)
 
 
 def write_sealed(
