@@ -403,6 +403,43 @@ def test_overwriting_an_item_keeps_one_data_key(tmp_path: Path, enc: Encryption)
         enc.keyring(tmp_path / "s").open("t.arrow", old, "t")
 
 
+def test_older_keys_are_destroyed_in_threads_before_an_overwrite_returns(
+    tmp_path: Path, enc: Encryption, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the new version is committed, the data file's and the manifest's older keys
+    are destroyed in threads of their own while the replaced file is removed; the put
+    returns after both. A key that cannot be destroyed fails the put without undoing
+    the committed version."""
+    import phasekit.crypt.keyring as keyring
+
+    folder = tmp_path / "s"
+    store = FileStore(folder, encryption=enc)
+    store.put("t", TABLE)
+    old_keys = sorted(key_files(folder))
+    destroyed: list[tuple[str, str]] = []
+    real = keyring.destroy_file
+
+    def spy(path: Path) -> None:
+        destroyed.append((path.name, threading.current_thread().name))
+        real(path)
+
+    monkeypatch.setattr(keyring, "destroy_file", spy)
+    store.put("t", TABLE.slice(0, 10))
+    assert sorted(name for name, _ in destroyed) == sorted(p.name for p in old_keys)
+    assert {thread for _, thread in destroyed} == {"phasekit-settle"}
+    assert not [p for p in old_keys if p.exists()]
+    assert len(key_files(folder)) == 2
+
+    def stuck(path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(keyring, "destroy_file", stuck)
+    with pytest.raises(OSError, match="Input/output error"):
+        store.put("t", TABLE.slice(0, 3))
+    assert store.get("t").num_rows == 3  # committed before the keys were settled
+    assert not [p for p in folder.iterdir() if "phasekit-old" in p.name]
+
+
 def test_a_key_file_is_durable_before_its_file_is_renamed_into_place(
     tmp_path: Path, enc: Encryption, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -247,27 +247,32 @@ class Keyring:
         destroy_keys(self.folder, name)
 
 
-def settle_together(settles: Sequence[tuple[Keyring, str, str]]) -> None:
-    """:meth:`Keyring.settle` of each ``(keyring, name, keep)``, side by side (each
-    destroyed key file is fsynced: the waits overlap); the first error is raised once
-    all have ended."""
-    errors: list[BaseException] = []
+class Settling:
+    """:meth:`Keyring.settle` of each ``(keyring, name, keep)``, each in a thread of its
+    own, started at once (each destroyed key file is fsynced: the waits overlap each
+    other and whatever the caller does meanwhile); :meth:`wait` returns once all have
+    ended, raising the first error."""
 
-    def run(keyring: Keyring, name: str, keep: str) -> None:
+    def __init__(self, settles: Sequence[tuple[Keyring, str, str]]) -> None:
+        self._errors: list[BaseException] = []
+        self._threads = [
+            threading.Thread(target=self._run, args=args, name="phasekit-settle", daemon=True)
+            for args in settles
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, keyring: Keyring, name: str, keep: str) -> None:
         try:
             keyring.settle(name, keep)
-        except BaseException as exc:  # raised below, in the caller's thread
-            errors.append(exc)
+        except BaseException as exc:  # raised by wait(), in the caller's thread
+            self._errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=args) for args in settles[1:]]
-    for thread in threads:
-        thread.start()
-    if settles:
-        run(*settles[0])
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    def wait(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
 
 
 def _tokens(kdir: Path, name: str) -> list[str]:
@@ -483,6 +488,7 @@ __all__ = [
     "MemoryKeyring",
     "PendingKey",
     "RotateReport",
+    "Settling",
     "destroy_file",
     "destroy_keys",
     "destroy_keys_for",
@@ -493,5 +499,4 @@ __all__ = [
     "needs_rewrap",
     "nested_name",
     "rewrap_tree",
-    "settle_together",
 ]

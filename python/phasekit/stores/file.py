@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from phasekit.checksum import seal_problem
 from phasekit.crypt import Encryption, Keyring, destroy_keys, is_sealed
-from phasekit.crypt.keyring import PendingKey, nested_name, settle_together
+from phasekit.crypt.keyring import PendingKey, Settling, nested_name
 from phasekit.errors import (
     CorruptDataError,
     InvalidArgument,
@@ -364,10 +364,14 @@ class FileStore(StoreBase):
             previous = self._read_manifest(p.key)
             try:
                 with replacing(p.path, p.what):
-                    ref = self._write(p.fmt, data, p.kind, p.key, p.path, p.options, p.what, p.meta)
+                    ref, settling = self._write(
+                        p.fmt, data, p.kind, p.key, p.path, p.options, p.what, p.meta
+                    )
             except StorageError:
                 self._counts["write_failures"] += 1
                 raise
+            if settling is not None:  # the older keys destroyed while the backup was removed
+                settling.wait()
             self._drop_replaced(previous, p.path)
             self._counts["puts"] += 1
             self._counts["bytes_written"] += ref.size_bytes
@@ -434,10 +438,12 @@ class FileStore(StoreBase):
         options: WriteOptions,
         what: str,
         meta: dict[str, Any],
-    ) -> Ref:
-        """The data file, then the manifest that commits it; returns the item's Ref.
+    ) -> tuple[Ref, Optional[Settling]]:
+        """The data file, then the manifest that commits it; returns the item's Ref and,
+        encrypted, the destruction of the data file's and the manifest's older keys,
+        started side by side once the item is committed (the caller waits for it).
         Encrypted, the manifest's new key file is written (in a thread) while the data
-        is encoded and sealed, and the two older keys are destroyed side by side."""
+        is encoded and sealed."""
         manifest_key: Optional[PendingKey] = None
         if self.encryption is not None:
             place = self._manifest_key_place(key)
@@ -464,13 +470,14 @@ class FileStore(StoreBase):
         if manifest_key and encryption is not None and keyring is not None and token:
             # committed: the older keys of the data file and of the manifest go
             manifest_folder, manifest_name = self._manifest_key_place(key)
-            settle_together(
+            settling = Settling(
                 [
                     (keyring, path.name, token),
                     (encryption.keyring(manifest_folder), manifest_name, manifest_key.token),
                 ]
             )
-        return ref
+            return ref, settling
+        return ref, None
 
     def _write_data(
         self, fmt: Format, data: Any, kind: str, path: Path, options: WriteOptions, what: str
