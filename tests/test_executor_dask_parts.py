@@ -11,12 +11,14 @@ The cluster tests run once, not per backend.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from phasekit.workflow import blocktables, run
 from phasekit.workflow.blockwrite import WrittenBlock
 from phasekit.workflow.executors.remote import RemoteExecutor
 
-pytest_plugins = ["conftest_dask"]
+pytest_plugins = ["conftest_dask", "s3_util"]
 pytestmark = pytest.mark.one_pass
 
 TABLES = ("containers", "trades", "equity")
@@ -235,8 +237,22 @@ def test_a_damaged_or_missing_part_is_an_error(
     res = run({**config(12), "results_dir": str(tmp_path)}, executor={"dask": dask_cluster.address})
     try:
         _damage(res, capsys)
+        with open_catalog(res.catalog_url) as catalog:
+            (table,) = catalog.list_items(res.run_id, entity="containers", window="w0001")
     finally:
         res.close()
+    # a catalog rebuilt from the results folder has the table as one folder item
+    from phasekit.catalog.rebuild import rebuild_catalog
+
+    rebuild_catalog(str(tmp_path / "catalog.sqlite"), results_dir=tmp_path)
+    with open_catalog(str(tmp_path / "catalog.sqlite"), results_dir=tmp_path) as catalog:
+        (rebuilt,) = catalog.list_items(res.run_id, entity="containers", window="w0001")
+        assert (rebuilt.data_reference, rebuilt.checksum, rebuilt.size_bytes) == (
+            table.data_reference,
+            table.checksum,
+            table.size_bytes,
+        )
+        assert rebuilt.metadata["rows"] == table.metadata["rows"] and rebuilt.format == "arrow"
 
 
 def _damage(res: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -305,3 +321,89 @@ def test_a_killed_client_resumes_to_the_uninterrupted_run(
     finally:
         resumed.close()
         whole.close()
+
+
+def test_on_object_storage_the_workers_write_the_parts_as_objects(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results on S3 (moto): the workers (of a cluster started with the server's
+    settings in its environment) write their parts as objects; the client uploads only
+    the manifests and the parts it wrote; readers fetch and verify them."""
+    import boto3
+
+    from dask_util import start_cluster
+    from phasekit.serve import create_app
+    from serve_util import LiveServer
+
+    client_wrote: list[tuple[str, int]] = []
+    write = blocktables.write_block_parts
+
+    def counted_write(window_dir: Path, job: Any, tables: Any, compression: Any) -> Any:
+        client_wrote.append((Path(window_dir).name, job.index))
+        return write(window_dir, job, tables, compression)
+
+    monkeypatch.setattr(blocktables, "write_block_parts", counted_write)
+    url = f"s3://{bucket}/parts"
+    (tmp_path / "cluster").mkdir()
+    cluster = start_cluster(tmp_path / "cluster")  # workers see the server's settings
+    try:
+        remote = run(
+            {**config(14), "results_dir": url},
+            executor={"dask": cluster.address},
+            local_dir=str(tmp_path / "local"),
+        )
+    finally:
+        cluster.stop()
+    local = run({**config(14), "results_dir": str(tmp_path / "plain")})
+    try:
+        assert outputs(remote) == outputs(local)
+        keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
+        for window in _windows(local, "search"):
+            base = f"parts/{remote.run_id}/search/{window.name}/containers.parts"
+            assert {f"{base}/manifest.json", f"{base}/{partset.part_name(0)}"} <= keys
+            assert (window.name, 0) not in client_wrote  # a worker wrote it
+        assert not any(k.endswith(blocktables.PROBE) for k in keys)
+        for ref in remote.outputs("search"):
+            if ref.entity in TABLES:
+                assert ref.uri.startswith(f"{url}/") and ref.uri.endswith(".parts")
+                want = _table(local.run_dir / "search" / str(ref.window_id), ref.entity)
+                assert want is not None and ref.load().equals(want), ref.uri
+        with open_catalog(
+            str(tmp_path / "local" / "catalog.sqlite"), results_dir=tmp_path / "local"
+        ) as catalog:
+            assert catalog.doctor().ok
+            (item,) = catalog.list_items(
+                remote.run_id, stage="search", entity="trades", window="w0001"
+            )
+            catalog.verify_item(item)
+            with LiveServer(create_app(catalog)) as server, server.client() as c:
+                body = c.get(f"/items/{item.id}/data", params={"format": "arrow"})
+                assert body.status_code == 200, body.text
+                want = _table(local.run_dir / "search" / "w0001", "trades")
+                assert pa.ipc.open_stream(body.content).read_all().equals(want)
+                tar = c.get(f"/runs/{remote.run_id}/export")
+                assert tar.status_code == 200, tar.text
+                archive = tarfile.open(fileobj=io.BytesIO(tar.content))
+                base = f"{remote.run_id}/search/w0001/trades.parts"
+                names = set(archive.getnames())
+                assert {f"{base}/manifest.json", f"{base}/{partset.part_name(0)}"} <= names
+                member = archive.extractfile(f"{base}/{partset.part_name(0)}")
+                assert member is not None
+                first = pa.ipc.open_file(pa.py_buffer(member.read())).read_all()
+                assert first.equals(want.slice(0, first.num_rows))
+            # a damaged part object: reads and doctor say so
+            key = f"parts/{remote.run_id}/search/w0001/trades.parts/{partset.part_name(0)}"
+            s3 = boto3.client("s3")
+            raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            s3.put_object(Bucket=bucket, Key=key, Body=raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+            with pytest.raises(CorruptDataError):
+                catalog.verify_item(item)
+            findings = catalog.doctor().findings
+            assert [f.kind for f in findings if f.item_id == item.id] == ["corrupt_file"]
+            # removing the table deletes its manifest and every part
+            catalog.remove_items([item.id])
+            left = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=key.rsplit("/", 1)[0])
+            assert left.get("KeyCount", 0) == 0
+    finally:
+        remote.close()
+        local.close()

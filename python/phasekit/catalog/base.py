@@ -71,6 +71,7 @@ from phasekit.errors import (
 )
 from phasekit.objstore import OBJECT_PREFIXES, OBJECT_SCHEMES, ObjectRoot, is_object_url
 from phasekit.paths import contained
+from phasekit.stores.partset import fetch_part_set, is_part_set_key, object_part_set_problem
 
 if TYPE_CHECKING:
     from phasekit.catalog.cleanup import CleanupReport, RemovalReport
@@ -683,7 +684,7 @@ class Catalog(abc.ABC):
         """The bytes of a row's object, checked against its size and checksum
         (``CorruptDataError`` naming the row otherwise); ``None`` for other references."""
         found = self.item_object(row)
-        if found is None:
+        if found is None or is_part_set_key(found[1]):  # many objects: see item_local
             return None
         data = found[0].read(found[1], row.checksum, row.label)
         if len(data) != row.size_bytes:
@@ -701,6 +702,8 @@ class Catalog(abc.ABC):
         if found is None:
             return self.item_path(row)
         root, rel = found
+        if is_part_set_key(rel):  # its manifest and parts, each verified
+            return fetch_part_set(root, rel, contained(rel, cache, row.label), row.label)
         local = root.download(rel, contained(rel, cache, row.label), row.checksum, row.label)
         fetch_key(root, rel, cache, row.label)  # an encrypted object's wrapped data key
         return local
@@ -1021,6 +1024,12 @@ class Catalog(abc.ABC):
         from phasekit.catalog.integrity import verify_file
 
         row = item if isinstance(item, ItemRow) else self.get_item(item)
+        found = self.item_object(row)
+        if found is not None and is_part_set_key(found[1]):
+            problem = object_part_set_problem(found[0], found[1], row.size_bytes, row.checksum)
+            if problem is not None:
+                raise CorruptDataError(f"{row.label}: {row.data_reference} {problem}")
+            return row
         if self.read_object(row) is not None:
             return row
         path = self.item_path(row)

@@ -51,6 +51,8 @@ from phasekit.errors import CatalogError, InvalidArgument, StorageError
 from phasekit.fsync import fsync_dir
 from phasekit.names import MANIFEST_DIR
 from phasekit.objstore import ObjectRoot, manifest_of
+from phasekit.stores.partset import is_part_set_key, part_set_keys
+from phasekit.stores.streamparts import MANIFEST
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -237,6 +239,12 @@ def _delete_objects(
             continue
         manifest = manifest_of(rel, entity)
         try:
+            if is_part_set_key(rel):  # its manifest first (then it is no table), its parts
+                for key in sorted(part_set_keys(root, rel), key=lambda k: k != f"{rel}/{MANIFEST}"):
+                    root.delete(key)
+                    report.files_deleted.append(root.uri(key))
+                failpoints.reach("cleanup.mid_delete")
+                continue
             root.delete(rel)
             report.files_deleted.append(ref)
             report.files_deleted.extend(shred_object_keys(root, rel))  # crypto-shredding

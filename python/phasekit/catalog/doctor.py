@@ -86,6 +86,7 @@ from phasekit.errors import (
 from phasekit.objstore import ObjectRoot, is_object_url, manifest_of, unknown_versions
 from phasekit.paths import contained, read_bytes_nofollow
 from phasekit.stores.partset import SUFFIX as PART_SET
+from phasekit.stores.partset import is_part_set_key, part_set_keys
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -525,6 +526,8 @@ def _scan_objects(
             root, rel = found
             manifest = manifest_of(rel, row.entity_name)
             named.update({(root.url, rel), (root.url, manifest)})
+            if is_part_set_key(rel):  # its manifest and parts
+                named.update((root.url, key) for key in part_set_keys(root, rel))
             named.update((root.url, stem) for stem in [*key_stems(rel), *key_stems(manifest)])
     buckets: set[tuple[str, str]] = set()
     for proc in processes:

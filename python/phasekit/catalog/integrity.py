@@ -14,6 +14,7 @@ from pathlib import Path
 from phasekit.checksum import path_checksum, tree_files
 from phasekit.errors import CorruptDataError
 from phasekit.objstore import ObjectRoot
+from phasekit.stores.partset import is_part_set_key, object_part_set_problem
 
 
 def reference_checksum(path: str | os.PathLike[str]) -> str:
@@ -64,7 +65,10 @@ def object_problem(
     root: ObjectRoot, rel: str, size_bytes: int | None, checksum: str | None
 ) -> str | None:
     """Why the object ``rel`` of ``root`` does not hold the recorded bytes (``None`` when it
-    does); an object is always read whole, so its checksum is always checked."""
+    does); an object is always read whole, so its checksum is always checked (a part
+    set's manifest and every part it lists, :mod:`phasekit.stores.partset`)."""
+    if is_part_set_key(rel):
+        return object_part_set_problem(root, rel, size_bytes, checksum)
     if not root.exists(rel):
         return "is missing"
     try:

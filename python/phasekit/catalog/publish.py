@@ -23,8 +23,11 @@ from typing import Any, Optional
 from phasekit.catalog.rows import ItemRow, NewItem
 from phasekit.catalog.uris import uri_to_path
 from phasekit.crypt.objects import publish_key
+from phasekit.errors import StorageError
 from phasekit.objstore import ObjectRoot, manifest_of, refuse
 from phasekit.paths import contained
+from phasekit.stores.partset import is_part_set, listed
+from phasekit.stores.streamparts import MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,12 @@ class PublishingCatalog:
         rel = self._relative(reference)
         return reference if rel is None else self.root.uri(rel)
 
+    def object_key(self, path: Path) -> str:
+        """The key (below the results root) a local path of the run is published under;
+        UnsafePath when it lies outside the run's local folder."""
+        checked = contained(path, self.local_root, "a file of the run")
+        return checked.relative_to(self.local_root).as_posix()
+
     def _relative(self, reference: Optional[str]) -> Optional[str]:
         path = uri_to_path(reference) if reference else None
         if path is None:
@@ -61,6 +70,8 @@ class PublishingCatalog:
         if rel is None:
             return reference
         path = self.local_root / rel
+        if is_part_set(path):
+            return self._publish_part_set(rel, path, entity)
         if path.is_dir():
             raise refuse(
                 f"{entity}: a folder of files ({rel}; partition_by writes one)",
@@ -74,6 +85,23 @@ class PublishingCatalog:
             publish_key(self.root, self.local_root, rel_manifest)  # an encrypted manifest's
             self.root.put_file(rel_manifest, manifest, None)
         log.debug("published %s as %s", path, self.root.uri(rel))
+        return self.root.uri(rel)
+
+    def _publish_part_set(self, rel: str, folder: Path, entity: str) -> str:
+        """Publish a committed part set (:mod:`phasekit.stores.partset`): each part it
+        lists that is a local file (written here) is uploaded, each other one must be an
+        object already (a worker wrote it), then the manifest, the commit point, last."""
+        for file, part in listed(folder, entity):
+            key = f"{rel}/{part.file}"
+            if file.is_file():
+                self.root.put_file(key, file, part.checksum)
+            elif not self.root.exists(key):
+                raise StorageError(
+                    f"{entity}: part {self.root.uri(key)} is neither a local file nor an "
+                    "object; the table cannot be committed"
+                )
+        self.root.put_file(f"{rel}/{MANIFEST}", folder / MANIFEST, None)
+        log.debug("published part set %s as %s", folder, self.root.uri(rel))
         return self.root.uri(rel)
 
     # ------------------------------------------------------------------ catalog calls

@@ -29,16 +29,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from phasekit.catalog.integrity import reference_checksum
+from phasekit.catalog.integrity import reference_checksum, reference_size
 from phasekit.catalog.names import TMP_SUFFIX
 from phasekit.catalog.recorder import KIND_KEY
 from phasekit.catalog.rows import NewItem
 from phasekit.catalog.uris import parse_location, path_to_uri
 from phasekit.checksum import seal_problem
 from phasekit.crypt import Encryption, decrypt_file, is_sealed, key_id_of_file
-from phasekit.errors import CatalogError, CorruptDataError, KeyUnavailable
+from phasekit.errors import CatalogError, CorruptDataError, KeyUnavailable, UnsafePath
 from phasekit.names import MANIFEST_DIR, is_valid_name
 from phasekit.paths import read_bytes_nofollow
+from phasekit.stores.partset import SUFFIX as PART_SET
+from phasekit.stores.partset import listed
 
 log = logging.getLogger("phasekit.catalog.rebuild")
 
@@ -119,6 +121,13 @@ def _items_of(
         rel = Path(folder).relative_to(run_dir).parts
         if not rel:
             continue
+        for name in [d for d in dirs if d.endswith(PART_SET)]:  # a table of parts: one item
+            dirs.remove(name)
+            item = _part_set_item(run, rel, Path(folder) / name)
+            if item is None:
+                report.skipped.append(str(Path(folder) / name))
+            else:
+                items.append(item)
         for name in sorted(files):
             path = Path(folder) / name
             stem = name.split(".", 1)[0]
@@ -152,6 +161,32 @@ def _items_of(
                 )
             )
     return items
+
+
+def _part_set_item(run: str, rel: tuple[str, ...], path: Path) -> NewItem | None:
+    """The item of a part set's folder (:mod:`phasekit.stores.partset`: a block window's
+    table, ``<name>.parts``), when its manifest lists its parts; None otherwise."""
+    stem = path.name.removesuffix(PART_SET)
+    window = rel[1] if len(rel) > 1 and rel[1] != "containers" else None
+    if not all(is_valid_name(n) for n in (rel[0], stem, window or "w")):
+        return None
+    try:
+        rows = sum(part.rows for _, part in listed(path, str(path)))
+    except (CorruptDataError, OSError, UnsafePath):
+        return None
+    return NewItem(
+        process_id=run,
+        stage_name=rel[0],
+        entity_name=stem,
+        data_reference=path_to_uri(path),
+        metadata={"rows": rows, "rebuilt": True},
+        size_bytes=reference_size(path),
+        checksum=reference_checksum(path),
+        format="arrow",
+        phase=rel[0],
+        window_id=window,
+        created_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
+    )
 
 
 def rebuild_catalog(

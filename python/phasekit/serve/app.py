@@ -13,6 +13,8 @@ import base64
 import io
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path as LocalPath
 from typing import Annotated, Any, TypeVar
@@ -22,6 +24,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from phasekit.catalog import PROCESS_STATUSES, Catalog, ItemRow, ProcessRow
@@ -65,7 +68,7 @@ from phasekit.serve.data import (
 from phasekit.serve.metrics import Metrics, MetricsMiddleware
 from phasekit.serve.public import ServerPaths, public_text, public_value, server_paths
 from phasekit.serve.verified import VerifiedFiles, unreadable
-from phasekit.stores.partset import is_part_set
+from phasekit.stores.partset import is_part_set, is_part_set_key
 
 log = logging.getLogger("phasekit.serve")
 
@@ -357,6 +360,9 @@ class Api:
             return Response(
                 inline_json(item.inline_data), media_type="application/json", headers=headers
             )
+        found = self.catalog.item_object(item)
+        if found is not None and is_part_set_key(found[1]):
+            return self._object_part_set(item, fmt, columns, limit, headers)
         fetched = object_bytes(self.catalog, item, self.encryption)
         path = self.catalog.item_path(item) if fetched is None else LocalPath(fetched[0])
         if path is None:
@@ -369,7 +375,7 @@ class Api:
         folder = fetched is None and path.is_dir()
         kind = source_format(item, path) if not folder or is_part_set(path) else "parquet"
         sealed = None
-        if not folder:
+        if fetched is None and not folder:
             sealed = open_sealed(path, self.encryption, item.label)
         if not folder and (kind, fmt, columns, limit, fetched, sealed) == (
             "arrow",
@@ -409,6 +415,32 @@ class Api:
                 "file as json; GET /items/{id}/file sends any file's bytes"
             )
         return StreamingResponse(sent_in_pieces(body), media_type=MEDIA_TYPES[fmt], headers=headers)
+
+    def _object_part_set(
+        self,
+        item: ItemRow,
+        fmt: str,
+        columns: list[str] | None,
+        limit: int | None,
+        headers: dict[str, str],
+    ) -> Response:
+        """``/data`` of a part set on object storage: its manifest and parts fetched (each
+        verified) into a temporary folder, read as a local part set, and the folder
+        removed once the answer is sent."""
+        cache = LocalPath(tempfile.mkdtemp(prefix="phasekit-serve-parts-"))
+        try:
+            local = self.catalog.item_local(item, cache)
+            assert local is not None
+            body = encode(fmt, open_table(local, "arrow", columns, None, item.label), limit)
+        except BaseException:
+            shutil.rmtree(cache, ignore_errors=True)
+            raise
+        return StreamingResponse(
+            sent_in_pieces(body),
+            media_type=MEDIA_TYPES[fmt],
+            headers=headers,
+            background=BackgroundTask(shutil.rmtree, cache, True),
+        )
 
     def item_file(self, item: ItemRow, range_header: str | None) -> Response:
         fetched = object_bytes(self.catalog, item, self.encryption)

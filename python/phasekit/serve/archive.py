@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -25,9 +26,11 @@ from phasekit.checksum import bytes_checksum, format_crc32
 from phasekit.crypt import CHUNK_BYTES, Encryption, SealedFile, open_sealed
 from phasekit.crypt.aead import plain_size
 from phasekit.crypt.objects import open_object
-from phasekit.errors import CorruptDataError, KeyUnavailable
+from phasekit.errors import CatalogError, CorruptDataError, KeyUnavailable
 from phasekit.objstore import ObjectRoot
 from phasekit.serve.data import file_chunks, folder_files, inline_json
+from phasekit.stores.partset import is_part_set_key, listed
+from phasekit.stores.streamparts import MANIFEST
 
 BLOCK = 512
 
@@ -97,6 +100,31 @@ def _object_member(
     return Member(name, None, size, checksum, fetch=fetch, decrypted=decrypt)
 
 
+def _part_set_members(
+    found: tuple[ObjectRoot, str], run: ProcessRow, item: ItemRow
+) -> list[Member]:
+    """A part set on object storage (:mod:`phasekit.stores.partset`) as its manifest and
+    its parts, each read (and checked against the manifest) when streamed."""
+    root, rel = found
+    if not rel.startswith(f"{run.process_id}/"):
+        raise CatalogError(f"{item.label}: {rel} is not a key of run {run.process_id}")
+    manifest = root.read(f"{rel}/{MANIFEST}", None, item.label)
+    with tempfile.TemporaryDirectory(prefix="phasekit-archive-") as tmp:
+        folder = Path(tmp) / PurePosixPath(rel).name
+        folder.mkdir()
+        (folder / MANIFEST).write_bytes(manifest)
+        parts = [part for _, part in listed(folder, item.label)]
+    members = [Member(f"{rel}/{MANIFEST}", None, len(manifest), None, manifest)]
+    for part in parts:
+        key = f"{rel}/{part.file}"
+
+        def fetch(key: str = key, checksum: str = part.checksum) -> bytes:
+            return root.read(key, checksum, item.label)
+
+        members.append(Member(key, None, part.size_bytes, part.checksum, fetch=fetch))
+    return members
+
+
 def _file_member(
     name: str, path: Path, size: int, checksum: str | None, encryption: Encryption | None
 ) -> Member:
@@ -136,6 +164,9 @@ def plan(
             members.append(Member(name, None, len(data), bytes_checksum(data), data))
             continue
         found = catalog.item_object(item)
+        if found is not None and is_part_set_key(found[1]):  # its manifest and parts
+            members.extend(_part_set_members(found, run, item))
+            continue
         if found is not None:  # an object: its place in the run, bytes read when streamed
             members.append(_object_member(catalog, found, run, item, encryption))
             continue

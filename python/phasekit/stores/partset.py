@@ -21,19 +21,24 @@ DuckDB over either read the table (in part order, which is the manifest's).
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pyarrow as pa
 
-from phasekit.checksum import file_checksum, tree_checksum_of
+from phasekit.checksum import bytes_checksum, file_checksum, tree_checksum, tree_checksum_of
 from phasekit.errors import CorruptDataError, InvalidArgument, StorageError
 from phasekit.paths import contained, make_private_dir
 from phasekit.stores import values
 from phasekit.stores.streamparts import MANIFEST, Part, StreamFolder, write_arrow_part
+
+if TYPE_CHECKING:
+    from phasekit.objstore import ObjectRoot
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +48,17 @@ SUFFIX = ".parts"
 __all__ = [
     "SUFFIX",
     "commit",
+    "fetch_part_set",
     "is_part_set",
+    "is_part_set_key",
+    "listed",
+    "object_part_set_problem",
     "part_files",
     "part_name",
     "part_set_batches",
+    "part_set_keys",
     "read_part_set",
+    "write_object_part",
     "write_part",
 ]
 
@@ -76,13 +87,35 @@ def write_part(folder: Path, index: int, table: pa.Table, compression: Optional[
     return Part(name, str(info["checksum"]), int(info["size_bytes"]), table.num_rows, [batches])
 
 
+def write_object_part(
+    root: ObjectRoot, rel_folder: str, index: int, table: pa.Table, compression: Optional[str]
+) -> Part:
+    """Write ``table`` as part ``index`` of the part set ``rel_folder`` on object storage:
+    one object under its final key, its bytes checked before it becomes visible
+    (:meth:`~phasekit.objstore.ObjectRoot.put_stream`)."""
+    from phasekit.stores.formats.arrow import ipc_file_bytes
+
+    name = part_name(index)
+    data = ipc_file_bytes(table, compression, table.schema)
+    checksum = bytes_checksum(data)
+    root.put_stream(f"{rel_folder}/{name}", io.BytesIO(data), checksum)
+    batches = pa.ipc.open_file(pa.py_buffer(data)).num_record_batches
+    return Part(name, checksum, len(data), table.num_rows, [batches])
+
+
 def commit(
-    folder: Path, schema: pa.Schema, compression: Optional[str], parts: Sequence[Part]
+    folder: Path,
+    schema: pa.Schema,
+    compression: Optional[str],
+    parts: Sequence[Part],
+    local: bool = True,
 ) -> tuple[int, str]:
     """Commit the part set ``folder``: files it does not list (a killed writer's
     leftovers) are removed, then its manifest is written listing ``parts`` in order.
     Returns the folder's size and checksum (the folder form of
-    :mod:`phasekit.checksum`)."""
+    :mod:`phasekit.checksum`). ``local``: every part is a file of the folder (else some
+    are objects already, which publishing the folder checks,
+    :class:`~phasekit.catalog.publish.PublishingCatalog`)."""
     make_private_dir(folder)
     listed = {p.file for p in parts}
     for child in folder.iterdir():
@@ -93,7 +126,7 @@ def commit(
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
-    for part in parts:
+    for part in parts if local else ():
         if not (folder / part.file).is_file():
             raise StorageError(f"part set {folder}: part {part.file} is missing; cannot commit")
     stream = StreamFolder(folder, folder.name.removesuffix(SUFFIX), compression)
@@ -117,10 +150,16 @@ def _load(folder: Path, label: str) -> StreamFolder:
     return stream
 
 
+def listed(folder: Path, label: str = "part set") -> list[tuple[Path, Part]]:
+    """The parts a part set's manifest lists, in order, each with its path in the folder
+    (not verified)."""
+    stream = _load(folder, label)
+    return [(contained(p.file, folder, f"{label}: part"), p) for p in stream.parts]
+
+
 def part_files(folder: Path, label: str = "part set") -> list[Path]:
     """The part files a part set's manifest lists, in order (not verified)."""
-    stream = _load(folder, label)
-    return [contained(p.file, folder, f"{label}: part") for p in stream.parts]
+    return [path for path, _ in listed(folder, label)]
 
 
 def part_set_batches(
@@ -167,3 +206,52 @@ def read_part_set(folder: Path, label: str = "part set") -> pa.Table:
     missing manifest, a missing or damaged part)."""
     schema, batches = part_set_batches(folder, label)
     return pa.Table.from_batches(list(batches), schema=schema)
+
+
+# ------------------------------------------------------------------ on object storage
+
+
+def is_part_set_key(rel: str) -> bool:
+    """``rel`` (a key below a results root) names a part set (its ``.parts`` folder)."""
+    return rel.endswith(SUFFIX)
+
+
+def part_set_keys(root: ObjectRoot, rel: str) -> list[str]:
+    """The keys of a part set's objects on ``root`` (its manifest, its parts, anything
+    else under its folder)."""
+    return list(root.list(f"{rel}/"))
+
+
+def fetch_part_set(root: ObjectRoot, rel: str, dest: Path, label: str) -> Path:
+    """Download the part set ``rel`` into the local folder ``dest``: its manifest, then
+    each part it lists, verified against the manifest's checksum (CorruptDataError
+    naming ``label`` otherwise). Returns ``dest``, read as any local part set."""
+    make_private_dir(dest)
+    root.download(f"{rel}/{MANIFEST}", dest / MANIFEST, None, label)
+    for part in _load(dest, label).parts:
+        target = contained(part.file, dest, f"{label}: part")
+        root.download(f"{rel}/{part.file}", target, part.checksum, label)
+    return dest
+
+
+def object_part_set_problem(
+    root: ObjectRoot, rel: str, size_bytes: Optional[int], checksum: Optional[str]
+) -> Optional[str]:
+    """Why the part set ``rel`` on ``root`` does not hold the recorded bytes (None when it
+    does): its manifest or a part missing or failing its check, or the whole not the
+    recorded size and checksum."""
+    if not root.exists(f"{rel}/{MANIFEST}"):
+        return "is missing (no manifest)"
+    with tempfile.TemporaryDirectory(prefix="phasekit-parts-") as tmp:
+        local = Path(tmp) / Path(rel).name
+        try:
+            fetch_part_set(root, rel, local, rel)
+        except CorruptDataError as exc:
+            return f"fails its check ({exc})"
+        actual_size = sum(p.stat().st_size for p in local.iterdir())
+        if size_bytes is not None and actual_size != size_bytes:
+            return f"has {actual_size} bytes, recorded {size_bytes}"
+        actual = tree_checksum(local)
+        if checksum is not None and actual != checksum:
+            return f"fails its checksum: {actual}, recorded {checksum}"
+    return None

@@ -21,6 +21,8 @@ columns).
 
 from __future__ import annotations
 
+import io
+import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -31,6 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from phasekit.errors import PhasekitError
+from phasekit.paths import make_private_dir
 from phasekit.stores import HybridStore
 from phasekit.stores.partset import commit
 from phasekit.stores.ref import Ref, file_uri
@@ -52,7 +56,10 @@ from phasekit.workflow.blockwrite import (
 from phasekit.workflow.topology import TRADES_SCHEMA
 
 if TYPE_CHECKING:
+    from phasekit.catalog.publish import PublishingCatalog
     from phasekit.workflow.results import ContainerPlan, PhaseResults
+
+log = logging.getLogger(__name__)
 
 
 ItemRecord = Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
@@ -407,30 +414,60 @@ class BlockTables:
             return job
         intervals = _per_plan(plans, lambda p: int(p.snapshot_interval), np.int64)
         probe, token = self._reach_probe()
+        window = self.out.window_dir(window_id).resolve()
+        objects = self._publisher()
         sink = PartSink(
-            window_dir=str(self.out.window_dir(window_id).resolve()),
+            window_dir=str(window),
             tables=self._part_tables(),
             compression=self._compression,
             intervals=None if bool(np.all(intervals <= 1)) else tuple(intervals.tolist()),
-            probe=str(probe),
+            probe=probe,
             token=token,
+            objects=None if objects is None else objects.root.url,
+            window_key=None if objects is None else objects.object_key(window),
         )
         return replace(job, sink=sink)
 
-    def _reach_probe(self) -> tuple[Path, str]:
-        """The file a worker reads to learn that it sees the run's results folder (a
-        fresh token in the phase's folder, written once per phase)."""
+    def _publisher(self) -> Optional[PublishingCatalog]:
+        """The run's publishing catalog when its results live on object storage."""
+        from phasekit.catalog.publish import PublishingCatalog
+
+        catalog = self.out.catalog
+        return catalog if isinstance(catalog, PublishingCatalog) else None
+
+    def _reach_probe(self) -> tuple[str, str]:
+        """What a worker reads to learn that it sees the run's results folder (a file
+        holding a fresh token in the phase's folder; on object storage, an object),
+        written once per phase: its path (or key) and the token."""
         if self._probe is None:
-            from phasekit.paths import make_private_dir
             from phasekit.stores.durable import write_bytes
 
             folder = self.out.window_dir(None)
             make_private_dir(folder)
             token = secrets.token_hex(16)
             path = (folder / PROBE).resolve()
-            write_bytes(path, token.encode(), f"writing {PROBE} of phase {self.out.phase}")
-            self._probe = (path, token)
+            objects = self._publisher()
+            if objects is not None:
+                where = objects.object_key(path)
+                objects.root.put_stream(where, io.BytesIO(token.encode()), None)
+            else:
+                where = str(path)
+                write_bytes(path, token.encode(), f"writing {PROBE} of phase {self.out.phase}")
+            self._probe = (where, token)
         return self._probe
+
+    def _drop_probe(self) -> None:
+        found, self._probe = self._probe, None
+        if found is None:
+            return
+        objects = self._publisher()
+        try:
+            if objects is not None:
+                objects.root.delete(found[0])
+            else:
+                Path(found[0]).unlink(missing_ok=True)
+        except (OSError, PhasekitError) as exc:  # a leftover probe is harmless
+            log.warning("cannot remove %s: %s", found[0], exc)
 
     def _add_parts(
         self, key: str, parts: Mapping[str, Part], schemas: Mapping[str, pa.Schema]
@@ -446,13 +483,17 @@ class BlockTables:
     def _part_uri(self, window_id: Optional[str], parts: Mapping[str, Part]) -> str:
         """The URI of a block's part of the ``containers`` table (its rows' table)."""
         folder = table_folder(self.out.window_dir(window_id), "containers")
-        return (folder / parts["containers"].file).resolve().as_uri()
+        uri = (folder / parts["containers"].file).resolve().as_uri()
+        objects = self._publisher()
+        return uri if objects is None else str(objects.object_uri(uri))
 
     def put_written(self, window_id: Optional[str], block: WrittenBlock, reused: bool) -> None:
         """Store a block whose worker wrote its parts (:mod:`phasekit.workflow.blockwrite`):
         its parts join the window's part sets, and its catalog row (unless ``reused``)
         points at its ``containers`` part, with its containers and metrics as columns."""
         job = block.job
+        # the folder of its parts is what tells a resumed run to look for them
+        make_private_dir(table_folder(self.out.window_dir(window_id), "containers"))
         self._add_parts(window_id or "", block.parts, {n: block.schema(n) for n in block.parts})
         if reused:
             return
@@ -475,7 +516,8 @@ class BlockTables:
         uris: dict[str, str] = {}
         for name, (parts, schema) in self._part_sets.pop(window_id or "", {}).items():
             folder = table_folder(self.out.window_dir(window_id), name)
-            size, checksum = commit(folder, schema, self._compression, parts)
+            local = self._publisher() is None  # else the workers' parts are objects already
+            size, checksum = commit(folder, schema, self._compression, parts, local)
             meta = {
                 "rows": sum(p.rows for p in parts),
                 "output_type": _TABLE_OUTPUTS[name],
@@ -652,9 +694,7 @@ class BlockTables:
         stay for a resumed run)."""
         self._gathered.clear()
         self._part_sets.clear()
-        if self._probe is not None:
-            self._probe[0].unlink(missing_ok=True)
-            self._probe = None
+        self._drop_probe()
         self._parts.clear()
         for view in self._part_views.values():
             view.close()

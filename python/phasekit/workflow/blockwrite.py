@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 import pyarrow as pa
 
+from phasekit.errors import PhasekitError
 from phasekit.stores.formats.base import decode_schema, encode_schema
-from phasekit.stores.partset import SUFFIX, write_part
+from phasekit.stores.partset import SUFFIX, write_object_part, write_part
 from phasekit.stores.streamparts import Part
 
 if TYPE_CHECKING:
@@ -51,12 +52,24 @@ class PartSink:
     intervals: Optional[tuple[int, ...]]
     probe: str
     token: str
+    objects: Optional[str] = None
+    """The results root on object storage (its URL) when the run's results live there:
+    the parts are then objects under ``window_key`` and ``probe`` is a key too."""
+    window_key: Optional[str] = None
+    """The window's folder as a key below ``objects``."""
 
     def reachable(self) -> bool:
-        """This process sees the client's results folder (the probe holds the token)."""
+        """This process sees the client's results folder or bucket (the probe holds the
+        token)."""
         try:
+            if self.objects is not None:
+                from phasekit.objstore import ObjectRoot
+
+                data = ObjectRoot.from_url(self.objects).read(self.probe, None)
+                return data.decode("utf-8", "replace") == self.token
             return Path(self.probe).read_text(encoding="utf-8") == self.token
-        except OSError:
+        except (OSError, PhasekitError) as exc:
+            log.info("the results of the run are not reachable here: %s", exc)
             return False
 
 
@@ -136,7 +149,18 @@ def written_block(
     from phasekit.workflow.blocktables import metric_names
 
     tables = block_tables_of(job, results, trades, curves, ts, sink.tables, sink.intervals)
-    parts = write_block_parts(Path(sink.window_dir), job, tables, sink.compression)
+    if sink.objects is not None and sink.window_key is not None:
+        from phasekit.objstore import ObjectRoot
+
+        root = ObjectRoot.from_url(sink.objects)
+        parts = {
+            name: write_object_part(
+                root, f"{sink.window_key}/{name}{SUFFIX}", job.index, table, sink.compression
+            )
+            for name, table in tables.items()
+        }
+    else:
+        parts = write_block_parts(Path(sink.window_dir), job, tables, sink.compression)
     schemas = {name: encode_schema(table.schema) for name, table in tables.items()}
     metrics = stream_bytes(results.select(metric_names(results.schema.names)))
     return WrittenBlock(job, metrics, parts, schemas)

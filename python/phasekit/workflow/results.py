@@ -181,8 +181,8 @@ class PhaseResults:
         self._admf: Optional[AdmfFiles] = None
         self.worker_parts = False
         """The run's blocks run on a cluster whose workers may write their window tables'
-        parts (set by the run for a ``dask`` or ``ray`` executor with a local
-        ``results_dir``; :attr:`BlockTables.part_mode`)."""
+        parts (set by the run for a ``dask`` or ``ray`` executor;
+        :attr:`BlockTables.part_mode`)."""
         self.blocks = BlockTables(self)
         self.parts = BlockParts(self.window_dir, run_id, phase, catalog, encryption)
 

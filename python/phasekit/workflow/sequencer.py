@@ -204,13 +204,10 @@ class Sequencer:
 
     def _workers_write(self) -> bool:
         """The executor's workers may write the window tables' parts themselves
-        (:mod:`phasekit.workflow.blockwrite`): a cluster executor, and results in a local
-        folder (on object storage, the client writes and publishes them)."""
-        from phasekit.catalog.publish import PublishingCatalog
+        (:mod:`phasekit.workflow.blockwrite`): a cluster executor."""
         from phasekit.workflow.executors.remote import RemoteExecutor
 
-        remote = isinstance(self.executor, RemoteExecutor)
-        return remote and not isinstance(self.catalog, PublishingCatalog)
+        return isinstance(self.executor, RemoteExecutor)
 
     def _backtest(self, phase: ResolvedPhase) -> PhaseOutcome:
         inputs = self.inputs(phase.name)
