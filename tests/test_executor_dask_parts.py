@@ -407,3 +407,44 @@ def test_on_object_storage_the_workers_write_the_parts_as_objects(
     finally:
         remote.close()
         local.close()
+
+
+@pytest.mark.parametrize("kind", ["encrypted", "hybrid"])
+def test_encrypted_and_in_memory_tables_stay_the_client_s(
+    dask_cluster: DaskCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """An encrypted run (the client seals every file, no key goes to the workers) and a
+    ``hybrid`` one (its tables are items of the client's store) get their blocks' rows
+    back and write their tables as before: no part set, no block written by a worker."""
+    from phasekit.crypt import generate_key
+
+    kinds: list[str] = []
+    map_blocks = RemoteExecutor.map_blocks
+
+    def seen(self: RemoteExecutor[Any, Any], *args: Any, **kw: Any) -> Iterator[Any]:
+        for outcome in map_blocks(self, *args, **kw):
+            kinds.append(type(outcome).__name__)
+            yield outcome
+
+    monkeypatch.setattr(RemoteExecutor, "map_blocks", seen)
+    extra: dict[str, Any] = {"data_flow": {"mode": "hybrid"}}
+    if kind == "encrypted":
+        monkeypatch.setenv("PK_PARTS_KEY", generate_key())
+        extra = {"encryption": {"enabled": True, "key": "env:PK_PARTS_KEY"}}
+    res = run(
+        {**config(15), **extra, "results_dir": str(tmp_path)},
+        executor={"dask": dask_cluster.address},
+    )
+    try:
+        assert kinds and set(kinds) == {"BlockOutcome"}
+        assert not list(res.run_dir.rglob(f"*{partset.SUFFIX}"))
+        window = res.run_dir / "search" / "w0000"
+        assert (window / "trades.arrow").is_file()
+        if kind == "encrypted":
+            assert (window / "containers.arrow").read_bytes().startswith(b"PKCRYPT")
+        (ref,) = [
+            r for r in res.outputs("search") if (r.entity, r.window_id) == ("trades", "w0000")
+        ]
+        assert ref.load().num_rows > 0
+    finally:
+        res.close()
