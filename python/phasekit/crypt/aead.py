@@ -204,7 +204,10 @@ class ChunkWriter:
         self._crc = self._crc32(header.raw, 0) if self._crc32 is not None else 0
         self._chunks = _chunks(key, header, item_id)
         self._header = header
-        self._buf = bytearray()
+        # the part of a chunk written so far (``_held`` bytes), filled in place: one chunk,
+        # from Arrow's pool, made at the first part held
+        self._part: Optional[pa.Buffer] = None
+        self._held = 0
         # grown to a batch (or the largest run sealed), then reused; from Arrow's pool,
         # whose large blocks are reused rather than faulted in page by page for every
         # file. With overlap, two: one sealed into while the other is written.
@@ -229,18 +232,33 @@ class ChunkWriter:
             self._plain += n
             size = self._header.chunk_bytes
             start = 0
-            if self._buf:
-                start = min(n, size - len(self._buf))
-                self._buf += view[:start]
-                if start == n:  # nothing follows the buffered chunk yet
+            if self._held:
+                start = min(n, size - self._held)
+                self._hold(view[:start])
+                if start == n:  # nothing follows the held chunk yet
                     return n
-                self.emit(self._buf, final=False)  # one whole chunk, more bytes follow
-                self._buf = bytearray()
+                with self._held_view() as chunk:  # one whole chunk, more bytes follow
+                    self.emit(chunk, final=False)
+                self._held = 0
             whole = (n - start - 1) // size * size  # keep a non-empty tail back
             if whole > 0:
                 self.emit_whole(view[start : start + whole])
-            self._buf += view[start + whole :]
+            self._hold(view[start + whole :])
         return n
+
+    def _hold(self, piece: memoryview) -> None:
+        """Copy ``piece`` after the part of a chunk held (it fits in the chunk)."""
+        if self._part is None:
+            self._part = pa.allocate_buffer(self.chunk_bytes)
+        end = self._held + piece.nbytes
+        with memoryview(self._part) as raw, raw.cast("B") as part:
+            part[self._held : end] = piece
+        self._held = end
+
+    def _held_view(self) -> memoryview:
+        if self._part is None:
+            return memoryview(b"")
+        return memoryview(self._part)[: self._held]
 
     @property
     def chunk_bytes(self) -> int:
@@ -332,10 +350,11 @@ class ChunkWriter:
         if self.closed:
             return
         try:
-            self.emit(self._buf, final=True)
+            with self._held_view() as last:
+                self.emit(last, final=True)
         finally:
             self.abandon()
-        self._buf = bytearray()
+        self._held = 0
         self.closed = True
 
     def abandon(self) -> None:
