@@ -323,15 +323,29 @@ def test_a_killed_client_resumes_to_the_uninterrupted_run(
         whole.close()
 
 
+@pytest.fixture(scope="module")
+def s3_cluster(s3_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A cluster whose workers have the S3 server's settings in their environment."""
+    from dask_util import start_cluster
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in s3_server.env().items():
+            mp.setenv(name, value)
+        cluster = start_cluster(tmp_path_factory.mktemp("s3-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 def test_on_object_storage_the_workers_write_the_parts_as_objects(
-    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bucket: str, s3_cluster: DaskCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Results on S3 (moto): the workers (of a cluster started with the server's
     settings in its environment) write their parts as objects; the client uploads only
     the manifests and the parts it wrote; readers fetch and verify them."""
     import boto3
 
-    from dask_util import start_cluster
     from phasekit.serve import create_app
     from serve_util import LiveServer
 
@@ -344,16 +358,11 @@ def test_on_object_storage_the_workers_write_the_parts_as_objects(
 
     monkeypatch.setattr(blocktables, "write_block_parts", counted_write)
     url = f"s3://{bucket}/parts"
-    (tmp_path / "cluster").mkdir()
-    cluster = start_cluster(tmp_path / "cluster")  # workers see the server's settings
-    try:
-        remote = run(
-            {**config(14), "results_dir": url},
-            executor={"dask": cluster.address},
-            local_dir=str(tmp_path / "local"),
-        )
-    finally:
-        cluster.stop()
+    remote = run(
+        {**config(14), "results_dir": url},
+        executor={"dask": s3_cluster.address},
+        local_dir=str(tmp_path / "local"),
+    )
     local = run({**config(14), "results_dir": str(tmp_path / "plain")})
     try:
         assert outputs(remote) == outputs(local)
@@ -448,3 +457,43 @@ def test_encrypted_and_in_memory_tables_stay_the_client_s(
         assert ref.load().num_rows > 0
     finally:
         res.close()
+
+
+S3_KILL = """
+import json, sys
+from phasekit.workflow import run
+run(json.loads(sys.argv[1]), executor={"dask": sys.argv[2]}, local_dir=sys.argv[3])
+"""
+
+
+def test_on_object_storage_a_killed_client_resumes_to_the_uninterrupted_run(
+    bucket: str, s3_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """Killed once window w0001's worker-written block is stored, a run on S3 resumes
+    (the block computed again: its parts are objects the resumed client does not read
+    back) to the uninterrupted run's tables and rows."""
+    cfg = {**config(16), "results_dir": f"s3://{bucket}/killed"}
+    local = str(tmp_path / "local")
+    env = {**os.environ, "PHASEKIT_FAILPOINT": "blocks.after_block@3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", S3_KILL, json.dumps(cfg), s3_cluster.address, local],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with open_catalog(str(Path(local) / "catalog.sqlite"), results_dir=local) as catalog:
+        (killed,) = catalog.list_processes()
+    resumed = run(
+        cfg, executor={"dask": s3_cluster.address}, resume=killed.process_id, local_dir=local
+    )
+    whole = run({**config(16), "results_dir": str(tmp_path / "whole")})
+    try:
+        assert outputs(resumed) == outputs(whole)
+        for ref in resumed.outputs("search"):
+            if ref.entity in TABLES:
+                want = _table(whole.run_dir / "search" / str(ref.window_id), ref.entity)
+                assert want is not None and ref.load().equals(want), ref.uri
+        rows = _rows(resumed.catalog_url, resumed.run_id)
+        assert rows == _rows(whole.catalog_url, whole.run_id)
+    finally:
+        resumed.close()
+        whole.close()

@@ -60,8 +60,19 @@ def test_a_ray_run_equals_the_local_run(
     caplog: pytest.LogCaptureFixture,
     engine: str,
     kind: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from phasekit.workflow import blocktables
+
     local = run({**config(11, engine=engine), "results_dir": str(tmp_path / "local")})
+    client_wrote: list[int] = []
+    write = blocktables.write_block_parts
+
+    def counted(window_dir: Path, job: Any, tables: Any, compression: Any) -> Any:
+        client_wrote.append(job.index)
+        return write(window_dir, job, tables, compression)
+
+    monkeypatch.setattr(blocktables, "write_block_parts", counted)
     with caplog.at_level(logging.INFO, logger="phasekit.workflow.executors.ray"):
         remote = run(
             {**config(11, engine=engine), "results_dir": str(tmp_path / "ray")},
@@ -75,6 +86,12 @@ def test_a_ray_run_equals_the_local_run(
         # workers are named NODE_IP/PID: processes of this cluster's node
         for _, _, worker in done:
             assert re.fullmatch(r"[0-9.]+/\d+", worker), worker
+        # blocks: each window's tables are part sets, its training block's part (block
+        # 0) written by a Ray worker (phasekit.workflow.blockwrite), never by the client;
+        # batches: one file per table
+        parts = sorted(remote.run_dir.glob("search/*/containers.parts/part-000001.arrow"))
+        assert len(parts) == (4 if kind == "block" else 0)
+        assert 0 not in client_wrote
     finally:
         local.close()
         remote.close()
