@@ -467,11 +467,13 @@ run(json.loads(sys.argv[1]), executor={"dask": sys.argv[2]}, local_dir=sys.argv[
 
 
 def test_on_object_storage_a_killed_client_resumes_to_the_uninterrupted_run(
-    bucket: str, s3_cluster: DaskCluster, tmp_path: Path
+    bucket: str, s3_cluster: DaskCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Killed once window w0001's worker-written block is stored, a run on S3 resumes
-    (the block computed again: its parts are objects the resumed client does not read
-    back) to the uninterrupted run's tables and rows."""
+    """Killed once window w0001's worker-written block is stored, a run on S3 resumes,
+    reusing that block from its part objects, to the uninterrupted run's tables and
+    rows."""
+    import logging
+
     cfg = {**config(16), "results_dir": f"s3://{bucket}/killed"}
     local = str(tmp_path / "local")
     env = {**os.environ, "PHASEKIT_FAILPOINT": "blocks.after_block@3"}
@@ -482,9 +484,11 @@ def test_on_object_storage_a_killed_client_resumes_to_the_uninterrupted_run(
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     with open_catalog(str(Path(local) / "catalog.sqlite"), results_dir=local) as catalog:
         (killed,) = catalog.list_processes()
-    resumed = run(
-        cfg, executor={"dask": s3_cluster.address}, resume=killed.process_id, local_dir=local
-    )
+    with caplog.at_level(logging.INFO, logger="phasekit.workflow"):
+        resumed = run(
+            cfg, executor={"dask": s3_cluster.address}, resume=killed.process_id, local_dir=local
+        )
+    assert "window w0001: 1 block(s) reused" in caplog.text
     whole = run({**config(16), "results_dir": str(tmp_path / "whole")})
     try:
         assert outputs(resumed) == outputs(whole)

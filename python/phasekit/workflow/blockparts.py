@@ -3,7 +3,8 @@ resumed run reads them back instead of computing them again (``<window>/.blocks/
 
 A block whose window tables are part sets (:mod:`phasekit.workflow.blockwrite`) is kept
 by its parts themselves: its catalog row lists them (:data:`PARTS_KEY`), and a resumed
-run reuses it when every part it lists is there with its checksum."""
+run reuses it when every part it lists is there with its checksum (a worker's part on
+object storage is read from its object)."""
 
 from __future__ import annotations
 
@@ -156,9 +157,7 @@ class BlockParts:
             results: Optional[pa.Table] = None
             for name, part in parts.items():
                 path = contained(part.file, table_folder(window, name), f"part of {name}")
-                verify(path, part.checksum, f"{name}/{part.file}")
-                with pa.memory_map(str(path)) as source:
-                    table = pa.ipc.open_file(source).read_all()
+                table = self._read_part(path, part.checksum, f"{name}/{part.file}")
                 schemas[name] = encode_schema(table.schema)
                 if name == "containers":
                     results = table
@@ -169,6 +168,19 @@ class BlockParts:
             return None
         metrics = stream_bytes(results.select(metric_names(results.schema.names)))
         return WrittenBlock(job, metrics, parts, schemas)
+
+    def _read_part(self, path: Path, checksum: str, what: str) -> pa.Table:
+        """A kept part, verified against its checksum: its file, or on object storage
+        (a worker wrote it there, not here) its object."""
+        from phasekit.catalog.publish import PublishingCatalog
+
+        if not path.exists() and isinstance(self.catalog, PublishingCatalog):
+            root = self.catalog.root
+            data = root.read(self.catalog.object_key(path), checksum, what)
+            return pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        verify(path, checksum, what)
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all()
 
     def _read(self, window_id: Optional[str], job: BlockJob) -> Optional[BlockOutcome]:
         if not self._folder(window_id).is_dir():
