@@ -207,6 +207,12 @@ def test_the_catalog_and_its_readers_see_the_local_run_s_rows(
             mine = next((tmp_path / "dask" / rel.parent).glob("containers*.parquet"))
         assert pq.read_table(mine).equals(pq.read_table(tmp_path / "local" / rel))
     assert remote.run_id in _cli(capsys, "du", *where)
+    from phasekit.report.data import read_run
+
+    with open_catalog(remote.catalog_url) as catalog:
+        assert read_run(catalog, remote.run_id).unreadable == 0
+    _cli(capsys, "report", remote.run_id, "-o", str(tmp_path / "report.html"), *where)
+    assert (tmp_path / "report.html").stat().st_size > 0
     doctor = json.loads(_cli(capsys, "doctor", "--json", *where))
     assert [f for f in doctor["findings"] if f["severity"] == "error"] == []
 
@@ -279,6 +285,11 @@ def _damage(res: Any, capsys: pytest.CaptureFixture[str]) -> None:
     first.unlink()
     with pytest.raises(CorruptDataError, match="missing"):
         partset.read_part_set(folder)
+    # cleanup removes a part set as one item: its folder, manifest and parts
+    with open_catalog(res.catalog_url) as catalog:
+        (item,) = catalog.list_items(res.run_id, entity="containers", window="w0000")
+        report = catalog.remove_items([item.id])
+    assert not report.failed and not folder.exists()
 
 
 KILL = """
