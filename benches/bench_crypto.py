@@ -4,9 +4,10 @@ Groups (``items`` in extra_info: bytes of the table):
 
 * ``crypto:write``: one 64 MiB Arrow table (8 float64 columns) put into a FileStore in
   the arrow format, plain (``impl=plain``: through the backend's IpcWriter) and
-  encrypted (``impl=aes-256-gcm``: encoded in memory, sealed in 1 MiB chunks under a new
-  data key, 8 MiB of chunks per call, written by the same atomic protocol); both fsync
-  the file and checksum it while writing.
+  encrypted (``impl=aes-256-gcm``: the IPC file written into the encrypter, sealed in
+  1 MiB chunks under a new data key and written in 8 MiB batches by a writer thread,
+  by the same atomic protocol); both checksum the file while writing, flush it in the
+  background every 32 MiB and fsync it.
 * ``crypto:read``: getting it back (plain: its CRC verified, then memory-mapped;
   encrypted: decrypted from a memory map into one Arrow buffer in one call, each
   chunk's authentication tag verified).
