@@ -219,6 +219,7 @@ def test_the_catalog_and_its_readers_see_the_local_run_s_rows(
 
 def test_the_server_sends_a_part_set_as_the_local_file(pair: Any) -> None:
     from phasekit.serve import create_app
+    from phasekit.serve.client import read_table
     from serve_util import LiveServer
 
     local, remote, _, _ = pair
@@ -234,6 +235,13 @@ def test_the_server_sends_a_part_set_as_the_local_file(pair: Any) -> None:
                 got[key] = pa.ipc.open_stream(body.content).read_all()
                 part = client.get(f"/items/{item.id}/data", params={"format": "json", "limit": 2})
                 assert len(part.json()) == 2
+                # phasekit's reader over several connections: /file in ranges for a
+                # single file, /data for a part set (whose /file is refused as a folder)
+                many = read_table(server.url, item.id, connections=3)
+                assert many.equals(pa.ipc.open_stream(body.content).read_all())
+                if key == "dask":
+                    refused = client.get(f"/items/{item.id}/file")
+                    assert refused.status_code == 400 and "a folder" in refused.text
     assert got["dask"].equals(got["local"])
 
 
