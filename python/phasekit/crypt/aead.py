@@ -182,8 +182,8 @@ class ChunkWriter:
     it. Off, every batch is written before the next is sealed. The bytes written are the
     same either way.
 
-    ``checksum``: the CRC-32 of every byte given to ``sink`` (:attr:`checksum`), computed
-    in the caller's thread as each run is sealed (the backend's ``crc32``: Rust releases
+    ``checksum``: the CRC-32 of the bytes for ``sink`` (:attr:`checksum`), computed in
+    the caller's thread as each run is sealed (the backend's ``crc32``: Rust releases
     the GIL), so the writer's thread only writes."""
 
     closed = False
@@ -333,8 +333,8 @@ class ChunkWriter:
 
     @property
     def checksum(self) -> str:
-        """``crc32:xxxxxxxx`` of the bytes given to the sink so far (all of the file's
-        once closed); for a writer made with ``checksum=True``."""
+        """``crc32:xxxxxxxx`` of the bytes sealed so far, header included (once closed:
+        of every byte given to the sink); for a writer made with ``checksum=True``."""
         if self._crc32 is None:
             raise InvalidArgument(
                 "this ChunkWriter computes no checksum (made without checksum=True)"
