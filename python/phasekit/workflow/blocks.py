@@ -53,6 +53,7 @@ __all__ = [
     "BLOCK_KINDS",
     "BlockJob",
     "BlockOutcome",
+    "Ran",
     "block_refusal",
     "block_sizes",
     "phase_engine",

@@ -282,7 +282,7 @@ class BlockTables:
         self._persist_tables: set[str] = set()
         self._part_sets: dict[str, dict[str, tuple[list[Part], pa.Schema]]] = {}
         self._part_mode: Optional[bool] = None
-        self._probe: Optional[tuple[Path, str]] = None
+        self._probe: Optional[tuple[str, str]] = None
 
     def put(
         self,

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -104,7 +104,7 @@ def block_tables_of(
     curves: Optional[pa.Table],
     ts: np.ndarray,
     names: Sequence[str],
-    intervals: Optional[Sequence[int]],
+    intervals: Optional[Union[Sequence[int], np.ndarray]],
 ) -> dict[str, pa.Table]:
     """The block's part of each window table of ``names``: its ``containers`` rows, its
     ``trades`` (the symbol added; always, when the block has trades at all) and its

@@ -46,7 +46,7 @@ from phasekit.errors import ConfigError
 from phasekit.workflow.topology import PortfolioJob, run_portfolio
 
 if TYPE_CHECKING:
-    from phasekit.workflow.blocks import BlockJob, BlockOutcome
+    from phasekit.workflow.blocks import BlockJob, Ran
 
 log = logging.getLogger(__name__)
 
@@ -411,8 +411,8 @@ class Executor:
         self,
         spec: DataSpec,
         blocks: Sequence[BlockJob],
-        on_block: Callable[[BlockOutcome], None] | None = None,
-    ) -> Iterator[BlockOutcome]:
+        on_block: Callable[[Ran], None] | None = None,
+    ) -> Iterator[Ran]:
         """Outcomes of ``blocks`` in order, computed in this process: one block kernel
         call each, which releases the GIL, on ``workers`` threads (at most 2 x
         ``workers`` blocks in flight). No worker process is started or sent the bars."""
@@ -427,7 +427,7 @@ class Executor:
                 yield outcome
             return
         threads = self._get_threads()
-        pending: deque[Future[BlockOutcome]] = deque()
+        pending: deque[Future[Ran]] = deque()
         todo = iter(blocks)
 
         def submit() -> None:

@@ -20,7 +20,7 @@ from typing import Optional, Protocol, Union
 from phasekit.config.resolved import ExecutorTarget
 from phasekit.errors import ConfigError
 from phasekit.registry import EXECUTORS
-from phasekit.workflow.blocks import BlockJob, BlockOutcome
+from phasekit.workflow.blocks import BlockJob, Ran
 from phasekit.workflow.executor import DataSpec, Executor, Outcome
 from phasekit.workflow.topology import PortfolioJob
 
@@ -54,8 +54,8 @@ class BatchExecutor(Protocol):
         self,
         spec: DataSpec,
         blocks: Sequence[BlockJob],
-        on_block: Optional[Callable[[BlockOutcome], None]] = None,
-    ) -> Iterator[BlockOutcome]:
+        on_block: Optional[Callable[[Ran], None]] = None,
+    ) -> Iterator[Ran]:
         """Outcomes of ``blocks`` (:mod:`phasekit.workflow.blocks`) in block order;
         ``on_block`` after each."""
         ...

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Optional
 from phasekit._optional import require
 from phasekit.backtest.bars import Bars
 from phasekit.errors import WorkflowError
-from phasekit.workflow.blocks import BlockJob, BlockOutcome, run_block_bars
+from phasekit.workflow.blocks import BlockJob, Ran, run_block_bars
 from phasekit.workflow.executor import DataSpec, Outcome, bars_for, run_jobs
 from phasekit.workflow.executors.remote import RemoteExecutor, Unit
 from phasekit.workflow.topology import PortfolioJob
@@ -143,7 +143,7 @@ def dask_batch(
     return get_worker().address, run_jobs(window(key), jobs, backend)
 
 
-def dask_block(key: str, block: BlockJob, backend: Optional[str]) -> tuple[str, BlockOutcome]:
+def dask_block(key: str, block: BlockJob, backend: Optional[str]) -> tuple[str, Ran]:
     """What a Dask worker runs for a block: its outcome over the bars scattered under
     ``key``, and the worker's address."""
     from distributed import get_worker

@@ -31,7 +31,7 @@ from phasekit._optional import require
 from phasekit.backtest.bars import Bars
 from phasekit.config.model import split_host_port
 from phasekit.errors import ConfigError, WorkflowError
-from phasekit.workflow.blocks import BlockJob, BlockOutcome, run_block_bars
+from phasekit.workflow.blocks import BlockJob, Ran, run_block_bars
 from phasekit.workflow.executor import DataSpec, Outcome, bars_for, run_jobs
 from phasekit.workflow.executors.remote import RemoteExecutor, Unit
 from phasekit.workflow.topology import PortfolioJob
@@ -64,7 +64,7 @@ def ray_batch(bars: Bars, jobs: Sequence[PortfolioJob], backend: Optional[str]) 
 
 def ray_block(bars: Bars, block: BlockJob, backend: Optional[str]) -> Unit:
     """What a Ray worker runs for a block: its outcome over ``bars``, and its name."""
-    outcome: BlockOutcome = run_block_bars(bars, block, backend)
+    outcome: Ran = run_block_bars(bars, block, backend)
     return worker_name(), outcome
 
 

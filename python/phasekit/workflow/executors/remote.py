@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Optional, TypeVar
 
 from phasekit.errors import WorkflowError
-from phasekit.workflow.blocks import BlockJob, BlockOutcome
+from phasekit.workflow.blocks import BlockJob, Ran
 from phasekit.workflow.executor import MAX_BATCH, DataSpec, Outcome, batch_size
 from phasekit.workflow.topology import PortfolioJob
 
@@ -141,8 +141,8 @@ class RemoteExecutor(ABC, Generic[Task, Shared]):
         self,
         spec: DataSpec,
         blocks: Sequence[BlockJob],
-        on_block: Optional[Callable[[BlockOutcome], None]] = None,
-    ) -> Iterator[BlockOutcome]:
+        on_block: Optional[Callable[[Ran], None]] = None,
+    ) -> Iterator[Ran]:
         """Outcomes of ``blocks`` in order, over the shipped bars as batches are."""
         if not blocks:
             return
