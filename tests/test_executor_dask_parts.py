@@ -390,7 +390,7 @@ def test_on_object_storage_the_workers_write_the_parts_as_objects(
             base = f"parts/{remote.run_id}/search/{window.name}/containers.parts"
             assert {f"{base}/manifest.json", f"{base}/{partset.part_name(0)}"} <= keys
             assert (window.name, 0) not in client_wrote  # a worker wrote it
-        assert not any(k.endswith(blocktables.PROBE) for k in keys)
+        assert not any(k.endswith(partset.PROBE) for k in keys)
         for ref in remote.outputs("search"):
             if ref.entity in TABLES:
                 assert ref.uri.startswith(f"{url}/") and ref.uri.endswith(".parts")
@@ -503,6 +503,11 @@ def test_on_object_storage_a_killed_client_resumes_to_the_uninterrupted_run(
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     with open_catalog(str(Path(local) / "catalog.sqlite"), results_dir=local) as catalog:
         (killed,) = catalog.list_processes()
+        # doctor's repair keeps the parts the unfinished window's block rows name (no
+        # table row names them yet), however old
+        report = catalog.doctor(repair=True, object_grace_seconds=0)
+        deleted = [f.detail for f in report.findings if f.kind == "unreferenced_object"]
+        assert not [d for d in deleted if "/w0001/" in d and ".parts/" in d], deleted
     with caplog.at_level(logging.INFO, logger="phasekit.workflow"):
         resumed = run(
             cfg, executor={"dask": s3_cluster.address}, resume=killed.process_id, local_dir=local

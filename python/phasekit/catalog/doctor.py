@@ -34,8 +34,10 @@ Kinds of finding (severity; what ``repair`` does):
   store's own manifests) are only searched for temp files; a folder holding its own
   catalog (a results folder nested in this one) is another catalog's and is skipped.
 - ``unreferenced_object`` (info): an object under the results prefix of a run on object
-  storage (below ``PREFIX/<run id>/``) that no row (nor a row's store manifest) records,
-  such as an upload whose row was never committed (a crash between the two). ``repair``
+  storage (below ``PREFIX/<run id>/``) that no row (nor a row's store manifest, nor a
+  block row's parts of its window's part sets: a cluster worker's parts of a window not
+  yet complete) records, such as an upload whose row was never committed (a crash
+  between the two); a running run's ``.parts-probe`` objects are not reported. ``repair``
   deletes it when it is older than ``object_grace_seconds`` (:data:`OBJECT_GRACE_SECONDS`
   by default; by the store's modification time), after checking again that no row names
   it; a younger one (perhaps an upload whose row is about to be committed) or one whose
@@ -50,11 +52,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import shutil
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -85,8 +88,8 @@ from phasekit.errors import (
 )
 from phasekit.objstore import ObjectRoot, is_object_url, manifest_of, unknown_versions
 from phasekit.paths import contained, read_bytes_nofollow
+from phasekit.stores.partset import PROBE, is_part_set_key, part_set_keys
 from phasekit.stores.partset import SUFFIX as PART_SET
-from phasekit.stores.partset import is_part_set_key, part_set_keys
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -529,6 +532,7 @@ def _scan_objects(
             if is_part_set_key(rel):  # its manifest and parts
                 named.update((root.url, key) for key in part_set_keys(root, rel))
             named.update((root.url, stem) for stem in [*key_stems(rel), *key_stems(manifest)])
+        named.update(_block_parts(catalog, row))
     buckets: set[tuple[str, str]] = set()
     for proc in processes:
         if not is_object_url(proc.results_dir):
@@ -541,6 +545,8 @@ def _scan_objects(
             stem = key_stem(rel)  # a key object is named when its data object is
             if (root.url, rel) in named or (stem is not None and (root.url, stem) in named):
                 continue
+            if proc.status == "running" and posixpath.basename(rel) == PROBE:
+                continue  # a running phase's probe for its cluster workers
             age = None if modified is None else time.time() - modified
             if proc.status == "running" and (age is None or age < grace):
                 continue  # perhaps an upload whose row is about to be committed
@@ -550,6 +556,28 @@ def _scan_objects(
             if report.repair:
                 _delete_object(catalog, root, rel, stem, age, grace, finding)
             report.findings.append(finding)
+
+
+def _block_parts(catalog: Catalog, row: ItemRow) -> set[tuple[str, str]]:
+    """The objects a block row names (its parts of its window's tables, written by a
+    cluster worker; :mod:`phasekit.workflow.blockwrite`), which its window's table row
+    names only once the window is complete."""
+    parts, uri = row.metadata.get("parts"), row.metadata.get("uri")
+    if not isinstance(parts, dict) or not isinstance(uri, str) or not is_object_url(uri):
+        return set()
+    try:
+        found = catalog.item_object(replace(row, data_reference=uri))
+    except CatalogError:
+        return set()
+    if found is None:
+        return set()
+    root, rel = found
+    window = posixpath.dirname(posixpath.dirname(rel))  # <window>/containers.parts/<part>
+    return {
+        (root.url, f"{window}/{table}{PART_SET}/{raw['file']}")
+        for table, raw in parts.items()
+        if isinstance(raw, dict) and isinstance(raw.get("file"), str)
+    }
 
 
 def _report_versions(root: ObjectRoot, report: DoctorReport) -> None:

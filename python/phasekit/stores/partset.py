@@ -44,8 +44,12 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".parts"
 """The suffix of a part set's folder (``containers.parts``)."""
+PROBE = ".parts-probe"
+"""The file (or object) in a phase's folder that tells a writer elsewhere (a cluster
+worker, :class:`~phasekit.workflow.blockwrite.PartSink`) it sees the run's results."""
 
 __all__ = [
+    "PROBE",
     "SUFFIX",
     "commit",
     "fetch_part_set",

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from phasekit.errors import PhasekitError
 from phasekit.paths import make_private_dir
 from phasekit.stores import HybridStore
-from phasekit.stores.partset import commit
+from phasekit.stores.partset import PROBE, commit
 from phasekit.stores.ref import Ref, file_uri
 from phasekit.stores.streamparts import Part
 from phasekit.workflow.blockparts import PARTS_KEY, block_entity, block_marker
@@ -102,10 +102,6 @@ def keep_curves(summaries: list[dict[str, Any]], block: BlockRows) -> None:
         lo, hi = trade_rows[i]
         summary["_pnl"] = pnl[lo:hi]
 
-
-PROBE = ".parts-probe"
-"""The file in a phase's folder a cluster worker reads to learn that it sees the run's
-results folder (:class:`~phasekit.workflow.blockwrite.PartSink`)."""
 
 BLOCK_PART_VIEW = "_block_parts"
 """The view (of a hybrid window's store) holding its tables' block parts until the
