@@ -525,3 +525,52 @@ def test_on_object_storage_a_killed_client_resumes_to_the_uninterrupted_run(
     finally:
         resumed.close()
         whole.close()
+
+
+def test_workers_that_cannot_see_the_results_hand_the_rows_back(
+    dask_cluster: DaskCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe the workers do not find (as on machines without the shared folder): the
+    blocks come back whole, the client writes their parts, the tables are the same."""
+    from phasekit.workflow.blockwrite import PartSink
+
+    kinds: list[str] = []
+    map_blocks = RemoteExecutor.map_blocks
+
+    def seen(self: RemoteExecutor[Any, Any], *args: Any, **kw: Any) -> Iterator[Any]:
+        for outcome in map_blocks(self, *args, **kw):
+            kinds.append(type(outcome).__name__)
+            yield outcome
+
+    monkeypatch.setattr(RemoteExecutor, "map_blocks", seen)
+    nowhere = str(tmp_path / "elsewhere" / partset.PROBE)
+    monkeypatch.setattr(blocktables.BlockTables, "_reach_probe", lambda self: (nowhere, "t"))
+    assert not PartSink("", (), None, None, nowhere, "t").reachable()
+    res = run(
+        {**config(11), "results_dir": str(tmp_path / "r")}, executor={"dask": dask_cluster.address}
+    )
+    local = run({**config(11), "results_dir": str(tmp_path / "local")})
+    try:
+        assert kinds and set(kinds) == {"BlockOutcome"}
+        for window, want in zip(_windows(res, "search"), _windows(local, "search")):
+            assert (window / "containers.parts").is_dir()
+            for name in TABLES:
+                got, expected = _table(window, name), _table(want, name)
+                assert got is not None and expected is not None and got.equals(expected)
+        assert outputs(res) == outputs(local)
+    finally:
+        res.close()
+        local.close()
+
+
+def test_a_probe_is_found_once_by_its_token(tmp_path: Path) -> None:
+    from phasekit.workflow.blockwrite import PartSink
+
+    probe = tmp_path / partset.PROBE
+    probe.write_text("right")
+    assert not PartSink("", (), None, None, str(probe), "wrong").reachable()
+    sink = PartSink("", (), None, None, str(probe), "right")
+    assert sink.reachable()
+    probe.unlink()  # once found, not read again by this process
+    assert sink.reachable()
+    assert not PartSink("", (), None, None, str(probe), "other").reachable()

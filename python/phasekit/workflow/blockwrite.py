@@ -60,17 +60,29 @@ class PartSink:
 
     def reachable(self) -> bool:
         """This process sees the client's results folder or bucket (the probe holds the
-        token)."""
+        token); once it did, it is not asked again in this process."""
+        key = (self.objects, self.probe, self.token)
+        if key in _REACHED:
+            return True
         try:
             if self.objects is not None:
                 from phasekit.objstore import ObjectRoot
 
                 data = ObjectRoot.from_url(self.objects).read(self.probe, None)
-                return data.decode("utf-8", "replace") == self.token
-            return Path(self.probe).read_text(encoding="utf-8") == self.token
+                found = data.decode("utf-8", "replace") == self.token
+            else:
+                found = Path(self.probe).read_text(encoding="utf-8") == self.token
         except (OSError, PhasekitError) as exc:
             log.info("the results of the run are not reachable here: %s", exc)
             return False
+        if found:
+            _REACHED.add(key)
+        return found
+
+
+_REACHED: set[tuple[Optional[str], str, str]] = set()
+"""The probes (results root, probe, token) this process found: a phase's blocks after
+its first do not read the probe again."""
 
 
 @dataclass(frozen=True)
