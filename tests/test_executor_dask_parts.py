@@ -74,6 +74,20 @@ def _rows(catalog_url: str, run_id: str) -> list[tuple[Any, ...]]:
     )
 
 
+def _outcome_kinds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The type of each block outcome the cluster executors hand the run, as they come."""
+    kinds: list[str] = []
+    map_blocks = RemoteExecutor.map_blocks
+
+    def seen(self: RemoteExecutor[Any, Any], *args: Any, **kw: Any) -> Iterator[Any]:
+        for outcome in map_blocks(self, *args, **kw):
+            kinds.append(type(outcome).__name__)
+            yield outcome
+
+    monkeypatch.setattr(RemoteExecutor, "map_blocks", seen)
+    return kinds
+
+
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     capsys.readouterr()
     code = cli_main(list(args))
@@ -446,15 +460,7 @@ def test_encrypted_and_in_memory_tables_stay_the_client_s(
     back and write their tables as before: no part set, no block written by a worker."""
     from phasekit.crypt import generate_key
 
-    kinds: list[str] = []
-    map_blocks = RemoteExecutor.map_blocks
-
-    def seen(self: RemoteExecutor[Any, Any], *args: Any, **kw: Any) -> Iterator[Any]:
-        for outcome in map_blocks(self, *args, **kw):
-            kinds.append(type(outcome).__name__)
-            yield outcome
-
-    monkeypatch.setattr(RemoteExecutor, "map_blocks", seen)
+    kinds = _outcome_kinds(monkeypatch)
     extra: dict[str, Any] = {"data_flow": {"mode": "hybrid"}}
     if kind == "encrypted":
         monkeypatch.setenv("PK_PARTS_KEY", generate_key())
@@ -534,15 +540,7 @@ def test_workers_that_cannot_see_the_results_hand_the_rows_back(
     blocks come back whole, the client writes their parts, the tables are the same."""
     from phasekit.workflow.blockwrite import PartSink
 
-    kinds: list[str] = []
-    map_blocks = RemoteExecutor.map_blocks
-
-    def seen(self: RemoteExecutor[Any, Any], *args: Any, **kw: Any) -> Iterator[Any]:
-        for outcome in map_blocks(self, *args, **kw):
-            kinds.append(type(outcome).__name__)
-            yield outcome
-
-    monkeypatch.setattr(RemoteExecutor, "map_blocks", seen)
+    kinds = _outcome_kinds(monkeypatch)
     nowhere = str(tmp_path / "elsewhere" / partset.PROBE)
     monkeypatch.setattr(blocktables.BlockTables, "_reach_probe", lambda self: (nowhere, "t"))
     assert not PartSink("", (), None, None, nowhere, "t").reachable()
