@@ -86,10 +86,12 @@ from phasekit.errors import (
     StorageError,
     UnsafePath,
 )
+from phasekit.names import check_name
 from phasekit.objstore import ObjectRoot, is_object_url, manifest_of, unknown_versions
 from phasekit.paths import contained, read_bytes_nofollow
 from phasekit.stores.partset import PROBE, is_part_set_key, part_set_keys
 from phasekit.stores.partset import SUFFIX as PART_SET
+from phasekit.stores.streamparts import part_of
 
 if TYPE_CHECKING:
     from phasekit.catalog.base import Catalog
@@ -573,11 +575,14 @@ def _block_parts(catalog: Catalog, row: ItemRow) -> set[tuple[str, str]]:
         return set()
     root, rel = found
     window = posixpath.dirname(posixpath.dirname(rel))  # <window>/containers.parts/<part>
-    return {
-        (root.url, f"{window}/{table}{PART_SET}/{raw['file']}")
-        for table, raw in parts.items()
-        if isinstance(raw, dict) and isinstance(raw.get("file"), str)
-    }
+    named = set()
+    for table, raw in parts.items():
+        try:  # only a part name (part-NNNNNN.arrow) of a table name
+            key = f"{window}/{check_name('table', table)}{PART_SET}/{part_of(raw).file}"
+        except (ValueError, TypeError, InvalidArgument):
+            continue
+        named.add((root.url, key))
+    return named
 
 
 def _report_versions(root: ObjectRoot, report: DoctorReport) -> None:
