@@ -8,7 +8,9 @@ evaluates the whole block in one call of the backend's block kernel
 streams: the results (a row per container: ``container_id``, ``window_id``, the
 strategy's parameters, ``bars``, every metric and the ``events.*`` statistics of the
 container's event ring), the closed trades and the equity curves of the traced
-containers.
+containers; a block sent with a :class:`~phasekit.workflow.blockwrite.PartSink` (on a
+cluster) writes its part of each window table where it runs and hands back only a
+:class:`~phasekit.workflow.blockwrite.WrittenBlock` (:data:`Ran`).
 
 The ``events.*`` columns are what each container's tracer would report
 (``EventRing.stats()``): the kernel's FILL, POSITION_OPEN and POSITION_CLOSE events

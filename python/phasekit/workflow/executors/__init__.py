@@ -3,7 +3,9 @@
 Every executor takes the same units of work, a batch of containers over one data window
 (:func:`phasekit.workflow.executor.run_batch`) or a block of containers evaluated in one
 kernel call (:func:`phasekit.workflow.blocks.run_block_job`), and hands their outcomes
-back in order; the run writes them and commits their catalog rows as they arrive. ``local``
+back in order; the run writes them and commits their catalog rows as they arrive (a
+block sent with a part sink comes back as the parts its worker wrote,
+:mod:`phasekit.workflow.blockwrite`, and the run commits its row). ``local``
 runs batches in worker processes of this machine
 (:class:`phasekit.workflow.executor.Executor`); ``dask`` on the workers of a
 ``distributed`` scheduler (:class:`phasekit.workflow.executors.dask.DaskExecutor`);

@@ -13,7 +13,9 @@ runs). Should every copy be lost with its workers before a worker fetched it, th
 ships the bars again and submits the batches that needed them again. A batch lost with its worker
 is run again on another one by the scheduler; a batch that raises is retried
 ``retries`` times. Outcomes come back in job order and the client writes them and
-commits their catalog rows as today, batch by batch; batches done per worker are logged
+commits their catalog rows, batch by batch (a block sent with a part sink is written
+by its worker, which hands back only its parts' metadata,
+:mod:`phasekit.workflow.blockwrite`); batches done per worker are logged
 and reported to ``on_worker`` (the progress display's bar per worker).
 """
 
