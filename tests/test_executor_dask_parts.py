@@ -37,7 +37,7 @@ from phasekit.workflow import blocktables, run
 from phasekit.workflow.blockwrite import WrittenBlock
 from phasekit.workflow.executors.remote import RemoteExecutor
 
-pytest_plugins = ["conftest_dask", "s3_util"]
+pytest_plugins = ["conftest_dask", "s3_util", "conftest_pg"]
 pytestmark = pytest.mark.one_pass
 
 TABLES = ("containers", "trades", "equity")
@@ -572,3 +572,39 @@ def test_a_probe_is_found_once_by_its_token(tmp_path: Path) -> None:
     probe.unlink()  # once found, not read again by this process
     assert sink.reachable()
     assert not PartSink("", (), None, None, str(probe), "other").reachable()
+
+
+def test_a_shared_postgresql_catalog_records_the_part_sets(
+    dask_cluster: DaskCluster, tmp_path: Path, pg_url: str
+) -> None:
+    """Two runs on the cluster into one PostgreSQL catalog: each window table is one row
+    naming its part set, every block one row pointing at its part; doctor finds them
+    sound and the runs equal the local run."""
+    results = tmp_path / "results"
+    runs = [
+        run(
+            {**config(17), "results_dir": str(results), "catalog": pg_url},
+            executor={"dask": dask_cluster.address},
+        )
+        for _ in range(2)
+    ]
+    local = run({**config(17), "results_dir": str(tmp_path / "local")})
+    try:
+        with open_catalog(pg_url, results_dir=results) as catalog:
+            for res in runs:
+                assert outputs(res) == outputs(local)
+                tables = catalog.list_items(res.run_id, entity="containers")
+                assert tables and all(
+                    str(t.data_reference).endswith("containers.parts") for t in tables
+                )
+                for table in tables:
+                    catalog.verify_item(table)
+                blocks = [
+                    r for r in catalog.list_items(res.run_id) if r.entity_name.startswith("block_")
+                ]
+                assert blocks and all(".parts/part-" in r.metadata["uri"] for r in blocks)
+            assert catalog.doctor().ok
+    finally:
+        for res in runs:
+            res.close()
+        local.close()
