@@ -129,6 +129,11 @@ def test_grid_paired(benchmark: Any, tmp_path: Path) -> None:
     benchmark.extra_info.update(
         items=SETS,
         unit="containers",
+        headline=(
+            f"dask/local {medians['dask'] / medians['local']:.2f}x: medians of "
+            f"{PAIRED_ROUNDS} paired rounds, local {medians['local']:.2f} s, "
+            f"dask {medians['dask']:.2f} s"
+        ),
         rounds=PAIRED_ROUNDS,
         local_s=[round(w, 2) for w in walls["local"]],
         dask_s=[round(w, 2) for w in walls["dask"]],
@@ -174,6 +179,10 @@ def test_batch_costs(benchmark: Any, cluster: DaskCluster, tmp_path: Path) -> No
     benchmark.extra_info.update(
         items=SETS,
         unit="containers",
+        headline=(
+            f"per batch of {SETS / batches:.0f} containers: {sum(compute) / batches:.3f} s "
+            f"compute, {batch_bytes} result bytes, {rows / batches:.0f} catalog rows"
+        ),
         batches=batches,
         containers_per_batch=round(SETS / batches, 1),
         compute_s_per_batch=round(sum(compute) / batches, 4),
@@ -325,6 +334,8 @@ def test_memory_per_worker(
     benchmark.extra_info.update(
         items=containers,
         unit="containers",
+        headline="peak RSS per worker "
+        + ", ".join(f"{peaks[a]:.0f} of {budget[a] / mib:.0f} MiB" for a in pids),
         sets=MANY_SETS,
         bars=MANY_BARS,
         engine=engine,

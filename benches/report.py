@@ -12,6 +12,10 @@ column counts each group's ``unit`` (``extra_info["unit"]``: events, bytes, entr
 per second. A benchmark names its implementation in ``extra_info["impl"]`` when its
 parameters hold more than that (else the parameter id is the name).
 
+A benchmark that times its work itself (paired rounds, a cluster's task stream) and
+records a pytest-benchmark round of nothing says what it measured in
+``extra_info["headline"]``: its row shows that text instead of a median and a rate.
+
 A benchmark that failed (its result check, or an error) has no row: benches/conftest.py
 keeps it out of the results, and the report then exits with status 1 and names it.
 """
@@ -37,6 +41,7 @@ class Row:
     median_s: float
     items: float | None
     unit: str = "items"
+    headline: str | None = None
 
     @property
     def rate(self) -> float | None:
@@ -65,6 +70,7 @@ def load_rows(path: Path) -> list[Row]:
                 median_s=float(bench["stats"]["median"]),
                 items=float(extra["items"]) if "items" in extra else None,
                 unit=str(extra.get("unit", "items")),
+                headline=str(extra["headline"]) if "headline" in extra else None,
             )
         )
     return rows
@@ -99,6 +105,9 @@ def render(rows: list[Row]) -> str:
         base = next((r for r in members if r.impl == "rust"), None)
         base = base or next((r for r in members if r.impl.startswith("rust")), None)
         for row in members:
+            if row.headline is not None:
+                lines.append(f"| {group} | {row.impl} | - | {row.headline} |  |")
+                continue
             ratio = f"{row.median_s / base.median_s:.2f}x" if base else ""
             lines.append(
                 f"| {group} | {row.impl} | {_fmt_time(row.median_s)} | "

@@ -82,3 +82,26 @@ def test_rates_carry_the_groups_unit(tmp_path: Path) -> None:
     assert "| g | rust | 2 ms | 2 G bytes/s | 1.00x |" in table
     assert "| h | rust | 2 ms | 5 k items/s | 1.00x |" in table
     assert "| h | python | 4 ms | 2.5 k items/s | 2.00x |" in table  # named by extra_info
+
+
+def test_a_headline_replaces_median_and_rate(tmp_path: Path) -> None:
+    """A benchmark timed by itself (a pytest-benchmark round of nothing) shows its headline,
+    not the nanoseconds of that round as a rate."""
+    report = _report()
+    data = {
+        "benchmarks": [
+            {
+                "group": "d",
+                "name": "test_paired",
+                "stats": {"median": 7e-7},
+                "extra_info": {"items": 1000, "unit": "containers", "headline": "b/a 1.20x"},
+            },
+            {"group": "d", "param": "rust", "stats": {"median": 0.5}, "extra_info": {"items": 1}},
+        ]
+    }
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    table = report.render(report.load_rows(path))
+    assert "| d | test_paired | - | b/a 1.20x |  |" in table
+    assert "G containers/s" not in table
+    assert "| d | rust | 500 ms | 2 items/s | 1.00x |" in table
