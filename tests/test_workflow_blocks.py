@@ -27,6 +27,8 @@ from phasekit.workflow import run
 from phasekit.workflow.blocks import (
     EVENT_STATS,
     BlockJob,
+    BLOCK_BYTES,
+    LANE_BLOCK,
     block_sizes,
     open_at_end,
     read_stream,
@@ -230,7 +232,7 @@ def test_block_outcomes_are_arrow_streams_in_order() -> None:
     assert seen == [0, 1, 2]
     assert [o.job.index for o in outcomes] == [0, 1, 2]
     for outcome, block in zip(outcomes, blocks):
-        assert isinstance(outcome.results, bytes)
+        assert isinstance(outcome.results, pa.Buffer)  # as written, not copied
         table = read_stream(outcome.results)
         assert table.column("container_id").to_pylist() == list(block.container_ids)
         alone = run_block_job(SPEC, block).tables()[0]
@@ -300,6 +302,27 @@ def test_block_sizes() -> None:
     assert block_sizes(1000, 2) == 250  # at least 2 blocks per worker
     assert block_sizes(100_000, 2) == 2000  # at most MAX_BLOCK
     assert block_sizes(300, 8) == 64  # at least MIN_BLOCK
+    # sets keeping 240 kB of equity curve each: at most BLOCK_BYTES of them in a block,
+    # under a memory budget at most its share per slot, never fewer than LANE_BLOCK
+    assert block_sizes(10_000, 2, 240_000) == BLOCK_BYTES // 240_000 == 139
+    assert block_sizes(10_000, 2, 240_000, 256 << 20) == (256 << 20) // 32 // 240_000 == 34
+    assert block_sizes(10_000, 2, 10 << 20) == LANE_BLOCK
+    assert block_sizes(10, 2, 240_000) == 10
+    assert block_sizes(10_000, 2, 0, 1 << 20) == 2000  # no curves: the budget does not cut
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_blocks_keeping_curves_are_cut_by_their_bytes(tmp_path: Path, traced: bool) -> None:
+    """A window whose containers keep equity curves (1,500 bars: 72 kB each, estimated)
+    under a 1 MB hybrid budget runs in blocks of LANE_BLOCK sets; without curves one block
+    holds the window's 12 sets."""
+    extra: dict[str, Any] = {"data_flow": {"mode": "hybrid", "memory_limit_mb": 1}}
+    if traced:
+        extra.update(TRACED)
+    res = run(_config(tmp_path, "single_pass", **extra), workers=1)
+    res.close()
+    assert res.phases["search"].containers == 12
+    assert len(_block_rows(res)) == (2 if traced else 1)
 
 
 # ---------------------------------------------------------------- workflows
@@ -956,7 +979,7 @@ def test_a_block_with_some_streaming_containers_points_the_others_at_their_rows(
     keep their rows of the window's table (which holds every container's row)."""
     from phasekit.workflow import phase as phase_module
 
-    monkeypatch.setattr(phase_module, "block_sizes", lambda n, slots: 4)  # 3 blocks
+    monkeypatch.setattr(phase_module, "block_sizes", lambda *args: 4)  # 3 blocks
     cfg = _config(tmp_path, "single_pass")
     cfg["containers"] = {"portfolio_0000[16]": {"data_flow": {"mode": "streaming"}}}
     res = run(cfg, workers=1)
@@ -1028,7 +1051,7 @@ def test_a_hybrid_window_table_several_times_the_budget_is_held_block_by_block(
     from phasekit.workflow import phase as phase_module
     from phasekit.workflow.blocktables import BlockTables
 
-    monkeypatch.setattr(phase_module, "block_sizes", lambda n, slots: 3)  # 8 blocks
+    monkeypatch.setattr(phase_module, "block_sizes", lambda *args: 3)  # 8 blocks
     space = {"strategy.fast": [3, 5, 8, 10], "strategy.slow": [20, 30, 40]}
     parts: list[int] = []
     tables: dict[str, pa.Table] = {}

@@ -70,6 +70,17 @@ MIN_BLOCK = 64
 """The fewest sets a block holds when a window is cut into blocks (unless it has fewer)."""
 MAX_BLOCK = 2_000
 """The most sets a block holds."""
+BLOCK_BYTES = 32 << 20
+"""The most result bytes (estimated) a block holds: a block keeping equity curves of a
+long window holds fewer sets, so the blocks in flight stay tens of MiB."""
+CURVE_ROW_BYTES = 48
+"""Bytes of one row of a block's equity curves, estimated (time, equity, position and
+the container's id)."""
+LANE_BLOCK = 8
+"""The fewest sets a block cut by its bytes holds (one vector step of the kernel)."""
+BUDGET_SHARE = 16
+"""A block under a memory budget holds at most budget / (this x slots) bytes: the 2
+blocks per slot in flight, each with its copies, stay a small share of the budget."""
 
 DEFAULT_STRATEGY = "sma_crossover"
 """The strategy a phase runs when its ``strategy.type`` is not set."""
@@ -154,42 +165,55 @@ class BlockJob:
         return tuple(keeps[group].tolist())
 
 
+IpcStream = Union[bytes, pa.Buffer]
+"""An Arrow IPC stream's bytes: an Arrow buffer as written (no copy into ``bytes``), or
+bytes read back or received."""
+
+
 @dataclass(frozen=True)
 class BlockOutcome:
-    """What a block hands back: its three batches as Arrow IPC stream bytes."""
+    """What a block hands back: its three batches as Arrow IPC streams."""
 
     job: BlockJob
-    results: bytes
-    trades: bytes
-    curves: bytes
+    results: IpcStream
+    trades: IpcStream
+    curves: IpcStream
 
     def tables(self) -> tuple[pa.Table, pa.Table, pa.Table]:
         """The results, trades and curves as tables."""
         return read_stream(self.results), read_stream(self.trades), read_stream(self.curves)
 
 
-def stream_bytes(batch: pa.RecordBatch | pa.Table) -> bytes:
-    """A batch (or a table) as Arrow IPC stream bytes."""
+def stream_bytes(batch: pa.RecordBatch | pa.Table) -> pa.Buffer:
+    """A batch (or a table) as an Arrow IPC stream, in the buffer it was written to."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write(batch)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 NO_BATCH = stream_bytes(pa.table({}))
 """An IPC stream of no columns: a block's trades or curves where it has none."""
 
 
-def read_stream(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+def read_stream(data: IpcStream) -> pa.Table:
+    return pa.ipc.open_stream(
+        data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+    ).read_all()
 
 
-def block_sizes(n_sets: int, slots: int) -> int:
+def block_sizes(n_sets: int, slots: int, set_bytes: int = 0, budget: Optional[int] = None) -> int:
     """How many sets a block of a window of ``n_sets`` holds: at least 2 blocks per
     slot (worker) when there are enough sets, between :data:`MIN_BLOCK` and
-    :data:`MAX_BLOCK`."""
+    :data:`MAX_BLOCK`; and, for sets of ``set_bytes`` result bytes each, no more than
+    :data:`BLOCK_BYTES` (under a memory ``budget``: budget / (:data:`BUDGET_SHARE` x
+    slots)) hold, but at least :data:`LANE_BLOCK`."""
     per = -(-n_sets // max(1, 2 * slots))
-    return max(1, min(MAX_BLOCK, max(MIN_BLOCK, per), n_sets))
+    size = max(1, min(MAX_BLOCK, max(MIN_BLOCK, per), n_sets))
+    if set_bytes > 0:
+        cap = BLOCK_BYTES if budget is None else min(BLOCK_BYTES, budget // (BUDGET_SHARE * slots))
+        size = min(size, max(LANE_BLOCK, cap // set_bytes))
+    return size
 
 
 def executor_slots(executor: object) -> int:

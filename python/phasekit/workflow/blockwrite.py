@@ -31,7 +31,7 @@ from phasekit.stores.partset import SUFFIX, write_object_part, write_part
 from phasekit.stores.streamparts import Part
 
 if TYPE_CHECKING:
-    from phasekit.workflow.blocks import BlockJob
+    from phasekit.workflow.blocks import BlockJob, IpcStream
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class WrittenBlock:
     (an Arrow IPC stream) and, per window table, its part and the part's schema."""
 
     job: BlockJob
-    metrics: bytes
+    metrics: IpcStream
     parts: Mapping[str, Part]
     schemas: Mapping[str, str]
 

@@ -19,6 +19,8 @@ from phasekit.errors import WorkflowError
 from phasekit.registry import DEFAULT_ENGINE
 from phasekit.tracing import TracerSettings
 from phasekit.workflow.blocks import (
+    BOOTSTRAP_SEQUENCES,
+    CURVE_ROW_BYTES,
     NO_BATCH,
     BlockJob,
     BlockOutcome,
@@ -148,6 +150,12 @@ class PhaseInputs:
 
 CompletedLookup = Callable[[Optional[str]], Optional[dict[str, Any]]]
 """The aggregate of a window an earlier attempt of the run completed (None if not)."""
+
+
+def set_ids(prefix: str, indices: Sequence[int]) -> list[str]:
+    """The container ids of parameter sets ``indices`` (``<prefix>_00042``)."""
+    numbers = np.strings.zfill(np.asarray(indices, dtype=np.int64).astype(str), 5)
+    return list(np.strings.add(f"{prefix}_", numbers).tolist())
 
 
 class JobList(Sequence[PortfolioJob]):
@@ -323,7 +331,9 @@ class PhaseContext:
         """The blocks of a window's jobs (in their order, cut in blocks of
         :func:`~phasekit.workflow.blocks.block_sizes`, numbered from ``start``), built as
         they are taken."""
-        size = block_sizes(len(jobs), executor_slots(self.executor))
+        size = block_sizes(
+            len(jobs), executor_slots(self.executor), self._set_bytes(jobs), self.out.budget_bytes
+        )
         if isinstance(jobs, JobList) and jobs.window is not None and jobs.span is not None:
             yield from self._set_blocks(jobs, size, start)
             return
@@ -345,6 +355,19 @@ class PhaseContext:
                 parameters=tuple(j.parameters for j in part),
             )
 
+    def _set_bytes(self, jobs: Sequence[PortfolioJob]) -> int:
+        """Result bytes of one of ``jobs``' sets, estimated: its equity curve's rows when
+        any of their containers keeps one (0 when none does)."""
+        if self.phase.sequence in BOOTSTRAP_SEQUENCES:
+            return 0  # simulations keep no curves
+        if isinstance(jobs, JobList):
+            ids: Sequence[str] = set_ids(jobs.prefix, jobs.indices)
+        else:
+            ids = [job.container_id for job in jobs]
+        if not any(tracer.keeps_equity for tracer in self.tracers(ids)):
+            return 0
+        return len(jobs[0].span) * CURVE_ROW_BYTES
+
     def _set_blocks(self, jobs: JobList, size: int, start: int) -> Iterator[BlockJob]:
         """:meth:`blocks` of parameter sets taken straight from a :class:`JobList`'s
         indices (no job per container; tracers resolved per group of containers)."""
@@ -352,8 +375,7 @@ class PhaseContext:
         assert jobs.window is not None and jobs.span is not None
         for k, lo in enumerate(range(0, len(jobs), size)):
             indices = jobs.indices[lo : lo + size]
-            numbers = np.strings.zfill(np.asarray(indices, dtype=np.int64).astype(str), 5)
-            ids = tuple(np.strings.add(f"{jobs.prefix}_", numbers).tolist())
+            ids = tuple(set_ids(jobs.prefix, indices))
             parameters = tuple(map(inputs.sets.__getitem__, indices))
             yield BlockJob(
                 window_id=jobs.window.window_id,

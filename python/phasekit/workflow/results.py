@@ -190,6 +190,12 @@ class PhaseResults:
     def mode(self) -> str:
         return self.flow.mode
 
+    @property
+    def budget_bytes(self) -> Optional[int]:
+        """The phase's memory budget where its flow keeps results in memory (``memory``,
+        ``hybrid``); None for the others."""
+        return self.flow.memory_limit_bytes if self.flow.mode in ("memory", "hybrid") else None
+
     # ------------------------------------------------------------------ stores
 
     def window_dir(self, window_id: Optional[str]) -> Path:
