@@ -2,7 +2,7 @@
 runs again on a worker that is alive) and the client killed at a random moment
 (``phasekit run --resume`` continues from the catalog) leave results equal to an
 uninterrupted run's. Real processes, SIGKILL, random moments: 12 worker kills (trials go on
-until 12 runs had a worker killed) and 10 client kills."""
+until 12 runs had a worker killed) and 10 client kills (at random moments spread over how long an uninterrupted run takes)."""
 
 from __future__ import annotations
 
@@ -99,25 +99,19 @@ def test_a_killed_client_resumes_from_the_catalog(
     dask_cluster: DaskCluster, tmp_path: Path, expected: dict[str, Any]
 ) -> None:
     rng = random.Random(SEED + 1)
+    span = min(recorded_to_completed(dask_cluster, tmp_path / f"whole{k}") for k in range(2))
     interrupted = 0
     for trial in range(CLIENT_KILLS):
-        dask_cluster.wait_for_workers()
-        folder = tmp_path / f"t{trial}"
-        folder.mkdir()
-        path = folder / "run.yaml"
-        path.write_text(yaml.safe_dump({**KILL_CONFIG, "results_dir": str(folder / "results")}))
-        cmd = [sys.executable, "-m", "phasekit.cli", "run", str(path), "--json"]
-        cmd += ["--executor", f"dask={dask_cluster.address}"]
-        client = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        path, client = start_client(dask_cluster, tmp_path / f"t{trial}")
+        folder = path.parent
         try:
             run_id = wait_for_run(folder / "results", client)
-            time.sleep(rng.uniform(0.0, 1.0))
+            # a random moment in the trial's tenth of the run (kills spread over all of it)
+            time.sleep((trial + rng.random()) / CLIENT_KILLS * 0.9 * span)
         finally:
             client.kill()
             client.wait(timeout=30)
-        with open_catalog(str(folder / "results"), results_dir=folder / "results") as catalog:
-            status = catalog.get_process(run_id).status
-        if status == "completed":
+        if status_of(folder / "results", run_id) == "completed":
             continue  # finished before the kill: nothing to resume
         interrupted += 1
         result = run(path, resume=run_id, executor={"dask": dask_cluster.address})
@@ -127,6 +121,38 @@ def test_a_killed_client_resumes_from_the_catalog(
         finally:
             result.close()
     assert interrupted >= CLIENT_KILLS // 2
+
+
+def recorded_to_completed(cluster: DaskCluster, folder: Path) -> float:
+    """Seconds an uninterrupted client's run takes from being recorded to being
+    completed, here and now (the second of two runs meets warm workers)."""
+    path, client = start_client(cluster, folder)
+    results = path.parent / "results"
+    run_id = wait_for_run(results, client)
+    started = time.monotonic()
+    while status_of(results, run_id) != "completed":
+        assert client.poll() in (None, 0), "the uninterrupted client failed"
+        time.sleep(0.005)
+    span = time.monotonic() - started
+    assert client.wait(timeout=300) == 0
+    return span
+
+
+def start_client(cluster: DaskCluster, folder: Path) -> tuple[Path, subprocess.Popen[bytes]]:
+    """``phasekit run`` of :data:`KILL_CONFIG` into ``folder`` on the cluster, started;
+    the config's path and the client's process."""
+    cluster.wait_for_workers()
+    folder.mkdir()
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump({**KILL_CONFIG, "results_dir": str(folder / "results")}))
+    cmd = [sys.executable, "-m", "phasekit.cli", "run", str(path), "--json"]
+    cmd += ["--executor", f"dask={cluster.address}"]
+    return path, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def status_of(results: Path, run_id: str) -> str:
+    with open_catalog(str(results), results_dir=results) as catalog:
+        return str(catalog.get_process(run_id).status)
 
 
 def wait_for_run(results: Path, client: subprocess.Popen[bytes]) -> str:
