@@ -2,7 +2,8 @@
 runs again on a worker that is alive) and the client killed at a random moment
 (``phasekit run --resume`` continues from the catalog) leave results equal to an
 uninterrupted run's. Real processes, SIGKILL, random moments: 12 worker kills (trials go on
-until 12 runs had a worker killed) and 10 client kills (at random moments spread over how long an uninterrupted run takes)."""
+until 12 runs had a worker killed) and 10 client kills (at random moments spread over
+how long an uninterrupted run takes)."""
 
 from __future__ import annotations
 
