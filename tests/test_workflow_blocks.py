@@ -25,10 +25,10 @@ from phasekit.errors import ConfigError
 from phasekit.tracing import TracerSettings
 from phasekit.workflow import run
 from phasekit.workflow.blocks import (
-    EVENT_STATS,
-    BlockJob,
     BLOCK_BYTES,
+    EVENT_STATS,
     LANE_BLOCK,
+    BlockJob,
     block_sizes,
     open_at_end,
     read_stream,
