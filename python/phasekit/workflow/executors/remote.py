@@ -187,7 +187,11 @@ class RemoteExecutor(ABC, Generic[Task, Shared]):
             submit()
         try:
             while pending:
-                taken = self._take(pending[0][0], shared)
+                try:
+                    taken = self._take(pending[0][0], shared)
+                except BaseException:
+                    pending.popleft()  # it ended (failed): nothing of it to cancel
+                    raise
                 if taken is None:  # the bars were lost with every worker that held them
                     self.log.warning(
                         "%s: the data window was lost with its workers; shipping it again",
