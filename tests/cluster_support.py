@@ -119,14 +119,10 @@ def check_retried(executor: RemoteExecutor[Any, Any], marker: Path) -> None:
     did) fails with ``retries=0`` and succeeds when retried."""
     failing = job(0, "dask_support:FailsOnce", marker=str(marker), fast=2, slow=20)
     spec = DataSpec.from_config({"n_bars": 300, "seed": 19, "frequency": "1h"})
-    cancelled: list[object] = []
-    cancel = executor._cancel
-    executor._cancel = lambda task: (cancelled.append(task), cancel(task))[1]  # type: ignore[method-assign]
     try:
         if executor.retries == 0:
             with pytest.raises(RuntimeError, match="the first run fails"):
                 list(executor.map(spec, [failing]))
-            assert cancelled == []  # the unit that failed has ended: not cancelled
         else:
             (outcome,) = executor.map(spec, [failing])
             assert outcome.job.container_id == "portfolio_00000"

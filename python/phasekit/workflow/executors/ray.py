@@ -168,14 +168,8 @@ class RayExecutor(RemoteExecutor["ObjectRef", "ObjectRef"]):
         return result
 
     def _cancel(self, task: ObjectRef) -> None:
-        """Cancel a unit still running; one that has ended is left alone (cancelling a
-        task that failed can abort the client in Ray's task manager: ray 2.x
-        ``Tried to complete task that was not pending``)."""
         try:
-            ray = self._ray()
-            done, _ = ray.wait([task], timeout=0)
-            if not done:
-                ray.cancel(task)
+            self._ray().cancel(task)
         except Exception as exc:  # finished, or the cluster is gone
             log.debug("ray: cannot cancel %s: %s", task, exc)
 

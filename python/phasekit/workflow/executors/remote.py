@@ -187,11 +187,7 @@ class RemoteExecutor(ABC, Generic[Task, Shared]):
             submit()
         try:
             while pending:
-                try:
-                    taken = self._take(pending[0][0], shared)
-                except BaseException:
-                    pending.popleft()  # it ended (failed): nothing of it to cancel
-                    raise
+                taken = self._take(pending[0][0], shared)
                 if taken is None:  # the bars were lost with every worker that held them
                     self.log.warning(
                         "%s: the data window was lost with its workers; shipping it again",
