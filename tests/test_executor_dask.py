@@ -244,6 +244,51 @@ def test_a_batch_that_raises_is_retried(
     check_retried(DaskExecutor(dask_cluster.address, retries=retries), tmp_path / "failed-once")
 
 
+def test_results_come_from_the_workers_when_the_client_reaches_them(
+    dask_cluster: DaskCluster,
+) -> None:
+    executor = DaskExecutor(dask_cluster.address)
+    try:
+        executor.start()
+        client = executor._get_client()
+        assert client.direct_to_workers is True  # the loopback workers answer
+        workers = list(client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        assert all(client.sync(dask_executor.answers, client, w) for w in workers)
+        nobody = f"tcp://127.0.0.1:{free_port()}"
+        assert client.sync(dask_executor.answers, client, nobody, 1.0) is False
+    finally:
+        executor.close()
+
+
+def test_a_worker_the_client_does_not_reach_sends_results_through_the_scheduler(
+    dask_cluster: DaskCluster,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local = run({**config(17), "results_dir": str(tmp_path / "local")})
+    first = sorted(dask_cluster.worker_pids())[0]
+    answers = dask_executor.answers
+
+    async def one_unreachable(client: Any, address: str, timeout: float = 2.0) -> bool:
+        return address != first and await answers(client, address, timeout)
+
+    monkeypatch.setattr(dask_executor, "answers", one_unreachable)
+    with caplog.at_level(logging.INFO, logger="phasekit.workflow.executors.dask"):
+        remote = run(
+            {**config(17), "results_dir": str(tmp_path / "dask")},
+            executor={"dask": dask_cluster.address},
+        )
+    try:
+        messages = [r.getMessage() for r in caplog.records]
+        assert "dask: results are fetched through the scheduler" in " ".join(messages)
+        assert outputs(remote) == outputs(local)
+    finally:
+        local.close()
+        remote.close()
+
+
 def test_an_unreachable_scheduler_fails_before_anything_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,7 +12,9 @@ and a worker never reads ``data.path`` itself (the file need exist only where th
 runs). Should every copy be lost with its workers before a worker fetched it, the client
 ships the bars again and submits the batches that needed them again. A batch lost with its worker
 is run again on another one by the scheduler; a batch that raises is retried
-``retries`` times. Outcomes come back in job order and the client writes them and
+``retries`` times. Outcomes come back in job order, fetched from the workers directly
+when the client reaches every worker at connection time (:func:`reaches_workers`), else
+through the scheduler and the client writes them and
 commits their catalog rows, batch by batch (a block sent with a part sink is written
 by its worker, which hands back only its parts' metadata,
 :mod:`phasekit.workflow.blockwrite`); batches done per worker are logged
@@ -21,6 +23,7 @@ and reported to ``on_worker`` (the progress display's bar per worker).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -44,6 +47,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_SECONDS = 30.0
 """How long the client waits for the scheduler."""
+PROBE_SECONDS = 2.0
+"""How long the client waits for a worker's answer when it checks whether it reaches
+the workers (:func:`reaches_workers`)."""
 RELEASE_SECONDS = 10.0
 """How long the client waits for the workers to drop a released data window (they
 keep it, harmlessly, when they do not answer in time)."""
@@ -153,6 +159,29 @@ def dask_block(key: str, block: BlockJob, backend: Optional[str]) -> tuple[str, 
     return get_worker().address, run_block_bars(window(key), block, backend)
 
 
+async def reaches_workers(client: Client, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether ``client`` reaches each of its cluster's workers now (:func:`answers`;
+    False without workers): the client then fetches results from the workers directly,
+    one hop instead of two through the scheduler (how it fetches them otherwise: a
+    client behind a gateway reaches the scheduler only)."""
+    info = await client.scheduler.identity(n_workers=-1)
+    workers = list(info.get("workers", {}))
+    found = await asyncio.gather(*(answers(client, address, timeout) for address in workers))
+    return bool(found) and all(found)
+
+
+async def answers(client: Client, address: str, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether the worker at ``address`` answers ``client`` (its ``identity``, over the
+    client's connection pool, where the connection stays for later fetches) within
+    ``timeout``."""
+    try:
+        await asyncio.wait_for(client.rpc(address).identity(), timeout)
+    except Exception as exc:  # unreachable, refused, timed out, gone
+        log.debug("dask: worker %s not reached: %s", address, exc)
+        return False
+    return True
+
+
 class DaskExecutor(RemoteExecutor["Future", "Future"]):
     """Runs batches on the workers of the ``distributed`` scheduler at ``address``."""
 
@@ -175,6 +204,14 @@ class DaskExecutor(RemoteExecutor["Future", "Future"]):
                 raise WorkflowError(
                     f"executor: the Dask scheduler at {self.address!r} cannot be reached: {exc}"
                 ) from None
+            client = self._client
+            client.direct_to_workers = client.sync(reaches_workers, client)
+            log.info(
+                "dask: results are fetched %s",
+                "from the workers directly"
+                if client.direct_to_workers
+                else "through the scheduler (the client does not reach every worker)",
+            )
         return self._client
 
     def threads(self) -> int:
