@@ -1,5 +1,3 @@
-import sys
+from phasekit.cli import run
 
-from phasekit.cli import main
-
-sys.exit(main())
+run()
