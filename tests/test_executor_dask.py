@@ -289,6 +289,34 @@ def test_a_worker_the_client_does_not_reach_sends_results_through_the_scheduler(
         remote.close()
 
 
+def test_a_dry_run_names_the_executor_and_who_writes_the_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phasekit.cli import main as cli_main
+
+    monkeypatch.setenv("COLUMNS", "240")  # the plan's every column shown
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps({**config(18), "data_flow": {"mode": "file"}}))
+
+    def plan(*args: str) -> str:
+        capsys.readouterr()
+        base = [str(path), "--dry-run", "--results-dir", str(tmp_path / "r"), *args]
+        assert cli_main(["run", *base]) == 0
+        return capsys.readouterr().out
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # a dry run connects to nothing
+    shown = json.loads(plan("--json", "--executor", f"dask={address}"))
+    assert (shown["executor"]["kind"], shown["executor"]["address"]) == ("dask", address)
+    tables = [t for p in shown["phases"] for t in p["tables"].values()]
+    assert tables and all(t["parts"] == "workers" for t in tables)
+    local = json.loads(plan("--json"))
+    assert local["executor"]["kind"] == "local"
+    assert not any("parts" in t for p in local["phases"] for t in p["tables"].values())
+    text = plan("--executor", f"dask={address}")
+    assert f"executor: dask {address}" in " ".join(text.split())
+    assert "part sets" in text
+
+
 def test_an_unreachable_scheduler_fails_before_anything_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -88,6 +88,16 @@ def _outcome_kinds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return kinds
 
 
+def _planned_parts(cfg: dict[str, Any], executor: Any) -> set[Any]:
+    """Who the dry-run plan says writes the window tables' parts, over every phase's
+    tables (``workers``; None for tables that are no part sets)."""
+    from phasekit.workflow.plan import plan_run
+    from phasekit.workflow.run import resolve_target
+
+    resolved = resolve_target(cfg, {"executor": executor})[0]
+    return {t.get("parts") for p in plan_run(resolved) for t in p.tables.values()}
+
+
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     capsys.readouterr()
     code = cli_main(list(args))
@@ -152,6 +162,10 @@ def test_the_workers_write_the_parts_and_hand_back_metadata(pair: Any) -> None:
         assert folder / partset.part_name(0) in parts
         assert (window.name, 1) in client_wrote
         assert not (window / "containers.arrow").exists()
+    # what the dry run said
+    executor = {"dask": "tcp://127.0.0.1:1"}
+    assert _planned_parts(config(11), executor) == {"workers"}
+    assert _planned_parts(config(11), "local") == {None}
 
 
 def test_the_tables_read_as_the_local_run_s(pair: Any) -> None:
@@ -472,6 +486,7 @@ def test_encrypted_and_in_memory_tables_stay_the_client_s(
     try:
         assert kinds and set(kinds) == {"BlockOutcome"}
         assert not list(res.run_dir.rglob(f"*{partset.SUFFIX}"))
+        assert _planned_parts({**config(15), **extra}, {"dask": dask_cluster.address}) == {None}
         window = res.run_dir / "search" / "w0000"
         assert (window / "trades.arrow").is_file()
         if kind == "encrypted":

@@ -166,7 +166,8 @@ PLAN_LAYOUT = Layout(
 def _store(plan: Any) -> str:
     if plan.format is None:
         return plan.store
-    return f"{plan.store} ({plan.format})"
+    parts = any(t.get("parts") for t in plan.tables.values())
+    return f"{plan.store} ({plan.format}{' part sets, by the workers' if parts else ''})"
 
 
 def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -> int:
@@ -174,12 +175,15 @@ def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -
     from phasekit.workflow.plan import plan_run
     from phasekit.workflow.run import resolve_target
 
+    if args.executor is not None:
+        runtime = {**runtime, "executor": args.executor}
     resolved = resolve_target(args.config, runtime, args.results_dir, args.local_dir)[0]
     plans = plan_run(resolved)
     if args.json:
         payload = {
             "results_dir": str(resolved.results_dir),
             "catalog": resolved.catalog.display(),
+            "executor": resolved.executor.to_dict(),
             "phases": [p.to_dict() for p in plans],
         }
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
@@ -201,7 +205,10 @@ def _plan(args: argparse.Namespace, runtime: dict[str, Any], console: Console) -
         for p in plans
     ]
     console.print(fit_table(f"plan of {args.config}", names, rows, PLAN_LAYOUT, console.width))
-    console.print(f"results: {resolved.results_dir}   catalog: {resolved.catalog.display()}")
+    console.print(
+        f"results: {resolved.results_dir}   catalog: {resolved.catalog.display()}   "
+        f"executor: {resolved.executor.display()}"
+    )
     return 0
 
 

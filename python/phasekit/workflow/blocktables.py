@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from phasekit.errors import PhasekitError
 from phasekit.paths import make_private_dir
 from phasekit.stores import HybridStore
+from phasekit.stores.factory import DataFlow
 from phasekit.stores.partset import PROBE, commit
 from phasekit.stores.ref import Ref, file_uri
 from phasekit.stores.streamparts import Part
@@ -132,6 +133,32 @@ _TABLE_OUTPUTS = {
 }
 """The window tables of block windows and the output kind each one is."""
 WINDOW_TABLES: Mapping[str, str] = _TABLE_OUTPUTS
+
+
+def streams_table(name: str, flow: DataFlow, encrypted: bool, execution_store: bool) -> bool:
+    """A window table is streamed block by block to an Arrow file: it goes to a file
+    under ``flow``, whose format is Arrow, unencrypted, unpartitioned, and (for
+    ``trades``) no ``execution`` store takes it; it is gathered for the window's end
+    otherwise."""
+    if window_table_store(flow.mode, name) != "file":
+        return False
+    plain = not encrypted and flow.file.format == "arrow" and not flow.file.partition_by
+    return plain and not (name == "trades" and execution_store)
+
+
+def writes_part_sets(
+    cluster: bool, outputs: Collection[str], admf: bool, streams: Callable[[str], bool]
+) -> bool:
+    """The window tables are part sets, a part per block (:mod:`phasekit.stores.partset`):
+    the blocks run on a ``cluster`` whose workers may write them, every table is streamed
+    (``streams(name)``, :func:`streams_table`), the ``containers`` table is among the
+    ``outputs``, and no output asks for each container's own items."""
+    return (
+        cluster
+        and "container_results" in outputs
+        and all(streams(name) for name in _TABLE_OUTPUTS)
+        and not items_wanted(outputs, admf, ())
+    )
 
 
 def block_tables(sequence: str) -> tuple[str, ...]:
@@ -384,11 +411,8 @@ class BlockTables:
         for each container's own items."""
         if self._part_mode is None:
             out = self.out
-            self._part_mode = (
-                out.worker_parts
-                and "container_results" in out.outputs
-                and all(self._streams_tables(name) for name in _TABLE_OUTPUTS)
-                and not items_wanted(out.outputs, out.writes_admf, ())
+            self._part_mode = writes_part_sets(
+                out.worker_parts, out.outputs, out.writes_admf, self._streams_tables
             )
         return self._part_mode
 
@@ -580,14 +604,9 @@ class BlockTables:
             self.out.put_container(window_id, cid, record, equity, metrics[i], trades=own)
 
     def _streams_tables(self, name: str) -> bool:
-        """A window table is streamed block by block to an Arrow file (it goes to a file,
-        the phase's format is Arrow, unencrypted, unpartitioned, and no ``execution``
-        store takes trades); it is gathered for the window's end otherwise."""
-        if window_table_store(self.out.flow.mode, name) != "file":
-            return False
-        file = self.out.flow.file
-        plain = self.out.encryption is None and file.format == "arrow" and not file.partition_by
-        return plain and not (name == "trades" and self.out.has_role("execution"))
+        """:func:`streams_table` under the phase's flow."""
+        out = self.out
+        return streams_table(name, out.flow, out.encryption is not None, out.has_role("execution"))
 
     def _table_uri(self, window_id: Optional[str], table: pa.Table) -> str:
         """The URI the window's ``containers`` table has (or will have once written at

@@ -46,7 +46,9 @@ from phasekit.workflow.blocktables import (
     WINDOW_TABLES,
     block_tables,
     items_wanted,
+    streams_table,
     window_table_store,
+    writes_part_sets,
 )
 from phasekit.workflow.executor import DataSpec, bars_for
 from phasekit.workflow.params import ParameterSpace
@@ -83,7 +85,8 @@ class PhasePlan:
     engine: str = "container"
     rows: str = "items"
     tables: dict[str, dict[str, Optional[str]]] = field(default_factory=dict)
-    """Per window table of a block phase: its ``store`` and ``format``."""
+    """Per window table of a block phase: its ``store`` and ``format``, and ``parts``:
+    ``workers`` where the cluster's workers write it as a part set (a part per block)."""
     items: dict[str, list[str]] = field(default_factory=dict)
     """Per window of a block phase whose rows are a table: the containers that, when
     they run in it, get their own items instead (their own flow is ``streaming``)."""
@@ -192,10 +195,16 @@ def _own_items(planner: Planner, windows: list[WindowPlan]) -> dict[str, list[st
 
 
 def plan_phase(
-    phase: Any, upstream: dict[str, PhasePlan], engine: str = DEFAULT_ENGINE, admf: bool = False
+    phase: Any,
+    upstream: dict[str, PhasePlan],
+    engine: str = DEFAULT_ENGINE,
+    admf: bool = False,
+    cluster: bool = False,
+    encrypted: bool = False,
 ) -> PhasePlan:
     """The plan of one phase under the run's ``engine`` (``admf``: ``results.layout:
-    admf``)."""
+    admf``; ``cluster``: its blocks run on a Dask or Ray cluster; ``encrypted``: the run
+    encrypts what it writes)."""
     settings = phase.settings
     plan = PhasePlan(
         phase.name,
@@ -226,6 +235,15 @@ def plan_phase(
                 store = window_table_store(planned.mode, name)
                 fmt = None if store == "memory" else planned.file.format
                 plan.tables[name] = {"store": store, "format": fmt}
+        execution = planner.role("execution") is not None
+        if writes_part_sets(
+            cluster,
+            phase.output,
+            admf,
+            lambda name: streams_table(name, planned, encrypted, execution),
+        ):
+            for table in plan.tables.values():
+                table["parts"] = "workers"
     if "container_results" not in phase.output:
         plan.rows = "none"
     elif plan.engine == "block" and not items_wanted(phase.output, admf, (planned.mode,)):
@@ -243,5 +261,7 @@ def plan_run(resolved: Any) -> list[PhasePlan]:
     for name in phase_order(resolved.phases):
         phase = resolved.phase(name)
         admf = resolved.results_layout == "admf"
-        plans[name] = plan_phase(phase, plans, resolved.engine, admf)
+        cluster = resolved.executor.kind != "local"
+        encrypted = resolved.encryption.enabled
+        plans[name] = plan_phase(phase, plans, resolved.engine, admf, cluster, encrypted)
     return list(plans.values())
