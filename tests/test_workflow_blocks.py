@@ -1192,3 +1192,37 @@ def test_a_bad_set_of_a_later_block_is_named_by_its_container(
     assert "container portfolio_00199 " in text, text
     assert "'strategy.fast': 21, 'strategy.slow': 21" in text, text
     assert "must be smaller than slow" in text and "parameter set" not in text, text
+
+
+def test_a_window_equity_table_keeps_no_view_of_the_block_s_stream() -> None:
+    """The window table copies the curve columns it keeps out of the IPC buffer the
+    block's curves arrived in (which holds their ``bar`` column too), so that buffer is
+    freed and a store counts what the table holds."""
+    from phasekit.workflow.blocks import read_stream, stream_bytes
+    from phasekit.workflow.blocktables import equity_table
+
+    curves = pa.table(
+        {
+            "container_id": ["a", "a", "b", "b"],
+            "bar": pa.array([0, 1, 0, 1], pa.int64()),
+            "equity": [100.0, 101.0, 100.0, 99.0],
+            "position": [0.0, 1.0, 0.0, -1.0],
+        }
+    )
+    data = stream_bytes(curves)
+    ts = np.array(["2024-01-01T00:00", "2024-01-01T00:01"], dtype="datetime64[ns]")
+    table = equity_table(read_stream(data), ts, ["a", "b"], np.ones(2, dtype=np.int64))
+    assert table.column("equity").to_pylist() == [100.0, 101.0, 100.0, 99.0]
+    assert table.column("container_id").to_pylist() == ["a", "a", "b", "b"]
+    assert table.column("ts").cast(pa.int64()).to_pylist() == [
+        int(t) for t in ts[[0, 1, 0, 1]].astype(np.int64)
+    ]
+    inside = range(data.address, data.address + data.size)
+    held = [
+        b.address
+        for column in table.columns
+        for chunk in column.chunks
+        for b in chunk.buffers()
+        if b
+    ]
+    assert held and not any(address in inside for address in held)
