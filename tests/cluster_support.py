@@ -116,13 +116,23 @@ def check_bounded(executor: RemoteExecutor[Any, Any], bound: int) -> None:
 
 def check_retried(executor: RemoteExecutor[Any, Any], marker: Path) -> None:
     """A batch whose strategy raises the first time it runs (``marker`` records that it
-    did) fails with ``retries=0`` and succeeds when retried."""
+    did) fails with ``retries=0`` (and is not cancelled: it has ended) and succeeds when
+    retried."""
     failing = job(0, "dask_support:FailsOnce", marker=str(marker), fast=2, slow=20)
     spec = DataSpec.from_config({"n_bars": 300, "seed": 19, "frequency": "1h"})
+    cancelled: list[object] = []
+    cancel = executor._cancel
+
+    def counted(task: object) -> None:
+        cancelled.append(task)
+        cancel(task)
+
+    executor._cancel = counted  # type: ignore[method-assign]
     try:
         if executor.retries == 0:
             with pytest.raises(RuntimeError, match="the first run fails"):
                 list(executor.map(spec, [failing]))
+            assert cancelled == []  # the unit that failed has ended: it is not cancelled
         else:
             (outcome,) = executor.map(spec, [failing])
             assert outcome.job.container_id == "portfolio_00000"

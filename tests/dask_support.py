@@ -1,8 +1,9 @@
-"""A strategy for the Dask executor tests (the cluster's workers import it by name)."""
+"""Strategies for the cluster executor tests (the clusters' workers import them by name)."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -25,3 +26,17 @@ class FailsOnce(SmaCrossover):
             return super().signals(bars)
         os.close(fd)
         raise RuntimeError("FailsOnce: the first run fails")
+
+
+class Sleeps(SmaCrossover):
+    """An SMA crossover that first sleeps ``seconds`` (a unit that keeps its worker busy)."""
+
+    def __init__(self, seconds: float, fast: int = 10, slow: int = 30) -> None:
+        super().__init__(fast, slow)
+        self.seconds = seconds
+
+    def signals(self, bars: Bars) -> np.ndarray:
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:  # short sleeps: an interrupt (a cancel) lands
+            time.sleep(0.05)
+        return super().signals(bars)

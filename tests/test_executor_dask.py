@@ -158,6 +158,9 @@ def kept_windows(cluster: DaskCluster) -> set[str]:
 def test_bars_lost_before_a_worker_fetched_them_are_shipped_again(
     dask_cluster: DaskCluster,
 ) -> None:
+    def holds(key: str, dask_worker: Any) -> bool:  # on a worker: whether it has ``key``
+        return key in dask_worker.data
+
     dask_cluster.wait_for_workers()
     spec = DataSpec.from_config({"n_bars": 300, "seed": 32, "frequency": "1h"})
     executor = DaskExecutor(dask_cluster.address, workers=1)
@@ -166,13 +169,79 @@ def test_bars_lost_before_a_worker_fetched_them_are_shipped_again(
         lost.cancel()  # as if every worker holding them died: the scheduler forgets them
         client = executor._get_client()
         deadline = time.monotonic() + 30
-        while client.who_has([lost.key]).get(lost.key) and time.monotonic() < deadline:
+        while any(client.run(holds, lost.key).values()) and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert not any(client.run(holds, lost.key).values())  # no worker has them now
         got = [o.job.container_id for o in executor.map(spec, jobs(40))]
     finally:
         executor.close()
     assert got == [j.container_id for j in jobs(40)]
     assert executor.shipped == 2
+
+
+def test_a_window_is_forgotten_while_a_worker_fetches_it(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """Telling a worker to drop a window (``forget_window``, run in its event loop) does
+    not wait for a fetch of that window under way in a task thread: a fetch needs that
+    event loop (a fetch holding the window lock deadlocked the worker, and the next
+    scatter waited for it forever). A window forgotten while being fetched is not kept."""
+    from phasekit.workflow.executors.dask import forget_window
+
+    dask_cluster.wait_for_workers()
+    marker = tmp_path / "fetching"
+
+    def slow_fetches(marker: str, seconds: float) -> None:
+        import time as clock
+        from pathlib import Path as Where
+
+        from phasekit.workflow.executors import dask as module
+
+        fetch = module._fetch
+
+        def slow(key: str) -> Any:
+            Where(marker).touch()
+            clock.sleep(seconds)
+            return fetch(key)
+
+        slow.original = fetch  # type: ignore[attr-defined]
+        module._fetch = slow
+
+    def fast_fetches() -> None:
+        from phasekit.workflow.executors import dask as module
+
+        module._fetch = getattr(module._fetch, "original", module._fetch)
+
+    def fetched(key: str) -> int:
+        from phasekit.workflow.executors.dask import window
+
+        return len(window(key))
+
+    spec = DataSpec.from_config({"n_bars": 300, "seed": 34, "frequency": "1h"})
+    executor = DaskExecutor(dask_cluster.address)
+    client = executor._get_client()
+    shared = executor._shared(spec)
+    key = str(shared.key)
+    # the worker the scatter put the bars on: its fetch reads its own memory, so that
+    # without the fix this test fails instead of leaving the worker deadlocked
+    worker = client.who_has([shared])[key][0]
+    client.run(slow_fetches, str(marker), 4.0, workers=[worker])
+    try:
+        task = client.submit(fetched, key, workers=[worker], pure=False)
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists()  # the worker is fetching the window
+        started = time.monotonic()
+        client.run(forget_window, key, workers=[worker])
+        took = time.monotonic() - started
+        assert task.status == "pending"  # still fetching
+        assert took < 1.0, took  # not the rest of the 4 s fetch
+        assert task.result(timeout=60) == 300
+        assert key not in kept_windows(dask_cluster)  # forgotten while it was fetched
+    finally:
+        client.run(fast_fetches, workers=[worker])
+        executor.close()
 
 
 def test_an_observer_hears_of_each_batch_and_its_worker(

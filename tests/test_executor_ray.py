@@ -32,18 +32,22 @@ from cluster_support import (
     check_bounded,
     check_retried,
     config,
+    job,
     kill_trials,
     outputs,
 )
 from phasekit.catalog import open_catalog
 from phasekit.errors import ConfigError, MissingDependency, WorkflowError
 from phasekit.workflow import run
+from phasekit.workflow.executor import DataSpec
 from phasekit.workflow.executors.ray import RayExecutor
 from ray_util import RayCluster, free_port
 
 pytest_plugins = ["conftest_ray"]
 pytestmark = pytest.mark.one_pass
 
+FAILS = "dask_support:FailsOnce"
+SLEEPS = "dask_support:Sleeps"
 DONE = re.compile(r"ray: (batch|block) of (\d+) containers done on (\S+) ")
 
 
@@ -156,6 +160,46 @@ def test_a_batch_that_raises_is_retried(
     ray_cluster: RayCluster, tmp_path: Path, retries: int
 ) -> None:
     check_retried(RayExecutor(ray_cluster.address, retries=retries), tmp_path / "failed-once")
+
+
+def test_only_a_unit_still_running_is_cancelled(
+    ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The executor cancels a task still running and leaves one that has ended (finished
+    or failed) alone: cancelling a task that had failed aborted the client in Ray's task
+    manager (a RAY_CHECK, ``Tried to complete task that was not pending``)."""
+    import ray
+    from ray.exceptions import TaskCancelledError
+
+    executor = RayExecutor(ray_cluster.address, retries=0)
+    spec = DataSpec.from_config({"n_bars": 300, "seed": 35, "frequency": "1h"})
+    marker = str(tmp_path / "failed-once")
+    try:
+        shared = executor._shared(spec)
+        finished = executor._send("batch", shared, [job(0)])
+        failed = executor._send("batch", shared, [job(1, FAILS, marker=marker, fast=2, slow=20)])
+        running = executor._send("batch", shared, [job(2, SLEEPS, seconds=120, fast=2, slow=20)])
+        ended, _ = ray.wait([finished, failed], num_returns=2, timeout=120)
+        assert len(ended) == 2
+        cancelled: list[object] = []
+        cancel = ray.cancel
+
+        def counted(ref: Any, **options: Any) -> None:
+            cancelled.append(ref)
+            cancel(ref, **options)
+
+        monkeypatch.setattr(ray, "cancel", counted)
+        for task in (finished, failed, running):
+            executor._cancel(task)
+        assert cancelled == [running]
+        with pytest.raises(TaskCancelledError):
+            ray.get(running, timeout=60)
+        (outcome,) = ray.get(finished)[1]  # the ended ones are intact
+        assert outcome.job.container_id == "portfolio_00000"
+        with pytest.raises(RuntimeError, match="the first run fails"):
+            ray.get(failed)
+    finally:
+        executor.close()
 
 
 KILLS = 3

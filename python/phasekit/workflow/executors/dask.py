@@ -64,6 +64,11 @@ RECEIVED: Counter[tuple[str, DataSpec]] = Counter()
 """In a worker process: the arrivals of each data window it received, by (key, spec)."""
 _WINDOWS: OrderedDict[str, Bars] = OrderedDict()
 _WINDOWS_LOCK = threading.Lock()
+"""Guards :data:`_WINDOWS` and :data:`_FETCHES`; held only to read or change them, never
+across a fetch: :func:`forget_window` takes it in the worker's event loop, which a fetch
+needs (a fetch under it deadlocked the worker)."""
+_FETCHES: dict[str, threading.Lock] = {}
+"""In a worker process: a lock per window being fetched, so its threads fetch it once."""
 
 
 class WindowLost(WorkflowError):
@@ -102,14 +107,32 @@ def window(key: str) -> Bars:
     """On a worker: the bars scattered under ``key``, fetched once (from this worker's
     memory when the scatter put them here, else from a peer) and kept in the process."""
     with _WINDOWS_LOCK:
-        bars = _WINDOWS.get(key)
-        if bars is None:
-            bars = _WINDOWS[key] = _fetch(key)
-            while len(_WINDOWS) > WINDOWS_KEPT:
-                _WINDOWS.popitem(last=False)
-        else:
-            _WINDOWS.move_to_end(key)
+        bars = _kept(key)
+        if bars is not None:
+            return bars
+        fetching = _FETCHES.setdefault(key, threading.Lock())
+    with fetching:  # another thread of this worker may be fetching it
+        with _WINDOWS_LOCK:
+            bars = _kept(key)
+        if bars is not None:
+            return bars
+        bars = _fetch(key)
+        with _WINDOWS_LOCK:
+            if _FETCHES.get(key) is fetching:  # else forgotten meanwhile: not kept
+                del _FETCHES[key]
+                _WINDOWS[key] = bars
+                while len(_WINDOWS) > WINDOWS_KEPT:
+                    _WINDOWS.popitem(last=False)
         return bars
+
+
+def _kept(key: str) -> Optional[Bars]:
+    """The bars of ``key`` this process keeps (the most recently used now), if any; the
+    caller holds :data:`_WINDOWS_LOCK`."""
+    bars = _WINDOWS.get(key)
+    if bars is not None:
+        _WINDOWS.move_to_end(key)
+    return bars
 
 
 def _fetch(key: str) -> Bars:
@@ -139,6 +162,7 @@ def forget_window(key: str) -> None:
     """On a worker: drop the bars of ``key`` (their run is over)."""
     with _WINDOWS_LOCK:
         _WINDOWS.pop(key, None)
+        _FETCHES.pop(key, None)
 
 
 def dask_batch(

@@ -168,8 +168,14 @@ class RayExecutor(RemoteExecutor["ObjectRef", "ObjectRef"]):
         return result
 
     def _cancel(self, task: ObjectRef) -> None:
+        """Cancel a unit still running; one that has ended is left alone (cancelling a
+        task that has failed or finished can abort the client in Ray's task manager:
+        ``Tried to complete task that was not pending``, a RAY_CHECK)."""
         try:
-            self._ray().cancel(task)
+            ray = self._ray()
+            done, _ = ray.wait([task], timeout=0, fetch_local=False)
+            if not done:
+                ray.cancel(task)
         except Exception as exc:  # finished, or the cluster is gone
             log.debug("ray: cannot cancel %s: %s", task, exc)
 

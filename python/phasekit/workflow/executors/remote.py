@@ -98,7 +98,8 @@ class RemoteExecutor(ABC, Generic[Task, Shared]):
 
     @abstractmethod
     def _cancel(self, task: Task) -> None:
-        """Give up a unit in flight (its outcome is not wanted)."""
+        """Give up a unit in flight (its outcome is not wanted); never called for a unit
+        that :meth:`_take` took (it has ended, whether it raised or returned)."""
 
     @abstractmethod
     def _disconnect(self) -> None:
@@ -187,7 +188,12 @@ class RemoteExecutor(ABC, Generic[Task, Shared]):
             submit()
         try:
             while pending:
-                taken = self._take(pending[0][0], shared)
+                try:
+                    taken = self._take(pending[0][0], shared)
+                except Exception:
+                    pending.popleft()  # it failed for good: it has ended, not to be cancelled
+                    raise
+                _, work = pending.popleft()  # it has ended (None: failed, its bars lost)
                 if taken is None:  # the bars were lost with every worker that held them
                     self.log.warning(
                         "%s: the data window was lost with its workers; shipping it again",
@@ -195,12 +201,11 @@ class RemoteExecutor(ABC, Generic[Task, Shared]):
                     )
                     reships += 1
                     shared = self._reship(spec, reships)
-                    for i, (task, work) in enumerate(pending):
-                        if i:  # the first one was taken (and failed)
-                            self._cancel(task)
-                        pending[i] = (self._send(kind, shared, work), work)
+                    again = [work, *(w for _, w in pending)]
+                    while pending:
+                        self._cancel(pending.popleft()[0])
+                    pending.extend((self._send(kind, shared, w), w) for w in again)
                     continue
-                pending.popleft()
                 if measured:
                     measured(taken[1])
                 submit()
