@@ -1226,3 +1226,36 @@ def test_a_window_equity_table_keeps_no_view_of_the_block_s_stream() -> None:
         if b
     ]
     assert held and not any(address in inside for address in held)
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_a_hybrid_window_s_blocks_in_flight_count_against_the_phase_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, traced: bool
+) -> None:
+    """Where a window's blocks keep equity curves, the view its tables are held in gets
+    the phase's budget less what the blocks hold outside it (2 per slot in flight and the
+    one being stored: in_flight_bytes); without curves, the whole budget."""
+    from phasekit.stores import HybridStore
+    from phasekit.workflow.blocks import CURVE_ROW_BYTES, in_flight_bytes
+    from phasekit.workflow.blocktables import BLOCK_PART_VIEW
+
+    budgets: list[int] = []
+    container = HybridStore.container
+
+    def recorded(self: HybridStore, name: str, budget_bytes: int) -> HybridStore:
+        if name == BLOCK_PART_VIEW:
+            budgets.append(budget_bytes)
+        return container(self, name, budget_bytes)
+
+    monkeypatch.setattr(HybridStore, "container", recorded)
+    limit = 8 << 20
+    extra: dict[str, Any] = {"data_flow": {"mode": "hybrid", "memory_limit_mb": 8}}
+    if traced:
+        extra.update(TRACED)
+    res = run(_config(tmp_path, "single_pass", **extra), workers=2)
+    res.close()
+    set_bytes = 1500 * CURVE_ROW_BYTES  # the window's bars, a curve row each
+    size = block_sizes(12, 2, set_bytes, limit)
+    held = in_flight_bytes(size, 2, set_bytes) if traced else 0
+    assert budgets == [limit - held]
+    assert 0 < limit - held < limit if traced else held == 0

@@ -43,7 +43,7 @@ from phasekit.backtest.portfolio import PortfolioSettings
 from phasekit.errors import ConfigError
 from phasekit.events import EventType
 from phasekit.tracing import TracerSettings
-from phasekit.workflow.executor import DataSpec, bars_for
+from phasekit.workflow.executor import IN_FLIGHT_PER_SLOT, DataSpec, bars_for
 from phasekit.workflow.sequences import Span
 
 if TYPE_CHECKING:
@@ -214,6 +214,13 @@ def block_sizes(n_sets: int, slots: int, set_bytes: int = 0, budget: Optional[in
         cap = BLOCK_BYTES if budget is None else min(BLOCK_BYTES, budget // (BUDGET_SHARE * slots))
         size = min(size, max(LANE_BLOCK, cap // set_bytes))
     return size
+
+
+def in_flight_bytes(size: int, slots: int, set_bytes: int) -> int:
+    """Result bytes (estimated) a window's blocks of ``size`` sets of ``set_bytes`` each
+    hold outside its store at most: :data:`~phasekit.workflow.executor.IN_FLIGHT_PER_SLOT`
+    per slot in flight, and the one being stored."""
+    return (IN_FLIGHT_PER_SLOT * slots + 1) * size * set_bytes
 
 
 def executor_slots(executor: object) -> int:

@@ -659,14 +659,16 @@ class BlockTables:
 
     def _parts_view(self, window_id: Optional[str]) -> HybridStore:
         """Where a hybrid window's tables are held block by block until the window's end:
-        a view of the window's store (under the phase's budget, spilled past it) whose
-        items are not recorded (the joined table is)."""
+        a view of the window's store (under the phase's budget less what its blocks hold
+        in flight, :meth:`PhaseResults.reserve`; spilled past it) whose items are not
+        recorded (the joined table is)."""
         key = window_id or ""
         view = self._part_views.get(key)
         if view is None:
             window = self.out.store(window_id)
             assert isinstance(window, HybridStore)
-            view = window.container(BLOCK_PART_VIEW, self.out.flow.memory_limit_bytes)
+            budget = max(0, self.out.flow.memory_limit_bytes - self.out.reserved(window_id))
+            view = window.container(BLOCK_PART_VIEW, budget)
             view.recorder = None
             self._part_views[key] = view
         return view

@@ -312,6 +312,9 @@ def _ready() -> bool:
 
 MAX_BATCH = 64
 """The most containers a worker runs in one batch."""
+IN_FLIGHT_PER_SLOT = 2
+"""Batches (or blocks) an executor keeps submitted and not yet taken back, per slot
+(worker process, thread or cluster worker thread)."""
 BATCH_BYTES = 1 << 20
 """About how many bytes of results one batch hands back (see :func:`batch_size`)."""
 
@@ -395,7 +398,7 @@ class Executor:
             pending.append(pool.submit(run_batch, spec, chunk, self.backend))
             return True
 
-        while len(pending) < 2 * self.workers and submit():
+        while len(pending) < IN_FLIGHT_PER_SLOT * self.workers and submit():
             pass
         while pending:
             done = pending.popleft().result()
@@ -435,7 +438,7 @@ class Executor:
             if block is not None:
                 pending.append(threads.submit(run_block_bars, bars, block))
 
-        for _ in range(2 * self.workers):
+        for _ in range(IN_FLIGHT_PER_SLOT * self.workers):
             submit()
         try:
             while pending:

@@ -28,6 +28,7 @@ from phasekit.workflow.blocks import (
     block_refusal,
     block_sizes,
     executor_slots,
+    in_flight_bytes,
     phase_engine,
     read_stream,
     stream_bytes,
@@ -331,9 +332,7 @@ class PhaseContext:
         """The blocks of a window's jobs (in their order, cut in blocks of
         :func:`~phasekit.workflow.blocks.block_sizes`, numbered from ``start``), built as
         they are taken."""
-        size = block_sizes(
-            len(jobs), executor_slots(self.executor), self._set_bytes(jobs), self.out.budget_bytes
-        )
+        size = self._block_size(jobs)
         if isinstance(jobs, JobList) and jobs.window is not None and jobs.span is not None:
             yield from self._set_blocks(jobs, size, start)
             return
@@ -354,6 +353,21 @@ class PhaseContext:
                 index=start + k,
                 parameters=tuple(j.parameters for j in part),
             )
+
+    def _block_size(self, jobs: Sequence[PortfolioJob]) -> int:
+        """The sets a block of ``jobs`` holds (:func:`~phasekit.workflow.blocks.block_sizes`)."""
+        slots = executor_slots(self.executor)
+        return block_sizes(len(jobs), slots, self._set_bytes(jobs), self.out.budget_bytes)
+
+    def _reserve_in_flight(self, folder: Optional[str], jobs: Sequence[PortfolioJob]) -> None:
+        """Hold back from the window's store the bytes its blocks hold in flight
+        (:func:`~phasekit.workflow.blocks.in_flight_bytes`): the phase's memory budget
+        bounds both."""
+        set_bytes = self._set_bytes(jobs)
+        if set_bytes and self.out.budget_bytes is not None:
+            slots = executor_slots(self.executor)
+            held = in_flight_bytes(self._block_size(jobs), slots, set_bytes)
+            self.out.reserve(folder, held)
 
     def _set_bytes(self, jobs: Sequence[PortfolioJob]) -> int:
         """Result bytes of one of ``jobs``' sets, estimated: its equity curve's rows when
@@ -412,6 +426,7 @@ class PhaseContext:
         summaries: list[Summary] = []
         blocks = list(self.blocks(jobs, self._next_block.get(folder, 0)))
         self._next_block[folder] = blocks[-1].index + 1
+        self._reserve_in_flight(folder, jobs)
         if not keep_equity:  # a worker may write the blocks' parts (their rows stay there)
             blocks = [self.out.blocks.sink_for(folder, block) for block in blocks]
         done = self.out.parts.done(folder, blocks, written=not keep_equity)

@@ -183,12 +183,24 @@ class PhaseResults:
         """The run's blocks run on a cluster whose workers may write their window tables'
         parts (set by the run for a ``dask`` or ``ray`` executor;
         :attr:`BlockTables.part_mode`)."""
+        self._reserved: dict[str, int] = {}
         self.blocks = BlockTables(self)
         self.parts = BlockParts(self.window_dir, run_id, phase, catalog, encryption)
 
     @property
     def mode(self) -> str:
         return self.flow.mode
+
+    def reserve(self, window_id: Optional[str], nbytes: int) -> None:
+        """Hold ``nbytes`` of the phase's memory budget back from where window
+        ``window_id``'s blocks' tables are held (what the window holds outside it: its
+        blocks in flight); it takes effect when that place is created, at the window's
+        first block (:meth:`~phasekit.workflow.blocktables.BlockTables.held_budget`)."""
+        self._reserved[window_id or ""] = max(0, int(nbytes))
+
+    def reserved(self, window_id: Optional[str]) -> int:
+        """The bytes :meth:`reserve` holds back for window ``window_id``."""
+        return self._reserved.get(window_id or "", 0)
 
     @property
     def budget_bytes(self) -> Optional[int]:

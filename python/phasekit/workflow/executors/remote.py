@@ -21,7 +21,13 @@ from typing import Any, Generic, Optional, TypeVar
 
 from phasekit.errors import WorkflowError
 from phasekit.workflow.blocks import BlockJob, Ran
-from phasekit.workflow.executor import MAX_BATCH, DataSpec, Outcome, batch_size
+from phasekit.workflow.executor import (
+    IN_FLIGHT_PER_SLOT,
+    MAX_BATCH,
+    DataSpec,
+    Outcome,
+    batch_size,
+)
 from phasekit.workflow.topology import PortfolioJob
 
 RETRIES = 3
@@ -184,7 +190,7 @@ class RemoteExecutor(ABC, Generic[Task, Shared]):
                 pending.append((self._send(kind, shared, work), work))
                 self.max_in_flight = max(self.max_in_flight, len(pending))
 
-        for _ in range(2 * slots):
+        for _ in range(IN_FLIGHT_PER_SLOT * slots):
             submit()
         try:
             while pending:
