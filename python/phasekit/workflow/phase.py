@@ -332,7 +332,7 @@ class PhaseContext:
         """The blocks of a window's jobs (in their order, cut in blocks of
         :func:`~phasekit.workflow.blocks.block_sizes`, numbered from ``start``), built as
         they are taken."""
-        size = self._block_size(jobs)
+        size = self._block_size(jobs, self._set_bytes(jobs))
         if isinstance(jobs, JobList) and jobs.window is not None and jobs.span is not None:
             yield from self._set_blocks(jobs, size, start)
             return
@@ -354,10 +354,11 @@ class PhaseContext:
                 parameters=tuple(j.parameters for j in part),
             )
 
-    def _block_size(self, jobs: Sequence[PortfolioJob]) -> int:
-        """The sets a block of ``jobs`` holds (:func:`~phasekit.workflow.blocks.block_sizes`)."""
+    def _block_size(self, jobs: Sequence[PortfolioJob], set_bytes: int) -> int:
+        """The sets a block of ``jobs`` (of ``set_bytes`` each, :meth:`_set_bytes`) holds
+        (:func:`~phasekit.workflow.blocks.block_sizes`)."""
         slots = executor_slots(self.executor)
-        return block_sizes(len(jobs), slots, self._set_bytes(jobs), self.out.budget_bytes)
+        return block_sizes(len(jobs), slots, set_bytes, self.out.budget_bytes)
 
     def _reserve_in_flight(self, folder: Optional[str], jobs: Sequence[PortfolioJob]) -> None:
         """Hold back from the window's store the bytes its blocks hold in flight
@@ -366,7 +367,7 @@ class PhaseContext:
         set_bytes = self._set_bytes(jobs)
         if set_bytes and self.out.budget_bytes is not None:
             slots = executor_slots(self.executor)
-            held = in_flight_bytes(self._block_size(jobs), slots, set_bytes)
+            held = in_flight_bytes(self._block_size(jobs, set_bytes), slots, set_bytes)
             self.out.reserve(folder, held)
 
     def _set_bytes(self, jobs: Sequence[PortfolioJob]) -> int:

@@ -14,11 +14,10 @@ ships the bars again and submits the batches that needed them again. A batch los
 is run again on another one by the scheduler; a batch that raises is retried
 ``retries`` times. Outcomes come back in job order, fetched from the workers directly
 when the client reaches every worker at connection time (:func:`reaches_workers`), else
-through the scheduler and the client writes them and
-commits their catalog rows, batch by batch (a block sent with a part sink is written
-by its worker, which hands back only its parts' metadata,
-:mod:`phasekit.workflow.blockwrite`); batches done per worker are logged
-and reported to ``on_worker`` (the progress display's bar per worker).
+through the scheduler; the client writes them and commits their catalog rows, batch by
+batch (a block sent with a part sink is written by its worker, which hands back only
+its parts' metadata, :mod:`phasekit.workflow.blockwrite`); batches done per worker are
+logged and reported to ``on_worker`` (the progress display's bar per worker).
 """
 
 from __future__ import annotations
