@@ -1259,3 +1259,25 @@ def test_a_hybrid_window_s_blocks_in_flight_count_against_the_phase_budget(
     held = in_flight_bytes(size, 2, set_bytes) if traced else 0
     assert budgets == [limit - held]
     assert 0 < limit - held < limit if traced else held == 0
+
+
+@pytest.mark.parametrize(("mode", "releases"), [("memory", 4), ("file", 0)])
+def test_a_budgeted_phase_hands_freed_memory_back_after_each_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, releases: int
+) -> None:
+    """With a memory budget, the parent releases free memory (the C heap's and pyarrow's
+    pool's, :func:`phasekit.stores.trim.release`) once each block is stored; without
+    one, it leaves the allocators alone."""
+    from phasekit.stores import trim
+    from phasekit.workflow import phase as phase_module
+
+    monkeypatch.setattr(phase_module, "block_sizes", lambda *args: 3)  # 12 sets: 4 blocks
+    calls: list[int] = []
+    monkeypatch.setattr(trim, "release", lambda: calls.append(1))
+    flow: dict[str, Any] = {"mode": mode}
+    if mode == "memory":
+        flow["memory_limit_mb"] = 100  # nothing spilled: every release is a block's
+    res = run(_config(tmp_path, "single_pass", data_flow=flow), workers=1)
+    res.close()
+    assert len(_block_rows(res)) == 4
+    assert len(calls) == releases

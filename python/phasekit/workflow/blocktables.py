@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from phasekit.errors import PhasekitError
 from phasekit.paths import make_private_dir
-from phasekit.stores import HybridStore
+from phasekit.stores import HybridStore, trim
 from phasekit.stores.factory import DataFlow
 from phasekit.stores.partset import PROBE, commit
 from phasekit.stores.ref import Ref, file_uri
@@ -390,6 +390,8 @@ class BlockTables:
                 columns[ROWS_KEY] = (rows + first).tolist()
         if not reused:
             self.out.catalog.record_items([self._marker(window_id, job, columns)])
+        if self.out.budget_bytes is not None:  # the block's buffers were just freed
+            trim.release()
         return metric_columns(block.results)
 
     def _add_tables(
