@@ -76,6 +76,20 @@ def assert_fits(text: str, width: int, ids: list[str]) -> None:
         assert any(ident in line for line in lines), f"{ident!r} is split or missing:\n{text}"
 
 
+def assert_du_rows_distinct(text: str, width: int, runs: list[str]) -> None:
+    """Where the stage column does not fit, ``du`` shows a row per run (its total), not
+    stage rows that would read as copies of each other."""
+    lines = text.splitlines()
+    for run in runs:
+        mine = [line for line in lines if run in line]
+        if width == 80:
+            assert len(mine) == 1, mine
+        else:  # each stage, then the total
+            assert len(mine) >= 2 and "(total)" in mine[-1], mine
+            assert any("parameter_search" in line for line in mine), mine
+    assert ("a row per run" in text) == (width == 80)
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_catalog_tables_fit_and_keep_ids_whole(
     two_runs: tuple[Path, list[str]],
@@ -97,7 +111,9 @@ def test_catalog_tables_fit_and_keep_ids_whole(
     assert_fits(output(capsys, monkeypatch, width, "ls", runs[0], *where), width, entities)
     text = output(capsys, monkeypatch, width, "ls", runs[0], "--container", containers[0], *where)
     assert_fits(text, width, [containers[0], f"{containers[0]}_results"])
-    assert_fits(output(capsys, monkeypatch, width, "du", *where), width, runs)
+    text = output(capsys, monkeypatch, width, "du", *where)
+    assert_fits(text, width, runs)
+    assert_du_rows_distinct(text, width, runs)
     text = output(capsys, monkeypatch, width, "compare", runs[1], runs[0], "--all", *where)
     assert_fits(text, width, runs)
     assert_fits(output(capsys, monkeypatch, width, "show", str(items[0].id), *where), width, [])

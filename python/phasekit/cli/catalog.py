@@ -27,7 +27,7 @@ from phasekit.catalog import (
 from phasekit.catalog.blockrows import container_row
 from phasekit.catalog.doctor import GRACE_SECONDS, OBJECT_GRACE_SECONDS
 from phasekit.catalog.encode import parse_meta
-from phasekit.cli.tables import Layout, console, fit_table
+from phasekit.cli.tables import Layout, console, fit_table, shown_columns
 from phasekit.errors import InvalidArgument, UnknownKey
 
 # identifiers are never split; columns go, first listed first, when the width is short
@@ -315,10 +315,15 @@ def cmd_du(args: argparse.Namespace) -> int:
                 human_bytes(run_total),
             )
         )
-    table = _table(
-        f"space used: {human_bytes(total)}", ("run", "stage", "items", "files", "size"), table_rows
-    )
-    _console().print(table)
+    columns: tuple[str, ...] = ("run", "stage", "items", "files", "size")
+    title = f"space used: {human_bytes(total)}"
+    cells = [[str(v) for v in row] for row in table_rows]
+    if "stage" not in shown_columns(columns, cells, LAYOUT, _console().width):
+        # without their stage, a run's stage rows would read as copies of its total
+        columns = ("run", "items", "files", "size")
+        table_rows = [(r[0], *r[2:]) for r in table_rows if r[1] == "(total)"]
+        title += ", a row per run (by stage: a wider terminal or --json)"
+    _console().print(_table(title, columns, table_rows))
     return 0
 
 
