@@ -14,6 +14,7 @@ import pytest
 
 from catalog_util import sample_table, store
 from phasekit.catalog import Catalog
+from phasekit.cli.catalog import human_bytes
 
 pytest_plugins = ["conftest_pg"]
 
@@ -113,6 +114,25 @@ def test_compare_du_export(filled: Catalog, results_dir: Path, tmp_path: Path) -
         assert pq.read_table(out / entry["target"]).num_rows == 30
     assert (out / "manifest.json").exists()
     assert "exported to" in cli("export", "old", "--to", str(tmp_path / "plain"), *loc).stdout
+
+
+def test_cleanup_counts_the_bytes_it_frees(catalog: Catalog, results_dir: Path) -> None:
+    """The size ``cleanup`` shows is what deleting frees, as ``du`` counts it: an
+    in-memory item of an ended run (released) holds no bytes whatever its size was."""
+    for run in ("old", "new"):
+        catalog.start_process("wf", process_id=run)
+        store(catalog, run, "optimize", "AAPL", sample_table(30), fmt="csv")
+        catalog.record_item(
+            run, "optimize", "curves", data_reference=f"memory://{run}/optimize/curves",
+            size_bytes=50 << 20,
+        )  # fmt: skip
+        catalog.finish_process(run)
+    loc = where(catalog, results_dir)
+    [usage] = cli_json("du", "old", *loc)["usage"]
+    assert 0 < usage["size_bytes"] < 1 << 20
+    dry = cli("cleanup", "--policy", "keep_latest", "--dry-run", *loc).stdout
+    [row] = [line for line in dry.splitlines() if "old" in line and "optimize" in line]
+    assert row.split("│")[-2].strip() == human_bytes(usage["size_bytes"]), row
 
 
 def test_cleanup_and_doctor(filled: Catalog, results_dir: Path) -> None:

@@ -544,6 +544,21 @@ def test_export_skips_rows_marked_by_doctor(catalog: Catalog, tmp_path: Path) ->
     assert (ids["csv"], "marked missing by doctor") in report.skipped
 
 
+def test_export_says_why_a_released_item_is_not_exported(catalog: Catalog, tmp_path: Path) -> None:
+    """A ``memory://`` item of a finished run is ``released`` by the run's end, not by
+    doctor; every state but ``present`` has its own reason."""
+    from phasekit.catalog.export import NOT_EXPORTED
+    from phasekit.catalog.rows import ITEM_STATES
+
+    assert set(NOT_EXPORTED) == set(ITEM_STATES) - {"present"}
+    run, ids, _ = _export_fixture(catalog)
+    catalog.finish_process(run)
+    assert catalog.get_item(ids["memory"]).state == "released"
+    report = catalog.export(run, tmp_path / "out")
+    assert (ids["memory"], NOT_EXPORTED["released"]) in report.skipped
+    assert "doctor" not in NOT_EXPORTED["released"]
+
+
 def test_durable_write_helper_leaves_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b.txt"
     write_durable(target, lambda tmp: tmp.write_text("x"))

@@ -99,6 +99,13 @@ Rows = list[tuple[Any, ...]]
 Exec = Callable[[str, Sequence[Any]], Rows]
 
 
+def is_stored(item: ItemRow) -> bool:
+    """Whether ``item``'s bytes lie in a file or object a run stored (not in memory,
+    inline or a stream): the items whose bytes ``usage`` counts and deleting frees."""
+    ref = item.data_reference
+    return ref is not None and ref.startswith(STORED_PREFIXES)
+
+
 OWNER_PID_KEY = "_pid"
 OWNER_HOST_KEY = "_host"
 
@@ -940,9 +947,7 @@ class Catalog(abc.ABC):
             groups.setdefault((item.process_id, item.stage_name), []).append(item)
         out = []
         for (run, stage), rows in sorted(groups.items()):
-            on_disk = [
-                r for r in rows if r.data_reference and r.data_reference.startswith(STORED_PREFIXES)
-            ]
+            on_disk = [r for r in rows if is_stored(r)]
             files = {r.data_reference for r in on_disk}
             size = sum(r.size_bytes for r in on_disk)
             out.append(UsageRow(run, stage, len(rows), size, len(files)))

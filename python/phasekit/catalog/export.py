@@ -241,11 +241,20 @@ class _Exporter:
         return done
 
 
+NOT_EXPORTED = {
+    "released": "released: held in memory while its run ran, never stored",
+    "missing": "marked missing by doctor",
+    "corrupt": "marked corrupt by doctor",
+    "deleting": "being deleted by a cleanup",
+}
+"""Why an item in each state but ``present`` is not exported."""
+
+
 def _export_item(
     catalog: Catalog, exporter: _Exporter, item: ItemRow, cache: Path, report: ExportReport
 ) -> None:
     if item.state != "present":
-        report.skipped.append((item.id, f"marked {item.state} by doctor"))
+        report.skipped.append((item.id, NOT_EXPORTED[item.state]))
         return
     if item.storage_type == "inline":
         report.exported.append(exporter.inline(item))

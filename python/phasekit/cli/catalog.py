@@ -24,6 +24,7 @@ from phasekit.catalog import (
     default_location,
     open_catalog,
 )
+from phasekit.catalog.base import is_stored
 from phasekit.catalog.blockrows import container_row
 from phasekit.catalog.doctor import GRACE_SECONDS, OBJECT_GRACE_SECONDS
 from phasekit.catalog.encode import parse_meta
@@ -270,10 +271,10 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if args.json:
         return _emit_json(report.to_dict())
     groups: dict[tuple[str, str], list[int]] = {}
-    for item in report.selected:
+    for item in report.selected:  # the bytes freed: in-memory items hold none any more
         group = groups.setdefault((item.process_id, item.stage_name), [0, 0])
         group[0] += 1
-        group[1] += item.size_bytes
+        group[1] += item.size_bytes if is_stored(item) else 0
     verb = "would delete" if report.dry_run else "deleted"
     rows = [
         (run, stage, n, human_bytes(size)) for (run, stage), (n, size) in sorted(groups.items())
