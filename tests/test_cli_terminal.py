@@ -134,6 +134,23 @@ def test_run_summary_fits(
     assert run in text
 
 
+def test_run_summary_keeps_the_sample_by_wrapping_parameters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 80 columns, long parameter sets wrap over lines rather than the ``sample``
+    column going: a phase's in- and out-of-sample rows stay told apart."""
+    config = tmp_path / "mixed.yaml"
+    text = (ROOT / "examples" / "mixed_workflow_hybrid.yaml").read_text()
+    config.write_text(text.replace("results_dir:", f"results_dir: {tmp_path / 'results'} #"))
+    out = output(capsys, monkeypatch, 80, "run", str(config), "--workers", "1")
+    assert_fits(out, 80, ["walk_forward_check"])
+    header = next(line for line in out.splitlines() if "phase" in line and "sharpe" in line)
+    assert "sample" in header
+    rows = [line for line in out.splitlines() if line.startswith("│ walk_forward_check")]
+    samples = [line.split("│")[2].strip() for line in rows]
+    assert samples == ["in", "out"]
+
+
 VERBS = (
     ("runs",),
     ("ls", "latest"),

@@ -35,9 +35,10 @@ SUMMARY_METRICS = {
 }
 
 
-SUMMARY_LAYOUT = Layout(
+SUMMARY_LAYOUT = Layout(  # a phase's rows differ by their sample: it goes last
     ids=("phase",),
     drop=("win rate", "max dd", "containers", "trades", "sample"),
+    wrap=("best parameters",),
     numeric=("containers", *SUMMARY_METRICS.values()),
 )
 

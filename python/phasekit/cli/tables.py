@@ -29,12 +29,19 @@ class Layout:
 
     ``ids``: identifiers, never wrapped (``...`` only when one alone is wider than the
     terminal); ``drop``: columns to leave out, first listed first, until the table fits;
-    ``numeric``: right-aligned, never wrapped.
+    ``numeric``: right-aligned, never wrapped; ``wrap``: text that wraps over lines
+    before another column is left out (counted at most :data:`WRAP_WIDTH` wide).
     """
 
     ids: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     numeric: tuple[str, ...] = field(default=())
+    wrap: tuple[str, ...] = field(default=())
+
+
+WRAP_WIDTH = 20
+"""The width a ``wrap`` column is counted at when a table is fitted (it takes more where
+there is room)."""
 
 
 def _natural(name: str, cells: Iterable[str]) -> int:
@@ -46,6 +53,9 @@ def shown_columns(
 ) -> list[str]:
     """The columns kept at ``width``: all, or all but the first of ``layout.drop``."""
     widths = {name: _natural(name, (r[i] for r in rows)) for i, name in enumerate(columns)}
+    for name in layout.wrap:
+        if name in widths:
+            widths[name] = min(widths[name], WRAP_WIDTH)
     keep = list(columns)
 
     def total() -> int:
