@@ -55,7 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="override a setting (repeatable), e.g. --set data_flow.mode=file",
     )
     p.add_argument("--backend", choices=("rust", "python"), help="primitive backend")
-    p.add_argument("--workers", type=int, help="worker processes (default: cores)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="parallel workers (default: the config's, else auto: the cores, or a cluster's "
+        "worker threads): threads for block windows, processes for containers run one at a "
+        "time; on a Dask or Ray executor, blocks in flight are at most 2 x WORKERS",
+    )
     p.add_argument(
         "--executor",
         type=executor_arg,
