@@ -111,3 +111,52 @@ def test_parameter_sets_sharing_keys_are_written_as_json_dumps(values: list[Any]
     columns = SummaryColumns(np.array([f"c_{i}" for i in range(n)]), params, metrics)
     ranked = rank(columns, Objective("sharpe_ratio"))
     assert "".join(ranked.ranking().json_pieces()) == json.dumps(list(ranked), sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    ("sharpe", "shared"),
+    [([1.0, 2.0, 2.0, 0.5], 2), ([0.0, 0.0, 0.0], 3), ([np.nan, np.nan], 2), ([3.0], 1)],
+)
+def test_best_shared_by_counts_the_sets_tied_at_the_top(sharpe: list[float], shared: int) -> None:
+    """Columns and dicts agree: the sets sharing the best score (all when none has one)."""
+    from phasekit.workflow.topology import best_shared_by
+
+    n = len(sharpe)
+    metrics = pa.table({"sharpe_ratio": pa.array(sharpe, pa.float64())})
+    ids = np.array([f"c_{i:03d}" for i in range(n)])
+    columns = SummaryColumns(ids, [{"p": i} for i in range(n)], metrics)
+    objective = Objective("sharpe_ratio", "maximize")
+    dicts = [dict(s) for s in columns]
+    assert best_shared_by(rank(columns, objective)) == shared
+    assert best_shared_by(rank(dicts, objective)) == shared
+
+
+@pytest.mark.parametrize("engine", ["block", "container"])
+def test_a_window_whose_sets_all_tie_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, engine: str
+) -> None:
+    """Bars fewer than the slow average's window: no set trades, each scores the same; the
+    window's aggregate records it and the run warns that its best is the first of equals."""
+    from phasekit.workflow import run
+
+    def window_of(n_bars: int, where: Path) -> tuple[dict[str, Any], list[str]]:
+        caplog.clear()
+        cfg = {
+            "workflow": "optimization",
+            "run_name": "ties",
+            "results_dir": str(where),
+            "engine": engine,
+            "data": {"n_bars": n_bars, "frequency": "1h", "seed": 4, "volatility": 0.004},
+            "strategy": {"type": "sma_crossover"},
+            "parameter_space": {"strategy.fast": [3, 5], "strategy.slow": [40, 60]},
+        }
+        res = run(cfg, workers=1)
+        res.close()
+        agg = json.loads((res.run_dir / "parameter_search" / "aggregate_results.json").read_text())
+        return agg, [r.getMessage() for r in caplog.records if "share the best" in r.getMessage()]
+
+    agg, warned = window_of(30, tmp_path / "short")
+    assert agg["best_shared_by"] == 4
+    assert len(warned) == 1 and "4 of 4 parameter sets" in warned[0]
+    agg, warned = window_of(2000, tmp_path / "long")
+    assert agg["best_shared_by"] == 1 and warned == []

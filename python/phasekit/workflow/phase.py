@@ -44,6 +44,7 @@ from phasekit.workflow.sequences import Span, Window
 from phasekit.workflow.topology import (
     Objective,
     PortfolioJob,
+    best_shared_by,
     rank,
     strategy_columns,
     strategy_params,
@@ -544,9 +545,31 @@ class PhaseContext:
         jobs = self.jobs(window, span, indices, prefix)
         objective = self.inputs.objective
         ranked = rank(self.run_containers(jobs, folder), objective, keep_order=keep_order)
-        extra = {"ranked_by": "in-sample order" if keep_order else "this window's objective"}
+        extra: dict[str, Any] = {
+            "ranked_by": "in-sample order" if keep_order else "this window's objective"
+        }
+        if not keep_order:
+            extra["best_shared_by"] = self._ties(window, ranked, objective)
         self.close_window(folder, window, ranked, objective, extra)
         return ranked
+
+    def _ties(self, window: Window, ranked: Sequence[Summary], objective: Objective) -> int:
+        """How many sets share the window's best score; a warning when more than one do
+        (the best is then the first of equals by container id, not better than them)."""
+        shared = best_shared_by(ranked)
+        if shared > 1:
+            score = ranked[0].get("objective")
+            log.warning(
+                "phase %s, window %s: %d of %d parameter sets share the best %s (%s); "
+                "the best is the first of them by container id, not better than the others",
+                self.name,
+                window.window_id,
+                shared,
+                len(ranked),
+                objective.name,
+                "none has a value" if score is None else f"{score:.6g}",
+            )
+        return shared
 
     def select(self, ranked: Sequence[Summary], top_k: int) -> None:
         """The best ``top_k`` sets become the phase's ``selected_parameters``."""

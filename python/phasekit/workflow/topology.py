@@ -238,6 +238,23 @@ def _rank_columns(
     return results.ranked(score, sign, keep_order)
 
 
+def best_shared_by(ranked: Sequence[Mapping[str, Any]]) -> int:
+    """How many summaries of ``ranked`` (best first, scored by :func:`rank`) share the
+    best objective score (all of them when none has a score): more than one means the
+    best was picked among equals by container id."""
+    if isinstance(ranked, SummaryColumns) and ranked.objective is not None:
+        scores = ranked.objective if ranked.order is None else ranked.objective[ranked.order]
+    else:
+        scores = np.array(
+            [np.nan if r.get("objective") is None else r["objective"] for r in ranked], float
+        )
+    if not scores.shape[0]:
+        return 0
+    if np.isnan(scores[0]):  # NaN ranks last: none has a score
+        return int(scores.shape[0])
+    return int(np.count_nonzero(scores == scores[0]))
+
+
 def rank(
     results: Sequence[Mapping[str, Any]],
     objective: Objective,
