@@ -171,3 +171,32 @@ def test_windows_that_do_not_fit_the_data_fail_before_the_run_is_recorded(
         phasekit.run(cfg, workers=1)
     results = tmp_path / "results"
     assert not results.exists() or _runs(results) == []
+
+
+def test_run_result_names_the_phases_and_windows_it_has(tmp_path: Path) -> None:
+    """``metrics`` and ``best`` of a phase or window the run does not have raise errors
+    naming what it has; ``metrics`` without a window picks none of several."""
+    from phasekit.errors import InvalidArgument, UnknownKey
+
+    cfg = (ROOT / "examples" / "quickstart.yaml").read_text()
+    config = tmp_path / "q.yaml"
+    config.write_text(cfg.replace("results_dir: results", f"results_dir: {tmp_path / 'r'}"))
+    result = phasekit.run(config, workers=1)
+    try:
+        with pytest.raises(
+            UnknownKey, match=r"no phase 'nope'; its phases: parameter_search, validation"
+        ):
+            result.best("nope")
+        with pytest.raises(UnknownKey, match=r"no phase 'nope'"):
+            result.metrics("nope")
+        with pytest.raises(UnknownKey, match=r"no window 'train'; its windows with results: test"):
+            result.metrics("validation", window="train")
+        with pytest.raises(InvalidArgument, match=r"has windows train, test: give window="):
+            result.metrics("parameter_search")
+        train = result.metrics("parameter_search", window="train")
+        assert train.num_rows == result.phases["parameter_search"].containers - 10
+        assert result.metrics("validation").equals(result.metrics("validation", window="test"))
+        assert result.best("validation") is None  # it ranks no sets of its own
+        assert result.phases["validation"].best_out_of_sample is not None
+    finally:
+        result.close()

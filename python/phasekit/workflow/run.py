@@ -21,7 +21,7 @@ import pyarrow as pa
 import phasekit
 from phasekit.catalog.liveness import RunLock, sweep_dead_files
 from phasekit.catalog.publish import PublishingCatalog
-from phasekit.errors import CatalogError, ConfigError, UnknownKey
+from phasekit.errors import CatalogError, ConfigError, InvalidArgument, UnknownKey
 from phasekit.objstore import ObjectRoot, is_storage_url, not_storage, refuse, url_scheme
 from phasekit.stores.sealed import read_plain
 from phasekit.workflow.admf import check_admf_target
@@ -132,21 +132,42 @@ class RunResult:
 
     def metrics(self, phase: str, window: Optional[str] = None) -> pa.Table:
         """The ranked container metrics of a phase's window as an Arrow table
-        (parameters as ``param.<name>`` columns); ``polars.from_arrow`` takes it."""
-        for ref in self.outputs(phase):
-            if ref.entity == "aggregate_results" and (window is None or ref.window_id == window):
-                ranking = ref.load()["ranking"]
-                rows = []
-                for r in ranking:
-                    row = {"container_id": r["container_id"]}
-                    row.update({f"param.{k}": v for k, v in r.get("parameters", {}).items()})
-                    row.update(r["metrics"])
-                    rows.append(row)
-                return pa.Table.from_pylist(rows)
-        raise UnknownKey(f"phase {phase!r} of run {self.run_id} has no aggregate results")
+        (parameters as ``param.<name>`` columns); ``polars.from_arrow`` takes it.
+        ``window`` may be left out only where the phase has one window."""
+        self._check_phase(phase)
+        refs = {r.window_id: r for r in self.outputs(phase) if r.entity == "aggregate_results"}
+        names = ", ".join(str(w) for w in refs) or "none"
+        if window is None and len(refs) > 1:
+            raise InvalidArgument(
+                f"phase {phase!r} of run {self.run_id} has windows {names}: give window="
+            )
+        ref = next(iter(refs.values()), None) if window is None else refs.get(window)
+        if ref is None:
+            what = "aggregate results" if window is None else f"window {window!r}"
+            raise UnknownKey(
+                f"phase {phase!r} of run {self.run_id} has no {what}; "
+                f"its windows with results: {names}"
+            )
+        rows = []
+        for r in ref.load()["ranking"]:
+            row = {"container_id": r["container_id"]}
+            row.update({f"param.{k}": v for k, v in r.get("parameters", {}).items()})
+            row.update(r["metrics"])
+            rows.append(row)
+        return pa.Table.from_pylist(rows)
 
     def best(self, phase: str) -> Optional[dict[str, Any]]:
+        """The best set of the phase's own ranking (its container, parameters, metrics
+        and objective); None for a phase that ranks nothing of its own (a validation of
+        another phase's sets: see ``phases[phase].best_out_of_sample``)."""
+        self._check_phase(phase)
         return self.phases[phase].best
+
+    def _check_phase(self, phase: str) -> None:
+        if phase not in self.phases:
+            raise UnknownKey(
+                f"run {self.run_id} has no phase {phase!r}; its phases: {', '.join(self.phases)}"
+            )
 
     def close(self) -> None:
         self._catalog.close()
