@@ -76,6 +76,17 @@ def assert_fits(text: str, width: int, ids: list[str]) -> None:
         assert any(ident in line for line in lines), f"{ident!r} is split or missing:\n{text}"
 
 
+def assert_compare_whole(text: str, items: int) -> None:
+    """compare's table is not cut at the terminal's edge (every line of it ends in its
+    right border), and names each of its ``items`` once, on its first metric's row."""
+    table = [line.rstrip() for line in text.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and all(line[-1] in "┓┃┩│┘" for line in table), "\n".join(table[:4])
+    header = next(line for line in table if "metric" in line)
+    assert [c.strip() for c in header.split("┃")[1:5]] == ["item", "metric", "a", "b"]
+    cells = [line.split("│")[1].strip() for line in table if line.startswith("│")]
+    assert sum(c.startswith(("parameter_search/", "validation/")) for c in cells) == items
+
+
 def assert_du_rows_distinct(text: str, width: int, runs: list[str]) -> None:
     """Where the stage column does not fit, ``du`` shows a row per run (its total), not
     stage rows that would read as copies of each other."""
@@ -116,6 +127,9 @@ def test_catalog_tables_fit_and_keep_ids_whole(
     assert_du_rows_distinct(text, width, runs)
     text = output(capsys, monkeypatch, width, "compare", runs[1], runs[0], "--all", *where)
     assert_fits(text, width, runs)
+    with open_catalog(results) as catalog:
+        compared = catalog.compare(runs[1], runs[0])
+    assert_compare_whole(text, len({m.item for m in compared.metrics}))
     assert_fits(output(capsys, monkeypatch, width, "show", str(items[0].id), *where), width, [])
     assert_fits(output(capsys, monkeypatch, width, "doctor", *where), width, [])
     text = output(capsys, monkeypatch, width, "cleanup", "--policy", "keep_none", "--dry-run",

@@ -45,6 +45,18 @@ class MetricDiff:
         d = self.diff
         return None if d is None or not self.a else d / abs(self.a)
 
+    @property
+    def item(self) -> str:
+        """The item the metric is of, short: ``stage[/phase]/window/container`` (the
+        phase where it differs from the stage; the entity where it is not the
+        container's ``<container>_results``)."""
+        phase = self.phase if self.phase != self.stage_name else None
+        entity: str | None = self.entity_name
+        if self.container_id and entity == f"{self.container_id}_results":
+            entity = None
+        parts = (self.stage_name, phase, self.window_id, self.container_id, entity)
+        return "/".join(p for p in parts if p)
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "diff": self.diff, "rel_diff": self.rel_diff}
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -45,13 +46,20 @@ LAYOUT = Layout(
 )
 
 
+COMPARE_LAYOUT = replace(LAYOUT, ids=tuple(i for i in LAYOUT.ids if i != "item"), wrap=("item",))
+"""compare's: its ``item`` is a path of names (stage/window/container), which wraps
+rather than pushing the numbers past the terminal's edge."""
+
+
 def _console() -> Any:
     return console()
 
 
-def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Any:
+def _table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], layout: Layout = LAYOUT
+) -> Any:
     """A table under a bold title, fitted to the terminal's width (see :mod:`.tables`)."""
-    return fit_table(title, columns, rows, LAYOUT, _console().width)
+    return fit_table(title, columns, rows, layout, _console().width)
 
 
 def human_bytes(n: int) -> str:
@@ -210,23 +218,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = catalog.compare(args.run_a, args.run_b)
     if args.json:
         return _emit_json(result.to_dict())
+    shown = [m for m in result.metrics if args.all or m.diff != 0]
     rows = [
         (
-            "/".join(
-                p for p in (m.phase, m.stage_name, m.entity_name, m.window_id, m.container_id) if p
-            ),
+            "" if i and m.item == shown[i - 1].item else m.item,  # an item on its first row
             m.metric,
             _num(m.a),
             _num(m.b),
             _num(m.diff),
             "" if m.rel_diff is None else f"{m.rel_diff:+.2%}",
         )
-        for m in result.metrics
-        if args.all or m.diff != 0
+        for i, m in enumerate(shown)
     ]
     console = _console()
     title = f"metrics: a = {result.run_a.process_id}, b = {result.run_b.process_id}"
-    console.print(_table(title, ("item", "metric", "a", "b", "diff", "rel"), rows))
+    console.print(_table(title, ("item", "metric", "a", "b", "diff", "rel"), rows, COMPARE_LAYOUT))
     if not args.all and len(rows) < len(result.metrics):
         console.print(f"{len(result.metrics) - len(rows)} equal metrics hidden (--all shows them)")
     if result.config:
