@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,10 @@ def test_show_table_in_a_subprocess(per_container: str) -> None:
         assert pattern in out
     assert "containers.portfolio_*.data_flow.memory_limit_mb" in out
     assert "streaming" in out and "hybrid" in out
+    # unset workers are one per core; a default's source is said once
+    assert re.search(r"workers\s+│ auto \(one per core\)", out), out
+    assert re.search(r"executor\s+│ local \(package default\)", out), out
+    assert "default: default" not in out
 
 
 def test_show_errors_exit_1_with_the_message(tmp_path: Path) -> None:

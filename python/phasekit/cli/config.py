@@ -158,6 +158,12 @@ def containers_table(
     return fit_table(title, columns, table_rows, SETTINGS_LAYOUT, width)
 
 
+def _source(source: Mapping[str, Any]) -> str:
+    """Where a setting came from: its level, and the key path unless it is the default."""
+    path = source.get("path")
+    return source["level"] if path in (None, "", "default") else f"{source['level']}: {path}"
+
+
 def print_tables(view: Mapping[str, Any]) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -167,18 +173,18 @@ def print_tables(view: Mapping[str, Any]) -> None:
     run = Table(title="run", title_justify="left", show_header=False)
     run.add_column("key", style="cyan")
     run.add_column("value")
-    for key in ("workflow", "run_name", "results_dir", "allow_pickle", "workers"):
+    for key in ("workflow", "run_name", "results_dir", "allow_pickle"):
         run.add_row(key, escape(_text(view[key])))
+    workers = view["workers"]
+    run.add_row("workers", "auto (one per core)" if workers is None else escape(_text(workers)))
     catalog = view["catalog"]
     run.add_row("catalog", escape(f"{catalog['backend']}: {catalog['location']}"))
     encryption = view["encryption"]
     state = f"on, key {encryption['key']}" if encryption["enabled"] else "off"
-    source = encryption["source"]
-    run.add_row("encryption", escape(f"{state} ({source['level']}: {source['path']})"))
+    run.add_row("encryption", escape(f"{state} ({_source(encryption['source'])})"))
     executor = view["executor"]
-    where = executor["source"]
     target = executor["kind"] + (f" {executor['address']}" if executor["address"] else "")
-    run.add_row("executor", escape(f"{target} ({where['level']}: {where['path']})"))
+    run.add_row("executor", escape(f"{target} ({_source(executor['source'])})"))
     run.add_row("engine", view["engine"])
     run.add_row("cleanup_policy", view["cleanup_policy"])
     stages = view["stages_to_persist"]
