@@ -61,11 +61,14 @@ def config(seed: int, **extra: Any) -> dict[str, Any]:
 
 
 def outputs(result: Any) -> dict[str, Any]:
-    """What a run computed: every phase's per-container metrics and its selection."""
-    return {
-        name: (result.metrics(name).to_pylist(), phase.selected)
-        for name, phase in result.phases.items()
-    }
+    """What a run computed: every phase's per-container metrics, window by window, and
+    its selection."""
+    out: dict[str, Any] = {}
+    for name, phase in result.phases.items():
+        refs = result.outputs(name)
+        windows = sorted({r.window_id for r in refs if r.entity == "aggregate_results"}, key=str)
+        out[name] = ({w: result.metrics(name, w).to_pylist() for w in windows}, phase.selected)
+    return out
 
 
 class WorkerCounts(QuietObserver):
