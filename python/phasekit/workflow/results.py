@@ -195,7 +195,7 @@ class PhaseResults:
         """Hold ``nbytes`` of the phase's memory budget back from where window
         ``window_id``'s blocks' tables are held (what the window holds outside it: its
         blocks in flight); it takes effect when that place is created, at the window's
-        first block (:meth:`~phasekit.workflow.blocktables.BlockTables.held_budget`)."""
+        first block (``BlockTables._parts_view``)."""
         self._reserved[window_id or ""] = max(0, int(nbytes))
 
     def reserved(self, window_id: Optional[str]) -> int:
