@@ -18,8 +18,7 @@ Groups:
   - ``server_python``: ``phasekit.serve.client.read_table`` as it is called by default
     (one connection): ``/items/{id}/data`` (Arrow IPC stream) read with http.client
     straight into a pyarrow buffer of the response's Content-Length (one copy out of the
-    socket; SO_RCVLOWAT: a read returns once 4 MiB are there), then decoded without a
-    copy. The comparison the goal is judged on: the same table in memory, through the
+    socket), then decoded without a copy. The comparison the goal is judged on: the same table in memory, through the
     server.
   - ``server_python_ranges``: the same with ``connections=min(4, os.cpu_count())``: the
     stored file's bytes from ``/items/{id}/file`` in byte ranges, the first 16 MiB on one
@@ -32,7 +31,8 @@ Groups:
     client; the time includes starting curl).
   - ``socket_raw``: no server, the ceiling of loopback TCP here: a bare Python socket
     server in its own process sends the same stream bytes (a copy in a file) from a memory
-    map, 4 MiB per ``sendall``, read by the same ``read_table``.
+    map, 4 MiB per ``sendall``, its connections tuned as the server tunes them
+    (:func:`phasekit.serve.tcp.tune`), read by the same ``read_table``.
 
   The rate is bytes/s of the table. Each round of a server or socket row comes right after
   a timed direct read (untimed by the benchmark), so both see the same load on the shared
@@ -88,6 +88,7 @@ STREAM_IMPLS = (
 )
 RAW_SENDER = """
 import mmap, os, socket, sys
+from phasekit.serve.tcp import tune
 fd = os.open(sys.argv[1], os.O_RDONLY)
 size = os.fstat(fd).st_size
 view = memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ))
@@ -97,6 +98,7 @@ print(listener.getsockname()[1], flush=True)
 while True:
     conn, _ = listener.accept()
     with conn:
+        tune(conn)
         request = b""
         while b"\\r\\n\\r\\n" not in request:
             request += conn.recv(65536)

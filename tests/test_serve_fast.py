@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import uvloop
 from catalog_util import record_file
 from phasekit.catalog import Catalog, CatalogRecorder, open_catalog
 from phasekit.errors import CorruptDataError
+from phasekit.serve import app as serve_app
 from phasekit.serve import create_app
 from phasekit.serve.data import (
     ARROW_EOS,
@@ -29,6 +31,7 @@ from phasekit.serve.data import (
     arrow_stream_bytes,
     piece_bytes,
 )
+from phasekit.serve.maps import ServedMaps
 from phasekit.serve.verified import VerifiedFiles
 from phasekit.stores import FileStore
 from serve_util import LiveServer
@@ -114,7 +117,7 @@ def test_sent_as_stored_with_its_length_on_each_loop(
 
 def _pieces(path: Path, run: object) -> list[memoryview | bytes]:
     async def collect() -> list[memoryview | bytes]:
-        found = arrow_stream_bytes(path, "item 1")
+        found = arrow_stream_bytes(path, "item 1", ServedMaps())
         assert found is not None
         return [piece async for piece in found.pieces()]
 
@@ -149,9 +152,10 @@ async def _loop_piece() -> int:
 def test_a_file_shorter_than_when_checked_is_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "t.arrow"
     path.write_bytes(b"x" * 100)
-    assert len(_mapped(path, 100, "item 7")[0]) == 100
+    maps = ServedMaps()
+    assert len(_mapped(path, 100, "item 7", maps).view) == 100
     with pytest.raises(CorruptDataError, match=r"item 7: file .* has 100 bytes, 101 when checked"):
-        _mapped(path, 101, "item 7")
+        _mapped(path, 101, "item 7", maps)
 
 
 def test_a_stream_file_without_its_end_marker_gets_one(tmp_path: Path) -> None:
@@ -224,7 +228,7 @@ def test_a_file_cut_short_or_replaced_while_sent_under_asyncio_ends_the_response
         writer.write_table(table)
 
     async def cut(how: str) -> int:
-        found = arrow_stream_bytes(path, "item 1")
+        found = arrow_stream_bytes(path, "item 1", ServedMaps())
         assert found is not None
         got = 0
         if how == "replaced":  # after the map was made, before the body is sent
@@ -241,3 +245,69 @@ def test_a_file_cut_short_or_replaced_while_sent_under_asyncio_ends_the_response
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table2.schema) as writer:
         writer.write_table(table2)
     assert asyncio.run(cut("replaced")) == 0
+
+
+def test_a_map_serves_every_request_while_its_file_is_unchanged(stored: Stored) -> None:
+    """The map made for one answer is reused by the next (no fresh map to fault in and
+    unmap per request) until the file changes; then the new bytes are sent."""
+    app = create_app(stored.catalog)
+    maps: ServedMaps = app.state.phasekit_api.maps
+    part = _stream_part(stored.path.read_bytes())
+    with LiveServer(app, loop="uvloop") as server, server.client() as c:
+        for _ in range(3):
+            sent = c.get(f"/items/{stored.item}/data")
+            assert sent.status_code == 200 and sent.content in (part, part + ARROW_EOS)
+        ranged = c.get(f"/items/{stored.item}/file", headers={"Range": "bytes=0-99"})
+        assert ranged.status_code == 206 and ranged.content == stored.path.read_bytes()[:100]
+        assert (maps.made, len(maps)) == (1, 1)
+        # the same table written again: a new version of the file, a new map
+        store = stored.path.read_bytes()
+        stored.path.unlink()
+        stored.path.write_bytes(store)
+        sent = c.get(f"/items/{stored.item}/data")
+        assert sent.status_code == 200 and sent.content in (part, part + ARROW_EOS)
+        assert maps.made == 2
+        # the server deletes the item: its map goes at once, the file's space with it
+        assert c.delete(f"/items/{stored.item}").status_code == 200
+        assert not stored.path.exists() and len(maps) == 0
+
+
+def test_maps_are_dropped_when_idle_or_past_the_limit(tmp_path: Path) -> None:
+    now = [0.0]
+    maps = ServedMaps(idle=10, limit=2, clock=lambda: now[0])
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(bytes([i]) * 10)
+        paths.append(path)
+    views = [_mapped(p, 10, f"item {i}", maps).view for i, p in enumerate(paths)]
+    assert len(maps) == 2  # the least recently used (f0) dropped
+    assert bytes(views[0]) == bytes(10)  # a dropped map stays readable while it is held
+    now[0] = 5.0
+    _mapped(paths[2], 10, "item 2", maps)  # used again: kept
+    now[0] = 12.0
+    assert maps.sweep() == 1 and len(maps) == 1  # f1 unused for 10 s
+    maps.forget(paths[2])
+    assert len(maps) == 0 and maps.made == 3
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert len(_mapped(empty, 0, "item 9", maps).view) == 0
+    none_kept = ServedMaps(limit=0)
+    assert bytes(_mapped(paths[1], 10, "item 1", none_kept).view) == bytes([1]) * 10
+    assert len(none_kept) == 0
+
+
+def test_the_server_drops_idle_maps_while_it_runs(
+    stored: Stored, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serve_app, "SWEEP_SECONDS", 0.05)
+    app = create_app(stored.catalog)
+    maps: ServedMaps = app.state.phasekit_api.maps
+    maps.idle = 0.2
+    with LiveServer(app) as server, server.client() as c:
+        assert c.get(f"/items/{stored.item}/data").status_code == 200
+        assert len(maps) == 1
+        deadline = time.monotonic() + 10
+        while len(maps) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(maps) == 0  # no request came: the sweep dropped it

@@ -9,13 +9,15 @@ the text the CLI prints.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path as LocalPath
 from typing import Annotated, Any, TypeVar
 
@@ -65,6 +67,7 @@ from phasekit.serve.data import (
     parse_range,
     sent_in_pieces,
 )
+from phasekit.serve.maps import ServedMaps
 from phasekit.serve.metrics import Metrics, MetricsMiddleware
 from phasekit.serve.public import ServerPaths, public_text, public_value, server_paths
 from phasekit.serve.verified import VerifiedFiles, unreadable
@@ -263,6 +266,8 @@ class Api:
         """The server's places, rewritten in what a client is sent (:mod:`.public`)."""
         self.gate = Gate(catalog)
         self.verified = VerifiedFiles()
+        self.maps = ServedMaps()
+        """Maps of the files sent as stored, kept between requests (:mod:`.maps`)."""
 
     # --------------------------------------------------------------- access
     def access(self, scope: str) -> Callable[..., Access]:
@@ -290,6 +295,16 @@ class Api:
         if not access.may_see_item(item):
             raise AccessDenied(FORBIDDEN)
         return item
+
+    def forget(self, item: ItemRow) -> None:
+        """Drop the maps of a deleted item's file: its disk space is freed now, not when
+        its map idles out."""
+        try:
+            path = self.catalog.item_path(item)
+        except CatalogError:
+            return  # a reference outside the results folder was never mapped
+        if path is not None:
+            self.maps.forget(path)
 
     # --------------------------------------------------------------- discovery
     def list_runs(
@@ -385,7 +400,9 @@ class Api:
             None,
             None,
         ):
-            as_stored = arrow_stream_bytes(path, item.label)  # already Arrow: sent as stored
+            as_stored = arrow_stream_bytes(
+                path, item.label, self.maps
+            )  # already Arrow: sent as stored
             if as_stored is not None:
                 headers["Content-Length"] = str(as_stored.length)
                 return StreamingResponse(
@@ -491,7 +508,7 @@ class Api:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         if sealed is None:  # views of a map of the file, not copies read in a thread
             return StreamingResponse(
-                file_range(path, start, end, item.label).pieces(),
+                file_range(path, start, end, item.label, self.maps).pieces(),
                 status_code=206,
                 media_type="application/octet-stream",
                 headers=headers,
@@ -682,6 +699,8 @@ def _routes(api: Api, router: APIRouter, metrics: Metrics) -> None:
         """Delete an item: its file (unless other rows record it), then its row."""
         item = api.item_for(access, item_id)
         report = catalog.remove_items([item.id])
+        if item.id in report.removed:
+            api.forget(item)
         return models.Removal(
             removed=report.removed,
             freed_bytes=report.freed_bytes,
@@ -744,14 +763,15 @@ def create_app(catalog: Catalog, encryption: Encryption | None = None) -> FastAP
     ``encryption`` decrypts encrypted items (else reading one is a KeyUnavailable, 409)."""
     from phasekit import __version__
 
+    api = Api(catalog, encryption)
     app = FastAPI(
         title="phasekit",
         version=__version__,
         description="Runs, stored items and their data from a phasekit catalog.",
         docs_url=None,
         redoc_url=None,
+        lifespan=_sweeping(api.maps),
     )
-    api = Api(catalog, encryption)
     metrics = Metrics()
     router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -767,6 +787,29 @@ def create_app(catalog: Catalog, encryption: Encryption | None = None) -> FastAP
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.phasekit_api = api
     return app
+
+
+SWEEP_SECONDS = 5.0
+"""How often the server drops the maps of files it has not sent for a while."""
+
+
+def _sweeping(maps: ServedMaps) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: idle maps dropped every :data:`SWEEP_SECONDS` while it runs."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(SWEEP_SECONDS)
+                maps.sweep()
+
+        task = asyncio.create_task(sweep())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return lifespan
 
 
 def _handlers(app: FastAPI, paths: ServerPaths) -> None:

@@ -14,9 +14,7 @@ connection, the server's one event loop sending every part.
 
 :func:`read_table` asks ``/items/{id}/data`` for an Arrow IPC stream. A body with a
 ``Content-Length`` (a stored Arrow file, sent as stored) is read straight into one
-pyarrow buffer and decoded in place: one copy out of the socket, none after; the socket
-wakes the reader only once :data:`WAKE_BYTES` have arrived (SO_RCVLOWAT), so the copy
-goes in few large reads rather than one per loopback packet. A body
+pyarrow buffer and decoded in place: one copy out of the socket, none after. A body
 without one (a re-encoded table, sent chunked) is decoded batch by batch as it arrives.
 Only the standard library's http.client and pyarrow are used (no extra needed). An error
 answer raises the :mod:`phasekit.errors` class the server names, with its message.
@@ -27,7 +25,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode, urlsplit
@@ -44,9 +41,8 @@ log = logging.getLogger(__name__)
 SCHEMES = ("http", "https")
 """URL schemes :func:`read_table` speaks."""
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-WAKE_BYTES = 4 << 20
-"""Bytes of a body with a Content-Length that must have arrived before a read returns
-(SO_RCVLOWAT), but for its last WAKE_BYTES."""
+READ_BYTES = 4 << 20
+"""Bytes of a body with a Content-Length asked for per read (and checksummed at a time)."""
 FIRST_PART = 16 << 20
 """Bytes of a file asked for on the first connection; a larger file's rest comes in
 parts over several connections at once."""
@@ -120,7 +116,7 @@ def _read_data(
         length = response.getheader("Content-Length")
         if length is None:
             return pa.ipc.open_stream(pa.PythonFile(response, mode="r")).read_all()
-        body = _read_into_buffer(response, int(length), conn.sock)
+        body = _read_into_buffer(response, int(length))
         return pa.ipc.open_stream(body).read_all()
     finally:
         conn.close()
@@ -148,7 +144,7 @@ def _read_file(
         head = _fill(response, view[:length], 0, len(ARROW_FILE_MAGIC))
         if bytes(view[:head]) != ARROW_FILE_MAGIC:
             return None
-        crcs = [(_receive(response, view[:length], conn.sock, head), length)]
+        crcs = [(_receive(response, view[:length], head), length)]
         spans = _spans(length, total, parts)
         if spans:
             crcs += _fetch_parts(url, prefix, headers, timeout, view, spans)
@@ -203,7 +199,7 @@ def _fetch_parts(
                     f"the server answered bytes {start}-{end - 1} of {prefix}/file with "
                     f"{response.getheader('Content-Range')!r}"
                 )
-            return _receive(response, view[start:end], conn.sock, 0), end - start
+            return _receive(response, view[start:end], 0), end - start
         finally:
             conn.close()
 
@@ -237,37 +233,23 @@ def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
 
 
-def _read_into_buffer(
-    response: http.client.HTTPResponse, size: int, sock: socket.socket | None
-) -> pa.Buffer:
+def _read_into_buffer(response: http.client.HTTPResponse, size: int) -> pa.Buffer:
     """The body, read into one buffer of pyarrow's memory pool."""
     buffer = pa.allocate_buffer(size)
-    _receive(response, memoryview(buffer).cast("B"), sock, 0, check=False)
+    _receive(response, memoryview(buffer).cast("B"), 0, check=False)
     return buffer
 
 
 def _receive(
-    response: http.client.HTTPResponse,
-    view: memoryview,
-    sock: socket.socket | None,
-    got: int,
-    check: bool = True,
+    response: http.client.HTTPResponse, view: memoryview, got: int, check: bool = True
 ) -> int:
-    """``view[got:]`` read from the body; the CRC-32 of all of ``view`` (0 unless
-    ``check``), computed piece by piece as they arrive. ``sock``: the connection's socket,
-    asked to wake this reader only once :data:`WAKE_BYTES` have arrived (fewer, larger
-    reads than one per loopback packet) until the body's last WAKE_BYTES, read without
-    it (a wait for bytes that never come would end only at the timeout)."""
+    """``view[got:]`` read from the body, :data:`READ_BYTES` at a time; the CRC-32 of all
+    of ``view`` (0 unless ``check``), computed piece by piece as they arrive."""
     size = len(view)
     crc = crc32(view[:got]) if check else 0
-    lowat = sock is not None and size - got > 2 * WAKE_BYTES and _set_lowat(sock, WAKE_BYTES)
     while got < size:
-        end = size - WAKE_BYTES if lowat and got < size - WAKE_BYTES else size
-        if lowat and end == size:
-            _set_lowat(sock, 1)  # type: ignore[arg-type]
-            lowat = False
         start = got
-        got = _fill(response, view, got, min(end, got + WAKE_BYTES))
+        got = _fill(response, view, got, min(size, got + READ_BYTES))
         if check:
             crc = crc32(view[start:got], crc)
     return crc
@@ -283,19 +265,6 @@ def _fill(response: http.client.HTTPResponse, view: memoryview, got: int, end: i
             )
         got += n
     return got
-
-
-def _set_lowat(sock: socket.socket, wanted: int) -> bool:
-    """Ask ``sock`` to wake a reader once ``wanted`` bytes are queued; False when the
-    platform cannot."""
-    option = getattr(socket, "SO_RCVLOWAT", None)
-    if option is None:
-        return False
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, option, wanted)
-    except OSError:
-        return False
-    return True
 
 
 def _error(status: int, body: bytes) -> PhasekitError:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import mmap
 import os
 import re
 import zlib
@@ -24,6 +23,7 @@ from phasekit.catalog.encode import to_json
 from phasekit.checksum import format_crc32, tree_files
 from phasekit.errors import CatalogError, CorruptDataError, InvalidArgument, UnsafePath
 from phasekit.paths import contained, open_nofollow
+from phasekit.serve.maps import MappedFile, ServedMaps, StreamSpan
 from phasekit.stores.partset import is_part_set, part_set_batches
 
 OUTPUT_FORMATS = ("arrow", "parquet", "csv", "json")
@@ -406,70 +406,73 @@ def piece_bytes() -> int:
     return UVLOOP_PIECE if loop.__module__.partition(".")[0] == "uvloop" else SEND_BYTES
 
 
-def _mapped(path: Path, end: int, label: str) -> tuple[memoryview, tuple[int, int]]:
-    """A read-only map of ``path``, which must still hold at least ``end`` bytes, and
-    the ``(device, inode)`` of the file mapped."""
+def _mapped(path: Path, end: int, label: str, maps: ServedMaps) -> MappedFile:
+    """The map of ``path`` (kept in ``maps``), which must still hold at least ``end``
+    bytes."""
     fd = open_nofollow(path)
     try:
-        st = os.fstat(fd)
-        if st.st_size < end:
-            raise CorruptDataError(
-                f"{label}: file {path} has {st.st_size} bytes, {end} when checked"
-            )
-        return memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ)), (st.st_dev, st.st_ino)
+        found = maps.mapped(path, fd)
     finally:
         os.close(fd)
+    if len(found.view) < end:
+        raise CorruptDataError(
+            f"{label}: file {path} has {len(found.view)} bytes, {end} when checked"
+        )
+    return found
 
 
-def file_range(path: Path, start: int, end: int, label: str) -> StoredStream:
+def file_range(path: Path, start: int, end: int, label: str, maps: ServedMaps) -> StoredStream:
     """Bytes ``start..end`` (inclusive) of a file as a :class:`StoredStream` (views of a
     map of it under uvloop): a ``Range`` of ``GET /items/{id}/file``. The checksum covers
     the whole file only; the client that asked for ranges checks it over the parts."""
-    mapped, file_id = _mapped(path, end + 1, label)
-    return StoredStream(mapped, start, end + 1, b"", path, file_id, label)
+    found = _mapped(path, end + 1, label, maps)
+    return StoredStream(found.view, start, end + 1, b"", path, found.file_id, label)
 
 
-def arrow_stream_bytes(path: Path, label: str) -> StoredStream | None:
+def arrow_stream_bytes(path: Path, label: str, maps: ServedMaps) -> StoredStream | None:
     """A stored Arrow file as an IPC stream, sent as stored (no decoding): a stream file
     whole; of a file-format file, the messages between its magic (and any zero padding
     after it: writers align messages to 8 or 64 bytes) and its footer, an end-of-stream
     marker added when they lack one. The span is checked to read as a stream of the
-    file's schema and batch count (metadata only, through a memory map); None when it does
-    not (the caller decodes the file and reports any problem). The file must have been
-    verified against its record."""
-    try:
-        span = _stream_span(path)
-    except (pa.ArrowException, OSError):
-        return None
-    if span is None:
-        return None
-    start, end, has_eos = span
-    mapped, file_id = _mapped(path, end, label)
-    return StoredStream(mapped, start, end, b"" if has_eos else ARROW_EOS, path, file_id, label)
-
-
-def _stream_span(path: Path) -> tuple[int, int, bool] | None:
-    """``(start, end, ends with EOS)`` of the IPC stream inside a stored Arrow file."""
-    with pa.memory_map(str(path), "r") as source:
-        size = source.size()
+    file's schema and batch count (metadata only, through the map, once per version of
+    the file); None when it does not (the caller decodes the file and reports any
+    problem). The file must have been verified against its record."""
+    found = _mapped(path, 0, label, maps)
+    if not found.span_known:
         try:
-            reader = pa.ipc.open_file(source)
-        except pa.ArrowInvalid:
-            source.seek(0)
-            pa.ipc.open_stream(source).schema  # noqa: B018  it reads as a stream
-            return 0, size, True
-        schema, batches = reader.schema, reader.num_record_batches
-        tail = source.read_at(10, size - 10)
-        end = size - 10 - int.from_bytes(tail[:4], "little", signed=True)  # the footer
-        if tail[4:] != ARROW_FILE_MAGIC or not 8 <= end <= size - 10:
-            return None
-        head = source.read_at(min(4096, end - 8), 8)
-        start = 8 + (len(head) - len(head.lstrip(b"\0"))) // 8 * 8
-        source.seek(start)
-        body = pa.ipc.open_stream(source.read_buffer(end - start))  # zero-copy from the map
-        if not body.schema.equals(schema) or sum(1 for _ in body) != batches:
-            return None
-        has_eos = end - start >= 8 and source.read_at(8, end - 8) == ARROW_EOS
+            found.span = _stream_span(found.view)
+        except pa.ArrowException:
+            found.span = None
+        found.span_known = True
+    if found.span is None:
+        return None
+    start, end, has_eos = found.span
+    tail = b"" if has_eos else ARROW_EOS
+    return StoredStream(found.view, start, end, tail, path, found.file_id, label)
+
+
+def _stream_span(mapped: memoryview) -> StreamSpan | None:
+    """``(start, end, ends with EOS)`` of the IPC stream inside a stored Arrow file."""
+    source = pa.BufferReader(pa.py_buffer(mapped))
+    size = source.size()
+    try:
+        reader = pa.ipc.open_file(source)
+    except pa.ArrowInvalid:
+        source.seek(0)
+        pa.ipc.open_stream(source).schema  # noqa: B018  it reads as a stream
+        return 0, size, True
+    schema, batches = reader.schema, reader.num_record_batches
+    tail = source.read_at(10, size - 10)
+    end = size - 10 - int.from_bytes(tail[:4], "little", signed=True)  # the footer
+    if tail[4:] != ARROW_FILE_MAGIC or not 8 <= end <= size - 10:
+        return None
+    head = source.read_at(min(4096, end - 8), 8)
+    start = 8 + (len(head) - len(head.lstrip(b"\0"))) // 8 * 8
+    source.seek(start)
+    body = pa.ipc.open_stream(source.read_buffer(end - start))  # zero-copy from the map
+    if not body.schema.equals(schema) or sum(1 for _ in body) != batches:
+        return None
+    has_eos = end - start >= 8 and source.read_at(8, end - 8) == ARROW_EOS
     return start, end, has_eos
 
 

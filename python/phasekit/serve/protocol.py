@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocols, answering a request they cannot parse with a JSON error.
+"""uvicorn's HTTP protocols, answering a request they cannot parse with a JSON error and
+tuning each connection (:mod:`.tcp`).
 
 uvicorn parses HTTP with httptools when it is installed (the ``serve`` extra brings it:
 faster for large bodies), else with h11. Either answers a request it cannot parse (a
@@ -15,6 +16,8 @@ from functools import cache
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from phasekit.serve.tcp import tune
 
 BAD_REQUEST = (
     "request is not valid HTTP/1.1 ({}); allowed: a request line and headers as RFC 9112 "
@@ -43,7 +46,15 @@ class JsonBadRequest:
         self.transport.close()
 
 
-class H11JsonProtocol(JsonBadRequest, H11Protocol):
+class Tuned:
+    """Mixed into a uvicorn protocol: each connection made is tuned (:func:`.tcp.tune`)."""
+
+    def connection_made(self, transport: Any) -> None:
+        tune(transport.get_extra_info("socket"))
+        super().connection_made(transport)  # type: ignore[misc]
+
+
+class H11JsonProtocol(JsonBadRequest, Tuned, H11Protocol):
     """uvicorn's h11 protocol with JSON bad-request answers."""
 
 
@@ -65,7 +76,7 @@ def http_protocol(parser: str | None = None) -> type:
 def _httptools_protocol() -> type:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class HttpToolsJsonProtocol(JsonBadRequest, HttpToolsProtocol):
+    class HttpToolsJsonProtocol(JsonBadRequest, Tuned, HttpToolsProtocol):
         """uvicorn's httptools protocol with JSON bad-request answers."""
 
     return HttpToolsJsonProtocol

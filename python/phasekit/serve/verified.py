@@ -31,7 +31,11 @@ _Key = tuple[str, int, str | None]
 
 def signature(path: Path) -> Signature:
     """What changes whenever the file's bytes may have changed."""
-    st = os.stat(path, follow_symlinks=False)
+    return signature_of(os.stat(path, follow_symlinks=False))
+
+
+def signature_of(st: os.stat_result) -> Signature:
+    """The :func:`signature` of a file from its ``stat``."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -80,4 +84,11 @@ def _checksum(path: Path) -> str:
     return file_checksum(path)  # the backend's (Rust) CRC-32: the same value, faster
 
 
-__all__ = ["MAX_REMEMBERED", "VerifiedFiles", "signature", "unreadable"]
+__all__ = [
+    "MAX_REMEMBERED",
+    "Signature",
+    "VerifiedFiles",
+    "signature",
+    "signature_of",
+    "unreadable",
+]
