@@ -292,6 +292,8 @@ def test_maps_are_dropped_when_idle_or_past_the_limit(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert len(_mapped(empty, 0, "item 9", maps).view) == 0
+    with pytest.raises(CorruptDataError, match=r"item 5: file .*gone is missing"):
+        _mapped(tmp_path / "gone", 0, "item 5", maps)  # deleted after its check
     none_kept = ServedMaps(limit=0)
     assert bytes(_mapped(paths[1], 10, "item 1", none_kept).view) == bytes([1]) * 10
     assert len(none_kept) == 0

@@ -400,9 +400,8 @@ class Api:
             None,
             None,
         ):
-            as_stored = arrow_stream_bytes(
-                path, item.label, self.maps
-            )  # already Arrow: sent as stored
+            # already Arrow: sent as stored
+            as_stored = arrow_stream_bytes(path, item.label, self.maps)
             if as_stored is not None:
                 headers["Content-Length"] = str(as_stored.length)
                 return StreamingResponse(

@@ -24,6 +24,7 @@ from phasekit.checksum import format_crc32, tree_files
 from phasekit.errors import CatalogError, CorruptDataError, InvalidArgument, UnsafePath
 from phasekit.paths import contained, open_nofollow
 from phasekit.serve.maps import MappedFile, ServedMaps, StreamSpan
+from phasekit.serve.verified import unreadable
 from phasekit.stores.partset import is_part_set, part_set_batches
 
 OUTPUT_FORMATS = ("arrow", "parquet", "csv", "json")
@@ -409,11 +410,14 @@ def piece_bytes() -> int:
 def _mapped(path: Path, end: int, label: str, maps: ServedMaps) -> MappedFile:
     """The map of ``path`` (kept in ``maps``), which must still hold at least ``end``
     bytes."""
-    fd = open_nofollow(path)
     try:
-        found = maps.mapped(path, fd)
-    finally:
-        os.close(fd)
+        fd = open_nofollow(path)
+        try:
+            found = maps.mapped(path, fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # gone or replaced by something unreadable since its check
+        raise unreadable(label, path, exc) from None
     if len(found.view) < end:
         raise CorruptDataError(
             f"{label}: file {path} has {len(found.view)} bytes, {end} when checked"

@@ -73,11 +73,13 @@ class VerifiedFiles:
                 self._seen.popitem(last=False)
 
 
-def unreadable(item: ItemRow, path: Path, exc: OSError) -> CorruptDataError:
-    """The error of a recorded file that is gone or cannot be opened."""
+def unreadable(item: ItemRow | str, path: Path, exc: OSError) -> CorruptDataError:
+    """The error of a recorded file that is gone or cannot be opened (``item``: the item
+    or its label)."""
+    label = item if isinstance(item, str) else item.label
     if isinstance(exc, FileNotFoundError):
-        return CorruptDataError(f"{item.label}: file {path} is missing")
-    return CorruptDataError(f"{item.label}: file {path} cannot be read ({exc.strerror or exc})")
+        return CorruptDataError(f"{label}: file {path} is missing")
+    return CorruptDataError(f"{label}: file {path} cannot be read ({exc.strerror or exc})")
 
 
 def _checksum(path: Path) -> str:
