@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -134,7 +135,10 @@ def run_benchmarks(paths: list[str], extra: list[str]) -> tuple[Path, int]:
         "python_files=bench_*.py",
         *extra,
     ]
-    proc = subprocess.run(cmd, check=False, stdout=sys.stderr)
+    # its own session, never an xdist worker's (pytest-benchmark reads PYTEST_XDIST_WORKER
+    # and disables itself): report.py run from a test under xdist inherits it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    proc = subprocess.run(cmd, check=False, stdout=sys.stderr, env=env)
     if not out.exists():
         raise SystemExit("the benchmark run produced no results")
     sys.stderr.write(f"results (with each benchmark's extra_info): {out}\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def test_a_failed_benchmark_has_no_row_and_fails_the_report(tmp_path: Path) -> N
         text=True,
         timeout=300,
         cwd=tmp_path,
+        env={**os.environ, "PYTEST_XDIST_WORKER": "gw0"},  # as when run under pytest -n
     )
     assert proc.returncode == 1, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| demo:sum")]
